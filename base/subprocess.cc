@@ -1,0 +1,174 @@
+#include "base/subprocess.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <string_view>
+
+extern char** environ;
+
+namespace kiln {
+namespace {
+
+std::string Errno(std::string_view what) {
+  std::string msg(what);
+  msg += ": ";
+  msg += std::strerror(errno);
+  return msg;
+}
+
+// Owns a file descriptor; closes it on destruction.
+class Fd {
+ public:
+  Fd() = default;
+  explicit Fd(int fd) : fd_(fd) {}
+  Fd(const Fd&) = delete;
+  Fd& operator=(const Fd&) = delete;
+  ~Fd() { Reset(); }
+  int get() const { return fd_; }
+  void Reset(int fd = -1) {
+    if (fd_ >= 0) close(fd_);
+    fd_ = fd;
+  }
+
+ private:
+  int fd_ = -1;
+};
+
+struct Pipe {
+  Fd read_end;
+  Fd write_end;
+};
+
+Status MakePipe(Pipe& p) {
+  int fds[2];
+  if (pipe2(fds, O_CLOEXEC) != 0) return Status::Internal(Errno("pipe2"));
+  p.read_end.Reset(fds[0]);
+  p.write_end.Reset(fds[1]);
+  return Status::Ok();
+}
+
+std::vector<std::string> MergedEnvironment(const std::map<std::string, std::string>& extra) {
+  std::vector<std::string> env;
+  for (char** e = environ; *e != nullptr; ++e) {
+    std::string_view entry(*e);
+    auto eq = entry.find('=');
+    if (eq != std::string_view::npos && extra.count(std::string(entry.substr(0, eq))) > 0) continue;
+    env.emplace_back(entry);
+  }
+  for (const auto& [key, value] : extra) env.push_back(key + "=" + value);
+  return env;
+}
+
+std::vector<char*> CStrings(std::vector<std::string>& strings) {
+  std::vector<char*> out;
+  out.reserve(strings.size() + 1);
+  for (auto& s : strings) out.push_back(s.data());
+  out.push_back(nullptr);
+  return out;
+}
+
+int DecodeWaitStatus(int wstatus) {
+  if (WIFEXITED(wstatus)) return WEXITSTATUS(wstatus);
+  if (WIFSIGNALED(wstatus)) return 128 + WTERMSIG(wstatus);
+  return -1;
+}
+
+}  // namespace
+
+StatusOr<ProcessResult> RunProcess(const ProcessOptions& options) {
+  if (options.argv.empty()) return Status::InvalidArgument("RunProcess: empty argv");
+  Pipe in, out, err;
+  KILN_RETURN_IF_ERROR(MakePipe(in));
+  KILN_RETURN_IF_ERROR(MakePipe(out));
+  KILN_RETURN_IF_ERROR(MakePipe(err));
+
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_adddup2(&actions, in.read_end.get(), STDIN_FILENO);
+  posix_spawn_file_actions_adddup2(&actions, out.write_end.get(), STDOUT_FILENO);
+  posix_spawn_file_actions_adddup2(&actions, err.write_end.get(), STDERR_FILENO);
+  posix_spawnattr_t attr;
+  posix_spawnattr_init(&attr);
+  // Own process group, so a timeout kills the program and everything it started.
+  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP);
+  posix_spawnattr_setpgroup(&attr, 0);
+
+  std::vector<std::string> argv_storage = options.argv;
+  std::vector<std::string> env_storage = MergedEnvironment(options.env);
+  std::vector<char*> argv = CStrings(argv_storage);
+  std::vector<char*> envp = CStrings(env_storage);
+  pid_t pid = -1;
+  int rc = posix_spawnp(&pid, argv[0], &actions, &attr, argv.data(), envp.data());
+  posix_spawn_file_actions_destroy(&actions);
+  posix_spawnattr_destroy(&attr);
+  if (rc != 0) {
+    return Status::NotFound("cannot start '" + options.argv[0] + "': " + std::strerror(rc));
+  }
+  in.read_end.Reset();
+  out.write_end.Reset();
+  err.write_end.Reset();
+
+  ProcessResult result;
+  std::string_view to_write = options.stdin_data;
+  if (to_write.empty()) in.write_end.Reset();
+  fcntl(in.write_end.get(), F_SETFL, O_NONBLOCK);
+  const auto deadline = std::chrono::steady_clock::now() + options.timeout;
+  bool timed_out = false;
+  char buf[16384];
+  while (out.read_end.get() >= 0 || err.read_end.get() >= 0) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) {
+      timed_out = true;
+      break;
+    }
+    pollfd fds[3] = {{out.read_end.get(), POLLIN, 0},
+                     {err.read_end.get(), POLLIN, 0},
+                     {in.write_end.get(), POLLOUT, 0}};
+    int n = poll(fds, 3, static_cast<int>(left.count()));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      kill(-pid, SIGKILL);
+      waitpid(pid, nullptr, 0);
+      return Status::Internal(Errno("poll"));
+    }
+    if (fds[2].revents != 0) {
+      ssize_t w = write(in.write_end.get(), to_write.data(), to_write.size());
+      if (w > 0) to_write.remove_prefix(static_cast<size_t>(w));
+      if (w < 0 && errno != EAGAIN) to_write = {};
+      if (to_write.empty()) in.write_end.Reset();
+    }
+    Fd* readers[2] = {&out.read_end, &err.read_end};
+    std::string* sinks[2] = {&result.stdout_data, &result.stderr_data};
+    for (int i = 0; i < 2; ++i) {
+      if (fds[i].revents == 0) continue;
+      ssize_t r = read(readers[i]->get(), buf, sizeof(buf));
+      if (r > 0) {
+        sinks[i]->append(buf, static_cast<size_t>(r));
+      } else if (r == 0 || errno != EINTR) {
+        readers[i]->Reset();
+      }
+    }
+  }
+  if (timed_out) {
+    kill(-pid, SIGKILL);
+    waitpid(pid, nullptr, 0);
+    return Status::DeadlineExceeded("'" + options.argv[0] + "' did not finish within " +
+                                    std::to_string(options.timeout.count()) + " ms");
+  }
+  int wstatus = 0;
+  while (waitpid(pid, &wstatus, 0) < 0) {
+    if (errno != EINTR) return Status::Internal(Errno("waitpid"));
+  }
+  result.exit_code = DecodeWaitStatus(wstatus);
+  return result;
+}
+
+}  // namespace kiln

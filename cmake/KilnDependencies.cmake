@@ -1,0 +1,12 @@
+# Third-party libraries, all from Debian's -dev packages (scripts/setup.sh installs them).
+
+find_package(Threads REQUIRED)
+find_package(OpenSSL 3 REQUIRED)
+find_package(cpprestsdk REQUIRED)
+find_package(yaml-cpp REQUIRED)
+find_package(nlohmann_json 3.11 REQUIRED)
+find_package(prometheus-cpp REQUIRED COMPONENTS core pull)
+if(KILN_BUILD_TESTS)
+  find_package(Catch2 2.13 REQUIRED)
+  include(Catch)
+endif()

@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# Builds the pinned control-plane tools (kube-apiserver, kube-controller-manager,
+# kube-scheduler, kubectl, etcd, kwok, helm) from the Go module proxy into the
+# cache outside the repository. Each tool set is rebuilt only when its version or
+# its wrapper module's go.sum changes. Usage: scripts/build-tools.sh [kube|etcd|kwok|helm]...
+set -euo pipefail
+source "$(dirname "$0")/lib/common.sh"
+
+need go "install Go 1.24 or newer (Debian: apt-get install golang-go, or the go.dev tarball)"
+export GOTOOLCHAIN=local GOFLAGS="-mod=readonly -trimpath" CGO_ENABLED=0
+
+bin_dir="$(kiln_tools_bin)"
+mkdir -p "$bin_dir" "$KILN_CACHE_DIR/tools/stamps"
+
+# build_set NAME VERSION LDFLAGS PKG... : builds PKGs from tools/NAME into bin_dir.
+# A PKG written BIN=IMPORT_PATH is installed as BIN (for main packages whose
+# import path does not end in the command's name).
+bin_name() { if [[ "$1" == *=* ]]; then printf '%s' "${1%%=*}"; else basename "$1"; fi; }
+
+build_set() {
+  local name=$1 version=$2 ldflags=$3
+  shift 3
+  local mod_dir="$KILN_ROOT/tools/$name"
+  local key
+  key="$version-$(cat "$mod_dir/go.mod" "$mod_dir/go.sum" | sha256sum | cut -c1-16)"
+  local stamp="$KILN_CACHE_DIR/tools/stamps/$name"
+  local missing=0 pkg
+  for pkg in "$@"; do [ -x "$bin_dir/$(bin_name "$pkg")" ] || missing=1; done
+  if [ "$missing" = 0 ] && [ "$(cat "$stamp" 2>/dev/null)" = "$key" ]; then
+    return 0
+  fi
+  log "building $name $version ($*) - this takes minutes on a cold cache"
+  local tmp
+  tmp="$(mktemp -d "$KILN_CACHE_DIR/tools/build.XXXXXX")"
+  local ok=1
+  for pkg in "$@"; do
+    if [[ "$pkg" == *=* ]]; then
+      (cd "$mod_dir" && go build -ldflags "$ldflags" -o "$tmp/${pkg%%=*}" "${pkg#*=}") >>"$tmp.log" 2>&1 || ok=0
+    fi
+  done
+  local plain=()
+  for pkg in "$@"; do [[ "$pkg" == *=* ]] || plain+=("$pkg"); done
+  if [ ${#plain[@]} -gt 0 ]; then
+    (cd "$mod_dir" && go build -ldflags "$ldflags" -o "$tmp/" "${plain[@]}") >>"$tmp.log" 2>&1 || ok=0
+  fi
+  if [ "$ok" = 0 ]; then
+    tail -n 30 "$tmp.log" >&2
+    rm -rf "$tmp"
+    die "building $name $version failed (full log: $tmp.log)" \
+      "check that the Go module proxy is reachable (go env GOPROXY) and that 'go version' is 1.24 or newer, then rerun scripts/build-tools.sh $name"
+  fi
+  mv -f "$tmp"/* "$bin_dir/"
+  rmdir "$tmp"
+  rm -f "$tmp.log"
+  echo "$key" >"$stamp"
+  log "built $name into $bin_dir"
+}
+
+kube_ldflags() {
+  local v=${KILN_KUBE_VERSION#v} major minor flags="-s -w" pkg
+  major=${v%%.*}
+  minor=${v#*.}
+  minor=${minor%%.*}
+  for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    flags+=" -X $pkg.gitVersion=$KILN_KUBE_VERSION -X $pkg.gitMajor=$major -X $pkg.gitMinor=$minor"
+    flags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
+  done
+  printf '%s' "$flags"
+}
+
+helm_ldflags() {
+  local v=${KILN_KUBE_VERSION#v} major minor flags="-s -w" pkg
+  major=${v%%.*}
+  minor=${v#*.}
+  minor=${minor%%.*}
+  flags+=" -X helm.sh/helm/v3/internal/version.version=$KILN_HELM_VERSION"
+  flags+=" -X helm.sh/helm/v3/internal/version.gitTreeState=clean"
+  for pkg in helm.sh/helm/v3/pkg/lint/rules helm.sh/helm/v3/pkg/chartutil; do
+    flags+=" -X $pkg.k8sVersionMajor=$major -X $pkg.k8sVersionMinor=$minor"
+  done
+  printf '%s' "$flags"
+}
+
+build_one() {
+  case "$1" in
+  kube) build_set kube "$KILN_KUBE_VERSION" "$(kube_ldflags)" \
+    k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
+    k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl ;;
+  etcd) build_set etcd "$KILN_ETCD_VERSION" "-s -w" etcd=go.etcd.io/etcd/server/v3 ;;
+  kwok) build_set kwok "$KILN_KWOK_VERSION" \
+    "-s -w -X sigs.k8s.io/kwok/pkg/consts.Version=${KILN_KWOK_VERSION#v} -X sigs.k8s.io/kwok/pkg/consts.KubeVersion=${KILN_KUBE_VERSION#v}" \
+    sigs.k8s.io/kwok/cmd/kwok ;;
+  helm) build_set helm "$KILN_HELM_VERSION" "$(helm_ldflags)" helm.sh/helm/v3/cmd/helm ;;
+  *) die "unknown tool set '$1'" "use one of: kube etcd kwok helm" ;;
+  esac
+}
+
+if [ $# -eq 0 ]; then set -- etcd kwok helm kube; fi
+for set_name in "$@"; do build_one "$set_name"; done

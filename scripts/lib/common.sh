@@ -1,0 +1,29 @@
+# shellcheck shell=bash
+# Shared helpers for kiln's scripts: logging, fatal errors with a fix, and the
+# cache layout outside the repository. Source it; it defines no side effects.
+
+KILN_ROOT="${KILN_ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}"
+KILN_CACHE_DIR="${KILN_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/kiln}"
+
+# Pinned versions; the Go wrapper modules under tools/ hold the same pins.
+KILN_KUBE_VERSION="v1.33.13"
+KILN_ETCD_VERSION="v3.5.21"
+KILN_KWOK_VERSION="v0.7.0"
+KILN_HELM_VERSION="v3.18.6"
+
+log() { printf '[kiln %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+
+# die MESSAGE [FIX]: stop with what went wrong and, when known, how to fix it.
+die() {
+  printf '[kiln] ERROR: %s\n' "$1" >&2
+  if [ -n "${2:-}" ]; then printf '[kiln]   fix: %s\n' "$2" >&2; fi
+  exit 1
+}
+
+# need CMD FIX: fail clearly when a required command is absent.
+need() {
+  command -v "$1" >/dev/null 2>&1 || die "required command '$1' not found on PATH" "$2"
+}
+
+# The folder holding the Go-built tools for the pinned versions.
+kiln_tools_bin() { printf '%s/tools/bin\n' "$KILN_CACHE_DIR"; }

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Installs everything kiln's build, tests and demo need, idempotently:
+#   - Debian packages (compilers, C++ libraries, Catch2, the fortunes corpus),
+#   - the CUDA 13.0 toolkit from NVIDIA's PyPI wheels when no nvcc 13.0 exists,
+#   - the pinned Kubernetes control plane, etcd, kwok and helm built from Go modules.
+# A second run does nothing but check. Environment:
+#   KILN_SKIP_CUDA=1   skip the CUDA toolkit (CPU-only build)
+#   KILN_SKIP_TOOLS=1  skip the Go-built control-plane tools
+set -euo pipefail
+source "$(dirname "$0")/lib/common.sh"
+source "$(dirname "$0")/lib/cuda.sh"
+
+APT_PACKAGES=(
+  build-essential cmake ninja-build pkg-config ccache clang-format git curl openssl
+  python3 python3-pip iproute2 procps
+  libcpprest-dev libyaml-cpp-dev libssl-dev nlohmann-json3-dev prometheus-cpp-dev catch2
+  fortunes
+)
+
+install_apt_packages() {
+  local missing=() pkg
+  for pkg in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  need apt-get "kiln's setup installs Debian packages; on another distribution install: ${missing[*]}"
+  local sudo=()
+  if [ "$(id -u)" != 0 ]; then
+    command -v sudo >/dev/null 2>&1 || die "missing packages ${missing[*]} and not root" "run as root or install them: apt-get install ${missing[*]}"
+    sudo=(sudo)
+  fi
+  log "installing Debian packages: ${missing[*]}"
+  "${sudo[@]}" apt-get update -qq >/dev/null ||
+    die "apt-get update failed" "check the machine's Debian mirrors (/etc/apt/sources.list*)"
+  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null ||
+    die "apt-get could not install: ${missing[*]}" "run 'apt-get install ${missing[*]}' to see the error"
+}
+
+install_apt_packages
+if [ "${KILN_SKIP_CUDA:-0}" != 1 ] && [ -z "$(kiln_system_cuda_root)" ]; then
+  kiln_install_cuda_wheels
+fi
+if [ "${KILN_SKIP_TOOLS:-0}" != 1 ]; then
+  "$KILN_ROOT/scripts/build-tools.sh"
+fi
+log "setup complete (cache: $KILN_CACHE_DIR)"
