@@ -86,7 +86,8 @@ build_one() {
   kube) build_set kube "$KILN_KUBE_VERSION" "$(kube_ldflags)" \
     k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
     k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl ;;
-  etcd) build_set etcd "$KILN_ETCD_VERSION" "-s -w" etcd=go.etcd.io/etcd/server/v3 ;;
+  etcd) build_set etcd "$KILN_ETCD_VERSION" "-s -w" etcd=go.etcd.io/etcd/server/v3 \
+    etcdctl=go.etcd.io/etcd/etcdctl/v3 ;;
   kwok) build_set kwok "$KILN_KWOK_VERSION" \
     "-s -w -X sigs.k8s.io/kwok/pkg/consts.Version=${KILN_KWOK_VERSION#v} -X sigs.k8s.io/kwok/pkg/consts.KubeVersion=${KILN_KUBE_VERSION#v}" \
     sigs.k8s.io/kwok/cmd/kwok ;;

@@ -1,0 +1,63 @@
+#include "tests/support/local_clusters.h"
+
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+namespace kiln::testing {
+
+StatusOr<LocalClusters> LocalClusters::FromEnvironment() {
+  const char* dir = std::getenv("KILN_LOCALCLUSTER_DIR");
+  if (dir == nullptr || *dir == '\0') {
+    return Status::FailedPrecondition(
+        "KILN_LOCALCLUSTER_DIR is not set: run integration tests through ctest, which starts the "
+        "local clusters as a fixture");
+  }
+  std::ifstream in(std::string(dir) + "/state.json");
+  if (!in) return Status::FailedPrecondition(std::string("no state.json in ") + dir);
+  std::stringstream buf;
+  buf << in.rdbuf();
+  try {
+    auto state = nlohmann::json::parse(buf.str());
+    if (state.at("phase") != "ready") {
+      return Status::FailedPrecondition("local clusters in " + std::string(dir) + " are " +
+                                        state.at("phase").get<std::string>() + ": " +
+                                        state.value("error", std::string()));
+    }
+    const auto& spec = state.at("spec");
+    LocalClusters out;
+    out.run_dir_ = dir;
+    out.bin_dir_ = spec.at("bin_dir").get<std::string>();
+    out.nodes_per_cluster_ = spec.at("nodes").get<int>();
+    out.gpus_per_node_ = spec.at("gpus_per_node").get<int>();
+    for (const auto& c : spec.at("clusters")) {
+      out.clusters_.push_back({c.at("name").get<std::string>(),
+                               c.at("dir").get<std::string>() + "/kubeconfig",
+                               "https://127.0.0.1:" +
+                                   std::to_string(c.at("ports").at("apiserver").get<int>())});
+    }
+    return out;
+  } catch (const nlohmann::json::exception& e) {
+    return Status::DataLoss(std::string("malformed state.json in ") + dir + ": " + e.what());
+  }
+}
+
+StatusOr<ProcessResult> LocalClusters::Kubectl(const LocalCluster& cluster,
+                                               std::vector<std::string> args,
+                                               std::string stdin_data) const {
+  args.insert(args.begin(), {bin_dir_ + "/kubectl", "--kubeconfig", cluster.kubeconfig});
+  return RunProcess({.argv = std::move(args),
+                     .stdin_data = std::move(stdin_data),
+                     .timeout = std::chrono::seconds(60)});
+}
+
+std::string UniqueName(const std::string& prefix) {
+  static int counter = 0;
+  return prefix + "-" + std::to_string(getpid()) + "-" + std::to_string(++counter);
+}
+
+}  // namespace kiln::testing

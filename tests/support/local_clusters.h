@@ -1,0 +1,49 @@
+// LocalClusters: a test's handle on the clusters scripts/localcluster.py started
+// as the CTest fixture. Reads the run directory named by $KILN_LOCALCLUSTER_DIR.
+// Thread-compatible: const methods may be called concurrently.
+#ifndef KILN_TESTS_SUPPORT_LOCAL_CLUSTERS_H_
+#define KILN_TESTS_SUPPORT_LOCAL_CLUSTERS_H_
+
+#include <string>
+#include <vector>
+
+#include "base/statusor.h"
+#include "base/subprocess.h"
+
+namespace kiln::testing {
+
+struct LocalCluster {
+  std::string name;
+  std::string kubeconfig;  // Admin (system:masters) kubeconfig for this cluster alone.
+  std::string server;      // https://127.0.0.1:<port>
+};
+
+class LocalClusters {
+ public:
+  // Loads the fixture's state. FailedPrecondition when the fixture is not ready.
+  static StatusOr<LocalClusters> FromEnvironment();
+
+  const std::vector<LocalCluster>& clusters() const { return clusters_; }
+  const std::string& run_dir() const { return run_dir_; }
+  const std::string& bin_dir() const { return bin_dir_; }
+  int nodes_per_cluster() const { return nodes_per_cluster_; }
+  int gpus_per_node() const { return gpus_per_node_; }
+
+  // Runs the pinned kubectl against `cluster` with `args`, feeding `stdin_data`.
+  StatusOr<ProcessResult> Kubectl(const LocalCluster& cluster, std::vector<std::string> args,
+                                  std::string stdin_data = "") const;
+
+ private:
+  std::string run_dir_;
+  std::string bin_dir_;
+  int nodes_per_cluster_ = 0;
+  int gpus_per_node_ = 0;
+  std::vector<LocalCluster> clusters_;
+};
+
+// A name unique to this process, for namespaces that tests create.
+std::string UniqueName(const std::string& prefix);
+
+}  // namespace kiln::testing
+
+#endif  // KILN_TESTS_SUPPORT_LOCAL_CLUSTERS_H_
