@@ -94,10 +94,10 @@ std::ostream& operator<<(std::ostream& os, const Status& status);
 }  // namespace kiln
 
 // Returns from the enclosing function when `expr` (a Status) is not ok.
-#define KILN_RETURN_IF_ERROR(expr)                   \
-  do {                                               \
-    ::kiln::Status kiln_status_ = (expr);            \
-    if (!kiln_status_.ok()) return kiln_status_;     \
+#define KILN_RETURN_IF_ERROR(expr)               \
+  do {                                           \
+    ::kiln::Status kiln_status_ = (expr);        \
+    if (!kiln_status_.ok()) return kiln_status_; \
   } while (false)
 
 #endif  // KILN_BASE_STATUS_H_

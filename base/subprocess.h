@@ -25,7 +25,7 @@ struct ProcessOptions {
 };
 
 struct ProcessResult {
-  int exit_code = -1;    // Exit status, or 128+signal when killed by a signal.
+  int exit_code = -1;  // Exit status, or 128+signal when killed by a signal.
   std::string stdout_data;
   std::string stderr_data;
 };

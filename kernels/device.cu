@@ -1,10 +1,11 @@
 // kernels/device.h with CUDA: device queries through the runtime API and the
 // probe kernel.
-#include <cublas_v2.h>
 #include <cuda_runtime.h>
 #include <nccl.h>
 
 #include <string>
+
+#include <cublas_v2.h>
 
 #include "kernels/cuda_check.h"
 #include "kernels/device.h"
@@ -29,7 +30,8 @@ bool BuiltWithCuda() { return true; }
 LibraryVersions GetLibraryVersions() {
   LibraryVersions v;
   int runtime = 0;
-  if (cudaRuntimeGetVersion(&runtime) == cudaSuccess) v.cuda_runtime = MajorMinor(runtime, 1000, 10, 100);
+  if (cudaRuntimeGetVersion(&runtime) == cudaSuccess)
+    v.cuda_runtime = MajorMinor(runtime, 1000, 10, 100);
   int driver = 0;
   if (cudaDriverGetVersion(&driver) == cudaSuccess && driver > 0) {
     v.cuda_driver = MajorMinor(driver, 1000, 10, 100);
@@ -77,14 +79,14 @@ Status ProbeDevice(int device) {
   ProbeKernel<<<(kN + 255) / 256, 256>>>(buf.get(), kN, kSeed);
   KILN_CUDA_RETURN_IF_ERROR(cudaGetLastError());
   std::vector<unsigned> got(kN);
-  KILN_CUDA_RETURN_IF_ERROR(cudaMemcpy(got.data(), buf.get(), kN * sizeof(unsigned),
-                                       cudaMemcpyDeviceToHost));
+  KILN_CUDA_RETURN_IF_ERROR(
+      cudaMemcpy(got.data(), buf.get(), kN * sizeof(unsigned), cudaMemcpyDeviceToHost));
   std::vector<unsigned> want = ProbeReference(kN, kSeed);
   for (std::size_t i = 0; i < kN; ++i) {
     if (got[i] != want[i]) {
       return Status::DataLoss("GPU " + std::to_string(device) + " probe mismatch at element " +
-                              std::to_string(i) + ": got " + std::to_string(got[i]) +
-                              ", want " + std::to_string(want[i]));
+                              std::to_string(i) + ": got " + std::to_string(got[i]) + ", want " +
+                              std::to_string(want[i]));
     }
   }
   return Status::Ok();

@@ -11,6 +11,8 @@ StatusOr<std::vector<DeviceInfo>> ListDevices() {
   return Status::FailedPrecondition("this kiln build has no CUDA support");
 }
 
-Status ProbeDevice(int) { return Status::FailedPrecondition("this kiln build has no CUDA support"); }
+Status ProbeDevice(int) {
+  return Status::FailedPrecondition("this kiln build has no CUDA support");
+}
 
 }  // namespace kiln::gpu

@@ -35,6 +35,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "kiln-operator: unknown argument '%s'\n\n%s", arg.c_str(), kUsage);
     return 2;
   }
-  std::fputs("kiln-operator: no controllers are implemented in this build yet; see --help\n", stderr);
+  std::fputs("kiln-operator: no controllers are implemented in this build yet; see --help\n",
+             stderr);
   return 2;
 }

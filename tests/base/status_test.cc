@@ -1,7 +1,8 @@
 #include "base/status.h"
 
-#include <catch2/catch.hpp>
 #include <sstream>
+
+#include <catch2/catch.hpp>
 
 #include "base/statusor.h"
 

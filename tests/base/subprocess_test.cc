@@ -25,7 +25,8 @@ TEST_CASE("passes stdin and extra environment", "[base][subprocess]") {
 }
 
 TEST_CASE("large output does not deadlock", "[base][subprocess]") {
-  auto r = RunProcess({.argv = {"sh", "-c", "head -c 1000000 /dev/zero; head -c 300000 /dev/zero >&2"}});
+  auto r =
+      RunProcess({.argv = {"sh", "-c", "head -c 1000000 /dev/zero; head -c 300000 /dev/zero >&2"}});
   REQUIRE(r.ok());
   CHECK(r->stdout_data.size() == 1000000);
   CHECK(r->stderr_data.size() == 300000);

@@ -1,12 +1,13 @@
 // Integration tests of the local multi-cluster control plane (scripts/localcluster.py),
 // run against the real clusters the CTest fixture starts: 2 clusters of 4 fake
 // 8-GPU nodes. The real kube-scheduler binds pods; kwok runs them.
-#include <catch2/catch.hpp>
 #include <chrono>
 #include <functional>
-#include <nlohmann/json.hpp>
 #include <set>
 #include <thread>
+
+#include <catch2/catch.hpp>
+#include <nlohmann/json.hpp>
 
 #include "tests/support/local_clusters.h"
 
@@ -152,8 +153,9 @@ TEST_CASE("an 8-GPU pod is bound by the scheduler and reaches Running", "[integr
   CHECK(node.rfind(c.name + "-gpu-", 0) == 0);
 
   // The binding came from the real default scheduler.
-  json events = KubectlJson(lc, c, {"get", "events", "-n", ns.name(), "--field-selector",
-                                    "involvedObject.name=gpu8,reason=Scheduled"});
+  json events = KubectlJson(lc, c,
+                            {"get", "events", "-n", ns.name(), "--field-selector",
+                             "involvedObject.name=gpu8,reason=Scheduled"});
   REQUIRE_FALSE(events["items"].empty());
   const json& scheduled_event = events["items"][0];
   std::string reporter = scheduled_event.value("reportingComponent", "");

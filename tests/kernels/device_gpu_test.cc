@@ -12,7 +12,8 @@ int main() {
     return 1;
   }
   if (devices->empty()) {
-    std::printf("SKIPPED: no CUDA device present on this machine; the GPU probe test did not run\n");
+    std::printf(
+        "SKIPPED: no CUDA device present on this machine; the GPU probe test did not run\n");
     return 77;
   }
   int failures = 0;

@@ -5,8 +5,9 @@
 #include <chrono>
 #include <cstdlib>
 #include <fstream>
-#include <nlohmann/json.hpp>
 #include <sstream>
+
+#include <nlohmann/json.hpp>
 
 namespace kiln::testing {
 
@@ -35,10 +36,9 @@ StatusOr<LocalClusters> LocalClusters::FromEnvironment() {
     out.nodes_per_cluster_ = spec.at("nodes").get<int>();
     out.gpus_per_node_ = spec.at("gpus_per_node").get<int>();
     for (const auto& c : spec.at("clusters")) {
-      out.clusters_.push_back({c.at("name").get<std::string>(),
-                               c.at("dir").get<std::string>() + "/kubeconfig",
-                               "https://127.0.0.1:" +
-                                   std::to_string(c.at("ports").at("apiserver").get<int>())});
+      out.clusters_.push_back(
+          {c.at("name").get<std::string>(), c.at("dir").get<std::string>() + "/kubeconfig",
+           "https://127.0.0.1:" + std::to_string(c.at("ports").at("apiserver").get<int>())});
     }
     return out;
   } catch (const nlohmann::json::exception& e) {

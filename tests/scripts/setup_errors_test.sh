@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Bad input for the setup scripts: a missing prerequisite or a failed tool build
+# must stop with a message saying what is missing and how to fix it.
+# Each case runs against a scratch cache, so the real one is never touched.
+set -uo pipefail
+ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
+SCRATCH="$(mktemp -d)"
+trap 'rm -rf "$SCRATCH"' EXIT
+passed=0
+failed=0
+
+# A PATH holding every command of this machine's PATH except the named ones.
+path_without() {
+  local dir="$SCRATCH/path-without-$(echo "$*" | tr ' ' '-')" d f name
+  mkdir -p "$dir"
+  IFS=: read -ra dirs <<<"$PATH"
+  for d in "${dirs[@]}"; do
+    for f in "$d"/*; do
+      name="$(basename "$f")"
+      [ -x "$f" ] && [ ! -e "$dir/$name" ] || continue
+      case " $* " in *" $name "*) continue ;; esac
+      ln -s "$f" "$dir/$name"
+    done
+  done
+  printf '%s' "$dir"
+}
+
+# expect NAME WANT_RC PATTERN... -- CMD...: CMD exits WANT_RC and its output matches every PATTERN.
+expect() {
+  local name=$1 want_rc=$2
+  shift 2
+  local patterns=()
+  while [ "$1" != "--" ]; do patterns+=("$1"); shift; done
+  shift
+  local out rc ok=1 p
+  out="$("$@" 2>&1)"
+  rc=$?
+  [ "$rc" = "$want_rc" ] || ok=0
+  for p in "${patterns[@]}"; do grep -qF -- "$p" <<<"$out" || ok=0; done
+  if [ "$ok" = 1 ]; then
+    passed=$((passed + 1))
+    echo "ok: $name"
+  else
+    failed=$((failed + 1))
+    printf 'FAIL: %s (exit %s, want %s; patterns: %s)\n--- output ---\n%s\n--------------\n' \
+      "$name" "$rc" "$want_rc" "${patterns[*]}" "$out"
+  fi
+}
+
+expect "build-tools without go names go and how to get it" 1 \
+  "required command 'go' not found" "fix: install Go" -- \
+  env PATH="$(path_without go)" KILN_CACHE_DIR="$SCRATCH/cache1" bash "$ROOT/scripts/build-tools.sh" etcd
+
+expect "a failed tool build says which tool failed, where the log is, and what to check" 1 \
+  "building etcd v3.5.21 failed (full log:" "fix: check that the Go module proxy is reachable" -- \
+  env GOPROXY=off GOFLAGS=-mod=mod GOMODCACHE="$SCRATCH/empty-modcache" \
+  KILN_CACHE_DIR="$SCRATCH/cache2" bash "$ROOT/scripts/build-tools.sh" etcd
+
+expect "an unknown tool set is rejected with the valid names" 1 \
+  "unknown tool set 'kubelet'" "use one of: kube etcd kwok helm" -- \
+  env KILN_CACHE_DIR="$SCRATCH/cache3" bash "$ROOT/scripts/build-tools.sh" kubelet
+
+expect "setup without python3 cannot install CUDA and says so" 1 \
+  "required command 'python3' not found" "fix: install Python 3 with pip" -- \
+  env PATH="$(path_without python3 nvcc)" KILN_CACHE_DIR="$SCRATCH/cache4" KILN_SKIP_TOOLS=1 \
+  CUDA_HOME= CUDA_PATH= bash "$ROOT/scripts/setup.sh"
+
+expect "localcluster without built binaries names them and points to setup" 1 \
+  "missing control-plane binaries" "kube-apiserver" "fix: run scripts/setup.sh" -- \
+  python3 "$ROOT/scripts/localcluster.py" up --dir "$SCRATCH/lc" --bin-dir "$SCRATCH/no-bin"
+
+expect "localcluster down on an unknown directory is a no-op" 0 \
+  "nothing to tear down" -- \
+  python3 "$ROOT/scripts/localcluster.py" down --dir "$SCRATCH/never-started"
+
+echo "scripts: $passed passed, $failed failed"
+[ "$failed" = 0 ]
