@@ -1,7 +1,7 @@
-# CUDA detection. The toolkit comes from CUDA_HOME / CMAKE_CUDA_COMPILER, or from
-# the wheel prefix scripts/setup.sh installs (found by scripts/lib/cuda.sh and
-# passed in by the presets' wrapper scripts). Targets: sm_90 (H100/H200) SASS plus
-# compute_90 PTX so newer GPUs JIT-compile it.
+# CUDA detection. The compiler is, in order: CMAKE_CUDA_COMPILER if given,
+# $CUDA_HOME, /usr/local/cuda-13.0, the wheel toolkit scripts/setup.sh installs
+# (<kiln cache>/cuda/current), then nvcc on PATH. Targets: sm_90 (H100/H200)
+# SASS plus compute_90 PTX, so newer GPUs JIT-compile it.
 
 set(KILN_HAVE_CUDA OFF)
 if(NOT KILN_CUDA STREQUAL "OFF")
@@ -13,7 +13,7 @@ if(NOT KILN_CUDA STREQUAL "OFF")
   else()
     set(_kiln_cache "$ENV{HOME}/.cache/kiln")
   endif()
-  foreach(_kiln_root "$ENV{CUDA_HOME}" "${_kiln_cache}/cuda/current")
+  foreach(_kiln_root "$ENV{CUDA_HOME}" "/usr/local/cuda-13.0" "${_kiln_cache}/cuda/current")
     if(NOT CMAKE_CUDA_COMPILER AND _kiln_root AND EXISTS "${_kiln_root}/bin/nvcc")
       set(CMAKE_CUDA_COMPILER "${_kiln_root}/bin/nvcc")
     endif()

@@ -619,6 +619,11 @@ def leftover_pids(run_dir: Path) -> list[int]:
     return found
 
 
+def is_run_dir(path: Path) -> bool:
+    """True for a directory this script made (it holds spec.json)."""
+    return (path / "spec.json").is_file()
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     run_dir = Path(args.dir).resolve()
     bin_dir = Path(args.bin_dir).resolve()
@@ -639,9 +644,12 @@ def cmd_up(args: argparse.Namespace) -> int:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-    if run_dir.exists():
+    if run_dir.exists() and any(run_dir.iterdir()):
+        if not is_run_dir(run_dir):
+            raise ClusterError(f"{run_dir} is not empty and is not a kiln run directory; "
+                               f"refusing to replace it\n  fix: pass an empty or new --dir")
         subprocess.run(["rm", "-rf", str(run_dir)], check=True)
-    run_dir.mkdir(parents=True)
+    run_dir.mkdir(parents=True, exist_ok=True)
     owner = 0
     if args.owner_pid == "parent":
         owner = os.getppid()
@@ -702,6 +710,8 @@ def cmd_down(args: argparse.Namespace) -> int:
     if not run_dir.exists():
         log(f"nothing to tear down: {run_dir} does not exist")
         return 0
+    if not is_run_dir(run_dir):
+        raise ClusterError(f"{run_dir} is not a kiln run directory (no spec.json); not touching it")
     state = {}
     try:
         state = read_state(run_dir)

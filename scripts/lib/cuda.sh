@@ -31,15 +31,6 @@ kiln_system_cuda_root() {
   done
 }
 
-# Prints the toolkit root to build with: a system CUDA 13.0, else the wheel
-# prefix if installed; nothing otherwise.
-kiln_cuda_root() {
-  local cand
-  cand="$(kiln_system_cuda_root)"
-  [ -z "$cand" ] && cand="$(kiln_cuda_wheel_prefix)/nvidia/cu13"
-  if [ -x "$cand/bin/nvcc" ]; then printf '%s\n' "$cand"; fi
-}
-
 # Installs the pinned wheels and lays out lib64, unversioned .so links and NCCL
 # next to the CUDA headers and libraries, as a CUDA installation has them.
 kiln_install_cuda_wheels() {

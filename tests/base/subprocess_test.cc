@@ -24,6 +24,13 @@ TEST_CASE("passes stdin and extra environment", "[base][subprocess]") {
   CHECK(r->stdout_data == "hello\nv1");
 }
 
+TEST_CASE("stdin for a child that never reads it does not kill the caller", "[base][subprocess]") {
+  // Regression: the write got SIGPIPE once the child exited, killing the test process.
+  auto r = RunProcess({.argv = {"true"}, .stdin_data = std::string(4 << 20, 'x')});
+  REQUIRE(r.ok());
+  CHECK(r->exit_code == 0);
+}
+
 TEST_CASE("large output does not deadlock", "[base][subprocess]") {
   auto r =
       RunProcess({.argv = {"sh", "-c", "head -c 1000000 /dev/zero; head -c 300000 /dev/zero >&2"}});

@@ -73,5 +73,15 @@ expect "localcluster down on an unknown directory is a no-op" 0 \
   "nothing to tear down" -- \
   python3 "$ROOT/scripts/localcluster.py" down --dir "$SCRATCH/never-started"
 
+mkdir -p "$SCRATCH/precious"
+echo keep >"$SCRATCH/precious/file"
+expect "localcluster refuses to replace a directory it did not make" 1 \
+  "is not empty and is not a kiln run directory" -- \
+  python3 "$ROOT/scripts/localcluster.py" up --dir "$SCRATCH/precious"
+expect "localcluster down leaves a foreign directory alone" 1 \
+  "is not a kiln run directory" -- \
+  python3 "$ROOT/scripts/localcluster.py" down --dir "$SCRATCH/precious"
+expect "the foreign directory's contents survived" 0 "keep" -- cat "$SCRATCH/precious/file"
+
 echo "scripts: $passed passed, $failed failed"
 [ "$failed" = 0 ]

@@ -1,0 +1,104 @@
+"""Unit tests of scripts/localcluster.py's pieces that need no cluster: the
+port registry and the fake GPU node manifests."""
+
+import importlib.util
+import json
+import multiprocessing
+import os
+import socket
+import sys
+import tempfile
+import unittest
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+spec = importlib.util.spec_from_file_location("localcluster", ROOT / "scripts" / "localcluster.py")
+lc = importlib.util.module_from_spec(spec)
+sys.modules["localcluster"] = lc
+spec.loader.exec_module(lc)
+
+
+def reserve_in_child(registry_dir, count, queue, hold):
+    ports = lc.PortRegistry(Path(registry_dir)).reserve(count, os.getpid())
+    queue.put(ports)
+    hold.wait()  # Keep the owner alive until every child has reserved.
+
+
+class PortRegistryTest(unittest.TestCase):
+    def setUp(self):
+        self.tmp = tempfile.TemporaryDirectory()
+        self.registry = lc.PortRegistry(Path(self.tmp.name))
+
+    def tearDown(self):
+        self.tmp.cleanup()
+
+    def test_concurrent_reservations_are_disjoint_and_below_ephemeral_range(self):
+        ctx = multiprocessing.get_context("fork")
+        queue, hold = ctx.Queue(), ctx.Event()
+        children = [ctx.Process(target=reserve_in_child, args=(self.tmp.name, 40, queue, hold))
+                    for _ in range(6)]
+        for c in children:
+            c.start()
+        results = [queue.get(timeout=60) for _ in children]
+        hold.set()
+        for c in children:
+            c.join(timeout=30)
+        every = [p for ports in results for p in ports]
+        self.assertEqual(len(every), 240)
+        self.assertEqual(len(set(every)), 240, "two runs were given the same port")
+        self.assertTrue(all(p < lc._ephemeral_start() for p in every))
+
+    def test_reservations_of_a_dead_owner_are_reused_and_live_ones_are_not(self):
+        mine = self.registry.reserve(5, os.getpid())
+        for p in mine:
+            self.assertFalse(self.registry._available(p))
+        dead = os.fork()
+        if dead == 0:
+            os._exit(0)
+        os.waitpid(dead, 0)
+        (Path(self.tmp.name) / str(mine[0])).write_text(str(dead))
+        self.assertTrue(self.registry._available(mine[0]))
+
+    def test_release_removes_only_the_owners_entries(self):
+        ports = self.registry.reserve(3, os.getpid())
+        self.registry.release(ports, os.getpid() + 1)  # Someone else's pid: nothing removed.
+        self.assertTrue(all((Path(self.tmp.name) / str(p)).exists() for p in ports))
+        self.registry.release(ports, os.getpid())
+        self.assertFalse(any((Path(self.tmp.name) / str(p)).exists() for p in ports))
+
+    def test_a_listening_port_is_never_handed_out(self):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            s.listen()
+            self.assertFalse(lc.port_is_free(s.getsockname()[1]))
+
+
+class NodeManifestTest(unittest.TestCase):
+    def spec(self, nodes=4, zones=2):
+        return lc.RunSpec(dir="/x", clusters=[], nodes=nodes, gpus_per_node=8,
+                          gpu_product="NVIDIA-H100-80GB-HBM3", nodes_per_nvlink_domain=2,
+                          nodes_per_rack=2, zones=zones, bin_dir="/b", owner_pid=0)
+
+    def test_gpu_capacity_and_topology_labels(self):
+        items = json.loads(lc.node_manifests("c1", self.spec()))["items"]
+        self.assertEqual([n["metadata"]["name"] for n in items],
+                         ["c1-gpu-0", "c1-gpu-1", "c1-gpu-2", "c1-gpu-3"])
+        for n in items:
+            self.assertEqual(n["status"]["capacity"]["nvidia.com/gpu"], "8")
+            self.assertEqual(n["metadata"]["annotations"]["kwok.x-k8s.io/node"], "fake")
+        labels = [n["metadata"]["labels"] for n in items]
+        self.assertEqual([l["kiln.dev/nvlink-domain"] for l in labels],
+                         ["c1-nvl-0", "c1-nvl-0", "c1-nvl-1", "c1-nvl-1"])
+        # Zones are contiguous blocks: an NVLink domain never spans two zones.
+        self.assertEqual([l["topology.kubernetes.io/zone"] for l in labels],
+                         ["c1-zone-a", "c1-zone-a", "c1-zone-b", "c1-zone-b"])
+
+    def test_uneven_zones(self):
+        items = json.loads(lc.node_manifests("c", self.spec(nodes=5, zones=3)))["items"]
+        zones = [n["metadata"]["labels"]["topology.kubernetes.io/zone"] for n in items]
+        self.assertEqual(zones, sorted(zones))
+        self.assertEqual(len(set(zones)), 3)
+
+
+if __name__ == "__main__":
+    unittest.main()
