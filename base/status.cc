@@ -56,7 +56,15 @@ Status Status::WithContext(std::string_view context) const {
   std::string msg(context);
   msg += ": ";
   msg += message_;
-  return Status(code_, std::move(msg));
+  Status out(code_, std::move(msg));
+  out.detail_ = detail_;
+  return out;
+}
+
+Status Status::WithDetail(std::shared_ptr<const StatusDetail> detail) const {
+  Status out = *this;
+  if (!ok()) out.detail_ = std::move(detail);
+  return out;
 }
 
 std::string Status::ToString() const {

@@ -4,6 +4,7 @@
 #ifndef KILN_BASE_STATUS_H_
 #define KILN_BASE_STATUS_H_
 
+#include <memory>
 #include <ostream>
 #include <string>
 #include <string_view>
@@ -31,6 +32,14 @@ enum class StatusCode {
 
 // Returns the canonical name of `code`, e.g. "NotFound".
 std::string_view StatusCodeName(StatusCode code);
+
+// Structured detail a module attaches to its errors (for example the reason,
+// HTTP code and field causes of a Kubernetes API error), read back with
+// Status::detail<T>(). Immutable once attached; shared between copies.
+class StatusDetail {
+ public:
+  virtual ~StatusDetail() = default;
+};
 
 class [[nodiscard]] Status {
  public:
@@ -76,17 +85,31 @@ class [[nodiscard]] Status {
   // other error as terminal.
   bool IsRetryable() const;
 
-  // Returns a copy whose message is "<context>: <message>"; ok stays ok.
+  // Returns a copy whose message is "<context>: <message>"; ok stays ok. The
+  // detail, if any, is kept.
   Status WithContext(std::string_view context) const;
+
+  // Returns a copy carrying `detail`; ok stays ok (and carries none).
+  Status WithDetail(std::shared_ptr<const StatusDetail> detail) const;
+
+  // The attached detail if it is a T, else nullptr.
+  template <typename T>
+  const T* detail() const {
+    return dynamic_cast<const T*>(detail_.get());
+  }
 
   // "OK" or "<CodeName>: <message>".
   std::string ToString() const;
 
-  friend bool operator==(const Status&, const Status&) = default;
+  // Equal when code and message are; details are not compared.
+  friend bool operator==(const Status& a, const Status& b) {
+    return a.code_ == b.code_ && a.message_ == b.message_;
+  }
 
  private:
   StatusCode code_ = StatusCode::kOk;
   std::string message_;
+  std::shared_ptr<const StatusDetail> detail_;
 };
 
 std::ostream& operator<<(std::ostream& os, const Status& status);

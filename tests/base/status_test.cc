@@ -45,6 +45,24 @@ TEST_CASE("WithContext prefixes errors and leaves ok alone", "[base][status]") {
   CHECK(Status::Ok().WithContext("anything").ok());
 }
 
+struct RetryHint : StatusDetail {
+  explicit RetryHint(int s) : seconds(s) {}
+  int seconds;
+};
+struct OtherDetail : StatusDetail {};
+
+TEST_CASE("details ride along with errors and survive WithContext", "[base][status]") {
+  Status s = Status::ResourceExhausted("slow down").WithDetail(std::make_shared<RetryHint>(3));
+  REQUIRE(s.detail<RetryHint>() != nullptr);
+  CHECK(s.detail<RetryHint>()->seconds == 3);
+  CHECK(s.detail<OtherDetail>() == nullptr);
+  Status wrapped = s.WithContext("list pods");
+  REQUIRE(wrapped.detail<RetryHint>() != nullptr);
+  CHECK(wrapped.detail<RetryHint>()->seconds == 3);
+  CHECK(wrapped == Status::ResourceExhausted("list pods: slow down"));
+  CHECK(Status::Ok().WithDetail(std::make_shared<RetryHint>(1)).detail<RetryHint>() == nullptr);
+}
+
 StatusOr<int> ParsePositive(int v) {
   if (v <= 0) return Status::InvalidArgument("not positive: " + std::to_string(v));
   return v;
