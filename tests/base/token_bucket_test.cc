@@ -42,7 +42,7 @@ TEST_CASE("idle time refills only up to the burst", "[base][token_bucket]") {
   CHECK(free == 5);
 }
 
-TEST_CASE("Wait sleeps exactly the reserved delay; rate 0 disables limiting",
+TEST_CASE("Wait sleeps exactly the reserved delay and rate 0 disables limiting",
           "[base][token_bucket]") {
   FakeClock clock;
   TokenBucket bucket(4, 1, &clock);

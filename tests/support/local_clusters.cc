@@ -9,6 +9,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "operator/kube/kubeconfig.h"
+
 namespace kiln::testing {
 
 StatusOr<LocalClusters> LocalClusters::FromEnvironment() {
@@ -38,12 +40,18 @@ StatusOr<LocalClusters> LocalClusters::FromEnvironment() {
     for (const auto& c : spec.at("clusters")) {
       out.clusters_.push_back(
           {c.at("name").get<std::string>(), c.at("dir").get<std::string>() + "/kubeconfig",
-           "https://127.0.0.1:" + std::to_string(c.at("ports").at("apiserver").get<int>())});
+           "https://127.0.0.1:" + std::to_string(c.at("ports").at("apiserver").get<int>()),
+           c.at("dir").get<std::string>() + "/pki"});
     }
     return out;
   } catch (const nlohmann::json::exception& e) {
     return Status::DataLoss(std::string("malformed state.json in ") + dir + ": " + e.what());
   }
+}
+
+StatusOr<std::unique_ptr<kube::Client>> LocalClusters::Client(const LocalCluster& cluster) const {
+  KILN_ASSIGN_OR_RETURN(kube::RestConfig config, kube::LoadKubeconfig(cluster.kubeconfig));
+  return kube::Client::New(std::move(config));
 }
 
 StatusOr<ProcessResult> LocalClusters::Kubectl(const LocalCluster& cluster,

@@ -9,6 +9,7 @@
 
 #include "base/statusor.h"
 #include "base/subprocess.h"
+#include "operator/kube/client.h"
 
 namespace kiln::testing {
 
@@ -16,6 +17,7 @@ struct LocalCluster {
   std::string name;
   std::string kubeconfig;  // Admin (system:masters) kubeconfig for this cluster alone.
   std::string server;      // https://127.0.0.1:<port>
+  std::string pki_dir;     // ca.crt, ca.key and the components' certificates.
 };
 
 class LocalClusters {
@@ -28,6 +30,9 @@ class LocalClusters {
   const std::string& bin_dir() const { return bin_dir_; }
   int nodes_per_cluster() const { return nodes_per_cluster_; }
   int gpus_per_node() const { return gpus_per_node_; }
+
+  // A kiln client for `cluster` from its admin kubeconfig.
+  StatusOr<std::unique_ptr<kube::Client>> Client(const LocalCluster& cluster) const;
 
   // Runs the pinned kubectl against `cluster` with `args`, feeding `stdin_data`.
   StatusOr<ProcessResult> Kubectl(const LocalCluster& cluster, std::vector<std::string> args,
