@@ -11,6 +11,7 @@ itself (children carry PR_SET_PDEATHSIG).
 Commands:
   up       start N clusters in DIR, wait until ready, print kubeconfig paths
   down     stop everything started in DIR and verify nothing is left behind
+  restart  stop one component, keep it down a while, start it again
   status   show the components of DIR and whether they run
   env      print shell exports for DIR's kubeconfigs
 
@@ -444,8 +445,9 @@ class Supervisor:
             stderr=subprocess.STDOUT, cwd=c.dir, env=env, preexec_fn=_set_pdeathsig)
         out.close()
 
-    def wait_healthy(self, names: tuple[str, ...], deadline: float) -> None:
-        pending = {(c.name, n) for c in self.spec.clusters for n in names}
+    def wait_healthy(self, names: tuple[str, ...], deadline: float,
+                     clusters: list[ClusterSpec] | None = None) -> None:
+        pending = {(c.name, n) for c in (clusters or self.spec.clusters) for n in names}
         by_name = {c.name: c for c in self.spec.clusters}
         while pending:
             for key in sorted(pending):
@@ -507,6 +509,37 @@ class Supervisor:
                 raise ClusterError(f"creating fake GPU nodes in {c.name} failed: {applied.stderr}")
         self.wait_cluster_ready(deadline)
 
+    def stop_one(self, proc: subprocess.Popen) -> None:
+        proc.reported = True  # type: ignore[attr-defined]  # An intended exit.
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=STOP_GRACE_SECONDS)
+        except ProcessLookupError:
+            pass
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+    def handle_control(self, request: Path) -> None:
+        """Restarts one component as asked by `localcluster.py restart`."""
+        result = {"ok": True, "error": ""}
+        try:
+            data = json.loads(request.read_text())
+            request.unlink()
+            by_name = {c.name: c for c in self.spec.clusters}
+            cluster, name = by_name.get(data["cluster"]), data["component"]
+            if cluster is None or (cluster.name, name) not in self.procs:
+                raise ClusterError(f"no component {name} in cluster {data['cluster']}")
+            log(f"restarting {name} of {cluster.name} (down {data['down_seconds']}s)")
+            self.stop_one(self.procs[(cluster.name, name)])
+            time.sleep(float(data["down_seconds"]))
+            self.start(cluster, name)
+            self.wait_healthy((name,), time.monotonic() + 120, [cluster])
+            self.write_state("ready")
+        except (ClusterError, KeyError, ValueError, OSError) as e:
+            result = {"ok": False, "error": str(e)}
+        request.with_suffix(".done").write_text(json.dumps(result))
+
     def stop_all(self) -> None:
         # In tiers, clients first and etcd last: an apiserver whose etcd is
         # already gone spends its whole grace period retrying shutdown writes.
@@ -560,7 +593,11 @@ class Supervisor:
             self.bring_up(timeout)
             self.write_state("ready")
             log(f"ready: {len(self.spec.clusters)} cluster(s), supervisor pid {os.getpid()}")
+            control = self.run_dir / "control"
+            control.mkdir(exist_ok=True)
             while not self.stopping:
+                for request in sorted(control.glob("*.json")):
+                    self.handle_control(request)
                 if self.spec.owner_pid and not _pid_alive(self.spec.owner_pid):
                     log(f"owner process {self.spec.owner_pid} is gone; tearing down")
                     break
@@ -604,24 +641,39 @@ def read_state(run_dir: Path) -> dict:
         raise ClusterError(f"no local clusters in {run_dir} (state.json missing)")
 
 
+def mentions_dir(arg: str, run_dir: str) -> bool:
+    """True when a command-line argument names `run_dir` or a path inside it
+    (as a whole path, so /x/lc does not match /x/lc-other), possibly after
+    an '='."""
+    for value in (arg, arg.split("=", 1)[-1]):
+        if value == run_dir or value.startswith(run_dir + "/"):
+            return True
+    return False
+
+
 def leftover_pids(run_dir: Path) -> list[int]:
-    """Processes whose command line mentions the run directory."""
-    needle = str(run_dir.resolve()).encode()
+    """Processes whose command line names the run directory or a path in it."""
+    root = str(run_dir.resolve())
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
         try:
-            if needle in (entry / "cmdline").read_bytes() and _pid_alive(int(entry.name)):
-                found.append(int(entry.name))
+            args = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
         except OSError:
             continue
+        if any(mentions_dir(a, root) for a in args) and _pid_alive(int(entry.name)):
+            found.append(int(entry.name))
     return found
 
 
+RUN_DIR_MARKER = ".kiln-localcluster"
+
+
 def is_run_dir(path: Path) -> bool:
-    """True for a directory this script made (it holds spec.json)."""
-    return (path / "spec.json").is_file()
+    """True for a directory this script made: the marker is written first, so
+    even a run killed half-way through setting up is recognised."""
+    return (path / RUN_DIR_MARKER).is_file() or (path / "spec.json").is_file()
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -650,6 +702,7 @@ def cmd_up(args: argparse.Namespace) -> int:
                                f"refusing to replace it\n  fix: pass an empty or new --dir")
         subprocess.run(["rm", "-rf", str(run_dir)], check=True)
     run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / RUN_DIR_MARKER).write_text("made by scripts/localcluster.py\n")
     owner = 0
     if args.owner_pid == "parent":
         owner = os.getppid()
@@ -711,7 +764,7 @@ def cmd_down(args: argparse.Namespace) -> int:
         log(f"nothing to tear down: {run_dir} does not exist")
         return 0
     if not is_run_dir(run_dir):
-        raise ClusterError(f"{run_dir} is not a kiln run directory (no spec.json); not touching it")
+        raise ClusterError(f"{run_dir} is not a kiln run directory; not touching it")
     state = {}
     try:
         state = read_state(run_dir)
@@ -744,6 +797,32 @@ def cmd_down(args: argparse.Namespace) -> int:
     if not args.keep:
         subprocess.run(["rm", "-rf", str(run_dir)], check=True)
     print(f"kiln local control plane in {run_dir} is down; no processes or ports left")
+    return 0
+
+
+def cmd_restart(args: argparse.Namespace) -> int:
+    run_dir = Path(args.dir).resolve()
+    state = read_state(run_dir)
+    if state["phase"] != "ready" or not _pid_alive(state["supervisorPid"]):
+        raise ClusterError(f"clusters in {run_dir} are not running (phase {state['phase']})")
+    if args.component not in COMPONENTS:
+        raise ClusterError(f"unknown component {args.component}; one of: {', '.join(COMPONENTS)}")
+    request = run_dir / "control" / f"{os.getpid()}-{time.time_ns()}.json"
+    tmp = request.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"cluster": args.cluster, "component": args.component,
+                               "down_seconds": args.down_seconds}))
+    os.replace(tmp, request)
+    done = request.with_suffix(".done")
+    deadline = time.monotonic() + args.down_seconds + 180
+    while not done.exists():
+        if time.monotonic() > deadline or not _pid_alive(state["supervisorPid"]):
+            raise ClusterError(f"restart of {args.component} in {args.cluster} did not finish")
+        time.sleep(0.1)
+    result = json.loads(done.read_text())
+    done.unlink()
+    if not result["ok"]:
+        raise ClusterError(f"restart failed: {result['error']}")
+    print(f"restarted {args.component} of {args.cluster}")
     return 0
 
 
@@ -797,6 +876,14 @@ def main(argv: list[str]) -> int:
     down.add_argument("--dir", default=default_dir)
     down.add_argument("--keep", action="store_true", help="keep the directory (logs) after stopping")
     down.set_defaults(func=cmd_down)
+
+    restart = sub.add_parser("restart", help="stop one component, wait, start it, wait until healthy")
+    restart.add_argument("--dir", default=default_dir)
+    restart.add_argument("--cluster", required=True)
+    restart.add_argument("--component", required=True, choices=COMPONENTS)
+    restart.add_argument("--down-seconds", type=float, default=0.0,
+                         help="how long the component stays down")
+    restart.set_defaults(func=cmd_restart)
 
     status = sub.add_parser("status", help="show the components and whether they run")
     status.add_argument("--dir", default=default_dir)

@@ -1,6 +1,10 @@
 // HttpTransport over cpprestsdk (Boost.Asio + OpenSSL). cpprestsdk exceptions
 // stop here and become Status values.
 #include <cctype>
+#include <condition_variable>
+#include <map>
+#include <memory>
+#include <mutex>
 
 #include <cpprest/http_client.h>
 #include <cpprest/rawptrstream.h>
@@ -92,14 +96,33 @@ Status FromException(const std::exception& e, const std::string& server, const H
   return Status::Unavailable(where + ": " + what);
 }
 
+// Wakes a thread waiting for an asynchronous read to finish.
+class Wakeup {
+ public:
+  void Notify() {
+    std::lock_guard<std::mutex> lock(mu_);
+    fired_ = true;
+    cv_.notify_all();
+  }
+  void WaitFor(std::chrono::milliseconds d) {
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait_for(lock, d, [this] { return fired_; });
+    fired_ = false;
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool fired_ = false;
+};
+
 class CppRestTransport final : public HttpTransport {
  public:
   explicit CppRestTransport(RestConfig config) : config_(std::move(config)) {}
 
   StatusOr<HttpResponse> Do(const HttpRequest& request) override {
     try {
-      client::http_client c(config_.server, ClientConfig(request.timeout));
-      http::http_response resp = c.request(ToCppRest(request)).get();
+      http::http_response resp = PooledClient(request.timeout).request(ToCppRest(request)).get();
       HttpResponse out = Head(resp);
       out.body = resp.extract_utf8string(true).get();
       return out;
@@ -111,20 +134,47 @@ class CppRestTransport final : public HttpTransport {
   Status Stream(const HttpRequest& request, const std::function<void(const HttpResponse&)>& on_head,
                 const std::function<bool(std::string_view)>& on_chunk,
                 const std::atomic<bool>* cancel) override {
+    // Cancelling the request aborts its connection, which is the only way to
+    // end a read that is waiting for the server (closing the buffer is not).
     pplx::cancellation_token_source cts;
     try {
       client::http_client c(config_.server, ClientConfig(request.timeout));
       http::http_response resp = c.request(ToCppRest(request), cts.get_token()).get();
       on_head(Head(resp));
       auto body = resp.body();
-      char buf[64 * 1024];
-      while (cancel == nullptr || !cancel->load()) {
-        size_t n = body.streambuf().getn(reinterpret_cast<uint8_t*>(buf), sizeof(buf)).get();
-        if (n == 0) break;  // End of stream.
-        if (!on_chunk(std::string_view(buf, n))) break;
+      // The buffer outlives any read still pending when the caller cancels.
+      auto buf = std::make_shared<std::vector<uint8_t>>(64 * 1024);
+      auto wake = std::make_shared<Wakeup>();
+      auto sb = body.streambuf();
+      while (true) {
+        // Ask for one byte: cpprestsdk completes a larger read only once that
+        // many bytes arrived (or the stream ended), which would hold watch
+        // events back. Whatever else is already buffered is taken after it.
+        auto read = sb.getn(buf->data(), 1);
+        read.then([wake](pplx::task<size_t>) { wake->Notify(); });
+        // Wait for data, checking for cancellation so Stop() is prompt even
+        // when the server is silent.
+        while (!read.is_done()) {
+          if (cancel != nullptr && cancel->load()) {
+            cts.cancel();
+            try {
+              read.wait();
+            } catch (const std::exception&) {
+              // The read fails because its connection was aborted under it.
+            }
+            return Status::Ok();
+          }
+          wake->WaitFor(std::chrono::milliseconds(100));
+        }
+        size_t n = read.get();
+        if (n == 0) return Status::Ok();  // The server ended the stream.
+        size_t avail = sb.in_avail();
+        if (avail > 0) n += sb.getn(buf->data() + 1, std::min(avail, buf->size() - 1)).get();
+        if (!on_chunk(std::string_view(reinterpret_cast<const char*>(buf->data()), n))) {
+          cts.cancel();
+          return Status::Ok();
+        }
       }
-      cts.cancel();
-      return Status::Ok();
     } catch (const pplx::task_canceled&) {
       return Status::Ok();
     } catch (const std::exception& e) {
@@ -133,6 +183,21 @@ class CppRestTransport final : public HttpTransport {
   }
 
  private:
+  // One http_client per timeout, kept for the transport's life: cpprestsdk
+  // keeps its connections alive per client, so requests reuse TLS sessions
+  // instead of handshaking each time. http_client is safe for concurrent use.
+  client::http_client& PooledClient(std::chrono::milliseconds timeout) {
+    std::lock_guard<std::mutex> lock(pool_mu_);
+    auto it = pool_.find(timeout.count());
+    if (it == pool_.end()) {
+      it = pool_
+               .emplace(timeout.count(), std::make_unique<client::http_client>(
+                                             config_.server, ClientConfig(timeout)))
+               .first;
+    }
+    return *it->second;
+  }
+
   client::http_client_config ClientConfig(std::chrono::milliseconds timeout) const {
     client::http_client_config cfg;
     cfg.set_timeout(timeout);
@@ -164,6 +229,8 @@ class CppRestTransport final : public HttpTransport {
   }
 
   RestConfig config_;
+  std::mutex pool_mu_;
+  std::map<long long, std::unique_ptr<client::http_client>> pool_;  // Guarded by pool_mu_.
 };
 
 }  // namespace

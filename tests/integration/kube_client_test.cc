@@ -86,11 +86,21 @@ TEST_CASE("CRUD with optimistic concurrency on a core resource", "[integration][
   // A delete precondition on the wrong UID is refused; the right one succeeds.
   auto wrong = c.Delete(resources::kConfigMaps, env.ns, "a", {.precondition_uid = "not-the-uid"});
   CHECK(IsConflict(wrong.status()));
+  // Foreground deletion: the object stays, marked, until the garbage
+  // collector has removed its dependents (none here) and then itself.
   std::string uid = (*created)["metadata"]["uid"];
-  REQUIRE(c.Delete(resources::kConfigMaps, env.ns, "a",
-                   {.propagation_policy = "Foreground", .precondition_uid = uid})
-              .ok());
-  CHECK(IsNotFound(c.Get(resources::kConfigMaps, env.ns, "a").status()));
+  auto deleted = c.Delete(resources::kConfigMaps, env.ns, "a",
+                          {.propagation_policy = "Foreground", .precondition_uid = uid});
+  REQUIRE(deleted.ok());
+  if ((*deleted).value("kind", "") == "ConfigMap") {
+    CHECK((*deleted)["metadata"].contains("deletionTimestamp"));
+    CHECK((*deleted)["metadata"]["finalizers"] == json::array({"foregroundDeletion"}));
+  }
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (!IsNotFound(c.Get(resources::kConfigMaps, env.ns, "a").status())) {
+    if (std::chrono::steady_clock::now() > deadline) FAIL("foreground deletion never finished");
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
   CHECK(IsNotFound(c.Delete(resources::kConfigMaps, env.ns, "a").status()));
 }
 

@@ -6,6 +6,7 @@ import json
 import multiprocessing
 import os
 import socket
+import subprocess
 import sys
 import tempfile
 import unittest
@@ -71,6 +72,33 @@ class PortRegistryTest(unittest.TestCase):
             s.bind(("127.0.0.1", 0))
             s.listen()
             self.assertFalse(lc.port_is_free(s.getsockname()[1]))
+
+
+class LeftoverMatchTest(unittest.TestCase):
+    def test_whole_path_components_only(self):
+        # Regression: a substring match let one run's teardown kill another run
+        # whose directory name merely started with the same characters.
+        self.assertTrue(lc.mentions_dir("/b/lc", "/b/lc"))
+        self.assertTrue(lc.mentions_dir("/b/lc/kiln-1/pki/ca.crt", "/b/lc"))
+        self.assertTrue(lc.mentions_dir("--kubeconfig=/b/lc/kiln-1/kubeconfig", "/b/lc"))
+        self.assertFalse(lc.mentions_dir("/b/lc-disruption", "/b/lc"))
+        self.assertFalse(lc.mentions_dir("/b/lc-disruption/kiln-1/kubeconfig", "/b/lc"))
+
+    def test_finds_a_live_process_by_its_arguments(self):
+        with tempfile.TemporaryDirectory() as d:
+            run_dir = Path(d) / "run"
+            sibling = Path(d) / "run-other"
+            # sh -c CMD NAME: NAME becomes $0, so it shows in the command line.
+            mine = subprocess.Popen(["sh", "-c", "sleep 30", str(run_dir / "x")])
+            other = subprocess.Popen(["sh", "-c", "sleep 30", str(sibling / "x")])
+            try:
+                found = lc.leftover_pids(run_dir)
+                self.assertIn(mine.pid, found)
+                self.assertNotIn(other.pid, found)
+            finally:
+                for p in (mine, other):
+                    p.kill()
+                    p.wait()
 
 
 class NodeManifestTest(unittest.TestCase):

@@ -41,7 +41,8 @@ StatusOr<LocalClusters> LocalClusters::FromEnvironment() {
       out.clusters_.push_back(
           {c.at("name").get<std::string>(), c.at("dir").get<std::string>() + "/kubeconfig",
            "https://127.0.0.1:" + std::to_string(c.at("ports").at("apiserver").get<int>()),
-           c.at("dir").get<std::string>() + "/pki"});
+           c.at("dir").get<std::string>() + "/pki",
+           "http://127.0.0.1:" + std::to_string(c.at("ports").at("etcd").get<int>())});
     }
     return out;
   } catch (const nlohmann::json::exception& e) {
@@ -52,6 +53,24 @@ StatusOr<LocalClusters> LocalClusters::FromEnvironment() {
 StatusOr<std::unique_ptr<kube::Client>> LocalClusters::Client(const LocalCluster& cluster) const {
   KILN_ASSIGN_OR_RETURN(kube::RestConfig config, kube::LoadKubeconfig(cluster.kubeconfig));
   return kube::Client::New(std::move(config));
+}
+
+Status LocalClusters::Restart(const LocalCluster& cluster, const std::string& component,
+                              double down_seconds) const {
+  KILN_ASSIGN_OR_RETURN(
+      ProcessResult r,
+      RunProcess({.argv = {"python3", std::string(KILN_SOURCE_DIR) + "/scripts/localcluster.py",
+                           "restart", "--dir", run_dir_, "--cluster", cluster.name, "--component",
+                           component, "--down-seconds", std::to_string(down_seconds)},
+                  .timeout = std::chrono::seconds(240)}));
+  if (r.exit_code != 0) return Status::Internal("restart " + component + ": " + r.stderr_data);
+  return Status::Ok();
+}
+
+StatusOr<ProcessResult> LocalClusters::Etcdctl(const LocalCluster& cluster,
+                                               std::vector<std::string> args) const {
+  args.insert(args.begin(), {bin_dir_ + "/etcdctl", "--endpoints", cluster.etcd_endpoint});
+  return RunProcess({.argv = std::move(args), .timeout = std::chrono::seconds(60)});
 }
 
 StatusOr<ProcessResult> LocalClusters::Kubectl(const LocalCluster& cluster,

@@ -15,9 +15,10 @@ namespace kiln::testing {
 
 struct LocalCluster {
   std::string name;
-  std::string kubeconfig;  // Admin (system:masters) kubeconfig for this cluster alone.
-  std::string server;      // https://127.0.0.1:<port>
-  std::string pki_dir;     // ca.crt, ca.key and the components' certificates.
+  std::string kubeconfig;     // Admin (system:masters) kubeconfig for this cluster alone.
+  std::string server;         // https://127.0.0.1:<port>
+  std::string pki_dir;        // ca.crt, ca.key and the components' certificates.
+  std::string etcd_endpoint;  // http://127.0.0.1:<port>
 };
 
 class LocalClusters {
@@ -33,6 +34,14 @@ class LocalClusters {
 
   // A kiln client for `cluster` from its admin kubeconfig.
   StatusOr<std::unique_ptr<kube::Client>> Client(const LocalCluster& cluster) const;
+
+  // Restarts one component (e.g. "kube-apiserver") of `cluster`, keeping it
+  // down for `down_seconds`, and waits until it is healthy again.
+  Status Restart(const LocalCluster& cluster, const std::string& component,
+                 double down_seconds) const;
+
+  // Runs the pinned etcdctl against `cluster`'s etcd.
+  StatusOr<ProcessResult> Etcdctl(const LocalCluster& cluster, std::vector<std::string> args) const;
 
   // Runs the pinned kubectl against `cluster` with `args`, feeding `stdin_data`.
   StatusOr<ProcessResult> Kubectl(const LocalCluster& cluster, std::vector<std::string> args,
