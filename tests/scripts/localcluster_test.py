@@ -88,9 +88,12 @@ class LeftoverMatchTest(unittest.TestCase):
         with tempfile.TemporaryDirectory() as d:
             run_dir = Path(d) / "run"
             sibling = Path(d) / "run-other"
-            # sh -c CMD NAME: NAME becomes $0, so it shows in the command line.
-            mine = subprocess.Popen(["sh", "-c", "sleep 30", str(run_dir / "x")])
-            other = subprocess.Popen(["sh", "-c", "sleep 30", str(sibling / "x")])
+            # One process whose argv carries the path (no shell child that
+            # would outlive kill() and hold ctest's output pipe open).
+            sleeper = [sys.executable, "-c", "import time; time.sleep(30)"]
+            quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+            mine = subprocess.Popen(sleeper + [str(run_dir / "x")], **quiet)
+            other = subprocess.Popen(sleeper + [str(sibling / "x")], **quiet)
             try:
                 found = lc.leftover_pids(run_dir)
                 self.assertIn(mine.pid, found)
