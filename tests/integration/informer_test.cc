@@ -97,6 +97,15 @@ class Mirror {
   std::vector<std::string> violations_;
 };
 
+// Stops `informer` and checks the handlers saw exactly these changes, each once.
+void ExpectExactly(Informer& informer, Mirror& mirror, int adds, int updates, int deletes) {
+  informer.Stop();
+  CHECK(mirror.violations().empty());
+  CHECK(mirror.adds() == adds);
+  CHECK(mirror.updates() == updates);
+  CHECK(mirror.deletes() == deletes);
+}
+
 struct Env {
   Env() {
     auto lc = LocalClusters::FromEnvironment();
@@ -187,11 +196,7 @@ TEST_CASE("an informer stays exactly consistent under churn of 5,000 objects",
       }).ok());
 
   env.WaitConsistent(mirror, informer);
-  informer.Stop();
-  CHECK(mirror.violations().empty());
-  CHECK(mirror.adds() == kObjects);
-  CHECK(mirror.updates() == kUpdates);
-  CHECK(mirror.deletes() == kDeletes);
+  ExpectExactly(informer, mirror, kObjects, kUpdates, kDeletes);
   CHECK(informer.store().size() == kObjects - kDeletes);
   CHECK(informer.store().ByIndex(kIndexLabel, "set=churn").size() == kObjects - kDeletes);
   // Cached objects drop managedFields.
@@ -221,13 +226,8 @@ TEST_CASE("the watch survives an apiserver restart", "[integration][informer]") 
   REQUIRE(c.Create(resources::kConfigMaps, env.ns, env.ConfigMap("r-new", "0")).ok());
 
   env.WaitConsistent(mirror, informer);
-  auto stats = informer.stats();
-  informer.Stop();
-  CHECK(stats.watch_restarts >= 1);
-  CHECK(mirror.violations().empty());
-  CHECK(mirror.adds() == 21);
-  CHECK(mirror.updates() == 10);
-  CHECK(mirror.deletes() == 1);
+  CHECK(informer.stats().watch_restarts >= 1);
+  ExpectExactly(informer, mirror, 21, 10, 1);
 }
 
 long long EtcdRevision(const LocalClusters& lc, const testing::LocalCluster& c) {
@@ -274,13 +274,8 @@ TEST_CASE("a compacted resourceVersion (410) leads to a re-list with no lost or 
   REQUIRE(c.Delete(resources::kConfigMaps, env.ns, "g-29").ok());
 
   env.WaitConsistent(mirror, informer);
-  auto stats = informer.stats();
-  informer.Stop();
-  CHECK(stats.relists_after_expiry >= 1);
-  CHECK(mirror.violations().empty());
-  CHECK(mirror.adds() == 30);
-  CHECK(mirror.updates() == 5);
-  CHECK(mirror.deletes() == 1);
+  CHECK(informer.stats().relists_after_expiry >= 1);
+  ExpectExactly(informer, mirror, 30, 5, 1);
 }
 
 TEST_CASE("a watch from a compacted version is refused with 410 Expired",

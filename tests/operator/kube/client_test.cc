@@ -223,18 +223,25 @@ std::string ExecScript(TempDir& dir, const std::string& body) {
   return path;
 }
 
+// A plugin that appends a line to `count_file` per run, runs `check`, and
+// prints a v1 ExecCredential with `token` expiring at `expiry`.
+std::string CountingTokenPlugin(TempDir& dir, const std::string& count_file,
+                                const std::string& token, const std::string& expiry,
+                                const std::string& check = "") {
+  return ExecScript(dir, "echo x >> " + count_file + "\n" + check +
+                             "echo '{\"apiVersion\":\"client.authentication.k8s.io/v1\","
+                             "\"kind\":\"ExecCredential\",\"status\":{\"token\":\"" +
+                             token + "\",\"expirationTimestamp\":\"" + expiry + "\"}}'\n");
+}
+
 // The far-future expiry is a regression test: year 2999 overflowed a
 // nanosecond system_clock time_point, so the token never counted as cached.
 TEST_CASE("exec plugins supply tokens, cached until near expiry", "[kube][credentials]") {
   TempDir dir;
   std::string count = dir.path() + "/count";
-  std::string script = ExecScript(
-      dir,
-      "echo x >> " + count +
-          "\ncase \"$KUBERNETES_EXEC_INFO\" in *'\"interactive\":false'*) ;; *) exit 9;; esac\n"
-          "echo '{\"apiVersion\":\"client.authentication.k8s.io/v1\",\"kind\":\"ExecCredential\","
-          "\"status\":{\"token\":\"plugin-token\",\"expirationTimestamp\":\"2999-01-01T00:00:00Z\"}"
-          "}'\n");
+  std::string script = CountingTokenPlugin(
+      dir, count, "plugin-token", "2999-01-01T00:00:00Z",
+      "case \"$KUBERNETES_EXEC_INFO\" in *'\"interactive\":false'*) ;; *) exit 9;; esac\n");
   RestConfig cfg;
   cfg.exec = ExecConfig{.command = script, .api_version = "client.authentication.k8s.io/v1"};
   Credentials creds(cfg);
@@ -249,11 +256,7 @@ TEST_CASE("exec plugins supply tokens, cached until near expiry", "[kube][creden
 TEST_CASE("expired exec credentials are fetched again", "[kube][credentials]") {
   TempDir dir;
   std::string count = dir.path() + "/count";
-  std::string script = ExecScript(
-      dir,
-      "echo x >> " + count +
-          "\necho '{\"apiVersion\":\"client.authentication.k8s.io/v1\",\"kind\":\"ExecCredential\","
-          "\"status\":{\"token\":\"t\",\"expirationTimestamp\":\"2030-01-01T00:00:00Z\"}}'\n");
+  std::string script = CountingTokenPlugin(dir, count, "t", "2030-01-01T00:00:00Z");
   RestConfig cfg;
   cfg.exec = ExecConfig{.command = script, .api_version = "client.authentication.k8s.io/v1"};
   auto now = std::chrono::system_clock::from_time_t(1893456000 - 3600);  // 2029-12-31T23:00Z
