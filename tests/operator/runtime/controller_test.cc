@@ -40,7 +40,7 @@ class ScriptedReconciler final : public Reconciler {
   std::map<std::string, int> calls_;
 };
 
-TEST_CASE("results decide retries; a throwing reconciler does not kill the process",
+TEST_CASE("results decide retries and a throwing reconciler does not kill the process",
           "[runtime][controller]") {
   ScriptedReconciler r({{"a", {"throw", "fail", "ok"}}, {"b", {"terminal"}}, {"c", {"ok"}}});
   Controller controller("scripted", r, 2, {.base_backoff = std::chrono::milliseconds(1)});
