@@ -6,8 +6,14 @@
 set -euo pipefail
 source "$(dirname "$0")/lib/common.sh"
 
-need go "install Go 1.24 or newer (Debian: apt-get install golang-go, or the go.dev tarball)"
+need go "install Go 1.24 or newer (the go.dev tarball; Debian 12's golang-go is 1.19, too old)"
 export GOTOOLCHAIN=local GOFLAGS="-mod=readonly -trimpath" CGO_ENABLED=0
+go_version="$(go env GOVERSION)"
+go_minor="$(printf '%s' "$go_version" | sed -E 's/^go1\.([0-9]+).*/\1/')"
+if ! [ "$go_minor" -ge 24 ] 2>/dev/null; then
+  die "Go $go_version is too old: the pinned Kubernetes, etcd, kwok and helm modules need Go 1.24 or newer" \
+    "install Go 1.24+ (the go.dev tarball) and put it first on PATH"
+fi
 
 bin_dir="$(kiln_tools_bin)"
 mkdir -p "$bin_dir" "$KILN_CACHE_DIR/tools/stamps"

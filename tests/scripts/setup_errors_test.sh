@@ -51,6 +51,13 @@ expect "build-tools without go names go and how to get it" 1 \
   "required command 'go' not found" "fix: install Go" -- \
   env PATH="$(path_without go)" KILN_CACHE_DIR="$SCRATCH/cache1" bash "$ROOT/scripts/build-tools.sh" etcd
 
+mkdir -p "$SCRATCH/old-go"
+printf '#!/bin/sh\n[ "$1 $2" = "env GOVERSION" ] && echo go1.19.8 && exit 0\nexit 1\n' >"$SCRATCH/old-go/go"
+chmod +x "$SCRATCH/old-go/go"
+expect "a Go older than 1.24 is named with the version needed" 1 \
+  "Go go1.19.8 is too old" "need Go 1.24 or newer" -- \
+  env PATH="$SCRATCH/old-go:$PATH" KILN_CACHE_DIR="$SCRATCH/cache0" bash "$ROOT/scripts/build-tools.sh" etcd
+
 expect "a failed tool build says which tool failed, where the log is, and what to check" 1 \
   "building etcd v3.5.21 failed (full log:" "fix: check that the Go module proxy is reachable" -- \
   env GOPROXY=off GOFLAGS=-mod=mod GOMODCACHE="$SCRATCH/empty-modcache" \
