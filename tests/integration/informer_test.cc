@@ -128,6 +128,25 @@ struct Env {
             {"data", {{"v", value}}}};
   }
 
+  // Creates PREFIX-0 .. PREFIX-(n-1), all in the "churn" set.
+  void CreateMany(const std::string& prefix, int n) {
+    for (int i = 0; i < n; ++i) {
+      REQUIRE(client->Create(resources::kConfigMaps, ns, ConfigMap(prefix + std::to_string(i), "0"))
+                  .ok());
+    }
+  }
+
+  // Compacts etcd at its current revision, so older resourceVersions are gone.
+  void CompactEtcd() {
+    auto status = clusters->Etcdctl(cluster(), {"endpoint", "status", "-w", "json"});
+    REQUIRE(status.ok());
+    REQUIRE(status->exit_code == 0);
+    auto rev = json::parse(status->stdout_data)[0]["Status"]["header"]["revision"].get<long long>();
+    auto compact = clusters->Etcdctl(cluster(), {"compact", std::to_string(rev)});
+    REQUIRE(compact.ok());
+    REQUIRE(compact->exit_code == 0);
+  }
+
   void WaitConsistent(Mirror& mirror, Informer& informer) {
     auto deadline = std::chrono::steady_clock::now() + seconds(180);
     std::string diff;
@@ -206,10 +225,7 @@ TEST_CASE("an informer stays exactly consistent under churn of 5,000 objects",
 TEST_CASE("the watch survives an apiserver restart", "[integration][informer]") {
   Env env;
   Client& c = *env.client;
-  for (int i = 0; i < 20; ++i) {
-    REQUIRE(c.Create(resources::kConfigMaps, env.ns, env.ConfigMap("r-" + std::to_string(i), "0"))
-                .ok());
-  }
+  env.CreateMany("r-", 20);
   Mirror mirror;
   Informer informer(c, resources::kConfigMaps, {.ns = env.ns, .label_selector = "set=churn"});
   informer.AddHandlers(mirror.Handlers());
@@ -230,21 +246,11 @@ TEST_CASE("the watch survives an apiserver restart", "[integration][informer]") 
   ExpectExactly(informer, mirror, 21, 10, 1);
 }
 
-long long EtcdRevision(const LocalClusters& lc, const testing::LocalCluster& c) {
-  auto r = lc.Etcdctl(c, {"endpoint", "status", "-w", "json"});
-  REQUIRE(r.ok());
-  REQUIRE(r->exit_code == 0);
-  return json::parse(r->stdout_data)[0]["Status"]["header"]["revision"].get<long long>();
-}
-
 TEST_CASE("a compacted resourceVersion (410) leads to a re-list with no lost or duplicated events",
           "[integration][informer]") {
   Env env;
   Client& c = *env.client;
-  for (int i = 0; i < 30; ++i) {
-    REQUIRE(c.Create(resources::kConfigMaps, env.ns, env.ConfigMap("g-" + std::to_string(i), "0"))
-                .ok());
-  }
+  env.CreateMany("g-", 30);
   Mirror mirror;
   // Without bookmarks the informer's resourceVersion only moves with its own
   // objects, so the writes below leave it behind the compaction point.
@@ -260,10 +266,7 @@ TEST_CASE("a compacted resourceVersion (410) leads to a re-list with no lost or 
     json other = {{"metadata", {{"name", "other-" + std::to_string(i)}, {"namespace", env.ns}}}};
     REQUIRE(c.Create(resources::kConfigMaps, env.ns, other).ok());
   }
-  long long rev = EtcdRevision(*env.clusters, env.cluster());
-  auto compact = env.clusters->Etcdctl(env.cluster(), {"compact", std::to_string(rev)});
-  REQUIRE(compact.ok());
-  REQUIRE(compact->exit_code == 0);
+  env.CompactEtcd();
 
   REQUIRE(env.clusters->Restart(env.cluster(), "kube-apiserver", 3).ok());
   for (int i = 0; i < 5; ++i) {
@@ -282,18 +285,11 @@ TEST_CASE("a watch from a compacted version is refused with 410 Expired",
           "[integration][informer]") {
   Env env;
   Client& c = *env.client;
-  REQUIRE(c.Create(resources::kConfigMaps, env.ns, env.ConfigMap("w-0", "0")).ok());
   auto list = c.List(resources::kConfigMaps, env.ns);
   REQUIRE(list.ok());
   std::string old_rv = (*list)["metadata"]["resourceVersion"];
-  for (int i = 1; i < 20; ++i) {
-    REQUIRE(c.Create(resources::kConfigMaps, env.ns, env.ConfigMap("w-" + std::to_string(i), "0"))
-                .ok());
-  }
-  long long rev = EtcdRevision(*env.clusters, env.cluster());
-  auto compact = env.clusters->Etcdctl(env.cluster(), {"compact", std::to_string(rev)});
-  REQUIRE(compact.ok());
-  REQUIRE(compact->exit_code == 0);
+  env.CreateMany("w-", 20);
+  env.CompactEtcd();
   REQUIRE(env.clusters->Restart(env.cluster(), "kube-apiserver", 0).ok());
 
   std::atomic<bool> cancel{false};
