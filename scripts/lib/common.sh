@@ -11,6 +11,10 @@ KILN_ETCD_VERSION="v3.5.21"
 KILN_KWOK_VERSION="v0.7.0"
 KILN_HELM_VERSION="v3.18.6"
 
+# Let ccache share results between checkouts in different folders (CI clones
+# afresh each time): paths under the checkout are hashed relative to it.
+export CCACHE_BASEDIR="${CCACHE_BASEDIR:-$KILN_ROOT}" CCACHE_NOHASHDIR="${CCACHE_NOHASHDIR:-1}"
+
 log() { printf '[kiln %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
 # die MESSAGE [FIX]: stop with what went wrong and, when known, how to fix it.
