@@ -133,7 +133,6 @@ StatusOr<HttpResponse> Client::Request(HttpRequest request) {
       options_.user_agent.empty() ? std::string("kiln/") + Version() : options_.user_agent;
   if (request.timeout == HttpRequest{}.timeout) request.timeout = options_.request_timeout;
   const std::string verb = request.method + " " + request.path;
-  std::mt19937 rng(std::random_device{}());
   auto backoff = std::chrono::duration_cast<std::chrono::milliseconds>(kMinBackoff);
   for (int attempt = 0;; ++attempt) {
     auto auth = credentials_.AuthorizationHeader();
@@ -151,7 +150,9 @@ StatusOr<HttpResponse> Client::Request(HttpRequest request) {
       if (!result.ok()) return result.status();
       return ErrorFromResponse(*result, verb);
     }
-    // Full jitter on top of the server's floor, so retries spread out.
+    // Full jitter on top of the server's floor, so retries spread out. Seeded
+    // once per thread, and only when a request is actually retried.
+    thread_local std::mt19937 rng(std::random_device{}());
     std::uniform_int_distribution<long long> jitter(0, backoff.count());
     clock_->SleepFor(
         std::max<std::chrono::milliseconds>(*delay, std::chrono::milliseconds(jitter(rng))));
