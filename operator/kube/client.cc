@@ -56,17 +56,10 @@ std::string PatchContentType(PatchType type) {
   return "application/json";
 }
 
-// Appends "key=value" to a query string being built.
-void AddQuery(std::string& q, const std::string& key, const std::string& value) {
-  if (value.empty()) return;
-  q += q.empty() ? "?" : "&";
-  q += key + "=" + QueryEscape(value);
-}
-
 std::string WriteQuery(const std::string& field_manager, bool dry_run) {
   std::string q;
-  AddQuery(q, "fieldManager", field_manager);
-  if (dry_run) AddQuery(q, "dryRun", "All");
+  AppendQuery(q, "fieldManager", field_manager);
+  if (dry_run) AppendQuery(q, "dryRun", "All");
   return q;
 }
 
@@ -85,6 +78,12 @@ StatusOr<std::pair<std::string, std::string>> NamespaceAndName(const Resource& r
 }
 
 }  // namespace
+
+void AppendQuery(std::string& query, const std::string& key, const std::string& value) {
+  if (value.empty()) return;
+  query += query.empty() ? "?" : "&";
+  query += key + "=" + QueryEscape(value);
+}
 
 std::string QueryEscape(const std::string& s) {
   static const char* hex = "0123456789ABCDEF";
@@ -127,18 +126,30 @@ Client::Client(RestConfig config, ClientOptions options, std::unique_ptr<HttpTra
       credentials_(config_),
       limiter_(options_.qps, options_.burst, clock) {}
 
-StatusOr<HttpResponse> Client::Request(HttpRequest request) {
+Status Client::Prepare(HttpRequest& request) {
   request.headers["Accept"] = "application/json";
   request.headers["User-Agent"] =
       options_.user_agent.empty() ? std::string("kiln/") + Version() : options_.user_agent;
   if (request.timeout == HttpRequest{}.timeout) request.timeout = options_.request_timeout;
+  auto auth = credentials_.AuthorizationHeader();
+  if (!auth.ok()) return auth.status().WithContext(request.method + " " + request.path);
+  if (!auth->empty()) request.headers["Authorization"] = *auth;
+  limiter_.Wait();
+  return Status::Ok();
+}
+
+Status Client::Stream(HttpRequest request, const std::function<void(const HttpResponse&)>& on_head,
+                      const std::function<bool(std::string_view)>& on_chunk,
+                      const std::atomic<bool>* cancel) {
+  KILN_RETURN_IF_ERROR(Prepare(request));
+  return transport_->Stream(request, on_head, on_chunk, cancel);
+}
+
+StatusOr<HttpResponse> Client::Request(HttpRequest request) {
   const std::string verb = request.method + " " + request.path;
   auto backoff = std::chrono::duration_cast<std::chrono::milliseconds>(kMinBackoff);
   for (int attempt = 0;; ++attempt) {
-    auto auth = credentials_.AuthorizationHeader();
-    if (!auth.ok()) return auth.status().WithContext(verb);
-    if (!auth->empty()) request.headers["Authorization"] = *auth;
-    limiter_.Wait();
+    KILN_RETURN_IF_ERROR(Prepare(request));
     StatusOr<HttpResponse> result = transport_->Do(request);
     if (result.ok() && result->status >= 200 && result->status < 300) return result;
     if (result.ok() && result->status == 401 && config_.exec && attempt == 0) {
@@ -183,12 +194,12 @@ StatusOr<json> Client::Get(const Resource& r, const std::string& ns, const std::
 
 StatusOr<json> Client::List(const Resource& r, const std::string& ns, const ListOptions& o) {
   std::string q;
-  AddQuery(q, "labelSelector", o.label_selector);
-  AddQuery(q, "fieldSelector", o.field_selector);
-  if (o.limit > 0) AddQuery(q, "limit", std::to_string(o.limit));
-  AddQuery(q, "continue", o.continue_token);
-  AddQuery(q, "resourceVersion", o.resource_version);
-  AddQuery(q, "resourceVersionMatch", o.resource_version_match);
+  AppendQuery(q, "labelSelector", o.label_selector);
+  AppendQuery(q, "fieldSelector", o.field_selector);
+  if (o.limit > 0) AppendQuery(q, "limit", std::to_string(o.limit));
+  AppendQuery(q, "continue", o.continue_token);
+  AppendQuery(q, "resourceVersion", o.resource_version);
+  AppendQuery(q, "resourceVersionMatch", o.resource_version_match);
   return JsonRequest("GET", r.Path(ns) + q);
 }
 
@@ -233,7 +244,7 @@ StatusOr<json> Client::Patch(const Resource& r, const std::string& ns, const std
     return Status::InvalidArgument("server-side apply needs a field manager");
   }
   std::string q = WriteQuery(o.field_manager, o.dry_run);
-  if (o.force) AddQuery(q, "force", "true");
+  if (o.force) AppendQuery(q, "force", "true");
   return JsonRequest("PATCH", r.Path(ns, name, o.subresource) + q, body, PatchContentType(type));
 }
 

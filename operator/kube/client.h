@@ -114,13 +114,16 @@ class Client {
   // Non-2xx responses become errors (ErrorFromResponse).
   StatusOr<HttpResponse> Request(HttpRequest request);
 
-  // The transport and credentials, for streaming requests (watches).
-  HttpTransport& transport() { return *transport_; }
-  StatusOr<std::string> AuthorizationHeader() { return credentials_.AuthorizationHeader(); }
-  TokenBucket& rate_limiter() { return limiter_; }
-  const ClientOptions& options() const { return options_; }
+  // A streaming request (watches) with the same headers, authentication and
+  // rate limit as Request, but no retries: see HttpTransport::Stream.
+  Status Stream(HttpRequest request, const std::function<void(const HttpResponse&)>& on_head,
+                const std::function<bool(std::string_view)>& on_chunk,
+                const std::atomic<bool>* cancel);
 
  private:
+  // Sets Accept, User-Agent, the default timeout and Authorization, then
+  // waits for the rate limiter. Called before every attempt.
+  Status Prepare(HttpRequest& request);
   StatusOr<json> JsonRequest(const std::string& method, const std::string& path,
                              const std::string& body = "",
                              const std::string& content_type = "application/json");
@@ -137,6 +140,10 @@ class Client {
 
 // Percent-encodes `s` for use in a URL query value.
 std::string QueryEscape(const std::string& s);
+
+// Appends "key=value" (value escaped) to `query`, starting it with '?' or
+// continuing with '&'; does nothing for an empty value.
+void AppendQuery(std::string& query, const std::string& key, const std::string& value);
 
 }  // namespace kiln::kube
 

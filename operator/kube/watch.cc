@@ -54,32 +54,26 @@ StatusOr<WatchEvent> ParseWatchEvent(std::string_view line) {
 Status WatchOnce(Client& client, const Resource& resource, const std::string& ns,
                  const WatchOptions& o, const std::function<bool(WatchEvent&)>& on_event,
                  const std::atomic<bool>* cancel) {
-  std::string path = resource.Path(ns) + "?watch=1";
-  auto add = [&path](const std::string& k, const std::string& v) {
-    if (!v.empty()) path += "&" + k + "=" + QueryEscape(v);
-  };
-  add("labelSelector", o.label_selector);
-  add("fieldSelector", o.field_selector);
-  add("resourceVersion", o.resource_version);
-  add("timeoutSeconds", std::to_string(o.timeout_seconds));
-  if (o.allow_bookmarks) add("allowWatchBookmarks", "true");
+  std::string query;
+  AppendQuery(query, "watch", "1");
+  AppendQuery(query, "labelSelector", o.label_selector);
+  AppendQuery(query, "fieldSelector", o.field_selector);
+  AppendQuery(query, "resourceVersion", o.resource_version);
+  AppendQuery(query, "timeoutSeconds", std::to_string(o.timeout_seconds));
+  if (o.allow_bookmarks) AppendQuery(query, "allowWatchBookmarks", "true");
+  const std::string path = resource.Path(ns) + query;
 
   HttpRequest req;
   req.path = path;
-  req.headers["Accept"] = "application/json";
   // The server stays silent between events and bookmarks (about one a minute),
   // so the inactivity limit must exceed both that and the watch's own timeout.
   req.timeout = std::chrono::seconds(o.timeout_seconds + 30);
-  auto auth = client.AuthorizationHeader();
-  if (!auth.ok()) return auth.status();
-  if (!auth->empty()) req.headers["Authorization"] = *auth;
-  client.rate_limiter().Wait();
 
   Status result;
   HttpResponse head;
   std::string error_body;
   LineSplitter lines;
-  Status stream = client.transport().Stream(
+  Status stream = client.Stream(
       req, [&](const HttpResponse& h) { head = h; },
       [&](std::string_view chunk) {
         if (head.status != 200) {
