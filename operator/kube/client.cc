@@ -142,7 +142,19 @@ Status Client::Stream(HttpRequest request, const std::function<void(const HttpRe
                       const std::function<bool(std::string_view)>& on_chunk,
                       const std::atomic<bool>* cancel) {
   KILN_RETURN_IF_ERROR(Prepare(request));
-  return transport_->Stream(request, on_head, on_chunk, cancel);
+  if (options_.observer == nullptr) return transport_->Stream(request, on_head, on_chunk, cancel);
+  const Clock::TimePoint start = clock_->Now();
+  bool observed = false;
+  Status s = transport_->Stream(
+      request,
+      [&](const HttpResponse& head) {
+        observed = true;
+        Observe("WATCH", head.status, start);
+        on_head(head);
+      },
+      on_chunk, cancel);
+  if (!observed) Observe("WATCH", 0, start);
+  return s;
 }
 
 StatusOr<HttpResponse> Client::Request(HttpRequest request) {
@@ -150,7 +162,9 @@ StatusOr<HttpResponse> Client::Request(HttpRequest request) {
   auto backoff = std::chrono::duration_cast<std::chrono::milliseconds>(kMinBackoff);
   for (int attempt = 0;; ++attempt) {
     KILN_RETURN_IF_ERROR(Prepare(request));
+    const Clock::TimePoint start = clock_->Now();
     StatusOr<HttpResponse> result = transport_->Do(request);
+    Observe(request.method, result.ok() ? result->status : 0, start);
     if (result.ok() && result->status >= 200 && result->status < 300) return result;
     if (result.ok() && result->status == 401 && config_.exec && attempt == 0) {
       credentials_.Invalidate();  // The plugin's token may have been revoked early.
@@ -169,6 +183,12 @@ StatusOr<HttpResponse> Client::Request(HttpRequest request) {
         std::max<std::chrono::milliseconds>(*delay, std::chrono::milliseconds(jitter(rng))));
     backoff = std::min<std::chrono::milliseconds>(backoff * 2, kMaxBackoff);
   }
+}
+
+void Client::Observe(std::string_view method, int code, Clock::TimePoint start) {
+  if (options_.observer == nullptr) return;
+  options_.observer->ObserveRequest(
+      {.host = config_.server, .method = method, .code = code, .latency = clock_->Now() - start});
 }
 
 StatusOr<json> Client::JsonRequest(const std::string& method, const std::string& path,

@@ -21,6 +21,7 @@
 #include "base/token_bucket.h"
 #include "operator/kube/credentials.h"
 #include "operator/kube/http.h"
+#include "operator/kube/request_observer.h"
 #include "operator/kube/resource.h"
 #include "operator/kube/rest_config.h"
 
@@ -65,6 +66,8 @@ struct ClientOptions {
   int max_retries = 5;
   std::chrono::milliseconds request_timeout{std::chrono::seconds(30)};
   std::string user_agent;  // Default "kiln/<version>".
+  // Told of every request (for metrics); must outlive the client. Optional.
+  RequestObserver* observer = nullptr;
 };
 
 class Client {
@@ -124,6 +127,7 @@ class Client {
   // Sets Accept, User-Agent, the default timeout and Authorization, then
   // waits for the rate limiter. Called before every attempt.
   Status Prepare(HttpRequest& request);
+  void Observe(std::string_view method, int code, Clock::TimePoint start);
   StatusOr<json> JsonRequest(const std::string& method, const std::string& path,
                              const std::string& body = "",
                              const std::string& content_type = "application/json");

@@ -5,8 +5,23 @@ namespace kiln::runtime {
 using kube::Object;
 
 Controller::Controller(std::string name, Reconciler& reconciler, int workers,
-                       WorkQueueOptions queue_options)
-    : name_(std::move(name)), reconciler_(reconciler), workers_(workers), queue_(queue_options) {}
+                       WorkQueueOptions queue_options, Metrics* metrics)
+    : name_(std::move(name)),
+      reconciler_(reconciler),
+      workers_(workers),
+      metrics_(metrics != nullptr ? metrics->ForController(name_) : nullptr),
+      log_(log::Logger("controller").WithValues({{"controller", name_}})),
+      queue_(Instrumented(queue_options, metrics)) {
+  if (metrics_ != nullptr) metrics_->max_concurrent->Set(workers_);
+}
+
+WorkQueueOptions Controller::Instrumented(WorkQueueOptions options, Metrics* metrics) {
+  if (metrics != nullptr && options.observer == nullptr) {
+    // The depth is read at scrape time, when queue_ exists.
+    options.observer = metrics->ForQueue(name_, [this] { return queue_.Len(); });
+  }
+  return options;
+}
 
 Controller::~Controller() { Stop(); }
 
@@ -57,12 +72,34 @@ ControllerStats Controller::stats() const {
 void Controller::Work() {
   while (auto key = queue_.Get()) {
     StatusOr<Result> result = Status::Internal("not reconciled");
+    const Request request = Request::FromKey(*key);
+    if (metrics_ != nullptr) metrics_->active_workers->Increment();
+    const auto start = std::chrono::steady_clock::now();
     try {
-      result = reconciler_.Reconcile(Request::FromKey(*key));
+      result = reconciler_.Reconcile(request);
     } catch (const std::exception& e) {
       // A throwing reconciler is a bug, but one object must not take the whole
       // operator down: record it and retry with backoff.
       result = Status::Internal(name_ + ": reconciler threw for " + *key + ": " + e.what());
+    }
+    if (metrics_ != nullptr) {
+      metrics_->active_workers->Decrement();
+      metrics_->time->Observe(
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+      if (!result.ok()) {
+        bool terminal = IsTerminal(result.status());
+        (terminal ? metrics_->terminal_error : metrics_->error)->Increment();
+        (terminal ? metrics_->terminal_errors : metrics_->errors)->Increment();
+      } else {
+        (result->requeue_after.count() > 0 ? metrics_->requeue_after : metrics_->success)
+            ->Increment();
+      }
+    }
+    if (!result.ok()) {
+      log_.Error(result.status(),
+                 IsTerminal(result.status()) ? "reconcile failed, not retrying"
+                                             : "reconcile failed, will retry",
+                 {{"namespace", request.ns}, {"name", request.name}, {"key", *key}});
     }
     {
       std::lock_guard<std::mutex> lock(mu_);

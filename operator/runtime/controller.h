@@ -5,7 +5,9 @@
 // success forgets the key's failures (and requeues after Result.requeue_after
 // if set), a retryable error requeues with backoff, a terminal error does not.
 // A reconciler that throws is treated as returning a retryable error.
-// Thread-safe; Start once, Stop to drain and join.
+// With a Metrics, reconciles and the queue are exported (see metrics.h); failed
+// reconciles are logged as JSON with the controller and the object's
+// namespace/name. Thread-safe; Start once, Stop to drain and join.
 #ifndef KILN_OPERATOR_RUNTIME_CONTROLLER_H_
 #define KILN_OPERATOR_RUNTIME_CONTROLLER_H_
 
@@ -15,7 +17,9 @@
 #include <thread>
 #include <vector>
 
+#include "base/log.h"
 #include "operator/kube/informer.h"
+#include "operator/runtime/metrics.h"
 #include "operator/runtime/reconcile.h"
 #include "operator/runtime/work_queue.h"
 
@@ -30,8 +34,9 @@ struct ControllerStats {
 
 class Controller {
  public:
+  // `metrics`, if given, must outlive the controller.
   Controller(std::string name, Reconciler& reconciler, int workers = 1,
-             WorkQueueOptions queue_options = {});
+             WorkQueueOptions queue_options = {}, Metrics* metrics = nullptr);
   ~Controller();
   Controller(const Controller&) = delete;
   Controller& operator=(const Controller&) = delete;
@@ -53,10 +58,13 @@ class Controller {
 
  private:
   void Work();
+  WorkQueueOptions Instrumented(WorkQueueOptions options, Metrics* metrics);
 
   const std::string name_;
   Reconciler& reconciler_;
   const int workers_;
+  ControllerMetrics* const metrics_;  // Null without a Metrics.
+  const log::Logger log_;
   WorkQueue queue_;
   std::vector<std::thread> threads_;
   mutable std::mutex mu_;

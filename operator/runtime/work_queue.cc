@@ -30,6 +30,7 @@ void WorkQueue::AddLocked(const std::string& key) {
 
 void WorkQueue::Add(const std::string& key) {
   std::lock_guard<std::mutex> lock(mu_);
+  if (options_.observer != nullptr) options_.observer->OnAdd();
   AddLocked(key);
 }
 
@@ -62,6 +63,7 @@ void WorkQueue::AddRateLimited(const std::string& key) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     failures = failures_[key]++;
+    if (options_.observer != nullptr) options_.observer->OnRetry();
   }
   double backoff_ms =
       static_cast<double>(options_.base_backoff.count()) * std::pow(2.0, std::min(failures, 62));
@@ -89,14 +91,22 @@ std::optional<std::string> WorkQueue::Get() {
   std::string key = std::move(queue_.front());
   queue_.pop_front();
   queued_.erase(key);
+  Clock::TimePoint now = clock_->Now();
+  if (options_.observer != nullptr) options_.observer->OnStart(now - enqueued_at_[key]);
   enqueued_at_.erase(key);
   processing_.insert(key);
+  started_at_[key] = now;
   return key;
 }
 
 void WorkQueue::Done(const std::string& key) {
   std::lock_guard<std::mutex> lock(mu_);
-  processing_.erase(key);
+  if (processing_.erase(key) == 0) return;  // Not handed out: nothing to finish.
+  auto started = started_at_.find(key);
+  if (options_.observer != nullptr && started != started_at_.end()) {
+    options_.observer->OnDone(clock_->Now() - started->second);
+  }
+  started_at_.erase(key);
   if (dirty_.erase(key) != 0) AddLocked(key);
 }
 

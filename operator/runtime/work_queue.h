@@ -24,11 +24,23 @@
 
 namespace kiln::runtime {
 
+// Told of what happens in a queue, for metrics (workqueue_* in client-go).
+// Called with the queue's lock held: must be cheap and must not call back.
+class WorkQueueObserver {
+ public:
+  virtual ~WorkQueueObserver() = default;
+  virtual void OnAdd() = 0;                             // Every Add, deduplicated or not.
+  virtual void OnRetry() = 0;                           // Every AddRateLimited.
+  virtual void OnStart(Clock::Duration queued) = 0;     // Get handed out a key that waited so long.
+  virtual void OnDone(Clock::Duration processing) = 0;  // Done, after so long in process.
+};
+
 struct WorkQueueOptions {
   std::chrono::milliseconds base_backoff{5};  // First retry delay of a failing key.
   std::chrono::milliseconds max_backoff{std::chrono::seconds(1000)};
   double overall_qps = 10;  // Shared bucket for all rate-limited adds.
   int overall_burst = 100;
+  WorkQueueObserver* observer = nullptr;  // Optional; must outlive the queue.
 };
 
 class WorkQueue {
@@ -80,6 +92,7 @@ class WorkQueue {
   std::unordered_set<std::string> processing_;  // Keys handed out, not Done.
   std::unordered_set<std::string> dirty_;       // Added while processing.
   std::unordered_map<std::string, Clock::TimePoint> enqueued_at_;
+  std::unordered_map<std::string, Clock::TimePoint> started_at_;  // Keys in processing_.
   std::unordered_map<std::string, int> failures_;
   std::map<std::string, Clock::TimePoint> waiting_;              // key -> due time
   std::multimap<Clock::TimePoint, std::string> waiting_by_due_;  // due time -> key
