@@ -210,10 +210,17 @@ class CppRestTransport final : public HttpTransport {
     return cfg;
   }
 
-  static http::http_request ToCppRest(const HttpRequest& r) {
+  http::http_request ToCppRest(const HttpRequest& r) const {
     http::http_request req(r.method);
     req.set_request_uri(r.path);
     for (const auto& [k, v] : r.headers) req.headers().add(k, v);
+    // tls-server-name: cpprestsdk takes the name it sends as SNI and checks in
+    // the server's certificate from the Host header when one is set (and
+    // pools connections by it). The API server ignores Host, so this is how
+    // the name is overridden without forking the transport.
+    if (!config_.tls_server_name.empty() && !r.headers.count("Host")) {
+      req.headers().add("Host", config_.tls_server_name);
+    }
     if (!r.body.empty() || r.method == "POST" || r.method == "PUT" || r.method == "PATCH") {
       auto it = r.headers.find("Content-Type");
       req.set_body(r.body, it == r.headers.end() ? "application/json" : it->second);

@@ -47,8 +47,19 @@ class CppRestServer : public HttpServer {
     } else {
       HttpQuery q;
       q.path = web::uri::decode(req.relative_uri().path());
-      for (const auto& [k, v] : web::uri::split_query(req.relative_uri().query())) {
-        q.query[web::uri::decode(k)] = web::uri::decode(v);
+      // Split by hand: web::uri::split_query drops keys without "=", and
+      // probes are written "?verbose".
+      std::string query = req.relative_uri().query();
+      for (size_t start = 0; start <= query.size();) {
+        size_t end = query.find('&', start);
+        if (end == std::string::npos) end = query.size();
+        std::string pair = query.substr(start, end - start);
+        if (!pair.empty()) {
+          size_t eq = pair.find('=');
+          q.query[web::uri::decode(pair.substr(0, eq))] =
+              eq == std::string::npos ? "" : web::uri::decode(pair.substr(eq + 1));
+        }
+        start = end + 1;
       }
       const HttpHandler* best = nullptr;
       size_t best_len = 0;

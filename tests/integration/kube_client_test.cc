@@ -303,6 +303,19 @@ TEST_CASE("bad connections fail fast with the cause", "[integration][kube]") {
     CHECK_THAT(r.status().message(), Contains("TLS handshake"));
     CHECK_THAT(r.status().message(), Contains("certificate"));
   }
+  SECTION("tls-server-name decides which name the certificate must carry") {
+    RestConfig cfg = good;
+    cfg.tls_server_name = "kubernetes.default";  // In the serving cert's SANs.
+    auto c = Client::New(cfg, fast);
+    REQUIRE(c.ok());
+    CHECK((*c)->ServerVersion().ok());
+    cfg.tls_server_name = "api.elsewhere.example";  // Not in them.
+    auto wrong = Client::New(cfg, fast);
+    REQUIRE(wrong.ok());
+    auto r = (*wrong)->ServerVersion();
+    CHECK(r.status().code() == StatusCode::kFailedPrecondition);
+    CHECK_THAT(r.status().message(), Contains("certificate"));
+  }
   SECTION("an expired client certificate") {
     auto ca_cert = ReadFile(env.cluster().pki_dir + "/ca.crt");
     auto ca_key = ReadFile(env.cluster().pki_dir + "/ca.key");

@@ -128,6 +128,30 @@ TEST_CASE("reads are retried on transient failures, with backoff", "[kube][clien
   CHECK(h.clock.sleeps().size() == 2);
 }
 
+class RecordingObserver final : public RequestObserver {
+ public:
+  void ObserveRequest(const RequestRecord& r) override {
+    seen.push_back(std::string(r.method) + " " + std::to_string(r.code) + " " +
+                   std::string(r.host));
+  }
+  std::vector<std::string> seen;
+};
+
+TEST_CASE("every attempt is reported to the observer with its code", "[kube][client]") {
+  RecordingObserver observer;
+  Harness h({}, {.observer = &observer});
+  h.transport->Fail(Status::Unavailable("connection refused"));
+  h.transport->Respond(503, "overloaded");
+  h.transport->Respond(200, R"({"kind":"Pod"})");
+  REQUIRE(h.client->Get(resources::kPods, "ns", "p").ok());
+  h.transport->Respond(409, StatusBody(409, "Conflict", "stale"));
+  CHECK(!h.client->Update(resources::kPods, {{"metadata", {{"name", "p"}, {"namespace", "ns"}}}})
+             .ok());
+  CHECK(observer.seen == std::vector<std::string>{
+                             "GET 0 https://127.0.0.1:6443", "GET 503 https://127.0.0.1:6443",
+                             "GET 200 https://127.0.0.1:6443", "PUT 409 https://127.0.0.1:6443"});
+}
+
 TEST_CASE("writes are not resent when the response was lost", "[kube][client]") {
   Harness h;
   h.transport->Fail(Status::Unavailable("connection reset"));
