@@ -100,8 +100,8 @@ def crd(api, spec, status):
             "apiVersion": {"type": "string", "description":
                            "The versioned schema of this object: kiln.dev/v1alpha1."},
             "kind": {"type": "string", "description": f"The object's kind: {kind}."},
-            "metadata": {"type": "object", "description":
-                         "Standard object metadata (name, namespace, labels, annotations)."},
+            # The API server allows nothing but the type here.
+            "metadata": {"type": "object"},
             "spec": spec,
             "status": status,
         },
