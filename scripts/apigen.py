@@ -278,20 +278,8 @@ def emit_cpp(stem, src, structs, includes, top=None):
                  f"  bool operator==(const {kind}&) const = default;\n}};\n"
                  f"void to_json(nlohmann::json& j, const {kind}& v);\n"
                  f"void from_json(const nlohmann::json& j, {kind}& v);\n\n")
-        cc.append(f"void to_json(nlohmann::json& j, const {kind}& v) {{\n"
-                  f"  j = nlohmann::json::object();\n"
-                  f'  j["apiVersion"] = v.api_version;\n'
-                  f'  j["kind"] = v.kind;\n'
-                  f'  if (!v.metadata.empty()) j["metadata"] = v.metadata;\n'
-                  f'  Write(j, "spec", v.spec);\n'
-                  f'  Write(j, "status", v.status);\n}}\n\n'
-                  f"void from_json(const nlohmann::json& j, {kind}& v) {{\n"
-                  f'  ExpectObject(j, "{kind}");\n'
-                  f'  Read(j, "apiVersion", v.api_version);\n'
-                  f'  Read(j, "kind", v.kind);\n'
-                  f'  v.metadata = j.value("metadata", nlohmann::json::object());\n'
-                  f'  Read(j, "spec", v.spec);\n'
-                  f'  Read(j, "status", v.status);\n}}\n\n')
+        cc.append(f"void to_json(nlohmann::json& j, const {kind}& v) {{ WriteObject(j, v); }}\n\n"
+                  f"void from_json(const nlohmann::json& j, {kind}& v) {{ ReadObject(j, v); }}\n\n")
     h.append("}  // namespace kiln::api::v1alpha1\n\n")
     h.append(f"#endif  // {guard}\n")
     cc.append("}  // namespace kiln::api::v1alpha1\n")

@@ -91,6 +91,28 @@ void Write(nlohmann::json& j, const char* key, const std::optional<T>& v) {
   if (v) j[key] = *v;
 }
 
+// The top level of every kind: apiVersion, kind, metadata (kept as JSON),
+// spec and the optional status.
+template <class Kind>
+void WriteObject(nlohmann::json& j, const Kind& v) {
+  j = nlohmann::json::object();
+  j["apiVersion"] = v.api_version;
+  j["kind"] = v.kind;
+  if (!v.metadata.empty()) j["metadata"] = v.metadata;
+  Write(j, "spec", v.spec);
+  Write(j, "status", v.status);
+}
+
+template <class Kind>
+void ReadObject(const nlohmann::json& j, Kind& v) {
+  ExpectObject(j, Kind::kKind);
+  Read(j, "apiVersion", v.api_version);
+  Read(j, "kind", v.kind);
+  v.metadata = j.value("metadata", nlohmann::json::object());
+  Read(j, "spec", v.spec);
+  Read(j, "status", v.status);
+}
+
 // Decodes a whole object (e.g. a TrainingJob read from the API server);
 // InvalidArgument naming the field on a mismatch.
 template <class T>

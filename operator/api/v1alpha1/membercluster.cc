@@ -84,22 +84,8 @@ void from_json(const nlohmann::json& j, MemberClusterStatus& v) {
   Read(j, "conditions", v.conditions);
 }
 
-void to_json(nlohmann::json& j, const MemberCluster& v) {
-  j = nlohmann::json::object();
-  j["apiVersion"] = v.api_version;
-  j["kind"] = v.kind;
-  if (!v.metadata.empty()) j["metadata"] = v.metadata;
-  Write(j, "spec", v.spec);
-  Write(j, "status", v.status);
-}
+void to_json(nlohmann::json& j, const MemberCluster& v) { WriteObject(j, v); }
 
-void from_json(const nlohmann::json& j, MemberCluster& v) {
-  ExpectObject(j, "MemberCluster");
-  Read(j, "apiVersion", v.api_version);
-  Read(j, "kind", v.kind);
-  v.metadata = j.value("metadata", nlohmann::json::object());
-  Read(j, "spec", v.spec);
-  Read(j, "status", v.status);
-}
+void from_json(const nlohmann::json& j, MemberCluster& v) { ReadObject(j, v); }
 
 }  // namespace kiln::api::v1alpha1
