@@ -394,6 +394,9 @@ def main():
         return 1
     if not args.check:
         print(f"apigen: {len(stale)} of {len(files)} files updated")
+        # The Helm chart carries the CRDs as templates: keep them in step.
+        return subprocess.run([sys.executable, str(ROOT / "scripts" / "sync_chart_crds.py")],
+                              cwd=ROOT).returncode
     return 0
 
 
