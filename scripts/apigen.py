@@ -34,8 +34,11 @@ class ApiError(Exception):
 
 
 def load(path):
-    with open(path) as f:
-        return yaml.safe_load(f)
+    try:
+        with open(path) as f:
+            return yaml.safe_load(f)
+    except (OSError, yaml.YAMLError) as e:
+        raise ApiError(f"{path}: {e}") from e
 
 
 def snake(name):

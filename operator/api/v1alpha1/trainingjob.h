@@ -25,7 +25,7 @@ struct ModelConfig {
   int32_t hidden_size = 0;
   // Attention heads per block; must divide hiddenSize.
   int32_t heads = 0;
-  // Tokens in the vocabulary (256 for kiln's byte-level tokenizer).
+  // Tokens in the vocabulary (257 for kiln's byte-level tokenizer, 256 bytes and end-of-text).
   int32_t vocab_size = 0;
   // The longest sequence the model attends over.
   int32_t context_length = 0;
