@@ -58,17 +58,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-passed=0
-failed=0
-ok() { passed=$((passed + 1)); echo "ok: $1"; }
-fail() { failed=$((failed + 1)); printf 'FAIL: %s\n%s\n' "$1" "${2:-}"; }
-
-# expect_ok NAME CMD...: CMD succeeds.
-expect_ok() {
-  local name=$1 out
-  shift
-  if out="$("$@" 2>&1)"; then ok "$name"; else fail "$name" "$out"; fi
-}
+source "$(dirname "$0")/checks.sh"
 
 # allowed SA VERB GROUP RESOURCE NAMESPACE: "true" or "false", as the RBAC
 # authorizer answers for ServiceAccount SA (of $NAMESPACE). A
@@ -225,5 +215,4 @@ fi
 expect_ok "kept CRDs deleted by hand" \
   k delete crd -l "app.kubernetes.io/instance=$R2" --wait --timeout="$TIMEOUT"
 
-echo "helm install: $passed passed, $failed failed"
-[ "$failed" = 0 ]
+finish "helm install"

@@ -35,17 +35,7 @@ trap 'rm -rf "$SCRATCH"' EXIT
 # Keeps helm away from the user's repositories, plugins and registry logins.
 export HELM_CONFIG_HOME="$SCRATCH/helm/config" HELM_CACHE_HOME="$SCRATCH/helm/cache" \
   HELM_DATA_HOME="$SCRATCH/helm/data"
-passed=0
-failed=0
-ok() { passed=$((passed + 1)); echo "ok: $1"; }
-fail() { failed=$((failed + 1)); printf 'FAIL: %s\n%s\n' "$1" "${2:-}"; }
-
-# expect_ok NAME CMD...: CMD succeeds.
-expect_ok() {
-  local name=$1 out
-  shift
-  if out="$("$@" 2>&1)"; then ok "$name"; else fail "$name" "$out"; fi
-}
+source "$(dirname "$0")/checks.sh"
 
 # render OUT ARGS...: helm template the chart into OUT; false (output kept) on error.
 render() {
@@ -206,5 +196,4 @@ else
   fail "serviceAccount.create=false runs as the named ServiceAccount" "$(cat "$SCRATCH/own-sa.yaml")"
 fi
 
-echo "helm chart: $passed passed, $failed failed"
-[ "$failed" = 0 ]
+finish "helm chart"
