@@ -1,0 +1,115 @@
+#include "worker/data/atomic_file.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <utility>
+
+#include <sys/stat.h>
+
+namespace kiln::data {
+
+Status FileError(int err, const std::string& what) {
+  std::string msg = what + ": " + std::strerror(err);
+  switch (err) {
+    case ENOENT:
+    case ENOTDIR:
+      return Status::NotFound(msg);
+    case EACCES:
+    case EPERM:
+    case EROFS:
+      return Status::PermissionDenied(msg);
+    case ENOSPC:
+    case EDQUOT:
+      return Status::ResourceExhausted(msg);
+    default:
+      return Status::Unavailable(msg);
+  }
+}
+
+StatusOr<AtomicFile> AtomicFile::Create(const std::string& path) {
+  std::filesystem::path target(path);
+  std::filesystem::path dir = target.parent_path();
+  std::string temp =
+      (dir / ("." + target.filename().string() + ".tmp-XXXXXX")).string();  // mkstemp's pattern
+  int fd = mkostemp(temp.data(), O_CLOEXEC);
+  if (fd < 0) return FileError(errno, "cannot create a temporary file for " + path);
+  return AtomicFile(path, std::move(temp), fd);
+}
+
+AtomicFile::AtomicFile(AtomicFile&& other) noexcept
+    : path_(std::move(other.path_)),
+      temp_path_(std::move(other.temp_path_)),
+      fd_(std::exchange(other.fd_, -1)) {}
+
+AtomicFile& AtomicFile::operator=(AtomicFile&& other) noexcept {
+  if (this != &other) {
+    Abandon();
+    path_ = std::move(other.path_);
+    temp_path_ = std::move(other.temp_path_);
+    fd_ = std::exchange(other.fd_, -1);
+  }
+  return *this;
+}
+
+AtomicFile::~AtomicFile() { Abandon(); }
+
+void AtomicFile::Abandon() {
+  if (fd_ < 0) return;
+  close(fd_);
+  unlink(temp_path_.c_str());
+  fd_ = -1;
+}
+
+Status AtomicFile::Append(const void* data, std::size_t size) {
+  if (fd_ < 0) return Status::FailedPrecondition(path_ + ": write after Commit");
+  const char* p = static_cast<const char*>(data);
+  while (size > 0) {
+    ssize_t n = write(fd_, p, size);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      Status error = FileError(errno, "cannot write " + path_);
+      Abandon();
+      return error;
+    }
+    p += n;
+    size -= static_cast<std::size_t>(n);
+  }
+  return Status::Ok();
+}
+
+Status AtomicFile::Commit() {
+  if (fd_ < 0) return Status::FailedPrecondition(path_ + ": Commit after Commit");
+  // mkstemp creates 0600; the finished file is as readable as any other output.
+  if (fchmod(fd_, 0644) != 0 || fsync(fd_) != 0) {
+    Status error = FileError(errno, "cannot flush " + path_);
+    Abandon();
+    return error;
+  }
+  int fd = std::exchange(fd_, -1);
+  if (close(fd) != 0) {
+    Status error = FileError(errno, "cannot close " + path_);
+    unlink(temp_path_.c_str());
+    return error;
+  }
+  if (std::rename(temp_path_.c_str(), path_.c_str()) != 0) {
+    Status error = FileError(errno, "cannot rename the temporary file to " + path_);
+    unlink(temp_path_.c_str());
+    return error;
+  }
+  // The rename is durable only once the directory entry is.
+  std::string dir = std::filesystem::path(path_).parent_path().string();
+  int dir_fd = open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dir_fd < 0) return FileError(errno, "cannot open the directory of " + path_);
+  int rc = fsync(dir_fd);
+  int err = errno;
+  close(dir_fd);
+  if (rc != 0) return FileError(err, "cannot sync the directory of " + path_);
+  return Status::Ok();
+}
+
+}  // namespace kiln::data

@@ -1,0 +1,55 @@
+// ExitCode: how a kiln-worker process ends, and the contract the operator reads
+// from a finished worker pod. Each code says what the operator should do next:
+// retry the same work (possibly elsewhere) or stop and report to the user.
+// The numeric values are part of the API; never renumber them.
+#ifndef KILN_WORKER_EXIT_CODES_H_
+#define KILN_WORKER_EXIT_CODES_H_
+
+namespace kiln::worker {
+
+enum class ExitCode : int {
+  // The command finished its work.
+  kSuccess = 0,
+  // Something unexpected broke (a bug, an unclassified failure). Retryable.
+  kInternalError = 1,
+  // Bad flags or configuration. Retrying the same configuration cannot succeed.
+  kConfigurationError = 2,
+  // The machine under the worker failed: a GPU failed its probe, storage is
+  // unavailable. Retryable, preferably on other nodes.
+  kInfrastructureFault = 3,
+  // A collective or a peer did not answer in time. Retryable.
+  kCommunicationTimeout = 4,
+  // Training diverged (NaN/Inf loss or gradients). Retryable from an earlier
+  // checkpoint.
+  kNumericsFault = 5,
+  // Training data is missing or malformed. Retrying cannot succeed.
+  kDataError = 6,
+};
+
+// The code's name as written in this file without the 'k', e.g. "DataError".
+constexpr const char* ExitCodeName(ExitCode code) {
+  switch (code) {
+    case ExitCode::kSuccess:
+      return "Success";
+    case ExitCode::kInternalError:
+      return "InternalError";
+    case ExitCode::kConfigurationError:
+      return "ConfigurationError";
+    case ExitCode::kInfrastructureFault:
+      return "InfrastructureFault";
+    case ExitCode::kCommunicationTimeout:
+      return "CommunicationTimeout";
+    case ExitCode::kNumericsFault:
+      return "NumericsFault";
+    case ExitCode::kDataError:
+      return "DataError";
+  }
+  return "Unknown";
+}
+
+// The process exit status for `code`.
+constexpr int ToInt(ExitCode code) { return static_cast<int>(code); }
+
+}  // namespace kiln::worker
+
+#endif  // KILN_WORKER_EXIT_CODES_H_
