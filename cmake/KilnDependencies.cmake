@@ -10,3 +10,6 @@ if(KILN_BUILD_TESTS)
   find_package(Catch2 2.13 REQUIRED)
   include(Catch)
 endif()
+
+# OpenMP (GCC's libgomp, part of the compiler): the CPU kernels' threads.
+find_package(OpenMP REQUIRED COMPONENTS CXX)
