@@ -14,6 +14,7 @@
 
 #include "base/version.h"
 #include "kernels/device.h"
+#include "worker/cmd/train_command.h"
 #include "worker/data/prepare.h"
 #include "worker/exit_codes.h"
 
@@ -31,6 +32,8 @@ constexpr const char* kUsage =
     "  devices     Print the visible GPUs as JSON and probe each with a test kernel.\n"
     "  prepare     Tokenize text files into train and validation token shards\n"
     "              ('kiln-worker prepare --help' shows its options).\n"
+    "  train       Train the GPT on the CPU from prepared shards\n"
+    "              ('kiln-worker train --help' shows its options).\n"
     "\n"
     "Options:\n"
     "  --help      Show this help and exit.\n"
@@ -230,6 +233,7 @@ int main(int argc, char** argv) {
   if (cmd == "--version") return PrintVersion();
   if (cmd == "devices" && argc == 2) return Devices();
   if (cmd == "prepare") return Prepare(argc, argv);
+  if (cmd == "train") return kiln::worker::RunTrainCommand(argc, argv);
   std::fprintf(stderr, "kiln-worker: unknown command or argument '%s'\n\n%s",
                cmd == "devices" ? argv[2] : cmd.c_str(), kUsage);
   return ToInt(ExitCode::kConfigurationError);

@@ -88,6 +88,8 @@ class DataLoader {
 
   // Where the next step starts.
   const Position& position() const { return position_; }
+  // The options in force (vocab_size filled in from the manifest by OpenSplit).
+  const LoaderOptions& options() const { return options_; }
 
   // Continues from `position`, as saved from position() of a loader over the
   // same shards with the same seed. InvalidArgument for a shard index or

@@ -1,0 +1,98 @@
+// `kiln-worker train` end to end through the binary: it learns the fortunes
+// corpus (the loss falls), reports JSON progress, and maps failures to the
+// documented exit codes.
+#include <sstream>
+
+#include <catch2/catch.hpp>
+#include <nlohmann/json.hpp>
+
+#include "base/subprocess.h"
+#include "tests/support/temp_dir.h"
+
+namespace kiln {
+namespace {
+
+ProcessResult Worker(std::vector<std::string> args) {
+  args.insert(args.begin(), KILN_WORKER_BIN);
+  auto r = RunProcess({.argv = args, .timeout = std::chrono::minutes(5)});
+  REQUIRE(r.ok());
+  return *r;
+}
+
+std::vector<nlohmann::json> Lines(const std::string& out) {
+  std::vector<nlohmann::json> lines;
+  std::istringstream in(out);
+  for (std::string line; std::getline(in, line);) lines.push_back(nlohmann::json::parse(line));
+  return lines;
+}
+
+TEST_CASE("kiln-worker train learns the fortunes corpus and reports progress as JSON",
+          "[worker][train]") {
+  kiln::testing::TempDir dir;
+  auto prep = Worker({"prepare", "--input", "/usr/share/games/fortunes", "--output", dir.path()});
+  INFO(prep.stderr_data);
+  REQUIRE(prep.exit_code == 0);  // scripts/setup.sh installs the fortunes package.
+  auto r = Worker({"train",       "--data",      dir.path() + "/manifest.json",
+                   "--layers",    "2",           "--channels",
+                   "64",          "--heads",     "4",
+                   "--seq",       "32",          "--batch",
+                   "8",           "--steps",     "120",
+                   "--lr",        "2e-3",        "--warmup",
+                   "10",          "--log-every", "10",
+                   "--val-every", "60"});
+  INFO(r.stderr_data);
+  REQUIRE(r.exit_code == 0);
+  auto lines = Lines(r.stdout_data);
+  REQUIRE(lines.size() >= 3);
+  const auto& first = lines.front();
+  const auto& done = lines.back();
+  CHECK(first["event"] == "step");
+  CHECK(first["step"] == 1);
+  CHECK(done["event"] == "done");
+  CHECK(done["steps"] == 120);
+  // A byte-level model starts near ln(257) = 5.55 and learns English quickly.
+  CHECK(first["loss"].get<double>() > 5.0);
+  // 120 steps of a 2-layer model: both losses at least 1.5 nats below the start.
+  CHECK(done["loss"].get<double>() < first["loss"].get<double>() - 1.5);
+  CHECK(done["valLoss"].get<double>() < first["loss"].get<double>() - 1.5);
+  int validations = 0;
+  for (const auto& l : lines) {
+    if (l["event"] == "validation") ++validations;
+    if (l["event"] == "step") {
+      CHECK(l["lr"].get<double>() > 0);
+      CHECK(l["tokensPerSecond"].get<double>() > 0);
+      CHECK(l.contains("gradNorm"));
+    }
+  }
+  CHECK(validations == 2);  // At step 60 and at the end.
+}
+
+TEST_CASE("kiln-worker train maps failures to the documented exit codes", "[worker][train]") {
+  kiln::testing::TempDir dir;
+  REQUIRE(Worker({"prepare", "--input", "/usr/share/games/fortunes", "--output", dir.path()})
+              .exit_code == 0);
+  const std::string manifest = dir.path() + "/manifest.json";
+  auto r = Worker({"train", "--bogus", "1"});
+  CHECK(r.exit_code == 2);
+  CHECK(r.stderr_data.find("unknown flag '--bogus'") != std::string::npos);
+  r = Worker({"train", "--data", manifest, "--steps", "ten"});
+  CHECK(r.exit_code == 2);
+  CHECK(r.stderr_data.find("--steps: 'ten' is not a number") != std::string::npos);
+  r = Worker({"train", "--steps", "3"});
+  CHECK(r.exit_code == 2);
+  CHECK(r.stderr_data.find("--data is required") != std::string::npos);
+  r = Worker({"train", "--data", manifest, "--heads", "3"});
+  CHECK(r.exit_code == 2);
+  CHECK(r.stderr_data.find("multiple of num_heads") != std::string::npos);
+  r = Worker({"train", "--data", dir.path() + "/missing.json"});
+  CHECK(r.exit_code == 6);
+  CHECK(r.stderr_data.find("missing.json") != std::string::npos);
+  // A learning rate that blows the weights up: NaN loss, NumericsFault.
+  r = Worker({"train", "--data", manifest, "--steps", "5", "--lr", "1e30", "--layers", "1",
+              "--channels", "32", "--heads", "2", "--seq", "16"});
+  CHECK(r.exit_code == 5);
+  CHECK(r.stderr_data.find("not finite") != std::string::npos);
+}
+
+}  // namespace
+}  // namespace kiln

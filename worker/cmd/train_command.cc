@@ -1,0 +1,142 @@
+#include "worker/cmd/train_command.h"
+
+#include <cstdio>
+#include <functional>
+#include <map>
+#include <string>
+
+#include "base/stop_signal.h"
+#include "worker/exit_codes.h"
+#include "worker/train/trainer.h"
+
+namespace kiln::worker {
+namespace {
+
+constexpr const char* kUsage =
+    "Usage: kiln-worker train --data MANIFEST [options]\n"
+    "\n"
+    "Trains kiln's GPT on the CPU from shards written by 'kiln-worker prepare',\n"
+    "printing one JSON progress object per line on stdout.\n"
+    "\n"
+    "Model:\n"
+    "  --layers N (4)  --heads N (4)  --channels N (128)\n"
+    "Data and batch:\n"
+    "  --data PATH             The manifest.json of 'kiln-worker prepare' (required).\n"
+    "  --batch N (4)           Sequences per micro-batch.\n"
+    "  --seq N (64)            Tokens per sequence (also the context length).\n"
+    "  --grad-accum N (1)      Micro-batches per optimizer step.\n"
+    "Optimisation:\n"
+    "  --steps N (100)  --lr X (3e-4)  --warmup N (0)  --min-lr-ratio X (0.1)\n"
+    "  --weight-decay X (0.1)  --grad-clip X (1.0; 0 disables)  --seed N (1337)\n"
+    "Reporting:\n"
+    "  --log-every N (1)  --val-every N (0: at the end)  --val-batches N (4)\n"
+    "\n"
+    "Exit codes: 0 success, 1 internal error, 2 bad flags or configuration,\n"
+    "5 numerics fault (NaN/Inf loss or gradient), 6 data missing or malformed.\n"
+    "SIGTERM stops after the current step (exit 0).\n";
+
+int Usage(const std::string& why) {
+  std::fprintf(stderr, "kiln-worker train: %s\n\nRun 'kiln-worker train --help' for usage.\n",
+               why.c_str());
+  return ToInt(ExitCode::kConfigurationError);
+}
+
+ExitCode ExitCodeFor(const Status& s) {
+  if (train::IsNumericsFault(s)) return ExitCode::kNumericsFault;
+  switch (s.code()) {
+    case StatusCode::kInvalidArgument:
+      return ExitCode::kConfigurationError;
+    case StatusCode::kNotFound:
+    case StatusCode::kDataLoss:
+    case StatusCode::kFailedPrecondition:
+      return ExitCode::kDataError;
+    case StatusCode::kUnavailable:
+      return ExitCode::kInfrastructureFault;
+    default:
+      return ExitCode::kInternalError;
+  }
+}
+
+}  // namespace
+
+int RunTrainCommand(int argc, char** argv) {
+  train::TrainOptions o;
+  o.model.num_layers = 4;
+  o.model.num_heads = 4;
+  o.model.channels = 128;
+  o.model.max_seq_len = 0;  // Defaults to --seq.
+  // Each numeric flag writes one field.
+  std::map<std::string, std::function<void(double)>> numeric = {
+      {"layers", [&](double v) { o.model.num_layers = static_cast<int>(v); }},
+      {"heads", [&](double v) { o.model.num_heads = static_cast<int>(v); }},
+      {"channels", [&](double v) { o.model.channels = static_cast<int>(v); }},
+      {"batch", [&](double v) { o.batch_size = static_cast<int>(v); }},
+      {"seq", [&](double v) { o.seq_len = static_cast<int>(v); }},
+      {"grad-accum", [&](double v) { o.grad_accumulation = static_cast<int>(v); }},
+      {"steps", [&](double v) { o.steps = static_cast<int64_t>(v); }},
+      {"lr", [&](double v) { o.learning_rate = v; }},
+      {"warmup", [&](double v) { o.warmup_steps = static_cast<int64_t>(v); }},
+      {"min-lr-ratio", [&](double v) { o.min_lr_ratio = v; }},
+      {"weight-decay", [&](double v) { o.weight_decay = v; }},
+      {"grad-clip", [&](double v) { o.grad_clip = v; }},
+      {"seed", [&](double v) { o.seed = static_cast<uint64_t>(v); }},
+      {"log-every", [&](double v) { o.log_every = static_cast<int64_t>(v); }},
+      {"val-every", [&](double v) { o.val_every = static_cast<int64_t>(v); }},
+      {"val-batches", [&](double v) { o.val_batches = static_cast<int>(v); }},
+  };
+  for (int i = 2; i < argc; ++i) {
+    std::string arg = argv[i];
+    if (arg == "--help" || arg == "-h") {
+      std::fputs(kUsage, stdout);
+      return ToInt(ExitCode::kSuccess);
+    }
+    if (arg.rfind("--", 0) != 0) return Usage("unexpected argument '" + arg + "'");
+    std::string name = arg.substr(2), value;
+    if (auto eq = name.find('='); eq != std::string::npos) {
+      value = name.substr(eq + 1);
+      name = name.substr(0, eq);
+    } else {
+      if (i + 1 >= argc) return Usage("flag '--" + name + "' needs a value");
+      value = argv[++i];
+    }
+    if (name == "data") {
+      o.manifest = value;
+      continue;
+    }
+    auto it = numeric.find(name);
+    if (it == numeric.end()) return Usage("unknown flag '--" + name + "'");
+    size_t used = 0;
+    double v = 0;
+    try {
+      v = std::stod(value, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (used != value.size() || value.empty()) {
+      return Usage("--" + name + ": '" + value + "' is not a number");
+    }
+    it->second(v);
+  }
+  if (o.manifest.empty()) return Usage("--data is required (a manifest.json from prepare)");
+  if (o.model.max_seq_len == 0) o.model.max_seq_len = o.seq_len;
+
+  auto trainer = train::Trainer::Create(o);
+  if (!trainer.ok()) {
+    std::fprintf(stderr, "kiln-worker train: %s\n", trainer.status().ToString().c_str());
+    return ToInt(ExitCodeFor(trainer.status()));
+  }
+  StopSignal& stop = StopSignal::Install();
+  Status s = (*trainer)->Run(
+      [](const nlohmann::json& line) {
+        std::printf("%s\n", line.dump().c_str());
+        std::fflush(stdout);
+      },
+      &stop.requested());
+  if (!s.ok()) {
+    std::fprintf(stderr, "kiln-worker train: %s\n", s.ToString().c_str());
+    return ToInt(ExitCodeFor(s));
+  }
+  return ToInt(ExitCode::kSuccess);
+}
+
+}  // namespace kiln::worker
