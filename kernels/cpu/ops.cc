@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <vector>
 
 namespace kiln::kernels::cpu {
 
@@ -387,10 +388,23 @@ void AdamW(F* params, const F* grads, F* m, F* v, int64_t n, const AdamWParams& 
 
 template <class F>
 double GlobalNorm(const F* x, int64_t n) {
-  double sum = 0;
-#pragma omp parallel for simd reduction(+ : sum)
-  for (int64_t i = 0; i < n; ++i) sum += static_cast<double>(x[i]) * static_cast<double>(x[i]);
-  return std::sqrt(sum);
+  // Fixed chunks summed in order, so the result (and with it gradient
+  // clipping) does not depend on the number of threads.
+  constexpr int64_t kChunk = 1 << 16;
+  const int64_t chunks = (n + kChunk - 1) / kChunk;
+  std::vector<double> partial(static_cast<size_t>(chunks), 0.0);
+#pragma omp parallel for
+  for (int64_t c = 0; c < chunks; ++c) {
+    const int64_t end = std::min(n, (c + 1) * kChunk);
+    double sum = 0;
+    for (int64_t i = c * kChunk; i < end; ++i) {
+      sum += static_cast<double>(x[i]) * static_cast<double>(x[i]);
+    }
+    partial[static_cast<size_t>(c)] = sum;
+  }
+  double total = 0;
+  for (double p : partial) total += p;
+  return std::sqrt(total);
 }
 
 #define KILN_INSTANTIATE(F)                                                                        \

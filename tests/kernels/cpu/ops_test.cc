@@ -4,6 +4,8 @@
 // (loss(x + h) - loss(x - h)) / 2h.
 #include "kernels/cpu/ops.h"
 
+#include <omp.h>
+
 #include <cmath>
 #include <functional>
 #include <random>
@@ -204,6 +206,23 @@ TEST_CASE("AdamW takes the textbook step", "[kernels][cpu]") {
   CHECK(p[0] == Approx(1.0 - 0.1 * (1.0 + 0.5 * 1.0)).epsilon(1e-6));
   CHECK(p[1] == Approx(-2.0 - 0.1 * (-1.0 + 0.5 * -2.0)).epsilon(1e-6));
   CHECK(GlobalNorm(g.data(), 2) == Approx(std::sqrt(0.25 + 0.0625)));
+}
+
+TEST_CASE("the global norm is the same bits whatever the thread count", "[kernels][cpu]") {
+  std::mt19937_64 rng(8);
+  std::vector<float> x(300000);
+  std::normal_distribution<float> d(0.0f, 1.0f);
+  for (auto& v : x) v = d(rng);
+  const int threads = omp_get_max_threads();
+  omp_set_num_threads(1);
+  const double one = GlobalNorm(x.data(), static_cast<int64_t>(x.size()));
+  omp_set_num_threads(std::max(2, threads));
+  const double many = GlobalNorm(x.data(), static_cast<int64_t>(x.size()));
+  omp_set_num_threads(threads);
+  CHECK(one == many);
+  double serial = 0;
+  for (float v : x) serial += static_cast<double>(v) * static_cast<double>(v);
+  CHECK(one == Approx(std::sqrt(serial)).epsilon(1e-12));
 }
 
 }  // namespace
