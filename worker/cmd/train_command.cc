@@ -28,12 +28,15 @@ constexpr const char* kUsage =
     "Optimisation:\n"
     "  --steps N (100)  --lr X (3e-4)  --warmup N (0)  --min-lr-ratio X (0.1)\n"
     "  --weight-decay X (0.1)  --grad-clip X (1.0; 0 disables)  --seed N (1337)\n"
+    "Checkpoints:\n"
+    "  --checkpoint-dir DIR    Save here and resume from the newest intact checkpoint.\n"
+    "  --checkpoint-every N (100)  --checkpoint-keep N (3)\n"
     "Reporting:\n"
     "  --log-every N (1)  --val-every N (0: at the end)  --val-batches N (4)\n"
     "\n"
     "Exit codes: 0 success, 1 internal error, 2 bad flags or configuration,\n"
     "5 numerics fault (NaN/Inf loss or gradient), 6 data missing or malformed.\n"
-    "SIGTERM stops after the current step (exit 0).\n";
+    "SIGTERM stops after the current step, saving a checkpoint (exit 0).\n";
 
 int Usage(const std::string& why) {
   std::fprintf(stderr, "kiln-worker train: %s\n\nRun 'kiln-worker train --help' for usage.\n",
@@ -83,6 +86,8 @@ int RunTrainCommand(int argc, char** argv) {
       {"log-every", [&](double v) { o.log_every = static_cast<int64_t>(v); }},
       {"val-every", [&](double v) { o.val_every = static_cast<int64_t>(v); }},
       {"val-batches", [&](double v) { o.val_batches = static_cast<int>(v); }},
+      {"checkpoint-every", [&](double v) { o.checkpoint_every = static_cast<int64_t>(v); }},
+      {"checkpoint-keep", [&](double v) { o.checkpoint_keep = static_cast<int>(v); }},
   };
   for (int i = 2; i < argc; ++i) {
     std::string arg = argv[i];
@@ -101,6 +106,10 @@ int RunTrainCommand(int argc, char** argv) {
     }
     if (name == "data") {
       o.manifest = value;
+      continue;
+    }
+    if (name == "checkpoint-dir") {
+      o.checkpoint_dir = value;
       continue;
     }
     auto it = numeric.find(name);

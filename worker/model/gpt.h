@@ -68,6 +68,9 @@ class Gpt {
   std::span<F> grads() { return grads_; }
   std::span<F> param(Param p);
   std::span<F> grad(Param p);
+  // AdamW's first and second moments, laid out like params() (checkpoints).
+  std::span<F> adam_m() { return m_; }
+  std::span<F> adam_v() { return v_; }
 
   // Runs the model on inputs [B,T]. With targets, computes the mean
   // cross-entropy loss (returned; also kept for Backward). Without targets

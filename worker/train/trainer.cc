@@ -27,6 +27,9 @@ StatusOr<std::unique_ptr<Trainer>> Trainer::Create(TrainOptions o) {
   if (o.min_lr_ratio < 0 || o.min_lr_ratio > 1) return bad("min lr ratio must be in [0, 1]");
   if (o.grad_clip < 0) return bad("grad clip must be >= 0");
   if (o.log_every < 1 || o.val_batches < 1) return bad("log every and val batches must be >= 1");
+  if (o.checkpoint_every < 1 || o.checkpoint_keep < 1) {
+    return bad("checkpoint every and checkpoint keep must be >= 1");
+  }
 
   data::LoaderOptions lo{.batch_size = o.batch_size, .seq_len = o.seq_len};
   lo.shuffle_seed = o.seed;
@@ -77,8 +80,38 @@ Status Trainer::Run(const std::function<void(const nlohmann::json&)>& progress,
   const double tokens_per_step =
       static_cast<double>(o.batch_size) * o.seq_len * o.grad_accumulation;
   double last_loss = 0, val_loss = std::nan("");
+  int64_t first_step = 1;
+  if (!o.checkpoint_dir.empty()) {
+    auto warn = [&](const std::string& message) {
+      progress({{"event", "warning"}, {"message", message}});
+    };
+    KILN_ASSIGN_OR_RETURN(auto restored, RestoreLatestCheckpoint(o.checkpoint_dir, model_, warn));
+    if (restored) {
+      KILN_RETURN_IF_ERROR(train_.Seek(restored->position));
+      first_step = restored->step + 1;
+      progress({{"event", "resumed"},
+                {"step", restored->step},
+                {"position", restored->position.ToJson()}});
+    }
+  }
+  auto save = [&](int64_t done_step) -> Status {
+    if (o.checkpoint_dir.empty()) return Status::Ok();
+    KILN_ASSIGN_OR_RETURN(
+        std::string path,
+        WriteCheckpoint(o.checkpoint_dir, model_,
+                        {.step = done_step, .position = train_.position()}, o.checkpoint_keep));
+    progress({{"event", "checkpoint"}, {"step", done_step}, {"path", path}});
+    return Status::Ok();
+  };
   int64_t step = 0;
-  for (step = 1; step <= o.steps; ++step) {
+  for (step = first_step; step <= o.steps; ++step) {
+    if (stop != nullptr && stop->load()) {
+      // Keep the work done since the last periodic checkpoint.
+      if (step > first_step && (step - 1) % o.checkpoint_every != 0) {
+        KILN_RETURN_IF_ERROR(save(step - 1));
+      }
+      break;
+    }
     if (stop != nullptr && stop->load()) break;
     const auto t0 = std::chrono::steady_clock::now();
     model_.ZeroGrad();
@@ -121,6 +154,7 @@ Status Trainer::Run(const std::function<void(const nlohmann::json&)>& progress,
       KILN_ASSIGN_OR_RETURN(val_loss, Validate());
       if (val_) progress({{"event", "validation"}, {"step", step}, {"valLoss", val_loss}});
     }
+    if (step % o.checkpoint_every == 0 || step == o.steps) KILN_RETURN_IF_ERROR(save(step));
   }
   nlohmann::json done = {
       {"event", "done"},

@@ -3,6 +3,8 @@
 // global-norm gradient clipping, AdamW on the warm-up + cosine schedule,
 // periodic validation loss, and a JSON progress record per logged step. A
 // non-finite loss or gradient norm stops the run with a NumericsFault.
+// With a checkpoint directory it saves periodically (checkpoint.h) and
+// resumes exactly from the newest intact checkpoint.
 #ifndef KILN_WORKER_TRAIN_TRAINER_H_
 #define KILN_WORKER_TRAIN_TRAINER_H_
 
@@ -16,6 +18,7 @@
 #include "base/statusor.h"
 #include "worker/data/loader.h"
 #include "worker/model/gpt.h"
+#include "worker/train/checkpoint.h"
 #include "worker/train/schedule.h"
 
 namespace kiln::train {
@@ -36,6 +39,11 @@ struct TrainOptions {
   int val_batches = 4;
   int64_t log_every = 1;
   uint64_t seed = 1337;
+  // Where checkpoints go; empty disables them. A run whose directory holds
+  // checkpoints resumes from the newest intact one.
+  std::string checkpoint_dir;
+  int64_t checkpoint_every = 100;  // Steps; the last step and a stop also save.
+  int checkpoint_keep = 3;
 };
 
 // Marks a run stopped by a NaN/Inf loss or gradient (exit code NumericsFault).
@@ -48,8 +56,9 @@ class Trainer {
   static StatusOr<std::unique_ptr<Trainer>> Create(TrainOptions options);
 
   // Trains until options.steps or `*stop`; `progress` gets one JSON object
-  // per logged step ("event": "step"), validation ("validation") and the end
-  // ("done").
+  // per logged step ("event": "step"), validation ("validation"), resume
+  // ("resumed"), checkpoint ("checkpoint"), a skipped damaged checkpoint
+  // ("warning") and the end ("done").
   Status Run(const std::function<void(const nlohmann::json&)>& progress,
              const std::atomic<bool>* stop = nullptr);
 

@@ -1,0 +1,165 @@
+// Checkpoints: a run stopped at step K and resumed in a new trainer continues
+// with exactly the losses of an uninterrupted run; a damaged newest
+// checkpoint is skipped for the previous one with a warning; only the newest
+// K are kept; a different model shape is a configuration error.
+#include "worker/train/checkpoint.h"
+
+#include <filesystem>
+#include <fstream>
+#include <map>
+
+#include <catch2/catch.hpp>
+
+#include "tests/support/temp_dir.h"
+#include "worker/data/prepare.h"
+#include "worker/train/trainer.h"
+
+namespace kiln::train {
+namespace {
+
+namespace fs = std::filesystem;
+
+struct Run {
+  std::map<int64_t, double> losses;  // step -> loss
+  std::vector<nlohmann::json> events;
+};
+
+std::string Corpus(const kiln::testing::TempDir& dir) {
+  data::PrepareOptions p;
+  p.inputs = {"/usr/share/games/fortunes"};  // Installed by scripts/setup.sh.
+  p.output_dir = dir.path() + "/data";
+  auto r = data::Prepare(p);
+  INFO(r.status().ToString());
+  REQUIRE(r.ok());
+  return r->manifest_path;
+}
+
+TrainOptions Tiny(const std::string& manifest) {
+  TrainOptions o;
+  o.manifest = manifest;
+  o.model.num_layers = 1;
+  o.model.num_heads = 2;
+  o.model.channels = 32;
+  o.batch_size = 4;
+  o.seq_len = 16;
+  o.steps = 20;
+  o.learning_rate = 1e-3;
+  o.warmup_steps = 3;
+  o.grad_clip = 0.5;  // Low enough to clip, so the norm is part of the path.
+  o.checkpoint_every = 5;
+  return o;
+}
+
+Run Train(const TrainOptions& o, int64_t stop_after = 0) {
+  auto trainer = Trainer::Create(o);
+  REQUIRE(trainer.ok());
+  Run run;
+  std::atomic<bool> stop{false};
+  Status s = (*trainer)->Run(
+      [&](const nlohmann::json& e) {
+        run.events.push_back(e);
+        if (e["event"] == "step") {
+          run.losses[e["step"].get<int64_t>()] = e["loss"].get<double>();
+          if (stop_after > 0 && e["step"] == stop_after) stop = true;
+        }
+      },
+      &stop);
+  INFO(s.ToString());
+  REQUIRE(s.ok());
+  return run;
+}
+
+bool HasEvent(const Run& r, const std::string& event, const std::string& text = "") {
+  for (const auto& e : r.events) {
+    if (e["event"] == event && e.dump().find(text) != std::string::npos) return true;
+  }
+  return false;
+}
+
+TEST_CASE("a run resumed from its checkpoint repeats the uninterrupted losses exactly",
+          "[train][checkpoint]") {
+  kiln::testing::TempDir dir;
+  const std::string manifest = Corpus(dir);
+  Run whole = Train(Tiny(manifest));
+  REQUIRE(whole.losses.size() == 20);
+
+  TrainOptions o = Tiny(manifest);
+  o.checkpoint_dir = dir.path() + "/ckpt";
+  Run first = Train(o, /*stop_after=*/10);
+  CHECK(first.losses.size() == 10);
+  auto files = ListCheckpoints(o.checkpoint_dir);
+  REQUIRE(files.ok());
+  REQUIRE(files->size() == 2);  // Steps 10 and 5.
+  CHECK(fs::path(files->front()).filename() == "step-00000010.ckpt");
+
+  SECTION("from the newest") {
+    Run second = Train(o);
+    CHECK(HasEvent(second, "resumed", "\"step\":10"));
+    REQUIRE(second.losses.size() == 10);
+    for (const auto& [step, loss] : second.losses) {
+      INFO("step " << step);
+      CHECK(loss == whole.losses.at(step));  // Bit for bit.
+    }
+  }
+  SECTION("from the previous one when the newest is corrupted") {
+    {
+      std::fstream f(files->front(), std::ios::in | std::ios::out | std::ios::binary);
+      f.seekp(-100, std::ios::end);
+      f.put('\x42');
+    }
+    Run second = Train(o);
+    CHECK(HasEvent(second, "warning", "checksum mismatch"));
+    CHECK(HasEvent(second, "resumed", "\"step\":5"));
+    REQUIRE(second.losses.size() == 15);
+    for (const auto& [step, loss] : second.losses) CHECK(loss == whole.losses.at(step));
+  }
+  SECTION("from the previous one when the newest is truncated") {
+    fs::resize_file(files->front(), fs::file_size(files->front()) / 2);
+    Run second = Train(o);
+    CHECK(HasEvent(second, "warning", "truncated"));
+    CHECK(HasEvent(second, "resumed", "\"step\":5"));
+    for (const auto& [step, loss] : second.losses) CHECK(loss == whole.losses.at(step));
+  }
+}
+
+TEST_CASE("only the newest checkpoints are kept, and bad ones are refused clearly",
+          "[train][checkpoint]") {
+  kiln::testing::TempDir dir;
+  TrainOptions o = Tiny(Corpus(dir));
+  o.steps = 10;
+  o.checkpoint_dir = dir.path() + "/ckpt";
+  o.checkpoint_every = 2;
+  o.checkpoint_keep = 3;
+  Train(o);
+  auto files = ListCheckpoints(o.checkpoint_dir);
+  REQUIRE(files.ok());
+  REQUIRE(files->size() == 3);
+  CHECK(fs::path((*files)[0]).filename() == "step-00000010.ckpt");
+  CHECK(fs::path((*files)[2]).filename() == "step-00000006.ckpt");
+
+  // A different model shape is a configuration error naming both shapes.
+  TrainOptions wider = o;
+  wider.model.channels = 64;
+  auto trainer = Trainer::Create(wider);
+  REQUIRE(trainer.ok());
+  Status s = (*trainer)->Run([](const nlohmann::json&) {});
+  CHECK(s.code() == StatusCode::kInvalidArgument);
+  CHECK(s.message().find("differs from this run's") != std::string::npos);
+
+  // Every checkpoint damaged: DataLoss, not a silent fresh start.
+  for (const auto& f : *files) {
+    std::ofstream(f, std::ios::binary | std::ios::trunc) << "garbage";
+  }
+  trainer = Trainer::Create(o);
+  REQUIRE(trainer.ok());
+  std::vector<std::string> warnings;
+  s = (*trainer)->Run([&](const nlohmann::json& e) {
+    if (e["event"] == "warning") warnings.push_back(e["message"]);
+  });
+  CHECK(s.code() == StatusCode::kDataLoss);
+  CHECK(warnings.size() == 3);
+  CHECK(warnings[0].find("bad magic") != std::string::npos);
+}
+
+}  // namespace
+}  // namespace kiln::train

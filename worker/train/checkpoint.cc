@@ -1,0 +1,190 @@
+#include "worker/train/checkpoint.h"
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+
+#include <nlohmann/json.hpp>
+
+#include "worker/data/atomic_file.h"
+#include "worker/data/checksum.h"
+
+namespace kiln::train {
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+constexpr char kMagic[8] = {'K', 'I', 'L', 'N', 'C', 'K', 'P', 'T'};
+constexpr uint32_t kVersion = 1;
+
+json ModelJson(const model::GptConfig& c) {
+  return {{"layers", c.num_layers},    {"heads", c.num_heads},
+          {"channels", c.channels},    {"maxSeqLen", c.max_seq_len},
+          {"vocabSize", c.vocab_size}, {"paddedVocabSize", c.padded_vocab_size}};
+}
+
+struct Tensor {
+  const char* name;
+  std::span<float> data;
+};
+
+std::vector<Tensor> Tensors(model::Gpt<float>& m) {
+  return {{"params", m.params()}, {"adam_m", m.adam_m()}, {"adam_v", m.adam_v()}};
+}
+
+std::string FileName(int64_t step) {
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "step-%08lld.ckpt", static_cast<long long>(step));
+  return buf;
+}
+
+void PutU32(std::string& out, uint32_t v) {
+  for (int i = 0; i < 4; ++i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+}
+
+uint32_t GetU32(const char* p) {
+  uint32_t v = 0;
+  for (int i = 0; i < 4; ++i)
+    v |= static_cast<uint32_t>(static_cast<unsigned char>(p[i])) << (8 * i);
+  return v;
+}
+
+std::string_view Bytes(std::span<float> t) {
+  return {reinterpret_cast<const char*>(t.data()), t.size() * sizeof(float)};
+}
+
+// Reads and verifies one checkpoint into `model`. DataLoss for damage,
+// InvalidArgument for a different model shape.
+StatusOr<CheckpointState> ReadOne(const std::string& path, model::Gpt<float>& model) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return data::FileError(errno, "open " + path);
+  std::string file((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  auto damaged = [&](const std::string& why) { return Status::DataLoss(path + ": " + why); };
+  if (file.size() < 16 || std::memcmp(file.data(), kMagic, 8) != 0) {
+    return damaged("not a kiln checkpoint (bad magic)");
+  }
+  const uint32_t version = GetU32(file.data() + 8);
+  if (version != kVersion) {
+    return damaged("format version " + std::to_string(version) + ", want " +
+                   std::to_string(kVersion));
+  }
+  const uint32_t header_len = GetU32(file.data() + 12);
+  if (file.size() < 16ull + header_len) return damaged("truncated header");
+  json header = json::parse(file.begin() + 16, file.begin() + 16 + header_len, nullptr, false);
+  if (header.is_discarded() || !header.is_object()) return damaged("header is not JSON");
+  const size_t body = 16ull + header_len;
+  try {
+    if (header.at("model") != ModelJson(model.config())) {
+      return Status::InvalidArgument(path + ": the checkpoint's model " +
+                                     header.at("model").dump() + " differs from this run's " +
+                                     ModelJson(model.config()).dump());
+    }
+    auto position = data::Position::FromJson(header.at("position"));
+    if (!position.ok()) return damaged(position.status().message());
+    CheckpointState state{header.at("step").get<int64_t>(), *position};
+    auto tensors = Tensors(model);
+    const auto& table = header.at("tensors");
+    if (table.size() != tensors.size()) return damaged("wrong number of tensors");
+    for (size_t i = 0; i < tensors.size(); ++i) {
+      const auto& t = table[i];
+      const auto offset = t.at("offset").get<uint64_t>(), bytes = t.at("bytes").get<uint64_t>();
+      if (t.at("name") != tensors[i].name || bytes != tensors[i].data.size() * sizeof(float)) {
+        return damaged("tensor " + std::to_string(i) + " is not " + tensors[i].name +
+                       " of the expected size");
+      }
+      if (body + offset + bytes > file.size()) {
+        return damaged("truncated: tensor " + std::string(tensors[i].name) + " needs bytes up to " +
+                       std::to_string(body + offset + bytes) + ", the file has " +
+                       std::to_string(file.size()));
+      }
+      std::string_view raw(file.data() + body + offset, bytes);
+      if (data::Sha256Hex(raw) != t.at("sha256").get<std::string>()) {
+        return damaged("checksum mismatch in " + std::string(tensors[i].name));
+      }
+    }
+    // Verified: only now overwrite the model.
+    for (size_t i = 0; i < tensors.size(); ++i) {
+      const auto offset = table[i].at("offset").get<uint64_t>();
+      std::memcpy(tensors[i].data.data(), file.data() + body + offset,
+                  tensors[i].data.size() * sizeof(float));
+    }
+    return state;
+  } catch (const json::exception& e) {
+    return damaged(std::string("malformed header: ") + e.what());
+  }
+}
+
+}  // namespace
+
+StatusOr<std::string> WriteCheckpoint(const std::string& dir, model::Gpt<float>& model,
+                                      const CheckpointState& state, int keep) {
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) return Status::Unavailable("cannot create " + dir + ": " + ec.message());
+  json table = json::array();
+  uint64_t offset = 0;
+  for (const auto& t : Tensors(model)) {
+    const uint64_t bytes = t.data.size() * sizeof(float);
+    table.push_back({{"name", t.name},
+                     {"offset", offset},
+                     {"bytes", bytes},
+                     {"sha256", data::Sha256Hex(Bytes(t.data))}});
+    offset += bytes;
+  }
+  const std::string header = json{
+      {"step", state.step},
+      {"position", state.position.ToJson()},
+      {"model", ModelJson(model.config())},
+      {"tensors", table}}.dump();
+  std::string prefix(kMagic, 8);
+  PutU32(prefix, kVersion);
+  PutU32(prefix, static_cast<uint32_t>(header.size()));
+  prefix += header;
+  const std::string path = (fs::path(dir) / FileName(state.step)).string();
+  KILN_ASSIGN_OR_RETURN(data::AtomicFile file, data::AtomicFile::Create(path));
+  KILN_RETURN_IF_ERROR(file.Append(prefix.data(), prefix.size()));
+  for (const auto& t : Tensors(model)) {
+    KILN_RETURN_IF_ERROR(file.Append(t.data.data(), t.data.size() * sizeof(float)));
+  }
+  KILN_RETURN_IF_ERROR(file.Commit());
+  KILN_ASSIGN_OR_RETURN(auto all, ListCheckpoints(dir));
+  for (size_t i = static_cast<size_t>(std::max(keep, 1)); i < all.size(); ++i) {
+    fs::remove(all[i], ec);  // Best effort: a leftover old checkpoint is harmless.
+  }
+  return path;
+}
+
+StatusOr<std::vector<std::string>> ListCheckpoints(const std::string& dir) {
+  std::vector<std::string> out;
+  std::error_code ec;
+  if (!fs::exists(dir, ec)) return out;
+  for (const auto& entry : fs::directory_iterator(dir, ec)) {
+    const std::string name = entry.path().filename().string();
+    if (name.size() == 18 && name.rfind("step-", 0) == 0 && name.ends_with(".ckpt")) {
+      out.push_back(entry.path().string());
+    }
+  }
+  if (ec) return Status::Unavailable("cannot list " + dir + ": " + ec.message());
+  std::sort(out.rbegin(), out.rend());  // Zero-padded steps: newest first.
+  return out;
+}
+
+StatusOr<std::optional<CheckpointState>> RestoreLatestCheckpoint(
+    const std::string& dir, model::Gpt<float>& model,
+    const std::function<void(const std::string&)>& warn) {
+  KILN_ASSIGN_OR_RETURN(auto all, ListCheckpoints(dir));
+  if (all.empty()) return std::optional<CheckpointState>();
+  for (const auto& path : all) {
+    auto state = ReadOne(path, model);
+    if (state.ok()) return std::optional<CheckpointState>(*state);
+    if (state.status().code() != StatusCode::kDataLoss) return state.status();
+    warn("skipping damaged checkpoint: " + state.status().message());
+  }
+  return Status::DataLoss("every checkpoint in " + dir + " is damaged (" +
+                          std::to_string(all.size()) + " tried)");
+}
+
+}  // namespace kiln::train

@@ -1,0 +1,58 @@
+// Checkpoints of a training run: the model's parameters, the AdamW moments,
+// the step and the data loader's position — everything needed to resume
+// exactly (bit for bit on the CPU with the same thread count; the run's
+// randomness is all seeded from the options and the step).
+//
+// File format, version 1 (`<dir>/step-<8-digit step>.ckpt`, little-endian):
+//   8 bytes   magic "KILNCKPT"
+//   4 bytes   format version (1)
+//   4 bytes   header length H
+//   H bytes   JSON header: {"step", "position": {...}, "model": {layers, heads,
+//             channels, maxSeqLen, vocabSize, paddedVocabSize},
+//             "tensors": [{"name", "offset", "bytes", "sha256"}...]}
+//   then the tensors' bytes (float32) at their offsets after the header.
+// Written atomically (temporary file, fsync, rename, directory fsync); the
+// newest `keep` are kept. Loading verifies the magic, version, header, sizes
+// and every tensor's SHA-256, and falls back to the previous checkpoint when
+// one is damaged.
+#ifndef KILN_WORKER_TRAIN_CHECKPOINT_H_
+#define KILN_WORKER_TRAIN_CHECKPOINT_H_
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "base/statusor.h"
+#include "worker/data/loader.h"
+#include "worker/model/gpt.h"
+
+namespace kiln::train {
+
+struct CheckpointState {
+  int64_t step = 0;
+  data::Position position;
+};
+
+// Writes `model` (parameters and AdamW moments) and `state` to `dir` and
+// deletes all but the newest `keep` checkpoints there. Returns the path.
+StatusOr<std::string> WriteCheckpoint(const std::string& dir, model::Gpt<float>& model,
+                                      const CheckpointState& state, int keep);
+
+// The checkpoint files in `dir`, newest step first.
+StatusOr<std::vector<std::string>> ListCheckpoints(const std::string& dir);
+
+// Restores the newest intact checkpoint in `dir` into `model`. nullopt when
+// there is none at all. A damaged one (bad magic, truncated, checksum
+// mismatch) is reported through `warn` and skipped for the one before it;
+// DataLoss when every checkpoint is damaged. InvalidArgument when a
+// checkpoint's model shape differs from `model`'s (that is a configuration
+// error, not damage).
+StatusOr<std::optional<CheckpointState>> RestoreLatestCheckpoint(
+    const std::string& dir, model::Gpt<float>& model,
+    const std::function<void(const std::string&)>& warn);
+
+}  // namespace kiln::train
+
+#endif  // KILN_WORKER_TRAIN_CHECKPOINT_H_
