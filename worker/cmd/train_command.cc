@@ -1,6 +1,8 @@
 #include "worker/cmd/train_command.h"
 
 #include <cstdio>
+#include <filesystem>
+#include <fstream>
 #include <functional>
 #include <map>
 #include <string>
@@ -31,6 +33,9 @@ constexpr const char* kUsage =
     "Checkpoints:\n"
     "  --checkpoint-dir DIR    Save here and resume from the newest intact checkpoint.\n"
     "  --checkpoint-every N (100)  --checkpoint-keep N (3)\n"
+    "  --termination-message-path PATH\n"
+    "                          Where to write the outcome as JSON on exit (default\n"
+    "                          /dev/termination-log when it exists, as in a pod).\n"
     "Reporting:\n"
     "  --log-every N (1)  --val-every N (0: at the end)  --val-batches N (4)\n"
     "\n"
@@ -60,9 +65,31 @@ ExitCode ExitCodeFor(const Status& s) {
   }
 }
 
+// Kubernetes shows this file's content as the container's termination
+// message (kubectl describe, and the pod status the operator reads); it keeps
+// at most 4096 bytes.
+constexpr const char* kKubernetesTerminationLog = "/dev/termination-log";
+
+void WriteTerminationMessage(const std::string& path, ExitCode code, const Status& s,
+                             int64_t last_step) {
+  std::string message = s.ok() ? "training finished" : s.ToString();
+  if (message.size() > 3000) message = message.substr(0, 3000) + "...";
+  nlohmann::json j = {{"exitCode", ToInt(code)},
+                      {"reason", ExitCodeName(code)},
+                      {"message", message},
+                      {"lastStep", last_step}};
+  std::ofstream out(path, std::ios::trunc);
+  out << j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
+  if (!out) std::fprintf(stderr, "kiln-worker train: cannot write %s\n", path.c_str());
+}
+
 }  // namespace
 
 int RunTrainCommand(int argc, char** argv) {
+  std::string termination_path;
+  if (std::filesystem::exists(kKubernetesTerminationLog)) {
+    termination_path = kKubernetesTerminationLog;
+  }
   train::TrainOptions o;
   o.model.num_layers = 4;
   o.model.num_heads = 4;
@@ -112,6 +139,10 @@ int RunTrainCommand(int argc, char** argv) {
       o.checkpoint_dir = value;
       continue;
     }
+    if (name == "termination-message-path") {
+      termination_path = value;
+      continue;
+    }
     auto it = numeric.find(name);
     if (it == numeric.end()) return Usage("unknown flag '--" + name + "'");
     size_t used = 0;
@@ -129,23 +160,26 @@ int RunTrainCommand(int argc, char** argv) {
   if (o.manifest.empty()) return Usage("--data is required (a manifest.json from prepare)");
   if (o.model.max_seq_len == 0) o.model.max_seq_len = o.seq_len;
 
+  int64_t last_step = 0;
+  auto finish = [&](const Status& s) {
+    const ExitCode code = s.ok() ? ExitCode::kSuccess : ExitCodeFor(s);
+    if (!s.ok()) std::fprintf(stderr, "kiln-worker train: %s\n", s.ToString().c_str());
+    if (!termination_path.empty()) WriteTerminationMessage(termination_path, code, s, last_step);
+    return ToInt(code);
+  };
   auto trainer = train::Trainer::Create(o);
-  if (!trainer.ok()) {
-    std::fprintf(stderr, "kiln-worker train: %s\n", trainer.status().ToString().c_str());
-    return ToInt(ExitCodeFor(trainer.status()));
-  }
+  if (!trainer.ok()) return finish(trainer.status());
   StopSignal& stop = StopSignal::Install();
   Status s = (*trainer)->Run(
-      [](const nlohmann::json& line) {
+      [&](const nlohmann::json& line) {
+        if (line.contains("step") && line["step"].is_number_integer()) {
+          last_step = line["step"].get<int64_t>();
+        }
         std::printf("%s\n", line.dump().c_str());
         std::fflush(stdout);
       },
       &stop.requested());
-  if (!s.ok()) {
-    std::fprintf(stderr, "kiln-worker train: %s\n", s.ToString().c_str());
-    return ToInt(ExitCodeFor(s));
-  }
-  return ToInt(ExitCode::kSuccess);
+  return finish(s);
 }
 
 }  // namespace kiln::worker

@@ -1,6 +1,7 @@
 // `kiln-worker train` end to end through the binary: it learns the fortunes
 // corpus (the loss falls), reports JSON progress, and maps failures to the
 // documented exit codes.
+#include <fstream>
 #include <sstream>
 
 #include <catch2/catch.hpp>
@@ -87,11 +88,29 @@ TEST_CASE("kiln-worker train maps failures to the documented exit codes", "[work
   r = Worker({"train", "--data", dir.path() + "/missing.json"});
   CHECK(r.exit_code == 6);
   CHECK(r.stderr_data.find("missing.json") != std::string::npos);
-  // A learning rate that blows the weights up: NaN loss, NumericsFault.
+  // A learning rate that blows the weights up: NaN loss, NumericsFault, and
+  // the reason in the termination message the operator will read.
+  const std::string message = dir.path() + "/termination-log";
   r = Worker({"train", "--data", manifest, "--steps", "5", "--lr", "1e30", "--layers", "1",
-              "--channels", "32", "--heads", "2", "--seq", "16"});
+              "--channels", "32", "--heads", "2", "--seq", "16", "--termination-message-path",
+              message});
   CHECK(r.exit_code == 5);
   CHECK(r.stderr_data.find("not finite") != std::string::npos);
+  std::ifstream in(message);
+  nlohmann::json term = nlohmann::json::parse(in, nullptr, false);
+  REQUIRE(term.is_object());
+  CHECK(term["exitCode"] == 5);
+  CHECK(term["reason"] == "NumericsFault");
+  CHECK(term["message"].get<std::string>().find("not finite") != std::string::npos);
+  CHECK(term["lastStep"].get<int64_t>() >= 1);
+  // And a clean run says so.
+  r = Worker({"train", "--data", manifest, "--steps", "2", "--layers", "1", "--channels", "32",
+              "--heads", "2", "--seq", "16", "--termination-message-path", message});
+  CHECK(r.exit_code == 0);
+  std::ifstream in2(message);
+  term = nlohmann::json::parse(in2, nullptr, false);
+  CHECK(term["reason"] == "Success");
+  CHECK(term["lastStep"] == 2);
 }
 
 }  // namespace
