@@ -30,6 +30,8 @@ constexpr const char* kUsage =
     "Optimisation:\n"
     "  --steps N (100)  --lr X (3e-4)  --warmup N (0)  --min-lr-ratio X (0.1)\n"
     "  --weight-decay X (0.1)  --grad-clip X (1.0; 0 disables)  --seed N (1337)\n"
+    "  --loss-spike-factor X   Stop with a numerics fault when the loss exceeds X times\n"
+    "                          its recent average (default 0: off).\n"
     "Checkpoints:\n"
     "  --checkpoint-dir DIR    Save here and resume from the newest intact checkpoint.\n"
     "  --checkpoint-every N (100)  --checkpoint-keep N (3)\n"
@@ -40,7 +42,8 @@ constexpr const char* kUsage =
     "  --log-every N (1)  --val-every N (0: at the end)  --val-batches N (4)\n"
     "\n"
     "Exit codes: 0 success, 1 internal error, 2 bad flags or configuration,\n"
-    "5 numerics fault (NaN/Inf loss or gradient), 6 data missing or malformed.\n"
+    "5 numerics fault (NaN/Inf loss or gradient, or a loss spike), 6 data missing\n"
+    "or malformed.\n"
     "SIGTERM stops after the current step, saving a checkpoint (exit 0).\n";
 
 int Usage(const std::string& why) {
@@ -109,6 +112,7 @@ int RunTrainCommand(int argc, char** argv) {
       {"min-lr-ratio", [&](double v) { o.min_lr_ratio = v; }},
       {"weight-decay", [&](double v) { o.weight_decay = v; }},
       {"grad-clip", [&](double v) { o.grad_clip = v; }},
+      {"loss-spike-factor", [&](double v) { o.loss_spike_factor = v; }},
       {"seed", [&](double v) { o.seed = static_cast<uint64_t>(v); }},
       {"log-every", [&](double v) { o.log_every = static_cast<int64_t>(v); }},
       {"val-every", [&](double v) { o.val_every = static_cast<int64_t>(v); }},
@@ -160,7 +164,7 @@ int RunTrainCommand(int argc, char** argv) {
   if (o.manifest.empty()) return Usage("--data is required (a manifest.json from prepare)");
   if (o.model.max_seq_len == 0) o.model.max_seq_len = o.seq_len;
 
-  int64_t last_step = 0;
+  int64_t last_step = 0;  // The last step whose update was applied.
   auto finish = [&](const Status& s) {
     const ExitCode code = s.ok() ? ExitCode::kSuccess : ExitCodeFor(s);
     if (!s.ok()) std::fprintf(stderr, "kiln-worker train: %s\n", s.ToString().c_str());
@@ -172,13 +176,11 @@ int RunTrainCommand(int argc, char** argv) {
   StopSignal& stop = StopSignal::Install();
   Status s = (*trainer)->Run(
       [&](const nlohmann::json& line) {
-        if (line.contains("step") && line["step"].is_number_integer()) {
-          last_step = line["step"].get<int64_t>();
-        }
         std::printf("%s\n", line.dump().c_str());
         std::fflush(stdout);
       },
       &stop.requested());
+  last_step = (*trainer)->completed_step();
   return finish(s);
 }
 

@@ -3,6 +3,8 @@
 #include <chrono>
 #include <cmath>
 
+#include "worker/train/loss_spike.h"
+
 namespace kiln::train {
 namespace {
 
@@ -26,6 +28,9 @@ StatusOr<std::unique_ptr<Trainer>> Trainer::Create(TrainOptions o) {
   if (o.warmup_steps < 0 || o.warmup_steps > o.steps) return bad("warmup must be in [0, steps]");
   if (o.min_lr_ratio < 0 || o.min_lr_ratio > 1) return bad("min lr ratio must be in [0, 1]");
   if (o.grad_clip < 0) return bad("grad clip must be >= 0");
+  if (o.loss_spike_factor != 0 && !(o.loss_spike_factor > 1)) {
+    return bad("loss spike factor must be 0 (off) or above 1");
+  }
   if (o.log_every < 1 || o.val_batches < 1) return bad("log every and val batches must be >= 1");
   if (o.checkpoint_every < 1 || o.checkpoint_keep < 1) {
     return bad("checkpoint every and checkpoint keep must be >= 1");
@@ -89,6 +94,7 @@ Status Trainer::Run(const std::function<void(const nlohmann::json&)>& progress,
     if (restored) {
       KILN_RETURN_IF_ERROR(train_.Seek(restored->position));
       first_step = restored->step + 1;
+      completed_step_ = restored->step;
       progress({{"event", "resumed"},
                 {"step", restored->step},
                 {"position", restored->position.ToJson()}});
@@ -103,6 +109,7 @@ Status Trainer::Run(const std::function<void(const nlohmann::json&)>& progress,
     progress({{"event", "checkpoint"}, {"step", done_step}, {"path", path}});
     return Status::Ok();
   };
+  LossSpikeDetector spikes(o.loss_spike_factor);
   int64_t step = 0;
   for (step = first_step; step <= o.steps; ++step) {
     if (stop != nullptr && stop->load()) {
@@ -130,6 +137,11 @@ Status Trainer::Run(const std::function<void(const nlohmann::json&)>& progress,
       return Numerics("step " + std::to_string(step) + ": loss " + std::to_string(loss) +
                       ", gradient norm " + std::to_string(norm) + " (not finite)");
     }
+    if (spikes.Observe(loss)) {
+      return Numerics("step " + std::to_string(step) + ": loss " + std::to_string(loss) +
+                      " spiked above " + std::to_string(o.loss_spike_factor) +
+                      " x its recent average " + std::to_string(spikes.level()));
+    }
     if (o.grad_clip > 0 && norm > o.grad_clip) {
       const float scale = static_cast<float>(o.grad_clip / norm);
       for (float& g : model_.grads()) g *= scale;
@@ -138,6 +150,7 @@ Status Trainer::Run(const std::function<void(const nlohmann::json&)>& progress,
     model_.Update({.learning_rate = static_cast<float>(lr),
                    .weight_decay = static_cast<float>(o.weight_decay),
                    .step = step});
+    completed_step_ = step;
     const double ms =
         std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
     last_loss = loss;

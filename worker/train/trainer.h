@@ -2,7 +2,8 @@
 // model — micro-batches from the data loader with gradient accumulation,
 // global-norm gradient clipping, AdamW on the warm-up + cosine schedule,
 // periodic validation loss, and a JSON progress record per logged step. A
-// non-finite loss or gradient norm stops the run with a NumericsFault.
+// non-finite loss or gradient norm, or a loss spike beyond the configured
+// factor, stops the run with a NumericsFault.
 // With a checkpoint directory it saves periodically (checkpoint.h) and
 // resumes exactly from the newest intact checkpoint.
 #ifndef KILN_WORKER_TRAIN_TRAINER_H_
@@ -35,7 +36,10 @@ struct TrainOptions {
   double min_lr_ratio = 0.1;
   double weight_decay = 0.1;
   double grad_clip = 1.0;  // Max global gradient norm; 0 disables clipping.
-  int64_t val_every = 0;   // Steps between validation runs; 0: only at the end.
+  // A loss above this many times its recent average is a NumericsFault
+  // (loss_spike.h); 0 disables the check.
+  double loss_spike_factor = 0;
+  int64_t val_every = 0;  // Steps between validation runs; 0: only at the end.
   int val_batches = 4;
   int64_t log_every = 1;
   uint64_t seed = 1337;
@@ -63,6 +67,8 @@ class Trainer {
              const std::atomic<bool>* stop = nullptr);
 
   model::Gpt<float>& model() { return model_; }
+  // The last step whose update was applied (0 before the first).
+  int64_t completed_step() const { return completed_step_; }
 
  private:
   Trainer(TrainOptions options, model::Gpt<float> model, data::DataLoader train,
@@ -77,6 +83,7 @@ class Trainer {
   model::Gpt<float> model_;
   data::DataLoader train_;
   std::optional<data::DataLoader> val_;
+  int64_t completed_step_ = 0;
 };
 
 }  // namespace kiln::train

@@ -103,6 +103,20 @@ TEST_CASE("kiln-worker train maps failures to the documented exit codes", "[work
   CHECK(term["reason"] == "NumericsFault");
   CHECK(term["message"].get<std::string>().find("not finite") != std::string::npos);
   CHECK(term["lastStep"].get<int64_t>() >= 1);
+  // A loss spike (a factor just above 1 trips on ordinary noise) is one too,
+  // and lastStep is the last applied step even when few steps are logged.
+  r = Worker({"train", "--data", manifest, "--steps", "60", "--layers", "1", "--channels", "32",
+              "--heads", "2", "--seq", "16", "--loss-spike-factor", "1.0001", "--log-every", "100",
+              "--termination-message-path", message});
+  CHECK(r.exit_code == 5);
+  CHECK(r.stderr_data.find("spiked above") != std::string::npos);
+  std::ifstream in3(message);
+  term = nlohmann::json::parse(in3, nullptr, false);
+  CHECK(term["reason"] == "NumericsFault");
+  CHECK(term["lastStep"].get<int64_t>() > 20);  // Past the detector's warm-up.
+  r = Worker({"train", "--data", manifest, "--loss-spike-factor", "0.5"});
+  CHECK(r.exit_code == 2);
+  CHECK(r.stderr_data.find("loss spike factor") != std::string::npos);
   // And a clean run says so.
   r = Worker({"train", "--data", manifest, "--steps", "2", "--layers", "1", "--channels", "32",
               "--heads", "2", "--seq", "16", "--termination-message-path", message});
