@@ -2,9 +2,11 @@
 
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
-#include <ctime>
 #include <mutex>
+
+#include "base/time_format.h"
 
 namespace kiln::log {
 namespace {
@@ -36,15 +38,15 @@ const char* LevelName(Level level) {
   return "info";
 }
 
-std::string Rfc3339Millis(double unix_seconds) {
-  auto secs = static_cast<std::time_t>(unix_seconds);
-  int millis = static_cast<int>((unix_seconds - static_cast<double>(secs)) * 1000.0);
-  std::tm tm{};
-  gmtime_r(&secs, &tm);
-  char buf[80];
-  std::snprintf(buf, sizeof(buf), "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
-                tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, millis);
-  return buf;
+// Log lines carry milliseconds. Whole seconds and the fraction are converted
+// apart: scaling the whole double to nanoseconds would lose the fraction's
+// last bits at today's epoch (40.25 s would print as .249).
+std::string Timestamp(double unix_seconds) {
+  const double whole = std::floor(unix_seconds);
+  const auto t = std::chrono::system_clock::time_point(
+      std::chrono::seconds(static_cast<long long>(whole)) +
+      std::chrono::microseconds(static_cast<long long>((unix_seconds - whole) * 1e6)));
+  return FormatRfc3339(t, 3);
 }
 
 }  // namespace
@@ -78,7 +80,7 @@ std::string FormatLine(Format format, Level level, std::string_view logger, std:
     // Keys in a fixed order (ts, level, logger, msg, fields) so lines read
     // well and diff cleanly; ordered_json keeps insertion order.
     nlohmann::ordered_json line;
-    line["ts"] = Rfc3339Millis(unix_seconds);
+    line["ts"] = Timestamp(unix_seconds);
     line["level"] = LevelName(level);
     if (!logger.empty()) line["logger"] = logger;
     line["msg"] = msg;
@@ -88,7 +90,7 @@ std::string FormatLine(Format format, Level level, std::string_view logger, std:
     // Invalid UTF-8 in a message must not throw or drop the line.
     return line.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
   }
-  std::string out = Rfc3339Millis(unix_seconds) + " " + LevelName(level);
+  std::string out = Timestamp(unix_seconds) + " " + LevelName(level);
   if (!logger.empty()) out += " " + std::string(logger);
   out += " " + std::string(msg);
   for (const auto* fs : {&base, &fields}) {

@@ -5,6 +5,8 @@
 #ifndef KILN_WORKER_EXIT_CODES_H_
 #define KILN_WORKER_EXIT_CODES_H_
 
+#include "base/status.h"
+
 namespace kiln::worker {
 
 enum class ExitCode : int {
@@ -49,6 +51,32 @@ constexpr const char* ExitCodeName(ExitCode code) {
 
 // The process exit status for `code`.
 constexpr int ToInt(ExitCode code) { return static_cast<int>(code); }
+
+// The exit code for a failed command's status, by what the operator can do
+// about it: bad options (InvalidArgument) are a configuration error; missing,
+// unreadable or malformed data (NotFound, PermissionDenied,
+// FailedPrecondition, DataLoss) a data error; unavailable or full storage
+// (Unavailable, ResourceExhausted) an infrastructure fault; anything else
+// internal. Ok maps to success. Commands check their own details first (a
+// numerics fault is a detail on the status, see worker/train/trainer.h).
+inline ExitCode ExitCodeFor(const Status& status) {
+  switch (status.code()) {
+    case StatusCode::kOk:
+      return ExitCode::kSuccess;
+    case StatusCode::kInvalidArgument:
+      return ExitCode::kConfigurationError;
+    case StatusCode::kNotFound:
+    case StatusCode::kPermissionDenied:
+    case StatusCode::kFailedPrecondition:
+    case StatusCode::kDataLoss:
+      return ExitCode::kDataError;
+    case StatusCode::kUnavailable:
+    case StatusCode::kResourceExhausted:
+      return ExitCode::kInfrastructureFault;
+    default:
+      return ExitCode::kInternalError;
+  }
+}
 
 }  // namespace kiln::worker
 

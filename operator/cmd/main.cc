@@ -3,8 +3,6 @@
 // the cluster configuration, serves /metrics, /healthz and /readyz, takes part
 // in leader election, logs JSON and stops gracefully on SIGTERM. Controllers
 // register with the manager as they are implemented.
-#include <unistd.h>
-
 #include <cstdio>
 #include <cstdlib>
 #include <map>
@@ -12,6 +10,7 @@
 #include <string>
 
 #include "base/duration.h"
+#include "base/hostname.h"
 #include "base/log.h"
 #include "base/stop_signal.h"
 #include "base/version.h"
@@ -87,16 +86,15 @@ const char* const kValueFlags[] = {"kubeconfig",
                                    "log-level",
                                    "log-format"};
 
+std::string HostnameOr(const std::string& fallback) {
+  std::string h = kiln::Hostname();
+  return h.empty() ? fallback : h;
+}
+
 std::string RandomSuffix() {
   std::random_device rd;
   char buf[9];
   std::snprintf(buf, sizeof(buf), "%08x", rd());
-  return buf;
-}
-
-std::string Hostname() {
-  char buf[256] = {0};
-  if (gethostname(buf, sizeof(buf) - 1) != 0) return "kiln-operator";
   return buf;
 }
 
@@ -184,7 +182,8 @@ int main(int argc, char** argv) {
     const char* pod_ns = std::getenv("POD_NAMESPACE");
     lec.lease_namespace = flag("leader-election-namespace", pod_ns != nullptr ? pod_ns : "");
     lec.lease_name = flag("leader-election-id", "kiln-operator");
-    lec.identity = flag("leader-election-identity", Hostname() + "_" + RandomSuffix());
+    lec.identity =
+        flag("leader-election-identity", HostnameOr("kiln-operator") + "_" + RandomSuffix());
     for (auto [name, fallback, field] : {std::tuple{"lease-duration", "15s", &lec.lease_duration},
                                          std::tuple{"renew-deadline", "10s", &lec.renew_deadline},
                                          std::tuple{"retry-period", "2s", &lec.retry_period}}) {

@@ -2,21 +2,11 @@
 
 #include <cstdio>
 
+#include "base/time_format.h"
 #include "operator/kube/api_error.h"
 
 namespace kiln::runtime {
-namespace {
-
-std::string Rfc3339(std::chrono::system_clock::time_point t) {
-  std::time_t secs = std::chrono::system_clock::to_time_t(t);
-  std::tm tm{};
-  gmtime_r(&secs, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
-}
-
-}  // namespace
+namespace {}  // namespace
 
 EventRecorder::EventRecorder(kube::Client& client, EventRecorderOptions options, Clock* clock)
     : client_(client),
@@ -111,7 +101,7 @@ void EventRecorder::Write(const Pending& p) {
   auto it = series_.find(series_key);
   if (it != series_.end() && now - it->second.last <= options_.aggregation_window) {
     Series& s = it->second;
-    kube::json patch = {{"count", s.count + 1}, {"lastTimestamp", Rfc3339(p.at)}};
+    kube::json patch = {{"count", s.count + 1}, {"lastTimestamp", FormatRfc3339(p.at)}};
     auto patched = client_.Patch(kube::resources::kEvents, s.ns, s.name, kube::PatchType::kMerge,
                                  patch.dump());
     if (patched.ok()) {
@@ -145,8 +135,8 @@ void EventRecorder::Write(const Pending& p) {
       {"message", p.message},
       {"type", type},
       {"count", 1},
-      {"firstTimestamp", Rfc3339(p.at)},
-      {"lastTimestamp", Rfc3339(p.at)},
+      {"firstTimestamp", FormatRfc3339(p.at)},
+      {"lastTimestamp", FormatRfc3339(p.at)},
       {"source", {{"component", options_.component}, {"host", options_.host}}},
       {"reportingComponent", options_.component},
       {"reportingInstance", options_.host.empty() ? options_.component : options_.host}};

@@ -2,6 +2,7 @@
 
 #include <ctime>
 
+#include "base/time_format.h"
 #include "operator/kube/api_error.h"
 
 namespace kiln::runtime {
@@ -10,19 +11,7 @@ namespace {
 using kube::json;
 
 // metav1.MicroTime: RFC 3339 with microseconds, UTC.
-std::string MicroTimeNow() {
-  auto now = std::chrono::system_clock::now();
-  auto secs = std::chrono::time_point_cast<std::chrono::seconds>(now);
-  auto micros = std::chrono::duration_cast<std::chrono::microseconds>(now - secs).count();
-  std::time_t t = std::chrono::system_clock::to_time_t(secs);
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char buf[64];
-  std::strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%S", &tm);
-  char out[80];
-  std::snprintf(out, sizeof(out), "%s.%06lldZ", buf, static_cast<long long>(micros));
-  return out;
-}
+std::string MicroTimeNow() { return FormatRfc3339(std::chrono::system_clock::now(), 6); }
 
 int DurationSeconds(std::chrono::milliseconds d) {
   return static_cast<int>(std::max<long long>(1, (d.count() + 999) / 1000));

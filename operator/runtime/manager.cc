@@ -1,19 +1,13 @@
 #include "operator/runtime/manager.h"
 
-#include <unistd.h>
-
 #include <future>
 #include <map>
 #include <thread>
 
+#include "base/hostname.h"
+
 namespace kiln::runtime {
 namespace {
-
-std::string Hostname() {
-  char buf[256] = {0};
-  if (gethostname(buf, sizeof(buf) - 1) != 0) return "";
-  return buf;
-}
 
 EventRecorderOptions RecorderOptions(const ManagerOptions& o) {
   EventRecorderOptions e;

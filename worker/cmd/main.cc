@@ -115,24 +115,6 @@ int PrepareUsageError(const std::string& why) {
   return ToInt(ExitCode::kConfigurationError);
 }
 
-// What the operator should make of a failed prepare (see prepare.h's errors).
-ExitCode PrepareExitCode(const kiln::Status& status) {
-  switch (status.code()) {
-    case kiln::StatusCode::kInvalidArgument:
-      return ExitCode::kConfigurationError;
-    case kiln::StatusCode::kNotFound:
-    case kiln::StatusCode::kPermissionDenied:
-    case kiln::StatusCode::kFailedPrecondition:
-    case kiln::StatusCode::kDataLoss:
-      return ExitCode::kDataError;
-    case kiln::StatusCode::kUnavailable:
-    case kiln::StatusCode::kResourceExhausted:
-      return ExitCode::kInfrastructureFault;
-    default:
-      return ExitCode::kInternalError;
-  }
-}
-
 std::string Plural(int64_t n, const char* noun) {
   return std::to_string(n) + " " + noun + (n == 1 ? "" : "s");
 }
@@ -198,7 +180,7 @@ int Prepare(int argc, char** argv) {
   const auto start = std::chrono::steady_clock::now();
   auto result = kiln::data::Prepare(options);
   if (!result.ok()) {
-    ExitCode rc = PrepareExitCode(result.status());
+    ExitCode rc = kiln::worker::ExitCodeFor(result.status());
     std::fprintf(stderr, "kiln-worker prepare: %s (%s)\n", result.status().message().c_str(),
                  kiln::worker::ExitCodeName(rc));
     return ToInt(rc);

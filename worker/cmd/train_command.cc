@@ -42,8 +42,8 @@ constexpr const char* kUsage =
     "  --log-every N (1)  --val-every N (0: at the end)  --val-batches N (4)\n"
     "\n"
     "Exit codes: 0 success, 1 internal error, 2 bad flags or configuration,\n"
-    "5 numerics fault (NaN/Inf loss or gradient, or a loss spike), 6 data missing\n"
-    "or malformed.\n"
+    "3 storage unavailable or full, 5 numerics fault (NaN/Inf loss or gradient,\n"
+    "or a loss spike), 6 data missing, unreadable or malformed.\n"
     "SIGTERM stops after the current step, saving a checkpoint (exit 0).\n";
 
 int Usage(const std::string& why) {
@@ -52,20 +52,10 @@ int Usage(const std::string& why) {
   return ToInt(ExitCode::kConfigurationError);
 }
 
-ExitCode ExitCodeFor(const Status& s) {
+// A numerics fault first (a detail on the status); the rest as every command.
+ExitCode TrainExitCode(const Status& s) {
   if (train::IsNumericsFault(s)) return ExitCode::kNumericsFault;
-  switch (s.code()) {
-    case StatusCode::kInvalidArgument:
-      return ExitCode::kConfigurationError;
-    case StatusCode::kNotFound:
-    case StatusCode::kDataLoss:
-    case StatusCode::kFailedPrecondition:
-      return ExitCode::kDataError;
-    case StatusCode::kUnavailable:
-      return ExitCode::kInfrastructureFault;
-    default:
-      return ExitCode::kInternalError;
-  }
+  return ExitCodeFor(s);
 }
 
 // Kubernetes shows this file's content as the container's termination
@@ -166,7 +156,7 @@ int RunTrainCommand(int argc, char** argv) {
 
   int64_t last_step = 0;  // The last step whose update was applied.
   auto finish = [&](const Status& s) {
-    const ExitCode code = s.ok() ? ExitCode::kSuccess : ExitCodeFor(s);
+    const ExitCode code = TrainExitCode(s);
     if (!s.ok()) std::fprintf(stderr, "kiln-worker train: %s\n", s.ToString().c_str());
     if (!termination_path.empty()) WriteTerminationMessage(termination_path, code, s, last_step);
     return ToInt(code);

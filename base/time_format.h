@@ -1,0 +1,19 @@
+// Timestamps as Kubernetes and log collectors write them: RFC 3339 in UTC
+// with a chosen number of fractional-second digits — 0 for metav1.Time
+// (event timestamps), 3 for log lines, 6 for metav1.MicroTime (lease times).
+#ifndef KILN_BASE_TIME_FORMAT_H_
+#define KILN_BASE_TIME_FORMAT_H_
+
+#include <chrono>
+#include <string>
+
+namespace kiln {
+
+// e.g. "2026-11-22T10:00:00Z", "...T10:00:00.250Z", "...T10:00:00.250000Z".
+// `fraction_digits` is 0, 3 or 6 (other values are clamped to them); the
+// fraction is truncated, not rounded, as Go's time formatting does.
+std::string FormatRfc3339(std::chrono::system_clock::time_point t, int fraction_digits = 0);
+
+}  // namespace kiln
+
+#endif  // KILN_BASE_TIME_FORMAT_H_
