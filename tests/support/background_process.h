@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <cstdlib>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -20,8 +21,10 @@ namespace kiln::testing {
 
 class BackgroundProcess {
  public:
-  // Starts argv[0] (a path) with stdout and stderr to `output_file`.
-  BackgroundProcess(std::vector<std::string> argv, std::string output_file)
+  // Starts argv[0] (a path) with stdout and stderr to `output_file`, and
+  // `env` ("NAME=value") added to this process's environment.
+  BackgroundProcess(std::vector<std::string> argv, std::string output_file,
+                    std::vector<std::string> env = {})
       : output_(std::move(output_file)) {
     std::vector<char*> args;
     for (auto& a : argv) args.push_back(a.data());
@@ -31,6 +34,7 @@ class BackgroundProcess {
       int fd = open(output_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
       dup2(fd, STDOUT_FILENO);
       dup2(fd, STDERR_FILENO);
+      for (auto& e : env) putenv(e.data());
       execv(args[0], args.data());
       _exit(127);
     }
@@ -46,6 +50,15 @@ class BackgroundProcess {
 
   std::string Output() const { return ReadFile(output_).value_or(""); }
   void Signal(int sig) const { kill(pid_, sig); }
+  // The exit code once the process has exited (then Wait returns it at once).
+  std::optional<int> Poll() {
+    if (pid_ <= 0) return exit_code_;
+    int status = 0;
+    if (waitpid(pid_, &status, WNOHANG) != pid_) return std::nullopt;
+    pid_ = -1;
+    exit_code_ = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    return exit_code_;
+  }
   // Waits for the process to exit; returns its exit code (128+signal if killed).
   int Wait() {
     int status = 0;

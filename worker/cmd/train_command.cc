@@ -7,7 +7,11 @@
 #include <map>
 #include <string>
 
+#include "base/duration.h"
 #include "base/stop_signal.h"
+#include "worker/data/checksum.h"
+#include "worker/dist/dist_env.h"
+#include "worker/dist/tcp_communicator.h"
 #include "worker/exit_codes.h"
 #include "worker/train/trainer.h"
 
@@ -40,10 +44,17 @@ constexpr const char* kUsage =
     "                          /dev/termination-log when it exists, as in a pod).\n"
     "Reporting:\n"
     "  --log-every N (1)  --val-every N (0: at the end)  --val-batches N (4)\n"
+    "Data parallel (ranks from WORLD_SIZE, RANK or JOB_COMPLETION_INDEX, MASTER_ADDR,\n"
+    "MASTER_PORT; --batch is per rank, so the global batch is WORLD_SIZE x --batch):\n"
+    "  --comm-timeout D (10m)  A collective fails when no data moves for this long;\n"
+    "                          it must exceed the longest pause between steps\n"
+    "                          (rank 0 writing a checkpoint).\n"
+    "  --rendezvous-timeout D (10m)  How long to wait for every rank to join.\n"
     "\n"
     "Exit codes: 0 success, 1 internal error, 2 bad flags or configuration,\n"
-    "3 storage unavailable or full, 5 numerics fault (NaN/Inf loss or gradient,\n"
-    "or a loss spike), 6 data missing, unreadable or malformed.\n"
+    "3 storage unavailable or full, 4 communication timeout (a peer died or hung),\n"
+    "5 numerics fault (NaN/Inf loss or gradient, or a loss spike), 6 data missing,\n"
+    "unreadable or malformed.\n"
     "SIGTERM stops after the current step, saving a checkpoint (exit 0).\n";
 
 int Usage(const std::string& why) {
@@ -52,10 +63,38 @@ int Usage(const std::string& why) {
   return ToInt(ExitCode::kConfigurationError);
 }
 
-// A numerics fault first (a detail on the status); the rest as every command.
+// Numerics and communication faults first (details on the status); the rest
+// as every command.
 ExitCode TrainExitCode(const Status& s) {
   if (train::IsNumericsFault(s)) return ExitCode::kNumericsFault;
+  if (dist::IsCommunicationFault(s)) return ExitCode::kCommunicationTimeout;
   return ExitCodeFor(s);
+}
+
+// What every rank of a data-parallel job must agree on; rank 0 refuses a
+// rank whose values differ. The data by the manifest's checksum, so ranks
+// may mount it at different paths.
+StatusOr<nlohmann::json> JobFingerprint(const train::TrainOptions& o) {
+  KILN_ASSIGN_OR_RETURN(std::string data, data::Sha256File(o.manifest));
+  return nlohmann::json{{"layers", o.model.num_layers},
+                        {"heads", o.model.num_heads},
+                        {"channels", o.model.channels},
+                        {"contextLength", o.model.max_seq_len},
+                        {"batch", o.batch_size},
+                        {"seq", o.seq_len},
+                        {"gradAccum", o.grad_accumulation},
+                        {"steps", o.steps},
+                        {"lr", o.learning_rate},
+                        {"warmup", o.warmup_steps},
+                        {"minLrRatio", o.min_lr_ratio},
+                        {"weightDecay", o.weight_decay},
+                        {"gradClip", o.grad_clip},
+                        {"lossSpikeFactor", o.loss_spike_factor},
+                        {"seed", o.seed},
+                        {"valEvery", o.val_every},
+                        {"valBatches", o.val_batches},
+                        {"checkpointEvery", o.checkpoint_every},
+                        {"dataManifestSha256", data}};
 }
 
 // Kubernetes shows this file's content as the container's termination
@@ -84,6 +123,7 @@ int RunTrainCommand(int argc, char** argv) {
     termination_path = kKubernetesTerminationLog;
   }
   train::TrainOptions o;
+  dist::TcpOptions tcp;
   o.model.num_layers = 4;
   o.model.num_heads = 4;
   o.model.channels = 128;
@@ -137,6 +177,15 @@ int RunTrainCommand(int argc, char** argv) {
       termination_path = value;
       continue;
     }
+    if (name == "comm-timeout" || name == "rendezvous-timeout") {
+      auto d = ParseDuration(value);
+      if (!d.ok() || d->count() <= 0) {
+        return Usage("--" + name + ": '" + value + "' is not a positive duration (e.g. 30s, 10m)");
+      }
+      auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(*d);
+      (name == "comm-timeout" ? tcp.timeout : tcp.rendezvous_timeout) = ms;
+      continue;
+    }
     auto it = numeric.find(name);
     if (it == numeric.end()) return Usage("unknown flag '--" + name + "'");
     size_t used = 0;
@@ -161,7 +210,21 @@ int RunTrainCommand(int argc, char** argv) {
     if (!termination_path.empty()) WriteTerminationMessage(termination_path, code, s, last_step);
     return ToInt(code);
   };
-  auto trainer = train::Trainer::Create(o);
+  auto env = dist::DistEnvFromEnvironment();
+  if (!env.ok()) return finish(env.status());
+  tcp.env = *env;
+  std::unique_ptr<dist::Communicator> comm;
+  if (env->world_size > 1) {
+    // Check the options before the rendezvous: a bad flag is this rank's error.
+    if (Status check = train::Trainer::CheckOptions(o); !check.ok()) return finish(check);
+    auto fingerprint = JobFingerprint(o);
+    if (!fingerprint.ok()) return finish(fingerprint.status());
+    tcp.config = *fingerprint;
+    auto connected = dist::ConnectTcp(tcp);
+    if (!connected.ok()) return finish(connected.status());
+    comm = std::move(*connected);
+  }
+  auto trainer = train::Trainer::Create(o, comm.get());
   if (!trainer.ok()) return finish(trainer.status());
   StopSignal& stop = StopSignal::Install();
   Status s = (*trainer)->Run(

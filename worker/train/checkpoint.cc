@@ -84,7 +84,8 @@ StatusOr<CheckpointState> ReadOne(const std::string& path, model::Gpt<float>& mo
     }
     auto position = data::Position::FromJson(header.at("position"));
     if (!position.ok()) return damaged(position.status().message());
-    CheckpointState state{header.at("step").get<int64_t>(), *position};
+    CheckpointState state{header.at("step").get<int64_t>(), *position, std::nullopt};
+    if (header.contains("rng")) state.seed = header.at("rng").at("seed").get<uint64_t>();
     auto tensors = Tensors(model);
     const auto& table = header.at("tensors");
     if (table.size() != tensors.size()) return damaged("wrong number of tensors");
@@ -134,11 +135,12 @@ StatusOr<std::string> WriteCheckpoint(const std::string& dir, model::Gpt<float>&
                      {"sha256", data::Sha256Hex(Bytes(t.data))}});
     offset += bytes;
   }
-  const std::string header = json{
-      {"step", state.step},
-      {"position", state.position.ToJson()},
-      {"model", ModelJson(model.config())},
-      {"tensors", table}}.dump();
+  json header_json = {{"step", state.step},
+                      {"position", state.position.ToJson()},
+                      {"model", ModelJson(model.config())},
+                      {"tensors", table}};
+  if (state.seed) header_json["rng"] = {{"seed", *state.seed}};
+  const std::string header = header_json.dump();
   std::string prefix(kMagic, 8);
   PutU32(prefix, kVersion);
   PutU32(prefix, static_cast<uint32_t>(header.size()));

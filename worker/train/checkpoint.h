@@ -1,14 +1,18 @@
 // Checkpoints of a training run: the model's parameters, the AdamW moments,
 // the step and the data loader's position — everything needed to resume
-// exactly (bit for bit on the CPU with the same thread count; the run's
-// randomness is all seeded from the options and the step).
+// exactly (bit for bit on the CPU with the same thread count).
+// RNG state: the engine draws random numbers only from counter-based streams
+// keyed by the seed — the weight initialisation and each epoch's shard order
+// (a function of seed and epoch) — and has no dropout, so the seed (plus the
+// step and data position already saved) is the whole generator state.
 //
 // File format, version 1 (`<dir>/step-<8-digit step>.ckpt`, little-endian):
 //   8 bytes   magic "KILNCKPT"
 //   4 bytes   format version (1)
 //   4 bytes   header length H
-//   H bytes   JSON header: {"step", "position": {...}, "model": {layers, heads,
-//             channels, maxSeqLen, vocabSize, paddedVocabSize},
+//   H bytes   JSON header: {"step", "position": {...}, "rng": {"seed"},
+//             "model": {layers, heads, channels, maxSeqLen, vocabSize,
+//             paddedVocabSize},
 //             "tensors": [{"name", "offset", "bytes", "sha256"}...]}
 //   then the tensors' bytes (float32) at their offsets after the header.
 // Written atomically (temporary file, fsync, rename, directory fsync); the
@@ -33,6 +37,8 @@ namespace kiln::train {
 struct CheckpointState {
   int64_t step = 0;
   data::Position position;
+  // The run's seed; unset in checkpoints written before it was recorded.
+  std::optional<uint64_t> seed;
 };
 
 // Writes `model` (parameters and AdamW moments) and `state` to `dir` and

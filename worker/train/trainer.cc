@@ -18,7 +18,7 @@ Status Numerics(const std::string& what) {
 
 }  // namespace
 
-StatusOr<std::unique_ptr<Trainer>> Trainer::Create(TrainOptions o) {
+Status Trainer::CheckOptions(const TrainOptions& o) {
   auto bad = [](const std::string& why) { return Status::InvalidArgument(why); };
   if (o.manifest.empty()) return bad("no data: give the manifest.json that prepare wrote");
   if (o.batch_size < 1 || o.seq_len < 1) return bad("batch size and sequence length must be >= 1");
@@ -35,8 +35,20 @@ StatusOr<std::unique_ptr<Trainer>> Trainer::Create(TrainOptions o) {
   if (o.checkpoint_every < 1 || o.checkpoint_keep < 1) {
     return bad("checkpoint every and checkpoint keep must be >= 1");
   }
+  return Status::Ok();
+}
 
-  data::LoaderOptions lo{.batch_size = o.batch_size, .seq_len = o.seq_len};
+StatusOr<std::unique_ptr<Trainer>> Trainer::Create(TrainOptions o, dist::Communicator* comm) {
+  KILN_RETURN_IF_ERROR(CheckOptions(o));
+  std::unique_ptr<dist::Communicator> own_comm;
+  if (comm == nullptr) {
+    own_comm = dist::NewSingleProcessCommunicator();
+    comm = own_comm.get();
+  }
+  data::LoaderOptions lo{.batch_size = o.batch_size,
+                         .seq_len = o.seq_len,
+                         .rank = comm->rank(),
+                         .world_size = comm->world_size()};
   lo.shuffle_seed = o.seed;
   KILN_ASSIGN_OR_RETURN(auto train, data::DataLoader::OpenSplit(o.manifest, "train", lo));
   lo.shuffle_seed.reset();
@@ -55,8 +67,10 @@ StatusOr<std::unique_ptr<Trainer>> Trainer::Create(TrainOptions o) {
   o.model.vocab_size = train.options().vocab_size > 0 ? train.options().vocab_size : 257;
   o.model.padded_vocab_size = model::GptConfig::PadVocab(o.model.vocab_size);
   KILN_ASSIGN_OR_RETURN(auto model, model::Gpt<float>::Create(o.model, o.seed));
-  return std::unique_ptr<Trainer>(
-      new Trainer(std::move(o), std::move(model), std::move(train), std::move(val)));
+  std::unique_ptr<Trainer> trainer(
+      new Trainer(std::move(o), comm, std::move(model), std::move(train), std::move(val)));
+  trainer->own_comm_ = std::move(own_comm);
+  return trainer;
 }
 
 StatusOr<double> Trainer::Validate() {
@@ -71,55 +85,104 @@ StatusOr<double> Trainer::Validate() {
         float loss, model_.Forward(in.data(), tg.data(), options_.batch_size, options_.seq_len));
     sum += static_cast<double>(loss);
   }
-  return sum / options_.val_batches;
+  KILN_RETURN_IF_ERROR(comm_->AllReduceSum(&sum, 1));
+  return sum / (options_.val_batches * comm_->world_size());
 }
 
-Status Trainer::Run(const std::function<void(const nlohmann::json&)>& progress,
+StatusOr<int64_t> Trainer::Restore(const std::function<void(const nlohmann::json&)>& progress) {
+  const TrainOptions& o = options_;
+  nlohmann::json head = {{"step", 0}};
+  Status failed;
+  if (comm_->rank() == 0 && !o.checkpoint_dir.empty()) {
+    auto warn = [&](const std::string& message) {
+      progress({{"event", "warning"}, {"message", message}});
+    };
+    auto restored = RestoreLatestCheckpoint(o.checkpoint_dir, model_, warn);
+    if (!restored.ok()) {
+      failed = restored.status();
+    } else if (*restored && (*restored)->seed && *(*restored)->seed != o.seed) {
+      failed = Status::InvalidArgument(
+          "the newest checkpoint was written by a run with seed " +
+          std::to_string(*(*restored)->seed) + ", this run has seed " + std::to_string(o.seed) +
+          ": the data order would differ; resume with the same seed or a new checkpoint dir");
+    } else if (*restored) {
+      head = {{"step", (*restored)->step}, {"position", (*restored)->position.ToJson()}};
+    }
+    if (!failed.ok()) {
+      head = {{"error", failed.message()}, {"code", static_cast<int>(failed.code())}};
+    }
+  }
+  if (comm_->world_size() > 1) {
+    // Rank 0's outcome, then its whole state: every rank starts identical.
+    std::string text = head.dump();
+    uint64_t len = text.size();
+    KILN_RETURN_IF_ERROR(comm_->Broadcast(&len, sizeof len, 0));
+    text.resize(len);
+    KILN_RETURN_IF_ERROR(comm_->Broadcast(text.data(), static_cast<int64_t>(len), 0));
+    head = nlohmann::json::parse(text, nullptr, false);
+    if (head.is_discarded()) return Status::Internal("rank 0 sent a malformed start state");
+    if (head.contains("error")) {
+      if (!failed.ok()) return failed;
+      return Status(static_cast<StatusCode>(head.value("code", 13)),
+                    "rank 0 could not restore: " + head.value("error", ""));
+    }
+    for (std::span<float> t : {model_.params(), model_.adam_m(), model_.adam_v()}) {
+      KILN_RETURN_IF_ERROR(comm_->Broadcast(t.data(), static_cast<int64_t>(t.size_bytes()), 0));
+    }
+  }
+  if (!failed.ok()) return failed;
+  const int64_t step = head.value("step", int64_t{0});
+  if (step > 0) {
+    KILN_ASSIGN_OR_RETURN(auto position, data::Position::FromJson(head.at("position")));
+    KILN_RETURN_IF_ERROR(train_.Seek(position));
+    completed_step_ = step;
+    progress({{"event", "resumed"}, {"step", step}, {"position", position.ToJson()}});
+  }
+  return step;
+}
+
+Status Trainer::Run(const std::function<void(const nlohmann::json&)>& report,
                     const std::atomic<bool>* stop) {
   const TrainOptions& o = options_;
+  const int world = comm_->world_size();
+  // In a data-parallel job every record says which rank wrote it.
+  auto progress = [&](nlohmann::json j) {
+    if (world > 1) j["rank"] = comm_->rank();
+    report(j);
+  };
   const Schedule schedule{.peak = o.learning_rate,
                           .warmup_steps = o.warmup_steps,
                           .total_steps = o.steps,
                           .min_ratio = o.min_lr_ratio};
   const auto run_start = std::chrono::steady_clock::now();
+  // Tokens of a step across all ranks.
   const double tokens_per_step =
-      static_cast<double>(o.batch_size) * o.seq_len * o.grad_accumulation;
+      static_cast<double>(o.batch_size) * o.seq_len * o.grad_accumulation * world;
   double last_loss = 0, val_loss = std::nan("");
-  int64_t first_step = 1;
-  if (!o.checkpoint_dir.empty()) {
-    auto warn = [&](const std::string& message) {
-      progress({{"event", "warning"}, {"message", message}});
-    };
-    KILN_ASSIGN_OR_RETURN(auto restored, RestoreLatestCheckpoint(o.checkpoint_dir, model_, warn));
-    if (restored) {
-      KILN_RETURN_IF_ERROR(train_.Seek(restored->position));
-      first_step = restored->step + 1;
-      completed_step_ = restored->step;
-      progress({{"event", "resumed"},
-                {"step", restored->step},
-                {"position", restored->position.ToJson()}});
-    }
-  }
+  KILN_ASSIGN_OR_RETURN(const int64_t restored_step, Restore(progress));
   auto save = [&](int64_t done_step) -> Status {
-    if (o.checkpoint_dir.empty()) return Status::Ok();
+    if (o.checkpoint_dir.empty() || comm_->rank() != 0) return Status::Ok();
     KILN_ASSIGN_OR_RETURN(
         std::string path,
         WriteCheckpoint(o.checkpoint_dir, model_,
-                        {.step = done_step, .position = train_.position()}, o.checkpoint_keep));
+                        {.step = done_step, .position = train_.position(), .seed = o.seed},
+                        o.checkpoint_keep));
     progress({{"event", "checkpoint"}, {"step", done_step}, {"path", path}});
     return Status::Ok();
   };
   LossSpikeDetector spikes(o.loss_spike_factor);
-  int64_t step = 0;
-  for (step = first_step; step <= o.steps; ++step) {
-    if (stop != nullptr && stop->load()) {
+  const std::span<float> grads = model_.grads();
+  for (int64_t step = restored_step + 1; step <= o.steps; ++step) {
+    // A stop requested on any rank stops every rank before the same step.
+    double stopping = stop != nullptr && stop->load() ? 1.0 : 0.0;
+    if (world > 1) KILN_RETURN_IF_ERROR(comm_->AllReduceSum(&stopping, 1));
+    if (stopping > 0) {
       // Keep the work done since the last periodic checkpoint.
-      if (step > first_step && (step - 1) % o.checkpoint_every != 0) {
+      if (step - 1 > restored_step && (step - 1) % o.checkpoint_every != 0) {
         KILN_RETURN_IF_ERROR(save(step - 1));
       }
       break;
     }
-    if (stop != nullptr && stop->load()) break;
     const auto t0 = std::chrono::steady_clock::now();
     model_.ZeroGrad();
     double loss = 0;
@@ -130,9 +193,17 @@ Status Trainer::Run(const std::function<void(const nlohmann::json&)>& progress,
       loss += static_cast<double>(l);
       KILN_RETURN_IF_ERROR(model_.Backward(1.0f / static_cast<float>(o.grad_accumulation)));
     }
+    // Average the loss and the gradients over the ranks: every rank then
+    // holds the same values bit for bit.
     loss /= o.grad_accumulation;
-    const double norm = kernels::cpu::GlobalNorm(model_.grads().data(),
-                                                 static_cast<int64_t>(model_.grads().size()));
+    if (world > 1) {
+      KILN_RETURN_IF_ERROR(comm_->AllReduceSum(&loss, 1));
+      loss /= world;
+      KILN_RETURN_IF_ERROR(comm_->AllReduceSum(grads.data(), static_cast<int64_t>(grads.size())));
+      const float inv = 1.0f / static_cast<float>(world);
+      for (float& g : grads) g *= inv;
+    }
+    const double norm = kernels::cpu::GlobalNorm(grads.data(), static_cast<int64_t>(grads.size()));
     if (!std::isfinite(loss) || !std::isfinite(norm)) {
       return Numerics("step " + std::to_string(step) + ": loss " + std::to_string(loss) +
                       ", gradient norm " + std::to_string(norm) + " (not finite)");
@@ -144,7 +215,7 @@ Status Trainer::Run(const std::function<void(const nlohmann::json&)>& progress,
     }
     if (o.grad_clip > 0 && norm > o.grad_clip) {
       const float scale = static_cast<float>(o.grad_clip / norm);
-      for (float& g : model_.grads()) g *= scale;
+      for (float& g : grads) g *= scale;
     }
     const double lr = schedule.At(step);
     model_.Update({.learning_rate = static_cast<float>(lr),
@@ -171,7 +242,7 @@ Status Trainer::Run(const std::function<void(const nlohmann::json&)>& progress,
   }
   nlohmann::json done = {
       {"event", "done"},
-      {"steps", step - 1},
+      {"steps", completed_step_},
       {"loss", last_loss},
       {"seconds",
        std::chrono::duration<double>(std::chrono::steady_clock::now() - run_start).count()}};

@@ -1,11 +1,20 @@
-// Trainer: the single-process training loop of `kiln-worker train` on the CPU
-// model — micro-batches from the data loader with gradient accumulation,
+// Trainer: the training loop of `kiln-worker train` on the CPU model, alone or
+// as one rank of a data-parallel job — micro-batches from the data loader with
+// gradient accumulation, gradients averaged over the ranks,
 // global-norm gradient clipping, AdamW on the warm-up + cosine schedule,
 // periodic validation loss, and a JSON progress record per logged step. A
 // non-finite loss or gradient norm, or a loss spike beyond the configured
 // factor, stops the run with a NumericsFault.
 // With a checkpoint directory it saves periodically (checkpoint.h) and
 // resumes exactly from the newest intact checkpoint.
+//
+// Data parallel: every rank runs the same options with its own share of each
+// step's batch (loader.h); gradients and losses are summed through the
+// Communicator and divided by the world size, so W ranks with batch B follow
+// the trajectory of one process with batch W*B (up to summation order). Rank 0
+// alone reads and writes checkpoints and sends the starting state to the
+// others, so only rank 0 needs the checkpoint volume. A stop request on any
+// rank stops all of them after the same step.
 #ifndef KILN_WORKER_TRAIN_TRAINER_H_
 #define KILN_WORKER_TRAIN_TRAINER_H_
 
@@ -18,6 +27,7 @@
 
 #include "base/statusor.h"
 #include "worker/data/loader.h"
+#include "worker/dist/communicator.h"
 #include "worker/model/gpt.h"
 #include "worker/train/checkpoint.h"
 #include "worker/train/schedule.h"
@@ -56,10 +66,14 @@ inline bool IsNumericsFault(const Status& s) { return s.detail<NumericsFault>() 
 
 class Trainer {
  public:
+  // InvalidArgument naming the first bad option (without opening the data).
+  static Status CheckOptions(const TrainOptions& options);
   // InvalidArgument for bad options; the loader's errors for bad data.
-  static StatusOr<std::unique_ptr<Trainer>> Create(TrainOptions options);
+  // `comm` (not owned; null: a single process) must outlive the Trainer.
+  static StatusOr<std::unique_ptr<Trainer>> Create(TrainOptions options,
+                                                   dist::Communicator* comm = nullptr);
 
-  // Trains until options.steps or `*stop`; `progress` gets one JSON object
+  // Trains until options.steps or `*stop` (on any rank); `progress` gets one JSON object
   // per logged step ("event": "step"), validation ("validation"), resume
   // ("resumed"), checkpoint ("checkpoint"), a skipped damaged checkpoint
   // ("warning") and the end ("done").
@@ -71,15 +85,21 @@ class Trainer {
   int64_t completed_step() const { return completed_step_; }
 
  private:
-  Trainer(TrainOptions options, model::Gpt<float> model, data::DataLoader train,
-          std::optional<data::DataLoader> val)
+  Trainer(TrainOptions options, dist::Communicator* comm, model::Gpt<float> model,
+          data::DataLoader train, std::optional<data::DataLoader> val)
       : options_(std::move(options)),
+        comm_(comm),
         model_(std::move(model)),
         train_(std::move(train)),
         val_(std::move(val)) {}
   StatusOr<double> Validate();
+  // Rank 0 restores the newest checkpoint (if any) and every rank receives
+  // its state; returns the restored step (0 for a fresh start).
+  StatusOr<int64_t> Restore(const std::function<void(const nlohmann::json&)>& progress);
 
   TrainOptions options_;
+  std::unique_ptr<dist::Communicator> own_comm_;  // When none was given.
+  dist::Communicator* comm_;
   model::Gpt<float> model_;
   data::DataLoader train_;
   std::optional<data::DataLoader> val_;
