@@ -1,5 +1,8 @@
 #include "kernels/cpu/cpu_features.h"
 
+#include <omp.h>
+
+#include <fstream>
 #include <string>
 
 namespace kiln::kernels::cpu {
@@ -21,6 +24,41 @@ Status CheckCpuSupport() {
   }
 #endif
   return Status::Ok();
+}
+
+namespace {
+
+// The highest clock of core 0 in Hz: cpufreq's maximum, else /proc/cpuinfo's
+// current "cpu MHz" (virtual machines often have no cpufreq).
+double MaxClockHz() {
+  std::ifstream max_khz("/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq");
+  double khz = 0;
+  if (max_khz >> khz && khz > 0) return khz * 1e3;
+  std::ifstream cpuinfo("/proc/cpuinfo");
+  for (std::string line; std::getline(cpuinfo, line);) {
+    if (line.rfind("cpu MHz", 0) == 0) {
+      auto colon = line.find(':');
+      try {
+        if (colon != std::string::npos) return std::stod(line.substr(colon + 1)) * 1e6;
+      } catch (const std::exception&) {
+        return 0;
+      }
+    }
+  }
+  return 0;
+}
+
+}  // namespace
+
+double EstimatedPeakFlops() {
+#if defined(KILN_CPU_ARCH)
+  const std::string arch = KILN_CPU_ARCH;
+  const double per_cycle =
+      (arch == "x86-64-v3" || arch == "x86-64-v4" || arch == "native") ? 32.0 : 8.0;
+#else
+  const double per_cycle = 8.0;
+#endif
+  return omp_get_max_threads() * MaxClockHz() * per_cycle;
 }
 
 }  // namespace kiln::kernels::cpu

@@ -11,6 +11,13 @@ namespace kiln::kernels::cpu {
 // that avoids them; ok otherwise.
 Status CheckCpuSupport();
 
+// An estimate of the fp32 FLOP/s the CPU kernels can reach at most, for MFU:
+// threads (OpenMP's maximum) x the highest core clock x FLOPs per cycle of the
+// instruction set compiled in (32 with AVX2 and two FMA units, 8 without).
+// 0 when the clock is unknown. Turbo limits and shared cores make the real
+// ceiling lower, so MFU against it is conservative.
+double EstimatedPeakFlops();
+
 }  // namespace kiln::kernels::cpu
 
 #endif  // KILN_KERNELS_CPU_CPU_FEATURES_H_

@@ -158,7 +158,7 @@ int main(int argc, char** argv) {
   options.health_probe_bind_address = flag("health-probe-bind-address", ":8081");
   for (const auto* address : {&options.metrics_bind_address, &options.health_probe_bind_address}) {
     if (*address == "0") continue;
-    if (auto parsed = kiln::runtime::ParseBindAddress(*address); !parsed.ok()) {
+    if (auto parsed = kiln::ParseBindAddress(*address); !parsed.ok()) {
       return Usage(parsed.status().message());
     }
   }

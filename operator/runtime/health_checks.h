@@ -11,8 +11,8 @@
 #include <mutex>
 #include <string>
 
+#include "base/http_server.h"
 #include "base/status.h"
-#include "operator/runtime/http_server.h"
 
 namespace kiln::runtime {
 

@@ -8,11 +8,14 @@
 #include <string>
 
 #include "base/duration.h"
+#include "base/http_server.h"
 #include "base/stop_signal.h"
+#include "kernels/cpu/cpu_features.h"
 #include "worker/data/checksum.h"
 #include "worker/dist/dist_env.h"
 #include "worker/dist/tcp_communicator.h"
 #include "worker/exit_codes.h"
+#include "worker/train/train_metrics.h"
 #include "worker/train/trainer.h"
 
 namespace kiln::worker {
@@ -44,6 +47,11 @@ constexpr const char* kUsage =
     "                          /dev/termination-log when it exists, as in a pod).\n"
     "Reporting:\n"
     "  --log-every N (1)  --val-every N (0: at the end)  --val-batches N (4)\n"
+    "  --metrics-bind-address ADDR\n"
+    "                          Serve Prometheus /metrics and /healthz here, e.g. :9400\n"
+    "                          (default: off).\n"
+    "  --peak-tflops X         This process's peak TFLOP/s for the MFU figure (default:\n"
+    "                          estimated from the CPU's cores, clock and vector width).\n"
     "Data parallel (ranks from WORLD_SIZE, RANK or JOB_COMPLETION_INDEX, MASTER_ADDR,\n"
     "MASTER_PORT; --batch is per rank, so the global batch is WORLD_SIZE x --batch):\n"
     "  --comm-timeout D (10m)  A collective fails when no data moves for this long;\n"
@@ -118,12 +126,17 @@ void WriteTerminationMessage(const std::string& path, ExitCode code, const Statu
 }  // namespace
 
 int RunTrainCommand(int argc, char** argv) {
+  // First, before any thread exists (OpenMP's, the HTTP server's): threads
+  // inherit the blocked SIGTERM, so only the stop-signal thread receives it.
+  StopSignal& stop = StopSignal::Install();
   std::string termination_path;
   if (std::filesystem::exists(kKubernetesTerminationLog)) {
     termination_path = kKubernetesTerminationLog;
   }
   train::TrainOptions o;
+  o.peak_flops = kernels::cpu::EstimatedPeakFlops();
   dist::TcpOptions tcp;
+  std::string metrics_address;
   o.model.num_layers = 4;
   o.model.num_heads = 4;
   o.model.channels = 128;
@@ -149,6 +162,7 @@ int RunTrainCommand(int argc, char** argv) {
       {"val-batches", [&](double v) { o.val_batches = static_cast<int>(v); }},
       {"checkpoint-every", [&](double v) { o.checkpoint_every = static_cast<int64_t>(v); }},
       {"checkpoint-keep", [&](double v) { o.checkpoint_keep = static_cast<int>(v); }},
+      {"peak-tflops", [&](double v) { o.peak_flops = v * 1e12; }},
   };
   for (int i = 2; i < argc; ++i) {
     std::string arg = argv[i];
@@ -175,6 +189,13 @@ int RunTrainCommand(int argc, char** argv) {
     }
     if (name == "termination-message-path") {
       termination_path = value;
+      continue;
+    }
+    if (name == "metrics-bind-address") {
+      if (auto parsed = ParseBindAddress(value); !parsed.ok()) {
+        return Usage("--metrics-bind-address: " + parsed.status().message());
+      }
+      metrics_address = value;
       continue;
     }
     if (name == "comm-timeout" || name == "rendezvous-timeout") {
@@ -226,13 +247,29 @@ int RunTrainCommand(int argc, char** argv) {
   }
   auto trainer = train::Trainer::Create(o, comm.get());
   if (!trainer.ok()) return finish(trainer.status());
-  StopSignal& stop = StopSignal::Install();
+  train::TrainMetrics metrics(o.steps, env->rank);
+  std::unique_ptr<HttpServer> server;
+  if (!metrics_address.empty()) {
+    auto started = HttpServer::Start(
+        metrics_address, {{"/metrics",
+                           [&metrics](const HttpQuery&) {
+                             return HttpReply{
+                                 .status = 200,
+                                 .content_type = "text/plain; version=0.0.4; charset=utf-8",
+                                 .body = metrics.Scrape()};
+                           }},
+                          {"/healthz", [](const HttpQuery&) { return HttpReply{.body = "ok"}; }}});
+    if (!started.ok()) return finish(started.status());
+    server = std::move(*started);
+  }
   Status s = (*trainer)->Run(
       [&](const nlohmann::json& line) {
+        metrics.Observe(line);
         std::printf("%s\n", line.dump().c_str());
         std::fflush(stdout);
       },
       &stop.requested());
+  if (server) server->Stop();
   last_step = (*trainer)->completed_step();
   return finish(s);
 }

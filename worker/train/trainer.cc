@@ -18,6 +18,11 @@ Status Numerics(const std::string& what) {
 
 }  // namespace
 
+double TrainingFlopsPerToken(const model::GptConfig& c, int64_t params, int seq_len) {
+  return 6.0 * static_cast<double>(params) +
+         12.0 * c.num_layers * static_cast<double>(c.channels) * seq_len;
+}
+
 Status Trainer::CheckOptions(const TrainOptions& o) {
   auto bad = [](const std::string& why) { return Status::InvalidArgument(why); };
   if (o.manifest.empty()) return bad("no data: give the manifest.json that prepare wrote");
@@ -35,6 +40,7 @@ Status Trainer::CheckOptions(const TrainOptions& o) {
   if (o.checkpoint_every < 1 || o.checkpoint_keep < 1) {
     return bad("checkpoint every and checkpoint keep must be >= 1");
   }
+  if (!(o.peak_flops >= 0)) return bad("peak FLOP/s must be >= 0");
   return Status::Ok();
 }
 
@@ -158,6 +164,10 @@ Status Trainer::Run(const std::function<void(const nlohmann::json&)>& report,
   // Tokens of a step across all ranks.
   const double tokens_per_step =
       static_cast<double>(o.batch_size) * o.seq_len * o.grad_accumulation * world;
+  // This rank's model FLOPs per step.
+  const double flops_per_step =
+      TrainingFlopsPerToken(model_.config(), model_.num_parameters(), o.seq_len) * tokens_per_step /
+      world;
   double last_loss = 0, val_loss = std::nan("");
   KILN_ASSIGN_OR_RETURN(const int64_t restored_step, Restore(progress));
   auto save = [&](int64_t done_step) -> Status {
@@ -226,13 +236,15 @@ Status Trainer::Run(const std::function<void(const nlohmann::json&)>& report,
         std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
     last_loss = loss;
     if (step % o.log_every == 0 || step == 1 || step == o.steps) {
-      progress({{"event", "step"},
-                {"step", step},
-                {"loss", loss},
-                {"lr", lr},
-                {"gradNorm", norm},
-                {"msPerStep", ms},
-                {"tokensPerSecond", tokens_per_step / (ms / 1000.0)}});
+      nlohmann::json record = {{"event", "step"},
+                               {"step", step},
+                               {"loss", loss},
+                               {"lr", lr},
+                               {"gradNorm", norm},
+                               {"msPerStep", ms},
+                               {"tokensPerSecond", tokens_per_step / (ms / 1000.0)}};
+      if (o.peak_flops > 0) record["mfu"] = flops_per_step / (ms / 1000.0) / o.peak_flops;
+      progress(record);
     }
     if ((o.val_every > 0 && step % o.val_every == 0) || step == o.steps) {
       KILN_ASSIGN_OR_RETURN(val_loss, Validate());

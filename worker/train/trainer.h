@@ -58,7 +58,15 @@ struct TrainOptions {
   std::string checkpoint_dir;
   int64_t checkpoint_every = 100;  // Steps; the last step and a stop also save.
   int checkpoint_keep = 3;
+  // This rank's peak FLOP/s, for the MFU in step records; 0: not reported.
+  double peak_flops = 0;
 };
+
+// Training FLOPs per token of a model with `params` parameters at context
+// `seq_len`: 6 per parameter (forward and backward matmuls) plus the
+// attention scores and values, 12 * layers * channels * seq_len (the
+// PaLM/llm.c accounting).
+double TrainingFlopsPerToken(const model::GptConfig& config, int64_t params, int seq_len);
 
 // Marks a run stopped by a NaN/Inf loss or gradient (exit code NumericsFault).
 class NumericsFault final : public StatusDetail {};
@@ -76,7 +84,9 @@ class Trainer {
   // Trains until options.steps or `*stop` (on any rank); `progress` gets one JSON object
   // per logged step ("event": "step"), validation ("validation"), resume
   // ("resumed"), checkpoint ("checkpoint"), a skipped damaged checkpoint
-  // ("warning") and the end ("done").
+  // ("warning") and the end ("done"). Step records carry step, loss, lr,
+  // gradNorm, msPerStep, tokensPerSecond (all ranks together) and, with a
+  // peak, mfu (this rank's model FLOPs over its peak).
   Status Run(const std::function<void(const nlohmann::json&)>& progress,
              const std::atomic<bool>* stop = nullptr);
 

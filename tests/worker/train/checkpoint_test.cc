@@ -146,6 +146,16 @@ TEST_CASE("only the newest checkpoints are kept, and bad ones are refused clearl
   CHECK(s.code() == StatusCode::kInvalidArgument);
   CHECK(s.message().find("differs from this run's") != std::string::npos);
 
+  // So is another seed: the seed is the run's RNG state (the shard order).
+  TrainOptions reseeded = o;
+  reseeded.seed = o.seed + 1;
+  trainer = Trainer::Create(reseeded);
+  REQUIRE(trainer.ok());
+  s = (*trainer)->Run([](const nlohmann::json&) {});
+  CHECK(s.code() == StatusCode::kInvalidArgument);
+  CHECK(s.message().find("written by a run with seed 1337, this run has seed 1338") !=
+        std::string::npos);
+
   // Every checkpoint damaged: DataLoss, not a silent fresh start.
   for (const auto& f : *files) {
     std::ofstream(f, std::ios::binary | std::ios::trunc) << "garbage";

@@ -3,11 +3,14 @@
 // documented exit codes.
 #include <fstream>
 #include <sstream>
+#include <thread>
 
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
 
 #include "base/subprocess.h"
+#include "tests/support/background_process.h"
+#include "tests/support/http_probe.h"
 #include "tests/support/temp_dir.h"
 
 namespace kiln {
@@ -125,6 +128,71 @@ TEST_CASE("kiln-worker train maps failures to the documented exit codes", "[work
   term = nlohmann::json::parse(in2, nullptr, false);
   CHECK(term["reason"] == "Success");
   CHECK(term["lastStep"] == 2);
+}
+
+TEST_CASE("kiln-worker train serves its progress as Prometheus metrics while it trains",
+          "[worker][train][metrics]") {
+  kiln::testing::TempDir dir;
+  REQUIRE(Worker({"prepare", "--input", "/usr/share/games/fortunes", "--output", dir.path()})
+              .exit_code == 0);
+  const int port = kiln::testing::FreePort();
+  const std::string address = "127.0.0.1:" + std::to_string(port);
+  kiln::testing::BackgroundProcess worker({KILN_WORKER_BIN,
+                                           "train",
+                                           "--data",
+                                           dir.path() + "/manifest.json",
+                                           "--layers",
+                                           "1",
+                                           "--channels",
+                                           "32",
+                                           "--heads",
+                                           "2",
+                                           "--seq",
+                                           "16",
+                                           "--steps",
+                                           "1000000",
+                                           "--checkpoint-dir",
+                                           dir.path() + "/ckpt",
+                                           "--checkpoint-every",
+                                           "5",
+                                           "--metrics-bind-address",
+                                           address},
+                                          dir.path() + "/out");
+  // Poll until a checkpoint has been written and shows up.
+  const std::string none_yet = "kiln_train_checkpoints_total{rank=\"0\"} 0\n";
+  std::string text;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::minutes(2);
+  while (std::chrono::steady_clock::now() < deadline) {
+    auto r = kiln::testing::HttpFetch("http://" + address, "/metrics");
+    if (r.ok() && r->status == 200 && r->body.find(none_yet) == std::string::npos) {
+      text = r->body;
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  INFO(text << "\n" << worker.Output());
+  CHECK_THAT(text, Catch::Contains("kiln_train_target_steps{rank=\"0\"} 1000000\n"));
+  CHECK_THAT(text, Catch::Contains("kiln_train_last_checkpoint_step{rank=\"0\"} "));
+  CHECK_THAT(text, Catch::Contains("kiln_train_mfu{rank=\"0\"} "));
+  auto value = [&](const std::string& series) {
+    auto at = text.find(series + "{rank=\"0\"} ");
+    REQUIRE(at != std::string::npos);
+    return std::stod(text.substr(at + series.size() + 10));
+  };
+  CHECK(value("kiln_train_step") >= 5);
+  CHECK(value("kiln_train_last_checkpoint_step") >= 5);
+  CHECK(value("kiln_train_loss") > 0);
+  CHECK(value("kiln_train_tokens_per_second") > 0);
+  const double mfu = value("kiln_train_mfu");
+  CHECK(mfu > 0);
+  CHECK(mfu < 1);
+  auto health = kiln::testing::HttpFetch("http://" + address, "/healthz");
+  REQUIRE(health.ok());
+  CHECK(health->body == "ok");
+  // The step records carry the same MFU figure.
+  CHECK_THAT(worker.Output(), Catch::Contains("\"mfu\":"));
+  worker.Signal(SIGTERM);
+  CHECK(worker.Wait() == 0);
 }
 
 }  // namespace

@@ -1,9 +1,9 @@
-#include "operator/runtime/http_server.h"
+#include "base/http_server.h"
 
 #include <cpprest/http_listener.h>
 #include <cpprest/uri.h>
 
-namespace kiln::runtime {
+namespace kiln {
 namespace {
 
 namespace http = web::http;
@@ -139,4 +139,4 @@ StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const std::string& bind_
   return std::unique_ptr<HttpServer>(std::move(server));
 }
 
-}  // namespace kiln::runtime
+}  // namespace kiln

@@ -1,10 +1,10 @@
-// HttpServer: serves the operator's few plain-HTTP endpoints (health probes,
+// HttpServer: serves a process's few plain-HTTP endpoints (health probes,
 // metrics) on one address, over cpprestsdk's http_listener. Routes match by
 // path prefix (longest wins); only GET and HEAD are served (405 otherwise),
 // unknown paths get 404. Handlers run on cpprestsdk's thread pool and must be
 // thread-safe.
-#ifndef KILN_OPERATOR_RUNTIME_HTTP_SERVER_H_
-#define KILN_OPERATOR_RUNTIME_HTTP_SERVER_H_
+#ifndef KILN_BASE_HTTP_SERVER_H_
+#define KILN_BASE_HTTP_SERVER_H_
 
 #include <functional>
 #include <map>
@@ -13,7 +13,7 @@
 
 #include "base/statusor.h"
 
-namespace kiln::runtime {
+namespace kiln {
 
 struct HttpReply {
   int status = 200;
@@ -45,6 +45,6 @@ class HttpServer {
 // unless the port is 1-65535.
 StatusOr<std::pair<std::string, int>> ParseBindAddress(const std::string& address);
 
-}  // namespace kiln::runtime
+}  // namespace kiln
 
-#endif  // KILN_OPERATOR_RUNTIME_HTTP_SERVER_H_
+#endif  // KILN_BASE_HTTP_SERVER_H_

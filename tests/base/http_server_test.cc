@@ -1,13 +1,14 @@
-#include "operator/runtime/http_server.h"
+#include "base/http_server.h"
 
 #include <catch2/catch.hpp>
 
 #include "operator/runtime/health_checks.h"
 #include "tests/support/http_probe.h"
 
-namespace kiln::runtime {
+namespace kiln {
 namespace {
 
+using kiln::runtime::HealthChecks;  // The operator's probes, served here as in the manager.
 using kiln::testing::FreePort;
 
 kube::HttpResponse Fetch(const std::string& url, const std::string& path,
@@ -86,4 +87,4 @@ TEST_CASE("bind addresses are checked before listening", "[runtime][http]") {
 }
 
 }  // namespace
-}  // namespace kiln::runtime
+}  // namespace kiln
