@@ -1,0 +1,164 @@
+// kernels/cuda/matmul.h. cuBLASLt is column-major: a row-major [R, K] matrix
+// is a column-major K x R one, so every product below is written for the
+// transposes, e.g. out^T [OC, N] = weight^T^T [OC, C] * inp^T [C, N].
+#include <cstdint>
+#include <string>
+
+#include "kernels/cuda/chunk_sums.h"
+#include "kernels/cuda/cublas_check.h"
+#include "kernels/cuda/launch.cuh"
+#include "kernels/cuda/matmul.h"
+#include "kernels/cuda_check.h"
+
+namespace kiln::kernels::cuda {
+namespace {
+
+// Stage one of the bias gradient: block (x, y) sums rows [y * kRowsPerChunk,
+// ...) of columns [x * blockDim.x, ...), one column per thread.
+__global__ void BiasGradPartialsKernel(float* partials, const bf16* dout, int N, int OC) {
+  const int o = blockIdx.x * blockDim.x + threadIdx.x;
+  if (o >= OC) return;
+  const int chunk = blockIdx.y;
+  const int begin = chunk * kRowsPerChunk;
+  const int end = min(N, begin + kRowsPerChunk);
+  float sum = 0.0f;
+  for (int n = begin; n < end; ++n) sum += __bfloat162float(dout[static_cast<int64_t>(n) * OC + o]);
+  partials[static_cast<int64_t>(chunk) * OC + o] = sum;
+}
+
+// The largest power of two (up to 256) dividing the address: what cuBLASLt
+// may assume about a buffer's alignment when it picks a kernel.
+uint32_t AlignmentOf(const void* p) {
+  const auto address = reinterpret_cast<uintptr_t>(p);
+  uint32_t alignment = 256;
+  while (alignment > 1 && address % alignment != 0) alignment /= 2;
+  return alignment;
+}
+
+// Owns the descriptors of one cuBLASLt call.
+struct LtDescriptors {
+  cublasLtMatmulDesc_t op = nullptr;
+  cublasLtMatrixLayout_t a = nullptr, b = nullptr, d = nullptr;
+  cublasLtMatmulPreference_t preference = nullptr;
+  LtDescriptors() = default;
+  LtDescriptors(const LtDescriptors&) = delete;
+  LtDescriptors& operator=(const LtDescriptors&) = delete;
+  ~LtDescriptors() {
+    if (preference != nullptr) cublasLtMatmulPreferenceDestroy(preference);
+    if (d != nullptr) cublasLtMatrixLayoutDestroy(d);
+    if (b != nullptr) cublasLtMatrixLayoutDestroy(b);
+    if (a != nullptr) cublasLtMatrixLayoutDestroy(a);
+    if (op != nullptr) cublasLtMatmulDescDestroy(op);
+  }
+};
+
+// One column-major GEMM, D (m x n, ld ldd) = op(A) * op(B) + beta * D, with
+// bf16 A and B, float accumulation and the bias (length m, bf16) added in the
+// epilogue when not null. D is bf16 or float (d_type). op(A) is m x k: A is
+// stored k x m when transa, else m x k; likewise op(B) is k x n.
+Status Gemm(const Blas& blas, bool transa, bool transb, int m, int n, int k, const bf16* A, int lda,
+            const bf16* B, int ldb, void* D, cudaDataType_t d_type, int ldd, float beta,
+            const bf16* bias, cudaStream_t stream) {
+  LtDescriptors desc;
+  KILN_CUBLAS_RETURN_IF_ERROR(cublasLtMatmulDescCreate(&desc.op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+  const cublasOperation_t op_a = transa ? CUBLAS_OP_T : CUBLAS_OP_N;
+  const cublasOperation_t op_b = transb ? CUBLAS_OP_T : CUBLAS_OP_N;
+  KILN_CUBLAS_RETURN_IF_ERROR(
+      cublasLtMatmulDescSetAttribute(desc.op, CUBLASLT_MATMUL_DESC_TRANSA, &op_a, sizeof(op_a)));
+  KILN_CUBLAS_RETURN_IF_ERROR(
+      cublasLtMatmulDescSetAttribute(desc.op, CUBLASLT_MATMUL_DESC_TRANSB, &op_b, sizeof(op_b)));
+  if (bias != nullptr) {
+    const cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_BIAS;
+    const cudaDataType_t bias_type = CUDA_R_16BF;
+    KILN_CUBLAS_RETURN_IF_ERROR(cublasLtMatmulDescSetAttribute(
+        desc.op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof(epilogue)));
+    KILN_CUBLAS_RETURN_IF_ERROR(cublasLtMatmulDescSetAttribute(
+        desc.op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bias_type, sizeof(bias_type)));
+    KILN_CUBLAS_RETURN_IF_ERROR(cublasLtMatmulDescSetAttribute(
+        desc.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)));
+  }
+  KILN_CUBLAS_RETURN_IF_ERROR(
+      cublasLtMatrixLayoutCreate(&desc.a, CUDA_R_16BF, transa ? k : m, transa ? m : k, lda));
+  KILN_CUBLAS_RETURN_IF_ERROR(
+      cublasLtMatrixLayoutCreate(&desc.b, CUDA_R_16BF, transb ? n : k, transb ? k : n, ldb));
+  KILN_CUBLAS_RETURN_IF_ERROR(cublasLtMatrixLayoutCreate(&desc.d, d_type, m, n, ldd));
+
+  KILN_CUBLAS_RETURN_IF_ERROR(cublasLtMatmulPreferenceCreate(&desc.preference));
+  const uint64_t workspace_bytes = blas.workspace_bytes();
+  KILN_CUBLAS_RETURN_IF_ERROR(cublasLtMatmulPreferenceSetAttribute(
+      desc.preference, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &workspace_bytes,
+      sizeof(workspace_bytes)));
+  // cuBLASLt assumes 256-byte aligned buffers unless told otherwise; slices of
+  // larger tensors (one layer's weights, one micro-batch) may be less aligned.
+  const uint32_t align_a = AlignmentOf(A), align_b = AlignmentOf(B), align_d = AlignmentOf(D);
+  KILN_CUBLAS_RETURN_IF_ERROR(cublasLtMatmulPreferenceSetAttribute(
+      desc.preference, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &align_a, sizeof(align_a)));
+  KILN_CUBLAS_RETURN_IF_ERROR(cublasLtMatmulPreferenceSetAttribute(
+      desc.preference, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &align_b, sizeof(align_b)));
+  KILN_CUBLAS_RETURN_IF_ERROR(cublasLtMatmulPreferenceSetAttribute(
+      desc.preference, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &align_d, sizeof(align_d)));
+  KILN_CUBLAS_RETURN_IF_ERROR(cublasLtMatmulPreferenceSetAttribute(
+      desc.preference, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &align_d, sizeof(align_d)));
+
+  cublasLtMatmulHeuristicResult_t heuristic{};
+  int found = 0;
+  KILN_CUBLAS_RETURN_IF_ERROR(
+      cublasLtMatmulAlgoGetHeuristic(blas.cublaslt(), desc.op, desc.a, desc.b, desc.d, desc.d,
+                                     desc.preference, 1, &heuristic, &found));
+  if (found == 0) {
+    return Status::Internal(
+        "cuBLASLt has no algorithm for m=" + std::to_string(m) + " n=" + std::to_string(n) +
+        " k=" + std::to_string(k) + " transa=" + std::to_string(transa) +
+        " transb=" + std::to_string(transb) + " D=" + (d_type == CUDA_R_32F ? "f32" : "bf16") +
+        " bias=" + std::to_string(bias != nullptr) + " alignments " + std::to_string(align_a) +
+        "/" + std::to_string(align_b) + "/" + std::to_string(align_d));
+  }
+  const float alpha = 1.0f;
+  KILN_CUBLAS_RETURN_IF_ERROR(cublasLtMatmul(blas.cublaslt(), desc.op, &alpha, A, desc.a, B, desc.b,
+                                             &beta, D, desc.d, D, desc.d, &heuristic.algo,
+                                             blas.workspace(), blas.workspace_bytes(), stream));
+  return Status::Ok();
+}
+
+Status CheckShape(const char* op, int N, int C, int OC) {
+  if (N <= 0 || C <= 0 || OC <= 0) return ShapeError(op, "N, C and OC must be positive");
+  return Status::Ok();
+}
+
+}  // namespace
+
+Status MatmulForward(const Blas& blas, bf16* out, const bf16* inp, const bf16* weight,
+                     const bf16* bias, int N, int C, int OC, cudaStream_t stream) {
+  KILN_RETURN_IF_ERROR(CheckShape("MatmulForward", N, C, OC));
+  // out^T [OC, N] = weight [OC, C] (stored as C x OC, so transposed) * inp^T [C, N].
+  return Gemm(blas, /*transa=*/true, /*transb=*/false, OC, N, C, weight, C, inp, C, out,
+              CUDA_R_16BF, OC, /*beta=*/0.0f, bias, stream);
+}
+
+std::size_t MatmulBackwardScratchFloats(int N, int OC) {
+  return static_cast<std::size_t>(RowChunks(N)) * static_cast<std::size_t>(OC);
+}
+
+Status MatmulBackward(const Blas& blas, bf16* dinp, float* dweight, float* dbias, const bf16* dout,
+                      const bf16* inp, const bf16* weight, int N, int C, int OC, float* scratch,
+                      cudaStream_t stream) {
+  KILN_RETURN_IF_ERROR(CheckShape("MatmulBackward", N, C, OC));
+  const int chunks = RowChunks(N);
+  if (dbias != nullptr && (scratch == nullptr || chunks > 65535)) {
+    return ShapeError("MatmulBackward", "a bias gradient needs scratch and N below 65536 * 64");
+  }
+  // dinp^T [C, N] += weight^T [C, OC] (stored as C x OC) * dout^T [OC, N].
+  KILN_RETURN_IF_ERROR(Gemm(blas, false, false, C, N, OC, weight, C, dout, OC, dinp, CUDA_R_16BF, C,
+                            /*beta=*/1.0f, nullptr, stream));
+  // dweight^T [C, OC] += inp^T [C, N] * dout [N, OC] (dout^T stored as OC x N).
+  KILN_RETURN_IF_ERROR(Gemm(blas, false, true, C, OC, N, inp, C, dout, OC, dweight, CUDA_R_32F, C,
+                            /*beta=*/1.0f, nullptr, stream));
+  if (dbias == nullptr) return Status::Ok();
+  constexpr int kColumns = 256;
+  const dim3 grid(static_cast<unsigned>(CeilDiv(OC, kColumns)), static_cast<unsigned>(chunks));
+  BiasGradPartialsKernel<<<grid, kColumns, 0, stream>>>(scratch, dout, N, OC);
+  KILN_CUDA_RETURN_IF_ERROR(cudaGetLastError());
+  return AddChunkSums(dbias, scratch, chunks, OC, OC, stream);
+}
+
+}  // namespace kiln::kernels::cuda
