@@ -1,0 +1,267 @@
+// The continuous-batching engine: batched greedy output equals unbatched,
+// a seed reproduces the text, stop sequences, length limits, end of text,
+// cancellation (blocks freed), admission and the queue bound.
+#include "worker/serve/engine.h"
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include <catch2/catch.hpp>
+
+namespace kiln::serve {
+namespace {
+
+model::Gpt<float> TestModel() {
+  model::GptConfig c;
+  c.num_layers = 2;
+  c.num_heads = 2;
+  c.channels = 32;
+  c.max_seq_len = 48;
+  c.vocab_size = 257;
+  c.padded_vocab_size = 320;
+  auto m = model::Gpt<float>::Create(c, 7);
+  REQUIRE(m.ok());
+  uint32_t x = 777;
+  for (float& p : m->params()) {
+    x = x * 1664525u + 1013904223u;
+    p += (static_cast<float>(x >> 8) / 16777216.0f - 0.5f) * 0.3f;
+  }
+  return std::move(*m);
+}
+
+std::vector<int32_t> Prompt(const std::string& text) {
+  return std::vector<int32_t>(text.begin(), text.end());
+}
+
+struct Result {
+  std::vector<int32_t> tokens;
+  std::string text;
+  FinishReason finish = FinishReason::kNone;
+  int completion_tokens = 0;
+  int finals = 0;
+};
+
+// Collects a request's events into `results[id]`.
+TokenCallback Collect(std::map<int64_t, Result>& results) {
+  return [&results](const TokenEvent& e) {
+    Result& r = results[e.request];
+    if (e.token) r.tokens.push_back(*e.token);
+    r.text += e.text;
+    if (e.finish != FinishReason::kNone) {
+      r.finish = e.finish;
+      r.completion_tokens = e.completion_tokens;
+      ++r.finals;
+    }
+  };
+}
+
+void Drain(Engine& e) {
+  for (int i = 0; i < 10000; ++i) {
+    auto worked = e.Step();
+    REQUIRE(worked.ok());
+    if (!*worked) return;
+  }
+  FAIL("the engine never went idle");
+}
+
+Result RunOne(model::Gpt<float>& m, GenerateRequest r, EngineOptions o = {}) {
+  auto e = Engine::Create(m, o);
+  REQUIRE(e.ok());
+  std::map<int64_t, Result> results;
+  auto id = (*e)->Submit(std::move(r), Collect(results));
+  REQUIRE(id.ok());
+  Drain(**e);
+  CHECK((*e)->kv_utilization() == 0);
+  return results[*id];
+}
+
+const std::vector<std::string> kPrompts = {
+    "A", "The cat sat on", "Hello, world! ", "fortune: ", "xyzzy", "Once upon a time, in a land"};
+
+TEST_CASE("batched greedy decoding gives each request its unbatched output", "[serve]") {
+  auto m = TestModel();
+  std::vector<Result> alone;
+  for (const auto& p : kPrompts) {
+    alone.push_back(
+        RunOne(m, {.prompt = Prompt(p), .max_tokens = 12, .sampling = {.temperature = 0}}));
+    CHECK(alone.back().tokens.size() == 12);
+  }
+  // All at once, with a small token budget so prompts prefill in chunks
+  // while others decode, and requests join and leave the running batch.
+  EngineOptions o{.max_running = 4, .max_batch_tokens = 8, .prefill_chunk = 3};
+  auto e = Engine::Create(m, o);
+  REQUIRE(e.ok());
+  std::map<int64_t, Result> results;
+  std::vector<int64_t> ids;
+  int most_running = 0;
+  for (size_t i = 0; i < kPrompts.size(); ++i) {
+    const int max_tokens = 12;
+    auto id = (*e)->Submit(
+        {.prompt = Prompt(kPrompts[i]), .max_tokens = max_tokens, .sampling = {.temperature = 0}},
+        Collect(results));
+    REQUIRE(id.ok());
+    ids.push_back(*id);
+    // Later requests arrive while earlier ones run.
+    if (i % 2 == 1) {
+      REQUIRE((*e)->Step().ok());
+      most_running = std::max(most_running, (*e)->running());
+    }
+  }
+  while (true) {
+    auto worked = (*e)->Step();
+    REQUIRE(worked.ok());
+    most_running = std::max(most_running, (*e)->running());
+    if (!*worked) break;
+  }
+  CHECK(most_running == 4);
+  for (size_t i = 0; i < kPrompts.size(); ++i) {
+    INFO("prompt '" << kPrompts[i] << "'");
+    CHECK(results[ids[i]].tokens == alone[i].tokens);
+    CHECK(results[ids[i]].finish == FinishReason::kLength);
+    CHECK(results[ids[i]].finals == 1);
+  }
+  CHECK((*e)->kv_utilization() == 0);
+}
+
+TEST_CASE("a seed reproduces the sampled text, another seed changes it", "[serve]") {
+  auto m = TestModel();
+  auto run = [&](uint64_t seed) {
+    return RunOne(m, {.prompt = Prompt("Seeds: "),
+                      .max_tokens = 24,
+                      .sampling = {.temperature = 1.0, .top_k = 50, .top_p = 0.95, .seed = seed}})
+        .tokens;
+  };
+  CHECK(run(11) == run(11));
+  CHECK(run(11) != run(12));
+}
+
+TEST_CASE("a stop sequence ends the text before it and is never sent", "[serve]") {
+  auto m = TestModel();
+  const GenerateRequest base{
+      .prompt = Prompt("stop test "), .max_tokens = 20, .sampling = {.temperature = 0}};
+  Result free_run = RunOne(m, base);
+  REQUIRE(free_run.text.size() == 20);
+  // Stop at the two bytes at offset 6 (their first occurrence is what stops).
+  const std::string stop = free_run.text.substr(6, 2);
+  const size_t at = free_run.text.find(stop);
+  GenerateRequest with_stop = base;
+  with_stop.stop = {"never appears \x01", stop};
+  Result stopped = RunOne(m, with_stop);
+  CHECK(stopped.finish == FinishReason::kStop);
+  CHECK(stopped.text == free_run.text.substr(0, at));
+  CHECK(stopped.completion_tokens == static_cast<int>(at + 2));
+}
+
+TEST_CASE("requests end at max_tokens, the context length and end of text", "[serve]") {
+  auto m = TestModel();
+  Result r = RunOne(m, {.prompt = Prompt("abc"), .max_tokens = 5, .sampling = {.temperature = 0}});
+  CHECK(r.finish == FinishReason::kLength);
+  CHECK(r.completion_tokens == 5);
+  CHECK(r.text.size() == 5);
+  // A prompt of 45 in a context of 48: 3 tokens, then the context is full.
+  r = RunOne(
+      m,
+      {.prompt = std::vector<int32_t>(45, 'a'), .max_tokens = 100, .sampling = {.temperature = 0}});
+  CHECK(r.finish == FinishReason::kLength);
+  CHECK(r.completion_tokens == 3);
+  // Make the third greedy token the end-of-text token: the request stops
+  // there and the token is not text.
+  Result free_run =
+      RunOne(m, {.prompt = Prompt("eot"), .max_tokens = 6, .sampling = {.temperature = 0}});
+  REQUIRE(free_run.tokens.size() == 6);
+  EngineOptions o;
+  o.end_of_text = free_run.tokens[2];
+  const size_t first =
+      static_cast<size_t>(std::find(free_run.tokens.begin(), free_run.tokens.end(), o.end_of_text) -
+                          free_run.tokens.begin());
+  r = RunOne(m, {.prompt = Prompt("eot"), .max_tokens = 6, .sampling = {.temperature = 0}}, o);
+  CHECK(r.finish == FinishReason::kStop);
+  CHECK(r.completion_tokens == static_cast<int>(first + 1));
+  CHECK(r.text == free_run.text.substr(0, first));
+}
+
+TEST_CASE("cancelling frees the request's KV blocks at the next step", "[serve]") {
+  auto m = TestModel();
+  auto e = Engine::Create(m, {.max_running = 2, .max_batch_tokens = 64, .kv_blocks = 8});
+  REQUIRE(e.ok());
+  std::map<int64_t, Result> results;
+  auto a = (*e)->Submit({.prompt = Prompt("cancel me"), .max_tokens = 30}, Collect(results));
+  auto b = (*e)->Submit({.prompt = Prompt("keep me"), .max_tokens = 4}, Collect(results));
+  REQUIRE(a.ok());
+  REQUIRE(b.ok());
+  REQUIRE((*e)->Step().ok());
+  CHECK((*e)->running() == 2);
+  CHECK((*e)->kv_utilization() > 0);
+  (*e)->Cancel(*a);
+  REQUIRE((*e)->Step().ok());
+  CHECK(results[*a].finish == FinishReason::kCancelled);
+  CHECK(results[*a].finals == 1);
+  CHECK((*e)->running() == 1);
+  Drain(**e);
+  CHECK(results[*b].finish == FinishReason::kLength);
+  CHECK((*e)->kv_utilization() == 0);
+  // A queued request can be cancelled before it runs.
+  auto c = (*e)->Submit({.prompt = Prompt("x"), .max_tokens = 3}, Collect(results));
+  REQUIRE(c.ok());
+  (*e)->Cancel(*c);
+  Drain(**e);
+  CHECK(results[*c].finish == FinishReason::kCancelled);
+  CHECK(results[*c].tokens.empty());
+}
+
+TEST_CASE("requests wait for KV blocks, and the queue is bounded", "[serve]") {
+  auto m = TestModel();
+  // 6 blocks of 16: requests of 40 positions (3 blocks) fit two at a time. No
+  // end-of-text token, so every request runs to its max_tokens.
+  auto e = Engine::Create(m, {.max_running = 4,
+                              .max_batch_tokens = 64,
+                              .max_queue = 3,
+                              .block_size = 16,
+                              .kv_blocks = 6,
+                              .end_of_text = -1});
+  REQUIRE(e.ok());
+  std::map<int64_t, Result> results;
+  for (int i = 0; i < 3; ++i) {
+    REQUIRE((*e)->Submit({.prompt = Prompt("wait"), .max_tokens = 36}, Collect(results)).ok());
+  }
+  auto full = (*e)->Submit({.prompt = Prompt("too many"), .max_tokens = 1}, Collect(results));
+  CHECK(full.status().code() == StatusCode::kResourceExhausted);
+  REQUIRE((*e)->Step().ok());
+  CHECK((*e)->running() == 2);  // The third waits for blocks.
+  CHECK((*e)->queued() == 1);
+  CHECK((*e)->kv_utilization() == 1.0);
+  Drain(**e);
+  CHECK(results.size() == 3);
+  for (auto& [id, r] : results) {
+    CHECK(r.completion_tokens == 36);
+    CHECK(r.finish == FinishReason::kLength);
+  }
+}
+
+TEST_CASE("bad requests are refused with the reason", "[serve]") {
+  auto m = TestModel();
+  auto e = Engine::Create(m, {.block_size = 16, .kv_blocks = 2});
+  REQUIRE(e.ok());
+  auto refuse = [&](GenerateRequest r, const std::string& why) {
+    auto id = (*e)->Submit(std::move(r), nullptr);
+    INFO(why);
+    REQUIRE_FALSE(id.ok());
+    CHECK(id.status().code() == StatusCode::kInvalidArgument);
+    CHECK_THAT(id.status().message(), Catch::Contains(why));
+  };
+  refuse({.prompt = {}}, "prompt is empty");
+  refuse({.prompt = std::vector<int32_t>(48, 1)}, "the context length is 48");
+  refuse({.prompt = {300}}, "outside the vocabulary");
+  refuse({.prompt = {1}, .max_tokens = 0}, "max_tokens");
+  refuse({.prompt = {1}, .sampling = {.top_p = 2}}, "top_p");
+  refuse({.prompt = {1}, .stop = {""}}, "stop sequence is empty");
+  refuse({.prompt = std::vector<int32_t>(40, 1), .max_tokens = 8}, "the cache holds 32");
+  CHECK(Engine::Create(m, {.max_running = 8, .max_batch_tokens = 4})
+            .status()
+            .message()
+            .find("every running request decodes") != std::string::npos);
+}
+
+}  // namespace
+}  // namespace kiln::serve

@@ -1,0 +1,53 @@
+// PagedKvCache: the attention keys and values of every sequence being served,
+// in fixed-size blocks from one pool (as vLLM's PagedAttention): a sequence
+// holds a block table, position p lives in block table[p / block_size] at row
+// p % block_size, so sequences of any length share memory without
+// fragmentation and a finished one returns its blocks at once.
+// Per layer and block: keys [block_size, C] and values [block_size, C],
+// head h at columns [h*C/NH, (h+1)*C/NH). Not thread-safe (the engine's loop
+// owns it).
+#ifndef KILN_WORKER_SERVE_KV_CACHE_H_
+#define KILN_WORKER_SERVE_KV_CACHE_H_
+
+#include <cstdint>
+#include <vector>
+
+#include "base/statusor.h"
+
+namespace kiln::serve {
+
+class PagedKvCache {
+ public:
+  PagedKvCache(int layers, int channels, int block_size, int num_blocks);
+
+  int block_size() const { return block_size_; }
+  int num_blocks() const { return num_blocks_; }
+  int free_blocks() const { return static_cast<int>(free_.size()); }
+  // Blocks in use / all blocks, in [0, 1].
+  double utilization() const;
+  // Blocks needed for `tokens` positions.
+  int BlocksFor(int64_t tokens) const;
+  int64_t bytes() const { return static_cast<int64_t>(data_.size() * sizeof(float)); }
+
+  // `n` free blocks, or ResourceExhausted leaving all free.
+  StatusOr<std::vector<int>> Allocate(int n);
+  // Returns blocks to the pool.
+  void Free(const std::vector<int>& blocks);
+
+  // Rows of keys and values of `block` in `layer`: [block_size, C] each.
+  float* Keys(int layer, int block) { return data_.data() + Offset(layer, block, 0); }
+  float* Values(int layer, int block) { return data_.data() + Offset(layer, block, 1); }
+
+ private:
+  int64_t Offset(int layer, int block, int kv) const {
+    return ((static_cast<int64_t>(layer) * num_blocks_ + block) * 2 + kv) * block_size_ * channels_;
+  }
+
+  int layers_, channels_, block_size_, num_blocks_;
+  std::vector<float> data_;
+  std::vector<int> free_;  // A stack of free block ids.
+};
+
+}  // namespace kiln::serve
+
+#endif  // KILN_WORKER_SERVE_KV_CACHE_H_
