@@ -14,6 +14,7 @@
 
 #include "base/version.h"
 #include "kernels/device.h"
+#include "worker/cmd/serve_command.h"
 #include "worker/cmd/train_command.h"
 #include "worker/data/prepare.h"
 #include "worker/exit_codes.h"
@@ -34,6 +35,8 @@ constexpr const char* kUsage =
     "              ('kiln-worker prepare --help' shows its options).\n"
     "  train       Train the GPT on the CPU from prepared shards\n"
     "              ('kiln-worker train --help' shows its options).\n"
+    "  serve       Serve a checkpoint over an OpenAI-compatible HTTP API\n"
+    "              ('kiln-worker serve --help' shows its options).\n"
     "\n"
     "Options:\n"
     "  --help      Show this help and exit.\n"
@@ -216,6 +219,7 @@ int main(int argc, char** argv) {
   if (cmd == "devices" && argc == 2) return Devices();
   if (cmd == "prepare") return Prepare(argc, argv);
   if (cmd == "train") return kiln::worker::RunTrainCommand(argc, argv);
+  if (cmd == "serve") return kiln::worker::RunServeCommand(argc, argv);
   std::fprintf(stderr, "kiln-worker: unknown command or argument '%s'\n\n%s",
                cmd == "devices" ? argv[2] : cmd.c_str(), kUsage);
   return ToInt(ExitCode::kConfigurationError);

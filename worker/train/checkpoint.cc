@@ -120,6 +120,40 @@ StatusOr<CheckpointState> ReadOne(const std::string& path, model::Gpt<float>& mo
 
 }  // namespace
 
+StatusOr<model::GptConfig> ReadCheckpointConfig(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return data::FileError(errno, "open " + path);
+  char prefix[16];
+  auto damaged = [&](const std::string& why) { return Status::DataLoss(path + ": " + why); };
+  if (!in.read(prefix, 16) || std::memcmp(prefix, kMagic, 8) != 0) {
+    return damaged("not a kiln checkpoint (bad magic)");
+  }
+  if (GetU32(prefix + 8) != kVersion) return damaged("unsupported format version");
+  std::string header(GetU32(prefix + 12), '\0');
+  if (!in.read(header.data(), static_cast<std::streamsize>(header.size()))) {
+    return damaged("truncated header");
+  }
+  json h = json::parse(header, nullptr, false);
+  try {
+    const json& m = h.at("model");
+    model::GptConfig c;
+    c.num_layers = m.at("layers").get<int>();
+    c.num_heads = m.at("heads").get<int>();
+    c.channels = m.at("channels").get<int>();
+    c.max_seq_len = m.at("maxSeqLen").get<int>();
+    c.vocab_size = m.at("vocabSize").get<int>();
+    c.padded_vocab_size = m.at("paddedVocabSize").get<int>();
+    if (Status valid = c.Validate(); !valid.ok()) return damaged(valid.message());
+    return c;
+  } catch (const json::exception& e) {
+    return damaged(std::string("malformed header: ") + e.what());
+  }
+}
+
+StatusOr<CheckpointState> LoadCheckpoint(const std::string& path, model::Gpt<float>& model) {
+  return ReadOne(path, model);
+}
+
 StatusOr<std::string> WriteCheckpoint(const std::string& dir, model::Gpt<float>& model,
                                       const CheckpointState& state, int keep) {
   std::error_code ec;

@@ -59,6 +59,16 @@ StatusOr<std::optional<CheckpointState>> RestoreLatestCheckpoint(
     const std::string& dir, model::Gpt<float>& model,
     const std::function<void(const std::string&)>& warn);
 
+// The model shape recorded in the checkpoint file at `path` (reading only its
+// header). DataLoss for a file that is not a readable kiln checkpoint,
+// NotFound when there is none.
+StatusOr<model::GptConfig> ReadCheckpointConfig(const std::string& path);
+
+// Loads the checkpoint file at `path` into `model`, which must have its shape
+// (ReadCheckpointConfig), after verifying every tensor's SHA-256. DataLoss
+// naming the damage; InvalidArgument for a different shape.
+StatusOr<CheckpointState> LoadCheckpoint(const std::string& path, model::Gpt<float>& model);
+
 }  // namespace kiln::train
 
 #endif  // KILN_WORKER_TRAIN_CHECKPOINT_H_

@@ -1,0 +1,333 @@
+// `kiln-worker serve` end to end: a real process serving a checkpoint over
+// HTTP on loopback. Completions match the in-process engine, streams match
+// whole responses, bad input gets the documented 4xx while others are
+// served, a full queue gets 429, a client hanging up mid-stream is
+// cancelled (KV blocks freed), and SIGTERM drains.
+#include <signal.h>
+
+#include <chrono>
+#include <map>
+#include <sstream>
+#include <thread>
+
+#include <catch2/catch.hpp>
+#include <nlohmann/json.hpp>
+
+#include "tests/support/background_process.h"
+#include "tests/support/http_probe.h"
+#include "tests/support/raw_http.h"
+#include "tests/support/temp_dir.h"
+#include "worker/serve/engine.h"
+#include "worker/serve/openai.h"
+#include "worker/train/checkpoint.h"
+
+namespace kiln::serve {
+namespace {
+
+using kiln::testing::BackgroundProcess;
+using kiln::testing::RawHttp;
+using kiln::testing::RawResponse;
+using kiln::testing::TempDir;
+using nlohmann::json;
+
+// A checkpoint of a random model (weights perturbed so the text varies).
+std::string WriteModel(const TempDir& dir, int layers, int channels, int context) {
+  model::GptConfig c;
+  c.num_layers = layers;
+  c.num_heads = 4;
+  c.channels = channels;
+  c.max_seq_len = context;
+  c.vocab_size = 257;
+  c.padded_vocab_size = 320;
+  auto m = model::Gpt<float>::Create(c, 3);
+  REQUIRE(m.ok());
+  uint32_t x = 99;
+  for (float& p : m->params()) {
+    x = x * 1664525u + 1013904223u;
+    p += (static_cast<float>(x >> 8) / 16777216.0f - 0.5f) * 0.2f;
+  }
+  auto path =
+      train::WriteCheckpoint(dir.path() + "/ckpt-" + std::to_string(layers), *m, {.step = 7}, 1);
+  REQUIRE(path.ok());
+  return *path;
+}
+
+struct Server {
+  std::unique_ptr<BackgroundProcess> process;
+  int port = 0;
+};
+
+Server Serve(const TempDir& dir, const std::string& checkpoint,
+             std::vector<std::string> flags = {}) {
+  static int n = 0;
+  Server s;
+  s.port = testing::FreePort();
+  std::vector<std::string> args = {KILN_WORKER_BIN, "serve",
+                                   "--checkpoint",  checkpoint,
+                                   "--bind",        "127.0.0.1:" + std::to_string(s.port)};
+  args.insert(args.end(), flags.begin(), flags.end());
+  s.process = std::make_unique<BackgroundProcess>(
+      args, dir.path() + "/serve" + std::to_string(n++) + ".out");
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (s.process->Output().find("\"event\":\"serving\"") == std::string::npos) {
+    if (s.process->Poll() || std::chrono::steady_clock::now() > deadline) {
+      FAIL("kiln-worker serve did not start:\n" << s.process->Output());
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return s;
+}
+
+RawResponse Call(const Server& s, const std::string& method, const std::string& path,
+                 const std::string& body = "",
+                 const std::map<std::string, std::string>& headers = {}) {
+  RawHttp h(s.port, method, path, body, headers);
+  REQUIRE(h.connected());
+  return h.Finish();
+}
+
+std::string Metrics(const Server& s) { return Call(s, "GET", "/metrics").body; }
+
+// The value of a metric line starting with `series` ("name{labels}").
+double Metric(const std::string& text, const std::string& series) {
+  auto at = text.find("\n" + series + " ");
+  if (at == std::string::npos) return -1;
+  return std::stod(text.substr(at + series.size() + 2));
+}
+
+// Joins the texts of a server-sent-event stream; `finish` gets the last
+// finish_reason and `done` whether [DONE] ended it.
+std::string StreamText(const std::string& body, std::string& finish, bool& done) {
+  std::string text;
+  std::istringstream in(body);
+  done = false;
+  for (std::string line; std::getline(in, line);) {
+    if (line.rfind("data: ", 0) != 0) continue;
+    if (line == "data: [DONE]") {
+      done = true;
+      continue;
+    }
+    json chunk = json::parse(line.substr(6));
+    text += chunk["choices"][0]["text"].get<std::string>();
+    if (!chunk["choices"][0]["finish_reason"].is_null())
+      finish = chunk["choices"][0]["finish_reason"];
+  }
+  return text;
+}
+
+TEST_CASE("kiln-worker serve answers completions like the engine, whole and streamed",
+          "[serve][server]") {
+  TempDir dir;
+  const std::string ckpt = WriteModel(dir, 2, 64, 256);
+  Server s = Serve(dir, ckpt, {"--model-name", "tiny", "--model-version", "v7"});
+
+  CHECK(Call(s, "GET", "/healthz").status == 200);
+  RawResponse ready = Call(s, "GET", "/readyz");
+  CHECK(ready.status == 200);
+  CHECK(ready.headers["x-kiln-model-version"] == "v7");
+  json models = json::parse(Call(s, "GET", "/v1/models").body);
+  CHECK(models["data"][0]["id"] == "tiny");
+  CHECK(models["data"][0]["version"] == "v7");
+
+  // The same checkpoint in this process, greedy.
+  auto config = train::ReadCheckpointConfig(ckpt);
+  REQUIRE(config.ok());
+  auto m = model::Gpt<float>::Create(*config, 0);
+  REQUIRE(m.ok());
+  REQUIRE(train::LoadCheckpoint(ckpt, *m).ok());
+  auto engine = Engine::Create(*m, {});
+  REQUIRE(engine.ok());
+  std::string expected;
+  const std::string prompt = "Why did the chicken";
+  REQUIRE((*engine)
+              ->Submit({.prompt = std::vector<int32_t>(prompt.begin(), prompt.end()),
+                        .max_tokens = 40,
+                        .sampling = {.temperature = 0}},
+                       [&](const TokenEvent& e) { expected += e.text; })
+              .ok());
+  while (*(*engine)->Step()) {
+  }
+
+  const json request = {
+      {"model", "tiny"}, {"prompt", prompt}, {"max_tokens", 40}, {"temperature", 0}};
+  RawResponse whole =
+      Call(s, "POST", "/v1/completions", request.dump(), {{"X-Request-Id", "req-123"}});
+  INFO(whole.body);
+  REQUIRE(whole.status == 200);
+  CHECK(whole.headers["x-kiln-model-version"] == "v7");
+  CHECK(whole.headers["x-request-id"] == "req-123");
+  json body = json::parse(whole.body);
+  CHECK(body["id"] == "cmpl-req-123");
+  CHECK(body["object"] == "text_completion");
+  // The model emits bytes; the JSON carries invalid UTF-8 as U+FFFD.
+  CHECK(body["choices"][0]["text"] == json::parse(Dump(json(expected))));
+  CHECK(body["choices"][0]["finish_reason"] == "length");
+  CHECK(body["usage"]["prompt_tokens"] == prompt.size());
+  CHECK(body["usage"]["completion_tokens"] == 40);
+
+  json stream_request = request;
+  stream_request["stream"] = true;
+  RawResponse streamed = Call(s, "POST", "/v1/completions", stream_request.dump());
+  REQUIRE(streamed.status == 200);
+  CHECK(streamed.headers["content-type"].find("text/event-stream") == 0);
+  std::string finish;
+  bool done = false;
+  CHECK(StreamText(streamed.body, finish, done) == body["choices"][0]["text"].get<std::string>());
+  CHECK(finish == "length");
+  CHECK(done);
+
+  const std::string metrics = Metrics(s);
+  INFO(metrics);
+  CHECK(Metric(metrics, "kiln_serve_time_to_first_token_seconds_count") == 2);
+  CHECK(Metric(metrics, "kiln_serve_time_per_output_token_seconds_count") == 2);
+  CHECK(Metric(metrics, "kiln_serve_request_duration_seconds_count") == 2);
+  CHECK(Metric(metrics, "kiln_serve_generation_tokens_total") == 80);
+  CHECK(Metric(metrics, "kiln_serve_prompt_tokens_total") ==
+        2.0 * static_cast<double>(prompt.size()));
+  CHECK(Metric(metrics, "kiln_serve_completions_total{finish_reason=\"length\"}") == 2);
+  CHECK(Metric(metrics, "kiln_serve_requests_total{code=\"200\",path=\"/v1/completions\"}") == 2);
+  CHECK(Metric(metrics, "kiln_serve_kv_cache_utilization") == 0);
+  CHECK(Metric(metrics, "kiln_serve_ready") == 1);
+}
+
+TEST_CASE("kiln-worker serve refuses bad requests with the reason and keeps serving",
+          "[serve][server]") {
+  TempDir dir;
+  Server s = Serve(dir, WriteModel(dir, 2, 64, 256), {"--model-name", "tiny"});
+  struct Case {
+    std::string body;
+    int status;
+    std::string param, message;
+  };
+  const std::vector<Case> cases = {
+      {"{not json", 400, "", "not valid JSON"},
+      {"[1, 2]", 400, "", "JSON object"},
+      {R"({"prompt": "hi", "temprature": 0.5})", 400, "temprature", "unknown field 'temprature'"},
+      {R"({"max_tokens": 5})", 400, "prompt", "prompt is required"},
+      {R"({"prompt": 42})", 400, "prompt", "must be a string"},
+      {R"({"prompt": "hi", "max_tokens": "5"})", 400, "max_tokens", "must be an integer"},
+      {R"({"prompt": "hi", "max_tokens": 0})", 400, "max_tokens", "must be in [1, 254]"},
+      {R"({"prompt": "hi", "max_tokens": 255})", 400, "max_tokens", "room for 254"},
+      {R"({"prompt": "hi", "temperature": 3})", 400, "temperature", "temperature must be in"},
+      {R"({"prompt": "hi", "top_p": 0})", 400, "top_p", "above 0"},
+      {R"({"prompt": "hi", "stream": "yes"})", 400, "stream", "boolean"},
+      {R"({"prompt": "hi", "stop": ["a", "b", "c", "d", "e"]})", 400, "stop", "at most 4"},
+      {R"({"prompt": "hi", "n": 2})", 400, "n", "only n=1"},
+      {R"({"prompt": "hi", "model": "gpt-4"})", 404, "model", "does not exist"},
+      {json{{"prompt", std::string(256, 'x')}}.dump(), 400, "prompt", "context is 256"},
+  };
+  for (const auto& c : cases) {
+    RawResponse r = Call(s, "POST", "/v1/completions", c.body);
+    INFO(c.body << " -> " << r.body);
+    CHECK(r.status == c.status);
+    json e = json::parse(r.body, nullptr, false);
+    REQUIRE(e.is_object());
+    CHECK_THAT(e["error"]["message"].get<std::string>(), Catch::Contains(c.message));
+    if (!c.param.empty()) CHECK(e["error"]["param"] == c.param);
+    CHECK(e["error"]["type"] == "invalid_request_error");
+    CHECK_FALSE(r.headers["x-request-id"].empty());
+  }
+  CHECK(Call(s, "GET", "/v1/completions").status == 405);
+  CHECK(Call(s, "POST", "/v1/models", "{}").status == 405);
+  CHECK(Call(s, "GET", "/v2/anything").status == 404);
+  CHECK(Call(s, "POST", "/v1/completions", std::string((1 << 20) + 10, ' ')).status == 413);
+  // Still serving.
+  RawResponse ok =
+      Call(s, "POST", "/v1/completions", R"({"prompt": "still here", "max_tokens": 3})");
+  CHECK(ok.status == 200);
+  CHECK(Metric(Metrics(s), "kiln_serve_requests_total{code=\"400\",path=\"/v1/completions\"}") ==
+        static_cast<double>(cases.size() - 1));
+}
+
+TEST_CASE("a full queue answers 429, and a client that hangs up mid-stream is cancelled",
+          "[serve][server]") {
+  TempDir dir;
+  // Bigger and longer, so requests are still running while the test acts.
+  Server s = Serve(dir, WriteModel(dir, 4, 256, 1024), {"--max-running", "1", "--max-queue", "1"});
+  const std::string long_stream =
+      R"({"prompt": "Once upon a time", "max_tokens": 1000, "stream": true})";
+  RawHttp first(s.port, "POST", "/v1/completions", long_stream);
+  REQUIRE(first.ReadUntil("data: "));  // Running.
+  RawHttp second(s.port, "POST", "/v1/completions", long_stream);
+  // The second waits in the queue; its headers come only when it is accepted,
+  // which is at once (streams answer 200 before generating).
+  REQUIRE(second.ReadUntil("200 OK"));
+  RawResponse third = Call(s, "POST", "/v1/completions", R"({"prompt": "me too"})");
+  INFO(third.body);
+  CHECK(third.status == 429);
+  CHECK(third.headers["retry-after"] == "1");
+  CHECK_THAT(third.body, Catch::Contains("queue is full"));
+
+  // Both clients hang up; their requests are cancelled and the blocks freed.
+  first.Close();
+  second.Close();
+  std::string metrics;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (std::chrono::steady_clock::now() < deadline) {
+    metrics = Metrics(s);
+    if (Metric(metrics, "kiln_serve_in_flight_requests") == 0) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  INFO(metrics);
+  CHECK(Metric(metrics, "kiln_serve_in_flight_requests") == 0);
+  CHECK(Metric(metrics, "kiln_serve_kv_cache_utilization") == 0);
+  CHECK(Metric(metrics, "kiln_serve_completions_total{finish_reason=\"cancelled\"}") == 2);
+  // Fewer tokens than the two requests asked for: generation stopped early.
+  CHECK(Metric(metrics, "kiln_serve_generation_tokens_total") < 2000);
+}
+
+TEST_CASE("SIGTERM drains: no new work, in-flight requests finish, then exit 0",
+          "[serve][server]") {
+  TempDir dir;
+  const std::string ckpt = WriteModel(dir, 4, 256, 1024);
+  SECTION("within the drain timeout") {
+    Server s = Serve(dir, ckpt, {"--max-running", "1", "--drain-timeout", "2m"});
+    std::vector<std::unique_ptr<RawHttp>> clients;
+    for (int i = 0; i < 4; ++i) {
+      clients.push_back(std::make_unique<RawHttp>(s.port, "POST", "/v1/completions",
+                                                  R"({"prompt": "drain", "max_tokens": 900})"));
+    }
+    // All four accepted (one running, three queued) before the signal.
+    while (Metric(Metrics(s), "kiln_serve_in_flight_requests") < 4) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    s.process->Signal(SIGTERM);
+    RawResponse ready = Call(s, "GET", "/readyz");
+    CHECK(ready.status == 503);
+    RawResponse refused = Call(s, "POST", "/v1/completions", R"({"prompt": "late"})");
+    CHECK(refused.status == 503);
+    for (auto& c : clients) {
+      RawResponse r = c->Finish();
+      INFO(r.body);
+      CHECK(r.status == 200);
+      CHECK(json::parse(r.body)["usage"]["completion_tokens"] == 900);
+    }
+    CHECK(s.process->Wait() == 0);
+    CHECK_THAT(s.process->Output(), Catch::Contains("\"cancelled\":0"));
+  }
+  SECTION("past the drain timeout, what is left is cancelled") {
+    Server s = Serve(dir, ckpt, {"--max-running", "1", "--drain-timeout", "50ms"});
+    std::vector<std::unique_ptr<RawHttp>> clients;
+    for (int i = 0; i < 3; ++i) {
+      clients.push_back(std::make_unique<RawHttp>(s.port, "POST", "/v1/completions",
+                                                  R"({"prompt": "drain", "max_tokens": 1000})"));
+    }
+    while (Metric(Metrics(s), "kiln_serve_in_flight_requests") < 3) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    s.process->Signal(SIGTERM);
+    int unavailable = 0;
+    for (auto& c : clients) {
+      RawResponse r = c->Finish();
+      if (r.status == 503) {
+        ++unavailable;
+        CHECK_THAT(r.body, Catch::Contains("shut down before the completion finished"));
+      }
+    }
+    CHECK(unavailable >= 2);  // The queued ones at least.
+    CHECK(s.process->Wait() == 0);
+  }
+}
+
+}  // namespace
+}  // namespace kiln::serve
