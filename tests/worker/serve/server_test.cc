@@ -6,6 +6,8 @@
 #include <signal.h>
 
 #include <chrono>
+#include <filesystem>
+#include <fstream>
 #include <map>
 #include <sstream>
 #include <thread>
@@ -13,10 +15,12 @@
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
 
+#include "base/subprocess.h"
 #include "tests/support/background_process.h"
 #include "tests/support/http_probe.h"
 #include "tests/support/raw_http.h"
 #include "tests/support/temp_dir.h"
+#include "worker/data/checksum.h"
 #include "worker/serve/engine.h"
 #include "worker/serve/openai.h"
 #include "worker/train/checkpoint.h"
@@ -327,6 +331,60 @@ TEST_CASE("SIGTERM drains: no new work, in-flight requests finish, then exit 0",
     CHECK(unavailable >= 2);  // The queued ones at least.
     CHECK(s.process->Wait() == 0);
   }
+}
+
+TEST_CASE("kiln-worker serve loads from a URL, verifies checksums and refuses damage",
+          "[serve][server]") {
+  TempDir dir;
+  const std::string ckpt = WriteModel(dir, 2, 64, 256);
+  const std::string name = std::filesystem::path(ckpt).filename().string();
+  // A real HTTP file server over the checkpoint's folder.
+  const int port = testing::FreePort();
+  BackgroundProcess files(
+      {"/usr/bin/python3", "-m", "http.server", std::to_string(port), "--bind", "127.0.0.1",
+       "--directory", std::filesystem::path(ckpt).parent_path().string()},
+      dir.path() + "/files.out");
+  const std::string url = "http://127.0.0.1:" + std::to_string(port) + "/" + name;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (!RawHttp(port, "GET", "/" + name).connected() &&
+         std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  auto sha = data::Sha256File(ckpt);
+  REQUIRE(sha.ok());
+  {
+    Server s = Serve(dir, url, {"--cache-dir", dir.path() + "/cache", "--checkpoint-sha256", *sha});
+    CHECK(Call(s, "GET", "/readyz").status == 200);
+    CHECK(Call(s, "GET", "/readyz").headers["x-kiln-model-version"] == name);
+    CHECK(std::filesystem::exists(dir.path() + "/cache/" + name));
+  }
+  auto run = [&](std::vector<std::string> args) {
+    args.insert(args.begin(), {KILN_WORKER_BIN, "serve", "--bind", "127.0.0.1:0"});
+    auto r = RunProcess({.argv = args, .timeout = std::chrono::minutes(1)});
+    REQUIRE(r.ok());
+    return *r;
+  };
+  // The wrong whole-file checksum, a missing URL, a missing file: data errors.
+  auto r = run({"--checkpoint", ckpt, "--checkpoint-sha256", std::string(64, '0')});
+  CHECK(r.exit_code == 6);
+  CHECK_THAT(r.stderr_data, Catch::Contains("SHA-256"));
+  r = run({"--checkpoint", url + ".missing", "--cache-dir", dir.path() + "/cache"});
+  CHECK(r.exit_code == 6);
+  CHECK_THAT(r.stderr_data, Catch::Contains("HTTP 404"));
+  r = run({"--checkpoint", dir.path() + "/nothing.ckpt"});
+  CHECK(r.exit_code == 6);
+  // A flipped byte in a tensor fails its SHA-256.
+  {
+    std::fstream f(ckpt, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(-50, std::ios::end);
+    f.put('\x7f');
+  }
+  r = run({"--checkpoint", ckpt});
+  CHECK(r.exit_code == 6);
+  CHECK_THAT(r.stderr_data, Catch::Contains("checksum mismatch"));
+  r = run({"--checkpoint", ckpt, "--max-running", "zero"});
+  CHECK(r.exit_code == 2);
+  CHECK_THAT(r.stderr_data, Catch::Contains("--max-running: 'zero' is not an integer"));
 }
 
 }  // namespace
