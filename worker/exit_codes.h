@@ -26,6 +26,9 @@ enum class ExitCode : int {
   kNumericsFault = 5,
   // Training data is missing or malformed. Retrying cannot succeed.
   kDataError = 6,
+  // `kiln-worker eval`: the model was evaluated and missed a quality gate
+  // (--min-accuracy, --max-perplexity). The rollout stops promoting it.
+  kQualityGateFailed = 7,
 };
 
 // The code's name as written in this file without the 'k', e.g. "DataError".
@@ -45,6 +48,8 @@ constexpr const char* ExitCodeName(ExitCode code) {
       return "NumericsFault";
     case ExitCode::kDataError:
       return "DataError";
+    case ExitCode::kQualityGateFailed:
+      return "QualityGateFailed";
   }
   return "Unknown";
 }

@@ -14,6 +14,7 @@
 
 #include "base/version.h"
 #include "kernels/device.h"
+#include "worker/cmd/eval_command.h"
 #include "worker/cmd/serve_command.h"
 #include "worker/cmd/train_command.h"
 #include "worker/data/prepare.h"
@@ -37,6 +38,8 @@ constexpr const char* kUsage =
     "              ('kiln-worker train --help' shows its options).\n"
     "  serve       Serve a checkpoint over an OpenAI-compatible HTTP API\n"
     "              ('kiln-worker serve --help' shows its options).\n"
+    "  eval        Measure loss, perplexity and exact-match accuracy of a checkpoint\n"
+    "              or a running server ('kiln-worker eval --help').\n"
     "\n"
     "Options:\n"
     "  --help      Show this help and exit.\n"
@@ -49,7 +52,8 @@ constexpr const char* kUsage =
     "  3  InfrastructureFault: a GPU failed its probe, storage is unavailable. Retryable.\n"
     "  4  CommunicationTimeout: a peer or collective did not answer in time. Retryable.\n"
     "  5  NumericsFault: training diverged (NaN/Inf). Retryable from a checkpoint.\n"
-    "  6  DataError: training data is missing or malformed. Not retryable.\n";
+    "  6  DataError: training data is missing or malformed. Not retryable.\n"
+    "  7  QualityGateFailed: eval measured the model below a quality gate.\n";
 
 constexpr const char* kPrepareUsage =
     "Usage: kiln-worker prepare --input PATH [--input PATH ...] --output DIR [options]\n"
@@ -220,6 +224,7 @@ int main(int argc, char** argv) {
   if (cmd == "prepare") return Prepare(argc, argv);
   if (cmd == "train") return kiln::worker::RunTrainCommand(argc, argv);
   if (cmd == "serve") return kiln::worker::RunServeCommand(argc, argv);
+  if (cmd == "eval") return kiln::worker::RunEvalCommand(argc, argv);
   std::fprintf(stderr, "kiln-worker: unknown command or argument '%s'\n\n%s",
                cmd == "devices" ? argv[2] : cmd.c_str(), kUsage);
   return ToInt(ExitCode::kConfigurationError);
