@@ -357,6 +357,14 @@ class Server final : public InferenceServer {
           } catch (const std::exception&) {
           }
         });
+    // Without a sync the listener's read of the body waits for a whole
+    // chunk (or the end): the client would get every event at once.
+    c.body.sync().then([](pplx::task<void> t) {
+      try {
+        t.get();
+      } catch (const std::exception&) {
+      }
+    });
   }
 
   // On the engine's thread.
