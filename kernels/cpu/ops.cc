@@ -152,8 +152,27 @@ void MatmulForward(F* out, const F* inp, const F* weight, const F* bias, int N, 
         }
         for (; o < o1; ++o) MatmulDot(out, inp, weight, bias, n, o, C, OC, 2);
       }
+      // A last single row (decoding is all single rows): 4 outputs at a time
+      // keep 4 independent sums in flight per loaded input.
       for (; n < n1; ++n) {
-        for (int o = o0; o < o1; ++o) MatmulDot(out, inp, weight, bias, n, o, C, OC, 1);
+        const F* x0 = inp + static_cast<int64_t>(n) * C;
+        int o = o0;
+        for (; o + 4 <= o1; o += 4) {
+          const F* w0 = weight + static_cast<int64_t>(o) * C;
+          const F *w1 = w0 + C, *w2 = w1 + C, *w3 = w2 + C;
+          F a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+#pragma omp simd reduction(+ : a0, a1, a2, a3)
+          for (int c = 0; c < C; ++c) {
+            a0 += x0[c] * w0[c];
+            a1 += x0[c] * w1[c];
+            a2 += x0[c] * w2[c];
+            a3 += x0[c] * w3[c];
+          }
+          F* y = out + static_cast<int64_t>(n) * OC + o;
+          const F acc[4] = {a0, a1, a2, a3};
+          for (int k = 0; k < 4; ++k) y[k] = acc[k] + (bias != nullptr ? bias[o + k] : F(0));
+        }
+        for (; o < o1; ++o) MatmulDot(out, inp, weight, bias, n, o, C, OC, 1);
       }
     }
   }
