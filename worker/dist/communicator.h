@@ -3,6 +3,10 @@
 // same collectives in the same order with the same sizes. Collectives are
 // blocking; a peer that dies or stops answering makes them fail with a
 // CommunicationFault instead of hanging (exit code CommunicationTimeout).
+//
+// Buffers live where the transport reads them: host memory for the TCP
+// communicator, device memory of the rank's GPU for the NCCL one
+// (worker/dist/nccl_communicator.h); the single-process one never reads them.
 #ifndef KILN_WORKER_DIST_COMMUNICATOR_H_
 #define KILN_WORKER_DIST_COMMUNICATOR_H_
 
