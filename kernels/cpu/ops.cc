@@ -152,11 +152,33 @@ void MatmulForward(F* out, const F* inp, const F* weight, const F* bias, int N, 
         }
         for (; o < o1; ++o) MatmulDot(out, inp, weight, bias, n, o, C, OC, 2);
       }
-      // A last single row (decoding is all single rows): 4 outputs at a time
-      // keep 4 independent sums in flight per loaded input.
+      // A last single row (decoding is all single rows): 8 outputs at a time
+      // keep 8 independent sums in flight (enough to cover the FMA latency),
+      // then 4 at a time.
       for (; n < n1; ++n) {
         const F* x0 = inp + static_cast<int64_t>(n) * C;
         int o = o0;
+        for (; o + 8 <= o1; o += 8) {
+          const F* w0 = weight + static_cast<int64_t>(o) * C;
+          const F *w1 = w0 + C, *w2 = w1 + C, *w3 = w2 + C, *w4 = w3 + C, *w5 = w4 + C,
+                  *w6 = w5 + C, *w7 = w6 + C;
+          F a0 = 0, a1 = 0, a2 = 0, a3 = 0, a4 = 0, a5 = 0, a6 = 0, a7 = 0;
+#pragma omp simd reduction(+ : a0, a1, a2, a3, a4, a5, a6, a7)
+          for (int c = 0; c < C; ++c) {
+            const F x = x0[c];
+            a0 += x * w0[c];
+            a1 += x * w1[c];
+            a2 += x * w2[c];
+            a3 += x * w3[c];
+            a4 += x * w4[c];
+            a5 += x * w5[c];
+            a6 += x * w6[c];
+            a7 += x * w7[c];
+          }
+          F* y = out + static_cast<int64_t>(n) * OC + o;
+          const F acc[8] = {a0, a1, a2, a3, a4, a5, a6, a7};
+          for (int k = 0; k < 8; ++k) y[k] = acc[k] + (bias != nullptr ? bias[o + k] : F(0));
+        }
         for (; o + 4 <= o1; o += 4) {
           const F* w0 = weight + static_cast<int64_t>(o) * C;
           const F *w1 = w0 + C, *w2 = w1 + C, *w3 = w2 + C;
