@@ -6,9 +6,9 @@
 //
 //   serve_load PORT CLIENTS [REQUESTS=64] [MAX_TOKENS=64] [SECONDS=60] [PROMPT]
 //
-// Tokens are counted from the stream's chunks (one per released piece of
-// text; with the byte tokenizer and ASCII-or-replaced text, about one per
-// token) and cross-checked against the server's usage-free final chunk count.
+// Tokens are the server's own count (kiln_serve_generation_tokens_total from
+// /metrics before and after): stream chunks undercount, since text that ends
+// inside a UTF-8 character is held back and sent with the next token.
 #include <unistd.h>
 
 #include <algorithm>
@@ -78,6 +78,28 @@ Sample Request(int port, const std::string& body) {
   return s;
 }
 
+// The server's kiln_serve_generation_tokens_total, or -1.
+double GeneratedTokens(int port) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(static_cast<uint16_t>(port));
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  std::string got;
+  if (connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0) {
+    const std::string req = "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
+    if (send(fd, req.data(), req.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(req.size())) {
+      char buf[8192];
+      for (ssize_t n; (n = recv(fd, buf, sizeof buf, 0)) > 0;)
+        got.append(buf, static_cast<size_t>(n));
+    }
+  }
+  close(fd);
+  const std::string key = "\nkiln_serve_generation_tokens_total ";
+  const size_t at = got.find(key);
+  return at == std::string::npos ? -1 : std::atof(got.c_str() + at + key.size());
+}
+
 double Percentile(std::vector<double> v, double p) {
   if (v.empty()) return 0;
   std::sort(v.begin(), v.end());
@@ -102,6 +124,7 @@ int main(int argc, char** argv) {
   const std::string body = "{\"prompt\": \"" + prompt +
                            "\", \"max_tokens\": " + std::to_string(max_tokens) +
                            ", \"temperature\": 0.8, \"stream\": true}";
+  const double tokens_before = GeneratedTokens(port);
   std::atomic<int> issued{0};
   std::mutex mu;
   std::vector<Sample> samples;
@@ -119,8 +142,9 @@ int main(int argc, char** argv) {
   }
   for (auto& t : threads) t.join();
   const double wall = std::chrono::duration<double>(Clock::now() - start).count();
+  const double generated = GeneratedTokens(port) - tokens_before;
   std::vector<double> ttft, latency;
-  long tokens = 0;
+  long chunks = 0;
   int failed = 0;
   for (const auto& s : samples) {
     if (!s.ok) {
@@ -129,13 +153,14 @@ int main(int argc, char** argv) {
     }
     ttft.push_back(s.ttft);
     latency.push_back(s.latency);
-    tokens += s.chunks;
+    chunks += s.chunks;
   }
   std::printf(
       "{\"clients\": %d, \"requests\": %zu, \"failed\": %d, \"maxTokens\": %d, \"seconds\": %.2f, "
-      "\"tokensPerSecond\": %.1f, \"ttftP50Ms\": %.1f, \"ttftP99Ms\": %.1f, "
+      "\"tokens\": %.0f, \"chunks\": %ld, \"tokensPerSecond\": %.1f, \"ttftP50Ms\": %.1f, "
+      "\"ttftP99Ms\": %.1f, "
       "\"latencyP50Ms\": %.1f, \"latencyP99Ms\": %.1f}\n",
-      clients, samples.size(), failed, max_tokens, wall, static_cast<double>(tokens) / wall,
+      clients, samples.size(), failed, max_tokens, wall, generated, chunks, generated / wall,
       Percentile(ttft, 0.5) * 1e3, Percentile(ttft, 0.99) * 1e3, Percentile(latency, 0.5) * 1e3,
       Percentile(latency, 0.99) * 1e3);
   return failed == 0 ? 0 : 1;
