@@ -111,6 +111,43 @@ inline void MatmulDot(F* out, const F* inp, const F* weight, const F* bias, int 
   }
 }
 
+// One output of a single row, reading the weight row front to back with
+// four independent vector sums: the whole matrix is then one sequential
+// stream, which the hardware prefetcher follows (8 rows in lockstep are 8
+// short streams it does not). float only; other types use MatmulDot.
+template <class F>
+inline F RowDot(const F* x, const F* w, int C) {
+  F sum = 0;
+#pragma omp simd reduction(+ : sum)
+  for (int c = 0; c < C; ++c) sum += x[c] * w[c];
+  return sum;
+}
+
+#if defined(__GNUC__)
+template <>
+inline float RowDot<float>(const float* x, const float* w, int C) {
+  typedef float V __attribute__((vector_size(32)));
+  V s0 = {}, s1 = {}, s2 = {}, s3 = {};
+  int c = 0;
+  auto load = [](const float* p) {
+    V v;
+    __builtin_memcpy(&v, p, sizeof v);
+    return v;
+  };
+  for (; c + 32 <= C; c += 32) {
+    s0 += load(x + c) * load(w + c);
+    s1 += load(x + c + 8) * load(w + c + 8);
+    s2 += load(x + c + 16) * load(w + c + 16);
+    s3 += load(x + c + 24) * load(w + c + 24);
+  }
+  for (; c + 8 <= C; c += 8) s0 += load(x + c) * load(w + c);
+  const V s = (s0 + s1) + (s2 + s3);
+  float sum = ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+  for (; c < C; ++c) sum += x[c] * w[c];
+  return sum;
+}
+#endif
+
 template <class F>
 void MatmulForward(F* out, const F* inp, const F* weight, const F* bias, int N, int C, int OC) {
   // Parallel over tiles of (rows x output features); inside one, each weight
@@ -152,49 +189,15 @@ void MatmulForward(F* out, const F* inp, const F* weight, const F* bias, int N, 
         }
         for (; o < o1; ++o) MatmulDot(out, inp, weight, bias, n, o, C, OC, 2);
       }
-      // A last single row (decoding is all single rows): 8 outputs at a time
-      // keep 8 independent sums in flight (enough to cover the FMA latency),
-      // then 4 at a time.
+      // A last single row (decoding is all single rows): one output at a
+      // time, each weight row read front to back (RowDot).
       for (; n < n1; ++n) {
         const F* x0 = inp + static_cast<int64_t>(n) * C;
-        int o = o0;
-        for (; o + 8 <= o1; o += 8) {
-          const F* w0 = weight + static_cast<int64_t>(o) * C;
-          const F *w1 = w0 + C, *w2 = w1 + C, *w3 = w2 + C, *w4 = w3 + C, *w5 = w4 + C,
-                  *w6 = w5 + C, *w7 = w6 + C;
-          F a0 = 0, a1 = 0, a2 = 0, a3 = 0, a4 = 0, a5 = 0, a6 = 0, a7 = 0;
-#pragma omp simd reduction(+ : a0, a1, a2, a3, a4, a5, a6, a7)
-          for (int c = 0; c < C; ++c) {
-            const F x = x0[c];
-            a0 += x * w0[c];
-            a1 += x * w1[c];
-            a2 += x * w2[c];
-            a3 += x * w3[c];
-            a4 += x * w4[c];
-            a5 += x * w5[c];
-            a6 += x * w6[c];
-            a7 += x * w7[c];
-          }
-          F* y = out + static_cast<int64_t>(n) * OC + o;
-          const F acc[8] = {a0, a1, a2, a3, a4, a5, a6, a7};
-          for (int k = 0; k < 8; ++k) y[k] = acc[k] + (bias != nullptr ? bias[o + k] : F(0));
+        F* y = out + static_cast<int64_t>(n) * OC;
+        for (int o = o0; o < o1; ++o) {
+          y[o] = RowDot(x0, weight + static_cast<int64_t>(o) * C, C) +
+                 (bias != nullptr ? bias[o] : F(0));
         }
-        for (; o + 4 <= o1; o += 4) {
-          const F* w0 = weight + static_cast<int64_t>(o) * C;
-          const F *w1 = w0 + C, *w2 = w1 + C, *w3 = w2 + C;
-          F a0 = 0, a1 = 0, a2 = 0, a3 = 0;
-#pragma omp simd reduction(+ : a0, a1, a2, a3)
-          for (int c = 0; c < C; ++c) {
-            a0 += x0[c] * w0[c];
-            a1 += x0[c] * w1[c];
-            a2 += x0[c] * w2[c];
-            a3 += x0[c] * w3[c];
-          }
-          F* y = out + static_cast<int64_t>(n) * OC + o;
-          const F acc[4] = {a0, a1, a2, a3};
-          for (int k = 0; k < 4; ++k) y[k] = acc[k] + (bias != nullptr ? bias[o + k] : F(0));
-        }
-        for (; o < o1; ++o) MatmulDot(out, inp, weight, bias, n, o, C, OC, 1);
       }
     }
   }
