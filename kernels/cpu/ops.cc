@@ -126,23 +126,25 @@ inline F RowDot(const F* x, const F* w, int C) {
 #if defined(__GNUC__)
 template <>
 inline float RowDot<float>(const float* x, const float* w, int C) {
+  // memcpy into locals: unaligned loads, and no vector passed or returned by
+  // value (which -Wpsabi flags when the ISA lacks 32-byte registers).
   typedef float V __attribute__((vector_size(32)));
-  V s0 = {}, s1 = {}, s2 = {}, s3 = {};
+  V s[4] = {}, a, b;
   int c = 0;
-  auto load = [](const float* p) {
-    V v;
-    __builtin_memcpy(&v, p, sizeof v);
-    return v;
-  };
   for (; c + 32 <= C; c += 32) {
-    s0 += load(x + c) * load(w + c);
-    s1 += load(x + c + 8) * load(w + c + 8);
-    s2 += load(x + c + 16) * load(w + c + 16);
-    s3 += load(x + c + 24) * load(w + c + 24);
+    for (int k = 0; k < 4; ++k) {
+      __builtin_memcpy(&a, x + c + 8 * k, sizeof a);
+      __builtin_memcpy(&b, w + c + 8 * k, sizeof b);
+      s[k] += a * b;
+    }
   }
-  for (; c + 8 <= C; c += 8) s0 += load(x + c) * load(w + c);
-  const V s = (s0 + s1) + (s2 + s3);
-  float sum = ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+  for (; c + 8 <= C; c += 8) {
+    __builtin_memcpy(&a, x + c, sizeof a);
+    __builtin_memcpy(&b, w + c, sizeof b);
+    s[0] += a * b;
+  }
+  const V t = (s[0] + s[1]) + (s[2] + s[3]);
+  float sum = ((t[0] + t[1]) + (t[2] + t[3])) + ((t[4] + t[5]) + (t[6] + t[7]));
   for (; c < C; ++c) sum += x[c] * w[c];
   return sum;
 }
