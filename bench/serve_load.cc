@@ -123,7 +123,7 @@ int main(int argc, char** argv) {
   const std::string prompt = argc > 6 ? argv[6] : "Once upon a time, ";
   const std::string body = "{\"prompt\": \"" + prompt +
                            "\", \"max_tokens\": " + std::to_string(max_tokens) +
-                           ", \"temperature\": 0.8, \"stream\": true}";
+                           ", \"temperature\": 0.8, \"stream\": true, \"ignore_eos\": true}";
   const double tokens_before = GeneratedTokens(port);
   std::atomic<int> issued{0};
   std::mutex mu;

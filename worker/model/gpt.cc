@@ -32,6 +32,23 @@ Status GptConfig::Validate() const {
   return Status::Ok();
 }
 
+Status GptConfig::CheckBatch(const int32_t* inputs, const int32_t* targets, int B, int T) const {
+  if (B <= 0 || T <= 0) return Status::InvalidArgument("batch and sequence must be positive");
+  if (T > max_seq_len) {
+    return Status::InvalidArgument("sequence length " + std::to_string(T) +
+                                   " exceeds max_seq_len " + std::to_string(max_seq_len));
+  }
+  const int64_t BT = static_cast<int64_t>(B) * T;
+  for (int64_t i = 0; i < BT; ++i) {
+    if (inputs[i] < 0 || inputs[i] >= vocab_size ||
+        (targets != nullptr && (targets[i] < 0 || targets[i] >= vocab_size))) {
+      return Status::InvalidArgument("token at position " + std::to_string(i) +
+                                     " is outside the vocabulary of " + std::to_string(vocab_size));
+    }
+  }
+  return Status::Ok();
+}
+
 const char* ParamName(Param p) {
   static const char* const kNames[] = {"wte",      "wpe",      "ln1w", "ln1b", "qkvw", "qkvb",
                                        "attprojw", "attprojb", "ln2w", "ln2b", "fcw",  "fcb",
@@ -120,8 +137,7 @@ StatusOr<Gpt<F>> Gpt<F>::Create(const GptConfig& config, uint64_t seed) {
   for (int i = 0; i < static_cast<int>(Param::kCount); ++i) {
     Param p = static_cast<Param>(i);
     std::span<F> t = g.Slice(g.params_, p);
-    bool matrix = p == Param::kWte || p == Param::kWpe || p == Param::kQkvW ||
-                  p == Param::kAttProjW || p == Param::kFcW || p == Param::kFcProjW;
+    const bool matrix = IsMatrix(p);
     bool layernorm_weight = p == Param::kLn1W || p == Param::kLn2W || p == Param::kLnfW;
     double std = (p == Param::kAttProjW || p == Param::kFcProjW) ? residual_std : 0.02;
     for (auto& x : t) {
@@ -164,20 +180,8 @@ void Gpt<F>::Allocate(int B, int T) {
 template <class F>
 StatusOr<F> Gpt<F>::Forward(const int32_t* inputs, const int32_t* targets, int B, int T) {
   const GptConfig& c = config_;
-  if (B <= 0 || T <= 0) return Status::InvalidArgument("batch and sequence must be positive");
-  if (T > c.max_seq_len) {
-    return Status::InvalidArgument("sequence length " + std::to_string(T) +
-                                   " exceeds max_seq_len " + std::to_string(c.max_seq_len));
-  }
+  KILN_RETURN_IF_ERROR(c.CheckBatch(inputs, targets, B, T));
   const int64_t BT = static_cast<int64_t>(B) * T;
-  for (int64_t i = 0; i < BT; ++i) {
-    if (inputs[i] < 0 || inputs[i] >= c.vocab_size ||
-        (targets != nullptr && (targets[i] < 0 || targets[i] >= c.vocab_size))) {
-      return Status::InvalidArgument("token at position " + std::to_string(i) +
-                                     " is outside the vocabulary of " +
-                                     std::to_string(c.vocab_size));
-    }
-  }
   Allocate(B, T);
   B_ = B;
   T_ = T;

@@ -29,6 +29,9 @@ struct GptConfig {
   // InvalidArgument naming the field unless every size is positive, channels
   // is a multiple of num_heads and padded_vocab_size >= vocab_size.
   Status Validate() const;
+  // InvalidArgument unless B and T are positive, T <= max_seq_len and every
+  // input (and target, when given) is a token of the vocabulary.
+  Status CheckBatch(const int32_t* inputs, const int32_t* targets, int B, int T) const;
   // padded_vocab_size rounded up from vocab_size to a multiple of 64.
   static int PadVocab(int vocab_size) { return (vocab_size + 63) / 64 * 64; }
 };
@@ -54,6 +57,12 @@ enum class Param : int {
   kCount
 };
 const char* ParamName(Param p);
+// The 2-D weight matrices (embeddings and projections): initialised N(0, std)
+// and weight-decayed; LayerNorm parameters and biases are neither.
+constexpr bool IsMatrix(Param p) {
+  return p == Param::kWte || p == Param::kWpe || p == Param::kQkvW || p == Param::kAttProjW ||
+         p == Param::kFcW || p == Param::kFcProjW;
+}
 
 template <class F>
 class Gpt {

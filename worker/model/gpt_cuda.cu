@@ -38,12 +38,6 @@ constexpr std::size_t kAlign = 256;
 
 constexpr std::size_t AlignUp(std::size_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
 
-// Weight decay applies to the matrices only, as in Gpt<F>::Create.
-bool Decays(Param p) {
-  return p == Param::kWte || p == Param::kWpe || p == Param::kQkvW || p == Param::kAttProjW ||
-         p == Param::kFcW || p == Param::kFcProjW;
-}
-
 __global__ void RoundToBf16Kernel(bf16* out, const float* in, int64_t n) {
   const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   if (i < n) out[i] = __float2bfloat16_rn(in[i]);
@@ -426,21 +420,11 @@ int64_t GptCuda::num_parameters() const { return impl_->num_params; }
 StatusOr<float> GptCuda::Forward(const int32_t* inputs, const int32_t* targets, int B, int T) {
   Impl& s = *impl_;
   const GptConfig& c = s.config;
-  if (B <= 0 || T <= 0) return Status::InvalidArgument("batch and sequence must be positive");
-  if (T > c.max_seq_len) {
-    return Status::InvalidArgument("sequence length " + std::to_string(T) +
-                                   " exceeds max_seq_len " + std::to_string(c.max_seq_len));
+  if (static_cast<int64_t>(B) * T > INT_MAX) {
+    return Status::InvalidArgument("batch times sequence must fit in int32");
   }
+  KILN_RETURN_IF_ERROR(c.CheckBatch(inputs, targets, B, T));
   const int64_t BT = static_cast<int64_t>(B) * T;
-  if (BT > INT_MAX) return Status::InvalidArgument("batch times sequence must fit in int32");
-  for (int64_t i = 0; i < BT; ++i) {
-    if (inputs[i] < 0 || inputs[i] >= c.vocab_size ||
-        (targets != nullptr && (targets[i] < 0 || targets[i] >= c.vocab_size))) {
-      return Status::InvalidArgument("token at position " + std::to_string(i) +
-                                     " is outside the vocabulary of " +
-                                     std::to_string(c.vocab_size));
-    }
-  }
   s.has_logits = false;
   s.has_targets = false;
   KILN_RETURN_IF_ERROR(s.UseDevice());
@@ -524,8 +508,8 @@ Status GptCuda::Update(const kernels::cpu::AdamWParams& adam, float grad_scale) 
     const auto p = static_cast<Param>(i);
     const int64_t n = s.offsets[i + 1] - s.offsets[i];
     KILN_RETURN_IF_ERROR(cuda::AdamW(s.P(p), s.W(p), s.G(p), s.m.as<float>() + s.Offset(p),
-                                     s.v.as<float>() + s.Offset(p), n, Decays(p) ? adam : no_decay,
-                                     grad_scale, s.stream));
+                                     s.v.as<float>() + s.Offset(p), n,
+                                     IsMatrix(p) ? adam : no_decay, grad_scale, s.stream));
   }
   return Status::Ok();
 }

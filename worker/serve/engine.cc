@@ -103,6 +103,8 @@ void Engine::Finish(Sequence& s, FinishReason reason, std::string text) {
   s.done = true;
   cache_.Free(s.blocks);
   s.blocks.clear();
+  // Before the callback: a client that has its answer sees the blocks freed.
+  kv_utilization_ = cache_.utilization();
   TokenEvent e;
   e.request = s.id;
   e.text = std::move(text);
@@ -115,8 +117,9 @@ void Engine::Finish(Sequence& s, FinishReason reason, std::string text) {
 bool Engine::Advance(Sequence& s, int32_t token) {
   s.tokens.push_back(token);
   const int completion = static_cast<int>(s.tokens.size() - s.request.prompt.size());
-  if (token == options_.end_of_text) return Finish(s, FinishReason::kStop), true;
-  s.generated.push_back(static_cast<char>(static_cast<unsigned char>(token)));
+  const bool end_of_text = token == options_.end_of_text;
+  if (end_of_text && !s.request.ignore_eos) return Finish(s, FinishReason::kStop), true;
+  if (!end_of_text) s.generated.push_back(static_cast<char>(static_cast<unsigned char>(token)));
   // A stop sequence that now ends the text stops the request; the text
   // before it is released, the stop sequence itself never.
   size_t longest = 0;

@@ -57,6 +57,9 @@ struct GenerateRequest {
   int max_tokens = 16;
   SamplingParams sampling;
   std::vector<std::string> stop;  // Stop sequences, as text.
+  // Keep generating past the end-of-text token (which then adds no text), so
+  // the request runs to max_tokens: benchmarks and tests (vLLM's ignore_eos).
+  bool ignore_eos = false;
 };
 
 enum class FinishReason { kNone, kStop, kLength, kCancelled, kError };

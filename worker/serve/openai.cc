@@ -33,7 +33,8 @@ std::variant<CompletionRequest, RequestError> ParseCompletionRequest(
                                                "echo",
                                                "logprobs",
                                                "presence_penalty",
-                                               "frequency_penalty"};
+                                               "frequency_penalty",
+                                               "ignore_eos"};
   for (auto& [key, value] : j.items()) {
     if (kKnown.count(key) == 0) return Bad(key, "unknown field '" + key + "'");
   }
@@ -113,6 +114,10 @@ std::variant<CompletionRequest, RequestError> ParseCompletionRequest(
     return Bad("logprobs", "logprobs is not supported (only null)");
   }
   if (j.contains("user") && !j["user"].is_string()) return Bad("user", "user must be a string");
+  if (j.contains("ignore_eos")) {
+    if (!j["ignore_eos"].is_boolean()) return Bad("ignore_eos", "ignore_eos must be a boolean");
+    g.ignore_eos = j["ignore_eos"].get<bool>();
+  }
   if (j.contains("stream")) {
     if (!j["stream"].is_boolean()) return Bad("stream", "stream must be a boolean");
     out.stream = j["stream"].get<bool>();

@@ -3,8 +3,8 @@
 // and errors. Pure functions; the HTTP side is server.h.
 //
 // Accepted fields: model, prompt (a string, or an array of one string),
-// max_tokens, temperature, top_p, top_k (an extension), seed, stop (a string
-// or up to 4), stream, user, and n / best_of / echo / logprobs /
+// max_tokens, temperature, top_p, top_k and ignore_eos (extensions, as
+// vLLM's), seed, stop (a string or up to 4), stream, user, and n / best_of / echo / logprobs /
 // presence_penalty / frequency_penalty only at their defaults. Anything else,
 // or a field of the wrong type or out of range, is refused naming the field.
 #ifndef KILN_WORKER_SERVE_OPENAI_H_

@@ -389,6 +389,11 @@ class Server final : public InferenceServer {
       }
     }
     if (e.finish == FinishReason::kNone) return;
+    {
+      // Before the reply: a client that has its answer sees it finished.
+      std::lock_guard<std::mutex> lock(mu_);
+      active_.erase(c);
+    }
     metrics_.finished.Add({{"finish_reason", FinishReasonName(e.finish)}}).Increment();
     if (c->have_first && e.completion_tokens > 1) {
       metrics_.tpot.Observe(Seconds(now - c->first_token) / (e.completion_tokens - 1));
@@ -411,8 +416,6 @@ class Server final : public InferenceServer {
                 CompletionJson(c->id, c->created, c->model, c->text, e.finish, e.prompt_tokens,
                                e.completion_tokens));
     }
-    std::lock_guard<std::mutex> lock(mu_);
-    active_.erase(c);
   }
 
   std::string Scrape() {

@@ -9,27 +9,11 @@
 
 #include <catch2/catch.hpp>
 
+#include "tests/support/random_gpt.h"
 namespace kiln::serve {
 namespace {
 
-model::Gpt<float> TestModel() {
-  model::GptConfig c;
-  c.num_layers = 2;
-  c.num_heads = 3;
-  c.channels = 48;
-  c.max_seq_len = 40;
-  c.vocab_size = 257;
-  c.padded_vocab_size = 320;
-  auto m = model::Gpt<float>::Create(c, 99);
-  REQUIRE(m.ok());
-  // Larger weights than GPT-2's init so the logits differ clearly per position.
-  uint32_t x = 12345;
-  for (float& p : m->params()) {
-    x = x * 1664525u + 1013904223u;
-    p += (static_cast<float>(x >> 8) / 16777216.0f - 0.5f) * 0.2f;
-  }
-  return std::move(*m);
-}
+model::Gpt<float> TestModel() { return testing::RandomGpt(2, 3, 48, 40, 99, 0.2f); }
 
 std::vector<int32_t> Tokens(int n, uint32_t seed) {
   std::vector<int32_t> t;

@@ -9,26 +9,11 @@
 
 #include <catch2/catch.hpp>
 
+#include "tests/support/random_gpt.h"
 namespace kiln::serve {
 namespace {
 
-model::Gpt<float> TestModel() {
-  model::GptConfig c;
-  c.num_layers = 2;
-  c.num_heads = 2;
-  c.channels = 32;
-  c.max_seq_len = 48;
-  c.vocab_size = 257;
-  c.padded_vocab_size = 320;
-  auto m = model::Gpt<float>::Create(c, 7);
-  REQUIRE(m.ok());
-  uint32_t x = 777;
-  for (float& p : m->params()) {
-    x = x * 1664525u + 1013904223u;
-    p += (static_cast<float>(x >> 8) / 16777216.0f - 0.5f) * 0.3f;
-  }
-  return std::move(*m);
-}
+model::Gpt<float> TestModel() { return testing::RandomGpt(2, 2, 32, 48, 7, 0.3f); }
 
 std::vector<int32_t> Prompt(const std::string& text) {
   return std::vector<int32_t>(text.begin(), text.end());
@@ -179,6 +164,18 @@ TEST_CASE("requests end at max_tokens, the context length and end of text", "[se
   CHECK(r.finish == FinishReason::kStop);
   CHECK(r.completion_tokens == static_cast<int>(first + 1));
   CHECK(r.text == free_run.text.substr(0, first));
+  // ignore_eos runs on to max_tokens; the end-of-text token adds no text.
+  r = RunOne(m,
+             {.prompt = Prompt("eot"),
+              .max_tokens = 6,
+              .sampling = {.temperature = 0},
+              .ignore_eos = true},
+             o);
+  CHECK(r.finish == FinishReason::kLength);
+  CHECK(r.completion_tokens == 6);
+  CHECK(r.tokens == free_run.tokens);
+  CHECK(r.text.size() == 6 - static_cast<size_t>(std::count(free_run.tokens.begin(),
+                                                            free_run.tokens.end(), o.end_of_text)));
 }
 
 TEST_CASE("cancelling frees the request's KV blocks at the next step", "[serve]") {

@@ -13,6 +13,7 @@
 #include "base/subprocess.h"
 #include "tests/support/background_process.h"
 #include "tests/support/http_probe.h"
+#include "tests/support/random_gpt.h"
 #include "tests/support/temp_dir.h"
 #include "worker/train/checkpoint.h"
 
@@ -22,23 +23,7 @@ namespace {
 using kiln::testing::TempDir;
 using nlohmann::json;
 
-model::Gpt<float> TestModel(int context) {
-  model::GptConfig c;
-  c.num_layers = 2;
-  c.num_heads = 2;
-  c.channels = 32;
-  c.max_seq_len = context;
-  c.vocab_size = 257;
-  c.padded_vocab_size = 320;
-  auto m = model::Gpt<float>::Create(c, 5);
-  REQUIRE(m.ok());
-  uint32_t x = 4242;
-  for (float& p : m->params()) {
-    x = x * 1664525u + 1013904223u;
-    p += (static_cast<float>(x >> 8) / 16777216.0f - 0.5f) * 0.3f;
-  }
-  return std::move(*m);
-}
+model::Gpt<float> TestModel(int context) { return testing::RandomGpt(2, 2, 32, context, 5, 0.3f); }
 
 std::string Greedy(model::Gpt<float>& m, const std::string& prompt, int n) {
   auto c = NewModelCompleter(m);

@@ -34,6 +34,10 @@ TEST_CASE("a completion request parses into an engine request", "[serve]") {
   auto d = ParseCompletionRequest(R"({"prompt": "x"})", "m", Config());
   REQUIRE(std::holds_alternative<CompletionRequest>(d));
   CHECK(std::get<CompletionRequest>(d).generate.max_tokens == 16);
+  CHECK_FALSE(std::get<CompletionRequest>(d).generate.ignore_eos);
+  auto e = ParseCompletionRequest(R"({"prompt": "x", "ignore_eos": true})", "m", Config());
+  REQUIRE(std::holds_alternative<CompletionRequest>(e));
+  CHECK(std::get<CompletionRequest>(e).generate.ignore_eos);
   CHECK_FALSE(std::get<CompletionRequest>(d).stream);
 }
 
@@ -58,6 +62,7 @@ TEST_CASE("refused completion requests name the field", "[serve]") {
   refused(R"({"prompt": "x", "model": 3})", "model");
   refused(R"({"prompt": "x", "model": "other"})", "model", 404);
   refused(R"({"prompt": "x", "user": 1})", "user");
+  refused(R"({"prompt": "x", "ignore_eos": 1})", "ignore_eos");
 }
 
 TEST_CASE("streamed text never ends inside a UTF-8 character", "[serve]") {

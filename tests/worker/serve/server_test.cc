@@ -18,6 +18,7 @@
 #include "base/subprocess.h"
 #include "tests/support/background_process.h"
 #include "tests/support/http_probe.h"
+#include "tests/support/random_gpt.h"
 #include "tests/support/raw_http.h"
 #include "tests/support/temp_dir.h"
 #include "worker/data/checksum.h"
@@ -36,22 +37,9 @@ using nlohmann::json;
 
 // A checkpoint of a random model (weights perturbed so the text varies).
 std::string WriteModel(const TempDir& dir, int layers, int channels, int context) {
-  model::GptConfig c;
-  c.num_layers = layers;
-  c.num_heads = 4;
-  c.channels = channels;
-  c.max_seq_len = context;
-  c.vocab_size = 257;
-  c.padded_vocab_size = 320;
-  auto m = model::Gpt<float>::Create(c, 3);
-  REQUIRE(m.ok());
-  uint32_t x = 99;
-  for (float& p : m->params()) {
-    x = x * 1664525u + 1013904223u;
-    p += (static_cast<float>(x >> 8) / 16777216.0f - 0.5f) * 0.2f;
-  }
+  auto m = testing::RandomGpt(layers, 4, channels, context, 3, 0.2f);
   auto path =
-      train::WriteCheckpoint(dir.path() + "/ckpt-" + std::to_string(layers), *m, {.step = 7}, 1);
+      train::WriteCheckpoint(dir.path() + "/ckpt-" + std::to_string(layers), m, {.step = 7}, 1);
   REQUIRE(path.ok());
   return *path;
 }
@@ -249,7 +237,7 @@ TEST_CASE("a full queue answers 429, and a client that hangs up mid-stream is ca
   // Bigger and longer, so requests are still running while the test acts.
   Server s = Serve(dir, WriteModel(dir, 4, 256, 1024), {"--max-running", "1", "--max-queue", "1"});
   const std::string long_stream =
-      R"({"prompt": "Once upon a time", "max_tokens": 1000, "stream": true})";
+      R"({"prompt": "Once upon a time", "max_tokens": 1000, "stream": true, "ignore_eos": true})";
   RawHttp first(s.port, "POST", "/v1/completions", long_stream);
   REQUIRE(first.ReadUntil("data: {"));
   // Streamed as generated: the first event arrives long before the 1000th
@@ -288,6 +276,18 @@ TEST_CASE("a full queue answers 429, and a client that hangs up mid-stream is ca
   CHECK(Metric(metrics, "kiln_serve_generation_tokens_total") < 2000);
 }
 
+// Waits (bounded) until `n` completions are accepted and unfinished.
+void WaitInFlight(const Server& s, int n) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  double now = 0;
+  while ((now = Metric(Metrics(s), "kiln_serve_in_flight_requests")) < n) {
+    if (std::chrono::steady_clock::now() > deadline) {
+      FAIL("only " << now << " of " << n << " completions in flight:\n" << Metrics(s));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+}
+
 TEST_CASE("SIGTERM drains: no new work, in-flight requests finish, then exit 0",
           "[serve][server]") {
   TempDir dir;
@@ -296,13 +296,12 @@ TEST_CASE("SIGTERM drains: no new work, in-flight requests finish, then exit 0",
     Server s = Serve(dir, ckpt, {"--max-running", "1", "--drain-timeout", "2m"});
     std::vector<std::unique_ptr<RawHttp>> clients;
     for (int i = 0; i < 4; ++i) {
-      clients.push_back(std::make_unique<RawHttp>(s.port, "POST", "/v1/completions",
-                                                  R"({"prompt": "drain", "max_tokens": 900})"));
+      clients.push_back(std::make_unique<RawHttp>(
+          s.port, "POST", "/v1/completions",
+          R"({"prompt": "drain", "max_tokens": 900, "ignore_eos": true})"));
     }
     // All four accepted (one running, three queued) before the signal.
-    while (Metric(Metrics(s), "kiln_serve_in_flight_requests") < 4) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    }
+    WaitInFlight(s, 4);
     s.process->Signal(SIGTERM);
     // The signal reaches the server's main thread soon; from then on it is
     // not ready. (Bounded wait: the requests keep it busy for seconds.)
@@ -327,12 +326,11 @@ TEST_CASE("SIGTERM drains: no new work, in-flight requests finish, then exit 0",
     Server s = Serve(dir, ckpt, {"--max-running", "1", "--drain-timeout", "50ms"});
     std::vector<std::unique_ptr<RawHttp>> clients;
     for (int i = 0; i < 3; ++i) {
-      clients.push_back(std::make_unique<RawHttp>(s.port, "POST", "/v1/completions",
-                                                  R"({"prompt": "drain", "max_tokens": 1000})"));
+      clients.push_back(std::make_unique<RawHttp>(
+          s.port, "POST", "/v1/completions",
+          R"({"prompt": "drain", "max_tokens": 1000, "ignore_eos": true})"));
     }
-    while (Metric(Metrics(s), "kiln_serve_in_flight_requests") < 3) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    }
+    WaitInFlight(s, 3);
     s.process->Signal(SIGTERM);
     int unavailable = 0;
     for (auto& c : clients) {
