@@ -154,24 +154,6 @@ json ErrorJson(int status, const std::string& message, const std::string& param)
             {"code", status}}}};
 }
 
-json CompletionJson(const std::string& id, int64_t created, const std::string& model,
-                    const std::string& text, FinishReason finish, int prompt_tokens,
-                    int completion_tokens) {
-  return {{"id", id},
-          {"object", "text_completion"},
-          {"created", created},
-          {"model", model},
-          {"choices",
-           {{{"index", 0},
-             {"text", text},
-             {"logprobs", nullptr},
-             {"finish_reason", FinishReasonName(finish)}}}},
-          {"usage",
-           {{"prompt_tokens", prompt_tokens},
-            {"completion_tokens", completion_tokens},
-            {"total_tokens", prompt_tokens + completion_tokens}}}};
-}
-
 json ChunkJson(const std::string& id, int64_t created, const std::string& model,
                const std::string& text, FinishReason finish) {
   return {{"id", id},
@@ -184,6 +166,16 @@ json ChunkJson(const std::string& id, int64_t created, const std::string& model,
              {"logprobs", nullptr},
              {"finish_reason",
               finish == FinishReason::kNone ? json(nullptr) : json(FinishReasonName(finish))}}}}};
+}
+
+json CompletionJson(const std::string& id, int64_t created, const std::string& model,
+                    const std::string& text, FinishReason finish, int prompt_tokens,
+                    int completion_tokens) {
+  json j = ChunkJson(id, created, model, text, finish);
+  j["usage"] = {{"prompt_tokens", prompt_tokens},
+                {"completion_tokens", completion_tokens},
+                {"total_tokens", prompt_tokens + completion_tokens}};
+  return j;
 }
 
 std::string Dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }

@@ -12,6 +12,7 @@
 
 #include "kernels/cpu/cpu_features.h"
 #include "tests/kernels/cuda/gpu_check.h"
+#include "tests/support/cuda_device.h"
 
 namespace {
 
@@ -36,25 +37,6 @@ const NamedTest* Find(const char* name) {
   return nullptr;
 }
 
-// The reason there is no usable device, or empty when there is one.
-std::string NoDeviceReason() {
-  int count = 0;
-  const cudaError_t err = cudaGetDeviceCount(&count);
-  if (err != cudaSuccess) {
-    return std::string("cudaGetDeviceCount: ") + cudaGetErrorName(err) + " (" +
-           cudaGetErrorString(err) + ")";
-  }
-  if (count == 0) return "cudaGetDeviceCount found 0 devices";
-  int major = 0;
-  if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, 0) != cudaSuccess) {
-    return "cannot read the compute capability of device 0";
-  }
-  if (major < 9) {
-    return "device 0 is sm_" + std::to_string(major) + "x; this build targets sm_90 and newer";
-  }
-  return "";
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -73,7 +55,7 @@ int main(int argc, char** argv) {
     for (const NamedTest& test : kTests) selected.push_back(&test);
   }
 
-  const std::string no_device = NoDeviceReason();
+  const std::string no_device = kiln::testing::NoCudaDeviceReason();
   if (!no_device.empty()) {
     std::printf("SKIPPED: no CUDA device: %s\n", no_device.c_str());
     return 77;

@@ -43,6 +43,7 @@
 
 #include "kernels/cpu/cpu_features.h"
 #include "kernels/cpu/ops.h"
+#include "tests/support/cuda_device.h"
 #include "worker/model/gpt.h"
 #include "worker/model/gpt_cuda.h"
 
@@ -367,27 +368,8 @@ bool TestStateRoundTrip(GptCuda& gpu) {
   return same;
 }
 
-// The reason there is no usable device, or empty when there is one.
-std::string NoDeviceReason() {
-  int count = 0;
-  const cudaError_t err = cudaGetDeviceCount(&count);
-  if (err != cudaSuccess) {
-    return std::string("cudaGetDeviceCount: ") + cudaGetErrorName(err) + " (" +
-           cudaGetErrorString(err) + ")";
-  }
-  if (count == 0) return "cudaGetDeviceCount found 0 devices";
-  int major = 0;
-  if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, 0) != cudaSuccess) {
-    return "cannot read the compute capability of device 0";
-  }
-  if (major < 9) {
-    return "device 0 is sm_" + std::to_string(major) + "x; this build targets sm_90 and newer";
-  }
-  return "";
-}
-
 int Run() {
-  const std::string no_device = NoDeviceReason();
+  const std::string no_device = kiln::testing::NoCudaDeviceReason();
   if (!no_device.empty()) {
     std::printf("SKIPPED: no CUDA device: %s\n", no_device.c_str());
     return 77;
