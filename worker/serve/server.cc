@@ -142,6 +142,12 @@ class Server final : public InferenceServer {
     }
     loop_cv_.notify_all();
     if (loop_.joinable()) loop_.join();
+    // The last replies may still be on their way out (bounded: a client that
+    // stops reading must not hold the process).
+    const auto sent = Clock::now() + std::chrono::seconds(5);
+    while (unsent_->load() > 0 && Clock::now() < sent) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
     try {
       listener_.close().wait();
     } catch (const std::exception&) {
@@ -193,11 +199,23 @@ class Server final : public InferenceServer {
     if (retry_after > 0) r.headers().add("Retry-After", std::to_string(retry_after));
     r.set_body(body, type);
     Count(path, status);
-    req.reply(r).then([](pplx::task<void> t) {
+    SendReply(req, r, [] {});
+  }
+
+  // Replies, counting the reply as unsent until cpprestsdk has written all of
+  // it, so that Drain does not close the listener under a reply in flight.
+  // `on_error` runs if the client went away first.
+  template <typename OnError>
+  void SendReply(http::http_request& req, http::http_response& r, OnError on_error) {
+    std::shared_ptr<std::atomic<int>> unsent = unsent_;
+    unsent->fetch_add(1);
+    req.reply(r).then([unsent, on_error](pplx::task<void> t) {
       try {
         t.get();
       } catch (const std::exception&) {
+        on_error();
       }
+      unsent->fetch_sub(1);
     });
   }
 
@@ -333,15 +351,11 @@ class Server final : public InferenceServer {
       r.set_body(c->body.create_istream(), "text/event-stream");
       Count(path, 200);
       Engine* engine = &engine_;
-      req.reply(r).then([this, c, engine](pplx::task<void> t) {
-        try {
-          t.get();
-        } catch (const std::exception&) {
-          // The client went away: stop generating for it.
-          c->gone = true;
-          engine->Cancel(c->engine_id);
-          Wake();
-        }
+      SendReply(req, r, [this, c, engine] {
+        // The client went away: stop generating for it.
+        c->gone = true;
+        engine->Cancel(c->engine_id);
+        Wake();
       });
     }
     Wake();
@@ -450,6 +464,9 @@ class Server final : public InferenceServer {
   ServeMetrics metrics_;
   std::atomic<bool> ready_{false}, draining_{false};
   bool drained_ = false;
+  // Replies handed to cpprestsdk and not yet written; shared with their
+  // continuations, which may outlive a Drain that gave up waiting.
+  std::shared_ptr<std::atomic<int>> unsent_ = std::make_shared<std::atomic<int>>(0);
   mutable std::mutex mu_;  // Guards active_.
   std::set<std::shared_ptr<Completion>> active_;
   std::mutex loop_mu_;

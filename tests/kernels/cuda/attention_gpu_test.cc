@@ -42,10 +42,12 @@ bool Run(cudaStream_t stream, const Blas& blas, int B, int T, int C, int NH) {
 
   const auto dout = RandomBf16(btc, -1, 1, rng);
   auto dqkv = RandomBf16(3 * btc, -0.05f, 0.05f, rng);
+  // Uploaded before the reference adds into dqkv: both start from the same
+  // values (the kernel accumulates).
+  auto d_dout = UploadBf16(dout), d_dqkv = UploadBf16(dqkv);
   std::vector<float> dpreatt(bnhtt), datt(bnhtt);
   cpu::AttentionBackward(dqkv.data(), dpreatt.data(), datt.data(), dout.data(), qkv.data(),
                          att.data(), B, T, C, NH);
-  auto d_dout = UploadBf16(dout), d_dqkv = UploadBf16(dqkv);
   if (!Ok("AttentionBackward",
           AttentionBackward(blas, d_dqkv.get(), d_dout.get(), d_qkv.get(), d_att.get(), B, T, C, NH,
                             scratch.get(), scratch_bytes, stream)) ||
