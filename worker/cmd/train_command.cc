@@ -1,6 +1,7 @@
 #include "worker/cmd/train_command.h"
 
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -17,6 +18,10 @@
 #include "worker/exit_codes.h"
 #include "worker/train/train_metrics.h"
 #include "worker/train/trainer.h"
+#if KILN_WORKER_CUDA
+#include "worker/dist/nccl_communicator.h"
+#include "worker/train/cuda_train_model.h"
+#endif
 
 namespace kiln::worker {
 namespace {
@@ -24,9 +29,14 @@ namespace {
 constexpr const char* kUsage =
     "Usage: kiln-worker train --data MANIFEST [options]\n"
     "\n"
-    "Trains kiln's GPT on the CPU from shards written by 'kiln-worker prepare',\n"
-    "printing one JSON progress object per line on stdout.\n"
+    "Trains kiln's GPT on the CPU or a GPU from shards written by 'kiln-worker\n"
+    "prepare', printing one JSON progress object per line on stdout.\n"
     "\n"
+    "Device:\n"
+    "  --device cpu|cuda (cpu) Where to train. cuda: bf16 mixed precision on one GPU\n"
+    "                          per rank, gradients summed with NCCL (checkpoints are\n"
+    "                          the same format on both).\n"
+    "  --cuda-device N         The GPU of this rank (default: LOCAL_RANK, else 0).\n"
     "Model:\n"
     "  --layers N (4)  --heads N (4)  --channels N (128)\n"
     "Data and batch:\n"
@@ -51,7 +61,8 @@ constexpr const char* kUsage =
     "                          Serve Prometheus /metrics and /healthz here, e.g. :9400\n"
     "                          (default: off).\n"
     "  --peak-tflops X         This process's peak TFLOP/s for the MFU figure (default:\n"
-    "                          estimated from the CPU's cores, clock and vector width).\n"
+    "                          estimated from the CPU's cores, clock and vector width,\n"
+    "                          or the GPU's dense bf16 rate at its maximum clock).\n"
     "Data parallel (ranks from WORLD_SIZE, RANK or JOB_COMPLETION_INDEX, MASTER_ADDR,\n"
     "MASTER_PORT; --batch is per rank, so the global batch is WORLD_SIZE x --batch):\n"
     "  --comm-timeout D (10m)  A collective fails when no data moves for this long;\n"
@@ -82,9 +93,10 @@ ExitCode TrainExitCode(const Status& s) {
 // What every rank of a data-parallel job must agree on; rank 0 refuses a
 // rank whose values differ. The data by the manifest's checksum, so ranks
 // may mount it at different paths.
-StatusOr<nlohmann::json> JobFingerprint(const train::TrainOptions& o) {
+StatusOr<nlohmann::json> JobFingerprint(const train::TrainOptions& o, const std::string& device) {
   KILN_ASSIGN_OR_RETURN(std::string data, data::Sha256File(o.manifest));
-  return nlohmann::json{{"layers", o.model.num_layers},
+  return nlohmann::json{{"device", device},
+                        {"layers", o.model.num_layers},
                         {"heads", o.model.num_heads},
                         {"channels", o.model.channels},
                         {"contextLength", o.model.max_seq_len},
@@ -134,7 +146,9 @@ int RunTrainCommand(int argc, char** argv) {
     termination_path = kKubernetesTerminationLog;
   }
   train::TrainOptions o;
-  o.peak_flops = kernels::cpu::EstimatedPeakFlops();
+  o.peak_flops = -1;  // Estimated for the device unless given.
+  std::string device = "cpu";
+  int cuda_device = -1;
   dist::TcpOptions tcp;
   std::string metrics_address;
   o.model.num_layers = 4;
@@ -163,6 +177,7 @@ int RunTrainCommand(int argc, char** argv) {
       {"checkpoint-every", [&](double v) { o.checkpoint_every = static_cast<int64_t>(v); }},
       {"checkpoint-keep", [&](double v) { o.checkpoint_keep = static_cast<int>(v); }},
       {"peak-tflops", [&](double v) { o.peak_flops = v * 1e12; }},
+      {"cuda-device", [&](double v) { cuda_device = static_cast<int>(v); }},
   };
   for (int i = 2; i < argc; ++i) {
     std::string arg = argv[i];
@@ -181,6 +196,12 @@ int RunTrainCommand(int argc, char** argv) {
     }
     if (name == "data") {
       o.manifest = value;
+      continue;
+    }
+    if (name == "device") {
+      if (value != "cpu" && value != "cuda")
+        return Usage("--device: 'cpu' or 'cuda', not '" + value + "'");
+      device = value;
       continue;
     }
     if (name == "checkpoint-dir") {
@@ -223,6 +244,23 @@ int RunTrainCommand(int argc, char** argv) {
   }
   if (o.manifest.empty()) return Usage("--data is required (a manifest.json from prepare)");
   if (o.model.max_seq_len == 0) o.model.max_seq_len = o.seq_len;
+#if !KILN_WORKER_CUDA
+  if (device == "cuda") {
+    return Usage("--device cuda: this kiln-worker was built without CUDA (use the GPU image)");
+  }
+#endif
+  if (device == "cpu" && cuda_device >= 0) return Usage("--cuda-device needs --device cuda");
+  if (device == "cuda" && cuda_device < 0) {
+    const char* local = std::getenv("LOCAL_RANK");
+    cuda_device = 0;
+    if (local != nullptr && *local != '\0') {
+      char* end = nullptr;
+      const long v = std::strtol(local, &end, 10);
+      if (*end != '\0' || v < 0)
+        return Usage(std::string("LOCAL_RANK='") + local + "' is not a rank");
+      cuda_device = static_cast<int>(v);
+    }
+  }
 
   int64_t last_step = 0;  // The last step whose update was applied.
   auto finish = [&](const Status& s) {
@@ -234,18 +272,47 @@ int RunTrainCommand(int argc, char** argv) {
   auto env = dist::DistEnvFromEnvironment();
   if (!env.ok()) return finish(env.status());
   tcp.env = *env;
+#if KILN_WORKER_CUDA
+  if (device == "cuda") {
+    std::string why;
+    const int devices = train::CudaDeviceCount(&why);
+    if (devices == 0) return finish(Status::Unavailable("--device cuda: no CUDA device: " + why));
+    if (cuda_device >= devices) {
+      return finish(Status::Unavailable("--device cuda: device " + std::to_string(cuda_device) +
+                                        " does not exist; this process sees " +
+                                        std::to_string(devices)));
+    }
+    if (o.peak_flops < 0) o.peak_flops = train::EstimatedCudaPeakFlops(cuda_device);
+  }
+#endif
+  if (o.peak_flops < 0) o.peak_flops = kernels::cpu::EstimatedPeakFlops();
   std::unique_ptr<dist::Communicator> comm;
   if (env->world_size > 1) {
     // Check the options before the rendezvous: a bad flag is this rank's error.
     if (Status check = train::Trainer::CheckOptions(o); !check.ok()) return finish(check);
-    auto fingerprint = JobFingerprint(o);
+    auto fingerprint = JobFingerprint(o, device);
     if (!fingerprint.ok()) return finish(fingerprint.status());
     tcp.config = *fingerprint;
     auto connected = dist::ConnectTcp(tcp);
     if (!connected.ok()) return finish(connected.status());
     comm = std::move(*connected);
   }
-  auto trainer = train::Trainer::Create(o, comm.get());
+  train::TrainModelFactory make_model;  // Null: the CPU model.
+#if KILN_WORKER_CUDA
+  std::unique_ptr<dist::Communicator> nccl;
+  if (device == "cuda") {
+    if (comm != nullptr) {
+      // Gradients move GPU to GPU; the TCP ring keeps the control traffic.
+      auto connected = dist::ConnectNccl(*comm, cuda_device, tcp.timeout);
+      if (!connected.ok()) return finish(connected.status());
+      nccl = std::move(*connected);
+    }
+    make_model = [&](const model::GptConfig& c, uint64_t seed) {
+      return train::NewCudaTrainModel(c, seed, cuda_device, nccl.get());
+    };
+  }
+#endif
+  auto trainer = train::Trainer::Create(o, comm.get(), make_model);
   if (!trainer.ok()) return finish(trainer.status());
   train::TrainMetrics metrics(o.steps, env->rank);
   std::unique_ptr<HttpServer> server;

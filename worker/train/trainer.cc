@@ -44,7 +44,8 @@ Status Trainer::CheckOptions(const TrainOptions& o) {
   return Status::Ok();
 }
 
-StatusOr<std::unique_ptr<Trainer>> Trainer::Create(TrainOptions o, dist::Communicator* comm) {
+StatusOr<std::unique_ptr<Trainer>> Trainer::Create(TrainOptions o, dist::Communicator* comm,
+                                                   TrainModelFactory make_model) {
   KILN_RETURN_IF_ERROR(CheckOptions(o));
   std::unique_ptr<dist::Communicator> own_comm;
   if (comm == nullptr) {
@@ -72,7 +73,12 @@ StatusOr<std::unique_ptr<Trainer>> Trainer::Create(TrainOptions o, dist::Communi
   if (o.model.max_seq_len < o.seq_len) o.model.max_seq_len = o.seq_len;
   o.model.vocab_size = train.options().vocab_size > 0 ? train.options().vocab_size : 257;
   o.model.padded_vocab_size = model::GptConfig::PadVocab(o.model.vocab_size);
-  KILN_ASSIGN_OR_RETURN(auto model, model::Gpt<float>::Create(o.model, o.seed));
+  if (!make_model) {
+    make_model = [comm](const model::GptConfig& c, uint64_t seed) {
+      return NewCpuTrainModel(c, seed, comm);
+    };
+  }
+  KILN_ASSIGN_OR_RETURN(auto model, make_model(o.model, o.seed));
   std::unique_ptr<Trainer> trainer(
       new Trainer(std::move(o), comm, std::move(model), std::move(train), std::move(val)));
   trainer->own_comm_ = std::move(own_comm);
@@ -88,7 +94,7 @@ StatusOr<double> Trainer::Validate() {
     KILN_ASSIGN_OR_RETURN(data::Batch b, val_->Next());
     auto in = Widen(b.inputs), tg = Widen(b.targets);
     KILN_ASSIGN_OR_RETURN(
-        float loss, model_.Forward(in.data(), tg.data(), options_.batch_size, options_.seq_len));
+        float loss, model_->Forward(in.data(), tg.data(), options_.batch_size, options_.seq_len));
     sum += static_cast<double>(loss);
   }
   KILN_RETURN_IF_ERROR(comm_->AllReduceSum(&sum, 1));
@@ -103,7 +109,7 @@ StatusOr<int64_t> Trainer::Restore(const std::function<void(const nlohmann::json
     auto warn = [&](const std::string& message) {
       progress({{"event", "warning"}, {"message", message}});
     };
-    auto restored = RestoreLatestCheckpoint(o.checkpoint_dir, model_, warn);
+    auto restored = RestoreLatestCheckpoint(o.checkpoint_dir, model_->host(), warn);
     if (!restored.ok()) {
       failed = restored.status();
     } else if (*restored && (*restored)->seed && *(*restored)->seed != o.seed) {
@@ -132,11 +138,16 @@ StatusOr<int64_t> Trainer::Restore(const std::function<void(const nlohmann::json
       return Status(static_cast<StatusCode>(head.value("code", 13)),
                     "rank 0 could not restore: " + head.value("error", ""));
     }
-    for (std::span<float> t : {model_.params(), model_.adam_m(), model_.adam_v()}) {
+    model::Gpt<float>& host = model_->host();
+    for (std::span<float> t : {host.params(), host.adam_m(), host.adam_v()}) {
       KILN_RETURN_IF_ERROR(comm_->Broadcast(t.data(), static_cast<int64_t>(t.size_bytes()), 0));
     }
   }
   if (!failed.ok()) return failed;
+  // Restored or received, the host state is now the model's.
+  if (head.value("step", int64_t{0}) > 0 || comm_->world_size() > 1) {
+    KILN_RETURN_IF_ERROR(model_->LoadFromHost());
+  }
   const int64_t step = head.value("step", int64_t{0});
   if (step > 0) {
     KILN_ASSIGN_OR_RETURN(auto position, data::Position::FromJson(head.at("position")));
@@ -166,22 +177,22 @@ Status Trainer::Run(const std::function<void(const nlohmann::json&)>& report,
       static_cast<double>(o.batch_size) * o.seq_len * o.grad_accumulation * world;
   // This rank's model FLOPs per step.
   const double flops_per_step =
-      TrainingFlopsPerToken(model_.config(), model_.num_parameters(), o.seq_len) * tokens_per_step /
-      world;
+      TrainingFlopsPerToken(model_->config(), model_->num_parameters(), o.seq_len) *
+      tokens_per_step / world;
   double last_loss = 0, val_loss = std::nan("");
   KILN_ASSIGN_OR_RETURN(const int64_t restored_step, Restore(progress));
   auto save = [&](int64_t done_step) -> Status {
     if (o.checkpoint_dir.empty() || comm_->rank() != 0) return Status::Ok();
+    KILN_RETURN_IF_ERROR(model_->SyncToHost());
     KILN_ASSIGN_OR_RETURN(
         std::string path,
-        WriteCheckpoint(o.checkpoint_dir, model_,
+        WriteCheckpoint(o.checkpoint_dir, model_->host(),
                         {.step = done_step, .position = train_.position(), .seed = o.seed},
                         o.checkpoint_keep));
     progress({{"event", "checkpoint"}, {"step", done_step}, {"path", path}});
     return Status::Ok();
   };
   LossSpikeDetector spikes(o.loss_spike_factor);
-  const std::span<float> grads = model_.grads();
   for (int64_t step = restored_step + 1; step <= o.steps; ++step) {
     // A stop requested on any rank stops every rank before the same step.
     double stopping = stop != nullptr && stop->load() ? 1.0 : 0.0;
@@ -194,26 +205,27 @@ Status Trainer::Run(const std::function<void(const nlohmann::json&)>& report,
       break;
     }
     const auto t0 = std::chrono::steady_clock::now();
-    model_.ZeroGrad();
+    KILN_RETURN_IF_ERROR(model_->ZeroGrad());
     double loss = 0;
     for (int micro = 0; micro < o.grad_accumulation; ++micro) {
       KILN_ASSIGN_OR_RETURN(data::Batch b, train_.Next());
       auto in = Widen(b.inputs), tg = Widen(b.targets);
-      KILN_ASSIGN_OR_RETURN(float l, model_.Forward(in.data(), tg.data(), o.batch_size, o.seq_len));
+      KILN_ASSIGN_OR_RETURN(float l,
+                            model_->Forward(in.data(), tg.data(), o.batch_size, o.seq_len));
       loss += static_cast<double>(l);
-      KILN_RETURN_IF_ERROR(model_.Backward(1.0f / static_cast<float>(o.grad_accumulation)));
+      KILN_RETURN_IF_ERROR(model_->Backward(1.0f / static_cast<float>(o.grad_accumulation)));
     }
-    // Average the loss and the gradients over the ranks: every rank then
-    // holds the same values bit for bit.
+    // Sum the loss and the gradients over the ranks (every rank then holds
+    // the same values bit for bit); the average is the sum over the world
+    // size, which the norm divides out and the update multiplies in.
     loss /= o.grad_accumulation;
     if (world > 1) {
       KILN_RETURN_IF_ERROR(comm_->AllReduceSum(&loss, 1));
       loss /= world;
-      KILN_RETURN_IF_ERROR(comm_->AllReduceSum(grads.data(), static_cast<int64_t>(grads.size())));
-      const float inv = 1.0f / static_cast<float>(world);
-      for (float& g : grads) g *= inv;
+      KILN_RETURN_IF_ERROR(model_->AllReduceGrads());
     }
-    const double norm = kernels::cpu::GlobalNorm(grads.data(), static_cast<int64_t>(grads.size()));
+    KILN_ASSIGN_OR_RETURN(double norm, model_->GradNorm());
+    norm /= world;
     if (!std::isfinite(loss) || !std::isfinite(norm)) {
       return Numerics("step " + std::to_string(step) + ": loss " + std::to_string(loss) +
                       ", gradient norm " + std::to_string(norm) + " (not finite)");
@@ -223,14 +235,13 @@ Status Trainer::Run(const std::function<void(const nlohmann::json&)>& report,
                       " spiked above " + std::to_string(o.loss_spike_factor) +
                       " x its recent average " + std::to_string(spikes.level()));
     }
-    if (o.grad_clip > 0 && norm > o.grad_clip) {
-      const float scale = static_cast<float>(o.grad_clip / norm);
-      for (float& g : grads) g *= scale;
-    }
+    double grad_scale = 1.0 / world;
+    if (o.grad_clip > 0 && norm > o.grad_clip) grad_scale *= o.grad_clip / norm;
     const double lr = schedule.At(step);
-    model_.Update({.learning_rate = static_cast<float>(lr),
-                   .weight_decay = static_cast<float>(o.weight_decay),
-                   .step = step});
+    KILN_RETURN_IF_ERROR(model_->Update({.learning_rate = static_cast<float>(lr),
+                                         .weight_decay = static_cast<float>(o.weight_decay),
+                                         .step = step},
+                                        static_cast<float>(grad_scale)));
     completed_step_ = step;
     const double ms =
         std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
@@ -254,6 +265,7 @@ Status Trainer::Run(const std::function<void(const nlohmann::json&)>& report,
   }
   nlohmann::json done = {
       {"event", "done"},
+      {"device", model_->device()},
       {"steps", completed_step_},
       {"loss", last_loss},
       {"seconds",

@@ -1,12 +1,10 @@
-// Trainer: the training loop of `kiln-worker train` on the CPU model, alone or
-// as one rank of a data-parallel job — micro-batches from the data loader with
-// gradient accumulation, gradients averaged over the ranks,
-// global-norm gradient clipping, AdamW on the warm-up + cosine schedule,
-// periodic validation loss, and a JSON progress record per logged step. A
-// non-finite loss or gradient norm, or a loss spike beyond the configured
-// factor, stops the run with a NumericsFault.
-// With a checkpoint directory it saves periodically (checkpoint.h) and
-// resumes exactly from the newest intact checkpoint.
+// Trainer: the training loop of `kiln-worker train` on the CPU or a GPU model
+// (train_model.h), alone or as one rank of a data-parallel job — micro-batches from the data loader
+// with gradient accumulation, gradients averaged over the ranks, global-norm gradient clipping,
+// AdamW on the warm-up + cosine schedule, periodic validation loss, and a JSON progress record per
+// logged step. A non-finite loss or gradient norm, or a loss spike beyond the configured factor,
+// stops the run with a NumericsFault. With a checkpoint directory it saves periodically
+// (checkpoint.h) and resumes exactly from the newest intact checkpoint.
 //
 // Data parallel: every rank runs the same options with its own share of each
 // step's batch (loader.h); gradients and losses are summed through the
@@ -31,6 +29,7 @@
 #include "worker/model/gpt.h"
 #include "worker/train/checkpoint.h"
 #include "worker/train/schedule.h"
+#include "worker/train/train_model.h"
 
 namespace kiln::train {
 
@@ -76,26 +75,30 @@ class Trainer {
  public:
   // InvalidArgument naming the first bad option (without opening the data).
   static Status CheckOptions(const TrainOptions& options);
-  // InvalidArgument for bad options; the loader's errors for bad data.
-  // `comm` (not owned; null: a single process) must outlive the Trainer.
+  // InvalidArgument for bad options; the loader's errors for bad data; the
+  // factory's errors. `comm` (not owned; null: a single process) carries the
+  // control traffic (losses, the stop vote, the starting state) and must
+  // outlive the Trainer. `make_model` builds the model once the config is
+  // final (null: the CPU model, its gradients summed through `comm`).
   static StatusOr<std::unique_ptr<Trainer>> Create(TrainOptions options,
-                                                   dist::Communicator* comm = nullptr);
+                                                   dist::Communicator* comm = nullptr,
+                                                   TrainModelFactory make_model = nullptr);
 
   // Trains until options.steps or `*stop` (on any rank); `progress` gets one JSON object
   // per logged step ("event": "step"), validation ("validation"), resume
   // ("resumed"), checkpoint ("checkpoint"), a skipped damaged checkpoint
-  // ("warning") and the end ("done"). Step records carry step, loss, lr,
+  // ("warning") and the end ("done", naming the device). Step records carry step, loss, lr,
   // gradNorm, msPerStep, tokensPerSecond (all ranks together) and, with a
   // peak, mfu (this rank's model FLOPs over its peak).
   Status Run(const std::function<void(const nlohmann::json&)>& progress,
              const std::atomic<bool>* stop = nullptr);
 
-  model::Gpt<float>& model() { return model_; }
+  TrainModel& model() { return *model_; }
   // The last step whose update was applied (0 before the first).
   int64_t completed_step() const { return completed_step_; }
 
  private:
-  Trainer(TrainOptions options, dist::Communicator* comm, model::Gpt<float> model,
+  Trainer(TrainOptions options, dist::Communicator* comm, std::unique_ptr<TrainModel> model,
           data::DataLoader train, std::optional<data::DataLoader> val)
       : options_(std::move(options)),
         comm_(comm),
@@ -110,7 +113,7 @@ class Trainer {
   TrainOptions options_;
   std::unique_ptr<dist::Communicator> own_comm_;  // When none was given.
   dist::Communicator* comm_;
-  model::Gpt<float> model_;
+  std::unique_ptr<TrainModel> model_;
   data::DataLoader train_;
   std::optional<data::DataLoader> val_;
   int64_t completed_step_ = 0;

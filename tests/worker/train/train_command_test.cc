@@ -88,6 +88,25 @@ TEST_CASE("kiln-worker train maps failures to the documented exit codes", "[work
   r = Worker({"train", "--data", manifest, "--heads", "3"});
   CHECK(r.exit_code == 2);
   CHECK(r.stderr_data.find("multiple of num_heads") != std::string::npos);
+  r = Worker({"train", "--data", manifest, "--device", "gpu"});
+  CHECK(r.exit_code == 2);
+  CHECK(r.stderr_data.find("--device: 'cpu' or 'cuda', not 'gpu'") != std::string::npos);
+  r = Worker({"train", "--data", manifest, "--cuda-device", "1"});
+  CHECK(r.exit_code == 2);
+  CHECK(r.stderr_data.find("--cuda-device needs --device cuda") != std::string::npos);
+#if !KILN_TEST_WORKER_CUDA
+  // A CPU-only build says what is missing instead of training on the CPU.
+  r = Worker({"train", "--data", manifest, "--device", "cuda"});
+  CHECK(r.exit_code == 2);
+  CHECK(r.stderr_data.find("built without CUDA") != std::string::npos);
+#else
+  // With CUDA built in, a device that is not there is an infrastructure
+  // fault (exit 3: retry on another node).
+  r = Worker({"train", "--data", manifest, "--device", "cuda", "--cuda-device", "4096"});
+  CHECK(r.exit_code == 3);
+  CHECK((r.stderr_data.find("no CUDA device") != std::string::npos ||
+         r.stderr_data.find("device 4096 does not exist") != std::string::npos));
+#endif
   r = Worker({"train", "--data", dir.path() + "/missing.json"});
   CHECK(r.exit_code == 6);
   CHECK(r.stderr_data.find("missing.json") != std::string::npos);
