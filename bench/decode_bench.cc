@@ -120,7 +120,7 @@ kiln::StatusOr<Run> RunDecoder(kiln::model::Gpt<float>& model, const std::vector
   serve::PagedKvCache cache(c.num_layers, c.channels, kBlockSize,
                             (c.max_seq_len + kBlockSize - 1) / kBlockSize);
   KILN_ASSIGN_OR_RETURN(std::vector<int> blocks, cache.Allocate(cache.num_blocks()));
-  serve::Decoder decoder(model, cache);
+  serve::CpuDecoder decoder(model, cache);
   const serve::SamplingParams greedy{.temperature = 0};
   serve::Rng rng(0);
   std::vector<float> logits;
@@ -233,7 +233,7 @@ kiln::Status PrintBreakdown(kiln::model::Gpt<float>& model, const std::vector<in
   serve::PagedKvCache cache(c.num_layers, c.channels, kBlockSize,
                             (c.max_seq_len + kBlockSize - 1) / kBlockSize);
   KILN_ASSIGN_OR_RETURN(std::vector<int> blocks, cache.Allocate(cache.num_blocks()));
-  serve::Decoder decoder(model, cache);
+  serve::CpuDecoder decoder(model, cache);
   std::vector<float> step_logits;
   std::vector<int32_t> history = prompt;
   history.insert(history.end(), dec.tokens.begin(), dec.tokens.begin() + (pos[2] - dec.first_pos));

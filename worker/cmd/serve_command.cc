@@ -8,9 +8,13 @@
 #include <cpprest/http_client.h>
 
 #include "base/stop_signal.h"
+#include "worker/cmd/device_flags.h"
 #include "worker/cmd/flags.h"
 #include "worker/data/checksum.h"
 #include "worker/exit_codes.h"
+#if KILN_WORKER_CUDA
+#include "worker/serve/cuda_decoder.h"
+#endif
 #include "worker/serve/engine.h"
 #include "worker/serve/server.h"
 #include "worker/train/checkpoint.h"
@@ -36,6 +40,10 @@ constexpr const char* kUsage =
     "  --model-name NAME       The name clients send as \"model\" (default kiln).\n"
     "  --model-version V       Sent in every response's X-Kiln-Model-Version header\n"
     "                          (default: the checkpoint's file name).\n"
+    "Device:\n"
+    "  --device cpu|cuda (cpu) Where to decode. cuda: bf16 weights and KV cache on\n"
+    "                          one GPU.\n"
+    "  --cuda-device N         The GPU (default: LOCAL_RANK, else 0).\n"
     "Server:\n"
     "  --bind ADDR             Listen address (default :8000).\n"
     "  --drain-timeout D       On SIGTERM, how long in-flight requests may finish\n"
@@ -45,8 +53,8 @@ constexpr const char* kUsage =
     "  --max-queue N (64; more waiting requests get 429)\n"
     "  --block-size N (16)  --kv-blocks N (0: enough for max-running full contexts)\n"
     "\n"
-    "Exit codes: 0 drained cleanly, 2 bad flags, 3 cannot listen, 6 checkpoint\n"
-    "missing, unreadable or damaged.\n";
+    "Exit codes: 0 drained cleanly, 2 bad flags, 3 cannot listen or no such GPU,\n"
+    "6 checkpoint missing, unreadable or damaged.\n";
 
 int Usage(const std::string& why) {
   std::fprintf(stderr, "kiln-worker serve: %s\n\nRun 'kiln-worker serve --help' for usage.\n",
@@ -95,7 +103,11 @@ int RunServeCommand(int argc, char** argv) {
   serve::ServerOptions server_options;
   serve::EngineOptions engine_options;
   std::chrono::milliseconds drain(std::chrono::seconds(30));
+  std::string device = "cpu";
+  int cuda_device = -1;
   FlagSet flags;
+  flags.String("device", &device);
+  flags.Int("cuda-device", &cuda_device, 0, 1 << 16);
   flags.String("checkpoint", &checkpoint);
   flags.String("checkpoint-sha256", &sha256);
   flags.String("cache-dir", &cache_dir);
@@ -118,6 +130,13 @@ int RunServeCommand(int argc, char** argv) {
     return Usage(error);
   }
   if (checkpoint.empty()) return Usage("--checkpoint is required");
+  auto chosen = ResolveDevice(device, cuda_device);
+  if (!chosen.ok()) {
+    if (chosen.status().code() == StatusCode::kInvalidArgument) {
+      return Usage(chosen.status().message());
+    }
+    return Fail(chosen.status());
+  }
 
   if (checkpoint.rfind("http://", 0) == 0 || checkpoint.rfind("https://", 0) == 0) {
     auto path = Download(checkpoint, cache_dir);
@@ -168,7 +187,15 @@ int RunServeCommand(int argc, char** argv) {
     server_options.model_version = fs::path(loaded).filename().string();
   }
 
-  auto engine = serve::Engine::Create(*model, engine_options);
+  serve::DecoderFactory make_decoder;  // Null: the CPU decoder.
+#if KILN_WORKER_CUDA
+  if (chosen->cuda) {
+    make_decoder = [&](const model::Gpt<float>& m, int block_size, int num_blocks) {
+      return serve::NewCudaDecoder(m, block_size, num_blocks, chosen->cuda_device);
+    };
+  }
+#endif
+  auto engine = serve::Engine::Create(*model, engine_options, make_decoder);
   if (!engine.ok()) return Fail(engine.status());
   // Warm-up: one short request through every path (prefill, decode,
   // sampling) before /readyz says yes.
@@ -187,6 +214,7 @@ int RunServeCommand(int argc, char** argv) {
                                      {"model", server_options.model_name},
                                      {"version", server_options.model_version},
                                      {"checkpoint", loaded},
+                                     {"device", (*engine)->device()},
                                      {"parameters", model->num_parameters()}}
                           .dump()
                           .c_str());

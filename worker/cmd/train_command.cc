@@ -12,6 +12,7 @@
 #include "base/http_server.h"
 #include "base/stop_signal.h"
 #include "kernels/cpu/cpu_features.h"
+#include "worker/cmd/device_flags.h"
 #include "worker/data/checksum.h"
 #include "worker/dist/dist_env.h"
 #include "worker/dist/tcp_communicator.h"
@@ -199,8 +200,6 @@ int RunTrainCommand(int argc, char** argv) {
       continue;
     }
     if (name == "device") {
-      if (value != "cpu" && value != "cuda")
-        return Usage("--device: 'cpu' or 'cuda', not '" + value + "'");
       device = value;
       continue;
     }
@@ -244,24 +243,6 @@ int RunTrainCommand(int argc, char** argv) {
   }
   if (o.manifest.empty()) return Usage("--data is required (a manifest.json from prepare)");
   if (o.model.max_seq_len == 0) o.model.max_seq_len = o.seq_len;
-#if !KILN_WORKER_CUDA
-  if (device == "cuda") {
-    return Usage("--device cuda: this kiln-worker was built without CUDA (use the GPU image)");
-  }
-#endif
-  if (device == "cpu" && cuda_device >= 0) return Usage("--cuda-device needs --device cuda");
-  if (device == "cuda" && cuda_device < 0) {
-    const char* local = std::getenv("LOCAL_RANK");
-    cuda_device = 0;
-    if (local != nullptr && *local != '\0') {
-      char* end = nullptr;
-      const long v = std::strtol(local, &end, 10);
-      if (*end != '\0' || v < 0)
-        return Usage(std::string("LOCAL_RANK='") + local + "' is not a rank");
-      cuda_device = static_cast<int>(v);
-    }
-  }
-
   int64_t last_step = 0;  // The last step whose update was applied.
   auto finish = [&](const Status& s) {
     const ExitCode code = TrainExitCode(s);
@@ -269,20 +250,19 @@ int RunTrainCommand(int argc, char** argv) {
     if (!termination_path.empty()) WriteTerminationMessage(termination_path, code, s, last_step);
     return ToInt(code);
   };
+  auto chosen = ResolveDevice(device, cuda_device);
+  if (!chosen.ok()) {
+    if (chosen.status().code() == StatusCode::kInvalidArgument) {
+      return Usage(chosen.status().message());
+    }
+    return finish(chosen.status());
+  }
   auto env = dist::DistEnvFromEnvironment();
   if (!env.ok()) return finish(env.status());
   tcp.env = *env;
 #if KILN_WORKER_CUDA
-  if (device == "cuda") {
-    std::string why;
-    const int devices = train::CudaDeviceCount(&why);
-    if (devices == 0) return finish(Status::Unavailable("--device cuda: no CUDA device: " + why));
-    if (cuda_device >= devices) {
-      return finish(Status::Unavailable("--device cuda: device " + std::to_string(cuda_device) +
-                                        " does not exist; this process sees " +
-                                        std::to_string(devices)));
-    }
-    if (o.peak_flops < 0) o.peak_flops = train::EstimatedCudaPeakFlops(cuda_device);
+  if (chosen->cuda && o.peak_flops < 0) {
+    o.peak_flops = train::EstimatedCudaPeakFlops(chosen->cuda_device);
   }
 #endif
   if (o.peak_flops < 0) o.peak_flops = kernels::cpu::EstimatedPeakFlops();
@@ -300,15 +280,16 @@ int RunTrainCommand(int argc, char** argv) {
   train::TrainModelFactory make_model;  // Null: the CPU model.
 #if KILN_WORKER_CUDA
   std::unique_ptr<dist::Communicator> nccl;
-  if (device == "cuda") {
+  if (chosen->cuda) {
+    const int gpu = chosen->cuda_device;
     if (comm != nullptr) {
       // Gradients move GPU to GPU; the TCP ring keeps the control traffic.
-      auto connected = dist::ConnectNccl(*comm, cuda_device, tcp.timeout);
+      auto connected = dist::ConnectNccl(*comm, gpu, tcp.timeout);
       if (!connected.ok()) return finish(connected.status());
       nccl = std::move(*connected);
     }
-    make_model = [&](const model::GptConfig& c, uint64_t seed) {
-      return train::NewCudaTrainModel(c, seed, cuda_device, nccl.get());
+    make_model = [&, gpu](const model::GptConfig& c, uint64_t seed) {
+      return train::NewCudaTrainModel(c, seed, gpu, nccl.get());
     };
   }
 #endif

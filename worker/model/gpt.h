@@ -76,6 +76,9 @@ class Gpt {
   std::span<F> params() { return params_; }
   std::span<F> grads() { return grads_; }
   std::span<F> param(Param p);
+  // Where tensor `p` starts in params() (and grads(), adam_m(), adam_v()).
+  int64_t offset(Param p) const { return offsets_[static_cast<int>(p)]; }
+  std::span<const F> params() const { return params_; }
   std::span<F> grad(Param p);
   // AdamW's first and second moments, laid out like params() (checkpoints).
   std::span<F> adam_m() { return m_; }

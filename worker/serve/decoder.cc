@@ -11,15 +11,10 @@ namespace kiln::serve {
 namespace cpu = kernels::cpu;
 using model::Param;
 
-Decoder::Decoder(model::Gpt<float>& model, PagedKvCache& cache) : model_(model), cache_(cache) {}
-
-Status Decoder::Forward(std::span<const SequenceSlice> slices, std::vector<float>& logits) {
-  const model::GptConfig& c = model_.config();
-  const int C = c.channels, L = c.num_layers, Vp = c.padded_vocab_size;
-  const int bs = cache_.block_size();
+StatusOr<DecodeRows> FlattenSlices(const model::GptConfig& c, int bs,
+                                   std::span<const SequenceSlice> slices) {
   if (slices.empty()) return Status::InvalidArgument("no sequences to decode");
-  std::vector<int> row_slice, row_pos;
-  std::vector<int32_t> row_token;
+  DecodeRows rows;
   for (size_t s = 0; s < slices.size(); ++s) {
     const SequenceSlice& sl = slices[s];
     const int n = static_cast<int>(sl.tokens.size());
@@ -40,11 +35,25 @@ Status Decoder::Forward(std::span<const SequenceSlice> slices, std::vector<float
                                        " is outside the vocabulary of " +
                                        std::to_string(c.vocab_size));
       }
-      row_slice.push_back(static_cast<int>(s));
-      row_pos.push_back(sl.start + i);
-      row_token.push_back(t);
+      rows.slice.push_back(static_cast<int>(s));
+      rows.pos.push_back(sl.start + i);
+      rows.token.push_back(t);
     }
   }
+  return rows;
+}
+
+CpuDecoder::CpuDecoder(model::Gpt<float>& model, PagedKvCache& cache)
+    : model_(model), cache_(cache) {}
+
+Status CpuDecoder::Forward(std::span<const SequenceSlice> slices, std::vector<float>& logits) {
+  const model::GptConfig& c = model_.config();
+  const int C = c.channels, L = c.num_layers, Vp = c.padded_vocab_size;
+  const int bs = cache_.block_size();
+  KILN_ASSIGN_OR_RETURN(DecodeRows rows, FlattenSlices(c, bs, slices));
+  const std::vector<int>& row_slice = rows.slice;
+  const std::vector<int>& row_pos = rows.pos;
+  const std::vector<int32_t>& row_token = rows.token;
   const int N = static_cast<int>(row_token.size());
   const auto NC = static_cast<size_t>(N) * static_cast<size_t>(C);
   x_.resize(NC);
@@ -110,9 +119,9 @@ Status Decoder::Forward(std::span<const SequenceSlice> slices, std::vector<float
   return Status::Ok();
 }
 
-void Decoder::Attention(float* out, const float* qkv, std::span<const SequenceSlice> slices,
-                        const std::vector<int>& row_slice, const std::vector<int>& row_pos,
-                        int layer) {
+void CpuDecoder::Attention(float* out, const float* qkv, std::span<const SequenceSlice> slices,
+                           const std::vector<int>& row_slice, const std::vector<int>& row_pos,
+                           int layer) {
   const model::GptConfig& c = model_.config();
   const int C = c.channels, NH = c.num_heads, hs = C / NH, bs = cache_.block_size();
   const int N = static_cast<int>(row_slice.size());

@@ -1,19 +1,21 @@
-// Decoder: the GPT's forward pass for serving. Each call runs a batch of
+// Decoder: the GPT's forward pass for serving, on the CPU (CpuDecoder) or a
+// GPU (worker/serve/cuda_decoder.h). Each call runs a batch of
 // slices — a prompt chunk (prefill) or the one newest token (decode) of
 // several sequences at once — appends their keys and values to the paged KV
 // cache, and returns the logits of each slice's last token. The weights are
 // the training model's (worker/model/gpt.h), so any kiln checkpoint serves.
 // The math is the training forward's: decoding with the cache gives the
 // logits of a full recomputation (tests/worker/serve/decoder_test.cc).
-// Not thread-safe; the kernels use all cores.
+// Not thread-safe; the CPU kernels use all cores.
 #ifndef KILN_WORKER_SERVE_DECODER_H_
 #define KILN_WORKER_SERVE_DECODER_H_
 
 #include <cstdint>
 #include <span>
+#include <string>
 #include <vector>
 
-#include "base/status.h"
+#include "base/statusor.h"
 #include "worker/model/gpt.h"
 #include "worker/serve/kv_cache.h"
 
@@ -25,18 +27,36 @@ struct SequenceSlice {
   const std::vector<int>* blocks = nullptr;  // Block table covering start + size positions.
 };
 
+// The rows of one Forward call, flattened: for each new token, its slice,
+// position and token id. Slices are validated on the way.
+struct DecodeRows {
+  std::vector<int> slice, pos;
+  std::vector<int32_t> token;
+};
+// InvalidArgument for an empty call or slice, a position beyond the context,
+// a token outside the vocabulary, or a block table too short.
+StatusOr<DecodeRows> FlattenSlices(const model::GptConfig& config, int block_size,
+                                   std::span<const SequenceSlice> slices);
+
 class Decoder {
+ public:
+  virtual ~Decoder() = default;
+  // InvalidArgument as FlattenSlices. On success `logits` holds
+  // [slices, padded vocab] floats.
+  virtual Status Forward(std::span<const SequenceSlice> slices, std::vector<float>& logits) = 0;
+  // "cpu", or "cuda:N".
+  virtual std::string device() const = 0;
+};
+
+// The decoder on the CPU kernels, over the cache's host storage.
+class CpuDecoder final : public Decoder {
  public:
   // `model` and `cache` must outlive the decoder; the cache's shape must
   // match the model's.
-  Decoder(model::Gpt<float>& model, PagedKvCache& cache);
+  CpuDecoder(model::Gpt<float>& model, PagedKvCache& cache);
 
-  // InvalidArgument for an empty slice, a position beyond the context, a
-  // token outside the vocabulary, or a block table too short. On success
-  // `logits` holds [slices, padded vocab] floats.
-  Status Forward(std::span<const SequenceSlice> slices, std::vector<float>& logits);
-
-  const model::GptConfig& config() const { return model_.config(); }
+  Status Forward(std::span<const SequenceSlice> slices, std::vector<float>& logits) override;
+  std::string device() const override { return "cpu"; }
 
  private:
   // Causal attention of each row over its sequence's cached positions <= its own.

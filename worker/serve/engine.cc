@@ -20,7 +20,8 @@ const char* FinishReasonName(FinishReason r) {
   return "";
 }
 
-StatusOr<std::unique_ptr<Engine>> Engine::Create(model::Gpt<float>& model, const EngineOptions& o) {
+StatusOr<std::unique_ptr<Engine>> Engine::Create(model::Gpt<float>& model, const EngineOptions& o,
+                                                 const DecoderFactory& make_decoder) {
   auto positive = [](int v, const char* name) {
     return v > 0 ? Status::Ok()
                  : Status::InvalidArgument(std::string(name) + " must be positive, got " +
@@ -40,14 +41,21 @@ StatusOr<std::unique_ptr<Engine>> Engine::Create(model::Gpt<float>& model, const
   }
   const int per_request = (model.config().max_seq_len + o.block_size - 1) / o.block_size;
   const int blocks = o.kv_blocks > 0 ? o.kv_blocks : o.max_running * per_request;
-  return std::unique_ptr<Engine>(new Engine(model, o, blocks));
+  std::unique_ptr<Engine> engine(new Engine(model, o, blocks, make_decoder == nullptr));
+  if (make_decoder) {
+    KILN_ASSIGN_OR_RETURN(engine->decoder_, make_decoder(model, o.block_size, blocks));
+  } else {
+    engine->decoder_ = std::make_unique<CpuDecoder>(model, engine->cache_);
+  }
+  return engine;
 }
 
-Engine::Engine(model::Gpt<float>& model, const EngineOptions& options, int kv_blocks)
+Engine::Engine(model::Gpt<float>& model, const EngineOptions& options, int kv_blocks,
+               bool host_cache)
     : model_(model),
       options_(options),
-      cache_(model.config().num_layers, model.config().channels, options.block_size, kv_blocks),
-      decoder_(model, cache_) {}
+      cache_(model.config().num_layers, model.config().channels, options.block_size, kv_blocks,
+             host_cache) {}
 
 StatusOr<int64_t> Engine::Submit(GenerateRequest request, TokenCallback callback) {
   const model::GptConfig& c = model_.config();
@@ -220,7 +228,7 @@ StatusOr<bool> Engine::Step() {
   }
   if (!slices.empty()) {
     worked = true;
-    Status st = decoder_.Forward(slices, logits_);
+    Status st = decoder_->Forward(slices, logits_);
     if (!st.ok()) {
       for (auto& s : running_) Finish(*s, FinishReason::kError);
       running_.clear();

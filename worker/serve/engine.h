@@ -1,4 +1,5 @@
-// Engine: continuous batching over the Decoder and the paged KV cache.
+// Engine: continuous batching over a Decoder (CPU or GPU) and the paged KV
+// cache.
 //
 // Requests wait in a bounded FIFO queue. Each Step():
 //   1. drops cancelled requests (their KV blocks return to the pool at once);
@@ -80,11 +81,20 @@ struct TokenEvent {
 
 using TokenCallback = std::function<void(const TokenEvent&)>;
 
+// Builds the decoder of a GPU engine for `model` with a device KV cache of
+// `num_blocks` blocks of `block_size` positions (the engine's PagedKvCache
+// then only hands out block ids).
+using DecoderFactory = std::function<StatusOr<std::unique_ptr<Decoder>>(
+    const model::Gpt<float>& model, int block_size, int num_blocks)>;
+
 class Engine {
  public:
   // `model` must outlive the engine. InvalidArgument for bad options.
+  // Without `make_decoder`, decodes on the CPU (CpuDecoder); otherwise its
+  // errors are Create's.
   static StatusOr<std::unique_ptr<Engine>> Create(model::Gpt<float>& model,
-                                                  const EngineOptions& options);
+                                                  const EngineOptions& options,
+                                                  const DecoderFactory& make_decoder = nullptr);
 
   // Queues a request and returns its id. InvalidArgument for an empty
   // prompt, a prompt at or beyond the context length, max_tokens < 1, bad
@@ -105,6 +115,8 @@ class Engine {
   double kv_utilization() const { return kv_utilization_.load(); }
   const model::GptConfig& config() const { return model_.config(); }
   const EngineOptions& options() const { return options_; }
+  // Where the decoder runs: "cpu" or "cuda:N".
+  std::string device() const { return decoder_->device(); }
 
  private:
   struct Sequence {
@@ -120,7 +132,7 @@ class Engine {
     bool done = false;
   };
 
-  Engine(model::Gpt<float>& model, const EngineOptions& options, int kv_blocks);
+  Engine(model::Gpt<float>& model, const EngineOptions& options, int kv_blocks, bool host_cache);
   // Sends the final event (with `text`) and frees the sequence's blocks.
   void Finish(Sequence& s, FinishReason reason, std::string text = "");
   // Reports the new token, and ends the sequence when it should. Returns
@@ -130,7 +142,7 @@ class Engine {
   model::Gpt<float>& model_;
   const EngineOptions options_;
   PagedKvCache cache_;
-  Decoder decoder_;
+  std::unique_ptr<Decoder> decoder_;
   std::vector<float> logits_;
 
   std::mutex mu_;  // Guards waiting_, cancelled_, next_id_.

@@ -4,11 +4,14 @@
 
 namespace kiln::serve {
 
-PagedKvCache::PagedKvCache(int layers, int channels, int block_size, int num_blocks)
+PagedKvCache::PagedKvCache(int layers, int channels, int block_size, int num_blocks,
+                           bool host_storage)
     : layers_(layers), channels_(channels), block_size_(block_size), num_blocks_(num_blocks) {
-  data_.assign(static_cast<size_t>(layers) * static_cast<size_t>(num_blocks) * 2 *
-                   static_cast<size_t>(block_size) * static_cast<size_t>(channels),
-               0.0f);
+  if (host_storage) {
+    data_.assign(static_cast<size_t>(layers) * static_cast<size_t>(num_blocks) * 2 *
+                     static_cast<size_t>(block_size) * static_cast<size_t>(channels),
+                 0.0f);
+  }
   for (int b = num_blocks - 1; b >= 0; --b) free_.push_back(b);
 }
 

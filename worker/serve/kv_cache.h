@@ -18,7 +18,10 @@ namespace kiln::serve {
 
 class PagedKvCache {
  public:
-  PagedKvCache(int layers, int channels, int block_size, int num_blocks);
+  // With `host_storage` false the cache only allocates blocks: a GPU decoder
+  // keeps the keys and values in device memory by the same block ids, and
+  // Keys/Values must not be called.
+  PagedKvCache(int layers, int channels, int block_size, int num_blocks, bool host_storage = true);
 
   int block_size() const { return block_size_; }
   int num_blocks() const { return num_blocks_; }
@@ -27,6 +30,7 @@ class PagedKvCache {
   double utilization() const;
   // Blocks needed for `tokens` positions.
   int BlocksFor(int64_t tokens) const;
+  // Host bytes of keys and values (0 without host storage).
   int64_t bytes() const { return static_cast<int64_t>(data_.size() * sizeof(float)); }
 
   // `n` free blocks, or ResourceExhausted leaving all free.

@@ -64,17 +64,6 @@ StatusOr<std::unique_ptr<TrainModel>> NewCudaTrainModel(const model::GptConfig& 
       new CudaTrainModel(std::move(model), std::move(host), device, nccl));
 }
 
-int CudaDeviceCount(std::string* why_none) {
-  int n = 0;
-  const cudaError_t err = cudaGetDeviceCount(&n);
-  if (err != cudaSuccess) {
-    if (why_none != nullptr) *why_none = cudaGetErrorString(err);
-    return 0;
-  }
-  if (n == 0 && why_none != nullptr) *why_none = "the CUDA driver reports no device";
-  return n;
-}
-
 double EstimatedCudaPeakFlops(int device) {
   int major = 0, minor = 0, sms = 0, khz = 0;
   if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess ||

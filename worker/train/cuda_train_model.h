@@ -22,10 +22,6 @@ StatusOr<std::unique_ptr<TrainModel>> NewCudaTrainModel(const model::GptConfig& 
                                                         uint64_t seed, int device,
                                                         dist::Communicator* nccl);
 
-// Number of CUDA devices this process sees (0 when there is no driver or
-// device), and the reason when there are none.
-int CudaDeviceCount(std::string* why_none = nullptr);
-
 // A peak dense bf16 tensor-core FLOP/s estimate for `device` from its
 // compute capability, multiprocessor count and maximum clock (for MFU);
 // 0 for an architecture it does not know.

@@ -44,7 +44,7 @@ TEST_CASE("decoding through the paged KV cache equals full recomputation", "[ser
   auto m = TestModel();
   const auto V = static_cast<size_t>(m.config().vocab_size);
   PagedKvCache cache(2, 48, /*block_size=*/4, /*num_blocks=*/32);
-  Decoder d(m, cache);
+  CpuDecoder d(m, cache);
   const auto tokens = Tokens(37, 5);
   // Blocks out of order, as a shared pool hands them out.
   std::vector<int> blocks = {9, 2, 30, 7, 0, 15, 4, 22, 11, 5};
@@ -78,7 +78,7 @@ TEST_CASE("sequences batched in one call get the logits they get alone", "[serve
   auto m = TestModel();
   const auto Vp = static_cast<size_t>(m.config().padded_vocab_size);
   PagedKvCache together(2, 48, 8, 16), alone(2, 48, 8, 16);
-  Decoder dt(m, together), da(m, alone);
+  CpuDecoder dt(m, together), da(m, alone);
   const auto a = Tokens(13, 1), b = Tokens(5, 2), c = Tokens(1, 3);
   std::vector<int> ba = {0, 1}, bb = {2}, bc = {3};
   std::vector<SequenceSlice> batch = {{a, 0, &ba}, {b, 0, &bb}, {c, 0, &bc}};
@@ -95,7 +95,7 @@ TEST_CASE("sequences batched in one call get the logits they get alone", "[serve
 TEST_CASE("the decoder refuses positions, tokens and block tables it cannot serve", "[serve]") {
   auto m = TestModel();
   PagedKvCache cache(2, 48, 4, 16);
-  Decoder d(m, cache);
+  CpuDecoder d(m, cache);
   std::vector<float> logits;
   std::vector<int> blocks = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10};
   const std::vector<int32_t> one = {5}, bad = {257};

@@ -1,0 +1,31 @@
+// The serving decoder on one GPU: the CpuDecoder's math (worker/serve/
+// decoder.h) in bf16 with float accumulation, over kernels/cuda (cuBLASLt
+// GEMMs, LayerNorm, GELU) and three kernels of its own — the embedding of
+// rows at arbitrary positions, the append of a call's keys and values to the
+// paged cache, and causal attention of each row over its sequence's pages.
+// Weights are the checkpoint's, rounded once to bf16 on upload; the KV cache
+// (bf16, [layers][blocks][K|V][block_size][C]) lives in device memory, by
+// the block ids of the engine's PagedKvCache. Logits come back as floats
+// (the last GEMM writes float). Built only with CUDA (KILN_HAVE_CUDA).
+// Not thread-safe.
+#ifndef KILN_WORKER_SERVE_CUDA_DECODER_H_
+#define KILN_WORKER_SERVE_CUDA_DECODER_H_
+
+#include <memory>
+
+#include "base/statusor.h"
+#include "worker/model/gpt.h"
+#include "worker/serve/decoder.h"
+
+namespace kiln::serve {
+
+// A decoder of `model` (copied to the device; the host model may change or
+// go afterwards) on CUDA device `device`, with room for `num_blocks` cache
+// blocks of `block_size` positions. Unavailable, naming the CUDA error, when
+// the device cannot hold it.
+StatusOr<std::unique_ptr<Decoder>> NewCudaDecoder(const model::Gpt<float>& model, int block_size,
+                                                  int num_blocks, int device);
+
+}  // namespace kiln::serve
+
+#endif  // KILN_WORKER_SERVE_CUDA_DECODER_H_
