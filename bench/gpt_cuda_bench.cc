@@ -3,8 +3,8 @@
 // after 3 warm-up steps. Prints ms/step (mean and best, from CUDA events on
 // the legacy default stream, which the model's blocking stream orders with),
 // tokens/s and MFU: the model FLOPs per token of train::TrainingFlopsPerToken
-// (6 per parameter plus attention) over the device's dense bf16 peak, taken
-// from its name (H100/H200 SXM 989 TFLOP/s, PCIe 756, NVL 835) or from
+// (6 per parameter plus attention) over the device's dense bf16 peak
+// (train::EstimatedCudaPeakFlops: H100/H200 SXM 989 TFLOP/s) or
 // --peak-tflops. Without a GPU it says so and exits 0.
 // Usage: gpt_cuda_bench [--peak-tflops X] [LAYERS HEADS CHANNELS SEQ BATCH [STEPS] [VOCAB]]
 //   default: GPT-2 124M, 12 12 768 1024 8, 20 steps, vocabulary 50257 (padded to 50304).
@@ -18,19 +18,12 @@
 #include <vector>
 
 #include "worker/model/gpt_cuda.h"
+#include "worker/train/cuda_train_model.h"
 #include "worker/train/trainer.h"
 
 namespace {
 
 constexpr int kWarmup = 3;
-
-// Dense bf16 tensor-core peak in TFLOP/s from the device name; 0 if unknown.
-double PeakTflops(const std::string& name) {
-  if (name.find("H100") == std::string::npos && name.find("H200") == std::string::npos) return 0;
-  if (name.find("PCIe") != std::string::npos) return 756;  // H100 PCIe.
-  if (name.find("NVL") != std::string::npos) return 835;   // H100 NVL, H200 NVL.
-  return 989;                                              // H100 and H200 SXM.
-}
 
 int Fail(const char* what, const kiln::Status& s) {
   std::fprintf(stderr, "gpt_cuda_bench: %s: %s\n", what, s.ToString().c_str());
@@ -84,7 +77,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "gpt_cuda_bench: cannot read device 0's properties\n");
     return 1;
   }
-  if (peak_tflops <= 0) peak_tflops = PeakTflops(prop.name);
+  if (peak_tflops <= 0) peak_tflops = kiln::train::EstimatedCudaPeakFlops(0) / 1e12;
 
   auto model = kiln::model::GptCuda::Create(c, 1337, 0);
   if (!model.ok()) return Fail("creating the model", model.status());

@@ -42,19 +42,33 @@ class DeviceBuffer {
   DeviceBuffer() = default;
   DeviceBuffer(const DeviceBuffer&) = delete;
   DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-  ~DeviceBuffer() {
-    if (ptr_ != nullptr) cudaFree(ptr_);
-  }
+  ~DeviceBuffer() { Free(); }
   Status Allocate(std::size_t count) {
+    Free();
     void* p = nullptr;
     Status s = CudaStatus(cudaMalloc(&p, count * sizeof(T)), "cudaMalloc", __FILE__, __LINE__);
-    if (s.ok()) ptr_ = static_cast<T*>(p);
+    if (s.ok()) {
+      ptr_ = static_cast<T*>(p);
+      size_ = count;
+    }
     return s;
   }
+  // At least `count` elements: reallocates (contents undefined) when smaller.
+  Status Reserve(std::size_t count) {
+    return count <= size_ && ptr_ != nullptr ? Status::Ok() : Allocate(count);
+  }
   T* get() const { return ptr_; }
+  std::size_t size() const { return size_; }
 
  private:
+  void Free() {
+    if (ptr_ != nullptr) cudaFree(ptr_);
+    ptr_ = nullptr;
+    size_ = 0;
+  }
+
   T* ptr_ = nullptr;
+  std::size_t size_ = 0;
 };
 
 }  // namespace kiln::gpu

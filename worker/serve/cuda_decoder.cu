@@ -33,39 +33,16 @@ namespace {
 constexpr int kParamCount = static_cast<int>(Param::kCount);
 
 template <class T>
-class Device {
- public:
-  Device() = default;
-  Device(const Device&) = delete;
-  Device& operator=(const Device&) = delete;
-  ~Device() { Free(); }
-  // At least `n` elements (contents undefined after a regrow).
-  Status Reserve(std::size_t n) {
-    if (n <= size_) return Status::Ok();
-    Free();
-    void* p = nullptr;
-    KILN_CUDA_RETURN_IF_ERROR(cudaMalloc(&p, std::max<std::size_t>(n, 1) * sizeof(T)));
-    ptr_ = static_cast<T*>(p);
-    size_ = n;
-    return Status::Ok();
-  }
-  Status Upload(const std::vector<T>& host, cudaStream_t stream) {
-    KILN_RETURN_IF_ERROR(Reserve(host.size()));
-    KILN_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(ptr_, host.data(), host.size() * sizeof(T),
-                                              cudaMemcpyHostToDevice, stream));
-    return Status::Ok();
-  }
-  T* get() const { return ptr_; }
+using Device = gpu::DeviceBuffer<T>;
 
- private:
-  void Free() {
-    if (ptr_ != nullptr) cudaFree(ptr_);
-    ptr_ = nullptr;
-    size_ = 0;
-  }
-  T* ptr_ = nullptr;
-  std::size_t size_ = 0;
-};
+// Copies `host` into `buffer` (grown as needed) on `stream`.
+template <class T>
+Status Upload(Device<T>& buffer, const std::vector<T>& host, cudaStream_t stream) {
+  KILN_RETURN_IF_ERROR(buffer.Reserve(std::max<std::size_t>(host.size(), 1)));
+  KILN_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(buffer.get(), host.data(), host.size() * sizeof(T),
+                                            cudaMemcpyHostToDevice, stream));
+  return Status::Ok();
+}
 
 __global__ void ToBf16Kernel(bf16* out, const float* in, int64_t n) {
   const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
@@ -239,12 +216,12 @@ class CudaDecoder final : public Decoder {
     }
     std::vector<int32_t> row_slice(rows.slice.begin(), rows.slice.end()),
         row_pos(rows.pos.begin(), rows.pos.end());
-    KILN_RETURN_IF_ERROR(d_token_.Upload(rows.token, stream_));
-    KILN_RETURN_IF_ERROR(d_pos_.Upload(row_pos, stream_));
-    KILN_RETURN_IF_ERROR(d_slice_.Upload(row_slice, stream_));
-    KILN_RETURN_IF_ERROR(d_slot_.Upload(slot, stream_));
-    KILN_RETURN_IF_ERROR(d_tables_.Upload(tables, stream_));
-    KILN_RETURN_IF_ERROR(d_last_.Upload(last, stream_));
+    KILN_RETURN_IF_ERROR(Upload(d_token_, rows.token, stream_));
+    KILN_RETURN_IF_ERROR(Upload(d_pos_, row_pos, stream_));
+    KILN_RETURN_IF_ERROR(Upload(d_slice_, row_slice, stream_));
+    KILN_RETURN_IF_ERROR(Upload(d_slot_, slot, stream_));
+    KILN_RETURN_IF_ERROR(Upload(d_tables_, tables, stream_));
+    KILN_RETURN_IF_ERROR(Upload(d_last_, last, stream_));
 
     const auto NC = static_cast<std::size_t>(N) * static_cast<std::size_t>(C);
     KILN_RETURN_IF_ERROR(x_.Reserve(NC));

@@ -65,22 +65,26 @@ StatusOr<std::unique_ptr<TrainModel>> NewCudaTrainModel(const model::GptConfig& 
 }
 
 double EstimatedCudaPeakFlops(int device) {
-  int major = 0, minor = 0, sms = 0, khz = 0;
-  if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess ||
-      cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device) != cudaSuccess ||
-      cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess ||
-      cudaDeviceGetAttribute(&khz, cudaDevAttrClockRate, device) != cudaSuccess) {
-    return 0;
+  cudaDeviceProp prop{};
+  if (cudaGetDeviceProperties(&prop, device) != cudaSuccess) return 0;
+  // NVIDIA's datasheet figures (dense bf16 with fp32 accumulation) where the
+  // name says which part it is.
+  const std::string name = prop.name;
+  if (name.find("H100") != std::string::npos || name.find("H200") != std::string::npos) {
+    if (name.find("PCIe") != std::string::npos) return 756e12;  // H100 PCIe.
+    if (name.find("NVL") != std::string::npos) return 835e12;   // H100 NVL, H200 NVL.
+    return 989e12;                                              // H100 and H200 SXM.
   }
-  // Dense bf16 tensor-core FLOPs per multiprocessor per clock (NVIDIA's
-  // architecture whitepapers): A100 2048; Ada and GA10x 512; H100/H200 4096;
-  // B200 8192.
+  // Otherwise: tensor-core FLOPs per multiprocessor per clock (the
+  // architecture whitepapers: A100 2048, Ada and GA10x 512, Hopper 4096,
+  // Blackwell 8192) at the maximum clock — an upper bound.
+  int khz = 0;
+  if (cudaDeviceGetAttribute(&khz, cudaDevAttrClockRate, device) != cudaSuccess) return 0;
   int per_clock = 0;
-  if (major == 8 && minor == 0) per_clock = 2048;
-  if (major == 8 && minor != 0) per_clock = 512;
-  if (major == 9) per_clock = 4096;
-  if (major == 10) per_clock = 8192;
-  return static_cast<double>(per_clock) * sms * khz * 1e3;
+  if (prop.major == 8) per_clock = prop.minor == 0 ? 2048 : 512;
+  if (prop.major == 9) per_clock = 4096;
+  if (prop.major == 10) per_clock = 8192;
+  return static_cast<double>(per_clock) * prop.multiProcessorCount * khz * 1e3;
 }
 
 }  // namespace kiln::train

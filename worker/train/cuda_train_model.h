@@ -22,9 +22,9 @@ StatusOr<std::unique_ptr<TrainModel>> NewCudaTrainModel(const model::GptConfig& 
                                                         uint64_t seed, int device,
                                                         dist::Communicator* nccl);
 
-// A peak dense bf16 tensor-core FLOP/s estimate for `device` from its
-// compute capability, multiprocessor count and maximum clock (for MFU);
-// 0 for an architecture it does not know.
+// The dense bf16 tensor-core peak FLOP/s of `device`, for MFU: the
+// datasheet figure for H100/H200 parts, else an estimate from the compute
+// capability, multiprocessor count and maximum clock; 0 when unknown.
 double EstimatedCudaPeakFlops(int device);
 
 }  // namespace kiln::train

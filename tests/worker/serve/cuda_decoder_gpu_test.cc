@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "tests/support/cuda_device.h"
+#include "tests/support/random_gpt.h"
 #include "worker/serve/cuda_decoder.h"
 #include "worker/serve/decoder.h"
 #include "worker/serve/engine.h"
@@ -31,27 +32,8 @@ bool Expect(const std::string& what, bool ok, const std::string& detail = "") {
   return ok;
 }
 
-// GPT-2 init plus a deterministic perturbation, so logits differ clearly by
-// token and position (as tests/support/random_gpt.h, without Catch).
 model::Gpt<float> RandomModel(int layers, int heads, int channels, int context) {
-  model::GptConfig c;
-  c.num_layers = layers;
-  c.num_heads = heads;
-  c.channels = channels;
-  c.max_seq_len = context;
-  c.vocab_size = 257;
-  c.padded_vocab_size = 320;
-  auto m = model::Gpt<float>::Create(c, 5);
-  if (!m.ok()) {
-    std::printf("Gpt::Create: %s\n", m.status().ToString().c_str());
-    std::exit(1);
-  }
-  uint32_t x = 12345;
-  for (float& p : m->params()) {
-    x = x * 1664525u + 1013904223u;
-    p += (static_cast<float>(x >> 8) / 16777216.0f - 0.5f) * 0.2f;
-  }
-  return std::move(*m);
+  return testing::RandomGpt(layers, heads, channels, context, 5, 0.2f);
 }
 
 double RelativeL2(const std::vector<float>& got, const std::vector<float>& want, int S, int V,
