@@ -115,12 +115,12 @@ struct Run {
 };
 
 kiln::StatusOr<Run> RunDecoder(kiln::model::Gpt<float>& model, const std::vector<int32_t>& prompt,
-                               int tokens) {
+                               int tokens, serve::CpuWeights weights = serve::CpuWeights::kFloat) {
   const GptConfig& c = model.config();
   serve::PagedKvCache cache(c.num_layers, c.channels, kBlockSize,
                             (c.max_seq_len + kBlockSize - 1) / kBlockSize);
   KILN_ASSIGN_OR_RETURN(std::vector<int> blocks, cache.Allocate(cache.num_blocks()));
-  serve::CpuDecoder decoder(model, cache);
+  serve::CpuDecoder decoder(model, cache, weights);
   const serve::SamplingParams greedy{.temperature = 0};
   serve::Rng rng(0);
   std::vector<float> logits;
@@ -377,7 +377,9 @@ int main(int argc, char** argv) {
           "usage: %s [L H C CONTEXT VOCAB [TOKENS [PROMPT]]]\n"
           "  Single-stream greedy decode of a random kiln GPT; defaults 6 6 288 256 32000 0 1\n"
           "  (llama2.c's stories15M shape). TOKENS: tokens to generate, 0 fills the context.\n"
-          "  PROMPT: prompt length (random tokens). Threads: OMP_NUM_THREADS.\n",
+          "  PROMPT: prompt length (random tokens). Threads: OMP_NUM_THREADS.\n"
+          "  Rows: the decoder and the engine with float weights, then the decoder with\n"
+          "  bf16 weight matrices (serve --cpu-weights bf16).\n",
           argv[0]);
       return 0;
     }
@@ -417,6 +419,13 @@ int main(int argc, char** argv) {
     return 1;
   }
 
+  // The same decoder with bf16 weight matrices (half the bytes per token).
+  auto dec16 = RunDecoder(*model, prompt, a.tokens, serve::CpuWeights::kBf16);
+  if (!dec16.ok()) {
+    std::fprintf(stderr, "bf16 decoder run failed: %s\n", dec16.status().ToString().c_str());
+    return 1;
+  }
+
   std::string command;
   for (int i = 0; i < argc; ++i) command += (i ? " " : "") + std::string(argv[i]);
   const double weights = MatmulWeights(c);
@@ -442,8 +451,9 @@ int main(int argc, char** argv) {
       (2 * weights + AttentionFlops(c, MeanAttended(*dec))) / 1e6);
   std::printf("%-8s %6s %10s %7s %9s %9s %10s %8s %7s\n", "row", "prompt", "prefill_ms", "decoded",
               "positions", "ms/token", "tokens/s", "GFLOP/s", "threads");
-  for (const auto& [name, r] :
-       {std::pair<const char*, const Run*>{"decoder", &*dec}, {"engine", &*eng}}) {
+  for (const auto& [name, r] : {std::pair<const char*, const Run*>{"decoder", &*dec},
+                                {"engine", &*eng},
+                                {"dec-bf16", &*dec16}}) {
     const double per = r->decode_ms / r->decoded;
     const double flops = 2 * weights + AttentionFlops(c, MeanAttended(*r));
     char positions[32];

@@ -114,7 +114,7 @@ kiln_flags="$("$python" - "$build_dir/compile_commands.json" <<'PY'
 import json, re, sys
 seen = {}
 for entry in json.load(open(sys.argv[1])):
-    m = re.search(r"(kernels/cpu/ops|worker/model/gpt|worker/serve/(?:decoder|sampler|kv_cache|engine))\.cc$",
+    m = re.search(r"(kernels/cpu/(?:ops|matmul_bf16)|worker/model/gpt|worker/serve/(?:decoder|sampler|kv_cache|engine))\.cc$",
                   entry["file"])
     if not m:
         continue
@@ -213,6 +213,7 @@ for cfg in "${configs[@]}"; do
   llama2c_tps=()
   kiln_dec_tps=()
   kiln_eng_tps=()
+  kiln_b16_tps=()
   for run in $(seq 1 "$runs"); do
     log "config $cfg: run $run/$runs: llama2.c, $threads threads"
     llama2c_log="$work/llama2c_${cfg}_$run.log"
@@ -232,17 +233,21 @@ for cfg in "${configs[@]}"; do
     # Rows: row prompt prefill_ms decoded positions ms/token tokens/s GFLOP/s threads.
     read -r dec_n dec_tps dec_threads < <(awk '$1 == "decoder" { print $4, $7, $9 }' "$kiln_log") || true
     eng_tps="$(awk '$1 == "engine" { print $7 }' "$kiln_log")"
-    [ -n "${dec_tps:-}" ] && [ -n "$eng_tps" ] || { cat "$kiln_log" >&2; die "cannot read decode_bench's output"; }
+    b16_tps="$(awk '$1 == "dec-bf16" { print $7 }' "$kiln_log")"
+    [ -n "${dec_tps:-}" ] && [ -n "$eng_tps" ] && [ -n "$b16_tps" ] ||
+      { cat "$kiln_log" >&2; die "cannot read decode_bench's output"; }
     [ "$dec_threads" -eq "$threads" ] || die "decode_bench ran $dec_threads threads, expected $threads"
     [ "$dec_n" -eq $((T - 1)) ] || die "decode_bench decoded $dec_n positions, expected $((T - 1))"
     kiln_dec_tps+=("$dec_tps")
     kiln_eng_tps+=("$eng_tps")
+    kiln_b16_tps+=("$b16_tps")
   done
   l_med="$(median "${llama2c_tps[@]}")"
   d_med="$(median "${kiln_dec_tps[@]}")"
   e_med="$(median "${kiln_eng_tps[@]}")"
-  rows+=("$(awk -v cfg="$cfg" -v l="$l_med" -v d="$d_med" -v e="$e_med" -v t="$threads" 'BEGIN {
-    printf "%-20s %14.1f %14.1f %14.1f %12.2f %8d", cfg, l, d, e, d / l, t }')")
+  b_med="$(median "${kiln_b16_tps[@]}")"
+  rows+=("$(awk -v cfg="$cfg" -v l="$l_med" -v d="$d_med" -v e="$e_med" -v b="$b_med" -v t="$threads" 'BEGIN {
+    printf "%-20s %14.1f %14.1f %14.1f %12.2f %14.1f %12.2f %8d", cfg, l, d, e, d / l, b, b / l, t }')")
 
   # FLOPs per decode token, from the shapes: 2 per matmul weight plus attention's
   # q.k and weights.v (4*C per attended position and layer) at the mean attended
@@ -259,7 +264,7 @@ done
 
 # --- report ----------------------------------------------------------------
 cpu="$(sed -nE 's/^model name\s*: (.*)/\1/p' /proc/cpuinfo | head -1)"
-echo "# llama2.c run.c vs kiln decode_bench: single-stream CPU decode, greedy, fp32"
+echo "# llama2.c run.c vs kiln decode_bench: single-stream CPU decode, greedy, fp32 (kiln bf16: bf16 weight matrices)"
 echo "# machine: ${cpu:-unknown CPU}, $(nproc) cores; OMP_NUM_THREADS=$threads; $(date -u +%Y-%m-%dT%H:%M:%SZ)"
 echo "# tokens/s: median of $runs runs over the forwards at positions 1..T-1 (position 0, the"
 echo "#   prompt, excluded), each including its greedy argmax; run.c's 'achieved tok/s' (ms clock)"
@@ -268,8 +273,9 @@ echo "# llama2.c $llama2c_commit (Llama: RMSNorm, RoPE, SwiGLU, no biases): $lla
 echo "# kiln $(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo "unknown") (GPT-2: LayerNorm, learned positions, GELU MLP 4C, biases): $kiln_flags"
 echo "# command: LLAMA2C_DIR=$LLAMA2C_DIR bench/llama2c_compare.sh --runs $runs --threads $threads ${configs[*]}"
 printf '%s\n' "${flops_lines[@]}"
-printf '%-20s %14s %14s %14s %12s %8s\n' \
-  "L,H,C,T,V" "llama2.c tok/s" "kiln dec tok/s" "kiln eng tok/s" "dec/llama2.c" threads
+printf '%-20s %14s %14s %14s %12s %14s %12s %8s\n' \
+  "L,H,C,T,V" "llama2.c tok/s" "kiln dec tok/s" "kiln eng tok/s" "dec/llama2.c" "kiln bf16 tok/s" \
+  "bf16/llama2.c" threads
 printf '%s\n' "${rows[@]}"
 echo
 echo "# kiln's breakdown, from its last run of $cfg:"

@@ -44,6 +44,9 @@ constexpr const char* kUsage =
     "  --device cpu|cuda (cpu) Where to decode. cuda: bf16 weights and KV cache on\n"
     "                          one GPU.\n"
     "  --cuda-device N         The GPU (default: LOCAL_RANK, else 0).\n"
+    "  --cpu-weights float|bf16 (float)  On the CPU, the weight matrices as float\n"
+    "                          (exact) or bf16 (half the memory traffic; logits\n"
+    "                          within about 1% of float's).\n"
     "Server:\n"
     "  --bind ADDR             Listen address (default :8000).\n"
     "  --drain-timeout D       On SIGTERM, how long in-flight requests may finish\n"
@@ -107,6 +110,8 @@ int RunServeCommand(int argc, char** argv) {
   int cuda_device = -1;
   FlagSet flags;
   flags.String("device", &device);
+  std::string cpu_weights = "float";
+  flags.String("cpu-weights", &cpu_weights);
   flags.Int("cuda-device", &cuda_device, 0, 1 << 16);
   flags.String("checkpoint", &checkpoint);
   flags.String("checkpoint-sha256", &sha256);
@@ -130,6 +135,11 @@ int RunServeCommand(int argc, char** argv) {
     return Usage(error);
   }
   if (checkpoint.empty()) return Usage("--checkpoint is required");
+  if (cpu_weights != "float" && cpu_weights != "bf16") {
+    return Usage("--cpu-weights: 'float' or 'bf16', not '" + cpu_weights + "'");
+  }
+  engine_options.cpu_weights =
+      cpu_weights == "bf16" ? serve::CpuWeights::kBf16 : serve::CpuWeights::kFloat;
   auto chosen = ResolveDevice(device, cuda_device);
   if (!chosen.ok()) {
     if (chosen.status().code() == StatusCode::kInvalidArgument) {

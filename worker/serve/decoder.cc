@@ -5,7 +5,9 @@
 #include <cstring>
 #include <string>
 
+#include "kernels/cpu/matmul_bf16.h"
 #include "kernels/cpu/ops.h"
+#include "kernels/cpu/vector_math.h"
 
 namespace kiln::serve {
 namespace cpu = kernels::cpu;
@@ -43,8 +45,25 @@ StatusOr<DecodeRows> FlattenSlices(const model::GptConfig& c, int bs,
   return rows;
 }
 
-CpuDecoder::CpuDecoder(model::Gpt<float>& model, PagedKvCache& cache)
-    : model_(model), cache_(cache) {}
+CpuDecoder::CpuDecoder(model::Gpt<float>& model, PagedKvCache& cache, CpuWeights weights)
+    : model_(model), cache_(cache) {
+  if (weights == CpuWeights::kBf16) {
+    for (Param p : {Param::kWte, Param::kQkvW, Param::kAttProjW, Param::kFcW, Param::kFcProjW}) {
+      bf16_[static_cast<int>(p)] = cpu::ToBf16(model_.param(p));
+    }
+  }
+}
+
+void CpuDecoder::Matmul(float* out, const float* in, Param p, int layer, const float* bias, int N,
+                        int C, int OC) {
+  const int64_t offset = static_cast<int64_t>(layer) * OC * C;
+  const std::vector<uint16_t>& bf16 = bf16_[static_cast<int>(p)];
+  if (!bf16.empty()) {
+    cpu::MatmulForwardBf16(out, in, bf16.data() + offset, bias, N, C, OC);
+  } else {
+    cpu::MatmulForward(out, in, model_.param(p).data() + offset, bias, N, C, OC);
+  }
+}
 
 Status CpuDecoder::Forward(std::span<const SequenceSlice> slices, std::vector<float>& logits) {
   const model::GptConfig& c = model_.config();
@@ -79,8 +98,7 @@ Status CpuDecoder::Forward(std::span<const SequenceSlice> slices, std::vector<fl
     const int64_t lC = static_cast<int64_t>(l) * C;
     cpu::LayerNormForward(ln_.data(), mean_.data(), rstd_.data(), x_.data(), P(Param::kLn1W) + lC,
                           P(Param::kLn1B) + lC, N, C);
-    cpu::MatmulForward(qkv_.data(), ln_.data(), P(Param::kQkvW) + lC * 3 * C,
-                       P(Param::kQkvB) + lC * 3, N, C, 3 * C);
+    Matmul(qkv_.data(), ln_.data(), Param::kQkvW, l, P(Param::kQkvB) + lC * 3, N, C, 3 * C);
     // This call's keys and values join the cache before attention reads it.
     for (int r = 0; r < N; ++r) {
       const int pos = row_pos[static_cast<size_t>(r)];
@@ -92,16 +110,13 @@ Status CpuDecoder::Forward(std::span<const SequenceSlice> slices, std::vector<fl
       std::memcpy(cache_.Values(l, block) + row, q + 2 * C, sizeof(float) * static_cast<size_t>(C));
     }
     Attention(atty_.data(), qkv_.data(), slices, row_slice, row_pos, l);
-    cpu::MatmulForward(proj_.data(), atty_.data(), P(Param::kAttProjW) + lC * C,
-                       P(Param::kAttProjB) + lC, N, C, C);
+    Matmul(proj_.data(), atty_.data(), Param::kAttProjW, l, P(Param::kAttProjB) + lC, N, C, C);
     cpu::ResidualForward(x_.data(), x_.data(), proj_.data(), static_cast<int64_t>(NC));
     cpu::LayerNormForward(ln_.data(), mean_.data(), rstd_.data(), x_.data(), P(Param::kLn2W) + lC,
                           P(Param::kLn2B) + lC, N, C);
-    cpu::MatmulForward(fch, ln_.data(), P(Param::kFcW) + lC * 4 * C, P(Param::kFcB) + lC * 4, N, C,
-                       4 * C);
+    Matmul(fch, ln_.data(), Param::kFcW, l, P(Param::kFcB) + lC * 4, N, C, 4 * C);
     cpu::GeluForward(fcg, fch, static_cast<int64_t>(4 * NC));
-    cpu::MatmulForward(proj_.data(), fcg, P(Param::kFcProjW) + lC * 4 * C, P(Param::kFcProjB) + lC,
-                       N, 4 * C, C);
+    Matmul(proj_.data(), fcg, Param::kFcProjW, l, P(Param::kFcProjB) + lC, N, 4 * C, C);
     cpu::ResidualForward(x_.data(), x_.data(), proj_.data(), static_cast<int64_t>(NC));
   }
   // Only each slice's last token needs the final LayerNorm and the logits.
@@ -115,7 +130,7 @@ Status CpuDecoder::Forward(std::span<const SequenceSlice> slices, std::vector<fl
   cpu::LayerNormForward(ln_.data(), mean_.data(), rstd_.data(), last_.data(), P(Param::kLnfW),
                         P(Param::kLnfB), S, C);
   logits.resize(static_cast<size_t>(S) * static_cast<size_t>(Vp));
-  cpu::MatmulForward(logits.data(), ln_.data(), wte, static_cast<const float*>(nullptr), S, C, Vp);
+  Matmul(logits.data(), ln_.data(), Param::kWte, 0, nullptr, S, C, Vp);
   return Status::Ok();
 }
 
@@ -132,35 +147,40 @@ void CpuDecoder::Attention(float* out, const float* qkv, std::span<const Sequenc
 #pragma omp for collapse(2) schedule(dynamic, 1)
     for (int r = 0; r < N; ++r) {
       for (int h = 0; h < NH; ++h) {
-        const int pos = row_pos[static_cast<size_t>(r)];
+        const int n = row_pos[static_cast<size_t>(r)] + 1;  // Positions attended.
         const auto& blocks = *slices[static_cast<size_t>(row_slice[static_cast<size_t>(r)])].blocks;
         const float* q = qkv + static_cast<int64_t>(r) * 3 * C + h * hs;
+        float* s = scores.data();
+        // Block by block, so each key row is a pointer step, not a lookup.
         float max = -INFINITY;
-        for (int t = 0; t <= pos; ++t) {
-          const float* k = cache_.Keys(layer, blocks[static_cast<size_t>(t / bs)]) +
-                           static_cast<int64_t>(t % bs) * C + h * hs;
-          float dot = 0;
+        for (int t0 = 0; t0 < n; t0 += bs) {
+          const float* k = cache_.Keys(layer, blocks[static_cast<size_t>(t0 / bs)]) + h * hs;
+          const int end = std::min(n, t0 + bs);
+          for (int t = t0; t < end; ++t, k += C) {
+            float dot = 0;
 #pragma omp simd reduction(+ : dot)
-          for (int i = 0; i < hs; ++i) dot += q[i] * k[i];
-          dot *= scale;
-          scores[static_cast<size_t>(t)] = dot;
-          max = std::max(max, dot);
+            for (int i = 0; i < hs; ++i) dot += q[i] * k[i];
+            s[t] = dot * scale;
+            max = std::max(max, s[t]);
+          }
         }
         float sum = 0;
-        for (int t = 0; t <= pos; ++t) {
-          const float e = std::exp(scores[static_cast<size_t>(t)] - max);
-          scores[static_cast<size_t>(t)] = e;
-          sum += e;
+#pragma omp simd reduction(+ : sum)
+        for (int t = 0; t < n; ++t) {
+          s[t] = cpu::VectorExp(s[t] - max);
+          sum += s[t];
         }
         const float inv = 1.0f / sum;
         float* y = out + static_cast<int64_t>(r) * C + h * hs;
         std::fill(y, y + hs, 0.0f);
-        for (int t = 0; t <= pos; ++t) {
-          const float w = scores[static_cast<size_t>(t)] * inv;
-          const float* v = cache_.Values(layer, blocks[static_cast<size_t>(t / bs)]) +
-                           static_cast<int64_t>(t % bs) * C + h * hs;
+        for (int t0 = 0; t0 < n; t0 += bs) {
+          const float* v = cache_.Values(layer, blocks[static_cast<size_t>(t0 / bs)]) + h * hs;
+          const int end = std::min(n, t0 + bs);
+          for (int t = t0; t < end; ++t, v += C) {
+            const float w = s[t] * inv;
 #pragma omp simd
-          for (int i = 0; i < hs; ++i) y[i] += w * v[i];
+            for (int i = 0; i < hs; ++i) y[i] += w * v[i];
+          }
         }
       }
     }

@@ -48,12 +48,20 @@ class Decoder {
   virtual std::string device() const = 0;
 };
 
+// How the CPU decoder holds the weight matrices it multiplies by: float (the
+// training forward's math exactly) or bf16 (kernels/cpu/matmul_bf16.h: half
+// the bytes a memory-bound decode step streams; the embeddings, biases,
+// LayerNorms and all arithmetic stay float).
+enum class CpuWeights { kFloat, kBf16 };
+
 // The decoder on the CPU kernels, over the cache's host storage.
 class CpuDecoder final : public Decoder {
  public:
   // `model` and `cache` must outlive the decoder; the cache's shape must
-  // match the model's.
-  CpuDecoder(model::Gpt<float>& model, PagedKvCache& cache);
+  // match the model's. With kBf16 the decoder keeps its own bf16 copy of the
+  // matrices, taken now.
+  CpuDecoder(model::Gpt<float>& model, PagedKvCache& cache,
+             CpuWeights weights = CpuWeights::kFloat);
 
   Status Forward(std::span<const SequenceSlice> slices, std::vector<float>& logits) override;
   std::string device() const override { return "cpu"; }
@@ -63,8 +71,14 @@ class CpuDecoder final : public Decoder {
   void Attention(float* out, const float* qkv, std::span<const SequenceSlice> slices,
                  const std::vector<int>& row_slice, const std::vector<int>& row_pos, int layer);
 
+  // out = in x the matrix `p` of layer `l` (the classifier for kWte) + bias.
+  void Matmul(float* out, const float* in, model::Param p, int layer, const float* bias, int N,
+              int C, int OC);
+
   model::Gpt<float>& model_;
   PagedKvCache& cache_;
+  // With CpuWeights::kBf16: the matrices, each in its Param layout; else empty.
+  std::vector<uint16_t> bf16_[static_cast<int>(model::Param::kCount)];
   // Activations for the rows of one call, grown as needed.
   std::vector<float> x_, ln_, mean_, rstd_, qkv_, atty_, proj_, fch_, last_;
 };

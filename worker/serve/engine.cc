@@ -45,7 +45,7 @@ StatusOr<std::unique_ptr<Engine>> Engine::Create(model::Gpt<float>& model, const
   if (make_decoder) {
     KILN_ASSIGN_OR_RETURN(engine->decoder_, make_decoder(model, o.block_size, blocks));
   } else {
-    engine->decoder_ = std::make_unique<CpuDecoder>(model, engine->cache_);
+    engine->decoder_ = std::make_unique<CpuDecoder>(model, engine->cache_, o.cpu_weights);
   }
   return engine;
 }

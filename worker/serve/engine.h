@@ -51,6 +51,8 @@ struct EngineOptions {
   // KV-cache blocks; 0: enough for max_running requests at the full context.
   int kv_blocks = 0;
   int32_t end_of_text = 256;  // The tokenizer's end-of-document token; < 0: none.
+  // The CPU decoder's weight matrices (decoder.h); a GPU decoder ignores it.
+  CpuWeights cpu_weights = CpuWeights::kFloat;
 };
 
 struct GenerateRequest {

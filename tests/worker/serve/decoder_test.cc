@@ -9,6 +9,7 @@
 
 #include <catch2/catch.hpp>
 
+#include "kernels/cpu/matmul_bf16.h"
 #include "tests/support/random_gpt.h"
 namespace kiln::serve {
 namespace {
@@ -90,6 +91,46 @@ TEST_CASE("sequences batched in one call get the logits they get alone", "[serve
     INFO("sequence " << i);
     CHECK(MaxDiff(std::span<const float>(logits).subspan(i * Vp, Vp), single, Vp) < 1e-5f);
   }
+}
+
+TEST_CASE("bf16 weights give the float decoder's logits over bf16-rounded matrices", "[serve]") {
+  auto round = [](std::span<float> t) {
+    for (float& w : t) w = kernels::cpu::Bf16ToFloat(kernels::cpu::FloatToBf16(w));
+  };
+  // wte is both the embedding (read in float) and the classifier (bf16 in
+  // the bf16 decoder): make it bf16-exact in every model, so the two agree.
+  auto m = TestModel();
+  round(m.param(model::Param::kWte));
+  // The same model with the other matrices rounded too, decoded in float.
+  auto rounded = TestModel();
+  for (model::Param p : {model::Param::kWte, model::Param::kQkvW, model::Param::kAttProjW,
+                         model::Param::kFcW, model::Param::kFcProjW}) {
+    round(rounded.param(p));
+  }
+  const auto Vp = static_cast<size_t>(m.config().padded_vocab_size);
+  const auto V = static_cast<size_t>(m.config().vocab_size);
+  PagedKvCache c16(2, 48, 8, 16), cr(2, 48, 8, 16), cf(2, 48, 8, 16);
+  CpuDecoder bf16(m, c16, CpuWeights::kBf16), on_rounded(rounded, cr), exact(m, cf);
+  const auto a = Tokens(11, 5), b = Tokens(6, 6);
+  std::vector<int> ba = {3, 0}, bb = {1, 2};
+  std::vector<SequenceSlice> batch = {{a, 0, &ba}, {b, 0, &bb}};
+  std::vector<float> l16, lr, lf;
+  REQUIRE(bf16.Forward(batch, l16).ok());
+  REQUIRE(on_rounded.Forward(batch, lr).ok());
+  REQUIRE(exact.Forward(batch, lf).ok());
+  // Same products, another summation order: float rounding only.
+  CHECK(MaxDiff(l16, lr, 2 * Vp) < 1e-4f);
+  double num = 0, den = 0;
+  for (size_t s = 0; s < 2; ++s) {
+    for (size_t v = 0; v < V; ++v) {
+      num += std::pow(l16[s * Vp + v] - lf[s * Vp + v], 2);
+      den += std::pow(lf[s * Vp + v], 2);
+    }
+  }
+  INFO("relative L2 error against float weights " << std::sqrt(num / den));
+  // bf16 keeps 8 significant bits: up to 0.4% per weight, averaging out.
+  CHECK(std::sqrt(num / den) < 2e-2);
+  CHECK(std::sqrt(num / den) > 1e-5);  // The bf16 path is really taken.
 }
 
 TEST_CASE("the decoder refuses positions, tokens and block tables it cannot serve", "[serve]") {
