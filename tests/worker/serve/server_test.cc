@@ -182,6 +182,54 @@ TEST_CASE("kiln-worker serve answers completions like the engine, whole and stre
   CHECK(Metric(metrics, "kiln_serve_ready") == 1);
 }
 
+TEST_CASE(
+    "kiln-worker serve --cpu-weights bf16 answers like the bf16 engine; bad device flags exit 2",
+    "[serve][server]") {
+  TempDir dir;
+  const std::string ckpt = WriteModel(dir, 2, 64, 256);
+  Server s = Serve(dir, ckpt, {"--cpu-weights", "bf16"});
+  CHECK_THAT(s.process->Output(), Catch::Contains("\"device\":\"cpu\""));
+  auto config = train::ReadCheckpointConfig(ckpt);
+  REQUIRE(config.ok());
+  auto m = model::Gpt<float>::Create(*config, 0);
+  REQUIRE(m.ok());
+  REQUIRE(train::LoadCheckpoint(ckpt, *m).ok());
+  auto engine = Engine::Create(*m, {.cpu_weights = CpuWeights::kBf16});
+  REQUIRE(engine.ok());
+  const std::string prompt = "Knock knock";
+  std::string expected;
+  REQUIRE((*engine)
+              ->Submit({.prompt = std::vector<int32_t>(prompt.begin(), prompt.end()),
+                        .max_tokens = 30,
+                        .sampling = {.temperature = 0}},
+                       [&](const TokenEvent& e) { expected += e.text; })
+              .ok());
+  while (*(*engine)->Step()) {
+  }
+  const json request = {{"prompt", prompt}, {"max_tokens", 30}, {"temperature", 0}};
+  RawResponse r = Call(s, "POST", "/v1/completions", request.dump());
+  INFO(r.body);
+  REQUIRE(r.status == 200);
+  CHECK(json::parse(r.body)["choices"][0]["text"] == json::parse(Dump(json(expected))));
+
+  auto run = [&](std::vector<std::string> args) {
+    args.insert(args.begin(),
+                {KILN_WORKER_BIN, "serve", "--bind", "127.0.0.1:0", "--checkpoint", ckpt});
+    auto p = RunProcess({.argv = args, .timeout = std::chrono::minutes(1)});
+    REQUIRE(p.ok());
+    return *p;
+  };
+  auto bad = run({"--cpu-weights", "fp8"});
+  CHECK(bad.exit_code == 2);
+  CHECK_THAT(bad.stderr_data, Catch::Contains("--cpu-weights: 'float' or 'bf16', not 'fp8'"));
+  bad = run({"--device", "tpu"});
+  CHECK(bad.exit_code == 2);
+  CHECK_THAT(bad.stderr_data, Catch::Contains("--device: 'cpu' or 'cuda', not 'tpu'"));
+  bad = run({"--cuda-device", "0"});
+  CHECK(bad.exit_code == 2);
+  CHECK_THAT(bad.stderr_data, Catch::Contains("--cuda-device needs --device cuda"));
+}
+
 TEST_CASE("kiln-worker serve refuses bad requests with the reason and keeps serving",
           "[serve][server]") {
   TempDir dir;
