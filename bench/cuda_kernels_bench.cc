@@ -22,6 +22,7 @@
 #include "kernels/cuda/blas.h"
 #include "kernels/cuda/classifier.h"
 #include "kernels/cuda/encoder.h"
+#include "kernels/cuda/flash_attention.h"
 #include "kernels/cuda/gelu.h"
 #include "kernels/cuda/global_norm.h"
 #include "kernels/cuda/layernorm.h"
@@ -292,6 +293,19 @@ int main(int argc, char** argv) {
     return k::AttentionBackward(*blas, dqkv, y, qkv, att, B, T, C, NH, att_scratch,
                                 att_scratch_bytes, stream);
   });
+  if (k::FlashAttentionSupported(hs)) {
+    // The fused kernels, counted with the same FLOPs (they skip the masked
+    // upper half, so their true rate is about half the figure's).
+    auto* lse = arena.Take<float>(int64_t{B} * NH * T);
+    const std::size_t flash_bytes = k::FlashAttentionBackwardScratchBytes(B, T, NH);
+    auto* flash_scratch = arena.Take<char>(static_cast<int64_t>(flash_bytes));
+    bench.Flops("flash_attention_forward", att_flops,
+                [&] { return k::FlashAttentionForward(y, lse, qkv, B, T, C, NH, stream); });
+    bench.Flops("flash_attention_backward", 2 * att_flops, [&] {
+      return k::FlashAttentionBackward(dqkv, y, qkv, y, lse, B, T, C, NH, flash_scratch,
+                                       flash_bytes, stream);
+    });
+  }
 
   // GELU over the 4C-wide MLP activations.
   const int64_t n_gelu = 4 * NC;

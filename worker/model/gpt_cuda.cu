@@ -19,6 +19,7 @@
 #include "kernels/cuda/blas.h"
 #include "kernels/cuda/classifier.h"
 #include "kernels/cuda/encoder.h"
+#include "kernels/cuda/flash_attention.h"
 #include "kernels/cuda/gelu.h"
 #include "kernels/cuda/global_norm.h"
 #include "kernels/cuda/layernorm.h"
@@ -99,6 +100,10 @@ struct ActLayout {
   Region inputs, targets;  // int32 [BT]
   Region attention_scratch, encoder_scratch, float_scratch;
   std::size_t attention_bytes = 0, encoder_bytes = 0;
+  // Head size 64: the fused attention, which keeps per layer only the
+  // log-sum-exp of each query row (float [B, NH, T] in `att`) instead of the
+  // bf16 [B, NH, T, T] probabilities.
+  bool flash = false;
   std::size_t total = 0;
 };
 
@@ -122,7 +127,8 @@ StatusOr<ActLayout> MakeLayout(const GptConfig& c, int B, int T) {
   a.ln1 = take(BT * C * h, L);
   a.qkv = take(BT * 3 * C * h, L);
   a.atty = take(BT * C * h, L);
-  a.att = take(BT * NH * static_cast<std::size_t>(T) * h, L);
+  a.flash = cuda::FlashAttentionSupported(c.channels / c.num_heads);
+  a.att = a.flash ? take(BT * NH * f, L) : take(BT * NH * static_cast<std::size_t>(T) * h, L);
   a.residual2 = take(BT * C * h, L);
   a.ln2 = take(BT * C * h, L);
   a.fch = take(BT * 4 * C * h, L);
@@ -146,7 +152,8 @@ StatusOr<ActLayout> MakeLayout(const GptConfig& c, int B, int T) {
   a.dfch = take(BT * 4 * C * h, 1);
   a.inputs = take(BT * sizeof(int32_t), 1);
   a.targets = take(BT * sizeof(int32_t), 1);
-  a.attention_bytes = cuda::AttentionScratchBytes(B, T, c.channels, c.num_heads);
+  a.attention_bytes = a.flash ? cuda::FlashAttentionBackwardScratchBytes(B, T, c.num_heads)
+                              : cuda::AttentionScratchBytes(B, T, c.channels, c.num_heads);
   a.attention_scratch = take(a.attention_bytes, 1);
   KILN_ASSIGN_OR_RETURN(a.encoder_bytes, cuda::EncoderBackwardScratchBytes(B, T));
   a.encoder_scratch = take(a.encoder_bytes, 1);
@@ -272,9 +279,14 @@ Status GptCuda::Impl::Forward(const int32_t* inputs, const int32_t* targets, int
     KILN_RETURN_IF_ERROR(cuda::MatmulForward(bl, H(a.qkv, l), H(a.ln1, l),
                                              W(Param::kQkvW) + lC * 3 * C, W(Param::kQkvB) + lC * 3,
                                              N, C, 3 * C, st));
-    KILN_RETURN_IF_ERROR(cuda::AttentionForward(bl, H(a.atty, l), H(a.att, l), H(a.qkv, l), B, T, C,
-                                                NH, At<char>(a.attention_scratch),
-                                                a.attention_bytes, st));
+    if (a.flash) {
+      KILN_RETURN_IF_ERROR(
+          cuda::FlashAttentionForward(H(a.atty, l), F(a.att, l), H(a.qkv, l), B, T, C, NH, st));
+    } else {
+      KILN_RETURN_IF_ERROR(cuda::AttentionForward(bl, H(a.atty, l), H(a.att, l), H(a.qkv, l), B, T,
+                                                  C, NH, At<char>(a.attention_scratch),
+                                                  a.attention_bytes, st));
+    }
     KILN_RETURN_IF_ERROR(cuda::MatmulForward(bl, H(a.proj), H(a.atty, l),
                                              W(Param::kAttProjW) + lC * C, W(Param::kAttProjB) + lC,
                                              N, C, C, st));
@@ -362,9 +374,15 @@ Status GptCuda::Impl::Backward(float loss_scale) {
         bl, H(a.datty), G(Param::kAttProjW) + lC * C, G(Param::kAttProjB) + lC, H(a.dresidual),
         H(a.atty, l), W(Param::kAttProjW) + lC * C, N, C, C, scratch, st));
     KILN_RETURN_IF_ERROR(Zero(a.dqkv));
-    KILN_RETURN_IF_ERROR(
-        cuda::AttentionBackward(bl, H(a.dqkv), H(a.datty), H(a.qkv, l), H(a.att, l), B, T, C, NH,
-                                At<char>(a.attention_scratch), a.attention_bytes, st));
+    if (a.flash) {
+      KILN_RETURN_IF_ERROR(cuda::FlashAttentionBackward(
+          H(a.dqkv), H(a.datty), H(a.qkv, l), H(a.atty, l), F(a.att, l), B, T, C, NH,
+          At<char>(a.attention_scratch), a.attention_bytes, st));
+    } else {
+      KILN_RETURN_IF_ERROR(
+          cuda::AttentionBackward(bl, H(a.dqkv), H(a.datty), H(a.qkv, l), H(a.att, l), B, T, C, NH,
+                                  At<char>(a.attention_scratch), a.attention_bytes, st));
+    }
     KILN_RETURN_IF_ERROR(Zero(a.dln));
     KILN_RETURN_IF_ERROR(cuda::MatmulBackward(
         bl, H(a.dln), G(Param::kQkvW) + lC * 3 * C, G(Param::kQkvB) + lC * 3, H(a.dqkv),

@@ -86,6 +86,7 @@ bool TestEncoder(cudaStream_t stream);
 bool TestLayerNorm(cudaStream_t stream);
 bool TestMatmul(cudaStream_t stream);
 bool TestAttention(cudaStream_t stream);
+bool TestFlashAttention(cudaStream_t stream);
 bool TestGelu(cudaStream_t stream);
 bool TestClassifier(cudaStream_t stream);
 bool TestAdamW(cudaStream_t stream);

@@ -24,10 +24,15 @@ struct NamedTest {
 };
 
 constexpr NamedTest kTests[] = {
-    {"encoder", t::TestEncoder}, {"layernorm", t::TestLayerNorm},
-    {"matmul", t::TestMatmul},   {"attention", t::TestAttention},
-    {"gelu", t::TestGelu},       {"classifier", t::TestClassifier},
-    {"adamw", t::TestAdamW},     {"global_norm", t::TestGlobalNorm},
+    {"encoder", t::TestEncoder},
+    {"layernorm", t::TestLayerNorm},
+    {"matmul", t::TestMatmul},
+    {"attention", t::TestAttention},
+    {"gelu", t::TestGelu},
+    {"classifier", t::TestClassifier},
+    {"adamw", t::TestAdamW},
+    {"global_norm", t::TestGlobalNorm},
+    {"flash_attention", t::TestFlashAttention},
 };
 
 const NamedTest* Find(const char* name) {

@@ -1,5 +1,7 @@
-// GptCuda (worker/model/gpt_cuda.h) against Gpt<float>, the CPU model, on a
-// small odd shape (L=2, NH=3, C=96, B=3, T=33, V=257 -> Vp=320): the same
+// GptCuda (worker/model/gpt_cuda.h) against Gpt<float>, the CPU model, on
+// small odd shapes (L=2, B=3, T=33, V=257 -> Vp=320; NH=3, C=96, whose head
+// size 32 takes the cuBLAS attention, and NH=2, C=128, whose head size 64
+// takes the fused kernels of kernels/cuda/flash_attention.h): the same
 // initial weights, then the loss, the logits, every parameter gradient and
 // the gradient norm of one batch, gradient accumulation, 20 AdamW steps with
 // clipping on a repeated batch, the weight-decay mask and the state copies;
@@ -62,14 +64,14 @@ constexpr double kDecayRtol = 1e-6;
 constexpr int kSteps = 20;
 constexpr double kInfinity = std::numeric_limits<double>::infinity();
 
-GptConfig TestConfig() {
+GptConfig TestConfig(int heads, int channels) {
   GptConfig c;
   c.max_seq_len = 64;
   c.vocab_size = 257;
   c.padded_vocab_size = GptConfig::PadVocab(c.vocab_size);
   c.num_layers = 2;
-  c.num_heads = 3;
-  c.channels = 96;
+  c.num_heads = heads;
+  c.channels = channels;
   return c;
 }
 
@@ -368,20 +370,13 @@ bool TestStateRoundTrip(GptCuda& gpu) {
   return same;
 }
 
-int Run() {
-  const std::string no_device = kiln::testing::NoCudaDeviceReason();
-  if (!no_device.empty()) {
-    std::printf("SKIPPED: no CUDA device: %s\n", no_device.c_str());
-    return 77;
-  }
-  if (Status s = kernels::cpu::CheckCpuSupport(); !s.ok()) {
-    std::printf("FAILED: the CPU reference cannot run here: %s\n", s.ToString().c_str());
-    return 1;
-  }
-  const GptConfig config = TestConfig();
+bool RunConfig(const GptConfig& config) {
+  std::printf("== L=%d NH=%d C=%d (head size %d: %s attention)\n", config.num_layers,
+              config.num_heads, config.channels, config.channels / config.num_heads,
+              config.channels / config.num_heads == 64 ? "fused" : "unfused");
   auto cpu = Gpt<float>::Create(config, kSeed);
   auto gpu = GptCuda::Create(config, kSeed, 0);
-  if (!Ok("Gpt<float>::Create", cpu.status()) || !Ok("GptCuda::Create", gpu.status())) return 1;
+  if (!Ok("Gpt<float>::Create", cpu.status()) || !Ok("GptCuda::Create", gpu.status())) return false;
   const Batch batch = RandomBatch(config.vocab_size);
 
   bool ok = TestInitialisation(*cpu, *gpu);
@@ -389,7 +384,7 @@ int Run() {
   for (float& x : cpu->params()) x = RoundBf16(x);
   if (!Ok("LoadStateFromHost",
           gpu->LoadStateFromHost(cpu->params(), cpu->adam_m(), cpu->adam_v()))) {
-    return 1;
+    return false;
   }
   ok = TestErrors(*gpu, batch) && ok;
   std::vector<float> grads;
@@ -400,6 +395,22 @@ int Run() {
   ok = TestTraining(*cpu, *gpu, batch) && ok;
   ok = TestDecayMask(*cpu, *gpu) && ok;
   ok = TestStateRoundTrip(*gpu) && ok;
+  return ok;
+}
+
+int Run() {
+  const std::string no_device = kiln::testing::NoCudaDeviceReason();
+  if (!no_device.empty()) {
+    std::printf("SKIPPED: no CUDA device: %s\n", no_device.c_str());
+    return 77;
+  }
+  if (Status s = kernels::cpu::CheckCpuSupport(); !s.ok()) {
+    std::printf("FAILED: the CPU reference cannot run here: %s\n", s.ToString().c_str());
+    return 1;
+  }
+  // Head size 32 takes the cuBLAS attention, 64 the fused kernels.
+  bool ok = RunConfig(TestConfig(3, 96));
+  ok = RunConfig(TestConfig(2, 128)) && ok;
   std::printf("%s\n", ok ? "PASSED" : "FAILED");
   return ok ? 0 : 1;
 }
