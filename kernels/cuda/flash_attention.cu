@@ -1,12 +1,19 @@
 // kernels/cuda/flash_attention.h. Every kernel works on one (batch, head) and
 // one 64-row tile of queries or keys, with 4 warps of 16 rows each. Tiles are
 // copied from qkv's row layout [B, T, 3, NH, 64] into shared memory (rows past
-// T zero), products run on tensor cores through WMMA 16x16x16 fragments, and
-// each warp does its rows' elementwise work on float scratch in shared memory.
+// T zero; some also transposed, so every tensor-core operand is read as
+// 32-bit pairs), and the products run as mma.sync m16n8k16 (bf16 in, float
+// accumulators in registers). A product's accumulator layout is the next
+// product's A-operand layout, so scores become probabilities and gradients in
+// registers: nothing of the T x T matrices touches shared or global memory.
 // Scores are kept in log2 units: s2 = (q . k) * scale * log2(e), so the
 // softmax uses exp2 and lse = log2 sum 2^s2.
-#include <mma.h>
-
+//
+// Fragment layouts (PTX ISA, mma.m16n8k16 with bf16): lane = 4 g + t. A
+// (16 x 16, row-major): registers {row g, cols 2t..2t+1}, {row g+8, same},
+// {row g, cols 2t+8..}, {row g+8, cols 2t+8..}. B (16 x 8): {rows 2t..2t+1,
+// col g}, {rows 2t+8.., col g}. C (16 x 8, float): {row g, cols 2t, 2t+1},
+// {row g+8, same}.
 #include <cmath>
 #include <cstdint>
 #include <string>
@@ -19,25 +26,13 @@
 namespace kiln::kernels::cuda {
 namespace {
 
-namespace wmma = nvcuda::wmma;
-
 constexpr int kHs = 64;    // Head size.
 constexpr int kTile = 64;  // Query or key rows per block.
 constexpr int kWarps = 4;  // Each owns 16 rows of the block's tile.
 constexpr int kThreads = kWarps * kWarpSize;
-constexpr int kLd = kHs + 8;     // bf16 tile row stride (shared memory).
-constexpr int kLdf = kTile + 4;  // float scratch row stride.
-constexpr int kFrag = 16;        // WMMA fragment side.
+constexpr int kLd = kHs + 8;  // Shared-memory row stride (bf16): conflict-free pairs.
 constexpr float kLog2e = 1.4426950408889634f;
-
-using FragA = wmma::fragment<wmma::matrix_a, kFrag, kFrag, kFrag, bf16, wmma::row_major>;
-using FragBCol = wmma::fragment<wmma::matrix_b, kFrag, kFrag, kFrag, bf16, wmma::col_major>;
-using FragBRow = wmma::fragment<wmma::matrix_b, kFrag, kFrag, kFrag, bf16, wmma::row_major>;
-using FragAcc = wmma::fragment<wmma::accumulator, kFrag, kFrag, kFrag, float>;
-
 constexpr std::size_t kTileBytes = sizeof(bf16) * kTile * kLd;
-constexpr std::size_t kWarpFloatBytes = sizeof(float) * kFrag * kLdf;
-constexpr std::size_t kWarpBf16Bytes = sizeof(bf16) * kFrag * kLd;
 
 // 64 rows x 64 columns from `src` (row t at src + t * row_stride) starting at
 // row t0, into dst [64][kLd]; rows at or past T are zero. 16-byte copies.
@@ -52,46 +47,83 @@ __device__ __forceinline__ void LoadTile(bf16* dst, const bf16* src, int64_t row
   }
 }
 
-// acc[n] (16 x 16 column block n of a 16 x 64 result) = A (16 x 64, row-major
-// at a, ld kLd) x B, where B's k-th 16-row block, n-th 16-column block is at
-// b_at(k, n); FragB says how B is stored.
-template <class FragB, class BAt>
-__device__ __forceinline__ void Product16x64(FragAcc (&acc)[4], const bf16* a, BAt b_at) {
+// The same tile transposed: dst [64 columns][kLd] holds column c of the tile
+// as row c.
+__device__ __forceinline__ void LoadTileTransposed(bf16* dst, const bf16* src, int64_t row_stride,
+                                                   int t0, int T) {
+  constexpr int kVecs = kHs / 8;
+  for (int i = threadIdx.x; i < kTile * kVecs; i += kThreads) {
+    const int r = i % kTile, v = i / kTile, t = t0 + r;
+    uint4 x = make_uint4(0, 0, 0, 0);
+    if (t < T) x = *reinterpret_cast<const uint4*>(src + t * row_stride + v * 8);
+    const bf16* e = reinterpret_cast<const bf16*>(&x);
 #pragma unroll
-  for (int n = 0; n < 4; ++n) wmma::fill_fragment(acc[n], 0.0f);
+    for (int k = 0; k < 8; ++k) dst[(v * 8 + k) * kLd + r] = e[k];
+  }
+}
+
+// Two consecutive bf16 at p (an even column), as one register.
+__device__ __forceinline__ uint32_t Pair(const bf16* p) {
+  return *reinterpret_cast<const uint32_t*>(p);
+}
+
+__device__ __forceinline__ uint32_t Pack(float lo, float hi) {
+  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+  return *reinterpret_cast<const uint32_t*>(&v);
+}
+
+// c += a (16 x 16) * b (16 x 8).
+__device__ __forceinline__ void Mma(float (&c)[4], const uint32_t (&a)[4], uint32_t b0,
+                                    uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+      "{%8,%9}, {%0,%1,%2,%3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// A fragments of the 16 rows at `rows` (row-major, stride kLd), 64 columns:
+// a[k] covers columns 16k..16k+15.
+__device__ __forceinline__ void LoadA(uint32_t (&a)[4][4], const bf16* rows, int g, int t) {
 #pragma unroll
   for (int k = 0; k < 4; ++k) {
-    FragA fa;
-    wmma::load_matrix_sync(fa, a + k * kFrag, kLd);
+    a[k][0] = Pair(rows + g * kLd + 16 * k + 2 * t);
+    a[k][1] = Pair(rows + (g + 8) * kLd + 16 * k + 2 * t);
+    a[k][2] = Pair(rows + g * kLd + 16 * k + 8 + 2 * t);
+    a[k][3] = Pair(rows + (g + 8) * kLd + 16 * k + 8 + 2 * t);
+  }
+}
+
+// acc (16 x 64, as 8 column blocks of 8) = a (16 x 64) * M^T, where M is 64
+// rows x 64 columns row-major in shared memory: B's column n is M's row n.
+__device__ __forceinline__ void ProductT(float (&acc)[8][4], const uint32_t (&a)[4][4],
+                                         const bf16* M, int g, int t) {
 #pragma unroll
-    for (int n = 0; n < 4; ++n) {
-      FragB fb;
-      wmma::load_matrix_sync(fb, b_at(k, n), kLd);
-      wmma::mma_sync(acc[n], fa, fb, acc[n]);
+  for (int n = 0; n < 8; ++n) {
+    acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+      const bf16* row = M + (n * 8 + g) * kLd + 16 * k + 2 * t;
+      Mma(acc[n], a[k], Pair(row), Pair(row + 8));
     }
   }
 }
 
-// As Product16x64, adding into acc.
-template <class FragB, class BAt>
-__device__ __forceinline__ void Accumulate16x64(FragAcc (&acc)[4], const bf16* a, BAt b_at) {
+// acc += a (16 x 64, from accumulators: p[j] covers columns 8j..8j+7) * M,
+// where Mt holds M (64 x 64) transposed: B's column n is Mt's row n.
+__device__ __forceinline__ void AccumulateFromAcc(float (&acc)[8][4], const float (&p)[8][4],
+                                                  const bf16* Mt, int g, int t) {
 #pragma unroll
   for (int k = 0; k < 4; ++k) {
-    FragA fa;
-    wmma::load_matrix_sync(fa, a + k * kFrag, kLd);
+    const uint32_t a[4] = {Pack(p[2 * k][0], p[2 * k][1]), Pack(p[2 * k][2], p[2 * k][3]),
+                           Pack(p[2 * k + 1][0], p[2 * k + 1][1]),
+                           Pack(p[2 * k + 1][2], p[2 * k + 1][3])};
 #pragma unroll
-    for (int n = 0; n < 4; ++n) {
-      FragB fb;
-      wmma::load_matrix_sync(fb, b_at(k, n), kLd);
-      wmma::mma_sync(acc[n], fa, fb, acc[n]);
+    for (int n = 0; n < 8; ++n) {
+      const bf16* row = Mt + (n * 8 + g) * kLd + 16 * k + 2 * t;
+      Mma(acc[n], a, Pair(row), Pair(row + 8));
     }
   }
-}
-
-__device__ __forceinline__ void Store16x64(float* dst, const FragAcc (&acc)[4]) {
-#pragma unroll
-  for (int n = 0; n < 4; ++n)
-    wmma::store_matrix_sync(dst + n * kFrag, acc[n], kLdf, wmma::mem_row_major);
 }
 
 // Grid (query tiles, B * NH). out [B, T, C], lse [B * NH, T].
@@ -101,78 +133,88 @@ __global__ void __launch_bounds__(kThreads)
   extern __shared__ __align__(128) unsigned char smem[];
   bf16* Qs = reinterpret_cast<bf16*>(smem);
   bf16* Ks = Qs + kTile * kLd;
-  bf16* Vs = Ks + kTile * kLd;
-  float* Sf = reinterpret_cast<float*>(Vs + kTile * kLd);
-  bf16* Ps = reinterpret_cast<bf16*>(Sf + kWarps * kFrag * kLdf);
-  float* Of = reinterpret_cast<float*>(Ps + kWarps * kFrag * kLd);
+  bf16* Vt = Ks + kTile * kLd;  // V transposed: [dim][key].
   const int qt = blockIdx.x, bh = blockIdx.y, b = bh / NH, h = bh % NH;
   const int warp = threadIdx.x / kWarpSize, lane = threadIdx.x % kWarpSize;
+  const int g = lane / 4, t = lane % 4;
   const int64_t rs = 3LL * C;
   const bf16* base = qkv + static_cast<int64_t>(b) * T * rs + h * kHs;
-  float* S = Sf + warp * kFrag * kLdf;
-  bf16* P = Ps + warp * kFrag * kLd;
-  float* O = Of + warp * kFrag * kHs;
-  const bf16* Qw = Qs + warp * kFrag * kLd;
-  const int q0 = qt * kTile + warp * kFrag;  // This warp's first query row.
+  const int q_lo = qt * kTile + warp * 16 + g, q_hi = q_lo + 8;  // This thread's two rows.
 
   LoadTile(Qs, base, rs, qt * kTile, T);
-  for (int i = lane; i < kFrag * kHs; i += kWarpSize) O[i] = 0.0f;
-  float m[kFrag], l[kFrag];
-#pragma unroll
-  for (int r = 0; r < kFrag; ++r) {
-    m[r] = -INFINITY;
-    l[r] = 0.0f;
-  }
-  FragAcc acc[4];
+  __syncthreads();
+  uint32_t qa[4][4];
+  LoadA(qa, Qs + warp * 16 * kLd, g, t);
+  float o[8][4] = {}, s[8][4];
+  float m_lo = -INFINITY, m_hi = -INFINITY, l_lo = 0.0f, l_hi = 0.0f;
   for (int kt = 0; kt <= qt; ++kt) {
     __syncthreads();  // Every warp is done with the previous K and V.
     LoadTile(Ks, base + C, rs, kt * kTile, T);
-    LoadTile(Vs, base + 2 * C, rs, kt * kTile, T);
+    LoadTileTransposed(Vt, base + 2 * C, rs, kt * kTile, T);
     __syncthreads();
-    // S = Q K^T for this warp's 16 queries and the tile's 64 keys.
-    Product16x64<FragBCol>(acc, Qw, [&](int k, int n) { return Ks + n * kFrag * kLd + k * kFrag; });
-    Store16x64(S, acc);
-    __syncwarp();
-    // Online softmax, row by row; lane covers columns lane and lane + 32.
+    ProductT(s, qa, Ks, g, t);
+    // Mask, scale, and the rows' maxima (each row is spread over a quad).
+    float max_lo = -INFINITY, max_hi = -INFINITY;
 #pragma unroll
-    for (int r = 0; r < kFrag; ++r) {
-      const int q = q0 + r;
-      float s[2];
+    for (int n = 0; n < 8; ++n) {
 #pragma unroll
-      for (int j = 0; j < 2; ++j) {
-        const int c = lane + j * kWarpSize, key = kt * kTile + c;
-        s[j] = key <= q && key < T ? S[r * kLdf + c] * scale_log2 : -INFINITY;
+      for (int e = 0; e < 2; ++e) {
+        const int key = kt * kTile + n * 8 + 2 * t + e;
+        s[n][e] = key <= q_lo && key < T ? s[n][e] * scale_log2 : -INFINITY;
+        s[n][2 + e] = key <= q_hi && key < T ? s[n][2 + e] * scale_log2 : -INFINITY;
+        max_lo = fmaxf(max_lo, s[n][e]);
+        max_hi = fmaxf(max_hi, s[n][2 + e]);
       }
-      // Finite: key kt * 64 <= q for every row of a tile kt <= qt, and < T.
-      const float m_new = fmaxf(m[r], WarpMax(fmaxf(s[0], s[1])));
-      const float alpha = exp2f(m[r] - m_new);
-      const float p0 = exp2f(s[0] - m_new), p1 = exp2f(s[1] - m_new);
-      l[r] = l[r] * alpha + WarpSum(p0 + p1);
-      m[r] = m_new;
-      P[r * kLd + lane] = __float2bfloat16_rn(p0);
-      P[r * kLd + lane + kWarpSize] = __float2bfloat16_rn(p1);
-      O[r * kHs + lane] *= alpha;
-      O[r * kHs + lane + kWarpSize] *= alpha;
     }
-    __syncwarp();
-    // O += P V.
-    Product16x64<FragBRow>(acc, P, [&](int k, int n) { return Vs + k * kFrag * kLd + n * kFrag; });
-    Store16x64(S, acc);
-    __syncwarp();
-    for (int i = lane; i < kFrag * kHs; i += kWarpSize) {
-      O[i] += S[(i / kHs) * kLdf + i % kHs];
-    }
-    __syncwarp();
-  }
 #pragma unroll
-  for (int r = 0; r < kFrag; ++r) {
-    const int q = q0 + r;
-    if (q >= T) continue;
-    const float inv = 1.0f / l[r];
-    bf16* o = out + (static_cast<int64_t>(b) * T + q) * C + h * kHs;
-    o[lane] = __float2bfloat16_rn(O[r * kHs + lane] * inv);
-    o[lane + kWarpSize] = __float2bfloat16_rn(O[r * kHs + lane + kWarpSize] * inv);
-    if (lane == 0) lse[static_cast<int64_t>(bh) * T + q] = m[r] + log2f(l[r]);
+    for (int x = 1; x < 4; x *= 2) {
+      max_lo = fmaxf(max_lo, __shfl_xor_sync(0xffffffffu, max_lo, x));
+      max_hi = fmaxf(max_hi, __shfl_xor_sync(0xffffffffu, max_hi, x));
+    }
+    // Finite: key kt * 64 <= q for every row of a tile kt <= qt, and < T.
+    const float new_lo = fmaxf(m_lo, max_lo), new_hi = fmaxf(m_hi, max_hi);
+    const float alpha_lo = exp2f(m_lo - new_lo), alpha_hi = exp2f(m_hi - new_hi);
+    float sum_lo = 0.0f, sum_hi = 0.0f;
+#pragma unroll
+    for (int n = 0; n < 8; ++n) {
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        s[n][e] = exp2f(s[n][e] - new_lo);
+        s[n][2 + e] = exp2f(s[n][2 + e] - new_hi);
+        sum_lo += s[n][e];
+        sum_hi += s[n][2 + e];
+        o[n][e] *= alpha_lo;
+        o[n][2 + e] *= alpha_hi;
+      }
+    }
+#pragma unroll
+    for (int x = 1; x < 4; x *= 2) {
+      sum_lo += __shfl_xor_sync(0xffffffffu, sum_lo, x);
+      sum_hi += __shfl_xor_sync(0xffffffffu, sum_hi, x);
+    }
+    l_lo = l_lo * alpha_lo + sum_lo;
+    l_hi = l_hi * alpha_hi + sum_hi;
+    m_lo = new_lo;
+    m_hi = new_hi;
+    // O += P V (P rounded to bf16 as the A operand).
+    AccumulateFromAcc(o, s, Vt, g, t);
+  }
+  const float inv_lo = 1.0f / l_lo, inv_hi = 1.0f / l_hi;
+#pragma unroll
+  for (int n = 0; n < 8; ++n) {
+    const int d = h * kHs + n * 8 + 2 * t;
+    if (q_lo < T) {
+      *reinterpret_cast<uint32_t*>(out + (static_cast<int64_t>(b) * T + q_lo) * C + d) =
+          Pack(o[n][0] * inv_lo, o[n][1] * inv_lo);
+    }
+    if (q_hi < T) {
+      *reinterpret_cast<uint32_t*>(out + (static_cast<int64_t>(b) * T + q_hi) * C + d) =
+          Pack(o[n][2] * inv_hi, o[n][3] * inv_hi);
+    }
+  }
+  if (t == 0) {
+    if (q_lo < T) lse[static_cast<int64_t>(bh) * T + q_lo] = m_lo + log2f(l_lo);
+    if (q_hi < T) lse[static_cast<int64_t>(bh) * T + q_hi] = m_hi + log2f(l_hi);
   }
 }
 
@@ -195,85 +237,82 @@ __global__ void RowDotKernel(float* D, const bf16* dout, const bf16* out, int B,
 }
 
 // Grid (key tiles, B * NH): dK and dV of the tile's 64 keys, over the query
-// tiles at or after it.
+// tiles at or after it. Each warp holds S^T, P^T, dP^T and dS^T of its 16 keys
+// by the 64 queries of a tile in registers.
 __global__ void __launch_bounds__(kThreads)
     FlashBackwardKvKernel(bf16* dqkv, const bf16* dout, const bf16* qkv, const float* lse,
                           const float* D, int T, int C, int NH, float scale, float scale_log2) {
   extern __shared__ __align__(128) unsigned char smem[];
   bf16* Ks = reinterpret_cast<bf16*>(smem);
   bf16* Vs = Ks + kTile * kLd;
-  bf16* Qs = Vs + kTile * kLd;
-  bf16* dOs = Qs + kTile * kLd;
-  float* Sf = reinterpret_cast<float*>(dOs + kTile * kLd);
-  float* dPf = Sf + kWarps * kFrag * kLdf;
-  bf16* Pts = reinterpret_cast<bf16*>(dPf + kWarps * kFrag * kLdf);
-  bf16* dSts = Pts + kWarps * kFrag * kLd;
-  float* lse_s = reinterpret_cast<float*>(dSts + kWarps * kFrag * kLd);
+  bf16* Qs = Vs + kTile * kLd;   // [query][dim]
+  bf16* dOs = Qs + kTile * kLd;  // [query][dim]
+  bf16* Qt = dOs + kTile * kLd;  // [dim][query]
+  bf16* dOt = Qt + kTile * kLd;  // [dim][query]
+  float* lse_s = reinterpret_cast<float*>(dOt + kTile * kLd);
   float* D_s = lse_s + kTile;
   const int kt = blockIdx.x, bh = blockIdx.y, b = bh / NH, h = bh % NH;
   const int warp = threadIdx.x / kWarpSize, lane = threadIdx.x % kWarpSize;
+  const int g = lane / 4, t = lane % 4;
   const int64_t rs = 3LL * C;
   const bf16* base = qkv + static_cast<int64_t>(b) * T * rs + h * kHs;
   const bf16* dbase = dout + static_cast<int64_t>(b) * T * C + h * kHs;
-  float* S = Sf + warp * kFrag * kLdf;
-  float* dP = dPf + warp * kFrag * kLdf;
-  bf16* Pt = Pts + warp * kFrag * kLd;
-  bf16* dSt = dSts + warp * kFrag * kLd;
-  const bf16* Kw = Ks + warp * kFrag * kLd;
-  const bf16* Vw = Vs + warp * kFrag * kLd;
-  const int k0 = kt * kTile + warp * kFrag;  // This warp's first key.
+  const int key_lo = kt * kTile + warp * 16 + g, key_hi = key_lo + 8;
   const int tiles = (T + kTile - 1) / kTile;
 
   LoadTile(Ks, base + C, rs, kt * kTile, T);
   LoadTile(Vs, base + 2 * C, rs, kt * kTile, T);
-  FragAcc dK[4], dV[4], acc[4];
-#pragma unroll
-  for (int n = 0; n < 4; ++n) {
-    wmma::fill_fragment(dK[n], 0.0f);
-    wmma::fill_fragment(dV[n], 0.0f);
-  }
+  __syncthreads();
+  uint32_t ka[4][4], va[4][4];
+  LoadA(ka, Ks + warp * 16 * kLd, g, t);
+  LoadA(va, Vs + warp * 16 * kLd, g, t);
+  float dk[8][4] = {}, dv[8][4] = {}, p[8][4], ds[8][4];
   for (int qt = kt; qt < tiles; ++qt) {
     __syncthreads();
     LoadTile(Qs, base, rs, qt * kTile, T);
     LoadTile(dOs, dbase, C, qt * kTile, T);
+    LoadTileTransposed(Qt, base, rs, qt * kTile, T);
+    LoadTileTransposed(dOt, dbase, C, qt * kTile, T);
     for (int i = threadIdx.x; i < kTile; i += kThreads) {
-      const int t = qt * kTile + i;
-      lse_s[i] = t < T ? lse[static_cast<int64_t>(bh) * T + t] : 0.0f;
-      D_s[i] = t < T ? D[static_cast<int64_t>(bh) * T + t] : 0.0f;
+      const int q = qt * kTile + i;
+      lse_s[i] = q < T ? lse[static_cast<int64_t>(bh) * T + q] : 0.0f;
+      D_s[i] = q < T ? D[static_cast<int64_t>(bh) * T + q] : 0.0f;
     }
     __syncthreads();
-    // S^T = K Q^T: this warp's 16 keys by the tile's 64 queries.
-    Product16x64<FragBCol>(acc, Kw, [&](int k, int n) { return Qs + n * kFrag * kLd + k * kFrag; });
-    Store16x64(S, acc);
-    // dP^T = V dO^T.
-    Product16x64<FragBCol>(acc, Vw,
-                           [&](int k, int n) { return dOs + n * kFrag * kLd + k * kFrag; });
-    Store16x64(dP, acc);
-    __syncwarp();
-    for (int i = lane; i < kFrag * kTile; i += kWarpSize) {
-      const int r = i / kTile, c = i % kTile, key = k0 + r, q = qt * kTile + c;
-      const float p =
-          key <= q && q < T && key < T ? exp2f(S[r * kLdf + c] * scale_log2 - lse_s[c]) : 0.0f;
-      Pt[r * kLd + c] = __float2bfloat16_rn(p);
-      dSt[r * kLd + c] = __float2bfloat16_rn(p * (dP[r * kLdf + c] - D_s[c]));
+    ProductT(p, ka, Qs, g, t);    // S^T = K Q^T
+    ProductT(ds, va, dOs, g, t);  // dP^T = V dO^T
+#pragma unroll
+    for (int n = 0; n < 8; ++n) {
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        const int c = n * 8 + 2 * t + e, q = qt * kTile + c;
+        const float l = lse_s[c], d = D_s[c];
+        const float p_lo = key_lo <= q && q < T ? exp2f(p[n][e] * scale_log2 - l) : 0.0f;
+        const float p_hi = key_hi <= q && q < T ? exp2f(p[n][2 + e] * scale_log2 - l) : 0.0f;
+        p[n][e] = p_lo;
+        p[n][2 + e] = p_hi;
+        ds[n][e] = p_lo * (ds[n][e] - d);
+        ds[n][2 + e] = p_hi * (ds[n][2 + e] - d);
+      }
     }
-    __syncwarp();
-    // dV += P^T dO; dK += dS^T Q (scaled at the end).
-    Accumulate16x64<FragBRow>(dV, Pt,
-                              [&](int k, int n) { return dOs + k * kFrag * kLd + n * kFrag; });
-    Accumulate16x64<FragBRow>(dK, dSt,
-                              [&](int k, int n) { return Qs + k * kFrag * kLd + n * kFrag; });
+    AccumulateFromAcc(dv, p, dOt, g, t);  // dV += P^T dO
+    AccumulateFromAcc(dk, ds, Qt, g, t);  // dK += dS^T Q (scaled below)
   }
-  __syncwarp();
-  Store16x64(S, dK);
-  Store16x64(dP, dV);
-  __syncwarp();
-  for (int i = lane; i < kFrag * kHs; i += kWarpSize) {
-    const int r = i / kHs, c = i % kHs, key = k0 + r;
-    if (key >= T) continue;
-    bf16* row = dqkv + (static_cast<int64_t>(b) * T + key) * rs + h * kHs + c;
-    row[C] = __float2bfloat16_rn(__bfloat162float(row[C]) + S[r * kLdf + c] * scale);
-    row[2 * C] = __float2bfloat16_rn(__bfloat162float(row[2 * C]) + dP[r * kLdf + c]);
+#pragma unroll
+  for (int n = 0; n < 8; ++n) {
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      const int key = half == 0 ? key_lo : key_hi;
+      if (key >= T) continue;
+      bf16* row = dqkv + (static_cast<int64_t>(b) * T + key) * rs + h * kHs + n * 8 + 2 * t;
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        row[C + e] =
+            __float2bfloat16_rn(__bfloat162float(row[C + e]) + dk[n][2 * half + e] * scale);
+        row[2 * C + e] =
+            __float2bfloat16_rn(__bfloat162float(row[2 * C + e]) + dv[n][2 * half + e]);
+      }
+    }
   }
 }
 
@@ -285,77 +324,69 @@ __global__ void __launch_bounds__(kThreads)
   extern __shared__ __align__(128) unsigned char smem[];
   bf16* Qs = reinterpret_cast<bf16*>(smem);
   bf16* dOs = Qs + kTile * kLd;
-  bf16* Ks = dOs + kTile * kLd;
-  bf16* Vs = Ks + kTile * kLd;
-  float* Sf = reinterpret_cast<float*>(Vs + kTile * kLd);
-  float* dPf = Sf + kWarps * kFrag * kLdf;
-  bf16* dSs = reinterpret_cast<bf16*>(dPf + kWarps * kFrag * kLdf);
-  float* lse_s = reinterpret_cast<float*>(dSs + kWarps * kFrag * kLd);
-  float* D_s = lse_s + kTile;
+  bf16* Ks = dOs + kTile * kLd;  // [key][dim]
+  bf16* Vs = Ks + kTile * kLd;   // [key][dim]
+  bf16* Kt = Vs + kTile * kLd;   // [dim][key]
   const int qt = blockIdx.x, bh = blockIdx.y, b = bh / NH, h = bh % NH;
   const int warp = threadIdx.x / kWarpSize, lane = threadIdx.x % kWarpSize;
+  const int g = lane / 4, t = lane % 4;
   const int64_t rs = 3LL * C;
   const bf16* base = qkv + static_cast<int64_t>(b) * T * rs + h * kHs;
   const bf16* dbase = dout + static_cast<int64_t>(b) * T * C + h * kHs;
-  float* S = Sf + warp * kFrag * kLdf;
-  float* dP = dPf + warp * kFrag * kLdf;
-  bf16* dS = dSs + warp * kFrag * kLd;
-  const bf16* Qw = Qs + warp * kFrag * kLd;
-  const bf16* dOw = dOs + warp * kFrag * kLd;
-  const int q0 = qt * kTile + warp * kFrag;
+  const int q_lo = qt * kTile + warp * 16 + g, q_hi = q_lo + 8;
 
   LoadTile(Qs, base, rs, qt * kTile, T);
   LoadTile(dOs, dbase, C, qt * kTile, T);
-  for (int i = threadIdx.x; i < kTile; i += kThreads) {
-    const int t = qt * kTile + i;
-    lse_s[i] = t < T ? lse[static_cast<int64_t>(bh) * T + t] : 0.0f;
-    D_s[i] = t < T ? D[static_cast<int64_t>(bh) * T + t] : 0.0f;
-  }
-  FragAcc dQ[4], acc[4];
-#pragma unroll
-  for (int n = 0; n < 4; ++n) wmma::fill_fragment(dQ[n], 0.0f);
+  __syncthreads();
+  uint32_t qa[4][4], doa[4][4];
+  LoadA(qa, Qs + warp * 16 * kLd, g, t);
+  LoadA(doa, dOs + warp * 16 * kLd, g, t);
+  const int64_t row0 = static_cast<int64_t>(bh) * T;
+  const float lse_lo = q_lo < T ? lse[row0 + q_lo] : 0.0f,
+              lse_hi = q_hi < T ? lse[row0 + q_hi] : 0.0f;
+  const float d_lo = q_lo < T ? D[row0 + q_lo] : 0.0f, d_hi = q_hi < T ? D[row0 + q_hi] : 0.0f;
+  float dq[8][4] = {}, s[8][4], dp[8][4];
   for (int kt = 0; kt <= qt; ++kt) {
     __syncthreads();
     LoadTile(Ks, base + C, rs, kt * kTile, T);
     LoadTile(Vs, base + 2 * C, rs, kt * kTile, T);
+    LoadTileTransposed(Kt, base + C, rs, kt * kTile, T);
     __syncthreads();
-    // S = Q K^T and dP = dO V^T for this warp's 16 queries.
-    Product16x64<FragBCol>(acc, Qw, [&](int k, int n) { return Ks + n * kFrag * kLd + k * kFrag; });
-    Store16x64(S, acc);
-    Product16x64<FragBCol>(acc, dOw,
-                           [&](int k, int n) { return Vs + n * kFrag * kLd + k * kFrag; });
-    Store16x64(dP, acc);
-    __syncwarp();
-    for (int i = lane; i < kFrag * kTile; i += kWarpSize) {
-      const int r = i / kTile, c = i % kTile, q = q0 + r, key = kt * kTile + c;
-      const int w = warp * kFrag + r;
-      const float p =
-          key <= q && key < T && q < T ? exp2f(S[r * kLdf + c] * scale_log2 - lse_s[w]) : 0.0f;
-      dS[r * kLd + c] = __float2bfloat16_rn(p * (dP[r * kLdf + c] - D_s[w]));
+    ProductT(s, qa, Ks, g, t);    // S = Q K^T
+    ProductT(dp, doa, Vs, g, t);  // dP = dO V^T
+#pragma unroll
+    for (int n = 0; n < 8; ++n) {
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        const int key = kt * kTile + n * 8 + 2 * t + e;
+        const float p_lo =
+            key <= q_lo && key < T && q_lo < T ? exp2f(s[n][e] * scale_log2 - lse_lo) : 0.0f;
+        const float p_hi =
+            key <= q_hi && key < T && q_hi < T ? exp2f(s[n][2 + e] * scale_log2 - lse_hi) : 0.0f;
+        s[n][e] = p_lo * (dp[n][e] - d_lo);  // dS
+        s[n][2 + e] = p_hi * (dp[n][2 + e] - d_hi);
+      }
     }
-    __syncwarp();
-    // dQ += dS K (scaled at the end).
-    Accumulate16x64<FragBRow>(dQ, dS,
-                              [&](int k, int n) { return Ks + k * kFrag * kLd + n * kFrag; });
+    AccumulateFromAcc(dq, s, Kt, g, t);  // dQ += dS K (scaled below)
   }
-  __syncwarp();
-  Store16x64(S, dQ);
-  __syncwarp();
-  for (int i = lane; i < kFrag * kHs; i += kWarpSize) {
-    const int r = i / kHs, c = i % kHs, q = q0 + r;
-    if (q >= T) continue;
-    bf16* row = dqkv + (static_cast<int64_t>(b) * T + q) * rs + h * kHs + c;
-    *row = __float2bfloat16_rn(__bfloat162float(*row) + S[r * kLdf + c] * scale);
+#pragma unroll
+  for (int n = 0; n < 8; ++n) {
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      const int q = half == 0 ? q_lo : q_hi;
+      if (q >= T) continue;
+      bf16* row = dqkv + (static_cast<int64_t>(b) * T + q) * rs + h * kHs + n * 8 + 2 * t;
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        row[e] = __float2bfloat16_rn(__bfloat162float(row[e]) + dq[n][2 * half + e] * scale);
+      }
+    }
   }
 }
 
-constexpr std::size_t kForwardSmem =
-    3 * kTileBytes + kWarps * (kWarpFloatBytes + kWarpBf16Bytes + sizeof(float) * kFrag * kHs);
-constexpr std::size_t kBackwardKvSmem = 4 * kTileBytes +
-                                        kWarps * (2 * kWarpFloatBytes + 2 * kWarpBf16Bytes) +
-                                        2 * kTile * sizeof(float);
-constexpr std::size_t kBackwardQSmem =
-    4 * kTileBytes + kWarps * (2 * kWarpFloatBytes + kWarpBf16Bytes) + 2 * kTile * sizeof(float);
+constexpr std::size_t kForwardSmem = 3 * kTileBytes;
+constexpr std::size_t kBackwardKvSmem = 6 * kTileBytes + 2 * kTile * sizeof(float);
+constexpr std::size_t kBackwardQSmem = 5 * kTileBytes;
 
 Status CheckShape(const char* op, int B, int T, int C, int NH) {
   if (B <= 0 || T <= 0 || C <= 0 || NH <= 0) return ShapeError(op, "B, T, C, NH must be positive");
