@@ -126,6 +126,25 @@ __device__ __forceinline__ void AccumulateFromAcc(float (&acc)[8][4], const floa
   }
 }
 
+// dst rows r_lo and r_lo + 8 (row r at dst + r * row_stride; rows at or past
+// T skipped), columns 0..63, += factor * acc (a warp's 16 x 64 accumulators).
+__device__ __forceinline__ void AddRows(bf16* dst, int64_t row_stride, int r_lo, int T,
+                                        const float (&acc)[8][4], float factor, int t) {
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    const int r = r_lo + 8 * half;
+    if (r >= T) continue;
+#pragma unroll
+    for (int n = 0; n < 8; ++n) {
+      bf16* x = dst + r * row_stride + n * 8 + 2 * t;
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        x[e] = __float2bfloat16_rn(__bfloat162float(x[e]) + acc[n][2 * half + e] * factor);
+      }
+    }
+  }
+}
+
 // Grid (query tiles, B * NH). out [B, T, C], lse [B * NH, T].
 __global__ void __launch_bounds__(kThreads)
     FlashForwardKernel(bf16* out, float* lse, const bf16* qkv, int T, int C, int NH,
@@ -298,22 +317,9 @@ __global__ void __launch_bounds__(kThreads)
     AccumulateFromAcc(dv, p, dOt, g, t);  // dV += P^T dO
     AccumulateFromAcc(dk, ds, Qt, g, t);  // dK += dS^T Q (scaled below)
   }
-#pragma unroll
-  for (int n = 0; n < 8; ++n) {
-#pragma unroll
-    for (int half = 0; half < 2; ++half) {
-      const int key = half == 0 ? key_lo : key_hi;
-      if (key >= T) continue;
-      bf16* row = dqkv + (static_cast<int64_t>(b) * T + key) * rs + h * kHs + n * 8 + 2 * t;
-#pragma unroll
-      for (int e = 0; e < 2; ++e) {
-        row[C + e] =
-            __float2bfloat16_rn(__bfloat162float(row[C + e]) + dk[n][2 * half + e] * scale);
-        row[2 * C + e] =
-            __float2bfloat16_rn(__bfloat162float(row[2 * C + e]) + dv[n][2 * half + e]);
-      }
-    }
-  }
+  bf16* rows = dqkv + static_cast<int64_t>(b) * T * rs + h * kHs;
+  AddRows(rows + C, rs, key_lo, T, dk, scale, t);
+  AddRows(rows + 2 * C, rs, key_lo, T, dv, 1.0f, t);
 }
 
 // Grid (query tiles, B * NH): dQ of the tile's 64 queries, over the key
@@ -369,19 +375,7 @@ __global__ void __launch_bounds__(kThreads)
     }
     AccumulateFromAcc(dq, s, Kt, g, t);  // dQ += dS K (scaled below)
   }
-#pragma unroll
-  for (int n = 0; n < 8; ++n) {
-#pragma unroll
-    for (int half = 0; half < 2; ++half) {
-      const int q = half == 0 ? q_lo : q_hi;
-      if (q >= T) continue;
-      bf16* row = dqkv + (static_cast<int64_t>(b) * T + q) * rs + h * kHs + n * 8 + 2 * t;
-#pragma unroll
-      for (int e = 0; e < 2; ++e) {
-        row[e] = __float2bfloat16_rn(__bfloat162float(row[e]) + dq[n][2 * half + e] * scale);
-      }
-    }
-  }
+  AddRows(dqkv + static_cast<int64_t>(b) * T * rs + h * kHs, rs, q_lo, T, dq, scale, t);
 }
 
 constexpr std::size_t kForwardSmem = 3 * kTileBytes;
