@@ -11,7 +11,7 @@
 #include "worker/cmd/flags.h"
 #include "worker/exit_codes.h"
 #include "worker/serve/eval.h"
-#include "worker/train/checkpoint.h"
+#include "worker/train/load_model.h"
 
 namespace kiln::worker {
 namespace {
@@ -27,7 +27,8 @@ constexpr const char* kUsage =
     "\"passed\"}.\n"
     "\n"
     "  --data PATH             The evaluation set (required).\n"
-    "  --checkpoint PATH       A checkpoint file or directory (its newest): loss and\n"
+    "  --checkpoint PATH       A checkpoint file or directory (its newest intact one)\n"
+    "                          or an llm.c model file: loss and\n"
     "                          exact match.\n"
     "  --server URL            A running 'kiln-worker serve' (e.g. http://model:8000):\n"
     "                          exact match only (loss needs the weights).\n"
@@ -102,19 +103,12 @@ int RunEvalCommand(int argc, char** argv) {
   nlohmann::json report = {{"examples", examples->size()}};
   std::optional<model::Gpt<float>> model;
   if (!checkpoint.empty()) {
-    std::string path = checkpoint;
-    if (std::filesystem::is_directory(path)) {
-      auto all = train::ListCheckpoints(path);
-      if (!all.ok()) return Fail(all.status());
-      if (all->empty()) return Fail(Status::NotFound("no checkpoints in " + path));
-      path = all->front();
-    }
-    auto config = train::ReadCheckpointConfig(path);
-    if (!config.ok()) return Fail(config.status());
-    auto m = model::Gpt<float>::Create(*config, 0);
-    if (!m.ok()) return Fail(m.status());
-    if (auto s = train::LoadCheckpoint(path, *m); !s.ok()) return Fail(s.status());
-    model = std::move(*m);
+    auto loaded = train::LoadModel(checkpoint, "", [](const std::string& message) {
+      std::fprintf(stderr, "kiln-worker eval: %s\n", message.c_str());
+    });
+    if (!loaded.ok()) return Fail(loaded.status());
+    model = std::move(loaded->model);
+    const std::string path = loaded->path;
     report["checkpoint"] = path;
     auto loss = serve::EvaluateLoss(*model, *examples);
     if (!loss.ok()) return Fail(loss.status());

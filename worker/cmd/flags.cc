@@ -41,6 +41,15 @@ void FlagSet::Duration(const std::string& name, std::chrono::milliseconds* out,
   };
 }
 
+void FlagSet::Bool(const std::string& name, bool* out) {
+  switches_.insert(name);
+  setters_[name] = [name, out](const std::string& v) {
+    if (v != "true" && v != "false") return "--" + name + ": 'true' or 'false', not '" + v + "'";
+    *out = v == "true";
+    return std::string();
+  };
+}
+
 std::string FlagSet::Parse(int argc, char** argv, int first) {
   for (int i = first; i < argc; ++i) {
     std::string arg = argv[i];
@@ -50,6 +59,8 @@ std::string FlagSet::Parse(int argc, char** argv, int first) {
     if (auto eq = name.find('='); eq != std::string::npos) {
       value = name.substr(eq + 1);
       name = name.substr(0, eq);
+    } else if (switches_.count(name) != 0) {
+      value = "true";
     } else {
       if (i + 1 >= argc) return "flag '--" + name + "' needs a value";
       value = argv[++i];

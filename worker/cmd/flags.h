@@ -7,6 +7,7 @@
 #include <chrono>
 #include <functional>
 #include <map>
+#include <set>
 #include <string>
 
 namespace kiln::worker {
@@ -14,6 +15,8 @@ namespace kiln::worker {
 class FlagSet {
  public:
   void String(const std::string& name, std::string* out);
+  // A switch: "--name" alone sets it; "--name=true" / "--name=false" too.
+  void Bool(const std::string& name, bool* out);
   // An integer in [lo, hi].
   void Int(const std::string& name, int* out, int lo, int hi);
   // A Go-style duration ("30s", "2m"), at least `min`.
@@ -26,6 +29,7 @@ class FlagSet {
 
  private:
   std::map<std::string, std::function<std::string(const std::string&)>> setters_;
+  std::set<std::string> switches_;  // Bool flags: no separate value.
 };
 
 }  // namespace kiln::worker

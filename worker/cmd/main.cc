@@ -1,7 +1,7 @@
-// kiln-worker: the training and inference engine GPU pods run. Today it
-// reports its build and the GPUs it sees, and prepares training data; the
-// training and inference commands arrive with later issues. Exit codes follow
-// worker/exit_codes.h, the contract the operator reads.
+// kiln-worker: the training and inference engine GPU pods run: it reports
+// its build and the GPUs it sees, prepares training data, trains, serves,
+// evaluates and converts models. Exit codes follow worker/exit_codes.h, the
+// contract the operator reads.
 #include <charconv>
 #include <chrono>
 #include <cmath>
@@ -14,6 +14,7 @@
 
 #include "base/version.h"
 #include "kernels/device.h"
+#include "worker/cmd/convert_command.h"
 #include "worker/cmd/eval_command.h"
 #include "worker/cmd/serve_command.h"
 #include "worker/cmd/train_command.h"
@@ -34,12 +35,14 @@ constexpr const char* kUsage =
     "  devices     Print the visible GPUs as JSON and probe each with a test kernel.\n"
     "  prepare     Tokenize text files into train and validation token shards\n"
     "              ('kiln-worker prepare --help' shows its options).\n"
-    "  train       Train the GPT on the CPU from prepared shards\n"
+    "  train       Train the GPT on the CPU or GPUs from prepared shards\n"
     "              ('kiln-worker train --help' shows its options).\n"
     "  serve       Serve a checkpoint over an OpenAI-compatible HTTP API\n"
     "              ('kiln-worker serve --help' shows its options).\n"
     "  eval        Measure loss, perplexity and exact-match accuracy of a checkpoint\n"
     "              or a running server ('kiln-worker eval --help').\n"
+    "  convert     Convert between kiln checkpoints and llm.c model files\n"
+    "              ('kiln-worker convert --help').\n"
     "\n"
     "Options:\n"
     "  --help      Show this help and exit.\n"
@@ -225,6 +228,7 @@ int main(int argc, char** argv) {
   if (cmd == "train") return kiln::worker::RunTrainCommand(argc, argv);
   if (cmd == "serve") return kiln::worker::RunServeCommand(argc, argv);
   if (cmd == "eval") return kiln::worker::RunEvalCommand(argc, argv);
+  if (cmd == "convert") return kiln::worker::RunConvertCommand(argc, argv);
   std::fprintf(stderr, "kiln-worker: unknown command or argument '%s'\n\n%s",
                cmd == "devices" ? argv[2] : cmd.c_str(), kUsage);
   return ToInt(ExitCode::kConfigurationError);

@@ -18,6 +18,7 @@
 #include "worker/serve/engine.h"
 #include "worker/serve/server.h"
 #include "worker/train/checkpoint.h"
+#include "worker/train/load_model.h"
 
 namespace kiln::worker {
 namespace {
@@ -33,8 +34,10 @@ constexpr const char* kUsage =
     "\n"
     "Model:\n"
     "  --checkpoint PATH|URL   A checkpoint file, a checkpoint directory (its newest\n"
-    "                          intact checkpoint), or an http(s):// URL downloaded\n"
-    "                          into --cache-dir. Every tensor's SHA-256 is verified.\n"
+    "                          intact checkpoint), an llm.c model file, or an\n"
+    "                          http(s):// URL of a file, downloaded into --cache-dir.\n"
+    "                          Every tensor's SHA-256 is verified (llm.c files: the\n"
+    "                          size against the header).\n"
     "  --checkpoint-sha256 HEX Also require this SHA-256 of the whole file.\n"
     "  --cache-dir DIR         Where URLs are downloaded (default /tmp/kiln-models).\n"
     "  --model-name NAME       The name clients send as \"model\" (default kiln).\n"
@@ -153,46 +156,13 @@ int RunServeCommand(int argc, char** argv) {
     if (!path.ok()) return Fail(path.status());
     checkpoint = *path;
   }
-  std::vector<std::string> candidates = {checkpoint};
-  if (fs::is_directory(checkpoint)) {
-    auto all = train::ListCheckpoints(checkpoint);
-    if (!all.ok()) return Fail(all.status());
-    if (all->empty()) return Fail(Status::NotFound("no checkpoints in " + checkpoint));
-    candidates = *all;
-  }
-  // The newest intact one; a damaged one is reported and skipped.
-  std::optional<model::Gpt<float>> model;
-  std::string loaded;
-  Status last;
-  for (const auto& path : candidates) {
-    if (!sha256.empty()) {
-      auto sum = data::Sha256File(path);
-      if (!sum.ok()) return Fail(sum.status());
-      if (*sum != sha256) {
-        last = Status::DataLoss(path + ": SHA-256 " + *sum + ", want " + sha256);
-        std::fprintf(stderr, "kiln-worker serve: %s\n", last.message().c_str());
-        continue;
-      }
-    }
-    auto config = train::ReadCheckpointConfig(path);
-    if (!config.ok()) {
-      last = config.status();
-      std::fprintf(stderr, "kiln-worker serve: skipping %s\n", last.ToString().c_str());
-      continue;
-    }
-    auto m = model::Gpt<float>::Create(*config, 0);
-    if (!m.ok()) return Fail(m.status());
-    auto state = train::LoadCheckpoint(path, *m);
-    if (!state.ok()) {
-      last = state.status();
-      std::fprintf(stderr, "kiln-worker serve: skipping %s\n", last.ToString().c_str());
-      continue;
-    }
-    model = std::move(*m);
-    loaded = path;
-    break;
-  }
-  if (!model) return Fail(last.ok() ? Status::DataLoss("no usable checkpoint") : last);
+  // The newest intact checkpoint; a damaged one is reported and skipped.
+  auto loaded_model = train::LoadModel(checkpoint, sha256, [](const std::string& message) {
+    std::fprintf(stderr, "kiln-worker serve: %s\n", message.c_str());
+  });
+  if (!loaded_model.ok()) return Fail(loaded_model.status());
+  std::optional<model::Gpt<float>> model = std::move(loaded_model->model);
+  const std::string loaded = loaded_model->path;
   if (server_options.model_version.empty()) {
     server_options.model_version = fs::path(loaded).filename().string();
   }

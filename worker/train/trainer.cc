@@ -118,7 +118,9 @@ StatusOr<int64_t> Trainer::Restore(const std::function<void(const nlohmann::json
           std::to_string(*(*restored)->seed) + ", this run has seed " + std::to_string(o.seed) +
           ": the data order would differ; resume with the same seed or a new checkpoint dir");
     } else if (*restored) {
-      head = {{"step", (*restored)->step}, {"position", (*restored)->position.ToJson()}};
+      head = {{"step", (*restored)->step},
+              {"position", (*restored)->position.ToJson()},
+              {"restored", true}};
     }
     if (!failed.ok()) {
       head = {{"error", failed.message()}, {"code", static_cast<int>(failed.code())}};
@@ -144,12 +146,12 @@ StatusOr<int64_t> Trainer::Restore(const std::function<void(const nlohmann::json
     }
   }
   if (!failed.ok()) return failed;
-  // Restored or received, the host state is now the model's.
-  if (head.value("step", int64_t{0}) > 0 || comm_->world_size() > 1) {
-    KILN_RETURN_IF_ERROR(model_->LoadFromHost());
-  }
+  // Restored or received, the host state is now the model's. (A step-0
+  // checkpoint holds imported weights: kiln-worker convert from llm.c.)
+  const bool restored = head.value("restored", false);
+  if (restored || comm_->world_size() > 1) KILN_RETURN_IF_ERROR(model_->LoadFromHost());
   const int64_t step = head.value("step", int64_t{0});
-  if (step > 0) {
+  if (restored) {
     KILN_ASSIGN_OR_RETURN(auto position, data::Position::FromJson(head.at("position")));
     KILN_RETURN_IF_ERROR(train_.Seek(position));
     completed_step_ = step;
