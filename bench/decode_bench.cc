@@ -21,6 +21,7 @@
 #include <fstream>
 #include <iterator>
 #include <memory>
+#include <optional>
 #include <random>
 #include <span>
 #include <string>
@@ -32,6 +33,11 @@
 #include "kernels/cpu/ops.h"
 #include "worker/model/gpt.h"
 #include "worker/serve/decoder.h"
+#if KILN_BENCH_CUDA
+#include <cuda_runtime.h>
+
+#include "worker/serve/cuda_decoder.h"
+#endif
 #include "worker/serve/engine.h"
 #include "worker/serve/kv_cache.h"
 #include "worker/serve/sampler.h"
@@ -114,13 +120,29 @@ struct Run {
   int first_pos = 0;  // Position of the first decode step.
 };
 
+// Which decoder a run uses.
+enum class Device { kCpuFloat, kCpuBf16, kCuda };
+
 kiln::StatusOr<Run> RunDecoder(kiln::model::Gpt<float>& model, const std::vector<int32_t>& prompt,
-                               int tokens, serve::CpuWeights weights = serve::CpuWeights::kFloat) {
+                               int tokens, Device device = Device::kCpuFloat) {
   const GptConfig& c = model.config();
-  serve::PagedKvCache cache(c.num_layers, c.channels, kBlockSize,
-                            (c.max_seq_len + kBlockSize - 1) / kBlockSize);
+  const int num_blocks = (c.max_seq_len + kBlockSize - 1) / kBlockSize;
+  serve::PagedKvCache cache(c.num_layers, c.channels, kBlockSize, num_blocks,
+                            /*host_storage=*/device != Device::kCuda);
   KILN_ASSIGN_OR_RETURN(std::vector<int> blocks, cache.Allocate(cache.num_blocks()));
-  serve::CpuDecoder decoder(model, cache, weights);
+  std::unique_ptr<serve::Decoder> owned;
+  if (device == Device::kCuda) {
+#if KILN_BENCH_CUDA
+    KILN_ASSIGN_OR_RETURN(owned, serve::NewCudaDecoder(model, kBlockSize, num_blocks, 0));
+#else
+    return kiln::Status::FailedPrecondition("built without CUDA");
+#endif
+  } else {
+    owned = std::make_unique<serve::CpuDecoder>(
+        model, cache,
+        device == Device::kCpuBf16 ? serve::CpuWeights::kBf16 : serve::CpuWeights::kFloat);
+  }
+  serve::Decoder& decoder = *owned;
   const serve::SamplingParams greedy{.temperature = 0};
   serve::Rng rng(0);
   std::vector<float> logits;
@@ -378,8 +400,9 @@ int main(int argc, char** argv) {
           "  Single-stream greedy decode of a random kiln GPT; defaults 6 6 288 256 32000 0 1\n"
           "  (llama2.c's stories15M shape). TOKENS: tokens to generate, 0 fills the context.\n"
           "  PROMPT: prompt length (random tokens). Threads: OMP_NUM_THREADS.\n"
-          "  Rows: the decoder and the engine with float weights, then the decoder with\n"
-          "  bf16 weight matrices (serve --cpu-weights bf16).\n",
+          "  Rows: the decoder and the engine with float weights, the decoder with\n"
+          "  bf16 weight matrices (serve --cpu-weights bf16), and in a CUDA build with\n"
+          "  a GPU the CUDA decoder (dec-cuda; the breakdown stays the CPU's).\n",
           argv[0]);
       return 0;
     }
@@ -420,11 +443,28 @@ int main(int argc, char** argv) {
   }
 
   // The same decoder with bf16 weight matrices (half the bytes per token).
-  auto dec16 = RunDecoder(*model, prompt, a.tokens, serve::CpuWeights::kBf16);
+  auto dec16 = RunDecoder(*model, prompt, a.tokens, Device::kCpuBf16);
   if (!dec16.ok()) {
     std::fprintf(stderr, "bf16 decoder run failed: %s\n", dec16.status().ToString().c_str());
     return 1;
   }
+
+  // And on the GPU, where there is one (CUDA builds).
+  std::optional<Run> cuda;
+#if KILN_BENCH_CUDA
+  int gpus = 0;
+  if (const cudaError_t err = cudaGetDeviceCount(&gpus); err != cudaSuccess || gpus == 0) {
+    std::printf("# no dec-cuda row: no CUDA device (%s)\n",
+                err != cudaSuccess ? cudaGetErrorString(err) : "none found");
+  } else {
+    auto r = RunDecoder(*model, prompt, a.tokens, Device::kCuda);
+    if (!r.ok()) {
+      std::fprintf(stderr, "cuda decoder run failed: %s\n", r.status().ToString().c_str());
+      return 1;
+    }
+    cuda = std::move(*r);
+  }
+#endif
 
   std::string command;
   for (int i = 0; i < argc; ++i) command += (i ? " " : "") + std::string(argv[i]);
@@ -451,9 +491,10 @@ int main(int argc, char** argv) {
       (2 * weights + AttentionFlops(c, MeanAttended(*dec))) / 1e6);
   std::printf("%-8s %6s %10s %7s %9s %9s %10s %8s %7s\n", "row", "prompt", "prefill_ms", "decoded",
               "positions", "ms/token", "tokens/s", "GFLOP/s", "threads");
-  for (const auto& [name, r] : {std::pair<const char*, const Run*>{"decoder", &*dec},
-                                {"engine", &*eng},
-                                {"dec-bf16", &*dec16}}) {
+  std::vector<std::pair<const char*, const Run*>> rows = {
+      {"decoder", &*dec}, {"engine", &*eng}, {"dec-bf16", &*dec16}};
+  if (cuda) rows.emplace_back("dec-cuda", &*cuda);
+  for (const auto& [name, r] : rows) {
     const double per = r->decode_ms / r->decoded;
     const double flops = 2 * weights + AttentionFlops(c, MeanAttended(*r));
     char positions[32];

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <string>
 #include <vector>
 
@@ -98,25 +99,43 @@ __device__ float BlockReduce(float v, float* scratch, bool is_max) {
   return r;
 }
 
+constexpr int kMaxHeadSize = 128;
+
 __global__ void PagedAttentionKernel(bf16* out, const bf16* qkv, const bf16* layer_cache,
                                      const int32_t* row_slice, const int32_t* row_pos,
                                      const int32_t* tables, int table_width, int block_size, int C,
                                      int NH, float scale) {
   extern __shared__ float scores[];  // [max positions]
   __shared__ float scratch[kAttnThreads / 32];
+  __shared__ float q[kMaxHeadSize];
+  __shared__ float partial[kAttnThreads / 32][kMaxHeadSize];
   const int r = blockIdx.x, h = blockIdx.y, hs = C / NH;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int pos = row_pos[r];
   const int32_t* table = tables + static_cast<int64_t>(row_slice[r]) * table_width;
-  const bf16* q = qkv + static_cast<int64_t>(r) * 3 * C + h * hs;
+  for (int i = threadIdx.x; i < hs; i += blockDim.x) {
+    q[i] = __bfloat162float(qkv[static_cast<int64_t>(r) * 3 * C + h * hs + i]);
+  }
+  __syncthreads();
   auto row = [&](int t, int kv) {
     const int64_t block = table[t / block_size];
     return layer_cache + ((block * 2 + kv) * block_size + t % block_size) * C + h * hs;
   };
+  // Scores: a thread per position, the key row read 8 values at a time.
   float local_max = -INFINITY;
   for (int t = threadIdx.x; t <= pos; t += blockDim.x) {
     const bf16* k = row(t, 0);
     float dot = 0;
-    for (int i = 0; i < hs; ++i) dot += __bfloat162float(q[i]) * __bfloat162float(k[i]);
+    int i = 0;
+    if (hs % 8 == 0) {
+      for (; i < hs; i += 8) {
+        const uint4 v = *reinterpret_cast<const uint4*>(k + i);
+        const bf16* e = reinterpret_cast<const bf16*>(&v);
+#pragma unroll
+        for (int j = 0; j < 8; ++j) dot += q[i + j] * __bfloat162float(e[j]);
+      }
+    }
+    for (; i < hs; ++i) dot += q[i] * __bfloat162float(k[i]);
     dot *= scale;
     scores[t] = dot;
     local_max = fmaxf(local_max, dot);
@@ -130,11 +149,30 @@ __global__ void PagedAttentionKernel(bf16* out, const bf16* qkv, const bf16* lay
   }
   const float inv = 1.0f / BlockReduce(local_sum, scratch, false);
   __syncthreads();
+  // Weighted values: warps over positions, lanes over the head's dimensions
+  // (a value row is one coalesced read), then a sum over the warps.
+  constexpr int kPerLane = kMaxHeadSize / 32;
+  float acc[kPerLane] = {};
+  for (int t = warp; t <= pos; t += kAttnThreads / 32) {
+    const bf16* v = row(t, 1);
+    const float w = scores[t];
+#pragma unroll
+    for (int j = 0; j < kPerLane; ++j) {
+      const int d = lane + 32 * j;
+      if (d < hs) acc[j] += w * __bfloat162float(v[d]);
+    }
+  }
+#pragma unroll
+  for (int j = 0; j < kPerLane; ++j) {
+    const int d = lane + 32 * j;
+    if (d < hs) partial[warp][d] = acc[j];
+  }
+  __syncthreads();
   bf16* y = out + static_cast<int64_t>(r) * C + h * hs;
-  for (int i = threadIdx.x; i < hs; i += blockDim.x) {
-    float acc = 0;
-    for (int t = 0; t <= pos; ++t) acc += scores[t] * __bfloat162float(row(t, 1)[i]);
-    y[i] = __float2bfloat16_rn(acc * inv);
+  for (int d = threadIdx.x; d < hs; d += blockDim.x) {
+    float sum = 0;
+    for (int w = 0; w < kAttnThreads / 32; ++w) sum += partial[w][d];
+    y[d] = __float2bfloat16_rn(sum * inv);
   }
 }
 
@@ -145,18 +183,63 @@ __global__ void GatherRowsKernel(bf16* out, const bf16* in, const int32_t* rows,
   for (int i = threadIdx.x; i < C; i += blockDim.x) out[static_cast<int64_t>(s) * C + i] = src[i];
 }
 
+// Decode steps of up to this many sequences replay CUDA graphs.
+constexpr int kMaxGraphRows = 64;
+
+// Rows padded up to a graph's size: the next power of two.
+int GraphRows(int n) {
+  int b = 1;
+  while (b < n) b *= 2;
+  return b;
+}
+
+// Where one Forward's inputs and activations live on the device.
+struct Buffers {
+  Device<int32_t> token, pos, slice, slot, tables, last;
+  Device<bf16> x, ln, qkv, atty, proj, fch, fcg, last_rows;
+  Device<float> mean, rstd, logits;
+
+  // Room for `n` rows, `s` slices with tables `width` wide.
+  Status Reserve(const model::GptConfig& c, int n, int s, int width) {
+    const auto N = static_cast<std::size_t>(n), S = static_cast<std::size_t>(s);
+    const auto NC = N * static_cast<std::size_t>(c.channels);
+    for (Device<int32_t>* d : {&token, &pos, &slot}) KILN_RETURN_IF_ERROR(d->Reserve(N));
+    KILN_RETURN_IF_ERROR(slice.Reserve(N));
+    KILN_RETURN_IF_ERROR(tables.Reserve(S * static_cast<std::size_t>(width)));
+    KILN_RETURN_IF_ERROR(last.Reserve(S));
+    for (Device<bf16>* d : {&x, &ln, &atty, &proj}) KILN_RETURN_IF_ERROR(d->Reserve(NC));
+    KILN_RETURN_IF_ERROR(qkv.Reserve(3 * NC));
+    KILN_RETURN_IF_ERROR(fch.Reserve(4 * NC));
+    KILN_RETURN_IF_ERROR(fcg.Reserve(4 * NC));
+    KILN_RETURN_IF_ERROR(mean.Reserve(N));
+    KILN_RETURN_IF_ERROR(rstd.Reserve(N));
+    KILN_RETURN_IF_ERROR(last_rows.Reserve(S * static_cast<std::size_t>(c.channels)));
+    return logits.Reserve(S * static_cast<std::size_t>(c.padded_vocab_size));
+  }
+};
+
+// One call's rows on the host, before upload.
+struct HostRows {
+  std::vector<int32_t> token, pos, slice, slot, tables, last;
+  int width = 1;
+};
+
 class CudaDecoder final : public Decoder {
  public:
   CudaDecoder(model::GptConfig config, int block_size, int num_blocks, int device, cuda::Blas blas,
-              cudaStream_t stream)
+              cudaStream_t stream, bool graphs)
       : config_(config),
         block_size_(block_size),
         num_blocks_(num_blocks),
         device_(device),
         blas_(std::move(blas)),
-        stream_(stream) {}
+        stream_(stream),
+        use_graphs_(graphs) {}
   ~CudaDecoder() override {
     cudaSetDevice(device_);
+    for (cudaGraphExec_t& g : graphs_) {
+      if (g != nullptr) cudaGraphExecDestroy(g);
+    }
     if (stream_ != nullptr) cudaStreamDestroy(stream_);
   }
 
@@ -172,30 +255,64 @@ class CudaDecoder final : public Decoder {
     ToBf16Kernel<<<static_cast<unsigned>((n + 255) / 256), 256, 0, stream_>>>(weights_.get(),
                                                                               staging.get(), n);
     KILN_CUDA_RETURN_IF_ERROR(cudaGetLastError());
+    // One block more than the engine hands out: graph padding rows write there.
     const int64_t per_layer =
-        static_cast<int64_t>(num_blocks_) * 2 * block_size_ * config_.channels;
+        static_cast<int64_t>(num_blocks_ + 1) * 2 * block_size_ * config_.channels;
     layer_cache_elems_ = per_layer;
     KILN_RETURN_IF_ERROR(cache_.Reserve(static_cast<std::size_t>(per_layer) *
                                         static_cast<std::size_t>(config_.num_layers)));
+    // cuBLAS inside a graph capture must not allocate: give it the workspace.
+    KILN_CUBLAS_RETURN_IF_ERROR(
+        cublasSetWorkspace(blas_.cublas(), blas_.workspace(), blas_.workspace_bytes()));
     KILN_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
     return Status::Ok();
   }
 
   std::string device() const override { return "cuda:" + std::to_string(device_); }
+  int64_t graph_launches() const { return graph_launches_; }
 
   Status Forward(std::span<const SequenceSlice> slices, std::vector<float>& logits) override {
-    const model::GptConfig& c = config_;
-    const int C = c.channels, L = c.num_layers, NH = c.num_heads, Vp = c.padded_vocab_size;
-    KILN_ASSIGN_OR_RETURN(DecodeRows rows, FlattenSlices(c, block_size_, slices));
+    KILN_ASSIGN_OR_RETURN(DecodeRows rows, FlattenSlices(config_, block_size_, slices));
     KILN_CUDA_RETURN_IF_ERROR(cudaSetDevice(device_));
-    const int N = static_cast<int>(rows.token.size()), S = static_cast<int>(slices.size());
-    // Per row: its cache slot; per slice: its block table (padded) and last row.
-    int width = 1;
-    for (const SequenceSlice& sl : slices) {
-      width = std::max(width, static_cast<int>(sl.blocks->size()));
+    const int S = static_cast<int>(slices.size());
+    bool decode_only = S <= kMaxGraphRows;
+    for (const SequenceSlice& sl : slices) decode_only = decode_only && sl.tokens.size() == 1;
+    if (use_graphs_ && decode_only) {
+      Status s = ForwardGraph(slices, rows, logits);
+      if (s.ok() || s.code() == StatusCode::kInvalidArgument) return s;
+      // A graph that cannot be captured or launched: decode without graphs
+      // from now on (the eager path computes the same).
+      std::fprintf(stderr, "kiln cuda decoder: CUDA graphs off: %s\n", s.ToString().c_str());
+      use_graphs_ = false;
+      (void)cudaGetLastError();
     }
-    std::vector<int32_t> slot(static_cast<size_t>(N)), tables(static_cast<size_t>(S) * width, 0),
-        last(static_cast<size_t>(S));
+    HostRows h;
+    KILN_RETURN_IF_ERROR(Prepare(slices, rows, static_cast<int>(rows.token.size()), S, 0, h));
+    const int N = static_cast<int>(h.token.size());
+    KILN_RETURN_IF_ERROR(eager_.Reserve(config_, N, S, h.width));
+    KILN_RETURN_IF_ERROR(UploadRows(eager_, h));
+    KILN_RETURN_IF_ERROR(Enqueue(eager_, N, S, h.width));
+    return Download(eager_, S, logits);
+  }
+
+ private:
+  // Host arrays for `slices`, padded to `n_rows` rows and `n_slices` slices
+  // (graph padding: a row of its own slice at position 0, writing to the
+  // spare block), tables `min_width` wide at least.
+  Status Prepare(std::span<const SequenceSlice> slices, const DecodeRows& rows, int n_rows,
+                 int n_slices, int min_width, HostRows& h) {
+    const int N = static_cast<int>(rows.token.size()), S = static_cast<int>(slices.size());
+    h.width = std::max(1, min_width);
+    for (const SequenceSlice& sl : slices) {
+      h.width = std::max(h.width, static_cast<int>(sl.blocks->size()));
+    }
+    const auto width = static_cast<size_t>(h.width);
+    h.token.assign(static_cast<size_t>(n_rows), 0);
+    h.pos.assign(static_cast<size_t>(n_rows), 0);
+    h.slice.assign(static_cast<size_t>(n_rows), 0);
+    h.slot.assign(static_cast<size_t>(n_rows), num_blocks_ * block_size_);
+    h.tables.assign(static_cast<size_t>(n_slices) * width, num_blocks_);
+    h.last.assign(static_cast<size_t>(n_slices), 0);
     for (int s = 0, r = 0; s < S; ++s) {
       const auto& blocks = *slices[static_cast<size_t>(s)].blocks;
       for (size_t b = 0; b < blocks.size(); ++b) {
@@ -203,138 +320,185 @@ class CudaDecoder final : public Decoder {
           return Status::InvalidArgument("sequence " + std::to_string(s) + ": block " +
                                          std::to_string(blocks[b]) + " is outside the cache");
         }
-        tables[static_cast<size_t>(s) * width + b] = blocks[b];
+        h.tables[static_cast<size_t>(s) * width + b] = blocks[b];
       }
       r += static_cast<int>(slices[static_cast<size_t>(s)].tokens.size());
-      last[static_cast<size_t>(s)] = r - 1;
+      h.last[static_cast<size_t>(s)] = r - 1;
     }
     for (int r = 0; r < N; ++r) {
-      const int pos = rows.pos[static_cast<size_t>(r)];
-      const auto& blocks = *slices[static_cast<size_t>(rows.slice[static_cast<size_t>(r)])].blocks;
-      slot[static_cast<size_t>(r)] =
-          blocks[static_cast<size_t>(pos / block_size_)] * block_size_ + pos % block_size_;
+      const auto i = static_cast<size_t>(r);
+      const int pos = rows.pos[i];
+      const auto& blocks = *slices[static_cast<size_t>(rows.slice[i])].blocks;
+      h.token[i] = rows.token[i];
+      h.pos[i] = pos;
+      h.slice[i] = rows.slice[i];
+      h.slot[i] = blocks[static_cast<size_t>(pos / block_size_)] * block_size_ + pos % block_size_;
     }
-    std::vector<int32_t> row_slice(rows.slice.begin(), rows.slice.end()),
-        row_pos(rows.pos.begin(), rows.pos.end());
-    KILN_RETURN_IF_ERROR(Upload(d_token_, rows.token, stream_));
-    KILN_RETURN_IF_ERROR(Upload(d_pos_, row_pos, stream_));
-    KILN_RETURN_IF_ERROR(Upload(d_slice_, row_slice, stream_));
-    KILN_RETURN_IF_ERROR(Upload(d_slot_, slot, stream_));
-    KILN_RETURN_IF_ERROR(Upload(d_tables_, tables, stream_));
-    KILN_RETURN_IF_ERROR(Upload(d_last_, last, stream_));
-
-    const auto NC = static_cast<std::size_t>(N) * static_cast<std::size_t>(C);
-    KILN_RETURN_IF_ERROR(x_.Reserve(NC));
-    KILN_RETURN_IF_ERROR(ln_.Reserve(NC));
-    KILN_RETURN_IF_ERROR(qkv_.Reserve(3 * NC));
-    KILN_RETURN_IF_ERROR(atty_.Reserve(NC));
-    KILN_RETURN_IF_ERROR(proj_.Reserve(NC));
-    KILN_RETURN_IF_ERROR(fch_.Reserve(4 * NC));
-    KILN_RETURN_IF_ERROR(fcg_.Reserve(4 * NC));
-    KILN_RETURN_IF_ERROR(mean_.Reserve(static_cast<std::size_t>(N)));
-    KILN_RETURN_IF_ERROR(rstd_.Reserve(static_cast<std::size_t>(N)));
-    KILN_RETURN_IF_ERROR(last_.Reserve(static_cast<std::size_t>(S) * C));
-    KILN_RETURN_IF_ERROR(logits_.Reserve(static_cast<std::size_t>(S) * Vp));
-
-    auto P = [this](Param p) { return weights_.get() + offset_[static_cast<int>(p)]; };
-    const int threads = std::min(256, ((C + 31) / 32) * 32);
-    EmbedRowsKernel<<<static_cast<unsigned>(N), static_cast<unsigned>(threads), 0, stream_>>>(
-        x_.get(), d_token_.get(), d_pos_.get(), P(Param::kWte), P(Param::kWpe), C);
-    KILN_CUDA_RETURN_IF_ERROR(cudaGetLastError());
-    KILN_RETURN_IF_ERROR(cuda::LayerNormForward(ln_.get(), mean_.get(), rstd_.get(), x_.get(),
-                                                P(Param::kLn1W), P(Param::kLn1B), N, C, stream_));
-    const float scale = 1.0f / std::sqrt(static_cast<float>(C / NH));
-    const std::size_t shared = static_cast<std::size_t>(c.max_seq_len) * sizeof(float);
-    for (int l = 0; l < L; ++l) {
-      const int64_t lC = static_cast<int64_t>(l) * C;
-      bf16* layer_cache = cache_.get() + l * layer_cache_elems_;
-      KILN_RETURN_IF_ERROR(cuda::MatmulForward(blas_, qkv_.get(), ln_.get(),
-                                               P(Param::kQkvW) + lC * 3 * C,
-                                               P(Param::kQkvB) + lC * 3, N, C, 3 * C, stream_));
-      AppendKvKernel<<<static_cast<unsigned>(N), static_cast<unsigned>(threads), 0, stream_>>>(
-          layer_cache, qkv_.get(), d_slot_.get(), block_size_, C);
-      KILN_CUDA_RETURN_IF_ERROR(cudaGetLastError());
-      PagedAttentionKernel<<<dim3(static_cast<unsigned>(N), static_cast<unsigned>(NH)),
-                             kAttnThreads, shared, stream_>>>(
-          atty_.get(), qkv_.get(), layer_cache, d_slice_.get(), d_pos_.get(), d_tables_.get(),
-          width, block_size_, C, NH, scale);
-      KILN_CUDA_RETURN_IF_ERROR(cudaGetLastError());
-      KILN_RETURN_IF_ERROR(cuda::MatmulForward(blas_, proj_.get(), atty_.get(),
-                                               P(Param::kAttProjW) + lC * C,
-                                               P(Param::kAttProjB) + lC, N, C, C, stream_));
-      KILN_RETURN_IF_ERROR(cuda::ResidualLayerNormForward(
-          x_.get(), ln_.get(), mean_.get(), rstd_.get(), x_.get(), proj_.get(),
-          P(Param::kLn2W) + lC, P(Param::kLn2B) + lC, N, C, stream_));
-      KILN_RETURN_IF_ERROR(cuda::MatmulForward(blas_, fch_.get(), ln_.get(),
-                                               P(Param::kFcW) + lC * 4 * C, P(Param::kFcB) + lC * 4,
-                                               N, C, 4 * C, stream_));
-      KILN_RETURN_IF_ERROR(
-          cuda::GeluForward(fcg_.get(), fch_.get(), static_cast<int64_t>(4 * NC), stream_));
-      KILN_RETURN_IF_ERROR(cuda::MatmulForward(blas_, proj_.get(), fcg_.get(),
-                                               P(Param::kFcProjW) + lC * 4 * C,
-                                               P(Param::kFcProjB) + lC, N, 4 * C, C, stream_));
-      // The residual, then the next layer's first LayerNorm or the final one.
-      const bool last_layer = l + 1 == L;
-      const bf16* w = last_layer ? P(Param::kLnfW) : P(Param::kLn1W) + lC + C;
-      const bf16* b = last_layer ? P(Param::kLnfB) : P(Param::kLn1B) + lC + C;
-      KILN_RETURN_IF_ERROR(cuda::ResidualLayerNormForward(x_.get(), ln_.get(), mean_.get(),
-                                                          rstd_.get(), x_.get(), proj_.get(), w, b,
-                                                          N, C, stream_));
+    for (int r = N; r < n_rows; ++r) {  // Padding: one row per padding slice.
+      h.slice[static_cast<size_t>(r)] = r;
+      h.last[static_cast<size_t>(r)] = r;
     }
-    GatherRowsKernel<<<static_cast<unsigned>(S), static_cast<unsigned>(threads), 0, stream_>>>(
-        last_.get(), ln_.get(), d_last_.get(), C);
-    KILN_CUDA_RETURN_IF_ERROR(cudaGetLastError());
-    // logits [S, Vp] (row-major) = last [S, C] x wte^T, in float: column-major
-    // that is wte^T(Vp x C) x last^T(C x S) -> (Vp x S).
-    const float alpha = 1.0f, beta = 0.0f;
-    KILN_CUBLAS_RETURN_IF_ERROR(cublasSetStream(blas_.cublas(), stream_));
-    KILN_CUBLAS_RETURN_IF_ERROR(cublasGemmEx(blas_.cublas(), CUBLAS_OP_T, CUBLAS_OP_N, Vp, S, C,
-                                             &alpha, P(Param::kWte), CUDA_R_16BF, C, last_.get(),
-                                             CUDA_R_16BF, C, &beta, logits_.get(), CUDA_R_32F, Vp,
-                                             CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
-    logits.resize(static_cast<std::size_t>(S) * static_cast<std::size_t>(Vp));
-    KILN_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(logits.data(), logits_.get(),
+    return Status::Ok();
+  }
+
+  Status UploadRows(Buffers& b, const HostRows& h) {
+    KILN_RETURN_IF_ERROR(Upload(b.token, h.token, stream_));
+    KILN_RETURN_IF_ERROR(Upload(b.pos, h.pos, stream_));
+    KILN_RETURN_IF_ERROR(Upload(b.slice, h.slice, stream_));
+    KILN_RETURN_IF_ERROR(Upload(b.slot, h.slot, stream_));
+    KILN_RETURN_IF_ERROR(Upload(b.tables, h.tables, stream_));
+    return Upload(b.last, h.last, stream_);
+  }
+
+  Status Download(Buffers& b, int S, std::vector<float>& logits) {
+    logits.resize(static_cast<std::size_t>(S) *
+                  static_cast<std::size_t>(config_.padded_vocab_size));
+    KILN_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(logits.data(), b.logits.get(),
                                               logits.size() * sizeof(float), cudaMemcpyDeviceToHost,
                                               stream_));
     KILN_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
     return Status::Ok();
   }
 
- private:
+  // A decode step through the graph for its padded size, captured on first
+  // use. The graph's buffers are allocated once, for kMaxGraphRows rows, so
+  // the pointers it captured stay valid.
+  Status ForwardGraph(std::span<const SequenceSlice> slices, const DecodeRows& rows,
+                      std::vector<float>& logits) {
+    const int S = static_cast<int>(slices.size()), G = GraphRows(S);
+    const int width = (config_.max_seq_len + block_size_ - 1) / block_size_;
+    HostRows h;
+    KILN_RETURN_IF_ERROR(Prepare(slices, rows, G, G, width, h));
+    if (h.width != width) return Status::Internal("a block table is wider than the context");
+    KILN_RETURN_IF_ERROR(graph_.Reserve(config_, kMaxGraphRows, kMaxGraphRows, width));
+    KILN_RETURN_IF_ERROR(UploadRows(graph_, h));
+    int slot = 0;
+    while ((1 << slot) < G) ++slot;
+    if (graphs_[slot] == nullptr) {
+      KILN_CUDA_RETURN_IF_ERROR(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
+      Status enqueued = Enqueue(graph_, G, G, width);
+      cudaGraph_t graph = nullptr;
+      const cudaError_t ended = cudaStreamEndCapture(stream_, &graph);
+      KILN_RETURN_IF_ERROR(enqueued);
+      KILN_CUDA_RETURN_IF_ERROR(ended);
+      const cudaError_t made = cudaGraphInstantiate(&graphs_[slot], graph, 0);
+      cudaGraphDestroy(graph);
+      KILN_CUDA_RETURN_IF_ERROR(made);
+    }
+    KILN_CUDA_RETURN_IF_ERROR(cudaGraphLaunch(graphs_[slot], stream_));
+    ++graph_launches_;
+    return Download(graph_, S, logits);
+  }
+
+  // The forward of N rows in S slices over buffers `b` (inputs uploaded).
+  Status Enqueue(Buffers& b, int N, int S, int width) {
+    const model::GptConfig& c = config_;
+    const int C = c.channels, L = c.num_layers, NH = c.num_heads, Vp = c.padded_vocab_size;
+    const auto NC = static_cast<int64_t>(N) * C;
+    auto P = [this](Param p) { return weights_.get() + offset_[static_cast<int>(p)]; };
+    const int threads = std::min(256, ((C + 31) / 32) * 32);
+    EmbedRowsKernel<<<static_cast<unsigned>(N), static_cast<unsigned>(threads), 0, stream_>>>(
+        b.x.get(), b.token.get(), b.pos.get(), P(Param::kWte), P(Param::kWpe), C);
+    KILN_CUDA_RETURN_IF_ERROR(cudaGetLastError());
+    KILN_RETURN_IF_ERROR(cuda::LayerNormForward(b.ln.get(), b.mean.get(), b.rstd.get(), b.x.get(),
+                                                P(Param::kLn1W), P(Param::kLn1B), N, C, stream_));
+    const float scale = 1.0f / std::sqrt(static_cast<float>(C / NH));
+    const std::size_t shared = static_cast<std::size_t>(c.max_seq_len) * sizeof(float);
+    for (int l = 0; l < L; ++l) {
+      const int64_t lC = static_cast<int64_t>(l) * C;
+      bf16* layer_cache = cache_.get() + l * layer_cache_elems_;
+      KILN_RETURN_IF_ERROR(cuda::MatmulForward(blas_, b.qkv.get(), b.ln.get(),
+                                               P(Param::kQkvW) + lC * 3 * C,
+                                               P(Param::kQkvB) + lC * 3, N, C, 3 * C, stream_));
+      AppendKvKernel<<<static_cast<unsigned>(N), static_cast<unsigned>(threads), 0, stream_>>>(
+          layer_cache, b.qkv.get(), b.slot.get(), block_size_, C);
+      KILN_CUDA_RETURN_IF_ERROR(cudaGetLastError());
+      PagedAttentionKernel<<<dim3(static_cast<unsigned>(N), static_cast<unsigned>(NH)),
+                             kAttnThreads, shared, stream_>>>(
+          b.atty.get(), b.qkv.get(), layer_cache, b.slice.get(), b.pos.get(), b.tables.get(), width,
+          block_size_, C, NH, scale);
+      KILN_CUDA_RETURN_IF_ERROR(cudaGetLastError());
+      KILN_RETURN_IF_ERROR(cuda::MatmulForward(blas_, b.proj.get(), b.atty.get(),
+                                               P(Param::kAttProjW) + lC * C,
+                                               P(Param::kAttProjB) + lC, N, C, C, stream_));
+      KILN_RETURN_IF_ERROR(cuda::ResidualLayerNormForward(
+          b.x.get(), b.ln.get(), b.mean.get(), b.rstd.get(), b.x.get(), b.proj.get(),
+          P(Param::kLn2W) + lC, P(Param::kLn2B) + lC, N, C, stream_));
+      KILN_RETURN_IF_ERROR(cuda::MatmulForward(blas_, b.fch.get(), b.ln.get(),
+                                               P(Param::kFcW) + lC * 4 * C, P(Param::kFcB) + lC * 4,
+                                               N, C, 4 * C, stream_));
+      KILN_RETURN_IF_ERROR(cuda::GeluForward(b.fcg.get(), b.fch.get(), 4 * NC, stream_));
+      KILN_RETURN_IF_ERROR(cuda::MatmulForward(blas_, b.proj.get(), b.fcg.get(),
+                                               P(Param::kFcProjW) + lC * 4 * C,
+                                               P(Param::kFcProjB) + lC, N, 4 * C, C, stream_));
+      // The residual, then the next layer's first LayerNorm or the final one.
+      const bool last_layer = l + 1 == L;
+      const bf16* w = last_layer ? P(Param::kLnfW) : P(Param::kLn1W) + lC + C;
+      const bf16* bias = last_layer ? P(Param::kLnfB) : P(Param::kLn1B) + lC + C;
+      KILN_RETURN_IF_ERROR(cuda::ResidualLayerNormForward(b.x.get(), b.ln.get(), b.mean.get(),
+                                                          b.rstd.get(), b.x.get(), b.proj.get(), w,
+                                                          bias, N, C, stream_));
+    }
+    GatherRowsKernel<<<static_cast<unsigned>(S), static_cast<unsigned>(threads), 0, stream_>>>(
+        b.last_rows.get(), b.ln.get(), b.last.get(), C);
+    KILN_CUDA_RETURN_IF_ERROR(cudaGetLastError());
+    // logits [S, Vp] (row-major) = last [S, C] x wte^T, in float: column-major
+    // that is wte^T(Vp x C) x last^T(C x S) -> (Vp x S).
+    const float alpha = 1.0f, beta = 0.0f;
+    KILN_CUBLAS_RETURN_IF_ERROR(cublasSetStream(blas_.cublas(), stream_));
+    KILN_CUBLAS_RETURN_IF_ERROR(
+        cublasGemmEx(blas_.cublas(), CUBLAS_OP_T, CUBLAS_OP_N, Vp, S, C, &alpha, P(Param::kWte),
+                     CUDA_R_16BF, C, b.last_rows.get(), CUDA_R_16BF, C, &beta, b.logits.get(),
+                     CUDA_R_32F, Vp, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    return Status::Ok();
+  }
+
   model::GptConfig config_;
   int block_size_, num_blocks_, device_;
   cuda::Blas blas_;
   cudaStream_t stream_;
+  bool use_graphs_;
   int64_t offset_[kParamCount] = {};
   int64_t layer_cache_elems_ = 0;
   Device<bf16> weights_, cache_;
-  Device<bf16> x_, ln_, qkv_, atty_, proj_, fch_, fcg_, last_;
-  Device<float> mean_, rstd_, logits_;
-  Device<int32_t> d_token_, d_pos_, d_slice_, d_slot_, d_tables_, d_last_;
+  Buffers eager_, graph_;
+  cudaGraphExec_t graphs_[7] = {};  // By log2 of the padded rows: 1 .. 64.
+  int64_t graph_launches_ = 0;
 };
 
 }  // namespace
 
 StatusOr<std::unique_ptr<Decoder>> NewCudaDecoder(const model::Gpt<float>& model, int block_size,
-                                                  int num_blocks, int device) {
+                                                  int num_blocks, int device,
+                                                  const CudaDecoderOptions& options) {
   const model::GptConfig& c = model.config();
   if (block_size < 1 || num_blocks < 1) {
     return Status::InvalidArgument("the KV cache needs a positive block size and block count");
   }
-  if (c.max_seq_len * sizeof(float) > 48 * 1024) {
+  if (c.channels / c.num_heads > kMaxHeadSize) {
+    return Status::InvalidArgument("the CUDA decoder handles head sizes up to " +
+                                   std::to_string(kMaxHeadSize) + ", not " +
+                                   std::to_string(c.channels / c.num_heads));
+  }
+  if (c.max_seq_len * sizeof(float) > 40 * 1024) {
     return Status::InvalidArgument(
-        "the CUDA decoder's attention holds a row's scores in 48 KiB "
+        "the CUDA decoder's attention holds a row's scores in 40 KiB "
         "of shared memory: context length " +
-        std::to_string(c.max_seq_len) + " is over 12288");
+        std::to_string(c.max_seq_len) + " is over 10240");
   }
   KILN_CUDA_RETURN_IF_ERROR(cudaSetDevice(device));
   KILN_ASSIGN_OR_RETURN(cuda::Blas blas, cuda::Blas::Create());
   cudaStream_t stream = nullptr;
   KILN_CUDA_RETURN_IF_ERROR(cudaStreamCreate(&stream));
-  auto decoder =
-      std::make_unique<CudaDecoder>(c, block_size, num_blocks, device, std::move(blas), stream);
+  auto decoder = std::make_unique<CudaDecoder>(c, block_size, num_blocks, device, std::move(blas),
+                                               stream, options.graphs);
   KILN_RETURN_IF_ERROR(decoder->Init(model));
   return std::unique_ptr<Decoder>(std::move(decoder));
+}
+
+int64_t CudaDecoderGraphLaunches(const Decoder& decoder) {
+  const auto* cuda = dynamic_cast<const CudaDecoder*>(&decoder);
+  return cuda != nullptr ? cuda->graph_launches() : 0;
 }
 
 }  // namespace kiln::serve

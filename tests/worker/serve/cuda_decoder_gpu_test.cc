@@ -65,6 +65,9 @@ void TestLogits(int layers, int heads, int channels) {
   CpuDecoder cpu(model, cache);
   auto gpu = NewCudaDecoder(model, kBlock, kBlocks, 0);
   if (!Expect("NewCudaDecoder", gpu.ok(), gpu.ok() ? "" : gpu.status().ToString())) return;
+  // The same without CUDA graphs: decode steps must agree with the graphs'.
+  auto eager = NewCudaDecoder(model, kBlock, kBlocks, 0, {.graphs = false});
+  if (!Expect("NewCudaDecoder without graphs", eager.ok())) return;
   Expect("device", (*gpu)->device() == "cuda:0", (*gpu)->device());
   // Scattered, interleaved block tables.
   const std::vector<int> a = {5, 2, 9, 14, 20}, b = {0, 7, 11, 23, 12}, d = {3, 1, 4, 8, 6, 15};
@@ -90,19 +93,24 @@ void TestLogits(int layers, int heads, int channels) {
          {slice(ta, 13 + step, 1, a), slice(tb, 15 + step, 1, b), slice(td, 21 + step, 1, d)}});
   }
   calls.push_back({"chunk crossing blocks", {slice(td, 27, 13, d)}});
-  double worst = 0;
+  double worst = 0, worst_eager = 0;
   int argmax_same = 0, rows = 0;
   for (const Call& call : calls) {
-    std::vector<float> want, got;
+    std::vector<float> want, got, got_eager;
     Status cs = cpu.Forward(call.slices, want);
     Status gs = (*gpu)->Forward(call.slices, got);
-    if (!Expect(std::string(call.what) + " runs", cs.ok() && gs.ok(),
-                cs.ok() ? gs.ToString() : cs.ToString())) {
+    Status es = (*eager)->Forward(call.slices, got_eager);
+    if (!Expect(std::string(call.what) + " runs", cs.ok() && gs.ok() && es.ok(),
+                !cs.ok()   ? cs.ToString()
+                : !gs.ok() ? gs.ToString()
+                           : es.ToString())) {
       continue;
     }
     const int S = static_cast<int>(call.slices.size());
     const double err = RelativeL2(got, want, S, c.vocab_size, c.padded_vocab_size);
     worst = std::max(worst, err);
+    worst_eager =
+        std::max(worst_eager, RelativeL2(got, got_eager, S, c.vocab_size, c.padded_vocab_size));
     for (int s = 0; s < S; ++s) {
       auto row = [&](const std::vector<float>& l) {
         const float* p = l.data() + s * c.padded_vocab_size;
@@ -115,6 +123,13 @@ void TestLogits(int layers, int heads, int channels) {
   char buf[96];
   std::snprintf(buf, sizeof buf, "%.3e (tolerance 2.0e-02)", worst);
   Expect("logits (relative L2, worst call)", worst < 2e-2, buf);
+  // 6 decode steps of 3 sequences: graphs for 4 rows (one padding row).
+  Expect("decode steps ran as graph launches", CudaDecoderGraphLaunches(**gpu) == 6,
+         std::to_string(CudaDecoderGraphLaunches(**gpu)));
+  Expect("no graphs when they are off", CudaDecoderGraphLaunches(**eager) == 0);
+  // Same kernels; cuBLAS may pick another algorithm for the padded shape.
+  std::snprintf(buf, sizeof buf, "%.3e (tolerance 5.0e-03)", worst_eager);
+  Expect("graph and eager logits (relative L2, worst call)", worst_eager < 5e-3, buf);
   std::snprintf(buf, sizeof buf, "%d of %d rows", argmax_same, rows);
   Expect("greedy token agrees on most rows", argmax_same * 10 >= rows * 9, buf);
 
