@@ -11,17 +11,13 @@
 
 #include "base/subprocess.h"
 #include "tests/support/temp_dir.h"
+#include "tests/support/worker_process.h"
 #include "worker/train/load_model.h"
 
 namespace kiln {
 namespace {
 
-ProcessResult Worker(std::vector<std::string> args) {
-  args.insert(args.begin(), KILN_WORKER_BIN);
-  auto r = RunProcess({.argv = args, .timeout = std::chrono::minutes(5)});
-  REQUIRE(r.ok());
-  return *r;
-}
+using testing::Worker;
 
 // The first step record and whether a "resumed" record came before it.
 std::pair<nlohmann::json, bool> FirstStep(const std::string& out) {

@@ -12,16 +12,12 @@
 #include "tests/support/background_process.h"
 #include "tests/support/http_probe.h"
 #include "tests/support/temp_dir.h"
+#include "tests/support/worker_process.h"
 
 namespace kiln {
 namespace {
 
-ProcessResult Worker(std::vector<std::string> args) {
-  args.insert(args.begin(), KILN_WORKER_BIN);
-  auto r = RunProcess({.argv = args, .timeout = std::chrono::minutes(5)});
-  REQUIRE(r.ok());
-  return *r;
-}
+using testing::Worker;
 
 std::vector<nlohmann::json> Lines(const std::string& out) {
   std::vector<nlohmann::json> lines;
