@@ -275,8 +275,14 @@ class CudaDecoder final : public Decoder {
     KILN_ASSIGN_OR_RETURN(DecodeRows rows, FlattenSlices(config_, block_size_, slices));
     KILN_CUDA_RETURN_IF_ERROR(cudaSetDevice(device_));
     const int S = static_cast<int>(slices.size());
+    // Graphs take decode steps whose block tables fit the context's width
+    // (a longer table, whose extra blocks are never read, goes eager).
+    const auto graph_width =
+        static_cast<size_t>((config_.max_seq_len + block_size_ - 1) / block_size_);
     bool decode_only = S <= kMaxGraphRows;
-    for (const SequenceSlice& sl : slices) decode_only = decode_only && sl.tokens.size() == 1;
+    for (const SequenceSlice& sl : slices) {
+      decode_only = decode_only && sl.tokens.size() == 1 && sl.blocks->size() <= graph_width;
+    }
     if (use_graphs_ && decode_only) {
       Status s = ForwardGraph(slices, rows, logits);
       if (s.ok() || s.code() == StatusCode::kInvalidArgument) return s;

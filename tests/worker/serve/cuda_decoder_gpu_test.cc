@@ -134,6 +134,20 @@ void TestLogits(int layers, int heads, int channels) {
   Expect("greedy token agrees on most rows", argmax_same * 10 >= rows * 9, buf);
 
   std::vector<float> out;
+  // A table longer than the context needs (its tail is never read) decodes
+  // without a graph, and graphs stay on for the next step.
+  const std::vector<int> long_table = {16, 17, 18, 19, 21, 22, 10, 13, 0, 0, 0, 0, 0};
+  const auto t0 = Tokens(2, 7);
+  std::vector<SequenceSlice> first = {slice(t0, 0, 1, long_table)};
+  std::vector<SequenceSlice> second = {slice(t0, 1, 1, long_table)};
+  const int64_t before = CudaDecoderGraphLaunches(**gpu);
+  const bool long_ok = (*gpu)->Forward(first, out).ok();
+  const std::vector<int> short_table(long_table.begin(), long_table.begin() + 12);
+  second[0].blocks = &short_table;
+  const bool next_ok = (*gpu)->Forward(second, out).ok();
+  Expect("a longer block table decodes, then graphs go on",
+         long_ok && next_ok && CudaDecoderGraphLaunches(**gpu) == before + 1,
+         std::to_string(CudaDecoderGraphLaunches(**gpu) - before) + " graph launches");
   const std::vector<int> outside = {kBlocks + 3};
   const auto t1 = Tokens(1, 9);
   std::vector<SequenceSlice> bad = {slice(t1, 0, 1, outside)};
