@@ -8,6 +8,7 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 source "$ROOT/scripts/lib/common.sh"
+source "$ROOT/bench/lib.sh"
 
 # llama2.c's stories15M: dim 288, 6 layers, 6 heads, context 256, vocabulary 32000.
 readonly DEFAULT_CONFIGS=("6,6,288,256,32000")
@@ -100,30 +101,11 @@ else
 fi
 
 # --- kiln ------------------------------------------------------------------
-if [ ! -f "$build_dir/CMakeCache.txt" ]; then
-  log "configuring kiln in $build_dir"
-  cmake -S "$ROOT" -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DKILN_CUDA=OFF \
-    >"$work/kiln-configure.log" || { tail -20 "$work/kiln-configure.log" >&2; die "kiln configure failed"; }
-fi
-log "building kiln's decode_bench in $build_dir"
-cmake --build "$build_dir" --target decode_bench -j"$(nproc)" >"$work/kiln-build.log" ||
-  { tail -30 "$work/kiln-build.log" >&2; die "kiln build failed"; }
+kiln_bench_build "$build_dir" "$work" decode_bench
 kiln_bench="$build_dir/bench/decode_bench"
 # The optimisation flags of the files that do the arithmetic, from the build itself.
-kiln_flags="$("$python" - "$build_dir/compile_commands.json" <<'PY'
-import json, re, sys
-seen = {}
-for entry in json.load(open(sys.argv[1])):
-    m = re.search(r"(kernels/cpu/(?:ops|matmul_bf16)|worker/model/gpt|worker/serve/(?:decoder|sampler|kv_cache|engine))\.cc$",
-                  entry["file"])
-    if not m:
-        continue
-    words = entry.get("command", " ".join(entry.get("arguments", []))).split()
-    flags = [w for w in words if re.match(r"-(O|march|mtune|ffast-math|fopenmp|DNDEBUG)", w)]
-    seen.setdefault(" ".join(flags), []).append(m.group(1) + ".cc")
-print("; ".join(f"{', '.join(files)}: {flags}" for flags, files in seen.items()))
-PY
-)"
+kiln_flags="$(kiln_compile_flags "$python" "$build_dir" \
+  '(kernels/cpu/(?:ops|matmul_bf16)|worker/model/gpt|worker/serve/(?:decoder|sampler|kv_cache|engine))\.cc$')"
 
 # --- llama2.c --------------------------------------------------------------
 # run.c is compiled with the line llama2.c's Makefile runs for 'make runomp'

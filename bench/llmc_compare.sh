@@ -6,6 +6,7 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 source "$ROOT/scripts/lib/common.sh"
+source "$ROOT/bench/lib.sh"
 
 # gpt_cpu_bench times its steps after 2 untimed warm-up steps (bench/gpt_cpu_bench.cc);
 # llm.c gets the same warm-up, which also covers its lazy allocation of
@@ -91,30 +92,11 @@ else
 fi
 
 # --- kiln ------------------------------------------------------------------
-if [ ! -f "$build_dir/CMakeCache.txt" ]; then
-  log "configuring kiln in $build_dir"
-  cmake -S "$ROOT" -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DKILN_CUDA=OFF \
-    >"$work/kiln-configure.log" || { tail -20 "$work/kiln-configure.log" >&2; die "kiln configure failed"; }
-fi
-log "building kiln's gpt_cpu_bench and kiln-worker in $build_dir"
-cmake --build "$build_dir" --target gpt_cpu_bench kiln-worker -j"$(nproc)" >"$work/kiln-build.log" ||
-  { tail -30 "$work/kiln-build.log" >&2; die "kiln build failed"; }
+kiln_bench_build "$build_dir" "$work" gpt_cpu_bench kiln-worker
 kiln_bench="$build_dir/bench/gpt_cpu_bench"
 kiln_worker="$build_dir/worker/kiln-worker"
 # The optimisation flags of the files that do the arithmetic, from the build itself.
-kiln_flags="$(python3 - "$build_dir/compile_commands.json" <<'PY'
-import json, re, sys
-seen = {}
-for entry in json.load(open(sys.argv[1])):
-    m = re.search(r"(kernels/cpu/[^/]+|worker/model/[^/]+)\.cc$", entry["file"])
-    if not m or m.group(1).endswith("_test"):
-        continue
-    words = entry.get("command", " ".join(entry.get("arguments", []))).split()
-    flags = [w for w in words if re.match(r"-(O|march|mtune|ffast-math|fopenmp|DNDEBUG)", w)]
-    seen.setdefault(" ".join(flags), []).append(m.group(1) + ".cc")
-print("; ".join(f"{', '.join(files)}: {flags}" for flags, files in seen.items()))
-PY
-)"
+kiln_flags="$(kiln_compile_flags python3 "$build_dir" '(kernels/cpu/[^/]+|worker/model/[^/]+)\.cc$')"
 
 # --- llm.c -----------------------------------------------------------------
 # Only train_gpt2.c, its headers and the Makefile are copied; the Makefile is then

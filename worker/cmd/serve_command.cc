@@ -6,18 +6,17 @@
 
 #include <cpprest/filestream.h>
 #include <cpprest/http_client.h>
+#include <nlohmann/json.hpp>
 
 #include "base/stop_signal.h"
 #include "worker/cmd/device_flags.h"
 #include "worker/cmd/flags.h"
-#include "worker/data/checksum.h"
 #include "worker/exit_codes.h"
 #if KILN_WORKER_CUDA
 #include "worker/serve/cuda_decoder.h"
 #endif
 #include "worker/serve/engine.h"
 #include "worker/serve/server.h"
-#include "worker/train/checkpoint.h"
 #include "worker/train/load_model.h"
 
 namespace kiln::worker {
@@ -161,8 +160,8 @@ int RunServeCommand(int argc, char** argv) {
     std::fprintf(stderr, "kiln-worker serve: %s\n", message.c_str());
   });
   if (!loaded_model.ok()) return Fail(loaded_model.status());
-  std::optional<model::Gpt<float>> model = std::move(loaded_model->model);
-  const std::string loaded = loaded_model->path;
+  model::Gpt<float>& model = loaded_model->model;
+  const std::string& loaded = loaded_model->path;
   if (server_options.model_version.empty()) {
     server_options.model_version = fs::path(loaded).filename().string();
   }
@@ -175,7 +174,7 @@ int RunServeCommand(int argc, char** argv) {
     };
   }
 #endif
-  auto engine = serve::Engine::Create(*model, engine_options, make_decoder);
+  auto engine = serve::Engine::Create(model, engine_options, make_decoder);
   if (!engine.ok()) return Fail(engine.status());
   // Warm-up: one short request through every path (prefill, decode,
   // sampling) before /readyz says yes.
@@ -195,7 +194,7 @@ int RunServeCommand(int argc, char** argv) {
                                      {"version", server_options.model_version},
                                      {"checkpoint", loaded},
                                      {"device", (*engine)->device()},
-                                     {"parameters", model->num_parameters()}}
+                                     {"parameters", model.num_parameters()}}
                           .dump()
                           .c_str());
   std::fflush(stdout);
