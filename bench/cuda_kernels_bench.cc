@@ -277,6 +277,25 @@ int main(int argc, char** argv) {
     });
   }
 
+  // The MLP's GELU fused into its GEMMs (what the model runs): the fc layer
+  // with the GELU in its epilogue, and fcproj's backward writing dinp through
+  // the GELU derivative (compare with matmul + gelu rows above and below).
+  {
+    const double flops = 2 * dN * C * 4 * C;
+    auto* pre = arena.Take<bf16>(int64_t{N} * 4 * C);
+    bench.Flops("matmul_gelu_forward fc " + std::to_string(C) + "->" + std::to_string(4 * C), flops,
+                [&] {
+                  return k::MatmulGeluForward(*blas, act_out, pre, act_in, weight, bias, N, C,
+                                              4 * C, stream);
+                });
+    bench.Flops("matmul_backward+dgelu fcproj " + std::to_string(4 * C) + "->" + std::to_string(C),
+                2 * flops, [&] {
+                  return k::MatmulBackward(*blas, dact_in, dweight, dbias, act_out, act_in, weight,
+                                           N, 4 * C, C, mm_scratch, stream,
+                                           {.overwrite_dinp = true, .gelu_input = pre});
+                });
+  }
+
   // Attention (FLOPs of the full T x T GEMMs the cuBLAS path computes).
   const int hs = C / NH;
   const double att_flops = 4 * dN * NH * dT * hs;

@@ -1,19 +1,28 @@
-// kernels/cuda/flash_attention.h. Every kernel works on one (batch, head) and
-// one 64-row tile of queries or keys, with 4 warps of 16 rows each. Tiles are
-// copied from qkv's row layout [B, T, 3, NH, 64] into shared memory (rows past
-// T zero; some also transposed, so every tensor-core operand is read as
-// 32-bit pairs), and the products run as mma.sync m16n8k16 (bf16 in, float
-// accumulators in registers). A product's accumulator layout is the next
-// product's A-operand layout, so scores become probabilities and gradients in
-// registers: nothing of the T x T matrices touches shared or global memory.
-// Scores are kept in log2 units: s2 = (q . k) * scale * log2(e), so the
-// softmax uses exp2 and lse = log2 sum 2^s2.
+// kernels/cuda/flash_attention.h. Each block works on one (batch, head) and
+// one tile of queries (forward, query gradients: 128 rows, 8 warps) or keys
+// (key and value gradients: 128 rows, 8 warps), each warp owning 16 rows. It
+// walks the tiles of the other side (64 rows each) with a two-stage pipeline:
+// while the tensor cores work on one tile, cp.async copies the next one from
+// qkv's row layout [B, T, 3, NH, 64] into shared memory (rows past T zero).
+// Tensor-core operands come from shared memory through ldmatrix, transposed
+// on the fly (ldmatrix.trans) where a product reads a tile in the other
+// orientation, so every tile is stored once, as it is in memory. The products
+// run as mma.sync m16n8k16 (bf16 in, float accumulators in registers). A
+// product's accumulator layout is the next product's A-operand layout, so
+// scores become probabilities and gradients in registers: nothing of the
+// T x T matrices touches shared or global memory. Scores are kept in log2
+// units: s2 = (q . k) * scale * log2(e), so the softmax uses exp2 and
+// lse = log2 sum 2^s2. Blocks are launched longest first (the causal mask
+// makes the tiles' work uneven), and warps skip tiles that the mask hides
+// from all their rows.
 //
 // Fragment layouts (PTX ISA, mma.m16n8k16 with bf16): lane = 4 g + t. A
 // (16 x 16, row-major): registers {row g, cols 2t..2t+1}, {row g+8, same},
 // {row g, cols 2t+8..}, {row g+8, cols 2t+8..}. B (16 x 8): {rows 2t..2t+1,
 // col g}, {rows 2t+8.., col g}. C (16 x 8, float): {row g, cols 2t, 2t+1},
-// {row g+8, same}.
+// {row g+8, same}. ldmatrix.x4 gives lane 4g + t, from each of four 8 x 8
+// matrices (whose rows lanes 8m..8m+7 address), the pair {row g, cols 2t,
+// 2t+1}; with .trans the pair {rows 2t, 2t+1 of col g}.
 #include <cmath>
 #include <cstdint>
 #include <string>
@@ -27,44 +36,54 @@ namespace kiln::kernels::cuda {
 namespace {
 
 constexpr int kHs = 64;    // Head size.
-constexpr int kTile = 64;  // Query or key rows per block.
-constexpr int kWarps = 4;  // Each owns 16 rows of the block's tile.
+constexpr int kWarps = 8;  // Each owns 16 rows of the block's tile.
+constexpr int kBlockRows = kWarps * 16;
 constexpr int kThreads = kWarps * kWarpSize;
-constexpr int kLd = kHs + 8;  // Shared-memory row stride (bf16): conflict-free pairs.
+constexpr int kStep = 64;     // Rows of the other side per pipeline stage.
+constexpr int kLd = kHs + 8;  // Shared-memory row stride (bf16): 144 bytes, so the
+                              // 8 rows an ldmatrix reads fall in distinct banks.
 constexpr float kLog2e = 1.4426950408889634f;
-constexpr std::size_t kTileBytes = sizeof(bf16) * kTile * kLd;
+constexpr std::size_t kRowBytes = sizeof(bf16) * kLd;
 
-// 64 rows x 64 columns from `src` (row t at src + t * row_stride) starting at
-// row t0, into dst [64][kLd]; rows at or past T are zero. 16-byte copies.
-__device__ __forceinline__ void LoadTile(bf16* dst, const bf16* src, int64_t row_stride, int t0,
+// Copies rows [t0, t0 + kRows) x 64 columns from `src` (row t at src + t *
+// row_stride) into dst [kRows][kLd] with 16-byte cp.async; rows at or past T
+// are zero-filled. Completion: CommitCopies / WaitCopies.
+template <int kRows>
+__device__ __forceinline__ void CopyTile(bf16* dst, const bf16* src, int64_t row_stride, int t0,
                                          int T) {
   constexpr int kVecs = kHs / 8;
-  for (int i = threadIdx.x; i < kTile * kVecs; i += kThreads) {
+  for (int i = threadIdx.x; i < kRows * kVecs; i += kThreads) {
     const int r = i / kVecs, v = i % kVecs, t = t0 + r;
-    uint4 x = make_uint4(0, 0, 0, 0);
-    if (t < T) x = *reinterpret_cast<const uint4*>(src + t * row_stride + v * 8);
-    *reinterpret_cast<uint4*>(dst + r * kLd + v * 8) = x;
+    const bf16* from = src + static_cast<int64_t>(t < T ? t : 0) * row_stride + v * 8;
+    const auto to = static_cast<uint32_t>(__cvta_generic_to_shared(dst + r * kLd + v * 8));
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(to), "l"(from),
+                 "r"(t < T ? 16 : 0)
+                 : "memory");
   }
 }
 
-// The same tile transposed: dst [64 columns][kLd] holds column c of the tile
-// as row c.
-__device__ __forceinline__ void LoadTileTransposed(bf16* dst, const bf16* src, int64_t row_stride,
-                                                   int t0, int T) {
-  constexpr int kVecs = kHs / 8;
-  for (int i = threadIdx.x; i < kTile * kVecs; i += kThreads) {
-    const int r = i % kTile, v = i / kTile, t = t0 + r;
-    uint4 x = make_uint4(0, 0, 0, 0);
-    if (t < T) x = *reinterpret_cast<const uint4*>(src + t * row_stride + v * 8);
-    const bf16* e = reinterpret_cast<const bf16*>(&x);
-#pragma unroll
-    for (int k = 0; k < 8; ++k) dst[(v * 8 + k) * kLd + r] = e[k];
-  }
+__device__ __forceinline__ void CommitCopies() {
+  asm volatile("cp.async.commit_group;\n" ::: "memory");
 }
 
-// Two consecutive bf16 at p (an even column), as one register.
-__device__ __forceinline__ uint32_t Pair(const bf16* p) {
-  return *reinterpret_cast<const uint32_t*>(p);
+// Waits until at most `kPending` committed groups are still in flight.
+template <int kPending>
+__device__ __forceinline__ void WaitCopies() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending) : "memory");
+}
+
+__device__ __forceinline__ void Ldsm(uint32_t (&r)[4], const bf16* p) {
+  const auto a = static_cast<uint32_t>(__cvta_generic_to_shared(p));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(a));
+}
+
+__device__ __forceinline__ void LdsmT(uint32_t (&r)[4], const bf16* p) {
+  const auto a = static_cast<uint32_t>(__cvta_generic_to_shared(p));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(a));
 }
 
 __device__ __forceinline__ uint32_t Pack(float lo, float hi) {
@@ -82,115 +101,151 @@ __device__ __forceinline__ void Mma(float (&c)[4], const uint32_t (&a)[4], uint3
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
-// A fragments of the 16 rows at `rows` (row-major, stride kLd), 64 columns:
-// a[k] covers columns 16k..16k+15.
-__device__ __forceinline__ void LoadA(uint32_t (&a)[4][4], const bf16* rows, int g, int t) {
+// Each lane's offset (in bf16) into a tile for the three ldmatrix patterns.
+struct LaneOffsets {
+  int a;  // A operand: 16 rows x 16 columns at (row, col) + a.
+  int b;  // B operand, the matrix's rows are B's columns: 16 of them x 16 k.
+  int t;  // B operand read transposed: 16 k rows x 16 columns (B's columns).
+  __device__ explicit LaneOffsets(int lane)
+      : a((lane % 16) * kLd + (lane / 16) * 8),
+        b(((lane / 16) * 8 + lane % 8) * kLd + ((lane / 8) % 2) * 8),
+        t((((lane / 8) % 2) * 8 + lane % 8) * kLd + (lane / 16) * 8) {}
+};
+
+// A fragments of the 16 rows at `rows` (stride kLd), 64 columns: a[k]
+// covers columns 16k..16k+15.
+__device__ __forceinline__ void LoadA(uint32_t (&a)[4][4], const bf16* rows, const LaneOffsets& o) {
 #pragma unroll
-  for (int k = 0; k < 4; ++k) {
-    a[k][0] = Pair(rows + g * kLd + 16 * k + 2 * t);
-    a[k][1] = Pair(rows + (g + 8) * kLd + 16 * k + 2 * t);
-    a[k][2] = Pair(rows + g * kLd + 16 * k + 8 + 2 * t);
-    a[k][3] = Pair(rows + (g + 8) * kLd + 16 * k + 8 + 2 * t);
-  }
+  for (int k = 0; k < 4; ++k) Ldsm(a[k], rows + 16 * k + o.a);
 }
 
-// acc (16 x 64, as 8 column blocks of 8) = a (16 x 64) * M^T, where M is 64
-// rows x 64 columns row-major in shared memory: B's column n is M's row n.
-__device__ __forceinline__ void ProductT(float (&acc)[8][4], const uint32_t (&a)[4][4],
-                                         const bf16* M, int g, int t) {
+// acc (16 x 8 kCols, as kCols column blocks of 8) = a (16 x 64) * M^T, where
+// M is 8 kCols rows x 64 columns in shared memory (stride kLd): B's column n
+// is M's row n.
+template <int kCols>
+__device__ __forceinline__ void ProductT(float (&acc)[kCols][4], const uint32_t (&a)[4][4],
+                                         const bf16* M, const LaneOffsets& o) {
 #pragma unroll
-  for (int n = 0; n < 8; ++n) {
-    acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
+  for (int n = 0; n < kCols; ++n) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
 #pragma unroll
-    for (int k = 0; k < 4; ++k) {
-      const bf16* row = M + (n * 8 + g) * kLd + 16 * k + 2 * t;
-      Mma(acc[n], a[k], Pair(row), Pair(row + 8));
+  for (int k = 0; k < 4; ++k) {
+#pragma unroll
+    for (int j = 0; j < kCols / 2; ++j) {
+      uint32_t b[4];
+      Ldsm(b, M + 16 * j * kLd + 16 * k + o.b);
+      Mma(acc[2 * j], a[k], b[0], b[1]);
+      Mma(acc[2 * j + 1], a[k], b[2], b[3]);
     }
   }
 }
 
-// acc += a (16 x 64, from accumulators: p[j] covers columns 8j..8j+7) * M,
-// where Mt holds M (64 x 64) transposed: B's column n is Mt's row n.
-__device__ __forceinline__ void AccumulateFromAcc(float (&acc)[8][4], const float (&p)[8][4],
-                                                  const bf16* Mt, int g, int t) {
+// acc (16 x 64) += p (16 x 8 kCols, accumulator layout, rounded to bf16) * M,
+// where M is 8 kCols rows x 64 columns in shared memory (stride kLd), read
+// transposed.
+template <int kCols>
+__device__ __forceinline__ void AccumulateFromAcc(float (&acc)[8][4], const float (&p)[kCols][4],
+                                                  const bf16* M, const LaneOffsets& o) {
 #pragma unroll
-  for (int k = 0; k < 4; ++k) {
+  for (int k = 0; k < kCols / 2; ++k) {
     const uint32_t a[4] = {Pack(p[2 * k][0], p[2 * k][1]), Pack(p[2 * k][2], p[2 * k][3]),
                            Pack(p[2 * k + 1][0], p[2 * k + 1][1]),
                            Pack(p[2 * k + 1][2], p[2 * k + 1][3])};
 #pragma unroll
-    for (int n = 0; n < 8; ++n) {
-      const bf16* row = Mt + (n * 8 + g) * kLd + 16 * k + 2 * t;
-      Mma(acc[n], a, Pair(row), Pair(row + 8));
+    for (int j = 0; j < 4; ++j) {
+      uint32_t b[4];
+      LdsmT(b, M + 16 * k * kLd + 16 * j + o.t);
+      Mma(acc[2 * j], a, b[0], b[1]);
+      Mma(acc[2 * j + 1], a, b[2], b[3]);
     }
   }
 }
 
 // dst rows r_lo and r_lo + 8 (row r at dst + r * row_stride; rows at or past
-// T skipped), columns 0..63, += factor * acc (a warp's 16 x 64 accumulators).
-__device__ __forceinline__ void AddRows(bf16* dst, int64_t row_stride, int r_lo, int T,
-                                        const float (&acc)[8][4], float factor, int t) {
+// T skipped), columns 0..63, = factor * acc (a warp's 16 x 64 accumulators).
+__device__ __forceinline__ void StoreRows(bf16* dst, int64_t row_stride, int r_lo, int T,
+                                          const float (&acc)[8][4], float factor, int t) {
 #pragma unroll
   for (int half = 0; half < 2; ++half) {
     const int r = r_lo + 8 * half;
     if (r >= T) continue;
 #pragma unroll
     for (int n = 0; n < 8; ++n) {
-      bf16* x = dst + r * row_stride + n * 8 + 2 * t;
-#pragma unroll
-      for (int e = 0; e < 2; ++e) {
-        x[e] = __float2bfloat16_rn(__bfloat162float(x[e]) + acc[n][2 * half + e] * factor);
-      }
+      *reinterpret_cast<uint32_t*>(dst + r * row_stride + n * 8 + 2 * t) =
+          Pack(acc[n][2 * half] * factor, acc[n][2 * half + 1] * factor);
     }
   }
 }
 
-// Grid (query tiles, B * NH). out [B, T, C], lse [B * NH, T].
-__global__ void __launch_bounds__(kThreads)
+// The block's tile index, longest-running tiles first: for the forward and
+// the query gradients the last query tile attends to the most keys.
+__device__ __forceinline__ int LastFirst() { return gridDim.y - 1 - blockIdx.y; }
+
+// Grid (B * NH, query tiles of 128). out [B, T, C], lse [B * NH, T].
+__global__ void __launch_bounds__(kThreads, 2)
     FlashForwardKernel(bf16* out, float* lse, const bf16* qkv, int T, int C, int NH,
                        float scale_log2) {
   extern __shared__ __align__(128) unsigned char smem[];
-  bf16* Qs = reinterpret_cast<bf16*>(smem);
-  bf16* Ks = Qs + kTile * kLd;
-  bf16* Vt = Ks + kTile * kLd;  // V transposed: [dim][key].
-  const int qt = blockIdx.x, bh = blockIdx.y, b = bh / NH, h = bh % NH;
+  bf16* Qs = reinterpret_cast<bf16*>(smem);  // [128][kLd]
+  bf16* KV = Qs + kBlockRows * kLd;          // 2 stages of K [64][kLd], V [64][kLd]
+  const int bh = blockIdx.x, b = bh / NH, h = bh % NH, q0 = LastFirst() * kBlockRows;
   const int warp = threadIdx.x / kWarpSize, lane = threadIdx.x % kWarpSize;
   const int g = lane / 4, t = lane % 4;
+  const LaneOffsets o(lane);
   const int64_t rs = 3LL * C;
   const bf16* base = qkv + static_cast<int64_t>(b) * T * rs + h * kHs;
-  const int q_lo = qt * kTile + warp * 16 + g, q_hi = q_lo + 8;  // This thread's two rows.
+  const int w0 = q0 + warp * 16, q_lo = w0 + g, q_hi = q_lo + 8;  // This thread's two rows.
+  const int steps = min(q0 + kBlockRows, T) / kStep + (min(q0 + kBlockRows, T) % kStep != 0);
 
-  LoadTile(Qs, base, rs, qt * kTile, T);
-  __syncthreads();
+  CopyTile<kBlockRows>(Qs, base, rs, q0, T);
+  CopyTile<kStep>(KV, base + C, rs, 0, T);
+  CopyTile<kStep>(KV + kStep * kLd, base + 2 * C, rs, 0, T);
+  CommitCopies();
   uint32_t qa[4][4];
-  LoadA(qa, Qs + warp * 16 * kLd, g, t);
-  float o[8][4] = {}, s[8][4];
+  float o_acc[8][4] = {}, s[8][4];
   float m_lo = -INFINITY, m_hi = -INFINITY, l_lo = 0.0f, l_hi = 0.0f;
-  for (int kt = 0; kt <= qt; ++kt) {
-    __syncthreads();  // Every warp is done with the previous K and V.
-    LoadTile(Ks, base + C, rs, kt * kTile, T);
-    LoadTileTransposed(Vt, base + 2 * C, rs, kt * kTile, T);
+  for (int kt = 0; kt < steps; ++kt) {
+    __syncthreads();  // Every warp is done with the stage the next copy overwrites.
+    if (kt + 1 < steps) {
+      bf16* next = KV + ((kt + 1) % 2) * 2 * kStep * kLd;
+      CopyTile<kStep>(next, base + C, rs, (kt + 1) * kStep, T);
+      CopyTile<kStep>(next + kStep * kLd, base + 2 * C, rs, (kt + 1) * kStep, T);
+      CommitCopies();
+      WaitCopies<1>();
+    } else {
+      WaitCopies<0>();
+    }
     __syncthreads();
-    ProductT(s, qa, Ks, g, t);
-    // Mask, scale, and the rows' maxima (each row is spread over a quad).
+    if (kt == 0) LoadA(qa, Qs + warp * 16 * kLd, o);
+    const int k0 = kt * kStep;
+    if (k0 > w0 + 15) continue;  // Every key of the tile is after every row of the warp.
+    const bf16* Ks = KV + (kt % 2) * 2 * kStep * kLd;
+    ProductT(s, qa, Ks, o);
+    // Scale, mask on the diagonal and past T, and the rows' maxima (each row
+    // is spread over a quad).
+    const bool masked = k0 + kStep - 1 > w0 || k0 + kStep > T;
     float max_lo = -INFINITY, max_hi = -INFINITY;
 #pragma unroll
     for (int n = 0; n < 8; ++n) {
 #pragma unroll
       for (int e = 0; e < 2; ++e) {
-        const int key = kt * kTile + n * 8 + 2 * t + e;
-        s[n][e] = key <= q_lo && key < T ? s[n][e] * scale_log2 : -INFINITY;
-        s[n][2 + e] = key <= q_hi && key < T ? s[n][2 + e] * scale_log2 : -INFINITY;
+        const int key = k0 + n * 8 + 2 * t + e;
+        s[n][e] *= scale_log2;
+        s[n][2 + e] *= scale_log2;
+        if (masked) {
+          if (key > q_lo || key >= T) s[n][e] = -INFINITY;
+          if (key > q_hi || key >= T) s[n][2 + e] = -INFINITY;
+        }
         max_lo = fmaxf(max_lo, s[n][e]);
         max_hi = fmaxf(max_hi, s[n][2 + e]);
       }
     }
 #pragma unroll
     for (int x = 1; x < 4; x *= 2) {
-      max_lo = fmaxf(max_lo, __shfl_xor_sync(0xffffffffu, max_lo, x));
-      max_hi = fmaxf(max_hi, __shfl_xor_sync(0xffffffffu, max_hi, x));
+      max_lo = fmaxf(max_lo, __shfl_xor_sync(kFullMask, max_lo, x));
+      max_hi = fmaxf(max_hi, __shfl_xor_sync(kFullMask, max_hi, x));
     }
-    // Finite: key kt * 64 <= q for every row of a tile kt <= qt, and < T.
+    // Finite: the warp's first row w0 >= k0 (both multiples of 16), so key
+    // k0 (< T) is visible to every row of the warp.
     const float new_lo = fmaxf(m_lo, max_lo), new_hi = fmaxf(m_hi, max_hi);
     const float alpha_lo = exp2f(m_lo - new_lo), alpha_hi = exp2f(m_hi - new_hi);
     float sum_lo = 0.0f, sum_hi = 0.0f;
@@ -202,33 +257,34 @@ __global__ void __launch_bounds__(kThreads)
         s[n][2 + e] = exp2f(s[n][2 + e] - new_hi);
         sum_lo += s[n][e];
         sum_hi += s[n][2 + e];
-        o[n][e] *= alpha_lo;
-        o[n][2 + e] *= alpha_hi;
+        o_acc[n][e] *= alpha_lo;
+        o_acc[n][2 + e] *= alpha_hi;
       }
     }
 #pragma unroll
     for (int x = 1; x < 4; x *= 2) {
-      sum_lo += __shfl_xor_sync(0xffffffffu, sum_lo, x);
-      sum_hi += __shfl_xor_sync(0xffffffffu, sum_hi, x);
+      sum_lo += __shfl_xor_sync(kFullMask, sum_lo, x);
+      sum_hi += __shfl_xor_sync(kFullMask, sum_hi, x);
     }
     l_lo = l_lo * alpha_lo + sum_lo;
     l_hi = l_hi * alpha_hi + sum_hi;
     m_lo = new_lo;
     m_hi = new_hi;
     // O += P V (P rounded to bf16 as the A operand).
-    AccumulateFromAcc(o, s, Vt, g, t);
+    AccumulateFromAcc(o_acc, s, Ks + kStep * kLd, o);
   }
   const float inv_lo = 1.0f / l_lo, inv_hi = 1.0f / l_hi;
+  bf16* out_rows = out + static_cast<int64_t>(b) * T * C + h * kHs;
 #pragma unroll
   for (int n = 0; n < 8; ++n) {
-    const int d = h * kHs + n * 8 + 2 * t;
+    const int d = n * 8 + 2 * t;
     if (q_lo < T) {
-      *reinterpret_cast<uint32_t*>(out + (static_cast<int64_t>(b) * T + q_lo) * C + d) =
-          Pack(o[n][0] * inv_lo, o[n][1] * inv_lo);
+      *reinterpret_cast<uint32_t*>(out_rows + static_cast<int64_t>(q_lo) * C + d) =
+          Pack(o_acc[n][0] * inv_lo, o_acc[n][1] * inv_lo);
     }
     if (q_hi < T) {
-      *reinterpret_cast<uint32_t*>(out + (static_cast<int64_t>(b) * T + q_hi) * C + d) =
-          Pack(o[n][2] * inv_hi, o[n][3] * inv_hi);
+      *reinterpret_cast<uint32_t*>(out_rows + static_cast<int64_t>(q_hi) * C + d) =
+          Pack(o_acc[n][2] * inv_hi, o_acc[n][3] * inv_hi);
     }
   }
   if (t == 0) {
@@ -255,139 +311,185 @@ __global__ void RowDotKernel(float* D, const bf16* dout, const bf16* out, int B,
   if (lane == 0) D[row] = sum;
 }
 
-// Grid (key tiles, B * NH): dK and dV of the tile's 64 keys, over the query
-// tiles at or after it. Each warp holds S^T, P^T, dP^T and dS^T of its 16 keys
-// by the 64 queries of a tile in registers.
-__global__ void __launch_bounds__(kThreads)
+// Grid (B * NH, key tiles of 128): dK and dV of the tile's keys, over the
+// query tiles (64 rows) at or after its first key. Each warp holds, for a
+// half tile of 32 queries at a time, S^T and P^T and then dP^T and dS^T of
+// its 16 keys in registers; the key tile stays in shared memory.
+__global__ void __launch_bounds__(kThreads, 2)
     FlashBackwardKvKernel(bf16* dqkv, const bf16* dout, const bf16* qkv, const float* lse,
                           const float* D, int T, int C, int NH, float scale, float scale_log2) {
   extern __shared__ __align__(128) unsigned char smem[];
-  bf16* Ks = reinterpret_cast<bf16*>(smem);
-  bf16* Vs = Ks + kTile * kLd;
-  bf16* Qs = Vs + kTile * kLd;   // [query][dim]
-  bf16* dOs = Qs + kTile * kLd;  // [query][dim]
-  bf16* Qt = dOs + kTile * kLd;  // [dim][query]
-  bf16* dOt = Qt + kTile * kLd;  // [dim][query]
-  float* lse_s = reinterpret_cast<float*>(dOt + kTile * kLd);
-  float* D_s = lse_s + kTile;
-  const int kt = blockIdx.x, bh = blockIdx.y, b = bh / NH, h = bh % NH;
+  bf16* Ks = reinterpret_cast<bf16*>(smem);  // [128][kLd]
+  bf16* Vs = Ks + kBlockRows * kLd;          // [128][kLd]
+  bf16* QdO = Vs + kBlockRows * kLd;         // 2 stages of Q [64][kLd], dO [64][kLd]
+  float* stats = reinterpret_cast<float*>(QdO + 4 * kStep * kLd);  // 2 stages of lse[64], D[64]
+  const int bh = blockIdx.x, b = bh / NH, h = bh % NH, k0 = blockIdx.y * kBlockRows;
   const int warp = threadIdx.x / kWarpSize, lane = threadIdx.x % kWarpSize;
   const int g = lane / 4, t = lane % 4;
+  const LaneOffsets o(lane);
   const int64_t rs = 3LL * C;
   const bf16* base = qkv + static_cast<int64_t>(b) * T * rs + h * kHs;
   const bf16* dbase = dout + static_cast<int64_t>(b) * T * C + h * kHs;
-  const int key_lo = kt * kTile + warp * 16 + g, key_hi = key_lo + 8;
-  const int tiles = (T + kTile - 1) / kTile;
+  const float* lse_row = lse + static_cast<int64_t>(bh) * T;
+  const float* D_row = D + static_cast<int64_t>(bh) * T;
+  const int w0 = k0 + warp * 16, key_lo = w0 + g, key_hi = key_lo + 8;
+  const int first = k0 / kStep, steps = (T + kStep - 1) / kStep - first;
 
-  LoadTile(Ks, base + C, rs, kt * kTile, T);
-  LoadTile(Vs, base + 2 * C, rs, kt * kTile, T);
-  __syncthreads();
-  uint32_t ka[4][4], va[4][4];
-  LoadA(ka, Ks + warp * 16 * kLd, g, t);
-  LoadA(va, Vs + warp * 16 * kLd, g, t);
-  float dk[8][4] = {}, dv[8][4] = {}, p[8][4], ds[8][4];
-  for (int qt = kt; qt < tiles; ++qt) {
-    __syncthreads();
-    LoadTile(Qs, base, rs, qt * kTile, T);
-    LoadTile(dOs, dbase, C, qt * kTile, T);
-    LoadTileTransposed(Qt, base, rs, qt * kTile, T);
-    LoadTileTransposed(dOt, dbase, C, qt * kTile, T);
-    for (int i = threadIdx.x; i < kTile; i += kThreads) {
-      const int q = qt * kTile + i;
-      lse_s[i] = q < T ? lse[static_cast<int64_t>(bh) * T + q] : 0.0f;
-      D_s[i] = q < T ? D[static_cast<int64_t>(bh) * T + q] : 0.0f;
-    }
-    __syncthreads();
-    ProductT(p, ka, Qs, g, t);    // S^T = K Q^T
-    ProductT(ds, va, dOs, g, t);  // dP^T = V dO^T
-#pragma unroll
-    for (int n = 0; n < 8; ++n) {
-#pragma unroll
-      for (int e = 0; e < 2; ++e) {
-        const int c = n * 8 + 2 * t + e, q = qt * kTile + c;
-        const float l = lse_s[c], d = D_s[c];
-        const float p_lo = key_lo <= q && q < T ? exp2f(p[n][e] * scale_log2 - l) : 0.0f;
-        const float p_hi = key_hi <= q && q < T ? exp2f(p[n][2 + e] * scale_log2 - l) : 0.0f;
-        p[n][e] = p_lo;
-        p[n][2 + e] = p_hi;
-        ds[n][e] = p_lo * (ds[n][e] - d);
-        ds[n][2 + e] = p_hi * (ds[n][2 + e] - d);
+  CopyTile<kBlockRows>(Ks, base + C, rs, k0, T);
+  CopyTile<kBlockRows>(Vs, base + 2 * C, rs, k0, T);
+  CopyTile<kStep>(QdO, base, rs, k0, T);
+  CopyTile<kStep>(QdO + kStep * kLd, dbase, C, k0, T);
+  CommitCopies();
+  if (threadIdx.x < kStep) {
+    const int q = k0 + threadIdx.x;
+    stats[threadIdx.x] = q < T ? lse_row[q] : 0.0f;
+    stats[kStep + threadIdx.x] = q < T ? D_row[q] : 0.0f;
+  }
+  float dk[8][4] = {}, dv[8][4] = {}, p[4][4], ds[4][4];
+  for (int i = 0; i < steps; ++i) {
+    const int q0 = (first + i) * kStep;
+    __syncthreads();  // Every warp is done with the stage the next copy overwrites.
+    float next_lse = 0.0f, next_D = 0.0f;
+    if (i + 1 < steps) {
+      bf16* next = QdO + ((i + 1) % 2) * 2 * kStep * kLd;
+      CopyTile<kStep>(next, base, rs, q0 + kStep, T);
+      CopyTile<kStep>(next + kStep * kLd, dbase, C, q0 + kStep, T);
+      CommitCopies();
+      if (threadIdx.x < kStep && q0 + kStep + threadIdx.x < T) {
+        next_lse = lse_row[q0 + kStep + threadIdx.x];
+        next_D = D_row[q0 + kStep + threadIdx.x];
       }
+      WaitCopies<1>();
+    } else {
+      WaitCopies<0>();
     }
-    AccumulateFromAcc(dv, p, dOt, g, t);  // dV += P^T dO
-    AccumulateFromAcc(dk, ds, Qt, g, t);  // dK += dS^T Q (scaled below)
+    __syncthreads();
+    const bf16* Qs = QdO + (i % 2) * 2 * kStep * kLd;
+    const bf16* dOs = Qs + kStep * kLd;
+    const float* lse_s = stats + (i % 2) * 2 * kStep;
+    const float* D_s = lse_s + kStep;
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      const int h0 = q0 + half * 32;  // The half tile's first query.
+      if (h0 + 31 < w0) continue;     // Every query of it is before every key of the warp.
+      uint32_t a[4][4];
+      LoadA(a, Ks + warp * 16 * kLd, o);
+      ProductT(p, a, Qs + half * 32 * kLd, o);  // S^T = K Q^T
+      LoadA(a, Vs + warp * 16 * kLd, o);
+      ProductT(ds, a, dOs + half * 32 * kLd, o);  // dP^T = V dO^T
+#pragma unroll
+      for (int n = 0; n < 4; ++n) {
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          const int c = half * 32 + n * 8 + 2 * t + e, q = q0 + c;
+          const float l = lse_s[c], d = D_s[c];
+          const float p_lo = key_lo <= q && q < T ? exp2f(p[n][e] * scale_log2 - l) : 0.0f;
+          const float p_hi = key_hi <= q && q < T ? exp2f(p[n][2 + e] * scale_log2 - l) : 0.0f;
+          p[n][e] = p_lo;
+          p[n][2 + e] = p_hi;
+          ds[n][e] = p_lo * (ds[n][e] - d);
+          ds[n][2 + e] = p_hi * (ds[n][2 + e] - d);
+        }
+      }
+      AccumulateFromAcc(dv, p, dOs + half * 32 * kLd, o);  // dV += P^T dO
+      AccumulateFromAcc(dk, ds, Qs + half * 32 * kLd, o);  // dK += dS^T Q (scaled below)
+    }
+    if (threadIdx.x < kStep && i + 1 < steps) {
+      float* next_stats = stats + ((i + 1) % 2) * 2 * kStep;
+      next_stats[threadIdx.x] = next_lse;
+      next_stats[kStep + threadIdx.x] = next_D;
+    }
   }
   bf16* rows = dqkv + static_cast<int64_t>(b) * T * rs + h * kHs;
-  AddRows(rows + C, rs, key_lo, T, dk, scale, t);
-  AddRows(rows + 2 * C, rs, key_lo, T, dv, 1.0f, t);
+  StoreRows(rows + C, rs, key_lo, T, dk, scale, t);
+  StoreRows(rows + 2 * C, rs, key_lo, T, dv, 1.0f, t);
 }
 
-// Grid (query tiles, B * NH): dQ of the tile's 64 queries, over the key
-// tiles at or before it.
-__global__ void __launch_bounds__(kThreads)
+// Grid (B * NH, query tiles of 128): dQ of the tile's queries, over the key
+// tiles (64 rows) at or before its last query.
+__global__ void __launch_bounds__(kThreads, 2)
     FlashBackwardQKernel(bf16* dqkv, const bf16* dout, const bf16* qkv, const float* lse,
                          const float* D, int T, int C, int NH, float scale, float scale_log2) {
   extern __shared__ __align__(128) unsigned char smem[];
-  bf16* Qs = reinterpret_cast<bf16*>(smem);
-  bf16* dOs = Qs + kTile * kLd;
-  bf16* Ks = dOs + kTile * kLd;  // [key][dim]
-  bf16* Vs = Ks + kTile * kLd;   // [key][dim]
-  bf16* Kt = Vs + kTile * kLd;   // [dim][key]
-  const int qt = blockIdx.x, bh = blockIdx.y, b = bh / NH, h = bh % NH;
+  bf16* Qs = reinterpret_cast<bf16*>(smem);  // [128][kLd]
+  bf16* dOs = Qs + kBlockRows * kLd;         // [128][kLd]
+  bf16* KV = dOs + kBlockRows * kLd;         // 2 stages of K [64][kLd], V [64][kLd]
+  const int bh = blockIdx.x, b = bh / NH, h = bh % NH, q0 = LastFirst() * kBlockRows;
   const int warp = threadIdx.x / kWarpSize, lane = threadIdx.x % kWarpSize;
   const int g = lane / 4, t = lane % 4;
+  const LaneOffsets o(lane);
   const int64_t rs = 3LL * C;
   const bf16* base = qkv + static_cast<int64_t>(b) * T * rs + h * kHs;
   const bf16* dbase = dout + static_cast<int64_t>(b) * T * C + h * kHs;
-  const int q_lo = qt * kTile + warp * 16 + g, q_hi = q_lo + 8;
+  const int w0 = q0 + warp * 16, q_lo = w0 + g, q_hi = q_lo + 8;
+  const int steps = min(q0 + kBlockRows, T) / kStep + (min(q0 + kBlockRows, T) % kStep != 0);
 
-  LoadTile(Qs, base, rs, qt * kTile, T);
-  LoadTile(dOs, dbase, C, qt * kTile, T);
-  __syncthreads();
-  uint32_t qa[4][4], doa[4][4];
-  LoadA(qa, Qs + warp * 16 * kLd, g, t);
-  LoadA(doa, dOs + warp * 16 * kLd, g, t);
+  CopyTile<kBlockRows>(Qs, base, rs, q0, T);
+  CopyTile<kBlockRows>(dOs, dbase, C, q0, T);
+  CopyTile<kStep>(KV, base + C, rs, 0, T);
+  CopyTile<kStep>(KV + kStep * kLd, base + 2 * C, rs, 0, T);
+  CommitCopies();
   const int64_t row0 = static_cast<int64_t>(bh) * T;
   const float lse_lo = q_lo < T ? lse[row0 + q_lo] : 0.0f,
               lse_hi = q_hi < T ? lse[row0 + q_hi] : 0.0f;
   const float d_lo = q_lo < T ? D[row0 + q_lo] : 0.0f, d_hi = q_hi < T ? D[row0 + q_hi] : 0.0f;
-  float dq[8][4] = {}, s[8][4], dp[8][4];
-  for (int kt = 0; kt <= qt; ++kt) {
-    __syncthreads();
-    LoadTile(Ks, base + C, rs, kt * kTile, T);
-    LoadTile(Vs, base + 2 * C, rs, kt * kTile, T);
-    LoadTileTransposed(Kt, base + C, rs, kt * kTile, T);
-    __syncthreads();
-    ProductT(s, qa, Ks, g, t);    // S = Q K^T
-    ProductT(dp, doa, Vs, g, t);  // dP = dO V^T
-#pragma unroll
-    for (int n = 0; n < 8; ++n) {
-#pragma unroll
-      for (int e = 0; e < 2; ++e) {
-        const int key = kt * kTile + n * 8 + 2 * t + e;
-        const float p_lo =
-            key <= q_lo && key < T && q_lo < T ? exp2f(s[n][e] * scale_log2 - lse_lo) : 0.0f;
-        const float p_hi =
-            key <= q_hi && key < T && q_hi < T ? exp2f(s[n][2 + e] * scale_log2 - lse_hi) : 0.0f;
-        s[n][e] = p_lo * (dp[n][e] - d_lo);  // dS
-        s[n][2 + e] = p_hi * (dp[n][2 + e] - d_hi);
-      }
+  uint32_t qa[4][4], doa[4][4];
+  float dq[8][4] = {}, s[4][4], dp[4][4];
+  for (int kt = 0; kt < steps; ++kt) {
+    __syncthreads();  // Every warp is done with the stage the next copy overwrites.
+    if (kt + 1 < steps) {
+      bf16* next = KV + ((kt + 1) % 2) * 2 * kStep * kLd;
+      CopyTile<kStep>(next, base + C, rs, (kt + 1) * kStep, T);
+      CopyTile<kStep>(next + kStep * kLd, base + 2 * C, rs, (kt + 1) * kStep, T);
+      CommitCopies();
+      WaitCopies<1>();
+    } else {
+      WaitCopies<0>();
     }
-    AccumulateFromAcc(dq, s, Kt, g, t);  // dQ += dS K (scaled below)
+    __syncthreads();
+    if (kt == 0) {
+      LoadA(qa, Qs + warp * 16 * kLd, o);
+      LoadA(doa, dOs + warp * 16 * kLd, o);
+    }
+    const bf16* Ks = KV + (kt % 2) * 2 * kStep * kLd;
+    const bf16* Vs = Ks + kStep * kLd;
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      const int h0 = kt * kStep + half * 32;     // The half tile's first key.
+      if (h0 > w0 + 15) continue;                // Every key of it is after every row of the warp.
+      ProductT(s, qa, Ks + half * 32 * kLd, o);  // S = Q K^T
+      ProductT(dp, doa, Vs + half * 32 * kLd, o);  // dP = dO V^T
+#pragma unroll
+      for (int n = 0; n < 4; ++n) {
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          const int key = h0 + n * 8 + 2 * t + e;
+          const float p_lo =
+              key <= q_lo && key < T && q_lo < T ? exp2f(s[n][e] * scale_log2 - lse_lo) : 0.0f;
+          const float p_hi =
+              key <= q_hi && key < T && q_hi < T ? exp2f(s[n][2 + e] * scale_log2 - lse_hi) : 0.0f;
+          s[n][e] = p_lo * (dp[n][e] - d_lo);  // dS
+          s[n][2 + e] = p_hi * (dp[n][2 + e] - d_hi);
+        }
+      }
+      AccumulateFromAcc(dq, s, Ks + half * 32 * kLd, o);  // dQ += dS K (scaled below)
+    }
   }
-  AddRows(dqkv + static_cast<int64_t>(b) * T * rs + h * kHs, rs, q_lo, T, dq, scale, t);
+  StoreRows(dqkv + static_cast<int64_t>(b) * T * rs + h * kHs, rs, q_lo, T, dq, scale, t);
 }
 
-constexpr std::size_t kForwardSmem = 3 * kTileBytes;
-constexpr std::size_t kBackwardKvSmem = 6 * kTileBytes + 2 * kTile * sizeof(float);
-constexpr std::size_t kBackwardQSmem = 5 * kTileBytes;
+constexpr std::size_t kForwardSmem = (kBlockRows + 4 * kStep) * kRowBytes;
+constexpr std::size_t kBackwardKvSmem =
+    (2 * kBlockRows + 4 * kStep) * kRowBytes + 4 * kStep * sizeof(float);
+constexpr std::size_t kBackwardQSmem = (2 * kBlockRows + 4 * kStep) * kRowBytes;
 
 Status CheckShape(const char* op, int B, int T, int C, int NH) {
   if (B <= 0 || T <= 0 || C <= 0 || NH <= 0) return ShapeError(op, "B, T, C, NH must be positive");
   if (C % NH != 0 || !FlashAttentionSupported(C / NH)) {
     return ShapeError(op, "head size " + std::to_string(C / NH) + " is not supported (64 is)");
   }
-  if (static_cast<int64_t>(B) * NH > 65535) return ShapeError(op, "B * NH must be <= 65535");
+  if (CeilDiv(T, kBlockRows) > 65535) return ShapeError(op, "T must be <= 65535 * 128");
+  if (static_cast<int64_t>(B) * NH > INT32_MAX) return ShapeError(op, "B * NH must fit in int32");
   return Status::Ok();
 }
 
@@ -413,7 +515,7 @@ Status FlashAttentionForward(bf16* out, float* lse, const bf16* qkv, int B, int 
   KILN_RETURN_IF_ERROR(CheckShape("FlashAttentionForward", B, T, C, NH));
   KILN_RETURN_IF_ERROR(AllowSmem(FlashForwardKernel, kForwardSmem));
   const float scale_log2 = kLog2e / std::sqrt(static_cast<float>(kHs));
-  const dim3 grid(static_cast<unsigned>(CeilDiv(T, kTile)), static_cast<unsigned>(B * NH));
+  const dim3 grid(static_cast<unsigned>(B * NH), static_cast<unsigned>(CeilDiv(T, kBlockRows)));
   FlashForwardKernel<<<grid, kThreads, kForwardSmem, stream>>>(out, lse, qkv, T, C, NH, scale_log2);
   KILN_CUDA_RETURN_IF_ERROR(cudaGetLastError());
   return Status::Ok();
@@ -434,7 +536,7 @@ Status FlashAttentionBackward(bf16* dqkv, const bf16* dout, const bf16* qkv, con
                                                                                       B, T, C, NH);
   KILN_CUDA_RETURN_IF_ERROR(cudaGetLastError());
   const float scale = 1.0f / std::sqrt(static_cast<float>(kHs)), scale_log2 = scale * kLog2e;
-  const dim3 grid(static_cast<unsigned>(CeilDiv(T, kTile)), static_cast<unsigned>(B * NH));
+  const dim3 grid(static_cast<unsigned>(B * NH), static_cast<unsigned>(CeilDiv(T, kBlockRows)));
   FlashBackwardKvKernel<<<grid, kThreads, kBackwardKvSmem, stream>>>(dqkv, dout, qkv, lse, D, T, C,
                                                                      NH, scale, scale_log2);
   KILN_CUDA_RETURN_IF_ERROR(cudaGetLastError());

@@ -2,10 +2,11 @@
 // head size of every GPT-2 model: the T x T scores and probabilities are never
 // written to memory. The forward keeps, per query row, the log-sum-exp of its
 // scaled scores; the backward recomputes each tile's probabilities from it.
-// Tensor-core products (WMMA, bf16 in, float accumulation) on 64 x 64 tiles in
-// shared memory; the softmax in float. No atomics: the backward computes the
-// key/value gradients and the query gradients in two kernels, so results are
-// bitwise reproducible. Same layouts and reference as attention.h (kernels/cpu
+// Tensor-core products (mma.sync, bf16 in, float accumulation) on tiles that
+// cp.async streams into shared memory while the previous tile is multiplied;
+// the softmax in float. No atomics: the backward computes the key/value
+// gradients and the query gradients in two kernels, so results are bitwise
+// reproducible. Same layouts and reference as attention.h (kernels/cpu
 // AttentionForward/AttentionBackward); tests/kernels/cuda/flash_attention_gpu_test.cc.
 #ifndef KILN_KERNELS_CUDA_FLASH_ATTENTION_H_
 #define KILN_KERNELS_CUDA_FLASH_ATTENTION_H_
@@ -31,8 +32,9 @@ Status FlashAttentionForward(bf16* out, float* lse, const bf16* qkv, int B, int 
 // Bytes of scratch FlashAttentionBackward needs (one float per query row).
 std::size_t FlashAttentionBackwardScratchBytes(int B, int T, int NH);
 
-// dqkv [B, T, 3C] += the gradient of the forward's out with respect to qkv,
-// given dout [B, T, C], and the forward's out and lse.
+// dqkv [B, T, 3C] = the gradient of the forward's out with respect to qkv,
+// given dout [B, T, C], and the forward's out and lse. Every element of dqkv
+// is written (nothing is added to it), so it needs no zeroing first.
 Status FlashAttentionBackward(bf16* dqkv, const bf16* dout, const bf16* qkv, const bf16* out,
                               const float* lse, int B, int T, int C, int NH, void* scratch,
                               std::size_t scratch_bytes, cudaStream_t stream);

@@ -52,13 +52,35 @@ struct LtDescriptors {
   }
 };
 
-// One column-major GEMM, D (m x n, ld ldd) = op(A) * op(B) + beta * D, with
-// bf16 A and B, float accumulation and the bias (length m, bf16) added in the
-// epilogue when not null. D is bf16 or float (d_type). op(A) is m x k: A is
-// stored k x m when transa, else m x k; likewise op(B) is k x n.
+// What a GEMM's epilogue does besides storing D: add a bias (length m,
+// bf16), and either apply GELU (storing the pre-GELU values in aux) or
+// multiply by GELU's derivative at aux. aux has D's shape and type, leading
+// dimension m.
+struct Epilogue {
+  const bf16* bias = nullptr;
+  enum class Gelu { kNone, kForward, kBackward } gelu = Gelu::kNone;
+  bf16* aux = nullptr;
+};
+
+cublasLtEpilogue_t EpilogueKind(const Epilogue& e) {
+  switch (e.gelu) {
+    case Epilogue::Gelu::kForward:
+      return e.bias != nullptr ? CUBLASLT_EPILOGUE_GELU_AUX_BIAS : CUBLASLT_EPILOGUE_GELU_AUX;
+    case Epilogue::Gelu::kBackward:
+      return CUBLASLT_EPILOGUE_DGELU;
+    case Epilogue::Gelu::kNone:
+      break;
+  }
+  return e.bias != nullptr ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT;
+}
+
+// One column-major GEMM, D (m x n, ld ldd) = epilogue(op(A) * op(B) + beta *
+// D), with bf16 A and B and float accumulation. D is bf16 or float (d_type).
+// op(A) is m x k: A is stored k x m when transa, else m x k; likewise op(B)
+// is k x n.
 Status Gemm(const Blas& blas, bool transa, bool transb, int m, int n, int k, const bf16* A, int lda,
             const bf16* B, int ldb, void* D, cudaDataType_t d_type, int ldd, float beta,
-            const bf16* bias, cudaStream_t stream) {
+            const Epilogue& epi, cudaStream_t stream) {
   LtDescriptors desc;
   KILN_CUBLAS_RETURN_IF_ERROR(cublasLtMatmulDescCreate(&desc.op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
   const cublasOperation_t op_a = transa ? CUBLAS_OP_T : CUBLAS_OP_N;
@@ -67,15 +89,22 @@ Status Gemm(const Blas& blas, bool transa, bool transb, int m, int n, int k, con
       cublasLtMatmulDescSetAttribute(desc.op, CUBLASLT_MATMUL_DESC_TRANSA, &op_a, sizeof(op_a)));
   KILN_CUBLAS_RETURN_IF_ERROR(
       cublasLtMatmulDescSetAttribute(desc.op, CUBLASLT_MATMUL_DESC_TRANSB, &op_b, sizeof(op_b)));
-  if (bias != nullptr) {
-    const cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_BIAS;
+  const cublasLtEpilogue_t epilogue = EpilogueKind(epi);
+  KILN_CUBLAS_RETURN_IF_ERROR(cublasLtMatmulDescSetAttribute(desc.op, CUBLASLT_MATMUL_DESC_EPILOGUE,
+                                                             &epilogue, sizeof(epilogue)));
+  if (epi.bias != nullptr) {
     const cudaDataType_t bias_type = CUDA_R_16BF;
-    KILN_CUBLAS_RETURN_IF_ERROR(cublasLtMatmulDescSetAttribute(
-        desc.op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof(epilogue)));
     KILN_CUBLAS_RETURN_IF_ERROR(cublasLtMatmulDescSetAttribute(
         desc.op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bias_type, sizeof(bias_type)));
     KILN_CUBLAS_RETURN_IF_ERROR(cublasLtMatmulDescSetAttribute(
-        desc.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)));
+        desc.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &epi.bias, sizeof(epi.bias)));
+  }
+  if (epi.gelu != Epilogue::Gelu::kNone) {
+    const int64_t aux_ld = m;
+    KILN_CUBLAS_RETURN_IF_ERROR(cublasLtMatmulDescSetAttribute(
+        desc.op, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &epi.aux, sizeof(epi.aux)));
+    KILN_CUBLAS_RETURN_IF_ERROR(cublasLtMatmulDescSetAttribute(
+        desc.op, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, &aux_ld, sizeof(aux_ld)));
   }
   KILN_CUBLAS_RETURN_IF_ERROR(
       cublasLtMatrixLayoutCreate(&desc.a, CUDA_R_16BF, transa ? k : m, transa ? m : k, lda));
@@ -110,8 +139,8 @@ Status Gemm(const Blas& blas, bool transa, bool transb, int m, int n, int k, con
         "cuBLASLt has no algorithm for m=" + std::to_string(m) + " n=" + std::to_string(n) +
         " k=" + std::to_string(k) + " transa=" + std::to_string(transa) +
         " transb=" + std::to_string(transb) + " D=" + (d_type == CUDA_R_32F ? "f32" : "bf16") +
-        " bias=" + std::to_string(bias != nullptr) + " alignments " + std::to_string(align_a) +
-        "/" + std::to_string(align_b) + "/" + std::to_string(align_d));
+        " epilogue=" + std::to_string(static_cast<int>(epilogue)) + " alignments " +
+        std::to_string(align_a) + "/" + std::to_string(align_b) + "/" + std::to_string(align_d));
   }
   const float alpha = 1.0f;
   KILN_CUBLAS_RETURN_IF_ERROR(cublasLtMatmul(blas.cublaslt(), desc.op, &alpha, A, desc.a, B, desc.b,
@@ -132,7 +161,17 @@ Status MatmulForward(const Blas& blas, bf16* out, const bf16* inp, const bf16* w
   KILN_RETURN_IF_ERROR(CheckShape("MatmulForward", N, C, OC));
   // out^T [OC, N] = weight [OC, C] (stored as C x OC, so transposed) * inp^T [C, N].
   return Gemm(blas, /*transa=*/true, /*transb=*/false, OC, N, C, weight, C, inp, C, out,
-              CUDA_R_16BF, OC, /*beta=*/0.0f, bias, stream);
+              CUDA_R_16BF, OC, /*beta=*/0.0f, Epilogue{.bias = bias}, stream);
+}
+
+Status MatmulGeluForward(const Blas& blas, bf16* out, bf16* pre, const bf16* inp,
+                         const bf16* weight, const bf16* bias, int N, int C, int OC,
+                         cudaStream_t stream) {
+  KILN_RETURN_IF_ERROR(CheckShape("MatmulGeluForward", N, C, OC));
+  if (OC % 8 != 0) return ShapeError("MatmulGeluForward", "OC must be a multiple of 8");
+  return Gemm(blas, /*transa=*/true, /*transb=*/false, OC, N, C, weight, C, inp, C, out,
+              CUDA_R_16BF, OC, /*beta=*/0.0f,
+              Epilogue{.bias = bias, .gelu = Epilogue::Gelu::kForward, .aux = pre}, stream);
 }
 
 std::size_t MatmulBackwardScratchFloats(int N, int OC) {
@@ -141,18 +180,27 @@ std::size_t MatmulBackwardScratchFloats(int N, int OC) {
 
 Status MatmulBackward(const Blas& blas, bf16* dinp, float* dweight, float* dbias, const bf16* dout,
                       const bf16* inp, const bf16* weight, int N, int C, int OC, float* scratch,
-                      cudaStream_t stream) {
+                      cudaStream_t stream, const MatmulBackwardOptions& options) {
   KILN_RETURN_IF_ERROR(CheckShape("MatmulBackward", N, C, OC));
   const int chunks = RowChunks(N);
   if (dbias != nullptr && (scratch == nullptr || chunks > 65535)) {
     return ShapeError("MatmulBackward", "a bias gradient needs scratch and N below 65536 * 64");
   }
-  // dinp^T [C, N] += weight^T [C, OC] (stored as C x OC) * dout^T [OC, N].
+  Epilogue dinp_epilogue;
+  if (options.gelu_input != nullptr) {
+    if (!options.overwrite_dinp || C % 8 != 0) {
+      return ShapeError("MatmulBackward",
+                        "the GELU derivative needs overwrite_dinp and C a multiple of 8");
+    }
+    dinp_epilogue.gelu = Epilogue::Gelu::kBackward;
+    dinp_epilogue.aux = const_cast<bf16*>(options.gelu_input);  // Only read by DGELU.
+  }
+  // dinp^T [C, N] (+)= weight^T [C, OC] (stored as C x OC) * dout^T [OC, N].
   KILN_RETURN_IF_ERROR(Gemm(blas, false, false, C, N, OC, weight, C, dout, OC, dinp, CUDA_R_16BF, C,
-                            /*beta=*/1.0f, nullptr, stream));
+                            /*beta=*/options.overwrite_dinp ? 0.0f : 1.0f, dinp_epilogue, stream));
   // dweight^T [C, OC] += inp^T [C, N] * dout [N, OC] (dout^T stored as OC x N).
   KILN_RETURN_IF_ERROR(Gemm(blas, false, true, C, OC, N, inp, C, dout, OC, dweight, CUDA_R_32F, C,
-                            /*beta=*/1.0f, nullptr, stream));
+                            /*beta=*/1.0f, Epilogue{}, stream));
   if (dbias == nullptr) return Status::Ok();
   constexpr int kColumns = 256;
   const dim3 grid(static_cast<unsigned>(CeilDiv(OC, kColumns)), static_cast<unsigned>(chunks));

@@ -39,6 +39,9 @@ constexpr std::size_t kAlign = 256;
 
 constexpr std::size_t AlignUp(std::size_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
 
+// The backward's GEMMs write their input gradients (no zeroing first).
+constexpr cuda::MatmulBackwardOptions kOverwrite{.overwrite_dinp = true};
+
 __global__ void RoundToBf16Kernel(bf16* out, const float* in, int64_t n) {
   const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   if (i < n) out[i] = __float2bfloat16_rn(in[i]);
@@ -104,6 +107,9 @@ struct ActLayout {
   // log-sum-exp of each query row (float [B, NH, T] in `att`) instead of the
   // bf16 [B, NH, T, T] probabilities.
   bool flash = false;
+  // The MLP's GELU (and its derivative) in the GEMM epilogues, which needs
+  // 4C a multiple of 8; then dfch_gelu is not needed.
+  bool fused_gelu = false;
   std::size_t total = 0;
 };
 
@@ -148,7 +154,8 @@ StatusOr<ActLayout> MakeLayout(const GptConfig& c, int B, int T) {
   a.dln = take(BT * C * h, 1);
   a.datty = take(BT * C * h, 1);
   a.dqkv = take(BT * 3 * C * h, 1);
-  a.dfch_gelu = take(BT * 4 * C * h, 1);
+  a.fused_gelu = 4 * C % 8 == 0;
+  a.dfch_gelu = take(a.fused_gelu ? 0 : BT * 4 * C * h, 1);
   a.dfch = take(BT * 4 * C * h, 1);
   a.inputs = take(BT * sizeof(int32_t), 1);
   a.targets = take(BT * sizeof(int32_t), 1);
@@ -294,11 +301,17 @@ Status GptCuda::Impl::Forward(const int32_t* inputs, const int32_t* targets, int
     KILN_RETURN_IF_ERROR(cuda::ResidualLayerNormForward(
         H(a.residual2, l), H(a.ln2, l), F(a.ln2_mean, l), F(a.ln2_rstd, l), residual, H(a.proj),
         W(Param::kLn2W) + lC, W(Param::kLn2B) + lC, N, C, st));
-    KILN_RETURN_IF_ERROR(cuda::MatmulForward(bl, H(a.fch, l), H(a.ln2, l),
-                                             W(Param::kFcW) + lC * 4 * C, W(Param::kFcB) + lC * 4,
-                                             N, C, 4 * C, st));
-    KILN_RETURN_IF_ERROR(
-        cuda::GeluForward(H(a.fch_gelu, l), H(a.fch, l), static_cast<int64_t>(N) * 4 * C, st));
+    if (a.fused_gelu) {
+      KILN_RETURN_IF_ERROR(cuda::MatmulGeluForward(bl, H(a.fch_gelu, l), H(a.fch, l), H(a.ln2, l),
+                                                   W(Param::kFcW) + lC * 4 * C,
+                                                   W(Param::kFcB) + lC * 4, N, C, 4 * C, st));
+    } else {
+      KILN_RETURN_IF_ERROR(cuda::MatmulForward(bl, H(a.fch, l), H(a.ln2, l),
+                                               W(Param::kFcW) + lC * 4 * C, W(Param::kFcB) + lC * 4,
+                                               N, C, 4 * C, st));
+      KILN_RETURN_IF_ERROR(
+          cuda::GeluForward(H(a.fch_gelu, l), H(a.fch, l), static_cast<int64_t>(N) * 4 * C, st));
+    }
     KILN_RETURN_IF_ERROR(cuda::MatmulForward(bl, H(a.proj), H(a.fch_gelu, l),
                                              W(Param::kFcProjW) + lC * 4 * C,
                                              W(Param::kFcProjB) + lC, N, 4 * C, C, st));
@@ -339,9 +352,9 @@ Status GptCuda::Impl::Backward(float loss_scale) {
   KILN_RETURN_IF_ERROR(cuda::FusedClassifier(dlogits, F(a.losses), H(a.logits),
                                              At<int32_t>(a.targets),
                                              loss_scale / static_cast<float>(N), N, V, Vp, st));
-  KILN_RETURN_IF_ERROR(Zero(a.dln));
   KILN_RETURN_IF_ERROR(cuda::MatmulBackward(bl, H(a.dln), G(Param::kWte), nullptr, dlogits,
-                                            H(a.lnf), W(Param::kWte), N, C, Vp, scratch, st));
+                                            H(a.lnf), W(Param::kWte), N, C, Vp, scratch, st,
+                                            kOverwrite));
   KILN_RETURN_IF_ERROR(Zero(a.dresidual));
   KILN_RETURN_IF_ERROR(cuda::LayerNormBackward(H(a.dresidual), G(Param::kLnfW), G(Param::kLnfB),
                                                H(a.dln), H(a.residual3, L - 1), W(Param::kLnfW),
@@ -352,41 +365,45 @@ Status GptCuda::Impl::Backward(float loss_scale) {
   for (int l = L - 1; l >= 0; --l) {
     const int64_t lC = static_cast<int64_t>(l) * C;
     const bf16* residual = l == 0 ? H(a.encoded) : H(a.residual3, l - 1);
-    // residual3 = residual2 + fcproj: dfcproj is dresidual.
-    KILN_RETURN_IF_ERROR(Zero(a.dfch_gelu));
-    KILN_RETURN_IF_ERROR(cuda::MatmulBackward(bl, H(a.dfch_gelu), G(Param::kFcProjW) + lC * 4 * C,
-                                              G(Param::kFcProjB) + lC, H(a.dresidual),
-                                              H(a.fch_gelu, l), W(Param::kFcProjW) + lC * 4 * C, N,
-                                              4 * C, C, scratch, st));
-    KILN_RETURN_IF_ERROR(Zero(a.dfch));
-    KILN_RETURN_IF_ERROR(cuda::GeluBackward(H(a.dfch), H(a.fch, l), H(a.dfch_gelu),
-                                            static_cast<int64_t>(N) * 4 * C, st));
-    KILN_RETURN_IF_ERROR(Zero(a.dln));
+    // residual3 = residual2 + fcproj: dfcproj is dresidual. With the fused
+    // GELU the GEMM's epilogue turns d(fch_gelu) into d(fch) directly.
+    if (a.fused_gelu) {
+      KILN_RETURN_IF_ERROR(cuda::MatmulBackward(
+          bl, H(a.dfch), G(Param::kFcProjW) + lC * 4 * C, G(Param::kFcProjB) + lC, H(a.dresidual),
+          H(a.fch_gelu, l), W(Param::kFcProjW) + lC * 4 * C, N, 4 * C, C, scratch, st,
+          {.overwrite_dinp = true, .gelu_input = H(a.fch, l)}));
+    } else {
+      KILN_RETURN_IF_ERROR(cuda::MatmulBackward(bl, H(a.dfch_gelu), G(Param::kFcProjW) + lC * 4 * C,
+                                                G(Param::kFcProjB) + lC, H(a.dresidual),
+                                                H(a.fch_gelu, l), W(Param::kFcProjW) + lC * 4 * C,
+                                                N, 4 * C, C, scratch, st, kOverwrite));
+      KILN_RETURN_IF_ERROR(Zero(a.dfch));
+      KILN_RETURN_IF_ERROR(cuda::GeluBackward(H(a.dfch), H(a.fch, l), H(a.dfch_gelu),
+                                              static_cast<int64_t>(N) * 4 * C, st));
+    }
     KILN_RETURN_IF_ERROR(cuda::MatmulBackward(
         bl, H(a.dln), G(Param::kFcW) + lC * 4 * C, G(Param::kFcB) + lC * 4, H(a.dfch), H(a.ln2, l),
-        W(Param::kFcW) + lC * 4 * C, N, C, 4 * C, scratch, st));
+        W(Param::kFcW) + lC * 4 * C, N, C, 4 * C, scratch, st, kOverwrite));
     KILN_RETURN_IF_ERROR(cuda::LayerNormBackward(
         H(a.dresidual), G(Param::kLn2W) + lC, G(Param::kLn2B) + lC, H(a.dln), H(a.residual2, l),
         W(Param::kLn2W) + lC, F(a.ln2_mean, l), F(a.ln2_rstd, l), N, C, scratch, st));
     // residual2 = residual + attproj: dattproj is dresidual.
-    KILN_RETURN_IF_ERROR(Zero(a.datty));
     KILN_RETURN_IF_ERROR(cuda::MatmulBackward(
         bl, H(a.datty), G(Param::kAttProjW) + lC * C, G(Param::kAttProjB) + lC, H(a.dresidual),
-        H(a.atty, l), W(Param::kAttProjW) + lC * C, N, C, C, scratch, st));
-    KILN_RETURN_IF_ERROR(Zero(a.dqkv));
-    if (a.flash) {
+        H(a.atty, l), W(Param::kAttProjW) + lC * C, N, C, C, scratch, st, kOverwrite));
+    if (a.flash) {  // Writes all of dqkv.
       KILN_RETURN_IF_ERROR(cuda::FlashAttentionBackward(
           H(a.dqkv), H(a.datty), H(a.qkv, l), H(a.atty, l), F(a.att, l), B, T, C, NH,
           At<char>(a.attention_scratch), a.attention_bytes, st));
     } else {
+      KILN_RETURN_IF_ERROR(Zero(a.dqkv));
       KILN_RETURN_IF_ERROR(
           cuda::AttentionBackward(bl, H(a.dqkv), H(a.datty), H(a.qkv, l), H(a.att, l), B, T, C, NH,
                                   At<char>(a.attention_scratch), a.attention_bytes, st));
     }
-    KILN_RETURN_IF_ERROR(Zero(a.dln));
     KILN_RETURN_IF_ERROR(cuda::MatmulBackward(
         bl, H(a.dln), G(Param::kQkvW) + lC * 3 * C, G(Param::kQkvB) + lC * 3, H(a.dqkv),
-        H(a.ln1, l), W(Param::kQkvW) + lC * 3 * C, N, C, 3 * C, scratch, st));
+        H(a.ln1, l), W(Param::kQkvW) + lC * 3 * C, N, C, 3 * C, scratch, st, kOverwrite));
     KILN_RETURN_IF_ERROR(cuda::LayerNormBackward(
         H(a.dresidual), G(Param::kLn1W) + lC, G(Param::kLn1B) + lC, H(a.dln), residual,
         W(Param::kLn1W) + lC, F(a.ln1_mean, l), F(a.ln1_rstd, l), N, C, scratch, st));

@@ -1,11 +1,11 @@
 // kernels/cuda/flash_attention.h against cpu::AttentionForward/Backward, at
-// head size 64: T that is a multiple of the 64-row tile and T that is not
-// (67, 200: a partial last tile; 1: a single row), one and several heads and
-// batches. out and dqkv: rtol 2e-2, atol 1e-2, as the unfused attention test
-// (the GPU multiplies bf16-rounded probabilities and score gradients); lse
-// (log2 of the softmax denominator of the scaled scores, from the CPU's
-// preatt): 1e-4 absolute, float rounding only. dqkv starts from random values
-// to check that the kernels add into it.
+// head size 64: T that is a multiple of the 64- and 128-row tiles and T that
+// is not (67, 200, 300: partial last tiles; 1: a single row; 1024: the GPT-2
+// length, 16 pipeline steps), one and several heads and batches. out and dqkv: rtol 2e-2, atol
+// 1e-2, as the unfused attention test (the GPU multiplies bf16-rounded probabilities and score
+// gradients); lse (log2 of the softmax denominator of the scaled scores, from the CPU's preatt):
+// 1e-4 absolute, float rounding only. The GPU's dqkv starts as NaN to check that the backward
+// writes every element (it overwrites, where the CPU reference adds into zeros).
 #include <cmath>
 #include <cstdio>
 
@@ -52,10 +52,11 @@ bool Run(cudaStream_t stream, int B, int T, int NH) {
   ok = Compare("lse", Download(d_lse), lse, kLse) && ok;
 
   const auto dout = RandomBf16(btc, -1, 1, rng);
-  auto dqkv = RandomBf16(3 * btc, -0.05f, 0.05f, rng);
-  // Uploaded before the reference adds into dqkv. The GPU's backward takes
-  // its own forward's out (as the model does); the reference's att is exact.
-  auto d_dout = UploadBf16(dout), d_dqkv = UploadBf16(dqkv), d_out_again = UploadBf16(gpu_out);
+  std::vector<float> dqkv(3 * btc, 0.0f);
+  // The GPU's backward takes its own forward's out (as the model does); the
+  // reference's att is exact.
+  auto d_dout = UploadBf16(dout), d_out_again = UploadBf16(gpu_out);
+  auto d_dqkv = UploadBf16(std::vector<float>(3 * btc, std::nanf("")));
   std::vector<float> dpreatt(bnhtt), datt(bnhtt);
   cpu::AttentionBackward(dqkv.data(), dpreatt.data(), datt.data(), dout.data(), qkv.data(),
                          att.data(), B, T, C, NH);
@@ -89,6 +90,8 @@ bool TestFlashAttention(cudaStream_t stream) {
   ok = Run(stream, 1, 200, 3) && ok;
   ok = Run(stream, 3, 64, 1) && ok;
   ok = Run(stream, 1, 1, 2) && ok;
+  ok = Run(stream, 2, 300, 1) && ok;
+  ok = Run(stream, 1, 1024, 1) && ok;
   return Run(stream, 1, 256, 2) && ok;
 }
 
