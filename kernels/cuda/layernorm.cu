@@ -1,7 +1,12 @@
 // kernels/cuda/layernorm.h: one warp per row for the forward and the input
 // gradient; the parameter gradients as deterministic column sums
-// (kernels/cuda/chunk_sums.h). The backward reads dout and inp twice (once
-// per part): simpler than one fused pass, at about 1.5x the minimal traffic.
+// (kernels/cuda/chunk_sums.h). For the widths models use (C a multiple of
+// 256, up to 1024, 16-byte aligned rows) the backward is one pass: a block
+// owns one chunk of rows, each lane keeps its columns' dout and normalised
+// input in registers for the input gradient and adds them into per-lane
+// parameter sums, which the block combines in a fixed order into the chunk's
+// partials. Other widths read dout and inp twice (input gradient, then the
+// parameter partials).
 #include "kernels/cuda/chunk_sums.h"
 #include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/layernorm.h"
@@ -110,6 +115,92 @@ __global__ void LayerNormInputGradKernel(bf16* dinp, const bf16* dout, const bf1
   }
 }
 
+// The one-pass backward for C == kPasses * 256: block b owns rows [b *
+// kRowsPerChunk, ...), warp w the rows w, w + 8, ... of them; lane l the 8
+// columns at (p * 32 + l) * 8 for each p < kPasses. Writes dinp (+=) and the
+// chunk's partials[b][0..C) (dweight) and [C..2C) (dbias), summed over the
+// warps in order in `smem` (kWarpsPerBlock * 2 * C floats).
+template <int kPasses>
+__global__ void __launch_bounds__(kThreads)
+    LayerNormBackwardOnePassKernel(bf16* dinp, float* partials, const bf16* dout, const bf16* inp,
+                                   const bf16* weight, const float* mean, const float* rstd, int N,
+                                   int C) {
+  constexpr int kVec = kBf16PerVector;
+  extern __shared__ float smem[];
+  const int warp = threadIdx.x / kWarpSize, lane = threadIdx.x % kWarpSize;
+  const int begin = blockIdx.x * kRowsPerChunk, end = min(N, begin + kRowsPerChunk);
+  float w[kPasses][kVec], acc_w[kPasses][kVec] = {}, acc_b[kPasses][kVec] = {};
+#pragma unroll
+  for (int p = 0; p < kPasses; ++p) LoadBf16(w[p], weight + (p * kWarpSize + lane) * kVec);
+  for (int row = begin + warp; row < end; row += kWarpsPerBlock) {
+    const int64_t offset = static_cast<int64_t>(row) * C;
+    const float m = mean[row], s = rstd[row];
+    float d[kPasses][kVec], norm[kPasses][kVec];
+    float dnorm_sum = 0.0f, dnorm_norm_sum = 0.0f;
+#pragma unroll
+    for (int p = 0; p < kPasses; ++p) {
+      const int c = (p * kWarpSize + lane) * kVec;
+      LoadBf16(d[p], dout + offset + c);
+      LoadBf16(norm[p], inp + offset + c);
+#pragma unroll
+      for (int k = 0; k < kVec; ++k) {
+        norm[p][k] = (norm[p][k] - m) * s;
+        const float dnorm = w[p][k] * d[p][k];
+        dnorm_sum += dnorm;
+        dnorm_norm_sum += dnorm * norm[p][k];
+        acc_b[p][k] += d[p][k];
+        acc_w[p][k] += norm[p][k] * d[p][k];
+      }
+    }
+    const float dnorm_mean = WarpSum(dnorm_sum) / static_cast<float>(C);
+    const float dnorm_norm_mean = WarpSum(dnorm_norm_sum) / static_cast<float>(C);
+#pragma unroll
+    for (int p = 0; p < kPasses; ++p) {
+      const int c = (p * kWarpSize + lane) * kVec;
+      float dx[kVec];
+      LoadBf16(dx, dinp + offset + c);
+#pragma unroll
+      for (int k = 0; k < kVec; ++k) {
+        dx[k] += (w[p][k] * d[p][k] - dnorm_mean - norm[p][k] * dnorm_norm_mean) * s;
+      }
+      StoreBf16(dinp + offset + c, dx);
+    }
+  }
+  float* mine = smem + static_cast<int64_t>(warp) * 2 * C;
+#pragma unroll
+  for (int p = 0; p < kPasses; ++p) {
+#pragma unroll
+    for (int k = 0; k < kVec; ++k) {
+      const int c = (p * kWarpSize + lane) * kVec + k;
+      mine[c] = acc_w[p][k];
+      mine[C + c] = acc_b[p][k];
+    }
+  }
+  __syncthreads();
+  float* out = partials + static_cast<int64_t>(blockIdx.x) * 2 * C;
+  for (int c = threadIdx.x; c < 2 * C; c += kThreads) {
+    float sum = 0.0f;
+#pragma unroll
+    for (int v = 0; v < kWarpsPerBlock; ++v) sum += smem[v * 2 * C + c];
+    out[c] = sum;
+  }
+}
+
+template <int kPasses>
+Status LaunchOnePass(bf16* dinp, float* partials, const bf16* dout, const bf16* inp,
+                     const bf16* weight, const float* mean, const float* rstd, int N, int C,
+                     int chunks, cudaStream_t stream) {
+  const std::size_t smem = sizeof(float) * kWarpsPerBlock * 2 * static_cast<std::size_t>(C);
+  KILN_CUDA_RETURN_IF_ERROR(cudaFuncSetAttribute(LayerNormBackwardOnePassKernel<kPasses>,
+                                                 cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                                 static_cast<int>(smem)));
+  LayerNormBackwardOnePassKernel<kPasses>
+      <<<static_cast<unsigned>(chunks), kThreads, smem, stream>>>(dinp, partials, dout, inp, weight,
+                                                                  mean, rstd, N, C);
+  KILN_CUDA_RETURN_IF_ERROR(cudaGetLastError());
+  return Status::Ok();
+}
+
 // Stage one of the parameter gradients: block (x, y) sums rows
 // [y * kRowsPerChunk, ...) of columns [x * blockDim.x, ...), one column per
 // thread, into partials[y][0..C) (dweight) and partials[y][C..2C) (dbias).
@@ -185,6 +276,19 @@ Status LayerNormBackward(bf16* dinp, float* dweight, float* dbias, const bf16* d
   if (chunks > 65535) return ShapeError("LayerNormBackward", "N must be below 65536 * 64");
   const bool vector = C % kBf16PerVector == 0 && Aligned16(dinp) && Aligned16(dout) &&
                       Aligned16(inp) && Aligned16(weight);
+  constexpr int kOnePassWidth = kWarpSize * kBf16PerVector;  // 256 columns per pass.
+  if (vector && C % kOnePassWidth == 0 && C <= 4 * kOnePassWidth) {
+    const int passes = C / kOnePassWidth;
+    auto* launch = passes == 1   ? LaunchOnePass<1>
+                   : passes == 2 ? LaunchOnePass<2>
+                   : passes == 3 ? LaunchOnePass<3>
+                                 : LaunchOnePass<4>;
+    KILN_RETURN_IF_ERROR(
+        launch(dinp, scratch, dout, inp, weight, mean, rstd, N, C, chunks, stream));
+    KILN_RETURN_IF_ERROR(
+        AddChunkSums(dweight, scratch, chunks, C, 2 * static_cast<int64_t>(C), stream));
+    return AddChunkSums(dbias, scratch + C, chunks, C, 2 * static_cast<int64_t>(C), stream);
+  }
   if (vector) {
     LayerNormInputGradKernel<kBf16PerVector>
         <<<RowBlocks(N), kThreads, 0, stream>>>(dinp, dout, inp, weight, mean, rstd, N, C);

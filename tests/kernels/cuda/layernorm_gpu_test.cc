@@ -111,8 +111,10 @@ bool TestLayerNorm(cudaStream_t stream) {
   // N = 133: not a multiple of the 8 rows per block or the 64 rows per chunk.
   // C = 136: 17 16-byte vectors per row, fewer than a warp's lanes; C = 77
   // and misaligned buffers: one value at a time. C = 1000: several vectors
-  // per lane.
+  // per lane. C = 256, 768 and 1024 (N = 200: chunks of 64 rows and a
+  // partial one) take the one-pass backward; 768 is GPT-2 124M's width.
   bool ok = true;
+  for (int C : {256, 768, 1024}) ok = RunBackward(stream, 200, C, false) && ok;
   for (int C : {136, 77, 1000}) {
     ok = RunForward(stream, 133, C, false, false, false) && ok;
     ok = RunForward(stream, 133, C, false, true, false) && ok;
