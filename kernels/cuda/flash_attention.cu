@@ -161,12 +161,15 @@ __device__ __forceinline__ void AccumulateFromAcc(float (&acc)[8][4], const floa
 }
 
 // dst rows r_lo and r_lo + 8 (row r at dst + r * row_stride; rows at or past
-// T skipped), columns 0..63, = factor * acc (a warp's 16 x 64 accumulators).
+// T skipped), columns 0..63, = acc (a warp's 16 x 64 accumulators) times
+// factor_lo in row r_lo and factor_hi in row r_lo + 8.
 __device__ __forceinline__ void StoreRows(bf16* dst, int64_t row_stride, int r_lo, int T,
-                                          const float (&acc)[8][4], float factor, int t) {
+                                          const float (&acc)[8][4], float factor_lo,
+                                          float factor_hi, int t) {
 #pragma unroll
   for (int half = 0; half < 2; ++half) {
     const int r = r_lo + 8 * half;
+    const float factor = half == 0 ? factor_lo : factor_hi;
     if (r >= T) continue;
 #pragma unroll
     for (int n = 0; n < 8; ++n) {
@@ -174,6 +177,25 @@ __device__ __forceinline__ void StoreRows(bf16* dst, int64_t row_stride, int r_l
           Pack(acc[n][2 * half] * factor, acc[n][2 * half + 1] * factor);
     }
   }
+}
+
+// The pipeline step of the kernels that walk key tiles: once every warp is
+// done with the stage that tile `next` goes to, starts copying K and V of
+// tile `next` (when it exists) into it, then waits until the current tile's
+// copies have landed and are visible to the whole block.
+__device__ __forceinline__ void NextKeyTile(bf16* KV, const bf16* base, int64_t rs, int C, int next,
+                                            int steps, int T) {
+  __syncthreads();
+  if (next < steps) {
+    bf16* stage = KV + (next % 2) * 2 * kStep * kLd;
+    CopyTile<kStep>(stage, base + C, rs, next * kStep, T);
+    CopyTile<kStep>(stage + kStep * kLd, base + 2 * C, rs, next * kStep, T);
+    CommitCopies();
+    WaitCopies<1>();
+  } else {
+    WaitCopies<0>();
+  }
+  __syncthreads();
 }
 
 // The block's tile index, longest-running tiles first: for the forward and
@@ -204,17 +226,7 @@ __global__ void __launch_bounds__(kThreads, 2)
   float o_acc[8][4] = {}, s[8][4];
   float m_lo = -INFINITY, m_hi = -INFINITY, l_lo = 0.0f, l_hi = 0.0f;
   for (int kt = 0; kt < steps; ++kt) {
-    __syncthreads();  // Every warp is done with the stage the next copy overwrites.
-    if (kt + 1 < steps) {
-      bf16* next = KV + ((kt + 1) % 2) * 2 * kStep * kLd;
-      CopyTile<kStep>(next, base + C, rs, (kt + 1) * kStep, T);
-      CopyTile<kStep>(next + kStep * kLd, base + 2 * C, rs, (kt + 1) * kStep, T);
-      CommitCopies();
-      WaitCopies<1>();
-    } else {
-      WaitCopies<0>();
-    }
-    __syncthreads();
+    NextKeyTile(KV, base, rs, C, kt + 1, steps, T);
     if (kt == 0) LoadA(qa, Qs + warp * 16 * kLd, o);
     const int k0 = kt * kStep;
     if (k0 > w0 + 15) continue;  // Every key of the tile is after every row of the warp.
@@ -273,20 +285,8 @@ __global__ void __launch_bounds__(kThreads, 2)
     // O += P V (P rounded to bf16 as the A operand).
     AccumulateFromAcc(o_acc, s, Ks + kStep * kLd, o);
   }
-  const float inv_lo = 1.0f / l_lo, inv_hi = 1.0f / l_hi;
-  bf16* out_rows = out + static_cast<int64_t>(b) * T * C + h * kHs;
-#pragma unroll
-  for (int n = 0; n < 8; ++n) {
-    const int d = n * 8 + 2 * t;
-    if (q_lo < T) {
-      *reinterpret_cast<uint32_t*>(out_rows + static_cast<int64_t>(q_lo) * C + d) =
-          Pack(o_acc[n][0] * inv_lo, o_acc[n][1] * inv_lo);
-    }
-    if (q_hi < T) {
-      *reinterpret_cast<uint32_t*>(out_rows + static_cast<int64_t>(q_hi) * C + d) =
-          Pack(o_acc[n][2] * inv_hi, o_acc[n][3] * inv_hi);
-    }
-  }
+  StoreRows(out + static_cast<int64_t>(b) * T * C + h * kHs, C, q_lo, T, o_acc, 1.0f / l_lo,
+            1.0f / l_hi, t);
   if (t == 0) {
     if (q_lo < T) lse[static_cast<int64_t>(bh) * T + q_lo] = m_lo + log2f(l_lo);
     if (q_hi < T) lse[static_cast<int64_t>(bh) * T + q_hi] = m_hi + log2f(l_hi);
@@ -401,8 +401,8 @@ __global__ void __launch_bounds__(kThreads, 2)
     }
   }
   bf16* rows = dqkv + static_cast<int64_t>(b) * T * rs + h * kHs;
-  StoreRows(rows + C, rs, key_lo, T, dk, scale, t);
-  StoreRows(rows + 2 * C, rs, key_lo, T, dv, 1.0f, t);
+  StoreRows(rows + C, rs, key_lo, T, dk, scale, scale, t);
+  StoreRows(rows + 2 * C, rs, key_lo, T, dv, 1.0f, 1.0f, t);
 }
 
 // Grid (B * NH, query tiles of 128): dQ of the tile's queries, over the key
@@ -436,17 +436,7 @@ __global__ void __launch_bounds__(kThreads, 2)
   uint32_t qa[4][4], doa[4][4];
   float dq[8][4] = {}, s[4][4], dp[4][4];
   for (int kt = 0; kt < steps; ++kt) {
-    __syncthreads();  // Every warp is done with the stage the next copy overwrites.
-    if (kt + 1 < steps) {
-      bf16* next = KV + ((kt + 1) % 2) * 2 * kStep * kLd;
-      CopyTile<kStep>(next, base + C, rs, (kt + 1) * kStep, T);
-      CopyTile<kStep>(next + kStep * kLd, base + 2 * C, rs, (kt + 1) * kStep, T);
-      CommitCopies();
-      WaitCopies<1>();
-    } else {
-      WaitCopies<0>();
-    }
-    __syncthreads();
+    NextKeyTile(KV, base, rs, C, kt + 1, steps, T);
     if (kt == 0) {
       LoadA(qa, Qs + warp * 16 * kLd, o);
       LoadA(doa, dOs + warp * 16 * kLd, o);
@@ -475,7 +465,7 @@ __global__ void __launch_bounds__(kThreads, 2)
       AccumulateFromAcc(dq, s, Ks + half * 32 * kLd, o);  // dQ += dS K (scaled below)
     }
   }
-  StoreRows(dqkv + static_cast<int64_t>(b) * T * rs + h * kHs, rs, q_lo, T, dq, scale, t);
+  StoreRows(dqkv + static_cast<int64_t>(b) * T * rs + h * kHs, rs, q_lo, T, dq, scale, scale, t);
 }
 
 constexpr std::size_t kForwardSmem = (kBlockRows + 4 * kStep) * kRowBytes;
