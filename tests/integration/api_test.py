@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import unittest
 import uuid
 from pathlib import Path
@@ -45,6 +46,24 @@ def kubectl(*args, stdin=None, check=True):
     if check and r.returncode != 0:
         raise AssertionError(f"kubectl {' '.join(args)} failed:\n{r.stderr}")
     return r
+
+
+def wait_established(crds, timeout=60.0):
+    """Waits until every CRD reports Established. Polls rather than running
+    `kubectl wait`, which fails at once ("accessor error: <nil>") when it reads
+    a CRD whose status has no conditions yet, right after it was applied."""
+    deadline = time.monotonic() + timeout
+    pending = list(crds)
+    while pending:
+        r = kubectl("get", "crd", pending[0], "-o",
+                    'jsonpath={.status.conditions[?(@.type=="Established")].status}', check=False)
+        if r.returncode == 0 and r.stdout.strip() == "True":
+            pending.pop(0)
+            continue
+        if time.monotonic() > deadline:
+            raise AssertionError(f"CRD {pending[0]} not Established after {timeout}s: "
+                                 f"{r.stdout.strip() or r.stderr.strip()}")
+        time.sleep(0.2)
 
 
 def example(name):
@@ -148,9 +167,8 @@ class CrdTest(unittest.TestCase):
     def setUpClass(cls):
         kubectl("apply", "--server-side", "--force-conflicts", "--field-manager=kiln-api-test",
                 "-f", str(ROOT / "crds"))
-        kubectl("wait", "--for=condition=Established", "--timeout=60s",
-                "crd/trainingjobs.kiln.dev", "crd/modeldeployments.kiln.dev",
-                "crd/memberclusters.kiln.dev")
+        wait_established(["trainingjobs.kiln.dev", "modeldeployments.kiln.dev",
+                          "memberclusters.kiln.dev"])
         cls.ns = "api-" + uuid.uuid4().hex[:8]
         kubectl("create", "namespace", cls.ns)
 
