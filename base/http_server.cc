@@ -84,6 +84,14 @@ void ParseTarget(std::string_view target, HttpRequest& r) {
   }
 }
 
+// `s` without CR and LF: a header value (perhaps echoed from a client) cannot
+// end the header early.
+std::string OneLine(std::string s) {
+  s.erase(std::remove_if(s.begin(), s.end(), [](char c) { return c == '\r' || c == '\n'; }),
+          s.end());
+  return s;
+}
+
 HttpReply DefaultErrorReply(const HttpRequest&, int status, const std::string& message) {
   return HttpReply{status, "text/plain; charset=utf-8", message + "\n", {}};
 }
@@ -278,10 +286,12 @@ class Session : public std::enable_shared_from_this<Session> {
     const auto code = bhttp::int_to_status(static_cast<unsigned>(r.status));
     std::string h = "HTTP/1.1 " + std::to_string(r.status) + " " +
                     std::string(bhttp::obsolete_reason(code)) + "\r\n";
-    h += "Content-Type: " + r.content_type + "\r\n";
+    h += "Content-Type: " + OneLine(r.content_type) + "\r\n";
     h += "Cache-Control: no-cache\r\nX-Content-Type-Options: nosniff\r\n";
-    for (const auto& [k, v] : core_.options.default_headers) h += k + ": " + v + "\r\n";
-    for (const auto& [k, v] : r.headers) h += k + ": " + v + "\r\n";
+    for (const auto& [k, v] : core_.options.default_headers) {
+      h += OneLine(k) + ": " + OneLine(v) + "\r\n";
+    }
+    for (const auto& [k, v] : r.headers) h += OneLine(k) + ": " + OneLine(v) + "\r\n";
     if (!stream) {
       h += "Content-Length: " + std::to_string(r.body.size()) + "\r\n";
     } else if (chunked_) {

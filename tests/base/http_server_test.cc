@@ -193,6 +193,18 @@ TEST_CASE("the HTTP server routes by method and path, exact and prefix, and says
   CHECK(wrong.headers["x-content-type-options"] == "nosniff");
 }
 
+TEST_CASE("a header value cannot end the response header early", "[base][http]") {
+  Served s = Serve({HttpRoute::Get("/h", [](const HttpRequest& r) {
+    return HttpReply{.body = "ok", .headers = {{"X-Echo", r.Header("x-in") + "\r\nX-Evil: 1"}}};
+  })});
+  RawHttp h(s.port);
+  REQUIRE(h.Send("GET /h HTTP/1.1\r\nHost: x\r\nX-In: a\r\n\r\n"));
+  RawResponse r = h.Next();
+  CHECK(r.headers["x-echo"] == "aX-Evil: 1");
+  CHECK(r.headers.count("x-evil") == 0);
+  CHECK(r.body == "ok");
+}
+
 TEST_CASE("the HTTP server refuses oversized and malformed requests with 431, 413 and 400",
           "[base][http]") {
   HttpLimits limits;
@@ -361,7 +373,7 @@ TEST_CASE("a peer that goes away cancels its responder, streamed or not", "[base
   CHECK(s.server->stats().handling == 0);
 }
 
-TEST_CASE("a responder dropped without an answer replies 500; a throwing handler too",
+TEST_CASE("a responder dropped without an answer replies 500, and so does a throwing handler",
           "[base][http]") {
   Served s = Serve(
       {HttpRoute::Async("GET", "/drop", [](const HttpRequest&, std::shared_ptr<HttpResponder>) {}),
