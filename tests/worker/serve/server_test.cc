@@ -289,10 +289,9 @@ TEST_CASE("a full queue answers 429, and a client that hangs up mid-stream is ca
   RawHttp first(s.port, "POST", "/v1/completions", long_stream);
   REQUIRE(first.ReadUntil("data: {"));
   // Streamed as generated: the first event arrives long before the 1000th
-  // token, not with the whole response. (This cannot see cpprestsdk's own
-  // ~6 KB read chunking, which the server's sync() after each event avoids:
-  // without it the first event came after 33 tokens here, with it after 1;
-  // bench/serve_bench.sh shows the time to first token.)
+  // token, not with the whole response. (Each event is written as its own
+  // chunk when it comes; tests/base/http_server_test.cc checks that chunk by
+  // chunk, and bench/serve_bench.sh shows the time to first token.)
   const std::string early = Metrics(s);
   CHECK(Metric(early, "kiln_serve_in_flight_requests") == 1);
   CHECK(Metric(early, "kiln_serve_generation_tokens_total") < 200);
