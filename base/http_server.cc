@@ -562,6 +562,9 @@ void Session::SendStreamHead(uint64_t seq, HttpReply head) {
 
 void Session::SendChunk(uint64_t seq, std::string chunk) {
   if (seq != seq_ || phase_ != Phase::kHandling || !streaming_ || response_done_) return;
+  if (pending_.size() + chunk.size() > core_.options.limits.max_stream_backlog) {
+    return Close();  // The peer reads slower than the stream comes: cancelled.
+  }
   Queue(Chunk(chunk));
 }
 

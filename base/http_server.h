@@ -28,12 +28,15 @@
 //                       [75 s].
 //   write_timeout       the longest a response write may make no progress
 //                       (a peer that stops reading) [60 s].
+//   max_stream_backlog  a stream's bytes queued behind a peer that reads
+//                       slower than they come [8 MiB]; over: closed.
 //   max_connections     open connections [1024]; at the limit a new
 //                       connection reclaims the one idle or reading for the
 //                       longest (a request being handled is never reclaimed);
 //                       with none to reclaim the new one is closed.
-// A read timeout closes the connection without a reply; a write timeout
-// closes it and cancels the response (see HttpResponder).
+// A read timeout closes the connection without a reply; a write timeout or
+// a backlog over the limit closes it and cancels the response (see
+// HttpResponder).
 //
 // Handlers are synchronous (HttpHandler: return a small reply; runs on an I/O
 // thread, so it must be quick) or asynchronous (HttpAsyncHandler: answer
@@ -130,6 +133,7 @@ struct HttpLimits {
   std::chrono::milliseconds body_timeout = std::chrono::seconds(60);
   std::chrono::milliseconds keep_alive_timeout = std::chrono::seconds(75);
   std::chrono::milliseconds write_timeout = std::chrono::seconds(60);
+  size_t max_stream_backlog = 8 << 20;
   int max_connections = 1024;
 };
 

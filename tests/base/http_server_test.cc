@@ -373,6 +373,38 @@ TEST_CASE("a peer that goes away cancels its responder, streamed or not", "[base
   CHECK(s.server->stats().handling == 0);
 }
 
+TEST_CASE("a stream to a peer that stops reading is cut once its backlog is over the limit",
+          "[base][http]") {
+  HttpLimits limits;
+  limits.max_stream_backlog = 1 << 20;
+  std::atomic<int> written{0};
+  std::atomic<bool> refused{false};
+  std::thread producer;
+  Served s =
+      Serve({HttpRoute::Async("GET", "/flood",
+                              [&](const HttpRequest&, std::shared_ptr<HttpResponder> out) {
+                                producer = std::thread([&, out] {
+                                  out->StartStream({});
+                                  // At most 256 MiB; the kernel's socket
+                                  // buffers take a few MiB of it.
+                                  for (int i = 0; i < 1024 && !refused; ++i) {
+                                    if (!out->Write(std::string(256 << 10, 'x'))) {
+                                      refused = true;
+                                    } else {
+                                      ++written;
+                                      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+                                    }
+                                  }
+                                });
+                              })},
+            limits);
+  RawHttp h(s.port, "GET", "/flood");  // Never reads.
+  REQUIRE(WaitFor([&] { return refused.load(); }));
+  producer.join();
+  CHECK(written < 1024);
+  CHECK(WaitFor([&] { return s.server->stats().connections == 0; }));
+}
+
 TEST_CASE("a responder dropped without an answer replies 500, and so does a throwing handler",
           "[base][http]") {
   Served s = Serve(
