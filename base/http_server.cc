@@ -845,12 +845,13 @@ StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(HttpServerOptions option
     }
   }
   std::string host = host_port.first.empty() ? "0.0.0.0" : host_port.first;
-  const std::string bare = host.front() == '[' ? host.substr(1, host.size() - 2) : host;
+  std::string bare = host.front() == '[' ? host.substr(1, host.size() - 2) : host;
+  if (bare == "localhost") bare = "127.0.0.1";
   error_code ec;
   const auto address = net::ip::make_address(bare, ec);
   if (ec) {
     return Status::InvalidArgument("bind address \"" + options.bind_address +
-                                   "\": the host must be an IP address");
+                                   "\": the host must be an IP address or localhost");
   }
   const std::string url = "http://" + host + ":" + std::to_string(host_port.second);
   auto core = std::make_shared<Core>(std::move(options), std::move(routes));

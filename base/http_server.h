@@ -144,7 +144,9 @@ using HttpErrorReply =
     std::function<HttpReply(const HttpRequest& request, int status, const std::string& message)>;
 
 struct HttpServerOptions {
-  std::string bind_address = ":8080";  // As ParseBindAddress.
+  // As ParseBindAddress; the host an IP address, "localhost" or empty (all
+  // interfaces).
+  std::string bind_address = ":8080";
   int io_threads = 2;
   HttpLimits limits;
   HttpErrorReply error_reply;  // Null: the default.

@@ -157,8 +157,11 @@ TEST_CASE("bind addresses and options are checked before listening", "[base][htt
   CHECK(!ParseBindAddress(":65536").ok());
   CHECK(!ParseBindAddress(":80a").ok());
   CHECK(ParseBindAddress("::1:80").status().message().find("brackets") != std::string::npos);
-  CHECK(HttpServer::Start({.bind_address = "localhost:8080"}, {}).status().code() ==
+  CHECK(HttpServer::Start({.bind_address = "example.com:8080"}, {}).status().code() ==
         StatusCode::kInvalidArgument);
+  auto local = HttpServer::Start({.bind_address = "localhost:" + std::to_string(FreePort())}, {});
+  REQUIRE(local.ok());
+  CHECK((*local)->url().rfind("http://localhost:", 0) == 0);
   CHECK(
       HttpServer::Start({.bind_address = "127.0.0.1:8080", .io_threads = 0}, {}).status().code() ==
       StatusCode::kInvalidArgument);
