@@ -42,8 +42,10 @@
 // thread, so it must be quick) or asynchronous (HttpAsyncHandler: answer
 // later, from any thread, through the HttpResponder, as a whole reply or as a
 // stream of chunks). A peer that goes away while its request is handled (it
-// closes or resets the connection) is noticed at once, without a write, and
-// the responder cancelled.
+// closes or resets the connection; a half-close counts) is noticed at once,
+// without a write, and the responder cancelled. (A peer that has pipelined
+// its next request is watched no further until the answer is written: its
+// going away is then seen by the write.)
 //
 // Drain: stops accepting, closes idle connections, lets requests being read
 // or handled finish until the deadline, then closes every connection (which
@@ -89,6 +91,9 @@ struct HttpReply {
 // threads. A responder dropped without an answer replies 500.
 class HttpResponder {
  public:
+  HttpResponder() = default;
+  HttpResponder(const HttpResponder&) = delete;
+  HttpResponder& operator=(const HttpResponder&) = delete;
   virtual ~HttpResponder() = default;
   // The whole response. False when cancelled or already answered.
   virtual bool Reply(HttpReply reply) = 0;
@@ -167,6 +172,9 @@ class HttpServer {
   // bound.
   static StatusOr<std::unique_ptr<HttpServer>> Start(HttpServerOptions options,
                                                      std::vector<HttpRoute> routes);
+  HttpServer() = default;
+  HttpServer(const HttpServer&) = delete;
+  HttpServer& operator=(const HttpServer&) = delete;
   // Drains with no wait.
   virtual ~HttpServer() = default;
 
