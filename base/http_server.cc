@@ -1,107 +1,804 @@
 #include "base/http_server.h"
 
-#include <cpprest/http_listener.h>
-#include <cpprest/uri.h>
+#include <algorithm>
+#include <atomic>
+#include <cctype>
+#include <cerrno>
+#include <condition_variable>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <thread>
+
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/core/string.hpp>
+#include <boost/beast/http/error.hpp>
+#include <boost/beast/http/parser.hpp>
+#include <boost/beast/http/read.hpp>
+#include <boost/beast/http/status.hpp>
+#include <boost/beast/http/string_body.hpp>
+#include <sys/socket.h>
+
+#include "base/log.h"
 
 namespace kiln {
 namespace {
 
-namespace http = web::http;
+namespace net = boost::asio;
+namespace beast = boost::beast;
+namespace bhttp = boost::beast::http;
+using tcp = boost::asio::ip::tcp;
+using Clock = std::chrono::steady_clock;
+using boost::system::error_code;
 
-class CppRestServer : public HttpServer {
+// How long a connection closed after an error reply keeps reading (and
+// discarding) what its client still sends, so that the client reads the
+// reply instead of a reset.
+constexpr auto kLingerTime = std::chrono::seconds(2);
+// Of a Drain's time, the part kept for closing what is left.
+constexpr auto kDrainCloseReserve = std::chrono::milliseconds(100);
+
+std::string ToLower(std::string s) {
+  std::transform(s.begin(), s.end(), s.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  return s;
+}
+
+std::string PercentDecode(std::string_view s) {
+  std::string out;
+  out.reserve(s.size());
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (s[i] == '%' && i + 2 < s.size() && std::isxdigit(static_cast<unsigned char>(s[i + 1])) &&
+        std::isxdigit(static_cast<unsigned char>(s[i + 2]))) {
+      out += static_cast<char>(std::stoi(std::string(s.substr(i + 1, 2)), nullptr, 16));
+      i += 2;
+    } else {
+      out += s[i];
+    }
+  }
+  return out;
+}
+
+// Splits "/path?a=1&verbose" into the decoded path and query pairs (by hand:
+// keys without "=" count, as probes send "?verbose").
+void ParseTarget(std::string_view target, HttpRequest& r) {
+  const size_t q = target.find('?');
+  r.path = PercentDecode(target.substr(0, q));
+  if (q == std::string_view::npos) return;
+  std::string_view query = target.substr(q + 1);
+  for (size_t start = 0; start <= query.size();) {
+    size_t end = query.find('&', start);
+    if (end == std::string_view::npos) end = query.size();
+    std::string_view pair = query.substr(start, end - start);
+    if (!pair.empty()) {
+      const size_t eq = pair.find('=');
+      r.query[PercentDecode(pair.substr(0, eq))] =
+          eq == std::string_view::npos ? "" : PercentDecode(pair.substr(eq + 1));
+    }
+    start = end + 1;
+  }
+}
+
+// `s` without CR and LF: a header value (perhaps echoed from a client) cannot
+// end the header early.
+std::string OneLine(std::string s) {
+  s.erase(std::remove_if(s.begin(), s.end(), [](char c) { return c == '\r' || c == '\n'; }),
+          s.end());
+  return s;
+}
+
+HttpReply DefaultErrorReply(const HttpRequest&, int status, const std::string& message) {
+  return HttpReply{status, "text/plain; charset=utf-8", message + "\n", {}};
+}
+
+class Session;
+
+// What the sessions share: the I/O context, the routes and options, and the
+// registry of open connections. Outlives the HttpServer while a responder
+// still holds it.
+struct Core {
+  explicit Core(HttpServerOptions o, std::vector<HttpRoute> r)
+      : options(std::move(o)), routes(std::move(r)) {
+    if (!options.error_reply) options.error_reply = DefaultErrorReply;
+  }
+
+  HttpServerOptions options;
+  const std::vector<HttpRoute> routes;
+  net::io_context ioc;
+  std::atomic<bool> draining{false};
+  std::atomic<bool> stopped{false};  // The I/O threads are gone: post nothing more.
+  std::atomic<int> handling{0};
+  std::atomic<uint64_t> next_id{0};
+
+  std::mutex mu;
+  std::condition_variable closed;                       // Signalled as sessions close.
+  std::map<uint64_t, std::weak_ptr<Session>> sessions;  // Guarded by mu.
+};
+
+enum class Phase { kReading, kHandling, kClosed };
+
+class Responder;
+
+// One connection: reads requests one after another, hands each to its
+// route, writes the answer. Every member runs on the connection's strand.
+class Session : public std::enable_shared_from_this<Session> {
  public:
-  CppRestServer(std::string url, std::map<std::string, HttpHandler> routes)
-      : url_(std::move(url)), routes_(std::move(routes)), listener_(url_) {
-    listener_.support([this](http::http_request req) { Handle(std::move(req)); });
-  }
-  ~CppRestServer() override { Stop(); }
+  Session(const std::shared_ptr<Core>& core, tcp::socket socket, uint64_t id)
+      : core_weak_(core),
+        core_(*core),
+        socket_(std::move(socket)),
+        timer_(socket_.get_executor()),
+        id_(id) {}
 
-  Status Open() {
-    try {
-      listener_.open().wait();
-      open_ = true;
-      return Status::Ok();
-    } catch (const std::exception& e) {
-      return Status::Unavailable("cannot listen on " + url_ + ": " + e.what());
+  uint64_t id() const { return id_; }
+  net::any_io_executor executor() { return socket_.get_executor(); }
+
+  // Reclaimable when reading (not handling) a request; `since`: how long.
+  bool Reclaimable(Clock::time_point& since) const {
+    since = Clock::time_point(Clock::duration(phase_since_.load()));
+    return phase_.load() == Phase::kReading;
+  }
+
+  void Start() {
+    accepted_ = Clock::now();
+    StartRequest();
+  }
+
+  // Drain has begun: an idle connection closes now, the others after their
+  // current response.
+  void OnDrain() {
+    if (phase_ == Phase::kReading && parser_ && !parser_->got_some() && !lingering_) Close();
+  }
+
+  void Close() {
+    if (phase_ == Phase::kClosed) return;
+    if (phase_ == Phase::kHandling) core_.handling--;
+    SetPhase(Phase::kClosed);
+    error_code ignored;
+    timer_.cancel();
+    socket_.close(ignored);  // Fails only for a socket already closed.
+    pending_.clear();
+    CancelResponder();
+    std::lock_guard<std::mutex> lock(core_.mu);
+    core_.sessions.erase(id_);
+    core_.closed.notify_all();
+  }
+
+  // From the request's responder (posted to the strand). `seq` names the
+  // request; a stale one is ignored.
+  void SendReply(uint64_t seq, HttpReply reply);
+  void SendStreamHead(uint64_t seq, HttpReply head);
+  void SendChunk(uint64_t seq, std::string chunk);
+  void SendFinish(uint64_t seq);
+
+ private:
+  void SetPhase(Phase p) {
+    phase_ = p;
+    phase_since_ = Clock::now().time_since_epoch().count();
+  }
+
+  void StartRequest() {
+    if (phase_ == Phase::kClosed) return;
+    SetPhase(Phase::kReading);
+    if (core_.draining && !first_) {
+      Close();
+      return;
+    }
+    parser_.emplace();
+    parser_->header_limit(static_cast<uint32_t>(core_.options.limits.max_header_bytes));
+    parser_->body_limit(core_.options.limits.max_body_bytes);
+    parser_->eager(true);
+    header_started_.reset();
+    body_started_.reset();
+    idle_since_ = Clock::now();
+    ReadSome();
+  }
+
+  // The deadline of the next read, by how far the request has come.
+  Clock::time_point ReadDeadline() const {
+    const HttpLimits& l = core_.options.limits;
+    const auto now = Clock::now();
+    if (!header_started_) {
+      return first_ ? accepted_ + l.header_timeout : idle_since_ + l.keep_alive_timeout;
+    }
+    if (!body_started_) return *header_started_ + l.header_timeout;
+    return std::min(*body_started_ + l.body_timeout, now + l.body_idle_timeout);
+  }
+
+  // Closes the connection at `deadline` unless the timer is re-armed first.
+  void ArmTimer(Clock::time_point deadline) {
+    timer_.expires_at(deadline);
+    timer_.async_wait([self = shared_from_this()](error_code ec) {
+      if (ec == net::error::operation_aborted) return;
+      if (self->timer_.expiry() <= Clock::now()) self->Close();
+    });
+  }
+
+  void ReadSome() {
+    ArmTimer(ReadDeadline());
+    bhttp::async_read_some(
+        socket_, buffer_, *parser_,
+        [self = shared_from_this()](error_code ec, size_t) { self->OnRead(ec); });
+  }
+
+  void OnRead(error_code ec) {
+    timer_.cancel();
+    if (phase_ == Phase::kClosed) return;
+    if (ec == bhttp::error::header_limit) {
+      return ErrorReply(431, "request header fields too large: over " +
+                                 std::to_string(core_.options.limits.max_header_bytes) + " bytes");
+    }
+    if (ec == bhttp::error::body_limit) {
+      return ErrorReply(413, "request body too large: over " +
+                                 std::to_string(core_.options.limits.max_body_bytes) + " bytes");
+    }
+    if (ec && ec.category() == bhttp::make_error_code(bhttp::error::header_limit).category() &&
+        ec != bhttp::error::end_of_stream && ec != bhttp::error::partial_message) {
+      return ErrorReply(400, "malformed request: " + ec.message());
+    }
+    if (ec) return Close();  // The peer closed, reset, or timed out.
+    if (!header_started_ && parser_->got_some()) header_started_ = Clock::now();
+    if (parser_->is_header_done() && !body_started_) {
+      body_started_ = Clock::now();
+      if (!parser_->is_done() && !continued_ &&
+          beast::iequals(parser_->get()[bhttp::field::expect], "100-continue")) {
+        continued_ = true;
+        return Write("HTTP/1.1 100 Continue\r\n\r\n", /*then_read=*/true);
+      }
+    }
+    if (!parser_->is_done()) return ReadSome();
+    continued_ = false;
+    Dispatch();
+  }
+
+  HttpRequest Parsed() {
+    HttpRequest r;
+    if (!parser_) return r;
+    const auto& m = parser_->get();
+    r.method = std::string(m.method_string());
+    ParseTarget(std::string_view(m.target().data(), m.target().size()), r);
+    for (const auto& f : m) {
+      std::string& v = r.headers[ToLower(std::string(f.name_string()))];
+      v += (v.empty() ? "" : ",") + std::string(f.value());
+    }
+    return r;
+  }
+
+  void Dispatch();
+
+  // A reply of the server's own, then a lingering close.
+  void ErrorReply(int status, const std::string& message) {
+    HttpRequest partial = Parsed();
+    keep_alive_ = false;
+    head_only_ = false;
+    chunked_ = false;
+    linger_after_ = true;
+    response_done_ = true;
+    Queue(Serialize(core_.options.error_reply(partial, status, message), false));
+  }
+
+  std::string Head(const HttpReply& r, bool stream) {
+    const auto code = bhttp::int_to_status(static_cast<unsigned>(r.status));
+    std::string h = "HTTP/1.1 " + std::to_string(r.status) + " " +
+                    std::string(bhttp::obsolete_reason(code)) + "\r\n";
+    h += "Content-Type: " + OneLine(r.content_type) + "\r\n";
+    h += "Cache-Control: no-cache\r\nX-Content-Type-Options: nosniff\r\n";
+    for (const auto& [k, v] : core_.options.default_headers) {
+      h += OneLine(k) + ": " + OneLine(v) + "\r\n";
+    }
+    for (const auto& [k, v] : r.headers) h += OneLine(k) + ": " + OneLine(v) + "\r\n";
+    if (!stream) {
+      h += "Content-Length: " + std::to_string(r.body.size()) + "\r\n";
+    } else if (chunked_) {
+      h += "Transfer-Encoding: chunked\r\n";
+    } else {
+      keep_alive_ = false;  // An HTTP/1.0 stream ends with the connection.
+    }
+    if (core_.draining) keep_alive_ = false;
+    h += keep_alive_ ? (http10_ ? "Connection: keep-alive\r\n" : "") : "Connection: close\r\n";
+    return h + "\r\n";
+  }
+
+  std::string Serialize(const HttpReply& r, bool stream) {
+    std::string out = Head(r, stream);
+    if (head_only_) return out;
+    if (!stream) return out + r.body;
+    return out + Chunk(r.body);
+  }
+
+  std::string Chunk(const std::string& data) {
+    if (data.empty() || head_only_) return "";
+    if (!chunked_) return data;
+    char size[20];
+    std::snprintf(size, sizeof size, "%zx\r\n", data.size());
+    return size + data + "\r\n";
+  }
+
+  void Queue(std::string bytes) {
+    if (phase_ == Phase::kClosed) return;
+    pending_ += bytes;
+    if (!writing_) WriteSome();
+    if (!writing_ && response_done_) AfterResponse();
+  }
+
+  void WriteSome() {
+    if (pending_.empty()) return;
+    Write(std::move(pending_), /*then_read=*/false);
+    pending_.clear();
+  }
+
+  void Write(std::string bytes, bool then_read) {
+    writing_ = true;
+    sending_ = std::move(bytes);
+    ArmTimer(Clock::now() + core_.options.limits.write_timeout);
+    net::async_write(socket_, net::buffer(sending_),
+                     [self = shared_from_this(), then_read](error_code ec, size_t) {
+                       self->OnWrite(ec, then_read);
+                     });
+  }
+
+  void OnWrite(error_code ec, bool then_read) {
+    timer_.cancel();
+    writing_ = false;
+    if (phase_ == Phase::kClosed) return;
+    if (ec) return Close();
+    if (then_read) return ReadSome();
+    if (!pending_.empty()) return WriteSome();
+    if (response_done_) AfterResponse();
+  }
+
+  void AfterResponse() {
+    response_done_ = false;
+    if (phase_ == Phase::kHandling) core_.handling--;
+    responder_.reset();
+    SetPhase(Phase::kReading);
+    first_ = false;
+    if (linger_after_) return Linger();
+    if (!keep_alive_ || core_.draining) {
+      error_code ignored;
+      socket_.shutdown(tcp::socket::shutdown_send, ignored);  // The peer may be gone already.
+      return Close();
+    }
+    StartRequest();
+  }
+
+  // Half-closes, then reads and discards until the peer closes or
+  // kLingerTime passes.
+  void Linger() {
+    lingering_ = true;
+    error_code ignored;
+    socket_.shutdown(tcp::socket::shutdown_send, ignored);  // The peer may be gone already.
+    ArmTimer(Clock::now() + kLingerTime);
+    LingerRead();
+  }
+
+  void LingerRead() {
+    socket_.async_read_some(net::buffer(discard_),
+                            [self = shared_from_this()](error_code ec, size_t) {
+                              if (self->phase_ == Phase::kClosed) return;
+                              if (ec) return self->Close();
+                              self->LingerRead();
+                            });
+  }
+
+  // Notices a peer that closes or resets while its request is handled.
+  void WatchPeer() {
+    if (watching_) return;
+    watching_ = true;
+    socket_.async_wait(tcp::socket::wait_read, [self = shared_from_this()](error_code ec) {
+      self->watching_ = false;
+      if (ec || self->phase_ != Phase::kHandling) return;
+      char c;
+      const ssize_t n = recv(self->socket_.native_handle(), &c, 1, MSG_PEEK | MSG_DONTWAIT);
+      if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+        self->Close();
+      } else if (n < 0) {
+        self->WatchPeer();
+      }
+      // n > 0: the next request, pipelined; it is read after this response.
+    });
+  }
+
+  void CancelResponder();
+
+  // Not shared: the Core's I/O context holds this session's handlers.
+  const std::weak_ptr<Core> core_weak_;
+  Core& core_;
+  tcp::socket socket_;
+  net::steady_timer timer_;
+  const uint64_t id_;
+  std::atomic<Phase> phase_{Phase::kReading};
+  std::atomic<Clock::rep> phase_since_{Clock::now().time_since_epoch().count()};
+  beast::flat_buffer buffer_;
+  std::optional<bhttp::request_parser<bhttp::string_body>> parser_;
+  Clock::time_point accepted_, idle_since_;
+  std::optional<Clock::time_point> header_started_, body_started_;
+  bool first_ = true, continued_ = false, lingering_ = false, watching_ = false;
+  // The response being written.
+  uint64_t seq_ = 0;
+  // Not owned: the handler holds it, and a responder dropped unanswered
+  // replies 500.
+  std::weak_ptr<Responder> responder_;
+  bool keep_alive_ = true, http10_ = false, head_only_ = false, chunked_ = true;
+  bool response_done_ = false, linger_after_ = false, streaming_ = false, writing_ = false;
+  std::string pending_, sending_;
+  char discard_[4096];
+};
+
+class Responder final : public HttpResponder {
+ public:
+  Responder(std::shared_ptr<Core> core, std::weak_ptr<Session> session, uint64_t seq)
+      : core_(std::move(core)), session_(std::move(session)), seq_(seq) {}
+
+  ~Responder() override {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (cancelled_ || core_->stopped) return;
+    if (state_ == State::kNew) {
+      HttpRequest none;
+      Post(&Session::SendReply,
+           core_->options.error_reply(none, 500, "internal error: the handler gave no reply"));
+    } else if (state_ == State::kStreaming) {
+      PostFinish();
     }
   }
 
-  void Stop() override {
-    if (!open_) return;
-    open_ = false;
-    try {
-      listener_.close().wait();
-    } catch (const std::exception&) {
-      // Closing a listener whose socket already failed: nothing left to do.
+  bool Reply(HttpReply reply) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (cancelled_ || state_ != State::kNew) return false;
+    state_ = State::kDone;
+    return Post(&Session::SendReply, std::move(reply));
+  }
+
+  bool StartStream(HttpReply head) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (cancelled_ || state_ != State::kNew) return false;
+    state_ = State::kStreaming;
+    return Post(&Session::SendStreamHead, std::move(head));
+  }
+
+  bool Write(std::string chunk) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (cancelled_ || state_ != State::kStreaming) return false;
+    return Post(&Session::SendChunk, std::move(chunk));
+  }
+
+  bool Finish() override {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (cancelled_ || state_ != State::kStreaming) return false;
+    state_ = State::kDone;
+    return PostFinish();
+  }
+
+  bool cancelled() const override {
+    std::lock_guard<std::mutex> lock(mu_);
+    return cancelled_;
+  }
+
+  void OnCancel(std::function<void()> on_cancel) override {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (!cancelled_) {
+        on_cancel_ = std::move(on_cancel);
+        return;
+      }
+      if (state_ == State::kDone) return;
     }
+    on_cancel();
+  }
+
+  // From the session, on its strand.
+  void Cancel() {
+    std::function<void()> run;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (cancelled_) return;
+      cancelled_ = true;
+      if (state_ != State::kDone) run = std::move(on_cancel_);
+      on_cancel_ = nullptr;
+    }
+    if (run) run();
+  }
+
+  bool answered() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return state_ == State::kDone;
+  }
+
+ private:
+  enum class State { kNew, kStreaming, kDone };
+
+  template <typename Arg>
+  bool Post(void (Session::*method)(uint64_t, Arg), Arg arg) {
+    auto s = session_.lock();
+    if (!s || core_->stopped) {
+      cancelled_ = true;
+      return false;
+    }
+    net::post(s->executor(), [s, method, seq = seq_, arg = std::move(arg)]() mutable {
+      ((*s).*method)(seq, std::move(arg));
+    });
+    return true;
+  }
+
+  bool PostFinish() {
+    auto s = session_.lock();
+    if (!s || core_->stopped) {
+      cancelled_ = true;
+      return false;
+    }
+    net::post(s->executor(), [s, seq = seq_] { s->SendFinish(seq); });
+    return true;
+  }
+
+  const std::shared_ptr<Core> core_;
+  const std::weak_ptr<Session> session_;
+  const uint64_t seq_;
+  mutable std::mutex mu_;
+  State state_ = State::kNew;  // Guarded by mu_, as below.
+  bool cancelled_ = false;
+  std::function<void()> on_cancel_;
+};
+
+void Session::CancelResponder() {
+  if (auto r = responder_.lock()) r->Cancel();
+}
+
+void Session::SendReply(uint64_t seq, HttpReply reply) {
+  if (seq != seq_ || phase_ != Phase::kHandling || streaming_ || response_done_) return;
+  response_done_ = true;
+  Queue(Serialize(reply, false));
+}
+
+void Session::SendStreamHead(uint64_t seq, HttpReply head) {
+  if (seq != seq_ || phase_ != Phase::kHandling || streaming_ || response_done_) return;
+  streaming_ = true;
+  Queue(Serialize(head, true));
+}
+
+void Session::SendChunk(uint64_t seq, std::string chunk) {
+  if (seq != seq_ || phase_ != Phase::kHandling || !streaming_ || response_done_) return;
+  if (pending_.size() + chunk.size() > core_.options.limits.max_stream_backlog) {
+    return Close();  // The peer reads slower than the stream comes: cancelled.
+  }
+  Queue(Chunk(chunk));
+}
+
+void Session::SendFinish(uint64_t seq) {
+  if (seq != seq_ || phase_ != Phase::kHandling || !streaming_ || response_done_) return;
+  response_done_ = true;
+  streaming_ = false;
+  Queue(chunked_ && !head_only_ ? "0\r\n\r\n" : "");
+}
+
+// Finds the route: the longest matching path, then the method.
+const HttpRoute* FindRoute(const std::vector<HttpRoute>& routes, const HttpRequest& r,
+                           std::string& allow) {
+  size_t best_len = 0;
+  bool found_path = false;
+  std::vector<const HttpRoute*> at_best;
+  for (const auto& route : routes) {
+    const std::string& p = route.path;
+    const bool match =
+        r.path == p ||
+        (route.match == HttpMatch::kPrefix && r.path.size() > p.size() &&
+         r.path.compare(0, p.size(), p) == 0 && (p.back() == '/' || r.path[p.size()] == '/'));
+    if (!match) continue;
+    if (!found_path || p.size() > best_len) at_best.clear();
+    if (!found_path || p.size() >= best_len) {
+      at_best.push_back(&route);
+      best_len = p.size();
+      found_path = true;
+    }
+  }
+  for (const HttpRoute* route : at_best) {
+    if (route->method == r.method || (route->method == "GET" && r.method == "HEAD")) return route;
+  }
+  for (const HttpRoute* route : at_best) {
+    allow += (allow.empty() ? "" : ", ") + route->method;
+    if (route->method == "GET") allow += ", HEAD";
+  }
+  return nullptr;
+}
+
+void Session::Dispatch() {
+  HttpRequest request = Parsed();
+  request.body = std::move(parser_->get().body());
+  keep_alive_ = parser_->get().keep_alive();
+  http10_ = parser_->get().version() < 11;
+  chunked_ = !http10_;
+  head_only_ = request.method == "HEAD";
+  streaming_ = false;
+  response_done_ = false;
+  linger_after_ = false;
+  parser_.reset();
+  SetPhase(Phase::kHandling);
+  core_.handling++;
+  auto responder = std::make_shared<Responder>(core_weak_.lock(),
+                                               std::weak_ptr<Session>(shared_from_this()), ++seq_);
+  responder_ = responder;
+  WatchPeer();
+  std::string allow;
+  const HttpRoute* route = FindRoute(core_.routes, request, allow);
+  if (route == nullptr) {
+    HttpReply r = allow.empty()
+                      ? core_.options.error_reply(request, 404, "not found: " + request.path)
+                      : core_.options.error_reply(request, 405,
+                                                  "method " + request.method + " not allowed on " +
+                                                      request.path + "; allowed: " + allow);
+    if (!allow.empty()) r.headers.emplace_back("Allow", allow);
+    responder->Reply(std::move(r));
+    return;
+  }
+  try {
+    route->handler(request, responder);
+  } catch (const std::exception& e) {
+    responder->Reply(
+        core_.options.error_reply(request, 500, std::string("internal error: ") + e.what()));
+  }
+}
+
+class Server final : public HttpServer {
+ public:
+  Server(std::shared_ptr<Core> core, std::string url)
+      : core_(std::move(core)),
+        url_(std::move(url)),
+        acceptor_(net::make_strand(core_->ioc)),
+        retry_(acceptor_.get_executor()) {}
+
+  ~Server() override { Drain(std::chrono::milliseconds(0)); }
+
+  Status Listen(const tcp::endpoint& endpoint) {
+    error_code ec;
+    acceptor_.open(endpoint.protocol(), ec);
+    if (!ec) acceptor_.set_option(net::socket_base::reuse_address(true), ec);
+    if (!ec) acceptor_.bind(endpoint, ec);
+    if (!ec) acceptor_.listen(net::socket_base::max_listen_connections, ec);
+    if (ec) return Status::Unavailable("cannot listen on " + url_ + ": " + ec.message());
+    Accept();
+    for (int i = 0; i < core_->options.io_threads; ++i) {
+      threads_.emplace_back([this] { core_->ioc.run(); });
+    }
+    return Status::Ok();
+  }
+
+  bool Drain(std::chrono::milliseconds timeout) override {
+    std::lock_guard<std::mutex> drain_lock(drain_mu_);
+    if (drained_) return drained_all_;
+    const auto deadline = Clock::now() + timeout;
+    core_->draining = true;
+    net::post(acceptor_.get_executor(), [this] {
+      error_code ignored;
+      acceptor_.close(ignored);  // Nothing to do if it failed: the server is going away.
+      retry_.cancel();
+    });
+    for (auto& s : Sessions()) net::post(s->executor(), [s] { s->OnDrain(); });
+    const auto close_at = deadline - std::min(kDrainCloseReserve, timeout / 4);
+    {
+      std::unique_lock<std::mutex> lock(core_->mu);
+      core_->closed.wait_until(lock, close_at, [&] { return core_->sessions.empty(); });
+      drained_all_ = core_->sessions.empty();
+    }
+    // What is left is closed; its responders cancelled.
+    for (auto& s : Sessions()) net::post(s->executor(), [s] { s->Close(); });
+    {
+      std::unique_lock<std::mutex> lock(core_->mu);
+      core_->closed.wait_until(lock, deadline, [&] { return core_->sessions.empty(); });
+    }
+    core_->stopped = true;
+    core_->ioc.stop();
+    for (auto& t : threads_) t.join();
+    threads_.clear();
+    // No thread runs the sessions now: close the stragglers, and the
+    // listener if the posted close did not run, here.
+    for (auto& s : Sessions()) s->Close();
+    error_code ignored;
+    acceptor_.close(ignored);  // Nothing to do if it failed: the server is going away.
+    drained_ = true;
+    return drained_all_;
   }
 
   const std::string& url() const override { return url_; }
 
- private:
-  void Handle(http::http_request req) {
-    HttpReply reply;
-    const auto& method = req.method();
-    if (method != http::methods::GET && method != http::methods::HEAD) {
-      reply = {405, "text/plain; charset=utf-8", "method not allowed: use GET\n"};
-    } else {
-      HttpQuery q;
-      q.path = web::uri::decode(req.relative_uri().path());
-      // Split by hand: web::uri::split_query drops keys without "=", and
-      // probes are written "?verbose".
-      std::string query = req.relative_uri().query();
-      for (size_t start = 0; start <= query.size();) {
-        size_t end = query.find('&', start);
-        if (end == std::string::npos) end = query.size();
-        std::string pair = query.substr(start, end - start);
-        if (!pair.empty()) {
-          size_t eq = pair.find('=');
-          q.query[web::uri::decode(pair.substr(0, eq))] =
-              eq == std::string::npos ? "" : web::uri::decode(pair.substr(eq + 1));
-        }
-        start = end + 1;
-      }
-      const HttpHandler* best = nullptr;
-      size_t best_len = 0;
-      for (const auto& [prefix, handler] : routes_) {
-        bool match = q.path == prefix || (q.path.size() > prefix.size() &&
-                                          q.path.compare(0, prefix.size(), prefix) == 0 &&
-                                          q.path[prefix.size()] == '/');
-        if (match && prefix.size() >= best_len) {
-          best = &handler;
-          best_len = prefix.size();
-        }
-      }
-      if (best == nullptr) {
-        reply = {404, "text/plain; charset=utf-8", "not found: " + q.path + "\n"};
-      } else {
-        try {
-          reply = (*best)(q);
-        } catch (const std::exception& e) {
-          reply = {500, "text/plain; charset=utf-8", std::string("internal error: ") + e.what()};
-        }
-      }
+  HttpServerStats stats() const override {
+    HttpServerStats s;
+    {
+      std::lock_guard<std::mutex> lock(core_->mu);
+      s.connections = static_cast<int>(core_->sessions.size());
     }
-    http::http_response resp(static_cast<http::status_code>(reply.status));
-    resp.headers().add("Cache-Control", "no-cache");
-    resp.headers().add("X-Content-Type-Options", "nosniff");
-    resp.set_body(method == http::methods::HEAD ? std::string() : reply.body, reply.content_type);
-    req.reply(resp).then([](pplx::task<void> t) {
-      try {
-        t.get();
-      } catch (const std::exception&) {
-        // The client went away before the reply was sent.
+    s.handling = core_->handling.load();
+    s.draining = core_->draining.load();
+    return s;
+  }
+
+ private:
+  std::vector<std::shared_ptr<Session>> Sessions() {
+    std::vector<std::shared_ptr<Session>> out;
+    std::lock_guard<std::mutex> lock(core_->mu);
+    for (auto& [id, weak] : core_->sessions) {
+      if (auto s = weak.lock()) out.push_back(std::move(s));
+    }
+    return out;
+  }
+
+  void Accept() {
+    acceptor_.async_accept(net::make_strand(core_->ioc), [this](error_code ec, tcp::socket socket) {
+      if (ec == net::error::operation_aborted || core_->draining) return;
+      if (ec) {
+        // Out of file descriptors, most likely: try again shortly.
+        log::Logger("http").Warn("accept failed", {{"error", ec.message()}});
+        retry_.expires_after(std::chrono::milliseconds(50));
+        retry_.async_wait([this](error_code e) {
+          if (!e) Accept();
+        });
+        return;
       }
+      Admit(std::move(socket));
+      Accept();
     });
   }
 
+  // Registers the connection, reclaiming one at the limit.
+  void Admit(tcp::socket socket) {
+    // Small writes (a stream's chunks) go out at once, not after the peer's
+    // delayed ACK of the last one.
+    error_code ignored;
+    socket.set_option(tcp::no_delay(true), ignored);  // Without it: only slower.
+    std::shared_ptr<Session> victim;
+    const uint64_t id = ++core_->next_id;
+    auto session = std::make_shared<Session>(core_, std::move(socket), id);
+    {
+      std::lock_guard<std::mutex> lock(core_->mu);
+      if (static_cast<int>(core_->sessions.size()) >= core_->options.limits.max_connections) {
+        Clock::time_point oldest = Clock::time_point::max(), since;
+        for (auto& [other_id, weak] : core_->sessions) {
+          auto s = weak.lock();
+          if (s && s->Reclaimable(since) && since < oldest) {
+            oldest = since;
+            victim = std::move(s);
+          }
+        }
+        if (!victim) return;  // All busy: the new connection is closed (its socket destroyed).
+      }
+      core_->sessions[id] = session;
+    }
+    if (victim) net::post(victim->executor(), [victim] { victim->Close(); });
+    net::post(session->executor(), [session] { session->Start(); });
+  }
+
+  const std::shared_ptr<Core> core_;
   const std::string url_;
-  const std::map<std::string, HttpHandler> routes_;
-  http::experimental::listener::http_listener listener_;
-  bool open_ = false;
+  tcp::acceptor acceptor_;
+  net::steady_timer retry_;
+  std::vector<std::thread> threads_;
+  std::mutex drain_mu_;
+  bool drained_ = false, drained_all_ = false;  // Guarded by drain_mu_.
 };
 
 }  // namespace
+
+std::string HttpRequest::Header(const std::string& name) const {
+  auto it = headers.find(name);
+  return it == headers.end() ? "" : it->second;
+}
+
+HttpRoute HttpRoute::Get(std::string path, HttpHandler handler, HttpMatch match) {
+  return Async(
+      "GET", std::move(path),
+      [handler = std::move(handler)](const HttpRequest& r, std::shared_ptr<HttpResponder> out) {
+        out->Reply(handler(r));
+      },
+      match);
+}
+
+HttpRoute HttpRoute::Async(std::string method, std::string path, HttpAsyncHandler handler,
+                           HttpMatch match) {
+  return HttpRoute{std::move(method), std::move(path), match, std::move(handler)};
+}
 
 StatusOr<std::pair<std::string, int>> ParseBindAddress(const std::string& address) {
   auto colon = address.rfind(':');
@@ -129,13 +826,38 @@ StatusOr<std::pair<std::string, int>> ParseBindAddress(const std::string& addres
   return std::make_pair(host, port);
 }
 
-StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const std::string& bind_address,
-                                                        std::map<std::string, HttpHandler> routes) {
-  KILN_ASSIGN_OR_RETURN(auto host_port, ParseBindAddress(bind_address));
+StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(HttpServerOptions options,
+                                                        std::vector<HttpRoute> routes) {
+  KILN_ASSIGN_OR_RETURN(auto host_port, ParseBindAddress(options.bind_address));
+  const HttpLimits& l = options.limits;
+  if (options.io_threads < 1 || l.max_connections < 1 || l.max_header_bytes < 64 ||
+      l.header_timeout.count() <= 0 || l.body_idle_timeout.count() <= 0 ||
+      l.body_timeout.count() <= 0 || l.keep_alive_timeout.count() <= 0 ||
+      l.write_timeout.count() <= 0) {
+    return Status::InvalidArgument(
+        "HTTP server options: io_threads and max_connections must be at least 1, "
+        "max_header_bytes at least 64, and every timeout positive");
+  }
+  for (const auto& r : routes) {
+    if (r.path.empty() || r.path.front() != '/' || !r.handler || r.method.empty()) {
+      return Status::InvalidArgument("HTTP route \"" + r.method + " " + r.path +
+                                     "\": want a method, a path starting with / and a handler");
+    }
+  }
   std::string host = host_port.first.empty() ? "0.0.0.0" : host_port.first;
-  std::string url = "http://" + host + ":" + std::to_string(host_port.second);
-  auto server = std::make_unique<CppRestServer>(url, std::move(routes));
-  KILN_RETURN_IF_ERROR(server->Open());
+  std::string bare = host.front() == '[' ? host.substr(1, host.size() - 2) : host;
+  if (bare == "localhost") bare = "127.0.0.1";
+  error_code ec;
+  const auto address = net::ip::make_address(bare, ec);
+  if (ec) {
+    return Status::InvalidArgument("bind address \"" + options.bind_address +
+                                   "\": the host must be an IP address or localhost");
+  }
+  const std::string url = "http://" + host + ":" + std::to_string(host_port.second);
+  auto core = std::make_shared<Core>(std::move(options), std::move(routes));
+  auto server = std::make_unique<Server>(core, url);
+  KILN_RETURN_IF_ERROR(
+      server->Listen(tcp::endpoint(address, static_cast<uint16_t>(host_port.second))));
   return std::unique_ptr<HttpServer>(std::move(server));
 }
 

@@ -3,6 +3,7 @@
 find_package(Threads REQUIRED)
 find_package(OpenSSL 3 REQUIRED)
 find_package(cpprestsdk REQUIRED)
+find_package(Boost 1.74 REQUIRED)  # Headers only: Beast and Asio, for base/http_server.
 find_package(yaml-cpp REQUIRED)
 find_package(nlohmann_json 3.11 REQUIRED)
 find_package(prometheus-cpp REQUIRED COMPONENTS core)

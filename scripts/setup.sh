@@ -13,7 +13,7 @@ source "$(dirname "$0")/lib/cuda.sh"
 APT_PACKAGES=(
   build-essential cmake ninja-build pkg-config ccache clang-format git curl openssl
   python3 python3-pip python3-yaml python3-numpy iproute2 procps
-  libcpprest-dev libyaml-cpp-dev libssl-dev nlohmann-json3-dev prometheus-cpp-dev catch2
+  libcpprest-dev libboost-dev libyaml-cpp-dev libssl-dev nlohmann-json3-dev prometheus-cpp-dev catch2
   fortunes
 )
 

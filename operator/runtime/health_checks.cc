@@ -9,7 +9,7 @@ void HealthChecks::Add(const std::string& name, std::function<Status()> check) {
   checks_[name] = std::move(check);
 }
 
-HttpReply HealthChecks::Serve(const HttpQuery& query) const {
+HttpReply HealthChecks::Serve(const HttpRequest& query) const {
   std::map<std::string, std::function<Status()>> checks;
   {
     std::lock_guard<std::mutex> lock(mu_);

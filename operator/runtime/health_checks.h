@@ -23,7 +23,7 @@ class HealthChecks {
   // A check returns ok or why it fails; it must be quick (probes time out).
   void Add(const std::string& name, std::function<Status()> check);
   // Serves `endpoint` and `endpoint/<name>`.
-  HttpReply Serve(const HttpQuery& query) const;
+  HttpReply Serve(const HttpRequest& query) const;
   const std::string& endpoint() const { return endpoint_; }
 
  private:

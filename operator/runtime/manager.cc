@@ -69,20 +69,29 @@ std::string Manager::health_url() const {
 }
 
 Status Manager::StartServers() {
-  std::map<std::string, std::map<std::string, HttpHandler>> by_address;
+  std::map<std::string, std::vector<HttpRoute>> by_address;
   if (options_.metrics_bind_address != "0") {
-    by_address[options_.metrics_bind_address]["/metrics"] = [this](const HttpQuery&) {
-      return HttpReply{200, "text/plain; version=0.0.4; charset=utf-8", metrics_->Scrape()};
-    };
+    by_address[options_.metrics_bind_address].push_back(
+        HttpRoute::Get("/metrics", [this](const HttpRequest&) {
+          return HttpReply{200, "text/plain; version=0.0.4; charset=utf-8", metrics_->Scrape()};
+        }));
   }
   if (options_.health_probe_bind_address != "0") {
     auto& routes = by_address[options_.health_probe_bind_address];
-    routes["/healthz"] = [this](const HttpQuery& q) { return healthz_.Serve(q); };
-    routes["/readyz"] = [this](const HttpQuery& q) { return readyz_.Serve(q); };
+    routes.push_back(HttpRoute::Get(
+        "/healthz", [this](const HttpRequest& r) { return healthz_.Serve(r); },
+        HttpMatch::kPrefix));
+    routes.push_back(HttpRoute::Get(
+        "/readyz", [this](const HttpRequest& r) { return readyz_.Serve(r); }, HttpMatch::kPrefix));
   }
   for (auto& [address, routes] : by_address) {
-    bool metrics = routes.count("/metrics") != 0, health = routes.count("/healthz") != 0;
-    KILN_ASSIGN_OR_RETURN(auto server, HttpServer::Start(address, std::move(routes)));
+    bool metrics = false, health = false;
+    for (const auto& r : routes) {
+      metrics = metrics || r.path == "/metrics";
+      health = health || r.path == "/healthz";
+    }
+    KILN_ASSIGN_OR_RETURN(auto server,
+                          HttpServer::Start({.bind_address = address}, std::move(routes)));
     std::lock_guard<std::mutex> lock(mu_);
     if (metrics) metrics_url_ = server->url();
     if (health) health_url_ = server->url();
@@ -119,7 +128,8 @@ void Manager::Shutdown() {
   StopControllers();
   for (auto& i : informers_) i->Stop();
   events_.Flush(std::chrono::seconds(5));
-  for (auto& s : servers_) s->Stop();
+  // A probe or scrape in flight may finish.
+  for (auto& s : servers_) s->Drain(std::chrono::seconds(1));
   servers_.clear();
 }
 

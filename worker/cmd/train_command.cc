@@ -299,14 +299,15 @@ int RunTrainCommand(int argc, char** argv) {
   std::unique_ptr<HttpServer> server;
   if (!metrics_address.empty()) {
     auto started = HttpServer::Start(
-        metrics_address, {{"/metrics",
-                           [&metrics](const HttpQuery&) {
-                             return HttpReply{
-                                 .status = 200,
-                                 .content_type = "text/plain; version=0.0.4; charset=utf-8",
-                                 .body = metrics.Scrape()};
-                           }},
-                          {"/healthz", [](const HttpQuery&) { return HttpReply{.body = "ok"}; }}});
+        {.bind_address = metrics_address},
+        {HttpRoute::Get("/metrics",
+                        [&metrics](const HttpRequest&) {
+                          return HttpReply{
+                              .status = 200,
+                              .content_type = "text/plain; version=0.0.4; charset=utf-8",
+                              .body = metrics.Scrape()};
+                        }),
+         HttpRoute::Get("/healthz", [](const HttpRequest&) { return HttpReply{.body = "ok"}; })});
     if (!started.ok()) return finish(started.status());
     server = std::move(*started);
   }
@@ -317,7 +318,7 @@ int RunTrainCommand(int argc, char** argv) {
         std::fflush(stdout);
       },
       &stop.requested());
-  if (server) server->Stop();
+  if (server) server->Drain(std::chrono::seconds(1));  // A scrape in flight may finish.
   last_step = (*trainer)->completed_step();
   return finish(s);
 }

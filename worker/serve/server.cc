@@ -6,8 +6,6 @@
 #include <set>
 #include <thread>
 
-#include <cpprest/http_listener.h>
-#include <cpprest/producerconsumerstream.h>
 #include <prometheus/counter.h>
 #include <prometheus/gauge.h>
 #include <prometheus/histogram.h>
@@ -21,11 +19,8 @@
 namespace kiln::serve {
 namespace {
 
-namespace http = web::http;
 using nlohmann::json;
 using Clock = std::chrono::steady_clock;
-
-constexpr size_t kMaxBody = 1 << 20;
 
 double Seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
 
@@ -77,40 +72,77 @@ struct ServeMetrics {
 
 // One accepted completion, shared by the handler and the engine callback.
 struct Completion {
-  http::http_request request;
+  std::shared_ptr<HttpResponder> out;
   std::string request_id, id, model;
   int64_t created = 0;
   bool stream = false;
   Clock::time_point start = Clock::now(), first_token;
   bool have_first = false;
-  std::string text;               // Non-streaming: the whole text. Streaming: not yet sent.
-  std::atomic<bool> gone{false};  // The client went away.
-  concurrency::streams::producer_consumer_buffer<uint8_t> body;
+  std::string text;  // Non-streaming: the whole text. Streaming: not yet sent.
   int64_t engine_id = 0;
 };
 
+// The time Drain allows, past its timeout, for the engine to deliver the
+// cancellations and for the HTTP server to send the last replies.
+constexpr auto kCancelGrace = std::chrono::seconds(1);
+constexpr auto kFlushTime = std::chrono::seconds(1);
+
 class Server final : public InferenceServer {
  public:
-  Server(Engine& engine, const ServerOptions& options, const std::string& url)
-      : engine_(engine), options_(options), url_(url), listener_(url) {}
+  Server(Engine& engine, const ServerOptions& options) : engine_(engine), options_(options) {}
 
   ~Server() override {
     if (!drained_) Drain(std::chrono::milliseconds(0));
   }
 
   Status Open() {
-    listener_.support([this](http::http_request r) { Handle(std::move(r)); });
-    try {
-      listener_.open().wait();
-    } catch (const std::exception& e) {
-      return Status::Unavailable("cannot listen on " + url_ + ": " + e.what());
-    }
+    HttpServerOptions http;
+    http.bind_address = options_.bind_address;
+    http.limits = options_.limits;
+    http.default_headers = {{"X-Kiln-Model-Version", options_.model_version}};
+    http.error_reply = [this](const HttpRequest& r, int status, const std::string& message) {
+      return JsonReply(Known(r.path), RequestId(r), status, ErrorJson(status, message));
+    };
+    auto text = [this](const std::string& path, auto body) {
+      return HttpRoute::Get(path, [this, path, body](const HttpRequest& r) {
+        auto [status, content] = body();
+        return Text(path, RequestId(r), status, content, "text/plain");
+      });
+    };
+    std::vector<HttpRoute> routes = {
+        HttpRoute::Async("POST", "/v1/completions",
+                         [this](const HttpRequest& r, std::shared_ptr<HttpResponder> out) {
+                           Complete(r, std::move(out));
+                         }),
+        HttpRoute::Get("/v1/models",
+                       [this](const HttpRequest& r) {
+                         json model = {{"id", options_.model_name},
+                                       {"object", "model"},
+                                       {"created", created_},
+                                       {"owned_by", "kiln"},
+                                       {"version", options_.model_version}};
+                         return JsonReply("/v1/models", RequestId(r), 200,
+                                          {{"object", "list"}, {"data", json::array({model})}});
+                       }),
+        text("/healthz", [] { return std::pair<int, std::string>(200, "ok"); }),
+        text("/readyz",
+             [this] {
+               if (draining_) return std::pair<int, std::string>(503, "draining");
+               if (!ready_)
+                 return std::pair<int, std::string>(503, "not ready: loading or warming up");
+               return std::pair<int, std::string>(200, "ok");
+             }),
+        HttpRoute::Get("/metrics", [this](const HttpRequest& r) {
+          return Text("/metrics", RequestId(r), 200, Scrape(),
+                      "text/plain; version=0.0.4; charset=utf-8");
+        })};
+    KILN_ASSIGN_OR_RETURN(http_, HttpServer::Start(std::move(http), std::move(routes)));
     loop_ = std::thread([this] { Loop(); });
     return Status::Ok();
   }
 
   void SetReady(bool ready) override { ready_ = ready; }
-  std::string url() const override { return url_; }
+  std::string url() const override { return http_->url(); }
   int in_flight() const override {
     std::lock_guard<std::mutex> lock(mu_);
     return static_cast<int>(active_.size());
@@ -132,7 +164,7 @@ class Server final : public InferenceServer {
     }
     Wake();
     // The loop delivers the cancellations at its next step.
-    const auto grace = Clock::now() + std::chrono::seconds(5);
+    const auto grace = Clock::now() + kCancelGrace;
     while (in_flight() > 0 && Clock::now() < grace) {
       std::this_thread::sleep_for(std::chrono::milliseconds(5));
     }
@@ -142,16 +174,9 @@ class Server final : public InferenceServer {
     }
     loop_cv_.notify_all();
     if (loop_.joinable()) loop_.join();
-    // The last replies may still be on their way out (bounded: a client that
-    // stops reading must not hold the process).
-    const auto sent = Clock::now() + std::chrono::seconds(5);
-    while (unsent_->load() > 0 && Clock::now() < sent) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    }
-    try {
-      listener_.close().wait();
-    } catch (const std::exception&) {
-    }
+    // The last replies may still be on their way out; a client that stops
+    // reading, or never finishes its request, is cut off.
+    if (http_) http_->Drain(kFlushTime);
     drained_ = true;
     return cancelled;
   }
@@ -182,54 +207,38 @@ class Server final : public InferenceServer {
     }
   }
 
+  // The path as a metrics label: one of the routes, else "other" (a label
+  // per unknown path would grow without bound).
+  static std::string Known(const std::string& path) {
+    for (const char* p : {"/v1/completions", "/v1/models", "/healthz", "/readyz", "/metrics"}) {
+      if (path == p) return path;
+    }
+    return "other";
+  }
+
   void Count(const std::string& path, int status) {
     metrics_.requests.Add({{"path", path}, {"code", std::to_string(status)}}).Increment();
   }
 
-  void AddHeaders(http::http_response& r, const std::string& request_id) {
-    r.headers().add("X-Kiln-Model-Version", options_.model_version);
-    r.headers().add("X-Request-Id", request_id);
-    r.headers().add("Cache-Control", "no-cache");
-  }
-
-  void Reply(http::http_request& req, const std::string& path, const std::string& request_id,
-             int status, const std::string& body, const std::string& type, int retry_after = 0) {
-    http::http_response r(static_cast<http::status_code>(status));
-    AddHeaders(r, request_id);
-    if (retry_after > 0) r.headers().add("Retry-After", std::to_string(retry_after));
-    r.set_body(body, type);
+  HttpReply Text(const std::string& path, const std::string& request_id, int status,
+                 std::string body, const std::string& type, int retry_after = 0) {
+    HttpReply r{status, type, std::move(body), {{"X-Request-Id", request_id}}};
+    if (retry_after > 0) r.headers.emplace_back("Retry-After", std::to_string(retry_after));
     Count(path, status);
-    SendReply(req, r, [] {});
+    return r;
   }
 
-  // Replies, counting the reply as unsent until cpprestsdk has written all of
-  // it, so that Drain does not close the listener under a reply in flight.
-  // `on_error` runs if the client went away first.
-  template <typename OnError>
-  void SendReply(http::http_request& req, http::http_response& r, OnError on_error) {
-    std::shared_ptr<std::atomic<int>> unsent = unsent_;
-    unsent->fetch_add(1);
-    req.reply(r).then([unsent, on_error](pplx::task<void> t) {
-      try {
-        t.get();
-      } catch (const std::exception&) {
-        on_error();
-      }
-      unsent->fetch_sub(1);
-    });
+  HttpReply JsonReply(const std::string& path, const std::string& request_id, int status,
+                      const json& body, int retry_after = 0) {
+    return Text(path, request_id, status, Dump(body) + "\n", "application/json", retry_after);
   }
 
-  void ReplyJson(http::http_request& req, const std::string& path, const std::string& request_id,
-                 int status, const json& body, int retry_after = 0) {
-    Reply(req, path, request_id, status, Dump(body) + "\n", "application/json", retry_after);
-  }
-
-  std::string RequestId(const http::http_request& req) {
-    auto it = req.headers().find("X-Request-Id");
-    if (it != req.headers().end() && !it->second.empty() && it->second.size() <= 128) {
+  static std::string RequestId(const HttpRequest& req) {
+    const std::string given = req.Header("x-request-id");
+    if (!given.empty() && given.size() <= 128) {
       bool printable = true;
-      for (char c : it->second) printable = printable && c > ' ' && c < 127;
-      if (printable) return it->second;
+      for (char c : given) printable = printable && c > ' ' && c < 127;
+      if (printable) return given;
     }
     static std::atomic<uint64_t> counter{0};
     Rng rng(static_cast<uint64_t>(Clock::now().time_since_epoch().count()) ^ (++counter << 32));
@@ -238,85 +247,22 @@ class Server final : public InferenceServer {
     return buf;
   }
 
-  void Handle(http::http_request req) {
-    const std::string path = web::uri::decode(req.relative_uri().path());
+  void Complete(const HttpRequest& req, std::shared_ptr<HttpResponder> out) {
+    const std::string path = "/v1/completions";
     const std::string request_id = RequestId(req);
-    const auto& method = req.method();
-    auto only = [&](const http::method& m) {
-      if (method == m) return true;
-      ReplyJson(req, path, request_id, 405, ErrorJson(405, "use " + m + " on " + path));
-      return false;
+    auto refuse = [&](int status, const json& body, int retry_after = 0) {
+      out->Reply(JsonReply(path, request_id, status, body, retry_after));
     };
-    try {
-      if (path == "/v1/completions") {
-        if (only(http::methods::POST)) Complete(req, path, request_id);
-      } else if (path == "/v1/models") {
-        if (only(http::methods::GET)) {
-          json model = {{"id", options_.model_name},
-                        {"object", "model"},
-                        {"created", created_},
-                        {"owned_by", "kiln"},
-                        {"version", options_.model_version}};
-          ReplyJson(req, path, request_id, 200,
-                    {{"object", "list"}, {"data", json::array({model})}});
-        }
-      } else if (path == "/healthz") {
-        if (only(http::methods::GET)) Reply(req, path, request_id, 200, "ok", "text/plain");
-      } else if (path == "/readyz") {
-        if (only(http::methods::GET)) {
-          if (draining_) {
-            Reply(req, path, request_id, 503, "draining", "text/plain");
-          } else if (!ready_) {
-            Reply(req, path, request_id, 503, "not ready: loading or warming up", "text/plain");
-          } else {
-            Reply(req, path, request_id, 200, "ok", "text/plain");
-          }
-        }
-      } else if (path == "/metrics") {
-        if (only(http::methods::GET)) {
-          Reply(req, path, request_id, 200, Scrape(), "text/plain; version=0.0.4; charset=utf-8");
-        }
-      } else {
-        ReplyJson(req, path, request_id, 404, ErrorJson(404, "no such path: " + path));
-      }
-    } catch (const std::exception& e) {
-      ReplyJson(req, path, request_id, 500,
-                ErrorJson(500, std::string("internal error: ") + e.what()));
-    }
-  }
-
-  void Complete(http::http_request& req, const std::string& path, const std::string& request_id) {
     if (draining_) {
-      ReplyJson(req, path, request_id, 503,
-                ErrorJson(503, "the server is shutting down; retry on another replica"));
-      return;
+      return refuse(503, ErrorJson(503, "the server is shutting down; retry on another replica"));
     }
-    auto length = req.headers().content_length();
-    if (length > kMaxBody) {
-      ReplyJson(req, path, request_id, 413, ErrorJson(413, "the request body is over 1 MiB"));
-      return;
-    }
-    std::string body;
-    try {
-      body = req.extract_utf8string(true).get();
-    } catch (const std::exception& e) {
-      ReplyJson(req, path, request_id, 400,
-                ErrorJson(400, std::string("cannot read the request body: ") + e.what()));
-      return;
-    }
-    if (body.size() > kMaxBody) {
-      ReplyJson(req, path, request_id, 413, ErrorJson(413, "the request body is over 1 MiB"));
-      return;
-    }
-    auto parsed = ParseCompletionRequest(body, options_.model_name, engine_.config());
+    auto parsed = ParseCompletionRequest(req.body, options_.model_name, engine_.config());
     if (auto* err = std::get_if<RequestError>(&parsed)) {
-      ReplyJson(req, path, request_id, err->status,
-                ErrorJson(err->status, err->message, err->param));
-      return;
+      return refuse(err->status, ErrorJson(err->status, err->message, err->param));
     }
     auto& cr = std::get<CompletionRequest>(parsed);
     auto c = std::make_shared<Completion>();
-    c->request = req;
+    c->out = out;
     c->request_id = request_id;
     c->id = "cmpl-" + request_id;
     c->model = options_.model_name;
@@ -332,13 +278,10 @@ class Server final : public InferenceServer {
     if (!id.ok()) {
       lock.unlock();
       if (id.status().code() == StatusCode::kResourceExhausted) {
-        ReplyJson(req, path, request_id, 429,
-                  ErrorJson(429, id.status().message() + "; retry later"),
-                  options_.retry_after_seconds);
-      } else {
-        ReplyJson(req, path, request_id, 400, ErrorJson(400, id.status().message()));
+        return refuse(429, ErrorJson(429, id.status().message() + "; retry later"),
+                      options_.retry_after_seconds);
       }
-      return;
+      return refuse(400, ErrorJson(400, id.status().message()));
     }
     c->engine_id = *id;
     active_.insert(c);
@@ -346,39 +289,17 @@ class Server final : public InferenceServer {
     metrics_.prompt_tokens.Increment(prompt_tokens);
     if (c->stream) {
       // Headers now; chunks follow as the engine produces them.
-      http::http_response r(http::status_codes::OK);
-      AddHeaders(r, request_id);
-      r.set_body(c->body.create_istream(), "text/event-stream");
-      Count(path, 200);
-      Engine* engine = &engine_;
-      SendReply(req, r, [this, c, engine] {
-        // The client went away: stop generating for it.
-        c->gone = true;
-        engine->Cancel(c->engine_id);
-        Wake();
-      });
+      out->StartStream(Text(path, request_id, 200, "", "text/event-stream"));
     }
-    Wake();
-  }
-
-  void Send(Completion& c, const std::string& data) {
-    if (c.gone) return;
-    auto piece = std::make_shared<std::string>(data);
-    c.body.putn_nocopy(reinterpret_cast<const uint8_t*>(piece->data()), piece->size())
-        .then([piece](pplx::task<size_t> t) {
-          try {
-            t.get();
-          } catch (const std::exception&) {
-          }
-        });
-    // Without a sync the listener's read of the body waits for a whole
-    // chunk (or the end): the client would get every event at once.
-    c.body.sync().then([](pplx::task<void> t) {
-      try {
-        t.get();
-      } catch (const std::exception&) {
-      }
+    // The client went away (or the server is closing its connection): stop
+    // generating for it, whole or streamed.
+    Engine* engine = &engine_;
+    const int64_t engine_id = c->engine_id;
+    out->OnCancel([this, engine, engine_id] {
+      engine->Cancel(engine_id);
+      Wake();
     });
+    Wake();
   }
 
   // On the engine's thread.
@@ -391,14 +312,15 @@ class Server final : public InferenceServer {
     }
     if (e.token) metrics_.generated_tokens.Increment();
     c->text += e.text;
-    if (c->stream && !c->gone) {
+    if (c->stream) {
       const size_t ready =
           e.finish == FinishReason::kNone ? CompleteUtf8Prefix(c->text) : c->text.size();
       if (ready > 0) {
-        Send(*c, "data: " +
-                     Dump(ChunkJson(c->id, c->created, c->model, c->text.substr(0, ready),
-                                    FinishReason::kNone)) +
-                     "\n\n");
+        // False once the client is gone; the cancellation is on its way.
+        c->out->Write("data: " +
+                      Dump(ChunkJson(c->id, c->created, c->model, c->text.substr(0, ready),
+                                     FinishReason::kNone)) +
+                      "\n\n");
         c->text.erase(0, ready);
       }
     }
@@ -413,23 +335,25 @@ class Server final : public InferenceServer {
       metrics_.tpot.Observe(Seconds(now - c->first_token) / (e.completion_tokens - 1));
     }
     metrics_.latency.Observe(Seconds(now - c->start));
+    const std::string path = "/v1/completions";
     if (c->stream) {
-      if (!c->gone) {
-        Send(*c, "data: " + Dump(ChunkJson(c->id, c->created, c->model, "", e.finish)) + "\n\n");
-        Send(*c, "data: [DONE]\n\n");
-      }
-      c->body.close(std::ios_base::out).wait();
+      c->out->Write("data: " + Dump(ChunkJson(c->id, c->created, c->model, "", e.finish)) + "\n\n");
+      c->out->Write("data: [DONE]\n\n");
+      c->out->Finish();
     } else if (e.finish == FinishReason::kError) {
-      ReplyJson(c->request, "/v1/completions", c->request_id, 500,
-                ErrorJson(500, "the model failed while generating; see the server log"));
+      c->out->Reply(
+          JsonReply(path, c->request_id, 500,
+                    ErrorJson(500, "the model failed while generating; see the server log")));
     } else if (e.finish == FinishReason::kCancelled && draining_) {
-      ReplyJson(c->request, "/v1/completions", c->request_id, 503,
-                ErrorJson(503, "the server shut down before the completion finished"));
-    } else {
-      ReplyJson(c->request, "/v1/completions", c->request_id, 200,
-                CompletionJson(c->id, c->created, c->model, c->text, e.finish, e.prompt_tokens,
-                               e.completion_tokens));
+      c->out->Reply(
+          JsonReply(path, c->request_id, 503,
+                    ErrorJson(503, "the server shut down before the completion finished")));
+    } else if (!c->out->cancelled()) {
+      c->out->Reply(JsonReply(path, c->request_id, 200,
+                              CompletionJson(c->id, c->created, c->model, c->text, e.finish,
+                                             e.prompt_tokens, e.completion_tokens)));
     }
+    c->out.reset();
   }
 
   std::string Scrape() {
@@ -451,38 +375,33 @@ class Server final : public InferenceServer {
           engine_.kv_utilization());
     gauge("kiln_serve_in_flight_requests", "Completions accepted and not finished", in_flight());
     gauge("kiln_serve_ready", "1 when /readyz answers 200", ready_ && !draining_ ? 1 : 0);
+    gauge("kiln_serve_http_connections", "Open HTTP connections, idle ones included",
+          http_ ? http_->stats().connections : 0);
     return prometheus::TextSerializer().Serialize(families);
   }
 
   Engine& engine_;
   const ServerOptions options_;
-  const std::string url_;
   const int64_t created_ = std::chrono::duration_cast<std::chrono::seconds>(
                                std::chrono::system_clock::now().time_since_epoch())
                                .count();
-  http::experimental::listener::http_listener listener_;
   ServeMetrics metrics_;
   std::atomic<bool> ready_{false}, draining_{false};
   bool drained_ = false;
-  // Replies handed to cpprestsdk and not yet written; shared with their
-  // continuations, which may outlive a Drain that gave up waiting.
-  std::shared_ptr<std::atomic<int>> unsent_ = std::make_shared<std::atomic<int>>(0);
   mutable std::mutex mu_;  // Guards active_.
   std::set<std::shared_ptr<Completion>> active_;
   std::mutex loop_mu_;
   std::condition_variable loop_cv_;
   bool stop_ = false, wake_ = false;
   std::thread loop_;
+  std::unique_ptr<HttpServer> http_;  // Last: drained (in Drain) before the rest goes.
 };
 
 }  // namespace
 
 StatusOr<std::unique_ptr<InferenceServer>> InferenceServer::Start(Engine& engine,
                                                                   const ServerOptions& options) {
-  KILN_ASSIGN_OR_RETURN(auto host_port, ParseBindAddress(options.bind_address));
-  const std::string host = host_port.first.empty() ? "0.0.0.0" : host_port.first;
-  auto server = std::make_unique<Server>(engine, options,
-                                         "http://" + host + ":" + std::to_string(host_port.second));
+  auto server = std::make_unique<Server>(engine, options);
   KILN_RETURN_IF_ERROR(server->Open());
   return std::unique_ptr<InferenceServer>(std::move(server));
 }

@@ -1,6 +1,7 @@
-// InferenceServer: kiln-worker serve's HTTP API over cpprestsdk's listener,
-// in front of the continuous-batching Engine (engine.h), which it steps on
-// its own thread.
+// InferenceServer: kiln-worker serve's HTTP API, on kiln's HttpServer
+// (base/http_server.h: its limits and timeouts apply), in front of the
+// continuous-batching Engine (engine.h), which it steps on its own thread.
+// Thread-safe.
 //
 //   POST /v1/completions  OpenAI-compatible (openai.h); "stream": true sends
 //                         server-sent events, one chunk per released piece of
@@ -14,9 +15,10 @@
 // Every response carries X-Kiln-Model-Version (rollouts compare it) and
 // X-Request-Id (the client's, or a new one). Refusals are OpenAI-style JSON
 // errors: 400 for malformed or out-of-range input (naming the field), 404 for
-// another model or path, 405, 413 for a body above 1 MiB, 429 with
-// Retry-After when the queue is full, 503 while draining. A client that goes
-// away mid-stream has its request cancelled (its KV blocks freed).
+// another model or path, 405, 413 for a body above 1 MiB, 431 for headers
+// above 16 KiB (HttpLimits), 429 with Retry-After when the queue is full, 503
+// while draining. A client that goes away before its completion is done
+// (streamed or not) has its request cancelled (its KV blocks freed).
 #ifndef KILN_WORKER_SERVE_SERVER_H_
 #define KILN_WORKER_SERVE_SERVER_H_
 
@@ -24,6 +26,7 @@
 #include <memory>
 #include <string>
 
+#include "base/http_server.h"
 #include "base/statusor.h"
 #include "worker/serve/engine.h"
 
@@ -34,6 +37,7 @@ struct ServerOptions {
   std::string model_name = "kiln";
   std::string model_version = "unversioned";
   int retry_after_seconds = 1;  // Sent with 429.
+  HttpLimits limits;            // The HTTP server's; see base/http_server.h.
 };
 
 class InferenceServer {
@@ -47,7 +51,10 @@ class InferenceServer {
   virtual void SetReady(bool ready) = 0;
   // Graceful stop: refuses new completions (503) and /readyz, lets queued and
   // running requests finish until `timeout`, cancels what is left, then stops
-  // listening and stepping. Returns how many requests it had to cancel.
+  // stepping and listening. Returns within `timeout` + 2 s whatever clients
+  // do (1 s for the engine to deliver the cancellations, 1 s for the HTTP
+  // server to send the last replies). Returns how many requests it had to
+  // cancel.
   virtual int Drain(std::chrono::milliseconds timeout) = 0;
   virtual std::string url() const = 0;  // e.g. "http://127.0.0.1:8000"
   // Requests accepted and not yet finished.

@@ -289,10 +289,9 @@ TEST_CASE("a full queue answers 429, and a client that hangs up mid-stream is ca
   RawHttp first(s.port, "POST", "/v1/completions", long_stream);
   REQUIRE(first.ReadUntil("data: {"));
   // Streamed as generated: the first event arrives long before the 1000th
-  // token, not with the whole response. (This cannot see cpprestsdk's own
-  // ~6 KB read chunking, which the server's sync() after each event avoids:
-  // without it the first event came after 33 tokens here, with it after 1;
-  // bench/serve_bench.sh shows the time to first token.)
+  // token, not with the whole response. (Each event is written as its own
+  // chunk when it comes; tests/base/http_server_test.cc checks that chunk by
+  // chunk, and bench/serve_bench.sh shows the time to first token.)
   const std::string early = Metrics(s);
   CHECK(Metric(early, "kiln_serve_in_flight_requests") == 1);
   CHECK(Metric(early, "kiln_serve_generation_tokens_total") < 200);
@@ -391,6 +390,53 @@ TEST_CASE("SIGTERM drains: no new work, in-flight requests finish, then exit 0",
     CHECK(unavailable >= 2);  // The queued ones at least.
     CHECK(s.process->Wait() == 0);
   }
+}
+
+// Issue 22: a few hundred clients send headers announcing a body, one byte of
+// it, and nothing more. Every wait is bounded (RawHttp's reads by 30 s).
+TEST_CASE("stalled uploads starve no completion, keep /readyz or a SIGTERM from answering",
+          "[serve][server]") {
+  TempDir dir;
+  Server s = Serve(dir, WriteModel(dir, 2, 64, 256), {"--drain-timeout", "2s"});
+  auto stall = [&] {
+    std::vector<std::unique_ptr<RawHttp>> clients;
+    for (int i = 0; i < 200; ++i) {
+      clients.push_back(std::make_unique<RawHttp>(s.port));
+      REQUIRE(clients.back()->Send(
+          "POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+          "Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n{"));
+    }
+    return clients;
+  };
+  auto connections = [&] { return Metric(Metrics(s), "kiln_serve_http_connections"); };
+  {
+    auto stalled = stall();
+    RawResponse r =
+        Call(s, "POST", "/v1/completions", R"({"prompt": "still here", "max_tokens": 3})");
+    INFO(r.body);
+    CHECK(r.status == 200);
+    CHECK(Call(s, "GET", "/readyz").status == 200);
+    CHECK(connections() >= 200);
+  }
+  // They hang up: ready at once, their connections gone.
+  CHECK(Call(s, "GET", "/readyz").status == 200);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (connections() > 1 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  CHECK(connections() == 1);  // The scrape's own.
+
+  // A first SIGTERM with 200 stalled uploads open ends the process, drained.
+  auto stalled = stall();
+  s.process->Signal(SIGTERM);
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (!s.process->Poll() && std::chrono::steady_clock::now() < until) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  REQUIRE(s.process->Poll());
+  CHECK(*s.process->Poll() == 0);
+  CHECK_THAT(s.process->Output(), Catch::Contains("\"event\":\"drained\""));
+  for (auto& c : stalled) CHECK(c->ReadToEnd());
 }
 
 TEST_CASE("kiln-worker serve loads from a URL, verifies checksums and refuses damage",
