@@ -1,7 +1,7 @@
-"""Unit tests of scripts/localcluster.py's pieces that need no cluster: the
-port registry and the fake GPU node manifests."""
+"""Unit tests of scripts/kiln_localcluster's pieces that need no cluster: the
+port registry, the fake GPU node manifests and the kubeconfigs."""
 
-import importlib.util
+import base64
 import json
 import multiprocessing
 import os
@@ -12,23 +12,23 @@ import tempfile
 import unittest
 from pathlib import Path
 
+import yaml
+
 ROOT = Path(__file__).resolve().parents[2]
-spec = importlib.util.spec_from_file_location("localcluster", ROOT / "scripts" / "localcluster.py")
-lc = importlib.util.module_from_spec(spec)
-sys.modules["localcluster"] = lc
-spec.loader.exec_module(lc)
+sys.path.insert(0, str(ROOT / "scripts"))
+from kiln_localcluster import cli, layout, pki, ports  # noqa: E402
 
 
 def reserve_in_child(registry_dir, count, queue, hold):
-    ports = lc.PortRegistry(Path(registry_dir)).reserve(count, os.getpid())
-    queue.put(ports)
+    taken = ports.PortRegistry(Path(registry_dir)).reserve(count, os.getpid())
+    queue.put(taken)
     hold.wait()  # Keep the owner alive until every child has reserved.
 
 
 class PortRegistryTest(unittest.TestCase):
     def setUp(self):
         self.tmp = tempfile.TemporaryDirectory()
-        self.registry = lc.PortRegistry(Path(self.tmp.name))
+        self.registry = ports.PortRegistry(Path(self.tmp.name))
 
     def tearDown(self):
         self.tmp.cleanup()
@@ -47,7 +47,7 @@ class PortRegistryTest(unittest.TestCase):
         every = [p for ports in results for p in ports]
         self.assertEqual(len(every), 240)
         self.assertEqual(len(set(every)), 240, "two runs were given the same port")
-        self.assertTrue(all(p < lc._ephemeral_start() for p in every))
+        self.assertTrue(all(p < ports._ephemeral_start() for p in every))
 
     def test_reservations_of_a_dead_owner_are_reused_and_live_ones_are_not(self):
         mine = self.registry.reserve(5, os.getpid())
@@ -71,18 +71,18 @@ class PortRegistryTest(unittest.TestCase):
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             s.listen()
-            self.assertFalse(lc.port_is_free(s.getsockname()[1]))
+            self.assertFalse(ports.port_is_free(s.getsockname()[1]))
 
 
 class LeftoverMatchTest(unittest.TestCase):
     def test_whole_path_components_only(self):
         # Regression: a substring match let one run's teardown kill another run
         # whose directory name merely started with the same characters.
-        self.assertTrue(lc.mentions_dir("/b/lc", "/b/lc"))
-        self.assertTrue(lc.mentions_dir("/b/lc/kiln-1/pki/ca.crt", "/b/lc"))
-        self.assertTrue(lc.mentions_dir("--kubeconfig=/b/lc/kiln-1/kubeconfig", "/b/lc"))
-        self.assertFalse(lc.mentions_dir("/b/lc-disruption", "/b/lc"))
-        self.assertFalse(lc.mentions_dir("/b/lc-disruption/kiln-1/kubeconfig", "/b/lc"))
+        self.assertTrue(cli.mentions_dir("/b/lc", "/b/lc"))
+        self.assertTrue(cli.mentions_dir("/b/lc/kiln-1/pki/ca.crt", "/b/lc"))
+        self.assertTrue(cli.mentions_dir("--kubeconfig=/b/lc/kiln-1/kubeconfig", "/b/lc"))
+        self.assertFalse(cli.mentions_dir("/b/lc-disruption", "/b/lc"))
+        self.assertFalse(cli.mentions_dir("/b/lc-disruption/kiln-1/kubeconfig", "/b/lc"))
 
     def test_finds_a_live_process_by_its_arguments(self):
         with tempfile.TemporaryDirectory() as d:
@@ -95,7 +95,7 @@ class LeftoverMatchTest(unittest.TestCase):
             mine = subprocess.Popen(sleeper + [str(run_dir / "x")], **quiet)
             other = subprocess.Popen(sleeper + [str(sibling / "x")], **quiet)
             try:
-                found = lc.leftover_pids(run_dir)
+                found = cli.leftover_pids(run_dir)
                 self.assertIn(mine.pid, found)
                 self.assertNotIn(other.pid, found)
             finally:
@@ -106,12 +106,12 @@ class LeftoverMatchTest(unittest.TestCase):
 
 class NodeManifestTest(unittest.TestCase):
     def spec(self, nodes=4, zones=2):
-        return lc.RunSpec(dir="/x", clusters=[], nodes=nodes, gpus_per_node=8,
+        return layout.RunSpec(dir="/x", clusters=[], nodes=nodes, gpus_per_node=8,
                           gpu_product="NVIDIA-H100-80GB-HBM3", nodes_per_nvlink_domain=2,
                           nodes_per_rack=2, zones=zones, bin_dir="/b", owner_pid=0)
 
     def test_gpu_capacity_and_topology_labels(self):
-        items = json.loads(lc.node_manifests("c1", self.spec()))["items"]
+        items = json.loads(layout.node_manifests("c1", self.spec()))["items"]
         self.assertEqual([n["metadata"]["name"] for n in items],
                          ["c1-gpu-0", "c1-gpu-1", "c1-gpu-2", "c1-gpu-3"])
         for n in items:
@@ -125,10 +125,29 @@ class NodeManifestTest(unittest.TestCase):
                          ["c1-zone-a", "c1-zone-a", "c1-zone-b", "c1-zone-b"])
 
     def test_uneven_zones(self):
-        items = json.loads(lc.node_manifests("c", self.spec(nodes=5, zones=3)))["items"]
+        items = json.loads(layout.node_manifests("c", self.spec(nodes=5, zones=3)))["items"]
         zones = [n["metadata"]["labels"]["topology.kubernetes.io/zone"] for n in items]
         self.assertEqual(zones, sorted(zones))
         self.assertEqual(len(set(zones)), 3)
+
+
+class KubeconfigTest(unittest.TestCase):
+    def test_contexts_users_and_credentials_round_trip_through_yaml(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            entries = []
+            for name in ("kiln-1", "kiln-2"):
+                d = Path(tmp) / name
+                d.mkdir()
+                for f in ("ca.crt", "admin.crt", "admin.key"):
+                    (d / f).write_text(f"{name} {f}: a: b # not yaml-safe\n")
+                entries.append((name, f"https://127.0.0.1:{6443 + len(entries)}", d, "admin"))
+            config = yaml.safe_load(pki.kubeconfig_yaml(entries))
+        self.assertEqual(config["current-context"], "kiln-1")
+        self.assertEqual([c["name"] for c in config["contexts"]], ["kiln-1", "kiln-2"])
+        self.assertEqual(config["contexts"][1]["context"], {"cluster": "kiln-2", "user": "kiln-2-admin"})
+        self.assertEqual(config["clusters"][1]["cluster"]["server"], "https://127.0.0.1:6444")
+        key = base64.b64decode(config["users"][0]["user"]["client-key-data"]).decode()
+        self.assertEqual(key, "kiln-1 admin.key: a: b # not yaml-safe\n")
 
 
 if __name__ == "__main__":
