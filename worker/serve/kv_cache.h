@@ -33,9 +33,12 @@ class PagedKvCache {
   // Host bytes of keys and values (0 without host storage).
   int64_t bytes() const { return static_cast<int64_t>(data_.size() * sizeof(float)); }
 
-  // `n` free blocks, or ResourceExhausted leaving all free.
+  // `n` free blocks, or ResourceExhausted leaving all free (InvalidArgument
+  // for n < 0).
   StatusOr<std::vector<int>> Allocate(int n);
-  // Returns blocks to the pool.
+  // Returns blocks to the pool. A block that is not allocated (freed twice,
+  // or never a block id) is a bug that would hand one block to two
+  // sequences: the process aborts with a message rather than go on.
   void Free(const std::vector<int>& blocks);
 
   // Rows of keys and values of `block` in `layer`: [block_size, C] each.
@@ -49,7 +52,8 @@ class PagedKvCache {
 
   int layers_, channels_, block_size_, num_blocks_;
   std::vector<float> data_;
-  std::vector<int> free_;  // A stack of free block ids.
+  std::vector<int> free_;     // A stack of free block ids.
+  std::vector<bool> in_use_;  // By block id.
 };
 
 }  // namespace kiln::serve
