@@ -51,12 +51,16 @@ class Manager {
   Manager(const Manager&) = delete;
   Manager& operator=(const Manager&) = delete;
 
-  // Owned by the manager; add before Run. The informer's client may be any
-  // member cluster's.
-  kube::Informer& AddInformer(kube::Client& client, const kube::Resource& resource,
-                              kube::InformerOptions options = {});
-  Controller& AddController(const std::string& name, Reconciler& reconciler, int workers = 1,
-                            WorkQueueOptions queue_options = {});
+  // The one informer for `resource` in `options.ns` of the cluster `client`
+  // talks to, made on first request and owned by the manager: controllers
+  // share it, and its indexes (Informer::AddIndex) are registered once.
+  // Asking again with other options for the same key is FailedPrecondition,
+  // as is asking for a new informer once Run has started them. The client
+  // may be any member cluster's and must outlive the manager.
+  StatusOr<kube::Informer*> GetInformer(kube::Client& client, const kube::Resource& resource,
+                                        kube::InformerOptions options = {});
+  Controller& AddController(const std::string& name, Reconciler& reconciler,
+                            ControllerOptions options = {});
 
   Metrics& metrics() { return *metrics_; }
   HealthChecks& healthz() { return healthz_; }
@@ -87,6 +91,7 @@ class Manager {
   EventRecorder events_;
   std::vector<std::unique_ptr<kube::Informer>> informers_;
   std::vector<std::string> informer_names_;
+  std::atomic<bool> informers_started_{false};
   std::vector<std::unique_ptr<Controller>> controllers_;
   std::vector<std::unique_ptr<HttpServer>> servers_;
   std::unique_ptr<LeaderElector> elector_;
