@@ -2,12 +2,15 @@
 // controller-runtime's manager does. Run starts the metrics and health
 // endpoints, starts every informer and waits for their caches, then — on the
 // leader only, when leader election is configured — starts the controllers.
-// It stops on request (e.g. SIGTERM): controllers drain their in-flight
-// reconciles (bounded by the graceful-shutdown timeout), then the lease is
+// It stops on request (e.g. SIGTERM): every reconcile's Context is stopped
+// and controllers drain their in-flight reconciles (bounded by the
+// graceful-shutdown timeout), then the lease is
 // released so a standby takes over at once, then informers and endpoints stop.
 // Losing leadership stops everything and Run returns Aborted: the process
 // should exit and be restarted, as client-go advises, since a former leader
 // cannot know what it missed.
+// Thread safety: set up (GetInformer, informers' AddIndex, AddController and
+// their watches) from one thread before Run; the accessors are thread-safe.
 #ifndef KILN_OPERATOR_RUNTIME_MANAGER_H_
 #define KILN_OPERATOR_RUNTIME_MANAGER_H_
 

@@ -315,17 +315,18 @@ class MemberCountReconciler final : public Reconciler {
       ctx.Sleep(std::chrono::hours(1));
       return ctx.Err();
     }
-    auto members = members_.List({.index = "owner", .index_value = req.name});
+    auto members = members_.List({.index = "owner-label", .index_value = req.name});
     if (!members.ok()) return members.status();
     const std::string count = std::to_string(members->size());
     if ((**owner).value("data", kube::json::object()).value("members", "") == count) {
       return Result{};
     }
     kube::json patch = {{"data", {{"members", count}}}};
-    return client_
-        .Patch(kube::resources::kConfigMaps, req.ns, req.name, kube::PatchType::kMerge,
-               patch.dump())
-        .status();
+    KILN_RETURN_IF_ERROR(client_
+                             .Patch(kube::resources::kConfigMaps, req.ns, req.name,
+                                    kube::PatchType::kMerge, patch.dump())
+                             .status());
+    return Result{};
   }
   std::atomic<bool> waiting_{false};
 
@@ -372,7 +373,7 @@ TEST_CASE("a manager's controller reads its cache, follows a Watches mapping and
                                      {.ns = members_ns, .label_selector = "kiln-test=member"});
   REQUIRE(owners.ok());
   REQUIRE(members.ok());
-  REQUIRE((*members)->AddIndex("owner", OwnerLabel).ok());
+  REQUIRE((*members)->AddIndex("owner-label", OwnerLabel).ok());
   CacheReader owner_reader(**owners), member_reader(**members);
   MemberCountReconciler reconciler(c, owner_reader, member_reader);
   Controller& controller = manager.AddController("member-count", reconciler, {.workers = 2});
