@@ -30,7 +30,8 @@ std::pair<long, long> Rss() {
 
 class NoopReconciler final : public kiln::runtime::Reconciler {
  public:
-  kiln::StatusOr<kiln::runtime::Result> Reconcile(const kiln::runtime::Request&) override {
+  kiln::StatusOr<kiln::runtime::Result> Reconcile(const kiln::runtime::Context&,
+                                                  const kiln::runtime::Request&) override {
     ++count;
     return kiln::runtime::Result{};
   }
@@ -55,7 +56,8 @@ int main(int argc, char** argv) {
   auto t0 = std::chrono::steady_clock::now();
   kiln::kube::Informer informer(**client, kiln::kube::resources::kConfigMaps, {.ns = argv[2]});
   NoopReconciler noop;
-  kiln::runtime::Controller controller("noop", noop, workers, {.overall_qps = 0});
+  kiln::runtime::Controller controller("noop", noop,
+                                       {.workers = workers, .queue = {.overall_qps = 0}});
   controller.For(informer);
   informer.Start();
   while (!informer.HasSynced()) std::this_thread::sleep_for(std::chrono::milliseconds(1));

@@ -26,7 +26,16 @@ Informer::~Informer() { Stop(); }
 
 void Informer::AddHandlers(EventHandlers handlers) { handlers_.push_back(std::move(handlers)); }
 
+Status Informer::AddIndex(const std::string& name, IndexFunc func) {
+  if (started_.load()) {
+    return Status::FailedPrecondition("index \"" + name + "\" added to the " + resource_.resource +
+                                      " informer after it started");
+  }
+  return store_.AddIndex(name, std::move(func));
+}
+
 void Informer::Start() {
+  started_ = true;
   next_resync_ = std::chrono::steady_clock::now() + options_.resync;
   thread_ = std::thread([this] { Run(); });
 }

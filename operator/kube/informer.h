@@ -39,6 +39,8 @@ struct InformerOptions {
   bool allow_bookmarks = true;
   // Drop metadata.managedFields from cached objects (often half their size).
   bool strip_managed_fields = true;
+
+  bool operator==(const InformerOptions&) const = default;
 };
 
 struct InformerStats {
@@ -58,6 +60,10 @@ class Informer {
 
   // Registers handlers; call before Start.
   void AddHandlers(EventHandlers handlers);
+  // Adds an index to the store (rules in Store::AddIndex). Refused with
+  // FailedPrecondition once started: an index must exist before the first
+  // list so that every object is filed under it from the start.
+  Status AddIndex(const std::string& name, IndexFunc func);
   void Start();
   // Stops the watch and joins the thread; handlers are not called afterwards.
   void Stop();
@@ -67,6 +73,11 @@ class Informer {
   // Waits up to `timeout` for HasSynced.
   bool WaitForSync(std::chrono::milliseconds timeout);
 
+  const Resource& resource() const { return resource_; }
+  const InformerOptions& options() const { return options_; }
+  // The client this informer watches through: which cluster it belongs to.
+  const Client& client() const { return client_; }
+  bool started() const { return started_.load(); }
   const Store& store() const { return store_; }
   Store& mutable_store() { return store_; }
   InformerStats stats() const;
@@ -89,6 +100,7 @@ class Informer {
   std::vector<EventHandlers> handlers_;
   std::atomic<bool> stop_{false};
   std::atomic<bool> synced_{false};
+  std::atomic<bool> started_{false};
   std::thread thread_;
   mutable std::mutex mu_;
   std::condition_variable cv_;

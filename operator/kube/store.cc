@@ -46,12 +46,26 @@ std::string Store::KeyOf(const json& obj) {
   return ns.empty() ? name : ns + "/" + name;
 }
 
-void Store::AddIndex(const std::string& name, IndexFunc func) {
+Status Store::AddIndex(const std::string& name, IndexFunc func) {
+  using Plain = std::vector<std::string> (*)(const json&);
   std::lock_guard<std::mutex> lock(mu_);
+  if (auto it = index_funcs_.find(name); it != index_funcs_.end()) {
+    const Plain* had = it->second.target<Plain>();
+    const Plain* now = func.target<Plain>();
+    if (had != nullptr && now != nullptr && *had == *now) return Status::Ok();
+    return Status::AlreadyExists("index \"" + name +
+                                 "\" is already registered with another function");
+  }
   index_funcs_[name] = std::move(func);
   for (const auto& [key, obj] : items_) {
     for (const auto& v : index_funcs_[name](*obj)) indexes_[name][v].insert(key);
   }
+  return Status::Ok();
+}
+
+bool Store::HasIndex(const std::string& name) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return index_funcs_.count(name) > 0;
 }
 
 void Store::IndexLocked(const std::string& key, const json& obj, bool add) {

@@ -15,6 +15,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "base/status.h"
+
 namespace kiln::kube {
 
 using Object = std::shared_ptr<const nlohmann::json>;
@@ -35,8 +37,12 @@ class Store {
 
   static std::string KeyOf(const nlohmann::json& obj);
 
-  // Adds an index; call before the store is filled.
-  void AddIndex(const std::string& name, IndexFunc func);
+  // Adds an index and files the objects already held under it. A name is
+  // registered once: again with the same plain function (a function pointer)
+  // is a no-op, with any other function (or over a built-in) AlreadyExists,
+  // since two callers would otherwise read different things under one name.
+  Status AddIndex(const std::string& name, IndexFunc func);
+  bool HasIndex(const std::string& name) const;
 
   Object Get(const std::string& key) const;
   std::vector<Object> List() const;

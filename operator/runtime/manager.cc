@@ -38,8 +38,26 @@ Manager::Manager(kube::Client& client, ManagerOptions options)
 
 Manager::~Manager() { Shutdown(); }
 
-kube::Informer& Manager::AddInformer(kube::Client& client, const kube::Resource& resource,
-                                     kube::InformerOptions options) {
+StatusOr<kube::Informer*> Manager::GetInformer(kube::Client& client, const kube::Resource& resource,
+                                               kube::InformerOptions options) {
+  const std::string what = resource.resource +
+                           (resource.group.empty() ? "" : "." + resource.group) +
+                           (options.ns.empty() ? "" : " in " + options.ns);
+  for (const auto& i : informers_) {
+    if (&i->client() != &client || i->resource().group != resource.group ||
+        i->resource().resource != resource.resource || i->options().ns != options.ns) {
+      continue;
+    }
+    if (i->options() != options) {
+      return Status::FailedPrecondition("the " + what +
+                                        " informer already exists with other options (selectors, "
+                                        "resync, paging); share one set of options");
+    }
+    return i.get();
+  }
+  if (informers_started_.load()) {
+    return Status::FailedPrecondition("the " + what + " informer was asked for after Run started");
+  }
   informers_.push_back(std::make_unique<kube::Informer>(client, resource, options));
   std::string name = resource.resource + (resource.group.empty() ? "" : "." + resource.group);
   // Several clusters may each have an informer for one resource.
@@ -48,13 +66,13 @@ kube::Informer& Manager::AddInformer(kube::Client& client, const kube::Resource&
   if (same > 0) name += "#" + std::to_string(same);
   informer_names_.push_back(name);
   metrics_->AddInformer(name, informers_.back().get());
-  return *informers_.back();
+  return informers_.back().get();
 }
 
-Controller& Manager::AddController(const std::string& name, Reconciler& reconciler, int workers,
-                                   WorkQueueOptions queue_options) {
+Controller& Manager::AddController(const std::string& name, Reconciler& reconciler,
+                                   ControllerOptions options) {
   controllers_.push_back(
-      std::make_unique<Controller>(name, reconciler, workers, queue_options, metrics_));
+      std::make_unique<Controller>(name, reconciler, std::move(options), metrics_));
   return *controllers_.back();
 }
 
@@ -111,6 +129,8 @@ bool Manager::StopControllers() {
   if (!controllers_started_.exchange(false)) return true;
   // Stop drains the queues and joins the workers; a reconcile stuck on a
   // dead API server must not hold the process past the grace period.
+  // Cancel every reconcile's context first, so none waits for another's drain.
+  for (auto& c : controllers_) c->RequestStop();
   auto done = std::async(std::launch::async, [this] {
     for (auto& c : controllers_) c->Stop();
   });
@@ -135,6 +155,7 @@ void Manager::Shutdown() {
 
 Status Manager::Run(const std::atomic<bool>& stop) {
   KILN_RETURN_IF_ERROR(StartServers());
+  informers_started_ = true;
   for (auto& i : informers_) i->Start();
   auto sync_deadline = std::chrono::steady_clock::now() + options_.cache_sync_timeout;
   for (size_t i = 0; i < informers_.size(); ++i) {

@@ -2,12 +2,15 @@
 // controller-runtime's manager does. Run starts the metrics and health
 // endpoints, starts every informer and waits for their caches, then — on the
 // leader only, when leader election is configured — starts the controllers.
-// It stops on request (e.g. SIGTERM): controllers drain their in-flight
-// reconciles (bounded by the graceful-shutdown timeout), then the lease is
+// It stops on request (e.g. SIGTERM): every reconcile's Context is stopped
+// and controllers drain their in-flight reconciles (bounded by the
+// graceful-shutdown timeout), then the lease is
 // released so a standby takes over at once, then informers and endpoints stop.
 // Losing leadership stops everything and Run returns Aborted: the process
 // should exit and be restarted, as client-go advises, since a former leader
 // cannot know what it missed.
+// Thread safety: set up (GetInformer, informers' AddIndex, AddController and
+// their watches) from one thread before Run; the accessors are thread-safe.
 #ifndef KILN_OPERATOR_RUNTIME_MANAGER_H_
 #define KILN_OPERATOR_RUNTIME_MANAGER_H_
 
@@ -51,12 +54,16 @@ class Manager {
   Manager(const Manager&) = delete;
   Manager& operator=(const Manager&) = delete;
 
-  // Owned by the manager; add before Run. The informer's client may be any
-  // member cluster's.
-  kube::Informer& AddInformer(kube::Client& client, const kube::Resource& resource,
-                              kube::InformerOptions options = {});
-  Controller& AddController(const std::string& name, Reconciler& reconciler, int workers = 1,
-                            WorkQueueOptions queue_options = {});
+  // The one informer for `resource` in `options.ns` of the cluster `client`
+  // talks to, made on first request and owned by the manager: controllers
+  // share it, and its indexes (Informer::AddIndex) are registered once.
+  // Asking again with other options for the same key is FailedPrecondition,
+  // as is asking for a new informer once Run has started them. The client
+  // may be any member cluster's and must outlive the manager.
+  StatusOr<kube::Informer*> GetInformer(kube::Client& client, const kube::Resource& resource,
+                                        kube::InformerOptions options = {});
+  Controller& AddController(const std::string& name, Reconciler& reconciler,
+                            ControllerOptions options = {});
 
   Metrics& metrics() { return *metrics_; }
   HealthChecks& healthz() { return healthz_; }
@@ -87,6 +94,7 @@ class Manager {
   EventRecorder events_;
   std::vector<std::unique_ptr<kube::Informer>> informers_;
   std::vector<std::string> informer_names_;
+  std::atomic<bool> informers_started_{false};
   std::vector<std::unique_ptr<Controller>> controllers_;
   std::vector<std::unique_ptr<HttpServer>> servers_;
   std::unique_ptr<LeaderElector> elector_;

@@ -1,7 +1,8 @@
 // The reconcile contract, in the style of controller-runtime: a Reconciler is
 // told only which object to look at (a Request), reads the world afresh and
 // drives it toward the desired state. It is level-based and idempotent: it may
-// be called any number of times for the same object.
+// be called any number of times for the same object. It is handed a Context
+// and returns promptly once the context is done (the controller is stopping).
 #ifndef KILN_OPERATOR_RUNTIME_RECONCILE_H_
 #define KILN_OPERATOR_RUNTIME_RECONCILE_H_
 
@@ -9,6 +10,7 @@
 #include <string>
 
 #include "base/statusor.h"
+#include "operator/runtime/context.h"
 
 namespace kiln::runtime {
 
@@ -41,8 +43,10 @@ inline bool IsTerminal(const Status& s) { return s.detail<TerminalError>() != nu
 class Reconciler {
  public:
   virtual ~Reconciler() = default;
-  // Not-found objects are not errors: return an empty Result.
-  virtual StatusOr<Result> Reconcile(const Request& request) = 0;
+  // Not-found objects are not errors: return an empty Result. Once
+  // `ctx.done()`, return (ctx.Err() is fine): an error returned after the
+  // controller was stopped is not counted as a failure and not retried.
+  virtual StatusOr<Result> Reconcile(const Context& ctx, const Request& request) = 0;
 };
 
 }  // namespace kiln::runtime

@@ -30,7 +30,7 @@ class MarkingReconciler final : public Reconciler {
  public:
   MarkingReconciler(kube::Client& client) : client_(client) {}
 
-  StatusOr<Result> Reconcile(const Request& req) override {
+  StatusOr<Result> Reconcile(const Context&, const Request& req) override {
     {
       std::lock_guard<std::mutex> lock(mu_);
       if (!active_.insert(req.Key()).second) ++overlaps_;
@@ -101,8 +101,8 @@ TEST_CASE("a controller reconciles every object to its desired state",
   MarkingReconciler reconciler(c);
   kube::Informer informer(c, kube::resources::kConfigMaps,
                           {.ns = ns, .label_selector = "ctl=test"});
-  Controller controller("configmap-marker", reconciler, 4,
-                        {.base_backoff = std::chrono::milliseconds(50)});
+  Controller controller("configmap-marker", reconciler,
+                        {.workers = 4, .queue = {.base_backoff = std::chrono::milliseconds(50)}});
   controller.For(informer);
   informer.Start();
   REQUIRE(informer.WaitForSync(std::chrono::minutes(1)));

@@ -4,12 +4,15 @@
 #include "operator/runtime/manager.h"
 
 #include <chrono>
+#include <future>
 #include <iostream>
 #include <thread>
 
 #include <catch2/catch.hpp>
 
+#include "operator/kube/api_error.h"
 #include "operator/kube/kubeconfig.h"
+#include "operator/runtime/cache_reader.h"
 #include "tests/support/background_process.h"
 #include "tests/support/http_probe.h"
 #include "tests/support/local_clusters.h"
@@ -193,7 +196,7 @@ class LabelingReconciler final : public Reconciler {
  public:
   LabelingReconciler(kube::Client& client, EventRecorder& events)
       : client_(client), events_(events) {}
-  StatusOr<Result> Reconcile(const Request& req) override {
+  StatusOr<Result> Reconcile(const Context&, const Request& req) override {
     auto cm = client_.Get(kube::resources::kConfigMaps, req.ns, req.name);
     if (!cm.ok()) return cm.status();
     if ((*cm)["metadata"].value("labels", kube::json::object()).contains("reconciled")) {
@@ -236,9 +239,10 @@ TEST_CASE("a manager in process: informer, controller, events, metrics, stop",
                              .metrics = &metrics});
   LabelingReconciler reconciler(**client, manager.events());
   // Only the test's own objects (each namespace also gets kube-root-ca.crt).
-  auto& informer = manager.AddInformer(**client, kube::resources::kConfigMaps,
-                                       {.ns = ns, .label_selector = "kiln-test"});
-  manager.AddController("labeler", reconciler, 2).For(informer);
+  auto informer = manager.GetInformer(**client, kube::resources::kConfigMaps,
+                                      {.ns = ns, .label_selector = "kiln-test"});
+  REQUIRE(informer.ok());
+  manager.AddController("labeler", reconciler, {.workers = 2}).For(**informer);
   for (int i = 0; i < 5; ++i) {
     REQUIRE((*client)
                 ->Create(kube::resources::kConfigMaps, ns,
@@ -288,6 +292,135 @@ TEST_CASE("a manager in process: informer, controller, events, metrics, stop",
   CHECK(result.ok());
   CHECK(!HttpFetch(manager.metrics_url(), "/metrics").ok());  // Endpoints closed.
   (void)(*client)->Delete(kube::resources::kNamespaces, "", ns);
+}
+
+std::vector<std::string> OwnerLabel(const kube::json& cm) {
+  std::string owner = cm["metadata"].value("labels", kube::json::object()).value("owner", "");
+  return owner.empty() ? std::vector<std::string>{} : std::vector<std::string>{owner};
+}
+
+// Writes into each owner ConfigMap how many member ConfigMaps (in another
+// namespace, labelled owner=<name>) it has, reading both from the cache and
+// writing through the API. The owner named "wait" waits on its context.
+class MemberCountReconciler final : public Reconciler {
+ public:
+  MemberCountReconciler(kube::Client& client, const Reader& owners, const Reader& members)
+      : client_(client), owners_(owners), members_(members) {}
+  StatusOr<Result> Reconcile(const Context& ctx, const Request& req) override {
+    auto owner = owners_.Get(req.ns, req.name);
+    if (kube::IsNotFound(owner.status())) return Result{};
+    if (!owner.ok()) return owner.status();
+    if (req.name == "wait") {
+      waiting_ = true;
+      ctx.Sleep(std::chrono::hours(1));
+      return ctx.Err();
+    }
+    auto members = members_.List({.index = "owner-label", .index_value = req.name});
+    if (!members.ok()) return members.status();
+    const std::string count = std::to_string(members->size());
+    if ((**owner).value("data", kube::json::object()).value("members", "") == count) {
+      return Result{};
+    }
+    kube::json patch = {{"data", {{"members", count}}}};
+    KILN_RETURN_IF_ERROR(client_
+                             .Patch(kube::resources::kConfigMaps, req.ns, req.name,
+                                    kube::PatchType::kMerge, patch.dump())
+                             .status());
+    return Result{};
+  }
+  std::atomic<bool> waiting_{false};
+
+ private:
+  kube::Client& client_;
+  const Reader& owners_;
+  const Reader& members_;
+};
+
+TEST_CASE("a manager's controller reads its cache, follows a Watches mapping and stops promptly",
+          "[integration][manager]") {
+  auto lc = LocalClusters::FromEnvironment();
+  REQUIRE(lc.ok());
+  auto client = lc->Client(lc->clusters()[0]);
+  REQUIRE(client.ok());
+  kube::Client& c = **client;
+  const std::string owners_ns = kiln::testing::UniqueName("owners");
+  const std::string members_ns = kiln::testing::UniqueName("members");
+  for (const auto& ns : {owners_ns, members_ns}) {
+    REQUIRE(c.Create(kube::resources::kNamespaces, "",
+                     {{"apiVersion", "v1"}, {"kind", "Namespace"}, {"metadata", {{"name", ns}}}})
+                .ok());
+  }
+  auto create = [&](const std::string& ns, const std::string& name, kube::json labels) {
+    REQUIRE(c.Create(kube::resources::kConfigMaps, ns,
+                     {{"metadata", {{"name", name}, {"labels", labels}}}})
+                .ok());
+  };
+  create(owners_ns, "a", {{"kiln-test", "owner"}});
+  create(owners_ns, "b", {{"kiln-test", "owner"}});
+  create(members_ns, "m1", {{"kiln-test", "member"}, {"owner", "a"}});
+  create(members_ns, "m2", {{"kiln-test", "member"}, {"owner", "a"}});
+  create(members_ns, "m3", {{"kiln-test", "member"}, {"owner", "b"}});
+
+  Metrics metrics;
+  Manager manager(c, {.name = "member-count-test",
+                      .metrics_bind_address = "0",
+                      .health_probe_bind_address = "0",
+                      .graceful_shutdown_timeout = std::chrono::hours(1),
+                      .metrics = &metrics});
+  auto owners = manager.GetInformer(c, kube::resources::kConfigMaps,
+                                    {.ns = owners_ns, .label_selector = "kiln-test=owner"});
+  auto members = manager.GetInformer(c, kube::resources::kConfigMaps,
+                                     {.ns = members_ns, .label_selector = "kiln-test=member"});
+  REQUIRE(owners.ok());
+  REQUIRE(members.ok());
+  REQUIRE((*members)->AddIndex("owner-label", OwnerLabel).ok());
+  CacheReader owner_reader(**owners), member_reader(**members);
+  MemberCountReconciler reconciler(c, owner_reader, member_reader);
+  Controller& controller = manager.AddController("member-count", reconciler, {.workers = 2});
+  controller.For(**owners);
+  controller.Watches(**members, [&](const kube::Object& cm) {
+    std::vector<Request> out;
+    for (const auto& owner : OwnerLabel(*cm)) out.push_back({owners_ns, owner});
+    return out;
+  });
+
+  std::atomic<bool> stop{false};
+  auto run = std::async(std::launch::async, [&] { return manager.Run(stop); });
+  auto count = [&](const std::string& name) {
+    auto cm = c.Get(kube::resources::kConfigMaps, owners_ns, name);
+    return cm.ok() ? cm->value("data", kube::json::object()).value("members", "") : "";
+  };
+  auto wait_count = [&](const std::string& name, const std::string& want) {
+    for (int i = 0; i < 600 && count(name) != want; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    return count(name);
+  };
+  CHECK(wait_count("a", "2") == "2");
+  CHECK(wait_count("b", "1") == "1");
+  // A new member wakes its owner through the mapping; moving one moves both counts.
+  create(members_ns, "m4", {{"kiln-test", "member"}, {"owner", "b"}});
+  CHECK(wait_count("b", "2") == "2");
+  REQUIRE(c.Patch(kube::resources::kConfigMaps, members_ns, "m1", kube::PatchType::kMerge,
+                  R"({"metadata":{"labels":{"owner":"b"}}})")
+              .ok());
+  CHECK(wait_count("a", "1") == "1");
+  CHECK(wait_count("b", "3") == "3");
+
+  // A reconcile waiting on its context: Stop must not wait out the hour.
+  create(owners_ns, "wait", {{"kiln-test", "owner"}});
+  for (int i = 0; i < 600 && !reconciler.waiting_.load(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  REQUIRE(reconciler.waiting_.load());
+  stop = true;
+  REQUIRE(run.wait_for(std::chrono::seconds(60)) == std::future_status::ready);
+  CHECK(run.get().ok());
+  CHECK(controller.stats().cancelled == 1);
+  CHECK(controller.stats().errors == 0);
+  for (const auto& ns : {owners_ns, members_ns}) {
+    (void)c.Delete(kube::resources::kNamespaces, "", ns);  // Best effort: names are unique.
+  }
 }
 
 }  // namespace

@@ -1,10 +1,14 @@
 // FakeTransport: an HttpTransport that records requests and answers from a
-// script of responses or errors, for unit tests of the client. Thread-safe.
+// script of responses or errors, for unit tests of the client; streams
+// (watches) answer from a script of bodies, and without one wait until
+// cancelled. Thread-safe.
 #ifndef KILN_TESTS_OPERATOR_KUBE_FAKE_TRANSPORT_H_
 #define KILN_TESTS_OPERATOR_KUBE_FAKE_TRANSPORT_H_
 
+#include <chrono>
 #include <deque>
 #include <mutex>
+#include <thread>
 #include <vector>
 
 #include "operator/kube/http.h"
@@ -32,9 +36,36 @@ class FakeTransport final : public HttpTransport {
     return next;
   }
 
-  Status Stream(const HttpRequest&, const std::function<void(const HttpResponse&)>&,
-                const std::function<bool(std::string_view)>&, const std::atomic<bool>*) override {
-    return Status::FailedPrecondition("FakeTransport does not stream");
+  // Queues the body (e.g. newline-delimited watch events) of the next stream,
+  // which then ends normally.
+  void RespondStream(std::string body) {
+    std::lock_guard<std::mutex> lock(mu_);
+    streams_.push_back(std::move(body));
+  }
+
+  Status Stream(const HttpRequest& request, const std::function<void(const HttpResponse&)>& on_head,
+                const std::function<bool(std::string_view)>& on_chunk,
+                const std::atomic<bool>* cancel) override {
+    std::string body;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      requests_.push_back(request);
+      if (!streams_.empty()) {
+        body = std::move(streams_.front());
+        streams_.pop_front();
+      }
+    }
+    on_head(HttpResponse{200, {}, ""});
+    if (!body.empty()) {
+      on_chunk(body);
+      return Status::Ok();
+    }
+    while (cancel == nullptr || !cancel->load()) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+      std::lock_guard<std::mutex> lock(mu_);
+      if (!streams_.empty()) return Status::Ok();  // The next watch takes it.
+    }
+    return Status::Ok();
   }
 
   std::vector<HttpRequest> requests() {
@@ -49,6 +80,7 @@ class FakeTransport final : public HttpTransport {
  private:
   std::mutex mu_;
   std::deque<StatusOr<HttpResponse>> script_;
+  std::deque<std::string> streams_;
   std::vector<HttpRequest> requests_;
 };
 

@@ -3,7 +3,6 @@
 #include <catch2/catch.hpp>
 
 #include "operator/kube/api_error.h"
-#include "operator/kube/store.h"
 
 namespace kiln::kube {
 namespace {
@@ -42,46 +41,6 @@ TEST_CASE("watch events parse, and ERROR events become typed errors", "[kube][wa
   CHECK(ParseWatchEvent("not json").status().code() == StatusCode::kInternal);
   CHECK(ParseWatchEvent(R"({"type":"SURPRISE","object":{}})").status().code() ==
         StatusCode::kInternal);
-}
-
-Object Obj(const std::string& ns, const std::string& name, nlohmann::json labels,
-           const std::string& owner = "") {
-  nlohmann::json o = {{"metadata", {{"name", name}, {"labels", labels}}}};
-  if (!ns.empty()) o["metadata"]["namespace"] = ns;
-  if (!owner.empty()) o["metadata"]["ownerReferences"] = {{{"uid", owner}}};
-  return std::make_shared<const nlohmann::json>(o);
-}
-
-TEST_CASE("the store keeps its indexes in step with upserts and removals", "[kube][store]") {
-  Store s;
-  s.AddIndex("gpu-model", [](const nlohmann::json& o) {
-    return std::vector<std::string>{o["metadata"]["labels"].value("gpu", "none")};
-  });
-  s.Upsert(Obj("a", "p1", {{"app", "train"}, {"gpu", "h100"}}, "job-1"));
-  s.Upsert(Obj("a", "p2", {{"app", "train"}}, "job-1"));
-  s.Upsert(Obj("b", "p3", {{"app", "serve"}, {"gpu", "h100"}}));
-  s.Upsert(Obj("", "node-1", {{"gpu", "h200"}}));
-  CHECK(s.size() == 4);
-  CHECK(s.Get("a/p1") != nullptr);
-  CHECK(s.Get("node-1") != nullptr);
-  CHECK(s.ByIndex(kIndexNamespace, "a").size() == 2);
-  CHECK(s.ByIndex(kIndexOwner, "job-1").size() == 2);
-  CHECK(s.ByIndex(kIndexLabel, "app=train").size() == 2);
-  CHECK(s.ByIndex("gpu-model", "h100").size() == 2);
-  CHECK(s.ByIndex("no-such-index", "x").empty());
-
-  // Relabelling moves the object between index values.
-  auto old = s.Upsert(Obj("a", "p1", {{"app", "serve"}, {"gpu", "h200"}}, "job-1"));
-  REQUIRE(old != nullptr);
-  CHECK(s.ByIndex(kIndexLabel, "app=train").size() == 1);
-  CHECK(s.ByIndex(kIndexLabel, "app=serve").size() == 2);
-  CHECK(s.ByIndex("gpu-model", "h200").size() == 2);
-
-  CHECK(s.Remove("a/p2") != nullptr);
-  CHECK(s.Remove("a/p2") == nullptr);
-  CHECK(s.ByIndex(kIndexOwner, "job-1").size() == 1);
-  CHECK(s.ByIndex(kIndexLabel, "app=train").empty());
-  CHECK(s.size() == 3);
 }
 
 }  // namespace

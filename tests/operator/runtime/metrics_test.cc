@@ -23,7 +23,7 @@ double Sample(const std::string& text, const std::string& series) {
 
 class OutcomeReconciler final : public Reconciler {
  public:
-  StatusOr<Result> Reconcile(const Request& r) override {
+  StatusOr<Result> Reconcile(const Context&, const Request& r) override {
     if (r.name == "bad") return Status::Unavailable("try later");
     if (r.name == "never") return Terminal(Status::InvalidArgument("bad spec"));
     if (r.name == "again") return Result{std::chrono::hours(1)};
@@ -35,7 +35,8 @@ TEST_CASE("a controller exports reconcile outcomes, latency and its queue", "[ru
   Metrics metrics;
   OutcomeReconciler reconciler;
   {
-    Controller c("demo", reconciler, 2, {.base_backoff = std::chrono::hours(1)}, &metrics);
+    Controller c("demo", reconciler,
+                 {.workers = 2, .queue = {.base_backoff = std::chrono::hours(1)}}, &metrics);
     for (const char* key : {"ns/ok", "ns/bad", "ns/never", "ns/again", "ns/ok"}) c.queue().Add(key);
     c.Start();
     for (int i = 0; i < 500 && c.stats().reconciles < 4; ++i) {
@@ -73,7 +74,7 @@ TEST_CASE("a controller exports reconcile outcomes, latency and its queue", "[ru
 TEST_CASE("the queue depth is read at scrape time", "[runtime][metrics]") {
   Metrics metrics;
   OutcomeReconciler reconciler;
-  Controller c("idle", reconciler, 1, {}, &metrics);
+  Controller c("idle", reconciler, {}, &metrics);
   c.queue().Add("a");
   c.queue().Add("b");
   CHECK(Sample(metrics.Scrape(), R"(workqueue_depth{name="idle"})") == 2);
