@@ -69,7 +69,8 @@ Status ErrorFromResponse(const HttpResponse& response, const std::string& verb) 
       err->group = d->value("group", "");
       err->kind = d->value("kind", "");
       err->name = d->value("name", "");
-      if (d->contains("retryAfterSeconds") && (*d)["retryAfterSeconds"].is_number_integer()) {
+      if (d->contains("retryAfterSeconds") && (*d)["retryAfterSeconds"].is_number_integer() &&
+          (*d)["retryAfterSeconds"].get<int64_t>() >= 0) {
         err->retry_after = std::chrono::seconds((*d)["retryAfterSeconds"].get<int64_t>());
       }
       for (const auto& c : d->value("causes", nlohmann::json::array())) {
@@ -85,7 +86,9 @@ Status ErrorFromResponse(const HttpResponse& response, const std::string& verb) 
   if (err->reason.empty()) err->reason = DefaultReason(response.status);
   if (auto h = response.headers.find("retry-after"); h != response.headers.end()) {
     try {
-      err->retry_after = std::chrono::seconds(std::stoll(h->second));
+      const long long seconds = std::stoll(h->second);
+      // A negative value is no advice; the client's own backoff applies.
+      if (seconds >= 0) err->retry_after = std::chrono::seconds(seconds);
     } catch (const std::exception&) {
       // An HTTP-date Retry-After; the client's own backoff applies instead.
     }
