@@ -79,6 +79,8 @@ int RunConvertCommand(int argc, char** argv) {
   } else {
     std::error_code ec;
     std::filesystem::create_directories(output, ec);
+    // Where output goes is the infrastructure's: Unavailable (exit 3) whatever
+    // the errno, not ErrnoStatus's code (base/errno_status.h).
     if (ec) return Fail(Status::Unavailable("cannot create " + output + ": " + ec.message()));
     auto existing = train::ListCheckpoints(output);
     if (!existing.ok()) return Fail(existing.status());

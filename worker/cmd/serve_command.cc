@@ -46,6 +46,8 @@ int Fail(const Status& s) {
 StatusOr<std::string> Download(const std::string& url, const std::string& dir) {
   std::error_code ec;
   fs::create_directories(dir, ec);
+  // Where output goes is the infrastructure's: Unavailable (exit 3) whatever
+  // the errno, not ErrnoStatus's code (base/errno_status.h).
   if (ec) return Status::Unavailable("cannot create " + dir + ": " + ec.message());
   std::string name = url.substr(url.find_last_of('/') + 1);
   if (name.empty()) name = "checkpoint.ckpt";
