@@ -58,13 +58,13 @@ StatusOr<std::string> Download(const std::string& url, const std::string& dir) {
     auto response = client.request(web::http::methods::GET).get();
     if (response.status_code() != web::http::status_codes::OK) {
       out.close().get();
-      fs::remove(tmp, ec);
+      fs::remove(tmp, ec);  // Best effort: a leftover .download is overwritten next time.
       return Status::NotFound("GET " + url + ": HTTP " + std::to_string(response.status_code()));
     }
     response.body().read_to_end(out.streambuf()).get();
     out.close().get();
   } catch (const std::exception& e) {
-    fs::remove(tmp, ec);
+    fs::remove(tmp, ec);  // Best effort, as above.
     return Status::Unavailable("GET " + url + ": " + e.what());
   }
   fs::rename(tmp, path, ec);
