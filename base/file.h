@@ -8,9 +8,10 @@
 
 namespace kiln {
 
-// Reads the file at `path`. NotFound when it does not exist, PermissionDenied
-// when it cannot be opened for reading, Internal for other I/O errors; the
-// message names the path and the system's reason.
+// Reads the file at `path`. Errors as base/errno_status.h maps the system's
+// (NotFound when it does not exist, PermissionDenied when it cannot be opened
+// for reading, Unavailable for an I/O error); the message names the path and
+// the system's reason.
 StatusOr<std::string> ReadFile(const std::string& path);
 
 }  // namespace kiln

@@ -80,9 +80,12 @@ class [[nodiscard]] Status {
   StatusCode code() const { return code_; }
   const std::string& message() const { return message_; }
 
-  // True for errors that may go away by themselves (timeouts, unavailability,
-  // rate limits, lost races): callers retry these with backoff and treat every
-  // other error as terminal.
+  // kiln's one retry policy. True for errors that may go away by themselves:
+  // DeadlineExceeded, Unavailable, ResourceExhausted (rate limits, a full
+  // disk being cleaned) and Aborted (a lost race). Callers retry these with
+  // backoff and treat every other error as terminal. Used by the worker's exit
+  // codes (worker/exit_codes.h); the Kubernetes client's read retries and the
+  // controller's requeue decision are to call it too.
   bool IsRetryable() const;
 
   // Returns a copy whose message is "<context>: <message>"; ok stays ok. The

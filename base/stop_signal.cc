@@ -37,6 +37,7 @@ void StopSignal::Loop() {
     if (sigwait(&set, &sig) != 0) continue;
     if (requested_.load()) {
       static const char kMsg[] = "second stop signal: exiting without waiting\n";
+      // Nothing to do when stderr is gone: the process exits either way.
       (void)!write(STDERR_FILENO, kMsg, sizeof(kMsg) - 1);
       _exit(1);
     }

@@ -13,17 +13,12 @@
 
 #include <sys/wait.h>
 
+#include "base/errno_status.h"
+
 extern char** environ;
 
 namespace kiln {
 namespace {
-
-std::string Errno(std::string_view what) {
-  std::string msg(what);
-  msg += ": ";
-  msg += std::strerror(errno);
-  return msg;
-}
 
 // Owns a file descriptor; closes it on destruction.
 class Fd {
@@ -50,7 +45,7 @@ struct Pipe {
 
 Status MakePipe(Pipe& p) {
   int fds[2];
-  if (pipe2(fds, O_CLOEXEC) != 0) return Status::Internal(Errno("pipe2"));
+  if (pipe2(fds, O_CLOEXEC) != 0) return ErrnoStatus(errno, "pipe2", "");
   p.read_end.Reset(fds[0]);
   p.write_end.Reset(fds[1]);
   return Status::Ok();
@@ -145,7 +140,7 @@ StatusOr<ProcessResult> RunProcess(const ProcessOptions& options) {
   posix_spawn_file_actions_destroy(&actions);
   posix_spawnattr_destroy(&attr);
   if (rc != 0) {
-    return Status::NotFound("cannot start '" + options.argv[0] + "': " + std::strerror(rc));
+    return ErrnoStatus(rc, "cannot start", "'" + options.argv[0] + "'");
   }
   in.read_end.Reset();
   out.write_end.Reset();
@@ -174,7 +169,7 @@ StatusOr<ProcessResult> RunProcess(const ProcessOptions& options) {
       if (errno == EINTR) continue;
       kill(-pid, SIGKILL);
       waitpid(pid, nullptr, 0);
-      return Status::Internal(Errno("poll"));
+      return ErrnoStatus(errno, "poll", "");
     }
     if (fds[2].revents != 0) {
       ssize_t w = write(in.write_end.get(), to_write.data(), to_write.size());
@@ -202,7 +197,7 @@ StatusOr<ProcessResult> RunProcess(const ProcessOptions& options) {
   }
   int wstatus = 0;
   while (waitpid(pid, &wstatus, 0) < 0) {
-    if (errno != EINTR) return Status::Internal(Errno("waitpid"));
+    if (errno != EINTR) return ErrnoStatus(errno, "waitpid", "");
   }
   result.exit_code = DecodeWaitStatus(wstatus);
   return result;

@@ -32,8 +32,9 @@ struct ProcessResult {
 
 // Runs `options.argv` and waits for it. A non-zero exit is not an error here:
 // it is reported in ProcessResult. Errors: InvalidArgument for an empty argv,
-// NotFound when the program cannot be started, DeadlineExceeded on timeout,
-// Internal for failures of the OS calls themselves.
+// NotFound when the program does not exist, DeadlineExceeded on timeout; the
+// OS calls' own failures (and a program that may not be run) as
+// base/errno_status.h maps their errno.
 StatusOr<ProcessResult> RunProcess(const ProcessOptions& options);
 
 }  // namespace kiln

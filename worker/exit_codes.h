@@ -57,17 +57,34 @@ constexpr const char* ExitCodeName(ExitCode code) {
 // The process exit status for `code`.
 constexpr int ToInt(ExitCode code) { return static_cast<int>(code); }
 
+// Whether the operator should run the work again after a worker ended with
+// `code`: Internal, InfrastructureFault, CommunicationTimeout and
+// NumericsFault (from a checkpoint) are retryable; the rest are terminal.
+constexpr bool ExitCodeIsRetryable(ExitCode code) {
+  switch (code) {
+    case ExitCode::kInternalError:
+    case ExitCode::kInfrastructureFault:
+    case ExitCode::kCommunicationTimeout:
+    case ExitCode::kNumericsFault:
+      return true;
+    default:
+      return false;
+  }
+}
+
 // The exit code for a failed command's status, by what the operator can do
-// about it: bad options (InvalidArgument) are a configuration error; missing,
-// unreadable or malformed data (NotFound, PermissionDenied,
-// FailedPrecondition, DataLoss) a data error; unavailable or full storage
-// (Unavailable, ResourceExhausted) an infrastructure fault; anything else
-// internal. Ok maps to success. Commands check their own details first (a
-// numerics fault is a detail on the status, see worker/train/trainer.h).
+// about it. What may go away by itself (Status::IsRetryable, the one retry
+// policy: Unavailable, ResourceExhausted, DeadlineExceeded, Aborted) is an
+// infrastructure fault; bad options (InvalidArgument) a configuration error;
+// missing, unreadable or malformed data (NotFound, PermissionDenied,
+// FailedPrecondition, DataLoss) a data error; anything else internal (which
+// the operator still retries: an unclassified failure may not repeat on
+// another node). Ok maps to success. Commands check their own details first
+// (a numerics fault is a detail on the status, see worker/train/trainer.h).
 inline ExitCode ExitCodeFor(const Status& status) {
+  if (status.ok()) return ExitCode::kSuccess;
+  if (status.IsRetryable()) return ExitCode::kInfrastructureFault;
   switch (status.code()) {
-    case StatusCode::kOk:
-      return ExitCode::kSuccess;
     case StatusCode::kInvalidArgument:
       return ExitCode::kConfigurationError;
     case StatusCode::kNotFound:
@@ -75,9 +92,6 @@ inline ExitCode ExitCodeFor(const Status& status) {
     case StatusCode::kFailedPrecondition:
     case StatusCode::kDataLoss:
       return ExitCode::kDataError;
-    case StatusCode::kUnavailable:
-    case StatusCode::kResourceExhausted:
-      return ExitCode::kInfrastructureFault;
     default:
       return ExitCode::kInternalError;
   }

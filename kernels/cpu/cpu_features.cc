@@ -2,6 +2,8 @@
 
 #include <omp.h>
 
+#include <cmath>
+#include <cstdlib>
 #include <fstream>
 #include <string>
 
@@ -37,12 +39,14 @@ double MaxClockHz() {
   std::ifstream cpuinfo("/proc/cpuinfo");
   for (std::string line; std::getline(cpuinfo, line);) {
     if (line.rfind("cpu MHz", 0) == 0) {
+      // 0 (unknown) for a line that is not "cpu MHz : <number>"; callers
+      // then fall back to their default clock.
       auto colon = line.find(':');
-      try {
-        if (colon != std::string::npos) return std::stod(line.substr(colon + 1)) * 1e6;
-      } catch (const std::exception&) {
-        return 0;
-      }
+      if (colon == std::string::npos) return 0;
+      const char* text = line.c_str() + colon + 1;
+      char* end = nullptr;
+      const double mhz = std::strtod(text, &end);
+      return end != text && std::isfinite(mhz) && mhz > 0 ? mhz * 1e6 : 0;
     }
   }
   return 0;

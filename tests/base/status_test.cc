@@ -37,6 +37,10 @@ TEST_CASE("only transient codes are retryable", "[base][status]") {
   CHECK_FALSE(Status::NotFound("x").IsRetryable());
   CHECK_FALSE(Status::DataLoss("x").IsRetryable());
   CHECK_FALSE(Status::Ok().IsRetryable());
+  CHECK_FALSE(Status::Internal("x").IsRetryable());
+  CHECK_FALSE(Status::PermissionDenied("x").IsRetryable());
+  CHECK_FALSE(Status::FailedPrecondition("x").IsRetryable());
+  CHECK_FALSE(Status::Cancelled("x").IsRetryable());
 }
 
 TEST_CASE("WithContext prefixes errors and leaves ok alone", "[base][status]") {

@@ -142,11 +142,12 @@ def security(text: str) -> list[str]:
 
 
 def flags(text: str, main_cc: str) -> list[str]:
-    usage = Path(main_cc).read_text()
-    m = re.search(r"kUsage\s*=(.*?);\n", usage, re.DOTALL)
-    if not m:
-        return [f"{main_cc}: no kUsage string found"]
-    known = set(re.findall(r"--[a-z][a-z-]*", m.group(1)))
+    # The flags main.cc defines: its --help is generated from these definitions.
+    source = Path(main_cc).read_text()
+    known = {"--" + name for name in re.findall(
+        r"flags\s*\.(?:String|Strings|Bool|Int|Double|Duration|Enum)\(\s*\"([a-z][a-z-]*)\"", source)}
+    if not known:
+        return [f"{main_cc}: no flag definitions found"]
     problems = []
     operators = [yaml.safe_load(doc) for source, doc in split_documents(text)
                  if source.endswith("/templates/deployment.yaml")]

@@ -43,7 +43,7 @@ TEST_CASE("kiln-worker rejects a missing or unknown command", "[worker][cli]") {
   CHECK(none.stderr_data.find("Usage:") != std::string::npos);
   auto bad = Run({"frobnicate"});
   CHECK(bad.exit_code == 2);
-  CHECK(bad.stderr_data.find("unknown command or argument 'frobnicate'") != std::string::npos);
+  CHECK(bad.stderr_data.find("unknown command 'frobnicate'") != std::string::npos);
   auto extra = Run({"devices", "--what"});
   CHECK(extra.exit_code == 2);
   CHECK(extra.stderr_data.find("'--what'") != std::string::npos);

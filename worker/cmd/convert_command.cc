@@ -6,7 +6,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "worker/cmd/flags.h"
+#include "base/flags.h"
 #include "worker/exit_codes.h"
 #include "worker/train/checkpoint.h"
 #include "worker/train/llmc_checkpoint.h"
@@ -15,32 +15,16 @@
 namespace kiln::worker {
 namespace {
 
-constexpr const char* kUsage =
+constexpr const char* kSynopsis =
     "Usage: kiln-worker convert --input PATH --output PATH [--to kiln|llmc] [--bf16]\n"
     "\n"
     "Converts a model between kiln's checkpoints and llm.c's GPT-2 model files\n"
-    "(gpt2_124M.bin and the like; the same tensors in the same order).\n"
-    "\n"
-    "  --input PATH     A kiln checkpoint file, a kiln checkpoint directory (its\n"
-    "                   newest intact checkpoint) or an llm.c model file.\n"
-    "  --output PATH    llmc: the model file to write. kiln: a checkpoint directory\n"
-    "                   (created; it must hold no checkpoints), which then holds a\n"
-    "                   step-0 checkpoint with zero AdamW moments: serve and eval\n"
-    "                   read it, and 'train --checkpoint-dir' there starts from\n"
-    "                   these weights (the model flags must give the same shape).\n"
-    "  --to FORMAT      kiln or llmc (default: the other format than the input's).\n"
-    "  --bf16           llmc: write bf16 parameters (llm.c's version 5) instead of\n"
-    "                   float32 (version 3, what llm.c's CPU trainer reads).\n"
-    "\n"
+    "(gpt2_124M.bin and the like; the same tensors in the same order).\n";
+
+constexpr const char* kEpilogue =
     "Prints one JSON line. Exit codes: 0 success, 2 bad flags or an output\n"
     "directory that already holds checkpoints, 3 the output cannot be written,\n"
     "6 the input is missing, damaged or not a model.\n";
-
-int Usage(const std::string& why) {
-  std::fprintf(stderr, "kiln-worker convert: %s\n\nRun 'kiln-worker convert --help' for usage.\n",
-               why.c_str());
-  return ToInt(ExitCode::kConfigurationError);
-}
 
 int Fail(const Status& s) {
   std::fprintf(stderr, "kiln-worker convert: %s\n", s.ToString().c_str());
@@ -52,21 +36,27 @@ int Fail(const Status& s) {
 int RunConvertCommand(int argc, char** argv) {
   std::string input, output, to;
   bool bf16 = false;
-  FlagSet flags;
-  flags.String("input", &input);
-  flags.String("output", &output);
-  flags.String("to", &to);
-  flags.Bool("bf16", &bf16);
-  if (std::string error = flags.Parse(argc, argv, 2); !error.empty()) {
-    if (error == "help") {
-      std::fputs(kUsage, stdout);
-      return ToInt(ExitCode::kSuccess);
-    }
-    return Usage(error);
-  }
-  if (input.empty() || output.empty()) return Usage("--input and --output are required");
-  if (!to.empty() && to != "kiln" && to != "llmc") {
-    return Usage("--to: 'kiln' or 'llmc', not '" + to + "'");
+  FlagSet flags("kiln-worker convert", kSynopsis, kEpilogue);
+  flags
+      .String("input", &input,
+              "A kiln checkpoint file, a kiln checkpoint directory (its newest intact "
+              "checkpoint) or an llm.c model file.")
+      .Metavar("PATH");
+  flags
+      .String("output", &output,
+              "llmc: the model file to write. kiln: a checkpoint directory (created; it must "
+              "hold no checkpoints), which then holds a step-0 checkpoint with zero AdamW "
+              "moments: serve and eval read it, and 'train --checkpoint-dir' there starts from "
+              "these weights (the model flags must give the same shape).")
+      .Metavar("PATH");
+  flags.Enum("to", &to, {"kiln", "llmc"}, "The output's format.")
+      .DefaultText("the other format than the input's");
+  flags.Bool("bf16", &bf16,
+             "llmc: write bf16 parameters (llm.c's version 5) instead of float32 (version 3, "
+             "what llm.c's CPU trainer reads).");
+  if (auto exit = flags.ParseOrExit(argc, argv, 2)) return *exit;
+  if (input.empty() || output.empty()) {
+    return flags.UsageError("--input and --output are required");
   }
   auto loaded = train::LoadModel(input, "", [](const std::string& message) {
     std::fprintf(stderr, "kiln-worker convert: %s\n", message.c_str());
@@ -79,7 +69,7 @@ int RunConvertCommand(int argc, char** argv) {
     return Fail(loaded.status());
   }
   if (to.empty()) to = loaded->format == "kiln" ? "llmc" : "kiln";
-  if (bf16 && to != "llmc") return Usage("--bf16 applies to --to llmc");
+  if (bf16 && to != "llmc") return flags.UsageError("--bf16 applies to --to llmc");
 
   if (to == "llmc") {
     const auto precision = bf16 ? train::LlmcPrecision::kBf16 : train::LlmcPrecision::kFloat32;
@@ -89,12 +79,14 @@ int RunConvertCommand(int argc, char** argv) {
   } else {
     std::error_code ec;
     std::filesystem::create_directories(output, ec);
+    // Where output goes is the infrastructure's: Unavailable (exit 3) whatever
+    // the errno, not ErrnoStatus's code (base/errno_status.h).
     if (ec) return Fail(Status::Unavailable("cannot create " + output + ": " + ec.message()));
     auto existing = train::ListCheckpoints(output);
     if (!existing.ok()) return Fail(existing.status());
     if (!existing->empty()) {
-      return Usage(output + " already holds checkpoints (" + existing->front() +
-                   "); convert into an empty directory");
+      return flags.UsageError(output + " already holds checkpoints (" + existing->front() +
+                              "); convert into an empty directory");
     }
     auto written = train::WriteCheckpoint(output, loaded->model, {.step = 0}, 1);
     if (!written.ok()) return Fail(written.status());

@@ -2,12 +2,13 @@
 
 #include <cmath>
 #include <cstdio>
+#include <limits>
 #include <optional>
 #include <string>
 
 #include <nlohmann/json.hpp>
 
-#include "worker/cmd/flags.h"
+#include "base/flags.h"
 #include "worker/exit_codes.h"
 #include "worker/serve/eval.h"
 #include "worker/train/load_model.h"
@@ -15,7 +16,7 @@
 namespace kiln::worker {
 namespace {
 
-constexpr const char* kUsage =
+constexpr const char* kSynopsis =
     "Usage: kiln-worker eval --data EVAL.jsonl (--checkpoint PATH | --server URL) [gates]\n"
     "\n"
     "Measures a model on an evaluation set (JSON Lines: {\"text\": ...} lines are\n"
@@ -23,80 +24,60 @@ constexpr const char* kUsage =
     "completion and for exact match of the greedy completion) and prints one JSON\n"
     "object: {\"examples\", \"loss\": {\"tokens\", \"mean\", \"perplexity\"},\n"
     "\"exactMatch\": {\"total\", \"correct\", \"accuracy\", \"failedLines\"}, \"gates\",\n"
-    "\"passed\"}.\n"
-    "\n"
-    "  --data PATH             The evaluation set (required).\n"
-    "  --checkpoint PATH       A checkpoint file or directory (its newest intact one)\n"
-    "                          or an llm.c model file: loss and\n"
-    "                          exact match.\n"
-    "  --server URL            A running 'kiln-worker serve' (e.g. http://model:8000):\n"
-    "                          exact match only (loss needs the weights).\n"
-    "  --model NAME            The model name to send to the server.\n"
-    "  --min-accuracy X        Gate: exact-match accuracy must be at least X (0-1).\n"
-    "  --max-perplexity X      Gate: perplexity must be at most X.\n"
-    "  --max-loss X            Gate: mean loss (nats per token) must be at most X.\n"
-    "\n"
+    "\"passed\"}.\n";
+
+constexpr const char* kEpilogue =
     "Exit codes: 0 evaluated and every gate passed, 2 bad flags, 3 the server\n"
     "cannot be reached, 6 the evaluation set or checkpoint is missing or malformed,\n"
     "7 a gate was missed (QualityGateFailed).\n";
-
-int Usage(const std::string& why) {
-  std::fprintf(stderr, "kiln-worker eval: %s\n\nRun 'kiln-worker eval --help' for usage.\n",
-               why.c_str());
-  return ToInt(ExitCode::kConfigurationError);
-}
 
 int Fail(const Status& s) {
   std::fprintf(stderr, "kiln-worker eval: %s\n", s.ToString().c_str());
   return ToInt(ExitCodeFor(s));
 }
 
-// A non-negative number flag given as text; nullopt when unset.
-std::optional<double> Number(const std::string& text, std::string& error, const char* name) {
-  if (text.empty()) return std::nullopt;
-  try {
-    size_t used = 0;
-    const double v = std::stod(text, &used);
-    if (used == text.size() && v >= 0 && std::isfinite(v)) return v;
-  } catch (const std::exception&) {
-  }
-  error = std::string("--") + name + ": '" + text + "' is not a non-negative number";
-  return std::nullopt;
-}
-
 }  // namespace
 
 int RunEvalCommand(int argc, char** argv) {
-  std::string data, checkpoint, server, model_name, min_accuracy, max_perplexity, max_loss;
-  FlagSet flags;
-  flags.String("data", &data);
-  flags.String("checkpoint", &checkpoint);
-  flags.String("server", &server);
-  flags.String("model", &model_name);
-  flags.String("min-accuracy", &min_accuracy);
-  flags.String("max-perplexity", &max_perplexity);
-  flags.String("max-loss", &max_loss);
-  if (std::string error = flags.Parse(argc, argv, 2); !error.empty()) {
-    if (error == "help") {
-      std::fputs(kUsage, stdout);
-      return 0;
-    }
-    return Usage(error);
-  }
-  if (data.empty()) return Usage("--data is required");
+  std::string data, checkpoint, server, model_name;
+  double min_accuracy = 0, max_perplexity = 0, max_loss = 0;
+  constexpr double kInf = std::numeric_limits<double>::infinity();
+  FlagSet flags("kiln-worker eval", kSynopsis, kEpilogue);
+  flags.String("data", &data, "The evaluation set (required).").Metavar("PATH");
+  flags
+      .String("checkpoint", &checkpoint,
+              "A checkpoint file or directory (its newest intact one) or an llm.c model "
+              "file: loss and exact match.")
+      .Metavar("PATH");
+  flags
+      .String("server", &server,
+              "A running 'kiln-worker serve' (e.g. http://model:8000): exact match only "
+              "(loss needs the weights).")
+      .Metavar("URL");
+  flags.String("model", &model_name, "The model name to send to the server.").Metavar("NAME");
+  flags
+      .Double("min-accuracy", &min_accuracy, 0, 1, "Gate: exact-match accuracy must be at least X.")
+      .DefaultText("no gate");
+  flags.Double("max-perplexity", &max_perplexity, 0, kInf, "Gate: perplexity must be at most X.")
+      .DefaultText("no gate");
+  flags
+      .Double("max-loss", &max_loss, 0, kInf, "Gate: mean loss (nats per token) must be at most X.")
+      .DefaultText("no gate");
+  if (auto exit = flags.ParseOrExit(argc, argv, 2)) return *exit;
+  if (data.empty()) return flags.UsageError("--data is required");
   if (checkpoint.empty() == server.empty()) {
-    return Usage("give exactly one of --checkpoint and --server");
+    return flags.UsageError("give exactly one of --checkpoint and --server");
   }
-  std::string error;
-  const auto gate_accuracy = Number(min_accuracy, error, "min-accuracy");
-  const auto gate_perplexity = Number(max_perplexity, error, "max-perplexity");
-  const auto gate_loss = Number(max_loss, error, "max-loss");
-  if (!error.empty()) return Usage(error);
-  if (gate_accuracy && *gate_accuracy > 1) return Usage("--min-accuracy must be in [0, 1]");
+  auto given = [&](const char* name, double value) {
+    return flags.IsSet(name) ? std::optional<double>(value) : std::nullopt;
+  };
+  const auto gate_accuracy = given("min-accuracy", min_accuracy);
+  const auto gate_perplexity = given("max-perplexity", max_perplexity);
+  const auto gate_loss = given("max-loss", max_loss);
   if (!server.empty() && (gate_perplexity || gate_loss)) {
-    return Usage("--max-perplexity and --max-loss need --checkpoint (a server gives no loss)");
+    return flags.UsageError(
+        "--max-perplexity and --max-loss need --checkpoint (a server gives no loss)");
   }
-
   auto examples = serve::ReadEvalSet(data);
   if (!examples.ok()) return Fail(examples.status());
   nlohmann::json report = {{"examples", examples->size()}};

@@ -2,16 +2,14 @@
 // its build and the GPUs it sees, prepares training data, trains, serves,
 // evaluates and converts models. Exit codes follow worker/exit_codes.h, the
 // contract the operator reads.
-#include <charconv>
 #include <chrono>
-#include <cmath>
 #include <cstdio>
-#include <cstdlib>
 #include <string>
 #include <string_view>
 
 #include <nlohmann/json.hpp>
 
+#include "base/flags.h"
 #include "base/version.h"
 #include "kernels/device.h"
 #include "worker/cmd/convert_command.h"
@@ -19,6 +17,7 @@
 #include "worker/cmd/serve_command.h"
 #include "worker/cmd/train_command.h"
 #include "worker/data/prepare.h"
+#include "worker/data/shard.h"
 #include "worker/exit_codes.h"
 
 namespace {
@@ -26,7 +25,7 @@ namespace {
 using kiln::worker::ExitCode;
 using kiln::worker::ToInt;
 
-constexpr const char* kUsage =
+constexpr const char* kSynopsis =
     "Usage: kiln-worker [--help] [--version] <command> [options]\n"
     "\n"
     "The kiln training and inference engine.\n"
@@ -42,12 +41,9 @@ constexpr const char* kUsage =
     "  eval        Measure loss, perplexity and exact-match accuracy of a checkpoint\n"
     "              or a running server ('kiln-worker eval --help').\n"
     "  convert     Convert between kiln checkpoints and llm.c model files\n"
-    "              ('kiln-worker convert --help').\n"
-    "\n"
-    "Options:\n"
-    "  --help      Show this help and exit.\n"
-    "  --version   Print the version and the GPU libraries linked in, and exit.\n"
-    "\n"
+    "              ('kiln-worker convert --help').\n";
+
+constexpr const char* kEpilogue =
     "Exit codes (the operator retries only the retryable ones):\n"
     "  0  Success.\n"
     "  1  InternalError: something unexpected broke. Retryable.\n"
@@ -58,30 +54,19 @@ constexpr const char* kUsage =
     "  6  DataError: training data is missing or malformed. Not retryable.\n"
     "  7  QualityGateFailed: eval measured the model below a quality gate.\n";
 
-constexpr const char* kPrepareUsage =
+constexpr const char* kPrepareSynopsis =
     "Usage: kiln-worker prepare --input PATH [--input PATH ...] --output DIR [options]\n"
     "\n"
     "Tokenizes text with the byte tokenizer (tokens 0-255 are bytes, 256 ends each\n"
     "document) into DIR/train_000000.bin ..., DIR/val_000000.bin ... (llm.c token\n"
-    "shards) and DIR/manifest.json. The same inputs always give the same files.\n"
-    "\n"
-    "Options (each also as --name=value):\n"
-    "  --input PATH        A text file, or a directory whose files are read in name\n"
-    "                      order (not recursing; hidden and .dat files skipped).\n"
-    "                      Repeatable; at least one.\n"
-    "  --output DIR        Where the shards and manifest go; created when missing.\n"
-    "                      Shards of an earlier run that are not rewritten are removed.\n"
-    "  --val-fraction F    Share of documents in the validation split, 0 to 0.5\n"
-    "                      (default 0.01; at least one document when F > 0).\n"
-    "  --shard-tokens N    Tokens per shard file (default 100000000).\n"
-    "  --format FORMAT     How files split into documents: fortunes (at lines holding\n"
-    "                      only '%'), text (a file is one document) or auto (default:\n"
-    "                      fortunes for a file with such a line, else text).\n"
-    "  --help              Show this help and exit.\n"
-    "\n"
+    "shards) and DIR/manifest.json. The same inputs always give the same files.\n";
+
+constexpr const char* kPrepareEpilogue =
     "Prints one summary line on success. Exit codes: 0 success, 2 bad flags,\n"
     "3 the output cannot be written, 6 an input is missing, unreadable or holds\n"
     "no documents.\n";
+
+static_assert(kiln::kUsageExitCode == ToInt(ExitCode::kConfigurationError));
 
 int PrintVersion() {
   std::printf("%s\n", kiln::VersionLine("kiln-worker").c_str());
@@ -119,72 +104,39 @@ int Devices() {
   return ToInt(rc);
 }
 
-int PrepareUsageError(const std::string& why) {
-  std::fprintf(stderr, "kiln-worker prepare: %s\n\nRun 'kiln-worker prepare --help' for usage.\n",
-               why.c_str());
-  return ToInt(ExitCode::kConfigurationError);
-}
-
 std::string Plural(int64_t n, const char* noun) {
   return std::to_string(n) + " " + noun + (n == 1 ? "" : "s");
 }
 
 int Prepare(int argc, char** argv) {
   kiln::data::PrepareOptions options;
-  for (int i = 2; i < argc; ++i) {
-    std::string arg = argv[i];
-    if (arg == "--help" || arg == "-h") {
-      std::fputs(kPrepareUsage, stdout);
-      return ToInt(ExitCode::kSuccess);
-    }
-    if (!arg.starts_with("--")) return PrepareUsageError("unexpected argument '" + arg + "'");
-    std::string name = arg.substr(2);
-    std::string value;
-    bool has_value = false;
-    if (auto eq = name.find('='); eq != std::string::npos) {
-      value = name.substr(eq + 1);
-      name.resize(eq);
-      has_value = true;
-    }
-    if (name != "input" && name != "output" && name != "val-fraction" && name != "shard-tokens" &&
-        name != "format") {
-      return PrepareUsageError("unknown flag '--" + name + "'");
-    }
-    if (!has_value) {
-      if (i + 1 >= argc) return PrepareUsageError("flag --" + name + " needs a value");
-      value = argv[++i];
-    }
-    if (name == "input") {
-      options.inputs.push_back(value);
-    } else if (name == "output") {
-      options.output_dir = value;
-    } else if (name == "val-fraction") {
-      char* end = nullptr;
-      double f = std::strtod(value.c_str(), &end);
-      if (value.empty() || *end != '\0' || !std::isfinite(f)) {
-        return PrepareUsageError("--val-fraction: '" + value + "' is not a number");
-      }
-      if (f < 0 || f > 0.5) {
-        return PrepareUsageError("--val-fraction must be in [0, 0.5], got " + value);
-      }
-      options.val_fraction = f;
-    } else if (name == "shard-tokens") {
-      int64_t n = 0;
-      auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), n);
-      if (ec != std::errc() || end != value.data() + value.size()) {
-        return PrepareUsageError("--shard-tokens: '" + value + "' is not a whole number");
-      }
-      options.shard_tokens = n;
-    } else {
-      auto format = kiln::data::ParseInputFormat(value);
-      if (!format.ok()) return PrepareUsageError("--format: " + format.status().message());
-      options.format = *format;
-    }
-  }
-  if (options.inputs.empty()) return PrepareUsageError("missing --input");
-  if (options.output_dir.empty()) return PrepareUsageError("missing --output");
+  std::string format = "auto";
+  kiln::FlagSet flags("kiln-worker prepare", kPrepareSynopsis, kPrepareEpilogue);
+  flags
+      .Strings("input", &options.inputs,
+               "A text file, or a directory whose files are read in name order (not recursing; "
+               "hidden and .dat files skipped). At least one.")
+      .Metavar("PATH");
+  flags
+      .String("output", &options.output_dir,
+              "Where the shards and manifest go; created when missing. Shards of an earlier run "
+              "that are not rewritten are removed.")
+      .Metavar("DIR");
+  flags.Double("val-fraction", &options.val_fraction, 0, 0.5,
+               "Share of documents in the validation split (at least one document when F > 0).");
+  flags.Int("shard-tokens", &options.shard_tokens, int64_t{1}, kiln::data::kMaxShardTokens,
+            "Tokens per shard file.");
+  flags.Enum("format", &format, {"auto", "fortunes", "text"},
+             "How files split into documents: fortunes (at lines holding only '%'), text (a "
+             "file is one document) or auto (fortunes for a file with such a line, else text).");
+  if (auto exit = flags.ParseOrExit(argc, argv, 2)) return *exit;
+  if (options.inputs.empty()) return flags.UsageError("missing --input");
+  if (options.output_dir.empty()) return flags.UsageError("missing --output");
+  auto parsed_format = kiln::data::ParseInputFormat(format);
+  if (!parsed_format.ok()) return flags.UsageError("--format: " + parsed_format.status().message());
+  options.format = *parsed_format;
   if (kiln::Status valid = kiln::data::ValidatePrepareOptions(options); !valid.ok()) {
-    return PrepareUsageError(valid.message());
+    return flags.UsageError(valid.message());
   }
 
   const auto start = std::chrono::steady_clock::now();
@@ -213,23 +165,33 @@ int Prepare(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc < 2) {
-    std::fputs(kUsage, stderr);
-    return ToInt(ExitCode::kConfigurationError);
+  const std::string cmd = argc > 1 ? argv[1] : "";
+  if (cmd == "devices") {
+    kiln::FlagSet flags("kiln-worker devices",
+                        "Usage: kiln-worker devices\n\n"
+                        "Prints the visible GPUs as JSON and probes each with a test kernel.\n",
+                        "Exit codes: 0 every GPU passed its probe, 3 one failed.\n");
+    if (auto exit = flags.ParseOrExit(argc, argv, 2)) return *exit;
+    return Devices();
   }
-  std::string cmd = argv[1];
-  if (cmd == "--help" || cmd == "-h" || cmd == "help") {
-    std::fputs(kUsage, stdout);
-    return ToInt(ExitCode::kSuccess);
-  }
-  if (cmd == "--version") return PrintVersion();
-  if (cmd == "devices" && argc == 2) return Devices();
   if (cmd == "prepare") return Prepare(argc, argv);
   if (cmd == "train") return kiln::worker::RunTrainCommand(argc, argv);
   if (cmd == "serve") return kiln::worker::RunServeCommand(argc, argv);
   if (cmd == "eval") return kiln::worker::RunEvalCommand(argc, argv);
   if (cmd == "convert") return kiln::worker::RunConvertCommand(argc, argv);
-  std::fprintf(stderr, "kiln-worker: unknown command or argument '%s'\n\n%s",
-               cmd == "devices" ? argv[2] : cmd.c_str(), kUsage);
-  return ToInt(ExitCode::kConfigurationError);
+  bool version = false;
+  kiln::FlagSet flags("kiln-worker", kSynopsis, kEpilogue);
+  flags.Bool("version", &version, "Print the version and the GPU libraries linked in, and exit.");
+  if (cmd == "help") {
+    std::fputs(flags.Usage().c_str(), stdout);
+    return ToInt(ExitCode::kSuccess);
+  }
+  if (argc < 2) {
+    std::fputs(flags.Usage().c_str(), stderr);
+    return ToInt(ExitCode::kConfigurationError);
+  }
+  if (!cmd.starts_with("-")) return flags.UsageError("unknown command '" + cmd + "'");
+  if (auto exit = flags.ParseOrExit(argc, argv, 1)) return *exit;
+  if (version) return PrintVersion();
+  return flags.UsageError("no command given");
 }

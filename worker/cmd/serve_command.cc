@@ -8,9 +8,9 @@
 #include <cpprest/http_client.h>
 #include <nlohmann/json.hpp>
 
+#include "base/flags.h"
 #include "base/stop_signal.h"
 #include "worker/cmd/device_flags.h"
-#include "worker/cmd/flags.h"
 #include "worker/exit_codes.h"
 #if KILN_WORKER_CUDA
 #include "worker/serve/cuda_decoder.h"
@@ -24,49 +24,18 @@ namespace {
 
 namespace fs = std::filesystem;
 
-constexpr const char* kUsage =
+constexpr const char* kSynopsis =
     "Usage: kiln-worker serve --checkpoint PATH|URL [options]\n"
     "\n"
     "Serves a kiln checkpoint over an OpenAI-compatible HTTP API:\n"
     "POST /v1/completions (streaming with \"stream\": true), GET /v1/models,\n"
-    "/healthz, /readyz (200 once loaded and warmed up) and /metrics.\n"
-    "\n"
-    "Model:\n"
-    "  --checkpoint PATH|URL   A checkpoint file, a checkpoint directory (its newest\n"
-    "                          intact checkpoint), an llm.c model file, or an\n"
-    "                          http(s):// URL of a file, downloaded into --cache-dir.\n"
-    "                          Every tensor's SHA-256 is verified (llm.c files: the\n"
-    "                          size against the header).\n"
-    "  --checkpoint-sha256 HEX Also require this SHA-256 of the whole file.\n"
-    "  --cache-dir DIR         Where URLs are downloaded (default /tmp/kiln-models).\n"
-    "  --model-name NAME       The name clients send as \"model\" (default kiln).\n"
-    "  --model-version V       Sent in every response's X-Kiln-Model-Version header\n"
-    "                          (default: the checkpoint's file name).\n"
-    "Device:\n"
-    "  --device cpu|cuda (cpu) Where to decode. cuda: bf16 weights and KV cache on\n"
-    "                          one GPU.\n"
-    "  --cuda-device N         The GPU (default: LOCAL_RANK, else 0).\n"
-    "  --cpu-weights float|bf16 (float)  On the CPU, the weight matrices as float\n"
-    "                          (exact) or bf16 (half the memory traffic; logits\n"
-    "                          within about 1% of float's).\n"
-    "Server:\n"
-    "  --bind ADDR             Listen address (default :8000).\n"
-    "  --drain-timeout D       On SIGTERM, how long in-flight requests may finish\n"
-    "                          (default 30s); the process exits within D + 2s.\n"
-    "                          The HTTP limits and timeouts are in docs/serving.md.\n"
-    "Engine:\n"
-    "  --max-running N (16)  --max-batch-tokens N (256)  --prefill-chunk N (64)\n"
-    "  --max-queue N (64; more waiting requests get 429)\n"
-    "  --block-size N (16)  --kv-blocks N (0: enough for max-running full contexts)\n"
+    "/healthz, /readyz (200 once loaded and warmed up) and /metrics.\n";
+
+constexpr const char* kEpilogue =
+    "The HTTP limits and timeouts are in docs/serving.md.\n"
     "\n"
     "Exit codes: 0 drained cleanly, 2 bad flags, 3 cannot listen or no such GPU,\n"
     "6 checkpoint missing, unreadable or damaged.\n";
-
-int Usage(const std::string& why) {
-  std::fprintf(stderr, "kiln-worker serve: %s\n\nRun 'kiln-worker serve --help' for usage.\n",
-               why.c_str());
-  return ToInt(ExitCode::kConfigurationError);
-}
 
 int Fail(const Status& s) {
   std::fprintf(stderr, "kiln-worker serve: %s\n", s.ToString().c_str());
@@ -77,6 +46,8 @@ int Fail(const Status& s) {
 StatusOr<std::string> Download(const std::string& url, const std::string& dir) {
   std::error_code ec;
   fs::create_directories(dir, ec);
+  // Where output goes is the infrastructure's: Unavailable (exit 3) whatever
+  // the errno, not ErrnoStatus's code (base/errno_status.h).
   if (ec) return Status::Unavailable("cannot create " + dir + ": " + ec.message());
   std::string name = url.substr(url.find_last_of('/') + 1);
   if (name.empty()) name = "checkpoint.ckpt";
@@ -87,13 +58,13 @@ StatusOr<std::string> Download(const std::string& url, const std::string& dir) {
     auto response = client.request(web::http::methods::GET).get();
     if (response.status_code() != web::http::status_codes::OK) {
       out.close().get();
-      fs::remove(tmp, ec);
+      fs::remove(tmp, ec);  // Best effort: a leftover .download is overwritten next time.
       return Status::NotFound("GET " + url + ": HTTP " + std::to_string(response.status_code()));
     }
     response.body().read_to_end(out.streambuf()).get();
     out.close().get();
   } catch (const std::exception& e) {
-    fs::remove(tmp, ec);
+    fs::remove(tmp, ec);  // Best effort, as above.
     return Status::Unavailable("GET " + url + ": " + e.what());
   }
   fs::rename(tmp, path, ec);
@@ -111,42 +82,57 @@ int RunServeCommand(int argc, char** argv) {
   std::chrono::milliseconds drain(std::chrono::seconds(30));
   std::string device = "cpu";
   int cuda_device = -1;
-  FlagSet flags;
-  flags.String("device", &device);
   std::string cpu_weights = "float";
-  flags.String("cpu-weights", &cpu_weights);
-  flags.Int("cuda-device", &cuda_device, 0, 1 << 16);
-  flags.String("checkpoint", &checkpoint);
-  flags.String("checkpoint-sha256", &sha256);
-  flags.String("cache-dir", &cache_dir);
-  flags.String("model-name", &server_options.model_name);
-  flags.String("model-version", &server_options.model_version);
-  flags.String("bind", &server_options.bind_address);
-  flags.Duration("drain-timeout", &drain);
-  flags.Int("max-running", &engine_options.max_running, 1, 4096);
-  flags.Int("max-batch-tokens", &engine_options.max_batch_tokens, 1, 1 << 20);
-  flags.Int("prefill-chunk", &engine_options.prefill_chunk, 1, 1 << 20);
-  flags.Int("max-queue", &engine_options.max_queue, 1, 1 << 20);
-  flags.Int("block-size", &engine_options.block_size, 1, 4096);
-  flags.Int("kv-blocks", &engine_options.kv_blocks, 0, 1 << 24);
+  FlagSet flags("kiln-worker serve", kSynopsis, kEpilogue);
+  flags.Section("Model:");
+  flags
+      .String("checkpoint", &checkpoint,
+              "A checkpoint file, a checkpoint directory (its newest intact checkpoint), an "
+              "llm.c model file, or an http(s):// URL of a file, downloaded into --cache-dir. "
+              "Every tensor's SHA-256 is verified (llm.c files: the size against the header). "
+              "Required.")
+      .Metavar("PATH|URL");
+  flags.String("checkpoint-sha256", &sha256, "Also require this SHA-256 of the whole file.")
+      .Metavar("HEX");
+  flags.String("cache-dir", &cache_dir, "Where URLs are downloaded.").Metavar("DIR");
+  flags.String("model-name", &server_options.model_name, "The name clients send as \"model\".")
+      .Metavar("NAME");
   server_options.model_version.clear();
-  if (std::string error = flags.Parse(argc, argv, 2); !error.empty()) {
-    if (error == "help") {
-      std::fputs(kUsage, stdout);
-      return 0;
-    }
-    return Usage(error);
-  }
-  if (checkpoint.empty()) return Usage("--checkpoint is required");
-  if (cpu_weights != "float" && cpu_weights != "bf16") {
-    return Usage("--cpu-weights: 'float' or 'bf16', not '" + cpu_weights + "'");
-  }
+  flags
+      .String("model-version", &server_options.model_version,
+              "Sent in every response's X-Kiln-Model-Version header.")
+      .Metavar("V")
+      .DefaultText("the checkpoint's file name");
+  flags.Section("Device:");
+  flags.Enum("device", &device, {"cpu", "cuda"},
+             "Where to decode. cuda: bf16 weights and KV cache on one GPU.");
+  flags.Int("cuda-device", &cuda_device, 0, 1 << 16, "The GPU.").DefaultText("LOCAL_RANK, else 0");
+  flags.Enum("cpu-weights", &cpu_weights, {"float", "bf16"},
+             "On the CPU, the weight matrices as float (exact) or bf16 (half the memory "
+             "traffic; logits within about 1% of float's).");
+  flags.Section("Server:");
+  flags.String("bind", &server_options.bind_address, "Listen address.").Metavar("ADDR");
+  flags.Duration("drain-timeout", &drain, std::chrono::milliseconds(0),
+                 "On SIGTERM, how long in-flight requests may finish; the process exits "
+                 "within D + 2s.");
+  flags.Section("Engine:");
+  flags.Int("max-running", &engine_options.max_running, 1, 4096, "Requests decoded together.");
+  flags.Int("max-batch-tokens", &engine_options.max_batch_tokens, 1, 1 << 20,
+            "Tokens per engine step.");
+  flags.Int("prefill-chunk", &engine_options.prefill_chunk, 1, 1 << 20,
+            "Prompt tokens a request prefills per step.");
+  flags.Int("max-queue", &engine_options.max_queue, 1, 1 << 20, "Waiting requests; more get 429.");
+  flags.Int("block-size", &engine_options.block_size, 1, 4096, "Tokens per KV-cache block.");
+  flags.Int("kv-blocks", &engine_options.kv_blocks, 0, 1 << 24,
+            "KV-cache blocks; 0: enough for max-running full contexts.");
+  if (auto exit = flags.ParseOrExit(argc, argv, 2)) return *exit;
+  if (checkpoint.empty()) return flags.UsageError("--checkpoint is required");
   engine_options.cpu_weights =
       cpu_weights == "bf16" ? serve::CpuWeights::kBf16 : serve::CpuWeights::kFloat;
   auto chosen = ResolveDevice(device, cuda_device);
   if (!chosen.ok()) {
     if (chosen.status().code() == StatusCode::kInvalidArgument) {
-      return Usage(chosen.status().message());
+      return flags.UsageError(chosen.status().message());
     }
     return Fail(chosen.status());
   }

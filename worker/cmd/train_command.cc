@@ -4,11 +4,10 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
-#include <functional>
-#include <map>
+#include <limits>
 #include <string>
 
-#include "base/duration.h"
+#include "base/flags.h"
 #include "base/http_server.h"
 #include "base/stop_signal.h"
 #include "kernels/cpu/cpu_features.h"
@@ -27,61 +26,21 @@
 namespace kiln::worker {
 namespace {
 
-constexpr const char* kUsage =
+constexpr const char* kSynopsis =
     "Usage: kiln-worker train --data MANIFEST [options]\n"
     "\n"
     "Trains kiln's GPT on the CPU or a GPU from shards written by 'kiln-worker\n"
-    "prepare', printing one JSON progress object per line on stdout.\n"
-    "\n"
-    "Device:\n"
-    "  --device cpu|cuda (cpu) Where to train. cuda: bf16 mixed precision on one GPU\n"
-    "                          per rank, gradients summed with NCCL (checkpoints are\n"
-    "                          the same format on both).\n"
-    "  --cuda-device N         The GPU of this rank (default: LOCAL_RANK, else 0).\n"
-    "Model:\n"
-    "  --layers N (4)  --heads N (4)  --channels N (128)\n"
-    "Data and batch:\n"
-    "  --data PATH             The manifest.json of 'kiln-worker prepare' (required).\n"
-    "  --batch N (4)           Sequences per micro-batch.\n"
-    "  --seq N (64)            Tokens per sequence (also the context length).\n"
-    "  --grad-accum N (1)      Micro-batches per optimizer step.\n"
-    "Optimisation:\n"
-    "  --steps N (100)  --lr X (3e-4)  --warmup N (0)  --min-lr-ratio X (0.1)\n"
-    "  --weight-decay X (0.1)  --grad-clip X (1.0; 0 disables)  --seed N (1337)\n"
-    "  --loss-spike-factor X   Stop with a numerics fault when the loss exceeds X times\n"
-    "                          its recent average (default 0: off).\n"
-    "Checkpoints:\n"
-    "  --checkpoint-dir DIR    Save here and resume from the newest intact checkpoint.\n"
-    "  --checkpoint-every N (100)  --checkpoint-keep N (3)\n"
-    "  --termination-message-path PATH\n"
-    "                          Where to write the outcome as JSON on exit (default\n"
-    "                          /dev/termination-log when it exists, as in a pod).\n"
-    "Reporting:\n"
-    "  --log-every N (1)  --val-every N (0: at the end)  --val-batches N (4)\n"
-    "  --metrics-bind-address ADDR\n"
-    "                          Serve Prometheus /metrics and /healthz here, e.g. :9400\n"
-    "                          (default: off).\n"
-    "  --peak-tflops X         This process's peak TFLOP/s for the MFU figure (default:\n"
-    "                          estimated from the CPU's cores, clock and vector width,\n"
-    "                          or the GPU's dense bf16 rate at its maximum clock).\n"
-    "Data parallel (ranks from WORLD_SIZE, RANK or JOB_COMPLETION_INDEX, MASTER_ADDR,\n"
-    "MASTER_PORT; --batch is per rank, so the global batch is WORLD_SIZE x --batch):\n"
-    "  --comm-timeout D (10m)  A collective fails when no data moves for this long;\n"
-    "                          it must exceed the longest pause between steps\n"
-    "                          (rank 0 writing a checkpoint).\n"
-    "  --rendezvous-timeout D (10m)  How long to wait for every rank to join.\n"
+    "prepare', printing one JSON progress object per line on stdout.\n";
+
+constexpr const char* kEpilogue =
+    "Data parallel: ranks from WORLD_SIZE, RANK or JOB_COMPLETION_INDEX, MASTER_ADDR,\n"
+    "MASTER_PORT; --batch is per rank, so the global batch is WORLD_SIZE x --batch.\n"
     "\n"
     "Exit codes: 0 success, 1 internal error, 2 bad flags or configuration,\n"
     "3 storage unavailable or full, 4 communication timeout (a peer died or hung),\n"
     "5 numerics fault (NaN/Inf loss or gradient, or a loss spike), 6 data missing,\n"
     "unreadable or malformed.\n"
     "SIGTERM stops after the current step, saving a checkpoint (exit 0).\n";
-
-int Usage(const std::string& why) {
-  std::fprintf(stderr, "kiln-worker train: %s\n\nRun 'kiln-worker train --help' for usage.\n",
-               why.c_str());
-  return ToInt(ExitCode::kConfigurationError);
-}
 
 // Numerics and communication faults first (details on the status); the rest
 // as every command.
@@ -156,92 +115,82 @@ int RunTrainCommand(int argc, char** argv) {
   o.model.num_heads = 4;
   o.model.channels = 128;
   o.model.max_seq_len = 0;  // Defaults to --seq.
-  // Each numeric flag writes one field.
-  std::map<std::string, std::function<void(double)>> numeric = {
-      {"layers", [&](double v) { o.model.num_layers = static_cast<int>(v); }},
-      {"heads", [&](double v) { o.model.num_heads = static_cast<int>(v); }},
-      {"channels", [&](double v) { o.model.channels = static_cast<int>(v); }},
-      {"batch", [&](double v) { o.batch_size = static_cast<int>(v); }},
-      {"seq", [&](double v) { o.seq_len = static_cast<int>(v); }},
-      {"grad-accum", [&](double v) { o.grad_accumulation = static_cast<int>(v); }},
-      {"steps", [&](double v) { o.steps = static_cast<int64_t>(v); }},
-      {"lr", [&](double v) { o.learning_rate = v; }},
-      {"warmup", [&](double v) { o.warmup_steps = static_cast<int64_t>(v); }},
-      {"min-lr-ratio", [&](double v) { o.min_lr_ratio = v; }},
-      {"weight-decay", [&](double v) { o.weight_decay = v; }},
-      {"grad-clip", [&](double v) { o.grad_clip = v; }},
-      {"loss-spike-factor", [&](double v) { o.loss_spike_factor = v; }},
-      {"seed", [&](double v) { o.seed = static_cast<uint64_t>(v); }},
-      {"log-every", [&](double v) { o.log_every = static_cast<int64_t>(v); }},
-      {"val-every", [&](double v) { o.val_every = static_cast<int64_t>(v); }},
-      {"val-batches", [&](double v) { o.val_batches = static_cast<int>(v); }},
-      {"checkpoint-every", [&](double v) { o.checkpoint_every = static_cast<int64_t>(v); }},
-      {"checkpoint-keep", [&](double v) { o.checkpoint_keep = static_cast<int>(v); }},
-      {"peak-tflops", [&](double v) { o.peak_flops = v * 1e12; }},
-      {"cuda-device", [&](double v) { cuda_device = static_cast<int>(v); }},
-  };
-  for (int i = 2; i < argc; ++i) {
-    std::string arg = argv[i];
-    if (arg == "--help" || arg == "-h") {
-      std::fputs(kUsage, stdout);
-      return ToInt(ExitCode::kSuccess);
-    }
-    if (arg.rfind("--", 0) != 0) return Usage("unexpected argument '" + arg + "'");
-    std::string name = arg.substr(2), value;
-    if (auto eq = name.find('='); eq != std::string::npos) {
-      value = name.substr(eq + 1);
-      name = name.substr(0, eq);
-    } else {
-      if (i + 1 >= argc) return Usage("flag '--" + name + "' needs a value");
-      value = argv[++i];
-    }
-    if (name == "data") {
-      o.manifest = value;
-      continue;
-    }
-    if (name == "device") {
-      device = value;
-      continue;
-    }
-    if (name == "checkpoint-dir") {
-      o.checkpoint_dir = value;
-      continue;
-    }
-    if (name == "termination-message-path") {
-      termination_path = value;
-      continue;
-    }
-    if (name == "metrics-bind-address") {
-      if (auto parsed = ParseBindAddress(value); !parsed.ok()) {
-        return Usage("--metrics-bind-address: " + parsed.status().message());
-      }
-      metrics_address = value;
-      continue;
-    }
-    if (name == "comm-timeout" || name == "rendezvous-timeout") {
-      auto d = ParseDuration(value);
-      if (!d.ok() || d->count() <= 0) {
-        return Usage("--" + name + ": '" + value + "' is not a positive duration (e.g. 30s, 10m)");
-      }
-      auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(*d);
-      (name == "comm-timeout" ? tcp.timeout : tcp.rendezvous_timeout) = ms;
-      continue;
-    }
-    auto it = numeric.find(name);
-    if (it == numeric.end()) return Usage("unknown flag '--" + name + "'");
-    size_t used = 0;
-    double v = 0;
-    try {
-      v = std::stod(value, &used);
-    } catch (const std::exception&) {
-      used = 0;
-    }
-    if (used != value.size() || value.empty()) {
-      return Usage("--" + name + ": '" + value + "' is not a number");
-    }
-    it->second(v);
+  double peak_tflops = 0;
+  constexpr int kIntMax = std::numeric_limits<int>::max();
+  constexpr int64_t kInt64Max = std::numeric_limits<int64_t>::max();
+  constexpr double kInf = std::numeric_limits<double>::infinity();
+  const auto kMillisecond = std::chrono::milliseconds(1);
+  FlagSet flags("kiln-worker train", kSynopsis, kEpilogue);
+  flags.Section("Device:");
+  flags.Enum("device", &device, {"cpu", "cuda"},
+             "Where to train. cuda: bf16 mixed precision on one GPU per rank, gradients "
+             "summed with NCCL (checkpoints are the same format on both).");
+  flags.Int("cuda-device", &cuda_device, 0, 1 << 16, "The GPU of this rank.")
+      .DefaultText("LOCAL_RANK, else 0");
+  flags.Section("Model:");
+  flags.Int("layers", &o.model.num_layers, 1, 1024, "Transformer blocks.");
+  flags.Int("heads", &o.model.num_heads, 1, 1024, "Attention heads.");
+  flags.Int("channels", &o.model.channels, 1, 1 << 16, "Embedding width.");
+  flags.Section("Data and batch:");
+  flags.String("data", &o.manifest, "The manifest.json of 'kiln-worker prepare' (required).")
+      .Metavar("PATH");
+  flags.Int("batch", &o.batch_size, 1, kIntMax, "Sequences per micro-batch.");
+  flags.Int("seq", &o.seq_len, 1, kIntMax, "Tokens per sequence (also the context length).");
+  flags.Int("grad-accum", &o.grad_accumulation, 1, kIntMax, "Micro-batches per optimizer step.");
+  flags.Section("Optimisation:");
+  flags.Int("steps", &o.steps, int64_t{1}, kInt64Max, "Optimizer steps.");
+  flags.Double("lr", &o.learning_rate, 0, kInf, "Peak learning rate.");
+  flags.Int("warmup", &o.warmup_steps, int64_t{0}, kInt64Max, "Linear warm-up steps.");
+  flags.Double("min-lr-ratio", &o.min_lr_ratio, 0, 1,
+               "The cosine schedule's final learning rate over the peak.");
+  flags.Double("weight-decay", &o.weight_decay, 0, kInf, "AdamW weight decay.");
+  flags.Double("grad-clip", &o.grad_clip, 0, kInf, "Max global gradient norm; 0 disables.");
+  flags.Int("seed", &o.seed, uint64_t{0}, std::numeric_limits<uint64_t>::max(),
+            "Initialisation and shuffling seed.");
+  flags.Double("loss-spike-factor", &o.loss_spike_factor, 0, kInf,
+               "Stop with a numerics fault when the loss exceeds X times its recent average; "
+               "0: off.");
+  flags.Section("Checkpoints:");
+  flags
+      .String("checkpoint-dir", &o.checkpoint_dir,
+              "Save here and resume from the newest intact checkpoint.")
+      .Metavar("DIR");
+  flags.Int("checkpoint-every", &o.checkpoint_every, int64_t{1}, kInt64Max,
+            "Steps between checkpoints.");
+  flags.Int("checkpoint-keep", &o.checkpoint_keep, 1, kIntMax, "Checkpoints kept.");
+  flags
+      .String("termination-message-path", &termination_path,
+              "Where to write the outcome as JSON on exit.")
+      .Metavar("PATH")
+      .DefaultText("/dev/termination-log when it exists, as in a pod");
+  flags.Section("Reporting:");
+  flags.Int("log-every", &o.log_every, int64_t{1}, kInt64Max, "Steps between progress lines.");
+  flags.Int("val-every", &o.val_every, int64_t{0}, kInt64Max,
+            "Steps between validation runs; 0: at the end.");
+  flags.Int("val-batches", &o.val_batches, 1, kIntMax, "Batches per validation run.");
+  flags
+      .String("metrics-bind-address", &metrics_address,
+              "Serve Prometheus /metrics and /healthz here, e.g. :9400.")
+      .Metavar("ADDR")
+      .DefaultText("off")
+      .Check([](const std::string& text) { return ParseBindAddress(text).status(); });
+  flags
+      .Double("peak-tflops", &peak_tflops, 0, kInf,
+              "This process's peak TFLOP/s for the MFU figure.")
+      .DefaultText(
+          "estimated from the CPU's cores, clock and vector width, or the GPU's dense bf16 "
+          "rate at its maximum clock");
+  flags.Section("Data parallel:");
+  flags.Duration("comm-timeout", &tcp.timeout, kMillisecond,
+                 "A collective fails when no data moves for this long; it must exceed the "
+                 "longest pause between steps (rank 0 writing a checkpoint).");
+  flags.Duration("rendezvous-timeout", &tcp.rendezvous_timeout, kMillisecond,
+                 "How long to wait for every rank to join.");
+  if (auto exit = flags.ParseOrExit(argc, argv, 2)) return *exit;
+  if (flags.IsSet("peak-tflops")) o.peak_flops = peak_tflops * 1e12;
+  if (o.manifest.empty()) {
+    return flags.UsageError("--data is required (a manifest.json from prepare)");
   }
-  if (o.manifest.empty()) return Usage("--data is required (a manifest.json from prepare)");
   if (o.model.max_seq_len == 0) o.model.max_seq_len = o.seq_len;
   int64_t last_step = 0;  // The last step whose update was applied.
   auto finish = [&](const Status& s) {
@@ -253,7 +202,7 @@ int RunTrainCommand(int argc, char** argv) {
   auto chosen = ResolveDevice(device, cuda_device);
   if (!chosen.ok()) {
     if (chosen.status().code() == StatusCode::kInvalidArgument) {
-      return Usage(chosen.status().message());
+      return flags.UsageError(chosen.status().message());
     }
     return finish(chosen.status());
   }

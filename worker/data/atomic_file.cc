@@ -11,25 +11,9 @@
 
 #include <sys/stat.h>
 
-namespace kiln::data {
+#include "base/errno_status.h"
 
-Status FileError(int err, const std::string& what) {
-  std::string msg = what + ": " + std::strerror(err);
-  switch (err) {
-    case ENOENT:
-    case ENOTDIR:
-      return Status::NotFound(msg);
-    case EACCES:
-    case EPERM:
-    case EROFS:
-      return Status::PermissionDenied(msg);
-    case ENOSPC:
-    case EDQUOT:
-      return Status::ResourceExhausted(msg);
-    default:
-      return Status::Unavailable(msg);
-  }
-}
+namespace kiln::data {
 
 StatusOr<AtomicFile> AtomicFile::Create(const std::string& path) {
   std::filesystem::path target(path);
@@ -37,7 +21,7 @@ StatusOr<AtomicFile> AtomicFile::Create(const std::string& path) {
   std::string temp =
       (dir / ("." + target.filename().string() + ".tmp-XXXXXX")).string();  // mkstemp's pattern
   int fd = mkostemp(temp.data(), O_CLOEXEC);
-  if (fd < 0) return FileError(errno, "cannot create a temporary file for " + path);
+  if (fd < 0) return ErrnoStatus(errno, "cannot create a temporary file for", path);
   return AtomicFile(path, std::move(temp), fd);
 }
 
@@ -72,7 +56,7 @@ Status AtomicFile::Append(const void* data, std::size_t size) {
     ssize_t n = write(fd_, p, size);
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) {
-      Status error = FileError(errno, "cannot write " + path_);
+      Status error = ErrnoStatus(errno, "cannot write", path_);
       Abandon();
       return error;
     }
@@ -86,29 +70,29 @@ Status AtomicFile::Commit() {
   if (fd_ < 0) return Status::FailedPrecondition(path_ + ": Commit after Commit");
   // mkstemp creates 0600; the finished file is as readable as any other output.
   if (fchmod(fd_, 0644) != 0 || fsync(fd_) != 0) {
-    Status error = FileError(errno, "cannot flush " + path_);
+    Status error = ErrnoStatus(errno, "cannot flush", path_);
     Abandon();
     return error;
   }
   int fd = std::exchange(fd_, -1);
   if (close(fd) != 0) {
-    Status error = FileError(errno, "cannot close " + path_);
+    Status error = ErrnoStatus(errno, "cannot close", path_);
     unlink(temp_path_.c_str());
     return error;
   }
   if (std::rename(temp_path_.c_str(), path_.c_str()) != 0) {
-    Status error = FileError(errno, "cannot rename the temporary file to " + path_);
+    Status error = ErrnoStatus(errno, "cannot rename the temporary file to", path_);
     unlink(temp_path_.c_str());
     return error;
   }
   // The rename is durable only once the directory entry is.
   std::string dir = std::filesystem::path(path_).parent_path().string();
   int dir_fd = open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dir_fd < 0) return FileError(errno, "cannot open the directory of " + path_);
+  if (dir_fd < 0) return ErrnoStatus(errno, "cannot open the directory of", path_);
   int rc = fsync(dir_fd);
   int err = errno;
   close(dir_fd);
-  if (rc != 0) return FileError(err, "cannot sync the directory of " + path_);
+  if (rc != 0) return ErrnoStatus(err, "cannot sync the directory of", path_);
   return Status::Ok();
 }
 

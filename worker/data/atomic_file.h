@@ -45,10 +45,6 @@ class AtomicFile {
   int fd_ = -1;
 };
 
-// A Status for the system error `err` while doing `what` (which names the
-// path): NotFound, PermissionDenied, ResourceExhausted or Unavailable.
-Status FileError(int err, const std::string& what);
-
 }  // namespace kiln::data
 
 #endif  // KILN_WORKER_DATA_ATOMIC_FILE_H_

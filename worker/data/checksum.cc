@@ -10,6 +10,7 @@
 
 #include <openssl/evp.h>
 
+#include "base/errno_status.h"
 #include "worker/data/atomic_file.h"
 
 namespace kiln::data {
@@ -52,7 +53,7 @@ std::string Sha256Hex(std::string_view bytes) {
 
 StatusOr<std::string> Sha256File(const std::string& path) {
   int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return FileError(errno, "cannot read " + path);
+  if (fd < 0) return ErrnoStatus(errno, "cannot read", path);
   MdCtx ctx = NewSha256();
   std::array<char, 1 << 16> buf;
   Status status;
@@ -60,7 +61,7 @@ StatusOr<std::string> Sha256File(const std::string& path) {
     ssize_t n = read(fd, buf.data(), buf.size());
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) {
-      status = FileError(errno, "cannot read " + path);
+      status = ErrnoStatus(errno, "cannot read", path);
       break;
     }
     if (n == 0) break;

@@ -142,6 +142,8 @@ Status RemoveStaleShards(const std::string& dir, const std::set<std::string>& ke
     std::string name = it->path().filename().string();
     if (std::regex_match(name, kShardFile) && !keep.contains(name)) stale.push_back(it->path());
   }
+  // Where output goes is the infrastructure's: Unavailable (exit 3) whatever
+  // the errno, not ErrnoStatus's code (base/errno_status.h).
   if (ec) return Status::Unavailable("cannot list " + dir + ": " + ec.message());
   for (const auto& p : stale) {
     if (!fs::remove(p, ec) && ec) {
@@ -226,6 +228,7 @@ StatusOr<std::vector<std::string>> ListInputFiles(const std::vector<std::string>
     if (st.type() == fs::file_type::not_found) {
       return Status::NotFound("input " + input + " does not exist");
     }
+    // An input that cannot be read is a data error (exit 6) whatever the errno.
     if (ec) return Status::PermissionDenied("input " + input + ": " + ec.message());
     if (fs::is_regular_file(st)) {
       add(input);
@@ -308,6 +311,8 @@ StatusOr<PrepareResult> Prepare(const PrepareOptions& options) {
     return Status::InvalidArgument("output " + options.output_dir + " is not a directory");
   }
   fs::create_directories(options.output_dir, ec);
+  // Where output goes is the infrastructure's: Unavailable (exit 3) whatever
+  // the errno, not ErrnoStatus's code (base/errno_status.h).
   if (ec) {
     return Status::Unavailable("cannot create the output directory " + options.output_dir + ": " +
                                ec.message());

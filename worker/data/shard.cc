@@ -12,6 +12,7 @@
 
 #include <sys/stat.h>
 
+#include "base/errno_status.h"
 #include "worker/data/atomic_file.h"
 
 namespace kiln::data {
@@ -50,7 +51,7 @@ Status ReadFully(int fd, const std::string& path, int64_t offset, char* out, std
   while (size > 0) {
     ssize_t n = pread(fd, out, size, offset);
     if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return FileError(errno, "token shard " + path + ": read failed");
+    if (n < 0) return ErrnoStatus(errno, "cannot read token shard", path);
     if (n == 0) return Status::DataLoss("token shard " + path + ": the file shrank while reading");
     out += n;
     offset += n;
@@ -63,7 +64,7 @@ Status ReadFully(int fd, const std::string& path, int64_t offset, char* out, std
 StatusOr<int64_t> CheckShard(int fd, const std::string& path) {
   const std::string name = "token shard " + path;
   struct stat st;
-  if (fstat(fd, &st) != 0) return FileError(errno, name + ": stat failed");
+  if (fstat(fd, &st) != 0) return ErrnoStatus(errno, "cannot stat", name);
   if (!S_ISREG(st.st_mode)) return Status::InvalidArgument(name + ": not a regular file");
   const int64_t size = st.st_size;
 
@@ -109,7 +110,7 @@ StatusOr<int64_t> CheckShard(int fd, const std::string& path) {
 
 StatusOr<int> OpenShard(const std::string& path) {
   int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return FileError(errno, "token shard " + path);
+  if (fd < 0) return ErrnoStatus(errno, "cannot open token shard", path);
   return fd;
 }
 

@@ -24,6 +24,9 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
+// Socket errors are Unavailable whatever the errno, not base/errno_status.h's
+// code: a peer that is not up yet or went away is what the rendezvous retries
+// and what the trainer reports as a communication fault.
 std::string Errno(int err) { return std::strerror(err); }
 
 Status Closed(const std::string& who, const std::string& how) {

@@ -137,6 +137,9 @@ StatusOr<std::vector<Peer>> Coordinate(const TcpOptions& o, int ring_port,
     auto hello_text = RecvMessage(*conn, std::min(Left(deadline), Millis(10000)), "a peer");
     if (!hello_text.ok()) continue;
     auto hello = nlohmann::json::parse(*hello_text, nullptr, false);
+    // Telling a refused peer why is best effort: it may be gone already, and
+    // rank 0's own error (returned below, or the dropped connection) does not
+    // depend on the send.
     auto reject = [&](const std::string& why) {
       (void)SendMessage(*conn, nlohmann::json{{"error", why}}.dump(), Millis(2000), "a peer");
     };
@@ -161,6 +164,7 @@ StatusOr<std::vector<Peer>> Coordinate(const TcpOptions& o, int ring_port,
     if (!why.empty()) {
       // Fail fast: the job cannot run. Everyone connected so far hears why.
       reject(why);
+      // Best effort as reject: each rank also fails on its own when rank 0 goes.
       for (auto& c : conns) {
         if (c) (void)SendMessage(*c, nlohmann::json{{"error", why}}.dump(), Millis(2000), "a peer");
       }

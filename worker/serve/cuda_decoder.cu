@@ -289,6 +289,8 @@ class CudaDecoder final : public Decoder {
       // from now on (the eager path computes the same).
       std::fprintf(stderr, "kiln cuda decoder: CUDA graphs off: %s\n", s.ToString().c_str());
       use_graphs_ = false;
+      // Clears the error the failed capture left behind (reported just above)
+      // so the eager path's checks do not report it again.
       (void)cudaGetLastError();
     }
     HostRows h;

@@ -8,6 +8,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "base/errno_status.h"
 #include "worker/data/atomic_file.h"
 #include "worker/data/checksum.h"
 
@@ -60,7 +61,7 @@ std::string_view Bytes(std::span<float> t) {
 // InvalidArgument for a different model shape.
 StatusOr<CheckpointState> ReadOne(const std::string& path, model::Gpt<float>& model) {
   std::ifstream in(path, std::ios::binary);
-  if (!in) return data::FileError(errno, "open " + path);
+  if (!in) return ErrnoStatus(errno, "cannot open", path);
   std::string file((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   auto damaged = [&](const std::string& why) { return Status::DataLoss(path + ": " + why); };
   if (file.size() < 16 || std::memcmp(file.data(), kMagic, 8) != 0) {
@@ -122,7 +123,7 @@ StatusOr<CheckpointState> ReadOne(const std::string& path, model::Gpt<float>& mo
 
 StatusOr<model::GptConfig> ReadCheckpointConfig(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
-  if (!in) return data::FileError(errno, "open " + path);
+  if (!in) return ErrnoStatus(errno, "cannot open", path);
   char prefix[16];
   auto damaged = [&](const std::string& why) { return Status::DataLoss(path + ": " + why); };
   if (!in.read(prefix, 16) || std::memcmp(prefix, kMagic, 8) != 0) {
@@ -158,6 +159,8 @@ StatusOr<std::string> WriteCheckpoint(const std::string& dir, model::Gpt<float>&
                                       const CheckpointState& state, int keep) {
   std::error_code ec;
   fs::create_directories(dir, ec);
+  // Where output goes is the infrastructure's: Unavailable (exit 3) whatever
+  // the errno, not ErrnoStatus's code (base/errno_status.h).
   if (ec) return Status::Unavailable("cannot create " + dir + ": " + ec.message());
   json table = json::array();
   uint64_t offset = 0;
@@ -203,7 +206,7 @@ StatusOr<std::vector<std::string>> ListCheckpoints(const std::string& dir) {
       out.push_back(entry.path().string());
     }
   }
-  if (ec) return Status::Unavailable("cannot list " + dir + ": " + ec.message());
+  if (ec) return ErrnoStatus(ec, "cannot list", dir);
   std::sort(out.rbegin(), out.rend());  // Zero-padded steps: newest first.
   return out;
 }

@@ -221,10 +221,10 @@ TEST_CASE(
   };
   auto bad = run({"--cpu-weights", "fp8"});
   CHECK(bad.exit_code == 2);
-  CHECK_THAT(bad.stderr_data, Catch::Contains("--cpu-weights: 'float' or 'bf16', not 'fp8'"));
+  CHECK_THAT(bad.stderr_data, Catch::Contains("--cpu-weights: \"fp8\" is not one of float, bf16"));
   bad = run({"--device", "tpu"});
   CHECK(bad.exit_code == 2);
-  CHECK_THAT(bad.stderr_data, Catch::Contains("--device: 'cpu' or 'cuda', not 'tpu'"));
+  CHECK_THAT(bad.stderr_data, Catch::Contains("--device: \"tpu\" is not one of cpu, cuda"));
   bad = run({"--cuda-device", "0"});
   CHECK(bad.exit_code == 2);
   CHECK_THAT(bad.stderr_data, Catch::Contains("--cuda-device needs --device cuda"));
@@ -490,7 +490,7 @@ TEST_CASE("kiln-worker serve loads from a URL, verifies checksums and refuses da
   CHECK_THAT(r.stderr_data, Catch::Contains("checksum mismatch"));
   r = run({"--checkpoint", ckpt, "--max-running", "zero"});
   CHECK(r.exit_code == 2);
-  CHECK_THAT(r.stderr_data, Catch::Contains("--max-running: 'zero' is not an integer"));
+  CHECK_THAT(r.stderr_data, Catch::Contains("--max-running: \"zero\" is not an integer"));
 }
 
 }  // namespace

@@ -77,7 +77,7 @@ TEST_CASE("kiln-worker train maps failures to the documented exit codes", "[work
   CHECK(r.stderr_data.find("unknown flag '--bogus'") != std::string::npos);
   r = Worker({"train", "--data", manifest, "--steps", "ten"});
   CHECK(r.exit_code == 2);
-  CHECK(r.stderr_data.find("--steps: 'ten' is not a number") != std::string::npos);
+  CHECK(r.stderr_data.find("--steps: \"ten\" is not an integer") != std::string::npos);
   r = Worker({"train", "--steps", "3"});
   CHECK(r.exit_code == 2);
   CHECK(r.stderr_data.find("--data is required") != std::string::npos);
@@ -86,7 +86,7 @@ TEST_CASE("kiln-worker train maps failures to the documented exit codes", "[work
   CHECK(r.stderr_data.find("multiple of num_heads") != std::string::npos);
   r = Worker({"train", "--data", manifest, "--device", "gpu"});
   CHECK(r.exit_code == 2);
-  CHECK(r.stderr_data.find("--device: 'cpu' or 'cuda', not 'gpu'") != std::string::npos);
+  CHECK(r.stderr_data.find("--device: \"gpu\" is not one of cpu, cuda") != std::string::npos);
   r = Worker({"train", "--data", manifest, "--cuda-device", "1"});
   CHECK(r.exit_code == 2);
   CHECK(r.stderr_data.find("--cuda-device needs --device cuda") != std::string::npos);
