@@ -18,9 +18,9 @@ bool IsIdempotentRead(const std::string& method) { return method == "GET" || met
 std::optional<std::chrono::milliseconds> RetryDelay(const std::string& method,
                                                     const StatusOr<HttpResponse>& attempt) {
   if (!attempt.ok()) {
-    // No response: only reads are safe to resend (a write may have landed).
-    if (IsIdempotentRead(method) && (attempt.status().code() == StatusCode::kUnavailable ||
-                                     attempt.status().code() == StatusCode::kDeadlineExceeded)) {
+    // No response: only reads are safe to resend (a write may have landed),
+    // and only on what the one retry policy (Status::IsRetryable) allows.
+    if (IsIdempotentRead(method) && attempt.status().IsRetryable()) {
       return std::chrono::milliseconds(0);
     }
     return std::nullopt;
@@ -32,6 +32,7 @@ std::optional<std::chrono::milliseconds> RetryDelay(const std::string& method,
     try {
       return std::chrono::seconds(std::clamp<long long>(std::stoll(ra->second), 0, 60));
     } catch (const std::exception&) {
+      // An HTTP-date Retry-After: retry with the client's own backoff.
       return std::chrono::milliseconds(0);
     }
   }

@@ -149,6 +149,8 @@ void LeaderElector::Run(const std::function<void()>& on_started,
   }
   leading_ = false;
   if (on_stopped) on_stopped();
+  // Best effort: a lease that could not be released expires after
+  // lease_duration, and another candidate takes it then.
   if (stop.load() && config_.release_on_stop) (void)Release();
 }
 
