@@ -203,4 +203,60 @@ StatusOr<ProcessResult> RunProcess(const ProcessOptions& options) {
   return result;
 }
 
+StatusOr<std::unique_ptr<Subprocess>> Subprocess::Start(const ProcessOptions& options,
+                                                        const std::string& output_file) {
+  if (options.argv.empty()) return Status::InvalidArgument("Subprocess::Start: empty argv");
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
+  posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, output_file.c_str(),
+                                   O_WRONLY | O_CREAT | O_TRUNC | O_APPEND, 0644);
+  posix_spawn_file_actions_adddup2(&actions, STDOUT_FILENO, STDERR_FILENO);
+  std::vector<std::string> argv_storage = options.argv;
+  std::vector<std::string> env_storage = MergedEnvironment(options.env);
+  std::vector<char*> argv = CStrings(argv_storage);
+  std::vector<char*> envp = CStrings(env_storage);
+  pid_t pid = -1;
+  const int rc = posix_spawnp(&pid, argv[0], &actions, nullptr, argv.data(), envp.data());
+  posix_spawn_file_actions_destroy(&actions);
+  if (rc != 0) {
+    return Status::NotFound("cannot start '" + options.argv[0] + "': " + std::strerror(rc));
+  }
+  return std::unique_ptr<Subprocess>(new Subprocess(pid));
+}
+
+Subprocess::~Subprocess() {
+  if (pid_ > 0) {
+    kill(pid_, SIGKILL);
+    Wait();
+  }
+}
+
+void Subprocess::Signal(int signal) const {
+  if (pid_ > 0) kill(pid_, signal);
+}
+
+std::optional<int> Subprocess::Poll() {
+  if (pid_ <= 0) return exit_code_;
+  int wstatus = 0;
+  if (waitpid(pid_, &wstatus, WNOHANG) != pid_) return std::nullopt;
+  pid_ = -1;
+  exit_code_ = DecodeWaitStatus(wstatus);
+  return exit_code_;
+}
+
+int Subprocess::Wait() {
+  if (pid_ <= 0) return exit_code_;
+  int wstatus = 0;
+  while (waitpid(pid_, &wstatus, 0) < 0) {
+    if (errno != EINTR) {
+      pid_ = -1;
+      return exit_code_;
+    }
+  }
+  pid_ = -1;
+  exit_code_ = DecodeWaitStatus(wstatus);
+  return exit_code_;
+}
+
 }  // namespace kiln

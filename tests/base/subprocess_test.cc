@@ -1,6 +1,14 @@
 #include "base/subprocess.h"
 
+#include <signal.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <string>
+
 #include <catch2/catch.hpp>
+
+#include "base/file.h"
 
 namespace kiln {
 namespace {
@@ -57,6 +65,52 @@ TEST_CASE("death by signal is reported as 128+signal", "[base][subprocess]") {
   auto r = RunProcess({.argv = {"sh", "-c", "kill -9 $$"}});
   REQUIRE(r.ok());
   CHECK(r->exit_code == 128 + 9);
+}
+
+}  // namespace
+}  // namespace kiln
+
+namespace kiln {
+namespace {
+
+std::string TempFile(const char* name) {
+  return (std::filesystem::temp_directory_path() /
+          (std::string("kiln-subprocess-") + std::to_string(getpid()) + "-" + name))
+      .string();
+}
+
+TEST_CASE("a started process writes both streams to its file and exits", "[base][subprocess]") {
+  const std::string out = TempFile("both");
+  auto p = Subprocess::Start({.argv = {"sh", "-c", "echo out; echo err >&2; echo $KILN_X; exit 3"},
+                              .env = {{"KILN_X", "x1"}}},
+                             out);
+  REQUIRE(p.ok());
+  CHECK((*p)->pid() > 0);
+  CHECK((*p)->Wait() == 3);
+  CHECK((*p)->Poll() == 3);  // Reaped: the same code at once.
+  CHECK(ReadFile(out).value_or("") == "out\nerr\nx1\n");
+  std::filesystem::remove(out);
+}
+
+TEST_CASE("a started process can be polled, signalled and is killed when dropped",
+          "[base][subprocess]") {
+  const std::string out = TempFile("signal");
+  auto p = Subprocess::Start({.argv = {"sleep", "30"}}, out);
+  REQUIRE(p.ok());
+  CHECK(!(*p)->Poll().has_value());
+  (*p)->Signal(SIGTERM);
+  CHECK((*p)->Wait() == 128 + SIGTERM);
+
+  auto q = Subprocess::Start({.argv = {"sleep", "30"}}, out);
+  REQUIRE(q.ok());
+  const pid_t pid = (*q)->pid();
+  q->reset();  // SIGKILL and reap: the pid is gone.
+  CHECK(kill(pid, 0) == -1);
+  std::filesystem::remove(out);
+
+  CHECK(Subprocess::Start({.argv = {"/nonexistent/kiln"}}, out).status().code() ==
+        StatusCode::kNotFound);
+  CHECK(Subprocess::Start({}, out).status().code() == StatusCode::kInvalidArgument);
 }
 
 }  // namespace

@@ -4,6 +4,7 @@
 #include "operator/runtime/manager.h"
 
 #include <chrono>
+#include <csignal>
 #include <future>
 #include <iostream>
 #include <thread>

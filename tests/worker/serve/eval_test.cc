@@ -5,6 +5,7 @@
 #include "worker/serve/eval.h"
 
 #include <chrono>
+#include <csignal>
 #include <fstream>
 #include <thread>
 

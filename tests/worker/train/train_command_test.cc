@@ -1,6 +1,7 @@
 // `kiln-worker train` end to end through the binary: it learns the fortunes
 // corpus (the loss falls), reports JSON progress, and maps failures to the
 // documented exit codes.
+#include <csignal>
 #include <fstream>
 #include <sstream>
 #include <thread>
