@@ -111,6 +111,31 @@ int DecodeWaitStatus(int wstatus) {
   return -1;
 }
 
+// Spawns options.argv (looked up on PATH when it holds no '/') with
+// options.env over this process's environment; the pid, or the Status of a
+// program that cannot be started.
+StatusOr<pid_t> Spawn(const ProcessOptions& options, const posix_spawn_file_actions_t* actions,
+                      const posix_spawnattr_t* attr) {
+  std::vector<std::string> argv_storage = options.argv;
+  std::vector<std::string> env_storage = MergedEnvironment(options.env);
+  std::vector<char*> argv = CStrings(argv_storage);
+  std::vector<char*> envp = CStrings(env_storage);
+  pid_t pid = -1;
+  const int rc = posix_spawnp(&pid, argv[0], actions, attr, argv.data(), envp.data());
+  if (rc != 0) return ErrnoStatus(rc, "cannot start", "'" + options.argv[0] + "'");
+  return pid;
+}
+
+// Waits for `pid` to exit (through EINTR); its exit code, 128+signal when
+// killed.
+StatusOr<int> WaitForExit(pid_t pid) {
+  int wstatus = 0;
+  while (waitpid(pid, &wstatus, 0) < 0) {
+    if (errno != EINTR) return ErrnoStatus(errno, "waitpid", "");
+  }
+  return DecodeWaitStatus(wstatus);
+}
+
 }  // namespace
 
 StatusOr<ProcessResult> RunProcess(const ProcessOptions& options) {
@@ -131,17 +156,11 @@ StatusOr<ProcessResult> RunProcess(const ProcessOptions& options) {
   posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP);
   posix_spawnattr_setpgroup(&attr, 0);
 
-  std::vector<std::string> argv_storage = options.argv;
-  std::vector<std::string> env_storage = MergedEnvironment(options.env);
-  std::vector<char*> argv = CStrings(argv_storage);
-  std::vector<char*> envp = CStrings(env_storage);
-  pid_t pid = -1;
-  int rc = posix_spawnp(&pid, argv[0], &actions, &attr, argv.data(), envp.data());
+  const StatusOr<pid_t> spawned = Spawn(options, &actions, &attr);
   posix_spawn_file_actions_destroy(&actions);
   posix_spawnattr_destroy(&attr);
-  if (rc != 0) {
-    return ErrnoStatus(rc, "cannot start", "'" + options.argv[0] + "'");
-  }
+  KILN_RETURN_IF_ERROR(spawned.status());
+  const pid_t pid = *spawned;
   in.read_end.Reset();
   out.write_end.Reset();
   err.write_end.Reset();
@@ -195,11 +214,7 @@ StatusOr<ProcessResult> RunProcess(const ProcessOptions& options) {
     return Status::DeadlineExceeded("'" + options.argv[0] + "' did not finish within " +
                                     std::to_string(options.timeout.count()) + " ms");
   }
-  int wstatus = 0;
-  while (waitpid(pid, &wstatus, 0) < 0) {
-    if (errno != EINTR) return ErrnoStatus(errno, "waitpid", "");
-  }
-  result.exit_code = DecodeWaitStatus(wstatus);
+  KILN_ASSIGN_OR_RETURN(result.exit_code, WaitForExit(pid));
   return result;
 }
 
@@ -212,17 +227,10 @@ StatusOr<std::unique_ptr<Subprocess>> Subprocess::Start(const ProcessOptions& op
   posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, output_file.c_str(),
                                    O_WRONLY | O_CREAT | O_TRUNC | O_APPEND, 0644);
   posix_spawn_file_actions_adddup2(&actions, STDOUT_FILENO, STDERR_FILENO);
-  std::vector<std::string> argv_storage = options.argv;
-  std::vector<std::string> env_storage = MergedEnvironment(options.env);
-  std::vector<char*> argv = CStrings(argv_storage);
-  std::vector<char*> envp = CStrings(env_storage);
-  pid_t pid = -1;
-  const int rc = posix_spawnp(&pid, argv[0], &actions, nullptr, argv.data(), envp.data());
+  const StatusOr<pid_t> spawned = Spawn(options, &actions, nullptr);
   posix_spawn_file_actions_destroy(&actions);
-  if (rc != 0) {
-    return Status::NotFound("cannot start '" + options.argv[0] + "': " + std::strerror(rc));
-  }
-  return std::unique_ptr<Subprocess>(new Subprocess(pid));
+  KILN_RETURN_IF_ERROR(spawned.status());
+  return std::unique_ptr<Subprocess>(new Subprocess(*spawned));
 }
 
 Subprocess::~Subprocess() {
@@ -247,15 +255,9 @@ std::optional<int> Subprocess::Poll() {
 
 int Subprocess::Wait() {
   if (pid_ <= 0) return exit_code_;
-  int wstatus = 0;
-  while (waitpid(pid_, &wstatus, 0) < 0) {
-    if (errno != EINTR) {
-      pid_ = -1;
-      return exit_code_;
-    }
-  }
+  const StatusOr<int> code = WaitForExit(pid_);
   pid_ = -1;
-  exit_code_ = DecodeWaitStatus(wstatus);
+  if (code.ok()) exit_code_ = *code;  // Else unknown: -1.
   return exit_code_;
 }
 
