@@ -10,9 +10,9 @@
 #include <string>
 #include <thread>
 
-#include "operator/kube/informer.h"
-#include "operator/kube/kubeconfig.h"
-#include "operator/runtime/controller.h"
+#include "kube/informer.h"
+#include "kube/kubeconfig.h"
+#include "runtime/controller.h"
 
 namespace {
 

@@ -341,7 +341,7 @@ def generate():
     lines = [f"// {HEADER.format(src='api/' + VERSION + '/*.yaml')}\n",
              f"#ifndef KILN_OPERATOR_API_V1ALPHA1_RESOURCES_H_\n"
              f"#define KILN_OPERATOR_API_V1ALPHA1_RESOURCES_H_\n\n"
-             '#include "operator/kube/resource.h"\n\n'
+             '#include "kube/resource.h"\n\n'
              "namespace kiln::api::v1alpha1 {\n\n"
              f'inline constexpr const char* kGroup = "{GROUP}";\n'
              f'inline constexpr const char* kVersion = "{VERSION}";\n\n']

@@ -15,9 +15,9 @@
 #include "base/log.h"
 #include "base/stop_signal.h"
 #include "base/version.h"
-#include "operator/kube/client.h"
-#include "operator/kube/kubeconfig.h"
-#include "operator/runtime/manager.h"
+#include "kube/client.h"
+#include "kube/kubeconfig.h"
+#include "runtime/manager.h"
 
 namespace {
 

@@ -13,7 +13,7 @@
 
 #include <catch2/catch.hpp>
 
-#include "operator/runtime/health_checks.h"
+#include "runtime/health_checks.h"
 #include "tests/support/http_probe.h"
 #include "tests/support/raw_http.h"
 

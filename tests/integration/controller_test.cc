@@ -1,6 +1,6 @@
 // A real controller (informer -> work queue -> 4 workers -> reconciler) over
 // ConfigMaps on the shared fixture's first cluster.
-#include "operator/runtime/controller.h"
+#include "runtime/controller.h"
 
 #include <map>
 #include <mutex>
@@ -9,7 +9,7 @@
 
 #include <catch2/catch.hpp>
 
-#include "operator/kube/api_error.h"
+#include "kube/api_error.h"
 #include "tests/support/local_clusters.h"
 
 namespace kiln::runtime {

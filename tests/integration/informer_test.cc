@@ -1,7 +1,7 @@
 // Informer and watch tests that disturb their control plane (churn of
 // thousands of objects, apiserver restarts, etcd compaction). They run on the
 // kiln_disruption fixture, one at a time.
-#include "operator/kube/informer.h"
+#include "kube/informer.h"
 
 #include <chrono>
 #include <map>
@@ -10,8 +10,8 @@
 
 #include <catch2/catch.hpp>
 
-#include "operator/kube/api_error.h"
-#include "operator/kube/kubeconfig.h"
+#include "kube/api_error.h"
+#include "kube/kubeconfig.h"
 #include "tests/support/local_clusters.h"
 
 namespace kiln::kube {

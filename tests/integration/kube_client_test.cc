@@ -1,4 +1,4 @@
-// Integration tests of kiln's Kubernetes client (operator/kube) against the
+// Integration tests of kiln's Kubernetes client (kube/) against the
 // real local clusters of the kiln_controlplane fixture.
 #include <chrono>
 #include <set>
@@ -7,9 +7,9 @@
 #include <catch2/catch.hpp>
 
 #include "base/file.h"
-#include "operator/kube/api_error.h"
-#include "operator/kube/client.h"
-#include "operator/kube/kubeconfig.h"
+#include "kube/api_error.h"
+#include "kube/client.h"
+#include "kube/kubeconfig.h"
 #include "tests/support/local_clusters.h"
 #include "tests/support/test_pki.h"
 

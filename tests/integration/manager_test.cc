@@ -1,7 +1,7 @@
 // The real kiln-operator binary against the shared fixture's first cluster:
 // two manager processes on one Lease, their health and metrics endpoints,
 // failover after a crash, and a graceful SIGTERM that hands the lease over.
-#include "operator/runtime/manager.h"
+#include "runtime/manager.h"
 
 #include <chrono>
 #include <csignal>
@@ -11,9 +11,9 @@
 
 #include <catch2/catch.hpp>
 
-#include "operator/kube/api_error.h"
-#include "operator/kube/kubeconfig.h"
-#include "operator/runtime/cache_reader.h"
+#include "kube/api_error.h"
+#include "kube/kubeconfig.h"
+#include "runtime/cache_reader.h"
 #include "tests/support/background_process.h"
 #include "tests/support/http_probe.h"
 #include "tests/support/local_clusters.h"

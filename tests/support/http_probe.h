@@ -10,7 +10,7 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 
-#include "operator/kube/http.h"
+#include "kube/http.h"
 
 namespace kiln::testing {
 

@@ -9,7 +9,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "operator/kube/kubeconfig.h"
+#include "kube/kubeconfig.h"
 
 namespace kiln::testing {
 

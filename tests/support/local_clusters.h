@@ -9,7 +9,7 @@
 
 #include "base/statusor.h"
 #include "base/subprocess.h"
-#include "operator/kube/client.h"
+#include "kube/client.h"
 
 namespace kiln::testing {
 

@@ -3,7 +3,7 @@
 #ifndef KILN_OPERATOR_API_V1ALPHA1_RESOURCES_H_
 #define KILN_OPERATOR_API_V1ALPHA1_RESOURCES_H_
 
-#include "operator/kube/resource.h"
+#include "kube/resource.h"
 
 namespace kiln::api::v1alpha1 {
 
