@@ -218,8 +218,7 @@ TEST_CASE("cancelling frees the request's KV blocks at the next step", "[serve]"
 // a callback run under the engine's lock deadlocked the two (seen as a
 // SIGTERM drain that never ended). Step runs on its own thread here, so a
 // regression ends the test binary with a message instead of hanging it.
-TEST_CASE("callbacks run outside the engine's lock and may call Submit and Cancel",
-          "[serve]") {
+TEST_CASE("callbacks run outside the engine's lock and may call Submit and Cancel", "[serve]") {
   auto m = TestModel();
   auto e = Engine::Create(m, {.max_running = 1, .max_batch_tokens = 64, .kv_blocks = 8});
   REQUIRE(e.ok());
