@@ -1,7 +1,10 @@
 #include "kube/client.h"
 
+#include <stop_token>
+
 #include <catch2/catch.hpp>
 
+#include "base/context.h"
 #include "base/file.h"
 #include "kube/api_error.h"
 #include "tests/kube/fake_transport.h"
@@ -126,6 +129,51 @@ TEST_CASE("reads are retried on transient failures, with backoff", "[kube][clien
   REQUIRE(pod.ok());
   CHECK(h.transport->requests().size() == 3);
   CHECK(h.clock.sleeps().size() == 2);
+}
+
+TEST_CASE("a call ends with the calling thread's context", "[kube][client][context]") {
+  Harness h;
+  SECTION("a stopped context sends nothing") {
+    std::stop_source stop;
+    stop.request_stop();
+    ScopedContext scope(Context(stop.get_token(), std::nullopt));
+    auto pod = h.client->Get(resources::kPods, "ns", "p");
+    REQUIRE_FALSE(pod.ok());
+    CHECK(pod.status().code() == StatusCode::kCancelled);
+    CHECK_THAT(pod.status().message(), Contains("GET /api/v1/namespaces/ns/pods/p"));
+    CHECK(h.transport->requests().empty());
+  }
+  SECTION("an attempt's timeout is capped by the time left") {
+    h.transport->Respond(200, R"({"kind":"Pod"})");
+    ScopedContext scope(Context().WithTimeout(std::chrono::seconds(2)));
+    REQUIRE(h.client->Get(resources::kPods, "ns", "p").ok());
+    REQUIRE(h.transport->requests().size() == 1);
+    const auto timeout = h.transport->requests()[0].timeout;
+    CHECK(timeout > std::chrono::milliseconds(0));
+    CHECK(timeout <= std::chrono::seconds(2));
+  }
+  SECTION("no retry waits past the deadline, and the error says what failed last") {
+    // The server asks for a 5 s pause; the context has 200 ms.
+    h.transport->Respond(503, StatusBody(503, "ServiceUnavailable", "etcd is slow"),
+                         {{"retry-after", "5"}});
+    h.transport->Respond(200, R"({"kind":"Pod"})");
+    ScopedContext scope(Context().WithTimeout(std::chrono::milliseconds(200)));
+    auto pod = h.client->Get(resources::kPods, "ns", "p");
+    REQUIRE_FALSE(pod.ok());
+    CHECK(pod.status().code() == StatusCode::kDeadlineExceeded);
+    CHECK_THAT(pod.status().message(), Contains("etcd is slow"));
+    CHECK(h.transport->requests().size() == 1);
+    CHECK(h.clock.sleeps().empty());  // Waited on the context, not the client's clock.
+  }
+  SECTION("without a context, the same retry waits and succeeds") {
+    h.transport->Respond(503, StatusBody(503, "ServiceUnavailable", "etcd is slow"),
+                         {{"retry-after", "5"}});
+    h.transport->Respond(200, R"({"kind":"Pod"})");
+    REQUIRE(h.client->Get(resources::kPods, "ns", "p").ok());
+    CHECK(h.transport->requests().size() == 2);
+    REQUIRE(h.clock.sleeps().size() == 1);
+    CHECK(h.clock.sleeps()[0] >= std::chrono::seconds(5));
+  }
 }
 
 class RecordingObserver final : public RequestObserver {
