@@ -24,9 +24,13 @@ std::optional<std::chrono::sys_seconds> ParseRfc3339(const std::string& s) {
   return std::chrono::sys_seconds(std::chrono::seconds(timegm(&tm)));
 }
 
-std::string Trim(std::string s) {
-  while (!s.empty() && (s.back() == '\n' || s.back() == '\r' || s.back() == ' ')) s.pop_back();
-  return s;
+// Surrounding whitespace, as client-go's strings.TrimSpace: a token file
+// written by hand often ends (or starts) with some.
+std::string Trim(const std::string& s) {
+  const char* space = " \t\r\n";
+  const size_t first = s.find_first_not_of(space);
+  if (first == std::string::npos) return "";
+  return s.substr(first, s.find_last_not_of(space) - first + 1);
 }
 
 }  // namespace
