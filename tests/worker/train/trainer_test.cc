@@ -14,34 +14,20 @@
 #include <catch2/catch.hpp>
 
 #include "tests/support/temp_dir.h"
-#include "worker/data/prepare.h"
+#include "tests/support/tiny_training.h"
 
 namespace kiln::train {
 namespace {
 
 using Catch::Contains;
 
-std::string Corpus(const kiln::testing::TempDir& dir) {
-  data::PrepareOptions p;
-  p.inputs = {"/usr/share/games/fortunes"};  // Installed by scripts/setup.sh.
-  p.output_dir = dir.path() + "/data";
-  auto r = data::Prepare(p);
-  INFO(r.status().ToString());
-  REQUIRE(r.ok());
-  return r->manifest_path;
-}
-
+// Longer and faster-learning than the shared tiny run, so that learning shows.
 TrainOptions Tiny(const std::string& manifest) {
-  TrainOptions o;
-  o.manifest = manifest;
-  o.model.num_layers = 1;
-  o.model.num_heads = 2;
-  o.model.channels = 32;
-  o.batch_size = 4;
-  o.seq_len = 16;
+  TrainOptions o = kiln::testing::TinyTrainOptions(manifest);
   o.steps = 30;
   o.learning_rate = 3e-3;
   o.warmup_steps = 2;
+  o.grad_clip = 1.0;
   o.seed = 7;
   return o;
 }
@@ -132,7 +118,7 @@ TEST_CASE("training FLOPs per token follow the llm.c accounting", "[worker][trai
 
 TEST_CASE("a run learns and reports steps, validation and the end", "[worker][train]") {
   kiln::testing::TempDir dir;
-  TrainOptions o = Tiny(Corpus(dir));
+  TrainOptions o = Tiny(kiln::testing::PrepareFortunes(dir));
   o.log_every = 5;
   o.val_every = 10;
   o.peak_flops = 1e12;
@@ -172,7 +158,7 @@ TEST_CASE("a run learns and reports steps, validation and the end", "[worker][tr
 
 TEST_CASE("gradient accumulation follows the trajectory of the larger batch", "[worker][train]") {
   kiln::testing::TempDir dir;
-  TrainOptions big = Tiny(Corpus(dir));
+  TrainOptions big = Tiny(kiln::testing::PrepareFortunes(dir));
   big.steps = 8;
   big.batch_size = 4;
   TrainOptions accumulated = big;
@@ -195,7 +181,7 @@ TEST_CASE("gradient accumulation follows the trajectory of the larger batch", "[
 
 TEST_CASE("a stop ends the run between steps, after the step in flight", "[worker][train]") {
   kiln::testing::TempDir dir;
-  TrainOptions o = Tiny(Corpus(dir));
+  TrainOptions o = Tiny(kiln::testing::PrepareFortunes(dir));
   std::atomic<bool> stop{false};
   Run run = Train(o, &stop, /*stop_after=*/4);
   REQUIRE(run.status.ok());
@@ -208,7 +194,7 @@ TEST_CASE("a stop ends the run between steps, after the step in flight", "[worke
 
 TEST_CASE("a diverging run stops as a NumericsFault naming the step", "[worker][train]") {
   kiln::testing::TempDir dir;
-  TrainOptions o = Tiny(Corpus(dir));
+  TrainOptions o = Tiny(kiln::testing::PrepareFortunes(dir));
   o.learning_rate = 50;  // Far past stable: the loss leaves its average at once.
   o.warmup_steps = 0;
   o.grad_clip = 0;
