@@ -1,5 +1,6 @@
-// Internal to kernels/cuda: deterministic warp and block reductions. Each
-// combines values in a fixed order, so equal inputs give bitwise equal sums.
+// Internal to kernels/cuda: deterministic warp and block reductions (sums and
+// maxima). Each combines values in a fixed order, so equal inputs give
+// bitwise equal sums.
 #ifndef KILN_KERNELS_CUDA_REDUCE_CUH_
 #define KILN_KERNELS_CUDA_REDUCE_CUH_
 
@@ -39,6 +40,17 @@ __device__ T BlockSum(T v, T* shared) {
   if (lane == 0) shared[warp] = v;
   __syncthreads();
   return WarpSum(lane < warps ? shared[lane] : T(0));
+}
+
+// The maximum over a block, returned to every thread; as BlockSum.
+__device__ __forceinline__ float BlockMax(float v, float* shared) {
+  const int lane = threadIdx.x % kWarpSize, warp = threadIdx.x / kWarpSize;
+  const int warps = blockDim.x / kWarpSize;
+  v = WarpMax(v);
+  __syncthreads();  // A previous call may still be reading `shared`.
+  if (lane == 0) shared[warp] = v;
+  __syncthreads();
+  return WarpMax(lane < warps ? shared[lane] : -INFINITY);
 }
 
 }  // namespace kiln::kernels::cuda
