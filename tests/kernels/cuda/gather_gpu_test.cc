@@ -1,6 +1,8 @@
 // kernels/cuda/gather.h against cpu::GatherRows: a copy, so exact. Rows
 // repeat and come in any order; C = 77 is no multiple of a warp.
+#include <cstdio>
 #include <random>
+#include <vector>
 
 #include <catch2/catch.hpp>
 

@@ -80,8 +80,10 @@ bool Ok(const std::string& what, const Status& s);
 // Waits for `stream` and reports any asynchronous error.
 bool Sync(cudaStream_t stream);
 
-// The tests, one per kernels/cuda header, in <name>_gpu_test.cc. Each prints
-// what it compares and returns whether everything matched.
+// The training kernels' tests, one per kernels/cuda header, in
+// <name>_gpu_test.cc; training_kernels_gpu_test.cc runs each as a Catch2 test
+// case. Each prints what it compares and returns whether everything matched.
+// (The serving kernels' tests are Catch2 test cases themselves.)
 bool TestEncoder(cudaStream_t stream);
 bool TestLayerNorm(cudaStream_t stream);
 bool TestMatmul(cudaStream_t stream);

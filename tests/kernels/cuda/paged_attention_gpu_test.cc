@@ -7,7 +7,10 @@
 // against VectorExp: errors near 1e-6), and the GPU rounds its output once to
 // bf16 (at most 2^-9 relative); a wrong block, row or head shows as errors of
 // 0.1 and more.
+#include <algorithm>
+#include <cstdio>
 #include <random>
+#include <vector>
 
 #include <catch2/catch.hpp>
 
