@@ -1,9 +1,10 @@
 // kernels/cpu/paged_attention.h and the serving rows of ops.h (EmbedRows,
 // GatherRows) against the training reference: rows of several sequences
 // whose keys and values sit in scattered cache blocks must attend exactly as
-// cpu::AttentionForward over each sequence's contiguous qkv. Tolerance 1e-5
-// absolute: the two sum the same float products in different orders and
-// take exp differently (VectorExp is within 2 ulp).
+// cpu::AttentionForward over each sequence's contiguous qkv. Tolerance 1e-6
+// absolute (outputs are of order 0.1 to 1): the two sum the same float
+// products in different orders and take exp differently (VectorExp is within
+// 2 ulp); the worst seen is 1.2e-7, a wrong block, row or head costs 0.1.
 #include "kernels/cpu/paged_attention.h"
 
 #include <algorithm>
@@ -53,7 +54,7 @@ void Check(const test::PagedShape& shape) {
     }
   }
   INFO(shape.Name() << ": worst difference " << worst);
-  CHECK(worst <= 1e-5);
+  CHECK(worst <= 1e-6);
 }
 
 TEST_CASE("PagedAttentionForward matches AttentionForward through scattered blocks",
