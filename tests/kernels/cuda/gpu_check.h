@@ -19,7 +19,8 @@
 
 namespace kiln::kernels::cuda::test {
 
-// x rounded to the nearest bf16 (ties to even), as __float2bfloat16_rn.
+// x rounded to the nearest bf16 (ties to even), as __float2bfloat16_rn
+// (kernels/cpu/matmul_bf16.h's FloatToBf16).
 float RoundBf16(float x);
 
 // n values uniform in [lo, hi); the Bf16 ones are rounded to bf16, so the CPU
