@@ -21,7 +21,7 @@
 # DIR/kiln-worker (must be a CPU-only build) and DIR/kiln-worker-cuda (or
 # DIR/kiln-worker when absent) instead. Environment: SOURCE_DATE_EPOCH (default:
 # the last commit's time) for every timestamp; KILN_IMAGE_SOURCE for the
-# org.opencontainers.image.source label.
+# org.opencontainers.image.source label; KILN_JOBS=N for ninja -jN.
 # shellcheck source-path=SCRIPTDIR
 set -euo pipefail
 source "$(dirname "$0")/lib/common.sh"
@@ -32,7 +32,7 @@ ALL_IMAGES=(kiln-operator kiln-worker kiln-worker-cuda)
 DEFAULT_IMAGES=(kiln-operator kiln-worker)
 
 usage() {
-  sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0"
+  sed -n '2,/^[^#]/{/^[^#]/d;/^# shellcheck/d;s/^# \{0,1\}//;p}' "$0"
 }
 
 out="$KILN_ROOT/build/images"
@@ -117,8 +117,7 @@ build_programs() {
 program_path() {
   load_image "$1"
   if [ -z "$bin_dir" ]; then
-    printf '%s/build/%s/%s/%s\n' "$KILN_ROOT" "$IMAGE_PRESET" \
-      "$([ "$IMAGE_PROGRAM" = kiln-operator ] && echo operator || echo worker)" "$IMAGE_PROGRAM"
+    printf '%s/build/%s/%s\n' "$KILN_ROOT" "$IMAGE_PRESET" "$IMAGE_PROGRAM_PATH"
   elif [ "$1" = kiln-worker-cuda ] && [ -x "$bin_dir/kiln-worker-cuda" ]; then
     printf '%s/kiln-worker-cuda\n' "$bin_dir"
   else
