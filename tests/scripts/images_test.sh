@@ -194,7 +194,7 @@ run_in() {
   containers+=("$id")
   runc --root "$RUNC_ROOT" run --bundle "$bundle" "$id"
 }
-[ "$rootless" = 0 ] || echo "note: not root: containers run rootless as the caller, not as 65532"
+[ "$rootless" = 0 ] || echo "note: rootless: the containers run as the caller (root in a user namespace), not as 65532"
 expect "worker image: kiln-worker --version" 0 "kiln-worker $version" "cpu-only" -- \
   run_in kiln-worker version -- kiln-worker --version
 expect "worker image: a bad flag exits 2 (ConfigurationError) naming the flag" 2 \
