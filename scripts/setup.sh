@@ -15,6 +15,9 @@ APT_PACKAGES=(
   python3 python3-pip python3-yaml python3-numpy iproute2 procps
   libcpprest-dev libboost-dev libyaml-cpp-dev libssl-dev nlohmann-json3-dev prometheus-cpp-dev catch2
   fortunes
+  # Container images without a container engine (scripts/images.sh), and
+  # running them in the tests.
+  umoci runc containerd jq ca-certificates
 )
 
 install_apt_packages() {

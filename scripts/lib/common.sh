@@ -31,3 +31,9 @@ need() {
 
 # The folder holding the Go-built tools for the pinned versions.
 kiln_tools_bin() { printf '%s/tools/bin\n' "$KILN_CACHE_DIR"; }
+
+# The release version, from the one place it is written: CMakeLists.txt's
+# project(kiln VERSION x.y.z). Image tags and the chart's appVersion follow it.
+kiln_project_version() {
+  sed -n 's/^project(kiln VERSION \([0-9][0-9.]*\).*/\1/p' "$KILN_ROOT/CMakeLists.txt"
+}
