@@ -26,8 +26,9 @@ deadline=$((SECONDS + 170))
 command -v nvidia-smi >/dev/null &&
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | sed 's/^/gpu: /'
 
-# check NAME LIMIT_S SHOW_REGEX CMD...: runs CMD; SKIP when it exits 77 or says
-# "SKIPPED: no CUDA device"; prints output lines matching SHOW_REGEX.
+# check NAME LIMIT_S SHOW_REGEX CMD...: runs CMD (a Catch2 GPU test); FAIL when
+# it exits non-zero, SKIP when it passes but says "SKIPPED: no CUDA device"
+# (tests/support/gpu.h), else PASS; prints output lines matching SHOW_REGEX.
 check() {
   local name="$1" limit="$2" show="$3"
   shift 3
@@ -48,12 +49,12 @@ check() {
   rc=$?
   local secs
   secs=$(awk -v a="$start" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }')
-  if [ "$rc" = 77 ] || grep -q 'SKIPPED: no CUDA device' "$log"; then
-    verdict=SKIP skipped=$((skipped + 1))
-  elif [ "$rc" = 0 ]; then
-    verdict=PASS passed=$((passed + 1))
-  else
+  if [ "$rc" != 0 ]; then
     verdict=FAIL failed=$((failed + 1))
+  elif grep -q 'SKIPPED: no CUDA device' "$log"; then
+    verdict=SKIP skipped=$((skipped + 1))
+  else
+    verdict=PASS passed=$((passed + 1))
   fi
   printf '%-4s  %-40s %6s s%s\n' "$verdict" "$name" "$secs" "$([ "$rc" = 124 ] && echo " (timed out after ${limit} s)")"
   if [ "$verdict" = FAIL ]; then
