@@ -117,7 +117,7 @@ TEST_CASE("the example job's gang: gated, pinned pods with the rendezvous and tr
   CHECK(svc["spec"]["selector"][kAttemptLabel] == "0");
 }
 
-TEST_CASE("a restart attempt gets new names; the job's own cluster gets owner references",
+TEST_CASE("a restart attempt gets new names, and the job's own cluster gets owner references",
           "[trainingjob][pods]") {
   v1::TrainingJob job = Example();
   WorkerPodOptions o = Options();
