@@ -80,8 +80,7 @@ class Request {
   const Resources& per_worker() const { return per_worker_; }
 
   // Scans a cluster: every node that may take a worker and has room for one,
-  // grouped by domain. `cap` bounds per-node fits (the most workers wanted),
-  // so a gang that asks for nothing does not overflow. Indexed domains with
+  // grouped by domain. `cap` bounds per-node fits. Indexed domains with
   // fewer free GPUs than `domain_floor_gpus` are skipped unvisited, unless
   // `explain` asks for every node to be counted in `rejections`.
   ClusterCap Scan(const Snapshot::Cluster& c, int64_t cap, int64_t domain_floor_gpus, bool explain,
@@ -100,14 +99,14 @@ class Request {
         AddDomain(c, value, domain.nodes, cap, rejections, out);
       }
     } else {
+      // An unindexed key: group the nodes here. The names point into the
+      // snapshot, which outlives the placement.
       std::map<std::string_view, std::vector<std::pair<const std::string*, size_t>>> grouped;
       for (const auto& [name, slot] : c.nodes()) {
         grouped[c.node(slot).Label(gang_.topology_key)].emplace_back(&name, slot);
       }
       for (const auto& [value, members] : grouped) {
-        std::map<std::string, size_t, std::less<>> nodes;
-        for (const auto& [name, slot] : members) nodes.emplace(*name, slot);
-        AddDomain(c, std::string(value), nodes, cap, rejections, out);
+        AddDomain(c, std::string(value), members, cap, rejections, out);
       }
     }
     // Nodes without the label became domains of their own; keep display order.
@@ -162,11 +161,17 @@ class Request {
     return true;
   }
 
-  void AddDomain(const Snapshot::Cluster& c, const std::string& value,
-                 const std::map<std::string, size_t, std::less<>>& nodes, int64_t cap,
-                 Rejections& rejections, ClusterCap& out) const {
+  static const std::string& NameOf(const std::string& name) { return name; }
+  static const std::string& NameOf(const std::string* name) { return *name; }
+
+  // Adds a domain's nodes with room to `out`. `nodes` holds (name, slot)
+  // pairs, the name as a string in the snapshot or a pointer to one.
+  template <typename Nodes>
+  void AddDomain(const Snapshot::Cluster& c, const std::string& value, const Nodes& nodes,
+                 int64_t cap, Rejections& rejections, ClusterCap& out) const {
     DomainCap domain{value, value, {}, 0};
-    for (const auto& [name, slot] : nodes) {
+    for (const auto& [name_ref, slot] : nodes) {
+      const std::string& name = NameOf(name_ref);
       if (!Eligible(c, c.node(slot), rejections)) continue;
       const int64_t fit = WorkersThatFit(c.free(slot), per_worker_, cap);
       if (fit <= 0) continue;
@@ -409,9 +414,9 @@ Placement Assemble(const Gang& gang, const std::vector<ClusterPlan>& plans) {
   return p;
 }
 
-// Priority first; a cluster of weight 0 only when nothing else fits.
+// A cluster of weight 0 only when nothing else fits; then priority, high first.
 auto ClusterRank(const Snapshot::Cluster& c) {
-  return std::make_tuple(-c.info().priority, c.info().weight == 0 ? 1 : 0);
+  return std::make_tuple(c.info().weight == 0 ? 1 : 0, -c.info().priority);
 }
 
 }  // namespace
@@ -428,6 +433,10 @@ StatusOr<Placement> Place(const Gang& gang, const Snapshot& snapshot) {
   // when the gang does not fit does a second pass count every node, for the
   // reason.
   const int64_t gpus = gang.gpus_per_worker;
+  // Fits are uncapped so tightness compares real room; a gang that asks for
+  // nothing fits anywhere, as many as it wants.
+  const int64_t node_cap =
+      gang.PerWorker() == Resources{} ? max_workers : std::numeric_limits<int64_t>::max();
   std::vector<std::string> skipped;
   std::vector<ClusterCap> caps;
   Rejections rejections;
@@ -447,7 +456,7 @@ StatusOr<Placement> Place(const Gang& gang, const Snapshot& snapshot) {
         skipped.push_back("cluster " + name + " not matching clusterSelector " +
                           gang.cluster_selector.ToString());
       } else if (c.free_gpus() >= cluster_floor) {
-        caps.push_back(request.Scan(c, max_workers, domain_floor, explain, rejections));
+        caps.push_back(request.Scan(c, node_cap, domain_floor, explain, rejections));
       }
     }
   };
