@@ -24,12 +24,15 @@ struct NodeCap {
   int64_t fit;  // workers of this gang it can take
 };
 
-// A topology domain's nodes with room, in name order.
+// A topology domain with room.
 struct DomainCap {
-  std::string value;    // the topology label's value ("" for a node without it)
-  std::string display;  // value, or the node's name for a node without it
-  std::vector<NodeCap> nodes;
+  std::string value;           // the topology label's value ("" for a node without it)
+  std::string display;         // value, or the node's name for a node without it
+  std::vector<NodeCap> nodes;  // its nodes with room, in name order, unless `indexed`
   int64_t fit = 0;
+  // An indexed domain: its nodes are those of `indexed` with a fit in the
+  // cluster's slot_fits (listed only for the domains a plan uses).
+  const Snapshot::Domain* indexed = nullptr;
 };
 
 // A cluster's domains with room, in display order.
@@ -37,6 +40,7 @@ struct ClusterCap {
   const Snapshot::Cluster* cluster;
   std::vector<DomainCap> domains;
   int64_t fit = 0;
+  std::vector<int64_t> slot_fits;  // per slot, for indexed domains
   int64_t largest_domain_fit = 0;
   const DomainCap* largest_domain = nullptr;
 };
@@ -52,6 +56,7 @@ struct Rejections {
   int tainted = 0;
   std::map<std::string, int> taints;  // "key=value:Effect" → nodes
   std::set<std::string> products;     // GPU products of eligible nodes
+  std::string_view last_product;      // skips the set for runs of one product
 };
 
 // How many workers go on one node, one domain, one cluster.
@@ -72,7 +77,11 @@ struct ClusterPlan {
 
 class Request {
  public:
-  explicit Request(const Gang& gang) : gang_(gang), per_worker_(gang.PerWorker()) {
+  explicit Request(const Gang& gang)
+      : gang_(gang),
+        per_worker_(gang.PerWorker()),
+        simple_(gang.node_selector.empty() && gang.tolerations.empty() &&
+                gang.avoid_nodes.empty()) {
     for (const auto& node : gang.avoid_nodes) avoid_.insert(node);
   }
 
@@ -85,20 +94,46 @@ class Request {
   // `explain` asks for every node to be counted in `rejections`.
   ClusterCap Scan(const Snapshot::Cluster& c, int64_t cap, int64_t domain_floor_gpus, bool explain,
                   Rejections& rejections) const {
-    ClusterCap out{&c, {}, 0, 0, nullptr};
+    ClusterCap out{&c, {}, 0, {}, 0, nullptr};
     const int key = c.KeyIndex(gang_.topology_key);
+    bool singletons = false;
     if (key >= 0) {
-      const auto key_index = static_cast<size_t>(key);
-      for (const auto& [value, domain] : c.domains(key_index)) {
-        if (c.domain_free_gpus(key_index, domain.id) < domain_floor_gpus) {
-          if (explain) {
-            for (const auto& [name, slot] : domain.nodes) Eligible(c, c.node(slot), rejections);
-          }
+      // One sweep over the slots' flat arrays; node names (a map) are only
+      // walked for the domains a plan ends up using.
+      const auto k = static_cast<size_t>(key);
+      out.slot_fits.assign(c.slot_count(), 0);
+      std::vector<int64_t> domain_fit(c.domain_id_count(k), 0);
+      for (size_t slot = 0; slot < c.slot_count(); ++slot) {
+        if (!c.live(slot)) continue;
+        const size_t d = c.domain_of(k, slot);
+        if (!explain && c.domain_free_gpus(k, d) < domain_floor_gpus) continue;
+        // For a simple gang an open node is eligible; the others are looked at
+        // in full only to say why they were left out.
+        const bool ok = simple_ && c.open(slot) ? CountOpen(c, slot, explain, rejections)
+                                                : Eligible(c, slot, rejections);
+        if (!ok) continue;
+        const int64_t fit = WorkersThatFit(c.free(slot), per_worker_, cap);
+        out.slot_fits[slot] = fit;
+        domain_fit[d] += fit;
+      }
+      for (const auto& [value, domain] : c.domains(k)) {
+        const int64_t fit = domain_fit[domain.id];
+        if (fit == 0) continue;
+        if (!value.empty()) {
+          out.domains.push_back(DomainCap{value, value, {}, fit, &domain});
           continue;
         }
-        AddDomain(c, value, domain.nodes, cap, rejections, out);
+        // Nodes without the topology label: each is a domain of its own.
+        singletons = true;
+        for (const auto& [name, slot] : domain.nodes) {
+          const int64_t node_fit = out.slot_fits[slot];
+          if (node_fit > 0) {
+            out.domains.push_back(DomainCap{value, name, {NodeCap{&name, node_fit}}, node_fit});
+          }
+        }
       }
     } else {
+      singletons = true;
       // An unindexed key: group the nodes here. The names point into the
       // snapshot, which outlives the placement.
       std::map<std::string_view, std::vector<std::pair<const std::string*, size_t>>> grouped;
@@ -110,8 +145,10 @@ class Request {
       }
     }
     // Nodes without the label became domains of their own; keep display order.
-    std::sort(out.domains.begin(), out.domains.end(),
-              [](const DomainCap& a, const DomainCap& b) { return a.display < b.display; });
+    if (singletons) {
+      std::sort(out.domains.begin(), out.domains.end(),
+                [](const DomainCap& a, const DomainCap& b) { return a.display < b.display; });
+    }
     for (const auto& d : out.domains) {
       out.fit += d.fit;
       if (d.fit > out.largest_domain_fit) out.largest_domain_fit = d.fit;
@@ -126,8 +163,25 @@ class Request {
   }
 
  private:
+  static void CountProduct(const Snapshot::Cluster& c, size_t slot, Rejections& r) {
+    const std::string_view product = c.gpu_product(slot);
+    if (!product.empty() && c.allocatable(slot).gpus > 0 && product != r.last_product) {
+      r.last_product = *r.products.emplace(product).first;
+    }
+  }
+
+  static bool CountOpen(const Snapshot::Cluster& c, size_t slot, bool explain, Rejections& r) {
+    if (explain) {
+      ++r.considered;
+      ++r.eligible;
+      CountProduct(c, slot, r);
+    }
+    return true;
+  }
+
   // Whether the gang may use the node at all; counts the reason when not.
-  bool Eligible(const Snapshot::Cluster& c, const NodeInfo& node, Rejections& r) const {
+  bool Eligible(const Snapshot::Cluster& c, size_t slot, Rejections& r) const {
+    const NodeInfo& node = c.node(slot);
     ++r.considered;
     bool quarantine_taint = false;
     for (const auto& t : node.taints) quarantine_taint |= t.key == kQuarantineTaint;
@@ -156,8 +210,7 @@ class Request {
       return false;
     }
     ++r.eligible;
-    const std::string& product = node.Label(kGpuProductLabel);
-    if (!product.empty() && node.allocatable.gpus > 0) r.products.insert(product);
+    CountProduct(c, slot, r);
     return true;
   }
 
@@ -169,15 +222,15 @@ class Request {
   template <typename Nodes>
   void AddDomain(const Snapshot::Cluster& c, const std::string& value, const Nodes& nodes,
                  int64_t cap, Rejections& rejections, ClusterCap& out) const {
-    DomainCap domain{value, value, {}, 0};
+    DomainCap domain{value, value, {}, 0, nullptr};
     for (const auto& [name_ref, slot] : nodes) {
       const std::string& name = NameOf(name_ref);
-      if (!Eligible(c, c.node(slot), rejections)) continue;
+      if (!Eligible(c, slot, rejections)) continue;
       const int64_t fit = WorkersThatFit(c.free(slot), per_worker_, cap);
       if (fit <= 0) continue;
       if (value.empty()) {
         // A node without the topology label is a domain of its own.
-        out.domains.push_back(DomainCap{value, name, {NodeCap{&name, fit}}, fit});
+        out.domains.push_back(DomainCap{value, name, {NodeCap{&name, fit}}, fit, nullptr});
         continue;
       }
       domain.nodes.push_back(NodeCap{&name, fit});
@@ -188,21 +241,25 @@ class Request {
 
   const Gang& gang_;
   Resources per_worker_;
+  // No selector, tolerations or avoid list: a node's open flag decides.
+  bool simple_;
   std::unordered_set<std::string> avoid_;
 };
 
-// Chooses how many of `k` go to each item (fit, name): the tightest single
-// item that holds all that is left, else the largest item whole and repeat.
-// Fewest items, smallest hole left. Returns (index, count) pairs; empty when
-// the items cannot hold k.
-template <typename FitOf, typename NameOf>
-std::vector<std::pair<size_t, int64_t>> PackFewestTightest(size_t n, int64_t k, FitOf fit_of,
-                                                           NameOf name_of) {
+// Items (domains, nodes) come in name order, so an item's index breaks ties
+// as its name would, without comparing strings.
+//
+// Chooses how many of `k` go to each item: the tightest single item that
+// holds all that is left, else the largest item whole and repeat. Fewest
+// items, smallest hole left. Returns (index, count) pairs; empty when the
+// items cannot hold k.
+template <typename FitOf>
+std::vector<std::pair<size_t, int64_t>> PackFewestTightest(size_t n, int64_t k, FitOf fit_of) {
   std::vector<size_t> order(n);
   std::iota(order.begin(), order.end(), 0);
   std::sort(order.begin(), order.end(), [&](size_t a, size_t b) {
     if (fit_of(a) != fit_of(b)) return fit_of(a) > fit_of(b);
-    return name_of(a) < name_of(b);
+    return a < b;
   });
   std::vector<std::pair<size_t, int64_t>> out;
   auto i = order.begin();
@@ -225,14 +282,13 @@ std::vector<std::pair<size_t, int64_t>> PackFewestTightest(size_t n, int64_t k, 
 
 // Deals `k` one at a time over the items (most room first, then name), as
 // many items as possible. Returns (index, count) pairs, in deal order.
-template <typename FitOf, typename NameOf>
-std::vector<std::pair<size_t, int64_t>> DealRoundRobin(size_t n, int64_t k, FitOf fit_of,
-                                                       NameOf name_of) {
+template <typename FitOf>
+std::vector<std::pair<size_t, int64_t>> DealRoundRobin(size_t n, int64_t k, FitOf fit_of) {
   std::vector<size_t> order(n);
   std::iota(order.begin(), order.end(), 0);
   std::sort(order.begin(), order.end(), [&](size_t a, size_t b) {
     if (fit_of(a) != fit_of(b)) return fit_of(a) > fit_of(b);
-    return name_of(a) < name_of(b);
+    return a < b;
   });
   std::vector<int64_t> counts(n, 0);
   // Water-fill: every item gets min(fit, level); the last, partial level goes
@@ -266,12 +322,11 @@ std::vector<std::pair<size_t, int64_t>> DealRoundRobin(size_t n, int64_t k, FitO
 std::optional<ClusterPlan> PlanInCluster(const Gang& gang, const ClusterCap& cap, int64_t k) {
   const auto& domains = cap.domains;
   auto domain_fit = [&](size_t i) { return domains[i].fit; };
-  auto domain_name = [&](size_t i) -> const std::string& { return domains[i].display; };
   std::vector<std::pair<size_t, int64_t>> per_domain;
   if (gang.strategy == Strategy::kSpread && !gang.require_single_domain) {
-    per_domain = DealRoundRobin(domains.size(), k, domain_fit, domain_name);
+    per_domain = DealRoundRobin(domains.size(), k, domain_fit);
   } else {
-    per_domain = PackFewestTightest(domains.size(), k, domain_fit, domain_name);
+    per_domain = PackFewestTightest(domains.size(), k, domain_fit);
     if (gang.require_single_domain && per_domain.size() > 1) per_domain.clear();
   }
   if (per_domain.empty()) return std::nullopt;
@@ -280,15 +335,20 @@ std::optional<ClusterPlan> PlanInCluster(const Gang& gang, const ClusterCap& cap
   for (const auto& [d, count] : per_domain) {
     const DomainCap& domain = domains[d];
     plan.leftover += domain.fit - count;
-    auto node_fit = [&](size_t i) { return domain.nodes[i].fit; };
-    auto node_name = [&](size_t i) -> const std::string& { return *domain.nodes[i].name; };
-    auto per_node = gang.strategy == Strategy::kSpread
-                        ? DealRoundRobin(domain.nodes.size(), count, node_fit, node_name)
-                        : PackFewestTightest(domain.nodes.size(), count, node_fit, node_name);
-    DomainShare share{&domain, {}};
-    for (const auto& [n, workers] : per_node) {
-      share.nodes.push_back(NodeShare{domain.nodes[n].name, workers});
+    std::vector<NodeCap> listed;
+    if (domain.indexed != nullptr) {
+      for (const auto& [name, slot] : domain.indexed->nodes) {
+        if (cap.slot_fits[slot] > 0) listed.push_back(NodeCap{&name, cap.slot_fits[slot]});
+      }
     }
+    const std::vector<NodeCap>& nodes = domain.indexed != nullptr ? listed : domain.nodes;
+    auto node_fit = [&](size_t i) { return nodes[i].fit; };
+    auto per_node = gang.strategy == Strategy::kSpread
+                        ? DealRoundRobin(nodes.size(), count, node_fit)
+                        : PackFewestTightest(nodes.size(), count, node_fit);
+    DomainShare share{&domain, {}};
+    for (const auto& [n, workers] : per_node)
+      share.nodes.push_back(NodeShare{nodes[n].name, workers});
     plan.domains.push_back(std::move(share));
   }
   return plan;

@@ -8,6 +8,14 @@ namespace kiln::placement {
 
 namespace {
 
+// Whether a node's taints keep some gangs off it.
+bool HasBlockingTaint(const NodeInfo& node) {
+  for (const auto& t : node.taints) {
+    if (t.effect != "PreferNoSchedule" || t.key == kQuarantineTaint) return true;
+  }
+  return false;
+}
+
 const std::string& EmptyString() {
   static const std::string empty;
   return empty;
@@ -137,6 +145,14 @@ void Snapshot::DetachFromDomains(Cluster& c, size_t slot) {
   }
 }
 
+void Snapshot::SetSlot(Cluster::Topology& topo, size_t slot, NodeInfo node) {
+  topo.state[slot] =
+      node.TakesWork() && !HasBlockingTaint(node) ? Cluster::kOpen : Cluster::kRestricted;
+  topo.allocatable[slot] = node.allocatable;
+  topo.slots[slot] = std::make_shared<const NodeInfo>(std::move(node));
+  topo.gpu_product[slot] = topo.slots[slot]->Label(kGpuProductLabel);
+}
+
 Status Snapshot::UpsertNode(std::string_view cluster, NodeInfo node) {
   Cluster* c = MutableCluster(cluster);
   if (c == nullptr) return Status::NotFound("cluster " + std::string(cluster) + " is unknown");
@@ -146,7 +162,7 @@ Status Snapshot::UpsertNode(std::string_view cluster, NodeInfo node) {
     if (*c->topology_->slots[slot] == node) return Status::Ok();
     AccountFree(*c, slot, -1);
     DetachFromDomains(*c, slot);
-    MutableTopology(*c).slots[slot] = std::make_shared<const NodeInfo>(std::move(node));
+    SetSlot(MutableTopology(*c), slot, std::move(node));
     AttachToDomains(*c, slot);
     AccountFree(*c, slot, +1);
     return Status::Ok();
@@ -161,12 +177,15 @@ Status Snapshot::UpsertNode(std::string_view cluster, NodeInfo node) {
   } else {
     slot = topo.slots.size();
     topo.slots.emplace_back();
+    topo.state.push_back(Cluster::kEmpty);
+    topo.allocatable.emplace_back();
+    topo.gpu_product.emplace_back();
     for (auto& per_key : topo.slot_domain) per_key.push_back(Cluster::kNoDomain);
     usage.used.emplace_back();
     usage.pods.push_back(0);
   }
   const std::string name = node.name;
-  topo.slots[slot] = std::make_shared<const NodeInfo>(std::move(node));
+  SetSlot(topo, slot, std::move(node));
   topo.by_name.emplace(name, slot);
   usage.used[slot] = {};
   usage.pods[slot] = 0;
@@ -203,6 +222,9 @@ Status Snapshot::RemoveNode(std::string_view cluster, std::string_view node) {
   usage.pods[slot] = 0;
   topo.by_name.erase(topo.by_name.find(node));
   topo.slots[slot] = nullptr;
+  topo.state[slot] = Cluster::kEmpty;
+  topo.allocatable[slot] = {};
+  topo.gpu_product[slot] = {};
   topo.free_slots.push_back(slot);
   return Status::Ok();
 }

@@ -121,7 +121,7 @@ class Snapshot {
     const std::map<std::string, size_t, std::less<>>& nodes() const { return topology_->by_name; }
     const NodeInfo& node(size_t slot) const { return *topology_->slots[slot]; }
     const Resources& used(size_t slot) const { return usage_->used[slot]; }
-    Resources free(size_t slot) const { return FreeOf(node(slot).allocatable, used(slot)); }
+    Resources free(size_t slot) const { return FreeOf(topology_->allocatable[slot], used(slot)); }
     // The index of `key` among the indexed topology keys, or -1 when it is not
     // indexed (placement then groups nodes itself).
     int KeyIndex(std::string_view key) const;
@@ -131,6 +131,23 @@ class Snapshot {
     int64_t domain_free_gpus(size_t key_index, size_t domain_id) const {
       return usage_->domain_free[key_index][domain_id];
     }
+    // Slots run 0..slot_count(); a slot may be empty (!live). The flat
+    // per-slot views below let placement sweep a cluster without chasing a
+    // pointer per node.
+    size_t slot_count() const { return topology_->slots.size(); }
+    bool live(size_t slot) const { return topology_->state[slot] != kEmpty; }
+    // Live, taking work and without a NoSchedule or NoExecute taint: any gang
+    // may use it (subject to its node selector and avoid list).
+    bool open(size_t slot) const { return topology_->state[slot] == kOpen; }
+    const Resources& allocatable(size_t slot) const { return topology_->allocatable[slot]; }
+    // The node's GPU product label ("" when absent).
+    std::string_view gpu_product(size_t slot) const { return topology_->gpu_product[slot]; }
+    // The domain id of a slot under indexed key `key_index`.
+    size_t domain_of(size_t key_index, size_t slot) const {
+      return topology_->slot_domain[key_index][slot];
+    }
+    // Domain ids of indexed key `key_index` run 0..domain_id_count().
+    size_t domain_id_count(size_t key_index) const { return usage_->domain_free[key_index].size(); }
     // Kiln pods (reservations) on a node.
     int32_t pods_on(size_t slot) const { return usage_->pods[slot]; }
     // Free GPUs on all nodes that take work.
@@ -141,8 +158,12 @@ class Snapshot {
    private:
     friend class Snapshot;
     static constexpr size_t kNoDomain = static_cast<size_t>(-1);
+    enum SlotState : uint8_t { kEmpty, kOpen, kRestricted };
     struct Topology {
       std::vector<std::shared_ptr<const NodeInfo>> slots;  // nullptr: a free slot
+      std::vector<SlotState> state;                        // per slot
+      std::vector<Resources> allocatable;                  // per slot
+      std::vector<std::string_view> gpu_product;           // per slot, into the NodeInfo
       std::vector<size_t> free_slots;
       std::map<std::string, size_t, std::less<>> by_name;
       std::vector<Domains> domains;                  // per indexed key
@@ -226,6 +247,7 @@ class Snapshot {
   static Cluster::Reservations& MutableReservations(Cluster& c);
   // Adds (sign +1) or removes (-1) a slot's free GPUs from the domain and
   // cluster sums.
+  static void SetSlot(Cluster::Topology& topo, size_t slot, NodeInfo node);
   static void AccountFree(Cluster& c, size_t slot, int sign);
   static void AttachToDomains(Cluster& c, size_t slot);
   static void DetachFromDomains(Cluster& c, size_t slot);
