@@ -232,6 +232,17 @@ int main(int argc, char** argv) {
     }
   }
   const double shared_pod_s = Seconds(Clock::now() - t0);
+  // A node change with a reader holding a copy clones that cluster's topology.
+  constexpr int kSharedNodeEvents = 200;
+  t0 = Clock::now();
+  for (int i = 0; i < kSharedNodeEvents; ++i) {
+    Snapshot reader = events;
+    NodeInfo n = sample[static_cast<size_t>(i) % sample.size()];
+    n.labels["bench/touched"] = std::to_string(i);
+    const std::string cluster = n.labels.at("kiln.dev/cluster");
+    if (!events.UpsertNode(cluster, std::move(n)).ok()) return 1;
+  }
+  const double shared_node_s = Seconds(Clock::now() - t0);
   t0 = Clock::now();
   constexpr int kCopies = 100000;
   size_t sink = 0;
@@ -321,6 +332,7 @@ int main(int argc, char** argv) {
       {"nodeChangeEventsPerSecond", kEvents / node_change_s},
       {"podEventsPerSecond", kEvents / pod_s},
       {"podEventsPerSecondWithReaderCopy", kSharedEvents / shared_pod_s},
+      {"nodeChangeEventsPerSecondWithReaderCopy", kSharedNodeEvents / shared_node_s},
       {"snapshotCopyMicros", copy_s / kCopies * 1e6},
       {"snapshotResidentMiB", static_cast<double>(rss_after - rss_before) / (1 << 20)},
       {"exampleReason", example_reason},

@@ -58,6 +58,7 @@ void Snapshot::UpsertCluster(ClusterInfo info) {
   c.usage_ = std::make_shared<Cluster::Usage>();
   c.usage_->domain_free.resize(keys);
   c.reservations_ = std::make_shared<Cluster::Reservations>();
+  for (auto& shard : c.reservations_->shards) shard = std::make_shared<Cluster::ReservationShard>();
   std::string name = info.name;
   c.info_ = std::move(info);
   clusters_.emplace(std::move(name), std::move(c));
@@ -97,6 +98,22 @@ Snapshot::Cluster::Reservations& Snapshot::MutableReservations(Cluster& c) {
     c.reservations_ = std::make_shared<Cluster::Reservations>(*c.reservations_);
   }
   return *c.reservations_;
+}
+
+size_t Snapshot::ShardOf(std::string_view key) {
+  return std::hash<std::string_view>{}(key) % Cluster::kReservationShards;
+}
+
+const Snapshot::Cluster::Reservation* Snapshot::FindPod(const Cluster& c, std::string_view key) {
+  const auto& shard = *c.reservations_->shards[ShardOf(key)];
+  auto it = shard.find(std::string(key));
+  return it == shard.end() ? nullptr : &it->second;
+}
+
+Snapshot::Cluster::ReservationShard& Snapshot::MutableShard(Cluster& c, std::string_view key) {
+  auto& shard = MutableReservations(c).shards[ShardOf(key)];
+  if (shard.use_count() > 1) shard = std::make_shared<Cluster::ReservationShard>(*shard);
+  return *shard;
 }
 
 void Snapshot::AccountFree(Cluster& c, size_t slot, int sign) {
@@ -193,10 +210,12 @@ Status Snapshot::UpsertNode(std::string_view cluster, NodeInfo node) {
   // Pods seen before their node: take them over (rare, so a scan is fine).
   auto orphans = c->reservations_->orphans.find(name);
   if (orphans != c->reservations_->orphans.end()) {
-    for (const auto& [key, reservation] : c->reservations_->by_key) {
-      if (reservation.node != name) continue;
-      usage.used[slot] += reservation.resources;
-      ++usage.pods[slot];
+    for (const auto& shard : c->reservations_->shards) {
+      for (const auto& [key, reservation] : *shard) {
+        if (reservation.node != name) continue;
+        usage.used[slot] += reservation.resources;
+        ++usage.pods[slot];
+      }
     }
     MutableReservations(*c).orphans.erase(name);
   }
@@ -252,40 +271,37 @@ Status Snapshot::AddPod(std::string_view cluster, std::string_view node, std::st
                         const Resources& resources) {
   Cluster* c = MutableCluster(cluster);
   if (c == nullptr) return Status::NotFound("cluster " + std::string(cluster) + " is unknown");
-  auto existing = c->reservations_->by_key.find(key);
-  if (existing != c->reservations_->by_key.end()) {
-    if (existing->second.node == node && existing->second.resources == resources) {
-      return Status::Ok();
-    }
-    Cluster::Reservation old = existing->second;
+  if (const Cluster::Reservation* existing = FindPod(*c, key)) {
+    if (existing->node == node && existing->resources == resources) return Status::Ok();
+    Cluster::Reservation old = *existing;
     Hold(*c, old.node, old.resources, -1);
     Hold(*c, std::string(node), resources, +1);
-    MutableReservations(*c).by_key[key] = {std::string(node), resources};
+    MutableShard(*c, key)[key] = {std::string(node), resources};
     return Status::Ok();
   }
   Hold(*c, std::string(node), resources, +1);
-  MutableReservations(*c).by_key.emplace(std::move(key),
-                                         Cluster::Reservation{std::string(node), resources});
+  MutableShard(*c, key).emplace(key, Cluster::Reservation{std::string(node), resources});
+  ++MutableReservations(*c).count;
   return Status::Ok();
 }
 
 Status Snapshot::RemovePod(std::string_view cluster, std::string_view key) {
   Cluster* c = MutableCluster(cluster);
   if (c == nullptr) return Status::Ok();
-  auto existing = c->reservations_->by_key.find(std::string(key));
-  if (existing == c->reservations_->by_key.end()) return Status::Ok();
-  Cluster::Reservation old = existing->second;
+  const Cluster::Reservation* existing = FindPod(*c, key);
+  if (existing == nullptr) return Status::Ok();
+  Cluster::Reservation old = *existing;
   Hold(*c, old.node, old.resources, -1);
-  Cluster::Reservations& reservations = MutableReservations(*c);
-  reservations.by_key.erase(reservations.by_key.find(std::string(key)));
+  MutableShard(*c, key).erase(std::string(key));
+  --MutableReservations(*c).count;
   return Status::Ok();
 }
 
 const std::string* Snapshot::PodNode(std::string_view cluster, std::string_view key) const {
   const Cluster* c = this->cluster(cluster);
   if (c == nullptr) return nullptr;
-  auto it = c->reservations_->by_key.find(std::string(key));
-  return it == c->reservations_->by_key.end() ? nullptr : &it->second.node;
+  const Cluster::Reservation* pod = FindPod(*c, key);
+  return pod == nullptr ? nullptr : &pod->node;
 }
 
 StatusOr<Resources> Snapshot::Free(std::string_view cluster, std::string_view node) const {

@@ -37,6 +37,7 @@
 #ifndef KILN_OPERATOR_PLACEMENT_SNAPSHOT_H_
 #define KILN_OPERATOR_PLACEMENT_SNAPSHOT_H_
 
+#include <array>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -153,7 +154,7 @@ class Snapshot {
     // Free GPUs on all nodes that take work.
     int64_t free_gpus() const { return usage_->free_gpus; }
     // Pods (reservations) held in this cluster.
-    size_t pods() const { return reservations_->by_key.size(); }
+    size_t pods() const { return reservations_->count; }
 
    private:
     friend class Snapshot;
@@ -180,8 +181,14 @@ class Snapshot {
       std::string node;
       Resources resources;
     };
+    // Reservations are sharded by key hash, each shard copy-on-write too, so
+    // a pod event while a reader holds a copy clones one small shard, not
+    // every pod of the cluster.
+    static constexpr size_t kReservationShards = 64;
+    using ReservationShard = std::unordered_map<std::string, Reservation>;
     struct Reservations {
-      std::unordered_map<std::string, Reservation> by_key;
+      std::array<std::shared_ptr<ReservationShard>, kReservationShards> shards;
+      size_t count = 0;
       // Reservations naming a node the snapshot does not hold (yet: informers
       // do not order pod events after node events), by node name.
       std::unordered_map<std::string, int> orphans;
@@ -245,6 +252,9 @@ class Snapshot {
   static Cluster::Topology& MutableTopology(Cluster& c);
   static Cluster::Usage& MutableUsage(Cluster& c);
   static Cluster::Reservations& MutableReservations(Cluster& c);
+  static size_t ShardOf(std::string_view key);
+  static const Cluster::Reservation* FindPod(const Cluster& c, std::string_view key);
+  static Cluster::ReservationShard& MutableShard(Cluster& c, std::string_view key);
   // Adds (sign +1) or removes (-1) a slot's free GPUs from the domain and
   // cluster sums.
   static void SetSlot(Cluster::Topology& topo, size_t slot, NodeInfo node);
