@@ -53,6 +53,20 @@ int64_t ResidentBytes() {
   return pages_resident * sysconf(_SC_PAGESIZE);
 }
 
+// "<CPU model>, <n> CPUs" (Linux), for the figures' record.
+std::string Machine() {
+  std::ifstream cpuinfo("/proc/cpuinfo");
+  std::string line;
+  std::string model = "unknown CPU";
+  while (std::getline(cpuinfo, line)) {
+    if (line.rfind("model name", 0) == 0) {
+      model = line.substr(line.find(':') + 2);
+      break;
+    }
+  }
+  return model + ", " + std::to_string(sysconf(_SC_NPROCESSORS_ONLN)) + " CPUs";
+}
+
 double Seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
 
 double Percentile(std::vector<double> v, double p) {
@@ -308,6 +322,7 @@ int main(int argc, char** argv) {
     free_gpus += cap.free_gpus;
   }
   nlohmann::json out = {
+      {"machine", Machine()},
       {"nodes", o.nodes},
       {"clusters", o.clusters},
       {"gangs", o.gangs},

@@ -80,9 +80,18 @@ class Request {
   explicit Request(const Gang& gang)
       : gang_(gang),
         per_worker_(gang.PerWorker()),
-        simple_(gang.node_selector.empty() && gang.tolerations.empty() &&
-                gang.avoid_nodes.empty()) {
+        simple_(gang.tolerations.empty() && gang.avoid_nodes.empty()) {
     for (const auto& node : gang.avoid_nodes) avoid_.insert(node);
+    // The GPU product, the usual selector, is read from the snapshot's flat
+    // per-slot view instead of each node's label map.
+    for (const auto& [key, value] : gang.node_selector) {
+      if (key == kGpuProductLabel) {
+        product_ = value;
+      } else {
+        other_selector_.emplace_back(key, value);
+        simple_ = false;
+      }
+    }
   }
 
   const Gang& gang() const { return gang_; }
@@ -109,8 +118,9 @@ class Request {
         if (!explain && c.domain_free_gpus(k, d) < domain_floor_gpus) continue;
         // For a simple gang an open node is eligible; the others are looked at
         // in full only to say why they were left out.
-        const bool ok = simple_ && c.open(slot) ? CountOpen(c, slot, explain, rejections)
-                                                : Eligible(c, slot, rejections);
+        const bool ok = simple_ && c.open(slot) && ProductMatches(c, slot)
+                            ? CountOpen(c, slot, explain, rejections)
+                            : Eligible(c, slot, rejections);
         if (!ok) continue;
         const int64_t fit = WorkersThatFit(c.free(slot), per_worker_, cap);
         out.slot_fits[slot] = fit;
@@ -163,6 +173,10 @@ class Request {
   }
 
  private:
+  bool ProductMatches(const Snapshot::Cluster& c, size_t slot) const {
+    return !product_ || c.gpu_product(slot) == *product_;
+  }
+
   static void CountProduct(const Snapshot::Cluster& c, size_t slot, Rejections& r) {
     const std::string_view product = c.gpu_product(slot);
     if (!product.empty() && c.allocatable(slot).gpus > 0 && product != r.last_product) {
@@ -197,12 +211,15 @@ class Request {
       ++r.avoided;
       return false;
     }
-    for (const auto& [key, value] : gang_.node_selector) {
+    bool selected = ProductMatches(c, slot);
+    for (const auto& [key, value] : other_selector_) {
+      if (!selected) break;
       auto it = node.labels.find(key);
-      if (it == node.labels.end() || it->second != value) {
-        ++r.selector;
-        return false;
-      }
+      selected = it != node.labels.end() && it->second == value;
+    }
+    if (!selected) {
+      ++r.selector;
+      return false;
     }
     if (const Taint* t = FirstUntoleratedTaint(node.taints, gang_.tolerations)) {
       ++r.tainted;
@@ -241,8 +258,11 @@ class Request {
 
   const Gang& gang_;
   Resources per_worker_;
-  // No selector, tolerations or avoid list: a node's open flag decides.
+  // No tolerations, avoid list or selector beyond the GPU product: a node's
+  // open flag and product decide.
   bool simple_;
+  std::optional<std::string> product_;
+  std::vector<std::pair<std::string, std::string>> other_selector_;
   std::unordered_set<std::string> avoid_;
 };
 
