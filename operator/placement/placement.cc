@@ -675,12 +675,20 @@ Status Reserve(const Placement& placement, Snapshot& snapshot) {
   }
   for (const auto& [where, workers] : per_node) {
     const auto& [cluster, node] = where;
-    if (snapshot.cluster(cluster) == nullptr) {
-      return Status::NotFound("cluster " + cluster + " is gone");
+    const Snapshot::Cluster* c = snapshot.cluster(cluster);
+    if (c == nullptr) return Status::NotFound("cluster " + cluster + " is gone");
+    if (!c->info().reachable || c->info().cordoned) {
+      return Status::Aborted("cluster " + cluster + " no longer takes new work");
     }
-    auto free = snapshot.Free(cluster, node);
-    if (!free.ok()) return Status::Aborted("node " + cluster + "/" + node + " is gone");
-    if (WorkersThatFit(*free, placement.per_worker, workers) < workers) {
+    auto slot = c->nodes().find(node);
+    if (slot == c->nodes().end()) {
+      return Status::Aborted("node " + cluster + "/" + node + " is gone");
+    }
+    if (!c->node(slot->second).TakesWork()) {
+      return Status::Aborted("node " + cluster + "/" + node + " no longer takes work");
+    }
+    const Resources free = c->free(slot->second);
+    if (WorkersThatFit(free, placement.per_worker, workers) < workers) {
       return Status::Aborted("node " + cluster + "/" + node + " no longer has room for " +
                              std::to_string(workers) + " workers of " + placement.gang);
     }

@@ -90,8 +90,9 @@ std::string WorkerPodKey(std::string_view gang, int32_t rank);
 
 // Holds a placement's resources in `snapshot` (AddPod per rank, keyed by
 // WorkerPodKey). All or nothing: Aborted, with nothing held, when a node is
-// gone or no longer has room (the placement was made on an older snapshot);
-// NotFound when a cluster is gone.
+// gone, no longer takes work or has room, or its cluster was cordoned or
+// lost (the placement was made on an older snapshot); NotFound when a
+// cluster is gone.
 Status Reserve(const Placement& placement, Snapshot& snapshot);
 // Drops what Reserve held. Ok for ranks already gone.
 Status Release(const Placement& placement, Snapshot& snapshot);

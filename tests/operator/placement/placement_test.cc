@@ -447,6 +447,21 @@ TEST_CASE("Reserve holds a placement, Release frees it, a stale one holds nothin
   Status r = Reserve(*stale, s);
   CHECK(r.code() == StatusCode::kAborted);
   CHECK(s.cluster("c1")->free_gpus() == 15);  // nothing of the stale placement held
+
+  // A node quarantined, or the cluster cordoned, since the decision.
+  REQUIRE(s.RemovePod("c1", "ns/intruder").ok());
+  NodeInfo quarantined = s.cluster("c1")->node(s.cluster("c1")->nodes().at("c1-gpu-1"));
+  quarantined.quarantined = true;
+  REQUIRE(s.UpsertNode("c1", quarantined).ok());
+  CHECK(Reserve(*stale, s).code() == StatusCode::kAborted);
+  quarantined.quarantined = false;
+  REQUIRE(s.UpsertNode("c1", quarantined).ok());
+  ClusterInfo cordoned = Cluster("c1");
+  cordoned.cordoned = true;
+  s.UpsertCluster(cordoned);
+  CHECK(Reserve(*stale, s).code() == StatusCode::kAborted);
+  s.UpsertCluster(Cluster("c1"));
+  CHECK(Reserve(*stale, s).ok());
 }
 
 TEST_CASE("PlaceBatch goes by priority, then queue order, then name, reserving as it goes",
