@@ -126,9 +126,11 @@ class Request {
         out.slot_fits[slot] = fit;
         domain_fit[d] += fit;
       }
-      for (const auto& [value, domain] : c.domains(k)) {
-        const int64_t fit = domain_fit[domain.id];
+      for (const size_t id : c.domain_order(k)) {
+        const int64_t fit = domain_fit[id];
         if (fit == 0) continue;
+        const Snapshot::Domain& domain = c.domain(k, id);
+        const std::string& value = domain.value;
         if (!value.empty()) {
           out.domains.push_back(DomainCap{value, value, {}, fit, &domain});
           continue;
