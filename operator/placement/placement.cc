@@ -7,10 +7,12 @@
 #include <numeric>
 #include <optional>
 #include <set>
+#include <string>
+#include <string_view>
 #include <tuple>
-#include <unordered_map>
 #include <unordered_set>
 #include <utility>
+#include <vector>
 
 #include "operator/placement/well_known.h"
 
@@ -93,9 +95,6 @@ class Request {
       }
     }
   }
-
-  const Gang& gang() const { return gang_; }
-  const Resources& per_worker() const { return per_worker_; }
 
   // Scans a cluster: every node that may take a worker and has room for one,
   // grouped by domain. `cap` bounds per-node fits. Indexed domains with
