@@ -101,6 +101,8 @@ int main(int argc, char** argv) {
   auto* d_seq = Put(arena, seq);  // Row r is sequence r; also GatherRows' rows.
   auto* d_tokens = Put(arena, tokens);
 
+  const int64_t work_floats = k::PagedAttentionWorkspaceFloats(kMaxB, C, NH, kContext);
+  auto* work = arena.Take<float>(std::max<int64_t>(work_floats, 1));
   for (const int B : kBatches) {
     const double dB = B;
     // Every row at the last position of the longest context.
@@ -122,7 +124,13 @@ int main(int argc, char** argv) {
       auto* d_pos = Put(arena, pos);
       // Keys and values of T positions, the query, the output and the table.
       const double bytes = dB * (2.0 * T * dC * 2 + 2 * dC * 2 + 4.0 * T / kBlock + 8);
+      // With the workspace (split over positions when few rows), then
+      // without (one block per row and head), side by side.
       bench.Bandwidth(Shape("paged_attention", B, T), bytes, [&] {
+        return k::PagedAttentionForward(out, qkv, cache, d_seq, d_pos, tables, kWidth, B, kBlock, C,
+                                        NH, kContext, stream, work, work_floats);
+      });
+      bench.Bandwidth(Shape("paged_attention one pass", B, T), bytes, [&] {
         return k::PagedAttentionForward(out, qkv, cache, d_seq, d_pos, tables, kWidth, B, kBlock, C,
                                         NH, kContext, stream);
       });

@@ -32,13 +32,26 @@ Status PagedAttentionSupports(int head_size, int max_len);
 
 // out [N, C] = cpu::PagedAttentionForward's attention: row r (of sequence
 // row_seq[r], at position row_pos[r] < max_len) over positions 0..row_pos[r]
-// of its sequence, read through tables[row_seq[r] * table_width ...]. One
-// block of 128 threads per (row, head); scores in float, the output rounded
-// once to bf16. The device does not check positions, tables or blocks.
+// of its sequence, read through tables[row_seq[r] * table_width ...]. Scores
+// in float, the output rounded once to bf16. The device does not check
+// positions, tables or blocks.
+//
+// Head sizes 8, 16, 32, 64 and 128 on a 16-byte aligned cache and qkv take
+// the split path: each (row, head) is split over its positions into enough
+// blocks to fill the GPU (about two per SM; few rows get many splits, many
+// rows one), and a second kernel combines the splits' partial results from
+// `workspace` (PagedAttentionWorkspaceFloats floats). Without a large enough
+// workspace it runs one split per (row, head). Other head sizes take one
+// block of 128 threads per (row, head).
 Status PagedAttentionForward(bf16* out, const bf16* qkv, const bf16* layer_cache,
                              const int32_t* row_seq, const int32_t* row_pos, const int32_t* tables,
                              int table_width, int N, int block_size, int C, int NH, int max_len,
-                             cudaStream_t stream);
+                             cudaStream_t stream, float* workspace = nullptr,
+                             int64_t workspace_floats = 0);
+
+// The workspace (in floats) PagedAttentionForward splits with for any N up
+// to `max_rows` on the current device; 0 when it never splits.
+int64_t PagedAttentionWorkspaceFloats(int max_rows, int C, int NH, int max_len);
 
 }  // namespace kiln::kernels::cuda
 

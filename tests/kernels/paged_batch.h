@@ -101,6 +101,10 @@ inline std::vector<PagedShape> PagedShapes() {
       {60, 5, 7, {50, 2}, {5, 2}},
       {32, 2, 1, {12, 5}, {3, 1}},
       {256, 2, 5, {200, 3, 64}, {1, 3, 1}},
+      // Long rows beside short ones: many splits on the GPU's split path,
+      // with splits past the short rows' ends.
+      {128, 2, 16, {700, 3, 129}, {1, 1, 2}},
+      {64, 8, 16, {1024}, {1}},
   };
 }
 

@@ -64,6 +64,7 @@ struct Buffers {
   Device<int32_t> token, pos, slice, slot, tables, last;
   Device<bf16> x, ln, qkv, atty, proj, fch, fcg, last_rows;
   Device<float> mean, rstd, logits;
+  Device<float> attn_work;  // The attention's split partials.
 
   // Room for `n` rows, `s` slices with tables `width` wide.
   Status Reserve(const model::GptConfig& c, int n, int s, int width) {
@@ -79,6 +80,9 @@ struct Buffers {
     KILN_RETURN_IF_ERROR(mean.Reserve(N));
     KILN_RETURN_IF_ERROR(rstd.Reserve(N));
     KILN_RETURN_IF_ERROR(last_rows.Reserve(S * static_cast<std::size_t>(c.channels)));
+    const int64_t work =
+        cuda::PagedAttentionWorkspaceFloats(n, c.channels, c.num_heads, c.max_seq_len);
+    if (work > 0) KILN_RETURN_IF_ERROR(attn_work.Reserve(static_cast<std::size_t>(work)));
     return logits.Reserve(S * static_cast<std::size_t>(c.padded_vocab_size));
   }
 };
@@ -281,7 +285,8 @@ class CudaDecoder final : public Decoder {
           cuda::AppendKv(layer_cache, b.qkv.get(), b.slot.get(), N, block_size_, C, stream_));
       KILN_RETURN_IF_ERROR(cuda::PagedAttentionForward(
           b.atty.get(), b.qkv.get(), layer_cache, b.slice.get(), b.pos.get(), b.tables.get(), width,
-          N, block_size_, C, NH, c.max_seq_len, stream_));
+          N, block_size_, C, NH, c.max_seq_len, stream_, b.attn_work.get(),
+          static_cast<int64_t>(b.attn_work.size())));
       KILN_RETURN_IF_ERROR(cuda::MatmulForward(blas_, b.proj.get(), b.atty.get(),
                                                P(Param::kAttProjW) + lC * C,
                                                P(Param::kAttProjB) + lC, N, C, C, stream_));

@@ -26,10 +26,12 @@ namespace {
 constexpr Tolerance kExact{0, 0};
 constexpr Tolerance kOut{4e-3, 1e-5};
 
-void Check(const kernels::test::PagedShape& shape, bool misalign, cudaStream_t stream) {
+// `split`: with a workspace, so head sizes 8..128 split over positions.
+void Check(const kernels::test::PagedShape& shape, bool misalign, bool split, cudaStream_t stream) {
   const int C = shape.C, NH = shape.NH, bs = shape.block_size;
-  INFO(shape.Name() << (misalign ? " unaligned" : ""));
-  std::printf(" %s%s\n", shape.Name().c_str(), misalign ? " unaligned" : "");
+  INFO(shape.Name() << (misalign ? " unaligned" : "") << (split ? " split" : ""));
+  std::printf(" %s%s%s\n", shape.Name().c_str(), misalign ? " unaligned" : "",
+              split ? " split" : "");
   std::mt19937 rng(static_cast<unsigned>(C * 31 + static_cast<int>(shape.lengths.size())));
   const kernels::test::PagedBatch b = kernels::test::MakePagedBatch(
       shape, rng, [&](std::size_t n) { return RandomBf16(n, -1.5f, 1.5f, rng); });
@@ -46,10 +48,13 @@ void Check(const kernels::test::PagedShape& shape, bool misalign, cudaStream_t s
   auto row_seq = Upload(b.row_seq), row_pos = Upload(b.row_pos), slot = Upload(b.slot);
   auto tables = Upload(b.tables);
   DeviceArray<bf16> out(want.size());
+  const int64_t work_floats = split ? PagedAttentionWorkspaceFloats(b.N, C, NH, max_len) : 0;
+  DeviceArray<float> work(static_cast<std::size_t>(std::max<int64_t>(work_floats, 1)));
   REQUIRE(Ok("AppendKv", AppendKv(cache.get(), qkv.get(), slot.get(), b.N, bs, C, stream)));
   REQUIRE(Ok("PagedAttentionForward",
              PagedAttentionForward(out.get(), qkv.get(), cache.get(), row_seq.get(), row_pos.get(),
-                                   tables.get(), b.width, b.N, bs, C, NH, max_len, stream)));
+                                   tables.get(), b.width, b.N, bs, C, NH, max_len, stream,
+                                   split ? work.get() : nullptr, work_floats)));
   REQUIRE(Sync(stream));
   CHECK(Compare("cache", Download(cache), want_cache, kExact));
   CHECK(Compare("out", Download(out), want, kOut));
@@ -61,10 +66,11 @@ TEST_CASE("paged_attention", "[gpu]") {
   KILN_REQUIRE_GPU();
   testing::CudaStream stream;
   for (const kernels::test::PagedShape& shape : kernels::test::PagedShapes()) {
-    Check(shape, false, stream.get());
+    Check(shape, false, false, stream.get());
+    Check(shape, false, true, stream.get());
   }
-  // An unaligned cache takes the kernel's scalar key loads.
-  Check(kernels::test::PagedShapes()[3], true, stream.get());
+  // An unaligned cache takes the general kernel's scalar key loads.
+  Check(kernels::test::PagedShapes()[3], true, true, stream.get());
 }
 
 // The launchers' checks need no device.
