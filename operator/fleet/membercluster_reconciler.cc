@@ -73,6 +73,11 @@ json DomainList(const std::map<std::string, placement::Capacity>& by) {
   return out;
 }
 
+// A cache reader answers NotFound without an ApiError; the API with one.
+bool IsNotFound(const Status& s) {
+  return s.code() == StatusCode::kNotFound || kube::IsNotFound(s);
+}
+
 }  // namespace
 
 std::string HeartbeatReason(const Status& error) {
@@ -140,7 +145,7 @@ std::optional<MemberClusterReconciler::Problem> MemberClusterReconciler::Connect
                                               options_.secret_namespace)};
   }
   auto secret = secrets_.Get(ns, secret_name);
-  if (kube::IsNotFound(secret.status())) {
+  if (IsNotFound(secret.status())) {
     return Problem{"SecretNotFound", Status::NotFound(what + " not found")};
   }
   if (!secret.ok()) return Problem{"SecretUnreadable", secret.status()};
@@ -181,7 +186,7 @@ StatusOr<runtime::Result> MemberClusterReconciler::Reconcile(const runtime::Cont
                                                              const runtime::Request& request) {
   const std::string& name = request.name;
   auto object = clusters_.Get("", name);
-  if (kube::IsNotFound(object.status())) {
+  if (IsNotFound(object.status())) {
     members_.Remove(name);
     view_.RemoveCluster(name);
     std::lock_guard<std::mutex> lock(mu_);
