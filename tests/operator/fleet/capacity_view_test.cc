@@ -32,7 +32,7 @@ TEST_CASE("a Node object reads as placement's NodeInfo", "[fleet][capacity]") {
   CHECK(NodeInfoFromObject(node).status().code() == StatusCode::kInvalidArgument);
 }
 
-TEST_CASE("a Pod's requests: limits stand in for absent requests; init containers by max",
+TEST_CASE("a Pod's requests: limits stand in for absent requests, init containers by max",
           "[fleet][capacity]") {
   nlohmann::json pod = GpuPod("ns", "p", "n1", 4);
   auto r = PodRequests(pod);

@@ -277,7 +277,7 @@ TEST_CASE("a changed Secret replaces the member's connection", "[fleet][membercl
   CHECK(env.Status("west")["totalGPUs"] == 16);  // Counted once, from the new member.
 }
 
-TEST_CASE("bad input is a condition with a reason and an event; other members keep working",
+TEST_CASE("bad input is a condition with a reason and an event, and other members keep working",
           "[fleet][membercluster]") {
   Env env;
   env.secrets.Put(Secret("good", Kubeconfig("https://127.0.0.1:6443")));
