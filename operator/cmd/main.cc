@@ -2,7 +2,8 @@
 // MemberCluster resources. This main wires the controller runtime: it loads
 // the cluster configuration, serves /metrics, /healthz and /readyz, takes part
 // in leader election, logs JSON and stops gracefully on SIGTERM. Controllers
-// register with the manager as they are implemented.
+// register with the manager as they are implemented: today the MemberCluster
+// controller (operator/fleet).
 #include <cstdio>
 #include <cstdlib>
 #include <limits>
@@ -17,6 +18,7 @@
 #include "base/version.h"
 #include "kube/client.h"
 #include "kube/kubeconfig.h"
+#include "operator/fleet/fleet.h"
 #include "runtime/manager.h"
 
 namespace {
@@ -59,6 +61,7 @@ std::string RandomSuffix() {
 
 int main(int argc, char** argv) {
   std::string kubeconfig, context, level_name = "info", format_name = "json";
+  std::string fleet_secret_namespace;
   bool leader_elect = false, version = false;
   kiln::runtime::ManagerOptions options;
   kiln::kube::ClientOptions client_options;
@@ -109,6 +112,11 @@ int main(int argc, char** argv) {
   flags.String("log-format", &format_name, "json or text.")
       .Metavar("FORMAT")
       .Check([](const std::string& text) { return kiln::log::ParseFormat(text).status(); });
+  flags
+      .String("member-secret-namespace", &fleet_secret_namespace,
+              "Namespace of the MemberClusters' kubeconfig Secrets (read and watched).")
+      .Metavar("NS")
+      .DefaultText("$POD_NAMESPACE, then the config's namespace");
   flags.Bool("version", &version, "Print the version and exit.");
   if (auto exit = flags.ParseOrExit(argc, argv, 1)) return *exit;
   if (version) {
@@ -166,6 +174,17 @@ int main(int argc, char** argv) {
                         {"context", config->context},
                         {"leaderElection", leader_elect}});
   kiln::runtime::Manager manager(**client, options);
+  if (fleet_secret_namespace.empty()) {
+    const char* pod_ns = std::getenv("POD_NAMESPACE");
+    fleet_secret_namespace = pod_ns != nullptr ? pod_ns : config->default_namespace;
+  }
+  auto fleet = kiln::fleet::Fleet::Register(
+      manager, **client,
+      {.secret_namespace = fleet_secret_namespace, .member_client_options = client_options});
+  if (!fleet.ok()) {
+    log.Error(fleet.status(), "cannot set up the MemberCluster controller");
+    return 1;
+  }
   Status result = manager.Run(stop.requested());
   if (!result.ok()) {
     log.Error(result, "manager stopped with an error");

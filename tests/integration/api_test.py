@@ -271,8 +271,8 @@ class CrdTest(unittest.TestCase):
         self.apply(mc, check=True)
         try:
             out = kubectl("get", "mc", mc["metadata"]["name"]).stdout.splitlines()
-            self.assertEqual(out[0].split(), ["NAME", "REGION", "ZONE", "CORDONED", "REACHABLE",
-                                              "GPUS", "AGE"])
+            self.assertEqual(out[0].split(), ["NAME", "REGION", "ZONE", "CORDONED", "READY",
+                                              "NODES", "GPUS", "FREE", "AGE"])
             self.assertEqual(out[1].split()[1:4], ["us-west-2", "us-west-2a", "false"])
         finally:
             kubectl("delete", "mc", mc["metadata"]["name"], check=False)

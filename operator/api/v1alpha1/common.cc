@@ -26,6 +26,22 @@ void from_json(const nlohmann::json& j, Condition& v) {
   Read(j, "message", v.message);
 }
 
+void to_json(nlohmann::json& j, const DomainCapacity& v) {
+  j = nlohmann::json::object();
+  Write(j, "name", v.name);
+  Write(j, "nodes", v.nodes);
+  Write(j, "capacity", v.capacity);
+  Write(j, "allocatable", v.allocatable);
+}
+
+void from_json(const nlohmann::json& j, DomainCapacity& v) {
+  ExpectObject(j, "DomainCapacity");
+  Read(j, "name", v.name);
+  Read(j, "nodes", v.nodes);
+  Read(j, "capacity", v.capacity);
+  Read(j, "allocatable", v.allocatable);
+}
+
 void to_json(nlohmann::json& j, const LabelSelectorRequirement& v) {
   j = nlohmann::json::object();
   Write(j, "key", v.key);

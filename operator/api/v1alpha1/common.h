@@ -33,6 +33,22 @@ struct Condition {
 void to_json(nlohmann::json& j, const Condition& v);
 void from_json(const nlohmann::json& j, Condition& v);
 
+// The GPUs of one topology domain (a zone, rack or NVLink domain) of a member cluster.
+struct DomainCapacity {
+  // The domain's label value; empty for nodes without the label.
+  std::string name;
+  // Nodes of the domain that take new work.
+  std::optional<int32_t> nodes;
+  // Their allocatable GPUs.
+  std::optional<int32_t> capacity;
+  // Of those, GPUs no bound pod requests.
+  std::optional<int32_t> allocatable;
+
+  bool operator==(const DomainCapacity&) const = default;
+};
+void to_json(nlohmann::json& j, const DomainCapacity& v);
+void from_json(const nlohmann::json& j, DomainCapacity& v);
+
 // A label key, an operator and values.
 struct LabelSelectorRequirement {
   // The label key.

@@ -66,8 +66,14 @@ void to_json(nlohmann::json& j, const MemberClusterStatus& v) {
   Write(j, "lastHeartbeatTime", v.last_heartbeat_time);
   Write(j, "kubernetesVersion", v.kubernetes_version);
   Write(j, "nodes", v.nodes);
+  Write(j, "schedulableNodes", v.schedulable_nodes);
+  Write(j, "nodeCount", v.node_count);
+  Write(j, "quarantinedNodes", v.quarantined_nodes);
   Write(j, "totalGPUs", v.total_gp_us);
   Write(j, "allocatableGPUs", v.allocatable_gp_us);
+  Write(j, "zones", v.zones);
+  Write(j, "racks", v.racks);
+  Write(j, "nvlinkDomains", v.nvlink_domains);
   Write(j, "gpus", v.gpus);
   Write(j, "conditions", v.conditions);
 }
@@ -78,8 +84,14 @@ void from_json(const nlohmann::json& j, MemberClusterStatus& v) {
   Read(j, "lastHeartbeatTime", v.last_heartbeat_time);
   Read(j, "kubernetesVersion", v.kubernetes_version);
   Read(j, "nodes", v.nodes);
+  Read(j, "schedulableNodes", v.schedulable_nodes);
+  Read(j, "nodeCount", v.node_count);
+  Read(j, "quarantinedNodes", v.quarantined_nodes);
   Read(j, "totalGPUs", v.total_gp_us);
   Read(j, "allocatableGPUs", v.allocatable_gp_us);
+  Read(j, "zones", v.zones);
+  Read(j, "racks", v.racks);
+  Read(j, "nvlinkDomains", v.nvlink_domains);
   Read(j, "gpus", v.gpus);
   Read(j, "conditions", v.conditions);
 }

@@ -83,15 +83,29 @@ struct MemberClusterStatus {
   std::optional<std::string> last_heartbeat_time;
   // The cluster's API server version (e.g. v1.33.13).
   std::optional<std::string> kubernetes_version;
-  // Nodes with GPUs that are Ready.
+  // Nodes that take new work (Ready, schedulable, not quarantined).
   std::optional<int32_t> nodes;
-  // GPUs on all Ready nodes (capacity).
+  // Nodes that are Ready and not cordoned by Kubernetes (spec.unschedulable), quarantined or not.
+  std::optional<int32_t> schedulable_nodes;
+  // All nodes kiln sees in the cluster.
+  std::optional<int32_t> node_count;
+  // Nodes carrying the kiln.dev/quarantined taint.
+  std::optional<int32_t> quarantined_nodes;
+  // GPUs on the nodes that take new work (their allocatable nvidia.com/gpu).
   std::optional<int32_t> total_gp_us;
-  // GPUs not yet requested by any pod.
+  // Of those, GPUs no bound pod requests.
   std::optional<int32_t> allocatable_gp_us;
+  // Capacity and free GPUs by zone (topology.kubernetes.io/zone).
+  std::optional<std::vector<DomainCapacity>> zones;
+  // Capacity and free GPUs by rack (kiln.dev/rack).
+  std::optional<std::vector<DomainCapacity>> racks;
+  // Capacity and free GPUs by NVLink domain (kiln.dev/nvlink-domain).
+  std::optional<std::vector<DomainCapacity>> nvlink_domains;
   // Capacity and allocatable GPUs by GPU model.
   std::optional<std::vector<GPUInventory>> gpus;
-  // Reachable (the API server answers), Ready (reachable, not cordoned, with allocatable GPUs).
+  // Ready (kiln holds a working connection: the kubeconfig loads, the API server answers its
+  // heartbeat and the caches are synced) and Unreachable (no heartbeat has succeeded for
+  // spec.unreachableAfter).
   std::optional<std::vector<Condition>> conditions;
 
   bool operator==(const MemberClusterStatus&) const = default;

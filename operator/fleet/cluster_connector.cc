@@ -1,0 +1,99 @@
+#include "operator/fleet/cluster_connector.h"
+
+#include <mutex>
+
+#include "kube/informer.h"
+#include "kube/resource.h"
+#include "runtime/cache_reader.h"
+
+namespace kiln::fleet {
+namespace {
+
+class ClusterMember final : public Member {
+ public:
+  ClusterMember(std::string name, std::unique_ptr<kube::Client> client,
+                std::unique_ptr<kube::Client> probe_client, CapacityView& view)
+      : name_(std::move(name)),
+        client_(std::move(client)),
+        probe_client_(std::move(probe_client)),
+        nodes_(*client_, kube::resources::kNodes),
+        pods_(*client_, kube::resources::kPods,
+              {.field_selector = "status.phase!=Succeeded,status.phase!=Failed"}),
+        node_reader_(nodes_),
+        pod_reader_(pods_) {
+    nodes_.AddHandlers(view.NodeHandlers(name_));
+    pods_.AddHandlers(view.PodHandlers(name_));
+    nodes_.Start();
+    pods_.Start();
+  }
+  ~ClusterMember() override { Stop(); }
+
+  const std::string& name() const override { return name_; }
+  kube::Client& client() override { return *client_; }
+  const runtime::Reader& nodes() const override { return node_reader_; }
+  const runtime::Reader& pods() const override { return pod_reader_; }
+
+  Status Probe(std::chrono::milliseconds timeout) override {
+    kube::HttpRequest request;
+    request.path = "/readyz";
+    request.timeout = timeout;
+    KILN_RETURN_IF_ERROR(probe_client_->Request(request).status());
+    if (version().empty()) {
+      // Best effort: the version is for status only; the probe has answered.
+      if (auto v = probe_client_->ServerVersion(); v.ok()) {
+        std::lock_guard<std::mutex> lock(mu_);
+        version_ = v->value("gitVersion", "");
+      }
+    }
+    return Status::Ok();
+  }
+
+  std::string version() const override {
+    std::lock_guard<std::mutex> lock(mu_);
+    return version_;
+  }
+
+  Status CachesSynced() const override {
+    for (const kube::Informer* informer : {&nodes_, &pods_}) {
+      if (informer->HasSynced()) continue;
+      Status last = informer->last_error();
+      return Status::Unavailable(informer->resource().resource + " not synced yet" +
+                                 (last.ok() ? "" : ": " + last.message()));
+    }
+    return Status::Ok();
+  }
+
+  void Stop() override {
+    nodes_.Stop();
+    pods_.Stop();
+  }
+
+ private:
+  const std::string name_;
+  std::unique_ptr<kube::Client> client_;
+  std::unique_ptr<kube::Client> probe_client_;
+  kube::Informer nodes_;
+  kube::Informer pods_;
+  runtime::CacheReader node_reader_;
+  runtime::CacheReader pod_reader_;
+  mutable std::mutex mu_;
+  std::string version_;  // Guarded by mu_.
+};
+
+}  // namespace
+
+ClusterConnector::ClusterConnector(CapacityView& view, kube::ClientOptions client_options)
+    : view_(view), client_options_(std::move(client_options)) {}
+
+StatusOr<std::shared_ptr<Member>> ClusterConnector::Connect(const std::string& name,
+                                                            const kube::RestConfig& config) {
+  KILN_ASSIGN_OR_RETURN(auto client, kube::Client::New(config, client_options_));
+  kube::ClientOptions probe_options = client_options_;
+  probe_options.max_retries = 0;
+  probe_options.observer = nullptr;  // Heartbeats are not API traffic worth charting.
+  KILN_ASSIGN_OR_RETURN(auto probe_client, kube::Client::New(config, probe_options));
+  return std::shared_ptr<Member>(
+      std::make_shared<ClusterMember>(name, std::move(client), std::move(probe_client), view_));
+}
+
+}  // namespace kiln::fleet

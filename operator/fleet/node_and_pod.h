@@ -1,0 +1,39 @@
+// How the fleet reads member clusters' Nodes and Pods into placement's terms:
+// a Node's labels, taints, allocatable resources and whether it takes work; a
+// Pod's node and the resources it requests. Stateless functions; thread-safe.
+#ifndef KILN_OPERATOR_FLEET_NODE_AND_POD_H_
+#define KILN_OPERATOR_FLEET_NODE_AND_POD_H_
+
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "base/statusor.h"
+#include "operator/placement/resources.h"
+#include "operator/placement/snapshot.h"
+
+namespace kiln::fleet {
+
+// The label kiln puts on the pods it creates in member clusters; the pod
+// informers count every non-terminal pod's GPUs, and track these as kiln's.
+inline constexpr const char* kManagedByLabel = "app.kubernetes.io/managed-by";
+inline constexpr const char* kManagedByValue = "kiln";
+inline constexpr const char* kGpuResource = "nvidia.com/gpu";
+
+// A Node object as placement sees it. schedulable is false when
+// spec.unschedulable is set or the Ready condition is not True; quarantined
+// when it carries the kiln.dev/quarantined taint. InvalidArgument for an
+// allocatable amount that is not a quantity.
+StatusOr<placement::NodeInfo> NodeInfoFromObject(const nlohmann::json& node);
+
+// What a Pod asks for: the sum over its containers of requests (limits when
+// a request is absent, as the API server defaults them), or the largest
+// init container's when that is more.
+StatusOr<placement::Resources> PodRequests(const nlohmann::json& pod);
+
+// True for Succeeded and Failed pods, which hold nothing.
+bool PodTerminated(const nlohmann::json& pod);
+
+}  // namespace kiln::fleet
+
+#endif  // KILN_OPERATOR_FLEET_NODE_AND_POD_H_
