@@ -19,6 +19,7 @@ class ClusterSpec:
     name: str
     dir: str
     ports: dict[str, int] = field(default_factory=dict)
+    slot: int = -1  # Network slot of the cluster's real nodes (nodenet), -1 without any.
 
     @property
     def server(self) -> str:
@@ -41,6 +42,9 @@ class RunSpec:
     zones: int
     bin_dir: str
     owner_pid: int
+    real_nodes: int = 0
+    real_node_gpus: int = 0
+    images: list[str] = field(default_factory=list)
 
 
 def node_manifests(cluster: str, spec: RunSpec) -> str:
@@ -120,6 +124,9 @@ def component_argv(name: str, c: ClusterSpec, spec: RunSpec) -> list[str]:
                 "--service-account-issuer", "https://kubernetes.default.svc.cluster.local",
                 "--service-cluster-ip-range", SERVICE_CIDR,
                 "--authorization-mode", "Node,RBAC",
+                "--kubelet-preferred-address-types", "InternalIP",
+                "--kubelet-client-certificate", str(pki / "apiserver-kubelet-client.crt"),
+                "--kubelet-client-key", str(pki / "apiserver-kubelet-client.key"),
                 "--allow-privileged=true", "--profiling=false", "--v=1"]
     kubeconfig = str(d / f"{name}.kubeconfig")
     if name == "kube-controller-manager":

@@ -1,0 +1,74 @@
+// Command testbox is the one program of the real-node tests' image: static,
+// no shell, no libraries. Subcommands:
+//
+//	run --lines N --message M --exit C   print N lines, write M to /dev/termination-log, exit C
+//	serve --port P --text T              answer every HTTP request with T and the host name
+//	get URL                              print the body of one HTTP GET (names resolved via /etc/resolv.conf)
+//	sleep                                wait for SIGTERM
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+)
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprintln(os.Stderr, "usage: testbox run|serve|get|sleep ...")
+		os.Exit(2)
+	}
+	fs := flag.NewFlagSet(os.Args[1], flag.ExitOnError)
+	switch os.Args[1] {
+	case "run":
+		lines := fs.Int("lines", 3, "lines to print")
+		message := fs.String("message", "", "termination message")
+		code := fs.Int("exit", 0, "exit code")
+		fs.Parse(os.Args[2:])
+		for i := 1; i <= *lines; i++ {
+			fmt.Printf("testbox line %d\n", i)
+		}
+		if *message != "" {
+			if err := os.WriteFile("/dev/termination-log", []byte(*message), 0o644); err != nil {
+				fmt.Fprintln(os.Stderr, "termination-log:", err)
+			}
+		}
+		os.Exit(*code)
+	case "serve":
+		port := fs.Int("port", 8080, "port")
+		text := fs.String("text", "hello", "answer")
+		fs.Parse(os.Args[2:])
+		host, _ := os.Hostname()
+		http.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+			fmt.Fprintf(w, "%s from %s\n", *text, host)
+		})
+		fmt.Printf("serving on :%d\n", *port)
+		if err := http.ListenAndServe(fmt.Sprintf(":%d", *port), nil); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+	case "get":
+		fs.Parse(os.Args[2:])
+		client := http.Client{Timeout: 10 * time.Second}
+		resp, err := client.Get(fs.Arg(0))
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		fmt.Printf("%d %s", resp.StatusCode, body)
+	case "sleep":
+		stop := make(chan os.Signal, 1)
+		signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT)
+		<-stop
+	default:
+		fmt.Fprintln(os.Stderr, "unknown subcommand", os.Args[1])
+		os.Exit(2)
+	}
+}
