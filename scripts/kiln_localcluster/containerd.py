@@ -5,6 +5,7 @@ program built here, since no registry is reachable) and image import."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import time
@@ -14,8 +15,10 @@ from .common import ClusterError
 from .ociimage import write_archive
 
 PAUSE_IMAGE = "registry.k8s.io/pause:3.10"
-RUNC = "/usr/sbin/runc"  # Debian's runc 1.1.5 (package runc 1.1.5+ds1-1+deb12u1).
-CNI_BIN_DIR = "/usr/lib/cni"  # Debian's containernetworking-plugins 1.1.1.
+# Debian's runc 1.1.5 (package runc 1.1.5+ds1-1+deb12u1) and containernetworking-plugins
+# 1.1.1; the variables point elsewhere (the setup-error tests use them).
+RUNC = os.environ.get("KILN_RUNC", "/usr/sbin/runc")
+CNI_BIN_DIR = os.environ.get("KILN_CNI_BIN_DIR", "/usr/lib/cni")
 PAUSE_SOURCE = Path(__file__).resolve().parents[2] / "tools" / "pause" / "pause.c"
 
 
