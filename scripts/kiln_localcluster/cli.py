@@ -42,12 +42,26 @@ def mentions_dir(arg: str, run_dir: str) -> bool:
     return False
 
 
+def ancestors() -> set[int]:
+    """This process and its ancestors: a caller such as `timeout 300
+    localcluster.py up --dir D` names D too, and is no leftover."""
+    pids, pid = set(), os.getpid()
+    while pid > 1 and pid not in pids:
+        pids.add(pid)
+        try:
+            pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            break
+    return pids
+
+
 def leftover_pids(run_dir: Path) -> list[int]:
     """Processes whose command line names the run directory or a path in it."""
     root = str(run_dir.resolve())
     found = []
+    mine = ancestors()
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+        if not entry.name.isdigit() or int(entry.name) in mine:
             continue
         try:
             args = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
