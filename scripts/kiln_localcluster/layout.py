@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .common import SERVICE_CIDR
+from .nodenet import host_ip
 
 
 @dataclass
@@ -111,9 +112,12 @@ def component_argv(name: str, c: ClusterSpec, spec: RunSpec) -> list[str]:
                 "--initial-cluster-state", "new", "--unsafe-no-fsync",
                 "--log-level", "warn"]
     if name == "kube-apiserver":
+        # With real nodes, the `kubernetes` Service points at the API forwarder
+        # on the first node's host-side address, which pods can reach.
+        advertise = host_ip(c.slot, 0) if spec.real_nodes and c.slot >= 0 else "127.0.0.1"
         return [str(b / "kube-apiserver"),
                 "--etcd-servers", f"http://127.0.0.1:{p['etcd']}",
-                "--bind-address", "127.0.0.1", "--advertise-address", "127.0.0.1",
+                "--bind-address", "127.0.0.1", "--advertise-address", advertise,
                 "--secure-port", str(p["apiserver"]),
                 "--cert-dir", str(d / "apiserver-certs"),
                 "--tls-cert-file", str(pki / "apiserver.crt"),

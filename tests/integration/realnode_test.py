@@ -152,6 +152,15 @@ class RealNodeTest(unittest.TestCase):
         out = kubectl("get", "--raw", f"/api/v1/namespaces/{self.ns}/pods/web:8080/proxy/").stdout
         self.assertEqual(out.strip(), "kiln from web")
 
+    def test_pods_reach_the_api_server_through_the_kubernetes_service(self):
+        kubectl("apply", "-n", self.ns, "-f", "-", stdin=pod(
+            "api", self.nodes[-1], ["get", "https://kubernetes.default.svc/version"]))
+        got = wait_phase(self.ns, "api", ("Succeeded", "Failed"))
+        logs = kubectl("logs", "-n", self.ns, "api").stdout
+        self.assertEqual(got["status"]["phase"], "Succeeded", logs)
+        self.assertTrue(logs.startswith("200 "), logs)
+        self.assertEqual(json.loads(logs[4:])["gitVersion"], "v1.33.13")
+
     def test_pods_have_no_route_beyond_the_cluster(self):
         # The machine's own non-kiln address: were the rule broken, the packet
         # would still stay on this machine.

@@ -3,11 +3,14 @@
 //
 //	run --lines N --message M --exit C   print N lines, write M to /dev/termination-log, exit C
 //	serve --port P --text T              answer every HTTP request with T and the host name
-//	get URL                              print the body of one HTTP GET (names resolved via /etc/resolv.conf)
+//	get URL                              print the status and body of one HTTP GET (names resolved
+//	                                     via /etc/resolv.conf; https with the pod's service account)
 //	sleep                                wait for SIGTERM
 package main
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"flag"
 	"fmt"
 	"io"
@@ -54,8 +57,22 @@ func main() {
 		}
 	case "get":
 		fs.Parse(os.Args[2:])
+		const sa = "/var/run/secrets/kubernetes.io/serviceaccount/"
 		client := http.Client{Timeout: 10 * time.Second}
-		resp, err := client.Get(fs.Arg(0))
+		req, err := http.NewRequest("GET", fs.Arg(0), nil)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(2)
+		}
+		if ca, err := os.ReadFile(sa + "ca.crt"); err == nil {
+			pool := x509.NewCertPool()
+			pool.AppendCertsFromPEM(ca)
+			client.Transport = &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}
+			if token, err := os.ReadFile(sa + "token"); err == nil && req.URL.Scheme == "https" {
+				req.Header.Set("Authorization", "Bearer "+string(token))
+			}
+		}
+		resp, err := client.Do(req)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			os.Exit(1)
