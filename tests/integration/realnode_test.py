@@ -103,7 +103,7 @@ class RealNodeTest(unittest.TestCase):
             node = json.loads(kubectl("get", "node", name, "-o", "json").stdout)
             ready = [c for c in node["status"]["conditions"] if c["type"] == "Ready"]
             self.assertEqual(ready[0]["status"], "True", name)
-            gpus = str(STATE["spec"]["real_node_gpus"])
+            gpus = str(STATE["spec"]["real_node_gpus"] or "") or None  # Absent with no fake GPUs.
             self.assertEqual(node["status"]["capacity"].get("nvidia.com/gpu"), gpus)
             self.assertEqual(node["status"]["allocatable"].get("nvidia.com/gpu"), gpus)
             for key in ("topology.kubernetes.io/zone", "kiln.dev/rack", "kiln.dev/nvlink-domain",
