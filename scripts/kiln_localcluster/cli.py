@@ -113,6 +113,9 @@ def cmd_up(args: argparse.Namespace) -> int:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+    if is_run_dir(run_dir):  # Containers of real nodes from a crashed run, and their cgroups.
+        realnode.kill_shims(str(run_dir))
+        realnode.kill_cgroup_processes(str(run_dir))
     if run_dir.exists() and any(run_dir.iterdir()):
         if not is_run_dir(run_dir):
             raise ClusterError(f"{run_dir} is not empty and is not a kiln run directory; "

@@ -129,7 +129,16 @@ def import_image(socket: Path, archive: Path) -> list[str]:
                            f"{done.stderr.strip() or done.stdout.strip()}\n"
                            f"  fix: check that {archive} is an OCI or docker image archive "
                            f"(tar of an image layout with index.json)")
-    return [line.split()[1] for line in done.stdout.splitlines() if line.startswith("unpacking")]
+    names = [line.split()[1] for line in done.stdout.splitlines() if line.startswith("unpacking")]
+    unnamed = [n for n in names if n.startswith("import-")]
+    if unnamed:
+        # ctr's name for an image whose archive gives only a tag.
+        raise ClusterError(f"{archive} names its image only by a tag, so containerd called it "
+                           f"{unnamed[0]}; pods could not refer to it\n"
+                           f"  fix: write the full reference (e.g. ghcr.io/kiln-dev/kiln-worker:0.1.0) "
+                           f"into the index's org.opencontainers.image.ref.name annotation "
+                           f"(skopeo copy ... oci-archive:FILE:REFERENCE does)")
+    return names
 
 
 def pause_archive(work: Path) -> Path:
