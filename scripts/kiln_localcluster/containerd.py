@@ -30,18 +30,26 @@ def check_host() -> None:
         missing.append(("containerd (and ctr)", "containerd"))
     if not Path(RUNC).is_file():
         missing.append((f"runc ({RUNC})", "runc"))
-    if not all((Path(CNI_BIN_DIR) / p).is_file() for p in ("bridge", "host-local", "loopback")):
-        missing.append((f"the CNI plugins bridge, host-local and loopback in {CNI_BIN_DIR}",
+    if not all((Path(CNI_BIN_DIR) / p).is_file()
+               for p in ("bridge", "host-local", "loopback", "portmap")):
+        missing.append((f"the CNI plugins bridge, host-local, loopback and portmap in {CNI_BIN_DIR}",
                         "containernetworking-plugins"))
     for tool, package in (("unshare", "util-linux"), ("nsenter", "util-linux"), ("ip", "iproute2"),
                           ("iptables", "iptables"), ("gcc", "build-essential")):
         if not shutil.which(tool):
             missing.append((tool, package))
+    if os.geteuid() != 0:
+        raise ClusterError("real nodes need root (network and mount namespaces, cgroups, "
+                           "containerd)\n  fix: run localcluster.py as root, or without --real-nodes")
+    if not Path("/proc/sys/net/bridge").is_dir():
+        missing.append(("the br_netfilter kernel module (Services answering from the same node)",
+                        "kmod"))
     if missing:
         raise ClusterError(
             "real nodes need: " + "; ".join(what for what, _ in missing) + " (not found)\n"
             "  fix: apt-get install " + " ".join(sorted({p for _, p in missing}))
-            + " (scripts/setup.sh does this)")
+            + " (scripts/setup.sh does this)"
+            + ("; modprobe br_netfilter" if any(p == "kmod" for _, p in missing) else ""))
 
 
 def config_toml(node_dir: Path) -> str:

@@ -28,7 +28,7 @@ expect "no runc names its path and the package" 1 \
   env KILN_RUNC="$SCRATCH/no-runc" "${LC[@]}" "${UP[@]}" --dir "$SCRATCH/lc-none"
 
 expect "no CNI plugins names their folder and the package" 1 \
-  "the CNI plugins bridge, host-local and loopback in $SCRATCH/no-cni" \
+  "the CNI plugins bridge, host-local, loopback and portmap in $SCRATCH/no-cni" \
   "fix: apt-get install containernetworking-plugins" -- \
   env KILN_CNI_BIN_DIR="$SCRATCH/no-cni" "${LC[@]}" "${UP[@]}" --dir "$SCRATCH/lc-none"
 
