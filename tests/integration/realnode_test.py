@@ -44,6 +44,20 @@ def kubectl(*args, stdin=None, check=True, timeout=120):
     return r
 
 
+def testbox_image():
+    """Builds testbox, packs it and imports it into every real node; returns its name."""
+    with tempfile.TemporaryDirectory() as tmp:
+        binary, archive = Path(tmp) / "testbox", Path(tmp) / "testbox.tar"
+        env = dict(os.environ, CGO_ENABLED="0", GOTOOLCHAIN="local", GOFLAGS="-mod=readonly",
+                   GOMAXPROCS=os.environ.get("GOMAXPROCS", "2"))
+        subprocess.run(["go", "build", "-trimpath", "-ldflags", "-s -w", "-o", str(binary), "."],
+                       cwd=ROOT / "tests" / "images" / "testbox", env=env, check=True)
+        ociimage.write_archive(archive, IMAGE, {"/testbox": binary}, ["/testbox"], user="65532")
+        subprocess.run([sys.executable, str(ROOT / "scripts" / "localcluster.py"), "import-image",
+                        "--dir", RUN_DIR, str(archive)], check=True, stdout=subprocess.DEVNULL)
+    return IMAGE
+
+
 def real_nodes():
     return sorted(n["metadata"]["name"] for n in json.loads(kubectl(
         "get", "nodes", "-l", "kiln.dev/node-kind=real", "-o", "json").stdout)["items"])
@@ -74,15 +88,7 @@ def wait_phase(ns, name, phases, timeout=90.0):
 class RealNodeTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        with tempfile.TemporaryDirectory() as tmp:
-            binary, archive = Path(tmp) / "testbox", Path(tmp) / "testbox.tar"
-            env = dict(os.environ, CGO_ENABLED="0", GOTOOLCHAIN="local", GOFLAGS="-mod=readonly",
-                       GOMAXPROCS=os.environ.get("GOMAXPROCS", "2"))
-            subprocess.run(["go", "build", "-trimpath", "-ldflags", "-s -w", "-o", str(binary), "."],
-                           cwd=ROOT / "tests" / "images" / "testbox", env=env, check=True)
-            ociimage.write_archive(archive, IMAGE, {"/testbox": binary}, ["/testbox"], user="65532")
-            subprocess.run([sys.executable, str(ROOT / "scripts" / "localcluster.py"), "import-image",
-                            "--dir", RUN_DIR, str(archive)], check=True)
+        testbox_image()
         cls.ns = "realnode-" + uuid.uuid4().hex[:6]
         kubectl("create", "namespace", cls.ns)
         # The namespace's default ServiceAccount appears asynchronously.

@@ -3,8 +3,10 @@
 //
 //	run --lines N --message M --exit C   print N lines, write M to /dev/termination-log, exit C
 //	serve --port P --text T              answer every HTTP request with T and the host name
-//	get URL                              print the status and body of one HTTP GET (names resolved
-//	                                     via /etc/resolv.conf; https with the pod's service account)
+//	get [--retry-for D] URL              print the status and body of one HTTP GET (names resolved
+//	                                     via /etc/resolv.conf; https with the pod's service account),
+//	                                     retrying failed connections for up to D
+//	post [--retry-for D] URL BODY        the same with a POST of the JSON BODY
 //	sleep                                wait for SIGTERM
 package main
 
@@ -17,6 +19,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -55,31 +58,48 @@ func main() {
 			fmt.Fprintln(os.Stderr, err)
 			os.Exit(1)
 		}
-	case "get":
+	case "get", "post":
+		retryFor := fs.Duration("retry-for", 0, "keep retrying failed connections this long")
 		fs.Parse(os.Args[2:])
 		const sa = "/var/run/secrets/kubernetes.io/serviceaccount/"
-		client := http.Client{Timeout: 10 * time.Second}
-		req, err := http.NewRequest("GET", fs.Arg(0), nil)
-		if err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			os.Exit(2)
-		}
+		client := http.Client{Timeout: 30 * time.Second}
 		if ca, err := os.ReadFile(sa + "ca.crt"); err == nil {
 			pool := x509.NewCertPool()
 			pool.AppendCertsFromPEM(ca)
 			client.Transport = &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}
+		}
+		deadline := time.Now().Add(*retryFor)
+		for {
+			var body io.Reader
+			method := "GET"
+			if os.Args[1] == "post" {
+				method, body = "POST", strings.NewReader(fs.Arg(1))
+			}
+			req, err := http.NewRequest(method, fs.Arg(0), body)
+			if err != nil {
+				fmt.Fprintln(os.Stderr, err)
+				os.Exit(2)
+			}
+			if method == "POST" {
+				req.Header.Set("Content-Type", "application/json")
+			}
 			if token, err := os.ReadFile(sa + "token"); err == nil && req.URL.Scheme == "https" {
 				req.Header.Set("Authorization", "Bearer "+string(token))
 			}
+			resp, err := client.Do(req)
+			if err != nil {
+				if time.Now().Before(deadline) {
+					time.Sleep(500 * time.Millisecond)
+					continue
+				}
+				fmt.Fprintln(os.Stderr, err)
+				os.Exit(1)
+			}
+			data, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			fmt.Printf("%d %s", resp.StatusCode, data)
+			return
 		}
-		resp, err := client.Do(req)
-		if err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			os.Exit(1)
-		}
-		defer resp.Body.Close()
-		body, _ := io.ReadAll(resp.Body)
-		fmt.Printf("%d %s", resp.StatusCode, body)
 	case "sleep":
 		stop := make(chan os.Signal, 1)
 		signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT)
