@@ -35,17 +35,17 @@ from kiln_localcluster import ociimage  # noqa: E402
 FORTUNES = "/usr/share/games/fortunes"
 
 
-def local_worker_archive(binary: Path, out: Path) -> None:
-    """An image of `binary` and every shared library ldd names, at their paths."""
-    files = {"/kiln-worker": binary}
+def local_image_archive(binary: Path, path: str, name: str, out: Path) -> None:
+    """An image named `name` of `binary` at `path` and every shared library ldd
+    names, at their paths; user 65532, `binary` as the entrypoint."""
+    files = {path: binary}
     for line in subprocess.run(["ldd", str(binary)], capture_output=True, text=True,
                                check=True).stdout.splitlines():
         match = re.search(r"(/\S+) \(0x", line)
         if match:
-            path = Path(match.group(1))
-            files[str(path)] = path.resolve()
-    ociimage.write_archive(out, "kiln.dev/kiln-worker-local:test", files, ["/kiln-worker"],
-                           user="65532")
+            lib = Path(match.group(1))
+            files[str(lib)] = lib.resolve()
+    ociimage.write_archive(out, name, files, [path], user="65532")
 
 
 def import_archive(archive: Path) -> str:
@@ -66,7 +66,8 @@ class WorkerPodsTest(unittest.TestCase):
                 raise unittest.SkipTest("no kiln-worker image or binary (KILN_WORKER_IMAGE, "
                                         "KILN_WORKER_BIN)")
             archive = Path(cls.tmp.name) / "kiln-worker.tar"
-            local_worker_archive(Path(binary), archive)
+            local_image_archive(Path(binary), "/kiln-worker", "kiln.dev/kiln-worker-local:test",
+                                archive)
         cls.image = import_archive(archive)
         cls.testbox = testbox_image()
         print(f"worker image: {cls.image} from {archive}")
