@@ -21,6 +21,8 @@ import yaml
 
 from . import nodenet
 from .common import ClusterError
+from .containerd import cni_conflist, config_toml, import_image, pause_archive, wait_ready
+from .pki import kubeconfig_yaml
 
 KUBELET_PORT = 10250
 COREDNS_READY_PORT_NAME = "coredns-ready"
@@ -291,11 +293,11 @@ class RealNodes:
         self.spec = sup.spec
         self.forwarder = nodenet.ApiForwarder()
         self.holders: dict[str, subprocess.Popen] = {}
-        self.nodes = {c.name: [RealNode(c.name, i, c.slot, str(Path(c.dir) / "nodes" / f"{c.name}-real-{i}"))
+        self.nodes = {c.name: [RealNode(c.name, i, c.slot,
+                                        str(Path(c.dir) / "nodes" / f"{c.name}-real-{i}"))
                                for i in range(self.spec.real_nodes)] for c in self.spec.clusters}
 
     def write_files(self, c, pki: Path) -> None:
-        from .pki import kubeconfig_yaml
         for node in self.nodes[c.name]:
             d = Path(node.dir)
             (d / "cni").mkdir(parents=True, exist_ok=True)
@@ -306,7 +308,6 @@ class RealNodes:
                 kubeconfig_yaml([(c.name, server, pki, "kube-proxy")]))
             (d / "kubelet.yaml").write_text(kubelet_config(node, self.spec.dir, pki))
             (d / "kube-proxy.yaml").write_text(kube_proxy_config(node, d / "kube-proxy.kubeconfig"))
-            from .containerd import cni_conflist, config_toml
             (d / "containerd.toml").write_text(config_toml(d))
             subnet = nodenet.node_pod_subnet(node.slot, node.index)
             gateway = subnet.rsplit(".", 1)[0] + ".1"
@@ -318,7 +319,6 @@ class RealNodes:
             c.ports[COREDNS_READY_PORT_NAME]))
 
     def bring_up(self, deadline: float) -> None:
-        from .containerd import import_image, pause_archive, wait_ready
         started = time.monotonic()
         kubelets_started = 0.0
         bin_dir = Path(self.spec.bin_dir)
