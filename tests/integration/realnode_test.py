@@ -158,6 +158,19 @@ class RealNodeTest(unittest.TestCase):
         out = kubectl("get", "--raw", f"/api/v1/namespaces/{self.ns}/pods/web:8080/proxy/").stdout
         self.assertEqual(out.strip(), "kiln from web")
 
+    def test_a_pod_asking_for_fake_gpus_is_scheduled_and_runs(self):
+        gpus = STATE["spec"]["real_node_gpus"]
+        if not gpus:
+            self.skipTest("the run has no fake GPUs")
+        manifest = json.loads(pod("gpu", "", ["run", "--lines", "1"]))
+        del manifest["spec"]["nodeName"]  # The scheduler places it by the GPU request.
+        manifest["spec"]["nodeSelector"] = {"kiln.dev/node-kind": "real"}
+        manifest["spec"]["containers"][0]["resources"] = {"limits": {"nvidia.com/gpu": gpus}}
+        kubectl("apply", "-n", self.ns, "-f", "-", stdin=json.dumps(manifest))
+        got = wait_phase(self.ns, "gpu", ("Succeeded", "Failed"))
+        self.assertEqual(got["status"]["phase"], "Succeeded")
+        self.assertIn(got["spec"]["nodeName"], self.nodes)
+
     def test_pods_reach_the_api_server_through_the_kubernetes_service(self):
         kubectl("apply", "-n", self.ns, "-f", "-", stdin=pod(
             "api", self.nodes[-1], ["get", "https://kubernetes.default.svc/version"]))
