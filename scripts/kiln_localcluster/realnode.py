@@ -276,6 +276,13 @@ def leftovers(run_dir: str, slots: list[int]) -> list[str]:
         found += [f"cgroup {r}" for r in h.iterdir() if r.is_dir() and r.name.startswith(prefix)]
     for slot in slots:
         found += [f"network interface {i}" for i in nodenet.slot_interfaces(slot)]
+    # kube-proxy's and CNI's rules live in the nodes' namespaces; none may
+    # reach the host's tables (they would name the pods' addresses).
+    saved = subprocess.run(["iptables-save"], capture_output=True, text=True).stdout
+    for slot in slots:
+        prefix = nodenet.pod_cidr(slot).rsplit(".", 2)[0] + "."
+        found += [f"host iptables rule {line}" for line in saved.splitlines()
+                  if prefix in line or f"kiln{slot}-" in line]
     root = str(Path(run_dir).resolve())
     for line in Path("/proc/self/mountinfo").read_text().splitlines():
         mount_point = line.split()[4]

@@ -2,12 +2,17 @@
 # Setup errors of the local clusters' real nodes: no containerd, runc or CNI
 # plugins, a kubelet that fails to start, an image that cannot be imported.
 # Each must stop with what is missing or broke and a `fix:` line, and leave
-# nothing behind. Needs the Go-built tools (exit 77 = skipped without them).
+# nothing behind; so must `down` after the supervisor was killed. Needs the Go-built tools (exit 77 = skipped without them).
 set -uo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 SCRATCH="$(mktemp -d)"
 LC=(python3 "$ROOT/scripts/localcluster.py")
-trap '"${LC[@]}" down --dir "$SCRATCH/lc-kubelet" >/dev/null 2>&1; "${LC[@]}" down --dir "$SCRATCH/lc-image" >/dev/null 2>&1; rm -rf "$SCRATCH"' EXIT
+cleanup() {
+  local d
+  for d in lc-kubelet lc-image lc-crash; do "${LC[@]}" down --dir "$SCRATCH/$d" >/dev/null 2>&1; done
+  rm -rf "$SCRATCH"
+}
+trap cleanup EXIT
 source "$(dirname "$0")/expect.sh"
 source "$ROOT/scripts/lib/common.sh"
 BIN="$(kiln_tools_bin)"
@@ -64,6 +69,19 @@ expect "import-image where no clusters run says so" 1 \
 expect "--image without real nodes says what to add" 1 \
   "--image needs real nodes to import into" "fix: add --real-nodes N" -- \
   "${LC[@]}" up --dir "$SCRATCH/lc-none" --image "$SCRATCH/garbage.tar"
+
+# A crash: the supervisor is killed while a pod runs (containerd shims and
+# containers outlive it); `down` must still remove every trace.
+"${LC[@]}" "${UP[@]}" --dir "$SCRATCH/lc-crash" >/dev/null 2>&1
+KC="$SCRATCH/lc-crash/kiln-1/kubeconfig"
+"$BIN/kubectl" --kubeconfig "$KC" run crash --image registry.k8s.io/pause:3.10 \
+  --image-pull-policy Never --overrides '{"spec":{"nodeName":"kiln-1-real-0"}}' >/dev/null
+"$BIN/kubectl" --kubeconfig "$KC" wait --for=condition=Ready pod/crash --timeout=60s >/dev/null
+kill -9 "$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["supervisorPid"])' \
+  "$SCRATCH/lc-crash/state.json")"
+expect "after the supervisor is killed with a pod running, down leaves nothing behind" 0 \
+  "no processes, ports, cgroups, network interfaces or mounts left" -- \
+  "${LC[@]}" down --dir "$SCRATCH/lc-crash"
 
 echo "real-node setup errors: $passed passed, $failed failed"
 [ "$failed" = 0 ]
