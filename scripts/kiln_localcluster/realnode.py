@@ -8,157 +8,26 @@ the run, which teardown empties and removes."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import signal
 import subprocess
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
 from . import nodenet
+from .cgroups import cgroup_hierarchies, kill_cgroup_processes, make_cgroup_root
 from .common import ClusterError
 from .containerd import cni_conflist, config_toml, import_image, pause_archive, wait_ready
+from .nodeconfig import (COREDNS_READY_PORT_NAME, RealNode, cgroup_name, corefile,
+                         kube_proxy_config, kubelet_config, node_labels, run_id)
 from .pki import kubeconfig_yaml
 
-KUBELET_PORT = 10250
-COREDNS_READY_PORT_NAME = "coredns-ready"
 # What the kubelet would set these kernel settings to. It rewrites any that
 # differ (machine-wide); the node's mount namespace shows it these values instead.
 KUBELET_SYSCTLS = {"vm/overcommit_memory": "1", "vm/panic_on_oom": "0", "kernel/panic": "10",
                    "kernel/panic_on_oops": "1", "kernel/keys/root_maxkeys": "1000000",
                    "kernel/keys/root_maxbytes": "25000000"}
-CGROUP_FS = Path("/sys/fs/cgroup")
-
-
-@dataclass
-class RealNode:
-    cluster: str
-    index: int
-    slot: int
-    dir: str
-
-    @property
-    def name(self) -> str:
-        return f"{self.cluster}-real-{self.index}"
-
-    @property
-    def ip(self) -> str:
-        return nodenet.node_ip(self.slot, self.index)
-
-    @property
-    def host_ip(self) -> str:
-        return nodenet.host_ip(self.slot, self.index)
-
-    @property
-    def socket(self) -> Path:
-        return Path(self.dir) / "containerd.sock"
-
-
-def run_id(run_dir: str) -> str:
-    return hashlib.sha256(str(Path(run_dir).resolve()).encode()).hexdigest()[:8]
-
-
-def cgroup_name(run_dir: str, node: RealNode) -> str:
-    return f"kiln-{run_id(run_dir)}-{node.name}"
-
-
-def cgroup_hierarchies() -> list[Path]:
-    return sorted(p for p in CGROUP_FS.iterdir() if p.is_dir() and os.path.ismount(p))
-
-
-def make_cgroup_root(name: str) -> None:
-    for h in cgroup_hierarchies():
-        d = h / name
-        d.mkdir(exist_ok=True)
-        if h.name == "cpuset":  # A v1 cpuset child starts with no CPUs or memory nodes.
-            for f in ("cpuset.cpus", "cpuset.mems"):
-                (d / f).write_text((h / f).read_text())
-
-
-def node_labels(node: RealNode, spec) -> dict[str, str]:
-    """The same label keys as the kwok nodes (layout.node_manifests), so
-    placement reads real and fake nodes alike; real nodes form their own racks
-    and NVLink domains in the first zone."""
-    i = node.index
-    return {
-        "kiln.dev/node-kind": "real",
-        "topology.kubernetes.io/region": f"local-{node.cluster}",
-        "topology.kubernetes.io/zone": f"{node.cluster}-zone-a",
-        "kiln.dev/cluster": node.cluster,
-        "kiln.dev/rack": f"{node.cluster}-rack-real-{i // spec.nodes_per_rack}",
-        "kiln.dev/nvlink-domain": f"{node.cluster}-nvl-real-{i // spec.nodes_per_nvlink_domain}",
-        "nvidia.com/gpu.present": "true" if spec.real_node_gpus else "false",
-        "nvidia.com/gpu.product": spec.gpu_product,
-        "nvidia.com/gpu.count": str(spec.real_node_gpus),
-        "node.kubernetes.io/instance-type": f"gpu-{spec.real_node_gpus}x",
-    }
-
-
-def kubelet_config(node: RealNode, run_dir: str, pki: Path) -> str:
-    d = Path(node.dir)
-    return yaml.safe_dump({
-        "apiVersion": "kubelet.config.k8s.io/v1beta1",
-        "kind": "KubeletConfiguration",
-        "address": node.ip, "port": KUBELET_PORT, "readOnlyPort": 0,
-        "healthzBindAddress": node.ip, "healthzPort": 10248,
-        "authentication": {"anonymous": {"enabled": False}, "webhook": {"enabled": True},
-                           "x509": {"clientCAFile": str(pki / "ca.crt")}},
-        "authorization": {"mode": "Webhook"},
-        "cgroupDriver": "cgroupfs", "cgroupRoot": "/" + cgroup_name(run_dir, node),
-        "cgroupsPerQOS": True, "failCgroupV1": False, "failSwapOn": False,
-        "containerRuntimeEndpoint": f"unix://{node.socket}",
-        "clusterDNS": [node.host_ip], "clusterDomain": "cluster.local",
-        "resolvConf": "",  # Pods resolve cluster names only, never the machine's resolvers.
-        "podLogsDir": str(d / "pod-logs"),
-        "volumePluginDir": str(d / "volume-plugins"),
-        "oomScoreAdj": 0,  # This machine refuses negative values.
-        "evictionHard": {"memory.available": "50Mi", "nodefs.available": "1%",
-                         "imagefs.available": "1%", "nodefs.inodesFree": "1%"},
-        "imageGCHighThresholdPercent": 100, "imageGCLowThresholdPercent": 99,
-        "serializeImagePulls": False,
-        "nodeStatusUpdateFrequency": "4s",
-        "syncFrequency": "10s",
-        "fileCheckFrequency": "10s",
-    }, sort_keys=False)
-
-
-def kube_proxy_config(node: RealNode, kubeconfig: Path) -> str:
-    return yaml.safe_dump({
-        "apiVersion": "kubeproxy.config.k8s.io/v1alpha1",
-        "kind": "KubeProxyConfiguration",
-        "mode": "iptables",
-        "clientConnection": {"kubeconfig": str(kubeconfig)},
-        "hostnameOverride": node.name,
-        "bindAddress": node.ip,
-        "healthzBindAddress": f"{node.ip}:10256",
-        "metricsBindAddress": f"{node.ip}:10249",
-        "clusterCIDR": nodenet.pod_cidr(node.slot),
-        # Leave the machine-wide conntrack settings alone.
-        "conntrack": {"maxPerCore": 0, "min": 0, "tcpEstablishedTimeout": "0s",
-                      "tcpCloseWaitTimeout": "0s"},
-        "iptables": {"localhostNodePorts": False},
-    }, sort_keys=False)
-
-
-def corefile(nodes: list[RealNode], kubeconfig: Path, context: str, ready_port: int) -> str:
-    binds = " ".join(n.host_ip for n in nodes)
-    return f""".:53 {{
-    bind {binds}
-    errors
-    ready 127.0.0.1:{ready_port}
-    kubernetes cluster.local in-addr.arpa ip6.arpa {{
-        kubeconfig {kubeconfig} {context}
-        pods insecure
-        fallthrough in-addr.arpa ip6.arpa
-        ttl 5
-    }}
-    cache 5
-}}
-"""
 
 
 def in_node(holder_pid: int, argv: list[str]) -> list[str]:
@@ -211,42 +80,6 @@ def patch_gpus(kubectl, node: str, gpus: int) -> None:
     done = kubectl("patch", "node", node, "--subresource=status", "--type=json", "-p", patch)
     if done.returncode != 0:
         raise ClusterError(f"advertising {gpus} GPUs on {node} failed: {done.stderr.strip()}")
-
-
-def kill_cgroup_processes(run_dir: str) -> list[Path]:
-    """Kills every process in the run's node cgroups and removes the cgroups,
-    deepest first. Returns the cgroup folders that could not be removed."""
-    prefix = f"kiln-{run_id(run_dir)}-"
-    roots = [r for h in cgroup_hierarchies() for r in h.iterdir()
-             if r.is_dir() and r.name.startswith(prefix)]
-    for _ in range(50):
-        pids = set()
-        for root in roots:
-            for procs in root.rglob("cgroup.procs"):
-                try:
-                    pids.update(int(p) for p in procs.read_text().split())
-                except OSError:
-                    pass
-        if not pids:
-            break
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        time.sleep(0.1)
-    left = []
-    for root in roots:
-        for d in sorted((p for p in root.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
-            try:
-                d.rmdir()
-            except OSError:
-                pass
-        try:
-            root.rmdir()
-        except OSError:
-            left.append(root)
-    return left
 
 
 def kill_shims(run_dir: str) -> None:

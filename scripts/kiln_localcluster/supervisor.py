@@ -19,7 +19,8 @@ from .layout import ClusterSpec, RunSpec, component_argv, health_url, kwok_confi
 from .nodenet import SlotRegistry, host_ip
 from .pki import kubeconfig_yaml, make_pki
 from .ports import PortRegistry, pid_alive
-from .realnode import COREDNS_READY_PORT_NAME, RealNodes
+from .nodeconfig import COREDNS_READY_PORT_NAME
+from .realnode import RealNodes
 
 
 def _set_pdeathsig() -> None:

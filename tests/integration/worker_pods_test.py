@@ -28,8 +28,8 @@ import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from realnode_test import (CLUSTER, RUN_DIR, ROOT, kubectl, real_nodes,  # noqa: E402
-                           testbox_image, wait_phase)
+from realnode_test import (RUN_DIR, ROOT, kubectl, real_nodes, testbox_image,  # noqa: E402
+                           wait_phase)
 from kiln_localcluster import ociimage  # noqa: E402
 
 FORTUNES = "/usr/share/games/fortunes"

@@ -16,7 +16,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))
-from kiln_localcluster import cli, layout, nodenet, ociimage, pki, ports, realnode  # noqa: E402
+from kiln_localcluster import cli, layout, nodenet, nodeconfig, ociimage, pki, ports  # noqa: E402
 
 
 def reserve_in_child(registry_dir, count, queue, hold):
@@ -132,12 +132,12 @@ class RealNodeLayoutTest(unittest.TestCase):
                 self.assertFalse(a.overlaps(b), f"{a} overlaps {b}")
 
     def test_kubelet_config_keeps_to_the_nodes_folder_and_addresses(self):
-        node = realnode.RealNode("c1", 1, 3, "/r/c1/nodes/c1-real-1")
-        config = yaml.safe_load(realnode.kubelet_config(node, "/r", Path("/r/c1/pki")))
+        node = nodeconfig.RealNode("c1", 1, 3, "/r/c1/nodes/c1-real-1")
+        config = yaml.safe_load(nodeconfig.kubelet_config(node, "/r", Path("/r/c1/pki")))
         self.assertEqual(config["address"], "10.99.3.6")
         self.assertEqual(config["clusterDNS"], ["10.99.3.5"])
         self.assertEqual(config["resolvConf"], "")
-        self.assertEqual(config["cgroupRoot"], "/" + realnode.cgroup_name("/r", node))
+        self.assertEqual(config["cgroupRoot"], "/" + nodeconfig.cgroup_name("/r", node))
         self.assertTrue(config["containerRuntimeEndpoint"].startswith("unix:///r/c1/nodes/"))
         self.assertTrue(config["podLogsDir"].startswith("/r/c1/nodes/"))
         self.assertEqual(config["oomScoreAdj"], 0)
@@ -146,7 +146,7 @@ class RealNodeLayoutTest(unittest.TestCase):
         spec = NodeManifestTest().spec()
         spec.real_node_gpus = 2
         kwok = json.loads(layout.node_manifests("c1", spec))["items"][0]["metadata"]["labels"]
-        real = realnode.node_labels(realnode.RealNode("c1", 0, 0, "/x"), spec)
+        real = nodeconfig.node_labels(nodeconfig.RealNode("c1", 0, 0, "/x"), spec)
         for key in ("topology.kubernetes.io/zone", "kiln.dev/rack", "kiln.dev/nvlink-domain",
                     "nvidia.com/gpu.product", "nvidia.com/gpu.count", "kiln.dev/cluster"):
             self.assertIn(key, kwok)
