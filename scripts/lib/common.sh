@@ -10,6 +10,7 @@ KILN_KUBE_VERSION="v1.33.13"
 KILN_ETCD_VERSION="v3.5.21"
 KILN_KWOK_VERSION="v0.7.0"
 KILN_HELM_VERSION="v3.18.6"
+KILN_COREDNS_VERSION="v1.12.0"
 
 # Let ccache share results between checkouts in different folders (CI clones
 # afresh each time): paths under the checkout are hashed relative to it.
