@@ -18,6 +18,8 @@
 #include "base/version.h"
 #include "kube/client.h"
 #include "kube/kubeconfig.h"
+#include "operator/api/v1alpha1/resources.h"
+#include "operator/controllers/trainingjob/reconciler.h"
 #include "operator/fleet/fleet.h"
 #include "runtime/manager.h"
 
@@ -62,6 +64,7 @@ std::string RandomSuffix() {
 int main(int argc, char** argv) {
   std::string kubeconfig, context, level_name = "info", format_name = "json";
   std::string fleet_secret_namespace;
+  kiln::trainingjob::TrainingJobReconcilerOptions tj_options;
   bool leader_elect = false, version = false;
   kiln::runtime::ManagerOptions options;
   kiln::kube::ClientOptions client_options;
@@ -117,6 +120,19 @@ int main(int argc, char** argv) {
               "Namespace of the MemberClusters' kubeconfig Secrets (read and watched).")
       .Metavar("NS")
       .DefaultText("$POD_NAMESPACE, then the config's namespace");
+  flags
+      .String("shared-volume-claim", &tj_options.volume.claim_name,
+              "PersistentVolumeClaim (ReadWriteMany, in each job's namespace) that TrainingJob "
+              "workers mount for checkpoints.")
+      .Metavar("NAME");
+  flags
+      .String("shared-volume-host-path", &tj_options.volume.host_path,
+              "Instead of a claim: a folder on every node (local clusters).")
+      .Metavar("PATH");
+  flags
+      .String("shared-volume-mount-path", &tj_options.volume.mount_path,
+              "Where workers mount the shared volume; file:// checkpoint URIs lie under it.")
+      .Metavar("PATH");
   flags.Bool("version", &version, "Print the version and exit.");
   if (auto exit = flags.ParseOrExit(argc, argv, 1)) return *exit;
   if (version) {
@@ -185,6 +201,18 @@ int main(int argc, char** argv) {
     log.Error(fleet.status(), "cannot set up the MemberCluster controller");
     return 1;
   }
+  auto jobs = manager.GetInformer(**client, kiln::api::v1alpha1::kTrainingJobs);
+  if (!jobs.ok()) {
+    log.Error(jobs.status(), "cannot set up the TrainingJob informer");
+    return 1;
+  }
+  kiln::fleet::Fleet& f = **fleet;
+  kiln::trainingjob::TrainingJobReconciler tj_reconciler(
+      **client, f.members(), [&f] { return f.capacity().Snapshot(); }, &manager.events(),
+      tj_options);
+  kiln::runtime::Controller& tj_controller =
+      manager.AddController("trainingjob", tj_reconciler, {.workers = 4});
+  tj_controller.For(**jobs);
   Status result = manager.Run(stop.requested());
   if (!result.ok()) {
     log.Error(result, "manager stopped with an error");

@@ -56,7 +56,7 @@ struct SharedVolume {
   std::string claim_name;
   std::string host_path;
   // Where it is mounted in the worker; file:// checkpoint URIs lie under it.
-  std::string mount_path = "/kiln";
+  std::string mount_path = "/checkpoints";
 };
 
 struct WorkerPodOptions {
