@@ -211,7 +211,7 @@ StatusOr<GangObjects> BuildGang(const v1::TrainingJob& job,
                             {{"name", "WORLD_SIZE"}, {"value", Num(world)}},
                             {{"name", "MASTER_ADDR"}, {"value", master}},
                             {{"name", "MASTER_PORT"}, {"value", Num(options.master_port)}},
-                            {{"name", "TMPDIR"}, {"value", std::string(kScratchMount) + "/tmp"}}});
+                            {{"name", "TMPDIR"}, {"value", kScratchMount}}});
     for (const auto& e : spec.workers.env.value_or(std::vector<v1::EnvVar>{})) {
       env.push_back({{"name", e.name}, {"value", e.value.value_or("")}});
     }
