@@ -57,7 +57,7 @@ json Labels(const v1::TrainingJob& job, int32_t attempt) {
   // and hashed (the UID label identifies the job exactly).
   std::string name = Str(job.metadata, "name");
   if (name.size() > kMaxLabel) name = DnsLabel(name, "");
-  return {{kManagedByLabel, kManagedByValue},
+  return {{api::kManagedByLabel, api::kManagedByValue},
           {kJobNameLabel, name},
           {kJobUidLabel, Str(job.metadata, "uid")},
           {kAttemptLabel, std::to_string(attempt)}};

@@ -33,13 +33,12 @@
 #include <nlohmann/json.hpp>
 
 #include "base/statusor.h"
+#include "operator/api/labels.h"
 #include "operator/api/v1alpha1/trainingjob.h"
 
 namespace kiln::trainingjob {
 
-// Labels on everything kiln makes for a job.
-inline constexpr const char* kManagedByLabel = "app.kubernetes.io/managed-by";
-inline constexpr const char* kManagedByValue = "kiln";
+// Labels on everything kiln makes for a job, beside api::kManagedByLabel.
 inline constexpr const char* kJobNameLabel = "kiln.dev/trainingjob";
 inline constexpr const char* kJobUidLabel = "kiln.dev/trainingjob-uid";
 inline constexpr const char* kRankLabel = "kiln.dev/rank";
