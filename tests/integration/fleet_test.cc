@@ -3,6 +3,8 @@
 // cluster is the hub (CRDs, MemberClusters, kubeconfig Secrets) and also a
 // member; the second is a member whose API server is stopped and restarted.
 // Prints how long each transition took.
+#include "operator/fleet/fleet.h"
+
 #include <chrono>
 #include <cstdio>
 #include <fstream>
@@ -13,7 +15,6 @@
 
 #include "base/base64.h"
 #include "operator/api/v1alpha1/resources.h"
-#include "operator/fleet/fleet.h"
 #include "tests/support/local_clusters.h"
 
 namespace kiln::fleet {
@@ -87,8 +88,8 @@ struct Hub {
   }
 };
 
-TEST_CASE("member clusters are connected, reported, lost and found again",
-          "[integration][fleet]") {
+TEST_CASE("member clusters are connected, reported, lost and found again", "[integration][fleet]") {
+  std::setvbuf(stdout, nullptr, _IOLBF, 0);  // The figures appear as they are measured.
   auto lc = testing::LocalClusters::FromEnvironment();
   REQUIRE(lc.ok());
   REQUIRE(lc->clusters().size() >= 2);
@@ -96,9 +97,9 @@ TEST_CASE("member clusters are connected, reported, lost and found again",
   const testing::LocalCluster& member_cluster = lc->clusters()[1];
   auto hub_client = lc->Client(hub_cluster);
   REQUIRE(hub_client.ok());
-  auto applied = lc->Kubectl(hub_cluster, {"apply", "--server-side", "-f",
-                                           std::string(KILN_SOURCE_DIR) +
-                                               "/crds/kiln.dev_memberclusters.yaml"});
+  auto applied = lc->Kubectl(hub_cluster,
+                             {"apply", "--server-side", "-f",
+                              std::string(KILN_SOURCE_DIR) + "/crds/kiln.dev_memberclusters.yaml"});
   REQUIRE(applied.ok());
   REQUIRE(applied->exit_code == 0);
   auto established = lc->Kubectl(hub_cluster, {"wait", "--for=condition=Established",
@@ -107,8 +108,8 @@ TEST_CASE("member clusters are connected, reported, lost and found again",
   REQUIRE(established->exit_code == 0);
 
   Hub hub{**hub_client, testing::UniqueName("kiln-fleet")};
-  REQUIRE(hub.client.Create(kube::resources::kNamespaces, "", {{"metadata", {{"name", hub.ns}}}})
-              .ok());
+  REQUIRE(
+      hub.client.Create(kube::resources::kNamespaces, "", {{"metadata", {{"name", hub.ns}}}}).ok());
   const std::string hub_config = ReadFile(hub_cluster.kubeconfig);
   const std::string member_config = ReadFile(member_cluster.kubeconfig);
   // The member's kubeconfig trusting the hub's CA instead of its own.
@@ -141,6 +142,12 @@ TEST_CASE("member clusters are connected, reported, lost and found again",
   REQUIRE(fleet.ok());
   std::atomic<bool> stop{false};
   auto run = std::async(std::launch::async, [&] { return manager.Run(stop); });
+  // A failed REQUIRE unwinds through here: stop the manager, or the future's
+  // destructor waits for it forever.
+  struct StopOnExit {
+    std::atomic<bool>& stop;
+    ~StopOnExit() { stop = true; }
+  } stop_on_exit{stop};
 
   auto ready_a = hub.WaitFor(a, "Ready", "True");
   auto ready_b = hub.WaitFor(b, "Ready", "True");
@@ -187,9 +194,10 @@ TEST_CASE("member clusters are connected, reported, lost and found again",
     });
     auto not_ready = hub.WaitFor(b, "Ready", "False");
     auto unreachable = hub.WaitFor(b, "Unreachable", "True", "", std::chrono::seconds(60));
-    std::printf("fleet: API server stopped → Ready=False after %.2f s, Unreachable=True after "
-                "%.2f s (heartbeat 1s, unreachableAfter 5s)\n",
-                Seconds(not_ready), Seconds(Clock::now() - stopped));
+    std::printf(
+        "fleet: API server stopped → Ready=False after %.2f s, Unreachable=True after "
+        "%.2f s (heartbeat 1s, unreachableAfter 5s)\n",
+        Seconds(not_ready), Seconds(Clock::now() - stopped));
     (void)unreachable;
     CHECK(hub.Condition(a, "Ready").value("status", "") == "True");
     CHECK(hub.Condition(a, "Unreachable").value("status", "") == "False");
