@@ -7,6 +7,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <future>
 #include <sstream>
@@ -32,6 +33,16 @@ std::string ReadFile(const std::string& path) {
 
 double Seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
 
+// Heartbeat settings of the MemberClusters, in seconds: 1 and 5 unless
+// KILN_FLEET_HEARTBEAT / KILN_FLEET_UNREACHABLE_AFTER say otherwise (e.g. 10
+// and 40, the example's, to measure those).
+int SettingOr(const char* name, int fallback) {
+  const char* v = std::getenv(name);
+  return v == nullptr ? fallback : std::atoi(v);
+}
+const int kHeartbeat = SettingOr("KILN_FLEET_HEARTBEAT", 1);
+const int kUnreachableAfter = SettingOr("KILN_FLEET_UNREACHABLE_AFTER", 5);
+
 struct Hub {
   kube::Client& client;
   std::string ns;
@@ -55,18 +66,18 @@ struct Hub {
                {"metadata", {{"name", name}}},
                {"spec",
                 {{"kubeconfigSecretRef", {{"name", secret}, {"namespace", ns}}},
-                 {"heartbeatInterval", "1s"},
-                 {"unreachableAfter", "5s"}}}};
+                 {"heartbeatInterval", std::to_string(kHeartbeat) + "s"},
+                 {"unreachableAfter", std::to_string(kUnreachableAfter) + "s"}}}};
     REQUIRE(client.Create(api::v1alpha1::kMemberClusters, "", mc).ok());
   }
-  // The condition `type` of MemberCluster `name` ("" when absent).
+  // The condition `type` of MemberCluster `name` (an empty object when absent).
   json Condition(const std::string& name, const std::string& type) {
     auto mc = client.Get(api::v1alpha1::kMemberClusters, "", name);
-    if (!mc.ok()) return json();
+    if (!mc.ok()) return json::object();
     for (const json& c : mc->value("status", json::object()).value("conditions", json::array())) {
       if (c.value("type", "") == type) return c;
     }
-    return json();
+    return json::object();
   }
   // Waits (bounded) until `name`'s condition `type` has `status` (and
   // `reason`, when given); returns how long it took.
@@ -187,7 +198,7 @@ TEST_CASE("member clusters are connected, reported, lost and found again", "[int
   }
 
   SECTION("a stopped API server makes its member Unreachable, and Ready again once it answers") {
-    const double down_seconds = 15;
+    const double down_seconds = kUnreachableAfter + 2 * kHeartbeat + 8;
     const auto stopped = Clock::now();
     auto restart = std::async(std::launch::async, [&] {
       return lc->Restart(member_cluster, "kube-apiserver", down_seconds);
