@@ -5,6 +5,16 @@
 
 namespace kiln::fleet {
 
+bool MemberClustersServed(const kube::RestConfig& hub) {
+  // One attempt, no retries: this only decides whether to register.
+  auto client =
+      kube::Client::New(hub, {.max_retries = 0, .request_timeout = std::chrono::seconds(10)});
+  if (!client.ok()) return true;
+  auto found = (*client)->ResourceFor(api::v1alpha1::kMemberClusters.api_version(),
+                                      api::v1alpha1::kMemberClusters.kind);
+  return found.ok() || found.status().code() != StatusCode::kNotFound;
+}
+
 Fleet::Fleet(kube::Informer& clusters, kube::Informer& secrets, kube::Client& hub,
              runtime::EventRecorder& recorder, FleetOptions options)
     : connector_(view_, options.member_client_options),
