@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <limits>
+#include <memory>
 #include <random>
 #include <string>
 
@@ -178,12 +179,26 @@ int main(int argc, char** argv) {
     const char* pod_ns = std::getenv("POD_NAMESPACE");
     fleet_secret_namespace = pod_ns != nullptr ? pod_ns : config->default_namespace;
   }
-  auto fleet = kiln::fleet::Fleet::Register(
-      manager, **client,
-      {.secret_namespace = fleet_secret_namespace, .member_client_options = client_options});
-  if (!fleet.ok()) {
-    log.Error(fleet.status(), "cannot set up the MemberCluster controller");
-    return 1;
+  // The fleet controller, unless the hub positively lacks the MemberCluster
+  // CRD (its cache could never sync, and no controller would ever start).
+  std::unique_ptr<kiln::fleet::Fleet> fleet;
+  Status served = kiln::fleet::MemberClustersServed(*config);
+  if (served.code() == kiln::StatusCode::kNotFound) {
+    log.Warn("the MemberCluster CRD is not installed: running without the fleet controller",
+             {{"crd", "memberclusters.kiln.dev"}, {"error", served.ToString()}});
+  } else {
+    if (!served.ok()) {
+      log.Warn("cannot tell whether MemberClusters are served; starting the fleet controller",
+               {{"error", served.ToString()}});
+    }
+    auto registered = kiln::fleet::Fleet::Register(
+        manager, **client,
+        {.secret_namespace = fleet_secret_namespace, .member_client_options = client_options});
+    if (!registered.ok()) {
+      log.Error(registered.status(), "cannot set up the MemberCluster controller");
+      return 1;
+    }
+    fleet = std::move(*registered);
   }
   Status result = manager.Run(stop.requested());
   if (!result.ok()) {

@@ -5,14 +5,16 @@
 
 namespace kiln::fleet {
 
-bool MemberClustersServed(const kube::RestConfig& hub) {
+Status MemberClustersServed(const kube::RestConfig& hub) {
   // One attempt, no retries: this only decides whether to register.
-  auto client =
-      kube::Client::New(hub, {.max_retries = 0, .request_timeout = std::chrono::seconds(10)});
-  if (!client.ok()) return true;
-  auto found = (*client)->ResourceFor(api::v1alpha1::kMemberClusters.api_version(),
-                                      api::v1alpha1::kMemberClusters.kind);
-  return found.ok() || found.status().code() != StatusCode::kNotFound;
+  kube::ClientOptions options;
+  options.max_retries = 0;
+  options.request_timeout = std::chrono::seconds(10);
+  KILN_ASSIGN_OR_RETURN(auto client, kube::Client::New(hub, options));
+  return client
+      ->ResourceFor(api::v1alpha1::kMemberClusters.api_version(),
+                    api::v1alpha1::kMemberClusters.kind)
+      .status();
 }
 
 Fleet::Fleet(kube::Informer& clusters, kube::Informer& secrets, kube::Client& hub,

@@ -27,11 +27,12 @@ struct FleetOptions {
   kube::ClientOptions member_client_options;
 };
 
-// False when `hub` positively does not serve MemberClusters (their CRD is not
-// installed): the operator then runs without the fleet controller rather than
-// wait forever for a cache that cannot sync. True when it does, and when
-// discovery fails otherwise (unreachable): the informer retries until it can.
-bool MemberClustersServed(const kube::RestConfig& hub);
+// Whether `hub` serves MemberClusters: NotFound when it positively does not
+// (their CRD is not installed), so the operator can run without the fleet
+// controller rather than wait forever for a cache that cannot sync; ok when
+// it does; another error when discovery failed (e.g. unreachable: the
+// informer would retry until it can).
+Status MemberClustersServed(const kube::RestConfig& hub);
 
 class Fleet {
  public:

@@ -11,6 +11,7 @@
 #include <fstream>
 #include <future>
 #include <sstream>
+#include <thread>
 
 #include <catch2/catch.hpp>
 
@@ -185,6 +186,13 @@ TEST_CASE("member clusters are connected, reported, lost and found again", "[int
     hub.WaitFor(missing, "Ready", "False", "SecretNotFound");
     CHECK(hub.Condition(a, "Ready").value("status", "") == "True");
     CHECK(hub.Condition(b, "Ready").value("status", "") == "True");
+    // A failing member's status is not rewritten while nothing changes.
+    auto before = hub.client.Get(api::v1alpha1::kMemberClusters, "", missing);
+    REQUIRE(before.ok());
+    std::this_thread::sleep_for(std::chrono::seconds(3 * kHeartbeat));
+    auto after = hub.client.Get(api::v1alpha1::kMemberClusters, "", missing);
+    REQUIRE(after.ok());
+    CHECK((*after)["metadata"]["resourceVersion"] == (*before)["metadata"]["resourceVersion"]);
     auto shown = lc->Kubectl(hub_cluster, {"get", "mc", "-o", "wide"});
     REQUIRE(shown.ok());
     std::printf("fleet: kubectl get mc -o wide\n%s", shown->stdout_data.c_str());
