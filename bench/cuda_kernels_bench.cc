@@ -11,12 +11,12 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
-#include <functional>
 #include <random>
 #include <set>
 #include <string>
 #include <vector>
 
+#include "bench/cuda_bench.h"
 #include "kernels/cuda/adamw.h"
 #include "kernels/cuda/attention.h"
 #include "kernels/cuda/blas.h"
@@ -27,119 +27,15 @@
 #include "kernels/cuda/global_norm.h"
 #include "kernels/cuda/layernorm.h"
 #include "kernels/cuda/matmul.h"
-#include "kernels/cuda_check.h"
 
 namespace {
 
 namespace k = kiln::kernels::cuda;
 using k::bf16;
-using kiln::Status;
-
-constexpr int kWarmup = 3;
-constexpr int kIters = 20;
-
-// Device memory that lives as long as the benchmark; filled with the byte
-// 0x3c, which reads as about 0.0115 both as bf16 and as float.
-class Arena {
- public:
-  Arena() = default;
-  Arena(const Arena&) = delete;
-  Arena& operator=(const Arena&) = delete;
-  ~Arena() {
-    for (void* p : blocks_) cudaFree(p);
-  }
-  template <class T>
-  T* Take(int64_t count) {
-    void* p = nullptr;
-    const auto bytes = static_cast<std::size_t>(count) * sizeof(T);
-    if (cudaMalloc(&p, bytes) != cudaSuccess || cudaMemset(p, 0x3c, bytes) != cudaSuccess) {
-      std::fprintf(stderr, "cuda_kernels_bench: cannot allocate %zu bytes: %s\n", bytes,
-                   cudaGetErrorString(cudaGetLastError()));
-      std::exit(1);
-    }
-    blocks_.push_back(p);
-    return static_cast<T*>(p);
-  }
-
- private:
-  std::vector<void*> blocks_;
-};
-
-class Bench {
- public:
-  Bench(cudaStream_t stream, double peak_gbs) : stream_(stream), peak_gbs_(peak_gbs) {}
-
-  // A memory-bound kernel that moves at least `bytes` per call.
-  void Bandwidth(const std::string& name, double bytes, const std::function<Status()>& call) {
-    const double ms = Time(name, call);
-    if (ms <= 0) return;
-    const double gbs = bytes / (ms * 1e-3) / 1e9;
-    std::printf("%-40s %10.1f us %9.0f GB/s %6.1f%% of peak\n", name.c_str(), ms * 1e3, gbs,
-                100.0 * gbs / peak_gbs_);
-  }
-
-  // A GEMM-bound kernel doing `flops` floating-point operations per call.
-  void Flops(const std::string& name, double flops, const std::function<Status()>& call) {
-    const double ms = Time(name, call);
-    if (ms <= 0) return;
-    std::printf("%-40s %10.1f us %9.1f TFLOP/s\n", name.c_str(), ms * 1e3,
-                flops / (ms * 1e-3) / 1e12);
-  }
-
-  bool failed() const { return failed_; }
-
- private:
-  // Mean milliseconds per call, or -1 (reported) when a call fails.
-  double Time(const std::string& name, const std::function<Status()>& call) {
-    cudaEvent_t start = nullptr, stop = nullptr;
-    Status s =
-        kiln::gpu::CudaStatus(cudaEventCreate(&start), "cudaEventCreate", __FILE__, __LINE__);
-    if (s.ok())
-      s = kiln::gpu::CudaStatus(cudaEventCreate(&stop), "cudaEventCreate", __FILE__, __LINE__);
-    for (int i = 0; s.ok() && i < kWarmup; ++i) s = call();
-    if (s.ok())
-      s = kiln::gpu::CudaStatus(cudaEventRecord(start, stream_), "cudaEventRecord", __FILE__,
-                                __LINE__);
-    for (int i = 0; s.ok() && i < kIters; ++i) s = call();
-    if (s.ok())
-      s = kiln::gpu::CudaStatus(cudaEventRecord(stop, stream_), "cudaEventRecord", __FILE__,
-                                __LINE__);
-    if (s.ok())
-      s = kiln::gpu::CudaStatus(cudaEventSynchronize(stop), "cudaEventSynchronize", __FILE__,
-                                __LINE__);
-    float ms = 0;
-    if (s.ok())
-      s = kiln::gpu::CudaStatus(cudaEventElapsedTime(&ms, start, stop), "cudaEventElapsedTime",
-                                __FILE__, __LINE__);
-    if (start != nullptr) cudaEventDestroy(start);
-    if (stop != nullptr) cudaEventDestroy(stop);
-    if (!s.ok()) {
-      std::printf("%-40s FAILED: %s\n", name.c_str(), s.ToString().c_str());
-      failed_ = true;
-      return -1;
-    }
-    return static_cast<double>(ms) / kIters;
-  }
-
-  cudaStream_t stream_;
-  double peak_gbs_;
-  bool failed_ = false;
-};
-
-// Why there is no device to measure, or empty.
-std::string NoDevice() {
-  int count = 0;
-  const cudaError_t err = cudaGetDeviceCount(&count);
-  if (err != cudaSuccess)
-    return std::string(cudaGetErrorName(err)) + ": " + cudaGetErrorString(err);
-  if (count == 0) return "cudaGetDeviceCount found 0 devices";
-  return "";
-}
-
-int Attribute(cudaDeviceAttr attr) {
-  int v = 0;
-  return cudaDeviceGetAttribute(&v, attr, 0) == cudaSuccess ? v : 0;
-}
+using kiln::bench::Arena;
+using kiln::bench::Bench;
+using kiln::bench::kIters;
+using kiln::bench::kWarmup;
 
 }  // namespace
 
@@ -150,7 +46,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "usage: %s [B] [T]\n", argv[0]);
     return 2;
   }
-  const std::string no_device = NoDevice();
+  const std::string no_device = kiln::bench::NoDevice();
   if (!no_device.empty()) {
     std::printf("cuda_kernels_bench: no CUDA device (%s); nothing to measure\n", no_device.c_str());
     return 0;
@@ -165,22 +61,8 @@ int main(int argc, char** argv) {
   const double dN = N, dT = T, dC = C, dNC = static_cast<double>(NC), dVp = Vp;
   const double dparams = static_cast<double>(params);
 
-  cudaDeviceProp prop{};
-  if (cudaSetDevice(0) != cudaSuccess || cudaGetDeviceProperties(&prop, 0) != cudaSuccess) {
-    std::printf("cuda_kernels_bench: cannot open device 0: %s\n",
-                cudaGetErrorString(cudaGetLastError()));
-    return 1;
-  }
-  // Peak bandwidth: two transfers per memory clock (DDR/HBM) over the bus.
-  const double mem_clock_khz = Attribute(cudaDevAttrMemoryClockRate);
-  const double bus_bits = Attribute(cudaDevAttrGlobalMemoryBusWidth);
-  const double peak_gbs = 2.0 * mem_clock_khz * 1e3 * (bus_bits / 8) / 1e9;
-  std::printf("device: %s (sm_%d%d, %d SMs), memory clock %.0f MHz x %d-bit bus: peak %.0f GB/s\n",
-              prop.name, prop.major, prop.minor, Attribute(cudaDevAttrMultiProcessorCount),
-              mem_clock_khz / 1e3, static_cast<int>(bus_bits), peak_gbs);
-  std::printf("command:");
-  for (int i = 0; i < argc; ++i) std::printf(" %s", argv[i]);
-  std::printf("\n");
+  const double peak_gbs = kiln::bench::OpenDevice("cuda_kernels_bench", argc, argv);
+  if (peak_gbs < 0) return 1;
   std::printf(
       "shape: B=%d T=%d C=%d NH=%d V=%d Vp=%d, %lld parameters; mean of %d calls after %d "
       "warm-up\n",

@@ -128,15 +128,38 @@ Client::Client(RestConfig config, ClientOptions options, std::unique_ptr<HttpTra
       limiter_(options_.qps, options_.burst, clock) {}
 
 Status Client::Prepare(HttpRequest& request) {
+  const Context* ctx = Context::Current();
+  const std::string verb = request.method + " " + request.path;
+  if (ctx != nullptr) KILN_RETURN_IF_ERROR(ctx->Err().WithContext(verb));
   request.headers["Accept"] = "application/json";
   request.headers["User-Agent"] =
       options_.user_agent.empty() ? std::string("kiln/") + Version() : options_.user_agent;
   if (request.timeout == HttpRequest{}.timeout) request.timeout = options_.request_timeout;
   auto auth = credentials_.AuthorizationHeader();
-  if (!auth.ok()) return auth.status().WithContext(request.method + " " + request.path);
+  if (!auth.ok()) return auth.status().WithContext(verb);
   if (!auth->empty()) request.headers["Authorization"] = *auth;
-  limiter_.Wait();
+  if (ctx == nullptr) {
+    limiter_.Wait();
+    return Status::Ok();
+  }
+  // The rate limiter's wait and the attempt both end with the context.
+  const Clock::Duration wait = limiter_.Reserve();
+  if (wait > Clock::Duration::zero() &&
+      !ctx->Sleep(std::chrono::ceil<std::chrono::milliseconds>(wait))) {
+    return ctx->Err().WithContext(verb + " (waiting for the client's rate limit)");
+  }
+  request.timeout = ctx->Remaining(request.timeout);
+  if (request.timeout.count() == 0) return ctx->Err().WithContext(verb);
   return Status::Ok();
+}
+
+bool Client::Backoff(std::chrono::milliseconds delay) {
+  const Context* ctx = Context::Current();
+  if (ctx == nullptr) {
+    clock_->SleepFor(delay);
+    return true;
+  }
+  return ctx->Sleep(delay);
 }
 
 Status Client::Stream(HttpRequest request, const std::function<void(const HttpResponse&)>& on_head,
@@ -180,8 +203,13 @@ StatusOr<HttpResponse> Client::Request(HttpRequest request) {
     // once per thread, and only when a request is actually retried.
     thread_local std::mt19937 rng(std::random_device{}());
     std::uniform_int_distribution<long long> jitter(0, backoff.count());
-    clock_->SleepFor(
-        std::max<std::chrono::milliseconds>(*delay, std::chrono::milliseconds(jitter(rng))));
+    if (!Backoff(
+            std::max<std::chrono::milliseconds>(*delay, std::chrono::milliseconds(jitter(rng))))) {
+      // The context ended while waiting to retry: say both why and what failed last.
+      Status last = result.ok() ? ErrorFromResponse(*result, verb) : result.status();
+      return Context::Current()->Err().WithContext(verb + " (last attempt: " + last.message() +
+                                                   ")");
+    }
     backoff = std::min<std::chrono::milliseconds>(backoff * 2, kMaxBackoff);
   }
 }

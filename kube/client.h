@@ -1,7 +1,9 @@
 // Client: a Kubernetes REST client for one API server, in the spirit of
 // client-go's dynamic client. Objects are JSON (nlohmann::json). Requests are
 // authenticated (Credentials), rate limited (QPS/burst token bucket) and
-// retried with backoff on transient failures only. Thread-safe: share one
+// retried with backoff on transient failures only. Every call is bounded by
+// the calling thread's current Context (base/context.h), when there is one:
+// the controller runtime sets it to the reconcile's. Thread-safe: share one
 // Client per cluster among all workers.
 #ifndef KILN_KUBE_CLIENT_H_
 #define KILN_KUBE_CLIENT_H_
@@ -17,6 +19,7 @@
 #include <nlohmann/json.hpp>
 
 #include "base/clock.h"
+#include "base/context.h"
 #include "base/statusor.h"
 #include "base/token_bucket.h"
 #include "kube/credentials.h"
@@ -125,8 +128,13 @@ class Client {
 
  private:
   // Sets Accept, User-Agent, the default timeout and Authorization, then
-  // waits for the rate limiter. Called before every attempt.
+  // waits for the rate limiter. Called before every attempt. Under a current
+  // Context (base/context.h): fails once it is done, and caps the timeout by
+  // the time it has left.
   Status Prepare(HttpRequest& request);
+  // Waits `delay` before a retry: on the clock, or through the current
+  // Context, which ends the wait early; false when it did.
+  bool Backoff(std::chrono::milliseconds delay);
   void Observe(std::string_view method, int code, Clock::TimePoint start);
   StatusOr<json> JsonRequest(const std::string& method, const std::string& path,
                              const std::string& body = "",

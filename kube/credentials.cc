@@ -1,14 +1,11 @@
 #include "kube/credentials.h"
 
-#include <ctime>
-#include <iomanip>
-#include <sstream>
-
 #include <nlohmann/json.hpp>
 
 #include "base/base64.h"
 #include "base/file.h"
 #include "base/subprocess.h"
+#include "base/time_format.h"
 
 namespace kiln::kube {
 namespace {
@@ -16,17 +13,13 @@ namespace {
 // Refresh exec credentials this long before they expire.
 constexpr auto kExpirySlack = std::chrono::seconds(30);
 
-std::optional<std::chrono::sys_seconds> ParseRfc3339(const std::string& s) {
-  std::tm tm{};
-  std::istringstream in(s);
-  in >> std::get_time(&tm, "%Y-%m-%dT%H:%M:%S");
-  if (in.fail()) return std::nullopt;
-  return std::chrono::sys_seconds(std::chrono::seconds(timegm(&tm)));
-}
-
-std::string Trim(std::string s) {
-  while (!s.empty() && (s.back() == '\n' || s.back() == '\r' || s.back() == ' ')) s.pop_back();
-  return s;
+// Surrounding whitespace, as client-go's strings.TrimSpace: a token file
+// written by hand often ends (or starts) with some.
+std::string Trim(const std::string& s) {
+  const char* space = " \t\r\n";
+  const size_t first = s.find_first_not_of(space);
+  if (first == std::string::npos) return "";
+  return s.substr(first, s.find_last_not_of(space) - first + 1);
 }
 
 }  // namespace
@@ -80,10 +73,12 @@ StatusOr<ExecCredential> RunExecPlugin(const ExecConfig& exec, const RestConfig&
                                    " returned neither a token nor a client certificate and key");
   }
   if (st.contains("expirationTimestamp") && st["expirationTimestamp"].is_string()) {
-    out.expiry = ParseRfc3339(st["expirationTimestamp"].get<std::string>());
-    if (!out.expiry) {
-      return Status::Unauthenticated(who + " returned an unparseable expirationTimestamp");
+    auto expiry = ParseRfc3339(st["expirationTimestamp"].get<std::string>());
+    if (!expiry.ok()) {
+      return Status::Unauthenticated(
+          who + " returned an unparseable expirationTimestamp: " + expiry.status().message());
     }
+    out.expiry = std::chrono::floor<std::chrono::seconds>(*expiry);
   }
   return out;
 }

@@ -123,6 +123,8 @@ void Controller::Work() {
     if (metrics_ != nullptr) metrics_->active_workers->Increment();
     const auto start = std::chrono::steady_clock::now();
     try {
+      // Bounds every API call the reconciler makes (kube::Client reads it).
+      ScopedContext scope(ctx);
       result = reconciler_.Reconcile(ctx, request);
     } catch (const std::exception& e) {
       // A throwing reconciler is a bug, but one object must not take the whole

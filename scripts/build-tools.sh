@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Builds the pinned control-plane tools (kube-apiserver, kube-controller-manager,
-# kube-scheduler, kubectl, etcd, kwok, helm) from the Go module proxy into the
-# cache outside the repository. Each tool set is rebuilt only when its version or
-# its wrapper module's go.sum changes. Usage: scripts/build-tools.sh [kube|etcd|kwok|helm]...
+# kube-scheduler, kubectl, etcd, kwok, helm) and the real nodes' tools (kubelet,
+# kube-proxy, coredns) from the Go module proxy into the cache outside the
+# repository. Each tool set is rebuilt only when its version or its wrapper
+# module's go.sum changes.
+# Usage: scripts/build-tools.sh [kube|node|coredns|etcd|kwok|helm]...
 set -euo pipefail
 source "$(dirname "$0")/lib/common.sh"
 
@@ -18,15 +20,15 @@ fi
 bin_dir="$(kiln_tools_bin)"
 mkdir -p "$bin_dir" "$KILN_CACHE_DIR/tools/stamps"
 
-# build_set NAME VERSION LDFLAGS PKG... : builds PKGs from tools/NAME into bin_dir.
+# build_set NAME MODULE VERSION LDFLAGS PKG... : builds PKGs from tools/MODULE into bin_dir.
 # A PKG written BIN=IMPORT_PATH is installed as BIN (for main packages whose
 # import path does not end in the command's name).
 bin_name() { if [[ "$1" == *=* ]]; then printf '%s' "${1%%=*}"; else basename "$1"; fi; }
 
 build_set() {
-  local name=$1 version=$2 ldflags=$3
-  shift 3
-  local mod_dir="$KILN_ROOT/tools/$name"
+  local name=$1 module=$2 version=$3 ldflags=$4
+  shift 4
+  local mod_dir="$KILN_ROOT/tools/$module"
   local key
   key="$version-$(cat "$mod_dir/go.mod" "$mod_dir/go.sum" | sha256sum | cut -c1-16)"
   local stamp="$KILN_CACHE_DIR/tools/stamps/$name"
@@ -89,18 +91,23 @@ helm_ldflags() {
 
 build_one() {
   case "$1" in
-  kube) build_set kube "$KILN_KUBE_VERSION" "$(kube_ldflags)" \
+  kube) build_set kube kube "$KILN_KUBE_VERSION" "$(kube_ldflags)" \
     k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
     k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl ;;
-  etcd) build_set etcd "$KILN_ETCD_VERSION" "-s -w" etcd=go.etcd.io/etcd/server/v3 \
+  node) build_set node kube "$KILN_KUBE_VERSION" "$(kube_ldflags)" \
+    k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kube-proxy ;;
+  coredns) build_set coredns coredns "$KILN_COREDNS_VERSION" \
+    "-s -w -X github.com/coredns/coredns/coremain.GitCommit=$KILN_COREDNS_VERSION" \
+    coredns=kiln.dev/tools/coredns ;;
+  etcd) build_set etcd etcd "$KILN_ETCD_VERSION" "-s -w" etcd=go.etcd.io/etcd/server/v3 \
     etcdctl=go.etcd.io/etcd/etcdctl/v3 ;;
-  kwok) build_set kwok "$KILN_KWOK_VERSION" \
+  kwok) build_set kwok kwok "$KILN_KWOK_VERSION" \
     "-s -w -X sigs.k8s.io/kwok/pkg/consts.Version=${KILN_KWOK_VERSION#v} -X sigs.k8s.io/kwok/pkg/consts.KubeVersion=${KILN_KUBE_VERSION#v}" \
     sigs.k8s.io/kwok/cmd/kwok ;;
-  helm) build_set helm "$KILN_HELM_VERSION" "$(helm_ldflags)" helm.sh/helm/v3/cmd/helm ;;
-  *) die "unknown tool set '$1'" "use one of: kube etcd kwok helm" ;;
+  helm) build_set helm helm "$KILN_HELM_VERSION" "$(helm_ldflags)" helm.sh/helm/v3/cmd/helm ;;
+  *) die "unknown tool set '$1'" "use one of: kube node coredns etcd kwok helm" ;;
   esac
 }
 
-if [ $# -eq 0 ]; then set -- etcd kwok helm kube; fi
+if [ $# -eq 0 ]; then set -- etcd kwok helm kube node coredns; fi
 for set_name in "$@"; do build_one "$set_name"; done

@@ -2,7 +2,9 @@
 # Installs everything kiln's build, tests and demo need, idempotently:
 #   - Debian packages (compilers, C++ libraries, Catch2, the fortunes corpus),
 #   - the CUDA 13.0 toolkit from NVIDIA's PyPI wheels when no nvcc 13.0 exists,
-#   - the pinned Kubernetes control plane, etcd, kwok and helm built from Go modules.
+#   - the pinned Kubernetes control plane, etcd, kwok and helm built from Go modules,
+#     and the real nodes' kubelet, kube-proxy and CoreDNS (containerd, runc and the
+#     CNI plugins are Debian packages).
 # A second run does nothing but check. Environment:
 #   KILN_SKIP_CUDA=1   skip the CUDA toolkit (CPU-only build)
 #   KILN_SKIP_TOOLS=1  skip the Go-built control-plane tools
@@ -13,8 +15,12 @@ source "$(dirname "$0")/lib/cuda.sh"
 APT_PACKAGES=(
   build-essential cmake ninja-build pkg-config ccache clang-format git curl openssl
   python3 python3-pip python3-yaml python3-numpy iproute2 procps
+  containerd runc containernetworking-plugins iptables util-linux
   libcpprest-dev libboost-dev libyaml-cpp-dev libssl-dev nlohmann-json3-dev prometheus-cpp-dev catch2
   fortunes
+  # Container images without a container engine (scripts/images.sh), and
+  # running them in the tests.
+  umoci runc containerd jq ca-certificates
 )
 
 install_apt_packages() {

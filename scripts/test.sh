@@ -23,7 +23,7 @@ if [ "${KILN_TEST_CPU_BUILD:-1}" = 1 ] && [ "$preset" != cpu ]; then
   log "building and unit-testing the CPU-only preset"
   cmake --preset cpu >/dev/null
   cmake --build --preset cpu
-  ctest --preset cpu -L unit || status=$?
+  ctest --preset cpu -L 'unit|process' || status=$?
 fi
 log "testing"
 ctest --preset "$preset" "$@" || status=$?

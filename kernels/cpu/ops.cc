@@ -22,6 +22,24 @@ void EncoderForward(F* out, const int32_t* inp, const F* wte, const F* wpe, int 
 }
 
 template <class F>
+void EmbedRows(F* out, const int32_t* token, const int32_t* pos, const F* wte, const F* wpe, int N,
+               int C) {
+  for (int r = 0; r < N; ++r) {
+    F* o = out + static_cast<int64_t>(r) * C;
+    const F* e = wte + static_cast<int64_t>(token[r]) * C;
+    const F* p = wpe + static_cast<int64_t>(pos[r]) * C;
+    for (int c = 0; c < C; ++c) o[c] = e[c] + p[c];
+  }
+}
+
+template <class F>
+void GatherRows(F* out, const F* in, const int32_t* rows, int n, int C) {
+  for (int s = 0; s < n; ++s) {
+    std::copy_n(in + static_cast<int64_t>(rows[s]) * C, C, out + static_cast<int64_t>(s) * C);
+  }
+}
+
+template <class F>
 void EncoderBackward(F* dwte, F* dwpe, const F* dout, const int32_t* inp, int B, int T, int C) {
   // Serial: several positions may share a token row.
   for (int b = 0; b < B; ++b) {
@@ -469,6 +487,8 @@ double GlobalNorm(const F* x, int64_t n) {
 #define KILN_INSTANTIATE(F)                                                                        \
   template void EncoderForward<F>(F*, const int32_t*, const F*, const F*, int, int, int);          \
   template void EncoderBackward<F>(F*, F*, const F*, const int32_t*, int, int, int);               \
+  template void EmbedRows<F>(F*, const int32_t*, const int32_t*, const F*, const F*, int, int);    \
+  template void GatherRows<F>(F*, const F*, const int32_t*, int, int);                             \
   template void LayerNormForward<F>(F*, F*, F*, const F*, const F*, const F*, int, int);           \
   template void LayerNormBackward<F>(F*, F*, F*, const F*, const F*, const F*, const F*, const F*, \
                                      int, int);                                                    \

@@ -19,6 +19,17 @@ void EncoderForward(F* out, const int32_t* inp, const F* wte, const F* wpe, int 
 template <class F>
 void EncoderBackward(F* dwte, F* dwpe, const F* dout, const int32_t* inp, int B, int T, int C);
 
+// The encoder for rows at arbitrary positions (serving: each row is one
+// sequence's next token): out[r,:] = wte[token[r],:] + wpe[pos[r],:].
+template <class F>
+void EmbedRows(F* out, const int32_t* token, const int32_t* pos, const F* wte, const F* wpe, int N,
+               int C);
+
+// out[s,:] = in[rows[s],:] for s < n: picks rows (each sequence's last) out
+// of [*, C].
+template <class F>
+void GatherRows(F* out, const F* in, const int32_t* rows, int n, int C);
+
 // Per row: out = (x - mean) / sqrt(var + 1e-5) * weight + bias; saves mean
 // and rstd for the backward.
 template <class F>

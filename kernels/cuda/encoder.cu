@@ -11,16 +11,17 @@ namespace {
 
 constexpr int kThreads = 256;
 
-// One thread per kVec channels of one position.
+// One thread per kVec channels of one row; row n is at position pos[n], or
+// n % T without positions.
 template <int kVec>
-__global__ void EncoderForwardKernel(bf16* out, const int32_t* inp, const bf16* wte,
-                                     const bf16* wpe, int N, int T, int C) {
+__global__ void EncoderForwardKernel(bf16* out, const int32_t* inp, const int32_t* pos,
+                                     const bf16* wte, const bf16* wpe, int N, int T, int C) {
   const int vectors_per_row = C / kVec;
   const int64_t idx = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   if (idx >= static_cast<int64_t>(N) * vectors_per_row) return;
   const int n = static_cast<int>(idx / vectors_per_row);
   const int c = static_cast<int>(idx % vectors_per_row) * kVec;
-  const int t = n % T;
+  const int t = pos != nullptr ? pos[n] : n % T;
   float e[kVec], p[kVec];
   LoadBf16(e, wte + static_cast<int64_t>(inp[n]) * C + c);
   LoadBf16(p, wpe + static_cast<int64_t>(t) * C + c);
@@ -96,23 +97,35 @@ Status CheckShape(const char* op, int B, int T, int C) {
   return Status::Ok();
 }
 
-}  // namespace
-
-Status EncoderForward(bf16* out, const int32_t* inp, const bf16* wte, const bf16* wpe, int B, int T,
-                      int C, cudaStream_t stream) {
-  KILN_RETURN_IF_ERROR(CheckShape("EncoderForward", B, T, C));
-  const int N = B * T;
+// Rows n < N: token inp[n] at position pos[n] (or n % T when pos is null).
+Status LaunchEncoderForward(bf16* out, const int32_t* inp, const int32_t* pos, const bf16* wte,
+                            const bf16* wpe, int N, int T, int C, cudaStream_t stream) {
   const bool vector = C % kBf16PerVector == 0 && Aligned16(out) && Aligned16(wte) && Aligned16(wpe);
   const int vec = vector ? kBf16PerVector : 1;
   const auto blocks = static_cast<unsigned>(CeilDiv(static_cast<int64_t>(N) * (C / vec), kThreads));
   if (vector) {
     EncoderForwardKernel<kBf16PerVector>
-        <<<blocks, kThreads, 0, stream>>>(out, inp, wte, wpe, N, T, C);
+        <<<blocks, kThreads, 0, stream>>>(out, inp, pos, wte, wpe, N, T, C);
   } else {
-    EncoderForwardKernel<1><<<blocks, kThreads, 0, stream>>>(out, inp, wte, wpe, N, T, C);
+    EncoderForwardKernel<1><<<blocks, kThreads, 0, stream>>>(out, inp, pos, wte, wpe, N, T, C);
   }
   KILN_CUDA_RETURN_IF_ERROR(cudaGetLastError());
   return Status::Ok();
+}
+
+}  // namespace
+
+Status EncoderForward(bf16* out, const int32_t* inp, const bf16* wte, const bf16* wpe, int B, int T,
+                      int C, cudaStream_t stream) {
+  KILN_RETURN_IF_ERROR(CheckShape("EncoderForward", B, T, C));
+  return LaunchEncoderForward(out, inp, nullptr, wte, wpe, B * T, T, C, stream);
+}
+
+Status EmbedRows(bf16* out, const int32_t* token, const int32_t* pos, const bf16* wte,
+                 const bf16* wpe, int N, int C, cudaStream_t stream) {
+  if (N <= 0 || C <= 0) return ShapeError("EmbedRows", "N and C must be positive");
+  if (pos == nullptr) return ShapeError("EmbedRows", "positions are required");
+  return LaunchEncoderForward(out, token, pos, wte, wpe, N, 1, C, stream);
 }
 
 StatusOr<std::size_t> EncoderBackwardScratchBytes(int B, int T) {

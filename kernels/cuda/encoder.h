@@ -1,6 +1,7 @@
-// The GPT encoder on the GPU: token plus position embeddings, and its
+// The GPT encoder on the GPU: token plus position embeddings (of a batch of
+// sequences, or of rows at arbitrary positions when serving), and its
 // backward. Conventions in kernels/cuda/precision.h; reference
-// kernels/cpu/ops.h EncoderForward/EncoderBackward. Thread-compatible: the
+// kernels/cpu/ops.h EncoderForward/EmbedRows/EncoderBackward. Thread-compatible: the
 // functions keep no state.
 #ifndef KILN_KERNELS_CUDA_ENCODER_H_
 #define KILN_KERNELS_CUDA_ENCODER_H_
@@ -20,6 +21,12 @@ namespace kiln::kernels::cuda {
 // device does not check them (the model checks its inputs on the host).
 Status EncoderForward(bf16* out, const int32_t* inp, const bf16* wte, const bf16* wpe, int B, int T,
                       int C, cudaStream_t stream);
+
+// out[r,:] = wte[token[r],:] + wpe[pos[r],:] for N rows (serving: each row
+// one sequence's next token). Tokens and positions are not checked on the
+// device.
+Status EmbedRows(bf16* out, const int32_t* token, const int32_t* pos, const bf16* wte,
+                 const bf16* wpe, int N, int C, cudaStream_t stream);
 
 // Bytes of scratch EncoderBackward needs for B x T tokens. Asks the device
 // (through CUB), so it fails without one.

@@ -1,5 +1,6 @@
-// Internal to kernels/cuda: deterministic warp and block reductions. Each
-// combines values in a fixed order, so equal inputs give bitwise equal sums.
+// Internal to kernels/cuda: deterministic warp and block reductions (sums and
+// maxima). Each combines values in a fixed order, so equal inputs give
+// bitwise equal sums.
 #ifndef KILN_KERNELS_CUDA_REDUCE_CUH_
 #define KILN_KERNELS_CUDA_REDUCE_CUH_
 
@@ -27,18 +28,31 @@ __device__ __forceinline__ T WarpMax(T v) {
   return v;
 }
 
-// The sum over a block, returned to every thread. Every thread of the block
-// must call it; blockDim.x must be a multiple of 32. `shared` holds 32 values
-// and may be reused by the next call.
-template <class T>
-__device__ T BlockSum(T v, T* shared) {
+// `warp_reduce` (WarpSum or WarpMax) over a block, returned to every thread:
+// each warp's result, then the warps' results (`identity` for the lanes
+// past them). Every thread of the block must call it; blockDim.x must be a
+// multiple of 32. `shared` holds 32 values and may be reused by the next
+// call.
+template <class T, class WarpReduce>
+__device__ __forceinline__ T BlockReduce(T v, T* shared, T identity, WarpReduce warp_reduce) {
   const int lane = threadIdx.x % kWarpSize, warp = threadIdx.x / kWarpSize;
   const int warps = blockDim.x / kWarpSize;
-  v = WarpSum(v);
+  v = warp_reduce(v);
   __syncthreads();  // A previous call may still be reading `shared`.
   if (lane == 0) shared[warp] = v;
   __syncthreads();
-  return WarpSum(lane < warps ? shared[lane] : T(0));
+  return warp_reduce(lane < warps ? shared[lane] : identity);
+}
+
+// The sum over a block; as BlockReduce.
+template <class T>
+__device__ T BlockSum(T v, T* shared) {
+  return BlockReduce(v, shared, T(0), [](T x) { return WarpSum(x); });
+}
+
+// The maximum over a block; as BlockReduce.
+__device__ __forceinline__ float BlockMax(float v, float* shared) {
+  return BlockReduce(v, shared, -INFINITY, [](float x) { return WarpMax(x); });
 }
 
 }  // namespace kiln::kernels::cuda

@@ -19,6 +19,8 @@
 #include "base/version.h"
 #include "kube/client.h"
 #include "kube/kubeconfig.h"
+#include "operator/api/v1alpha1/resources.h"
+#include "operator/controllers/trainingjob/reconciler.h"
 #include "operator/fleet/fleet.h"
 #include "runtime/manager.h"
 
@@ -63,6 +65,7 @@ std::string RandomSuffix() {
 int main(int argc, char** argv) {
   std::string kubeconfig, context, level_name = "info", format_name = "json";
   std::string fleet_secret_namespace;
+  kiln::trainingjob::TrainingJobReconcilerOptions tj_options;
   bool leader_elect = false, version = false;
   kiln::runtime::ManagerOptions options;
   kiln::kube::ClientOptions client_options;
@@ -118,6 +121,19 @@ int main(int argc, char** argv) {
               "Namespace of the MemberClusters' kubeconfig Secrets (read and watched).")
       .Metavar("NS")
       .DefaultText("$POD_NAMESPACE, then the config's namespace");
+  flags
+      .String("shared-volume-claim", &tj_options.volume.claim_name,
+              "PersistentVolumeClaim (ReadWriteMany, in each job's namespace) that TrainingJob "
+              "workers mount for checkpoints.")
+      .Metavar("NAME");
+  flags
+      .String("shared-volume-host-path", &tj_options.volume.host_path,
+              "Instead of a claim: a folder on every node (local clusters).")
+      .Metavar("PATH");
+  flags
+      .String("shared-volume-mount-path", &tj_options.volume.mount_path,
+              "Where workers mount the shared volume; file:// checkpoint URIs lie under it.")
+      .Metavar("PATH");
   flags.Bool("version", &version, "Print the version and exit.");
   if (auto exit = flags.ParseOrExit(argc, argv, 1)) return *exit;
   if (version) {
@@ -179,16 +195,18 @@ int main(int argc, char** argv) {
     const char* pod_ns = std::getenv("POD_NAMESPACE");
     fleet_secret_namespace = pod_ns != nullptr ? pod_ns : config->default_namespace;
   }
-  // The fleet controller, unless the hub positively lacks the MemberCluster
-  // CRD (its cache could never sync, and no controller would ever start).
+  // The fleet and TrainingJob controllers, unless the hub positively lacks
+  // kiln's CRDs (their caches could never sync, and no controller would ever
+  // start: not even leader election would run).
   std::unique_ptr<kiln::fleet::Fleet> fleet;
+  std::unique_ptr<kiln::trainingjob::TrainingJobReconciler> tj_reconciler;
   Status served = kiln::fleet::MemberClustersServed(*config);
   if (served.code() == kiln::StatusCode::kNotFound) {
-    log.Warn("the MemberCluster CRD is not installed: running without the fleet controller",
+    log.Warn("kiln's CRDs are not installed: running without the fleet and TrainingJob controllers",
              {{"crd", "memberclusters.kiln.dev"}, {"error", served.ToString()}});
   } else {
     if (!served.ok()) {
-      log.Warn("cannot tell whether MemberClusters are served; starting the fleet controller",
+      log.Warn("cannot tell whether MemberClusters are served; starting the controllers",
                {{"error", served.ToString()}});
     }
     auto registered = kiln::fleet::Fleet::Register(
@@ -199,6 +217,18 @@ int main(int argc, char** argv) {
       return 1;
     }
     fleet = std::move(*registered);
+    auto jobs = manager.GetInformer(**client, kiln::api::v1alpha1::kTrainingJobs);
+    if (!jobs.ok()) {
+      log.Error(jobs.status(), "cannot set up the TrainingJob informer");
+      return 1;
+    }
+    kiln::fleet::Fleet& f = *fleet;
+    tj_reconciler = std::make_unique<kiln::trainingjob::TrainingJobReconciler>(
+        **client, f.members(), [&f] { return f.capacity().Snapshot(); }, &manager.events(),
+        tj_options);
+    kiln::runtime::Controller& tj_controller =
+        manager.AddController("trainingjob", *tj_reconciler, {.workers = 4});
+    tj_controller.For(**jobs);
   }
   Status result = manager.Run(stop.requested());
   if (!result.ok()) {

@@ -7,10 +7,12 @@
 #include <numeric>
 #include <optional>
 #include <set>
+#include <string>
+#include <string_view>
 #include <tuple>
-#include <unordered_map>
 #include <unordered_set>
 #include <utility>
+#include <vector>
 
 #include "operator/placement/well_known.h"
 
@@ -94,9 +96,6 @@ class Request {
     }
   }
 
-  const Gang& gang() const { return gang_; }
-  const Resources& per_worker() const { return per_worker_; }
-
   // Scans a cluster: every node that may take a worker and has room for one,
   // grouped by domain. `cap` bounds per-node fits. Indexed domains with
   // fewer free GPUs than `domain_floor_gpus` are skipped unvisited, unless
@@ -126,9 +125,11 @@ class Request {
         out.slot_fits[slot] = fit;
         domain_fit[d] += fit;
       }
-      for (const auto& [value, domain] : c.domains(k)) {
-        const int64_t fit = domain_fit[domain.id];
+      for (const size_t id : c.domain_order(k)) {
+        const int64_t fit = domain_fit[id];
         if (fit == 0) continue;
+        const Snapshot::Domain& domain = c.domain(k, id);
+        const std::string& value = domain.value;
         if (!value.empty()) {
           out.domains.push_back(DomainCap{value, value, {}, fit, &domain});
           continue;

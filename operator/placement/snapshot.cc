@@ -1,5 +1,6 @@
 #include "operator/placement/snapshot.h"
 
+#include <algorithm>
 #include <utility>
 
 #include "operator/placement/well_known.h"
@@ -35,6 +36,13 @@ int Snapshot::Cluster::KeyIndex(std::string_view key) const {
   return -1;
 }
 
+std::optional<size_t> Snapshot::Cluster::FindDomain(size_t key_index,
+                                                    std::string_view value) const {
+  auto it = topology_->domain_ids[key_index].find(value);
+  if (it == topology_->domain_ids[key_index].end()) return std::nullopt;
+  return it->second;
+}
+
 std::vector<std::string> Snapshot::DefaultIndexedKeys() {
   return {kNvlinkDomainLabel, kRackLabel, kZoneLabel};
 }
@@ -54,7 +62,8 @@ void Snapshot::UpsertCluster(ClusterInfo info) {
   c.topology_ = std::make_shared<Cluster::Topology>();
   c.topology_->domains.resize(keys);
   c.topology_->slot_domain.resize(keys);
-  c.topology_->next_domain_id.resize(keys, 0);
+  c.topology_->domain_ids.resize(keys);
+  c.topology_->domain_order.resize(keys);
   c.usage_ = std::make_shared<Cluster::Usage>();
   c.usage_->domain_free.resize(keys);
   c.reservations_ = std::make_shared<Cluster::Reservations>();
@@ -133,17 +142,24 @@ void Snapshot::AttachToDomains(Cluster& c, size_t slot) {
   const NodeInfo& node = *topo.slots[slot];
   for (size_t k = 0; k < c.keys_->size(); ++k) {
     const std::string& value = node.Label((*c.keys_)[k]);
-    auto domain = topo.domains[k].find(value);
-    if (domain == topo.domains[k].end()) {
-      domain = topo.domains[k].emplace(value, Domain{}).first;
-      domain->second.id = topo.next_domain_id[k]++;
-      Cluster::Usage& usage = MutableUsage(c);
-      if (usage.domain_free[k].size() < topo.next_domain_id[k]) {
-        usage.domain_free[k].resize(topo.next_domain_id[k], 0);
-      }
+    auto found = topo.domain_ids[k].find(value);
+    size_t id;
+    if (found != topo.domain_ids[k].end()) {
+      id = found->second;
+    } else {
+      id = topo.domains[k].size();
+      topo.domains[k].push_back(Domain{value, {}});
+      topo.domain_ids[k].emplace(value, id);
+      auto& order = topo.domain_order[k];
+      order.insert(std::lower_bound(order.begin(), order.end(), value,
+                                    [&](size_t a, const std::string& v) {
+                                      return topo.domains[k][a].value < v;
+                                    }),
+                   id);
+      MutableUsage(c).domain_free[k].resize(topo.domains[k].size(), 0);
     }
-    domain->second.nodes.emplace(node.name, slot);
-    topo.slot_domain[k][slot] = domain->second.id;
+    topo.domains[k][id].nodes.emplace(node.name, slot);
+    topo.slot_domain[k][slot] = id;
   }
 }
 
@@ -151,12 +167,16 @@ void Snapshot::DetachFromDomains(Cluster& c, size_t slot) {
   Cluster::Topology& topo = MutableTopology(c);
   const NodeInfo& node = *topo.slots[slot];
   for (size_t k = 0; k < c.keys_->size(); ++k) {
-    if (topo.slot_domain[k][slot] == Cluster::kNoDomain) continue;
-    auto domain = topo.domains[k].find(node.Label((*c.keys_)[k]));
-    if (domain != topo.domains[k].end()) {
-      domain->second.nodes.erase(node.name);
-      // An emptied domain's id is retired, not reused: its usage entry is 0.
-      if (domain->second.nodes.empty()) topo.domains[k].erase(domain);
+    const size_t id = topo.slot_domain[k][slot];
+    if (id == Cluster::kNoDomain) continue;
+    Domain& domain = topo.domains[k][id];
+    domain.nodes.erase(node.name);
+    if (domain.nodes.empty()) {
+      // The id is retired, not reused (its usage entry stays 0); the value
+      // gets a new id if nodes come back to it.
+      topo.domain_ids[k].erase(domain.value);
+      auto& order = topo.domain_order[k];
+      order.erase(std::find(order.begin(), order.end(), id));
     }
     topo.slot_domain[k][slot] = Cluster::kNoDomain;
   }

@@ -7,20 +7,23 @@
 // placement engine (placement.h), which also reserves into it.
 //
 // Design: copy-on-write per cluster, in three parts. Each cluster holds
-//   - its topology (nodes, the name index, and per indexed topology key the
-//     domains and their members) — changes only when a node's labels, taints,
-//     allocatable or schedulability change, or a node comes or goes;
+//   - its topology (nodes, the name index, per indexed topology key the
+//     domains and their members, and flat per-slot arrays placement sweeps) —
+//     changes only when a node's labels, taints, allocatable or
+//     schedulability change, or a node comes or goes;
 //   - its usage (resources held per node, free GPUs per domain of each indexed
 //     key, free GPUs of the cluster) — changes on every pod event;
-//   - its reservations (pod key → node and resources) — changes on every pod
-//     event.
+//   - its reservations (pod key → node and resources, in 64 shards that are
+//     copy-on-write too) — changes on every pod event.
 // Each part sits behind a shared_ptr. Copying a Snapshot copies pointers (one
-// map entry per cluster), so a reader takes a consistent copy in
-// microseconds and places on it without locks; a mutation clones only the
-// part it touches of the one cluster it touches, and only while some copy
-// still shares it. A pod event thus costs a few map operations, plus at worst
-// one clone of that cluster's usage (a flat array, ~24 bytes per node) and
-// reservations; node heartbeats that change nothing placement reads are no-ops.
+// map entry per cluster: well under a microsecond for 4 clusters), so a
+// reader takes a consistent copy and places on it without locks; a mutation
+// clones only the part it touches of the one cluster it touches, and only
+// while some copy still shares it. A pod event thus costs a few map
+// operations, plus at worst one clone of that cluster's usage (a flat array,
+// ~28 bytes per node) and of one reservation shard; a node change at worst
+// one clone of that cluster's topology (~0.5 ms at 2,500 nodes); node
+// heartbeats that change nothing placement reads are no-ops.
 // The alternative — one mutable fleet behind a mutex, read under the lock —
 // would stall informers for the length of a batch placement; a persistent
 // tree per node would make every read slower for a write rate that does not
@@ -41,6 +44,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -104,14 +108,13 @@ struct Capacity {
 
 class Snapshot {
  public:
-  // One topology domain of an indexed key in one cluster: its nodes by name.
+  // One topology domain of an indexed key in one cluster: its label value
+  // and its nodes by name. Nodes without the label are in the domain ""
+  // (placement treats each of them as a domain of its own).
   struct Domain {
-    size_t id = 0;                                     // index into the usage arrays
+    std::string value;
     std::map<std::string, size_t, std::less<>> nodes;  // node name → slot
   };
-  // Label value → domain. Nodes without the label are under "" (placement
-  // treats each of them as a domain of its own).
-  using Domains = std::map<std::string, Domain, std::less<>>;
 
   // One cluster, read-only. Nodes live in slots (stable small integers) so
   // usage can be a flat array; iterate nodes() for name order.
@@ -126,9 +129,18 @@ class Snapshot {
     // The index of `key` among the indexed topology keys, or -1 when it is not
     // indexed (placement then groups nodes itself).
     int KeyIndex(std::string_view key) const;
-    // The domains of indexed key `key_index`, by label value.
-    const Domains& domains(size_t key_index) const { return topology_->domains[key_index]; }
-    // Free GPUs on the nodes of a domain that take work (see Domain::id).
+    // The domains of indexed key `key_index` with nodes, as ids in label-value
+    // order. Ids are small integers that index the usage arrays; a domain that
+    // loses its last node retires its id.
+    const std::vector<size_t>& domain_order(size_t key_index) const {
+      return topology_->domain_order[key_index];
+    }
+    const Domain& domain(size_t key_index, size_t id) const {
+      return topology_->domains[key_index][id];
+    }
+    // The id of the domain with label value `value`, if it has nodes.
+    std::optional<size_t> FindDomain(size_t key_index, std::string_view value) const;
+    // Free GPUs on the nodes of a domain that take work.
     int64_t domain_free_gpus(size_t key_index, size_t domain_id) const {
       return usage_->domain_free[key_index][domain_id];
     }
@@ -167,9 +179,10 @@ class Snapshot {
       std::vector<std::string_view> gpu_product;           // per slot, into the NodeInfo
       std::vector<size_t> free_slots;
       std::map<std::string, size_t, std::less<>> by_name;
-      std::vector<Domains> domains;                  // per indexed key
-      std::vector<std::vector<size_t>> slot_domain;  // [key][slot] → domain id, kNoDomain: none
-      std::vector<size_t> next_domain_id;            // per indexed key
+      std::vector<std::vector<Domain>> domains;                            // [key][id]
+      std::vector<std::map<std::string, size_t, std::less<>>> domain_ids;  // [key] value → id
+      std::vector<std::vector<size_t>> domain_order;  // [key] ids with nodes, by value
+      std::vector<std::vector<size_t>> slot_domain;   // [key][slot] → domain id, kNoDomain: none
     };
     struct Usage {
       std::vector<Resources> used;                    // per slot

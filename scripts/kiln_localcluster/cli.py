@@ -16,6 +16,7 @@ from pathlib import Path
 from . import __doc__ as package_doc
 from .common import COMPONENTS, STOP_GRACE_SECONDS, ClusterError, cache_dir, check_binaries, \
     default_bin_dir, log
+from . import containerd, realnode
 from .layout import ClusterSpec, RunSpec
 from .ports import pid_alive, port_is_free
 from .supervisor import Supervisor
@@ -41,12 +42,26 @@ def mentions_dir(arg: str, run_dir: str) -> bool:
     return False
 
 
+def ancestors() -> set[int]:
+    """This process and its ancestors: a caller such as `timeout 300
+    localcluster.py up --dir D` names D too, and is no leftover."""
+    pids, pid = set(), os.getpid()
+    while pid > 1 and pid not in pids:
+        pids.add(pid)
+        try:
+            pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            break
+    return pids
+
+
 def leftover_pids(run_dir: Path) -> list[int]:
     """Processes whose command line names the run directory or a path in it."""
     root = str(run_dir.resolve())
     found = []
+    mine = ancestors()
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+        if not entry.name.isdigit() or int(entry.name) in mine:
             continue
         try:
             args = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
@@ -72,6 +87,18 @@ def cmd_up(args: argparse.Namespace) -> int:
     check_binaries(bin_dir)
     if args.clusters < 1 or args.nodes < 1 or args.gpus_per_node < 0:
         raise ClusterError("--clusters and --nodes must be at least 1, --gpus-per-node at least 0")
+    if not 0 <= args.real_nodes <= 63 or args.real_node_gpus < 0:
+        raise ClusterError("--real-nodes must be 0 to 63, --real-node-gpus at least 0")
+    if args.real_nodes:
+        check_binaries(bin_dir, ("kubelet", "kube-proxy", "coredns"))
+        containerd.check_host()
+    images = [str(Path(i).resolve()) for i in args.image]
+    for image in images:
+        if not Path(image).is_file():
+            raise ClusterError(f"image archive {image} does not exist\n"
+                               f"  fix: build it first (scripts/images.sh writes build/images/*.tar)")
+    if images and not args.real_nodes:
+        raise ClusterError("--image needs real nodes to import into\n  fix: add --real-nodes N")
     if (run_dir / "state.json").exists():
         state = json.loads((run_dir / "state.json").read_text())
         if pid_alive(state.get("supervisorPid", 0)):
@@ -86,6 +113,9 @@ def cmd_up(args: argparse.Namespace) -> int:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+    if is_run_dir(run_dir):  # Containers of real nodes from a crashed run, and their cgroups.
+        realnode.kill_shims(str(run_dir))
+        realnode.kill_cgroup_processes(str(run_dir))
     if run_dir.exists() and any(run_dir.iterdir()):
         if not is_run_dir(run_dir):
             raise ClusterError(f"{run_dir} is not empty and is not a kiln run directory; "
@@ -107,10 +137,11 @@ def cmd_up(args: argparse.Namespace) -> int:
                    gpus_per_node=args.gpus_per_node, gpu_product=args.gpu_product,
                    nodes_per_nvlink_domain=args.nodes_per_nvlink_domain,
                    nodes_per_rack=args.nodes_per_rack, zones=args.zones,
-                   bin_dir=str(bin_dir), owner_pid=owner)
+                   bin_dir=str(bin_dir), owner_pid=owner, real_nodes=args.real_nodes,
+                   real_node_gpus=args.real_node_gpus, images=images)
     (run_dir / "spec.json").write_text(json.dumps(asdict(spec), indent=1))
     log(f"starting {args.clusters} cluster(s) with {args.nodes} fake {args.gpus_per_node}-GPU "
-        f"node(s) each in {run_dir}")
+        f"node(s) and {args.real_nodes} real node(s) each in {run_dir}")
     with open(run_dir / "supervisor.log", "ab") as out:
         sup = subprocess.Popen([sys.executable, str(SCRIPT), "_supervise",
                                 "--dir", str(run_dir), "--timeout", str(args.timeout)],
@@ -172,8 +203,13 @@ def cmd_down(args: argparse.Namespace) -> int:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+    # After a crash: containers and shims of real nodes, and their cgroups.
+    realnode.kill_shims(str(run_dir))
+    realnode.kill_cgroup_processes(str(run_dir))
     time.sleep(0.2)
     problems = [f"process {pid} still running" for pid in leftover_pids(run_dir)]
+    slots = [c.get("slot", -1) for c in state.get("spec", {}).get("clusters", [])]
+    problems += realnode.leftovers(str(run_dir), [s for s in slots if s >= 0])
     if pid_alive(sup):
         problems.append(f"supervisor {sup} still running")
     for c in state.get("spec", {}).get("clusters", []):
@@ -186,7 +222,29 @@ def cmd_down(args: argparse.Namespace) -> int:
         return 1
     if not args.keep:
         subprocess.run(["rm", "-rf", str(run_dir)], check=True)
-    print(f"kiln local control plane in {run_dir} is down; no processes or ports left")
+    print(f"kiln local control plane in {run_dir} is down; no processes, ports, cgroups, "
+          f"network interfaces or mounts left")
+    return 0
+
+
+def cmd_import_image(args: argparse.Namespace) -> int:
+    run_dir = Path(args.dir).resolve()
+    state = read_state(run_dir)
+    if state["phase"] != "ready":
+        raise ClusterError(f"clusters in {run_dir} are not ready (phase {state['phase']})")
+    sockets = []
+    for c in state["spec"]["clusters"]:
+        if args.cluster and c["name"] != args.cluster:
+            continue
+        sockets += sorted((Path(c["dir"]) / "nodes").glob("*/containerd.sock"))
+    if not sockets:
+        raise ClusterError(f"no real nodes in {run_dir}"
+                           + (f" for cluster {args.cluster}" if args.cluster else "")
+                           + "\n  fix: start the clusters with up --real-nodes N")
+    for archive in args.archives:
+        for sock in sockets:
+            names = containerd.import_image(sock, Path(archive).resolve())
+            print(f"imported {archive} into {sock.parent.name}: {', '.join(names) or '(no names)'}")
     return 0
 
 
@@ -223,6 +281,8 @@ def cmd_status(args: argparse.Namespace) -> int:
           f"({'running' if pid_alive(state['supervisorPid']) else 'gone'})")
     if state.get("error"):
         print(f"error: {state['error']}")
+    for name, value in state.get("figures", {}).items():
+        print(f"figure: {name} {value}")
     for p in state["processes"]:
         print(f"  {p['cluster']:<10} {p['component']:<24} pid {p['pid']:<8} "
               f"{'running' if pid_alive(p['pid']) else 'exited'}")
@@ -256,6 +316,12 @@ def main(argv: list[str]) -> int:
     up.add_argument("--nodes-per-rack", type=int, default=2)
     up.add_argument("--zones", type=int, default=2)
     up.add_argument("--name-prefix", default="kiln-", help="clusters are named PREFIX1..PREFIXN")
+    up.add_argument("--real-nodes", type=int, default=0,
+                    help="real nodes per cluster (kubelet, containerd, kube-proxy; CoreDNS)")
+    up.add_argument("--real-node-gpus", type=int, default=0,
+                    help="fake nvidia.com/gpu capacity advertised on each real node")
+    up.add_argument("--image", action="append", default=[], metavar="ARCHIVE",
+                    help="OCI archive to import into every real node (repeatable)")
     up.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for readiness")
     up.add_argument("--owner-pid", default="",
                     help="tear down when this pid exits; 'parent' means the caller of up")
@@ -274,6 +340,12 @@ def main(argv: list[str]) -> int:
     restart.add_argument("--down-seconds", type=float, default=0.0,
                          help="how long the component stays down")
     restart.set_defaults(func=cmd_restart)
+
+    imp = sub.add_parser("import-image", help="import OCI archives into the real nodes' containerd")
+    imp.add_argument("archives", nargs="+", metavar="ARCHIVE")
+    imp.add_argument("--dir", default=default_dir)
+    imp.add_argument("--cluster", default="", help="only this cluster's nodes (default: all)")
+    imp.set_defaults(func=cmd_import_image)
 
     status = sub.add_parser("status", help="show the components and whether they run")
     status.add_argument("--dir", default=default_dir)

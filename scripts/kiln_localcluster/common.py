@@ -37,11 +37,12 @@ def default_bin_dir() -> Path:
     return Path(os.environ.get("KILN_TOOLS_BIN") or cache_dir() / "tools" / "bin")
 
 
-def check_binaries(bin_dir: Path) -> None:
-    missing = [b for b in REQUIRED_BINARIES if not os.access(bin_dir / b, os.X_OK)]
+def check_binaries(bin_dir: Path, names: tuple[str, ...] = REQUIRED_BINARIES) -> None:
+    missing = [b for b in names if not os.access(bin_dir / b, os.X_OK)]
     if missing:
+        kind = "control-plane" if names == REQUIRED_BINARIES else "real-node"
         raise ClusterError(
-            f"missing control-plane binaries in {bin_dir}: {', '.join(missing)}\n"
+            f"missing {kind} binaries in {bin_dir}: {', '.join(missing)}\n"
             f"  fix: run scripts/setup.sh (or scripts/build-tools.sh) to build them")
     if subprocess.run(["openssl", "version"], capture_output=True).returncode != 0:
         raise ClusterError("openssl is required to make the clusters' certificates\n"

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .common import SERVICE_CIDR
+from .nodenet import host_ip
 
 
 @dataclass
@@ -19,6 +20,7 @@ class ClusterSpec:
     name: str
     dir: str
     ports: dict[str, int] = field(default_factory=dict)
+    slot: int = -1  # Network slot of the cluster's real nodes (nodenet), -1 without any.
 
     @property
     def server(self) -> str:
@@ -41,6 +43,9 @@ class RunSpec:
     zones: int
     bin_dir: str
     owner_pid: int
+    real_nodes: int = 0
+    real_node_gpus: int = 0
+    images: list[str] = field(default_factory=list)
 
 
 def node_manifests(cluster: str, spec: RunSpec) -> str:
@@ -107,9 +112,12 @@ def component_argv(name: str, c: ClusterSpec, spec: RunSpec) -> list[str]:
                 "--initial-cluster-state", "new", "--unsafe-no-fsync",
                 "--log-level", "warn"]
     if name == "kube-apiserver":
+        # With real nodes, the `kubernetes` Service points at the API forwarder
+        # on the first node's host-side address, which pods can reach.
+        advertise = host_ip(c.slot, 0) if spec.real_nodes and c.slot >= 0 else "127.0.0.1"
         return [str(b / "kube-apiserver"),
                 "--etcd-servers", f"http://127.0.0.1:{p['etcd']}",
-                "--bind-address", "127.0.0.1", "--advertise-address", "127.0.0.1",
+                "--bind-address", "127.0.0.1", "--advertise-address", advertise,
                 "--secure-port", str(p["apiserver"]),
                 "--cert-dir", str(d / "apiserver-certs"),
                 "--tls-cert-file", str(pki / "apiserver.crt"),
@@ -120,6 +128,9 @@ def component_argv(name: str, c: ClusterSpec, spec: RunSpec) -> list[str]:
                 "--service-account-issuer", "https://kubernetes.default.svc.cluster.local",
                 "--service-cluster-ip-range", SERVICE_CIDR,
                 "--authorization-mode", "Node,RBAC",
+                "--kubelet-preferred-address-types", "InternalIP",
+                "--kubelet-client-certificate", str(pki / "apiserver-kubelet-client.crt"),
+                "--kubelet-client-key", str(pki / "apiserver-kubelet-client.key"),
                 "--allow-privileged=true", "--profiling=false", "--v=1"]
     kubeconfig = str(d / f"{name}.kubeconfig")
     if name == "kube-controller-manager":

@@ -20,8 +20,12 @@ def _openssl(*args: str, cwd: Path) -> None:
         raise ClusterError(f"openssl {' '.join(args[:2])} failed: {proc.stderr.strip()}")
 
 
-def make_pki(pki: Path, cluster: str) -> None:
-    """A CA per cluster, the apiserver's serving cert and one client cert per user."""
+def make_pki(pki: Path, cluster: str, extra_ips: tuple[str, ...] = (),
+             extra_clients: dict[str, str] | None = None) -> None:
+    """A CA per cluster, the apiserver's serving cert and one client cert per
+    user. `extra_ips` are further addresses the apiserver is reached at (the
+    real nodes' side of the API forwarder); `extra_clients` maps further
+    client cert names to their subjects (kubelets, kube-proxy, coredns)."""
     pki.mkdir(parents=True, exist_ok=True)
     ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
     _openssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.crt", "-days", "3650",
@@ -32,12 +36,14 @@ def make_pki(pki: Path, cluster: str) -> None:
         "apiserver": ("/CN=kube-apiserver", "serverAuth",
                       "DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,"
                       "DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local,"
-                      "IP:127.0.0.1,IP:10.96.0.1"),
+                      "IP:127.0.0.1,IP:10.96.0.1" + "".join(f",IP:{ip}" for ip in extra_ips)),
         "admin": ("/O=system:masters/CN=kiln-admin", "clientAuth", None),
         "controller-manager": ("/CN=system:kube-controller-manager", "clientAuth", None),
         "scheduler": ("/CN=system:kube-scheduler", "clientAuth", None),
         "kwok": ("/O=system:masters/CN=kiln-kwok", "clientAuth", None),
     }
+    for name, subject in (extra_clients or {}).items():
+        leaves[name] = (subject, "clientAuth", None)
     for name, (subject, usage, sans) in leaves.items():
         ext = pki / f"{name}.ext"
         lines = ["basicConstraints=CA:FALSE", "keyUsage=critical,digitalSignature,keyEncipherment",

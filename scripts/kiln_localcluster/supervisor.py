@@ -16,8 +16,11 @@ from pathlib import Path
 
 from .common import COMPONENTS, PR_SET_PDEATHSIG, STOP_GRACE_SECONDS, ClusterError, log
 from .layout import ClusterSpec, RunSpec, component_argv, health_url, kwok_config, node_manifests, probe
+from .nodenet import SlotRegistry, host_ip
 from .pki import kubeconfig_yaml, make_pki
 from .ports import PortRegistry, pid_alive
+from .nodeconfig import COREDNS_READY_PORT_NAME
+from .realnode import RealNodes
 
 
 def _set_pdeathsig() -> None:
@@ -34,6 +37,8 @@ class Supervisor:
         self.run_dir = Path(spec.dir)
         self.procs: dict[tuple[str, str], subprocess.Popen] = {}
         self.stopping = False
+        self.figures: dict[str, float] = {}  # Timings `status` and the tests print.
+        self.real: RealNodes | None = None
 
     def state_path(self) -> Path:
         return self.run_dir / "state.json"
@@ -46,20 +51,65 @@ class Supervisor:
             "spec": asdict(self.spec),
             "processes": [{"cluster": c, "component": n, "pid": p.pid}
                           for (c, n), p in self.procs.items()],
+            "figures": self.figures,
         }
         tmp = self.state_path().with_suffix(".tmp")
         tmp.write_text(json.dumps(state, indent=1))
         os.replace(tmp, self.state_path())
 
     def start(self, c: ClusterSpec, name: str) -> None:
+        self.start_process(c, name, component_argv(name, c, self.spec))
+
+    def start_process(self, c: ClusterSpec, name: str, argv: list[str]) -> subprocess.Popen:
+        """Starts `argv` as component `name` of `c`, logging to logs/NAME.log
+        ('/' in NAME becomes '-')."""
         logs = Path(c.dir) / "logs"
         logs.mkdir(exist_ok=True)
-        out = open(logs / f"{name}.log", "ab")
+        out = open(logs / f"{name.replace('/', '-')}.log", "ab")
         env = dict(os.environ, HOME=c.dir)  # Keeps tools away from the user's ~/.kube, ~/.kwok.
-        self.procs[(c.name, name)] = subprocess.Popen(
-            component_argv(name, c, self.spec), stdin=subprocess.DEVNULL, stdout=out,
-            stderr=subprocess.STDOUT, cwd=c.dir, env=env, preexec_fn=_set_pdeathsig)
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out,
+                                stderr=subprocess.STDOUT, cwd=c.dir, env=env,
+                                preexec_fn=_set_pdeathsig)
         out.close()
+        self.procs[(c.name, name)] = proc
+        return proc
+
+    def check_running(self, c: ClusterSpec) -> None:
+        """Raises when a component of `c` has exited, with its last log lines."""
+        for (cluster, name), proc in self.procs.items():
+            if cluster == c.name and proc.poll() is not None:
+                log_file = Path(c.dir) / "logs" / f"{name.replace('/', '-')}.log"
+                raise ClusterError(f"{name} of cluster {cluster} exited with code "
+                                   f"{proc.returncode} while starting; last log lines:\n"
+                                   f"{tail(log_file)}")
+
+    def wait_healthy_url(self, url: str, deadline: float) -> bool:
+        while not probe(url, Path(self.spec.clusters[0].dir) / "pki"):
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.25)
+        return True
+
+    def stop_matching(self, wanted) -> None:
+        """Stops (SIGTERM, then SIGKILL after the grace period) every running
+        component whose name satisfies `wanted`."""
+        procs = [p for (_, n), p in self.procs.items() if wanted(n) and p.poll() is None]
+        for proc in procs:
+            proc.reported = True  # type: ignore[attr-defined]  # An intended exit.
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + STOP_GRACE_SECONDS
+        for proc in procs:
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                proc.wait()
 
     def wait_healthy(self, names: tuple[str, ...], deadline: float,
                      clusters: list[ClusterSpec] | None = None) -> None:
@@ -95,6 +145,8 @@ class Supervisor:
                 ready = 0
                 if nodes.returncode == 0:
                     for n in json.loads(nodes.stdout)["items"]:
+                        if n["metadata"].get("annotations", {}).get("kwok.x-k8s.io/node") != "fake":
+                            continue  # A real node; RealNodes waits for those.
                         conds = n.get("status", {}).get("conditions", [])
                         ready += any(x["type"] == "Ready" and x["status"] == "True" for x in conds)
                 if ready == self.spec.nodes and sa.returncode == 0:
@@ -124,6 +176,8 @@ class Supervisor:
             if applied.returncode != 0:
                 raise ClusterError(f"creating fake GPU nodes in {c.name} failed: {applied.stderr}")
         self.wait_cluster_ready(deadline)
+        if self.real:
+            self.real.bring_up(deadline)
 
     def stop_one(self, proc: subprocess.Popen) -> None:
         proc.reported = True  # type: ignore[attr-defined]  # An intended exit.
@@ -157,6 +211,8 @@ class Supervisor:
         request.with_suffix(".done").write_text(json.dumps(result))
 
     def stop_all(self) -> None:
+        if self.real:
+            self.real.stop()
         # In tiers, clients first and etcd last: an apiserver whose etcd is
         # already gone spends its whole grace period retrying shutdown writes.
         for tier in (COMPONENTS[2:], ("kube-apiserver",), ("etcd",)):
@@ -181,6 +237,8 @@ class Supervisor:
     def run(self, timeout: float) -> int:
         registry = PortRegistry()
         reserved: list[int] = []
+        slots = SlotRegistry()
+        reserved_slots: list[int] = []
 
         def on_term(signum, frame):  # noqa: ARG001
             self.stopping = True
@@ -190,11 +248,23 @@ class Supervisor:
         code = 0
         try:
             names = ("etcd", "etcd-peer", "apiserver", "controller-manager", "scheduler", "kwok")
+            if self.spec.real_nodes:
+                names += (COREDNS_READY_PORT_NAME,)
+                reserved_slots = slots.reserve(len(self.spec.clusters), os.getpid())
+                for c, slot in zip(self.spec.clusters, reserved_slots):
+                    c.slot = slot
             reserved = registry.reserve(len(names) * len(self.spec.clusters), os.getpid())
             it = iter(reserved)
             for c in self.spec.clusters:
                 c.ports = {n: next(it) for n in names}
-                make_pki(Path(c.dir) / "pki", c.name)
+                clients = {"apiserver-kubelet-client": "/O=system:masters/CN=kube-apiserver-kubelet-client"}
+                if self.spec.real_nodes:
+                    clients.update({f"node-{i}": f"/O=system:nodes/CN=system:node:{c.name}-real-{i}"
+                                    for i in range(self.spec.real_nodes)})
+                    clients.update({"kube-proxy": "/CN=system:kube-proxy",
+                                    "coredns": "/O=system:masters/CN=kiln-coredns"})
+                make_pki(Path(c.dir) / "pki", c.name,
+                         tuple(host_ip(c.slot, i) for i in range(self.spec.real_nodes)), clients)
                 (Path(c.dir) / "kwok.yaml").write_text(kwok_config())
                 Path(c.kubeconfig).write_text(
                     kubeconfig_yaml([(c.name, c.server, Path(c.dir) / "pki", "admin")]))
@@ -205,6 +275,10 @@ class Supervisor:
             (self.run_dir / "kubeconfig").write_text(kubeconfig_yaml(
                 [(c.name, c.server, Path(c.dir) / "pki", "admin")
                  for c in self.spec.clusters]))
+            if self.spec.real_nodes:
+                self.real = RealNodes(self)
+                for c in self.spec.clusters:
+                    self.real.write_files(c, Path(c.dir) / "pki")
             self.write_state("starting")
             self.bring_up(timeout)
             self.write_state("ready")
@@ -233,6 +307,7 @@ class Supervisor:
         finally:
             self.stop_all()
             registry.release(reserved, os.getpid())
+            slots.release(reserved_slots, os.getpid())
             self.write_state("failed" if code else "stopped",
                              json.loads(self.state_path().read_text()).get("error", "")
                              if self.state_path().exists() else "")

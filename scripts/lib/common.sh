@@ -10,6 +10,7 @@ KILN_KUBE_VERSION="v1.33.13"
 KILN_ETCD_VERSION="v3.5.21"
 KILN_KWOK_VERSION="v0.7.0"
 KILN_HELM_VERSION="v3.18.6"
+KILN_COREDNS_VERSION="v1.12.0"
 
 # Let ccache share results between checkouts in different folders (CI clones
 # afresh each time): paths under the checkout are hashed relative to it.
@@ -31,3 +32,9 @@ need() {
 
 # The folder holding the Go-built tools for the pinned versions.
 kiln_tools_bin() { printf '%s/tools/bin\n' "$KILN_CACHE_DIR"; }
+
+# The release version, from the one place it is written: CMakeLists.txt's
+# project(kiln VERSION x.y.z). Image tags and the chart's appVersion follow it.
+kiln_project_version() {
+  sed -n 's/^project(kiln VERSION \([0-9][0-9.]*\).*/\1/p' "$KILN_ROOT/CMakeLists.txt"
+}

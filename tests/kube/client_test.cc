@@ -1,7 +1,10 @@
 #include "kube/client.h"
 
+#include <stop_token>
+
 #include <catch2/catch.hpp>
 
+#include "base/context.h"
 #include "base/file.h"
 #include "kube/api_error.h"
 #include "tests/kube/fake_transport.h"
@@ -128,6 +131,51 @@ TEST_CASE("reads are retried on transient failures, with backoff", "[kube][clien
   CHECK(h.clock.sleeps().size() == 2);
 }
 
+TEST_CASE("a call ends with the calling thread's context", "[kube][client][context]") {
+  Harness h;
+  SECTION("a stopped context sends nothing") {
+    std::stop_source stop;
+    stop.request_stop();
+    ScopedContext scope(Context(stop.get_token(), std::nullopt));
+    auto pod = h.client->Get(resources::kPods, "ns", "p");
+    REQUIRE_FALSE(pod.ok());
+    CHECK(pod.status().code() == StatusCode::kCancelled);
+    CHECK_THAT(pod.status().message(), Contains("GET /api/v1/namespaces/ns/pods/p"));
+    CHECK(h.transport->requests().empty());
+  }
+  SECTION("an attempt's timeout is capped by the time left") {
+    h.transport->Respond(200, R"({"kind":"Pod"})");
+    ScopedContext scope(Context().WithTimeout(std::chrono::seconds(2)));
+    REQUIRE(h.client->Get(resources::kPods, "ns", "p").ok());
+    REQUIRE(h.transport->requests().size() == 1);
+    const auto timeout = h.transport->requests()[0].timeout;
+    CHECK(timeout > std::chrono::milliseconds(0));
+    CHECK(timeout <= std::chrono::seconds(2));
+  }
+  SECTION("no retry waits past the deadline, and the error says what failed last") {
+    // The server asks for a 5 s pause; the context has 200 ms.
+    h.transport->Respond(503, StatusBody(503, "ServiceUnavailable", "etcd is slow"),
+                         {{"retry-after", "5"}});
+    h.transport->Respond(200, R"({"kind":"Pod"})");
+    ScopedContext scope(Context().WithTimeout(std::chrono::milliseconds(200)));
+    auto pod = h.client->Get(resources::kPods, "ns", "p");
+    REQUIRE_FALSE(pod.ok());
+    CHECK(pod.status().code() == StatusCode::kDeadlineExceeded);
+    CHECK_THAT(pod.status().message(), Contains("etcd is slow"));
+    CHECK(h.transport->requests().size() == 1);
+    CHECK(h.clock.sleeps().empty());  // Waited on the context, not the client's clock.
+  }
+  SECTION("without a context, the same retry waits and succeeds") {
+    h.transport->Respond(503, StatusBody(503, "ServiceUnavailable", "etcd is slow"),
+                         {{"retry-after", "5"}});
+    h.transport->Respond(200, R"({"kind":"Pod"})");
+    REQUIRE(h.client->Get(resources::kPods, "ns", "p").ok());
+    CHECK(h.transport->requests().size() == 2);
+    REQUIRE(h.clock.sleeps().size() == 1);
+    CHECK(h.clock.sleeps()[0] >= std::chrono::seconds(5));
+  }
+}
+
 class RecordingObserver final : public RequestObserver {
  public:
   void ObserveRequest(const RequestRecord& r) override {
@@ -239,85 +287,6 @@ TEST_CASE("delete sends propagation policy and preconditions", "[kube][client]")
   auto body = json::parse(h.transport->requests().at(0).body);
   CHECK(body["propagationPolicy"] == "Foreground");
   CHECK(body["preconditions"]["uid"] == "u-1");
-}
-
-std::string ExecScript(TempDir& dir, const std::string& body) {
-  std::string path = dir.Write("plugin.sh", "#!/bin/sh\n" + body);
-  std::filesystem::permissions(path, std::filesystem::perms::owner_all);
-  return path;
-}
-
-// A plugin that appends a line to `count_file` per run, runs `check`, and
-// prints a v1 ExecCredential with `token` expiring at `expiry`.
-std::string CountingTokenPlugin(TempDir& dir, const std::string& count_file,
-                                const std::string& token, const std::string& expiry,
-                                const std::string& check = "") {
-  return ExecScript(dir, "echo x >> " + count_file + "\n" + check +
-                             "echo '{\"apiVersion\":\"client.authentication.k8s.io/v1\","
-                             "\"kind\":\"ExecCredential\",\"status\":{\"token\":\"" +
-                             token + "\",\"expirationTimestamp\":\"" + expiry + "\"}}'\n");
-}
-
-// The far-future expiry is a regression test: year 2999 overflowed a
-// nanosecond system_clock time_point, so the token never counted as cached.
-TEST_CASE("exec plugins supply tokens, cached until near expiry", "[kube][credentials]") {
-  TempDir dir;
-  std::string count = dir.path() + "/count";
-  std::string script = CountingTokenPlugin(
-      dir, count, "plugin-token", "2999-01-01T00:00:00Z",
-      "case \"$KUBERNETES_EXEC_INFO\" in *'\"interactive\":false'*) ;; *) exit 9;; esac\n");
-  RestConfig cfg;
-  cfg.exec = ExecConfig{.command = script, .api_version = "client.authentication.k8s.io/v1"};
-  Credentials creds(cfg);
-  CHECK(*creds.AuthorizationHeader() == "Bearer plugin-token");
-  CHECK(*creds.AuthorizationHeader() == "Bearer plugin-token");
-  CHECK(ReadFile(count).value_or("").size() == 2);  // Ran once: "x\n".
-  creds.Invalidate();
-  CHECK(creds.AuthorizationHeader().ok());
-  CHECK(ReadFile(count).value_or("").size() == 4);
-}
-
-TEST_CASE("expired exec credentials are fetched again", "[kube][credentials]") {
-  TempDir dir;
-  std::string count = dir.path() + "/count";
-  std::string script = CountingTokenPlugin(dir, count, "t", "2030-01-01T00:00:00Z");
-  RestConfig cfg;
-  cfg.exec = ExecConfig{.command = script, .api_version = "client.authentication.k8s.io/v1"};
-  auto now = std::chrono::system_clock::from_time_t(1893456000 - 3600);  // 2029-12-31T23:00Z
-  Credentials creds(cfg, [&] { return now; });
-  REQUIRE(creds.AuthorizationHeader().ok());
-  REQUIRE(creds.AuthorizationHeader().ok());
-  CHECK(ReadFile(count).value_or("").size() == 2);
-  now += std::chrono::minutes(59) + std::chrono::seconds(45);  // Within the refresh slack.
-  REQUIRE(creds.AuthorizationHeader().ok());
-  CHECK(ReadFile(count).value_or("").size() == 4);
-}
-
-TEST_CASE("exec plugin failures are clear", "[kube][credentials]") {
-  TempDir dir;
-  RestConfig cfg;
-  cfg.exec = ExecConfig{.command = "kiln-no-such-plugin",
-                        .api_version = "client.authentication.k8s.io/v1",
-                        .install_hint = "install it from your cloud's CLI"};
-  auto missing = RunExecPlugin(*cfg.exec, cfg);
-  CHECK(missing.status().code() == StatusCode::kFailedPrecondition);
-  CHECK_THAT(missing.status().message(), Contains("install it from your cloud's CLI"));
-
-  cfg.exec->command = ExecScript(dir, "echo 'token expired, run login' >&2\nexit 3\n");
-  auto failed = RunExecPlugin(*cfg.exec, cfg);
-  CHECK(failed.status().code() == StatusCode::kUnauthenticated);
-  CHECK_THAT(failed.status().message(), Contains("exited with code 3: token expired, run login"));
-
-  cfg.exec->command = ExecScript(dir, "echo not-json\n");
-  CHECK_THAT(RunExecPlugin(*cfg.exec, cfg).status().message(),
-             Contains("did not print an ExecCredential"));
-
-  cfg.exec->command = ExecScript(
-      dir,
-      "echo '{\"apiVersion\":\"client.authentication.k8s.io/v1beta1\",\"kind\":\"ExecCredential\","
-      "\"status\":{\"token\":\"t\"}}'\n");
-  CHECK_THAT(RunExecPlugin(*cfg.exec, cfg).status().message(),
-             Contains("expected \"client.authentication.k8s.io/v1\""));
 }
 
 }  // namespace

@@ -14,13 +14,13 @@ ProcessResult Run(std::vector<std::string> args) {
   return *r;
 }
 
-TEST_CASE("kiln-operator --version prints the build version", "[operator][cli]") {
+TEST_CASE("kiln-operator --version prints the build version", "[operator][cli][process]") {
   auto r = Run({"--version"});
   CHECK(r.exit_code == 0);
   CHECK(r.stdout_data.rfind(std::string("kiln-operator ") + Version() + " (commit ", 0) == 0);
 }
 
-TEST_CASE("kiln-operator --help documents the options", "[operator][cli]") {
+TEST_CASE("kiln-operator --help documents the options", "[operator][cli][process]") {
   auto r = Run({"--help"});
   CHECK(r.exit_code == 0);
   CHECK(r.stdout_data.find("Usage: kiln-operator") != std::string::npos);
@@ -33,7 +33,7 @@ TEST_CASE("kiln-operator --help documents the options", "[operator][cli]") {
 
 // The bad-flag table: each line exits 2 before any cluster is contacted, and
 // the error names the flag and what it expected.
-TEST_CASE("kiln-operator refuses bad flags, naming them", "[operator][cli][flags]") {
+TEST_CASE("kiln-operator refuses bad flags, naming them", "[operator][cli][flags][process]") {
   struct Case {
     std::vector<std::string> args;
     std::string message;
@@ -69,14 +69,16 @@ TEST_CASE("kiln-operator refuses bad flags, naming them", "[operator][cli][flags
   }
 }
 
-TEST_CASE("kiln-operator refuses leader-election timings that cannot work", "[operator][cli]") {
+TEST_CASE("kiln-operator refuses leader-election timings that cannot work",
+          "[operator][cli][process]") {
   auto r = Run({"--kubeconfig", "/dev/null", "--leader-elect", "--lease-duration", "5s",
                 "--renew-deadline", "10s"});
   CHECK(r.exit_code == 2);
   CHECK(r.stderr_data.find("renew") != std::string::npos);
 }
 
-TEST_CASE("kiln-operator reports a missing kubeconfig as JSON and exits 2", "[operator][cli]") {
+TEST_CASE("kiln-operator reports a missing kubeconfig as JSON and exits 2",
+          "[operator][cli][process]") {
   auto r = Run({"--kubeconfig", "/nonexistent/kubeconfig"});
   CHECK(r.exit_code == 2);
   CHECK(r.stderr_data.find("\"level\":\"error\"") != std::string::npos);

@@ -123,6 +123,42 @@ TEST_CASE("a reconcile past its timeout fails as an ordinary, retried error",
   CHECK(controller.queue().Failures("ns/a") == 1);
 }
 
+// What the reconciler saw as the thread's current context (which bounds its
+// Kubernetes API calls), against the context it was given.
+class ContextProbe final : public Reconciler {
+ public:
+  StatusOr<Result> Reconcile(const Context& ctx, const Request&) override {
+    const Context* current = Context::Current();
+    std::lock_guard<std::mutex> lock(mu_);
+    seen_current = current != nullptr;
+    same_deadline =
+        current != nullptr && current->deadline() == ctx.deadline() && ctx.deadline().has_value();
+    ++calls;
+    return Result{};
+  }
+  std::mutex mu_;
+  bool seen_current = false;
+  bool same_deadline = false;
+  int calls = 0;
+};
+
+TEST_CASE("a reconcile's context is the current one while it runs, and only then",
+          "[runtime][controller][context]") {
+  ContextProbe r;
+  Controller controller("probe", r, {.workers = 1, .reconcile_timeout = std::chrono::seconds(30)});
+  controller.Start();
+  controller.queue().Add("ns/a");
+  for (int i = 0; i < 500 && controller.stats().reconciles == 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  controller.Stop();
+  std::lock_guard<std::mutex> lock(r.mu_);
+  REQUIRE(r.calls == 1);
+  CHECK(r.seen_current);
+  CHECK(r.same_deadline);
+  CHECK(Context::Current() == nullptr);
+}
+
 using nlohmann::json;
 using testing::FakeCluster;
 using testing::Obj;

@@ -16,7 +16,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))
-from kiln_localcluster import cli, layout, pki, ports  # noqa: E402
+from kiln_localcluster import cli, layout, nodenet, nodeconfig, ociimage, pki, ports  # noqa: E402
 
 
 def reserve_in_child(registry_dir, count, queue, hold):
@@ -102,6 +102,74 @@ class LeftoverMatchTest(unittest.TestCase):
                 for p in (mine, other):
                     p.kill()
                     p.wait()
+
+
+class AncestorsTest(unittest.TestCase):
+    def test_the_callers_chain_is_never_a_leftover(self):
+        # Regression: `timeout 300 localcluster.py up --dir D` killed its own
+        # `timeout` parent, whose command line names D.
+        self.assertIn(os.getpid(), cli.ancestors())
+        self.assertIn(os.getppid(), cli.ancestors())
+
+
+class RealNodeLayoutTest(unittest.TestCase):
+    def test_addresses_of_slots_and_nodes_never_overlap(self):
+        import ipaddress
+        nets = []
+        for slot in (0, 1, nodenet.MAX_SLOTS - 1):
+            nets.append(ipaddress.ip_network(nodenet.pod_cidr(slot)))
+            nets.append(ipaddress.ip_network(nodenet.link_cidr(slot)))
+            for node in (0, nodenet.MAX_NODES - 1):
+                link = ipaddress.ip_network(f"{nodenet.node_ip(slot, node)}/30", strict=False)
+                self.assertIn(ipaddress.ip_address(nodenet.host_ip(slot, node)), link)
+                self.assertIn(ipaddress.ip_network(nodenet.node_pod_subnet(slot, node)),
+                              list(ipaddress.ip_network(nodenet.pod_cidr(slot)).subnets(new_prefix=24)))
+                self.assertLessEqual(len(nodenet.host_iface(slot, node)), 15)  # IFNAMSIZ - 1
+        service = ipaddress.ip_network("10.96.0.0/16")
+        for i, a in enumerate(nets):
+            self.assertFalse(a.overlaps(service))
+            for b in nets[i + 1:]:
+                self.assertFalse(a.overlaps(b), f"{a} overlaps {b}")
+
+    def test_kubelet_config_keeps_to_the_nodes_folder_and_addresses(self):
+        node = nodeconfig.RealNode("c1", 1, 3, "/r/c1/nodes/c1-real-1")
+        config = yaml.safe_load(nodeconfig.kubelet_config(node, "/r", Path("/r/c1/pki")))
+        self.assertEqual(config["address"], "10.99.3.6")
+        self.assertEqual(config["clusterDNS"], ["10.99.3.5"])
+        self.assertEqual(config["resolvConf"], "")
+        self.assertEqual(config["cgroupRoot"], "/" + nodeconfig.cgroup_name("/r", node))
+        self.assertTrue(config["containerRuntimeEndpoint"].startswith("unix:///r/c1/nodes/"))
+        self.assertTrue(config["podLogsDir"].startswith("/r/c1/nodes/"))
+        self.assertEqual(config["oomScoreAdj"], 0)
+
+    def test_placement_labels_use_the_kwok_nodes_keys(self):
+        spec = NodeManifestTest().spec()
+        spec.real_node_gpus = 2
+        kwok = json.loads(layout.node_manifests("c1", spec))["items"][0]["metadata"]["labels"]
+        real = nodeconfig.node_labels(nodeconfig.RealNode("c1", 0, 0, "/x"), spec)
+        for key in ("topology.kubernetes.io/zone", "kiln.dev/rack", "kiln.dev/nvlink-domain",
+                    "nvidia.com/gpu.product", "nvidia.com/gpu.count", "kiln.dev/cluster"):
+            self.assertIn(key, kwok)
+            self.assertIn(key, real)
+        self.assertEqual(real["nvidia.com/gpu.count"], "2")
+
+
+class OciImageTest(unittest.TestCase):
+    def test_same_inputs_same_digest_and_a_readable_layout(self):
+        import tarfile
+        with tempfile.TemporaryDirectory() as d:
+            prog = Path(d) / "prog"
+            prog.write_bytes(b"\x7fELF not really")
+            a = ociimage.write_archive(Path(d) / "a.tar", "kiln.dev/x:1", {"/bin/prog": prog}, ["/bin/prog"])
+            os.utime(prog, (1, 1))
+            b = ociimage.write_archive(Path(d) / "b.tar", "kiln.dev/x:1", {"/bin/prog": prog}, ["/bin/prog"])
+            self.assertEqual(a, b)
+            with tarfile.open(Path(d) / "a.tar") as tar:
+                index = json.loads(tar.extractfile("index.json").read())
+                names = tar.getnames()
+        self.assertEqual(index["manifests"][0]["digest"], a)
+        self.assertEqual(index["manifests"][0]["annotations"]["io.containerd.image.name"], "kiln.dev/x:1")
+        self.assertIn("blobs/sha256/" + a.split(":")[1], names)
 
 
 class NodeManifestTest(unittest.TestCase):

@@ -6,46 +6,7 @@ set -uo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 SCRATCH="$(mktemp -d)"
 trap 'rm -rf "$SCRATCH"' EXIT
-passed=0
-failed=0
-
-# A PATH holding every command of this machine's PATH except the named ones.
-path_without() {
-  local dir="$SCRATCH/path-without-$(echo "$*" | tr ' ' '-')" d f name
-  mkdir -p "$dir"
-  IFS=: read -ra dirs <<<"$PATH"
-  for d in "${dirs[@]}"; do
-    for f in "$d"/*; do
-      name="$(basename "$f")"
-      [ -x "$f" ] && [ ! -e "$dir/$name" ] || continue
-      case " $* " in *" $name "*) continue ;; esac
-      ln -s "$f" "$dir/$name"
-    done
-  done
-  printf '%s' "$dir"
-}
-
-# expect NAME WANT_RC PATTERN... -- CMD...: CMD exits WANT_RC and its output matches every PATTERN.
-expect() {
-  local name=$1 want_rc=$2
-  shift 2
-  local patterns=()
-  while [ "$1" != "--" ]; do patterns+=("$1"); shift; done
-  shift
-  local out rc ok=1 p
-  out="$("$@" 2>&1)"
-  rc=$?
-  [ "$rc" = "$want_rc" ] || ok=0
-  for p in "${patterns[@]}"; do grep -qF -- "$p" <<<"$out" || ok=0; done
-  if [ "$ok" = 1 ]; then
-    passed=$((passed + 1))
-    echo "ok: $name"
-  else
-    failed=$((failed + 1))
-    printf 'FAIL: %s (exit %s, want %s; patterns: %s)\n--- output ---\n%s\n--------------\n' \
-      "$name" "$rc" "$want_rc" "${patterns[*]}" "$out"
-  fi
-}
+source "$(dirname "$0")/expect.sh"
 
 expect "build-tools without go names go and how to get it" 1 \
   "required command 'go' not found" "fix: install Go" -- \
@@ -64,7 +25,7 @@ expect "a failed tool build says which tool failed, where the log is, and what t
   KILN_CACHE_DIR="$SCRATCH/cache2" bash "$ROOT/scripts/build-tools.sh" etcd
 
 expect "an unknown tool set is rejected with the valid names" 1 \
-  "unknown tool set 'kubelet'" "use one of: kube etcd kwok helm" -- \
+  "unknown tool set 'kubelet'" "use one of: kube node coredns etcd kwok helm" -- \
   env KILN_CACHE_DIR="$SCRATCH/cache3" bash "$ROOT/scripts/build-tools.sh" kubelet
 
 expect "setup without python3 cannot install CUDA and says so" 1 \

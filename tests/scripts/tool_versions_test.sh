@@ -26,6 +26,10 @@ check "kubectl client version" "\"gitVersion\": \"$KILN_KUBE_VERSION\"" "$BIN/ku
 check "kube-apiserver version" "Kubernetes $KILN_KUBE_VERSION" "$BIN/kube-apiserver" --version
 check "kube-controller-manager version" "Kubernetes $KILN_KUBE_VERSION" "$BIN/kube-controller-manager" --version
 check "kube-scheduler version" "Kubernetes $KILN_KUBE_VERSION" "$BIN/kube-scheduler" --version
+check "kubelet version" "Kubernetes $KILN_KUBE_VERSION" "$BIN/kubelet" --version
+check "kube-proxy version" "Kubernetes $KILN_KUBE_VERSION" "$BIN/kube-proxy" --version
+check "coredns version" "CoreDNS-${KILN_COREDNS_VERSION#v}" "$BIN/coredns" -version
+check "coredns has the kubernetes plugin" "kubernetes" "$BIN/coredns" -plugins
 check "etcd version" "etcd Version: ${KILN_ETCD_VERSION#v}" "$BIN/etcd" --version
 check "etcdctl version" "etcdctl version: ${KILN_ETCD_VERSION#v}" "$BIN/etcdctl" version
 check "kwok version" "kwok version $KILN_KWOK_VERSION" "$BIN/kwok" --version

@@ -1,5 +1,6 @@
-// NoCudaDeviceReason: why a GPU test must skip (exit 77), or "" when device 0
-// can run this build's sm_90 code. For test executables linked with cudart.
+// NoCudaDeviceReason: why a GPU test must skip, or "" when device 0 can run
+// this build's sm_90 code; CudaDeviceCount: how many GPUs a test can use. For
+// test executables linked with cudart (tests/support/gpu.h uses them).
 #ifndef KILN_TESTS_SUPPORT_CUDA_DEVICE_H_
 #define KILN_TESTS_SUPPORT_CUDA_DEVICE_H_
 
@@ -25,6 +26,12 @@ inline std::string NoCudaDeviceReason() {
     return "device 0 is sm_" + std::to_string(major) + "x; this build targets sm_90 and newer";
   }
   return "";
+}
+
+// The number of visible CUDA devices; 0 when they cannot be counted.
+inline int CudaDeviceCount() {
+  int count = 0;
+  return cudaGetDeviceCount(&count) == cudaSuccess ? count : 0;
 }
 
 }  // namespace kiln::testing

@@ -16,7 +16,7 @@ ProcessResult Run(std::vector<std::string> args) {
   return *r;
 }
 
-TEST_CASE("kiln-worker --version names the build and its GPU libraries", "[worker][cli]") {
+TEST_CASE("kiln-worker --version names the build and its GPU libraries", "[worker][cli][process]") {
   auto r = Run({"--version"});
   CHECK(r.exit_code == 0);
   CHECK(r.stdout_data.rfind(std::string("kiln-worker ") + Version(), 0) == 0);
@@ -29,7 +29,7 @@ TEST_CASE("kiln-worker --version names the build and its GPU libraries", "[worke
   }
 }
 
-TEST_CASE("kiln-worker --help lists commands and exit codes", "[worker][cli]") {
+TEST_CASE("kiln-worker --help lists commands and exit codes", "[worker][cli][process]") {
   auto r = Run({"--help"});
   CHECK(r.exit_code == 0);
   CHECK(r.stdout_data.find("Usage: kiln-worker") != std::string::npos);
@@ -37,7 +37,7 @@ TEST_CASE("kiln-worker --help lists commands and exit codes", "[worker][cli]") {
   CHECK(r.stdout_data.find("Exit codes") != std::string::npos);
 }
 
-TEST_CASE("kiln-worker rejects a missing or unknown command", "[worker][cli]") {
+TEST_CASE("kiln-worker rejects a missing or unknown command", "[worker][cli][process]") {
   auto none = Run({});
   CHECK(none.exit_code == 2);
   CHECK(none.stderr_data.find("Usage:") != std::string::npos);
@@ -49,7 +49,7 @@ TEST_CASE("kiln-worker rejects a missing or unknown command", "[worker][cli]") {
   CHECK(extra.stderr_data.find("'--what'") != std::string::npos);
 }
 
-TEST_CASE("kiln-worker devices reports GPUs as JSON", "[worker][cli]") {
+TEST_CASE("kiln-worker devices reports GPUs as JSON", "[worker][cli][process]") {
   auto r = Run({"devices"});
   auto doc = nlohmann::json::parse(r.stdout_data);
   CHECK(doc.at("builtWithCuda").get<bool>() == gpu::BuiltWithCuda());

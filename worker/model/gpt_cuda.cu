@@ -18,6 +18,7 @@
 #include "kernels/cuda/attention.h"
 #include "kernels/cuda/blas.h"
 #include "kernels/cuda/classifier.h"
+#include "kernels/cuda/convert.h"
 #include "kernels/cuda/encoder.h"
 #include "kernels/cuda/flash_attention.h"
 #include "kernels/cuda/gelu.h"
@@ -41,45 +42,6 @@ constexpr std::size_t AlignUp(std::size_t n) { return (n + kAlign - 1) / kAlign 
 
 // The backward's GEMMs write their input gradients (no zeroing first).
 constexpr cuda::MatmulBackwardOptions kOverwrite{.overwrite_dinp = true};
-
-__global__ void RoundToBf16Kernel(bf16* out, const float* in, int64_t n) {
-  const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
-  if (i < n) out[i] = __float2bfloat16_rn(in[i]);
-}
-
-// Owns one device allocation.
-class DeviceMemory {
- public:
-  DeviceMemory() = default;
-  DeviceMemory(const DeviceMemory&) = delete;
-  DeviceMemory& operator=(const DeviceMemory&) = delete;
-  ~DeviceMemory() { Free(); }
-
-  // Replaces the allocation by `bytes` bytes of undefined contents.
-  Status Reset(std::size_t bytes) {
-    Free();
-    void* p = nullptr;
-    KILN_CUDA_RETURN_IF_ERROR(cudaMalloc(&p, bytes));
-    ptr_ = p;
-    bytes_ = bytes;
-    return Status::Ok();
-  }
-  template <class T>
-  T* as() const {
-    return static_cast<T*>(ptr_);
-  }
-  std::size_t bytes() const { return bytes_; }
-
- private:
-  void Free() {
-    if (ptr_ != nullptr) cudaFree(ptr_);
-    ptr_ = nullptr;
-    bytes_ = 0;
-  }
-
-  void* ptr_ = nullptr;
-  std::size_t bytes_ = 0;
-};
 
 // A tensor of the activation arena: one slice per layer (or just one), each
 // `stride` bytes and 256-byte aligned.
@@ -181,9 +143,10 @@ struct GptCuda::Impl {
   int64_t offsets[kParamCount + 1] = {};  // Of each tensor, in floats: Gpt<float>'s layout.
   cudaStream_t stream = nullptr;
   std::optional<cuda::Blas> blas;
-  DeviceMemory params, params_bf16, grads, m, v;
-  DeviceMemory norm;  // The norm, then GlobalNorm's scratch.
-  DeviceMemory acts;
+  gpu::DeviceBuffer<float> params, grads, m, v;
+  gpu::DeviceBuffer<bf16> params_bf16;
+  gpu::DeviceBuffer<float> norm;  // The norm, then GlobalNorm's scratch.
+  gpu::DeviceBuffer<char> acts;
   std::optional<ActLayout> layout;  // Of the last Forward.
   bool has_logits = false;          // The last Forward completed and Backward has not run since.
   bool has_targets = false;         // ... and it had targets.
@@ -200,11 +163,11 @@ struct GptCuda::Impl {
   }
 
   int64_t Offset(Param p) const { return offsets[static_cast<int>(p)]; }
-  float* P(Param p) const { return params.as<float>() + Offset(p); }
-  bf16* W(Param p) const { return params_bf16.as<bf16>() + Offset(p); }
-  float* G(Param p) const { return grads.as<float>() + Offset(p); }
+  float* P(Param p) const { return params.get() + Offset(p); }
+  bf16* W(Param p) const { return params_bf16.get() + Offset(p); }
+  float* G(Param p) const { return grads.get() + Offset(p); }
 
-  char* base() const { return acts.as<char>(); }
+  char* base() const { return acts.get(); }
   template <class T>
   T* At(const Region& r, int layer = 0) const {
     return reinterpret_cast<T*>(base() + r.offset + static_cast<std::size_t>(layer) * r.stride);
@@ -229,7 +192,7 @@ struct GptCuda::Impl {
       KILN_ASSIGN_OR_RETURN(ActLayout l, MakeLayout(config, B, T));
       layout = l;
     }
-    if (layout->total > acts.bytes()) KILN_RETURN_IF_ERROR(acts.Reset(layout->total));
+    if (layout->total > acts.size()) KILN_RETURN_IF_ERROR(acts.Allocate(layout->total));
     return Status::Ok();
   }
 
@@ -239,12 +202,7 @@ struct GptCuda::Impl {
   }
 
   Status RefreshBf16() const {
-    constexpr int kThreads = 256;
-    const auto blocks = static_cast<unsigned>((num_params + kThreads - 1) / kThreads);
-    RoundToBf16Kernel<<<blocks, kThreads, 0, stream>>>(params_bf16.as<bf16>(), params.as<float>(),
-                                                       num_params);
-    KILN_CUDA_RETURN_IF_ERROR(cudaGetLastError());
-    return Status::Ok();
+    return cuda::FloatToBf16(params_bf16.get(), params.get(), num_params, stream);
   }
 
   Status CheckSize(std::size_t size, const char* what) const {
@@ -435,12 +393,12 @@ StatusOr<GptCuda> GptCuda::Create(const GptConfig& config, uint64_t seed, int de
   impl->num_params = host.num_parameters();
   impl->offsets[kParamCount] = impl->num_params;
   const auto n = static_cast<std::size_t>(impl->num_params);
-  KILN_RETURN_IF_ERROR(impl->params.Reset(n * sizeof(float)));
-  KILN_RETURN_IF_ERROR(impl->params_bf16.Reset(n * sizeof(bf16)));
-  KILN_RETURN_IF_ERROR(impl->grads.Reset(n * sizeof(float)));
-  KILN_RETURN_IF_ERROR(impl->m.Reset(n * sizeof(float)));
-  KILN_RETURN_IF_ERROR(impl->v.Reset(n * sizeof(float)));
-  KILN_RETURN_IF_ERROR(impl->norm.Reset((1 + cuda::GlobalNormScratchFloats()) * sizeof(float)));
+  KILN_RETURN_IF_ERROR(impl->params.Allocate(n));
+  KILN_RETURN_IF_ERROR(impl->params_bf16.Allocate(n));
+  KILN_RETURN_IF_ERROR(impl->grads.Allocate(n));
+  KILN_RETURN_IF_ERROR(impl->m.Allocate(n));
+  KILN_RETURN_IF_ERROR(impl->v.Allocate(n));
+  KILN_RETURN_IF_ERROR(impl->norm.Allocate(1 + cuda::GlobalNormScratchFloats()));
   GptCuda model(std::move(impl));
   KILN_RETURN_IF_ERROR(model.LoadStateFromHost(host.params(), host.adam_m(), host.adam_v()));
   KILN_RETURN_IF_ERROR(model.ZeroGrad());
@@ -517,16 +475,15 @@ Status GptCuda::ZeroGrad() {
   Impl& s = *impl_;
   KILN_RETURN_IF_ERROR(s.UseDevice());
   KILN_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(
-      s.grads.as<float>(), 0, static_cast<std::size_t>(s.num_params) * sizeof(float), s.stream));
+      s.grads.get(), 0, static_cast<std::size_t>(s.num_params) * sizeof(float), s.stream));
   return Status::Ok();
 }
 
 StatusOr<float> GptCuda::GlobalNorm() {
   Impl& s = *impl_;
   KILN_RETURN_IF_ERROR(s.UseDevice());
-  float* norm = s.norm.as<float>();
-  KILN_RETURN_IF_ERROR(
-      cuda::GlobalNorm(norm, s.grads.as<float>(), s.num_params, norm + 1, s.stream));
+  float* norm = s.norm.get();
+  KILN_RETURN_IF_ERROR(cuda::GlobalNorm(norm, s.grads.get(), s.num_params, norm + 1, s.stream));
   float host = 0;
   KILN_CUDA_RETURN_IF_ERROR(
       cudaMemcpyAsync(&host, norm, sizeof(float), cudaMemcpyDeviceToHost, s.stream));
@@ -542,14 +499,14 @@ Status GptCuda::Update(const kernels::cpu::AdamWParams& adam, float grad_scale) 
   for (int i = 0; i < kParamCount; ++i) {
     const auto p = static_cast<Param>(i);
     const int64_t n = s.offsets[i + 1] - s.offsets[i];
-    KILN_RETURN_IF_ERROR(cuda::AdamW(s.P(p), s.W(p), s.G(p), s.m.as<float>() + s.Offset(p),
-                                     s.v.as<float>() + s.Offset(p), n,
-                                     IsMatrix(p) ? adam : no_decay, grad_scale, s.stream));
+    KILN_RETURN_IF_ERROR(cuda::AdamW(s.P(p), s.W(p), s.G(p), s.m.get() + s.Offset(p),
+                                     s.v.get() + s.Offset(p), n, IsMatrix(p) ? adam : no_decay,
+                                     grad_scale, s.stream));
   }
   return Status::Ok();
 }
 
-float* GptCuda::device_grads() { return impl_->grads.as<float>(); }
+float* GptCuda::device_grads() { return impl_->grads.get(); }
 
 Status GptCuda::Synchronize() {
   KILN_RETURN_IF_ERROR(impl_->UseDevice());
@@ -563,11 +520,11 @@ Status GptCuda::CopyStateToHost(std::span<float> params, std::span<float> m, std
   KILN_RETURN_IF_ERROR(s.CheckSize(v.size(), "v"));
   KILN_RETURN_IF_ERROR(s.UseDevice());
   const std::size_t bytes = params.size() * sizeof(float);
-  const std::pair<float*, const DeviceMemory*> copies[] = {
+  const std::pair<float*, const gpu::DeviceBuffer<float>*> copies[] = {
       {params.data(), &s.params}, {m.data(), &s.m}, {v.data(), &s.v}};
   for (const auto& [host, device] : copies) {
     KILN_CUDA_RETURN_IF_ERROR(
-        cudaMemcpyAsync(host, device->as<float>(), bytes, cudaMemcpyDeviceToHost, s.stream));
+        cudaMemcpyAsync(host, device->get(), bytes, cudaMemcpyDeviceToHost, s.stream));
   }
   return s.Sync();
 }
@@ -580,11 +537,11 @@ Status GptCuda::LoadStateFromHost(std::span<const float> params, std::span<const
   KILN_RETURN_IF_ERROR(s.CheckSize(v.size(), "v"));
   KILN_RETURN_IF_ERROR(s.UseDevice());
   const std::size_t bytes = params.size() * sizeof(float);
-  const std::pair<const float*, const DeviceMemory*> copies[] = {
+  const std::pair<const float*, const gpu::DeviceBuffer<float>*> copies[] = {
       {params.data(), &s.params}, {m.data(), &s.m}, {v.data(), &s.v}};
   for (const auto& [host, device] : copies) {
     KILN_CUDA_RETURN_IF_ERROR(
-        cudaMemcpyAsync(device->as<float>(), host, bytes, cudaMemcpyHostToDevice, s.stream));
+        cudaMemcpyAsync(device->get(), host, bytes, cudaMemcpyHostToDevice, s.stream));
   }
   KILN_RETURN_IF_ERROR(s.RefreshBf16());
   return s.Sync();
@@ -594,9 +551,8 @@ Status GptCuda::CopyGradsToHost(std::span<float> grads) {
   Impl& s = *impl_;
   KILN_RETURN_IF_ERROR(s.CheckSize(grads.size(), "grads"));
   KILN_RETURN_IF_ERROR(s.UseDevice());
-  KILN_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(grads.data(), s.grads.as<float>(),
-                                            grads.size() * sizeof(float), cudaMemcpyDeviceToHost,
-                                            s.stream));
+  KILN_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(
+      grads.data(), s.grads.get(), grads.size() * sizeof(float), cudaMemcpyDeviceToHost, s.stream));
   return s.Sync();
 }
 

@@ -1,4 +1,5 @@
-// worker/serve/cuda_decoder.h. One Forward: upload the rows' tokens,
+// worker/serve/cuda_decoder.h, over kernels/cuda only (no kernels of its
+// own). One Forward: upload the rows' tokens,
 // positions, cache slots and the slices' block tables; embed; per layer
 // LayerNorm -> QKV GEMM -> append K,V to the cache -> paged attention ->
 // projection -> fused residual + LayerNorm -> MLP -> fused residual +
@@ -7,7 +8,6 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
-#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <string>
@@ -16,10 +16,14 @@
 #include <cublas_v2.h>
 
 #include "kernels/cuda/blas.h"
+#include "kernels/cuda/convert.h"
 #include "kernels/cuda/cublas_check.h"
+#include "kernels/cuda/encoder.h"
+#include "kernels/cuda/gather.h"
 #include "kernels/cuda/gelu.h"
 #include "kernels/cuda/layernorm.h"
 #include "kernels/cuda/matmul.h"
+#include "kernels/cuda/paged_attention.h"
 #include "kernels/cuda/precision.h"
 #include "kernels/cuda_check.h"
 #include "worker/serve/cuda_decoder.h"
@@ -45,144 +49,6 @@ Status Upload(Device<T>& buffer, const std::vector<T>& host, cudaStream_t stream
   return Status::Ok();
 }
 
-__global__ void ToBf16Kernel(bf16* out, const float* in, int64_t n) {
-  const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
-  if (i < n) out[i] = __float2bfloat16_rn(in[i]);
-}
-
-// x[r] = wte[token[r]] + wpe[pos[r]]; one block per row.
-__global__ void EmbedRowsKernel(bf16* x, const int32_t* token, const int32_t* pos, const bf16* wte,
-                                const bf16* wpe, int C) {
-  const int r = blockIdx.x;
-  const bf16* te = wte + static_cast<int64_t>(token[r]) * C;
-  const bf16* pe = wpe + static_cast<int64_t>(pos[r]) * C;
-  bf16* out = x + static_cast<int64_t>(r) * C;
-  for (int i = threadIdx.x; i < C; i += blockDim.x) {
-    out[i] = __float2bfloat16_rn(__bfloat162float(te[i]) + __bfloat162float(pe[i]));
-  }
-}
-
-// The rows' keys and values (columns C..3C of qkv) into their cache slots
-// (block * block_size + offset) of one layer; one block per row.
-__global__ void AppendKvKernel(bf16* layer_cache, const bf16* qkv, const int32_t* slot,
-                               int block_size, int C) {
-  const int r = blockIdx.x;
-  const int64_t s = slot[r];
-  const int64_t block = s / block_size, offset = s % block_size;
-  bf16* k = layer_cache + ((block * 2 + 0) * block_size + offset) * C;
-  bf16* v = layer_cache + ((block * 2 + 1) * block_size + offset) * C;
-  const bf16* src = qkv + static_cast<int64_t>(r) * 3 * C;
-  for (int i = threadIdx.x; i < C; i += blockDim.x) {
-    k[i] = src[C + i];
-    v[i] = src[2 * C + i];
-  }
-}
-
-// Causal attention of row r, head h over its sequence's positions 0..pos[r],
-// read from the cache through the slice's block table (tables[slice[r]],
-// `table_width` entries). One block of 128 threads per (row, head): scores
-// into shared memory, the softmax by block reductions, then each thread
-// sums its output dimensions over the positions. Out: [N, C] bf16.
-constexpr int kAttnThreads = 128;
-
-__device__ float BlockReduce(float v, float* scratch, bool is_max) {
-  for (int o = 16; o > 0; o >>= 1) {
-    const float other = __shfl_xor_sync(0xffffffffu, v, o);
-    v = is_max ? fmaxf(v, other) : v + other;
-  }
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  __syncthreads();
-  if (lane == 0) scratch[warp] = v;
-  __syncthreads();
-  float r = scratch[0];
-  for (int w = 1; w < kAttnThreads / 32; ++w) r = is_max ? fmaxf(r, scratch[w]) : r + scratch[w];
-  return r;
-}
-
-constexpr int kMaxHeadSize = 128;
-
-__global__ void PagedAttentionKernel(bf16* out, const bf16* qkv, const bf16* layer_cache,
-                                     const int32_t* row_slice, const int32_t* row_pos,
-                                     const int32_t* tables, int table_width, int block_size, int C,
-                                     int NH, float scale) {
-  extern __shared__ float scores[];  // [max positions]
-  __shared__ float scratch[kAttnThreads / 32];
-  __shared__ float q[kMaxHeadSize];
-  __shared__ float partial[kAttnThreads / 32][kMaxHeadSize];
-  const int r = blockIdx.x, h = blockIdx.y, hs = C / NH;
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int pos = row_pos[r];
-  const int32_t* table = tables + static_cast<int64_t>(row_slice[r]) * table_width;
-  for (int i = threadIdx.x; i < hs; i += blockDim.x) {
-    q[i] = __bfloat162float(qkv[static_cast<int64_t>(r) * 3 * C + h * hs + i]);
-  }
-  __syncthreads();
-  auto row = [&](int t, int kv) {
-    const int64_t block = table[t / block_size];
-    return layer_cache + ((block * 2 + kv) * block_size + t % block_size) * C + h * hs;
-  };
-  // Scores: a thread per position, the key row read 8 values at a time.
-  float local_max = -INFINITY;
-  for (int t = threadIdx.x; t <= pos; t += blockDim.x) {
-    const bf16* k = row(t, 0);
-    float dot = 0;
-    int i = 0;
-    if (hs % 8 == 0) {
-      for (; i < hs; i += 8) {
-        const uint4 v = *reinterpret_cast<const uint4*>(k + i);
-        const bf16* e = reinterpret_cast<const bf16*>(&v);
-#pragma unroll
-        for (int j = 0; j < 8; ++j) dot += q[i + j] * __bfloat162float(e[j]);
-      }
-    }
-    for (; i < hs; ++i) dot += q[i] * __bfloat162float(k[i]);
-    dot *= scale;
-    scores[t] = dot;
-    local_max = fmaxf(local_max, dot);
-  }
-  const float max = BlockReduce(local_max, scratch, true);
-  float local_sum = 0;
-  for (int t = threadIdx.x; t <= pos; t += blockDim.x) {
-    const float e = __expf(scores[t] - max);
-    scores[t] = e;
-    local_sum += e;
-  }
-  const float inv = 1.0f / BlockReduce(local_sum, scratch, false);
-  __syncthreads();
-  // Weighted values: warps over positions, lanes over the head's dimensions
-  // (a value row is one coalesced read), then a sum over the warps.
-  constexpr int kPerLane = kMaxHeadSize / 32;
-  float acc[kPerLane] = {};
-  for (int t = warp; t <= pos; t += kAttnThreads / 32) {
-    const bf16* v = row(t, 1);
-    const float w = scores[t];
-#pragma unroll
-    for (int j = 0; j < kPerLane; ++j) {
-      const int d = lane + 32 * j;
-      if (d < hs) acc[j] += w * __bfloat162float(v[d]);
-    }
-  }
-#pragma unroll
-  for (int j = 0; j < kPerLane; ++j) {
-    const int d = lane + 32 * j;
-    if (d < hs) partial[warp][d] = acc[j];
-  }
-  __syncthreads();
-  bf16* y = out + static_cast<int64_t>(r) * C + h * hs;
-  for (int d = threadIdx.x; d < hs; d += blockDim.x) {
-    float sum = 0;
-    for (int w = 0; w < kAttnThreads / 32; ++w) sum += partial[w][d];
-    y[d] = __float2bfloat16_rn(sum * inv);
-  }
-}
-
-// out[s] = in[rows[s]]; one block per output row.
-__global__ void GatherRowsKernel(bf16* out, const bf16* in, const int32_t* rows, int C) {
-  const int s = blockIdx.x;
-  const bf16* src = in + static_cast<int64_t>(rows[s]) * C;
-  for (int i = threadIdx.x; i < C; i += blockDim.x) out[static_cast<int64_t>(s) * C + i] = src[i];
-}
-
 // Decode steps of up to this many sequences replay CUDA graphs.
 constexpr int kMaxGraphRows = 64;
 
@@ -198,6 +64,7 @@ struct Buffers {
   Device<int32_t> token, pos, slice, slot, tables, last;
   Device<bf16> x, ln, qkv, atty, proj, fch, fcg, last_rows;
   Device<float> mean, rstd, logits;
+  Device<float> attn_work;  // The attention's split partials.
 
   // Room for `n` rows, `s` slices with tables `width` wide.
   Status Reserve(const model::GptConfig& c, int n, int s, int width) {
@@ -213,6 +80,9 @@ struct Buffers {
     KILN_RETURN_IF_ERROR(mean.Reserve(N));
     KILN_RETURN_IF_ERROR(rstd.Reserve(N));
     KILN_RETURN_IF_ERROR(last_rows.Reserve(S * static_cast<std::size_t>(c.channels)));
+    const int64_t work =
+        cuda::PagedAttentionWorkspaceFloats(n, c.channels, c.num_heads, c.max_seq_len);
+    if (work > 0) KILN_RETURN_IF_ERROR(attn_work.Reserve(static_cast<std::size_t>(work)));
     return logits.Reserve(S * static_cast<std::size_t>(c.padded_vocab_size));
   }
 };
@@ -250,10 +120,8 @@ class CudaDecoder final : public Decoder {
     KILN_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(staging.get(), all.data(), all.size_bytes(),
                                               cudaMemcpyHostToDevice, stream_));
     KILN_RETURN_IF_ERROR(weights_.Reserve(all.size()));
-    const auto n = static_cast<int64_t>(all.size());
-    ToBf16Kernel<<<static_cast<unsigned>((n + 255) / 256), 256, 0, stream_>>>(weights_.get(),
-                                                                              staging.get(), n);
-    KILN_CUDA_RETURN_IF_ERROR(cudaGetLastError());
+    KILN_RETURN_IF_ERROR(cuda::FloatToBf16(weights_.get(), staging.get(),
+                                           static_cast<int64_t>(all.size()), stream_));
     // One block more than the engine hands out: graph padding rows write there.
     const int64_t per_layer =
         static_cast<int64_t>(num_blocks_ + 1) * 2 * block_size_ * config_.channels;
@@ -403,28 +271,22 @@ class CudaDecoder final : public Decoder {
     const int C = c.channels, L = c.num_layers, NH = c.num_heads, Vp = c.padded_vocab_size;
     const auto NC = static_cast<int64_t>(N) * C;
     auto P = [this](Param p) { return weights_.get() + offset_[static_cast<int>(p)]; };
-    const int threads = std::min(256, ((C + 31) / 32) * 32);
-    EmbedRowsKernel<<<static_cast<unsigned>(N), static_cast<unsigned>(threads), 0, stream_>>>(
-        b.x.get(), b.token.get(), b.pos.get(), P(Param::kWte), P(Param::kWpe), C);
-    KILN_CUDA_RETURN_IF_ERROR(cudaGetLastError());
+    KILN_RETURN_IF_ERROR(cuda::EmbedRows(b.x.get(), b.token.get(), b.pos.get(), P(Param::kWte),
+                                         P(Param::kWpe), N, C, stream_));
     KILN_RETURN_IF_ERROR(cuda::LayerNormForward(b.ln.get(), b.mean.get(), b.rstd.get(), b.x.get(),
                                                 P(Param::kLn1W), P(Param::kLn1B), N, C, stream_));
-    const float scale = 1.0f / std::sqrt(static_cast<float>(C / NH));
-    const std::size_t shared = static_cast<std::size_t>(c.max_seq_len) * sizeof(float);
     for (int l = 0; l < L; ++l) {
       const int64_t lC = static_cast<int64_t>(l) * C;
       bf16* layer_cache = cache_.get() + l * layer_cache_elems_;
       KILN_RETURN_IF_ERROR(cuda::MatmulForward(blas_, b.qkv.get(), b.ln.get(),
                                                P(Param::kQkvW) + lC * 3 * C,
                                                P(Param::kQkvB) + lC * 3, N, C, 3 * C, stream_));
-      AppendKvKernel<<<static_cast<unsigned>(N), static_cast<unsigned>(threads), 0, stream_>>>(
-          layer_cache, b.qkv.get(), b.slot.get(), block_size_, C);
-      KILN_CUDA_RETURN_IF_ERROR(cudaGetLastError());
-      PagedAttentionKernel<<<dim3(static_cast<unsigned>(N), static_cast<unsigned>(NH)),
-                             kAttnThreads, shared, stream_>>>(
+      KILN_RETURN_IF_ERROR(
+          cuda::AppendKv(layer_cache, b.qkv.get(), b.slot.get(), N, block_size_, C, stream_));
+      KILN_RETURN_IF_ERROR(cuda::PagedAttentionForward(
           b.atty.get(), b.qkv.get(), layer_cache, b.slice.get(), b.pos.get(), b.tables.get(), width,
-          block_size_, C, NH, scale);
-      KILN_CUDA_RETURN_IF_ERROR(cudaGetLastError());
+          N, block_size_, C, NH, c.max_seq_len, stream_, b.attn_work.get(),
+          static_cast<int64_t>(b.attn_work.size())));
       KILN_RETURN_IF_ERROR(cuda::MatmulForward(blas_, b.proj.get(), b.atty.get(),
                                                P(Param::kAttProjW) + lC * C,
                                                P(Param::kAttProjB) + lC, N, C, C, stream_));
@@ -446,9 +308,8 @@ class CudaDecoder final : public Decoder {
                                                           b.rstd.get(), b.x.get(), b.proj.get(), w,
                                                           bias, N, C, stream_));
     }
-    GatherRowsKernel<<<static_cast<unsigned>(S), static_cast<unsigned>(threads), 0, stream_>>>(
-        b.last_rows.get(), b.ln.get(), b.last.get(), C);
-    KILN_CUDA_RETURN_IF_ERROR(cudaGetLastError());
+    KILN_RETURN_IF_ERROR(
+        cuda::GatherRows(b.last_rows.get(), b.ln.get(), b.last.get(), S, C, stream_));
     // logits [S, Vp] (row-major) = last [S, C] x wte^T, in float: column-major
     // that is wte^T(Vp x C) x last^T(C x S) -> (Vp x S).
     const float alpha = 1.0f, beta = 0.0f;
@@ -482,16 +343,8 @@ StatusOr<std::unique_ptr<Decoder>> NewCudaDecoder(const model::Gpt<float>& model
   if (block_size < 1 || num_blocks < 1) {
     return Status::InvalidArgument("the KV cache needs a positive block size and block count");
   }
-  if (c.channels / c.num_heads > kMaxHeadSize) {
-    return Status::InvalidArgument("the CUDA decoder handles head sizes up to " +
-                                   std::to_string(kMaxHeadSize) + ", not " +
-                                   std::to_string(c.channels / c.num_heads));
-  }
-  if (c.max_seq_len * sizeof(float) > 40 * 1024) {
-    return Status::InvalidArgument(
-        "the CUDA decoder's attention holds a row's scores in 40 KiB "
-        "of shared memory: context length " +
-        std::to_string(c.max_seq_len) + " is over 10240");
+  if (Status s = cuda::PagedAttentionSupports(c.channels / c.num_heads, c.max_seq_len); !s.ok()) {
+    return Status::InvalidArgument("the CUDA decoder cannot serve this model: " + s.message());
   }
   KILN_CUDA_RETURN_IF_ERROR(cudaSetDevice(device));
   KILN_ASSIGN_OR_RETURN(cuda::Blas blas, cuda::Blas::Create());

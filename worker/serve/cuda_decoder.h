@@ -1,8 +1,10 @@
 // The serving decoder on one GPU: the CpuDecoder's math (worker/serve/
-// decoder.h) in bf16 with float accumulation, over kernels/cuda (cuBLASLt
-// GEMMs, LayerNorm, GELU) and three kernels of its own — the embedding of
-// rows at arbitrary positions, the append of a call's keys and values to the
-// paged cache, and causal attention of each row over its sequence's pages.
+// decoder.h) in bf16 with float accumulation, over kernels/cuda: cuBLASLt
+// GEMMs, LayerNorm and GELU as in training, the embedding of rows at
+// arbitrary positions (encoder.h EmbedRows), the append of a call's keys and
+// values to the paged cache and causal attention of each row over its
+// sequence's pages (paged_attention.h), and the gather of each sequence's
+// last row (gather.h).
 // Weights are the checkpoint's, rounded once to bf16 on upload; the KV cache
 // (bf16, [layers][blocks][K|V][block_size][C]) lives in device memory, by
 // the block ids of the engine's PagedKvCache. Logits come back as floats

@@ -1,13 +1,11 @@
 #include "worker/serve/decoder.h"
 
 #include <algorithm>
-#include <cmath>
-#include <cstring>
 #include <string>
 
 #include "kernels/cpu/matmul_bf16.h"
 #include "kernels/cpu/ops.h"
-#include "kernels/cpu/vector_math.h"
+#include "kernels/cpu/paged_attention.h"
 
 namespace kiln::serve {
 namespace cpu = kernels::cpu;
@@ -86,13 +84,25 @@ Status CpuDecoder::Forward(std::span<const SequenceSlice> slices, std::vector<fl
   float* fch = fch_.data();
   float* fcg = fch_.data() + 4 * NC;
   auto P = [this](Param p) { return model_.param(p).data(); };
-  const float *wte = P(Param::kWte), *wpe = P(Param::kWpe);
 
+  cpu::EmbedRows(x_.data(), row_token.data(), row_pos.data(), P(Param::kWte), P(Param::kWpe), N, C);
+  // The sequences' block tables, flattened for the attention kernel, and
+  // where each row's key and value go.
+  const int S = static_cast<int>(slices.size());
+  int width = 1;
+  for (const SequenceSlice& sl : slices)
+    width = std::max(width, static_cast<int>(sl.blocks->size()));
+  tables_.assign(static_cast<size_t>(S) * static_cast<size_t>(width), 0);
+  for (int s = 0; s < S; ++s) {
+    const std::vector<int>& blocks = *slices[static_cast<size_t>(s)].blocks;
+    std::copy(blocks.begin(), blocks.end(), tables_.begin() + static_cast<int64_t>(s) * width);
+  }
+  slot_.resize(static_cast<size_t>(N));
   for (int r = 0; r < N; ++r) {
-    const float* te = wte + static_cast<int64_t>(row_token[static_cast<size_t>(r)]) * C;
-    const float* pe = wpe + static_cast<int64_t>(row_pos[static_cast<size_t>(r)]) * C;
-    float* out = x_.data() + static_cast<int64_t>(r) * C;
-    for (int i = 0; i < C; ++i) out[i] = te[i] + pe[i];
+    const int pos = row_pos[static_cast<size_t>(r)];
+    const int32_t* table =
+        tables_.data() + static_cast<int64_t>(row_slice[static_cast<size_t>(r)]) * width;
+    slot_[static_cast<size_t>(r)] = table[pos / bs] * bs + pos % bs;
   }
   for (int l = 0; l < L; ++l) {
     const int64_t lC = static_cast<int64_t>(l) * C;
@@ -100,16 +110,9 @@ Status CpuDecoder::Forward(std::span<const SequenceSlice> slices, std::vector<fl
                           P(Param::kLn1B) + lC, N, C);
     Matmul(qkv_.data(), ln_.data(), Param::kQkvW, l, P(Param::kQkvB) + lC * 3, N, C, 3 * C);
     // This call's keys and values join the cache before attention reads it.
-    for (int r = 0; r < N; ++r) {
-      const int pos = row_pos[static_cast<size_t>(r)];
-      const auto& blocks = *slices[static_cast<size_t>(row_slice[static_cast<size_t>(r)])].blocks;
-      const int block = blocks[static_cast<size_t>(pos / bs)];
-      const int64_t row = static_cast<int64_t>(pos % bs) * C;
-      const float* q = qkv_.data() + static_cast<int64_t>(r) * 3 * C;
-      std::memcpy(cache_.Keys(l, block) + row, q + C, sizeof(float) * static_cast<size_t>(C));
-      std::memcpy(cache_.Values(l, block) + row, q + 2 * C, sizeof(float) * static_cast<size_t>(C));
-    }
-    Attention(atty_.data(), qkv_.data(), slices, row_slice, row_pos, l);
+    cpu::AppendKv(cache_.Layer(l), qkv_.data(), slot_.data(), N, bs, C);
+    cpu::PagedAttentionForward(atty_.data(), qkv_.data(), cache_.Layer(l), row_slice.data(),
+                               row_pos.data(), tables_.data(), width, N, bs, C, c.num_heads);
     Matmul(proj_.data(), atty_.data(), Param::kAttProjW, l, P(Param::kAttProjB) + lC, N, C, C);
     cpu::ResidualForward(x_.data(), x_.data(), proj_.data(), static_cast<int64_t>(NC));
     cpu::LayerNormForward(ln_.data(), mean_.data(), rstd_.data(), x_.data(), P(Param::kLn2W) + lC,
@@ -120,71 +123,18 @@ Status CpuDecoder::Forward(std::span<const SequenceSlice> slices, std::vector<fl
     cpu::ResidualForward(x_.data(), x_.data(), proj_.data(), static_cast<int64_t>(NC));
   }
   // Only each slice's last token needs the final LayerNorm and the logits.
-  const int S = static_cast<int>(slices.size());
-  last_.resize(static_cast<size_t>(S) * static_cast<size_t>(C));
+  last_rows_.resize(static_cast<size_t>(S));
   for (int s = 0, r = -1; s < S; ++s) {
     r += static_cast<int>(slices[static_cast<size_t>(s)].tokens.size());
-    std::memcpy(last_.data() + static_cast<int64_t>(s) * C, x_.data() + static_cast<int64_t>(r) * C,
-                sizeof(float) * static_cast<size_t>(C));
+    last_rows_[static_cast<size_t>(s)] = r;
   }
+  last_.resize(static_cast<size_t>(S) * static_cast<size_t>(C));
+  cpu::GatherRows(last_.data(), x_.data(), last_rows_.data(), S, C);
   cpu::LayerNormForward(ln_.data(), mean_.data(), rstd_.data(), last_.data(), P(Param::kLnfW),
                         P(Param::kLnfB), S, C);
   logits.resize(static_cast<size_t>(S) * static_cast<size_t>(Vp));
   Matmul(logits.data(), ln_.data(), Param::kWte, 0, nullptr, S, C, Vp);
   return Status::Ok();
-}
-
-void CpuDecoder::Attention(float* out, const float* qkv, std::span<const SequenceSlice> slices,
-                           const std::vector<int>& row_slice, const std::vector<int>& row_pos,
-                           int layer) {
-  const model::GptConfig& c = model_.config();
-  const int C = c.channels, NH = c.num_heads, hs = C / NH, bs = cache_.block_size();
-  const int N = static_cast<int>(row_slice.size());
-  const float scale = 1.0f / std::sqrt(static_cast<float>(hs));
-#pragma omp parallel
-  {
-    std::vector<float> scores(static_cast<size_t>(c.max_seq_len));
-#pragma omp for collapse(2) schedule(dynamic, 1)
-    for (int r = 0; r < N; ++r) {
-      for (int h = 0; h < NH; ++h) {
-        const int n = row_pos[static_cast<size_t>(r)] + 1;  // Positions attended.
-        const auto& blocks = *slices[static_cast<size_t>(row_slice[static_cast<size_t>(r)])].blocks;
-        const float* q = qkv + static_cast<int64_t>(r) * 3 * C + h * hs;
-        float* s = scores.data();
-        // Block by block, so each key row is a pointer step, not a lookup.
-        float max = -INFINITY;
-        for (int t0 = 0; t0 < n; t0 += bs) {
-          const float* k = cache_.Keys(layer, blocks[static_cast<size_t>(t0 / bs)]) + h * hs;
-          const int end = std::min(n, t0 + bs);
-          for (int t = t0; t < end; ++t, k += C) {
-            float dot = 0;
-#pragma omp simd reduction(+ : dot)
-            for (int i = 0; i < hs; ++i) dot += q[i] * k[i];
-            s[t] = dot * scale;
-            max = std::max(max, s[t]);
-          }
-        }
-        float sum = 0;
-#pragma omp simd reduction(+ : sum)
-        for (int t = 0; t < n; ++t) {
-          s[t] = cpu::VectorExp(s[t] - max);
-          sum += s[t];
-        }
-        const float inv = 1.0f / sum;
-        float* y = out + static_cast<int64_t>(r) * C + h * hs;
-        std::fill(y, y + hs, 0.0f);
-        for (int t0 = 0; t0 < n; t0 += bs) {
-          const float* v = cache_.Values(layer, blocks[static_cast<size_t>(t0 / bs)]) + h * hs;
-          const int end = std::min(n, t0 + bs);
-          for (int t = t0; t < end; ++t, v += C) {
-            const float w = s[t] * inv;
-#pragma omp simd
-            for (int i = 0; i < hs; ++i) y[i] += w * v[i];
-          }
-        }
-      }
-    }
-  }
 }
 
 }  // namespace kiln::serve

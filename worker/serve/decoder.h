@@ -67,10 +67,6 @@ class CpuDecoder final : public Decoder {
   std::string device() const override { return "cpu"; }
 
  private:
-  // Causal attention of each row over its sequence's cached positions <= its own.
-  void Attention(float* out, const float* qkv, std::span<const SequenceSlice> slices,
-                 const std::vector<int>& row_slice, const std::vector<int>& row_pos, int layer);
-
   // out = in x the matrix `p` of layer `l` (the classifier for kWte) + bias.
   void Matmul(float* out, const float* in, model::Param p, int layer, const float* bias, int N,
               int C, int OC);
@@ -81,6 +77,8 @@ class CpuDecoder final : public Decoder {
   std::vector<uint16_t> bf16_[static_cast<int>(model::Param::kCount)];
   // Activations for the rows of one call, grown as needed.
   std::vector<float> x_, ln_, mean_, rstd_, qkv_, atty_, proj_, fch_, last_;
+  // The call's flattened block tables, cache slots and last rows.
+  std::vector<int32_t> tables_, slot_, last_rows_;
 };
 
 }  // namespace kiln::serve

@@ -175,19 +175,21 @@ bool Engine::Advance(Sequence& s, int32_t token) {
 StatusOr<bool> Engine::Step() {
   const model::GptConfig& c = model_.config();
   bool worked = false;
+  // Cancelled requests are collected under the lock and finished after it:
+  // callbacks never run under mu_, since a caller may hold its own lock
+  // while it calls Submit or Cancel (the server does), and a callback that
+  // takes that lock would then deadlock against it.
+  std::vector<Sequence*> cancelled_running;
+  std::vector<std::unique_ptr<Sequence>> cancelled_waiting;
   {
     std::lock_guard<std::mutex> lock(mu_);
     for (auto& s : running_) {
-      if (cancelled_.count(s->id) != 0) {
-        Finish(*s, FinishReason::kCancelled);
-        worked = true;
-      }
+      if (cancelled_.count(s->id) != 0) cancelled_running.push_back(s.get());
     }
     for (auto it = waiting_.begin(); it != waiting_.end();) {
       if (cancelled_.count((*it)->id) != 0) {
-        Finish(**it, FinishReason::kCancelled);
+        cancelled_waiting.push_back(std::move(*it));
         it = waiting_.erase(it);
-        worked = true;
       } else {
         ++it;
       }
@@ -207,6 +209,9 @@ StatusOr<bool> Engine::Step() {
     }
     queued_ = static_cast<int>(waiting_.size());
   }
+  for (Sequence* s : cancelled_running) Finish(*s, FinishReason::kCancelled);
+  for (auto& s : cancelled_waiting) Finish(*s, FinishReason::kCancelled);
+  worked = worked || !cancelled_running.empty() || !cancelled_waiting.empty();
   std::erase_if(running_, [](const auto& s) { return s->done; });
 
   // The batch: every decoding request's newest token first, then prompt chunks.

@@ -19,7 +19,9 @@
 // text that could still become one is held back until it cannot.
 //
 // Submit, Cancel and the counters are thread-safe; Step runs on one thread
-// (the serving loop), and the callbacks run on it.
+// (the serving loop), and the callbacks run on it, never under the engine's
+// lock: a callback may call Submit or Cancel, and a caller may hold its own
+// lock around Submit or Cancel while its callbacks take that lock.
 #ifndef KILN_WORKER_SERVE_ENGINE_H_
 #define KILN_WORKER_SERVE_ENGINE_H_
 

@@ -4,8 +4,9 @@
 // p % block_size, so sequences of any length share memory without
 // fragmentation and a finished one returns its blocks at once.
 // Per layer and block: keys [block_size, C] and values [block_size, C],
-// head h at columns [h*C/NH, (h+1)*C/NH). Not thread-safe (the engine's loop
-// owns it).
+// head h at columns [h*C/NH, (h+1)*C/NH): the layout of
+// kernels/cpu/paged_attention.h (and of the GPU decoder's device cache).
+// Not thread-safe (the engine's loop owns it).
 #ifndef KILN_WORKER_SERVE_KV_CACHE_H_
 #define KILN_WORKER_SERVE_KV_CACHE_H_
 
@@ -41,6 +42,8 @@ class PagedKvCache {
   // sequences: the process aborts with a message rather than go on.
   void Free(const std::vector<int>& blocks);
 
+  // One layer's cache: [num_blocks][K|V][block_size][C].
+  float* Layer(int layer) { return data_.data() + Offset(layer, 0, 0); }
   // Rows of keys and values of `block` in `layer`: [block_size, C] each.
   float* Keys(int layer, int block) { return data_.data() + Offset(layer, block, 0); }
   float* Values(int layer, int block) { return data_.data() + Offset(layer, block, 1); }

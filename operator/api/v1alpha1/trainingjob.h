@@ -202,8 +202,8 @@ struct FailurePolicy {
   std::optional<int32_t> max_restarts;
   // Delay before each restart, doubling from initial up to max.
   std::optional<Backoff> backoff;
-  // Checked in order on each worker failure; the first match decides. Without a match, the failure
-  // restarts the gang.
+  // Checked in order on each worker failure; the first match decides. Without a match, a retryable
+  // failure restarts the gang and a configuration or data error (exit codes 2 and 6) fails the job.
   std::optional<std::vector<FailureRule>> rules;
   // Stop placing this job's workers on a node after repeated hardware faults there (the rare bad
   // GPU that would otherwise fail the run again and again).

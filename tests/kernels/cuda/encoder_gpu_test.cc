@@ -1,4 +1,4 @@
-// kernels/cuda/encoder.h against cpu::EncoderForward/EncoderBackward.
+// kernels/cuda/encoder.h against cpu::EncoderForward/EmbedRows/EncoderBackward.
 // Forward tolerance: rtol 4e-3 (2^-8), atol 1e-6: the float sum of two bf16
 // values is exact or nearly, so the only error is the final rounding to bf16,
 // at most 2^-9 relative. Backward tolerance (float gradients): rtol 1e-5,
@@ -6,9 +6,12 @@
 #include <cstdio>
 #include <string>
 
+#include <catch2/catch.hpp>
+
 #include "kernels/cpu/ops.h"
 #include "kernels/cuda/encoder.h"
 #include "tests/kernels/cuda/gpu_check.h"
+#include "tests/support/gpu.h"
 
 namespace kiln::kernels::cuda::test {
 namespace {
@@ -68,6 +71,36 @@ bool TestEncoder(cudaStream_t stream) {
   bool ok = Run(stream, 3, 41, 136, 50, 64, false);
   ok = Run(stream, 3, 41, 77, 50, 64, false) && ok;
   return Run(stream, 2, 33, 136, 50, 64, true) && ok;
+}
+
+// The serving rows: tokens at arbitrary (repeated, unordered) positions,
+// with the forward's tolerance.
+TEST_CASE("embed_rows", "[gpu]") {
+  KILN_REQUIRE_GPU();
+  testing::CudaStream stream;
+  for (const int C : {768, 77}) {
+    for (const bool misalign : {false, true}) {
+      std::printf(" C=%d%s\n", C, misalign ? " unaligned" : "");
+      constexpr int kVocab = 50, kContext = 64;
+      std::mt19937 rng(static_cast<unsigned>(C));
+      const auto wte =
+          RandomBf16(static_cast<std::size_t>(kVocab) * static_cast<std::size_t>(C), -1, 1, rng);
+      const auto wpe =
+          RandomBf16(static_cast<std::size_t>(kContext) * static_cast<std::size_t>(C), -1, 1, rng);
+      const std::vector<int32_t> tokens = {3, 49, 0, 3, 17};
+      const std::vector<int32_t> pos = {63, 0, 5, 5, 1};
+      const int N = static_cast<int>(tokens.size());
+      std::vector<float> want(tokens.size() * static_cast<std::size_t>(C));
+      cpu::EmbedRows(want.data(), tokens.data(), pos.data(), wte.data(), wpe.data(), N, C);
+      auto d_wte = UploadBf16(wte, misalign), d_wpe = UploadBf16(wpe, misalign);
+      auto d_tokens = Upload(tokens), d_pos = Upload(pos);
+      DeviceArray<bf16> out(want.size(), misalign);
+      REQUIRE(Ok("EmbedRows", EmbedRows(out.get(), d_tokens.get(), d_pos.get(), d_wte.get(),
+                                        d_wpe.get(), N, C, stream.get())));
+      REQUIRE(Sync(stream.get()));
+      CHECK(Compare("out", Download(out), want, kForward));
+    }
+  }
 }
 
 }  // namespace kiln::kernels::cuda::test

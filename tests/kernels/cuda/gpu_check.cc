@@ -3,9 +3,9 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
-#include <cstring>
 #include <limits>
 
+#include "kernels/cpu/matmul_bf16.h"
 #include "kernels/cuda_check.h"
 
 namespace kiln::kernels::cuda::test {
@@ -21,21 +21,6 @@ void CheckCuda(cudaError_t err, const char* call) {
   if (!s.ok()) Die(s);
 }
 
-uint16_t Bf16Bits(float x) {
-  uint32_t u = 0;
-  std::memcpy(&u, &x, sizeof(u));
-  if ((u & 0x7fffffffu) > 0x7f800000u) return 0x7fc0;  // NaN
-  u += 0x7fffu + ((u >> 16) & 1u);
-  return static_cast<uint16_t>(u >> 16);
-}
-
-float Bf16Value(uint16_t bits) {
-  const uint32_t u = static_cast<uint32_t>(bits) << 16;
-  float x = 0;
-  std::memcpy(&x, &u, sizeof(x));
-  return x;
-}
-
 template <class T>
 DeviceArray<T> UploadBytes(const void* host, std::size_t n, bool misalign) {
   DeviceArray<T> d(n, misalign);
@@ -45,7 +30,7 @@ DeviceArray<T> UploadBytes(const void* host, std::size_t n, bool misalign) {
 
 }  // namespace
 
-float RoundBf16(float x) { return Bf16Value(Bf16Bits(x)); }
+float RoundBf16(float x) { return cpu::Bf16ToFloat(cpu::FloatToBf16(x)); }
 
 std::vector<float> RandomBf16(std::size_t n, float lo, float hi, std::mt19937& rng) {
   std::vector<float> v = RandomFloat(n, lo, hi, rng);
@@ -87,7 +72,7 @@ template class DeviceArray<char>;
 
 DeviceArray<bf16> UploadBf16(const std::vector<float>& x, bool misalign) {
   std::vector<uint16_t> bits(x.size());
-  for (std::size_t i = 0; i < x.size(); ++i) bits[i] = Bf16Bits(x[i]);
+  for (std::size_t i = 0; i < x.size(); ++i) bits[i] = cpu::FloatToBf16(x[i]);
   return UploadBytes<bf16>(bits.data(), bits.size(), misalign);
 }
 
@@ -104,7 +89,7 @@ std::vector<float> Download(const DeviceArray<bf16>& x) {
   CheckCuda(cudaMemcpy(bits.data(), x.get(), x.size() * sizeof(uint16_t), cudaMemcpyDeviceToHost),
             "cudaMemcpy");
   std::vector<float> v(x.size());
-  for (std::size_t i = 0; i < v.size(); ++i) v[i] = Bf16Value(bits[i]);
+  for (std::size_t i = 0; i < v.size(); ++i) v[i] = cpu::Bf16ToFloat(bits[i]);
   return v;
 }
 

@@ -19,7 +19,8 @@
 
 namespace kiln::kernels::cuda::test {
 
-// x rounded to the nearest bf16 (ties to even), as __float2bfloat16_rn.
+// x rounded to the nearest bf16 (ties to even), as __float2bfloat16_rn
+// (kernels/cpu/matmul_bf16.h's FloatToBf16).
 float RoundBf16(float x);
 
 // n values uniform in [lo, hi); the Bf16 ones are rounded to bf16, so the CPU
@@ -80,8 +81,10 @@ bool Ok(const std::string& what, const Status& s);
 // Waits for `stream` and reports any asynchronous error.
 bool Sync(cudaStream_t stream);
 
-// The tests, one per kernels/cuda header, in <name>_gpu_test.cc. Each prints
-// what it compares and returns whether everything matched.
+// The training kernels' tests, one per kernels/cuda header, in
+// <name>_gpu_test.cc; training_kernels_gpu_test.cc runs each as a Catch2 test
+// case. Each prints what it compares and returns whether everything matched.
+// (The serving kernels' tests are Catch2 test cases themselves.)
 bool TestEncoder(cudaStream_t stream);
 bool TestLayerNorm(cudaStream_t stream);
 bool TestMatmul(cudaStream_t stream);

@@ -167,12 +167,13 @@ TEST_CASE("property: random fleets and gangs never over-commit a node, placement
     // The domain sums agree with the nodes.
     for (const auto& [name, c] : f.snapshot.clusters()) {
       for (size_t k = 0; k < f.snapshot.indexed_keys().size(); ++k) {
-        for (const auto& [value, domain] : c.domains(k)) {
+        for (const size_t id : c.domain_order(k)) {
           int64_t sum = 0;
-          for (const auto& [node, slot] : domain.nodes) {
+          for (const auto& [node, slot] : c.domain(k, id).nodes) {
             if (c.node(slot).TakesWork()) sum += c.free(slot).gpus;
+            CHECK(c.domain(k, id).value == c.node(slot).Label(f.snapshot.indexed_keys()[k]));
           }
-          CHECK(c.domain_free_gpus(k, domain.id) == sum);
+          CHECK(c.domain_free_gpus(k, id) == sum);
         }
       }
     }

@@ -486,6 +486,47 @@ TEST_CASE("PlaceBatch goes by priority, then queue order, then name, reserving a
   CHECK(s.cluster("c1")->free_gpus() == 0);
 }
 
+TEST_CASE("PlaceBatch on a reader's copy leaves the master snapshot as it was", "[placement]") {
+  Snapshot master;
+  master.UpsertCluster(Cluster("c1"));
+  AddNodes(master, "c1", 4, 2, 4);
+  Snapshot copy = master;
+  std::vector<Gang> gangs = {GpuGang("ns/a", 2), GpuGang("ns/b", 1)};
+  auto decisions = PlaceBatch(gangs, copy);
+  REQUIRE(decisions.size() == 2);
+  CHECK(decisions[0].placement.ok());
+  CHECK(decisions[1].placement.ok());
+  CHECK(copy.cluster("c1")->free_gpus() == 8);
+  CHECK(master.cluster("c1")->free_gpus() == 32);
+  // The decision then goes to the master, as the TrainingJob controller does.
+  REQUIRE(Reserve(*decisions[0].placement, master).ok());
+  CHECK(master.cluster("c1")->free_gpus() == 16);
+  // The pods' own informer events replace the reservations key by key.
+  const WorkerAssignment& w = decisions[0].placement->workers[0];
+  REQUIRE(master.AddPod("c1", w.node, WorkerPodKey("ns/a", 0), {8, 4000, 16 * testing::kGi}).ok());
+  CHECK(master.cluster("c1")->free_gpus() == 16);
+}
+
+TEST_CASE("a Spread gang spanning clusters fills clusters in priority order", "[placement]") {
+  Snapshot s;
+  ClusterInfo high = Cluster("b-high");
+  high.priority = 5;
+  s.UpsertCluster(Cluster("a-low"));
+  s.UpsertCluster(high);
+  AddNodes(s, "a-low", 4, 1, 4);
+  AddNodes(s, "b-high", 2, 1, 2);
+  Gang g = GpuGang("ns/g", 5);
+  g.strategy = Strategy::kSpread;
+  g.allow_multi_cluster = true;
+  auto p = Place(g, s);
+  REQUIRE(p.ok());
+  REQUIRE(p->clusters.size() == 2);
+  CHECK(p->clusters[0].cluster == "b-high");
+  CHECK(p->clusters[0].workers == 2);
+  CHECK(p->clusters[1].workers == 3);
+  CHECK(Values(*p, &WorkerAssignment::node).size() == 5);
+}
+
 // Builds the same fleet with nodes and clusters added in an order given by `seed`.
 Snapshot ShuffledFleet(unsigned seed) {
   std::vector<std::pair<std::string, NodeInfo>> nodes;

@@ -23,10 +23,9 @@ int64_t DomainFree(const Snapshot& s, const std::string& cluster, const std::str
   REQUIRE(c != nullptr);
   const int k = c->KeyIndex(key);
   REQUIRE(k >= 0);
-  const auto& domains = c->domains(static_cast<size_t>(k));
-  auto it = domains.find(value);
-  if (it == domains.end()) return 0;
-  return c->domain_free_gpus(static_cast<size_t>(k), it->second.id);
+  auto id = c->FindDomain(static_cast<size_t>(k), value);
+  if (!id) return 0;
+  return c->domain_free_gpus(static_cast<size_t>(k), *id);
 }
 
 const Resources kWorker{2, 1000, 8 * kGi};
@@ -102,7 +101,8 @@ TEST_CASE("snapshot: node updates move domains and drop unschedulable nodes from
   NodeInfo moved = GpuNode("n1", "nvl-1", "rack-0", "z");
   REQUIRE(s.UpsertNode("c1", moved).ok());
   CHECK(DomainFree(s, "c1", kNvlinkDomainLabel, "nvl-0") == 0);
-  CHECK(s.cluster("c1")->domains(0).count("nvl-0") == 0);  // emptied domains go
+  CHECK_FALSE(s.cluster("c1")->FindDomain(0, "nvl-0"));  // emptied domains go
+  CHECK(s.cluster("c1")->domain_order(0).size() == 1);
   CHECK(DomainFree(s, "c1", kNvlinkDomainLabel, "nvl-1") == 6);
   CHECK(FreeGpus(s, "c1", "n1") == 6);  // its pods stay
 

@@ -27,7 +27,7 @@ void CheckTable(const std::string& command, const std::vector<BadLine>& table) {
   }
 }
 
-TEST_CASE("kiln-worker refuses bad top-level flags", "[worker][cli][flags]") {
+TEST_CASE("kiln-worker refuses bad top-level flags", "[worker][cli][flags][process]") {
   CheckTable("", {
                      {{"--bogus"}, "unknown flag '--bogus'"},
                      {{"--version=maybe"}, "--version: \"maybe\" is not true or false"},
@@ -36,7 +36,7 @@ TEST_CASE("kiln-worker refuses bad top-level flags", "[worker][cli][flags]") {
                  });
 }
 
-TEST_CASE("kiln-worker devices refuses every flag", "[worker][cli][flags]") {
+TEST_CASE("kiln-worker devices refuses every flag", "[worker][cli][flags][process]") {
   CheckTable("devices", {
                             {{"--what"}, "unknown flag '--what'"},
                             {{"--cuda-device=0"}, "unknown flag '--cuda-device'"},
@@ -44,7 +44,7 @@ TEST_CASE("kiln-worker devices refuses every flag", "[worker][cli][flags]") {
                         });
 }
 
-TEST_CASE("kiln-worker prepare refuses bad flags", "[worker][cli][flags]") {
+TEST_CASE("kiln-worker prepare refuses bad flags", "[worker][cli][flags][process]") {
   const std::vector<std::string> ok = {"--input", "/nonexistent/in", "--output",
                                        "/nonexistent/out"};
   auto with = [&](std::vector<std::string> extra) {
@@ -69,7 +69,7 @@ TEST_CASE("kiln-worker prepare refuses bad flags", "[worker][cli][flags]") {
       });
 }
 
-TEST_CASE("kiln-worker train refuses bad flags", "[worker][cli][flags]") {
+TEST_CASE("kiln-worker train refuses bad flags", "[worker][cli][flags][process]") {
   auto with = [](std::vector<std::string> extra) {
     extra.insert(extra.begin(), {"--data", "/nonexistent/manifest.json"});
     return extra;
@@ -100,7 +100,7 @@ TEST_CASE("kiln-worker train refuses bad flags", "[worker][cli][flags]") {
       });
 }
 
-TEST_CASE("kiln-worker serve refuses bad flags", "[worker][cli][flags]") {
+TEST_CASE("kiln-worker serve refuses bad flags", "[worker][cli][flags][process]") {
   auto with = [](std::vector<std::string> extra) {
     extra.insert(extra.begin(), {"--checkpoint", "/nonexistent/ckpt"});
     return extra;
@@ -122,7 +122,7 @@ TEST_CASE("kiln-worker serve refuses bad flags", "[worker][cli][flags]") {
       });
 }
 
-TEST_CASE("kiln-worker eval refuses bad flags", "[worker][cli][flags]") {
+TEST_CASE("kiln-worker eval refuses bad flags", "[worker][cli][flags][process]") {
   auto with = [](std::vector<std::string> extra) {
     extra.insert(extra.begin(), {"--data", "/nonexistent/eval.jsonl", "--checkpoint", "/x"});
     return extra;
@@ -142,7 +142,7 @@ TEST_CASE("kiln-worker eval refuses bad flags", "[worker][cli][flags]") {
              });
 }
 
-TEST_CASE("kiln-worker convert refuses bad flags", "[worker][cli][flags]") {
+TEST_CASE("kiln-worker convert refuses bad flags", "[worker][cli][flags][process]") {
   auto with = [](std::vector<std::string> extra) {
     extra.insert(extra.begin(), {"--input", "/nonexistent/in", "--output", "/nonexistent/out"});
     return extra;

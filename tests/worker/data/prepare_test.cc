@@ -356,7 +356,8 @@ ProcessResult RunWorker(std::vector<std::string> args) {
   return *r;
 }
 
-TEST_CASE("kiln-worker prepare rejects bad flags with exit 2 naming them", "[data][worker][cli]") {
+TEST_CASE("kiln-worker prepare rejects bad flags with exit 2 naming them",
+          "[data][worker][cli][process]") {
   testing::TempDir dir;
   std::string input = dir.Write("in", FortunesFile(SmallFortunes()));
   std::string out = dir.path() + "/out";
@@ -393,7 +394,8 @@ TEST_CASE("kiln-worker prepare rejects bad flags with exit 2 naming them", "[dat
   CHECK_FALSE(fs::exists(out));
 }
 
-TEST_CASE("kiln-worker prepare exits 6 naming a missing or empty input", "[data][worker][cli]") {
+TEST_CASE("kiln-worker prepare exits 6 naming a missing or empty input",
+          "[data][worker][cli][process]") {
   testing::TempDir dir;
   std::string missing = dir.path() + "/no-such-corpus";
   auto r = RunWorker({"prepare", "--input", missing, "--output", dir.path() + "/out"});
@@ -406,7 +408,8 @@ TEST_CASE("kiln-worker prepare exits 6 naming a missing or empty input", "[data]
   CHECK(e.stderr_data.find(empty) != std::string::npos);
 }
 
-TEST_CASE("kiln-worker prepare exits 3 when the output cannot be written", "[data][worker][cli]") {
+TEST_CASE("kiln-worker prepare exits 3 when the output cannot be written",
+          "[data][worker][cli][process]") {
   testing::TempDir dir;
   std::string input = dir.Write("in", "text\n");
   auto r = RunWorker({"prepare", "--input", input, "--output", "/proc/kiln-prepare-test"});
@@ -415,7 +418,7 @@ TEST_CASE("kiln-worker prepare exits 3 when the output cannot be written", "[dat
   CHECK(r.stderr_data.find("(InfrastructureFault)") != std::string::npos);
 }
 
-TEST_CASE("kiln-worker prepare prints a one-line summary", "[data][worker][cli]") {
+TEST_CASE("kiln-worker prepare prints a one-line summary", "[data][worker][cli][process]") {
   testing::TempDir dir;
   std::string input = dir.Write("in", FortunesFile(SmallFortunes()));
   std::string out = dir.path() + "/out";
@@ -433,7 +436,8 @@ TEST_CASE("kiln-worker prepare prints a one-line summary", "[data][worker][cli]"
   CHECK(help.stdout_data.rfind("Usage: kiln-worker prepare", 0) == 0);
 }
 
-TEST_CASE("kiln-worker --help documents prepare and every exit code", "[data][worker][cli]") {
+TEST_CASE("kiln-worker --help documents prepare and every exit code",
+          "[data][worker][cli][process]") {
   auto r = RunWorker({"--help"});
   CHECK(r.exit_code == 0);
   CHECK(r.stdout_data.find("prepare") != std::string::npos);

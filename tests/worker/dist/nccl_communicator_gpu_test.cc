@@ -4,9 +4,10 @@
 // more GPUs, two ranks as threads over a TCP bootstrap on loopback: the sums
 // are exact (small integers) and equal on both ranks, a broadcast from rank
 // 1 arrives, and a peer that stops calling collectives makes the other fail
-// with a CommunicationFault within its timeout instead of hanging. NCCL
-// refuses two ranks on one GPU, so with one GPU that part is skipped (said
-// in the output). Exits 77 (CTest: skipped) without a CUDA device.
+// with a CommunicationFault within its timeout instead of hanging. Catch2
+// test cases, skipped without a GPU (tests/support/gpu.h); NCCL refuses two
+// ranks on one GPU, so with one GPU the two-rank ones skip and say so. Each
+// prints its checks.
 #include <cuda_runtime.h>
 #include <unistd.h>
 
@@ -18,9 +19,11 @@
 #include <thread>
 #include <vector>
 
+#include <catch2/catch.hpp>
 #include <netinet/in.h>
 #include <sys/socket.h>
 
+#include "tests/support/gpu.h"
 #include "worker/dist/nccl_communicator.h"
 #include "worker/dist/tcp_communicator.h"
 
@@ -255,28 +258,25 @@ bool TestDeadPeerFailsFast() {
          ok;
 }
 
-int Run() {
-  int count = 0;
-  const cudaError_t err = cudaGetDeviceCount(&count);
-  if (err != cudaSuccess || count == 0) {
-    std::printf("SKIPPED: no CUDA device: %s\n",
-                err != cudaSuccess ? cudaGetErrorString(err) : "cudaGetDeviceCount found 0");
-    return 77;
-  }
-  bool ok = TestSingleRank();
-  if (count >= 2) {
-    ok = TestTwoRanks() && ok;
-    ok = TestDeadPeerFailsFast() && ok;
-  } else {
-    std::printf(
-        "two ranks: SKIPPED: only 1 GPU here, and NCCL refuses two ranks on one GPU; run on a "
-        "machine with >= 2 GPUs to test the all-reduce between ranks and the dead-peer timeout\n");
-  }
-  std::printf("%s\n", ok ? "PASSED" : "FAILED");
-  return ok ? 0 : 1;
+}  // namespace
+
+TEST_CASE("single_rank", "[gpu]") {
+  KILN_REQUIRE_GPU();
+  CHECK(TestSingleRank());
 }
 
-}  // namespace
-}  // namespace kiln::dist
+TEST_CASE("two_ranks", "[gpu]") {
+  KILN_REQUIRE_GPUS(2,
+                    "NCCL refuses two ranks on one GPU; run on a machine with >= 2 GPUs to test "
+                    "the all-reduce and broadcast between ranks");
+  CHECK(TestTwoRanks());
+}
 
-int main() { return kiln::dist::Run(); }
+TEST_CASE("dead_peer_fails_fast", "[gpu]") {
+  KILN_REQUIRE_GPUS(2,
+                    "NCCL refuses two ranks on one GPU; run on a machine with >= 2 GPUs to test "
+                    "the dead-peer timeout");
+  CHECK(TestDeadPeerFailsFast());
+}
+
+}  // namespace kiln::dist

@@ -212,16 +212,17 @@ void CheckAdamWSteps(double tolerance) {
 }
 
 TEST_CASE("the double model matches the NumPy reference's logits, loss and gradients",
-          "[model][golden]") {
+          "[model][golden][process]") {
   CheckForwardBackward<double>(kDoubleTolerance);
 }
 
 TEST_CASE("the double model follows the NumPy reference's loss through AdamW steps",
-          "[model][golden]") {
+          "[model][golden][process]") {
   CheckAdamWSteps<double>(kDoubleTolerance);
 }
 
-TEST_CASE("the float model matches the NumPy reference within float precision", "[model][golden]") {
+TEST_CASE("the float model matches the NumPy reference within float precision",
+          "[model][golden][process]") {
   CheckForwardBackward<float>(kFloatTolerance);
   CheckAdamWSteps<float>(kFloatTolerance);
 }

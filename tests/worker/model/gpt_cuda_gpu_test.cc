@@ -5,8 +5,9 @@
 // initial weights, then the loss, the logits, every parameter gradient and
 // the gradient norm of one batch, gradient accumulation, 20 AdamW steps with
 // clipping on a repeated batch, the weight-decay mask and the state copies;
-// and the loss at two other batch shapes.
-// Exits 77 (CTest: skipped) without a CUDA device.
+// and the loss at two other batch shapes. One Catch2 test case per attention
+// path, skipped without a GPU (tests/support/gpu.h); each prints every
+// comparison with its error and tolerance.
 //
 // Tolerances. Both models compute on the same bf16-exact weights (the CPU
 // ones are rounded first), so the difference is the GPU's bf16 activations
@@ -43,9 +44,11 @@
 #include <utility>
 #include <vector>
 
+#include <catch2/catch.hpp>
+
 #include "kernels/cpu/cpu_features.h"
 #include "kernels/cpu/ops.h"
-#include "tests/support/cuda_device.h"
+#include "tests/support/gpu.h"
 #include "worker/model/gpt.h"
 #include "worker/model/gpt_cuda.h"
 
@@ -398,24 +401,26 @@ bool RunConfig(const GptConfig& config) {
   return ok;
 }
 
-int Run() {
-  const std::string no_device = kiln::testing::NoCudaDeviceReason();
-  if (!no_device.empty()) {
-    std::printf("SKIPPED: no CUDA device: %s\n", no_device.c_str());
-    return 77;
-  }
-  if (Status s = kernels::cpu::CheckCpuSupport(); !s.ok()) {
-    std::printf("FAILED: the CPU reference cannot run here: %s\n", s.ToString().c_str());
-    return 1;
-  }
-  // Head size 32 takes the cuBLAS attention, 64 the fused kernels.
-  bool ok = RunConfig(TestConfig(3, 96));
-  ok = RunConfig(TestConfig(2, 128)) && ok;
-  std::printf("%s\n", ok ? "PASSED" : "FAILED");
-  return ok ? 0 : 1;
+// Runs RunConfig(config) once the CPU reference is known to run here.
+void Run(const GptConfig& config) {
+  const Status cpu = kernels::cpu::CheckCpuSupport();
+  INFO("the CPU reference cannot run here: " << cpu.ToString());
+  REQUIRE(cpu.ok());
+  CHECK(RunConfig(config));
 }
 
 }  // namespace
-}  // namespace kiln::model
 
-int main() { return kiln::model::Run(); }
+// Head size 32 takes the cuBLAS attention.
+TEST_CASE("cublas_attention", "[gpu]") {
+  KILN_REQUIRE_GPU();
+  Run(TestConfig(3, 96));
+}
+
+// Head size 64 takes the fused kernels.
+TEST_CASE("fused_attention", "[gpu]") {
+  KILN_REQUIRE_GPU();
+  Run(TestConfig(2, 128));
+}
+
+}  // namespace kiln::model

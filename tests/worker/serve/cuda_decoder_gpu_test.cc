@@ -4,8 +4,9 @@
 // to bf16 precision: relative L2 error per call under 2e-2 (bf16 weights and
 // activations carry 2^-9 relative rounding into sums of C terms; a wrong
 // block, position or head shows as errors of order 1). Then the Engine on
-// the CUDA decoder serves concurrent requests to completion. Exits 77
-// (CTest: skipped) without a CUDA device.
+// the CUDA decoder serves concurrent requests to completion. Catch2 test
+// cases, skipped without a GPU (tests/support/gpu.h); every check prints a
+// line with its figures.
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -13,7 +14,9 @@
 #include <string>
 #include <vector>
 
-#include "tests/support/cuda_device.h"
+#include <catch2/catch.hpp>
+
+#include "tests/support/gpu.h"
 #include "tests/support/random_gpt.h"
 #include "worker/serve/cuda_decoder.h"
 #include "worker/serve/decoder.h"
@@ -23,12 +26,12 @@
 namespace kiln::serve {
 namespace {
 
-int failures = 0;
-
+// Prints "<what> ok|FAILED[: detail]" and CHECKs `ok`.
 bool Expect(const std::string& what, bool ok, const std::string& detail = "") {
   std::printf("  %-52s %s%s%s\n", what.c_str(), ok ? "ok" : "FAILED", detail.empty() ? "" : ": ",
               detail.c_str());
-  if (!ok) ++failures;
+  INFO(what << (detail.empty() ? "" : ": ") << detail);
+  CHECK(ok);
   return ok;
 }
 
@@ -204,16 +207,16 @@ void TestEngine() {
 }
 
 }  // namespace
-}  // namespace kiln::serve
 
-int main() {
-  if (const std::string why = kiln::testing::NoCudaDeviceReason(); !why.empty()) {
-    std::printf("SKIPPED: no usable CUDA device: %s\n", why.c_str());
-    return 77;
-  }
-  kiln::serve::TestLogits(2, 4, 64);
-  kiln::serve::TestLogits(3, 6, 96);
-  kiln::serve::TestEngine();
-  std::printf("%s\n", kiln::serve::failures == 0 ? "PASSED" : "FAILED");
-  return kiln::serve::failures == 0 ? 0 : 1;
+TEST_CASE("logits", "[gpu]") {
+  KILN_REQUIRE_GPU();
+  TestLogits(2, 4, 64);
+  TestLogits(3, 6, 96);
 }
+
+TEST_CASE("engine", "[gpu]") {
+  KILN_REQUIRE_GPU();
+  TestEngine();
+}
+
+}  // namespace kiln::serve

@@ -3,8 +3,14 @@
 // cancellation (blocks freed), admission and the queue bound.
 #include "worker/serve/engine.h"
 
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <future>
 #include <map>
+#include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <catch2/catch.hpp>
@@ -205,6 +211,50 @@ TEST_CASE("cancelling frees the request's KV blocks at the next step", "[serve]"
   Drain(**e);
   CHECK(results[*c].finish == FinishReason::kCancelled);
   CHECK(results[*c].tokens.empty());
+}
+
+// A callback may call back into the engine: the server's callbacks take the
+// server's lock, and the server calls Submit and Cancel under that lock, so
+// a callback run under the engine's lock deadlocked the two (seen as a
+// SIGTERM drain that never ended). Step runs on its own thread here, so a
+// regression ends the test binary with a message instead of hanging it.
+TEST_CASE("callbacks run outside the engine's lock and may call Submit and Cancel", "[serve]") {
+  auto m = TestModel();
+  auto e = Engine::Create(m, {.max_running = 1, .max_batch_tokens = 64, .kv_blocks = 8});
+  REQUIRE(e.ok());
+  Engine& engine = **e;
+  std::map<int64_t, Result> results;
+  auto collect = Collect(results);
+  std::optional<StatusOr<int64_t>> resubmitted;
+  int64_t queued_id = 0;
+  auto reentrant = [&](const TokenEvent& ev) {
+    collect(ev);
+    if (ev.finish != FinishReason::kCancelled) return;
+    engine.Cancel(queued_id);
+    resubmitted = engine.Submit({.prompt = Prompt("again"), .max_tokens = 2}, collect);
+  };
+  auto a = engine.Submit({.prompt = Prompt("running"), .max_tokens = 30}, reentrant);
+  auto b = engine.Submit({.prompt = Prompt("queued"), .max_tokens = 30}, collect);
+  REQUIRE(a.ok());
+  REQUIRE(b.ok());
+  queued_id = *b;
+  REQUIRE(engine.Step().ok());
+  engine.Cancel(*a);
+  std::promise<bool> stepped;
+  auto done = stepped.get_future();
+  std::thread([&engine, &stepped] { stepped.set_value(engine.Step().ok()); }).detach();
+  if (done.wait_for(std::chrono::seconds(60)) != std::future_status::ready) {
+    std::fprintf(stderr, "engine_test: Step deadlocked in a callback that calls the engine\n");
+    std::_Exit(1);
+  }
+  REQUIRE(done.get());
+  CHECK(results[*a].finish == FinishReason::kCancelled);
+  REQUIRE(resubmitted.has_value());
+  REQUIRE(resubmitted->ok());
+  Drain(engine);
+  CHECK(results[*b].finish == FinishReason::kCancelled);
+  CHECK(results[**resubmitted].finish == FinishReason::kLength);
+  CHECK(engine.kv_utilization() == 0);
 }
 
 TEST_CASE("requests wait for KV blocks, and the queue is bounded", "[serve]") {

@@ -99,7 +99,7 @@ TEST_CASE("a malformed evaluation set is refused naming the line", "[serve][eval
 }
 
 TEST_CASE("kiln-worker eval reports JSON and exits by its gates, from a checkpoint or a server",
-          "[serve][eval]") {
+          "[serve][eval][process]") {
   TempDir dir;
   auto m = TestModel(128);
   // Zero embedding rows for bytes >= 128 and end of text: their logits are 0,

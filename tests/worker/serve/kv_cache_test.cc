@@ -83,6 +83,13 @@ TEST_CASE("each KV cache block's keys and values are rows of their own", "[serve
       ++v;
     }
   }
+  // Layer(l) is the kernels' layout: [blocks][K|V][block_size][C].
+  for (int l = 0; l < layers; ++l) {
+    for (int b = 0; b < blocks; ++b) {
+      CHECK(cache.Keys(l, b) == cache.Layer(l) + (b * 2 + 0) * block_size * channels);
+      CHECK(cache.Values(l, b) == cache.Layer(l) + (b * 2 + 1) * block_size * channels);
+    }
+  }
   PagedKvCache no_host(layers, channels, block_size, blocks, /*host_storage=*/false);
   CHECK(no_host.bytes() == 0);
   CHECK(no_host.Allocate(3).ok());

@@ -108,7 +108,7 @@ std::string StreamText(const std::string& body, std::string& finish, bool& done)
 }
 
 TEST_CASE("kiln-worker serve answers completions like the engine, whole and streamed",
-          "[serve][server]") {
+          "[serve][server][process]") {
   TempDir dir;
   const std::string ckpt = WriteModel(dir, 2, 64, 256);
   Server s = Serve(dir, ckpt, {"--model-name", "tiny", "--model-version", "v7"});
@@ -184,7 +184,7 @@ TEST_CASE("kiln-worker serve answers completions like the engine, whole and stre
 
 TEST_CASE(
     "kiln-worker serve --cpu-weights bf16 answers like the bf16 engine; bad device flags exit 2",
-    "[serve][server]") {
+    "[serve][server][process]") {
   TempDir dir;
   const std::string ckpt = WriteModel(dir, 2, 64, 256);
   Server s = Serve(dir, ckpt, {"--cpu-weights", "bf16"});
@@ -231,7 +231,7 @@ TEST_CASE(
 }
 
 TEST_CASE("kiln-worker serve refuses bad requests with the reason and keeps serving",
-          "[serve][server]") {
+          "[serve][server][process]") {
   TempDir dir;
   Server s = Serve(dir, WriteModel(dir, 2, 64, 256), {"--model-name", "tiny"});
   struct Case {
@@ -280,7 +280,7 @@ TEST_CASE("kiln-worker serve refuses bad requests with the reason and keeps serv
 }
 
 TEST_CASE("a full queue answers 429, and a client that hangs up mid-stream is cancelled",
-          "[serve][server]") {
+          "[serve][server][process]") {
   TempDir dir;
   // Bigger and longer, so requests are still running while the test acts.
   Server s = Serve(dir, WriteModel(dir, 4, 256, 1024), {"--max-running", "1", "--max-queue", "1"});
@@ -336,7 +336,7 @@ void WaitInFlight(const Server& s, int n) {
 }
 
 TEST_CASE("SIGTERM drains: no new work, in-flight requests finish, then exit 0",
-          "[serve][server]") {
+          "[serve][server][process]") {
   TempDir dir;
   const std::string ckpt = WriteModel(dir, 4, 256, 1024);
   SECTION("within the drain timeout") {
@@ -395,7 +395,7 @@ TEST_CASE("SIGTERM drains: no new work, in-flight requests finish, then exit 0",
 // Issue 22: a few hundred clients send headers announcing a body, one byte of
 // it, and nothing more. Every wait is bounded (RawHttp's reads by 30 s).
 TEST_CASE("stalled uploads starve no completion, keep /readyz or a SIGTERM from answering",
-          "[serve][server]") {
+          "[serve][server][process]") {
   TempDir dir;
   Server s = Serve(dir, WriteModel(dir, 2, 64, 256), {"--drain-timeout", "2s"});
   auto stall = [&] {
@@ -440,7 +440,7 @@ TEST_CASE("stalled uploads starve no completion, keep /readyz or a SIGTERM from 
 }
 
 TEST_CASE("kiln-worker serve loads from a URL, verifies checksums and refuses damage",
-          "[serve][server]") {
+          "[serve][server][process]") {
   TempDir dir;
   const std::string ckpt = WriteModel(dir, 2, 64, 256);
   const std::string name = std::filesystem::path(ckpt).filename().string();

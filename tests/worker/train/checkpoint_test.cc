@@ -11,7 +11,7 @@
 #include <catch2/catch.hpp>
 
 #include "tests/support/temp_dir.h"
-#include "worker/data/prepare.h"
+#include "tests/support/tiny_training.h"
 #include "worker/train/trainer.h"
 
 namespace kiln::train {
@@ -24,31 +24,7 @@ struct Run {
   std::vector<nlohmann::json> events;
 };
 
-std::string Corpus(const kiln::testing::TempDir& dir) {
-  data::PrepareOptions p;
-  p.inputs = {"/usr/share/games/fortunes"};  // Installed by scripts/setup.sh.
-  p.output_dir = dir.path() + "/data";
-  auto r = data::Prepare(p);
-  INFO(r.status().ToString());
-  REQUIRE(r.ok());
-  return r->manifest_path;
-}
-
-TrainOptions Tiny(const std::string& manifest) {
-  TrainOptions o;
-  o.manifest = manifest;
-  o.model.num_layers = 1;
-  o.model.num_heads = 2;
-  o.model.channels = 32;
-  o.batch_size = 4;
-  o.seq_len = 16;
-  o.steps = 20;
-  o.learning_rate = 1e-3;
-  o.warmup_steps = 3;
-  o.grad_clip = 0.5;  // Low enough to clip, so the norm is part of the path.
-  o.checkpoint_every = 5;
-  return o;
-}
+TrainOptions Tiny(const std::string& manifest) { return kiln::testing::TinyTrainOptions(manifest); }
 
 Run Train(const TrainOptions& o, int64_t stop_after = 0) {
   auto trainer = Trainer::Create(o);
@@ -79,7 +55,7 @@ bool HasEvent(const Run& r, const std::string& event, const std::string& text = 
 TEST_CASE("a run resumed from its checkpoint repeats the uninterrupted losses exactly",
           "[train][checkpoint]") {
   kiln::testing::TempDir dir;
-  const std::string manifest = Corpus(dir);
+  const std::string manifest = kiln::testing::PrepareFortunes(dir);
   Run whole = Train(Tiny(manifest));
   REQUIRE(whole.losses.size() == 20);
 
@@ -125,7 +101,7 @@ TEST_CASE("a run resumed from its checkpoint repeats the uninterrupted losses ex
 TEST_CASE("only the newest checkpoints are kept, and bad ones are refused clearly",
           "[train][checkpoint]") {
   kiln::testing::TempDir dir;
-  TrainOptions o = Tiny(Corpus(dir));
+  TrainOptions o = Tiny(kiln::testing::PrepareFortunes(dir));
   o.steps = 10;
   o.checkpoint_dir = dir.path() + "/ckpt";
   o.checkpoint_every = 2;

@@ -38,7 +38,7 @@ std::vector<float> Params(const std::string& path) {
 }
 
 TEST_CASE("kiln-worker convert moves a trained model to llm.c's format and back",
-          "[worker][train][llmc]") {
+          "[worker][train][llmc][process]") {
   testing::TempDir dir;
   REQUIRE(
       Worker({"prepare", "--input", "/usr/share/games/fortunes", "--output", dir.path() + "/data"})

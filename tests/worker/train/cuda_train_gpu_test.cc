@@ -3,11 +3,14 @@
 // tiles at sequence length 96): the GPU run follows the CPU run's losses step
 // for step (bf16 tolerance), its checkpoints resume on the CPU and the CPU's
 // on the GPU, and with two or more GPUs two NCCL ranks with batch B follow
-// one GPU with batch 2B.
-// Exits 77 (CTest: skipped) without a CUDA device; says what it skipped.
+// one GPU with batch 2B. Three Catch2 test cases, skipped without a GPU
+// (tests/support/gpu.h), the two-rank one also with fewer than two GPUs; each
+// prints its checks with their figures.
 //
 // The corpus is generated here (deterministic sentences from a small
-// grammar), so the test needs nothing outside the build.
+// grammar), so the test needs nothing outside the build. The test cases
+// share it and the 30-step CPU and GPU runs, each made the first time a case
+// in this process needs it.
 #include <unistd.h>
 
 #include <cmath>
@@ -17,28 +20,30 @@
 #include <fstream>
 #include <future>
 #include <map>
+#include <optional>
 #include <random>
 #include <sstream>
 #include <string>
 #include <vector>
 
+#include <catch2/catch.hpp>
 #include <netinet/in.h>
 #include <nlohmann/json.hpp>
 #include <sys/socket.h>
 
 #include "base/subprocess.h"
-#include "tests/support/cuda_device.h"
+#include "tests/support/gpu.h"
 #include "tests/support/temp_dir.h"
 
 namespace kiln {
 namespace {
 
-int failures = 0;
-
+// Prints "<what> ok|FAILED[: detail]" and CHECKs `ok`.
 bool Expect(const std::string& what, bool ok, const std::string& detail = "") {
   std::printf("  %-58s %s%s%s\n", what.c_str(), ok ? "ok" : "FAILED", detail.empty() ? "" : ": ",
               detail.c_str());
-  if (!ok) ++failures;
+  INFO(what << (detail.empty() ? "" : ": ") << detail);
+  CHECK(ok);
   return ok;
 }
 
@@ -138,35 +143,62 @@ int FreePort() {
 // moves the loss by far more within a few steps.
 constexpr double kLossTolerance = 3e-2;
 
-}  // namespace
-}  // namespace kiln
-
-int main() {
-  using namespace kiln;
-  if (const std::string why = testing::NoCudaDeviceReason(); !why.empty()) {
-    std::printf("SKIPPED: no usable CUDA device: %s\n", why.c_str());
-    return 77;
+// The job every test case trains: the corpus prepared in a scratch folder,
+// the model and schedule (`common`), and its 30-step CPU and GPU runs.
+class Job {
+ public:
+  Job() {
+    std::ofstream(dir_.path() + "/corpus.txt") << Corpus();
+    prepare_ = Worker({"prepare", "--input", dir_.path() + "/corpus.txt", "--output",
+                       dir_.path() + "/data", "--val-fraction", "0.05"});
+    const std::string manifest = dir_.path() + "/data/manifest.json";
+    common_ = {"train", "--data", manifest, "--layers",      "2",  "--heads", "2",    "--channels",
+               "128",   "--seq",  "96",     "--batch",       "8",  "--lr",    "1e-3", "--warmup",
+               "5",     "--seed", "11",     "--peak-tflops", "989"};
   }
-  testing::TempDir dir;
-  std::ofstream(dir.path() + "/corpus.txt") << Corpus();
-  auto prep = Worker({"prepare", "--input", dir.path() + "/corpus.txt", "--output",
-                      dir.path() + "/data", "--val-fraction", "0.05"});
-  if (!RanOk("prepare", prep)) return 1;
-  const std::string manifest = dir.path() + "/data/manifest.json";
-  const std::vector<std::string> common = {
-      "train", "--data", manifest, "--layers",      "2",  "--heads", "2",    "--channels",
-      "128",   "--seq",  "96",     "--batch",       "8",  "--lr",    "1e-3", "--warmup",
-      "5",     "--seed", "11",     "--peak-tflops", "989"};
-  auto with = [&](std::vector<std::string> extra) {
-    std::vector<std::string> args = common;
+
+  // Whether `prepare` succeeded (when not, says so and fails the test case).
+  bool Prepared() const { return RanOk("prepare", prepare_); }
+  const std::string& dir() const { return dir_.path(); }
+  const std::vector<std::string>& common() const { return common_; }
+
+  // The job's arguments followed by `extra`.
+  std::vector<std::string> With(const std::vector<std::string>& extra) const {
+    std::vector<std::string> args = common_;
     args.insert(args.end(), extra.begin(), extra.end());
     return args;
-  };
+  }
 
+  // The whole job (30 steps) on `device` ("cpu" or "cuda"), run once.
+  const ProcessResult& Run(const std::string& device) {
+    std::optional<ProcessResult>& run = device == "cpu" ? cpu_ : gpu_;
+    if (!run) run = Worker(With({"--steps", "30", "--device", device}));
+    return *run;
+  }
+
+ private:
+  testing::TempDir dir_;
+  ProcessResult prepare_;
+  std::vector<std::string> common_;
+  std::optional<ProcessResult> cpu_, gpu_;
+};
+
+// The process's Job, made on first use.
+Job& SharedJob() {
+  static Job job;
+  return job;
+}
+
+}  // namespace
+
+TEST_CASE("gpu_follows_cpu", "[gpu]") {
+  KILN_REQUIRE_GPU();
+  Job& job = SharedJob();
+  if (!job.Prepared()) return;
   std::printf("GPU and CPU runs of the same job:\n");
-  auto cpu = Worker(with({"--steps", "30", "--device", "cpu"}));
-  auto gpu = Worker(with({"--steps", "30", "--device", "cuda"}));
-  if (!RanOk("CPU run", cpu) || !RanOk("GPU run", gpu)) return 1;
+  const ProcessResult& cpu = job.Run("cpu");
+  const ProcessResult& gpu = job.Run("cuda");
+  if (!RanOk("CPU run", cpu) || !RanOk("GPU run", gpu)) return;
   const auto cpu_loss = Losses(cpu), gpu_loss = Losses(gpu);
   int n = 0;
   const double worst = WorstRelative(gpu_loss, cpu_loss, 1, 30, &n);
@@ -179,18 +211,26 @@ int main() {
                 gpu_loss.at(1), gpu_loss.at(30));
     Expect("the GPU run learns (last loss < 0.7 x first)", gpu_loss.at(30) < 0.7 * gpu_loss.at(1));
   }
+}
 
+TEST_CASE("checkpoints_move_between_devices", "[gpu]") {
+  KILN_REQUIRE_GPU();
+  Job& job = SharedJob();
+  if (!job.Prepared()) return;
+  const ProcessResult& cpu = job.Run("cpu");
+  if (!RanOk("CPU run", cpu)) return;
+  const auto cpu_loss = Losses(cpu);
   std::printf("checkpoints move between the devices:\n");
   for (const auto& [first, second] :
        std::vector<std::pair<std::string, std::string>>{{"cuda", "cpu"}, {"cpu", "cuda"}}) {
-    const std::string ckpt = dir.path() + "/ckpt-" + first;
+    const std::string ckpt = job.dir() + "/ckpt-" + first;
     // The whole job on the first device, checkpointed at 20 and 30; without
     // the step-30 checkpoint, the same job resumes from step 20 on the other.
-    auto a = Worker(with({"--steps", "30", "--device", first, "--checkpoint-dir", ckpt,
-                          "--checkpoint-every", "20"}));
+    auto a = Worker(job.With({"--steps", "30", "--device", first, "--checkpoint-dir", ckpt,
+                              "--checkpoint-every", "20"}));
     std::filesystem::remove(ckpt + "/step-00000030.ckpt");
-    auto b = Worker(with({"--steps", "30", "--device", second, "--checkpoint-dir", ckpt,
-                          "--checkpoint-every", "20"}));
+    auto b = Worker(job.With({"--steps", "30", "--device", second, "--checkpoint-dir", ckpt,
+                              "--checkpoint-every", "20"}));
     if (!RanOk(first + " run", a) || !RanOk(second + " resumed run", b)) continue;
     const auto resumed = Losses(b);
     Expect(first + " -> " + second + ": resumed at step 21",
@@ -198,47 +238,50 @@ int main() {
                b.stdout_data.find("\"resumed\"") != std::string::npos);
     // Steps 21..30 continue the uninterrupted run's trajectory. (Not bit for
     // bit: the runs before and after differ in precision.)
+    int n = 0;
     const double w = WorstRelative(resumed, cpu_loss, 21, 30, &n);
     Expect(first + " -> " + second + ": steps 21-30 follow the uninterrupted run",
            n == 10 && w < kLossTolerance, Fmt(w) + " over " + std::to_string(n) + " steps");
   }
-
-  int devices = 0;
-  cudaGetDeviceCount(&devices);
-  std::printf("two NCCL ranks:\n");
-  if (devices < 2) {
-    std::printf(
-        "  SKIPPED: only %d GPU here; run on a machine with >= 2 GPUs to test that two ranks\n"
-        "  with batch 4 follow one GPU with batch 8\n",
-        devices);
-  } else {
-    std::vector<std::string> args = common;
-    for (size_t i = 0; i + 1 < args.size(); ++i) {
-      if (args[i] == "--batch") args[i + 1] = "4";
-    }
-    args.insert(args.end(), {"--steps", "30", "--device", "cuda", "--comm-timeout", "60s",
-                             "--rendezvous-timeout", "60s"});
-    const std::string port = std::to_string(FreePort());
-    std::vector<std::future<ProcessResult>> ranks;
-    for (int r = 0; r < 2; ++r) {
-      ranks.push_back(std::async(std::launch::async, [&, r] {
-        std::vector<std::string> a = args;
-        a.insert(a.end(), {"--cuda-device", std::to_string(r)});
-        return Worker(a, {{"WORLD_SIZE", "2"},
-                          {"RANK", std::to_string(r)},
-                          {"MASTER_ADDR", "127.0.0.1"},
-                          {"MASTER_PORT", port}});
-      }));
-    }
-    auto r0 = ranks[0].get(), r1 = ranks[1].get();
-    if (RanOk("rank 0", r0) && RanOk("rank 1", r1)) {
-      const auto l0 = Losses(r0), l1 = Losses(r1);
-      Expect("both ranks report the same losses, bit for bit", l0 == l1 && l0.size() == 30);
-      const double w = WorstRelative(l0, gpu_loss, 1, 30, &n);
-      Expect("2 ranks x batch 4 follow 1 GPU x batch 8", n == 30 && w < kLossTolerance,
-             Fmt(w) + " over " + std::to_string(n) + " steps");
-    }
-  }
-  std::printf("%s\n", failures == 0 ? "PASSED" : "FAILED");
-  return failures == 0 ? 0 : 1;
 }
+
+TEST_CASE("two_nccl_ranks", "[gpu]") {
+  KILN_REQUIRE_GPUS(2,
+                    "run on a machine with >= 2 GPUs to test that two ranks with batch 4 follow "
+                    "one GPU with batch 8");
+  Job& job = SharedJob();
+  if (!job.Prepared()) return;
+  const ProcessResult& gpu = job.Run("cuda");
+  if (!RanOk("GPU run", gpu)) return;
+  const auto gpu_loss = Losses(gpu);
+  std::printf("two NCCL ranks:\n");
+  std::vector<std::string> args = job.common();
+  for (size_t i = 0; i + 1 < args.size(); ++i) {
+    if (args[i] == "--batch") args[i + 1] = "4";
+  }
+  args.insert(args.end(), {"--steps", "30", "--device", "cuda", "--comm-timeout", "60s",
+                           "--rendezvous-timeout", "60s"});
+  const std::string port = std::to_string(FreePort());
+  std::vector<std::future<ProcessResult>> ranks;
+  for (int r = 0; r < 2; ++r) {
+    ranks.push_back(std::async(std::launch::async, [&, r] {
+      std::vector<std::string> a = args;
+      a.insert(a.end(), {"--cuda-device", std::to_string(r)});
+      return Worker(a, {{"WORLD_SIZE", "2"},
+                        {"RANK", std::to_string(r)},
+                        {"MASTER_ADDR", "127.0.0.1"},
+                        {"MASTER_PORT", port}});
+    }));
+  }
+  auto r0 = ranks[0].get(), r1 = ranks[1].get();
+  if (RanOk("rank 0", r0) && RanOk("rank 1", r1)) {
+    const auto l0 = Losses(r0), l1 = Losses(r1);
+    Expect("both ranks report the same losses, bit for bit", l0 == l1 && l0.size() == 30);
+    int n = 0;
+    const double w = WorstRelative(l0, gpu_loss, 1, 30, &n);
+    Expect("2 ranks x batch 4 follow 1 GPU x batch 8", n == 30 && w < kLossTolerance,
+           Fmt(w) + " over " + std::to_string(n) + " steps");
+  }
+}
+
+}  // namespace kiln

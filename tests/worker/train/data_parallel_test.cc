@@ -119,7 +119,7 @@ std::string ReadAll(const std::string& path) {
 }
 
 TEST_CASE("1, 2 and 4 ranks on the same global batch follow the same loss trajectory",
-          "[worker][train][dist]") {
+          "[worker][train][dist][process]") {
   TempDir dir;
   const int kSteps = 8, kGlobalBatch = 8;
   std::map<int, std::map<int64_t, double>> losses;  // By world size, from rank 0.
@@ -157,7 +157,7 @@ TEST_CASE("1, 2 and 4 ranks on the same global batch follow the same loss trajec
 }
 
 TEST_CASE("A stop on one rank stops all after the same step, and the job resumes exactly",
-          "[worker][train][dist]") {
+          "[worker][train][dist][process]") {
   TempDir dir;
   const int kSteps = 40;
   auto with_checkpoints = [&](const std::string& ckpt) {
@@ -230,7 +230,7 @@ TEST_CASE("A stop on one rank stops all after the same step, and the job resumes
 }
 
 TEST_CASE("A rank that dies makes the others exit with CommunicationTimeout",
-          "[worker][train][dist]") {
+          "[worker][train][dist][process]") {
   TempDir dir;
   // A long timeout: the survivors must notice the closed connections, not wait.
   Job job = Start(dir, 3, TrainArgs(2, 100000), [&](int r) {
@@ -258,7 +258,7 @@ TEST_CASE("A rank that dies makes the others exit with CommunicationTimeout",
 }
 
 TEST_CASE("A rank that hangs makes the others exit with CommunicationTimeout",
-          "[worker][train][dist]") {
+          "[worker][train][dist][process]") {
   TempDir dir;
   Job job = Start(dir, 2, TrainArgs(4, 100000), [](int) {
     return std::vector<std::string>{"--comm-timeout", "2s"};
@@ -278,7 +278,7 @@ TEST_CASE("A rank that hangs makes the others exit with CommunicationTimeout",
 }
 
 TEST_CASE("Ranks started with different settings are refused as a configuration error",
-          "[worker][train][dist]") {
+          "[worker][train][dist][process]") {
   TempDir dir;
   Job job = Start(dir, 2, TrainArgs(4, 5), [](int r) {
     return std::vector<std::string>{"--seed", r == 0 ? "1" : "2"};

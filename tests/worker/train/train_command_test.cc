@@ -28,7 +28,7 @@ std::vector<nlohmann::json> Lines(const std::string& out) {
 }
 
 TEST_CASE("kiln-worker train learns the fortunes corpus and reports progress as JSON",
-          "[worker][train]") {
+          "[worker][train][process]") {
   kiln::testing::TempDir dir;
   auto prep = Worker({"prepare", "--input", "/usr/share/games/fortunes", "--output", dir.path()});
   INFO(prep.stderr_data);
@@ -68,7 +68,8 @@ TEST_CASE("kiln-worker train learns the fortunes corpus and reports progress as 
   CHECK(validations == 2);  // At step 60 and at the end.
 }
 
-TEST_CASE("kiln-worker train maps failures to the documented exit codes", "[worker][train]") {
+TEST_CASE("kiln-worker train maps failures to the documented exit codes",
+          "[worker][train][process]") {
   kiln::testing::TempDir dir;
   REQUIRE(Worker({"prepare", "--input", "/usr/share/games/fortunes", "--output", dir.path()})
               .exit_code == 0);
@@ -147,7 +148,7 @@ TEST_CASE("kiln-worker train maps failures to the documented exit codes", "[work
 }
 
 TEST_CASE("kiln-worker train serves its progress as Prometheus metrics while it trains",
-          "[worker][train][metrics]") {
+          "[worker][train][metrics][process]") {
   kiln::testing::TempDir dir;
   REQUIRE(Worker({"prepare", "--input", "/usr/share/games/fortunes", "--output", dir.path()})
               .exit_code == 0);

@@ -1,15 +1,15 @@
-#include "runtime/context.h"
+#include "base/context.h"
 
 #include <thread>
 
 #include <catch2/catch.hpp>
 
-namespace kiln::runtime {
+namespace kiln {
 namespace {
 
 using namespace std::chrono_literals;
 
-TEST_CASE("a default context is never done", "[runtime][context]") {
+TEST_CASE("a default context is never done", "[base][context]") {
   Context ctx;
   CHECK_FALSE(ctx.done());
   CHECK_FALSE(ctx.deadline().has_value());
@@ -18,7 +18,7 @@ TEST_CASE("a default context is never done", "[runtime][context]") {
   CHECK(ctx.Remaining(5s) == 5s);
 }
 
-TEST_CASE("a stop ends a context's wait at once and says why", "[runtime][context]") {
+TEST_CASE("a stop ends a context's wait at once and says why", "[base][context]") {
   std::stop_source stop;
   Context ctx(stop.get_token(), std::nullopt);
   std::thread stopper([&] {
@@ -34,7 +34,7 @@ TEST_CASE("a stop ends a context's wait at once and says why", "[runtime][contex
   CHECK(ctx.Remaining(5s) == 0ms);
 }
 
-TEST_CASE("a deadline ends a context, and timeouts only shorten it", "[runtime][context]") {
+TEST_CASE("a deadline ends a context, and timeouts only shorten it", "[base][context]") {
   std::stop_source stop;
   Context ctx = Context(stop.get_token(), std::nullopt).WithTimeout(30ms);
   REQUIRE(ctx.deadline().has_value());
@@ -52,5 +52,28 @@ TEST_CASE("a deadline ends a context, and timeouts only shorten it", "[runtime][
   CHECK(copy.stopped());
 }
 
+TEST_CASE("a scoped context is the thread's current one, and scopes nest", "[base][context]") {
+  CHECK(Context::Current() == nullptr);
+  std::stop_source outer_stop;
+  {
+    ScopedContext outer(Context(outer_stop.get_token(), std::nullopt));
+    REQUIRE(Context::Current() != nullptr);
+    CHECK_FALSE(Context::Current()->deadline().has_value());
+    {
+      ScopedContext inner(Context().WithTimeout(5s));
+      REQUIRE(Context::Current() != nullptr);
+      CHECK(Context::Current()->deadline().has_value());
+      // Another thread has its own (no) current context.
+      bool other_has_one = true;
+      std::thread([&] { other_has_one = Context::Current() != nullptr; }).join();
+      CHECK_FALSE(other_has_one);
+    }
+    CHECK_FALSE(Context::Current()->deadline().has_value());
+    outer_stop.request_stop();
+    CHECK(Context::Current()->stopped());
+  }
+  CHECK(Context::Current() == nullptr);
+}
+
 }  // namespace
-}  // namespace kiln::runtime
+}  // namespace kiln

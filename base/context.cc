@@ -1,10 +1,14 @@
-#include "runtime/context.h"
+#include "base/context.h"
 
 #include <algorithm>
 #include <condition_variable>
 #include <mutex>
 
-namespace kiln::runtime {
+namespace kiln {
+
+namespace {
+thread_local const Context* current_context = nullptr;
+}  // namespace
 
 Context Context::WithTimeout(std::chrono::milliseconds timeout) const {
   TimePoint at = std::chrono::steady_clock::now() + timeout;
@@ -36,4 +40,12 @@ std::chrono::milliseconds Context::Remaining(std::chrono::milliseconds cap) cons
   return std::clamp(left, std::chrono::milliseconds(0), cap);
 }
 
-}  // namespace kiln::runtime
+const Context* Context::Current() { return current_context; }
+
+ScopedContext::ScopedContext(Context ctx) : ctx_(std::move(ctx)), previous_(current_context) {
+  current_context = &ctx_;
+}
+
+ScopedContext::~ScopedContext() { current_context = previous_; }
+
+}  // namespace kiln

@@ -1,0 +1,469 @@
+#include "operator/controllers/trainingjob/reconciler.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "base/log.h"
+#include "base/time_format.h"
+#include "kube/api_error.h"
+#include "operator/api/v1alpha1/resources.h"
+#include "operator/controllers/trainingjob/failure_classifier.h"
+#include "operator/controllers/trainingjob/failure_policy.h"
+#include "operator/placement/placement.h"
+#include "operator/placement/trainingjob_gang.h"
+
+namespace kiln::trainingjob {
+namespace {
+
+namespace v1 = api::v1alpha1;
+using nlohmann::json;
+using std::chrono::milliseconds;
+
+std::string Str(const json& j, const char* key) {
+  return j.contains(key) && j[key].is_string() ? j[key].get<std::string>() : "";
+}
+
+// Sets condition `type`; its transition time moves only when its status does.
+void SetCondition(v1::TrainingJobStatus& status, const std::string& type, bool value,
+                  const std::string& reason, const std::string& message, const std::string& now,
+                  std::optional<int64_t> generation) {
+  if (!status.conditions) status.conditions.emplace();
+  const std::string s = value ? "True" : "False";
+  for (auto& c : *status.conditions) {
+    if (c.type != type) continue;
+    if (c.status != s) c.last_transition_time = now;
+    c.status = s;
+    c.reason = reason;
+    c.message = message;
+    c.observed_generation = generation;
+    return;
+  }
+  status.conditions->push_back({type, s, generation, now, reason, message});
+}
+
+const v1::Condition* FindCondition(const v1::TrainingJobStatus& status, const std::string& type) {
+  if (!status.conditions) return nullptr;
+  for (const auto& c : *status.conditions) {
+    if (c.type == type) return &c;
+  }
+  return nullptr;
+}
+
+// status.placement → one node per rank.
+std::vector<RankPlacement> Ranks(const std::vector<v1::ClusterPlacement>& placement) {
+  std::vector<RankPlacement> ranks;
+  for (const auto& c : placement) {
+    for (const auto& node : c.nodes.value_or(std::vector<std::string>{})) {
+      ranks.push_back({c.cluster, node});
+    }
+  }
+  return ranks;
+}
+
+// The placement as status.placement: per cluster (in rank order), each
+// worker's node.
+std::vector<v1::ClusterPlacement> ToStatus(const placement::Placement& p) {
+  std::vector<v1::ClusterPlacement> out;
+  for (const auto& w : p.workers) {
+    if (out.empty() || out.back().cluster != w.cluster) {
+      out.push_back({w.cluster, 0, std::vector<std::string>{}});
+    }
+    out.back().workers = *out.back().workers + 1;
+    out.back().nodes->push_back(w.node);
+  }
+  return out;
+}
+
+NodeHealth HealthOf(const fleet::Member& member, const std::string& node) {
+  if (node.empty()) return NodeHealth::kReady;
+  auto n = member.nodes().Get("", node);
+  if (!n.ok()) return kube::IsNotFound(n.status()) ? NodeHealth::kGone : NodeHealth::kReady;
+  for (const auto& c : (**n).value("status", json::object()).value("conditions", json::array())) {
+    if (c.value("type", "") != "Ready") continue;
+    const std::string s = c.value("status", "");
+    return s == "True"    ? NodeHealth::kReady
+           : s == "False" ? NodeHealth::kNotReady
+                          : NodeHealth::kUnknown;
+  }
+  return NodeHealth::kUnknown;
+}
+
+std::string Selector(const json& job, std::optional<int32_t> attempt) {
+  std::string s = std::string(kJobUidLabel) + "=" + Str(job["metadata"], "uid");
+  if (attempt) s += "," + std::string(kAttemptLabel) + "=" + std::to_string(*attempt);
+  return s;
+}
+
+bool Gated(const json& pod) {
+  const json spec = pod.value("spec", json::object());
+  return spec.contains("schedulingGates") && spec["schedulingGates"].is_array() &&
+         !spec["schedulingGates"].empty();
+}
+
+bool Ready(const json& pod) {
+  for (const auto& c : pod.value("status", json::object()).value("conditions", json::array())) {
+    if (c.value("type", "") == "Ready") return c.value("status", "") == "True";
+  }
+  return false;
+}
+
+}  // namespace
+
+TrainingJobReconciler::TrainingJobReconciler(kube::Client& hub, fleet::Members& members,
+                                             std::function<placement::Snapshot()> snapshot,
+                                             runtime::EventRecorder* events,
+                                             TrainingJobReconcilerOptions options)
+    : hub_(hub),
+      members_(members),
+      snapshot_(std::move(snapshot)),
+      events_(events),
+      options_(std::move(options)) {}
+
+StatusOr<bool> TrainingJobReconciler::DeleteWorkers(const json& job, int32_t attempt) {
+  const std::string ns = Str(job["metadata"], "namespace");
+  const std::string selector =
+      Selector(job, attempt >= 0 ? std::optional<int32_t>(attempt) : std::nullopt);
+  bool gone = true;
+  for (const std::string& name : members_.Names()) {
+    auto member = members_.Get(name);
+    if (member == nullptr) continue;
+    for (const kube::Resource* r : {&kube::resources::kPods, &kube::resources::kServices}) {
+      // A cluster that cannot be reached keeps its objects until it answers
+      // again; the job's deletion does not wait for it (its finalizer does).
+      auto list = member->client().List(*r, ns, {.label_selector = selector});
+      if (!list.ok()) {
+        gone = false;
+        continue;
+      }
+      for (const auto& item : (*list)["items"]) {
+        gone = false;
+        const std::string n = Str(item["metadata"], "name");
+        Status s = member->client().Delete(*r, ns, n, {.grace_period_seconds = 5}).status();
+        if (!s.ok() && !kube::IsNotFound(s)) return s;
+      }
+    }
+  }
+  return gone;
+}
+
+StatusOr<runtime::Result> TrainingJobReconciler::Reconcile(const runtime::Context& ctx,
+                                                           const runtime::Request& request) {
+  (void)ctx;  // The client bounds every call by it (base/context.h).
+  const auto& kJobs = v1::kTrainingJobs;
+  auto got = hub_.Get(kJobs, request.ns, request.name);
+  if (!got.ok()) {
+    if (kube::IsNotFound(got.status())) return runtime::Result{};
+    return got.status();
+  }
+  json obj = std::move(*got);
+  json& meta = obj["metadata"];
+  const std::string now = FormatRfc3339(options_.now());
+  std::vector<std::string> finalizers = meta.value("finalizers", std::vector<std::string>{});
+  const bool has_finalizer =
+      std::find(finalizers.begin(), finalizers.end(), kFinalizer) != finalizers.end();
+
+  // 1. Deletion, and the finalizer.
+  if (meta.contains("deletionTimestamp")) {
+    if (!has_finalizer) return runtime::Result{};
+    KILN_ASSIGN_OR_RETURN(bool gone, DeleteWorkers(obj, -1));
+    if (!gone) return runtime::Result{.requeue_after = options_.resync};
+    std::erase(finalizers, std::string(kFinalizer));
+    json patch = {
+        {"metadata", {{"finalizers", finalizers}, {"resourceVersion", meta["resourceVersion"]}}}};
+    KILN_RETURN_IF_ERROR(
+        hub_.Patch(kJobs, request.ns, request.name, kube::PatchType::kMerge, patch.dump())
+            .status());
+    return runtime::Result{};
+  }
+  if (!has_finalizer) {
+    finalizers.push_back(kFinalizer);
+    json patch = {
+        {"metadata", {{"finalizers", finalizers}, {"resourceVersion", meta["resourceVersion"]}}}};
+    KILN_ASSIGN_OR_RETURN(
+        obj, hub_.Patch(kJobs, request.ns, request.name, kube::PatchType::kMerge, patch.dump()));
+  }
+
+  v1::TrainingJob job;
+  try {
+    job = obj.get<v1::TrainingJob>();
+  } catch (const std::exception& e) {
+    return runtime::Terminal(
+        Status::InvalidArgument(request.Key() + ": not a readable TrainingJob: " + e.what()));
+  }
+  const std::optional<int64_t> generation =
+      meta.contains("generation") ? std::optional<int64_t>(meta["generation"].get<int64_t>())
+                                  : std::nullopt;
+  v1::TrainingJobStatus status = job.status.value_or(v1::TrainingJobStatus{});
+  const v1::TrainingJobStatus before = status;
+  const std::string phase = status.phase.value_or("Pending");
+  const int32_t attempt = status.restarts.value_or(0);
+  auto write = [&]() -> Status {
+    status.observed_generation = generation;
+    if (status == before) return Status::Ok();
+    json updated = obj;
+    updated["status"] = status;
+    return hub_.UpdateStatus(kJobs, updated).status();
+  };
+  auto record = [&](runtime::EventType type, const std::string& reason, const std::string& msg) {
+    if (events_ != nullptr) events_->Record(obj, type, reason, msg);
+  };
+
+  // 2. Finished or suspended jobs hold no pods.
+  if (phase == "Succeeded" || phase == "Failed") return runtime::Result{};
+  if (job.spec.suspend.value_or(false)) {
+    KILN_ASSIGN_OR_RETURN(bool gone, DeleteWorkers(obj, -1));
+    status.phase = "Suspended";
+    status.placement.reset();
+    status.ready_workers = 0;
+    SetCondition(status, "Suspended", true, "Suspended", "spec.suspend is true", now, generation);
+    KILN_RETURN_IF_ERROR(write());
+    return gone ? runtime::Result{} : runtime::Result{.requeue_after = options_.resync};
+  }
+  if (const v1::Condition* s = FindCondition(status, "Suspended"); s && s->status == "True") {
+    SetCondition(status, "Suspended", false, "Resumed", "spec.suspend is false", now, generation);
+  }
+
+  // A restart waits out its backoff before the gang is placed again.
+  if (phase == "Restarting") {
+    if (const v1::Condition* r = FindCondition(status, "Restarting"); r != nullptr) {
+      auto since = ParseRfc3339(r->last_transition_time);
+      const auto due =
+          since.ok() ? std::chrono::time_point_cast<std::chrono::system_clock::duration>(*since) +
+                           RestartDelay(job.spec.failure_policy, std::max(0, attempt - 1))
+                     : options_.now();
+      if (options_.now() < due) {
+        return runtime::Result{.requeue_after =
+                                   std::chrono::ceil<milliseconds>(due - options_.now())};
+      }
+    }
+  }
+
+  // 3. Place the gang, writing the decision first.
+  if (!status.placement || status.placement->empty()) {
+    auto gang = placement::FromTrainingJob(job);
+    if (!gang.ok()) return runtime::Terminal(gang.status());
+    gang->queue_order = 0;
+    const placement::Snapshot snapshot = snapshot_();
+    auto placed = placement::Place(*gang, snapshot);
+    if (!placed.ok()) {
+      const auto* why = placed.status().detail<placement::PlacementFailure>();
+      const std::string reason = why != nullptr ? why->reason : "Unschedulable";
+      status.phase = phase == "Restarting" ? "Restarting" : "Pending";
+      SetCondition(status, "Scheduled", false, reason, placed.status().message(), now, generation);
+      KILN_RETURN_IF_ERROR(write());
+      record(runtime::EventType::kWarning, "FailedScheduling", placed.status().message());
+      return runtime::Result{.requeue_after = options_.unschedulable_retry};
+    }
+    status.placement = ToStatus(*placed);
+    status.phase = "Scheduled";
+    status.replicas = placed->replicas;
+    status.selector = Selector(obj, std::nullopt);
+    std::string where;
+    for (const auto& c : *status.placement) {
+      where += (where.empty() ? "" : ", ") + std::to_string(*c.workers) + " on " + c.cluster;
+    }
+    SetCondition(status, "Scheduled", true, "Placed",
+                 std::to_string(placed->replicas) + " workers: " + where, now, generation);
+    KILN_RETURN_IF_ERROR(write());
+    record(runtime::EventType::kNormal, "Scheduled",
+           "attempt " + std::to_string(attempt) + ": " + where);
+    return runtime::Result{.requeue_after = milliseconds(1)};  // Act on the written decision.
+  }
+
+  // 4. The attempt's objects in the members; the gates lift once all exist.
+  const std::vector<RankPlacement> ranks = Ranks(*status.placement);
+  WorkerPodOptions pod_options{.volume = options_.volume, .attempt = attempt};
+  std::map<std::string, GangObjects> per_cluster;
+  for (const auto& r : ranks) {
+    (void)per_cluster[r.cluster];
+  }
+  auto objects = BuildGang(job, ranks, pod_options);
+  if (!objects.ok()) {
+    status.phase = "Failed";
+    status.completion_time = now;
+    SetCondition(status, "Failed", true, "InvalidSpec", objects.status().message(), now,
+                 generation);
+    KILN_RETURN_IF_ERROR(write());
+    record(runtime::EventType::kWarning, "InvalidSpec", objects.status().message());
+    return runtime::Result{};
+  }
+  const std::string ns = request.ns;
+  std::vector<json> pods(ranks.size());
+  std::vector<bool> seen(ranks.size(), false);
+  std::optional<WorkerFailure> failure;
+  for (const auto& [cluster, unused] : per_cluster) {
+    auto member = members_.Get(cluster);
+    if (member == nullptr) {
+      failure = WorkerFailure{.cluster = cluster, .cluster_reachable = false};
+      break;
+    }
+    auto list = member->client().List(kube::resources::kPods, ns,
+                                      {.label_selector = Selector(obj, attempt)});
+    if (!list.ok()) {
+      if (kube::IsNotFound(list.status())) return list.status();
+      // Unreachable now: the MemberCluster controller decides when that is
+      // a lost cluster; until then the gang is left alone.
+      return runtime::Result{.requeue_after = options_.resync};
+    }
+    for (const auto& item : (*list)["items"]) {
+      const std::string rank_text =
+          item["metadata"].value("labels", json::object()).value(kRankLabel, "");
+      const int rank = rank_text.empty() ? -1 : std::stoi(rank_text);
+      if (rank >= 0 && rank < static_cast<int>(ranks.size()) &&
+          ranks[static_cast<size_t>(rank)].cluster == cluster) {
+        pods[static_cast<size_t>(rank)] = item;
+        seen[static_cast<size_t>(rank)] = true;
+      }
+    }
+  }
+  const bool created_before = status.phase.value_or("") != "Scheduled";
+  if (!failure) {
+    for (size_t i = 0; i < objects->services.size(); ++i) {
+      auto member = members_.Get(objects->service_clusters[i]);
+      if (member == nullptr) continue;
+      Status s =
+          member->client().Create(kube::resources::kServices, ns, objects->services[i]).status();
+      if (!s.ok() && !kube::IsAlreadyExists(s)) {
+        // The Service of an earlier attempt: point it at this one.
+        if (!kube::IsConflict(s)) return s;
+      }
+      if (kube::IsAlreadyExists(s)) {
+        json patch = {{"spec", {{"selector", objects->services[i]["spec"]["selector"]}}},
+                      {"metadata", {{"labels", objects->services[i]["metadata"]["labels"]}}}};
+        KILN_RETURN_IF_ERROR(member->client()
+                                 .Patch(kube::resources::kServices, ns,
+                                        Str(objects->services[i]["metadata"], "name"),
+                                        kube::PatchType::kMerge, patch.dump())
+                                 .status());
+      }
+    }
+    for (size_t rank = 0; rank < ranks.size(); ++rank) {
+      if (seen[rank]) continue;
+      if (created_before) {
+        // A worker of a running gang is gone without a trace: a failure.
+        failure =
+            WorkerFailure{.cluster = ranks[rank].cluster,
+                          .node = ranks[rank].node,
+                          .pod = WorkerPodName(request.name, attempt, static_cast<int32_t>(rank)),
+                          .pod_gone = true};
+        break;
+      }
+      auto member = members_.Get(ranks[rank].cluster);
+      if (member == nullptr) continue;
+      auto made = member->client().Create(kube::resources::kPods, ns, objects->pods[rank]);
+      if (!made.ok() && !kube::IsAlreadyExists(made.status())) return made.status();
+      if (made.ok()) {
+        pods[rank] = *made;
+        seen[rank] = true;
+      }
+    }
+  }
+  const bool all_exist = std::all_of(seen.begin(), seen.end(), [](bool b) { return b; });
+  if (!failure && all_exist) {
+    for (size_t rank = 0; rank < ranks.size(); ++rank) {
+      if (!Gated(pods[rank])) continue;
+      auto member = members_.Get(ranks[rank].cluster);
+      if (member == nullptr) continue;
+      auto lifted =
+          member->client().Patch(kube::resources::kPods, ns, Str(pods[rank]["metadata"], "name"),
+                                 kube::PatchType::kMerge, R"({"spec":{"schedulingGates":null}})");
+      if (!lifted.ok() && !kube::IsNotFound(lifted.status())) return lifted.status();
+    }
+  }
+
+  // 5. The pods' states.
+  int32_t ready = 0, succeeded = 0;
+  if (!failure) {
+    for (size_t rank = 0; rank < ranks.size(); ++rank) {
+      if (!seen[rank]) continue;
+      const json& pod = pods[rank];
+      const std::string pod_phase = pod.value("status", json::object()).value("phase", "");
+      if (pod_phase == "Succeeded") {
+        ++succeeded;
+        continue;
+      }
+      auto observed = WorkerFailureFromPod(pod, kWorkerContainer);
+      const bool exited_badly = pod_phase == "Failed" ||
+                                (observed && observed->exit_code && *observed->exit_code != 0) ||
+                                (observed && !observed->disruption_reason.empty()) ||
+                                (observed && observed->pod_reason == "Evicted");
+      if (exited_badly && observed) {
+        failure = *observed;
+        failure->cluster = ranks[rank].cluster;
+        if (failure->node.empty()) failure->node = ranks[rank].node;
+        if (auto member = members_.Get(ranks[rank].cluster)) {
+          failure->node_health = HealthOf(*member, failure->node);
+        }
+        break;
+      }
+      if (pod_phase == "Running" && Ready(pod)) ++ready;
+    }
+  }
+  status.ready_workers = ready;
+
+  if (failure) {
+    const FailureClassification c = Classify(*failure);
+    const FailureDecision d = Decide(c, failure->exit_code, job.spec.failure_policy, attempt);
+    if (d.action != FailureAction::kIgnore) {
+      KILN_RETURN_IF_ERROR(DeleteWorkers(obj, attempt).status());
+      v1::RestartRecord rec;
+      rec.time = now;
+      rec.reason = FailureReasonName(c.reason);
+      rec.message = c.message;
+      if (!failure->cluster.empty()) rec.cluster = failure->cluster;
+      if (!failure->node.empty()) rec.node = failure->node;
+      rec.exit_code = failure->exit_code;
+      if (c.last_step) rec.failed_at_step = *c.last_step;
+      if (status.last_checkpoint) rec.resumed_from_step = status.last_checkpoint->step;
+      if (d.action == FailureAction::kRestart) {
+        status.restarts = attempt + 1;
+        if (!status.restart_history) status.restart_history.emplace();
+        auto& history = *status.restart_history;
+        history.push_back(rec);
+        if (history.size() > 100) history.erase(history.begin());
+        status.placement.reset();
+        status.phase = "Restarting";
+        status.ready_workers = 0;
+        SetCondition(status, "Restarting", true, rec.reason, c.message + " (" + d.why + ")", now,
+                     generation);
+        SetCondition(status, "Running", false, rec.reason, c.message, now, generation);
+        KILN_RETURN_IF_ERROR(write());
+        record(runtime::EventType::kWarning, "Restarting",
+               rec.reason + ": " + c.message + "; restart " + std::to_string(attempt + 1));
+        return runtime::Result{.requeue_after = RestartDelay(job.spec.failure_policy, attempt)};
+      }
+      status.phase = "Failed";
+      status.completion_time = now;
+      status.placement.reset();
+      SetCondition(status, "Failed", true, rec.reason, c.message + " (" + d.why + ")", now,
+                   generation);
+      SetCondition(status, "Running", false, rec.reason, c.message, now, generation);
+      KILN_RETURN_IF_ERROR(write());
+      record(runtime::EventType::kWarning, "Failed", rec.reason + ": " + c.message);
+      return runtime::Result{};
+    }
+  }
+
+  if (succeeded == static_cast<int32_t>(ranks.size())) {
+    status.phase = "Succeeded";
+    status.completion_time = now;
+    SetCondition(status, "Succeeded", true, "Completed", "every worker finished", now, generation);
+    SetCondition(status, "Running", false, "Completed", "", now, generation);
+    KILN_RETURN_IF_ERROR(write());
+    record(runtime::EventType::kNormal, "Succeeded", "every worker finished");
+    return runtime::Result{};
+  }
+  if (ready == static_cast<int32_t>(ranks.size())) {
+    if (status.phase != "Running") status.start_time = status.start_time.value_or(now);
+    status.phase = "Running";
+    SetCondition(status, "Running", true, "AllWorkersReady",
+                 std::to_string(ready) + " workers running", now, generation);
+    if (const v1::Condition* r = FindCondition(status, "Restarting"); r && r->status == "True") {
+      SetCondition(status, "Restarting", false, "Resumed", "the gang runs again", now, generation);
+    }
+  }
+  KILN_RETURN_IF_ERROR(write());
+  return runtime::Result{.requeue_after = options_.resync};
+}
+
+}  // namespace kiln::trainingjob

@@ -1,0 +1,85 @@
+// TrainingJobReconciler: from a TrainingJob in the hub to a training gang on
+// the member clusters, restarted as a whole from the last checkpoint when a
+// worker fails. Level-based and idempotent: every decision lives in the
+// job's status before it is acted on, so a restarted or newly elected
+// operator continues where the last one stopped.
+//
+// One reconcile:
+//  1. A job being deleted: its pods and Services are deleted in every member
+//     (found by the job-UID label; owner references do not cross clusters),
+//     then the finalizer kiln.dev/cleanup comes off. Otherwise the finalizer
+//     goes on first.
+//  2. Finished (Succeeded, Failed) or suspended jobs hold no pods.
+//  3. Without a placement for the current attempt, the placement engine
+//     places the whole gang on the fleet's snapshot; the decision is written
+//     to status.placement (per cluster, each worker's node in rank order),
+//     or Scheduled=False with the engine's reason.
+//  4. The attempt's Services and gated pods (worker_pods.h) are created in
+//     their members; once all exist, the gates are lifted and the members'
+//     schedulers bind them to the chosen nodes.
+//  5. The pods' states become the status (readyWorkers, phase). A failed
+//     worker is classified (failure_classifier.h) and the policy decides
+//     (failure_policy.h): Restart deletes the attempt's pods, records the
+//     restart and clears the placement, so the next reconcile re-places the
+//     gang (away from a failed node) after the backoff and every rank
+//     resumes from the newest intact checkpoint; Fail ends the job.
+// Pods in the members are not watched yet: an active job is requeued every
+// `resync` (a few seconds), which bounds how late a fault is seen.
+#ifndef KILN_OPERATOR_CONTROLLERS_TRAININGJOB_RECONCILER_H_
+#define KILN_OPERATOR_CONTROLLERS_TRAININGJOB_RECONCILER_H_
+
+#include <chrono>
+#include <functional>
+#include <string>
+
+#include "kube/client.h"
+#include "operator/controllers/trainingjob/worker_pods.h"
+#include "operator/fleet/members.h"
+#include "operator/placement/snapshot.h"
+#include "runtime/event_recorder.h"
+#include "runtime/reconcile.h"
+
+namespace kiln::trainingjob {
+
+inline constexpr const char* kFinalizer = "kiln.dev/cleanup";
+
+struct TrainingJobReconcilerOptions {
+  SharedVolume volume;
+  // The MemberCluster that is the hub itself, if any: objects there get
+  // owner references to the job.
+  std::string hub_member;
+  // How often an active job is looked at again.
+  std::chrono::milliseconds resync{std::chrono::seconds(3)};
+  // How long a job that cannot be placed waits before the next try.
+  std::chrono::milliseconds unschedulable_retry{std::chrono::seconds(10)};
+  std::function<std::chrono::system_clock::time_point()> now = [] {
+    return std::chrono::system_clock::now();
+  };
+};
+
+class TrainingJobReconciler final : public runtime::Reconciler {
+ public:
+  // `hub`, `members`, `events` (optional) must outlive the reconciler;
+  // `snapshot` returns the fleet as placement sees it now.
+  TrainingJobReconciler(kube::Client& hub, fleet::Members& members,
+                        std::function<placement::Snapshot()> snapshot,
+                        runtime::EventRecorder* events, TrainingJobReconcilerOptions options);
+
+  StatusOr<runtime::Result> Reconcile(const runtime::Context& ctx,
+                                      const runtime::Request& request) override;
+
+ private:
+  // Deletes the job's pods and Services (every attempt, or only `attempt`
+  // when >= 0) in every member; true when nothing of them is left.
+  StatusOr<bool> DeleteWorkers(const nlohmann::json& job, int32_t attempt);
+
+  kube::Client& hub_;
+  fleet::Members& members_;
+  std::function<placement::Snapshot()> snapshot_;
+  runtime::EventRecorder* events_;
+  TrainingJobReconcilerOptions options_;
+};
+
+}  // namespace kiln::trainingjob
+
+#endif  // KILN_OPERATOR_CONTROLLERS_TRAININGJOB_RECONCILER_H_

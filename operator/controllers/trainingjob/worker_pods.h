@@ -1,0 +1,108 @@
+// WorkerPods: the Kubernetes objects of one attempt of a TrainingJob's gang
+// on its member clusters — one worker pod per rank and a headless Service for
+// the rendezvous — built from the job and its placement. Pure: the controller
+// creates what this returns; tests read it as JSON.
+//
+// Each pod:
+//  - is pinned to the node placement chose by required node affinity (never
+//    nodeName: the member's kube-scheduler still binds it, so its quotas,
+//    taints and the device plugin's accounting hold) and carries the
+//    scheduling gate kiln.dev/gang, lifted only when the whole gang exists;
+//  - runs `kiln-worker prepare` as an init container into an emptyDir (the
+//    preparation is deterministic, so every rank holds the same shards) and
+//    then `kiln-worker train` with RANK, WORLD_SIZE, MASTER_ADDR and
+//    MASTER_PORT (rank 0's stable DNS name under the Service), resuming from
+//    the newest intact checkpoint in the job's checkpoint folder;
+//  - mounts the operator's shared volume (a ReadWriteMany claim, or a
+//    hostPath in the local clusters), under which file:// checkpoint URIs
+//    must lie, so every rank and every restart sees the same checkpoints;
+//  - restarts never by itself (restartPolicy Never): the controller restarts
+//    the whole gang, so no half-dead collective waits out a timeout;
+//  - runs as the images' non-root user under the restricted Pod Security
+//    profile (no privilege escalation, all capabilities dropped, read-only
+//    root filesystem, RuntimeDefault seccomp).
+// Owner references do not cross clusters: pods carry labels naming the job
+// and its UID, and get an owner reference only in the job's own cluster.
+#ifndef KILN_OPERATOR_CONTROLLERS_TRAININGJOB_WORKER_PODS_H_
+#define KILN_OPERATOR_CONTROLLERS_TRAININGJOB_WORKER_PODS_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "base/statusor.h"
+#include "operator/api/v1alpha1/trainingjob.h"
+
+namespace kiln::trainingjob {
+
+// Labels on everything kiln makes for a job.
+inline constexpr const char* kManagedByLabel = "app.kubernetes.io/managed-by";
+inline constexpr const char* kManagedByValue = "kiln";
+inline constexpr const char* kJobNameLabel = "kiln.dev/trainingjob";
+inline constexpr const char* kJobUidLabel = "kiln.dev/trainingjob-uid";
+inline constexpr const char* kRankLabel = "kiln.dev/rank";
+inline constexpr const char* kAttemptLabel = "kiln.dev/attempt";
+// The scheduling gate held until the whole gang exists.
+inline constexpr const char* kGangGate = "kiln.dev/gang";
+// The worker container's name (the failure classifier reads its status).
+inline constexpr const char* kWorkerContainer = "worker";
+
+// The volume every worker mounts for checkpoints (and file:// data on it).
+struct SharedVolume {
+  // Exactly one of these: a PersistentVolumeClaim (ReadWriteMany) in the
+  // job's namespace, or a folder on every node (local clusters).
+  std::string claim_name;
+  std::string host_path;
+  // Where it is mounted in the worker; file:// checkpoint URIs lie under it.
+  std::string mount_path = "/checkpoints";
+};
+
+struct WorkerPodOptions {
+  SharedVolume volume;
+  // The job lives in this member cluster too: its objects there get an
+  // owner reference (garbage-collected with the job).
+  bool same_cluster_as_job = false;
+  // Restart attempts so far (status.restarts): part of the pod names, so a
+  // new gang never waits for the old one's names to be free.
+  int32_t attempt = 0;
+  int32_t master_port = 29500;
+  int32_t metrics_port = 9400;
+};
+
+// Where one rank runs.
+struct RankPlacement {
+  std::string cluster;
+  std::string node;
+};
+
+// The pods and the Service of one attempt: `pods[rank]`, and one Service per
+// member cluster the gang uses (`services[i]` goes to `service_clusters[i]`).
+struct GangObjects {
+  std::vector<nlohmann::json> pods;
+  std::vector<std::string> pod_clusters;
+  std::vector<nlohmann::json> services;
+  std::vector<std::string> service_clusters;
+};
+
+// InvalidArgument naming the field for what the schema cannot check: a
+// global batch that the micro batch and world size do not divide, a file://
+// checkpoint URI outside the shared volume, an s3:// URI (not supported by
+// the workers yet), a placement whose size is not the replicas asked for.
+StatusOr<GangObjects> BuildGang(const api::v1alpha1::TrainingJob& job,
+                                const std::vector<RankPlacement>& placement,
+                                const WorkerPodOptions& options);
+
+// A DNS label (at most 63 characters, [a-z0-9-], starting with a letter and
+// ending alphanumeric) from `base` and `suffix`: `base` is lower-cased, its
+// other characters become '-', and when too long it is cut and an 8-digit
+// hash of the whole keeps it unique.
+std::string DnsLabel(const std::string& base, const std::string& suffix);
+
+// The pod name of `rank` in `attempt` of job `job`.
+std::string WorkerPodName(const std::string& job, int32_t attempt, int32_t rank);
+
+}  // namespace kiln::trainingjob
+
+#endif  // KILN_OPERATOR_CONTROLLERS_TRAININGJOB_WORKER_PODS_H_

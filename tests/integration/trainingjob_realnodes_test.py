@@ -1,0 +1,187 @@
+"""A TrainingJob trained for real (issue 14's first test): the kiln-operator
+binary runs against the real-node cluster (which is hub and member), a
+2-worker CPU job trains on the fortunes corpus in kiln-worker pods on the real
+nodes, checkpointing to the shared hostPath volume; a worker killed mid-run
+makes the whole gang restart as a new attempt whose ranks resume from the
+newest checkpoint; the job then succeeds.
+
+The worker image as in worker_pods_test.py ($KILN_WORKER_IMAGE, else
+build/images/kiln-worker.tar, else one packed from $KILN_WORKER_BIN).
+
+Run by CTest against the kiln_realnodes fixture; by hand:
+KILN_LOCALCLUSTER_DIR=<dir> KILN_WORKER_BIN=build/cpu/worker/kiln-worker \\
+  KILN_OPERATOR_BIN=build/ci/operator/kiln-operator \\
+  python3 tests/integration/trainingjob_realnodes_test.py
+"""
+
+import base64
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+import uuid
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from realnode_test import CLUSTER, RUN_DIR, ROOT, kubectl  # noqa: E402
+from worker_pods_test import FORTUNES, import_archive, local_image_archive  # noqa: E402
+
+STEPS = 600
+EVERY = 50
+
+
+def wait(what, probe, timeout=240.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        got = probe()
+        if got:
+            return got
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.5)
+
+
+class TrainingJobOnRealNodesTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        operator = os.environ.get("KILN_OPERATOR_BIN")
+        if not operator or not Path(operator).is_file():
+            raise unittest.SkipTest("KILN_OPERATOR_BIN is not set to a kiln-operator binary")
+        cls.tmp = tempfile.TemporaryDirectory()
+        archive = Path(os.environ.get("KILN_WORKER_IMAGE") or ROOT / "build/images/kiln-worker.tar")
+        if not archive.is_file():
+            binary = os.environ.get("KILN_WORKER_BIN")
+            if not binary or not Path(binary).is_file():
+                raise unittest.SkipTest("no kiln-worker image or binary (KILN_WORKER_IMAGE, "
+                                        "KILN_WORKER_BIN)")
+            archive = Path(cls.tmp.name) / "kiln-worker.tar"
+            local_image_archive(Path(binary), "/usr/bin/kiln-worker",
+                                "kiln.dev/kiln-worker-local:tj", archive)
+        cls.image = import_archive(archive)
+        cls.ns = "tj-" + uuid.uuid4().hex[:6]
+        for crd in ("memberclusters", "trainingjobs"):
+            kubectl("apply", "--server-side", "-f", str(ROOT / "crds" / f"kiln.dev_{crd}.yaml"))
+            kubectl("wait", "--for=condition=Established", f"crd/{crd}.kiln.dev", "--timeout=60s")
+        kubectl("create", "namespace", cls.ns)
+        # The shared volume: every real node sees this folder; the corpus goes
+        # on it, and the checkpoints.
+        cls.shared = Path(RUN_DIR) / "volumes" / cls.ns
+        cls.shared.mkdir(parents=True)
+        shutil.copytree(FORTUNES, cls.shared / "fortunes")
+        for path in [cls.shared, *cls.shared.rglob("*")]:
+            os.chmod(path, 0o777 if path.is_dir() else 0o666)
+        kubeconfig = Path(CLUSTER["dir"]) / "kubeconfig"
+        kubectl("apply", "-f", "-", stdin=json.dumps({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "self", "namespace": cls.ns},
+            "data": {"kubeconfig": base64.b64encode(kubeconfig.read_bytes()).decode()}}))
+        cls.member = "self-" + cls.ns
+        kubectl("apply", "-f", "-", stdin=json.dumps({
+            "apiVersion": "kiln.dev/v1alpha1", "kind": "MemberCluster",
+            "metadata": {"name": cls.member},
+            "spec": {"kubeconfigSecretRef": {"name": "self", "namespace": cls.ns},
+                     "heartbeatInterval": "1s", "unreachableAfter": "10s"}}))
+        cls.log = open(Path(cls.tmp.name) / "operator.log", "w")
+        cls.operator = subprocess.Popen(
+            [operator, "--kubeconfig", str(kubeconfig), "--member-secret-namespace", cls.ns,
+             "--metrics-bind-address", "0", "--health-probe-bind-address", "0",
+             "--shared-volume-host-path", str(cls.shared),
+             "--shared-volume-mount-path", "/checkpoints", "--log-format", "text"],
+            stdout=cls.log, stderr=subprocess.STDOUT)
+
+    @classmethod
+    def tearDownClass(cls):
+        if getattr(cls, "operator", None):
+            kubectl("delete", "trainingjob", "--all", "-n", cls.ns, "--wait=true",
+                    "--timeout=60s", check=False)
+            cls.operator.terminate()
+            try:
+                cls.operator.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                cls.operator.kill()
+            cls.log.close()
+            kubectl("delete", "membercluster", cls.member, "--wait=false", check=False)
+            kubectl("delete", "namespace", cls.ns, "--wait=false", check=False)
+        cls.tmp.cleanup()
+
+    def status(self, name):
+        r = kubectl("get", "trainingjob", name, "-n", self.ns, "-o", "json", check=False)
+        return json.loads(r.stdout).get("status", {}) if r.returncode == 0 else {}
+
+    def pods(self, name, attempt=None):
+        selector = f"kiln.dev/trainingjob={name}"
+        if attempt is not None:
+            selector += f",kiln.dev/attempt={attempt}"
+        return json.loads(kubectl("get", "pods", "-n", self.ns, "-l", selector, "-o",
+                                  "json").stdout)["items"]
+
+    def steps_of(self, pod):
+        r = kubectl("logs", "-n", self.ns, pod, "-c", "worker", check=False)
+        events = [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
+        return events
+
+    def operator_log(self):
+        return (Path(self.tmp.name) / "operator.log").read_text()[-4000:]
+
+    def test_a_gang_trains_survives_a_killed_worker_and_succeeds(self):
+        name = "fortunes"
+        job = {
+            "apiVersion": "kiln.dev/v1alpha1", "kind": "TrainingJob",
+            "metadata": {"name": name, "namespace": self.ns},
+            "spec": {
+                "model": {"architecture": "gpt", "layers": 2, "hiddenSize": 64, "heads": 4,
+                          "vocabSize": 257, "contextLength": 64},
+                "data": {"uri": "file:///checkpoints/fortunes"},
+                "training": {"steps": STEPS, "globalBatchSize": 16, "microBatchSize": 8,
+                             "sequenceLength": 64, "learningRate": 0.002, "seed": 7},
+                "workers": {"replicas": 2, "gpusPerWorker": 0, "image": self.image,
+                            "nodeSelector": {"kiln.dev/node-kind": "real"},
+                            "env": [{"name": "OMP_NUM_THREADS", "value": "1"}]},
+                "checkpoint": {"uri": f"file:///checkpoints/{name}/ckpt",
+                               "intervalSteps": EVERY},
+                "failurePolicy": {"maxRestarts": 3, "backoff": {"initial": "1s"}}}}
+        start = time.monotonic()
+        kubectl("apply", "-f", "-", stdin=json.dumps(job))
+        try:
+            wait("the gang running", lambda: self.status(name).get("phase") == "Running")
+        except AssertionError:
+            raise AssertionError(f"status {self.status(name)}\npods "
+                                 f"{json.dumps([p['status'] for p in self.pods(name)])[:3000]}"
+                                 f"\noperator:\n{self.operator_log()}")
+        print(f"figure: TrainingJob submit → 2 workers Running on real nodes "
+              f"{time.monotonic() - start:.1f} s")
+        rank0 = f"{name}-0-0"
+        # Past the first checkpoint, kill rank 1.
+        wait("a checkpoint", lambda: any(e.get("event") == "checkpoint"
+                                         for e in self.steps_of(rank0)), timeout=300)
+        killed = time.monotonic()
+        kubectl("delete", "pod", f"{name}-0-1", "-n", self.ns, "--grace-period=0", "--force")
+        wait("the restart", lambda: self.status(name).get("restarts") == 1, timeout=120)
+        wait("attempt 1 running", lambda: self.status(name).get("phase") == "Running",
+             timeout=180)
+        print(f"figure: worker killed → whole gang Running again as attempt 1 "
+              f"{time.monotonic() - killed:.1f} s")
+        history = self.status(name)["restartHistory"]
+        self.assertEqual(len(history), 1)
+        self.assertEqual(history[0]["reason"], "WorkerError")
+        wait("the job done", lambda: self.status(name).get("phase") in ("Succeeded", "Failed"),
+             timeout=600)
+        final = self.status(name)
+        self.assertEqual(final["phase"], "Succeeded", json.dumps(final, indent=1))
+        events = self.steps_of(f"{name}-1-0")
+        resumed = [e for e in events if e.get("event") == "resumed"]
+        self.assertTrue(resumed, events[:5])
+        self.assertGreaterEqual(resumed[0]["step"], EVERY)
+        steps = [e["step"] for e in events if e.get("event") == "step"]
+        self.assertEqual(steps[0], resumed[0]["step"] + 1)
+        self.assertEqual(steps[-1], STEPS)
+        print(f"figure: attempt 1 resumed at step {resumed[0]['step']} and finished step {STEPS}; "
+              f"submit → Succeeded {time.monotonic() - start:.1f} s")
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)

@@ -1,0 +1,237 @@
+// The TrainingJob controller against the shared local control plane (kwok
+// nodes with 8 fake GPUs each): the first cluster is the hub and, through a
+// MemberCluster, its own member. A job is placed, its gated pods are created
+// and bound by the member's scheduler to the placed nodes, and it runs; a
+// worker that disappears restarts the whole gang as a new attempt, recorded
+// in the restart history; a job larger than the fleet stays unscheduled with
+// the placement engine's reason; deleting a job removes its pods (finalizer).
+// Prints the measured times. (Training itself on real nodes is the real-node
+// suites' part.)
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <future>
+#include <sstream>
+#include <thread>
+
+#include <catch2/catch.hpp>
+
+#include "base/base64.h"
+#include "kube/api_error.h"
+#include "operator/api/v1alpha1/resources.h"
+#include "operator/controllers/trainingjob/reconciler.h"
+#include "operator/fleet/fleet.h"
+#include "tests/support/local_clusters.h"
+
+namespace kiln::trainingjob {
+namespace {
+
+using kube::json;
+using Clock = std::chrono::steady_clock;
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+double Seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
+
+// Polls `probe` (bounded) until it returns true; the time it took.
+template <typename F>
+Clock::duration WaitUntil(const std::string& what, F probe,
+                          std::chrono::seconds limit = std::chrono::seconds(90)) {
+  const auto start = Clock::now();
+  while (Clock::now() - start < limit) {
+    if (probe()) return Clock::now() - start;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  FAIL("timed out waiting for " << what);
+  return limit;
+}
+
+json Job(const std::string& ns, const std::string& name, int replicas, int gpus) {
+  return {{"apiVersion", "kiln.dev/v1alpha1"},
+          {"kind", "TrainingJob"},
+          {"metadata", {{"name", name}, {"namespace", ns}}},
+          {"spec",
+           {{"model",
+             {{"architecture", "gpt"},
+              {"layers", 2},
+              {"hiddenSize", 64},
+              {"heads", 4},
+              {"vocabSize", 257},
+              {"contextLength", 64}}},
+            {"data", {{"uri", "file:///usr/share/games/fortunes"}}},
+            {"training",
+             {{"steps", 100},
+              {"globalBatchSize", 8 * replicas},
+              {"microBatchSize", 8},
+              {"sequenceLength", 64}}},
+            {"workers",
+             {{"replicas", replicas},
+              {"gpusPerWorker", gpus},
+              {"image", "ghcr.io/kiln-dev/kiln-worker:0.1.0"}}},
+            {"checkpoint", {{"uri", "file:///kiln/" + name}}},
+            {"failurePolicy", {{"maxRestarts", 3}, {"backoff", {{"initial", "1s"}}}}}}}};
+}
+
+TEST_CASE("a TrainingJob is placed, runs, restarts as a whole and is cleaned up",
+          "[integration][trainingjob]") {
+  auto lc = testing::LocalClusters::FromEnvironment();
+  REQUIRE(lc.ok());
+  const testing::LocalCluster& hub_cluster = lc->clusters()[0];
+  auto hub_client = lc->Client(hub_cluster);
+  REQUIRE(hub_client.ok());
+  kube::Client& hub = **hub_client;
+  for (const char* crd : {"memberclusters", "trainingjobs"}) {
+    auto applied = lc->Kubectl(hub_cluster,
+                               {"apply", "--server-side", "-f",
+                                std::string(KILN_SOURCE_DIR) + "/crds/kiln.dev_" + crd + ".yaml"});
+    REQUIRE(applied.ok());
+    REQUIRE(applied->exit_code == 0);
+    auto established =
+        lc->Kubectl(hub_cluster, {"wait", "--for=condition=Established",
+                                  std::string("crd/") + crd + ".kiln.dev", "--timeout=60s"});
+    REQUIRE(established.ok());
+    REQUIRE(established->exit_code == 0);
+  }
+  const std::string ns = testing::UniqueName("kiln-tj");
+  REQUIRE(hub.Create(kube::resources::kNamespaces, "", {{"metadata", {{"name", ns}}}}).ok());
+  REQUIRE(hub.Create(kube::resources::kSecrets, ns,
+                     {{"metadata", {{"name", "hub"}, {"namespace", ns}}},
+                      {"data", {{"kubeconfig", Base64Encode(ReadFile(hub_cluster.kubeconfig))}}}})
+              .ok());
+  const std::string member = testing::UniqueName("tj-member");
+  REQUIRE(hub.Create(api::v1alpha1::kMemberClusters, "",
+                     {{"apiVersion", "kiln.dev/v1alpha1"},
+                      {"kind", "MemberCluster"},
+                      {"metadata", {{"name", member}}},
+                      {"spec",
+                       {{"kubeconfigSecretRef", {{"name", "hub"}, {"namespace", ns}}},
+                        {"heartbeatInterval", "1s"},
+                        {"unreachableAfter", "5s"}}}})
+              .ok());
+
+  runtime::Manager manager(hub, {.metrics_bind_address = "0", .health_probe_bind_address = "0"});
+  auto fleet = fleet::Fleet::Register(manager, hub, {.secret_namespace = ns});
+  REQUIRE(fleet.ok());
+  auto jobs = manager.GetInformer(hub, api::v1alpha1::kTrainingJobs, {.ns = ns});
+  REQUIRE(jobs.ok());
+  fleet::Fleet& f = **fleet;
+  TrainingJobReconciler reconciler(
+      hub, f.members(), [&f] { return f.capacity().Snapshot(); }, &manager.events(),
+      {.volume = {.claim_name = "", .host_path = "/tmp", .mount_path = "/kiln"},
+       .resync = std::chrono::milliseconds(500)});
+  manager.AddController("trainingjob", reconciler, {.workers = 2}).For(**jobs);
+  std::atomic<bool> stop{false};
+  auto run = std::async(std::launch::async, [&] { return manager.Run(stop); });
+
+  auto job_status = [&](const std::string& name) {
+    auto j = hub.Get(api::v1alpha1::kTrainingJobs, ns, name);
+    return j.ok() ? j->value("status", json::object()) : json::object();
+  };
+  auto pods_of = [&](const std::string& name) {
+    auto list = hub.List(kube::resources::kPods, ns,
+                         {.label_selector = std::string(kJobNameLabel) + "=" + name});
+    return list.ok() ? (*list)["items"] : json::array();
+  };
+  // The member's MemberCluster must be Ready (and its capacity known) first.
+  WaitUntil("the member Ready", [&] { return f.members().Get(member) != nullptr; });
+  WaitUntil("the member's capacity", [&] {
+    auto c = f.capacity().Snapshot().cluster(member);
+    return c != nullptr && c->free_gpus() > 0;
+  });
+
+  const std::string name = "gang";
+  const auto submitted = Clock::now();
+  REQUIRE(hub.Create(api::v1alpha1::kTrainingJobs, ns, Job(ns, name, 2, 8)).ok());
+  WaitUntil("status.placement", [&] { return job_status(name).contains("placement"); });
+  const json placed = job_status(name);
+  INFO(placed.dump());
+  REQUIRE(placed["placement"].size() == 1);
+  CHECK(placed["placement"][0]["cluster"] == member);
+  const json nodes = placed["placement"][0]["nodes"];
+  REQUIRE(nodes.size() == 2);
+  // Pods bound by the member's scheduler to the placed nodes, then running.
+  auto running = WaitUntil("both workers running", [&] {
+    const json pods = pods_of(name);
+    int n = 0;
+    for (const auto& p : pods) {
+      n += p["status"].value("phase", "") == "Running" ? 1 : 0;
+    }
+    return n == 2 && job_status(name).value("phase", "") == "Running";
+  });
+  std::printf("trainingjob: submit → 2 workers Running (phase Running) in %.2f s\n",
+              Seconds(Clock::now() - submitted));
+  (void)running;
+  for (const auto& p : pods_of(name)) {
+    const int rank = std::stoi(p["metadata"]["labels"][kRankLabel].get<std::string>());
+    CHECK(p["spec"]["nodeName"] == nodes[static_cast<size_t>(rank)]);
+    CHECK_FALSE(p["spec"].contains("schedulingGates"));
+    CHECK(p["metadata"]["name"] == "gang-0-" + std::to_string(rank));
+  }
+  CHECK(job_status(name).value("readyWorkers", 0) == 2);
+
+  // A worker disappears: the whole gang restarts as attempt 1.
+  const auto fault = Clock::now();
+  REQUIRE(hub.Delete(kube::resources::kPods, ns, "gang-0-1", {.grace_period_seconds = 0}).ok());
+  WaitUntil("the restart recorded", [&] { return job_status(name).value("restarts", 0) == 1; });
+  const json restarted = job_status(name);
+  INFO(restarted.dump());
+  REQUIRE(restarted["restartHistory"].size() == 1);
+  CHECK(restarted["restartHistory"][0]["reason"] == "WorkerError");
+  CHECK_THAT(restarted["restartHistory"][0]["message"].get<std::string>(),
+             Catch::Contains("deleted before it exited"));
+  WaitUntil("attempt 1 running", [&] {
+    int n = 0;
+    for (const auto& p : pods_of(name)) {
+      n += p["metadata"]["labels"][kAttemptLabel] == "1" &&
+                   p["status"].value("phase", "") == "Running"
+               ? 1
+               : 0;
+    }
+    return n == 2 && job_status(name).value("phase", "") == "Running";
+  });
+  std::printf(
+      "trainingjob: worker deleted → whole gang running again as attempt 1 in %.2f s "
+      "(backoff 1 s, resync 0.5 s)\n",
+      Seconds(Clock::now() - fault));
+  for (const auto& p : pods_of(name)) CHECK(p["metadata"]["labels"][kAttemptLabel] == "1");
+
+  // More GPUs than the fleet has: unscheduled, with the engine's reason.
+  REQUIRE(hub.Create(api::v1alpha1::kTrainingJobs, ns, Job(ns, "huge", 64, 8)).ok());
+  WaitUntil("Scheduled=False", [&] {
+    for (const auto& c : job_status("huge").value("conditions", json::array())) {
+      if (c["type"] == "Scheduled" && c["status"] == "False") return true;
+    }
+    return false;
+  });
+  for (const auto& c : job_status("huge")["conditions"]) {
+    if (c["type"] != "Scheduled") continue;
+    CHECK(c["reason"] == "InsufficientCapacity");
+    CHECK_THAT(c["message"].get<std::string>(), Catch::Contains("largest free"));
+  }
+  CHECK(pods_of("huge").empty());
+
+  // Deleting the job removes its pods, then the job (finalizer).
+  REQUIRE(hub.Delete(api::v1alpha1::kTrainingJobs, ns, name).ok());
+  WaitUntil("the job and its pods gone", [&] {
+    return pods_of(name).empty() &&
+           kube::IsNotFound(hub.Get(api::v1alpha1::kTrainingJobs, ns, name).status());
+  });
+  REQUIRE(hub.Delete(api::v1alpha1::kTrainingJobs, ns, "huge").ok());
+  WaitUntil("huge gone", [&] {
+    return kube::IsNotFound(hub.Get(api::v1alpha1::kTrainingJobs, ns, "huge").status());
+  });
+
+  stop = true;
+  CHECK(run.get().ok());
+  CHECK(hub.Delete(api::v1alpha1::kMemberClusters, "", member).ok());
+  CHECK(hub.Delete(kube::resources::kNamespaces, "", ns).ok());
+}
+
+}  // namespace
+}  // namespace kiln::trainingjob

@@ -1,0 +1,203 @@
+// The gang's objects from examples/trainingjob.yaml and a placement: one
+// gated, node-pinned, restricted pod per rank with the rendezvous env and the
+// train flags the spec implies; one headless Service per member cluster;
+// names that stay DNS labels; and what the schema cannot check refused with
+// the field named.
+#include "operator/controllers/trainingjob/worker_pods.h"
+
+#include <set>
+
+#include <catch2/catch.hpp>
+
+#include "base/file.h"
+#include "tests/support/yaml_json.h"
+
+namespace kiln::trainingjob {
+namespace {
+
+namespace v1 = api::v1alpha1;
+using Catch::Contains;
+using nlohmann::json;
+
+v1::TrainingJob Example() {
+  auto text = ReadFile(std::string(KILN_SOURCE_DIR) + "/examples/trainingjob.yaml");
+  REQUIRE(text.ok());
+  auto docs = testing::YamlDocumentsToJson(*text);
+  REQUIRE(docs.ok());
+  REQUIRE(docs->size() == 1);
+  v1::TrainingJob job = (*docs)[0].get<v1::TrainingJob>();
+  job.metadata["uid"] = "6f1c0d2e-1111-2222-3333-444455556666";
+  return job;
+}
+
+WorkerPodOptions Options() {
+  WorkerPodOptions o;
+  o.volume.claim_name = "kiln-shared";
+  o.volume.mount_path = "/checkpoints";
+  return o;
+}
+
+std::string Env(const json& container, const std::string& name) {
+  for (const auto& e : container["env"]) {
+    if (e["name"] == name) return e["value"];
+  }
+  return "<unset>";
+}
+
+bool HasArg(const json& container, const std::string& arg) {
+  for (const auto& a : container["args"]) {
+    if (a == arg) return true;
+  }
+  return false;
+}
+
+TEST_CASE("the example job's gang: gated, pinned pods with the rendezvous and train flags",
+          "[trainingjob][pods]") {
+  v1::TrainingJob job = Example();
+  auto gang = BuildGang(job, {{"kiln-1", "gpu-a"}, {"kiln-1", "gpu-b"}}, Options());
+  INFO(gang.status().ToString());
+  REQUIRE(gang.ok());
+  REQUIRE(gang->pods.size() == 2);
+  CHECK(gang->pod_clusters == std::vector<std::string>{"kiln-1", "kiln-1"});
+  for (int rank = 0; rank < 2; ++rank) {
+    INFO("rank " << rank);
+    const json& pod = gang->pods[static_cast<size_t>(rank)];
+    CHECK(pod["metadata"]["name"] == "fortunes-gpt-0-" + std::to_string(rank));
+    CHECK(pod["metadata"]["namespace"] == "default");
+    CHECK(pod["metadata"]["labels"][kJobUidLabel] == "6f1c0d2e-1111-2222-3333-444455556666");
+    CHECK(pod["metadata"]["labels"][kRankLabel] == std::to_string(rank));
+    CHECK_FALSE(pod["metadata"].contains("ownerReferences"));  // Not the job's cluster.
+    const json& spec = pod["spec"];
+    CHECK(spec["schedulingGates"] == json::array({{{"name", "kiln.dev/gang"}}}));
+    CHECK_FALSE(spec.contains("nodeName"));  // The member's scheduler binds.
+    const json& term =
+        spec["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+            ["nodeSelectorTerms"][0];
+    CHECK(term["matchFields"][0]["values"] == json::array({rank == 0 ? "gpu-a" : "gpu-b"}));
+    CHECK(spec["restartPolicy"] == "Never");
+    CHECK(spec["hostname"] == pod["metadata"]["name"]);
+    CHECK(spec["subdomain"] == "fortunes-gpt");
+    CHECK(spec["nodeSelector"]["nvidia.com/gpu.product"] == "NVIDIA-H100-80GB-HBM3");
+    CHECK(spec["tolerations"][0]["key"] == "nvidia.com/gpu");
+    CHECK(spec["securityContext"]["runAsNonRoot"] == true);
+    CHECK(spec["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault");
+    const json& prepare = spec["initContainers"][0];
+    CHECK(prepare["args"] == json::array({"prepare", "--input", "/usr/share/games/fortunes",
+                                          "--output", "/scratch/data"}));
+    const json& worker = spec["containers"][0];
+    CHECK(worker["name"] == kWorkerContainer);
+    CHECK(worker["image"] == "ghcr.io/kiln-dev/kiln-worker:0.1.0-cuda");
+    CHECK(Env(worker, "RANK") == std::to_string(rank));
+    CHECK(Env(worker, "WORLD_SIZE") == "2");
+    CHECK(Env(worker, "MASTER_ADDR") == "fortunes-gpt-0-0.fortunes-gpt.default.svc");
+    CHECK(Env(worker, "MASTER_PORT") == "29500");
+    CHECK(Env(worker, "NCCL_DEBUG") == "WARN");  // The spec's own env.
+    // 64 sequences a step = 8 per pass x 2 workers x 4 accumulated passes.
+    for (const char* arg :
+         {"train", "--grad-accum=4", "--batch=8", "--seq=512", "--layers=12", "--heads=12",
+          "--channels=768", "--steps=5000", "--checkpoint-dir=/checkpoints/fortunes-gpt",
+          "--checkpoint-every=200", "--checkpoint-keep=3", "--seed=1337", "--lr=0.0006",
+          "--warmup=200", "--device=cuda", "--data=/scratch/data/manifest.json"}) {
+      INFO(arg);
+      CHECK(HasArg(worker, arg));
+    }
+    CHECK(worker["resources"]["limits"]["nvidia.com/gpu"] == 8);
+    CHECK(worker["resources"]["requests"]["cpu"] == "16");
+    CHECK(worker["terminationMessagePath"] == "/dev/termination-log");
+    CHECK(worker["securityContext"]["allowPrivilegeEscalation"] == false);
+    CHECK(worker["securityContext"]["readOnlyRootFilesystem"] == true);
+    CHECK(worker["securityContext"]["capabilities"]["drop"] == json::array({"ALL"}));
+    CHECK(spec["volumes"][1]["persistentVolumeClaim"]["claimName"] == "kiln-shared");
+  }
+  REQUIRE(gang->services.size() == 1);
+  const json& svc = gang->services[0];
+  CHECK(svc["metadata"]["name"] == "fortunes-gpt");
+  CHECK(svc["spec"]["clusterIP"] == "None");
+  CHECK(svc["spec"]["publishNotReadyAddresses"] == true);
+  CHECK(svc["spec"]["selector"][kAttemptLabel] == "0");
+}
+
+TEST_CASE("a restart attempt gets new names, and the job's own cluster gets owner references",
+          "[trainingjob][pods]") {
+  v1::TrainingJob job = Example();
+  WorkerPodOptions o = Options();
+  o.attempt = 3;
+  o.same_cluster_as_job = true;
+  o.volume = {.claim_name = "", .host_path = "/var/lib/kiln", .mount_path = "/checkpoints"};
+  auto gang = BuildGang(job, {{"hub", "n1"}, {"kiln-2", "n9"}}, o);
+  REQUIRE(gang.ok());
+  CHECK(gang->pods[1]["metadata"]["name"] == "fortunes-gpt-3-1");
+  CHECK(Env(gang->pods[1]["spec"]["containers"][0], "MASTER_ADDR") ==
+        "fortunes-gpt-3-0.fortunes-gpt.default.svc");
+  CHECK(gang->pods[0]["metadata"]["ownerReferences"][0]["kind"] == "TrainingJob");
+  CHECK(gang->pods[0]["metadata"]["ownerReferences"][0]["uid"] == job.metadata["uid"]);
+  CHECK(gang->pods[0]["spec"]["volumes"][1]["hostPath"]["path"] == "/var/lib/kiln");
+  CHECK(gang->service_clusters == std::vector<std::string>{"hub", "kiln-2"});
+}
+
+TEST_CASE("a CPU job asks for no GPU and trains on the CPU", "[trainingjob][pods]") {
+  v1::TrainingJob job = Example();
+  job.spec.workers.gpus_per_worker = 0;
+  auto gang = BuildGang(job, {{"c", "n"}, {"c", "m"}}, Options());
+  REQUIRE(gang.ok());
+  const json& worker = gang->pods[0]["spec"]["containers"][0];
+  CHECK(HasArg(worker, "--device=cpu"));
+  CHECK_FALSE(worker["resources"]["limits"].contains("nvidia.com/gpu"));
+}
+
+TEST_CASE("what the schema cannot check is refused naming the field", "[trainingjob][pods]") {
+  auto refused = [](v1::TrainingJob job, std::vector<RankPlacement> placement,
+                    WorkerPodOptions o = Options()) {
+    auto gang = BuildGang(job, placement, o);
+    REQUIRE_FALSE(gang.ok());
+    CHECK(gang.status().code() == StatusCode::kInvalidArgument);
+    return gang.status().message();
+  };
+  const std::vector<RankPlacement> two = {{"c", "a"}, {"c", "b"}};
+  v1::TrainingJob job = Example();
+  CHECK_THAT(refused(job, {{"c", "a"}, {"c", "b"}, {"c", "d"}, {"c", "e"}, {"c", "f"}}),
+             Contains("5 workers placed; spec.workers.replicas asks for 1..4"));
+  job.spec.elastic.reset();
+  CHECK_THAT(refused(job, {{"c", "a"}, {"c", "b"}, {"c", "d"}}),
+             Contains("3 workers placed; spec.workers.replicas asks for 2"));
+  job = Example();
+  job.spec.training.global_batch_size = 60;
+  CHECK_THAT(refused(job, two), Contains("spec.training.globalBatchSize: 60 is not a multiple"));
+  job = Example();
+  job.spec.checkpoint.uri = "file:///elsewhere/ckpt";
+  CHECK_THAT(refused(job, two), Contains("outside the shared volume mounted at /checkpoints"));
+  job.spec.checkpoint.uri = "file:///checkpoints-other/x";  // A prefix is not a parent.
+  CHECK_THAT(refused(job, two), Contains("spec.checkpoint.uri"));
+  job.spec.checkpoint.uri = "s3://bucket/ckpt";
+  CHECK_THAT(refused(job, two), Contains("s3:// storage is not supported"));
+  job = Example();
+  job.spec.data.uri = "relative/path";
+  CHECK_THAT(refused(job, two), Contains("spec.data.uri"));
+  WorkerPodOptions both = Options();
+  both.volume.host_path = "/x";
+  CHECK_THAT(refused(Example(), two, both), Contains("exactly one"));
+  // Elastic jobs (the example: 1..4 workers) may run at any size in their bounds.
+  job = Example();
+  job.spec.training.global_batch_size = 32;
+  CHECK(BuildGang(job, {{"c", "a"}, {"c", "b"}, {"c", "d"}, {"c", "e"}}, Options()).ok());
+  CHECK_THAT(refused(job, {{"c", "a"}, {"c", "b"}, {"c", "d"}}),
+             Contains("globalBatchSize: 32 is not a multiple of microBatchSize (8) x 3 workers"));
+}
+
+TEST_CASE("names stay DNS labels, distinct for distinct long names", "[trainingjob][pods]") {
+  CHECK(DnsLabel("fortunes-gpt", "-0-1") == "fortunes-gpt-0-1");
+  CHECK(DnsLabel("9lives.v2", "") == "j9lives-v2");
+  CHECK(DnsLabel("Big_Job", "-1-0") == "big-job-1-0");
+  const std::string a(100, 'a');
+  const std::string b = a + "b";
+  const std::string la = DnsLabel(a, "-12-345"), lb = DnsLabel(b, "-12-345");
+  CHECK(la.size() <= 63);
+  CHECK(lb.size() <= 63);
+  CHECK(la != lb);
+  CHECK(la.ends_with("-12-345"));
+  CHECK(DnsLabel(a, "-12-345") == la);  // Stable.
+  CHECK(WorkerPodName(a, 0, 7).size() <= 63);
+}
+
+}  // namespace
+}  // namespace kiln::trainingjob

@@ -1,0 +1,212 @@
+// The training loop in process: options refused with the option named, the
+// FLOP accounting, the progress records (steps, validation, done), gradient
+// accumulation matching a larger batch, a stop between steps, and a
+// diverging run stopped as a NumericsFault. Checkpoints and exact resume are
+// in checkpoint_test.cc; the command around the loop in train_command_test.cc.
+#include "worker/train/trainer.h"
+
+#include <atomic>
+#include <cmath>
+#include <map>
+#include <string>
+#include <vector>
+
+#include <catch2/catch.hpp>
+
+#include "tests/support/temp_dir.h"
+#include "tests/support/tiny_training.h"
+
+namespace kiln::train {
+namespace {
+
+using Catch::Contains;
+
+// Longer and faster-learning than the shared tiny run, so that learning shows.
+TrainOptions Tiny(const std::string& manifest) {
+  TrainOptions o = kiln::testing::TinyTrainOptions(manifest);
+  o.steps = 30;
+  o.learning_rate = 3e-3;
+  o.warmup_steps = 2;
+  o.grad_clip = 1.0;
+  o.seed = 7;
+  return o;
+}
+
+struct Run {
+  Status status;
+  std::vector<nlohmann::json> events;
+  std::map<int64_t, double> losses;
+  int64_t completed = 0;
+};
+
+Run Train(const TrainOptions& o, std::atomic<bool>* stop = nullptr, int64_t stop_after = 0) {
+  auto trainer = Trainer::Create(o);
+  INFO(trainer.status().ToString());
+  REQUIRE(trainer.ok());
+  Run run;
+  run.status = (*trainer)->Run(
+      [&](const nlohmann::json& e) {
+        run.events.push_back(e);
+        if (e["event"] == "step") {
+          run.losses[e["step"].get<int64_t>()] = e["loss"].get<double>();
+          if (stop != nullptr && e["step"].get<int64_t>() == stop_after) *stop = true;
+        }
+      },
+      stop);
+  run.completed = (*trainer)->completed_step();
+  return run;
+}
+
+std::vector<nlohmann::json> Events(const Run& run, const std::string& kind) {
+  std::vector<nlohmann::json> out;
+  for (const auto& e : run.events) {
+    if (e["event"] == kind) out.push_back(e);
+  }
+  return out;
+}
+
+TEST_CASE("bad training options are refused with the option named", "[worker][train]") {
+  struct Case {
+    const char* what;
+    void (*bend)(TrainOptions&);
+    const char* message;
+  };
+  const std::vector<Case> cases = {
+      {"no manifest", [](TrainOptions& o) { o.manifest.clear(); }, "manifest.json"},
+      {"batch 0", [](TrainOptions& o) { o.batch_size = 0; }, "batch size"},
+      {"seq_len 0", [](TrainOptions& o) { o.seq_len = 0; }, "sequence length"},
+      {"accumulation 0", [](TrainOptions& o) { o.grad_accumulation = 0; }, "grad accumulation"},
+      {"steps 0", [](TrainOptions& o) { o.steps = 0; }, "steps must be"},
+      {"lr 0", [](TrainOptions& o) { o.learning_rate = 0; }, "learning rate"},
+      {"lr NaN", [](TrainOptions& o) { o.learning_rate = std::nan(""); }, "learning rate"},
+      {"warmup past steps", [](TrainOptions& o) { o.warmup_steps = o.steps + 1; }, "warmup"},
+      {"min lr ratio 2", [](TrainOptions& o) { o.min_lr_ratio = 2; }, "min lr ratio"},
+      {"negative clip", [](TrainOptions& o) { o.grad_clip = -1; }, "grad clip"},
+      {"spike factor 1", [](TrainOptions& o) { o.loss_spike_factor = 1; }, "loss spike factor"},
+      {"log every 0", [](TrainOptions& o) { o.log_every = 0; }, "log every"},
+      {"checkpoint keep 0", [](TrainOptions& o) { o.checkpoint_keep = 0; }, "checkpoint keep"},
+      {"negative peak", [](TrainOptions& o) { o.peak_flops = -1; }, "peak FLOP/s"},
+  };
+  for (const auto& c : cases) {
+    INFO(c.what);
+    TrainOptions o = Tiny("/nonexistent/manifest.json");
+    c.bend(o);
+    Status s = Trainer::CheckOptions(o);
+    CHECK(s.code() == StatusCode::kInvalidArgument);
+    CHECK_THAT(s.message(), Contains(c.message));
+    // Create refuses the same options before it opens any data.
+    auto t = Trainer::Create(o);
+    REQUIRE_FALSE(t.ok());
+    CHECK(t.status().message() == s.message());
+  }
+  CHECK(Trainer::CheckOptions(Tiny("/nonexistent/manifest.json")).ok());
+  // Good options over missing data fail on the data, naming it.
+  auto missing = Trainer::Create(Tiny("/nonexistent/manifest.json"));
+  REQUIRE_FALSE(missing.ok());
+  CHECK_THAT(missing.status().message(), Contains("/nonexistent/manifest.json"));
+}
+
+TEST_CASE("training FLOPs per token follow the llm.c accounting", "[worker][train]") {
+  model::GptConfig gpt2;
+  gpt2.num_layers = 12;
+  gpt2.channels = 768;
+  // GPT-2 small: 124,439,808 parameters at context 1024.
+  CHECK(TrainingFlopsPerToken(gpt2, 124439808, 1024) == 6.0 * 124439808 + 12.0 * 12 * 768 * 1024);
+  // The attention term grows with the context; the parameter term does not.
+  CHECK(TrainingFlopsPerToken(gpt2, 0, 2048) == 2 * TrainingFlopsPerToken(gpt2, 0, 1024));
+}
+
+TEST_CASE("a run learns and reports steps, validation and the end", "[worker][train]") {
+  kiln::testing::TempDir dir;
+  TrainOptions o = Tiny(kiln::testing::PrepareFortunes(dir));
+  o.log_every = 5;
+  o.val_every = 10;
+  o.peak_flops = 1e12;
+  Run run = Train(o);
+  INFO(run.status.ToString());
+  REQUIRE(run.status.ok());
+  CHECK(run.completed == 30);
+  // Step 1, every 5th and the last.
+  std::vector<int64_t> logged;
+  for (const auto& [step, loss] : run.losses) logged.push_back(step);
+  CHECK(logged == std::vector<int64_t>{1, 5, 10, 15, 20, 25, 30});
+  CHECK(run.losses.at(30) < run.losses.at(1) - 0.5);
+  for (const auto& e : Events(run, "step")) {
+    for (const char* key : {"loss", "lr", "gradNorm", "msPerStep", "tokensPerSecond", "mfu"}) {
+      INFO(key << " in " << e.dump());
+      CHECK(e.contains(key));
+    }
+    CHECK(e["tokensPerSecond"].get<double>() > 0);
+    CHECK(std::isfinite(e["gradNorm"].get<double>()));
+  }
+  // Warm-up: the rate at step 1 is below the peak it reaches after step 2.
+  CHECK(Events(run, "step")[0]["lr"].get<double>() < o.learning_rate);
+  std::vector<int64_t> validated;
+  for (const auto& e : Events(run, "validation")) {
+    validated.push_back(e["step"].get<int64_t>());
+    CHECK(std::isfinite(e["valLoss"].get<double>()));
+  }
+  CHECK(validated == std::vector<int64_t>{10, 20, 30});
+  auto done = Events(run, "done");
+  REQUIRE(done.size() == 1);
+  CHECK(done[0]["device"] == "cpu");
+  CHECK(done[0]["steps"] == 30);
+  CHECK(done[0]["loss"].get<double>() == run.losses.at(30));
+  CHECK(done[0].contains("valLoss"));
+  CHECK(run.events.back() == done[0]);
+}
+
+TEST_CASE("gradient accumulation follows the trajectory of the larger batch", "[worker][train]") {
+  kiln::testing::TempDir dir;
+  TrainOptions big = Tiny(kiln::testing::PrepareFortunes(dir));
+  big.steps = 8;
+  big.batch_size = 4;
+  TrainOptions accumulated = big;
+  accumulated.batch_size = 2;
+  accumulated.grad_accumulation = 2;
+  TrainOptions smaller = big;
+  smaller.batch_size = 2;
+  Run a = Train(big), b = Train(accumulated), c = Train(smaller);
+  REQUIRE(a.status.ok());
+  REQUIRE(b.status.ok());
+  REQUIRE(c.status.ok());
+  // Same sequences per step, summed in another order: equal up to rounding.
+  for (int64_t step = 1; step <= 8; ++step) {
+    INFO("step " << step);
+    CHECK(b.losses.at(step) == Approx(a.losses.at(step)).epsilon(1e-4));
+  }
+  // And not trivially so: half the batch without accumulation is another run.
+  CHECK(c.losses.at(8) != Approx(a.losses.at(8)).epsilon(1e-4));
+}
+
+TEST_CASE("a stop ends the run between steps, after the step in flight", "[worker][train]") {
+  kiln::testing::TempDir dir;
+  TrainOptions o = Tiny(kiln::testing::PrepareFortunes(dir));
+  std::atomic<bool> stop{false};
+  Run run = Train(o, &stop, /*stop_after=*/4);
+  REQUIRE(run.status.ok());
+  CHECK(run.completed == 4);
+  CHECK(run.losses.rbegin()->first == 4);
+  auto done = Events(run, "done");
+  REQUIRE(done.size() == 1);
+  CHECK(done[0]["steps"] == 4);
+}
+
+TEST_CASE("a diverging run stops as a NumericsFault naming the step", "[worker][train]") {
+  kiln::testing::TempDir dir;
+  TrainOptions o = Tiny(kiln::testing::PrepareFortunes(dir));
+  o.learning_rate = 50;  // Far past stable: the loss leaves its average at once.
+  o.warmup_steps = 0;
+  o.grad_clip = 0;
+  o.loss_spike_factor = 1.5;
+  Run run = Train(o);
+  INFO(run.status.ToString());
+  REQUIRE_FALSE(run.status.ok());
+  CHECK(IsNumericsFault(run.status));
+  CHECK_THAT(run.status.message(), Contains("step "));
+  CHECK(run.completed < o.steps);
+  CHECK(Events(run, "done").empty());
+}
+
+}  // namespace
+}  // namespace kiln::train
