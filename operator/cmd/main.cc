@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <limits>
+#include <memory>
 #include <random>
 #include <string>
 
@@ -194,25 +195,41 @@ int main(int argc, char** argv) {
     const char* pod_ns = std::getenv("POD_NAMESPACE");
     fleet_secret_namespace = pod_ns != nullptr ? pod_ns : config->default_namespace;
   }
-  auto fleet = kiln::fleet::Fleet::Register(
-      manager, **client,
-      {.secret_namespace = fleet_secret_namespace, .member_client_options = client_options});
-  if (!fleet.ok()) {
-    log.Error(fleet.status(), "cannot set up the MemberCluster controller");
-    return 1;
+  // The fleet and TrainingJob controllers, unless the hub positively lacks
+  // kiln's CRDs (their caches could never sync, and no controller would ever
+  // start: not even leader election would run).
+  std::unique_ptr<kiln::fleet::Fleet> fleet;
+  std::unique_ptr<kiln::trainingjob::TrainingJobReconciler> tj_reconciler;
+  Status served = kiln::fleet::MemberClustersServed(*config);
+  if (served.code() == kiln::StatusCode::kNotFound) {
+    log.Warn("kiln's CRDs are not installed: running without the fleet and TrainingJob controllers",
+             {{"crd", "memberclusters.kiln.dev"}, {"error", served.ToString()}});
+  } else {
+    if (!served.ok()) {
+      log.Warn("cannot tell whether MemberClusters are served; starting the controllers",
+               {{"error", served.ToString()}});
+    }
+    auto registered = kiln::fleet::Fleet::Register(
+        manager, **client,
+        {.secret_namespace = fleet_secret_namespace, .member_client_options = client_options});
+    if (!registered.ok()) {
+      log.Error(registered.status(), "cannot set up the MemberCluster controller");
+      return 1;
+    }
+    fleet = std::move(*registered);
+    auto jobs = manager.GetInformer(**client, kiln::api::v1alpha1::kTrainingJobs);
+    if (!jobs.ok()) {
+      log.Error(jobs.status(), "cannot set up the TrainingJob informer");
+      return 1;
+    }
+    kiln::fleet::Fleet& f = *fleet;
+    tj_reconciler = std::make_unique<kiln::trainingjob::TrainingJobReconciler>(
+        **client, f.members(), [&f] { return f.capacity().Snapshot(); }, &manager.events(),
+        tj_options);
+    kiln::runtime::Controller& tj_controller =
+        manager.AddController("trainingjob", *tj_reconciler, {.workers = 4});
+    tj_controller.For(**jobs);
   }
-  auto jobs = manager.GetInformer(**client, kiln::api::v1alpha1::kTrainingJobs);
-  if (!jobs.ok()) {
-    log.Error(jobs.status(), "cannot set up the TrainingJob informer");
-    return 1;
-  }
-  kiln::fleet::Fleet& f = **fleet;
-  kiln::trainingjob::TrainingJobReconciler tj_reconciler(
-      **client, f.members(), [&f] { return f.capacity().Snapshot(); }, &manager.events(),
-      tj_options);
-  kiln::runtime::Controller& tj_controller =
-      manager.AddController("trainingjob", tj_reconciler, {.workers = 4});
-  tj_controller.For(**jobs);
   Status result = manager.Run(stop.requested());
   if (!result.ok()) {
     log.Error(result, "manager stopped with an error");

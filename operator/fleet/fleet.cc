@@ -5,6 +5,18 @@
 
 namespace kiln::fleet {
 
+Status MemberClustersServed(const kube::RestConfig& hub) {
+  // One attempt, no retries: this only decides whether to register.
+  kube::ClientOptions options;
+  options.max_retries = 0;
+  options.request_timeout = std::chrono::seconds(10);
+  KILN_ASSIGN_OR_RETURN(auto client, kube::Client::New(hub, options));
+  return client
+      ->ResourceFor(api::v1alpha1::kMemberClusters.api_version(),
+                    api::v1alpha1::kMemberClusters.kind)
+      .status();
+}
+
 Fleet::Fleet(kube::Informer& clusters, kube::Informer& secrets, kube::Client& hub,
              runtime::EventRecorder& recorder, FleetOptions options)
     : connector_(view_, options.member_client_options),

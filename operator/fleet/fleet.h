@@ -27,6 +27,13 @@ struct FleetOptions {
   kube::ClientOptions member_client_options;
 };
 
+// Whether `hub` serves MemberClusters: NotFound when it positively does not
+// (their CRD is not installed), so the operator can run without the fleet
+// controller rather than wait forever for a cache that cannot sync; ok when
+// it does; another error when discovery failed (e.g. unreachable: the
+// informer would retry until it can).
+Status MemberClustersServed(const kube::RestConfig& hub);
+
 class Fleet {
  public:
   // Registers the MemberCluster controller with `manager`; `hub` (the

@@ -42,10 +42,13 @@ std::string Seconds(Clock::Duration d) {
   return FormatDuration(duration_cast<std::chrono::nanoseconds>(duration_cast<milliseconds>(d)));
 }
 
+enum class Change { kNone, kNew, kFlipped };
+
 // Sets condition `type` in `conditions`; lastTransitionTime moves only when
-// the status flips. Returns true on a flip (or a new condition).
-bool SetCondition(json& conditions, const std::string& type, bool value, const std::string& reason,
-                  const std::string& message, int64_t generation, const std::string& now) {
+// the status flips.
+Change SetCondition(json& conditions, const std::string& type, bool value,
+                    const std::string& reason, const std::string& message, int64_t generation,
+                    const std::string& now) {
   const std::string status = value ? "True" : "False";
   json next = {{"type", type},
                {"status", status},
@@ -55,13 +58,13 @@ bool SetCondition(json& conditions, const std::string& type, bool value, const s
                {"lastTransitionTime", now}};
   for (json& c : conditions) {
     if (c.value("type", "") != type) continue;
-    bool flipped = c.value("status", "") != status;
+    const bool flipped = c.value("status", "") != status;
     if (!flipped) next["lastTransitionTime"] = c.value("lastTransitionTime", now);
     c = std::move(next);
-    return flipped;
+    return flipped ? Change::kFlipped : Change::kNone;
   }
   conditions.push_back(std::move(next));
-  return true;
+  return Change::kNew;
 }
 
 json DomainList(const std::map<std::string, placement::Capacity>& by) {
@@ -249,12 +252,18 @@ StatusOr<runtime::Result> MemberClusterReconciler::Reconcile(const runtime::Cont
     ready_reason = "CachesNotSynced";
     ready_message = synced.message();
   }
+  // Messages stay the same while nothing changes, so a failing member's
+  // status is not rewritten (and its watch event does not wake it) on every
+  // reconcile.
   std::string unreachable_reason = "HeartbeatSucceeded", unreachable_message;
-  if (failing) {
-    unreachable_reason = unreachable ? h.problem->reason : "HeartbeatFailing";
-    unreachable_message = "no successful heartbeat for " + Seconds(silent) +
-                          " (unreachable after " + Seconds(unreachable_after) +
-                          "): " + h.problem->error.message();
+  if (failing && unreachable) {
+    unreachable_reason = h.problem->reason;
+    unreachable_message = "no successful heartbeat for more than " + Seconds(unreachable_after) +
+                          ": " + h.problem->error.message();
+  } else if (failing) {
+    unreachable_reason = "HeartbeatFailing";
+    unreachable_message = "heartbeats failing; unreachable after " + Seconds(unreachable_after) +
+                          " without success: " + h.problem->error.message();
   } else {
     unreachable_message = "last heartbeat answered";
   }
@@ -303,9 +312,9 @@ StatusOr<runtime::Result> MemberClusterReconciler::Reconcile(const runtime::Cont
   status["racks"] = DomainList(cap.by_rack);
   status["nvlinkDomains"] = DomainList(cap.by_nvlink_domain);
   json conditions = status.value("conditions", json::array());
-  const bool ready_flipped = SetCondition(conditions, kConditionReady, ready, ready_reason,
-                                          ready_message, generation, wall);
-  const bool unreachable_flipped =
+  const Change ready_change = SetCondition(conditions, kConditionReady, ready, ready_reason,
+                                           ready_message, generation, wall);
+  const Change unreachable_change =
       SetCondition(conditions, kConditionUnreachable, unreachable, unreachable_reason,
                    unreachable_message, generation, wall);
   status["conditions"] = conditions;
@@ -313,11 +322,13 @@ StatusOr<runtime::Result> MemberClusterReconciler::Reconcile(const runtime::Cont
   if (status != old_status) {
     KILN_RETURN_IF_ERROR(status_writer_.Write(cluster, status));
   }
-  if (ready_flipped) {
+  // An Event for every flip, and for a new condition that starts out bad.
+  if (ready_change == Change::kFlipped || (ready_change == Change::kNew && !ready)) {
     events_(cluster, ready ? runtime::EventType::kNormal : runtime::EventType::kWarning,
             ready ? "Ready" : "NotReady", ready_reason + ": " + ready_message);
   }
-  if (unreachable_flipped) {
+  if (unreachable_change == Change::kFlipped ||
+      (unreachable_change == Change::kNew && unreachable)) {
     events_(cluster, unreachable ? runtime::EventType::kWarning : runtime::EventType::kNormal,
             unreachable ? "Unreachable" : "Reachable",
             unreachable_reason + ": " + unreachable_message);

@@ -62,7 +62,7 @@ namespace kiln::placement {
 struct ClusterInfo {
   std::string name;       // the MemberCluster's name
   Labels labels;          // the MemberCluster's labels (cluster selectors match these)
-  bool reachable = true;  // false while the Reachable condition is not True
+  bool reachable = true;  // false while the MemberCluster is Unreachable (docs/fleet.md)
   bool cordoned = false;  // spec.cordoned: no new work
   int32_t weight = 100;   // spec.weight: 0 takes work only when nothing else fits
   int32_t priority = 0;   // spec.priority: higher is filled first

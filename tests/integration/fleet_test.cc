@@ -7,9 +7,11 @@
 
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <future>
 #include <sstream>
+#include <thread>
 
 #include <catch2/catch.hpp>
 
@@ -31,6 +33,16 @@ std::string ReadFile(const std::string& path) {
 }
 
 double Seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
+
+// Heartbeat settings of the MemberClusters, in seconds: 1 and 5 unless
+// KILN_FLEET_HEARTBEAT / KILN_FLEET_UNREACHABLE_AFTER say otherwise (e.g. 10
+// and 40, the example's, to measure those).
+int SettingOr(const char* name, int fallback) {
+  const char* v = std::getenv(name);
+  return v == nullptr ? fallback : std::atoi(v);
+}
+const int kHeartbeat = SettingOr("KILN_FLEET_HEARTBEAT", 1);
+const int kUnreachableAfter = SettingOr("KILN_FLEET_UNREACHABLE_AFTER", 5);
 
 struct Hub {
   kube::Client& client;
@@ -55,18 +67,18 @@ struct Hub {
                {"metadata", {{"name", name}}},
                {"spec",
                 {{"kubeconfigSecretRef", {{"name", secret}, {"namespace", ns}}},
-                 {"heartbeatInterval", "1s"},
-                 {"unreachableAfter", "5s"}}}};
+                 {"heartbeatInterval", std::to_string(kHeartbeat) + "s"},
+                 {"unreachableAfter", std::to_string(kUnreachableAfter) + "s"}}}};
     REQUIRE(client.Create(api::v1alpha1::kMemberClusters, "", mc).ok());
   }
-  // The condition `type` of MemberCluster `name` ("" when absent).
+  // The condition `type` of MemberCluster `name` (an empty object when absent).
   json Condition(const std::string& name, const std::string& type) {
     auto mc = client.Get(api::v1alpha1::kMemberClusters, "", name);
-    if (!mc.ok()) return json();
+    if (!mc.ok()) return json::object();
     for (const json& c : mc->value("status", json::object()).value("conditions", json::array())) {
       if (c.value("type", "") == type) return c;
     }
-    return json();
+    return json::object();
   }
   // Waits (bounded) until `name`'s condition `type` has `status` (and
   // `reason`, when given); returns how long it took.
@@ -89,6 +101,7 @@ struct Hub {
 };
 
 TEST_CASE("member clusters are connected, reported, lost and found again", "[integration][fleet]") {
+  std::setvbuf(stdout, nullptr, _IOLBF, 0);  // The figures appear as they are measured.
   auto lc = testing::LocalClusters::FromEnvironment();
   REQUIRE(lc.ok());
   REQUIRE(lc->clusters().size() >= 2);
@@ -141,6 +154,12 @@ TEST_CASE("member clusters are connected, reported, lost and found again", "[int
   REQUIRE(fleet.ok());
   std::atomic<bool> stop{false};
   auto run = std::async(std::launch::async, [&] { return manager.Run(stop); });
+  // A failed REQUIRE unwinds through here: stop the manager, or the future's
+  // destructor waits for it forever.
+  struct StopOnExit {
+    std::atomic<bool>& stop;
+    ~StopOnExit() { stop = true; }
+  } stop_on_exit{stop};
 
   auto ready_a = hub.WaitFor(a, "Ready", "True");
   auto ready_b = hub.WaitFor(b, "Ready", "True");
@@ -167,6 +186,13 @@ TEST_CASE("member clusters are connected, reported, lost and found again", "[int
     hub.WaitFor(missing, "Ready", "False", "SecretNotFound");
     CHECK(hub.Condition(a, "Ready").value("status", "") == "True");
     CHECK(hub.Condition(b, "Ready").value("status", "") == "True");
+    // A failing member's status is not rewritten while nothing changes.
+    auto before = hub.client.Get(api::v1alpha1::kMemberClusters, "", missing);
+    REQUIRE(before.ok());
+    std::this_thread::sleep_for(std::chrono::seconds(3 * kHeartbeat));
+    auto after = hub.client.Get(api::v1alpha1::kMemberClusters, "", missing);
+    REQUIRE(after.ok());
+    CHECK((*after)["metadata"]["resourceVersion"] == (*before)["metadata"]["resourceVersion"]);
     auto shown = lc->Kubectl(hub_cluster, {"get", "mc", "-o", "wide"});
     REQUIRE(shown.ok());
     std::printf("fleet: kubectl get mc -o wide\n%s", shown->stdout_data.c_str());
@@ -180,18 +206,17 @@ TEST_CASE("member clusters are connected, reported, lost and found again", "[int
   }
 
   SECTION("a stopped API server makes its member Unreachable, and Ready again once it answers") {
-    const double down_seconds = 15;
+    const double down_seconds = kUnreachableAfter + 2 * kHeartbeat + 8;
     const auto stopped = Clock::now();
     auto restart = std::async(std::launch::async, [&] {
       return lc->Restart(member_cluster, "kube-apiserver", down_seconds);
     });
     auto not_ready = hub.WaitFor(b, "Ready", "False");
-    auto unreachable = hub.WaitFor(b, "Unreachable", "True", "", std::chrono::seconds(60));
+    hub.WaitFor(b, "Unreachable", "True", "", std::chrono::seconds(kUnreachableAfter + 60));
     std::printf(
         "fleet: API server stopped → Ready=False after %.2f s, Unreachable=True after "
-        "%.2f s (heartbeat 1s, unreachableAfter 5s)\n",
-        Seconds(not_ready), Seconds(Clock::now() - stopped));
-    (void)unreachable;
+        "%.2f s (heartbeat %ds, unreachableAfter %ds)\n",
+        Seconds(not_ready), Seconds(Clock::now() - stopped), kHeartbeat, kUnreachableAfter);
     CHECK(hub.Condition(a, "Ready").value("status", "") == "True");
     CHECK(hub.Condition(a, "Unreachable").value("status", "") == "False");
     CHECK_FALSE((*fleet)->capacity().Snapshot().cluster(b)->info().reachable);
