@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "base/statusor.h"
+#include "operator/api/labels.h"
 #include "operator/placement/resources.h"
 #include "operator/placement/snapshot.h"
 
@@ -16,8 +17,8 @@ namespace kiln::fleet {
 
 // The label kiln puts on the pods it creates in member clusters; the pod
 // informers count every non-terminal pod's GPUs, and track these as kiln's.
-inline constexpr const char* kManagedByLabel = "app.kubernetes.io/managed-by";
-inline constexpr const char* kManagedByValue = "kiln";
+using api::kManagedByLabel;
+using api::kManagedByValue;
 inline constexpr const char* kGpuResource = "nvidia.com/gpu";
 
 // A Node object as placement sees it. schedulable is false when
