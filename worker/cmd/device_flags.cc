@@ -7,8 +7,18 @@
 namespace kiln::worker {
 
 StatusOr<DeviceChoice> ResolveDevice(const std::string& device, int cuda_device) {
-  if (device != "cpu" && device != "cuda") {
-    return Status::InvalidArgument("--device: 'cpu' or 'cuda', not '" + device + "'");
+  if (device != "cpu" && device != "cuda" && device != "auto") {
+    return Status::InvalidArgument("--device: 'cpu', 'cuda' or 'auto', not '" + device + "'");
+  }
+  if (device == "auto") {
+    if (!gpu::BuiltWithCuda()) {
+      return DeviceChoice{.fallback = "this kiln-worker was built without CUDA"};
+    }
+    // A driver that answers with no device falls back; a broken one (an
+    // error) is an infrastructure fault, as with --device cuda.
+    KILN_ASSIGN_OR_RETURN(auto visible, gpu::ListDevices());
+    if (visible.empty()) return DeviceChoice{.fallback = "this process sees no CUDA device"};
+    return ResolveDevice("cuda", cuda_device);
   }
   if (device == "cpu") {
     if (cuda_device >= 0) return Status::InvalidArgument("--cuda-device needs --device cuda");

@@ -11,9 +11,14 @@ namespace kiln::worker {
 struct DeviceChoice {
   bool cuda = false;
   int cuda_device = 0;  // With cuda.
+  // --device auto without a visible GPU: why the CPU was chosen.
+  std::string fallback;
 };
 
-// `device` is "cpu" or "cuda"; `cuda_device` < 0 means the default, the
+// `device` is "cpu", "cuda" or "auto" (cuda when this build has CUDA and the
+// process sees a GPU, else the CPU with `fallback` saying why: a pod on a
+// node whose GPUs are only advertised, or a CPU image); `cuda_device` < 0
+// means the default, the
 // LOCAL_RANK environment variable (one rank per GPU on a node) or else 0.
 // InvalidArgument for a bad value, --cuda-device without --device cuda, or
 // --device cuda in a build without CUDA; Unavailable when the GPU is not

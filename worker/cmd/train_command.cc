@@ -122,9 +122,11 @@ int RunTrainCommand(int argc, char** argv) {
   const auto kMillisecond = std::chrono::milliseconds(1);
   FlagSet flags("kiln-worker train", kSynopsis, kEpilogue);
   flags.Section("Device:");
-  flags.Enum("device", &device, {"cpu", "cuda"},
+  flags.Enum("device", &device, {"cpu", "cuda", "auto"},
              "Where to train. cuda: bf16 mixed precision on one GPU per rank, gradients "
-             "summed with NCCL (checkpoints are the same format on both).");
+             "summed with NCCL (checkpoints are the same format on both). auto: cuda when "
+             "a GPU is visible, else the CPU, saying so (a warning line on stdout and "
+             "the device in the done line).");
   flags.Int("cuda-device", &cuda_device, 0, 1 << 16, "The GPU of this rank.")
       .DefaultText("LOCAL_RANK, else 0");
   flags.Section("Model:");
@@ -206,6 +208,15 @@ int RunTrainCommand(int argc, char** argv) {
     }
     return finish(chosen.status());
   }
+  if (!chosen->fallback.empty()) {
+    const nlohmann::json warning = {
+        {"event", "warning"},
+        {"message", "--device auto: " + chosen->fallback + "; training on the CPU"}};
+    std::printf("%s\n", warning.dump().c_str());
+    std::fflush(stdout);
+  }
+  // Ranks compare the device they run on, not the flag they were given.
+  device = chosen->cuda ? "cuda" : "cpu";
   auto env = dist::DistEnvFromEnvironment();
   if (!env.ok()) return finish(env.status());
   tcp.env = *env;

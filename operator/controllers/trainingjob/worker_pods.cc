@@ -175,7 +175,9 @@ StatusOr<GangObjects> BuildGang(const v1::TrainingJob& job,
       "--steps=" + Num(t.steps),
       "--checkpoint-dir=" + ckpt_dir,
       "--metrics-bind-address=:" + Num(options.metrics_port),
-      "--device=" + std::string(gpus > 0 ? "cuda" : "cpu"),
+      // A GPU worker on a node whose GPUs are only advertised (the local
+      // clusters' fake GPUs) trains on the CPU and says so.
+      "--device=" + std::string(gpus > 0 ? "auto" : "cpu"),
   };
   if (t.learning_rate) train_args.push_back("--lr=" + Num(*t.learning_rate));
   if (t.warmup_steps) train_args.push_back("--warmup=" + Num(*t.warmup_steps));

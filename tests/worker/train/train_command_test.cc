@@ -68,6 +68,33 @@ TEST_CASE("kiln-worker train learns the fortunes corpus and reports progress as 
   CHECK(validations == 2);  // At step 60 and at the end.
 }
 
+// --device auto on a machine (or in a pod) without a GPU: the CPU, said in a
+// warning line and in the done line's device. Skipped where a GPU is visible
+// (auto then picks it; the GPU suites cover that path).
+TEST_CASE("kiln-worker train --device auto falls back to the CPU without a GPU, saying so",
+          "[worker][train][process]") {
+  kiln::testing::TempDir dir;
+  auto devices = Worker({"devices"});
+  if (devices.stdout_data.find("\"index\"") != std::string::npos) {
+    WARN("SKIPPED: a GPU is visible here; --device auto trains on it");
+    return;
+  }
+  auto prep = Worker({"prepare", "--input", "/usr/share/games/fortunes", "--output", dir.path()});
+  REQUIRE(prep.exit_code == 0);
+  auto r =
+      Worker({"train", "--device", "auto", "--data", dir.path() + "/manifest.json", "--layers", "1",
+              "--channels", "32", "--heads", "2", "--seq", "16", "--batch", "2", "--steps", "3"});
+  INFO(r.stderr_data);
+  REQUIRE(r.exit_code == 0);
+  auto lines = Lines(r.stdout_data);
+  REQUIRE(lines.size() >= 2);
+  CHECK(lines.front()["event"] == "warning");
+  CHECK_THAT(lines.front()["message"].get<std::string>(),
+             Catch::Contains("--device auto:") && Catch::Contains("training on the CPU"));
+  CHECK(lines.back()["event"] == "done");
+  CHECK(lines.back()["device"] == "cpu");
+}
+
 TEST_CASE("kiln-worker train maps failures to the documented exit codes",
           "[worker][train][process]") {
   kiln::testing::TempDir dir;

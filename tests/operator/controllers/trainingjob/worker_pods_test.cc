@@ -97,7 +97,7 @@ TEST_CASE("the example job's gang: gated, pinned pods with the rendezvous and tr
          {"train", "--grad-accum=4", "--batch=8", "--seq=512", "--layers=12", "--heads=12",
           "--channels=768", "--steps=5000", "--checkpoint-dir=/checkpoints/fortunes-gpt",
           "--checkpoint-every=200", "--checkpoint-keep=3", "--seed=1337", "--lr=0.0006",
-          "--warmup=200", "--device=cuda", "--data=/scratch/data/manifest.json"}) {
+          "--warmup=200", "--device=auto", "--data=/scratch/data/manifest.json"}) {
       INFO(arg);
       CHECK(HasArg(worker, arg));
     }
