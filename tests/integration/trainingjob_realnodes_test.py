@@ -1,7 +1,9 @@
 """A TrainingJob trained for real (issue 14's first test): the kiln-operator
 binary runs against the real-node cluster (which is hub and member), a
-2-worker CPU job trains on the fortunes corpus in kiln-worker pods on the real
-nodes, checkpointing to the shared hostPath volume; a worker killed mid-run
+2-worker job asking for one GPU each trains on the fortunes corpus in
+kiln-worker pods on the real nodes (their GPUs are advertised, not there: the
+workers say they train on the CPU), checkpointing to the shared hostPath
+volume; a worker killed mid-run
 makes the whole gang restart as a new attempt whose ranks resume from the
 newest checkpoint; the job then succeeds.
 
@@ -138,7 +140,7 @@ class TrainingJobOnRealNodesTest(unittest.TestCase):
                 "data": {"uri": "file:///checkpoints/fortunes"},
                 "training": {"steps": STEPS, "globalBatchSize": 16, "microBatchSize": 8,
                              "sequenceLength": 64, "learningRate": 0.002, "seed": 7},
-                "workers": {"replicas": 2, "gpusPerWorker": 0, "image": self.image,
+                "workers": {"replicas": 2, "gpusPerWorker": 1, "image": self.image,
                             "nodeSelector": {"kiln.dev/node-kind": "real"},
                             "env": [{"name": "OMP_NUM_THREADS", "value": "1"}]},
                 "checkpoint": {"uri": f"file:///checkpoints/{name}/ckpt",
@@ -155,6 +157,13 @@ class TrainingJobOnRealNodesTest(unittest.TestCase):
         print(f"figure: TrainingJob submit → 2 workers Running on real nodes "
               f"{time.monotonic() - start:.1f} s")
         rank0 = f"{name}-0-0"
+        # The fake GPU was allocated; the worker fell back to the CPU and said so.
+        pod0 = json.loads(kubectl("get", "pod", rank0, "-n", self.ns, "-o", "json").stdout)
+        limits = pod0["spec"]["containers"][0]["resources"]["limits"]
+        self.assertEqual(str(limits["nvidia.com/gpu"]), "1")
+        warnings = wait("the CPU fallback warning", lambda: [
+            e for e in self.steps_of(rank0) if e.get("event") == "warning"], timeout=120)
+        self.assertIn("training on the CPU", warnings[0]["message"])
         # Past the first checkpoint, kill rank 1.
         wait("a checkpoint", lambda: any(e.get("event") == "checkpoint"
                                          for e in self.steps_of(rank0)), timeout=300)

@@ -1,5 +1,6 @@
 // The TrainingJob controller against the shared local control plane (kwok
-// nodes with 8 fake GPUs each): the first cluster is the hub and, through a
+// nodes with 8 fake GPUs each): the second cluster (the first is the Helm
+// test's, which must find no kiln CRDs there) is the hub and, through a
 // MemberCluster, its own member. A job is placed, its gated pods are created
 // and bound by the member's scheduler to the placed nodes, and it runs; a
 // worker that disappears restarts the whole gang as a new attempt, recorded
@@ -82,7 +83,8 @@ TEST_CASE("a TrainingJob is placed, runs, restarts as a whole and is cleaned up"
           "[integration][trainingjob]") {
   auto lc = testing::LocalClusters::FromEnvironment();
   REQUIRE(lc.ok());
-  const testing::LocalCluster& hub_cluster = lc->clusters()[0];
+  REQUIRE(lc->clusters().size() >= 2);
+  const testing::LocalCluster& hub_cluster = lc->clusters()[1];
   auto hub_client = lc->Client(hub_cluster);
   REQUIRE(hub_client.ok());
   kube::Client& hub = **hub_client;
