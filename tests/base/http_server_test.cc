@@ -505,6 +505,9 @@ TEST_CASE("at the connection limit the longest-waiting reader is reclaimed, not 
     RawResponse r = Call(s.port, "GET", "/a");
     CHECK(r.status == 200);
     CHECK(stalled[i]->ReadToEnd());
+    // The finished request's connection must be gone before the next one
+    // arrives, or the server, still full, reclaims another stalled reader.
+    REQUIRE(WaitFor([&] { return s.server->stats().connections == 7; }));
     stalled.push_back(std::make_unique<RawHttp>(s.port));  // Full again.
     REQUIRE(stalled.back()->Send("GET /a HTTP/1.1\r\n"));
     REQUIRE(WaitFor([&] { return s.server->stats().connections == 8; }));
