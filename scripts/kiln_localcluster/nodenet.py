@@ -14,7 +14,6 @@ listens on each host-side address and relays to it.
 
 from __future__ import annotations
 
-import fcntl
 import os
 import socket
 import subprocess
@@ -23,7 +22,7 @@ import threading
 from pathlib import Path
 
 from .common import ClusterError
-from .ports import pid_alive
+from .ports import PidRegistry
 
 MAX_SLOTS = 100
 MAX_NODES = 63  # Nodes per cluster: 4n+2 must stay below 256.
@@ -63,53 +62,22 @@ def run(*argv: str, netns_of: int = 0) -> None:
         raise ClusterError(f"{' '.join(cmd)} failed: {proc.stderr.strip()}")
 
 
-class SlotRegistry:
+class SlotRegistry(PidRegistry):
     """Reservations of network slots, shared by every kiln run on the machine:
     a file per slot holding the owner's pid, stale once that pid is gone and
     no interface of the slot exists."""
 
     def __init__(self, root: Path | None = None):
-        self.root = root or Path(os.environ.get("KILN_NET_REGISTRY")
-                                 or Path(tempfile.gettempdir()) / "kiln-netslots")
-        self.root.mkdir(parents=True, exist_ok=True)
+        super().__init__(root or Path(os.environ.get("KILN_NET_REGISTRY")
+                                      or Path(tempfile.gettempdir()) / "kiln-netslots"))
 
     def reserve(self, count: int, owner_pid: int) -> list[int]:
-        with open(self.root / ".lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            taken: list[int] = []
-            for slot in range(MAX_SLOTS):
-                if len(taken) == count:
-                    break
-                if self._available(slot):
-                    (self.root / str(slot)).write_text(str(owner_pid))
-                    taken.append(slot)
-            if len(taken) < count:
-                for slot in taken:
-                    (self.root / str(slot)).unlink(missing_ok=True)
-                raise ClusterError(f"could not reserve {count} network slot(s) for real nodes "
-                                   f"(registry {self.root})")
-            return taken
+        return self._claim(range(MAX_SLOTS), count, owner_pid,
+                           f"could not reserve {count} network slot(s) for real nodes "
+                           f"(registry {self.root})")
 
-    def _available(self, slot: int) -> bool:
-        entry = self.root / str(slot)
-        if entry.exists():
-            try:
-                if pid_alive(int(entry.read_text() or "0")):
-                    return False
-            except ValueError:
-                pass
+    def _is_free(self, slot: int) -> bool:
         return not slot_interfaces(slot)
-
-    def release(self, slots: list[int], owner_pid: int) -> None:
-        with open(self.root / ".lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            for slot in slots:
-                entry = self.root / str(slot)
-                try:
-                    if entry.read_text() == str(owner_pid):
-                        entry.unlink()
-                except FileNotFoundError:
-                    pass
 
 
 def slot_interfaces(slot: int) -> list[str]:

@@ -48,7 +48,61 @@ def port_is_free(port: int) -> bool:
     return True
 
 
-class PortRegistry:
+class PidRegistry:
+    """Numbered resources shared by every kiln run on the machine (ports, the
+    real nodes' network slots): a file per claimed number holds its owner's
+    pid and is stale once that pid is gone; an flock serialises claims.
+    Subclasses say which numbers to try and whether one is free."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def _is_free(self, number: int) -> bool:
+        raise NotImplementedError
+
+    def _claim(self, candidates, count: int, owner_pid: int, error: str) -> list[int]:
+        """Claims `count` numbers from `candidates` for `owner_pid`, all or
+        none (ClusterError `error` when too few are available)."""
+        with open(self.root / ".lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            taken: list[int] = []
+            for number in candidates:
+                if len(taken) == count:
+                    break
+                if number in taken or not self._available(number):
+                    continue
+                (self.root / str(number)).write_text(str(owner_pid))
+                taken.append(number)
+            if len(taken) < count:
+                for number in taken:
+                    (self.root / str(number)).unlink(missing_ok=True)
+                raise ClusterError(error)
+            return taken
+
+    def _available(self, number: int) -> bool:
+        entry = self.root / str(number)
+        if entry.exists():
+            try:
+                if pid_alive(int(entry.read_text() or "0")):
+                    return False
+            except ValueError:
+                pass
+        return self._is_free(number)
+
+    def release(self, numbers: list[int], owner_pid: int) -> None:
+        with open(self.root / ".lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            for number in numbers:
+                entry = self.root / str(number)
+                try:
+                    if entry.read_text() == str(owner_pid):
+                        entry.unlink()
+                except FileNotFoundError:
+                    pass
+
+
+class PortRegistry(PidRegistry):
     """Reservations of loopback ports shared by every kiln run on the machine.
 
     A reservation is a file named after the port holding the owner's pid; it is
@@ -57,47 +111,15 @@ class PortRegistry:
     """
 
     def __init__(self, root: Path | None = None):
-        self.root = root or Path(os.environ.get("KILN_PORT_REGISTRY")
-                                 or Path(tempfile.gettempdir()) / "kiln-ports")
-        self.root.mkdir(parents=True, exist_ok=True)
+        super().__init__(root or Path(os.environ.get("KILN_PORT_REGISTRY")
+                                      or Path(tempfile.gettempdir()) / "kiln-ports"))
 
     def reserve(self, count: int, owner_pid: int) -> list[int]:
         high = min(_ephemeral_start(), 65536) - 1
         low = max(10000, high - 20000)
-        with open(self.root / ".lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            taken: list[int] = []
-            for _ in range(count * 200):
-                if len(taken) == count:
-                    break
-                port = random.randint(low, high)
-                if port in taken or not self._available(port):
-                    continue
-                (self.root / str(port)).write_text(str(owner_pid))
-                taken.append(port)
-            if len(taken) < count:
-                for port in taken:
-                    (self.root / str(port)).unlink(missing_ok=True)
-                raise ClusterError(f"could not reserve {count} free loopback ports in {low}-{high}")
-            return taken
+        candidates = (random.randint(low, high) for _ in range(count * 200))
+        return self._claim(candidates, count, owner_pid,
+                           f"could not reserve {count} free loopback ports in {low}-{high}")
 
-    def _available(self, port: int) -> bool:
-        entry = self.root / str(port)
-        if entry.exists():
-            try:
-                if pid_alive(int(entry.read_text() or "0")):
-                    return False
-            except ValueError:
-                pass
+    def _is_free(self, port: int) -> bool:
         return port_is_free(port)
-
-    def release(self, ports: list[int], owner_pid: int) -> None:
-        with open(self.root / ".lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            for port in ports:
-                entry = self.root / str(port)
-                try:
-                    if entry.read_text() == str(owner_pid):
-                        entry.unlink()
-                except FileNotFoundError:
-                    pass

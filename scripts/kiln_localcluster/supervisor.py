@@ -29,6 +29,27 @@ def _set_pdeathsig() -> None:
     os.setpgid(0, 0)
 
 
+def terminate(procs) -> None:
+    """SIGTERM to each process group, then SIGKILL to those still running
+    after the grace period (said in the log)."""
+    for proc in procs:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + STOP_GRACE_SECONDS
+    for proc in procs:
+        try:
+            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            log(f"pid {proc.pid} ignored SIGTERM for {STOP_GRACE_SECONDS:.0f}s; killing it")
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait()
+
+
 class Supervisor:
     """Owns every component process of one run directory."""
 
@@ -96,20 +117,7 @@ class Supervisor:
         procs = [p for (_, n), p in self.procs.items() if wanted(n) and p.poll() is None]
         for proc in procs:
             proc.reported = True  # type: ignore[attr-defined]  # An intended exit.
-            try:
-                os.killpg(proc.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-        deadline = time.monotonic() + STOP_GRACE_SECONDS
-        for proc in procs:
-            try:
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                try:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                proc.wait()
+        terminate(procs)
 
     def wait_healthy(self, names: tuple[str, ...], deadline: float,
                      clusters: list[ClusterSpec] | None = None) -> None:
@@ -181,14 +189,7 @@ class Supervisor:
 
     def stop_one(self, proc: subprocess.Popen) -> None:
         proc.reported = True  # type: ignore[attr-defined]  # An intended exit.
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=STOP_GRACE_SECONDS)
-        except ProcessLookupError:
-            pass
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        terminate([proc])
 
     def handle_control(self, request: Path) -> None:
         """Restarts one component as asked by `localcluster.py restart`."""
@@ -216,23 +217,7 @@ class Supervisor:
         # In tiers, clients first and etcd last: an apiserver whose etcd is
         # already gone spends its whole grace period retrying shutdown writes.
         for tier in (COMPONENTS[2:], ("kube-apiserver",), ("etcd",)):
-            procs = [p for (_, n), p in self.procs.items() if n in tier and p.poll() is None]
-            for proc in procs:
-                try:
-                    os.killpg(proc.pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
-            deadline = time.monotonic() + STOP_GRACE_SECONDS
-            for proc in procs:
-                try:
-                    proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-                except subprocess.TimeoutExpired:
-                    log(f"pid {proc.pid} ignored SIGTERM for {STOP_GRACE_SECONDS:.0f}s; killing it")
-                    try:
-                        os.killpg(proc.pid, signal.SIGKILL)
-                    except ProcessLookupError:
-                        pass
-                    proc.wait()
+            terminate([p for (_, n), p in self.procs.items() if n in tier and p.poll() is None])
 
     def run(self, timeout: float) -> int:
         registry = PortRegistry()
