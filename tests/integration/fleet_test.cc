@@ -8,14 +8,13 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
-#include <fstream>
 #include <future>
-#include <sstream>
 #include <thread>
 
 #include <catch2/catch.hpp>
 
 #include "base/base64.h"
+#include "base/file.h"
 #include "operator/api/v1alpha1/resources.h"
 #include "tests/support/local_clusters.h"
 
@@ -24,13 +23,6 @@ namespace {
 
 using kube::json;
 using Clock = std::chrono::steady_clock;
-
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
 
 double Seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
 
@@ -122,8 +114,11 @@ TEST_CASE("member clusters are connected, reported, lost and found again", "[int
   Hub hub{**hub_client, testing::UniqueName("kiln-fleet")};
   REQUIRE(
       hub.client.Create(kube::resources::kNamespaces, "", {{"metadata", {{"name", hub.ns}}}}).ok());
-  const std::string hub_config = ReadFile(hub_cluster.kubeconfig);
-  const std::string member_config = ReadFile(member_cluster.kubeconfig);
+  auto hub_read = ReadFile(hub_cluster.kubeconfig),
+       member_read = ReadFile(member_cluster.kubeconfig);
+  REQUIRE(hub_read.ok());
+  REQUIRE(member_read.ok());
+  const std::string hub_config = *hub_read, member_config = *member_read;
   // The member's kubeconfig trusting the hub's CA instead of its own.
   std::string wrong_ca = member_config;
   {

@@ -11,14 +11,13 @@
 #include <atomic>
 #include <chrono>
 #include <cstdio>
-#include <fstream>
 #include <future>
-#include <sstream>
 #include <thread>
 
 #include <catch2/catch.hpp>
 
 #include "base/base64.h"
+#include "base/file.h"
 #include "kube/api_error.h"
 #include "operator/api/v1alpha1/resources.h"
 #include "operator/controllers/trainingjob/reconciler.h"
@@ -30,13 +29,6 @@ namespace {
 
 using kube::json;
 using Clock = std::chrono::steady_clock;
-
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
 
 double Seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
 
@@ -102,9 +94,11 @@ TEST_CASE("a TrainingJob is placed, runs, restarts as a whole and is cleaned up"
   }
   const std::string ns = testing::UniqueName("kiln-tj");
   REQUIRE(hub.Create(kube::resources::kNamespaces, "", {{"metadata", {{"name", ns}}}}).ok());
+  auto kubeconfig = ReadFile(hub_cluster.kubeconfig);
+  REQUIRE(kubeconfig.ok());
   REQUIRE(hub.Create(kube::resources::kSecrets, ns,
                      {{"metadata", {{"name", "hub"}, {"namespace", ns}}},
-                      {"data", {{"kubeconfig", Base64Encode(ReadFile(hub_cluster.kubeconfig))}}}})
+                      {"data", {{"kubeconfig", Base64Encode(*kubeconfig)}}}})
               .ok());
   const std::string member = testing::UniqueName("tj-member");
   REQUIRE(hub.Create(api::v1alpha1::kMemberClusters, "",
