@@ -273,10 +273,6 @@ StatusOr<runtime::Result> TrainingJobReconciler::Reconcile(const runtime::Contex
   // 4. The attempt's objects in the members; the gates lift once all exist.
   const std::vector<RankPlacement> ranks = Ranks(*status.placement);
   WorkerPodOptions pod_options{.volume = options_.volume, .attempt = attempt};
-  std::map<std::string, GangObjects> per_cluster;
-  for (const auto& r : ranks) {
-    (void)per_cluster[r.cluster];
-  }
   auto objects = BuildGang(job, ranks, pod_options);
   if (!objects.ok()) {
     status.phase = "Failed";
@@ -291,7 +287,9 @@ StatusOr<runtime::Result> TrainingJobReconciler::Reconcile(const runtime::Contex
   std::vector<json> pods(ranks.size());
   std::vector<bool> seen(ranks.size(), false);
   std::optional<WorkerFailure> failure;
-  for (const auto& [cluster, unused] : per_cluster) {
+  // The attempt's pods, from every member the gang uses (a Service's
+  // clusters are exactly those).
+  for (const std::string& cluster : objects->service_clusters) {
     auto member = members_.Get(cluster);
     if (member == nullptr) {
       failure = WorkerFailure{.cluster = cluster, .cluster_reachable = false};
@@ -316,18 +314,19 @@ StatusOr<runtime::Result> TrainingJobReconciler::Reconcile(const runtime::Contex
       }
     }
   }
+  // Objects are made only while the attempt is being created (phase
+  // Scheduled); later a missing pod is a failure, and a running gang costs
+  // no writes.
   const bool created_before = status.phase.value_or("") != "Scheduled";
-  if (!failure) {
+  if (!failure && !created_before) {
     for (size_t i = 0; i < objects->services.size(); ++i) {
       auto member = members_.Get(objects->service_clusters[i]);
       if (member == nullptr) continue;
       Status s =
           member->client().Create(kube::resources::kServices, ns, objects->services[i]).status();
-      if (!s.ok() && !kube::IsAlreadyExists(s)) {
-        // The Service of an earlier attempt: point it at this one.
-        if (!kube::IsConflict(s)) return s;
-      }
+      if (!s.ok() && !kube::IsAlreadyExists(s)) return s;
       if (kube::IsAlreadyExists(s)) {
+        // The Service of an earlier attempt: point it at this one.
         json patch = {{"spec", {{"selector", objects->services[i]["spec"]["selector"]}}},
                       {"metadata", {{"labels", objects->services[i]["metadata"]["labels"]}}}};
         KILN_RETURN_IF_ERROR(member->client()
@@ -337,6 +336,8 @@ StatusOr<runtime::Result> TrainingJobReconciler::Reconcile(const runtime::Contex
                                  .status());
       }
     }
+  }
+  if (!failure) {
     for (size_t rank = 0; rank < ranks.size(); ++rank) {
       if (seen[rank]) continue;
       if (created_before) {
