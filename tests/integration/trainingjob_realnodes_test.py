@@ -106,8 +106,13 @@ class TrainingJobOnRealNodesTest(unittest.TestCase):
             except subprocess.TimeoutExpired:
                 cls.operator.kill()
             cls.log.close()
-            kubectl("delete", "membercluster", cls.member, "--wait=false", check=False)
+            kubectl("delete", "membercluster", cls.member, "--wait=true", "--timeout=60s",
+                    check=False)
             kubectl("delete", "namespace", cls.ns, "--wait=false", check=False)
+            # The chart test on this cluster installs kiln's CRDs itself and
+            # refuses to find them there (CTest runs the two one at a time).
+            for crd in ("memberclusters", "trainingjobs"):
+                kubectl("delete", "crd", f"{crd}.kiln.dev", "--ignore-not-found", check=False)
         cls.tmp.cleanup()
 
     def status(self, name):
