@@ -16,7 +16,7 @@ from pathlib import Path
 from . import __doc__ as package_doc
 from .common import COMPONENTS, STOP_GRACE_SECONDS, ClusterError, cache_dir, check_binaries, \
     default_bin_dir, log
-from . import containerd, realnode
+from . import containerd, nodeconfig, realnode
 from .layout import ClusterSpec, RunSpec
 from .ports import pid_alive, port_is_free
 from .supervisor import Supervisor
@@ -116,6 +116,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     if is_run_dir(run_dir):  # Containers of real nodes from a crashed run, and their cgroups.
         realnode.kill_shims(str(run_dir))
         realnode.kill_cgroup_processes(str(run_dir))
+        realnode.remove_socket_dir(str(run_dir))
     if run_dir.exists() and any(run_dir.iterdir()):
         if not is_run_dir(run_dir):
             raise ClusterError(f"{run_dir} is not empty and is not a kiln run directory; "
@@ -206,6 +207,7 @@ def cmd_down(args: argparse.Namespace) -> int:
     # After a crash: containers and shims of real nodes, and their cgroups.
     realnode.kill_shims(str(run_dir))
     realnode.kill_cgroup_processes(str(run_dir))
+    realnode.remove_socket_dir(str(run_dir))
     time.sleep(0.2)
     problems = [f"process {pid} still running" for pid in leftover_pids(run_dir)]
     slots = [c.get("slot", -1) for c in state.get("spec", {}).get("clusters", [])]
@@ -236,7 +238,7 @@ def cmd_import_image(args: argparse.Namespace) -> int:
     for c in state["spec"]["clusters"]:
         if args.cluster and c["name"] != args.cluster:
             continue
-        sockets += sorted((Path(c["dir"]) / "nodes").glob("*/containerd.sock"))
+        sockets += sorted(nodeconfig.socket_dir(str(run_dir)).glob(f"{c['name']}-real-*/containerd.sock"))
     if not sockets:
         raise ClusterError(f"no real nodes in {run_dir}"
                            + (f" for cluster {args.cluster}" if args.cluster else "")

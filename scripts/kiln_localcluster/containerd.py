@@ -52,9 +52,9 @@ def check_host() -> None:
             + ("; modprobe br_netfilter" if any(p == "kmod" for _, p in missing) else ""))
 
 
-def config_toml(node_dir: Path) -> str:
+def config_toml(node_dir: Path, socket: Path) -> str:
     """containerd's config: everything it writes under `node_dir`, except its
-    state, which lives on the node's private /run."""
+    state, which lives on the node's private /run, and its sockets."""
     d = node_dir
     return f"""version = 2
 root = "{d}/containerd/root"
@@ -64,9 +64,9 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
   "io.containerd.tracing.processor.v1.otlp", "io.containerd.internal.v1.tracing"]
 
 [grpc]
-  address = "{d}/containerd.sock"
+  address = "{socket}"
 [ttrpc]
-  address = "{d}/containerd.sock.ttrpc"
+  address = "{socket}.ttrpc"
 
 [plugins."io.containerd.internal.v1.opt"]
   path = "{d}/containerd/opt"

@@ -11,8 +11,14 @@ from pathlib import Path
 import yaml
 
 from . import nodenet
+from .common import ClusterError
 
 KUBELET_PORT = 10250
+# Where the kubelet's root (the node folder's kubelet/) is bound inside the
+# node's mount namespace, on its private /var/lib.
+KUBELET_ROOT = "/var/lib/kubelet"
+# sun_path holds 108 bytes with the terminating NUL.
+MAX_SOCKET_PATH = 107
 COREDNS_READY_PORT_NAME = "coredns-ready"
 
 
@@ -22,6 +28,7 @@ class RealNode:
     index: int
     slot: int
     dir: str
+    sockets: str  # socket_dir(run dir) / name: see there.
 
     @property
     def name(self) -> str:
@@ -37,11 +44,30 @@ class RealNode:
 
     @property
     def socket(self) -> Path:
-        return Path(self.dir) / "containerd.sock"
+        return Path(self.sockets) / "containerd.sock"
 
 
 def run_id(run_dir: str) -> str:
     return hashlib.sha256(str(Path(run_dir).resolve()).encode()).hexdigest()[:8]
+
+
+def socket_dir(run_dir: str) -> Path:
+    """Where the run's containerd sockets live, one folder per node: a unix
+    socket's path may not exceed 107 bytes, and one in a node's folder under
+    a deep checkout would. The host and the nodes' namespaces both see /tmp
+    (a node's private mounts are /run, /var/lib and /var/log); the run's id
+    keeps runs apart, and the shims' command lines name it."""
+    return Path("/tmp") / f"kiln-{run_id(run_dir)}"
+
+
+def check_socket_paths(node: RealNode) -> None:
+    """Fails before anything starts when a node's name makes its sockets'
+    paths too long."""
+    longest = f"{node.socket}.ttrpc"
+    if len(longest.encode()) > MAX_SOCKET_PATH:
+        raise ClusterError(
+            f"{longest} is {len(longest.encode())} bytes long; a unix socket path may be at most "
+            f"{MAX_SOCKET_PATH}\n  fix: pass a shorter --name-prefix")
 
 
 def cgroup_name(run_dir: str, node: RealNode) -> str:

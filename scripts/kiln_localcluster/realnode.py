@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -19,8 +20,9 @@ from . import nodenet
 from .cgroups import cgroup_hierarchies, kill_cgroup_processes, make_cgroup_root
 from .common import ClusterError
 from .containerd import cni_conflist, config_toml, import_image, pause_archive, wait_ready
-from .nodeconfig import (COREDNS_READY_PORT_NAME, RealNode, cgroup_name, corefile,
-                         kube_proxy_config, kubelet_config, node_labels, run_id)
+from .nodeconfig import (COREDNS_READY_PORT_NAME, KUBELET_ROOT, RealNode, cgroup_name,
+                         check_socket_paths, corefile, socket_dir, kube_proxy_config, kubelet_config,
+                         node_labels, run_id)
 from .pki import kubeconfig_yaml
 
 # What the kubelet would set these kernel settings to. It rewrites any that
@@ -51,8 +53,11 @@ def wait_holder(proc: subprocess.Popen, pause: Path, deadline: float) -> None:
 
 
 def prepare_mounts(holder_pid: int, node_dir: Path) -> None:
-    """Private tmpfs over /run, /var/lib and /var/log inside the node, and the
-    kernel settings the kubelet wants, shown to it without changing them."""
+    """Private tmpfs over /run, /var/lib and /var/log inside the node, the
+    node's kubelet folder bound at KUBELET_ROOT (the kubelet makes unix
+    sockets under its root, whose paths may not exceed 107 bytes: under a
+    deep run directory they would), and the kernel settings the kubelet
+    wants, shown to it without changing them."""
     def ns(*argv: str) -> None:
         done = subprocess.run(["nsenter", "-t", str(holder_pid), "-m", "--", *argv],
                               capture_output=True, text=True)
@@ -61,6 +66,10 @@ def prepare_mounts(holder_pid: int, node_dir: Path) -> None:
                                f"{done.stderr.strip()}")
     for target in ("/run", "/var/lib", "/var/log"):
         ns("mount", "-t", "tmpfs", "-o", "mode=755", "kiln-node", target)
+    kubelet_dir = node_dir / "kubelet"
+    kubelet_dir.mkdir(exist_ok=True)
+    ns("mkdir", "-p", KUBELET_ROOT)
+    ns("mount", "--bind", str(kubelet_dir), KUBELET_ROOT)
     sysctl_dir = node_dir / "sysctl"
     sysctl_dir.mkdir(exist_ok=True)
     for key, value in KUBELET_SYSCTLS.items():
@@ -85,7 +94,7 @@ def patch_gpus(kubectl, node: str, gpus: int) -> None:
 def kill_shims(run_dir: str) -> None:
     """Kills the containerd shims of the run's nodes (they outlive containerd
     by design); their command line names the node's containerd socket."""
-    root = str(Path(run_dir).resolve()) + "/"
+    root = str(socket_dir(run_dir)) + "/"
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -98,6 +107,11 @@ def kill_shims(run_dir: str) -> None:
                 os.kill(int(entry.name), signal.SIGKILL)
             except ProcessLookupError:
                 pass
+
+
+def remove_socket_dir(run_dir: str) -> None:
+    """Removes the run's socket folders once containerd and the shims are gone."""
+    shutil.rmtree(socket_dir(run_dir), ignore_errors=True)
 
 
 def leftovers(run_dir: str, slots: list[int]) -> list[str]:
@@ -116,6 +130,8 @@ def leftovers(run_dir: str, slots: list[int]) -> list[str]:
         prefix = nodenet.pod_cidr(slot).rsplit(".", 2)[0] + "."
         found += [f"host iptables rule {line}" for line in saved.splitlines()
                   if prefix in line or f"kiln{slot}-" in line]
+    if socket_dir(run_dir).exists():
+        found.append(f"socket folder {socket_dir(run_dir)}")
     root = str(Path(run_dir).resolve())
     for line in Path("/proc/self/mountinfo").read_text().splitlines():
         mount_point = line.split()[4]
@@ -133,12 +149,16 @@ class RealNodes:
         self.spec = sup.spec
         self.forwarder = nodenet.ApiForwarder()
         self.holders: dict[str, subprocess.Popen] = {}
+        sockets = socket_dir(self.spec.dir)
         self.nodes = {c.name: [RealNode(c.name, i, c.slot,
-                                        str(Path(c.dir) / "nodes" / f"{c.name}-real-{i}"))
+                                        str(Path(c.dir) / "nodes" / f"{c.name}-real-{i}"),
+                                        str(sockets / f"{c.name}-real-{i}"))
                                for i in range(self.spec.real_nodes)] for c in self.spec.clusters}
 
     def write_files(self, c, pki: Path) -> None:
         for node in self.nodes[c.name]:
+            check_socket_paths(node)
+            Path(node.sockets).mkdir(parents=True, exist_ok=True)
             d = Path(node.dir)
             (d / "cni").mkdir(parents=True, exist_ok=True)
             server = f"https://{node.host_ip}:{c.ports['apiserver']}"
@@ -148,7 +168,7 @@ class RealNodes:
                 kubeconfig_yaml([(c.name, server, pki, "kube-proxy")]))
             (d / "kubelet.yaml").write_text(kubelet_config(node, self.spec.dir, pki))
             (d / "kube-proxy.yaml").write_text(kube_proxy_config(node, d / "kube-proxy.kubeconfig"))
-            (d / "containerd.toml").write_text(config_toml(d))
+            (d / "containerd.toml").write_text(config_toml(d, node.socket))
             subnet = nodenet.node_pod_subnet(node.slot, node.index)
             gateway = subnet.rsplit(".", 1)[0] + ".1"
             (d / "cni" / "10-kiln.conflist").write_text(cni_conflist(d, subnet, gateway))
@@ -194,7 +214,7 @@ class RealNodes:
                 self.sup.start_process(c, f"{node.name}/kubelet", in_node(
                     self.holders[node.name].pid,
                     [str(bin_dir / "kubelet"), "--config", str(d / "kubelet.yaml"),
-                     "--kubeconfig", str(d / "kubelet.kubeconfig"), "--root-dir", str(d / "kubelet"),
+                     "--kubeconfig", str(d / "kubelet.kubeconfig"), "--root-dir", KUBELET_ROOT,
                      "--hostname-override", node.name, "--node-ip", node.ip,
                      "--node-labels", labels, "--v=1"]))
                 self.sup.start_process(c, f"{node.name}/kube-proxy", in_node(
@@ -256,3 +276,4 @@ class RealNodes:
         kill_shims(self.spec.dir)
         self.sup.stop_matching(lambda name: name.endswith("/holder"))
         kill_cgroup_processes(self.spec.dir)
+        remove_socket_dir(self.spec.dir)

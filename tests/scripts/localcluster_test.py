@@ -17,6 +17,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))
 from kiln_localcluster import cli, layout, nodenet, nodeconfig, ociimage, pki, ports  # noqa: E402
+from kiln_localcluster.common import ClusterError  # noqa: E402
 
 
 def reserve_in_child(registry_dir, count, queue, hold):
@@ -132,21 +133,37 @@ class RealNodeLayoutTest(unittest.TestCase):
                 self.assertFalse(a.overlaps(b), f"{a} overlaps {b}")
 
     def test_kubelet_config_keeps_to_the_nodes_folder_and_addresses(self):
-        node = nodeconfig.RealNode("c1", 1, 3, "/r/c1/nodes/c1-real-1")
+        node = nodeconfig.RealNode("c1", 1, 3, "/r/c1/nodes/c1-real-1", "/tmp/kiln-x/c1-real-1")
         config = yaml.safe_load(nodeconfig.kubelet_config(node, "/r", Path("/r/c1/pki")))
         self.assertEqual(config["address"], "10.99.3.6")
         self.assertEqual(config["clusterDNS"], ["10.99.3.5"])
         self.assertEqual(config["resolvConf"], "")
         self.assertEqual(config["cgroupRoot"], "/" + nodeconfig.cgroup_name("/r", node))
-        self.assertTrue(config["containerRuntimeEndpoint"].startswith("unix:///r/c1/nodes/"))
+        self.assertEqual(config["containerRuntimeEndpoint"], "unix:///tmp/kiln-x/c1-real-1/containerd.sock")
         self.assertTrue(config["podLogsDir"].startswith("/r/c1/nodes/"))
         self.assertEqual(config["oomScoreAdj"], 0)
+
+    def test_socket_paths_do_not_grow_with_the_run_directory(self):
+        deep = "/" + "d" * 200
+        self.assertTrue(str(nodeconfig.socket_dir(deep)).startswith("/tmp/kiln-"))
+        self.assertNotEqual(nodeconfig.socket_dir(deep), nodeconfig.socket_dir(deep + "x"))
+        node = nodeconfig.RealNode("c1", 1, 3, deep + "/c1/nodes/c1-real-1",
+                                   str(nodeconfig.socket_dir(deep) / "c1-real-1"))
+        nodeconfig.check_socket_paths(node)
+        long_name = "c" * 90
+        with self.assertRaisesRegex(ClusterError, r"(?s)at most 107.*--name-prefix"):
+            nodeconfig.check_socket_paths(nodeconfig.RealNode(
+                long_name, 1, 3, "/r", str(nodeconfig.socket_dir(deep) / f"{long_name}-real-1")))
+        # The kubelet's sockets live under its root, bound at a short path
+        # inside the node; the deepest it makes has a 10-digit name.
+        self.assertLessEqual(len(nodeconfig.KUBELET_ROOT + "/pod-resources/1234567890"),
+                             nodeconfig.MAX_SOCKET_PATH)
 
     def test_placement_labels_use_the_kwok_nodes_keys(self):
         spec = NodeManifestTest().spec()
         spec.real_node_gpus = 2
         kwok = json.loads(layout.node_manifests("c1", spec))["items"][0]["metadata"]["labels"]
-        real = nodeconfig.node_labels(nodeconfig.RealNode("c1", 0, 0, "/x"), spec)
+        real = nodeconfig.node_labels(nodeconfig.RealNode("c1", 0, 0, "/x", "/s"), spec)
         for key in ("topology.kubernetes.io/zone", "kiln.dev/rack", "kiln.dev/nvlink-domain",
                     "nvidia.com/gpu.product", "nvidia.com/gpu.count", "kiln.dev/cluster"):
             self.assertIn(key, kwok)
