@@ -170,6 +170,24 @@ void from_json(const nlohmann::json& j, AnalysisSpec& v) {
   Read(j, "qualityGate", v.quality_gate);
 }
 
+void to_json(nlohmann::json& j, const RouterRoute& v) {
+  j = nlohmann::json::object();
+  Write(j, "host", v.host);
+  Write(j, "pathPrefix", v.path_prefix);
+  Write(j, "stickyHeader", v.sticky_header);
+  Write(j, "stickyCookie", v.sticky_cookie);
+  Write(j, "mirrorPercent", v.mirror_percent);
+}
+
+void from_json(const nlohmann::json& j, RouterRoute& v) {
+  ExpectObject(j, "RouterRoute");
+  Read(j, "host", v.host);
+  Read(j, "pathPrefix", v.path_prefix);
+  Read(j, "stickyHeader", v.sticky_header);
+  Read(j, "stickyCookie", v.sticky_cookie);
+  Read(j, "mirrorPercent", v.mirror_percent);
+}
+
 void to_json(nlohmann::json& j, const GatewayAPIRoute& v) {
   j = nlohmann::json::object();
   Write(j, "httpRoute", v.http_route);
@@ -183,12 +201,14 @@ void from_json(const nlohmann::json& j, GatewayAPIRoute& v) {
 void to_json(nlohmann::json& j, const TrafficRouting& v) {
   j = nlohmann::json::object();
   Write(j, "provider", v.provider);
+  Write(j, "router", v.router);
   Write(j, "gatewayAPI", v.gateway_api);
 }
 
 void from_json(const nlohmann::json& j, TrafficRouting& v) {
   ExpectObject(j, "TrafficRouting");
   Read(j, "provider", v.provider);
+  Read(j, "router", v.router);
   Read(j, "gatewayAPI", v.gateway_api);
 }
 

@@ -188,6 +188,28 @@ struct AnalysisSpec {
 void to_json(nlohmann::json& j, const AnalysisSpec& v);
 void from_json(const nlohmann::json& j, AnalysisSpec& v);
 
+// How kiln's router finds this deployment's requests and keeps clients on one version. Requests
+// name the model (spec.model.name) in their body's model field; host and pathPrefix also route
+// requests that do not.
+struct RouterRoute {
+  // The Host header (without port) whose requests go to this deployment.
+  std::optional<std::string> host;
+  // A path prefix whose requests go to this deployment (with host, if both are set).
+  std::optional<std::string> path_prefix;
+  // A request header (e.g. x-session-id) whose value keeps a client on one version while the
+  // weights stand, so a conversation does not switch models mid-way.
+  std::optional<std::string> sticky_header;
+  // A cookie whose value does the same as stickyHeader.
+  std::optional<std::string> sticky_cookie;
+  // Percent of the stable version's requests also sent to the canary while there is one; the
+  // canary's answers are discarded and counted apart, so it is measured before it takes traffic.
+  std::optional<int32_t> mirror_percent;
+
+  bool operator==(const RouterRoute&) const = default;
+};
+void to_json(nlohmann::json& j, const RouterRoute& v);
+void from_json(const nlohmann::json& j, RouterRoute& v);
+
 // The HTTPRoute whose backendRefs weights kiln sets.
 struct GatewayAPIRoute {
   // The HTTPRoute's name, in the ModelDeployment's namespace.
@@ -202,6 +224,10 @@ void from_json(const nlohmann::json& j, GatewayAPIRoute& v);
 struct TrafficRouting {
   // Router (kiln's router, installed by the chart) or GatewayAPI (weights on an HTTPRoute).
   std::optional<std::string> provider;
+  // How kiln's router finds this deployment's requests and keeps clients on one version. Requests
+  // name the model (spec.model.name) in their body's model field; host and pathPrefix also route
+  // requests that do not.
+  std::optional<RouterRoute> router;
   // The HTTPRoute whose backendRefs weights kiln sets.
   std::optional<GatewayAPIRoute> gateway_api;
 
