@@ -311,6 +311,20 @@ TEST_CASE("a backend dying mid-stream gives the client a clean error", "[router]
                  R"(kiln_router_errors_total{kind="reset",route="default/chat",version="v1"} 1)"));
 }
 
+TEST_CASE("any other body that breaks is cut off, never ended as if whole", "[router][proxy]") {
+  RawBackend dying([](int fd) {
+    SendAll(fd,
+            "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n"
+            "Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n");
+  });
+  Router router(Chat({dying.address()}, {}, 0));
+  RawHttp client(router.port);
+  REQUIRE(client.Send(RawHttp::Request("POST", "/v1/completions", R"({"model": "chat"})")));
+  CHECK(client.ReadToEnd());  // The router closed the connection...
+  CHECK(client.raw().find("hello") != std::string::npos);
+  CHECK(client.raw().find("0\r\n\r\n") == std::string::npos);  // ...without the last chunk.
+}
+
 TEST_CASE("a backend that fails before answering gives 502, one that stalls 504",
           "[router][proxy]") {
   RawBackend closes([](int) {});
