@@ -24,6 +24,7 @@
 #include <boost/beast/http/string_body.hpp>
 #include <sys/socket.h>
 
+#include "base/io_threads.h"
 #include "base/log.h"
 
 namespace kiln {
@@ -103,13 +104,17 @@ class Session;
 // still holds it.
 struct Core {
   explicit Core(HttpServerOptions o, std::vector<HttpRoute> r)
-      : options(std::move(o)), routes(std::move(r)) {
+      : options(std::move(o)),
+        routes(std::move(r)),
+        own_ioc(options.shared_io ? nullptr : std::make_unique<net::io_context>()),
+        ioc(options.shared_io ? options.shared_io->context() : *own_ioc) {
     if (!options.error_reply) options.error_reply = DefaultErrorReply;
   }
 
   HttpServerOptions options;
   const std::vector<HttpRoute> routes;
-  net::io_context ioc;
+  const std::unique_ptr<net::io_context> own_ioc;  // Unless the threads are shared.
+  net::io_context& ioc;
   std::atomic<bool> draining{false};
   std::atomic<bool> stopped{false};  // The I/O threads are gone: post nothing more.
   std::atomic<int> handling{0};
@@ -130,6 +135,7 @@ class Session : public std::enable_shared_from_this<Session> {
  public:
   Session(const std::shared_ptr<Core>& core, tcp::socket socket, uint64_t id)
       : core_weak_(core),
+        core_keep_(core->options.shared_io ? core : nullptr),
         core_(*core),
         socket_(std::move(socket)),
         timer_(socket_.get_executor()),
@@ -407,8 +413,11 @@ class Session : public std::enable_shared_from_this<Session> {
 
   void CancelResponder();
 
-  // Not shared: the Core's I/O context holds this session's handlers.
+  // Not shared: the Core's I/O context holds this session's handlers. With
+  // shared threads the context is not the Core's, and a handler of this
+  // session may run after the server is gone: then the session keeps it.
   const std::weak_ptr<Core> core_weak_;
+  const std::shared_ptr<Core> core_keep_;
   Core& core_;
   tcp::socket socket_;
   net::steady_timer timer_;
@@ -682,6 +691,7 @@ class Server final : public HttpServer {
     if (!ec) acceptor_.listen(net::socket_base::max_listen_connections, ec);
     if (ec) return Status::Unavailable("cannot listen on " + url_ + ": " + ec.message());
     Accept();
+    if (core_->options.shared_io) return Status::Ok();
     for (int i = 0; i < core_->options.io_threads; ++i) {
       threads_.emplace_back([this] { core_->ioc.run(); });
     }
@@ -710,6 +720,15 @@ class Server final : public HttpServer {
     {
       std::unique_lock<std::mutex> lock(core_->mu);
       core_->closed.wait_until(lock, deadline, [&] { return core_->sessions.empty(); });
+    }
+    if (core_->options.shared_io) {
+      // The threads go on for others: the posted closes run there. Nothing
+      // posted after this point may reach a session.
+      std::unique_lock<std::mutex> lock(core_->mu);
+      core_->closed.wait_for(lock, kDrainCloseReserve, [&] { return core_->sessions.empty(); });
+      core_->stopped = true;
+      drained_ = true;
+      return drained_all_;
     }
     core_->stopped = true;
     core_->ioc.stop();
@@ -748,20 +767,23 @@ class Server final : public HttpServer {
   }
 
   void Accept() {
-    acceptor_.async_accept(net::make_strand(core_->ioc), [this](error_code ec, tcp::socket socket) {
-      if (ec == net::error::operation_aborted || core_->draining) return;
-      if (ec) {
-        // Out of file descriptors, most likely: try again shortly.
-        log::Logger("http").Warn("accept failed", {{"error", ec.message()}});
-        retry_.expires_after(std::chrono::milliseconds(50));
-        retry_.async_wait([this](error_code e) {
-          if (!e) Accept();
-        });
-        return;
-      }
-      Admit(std::move(socket));
-      Accept();
-    });
+    // The handlers read the Core they keep, not `this`, until they know the
+    // server is not draining: with shared threads they may run after it is gone.
+    acceptor_.async_accept(net::make_strand(core_->ioc),
+                           [this, core = core_](error_code ec, tcp::socket socket) {
+                             if (ec == net::error::operation_aborted || core->draining) return;
+                             if (ec) {
+                               // Out of file descriptors, most likely: try again shortly.
+                               log::Logger("http").Warn("accept failed", {{"error", ec.message()}});
+                               retry_.expires_after(std::chrono::milliseconds(50));
+                               retry_.async_wait([this, core = core_](error_code e) {
+                                 if (!e && !core->draining) Accept();
+                               });
+                               return;
+                             }
+                             Admit(std::move(socket));
+                             Accept();
+                           });
   }
 
   // Registers the connection, reclaiming one at the limit.

@@ -153,11 +153,16 @@ struct HttpLimits {
 using HttpErrorReply =
     std::function<HttpReply(const HttpRequest& request, int status, const std::string& message)>;
 
+class IoThreads;  // base/io_threads.h
+
 struct HttpServerOptions {
   // As ParseBindAddress; the host an IP address, "localhost" or empty (all
   // interfaces).
   std::string bind_address = ":8080";
   int io_threads = 2;
+  // Threads shared with other users (io_threads is then ignored): Drain
+  // closes this server's connections and leaves the threads running.
+  std::shared_ptr<IoThreads> shared_io;
   HttpLimits limits;
   HttpErrorReply error_reply;  // Null: the default.
   // Sent with every response, e.g. a model version.

@@ -61,9 +61,32 @@ void Endpoint::PutIdle(std::unique_ptr<Socket> socket, size_t max_idle_connectio
   socket->close(ignored);
 }
 
+void Endpoint::CloseIdle() {
+  std::vector<Idle> idle;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    idle.swap(idle_);
+  }
+  for (Idle& i : idle) {
+    boost::system::error_code ignored;
+    i.socket->close(ignored);
+  }
+}
+
 size_t Endpoint::idle_count() const {
   std::lock_guard<std::mutex> lock(mu_);
   return idle_.size();
+}
+
+void EndpointRegistry::CloseIdle() {
+  std::vector<std::shared_ptr<Endpoint>> live;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto& [address, weak] : endpoints_) {
+      if (auto e = weak.lock()) live.push_back(std::move(e));
+    }
+  }
+  for (auto& e : live) e->CloseIdle();
 }
 
 StatusOr<std::shared_ptr<Endpoint>> EndpointRegistry::Get(const std::string& address) {

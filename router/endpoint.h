@@ -53,6 +53,7 @@ class Endpoint {
   // closed).
   void PutIdle(std::unique_ptr<Socket> socket, size_t max_idle_connections);
   size_t idle_count() const;
+  void CloseIdle();
 
  private:
   struct Idle {
@@ -71,6 +72,9 @@ class EndpointRegistry {
   // shared with every table that names it. InvalidArgument for a malformed
   // address, NotFound when a name does not resolve.
   StatusOr<std::shared_ptr<Endpoint>> Get(const std::string& address);
+  // Closes every live endpoint's pooled connections (before their I/O
+  // context goes).
+  void CloseIdle();
 
  private:
   std::mutex mu_;

@@ -20,6 +20,7 @@
 #include "base/file.h"
 #include "base/flags.h"
 #include "base/http_server.h"
+#include "base/io_threads.h"
 #include "base/log.h"
 #include "base/stop_signal.h"
 #include "base/version.h"
@@ -78,7 +79,7 @@ Status LoadRoutes(const std::string& path, uint64_t generation, kiln::router::Pr
 int main(int argc, char** argv) {
   std::string listen = ":8000", routes_file, kubeconfig, context, watch_namespace;
   std::string level_name = "info", format_name = "json";
-  int io_threads = 2, upstream_threads = 0;
+  int io_threads = 2;
   bool version = false;
   std::chrono::milliseconds drain_timeout(std::chrono::seconds(30));
   std::chrono::milliseconds shutdown_delay(0);
@@ -98,9 +99,8 @@ int main(int argc, char** argv) {
   flags.String("namespace", &watch_namespace, "Watch ModelDeployments in this namespace only.")
       .Metavar("NS")
       .DefaultText("all namespaces");
-  flags.Int("io-threads", &io_threads, 1, 256, "Threads serving clients.");
-  flags.Int("upstream-threads", &upstream_threads, 0, 256,
-            "Threads talking to the backends (0: as many as --io-threads).");
+  flags.Int("io-threads", &io_threads, 1, 256,
+            "Threads carrying the clients' connections and the backends' (one pool).");
   flags.Duration("drain-timeout", &drain_timeout, kMs,
                  "How long requests in flight may take to finish after SIGTERM.");
   flags.Duration("shutdown-delay", &shutdown_delay, std::chrono::milliseconds(0),
@@ -150,7 +150,10 @@ int main(int argc, char** argv) {
   }
 
   kiln::StopSignal& stop = kiln::StopSignal::Install();
-  upstream_options.io_threads = upstream_threads > 0 ? upstream_threads : io_threads;
+  // One pool of threads for both sides: a request and its backend call run
+  // where they are, not handed from one pool to another.
+  auto io = std::make_shared<kiln::IoThreads>(io_threads);
+  upstream_options.shared_io = io;
   kiln::router::RouterMetrics metrics;
   kiln::router::Upstream upstream(upstream_options);
   kiln::router::Proxy proxy(upstream, metrics);
@@ -198,7 +201,7 @@ int main(int argc, char** argv) {
     proxy.Handle(request, std::move(responder));
   };
   server_options.bind_address = listen;
-  server_options.io_threads = io_threads;
+  server_options.shared_io = io;
   server_options.limits.max_body_bytes = max_body_kib << 10;
   server_options.error_reply = [](const kiln::HttpRequest&, int status,
                                   const std::string& message) {
@@ -295,5 +298,8 @@ int main(int argc, char** argv) {
   const bool clean = (*server)->Drain(drain_timeout);
   log.Info("drained", {{"clean", clean}});
   if (source) source->Stop();
+  // No handler runs from here on; the upstream's pooled connections close
+  // as it goes, before the threads' context.
+  io->Stop();
   return 0;
 }

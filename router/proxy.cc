@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 
 #include "base/log.h"
+#include "router/request_model.h"
 
 namespace kiln::router {
 namespace {
@@ -196,7 +197,7 @@ class Forward final : public UpstreamHandler, public std::enable_shared_from_thi
       outcome.status = status_;
       if (status_ >= 500) outcome.error = "status_5xx";
       if (buffered_) {
-        if (json_ && status_ == 200) outcome.tokens = CompletionTokens(head_.body);
+        if (json_ && status_ == 200) outcome.tokens = ScanCompletionTokens(head_.body);
         responder_->Reply(std::move(head_));
       } else {
         outcome.tokens = events_.events();
@@ -247,15 +248,6 @@ class Forward final : public UpstreamHandler, public std::enable_shared_from_thi
     if (!next) return false;
     Send(std::move(next));
     return true;
-  }
-
-  static uint64_t CompletionTokens(const std::string& body) {
-    json j = json::parse(body, nullptr, false);
-    if (!j.is_object()) return 0;
-    auto usage = j.find("usage");
-    if (usage == j.end() || !usage->is_object()) return 0;
-    auto n = usage->find("completion_tokens");
-    return n != usage->end() && n->is_number_unsigned() ? n->get<uint64_t>() : 0;
   }
 
   Upstream& upstream_;
@@ -347,24 +339,18 @@ void Proxy::Handle(const HttpRequest& request, std::shared_ptr<HttpResponder> re
   }
   std::string model;
   if (!request.body.empty()) {
-    json body = json::parse(request.body, nullptr, /*allow_exceptions=*/false);
-    if (body.is_discarded() || !body.is_object()) {
+    RequestModel m = ReadRequestModel(request.body);
+    if (m.error != RequestModel::Error::kNone) {
       metrics_.Rejected("", "bad_request", 400);
-      responder->Reply(JsonError(400, "invalid_request_error", "invalid_json",
-                                 body.is_discarded() ? "the request body is not valid JSON"
+      const bool bad_model = m.error == RequestModel::Error::kModelNotString;
+      responder->Reply(JsonError(
+          400, "invalid_request_error", bad_model ? "invalid_model" : "invalid_json",
+          bad_model ? "model: must be a string, not " + m.model_type
+          : m.error == RequestModel::Error::kNotJson ? "the request body is not valid JSON"
                                                      : "the request body is not a JSON object"));
       return;
     }
-    auto m = body.find("model");
-    if (m != body.end()) {
-      if (!m->is_string()) {
-        metrics_.Rejected("", "bad_request", 400);
-        responder->Reply(JsonError(400, "invalid_request_error", "invalid_model",
-                                   "model: must be a string, not " + std::string(m->type_name())));
-        return;
-      }
-      model = m->get<std::string>();
-    }
+    model = std::move(m.model);
   }
   const uint64_t random = Random();
   Pick pick = table->Choose(model, request, random);

@@ -4,10 +4,8 @@
 #include <cctype>
 #include <limits>
 #include <optional>
-#include <thread>
 
 #include <boost/asio/bind_executor.hpp>
-#include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -103,20 +101,20 @@ std::string Serialize(const UpstreamRequest& r) {
 class Upstream::Impl {
  public:
   explicit Impl(UpstreamOptions options)
-      : options_(std::move(options)), work_(net::make_work_guard(io_)) {
-    const int n = options_.io_threads > 0 ? options_.io_threads : 1;
-    for (int i = 0; i < n; ++i) threads_.emplace_back([this] { io_.run(); });
-  }
+      : options_(std::move(options)),
+        io_(options_.shared_io ? options_.shared_io
+                               : std::make_shared<IoThreads>(options_.io_threads)),
+        ioc_(io_->context()) {}
   ~Impl() {
-    work_.reset();
-    io_.stop();
-    for (std::thread& t : threads_) t.join();
+    // Pooled connections go while their context lives; with threads of our
+    // own, so do the calls still open (their handlers are dropped unrun).
+    registry_.CloseIdle();
+    if (!options_.shared_io) io_->Stop();
   }
 
   const UpstreamOptions options_;
-  net::io_context io_;
-  net::executor_work_guard<net::io_context::executor_type> work_;
-  std::vector<std::thread> threads_;
+  const std::shared_ptr<IoThreads> io_;
+  net::io_context& ioc_;
   EndpointRegistry registry_;
 };
 
@@ -127,7 +125,7 @@ class Call final : public UpstreamCall, public std::enable_shared_from_this<Call
   Call(Upstream::Impl& up, std::shared_ptr<Endpoint> endpoint,
        std::shared_ptr<const UpstreamRequest> request, std::shared_ptr<UpstreamHandler> handler)
       : up_(up),
-        strand_(net::make_strand(up.io_)),
+        strand_(net::make_strand(up.ioc_)),
         timer_(strand_),
         endpoint_(std::move(endpoint)),
         wire_(Serialize(*request)),
@@ -160,7 +158,7 @@ class Call final : public UpstreamCall, public std::enable_shared_from_this<Call
 
   void Connect() {
     reused_ = false;
-    socket_ = std::make_unique<tcp::socket>(up_.io_);
+    socket_ = std::make_unique<tcp::socket>(up_.ioc_);
     Arm(up_.options_.connect_timeout, UpstreamError::kConnect, "connect timed out");
     socket_->async_connect(endpoint_->resolved(),
                            net::bind_executor(strand_, [self = shared_from_this()](error_code ec) {
@@ -177,7 +175,8 @@ class Call final : public UpstreamCall, public std::enable_shared_from_this<Call
   }
 
   void Write() {
-    Arm(up_.options_.response_timeout, UpstreamError::kTimeout, "sending the request timed out");
+    // One deadline for sending the request and receiving the response head.
+    Arm(up_.options_.response_timeout, UpstreamError::kTimeout, "no response in time");
     net::async_write(
         *socket_, net::buffer(wire_),
         net::bind_executor(strand_, [self = shared_from_this()](error_code ec, size_t) {
@@ -191,7 +190,6 @@ class Call final : public UpstreamCall, public std::enable_shared_from_this<Call
   }
 
   void ReadHead() {
-    Arm(up_.options_.response_timeout, UpstreamError::kTimeout, "no response in time");
     parser_.emplace();
     parser_->header_limit(static_cast<uint32_t>(up_.options_.max_response_header_bytes));
     parser_->body_limit(std::numeric_limits<uint64_t>::max());
@@ -250,7 +248,11 @@ class Call final : public UpstreamCall, public std::enable_shared_from_this<Call
       Finish();
       return;
     }
-    Arm(up_.options_.idle_timeout, UpstreamError::kTimeout, "the response stalled");
+    // Bytes already read (a small reply comes with its head) are parsed at
+    // once: only a read that must wait gets the idle deadline.
+    if (buffer_.size() == 0) {
+      Arm(up_.options_.idle_timeout, UpstreamError::kTimeout, "the response stalled");
+    }
     auto& body = parser_->get().body();
     body.data = chunk_.data();
     body.size = chunk_.size();

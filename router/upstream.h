@@ -24,12 +24,16 @@
 #include <utility>
 #include <vector>
 
+#include "base/io_threads.h"
 #include "router/endpoint.h"
 
 namespace kiln::router {
 
 struct UpstreamOptions {
   int io_threads = 2;
+  // Threads shared with the router's server (io_threads is then ignored):
+  // a request and its backend call run on the same threads.
+  std::shared_ptr<IoThreads> shared_io;
   std::chrono::milliseconds connect_timeout{std::chrono::seconds(2)};
   std::chrono::milliseconds response_timeout{std::chrono::minutes(5)};
   std::chrono::milliseconds idle_timeout{std::chrono::minutes(1)};
