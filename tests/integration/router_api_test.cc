@@ -6,8 +6,9 @@
 // labels ("localhost" is refused), so the slices name v1.chat.kiln.test and
 // v2.chat.kiln.test (.test never resolves in DNS) and the router runs in a
 // mount namespace of its own (unshare, in a user namespace) whose /etc/hosts
-// maps them to 127.0.0.1; its network is the machine's, so all traffic stays
-// on loopback. The router, on the cluster's kubeconfig, must split requests by the weights,
+// maps them to 127.0.0.1 (and whose nsswitch.conf resolves host names from
+// that file only); its network is the machine's, so all traffic stays on
+// loopback. The router, on the cluster's kubeconfig, must split requests by the weights,
 // follow every weight flip without a failed request, answer 503 naming the
 // reason when the canary's endpoints go, and 404 when the deployment goes.
 //
@@ -77,9 +78,20 @@ std::string CompletionRequest() {
 // maps it to 127.0.0.1.
 std::string BackendHost(const std::string& version) { return version + ".chat.kiln.test"; }
 
+// A name no /etc/hosts line holds: the router cannot resolve it (and, with
+// "hosts: files" only, asks no DNS server).
+constexpr const char* kUnresolvableHost = "gone.chat.kiln.test";
+
+// The version's slice: its fake backend and, for v1, also an endpoint whose
+// name does not resolve, which the router must leave out without refusing
+// the whole table (a regression test: it did, and never became ready).
 json Slice(const std::string& ns, const std::string& version, int port) {
-  json endpoint = {{"addresses", json::array({BackendHost(version)})},
-                   {"conditions", {{"ready", true}}}};
+  json endpoints = json::array();
+  for (const std::string& host :
+       version == "v1" ? std::vector<std::string>{BackendHost(version), kUnresolvableHost}
+                       : std::vector<std::string>{BackendHost(version)}) {
+    endpoints.push_back({{"addresses", json::array({host})}, {"conditions", {{"ready", true}}}});
+  }
   json http = {{"name", "http"}, {"port", port}, {"protocol", "TCP"}};
   return {{"apiVersion", "discovery.k8s.io/v1"},
           {"kind", "EndpointSlice"},
@@ -89,7 +101,7 @@ json Slice(const std::string& ns, const std::string& version, int port) {
             {"labels",
              {{api::kModelDeploymentLabel, kDeployment}, {api::kModelVersionLabel, version}}}}},
           {"addressType", "FQDN"},
-          {"endpoints", json::array({endpoint})},
+          {"endpoints", endpoints},
           {"ports", json::array({http})}};
 }
 
@@ -242,10 +254,12 @@ class RouterRig {
     REQUIRE(router_port_ > 0);
     const std::string hosts = dir_.Write(
         "hosts", "127.0.0.1 localhost " + BackendHost("v1") + " " + BackendHost("v2") + "\n");
+    const std::string nsswitch = dir_.Write("nsswitch.conf", "hosts: files\n");
     router_ = std::make_unique<testing::BackgroundProcess>(
         std::vector<std::string>{"unshare", "--user", "--map-root-user", "--mount", "sh", "-c",
-                                 "mount --bind \"$0\" /etc/hosts && exec \"$@\"", hosts,
-                                 KILN_ROUTER_BIN, "--listen",
+                                 "mount --bind \"$0\" /etc/hosts && "
+                                 "mount --bind \"$1\" /etc/nsswitch.conf && shift && exec \"$@\"",
+                                 hosts, nsswitch, KILN_ROUTER_BIN, "--listen",
                                  "127.0.0.1:" + std::to_string(router_port_), "--kubeconfig",
                                  cluster.kubeconfig, "--namespace", ns_},
         dir_.path() + "/router.log");
