@@ -8,15 +8,16 @@
 // mount namespace of its own (unshare, in a user namespace) whose /etc/hosts
 // maps them to 127.0.0.1 (and whose nsswitch.conf resolves host names from
 // that file only); its network is the machine's, so all traffic stays on
-// loopback. The router, on the cluster's kubeconfig, must split requests by the weights,
-// follow every weight flip without a failed request, answer 503 naming the
-// reason when the canary's endpoints go, and 404 when the deployment goes.
+// loopback. The router, on the cluster's kubeconfig, must split requests by
+// the weights, follow every weight flip without a failed request, answer 503
+// naming the reason when the canary's endpoints go, and 404 when the
+// deployment goes.
 //
-// Prints, per weight flip, the time from the status write's response to the
-// first request after which every request went to the new version (a client
-// sending requests back to back on one kept-alive connection); asserts only
-// that the router follows. The hidden test case [router-bench] repeats the
-// flips 20 times for bench/router_config_latency.sh.
+// Prints, for the weight flips, the time from the status write (sent, and
+// answered) to the first request after which every request went to the new
+// version (a client sending requests back to back on one kept-alive
+// connection); asserts only that the router follows. The hidden test case
+// [router-bench] does 20 flips for bench/router_config_latency.sh.
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -32,7 +33,6 @@
 
 #include <catch2/catch.hpp>
 
-#include "kube/api_error.h"
 #include "operator/api/labels.h"
 #include "operator/api/v1alpha1/resources.h"
 #include "tests/support/background_process.h"
@@ -60,8 +60,9 @@ void WaitUntil(const std::string& what, const std::function<bool()>& probe,
                std::chrono::seconds limit = std::chrono::seconds(30)) {
   const auto deadline = Clock::now() + limit;
   while (!probe()) {
-    if (Clock::now() > deadline)
+    if (Clock::now() > deadline) {
       FAIL("timed out after " << limit.count() << " s waiting for " << what);
+    }
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
 }
