@@ -2,6 +2,8 @@
 
 #include <string_view>
 
+#include "base/log.h"
+
 namespace kiln::router {
 namespace {
 
@@ -97,6 +99,15 @@ StatusOr<std::shared_ptr<const RouteTable>> RouteTable::Build(RouteConfig config
       version.config = v;
       for (const std::string& address : v.endpoints) {
         StatusOr<std::shared_ptr<Endpoint>> e = registry.Get(address);
+        if (!e.ok() && e.status().code() == StatusCode::kNotFound) {
+          // A name that does not resolve (now) must not keep every other
+          // route's change out: the version goes on without it, as without
+          // an endpoint that is not ready.
+          static const log::Logger logger("router.table");
+          logger.Warn("endpoint left out",
+                      {{"route", r.name}, {"version", v.name}, {"error", e.status().message()}});
+          continue;
+        }
         if (!e.ok()) return e.status().WithContext("route " + r.name + " version " + v.name);
         version.endpoints.push_back(*std::move(e));
       }

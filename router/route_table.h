@@ -71,7 +71,8 @@ struct Pick {
 class RouteTable {
  public:
   // Binds every endpoint through `registry`. The config must be Validated;
-  // an endpoint that does not resolve is an error naming it.
+  // an endpoint whose name does not resolve is left out (logged), so one
+  // bad name never holds back the rest of the table.
   static StatusOr<std::shared_ptr<const RouteTable>> Build(RouteConfig config,
                                                            EndpointRegistry& registry);
 

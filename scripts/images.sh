@@ -9,27 +9,29 @@
 #
 #   scripts/images.sh [--out DIR] [--bin-dir DIR] [--all] [IMAGE...]
 #
-# IMAGE is one of the definitions in images/: kiln-operator, kiln-worker (CPU),
-# kiln-worker-cuda. Default: kiln-operator kiln-worker; --all adds
-# kiln-worker-cuda. Writes DIR/<image>.tar (default DIR: build/images), which
-# `ctr -n k8s.io images import` imports as ghcr.io/kiln-dev/<repo>:<version>,
-# and DIR/<image>.digest with the manifest digest.
+# IMAGE is one of the definitions in images/: kiln-operator, kiln-router,
+# kiln-worker (CPU), kiln-worker-cuda. Default: kiln-operator kiln-router
+# kiln-worker; --all adds kiln-worker-cuda. Writes DIR/<image>.tar (default
+# DIR: build/images), which `ctr -n k8s.io images import` imports as
+# ghcr.io/kiln-dev/<repo>:<version>, and DIR/<image>.digest with the manifest
+# digest.
 #
 # Without --bin-dir the programs come from the CMake build trees, built here
-# first: build/ci (kiln-operator, and kiln-worker for the CUDA image) and
-# build/cpu (the CPU-only kiln-worker). --bin-dir DIR takes DIR/kiln-operator,
-# DIR/kiln-worker (must be a CPU-only build) and DIR/kiln-worker-cuda (or
-# DIR/kiln-worker when absent) instead. Environment: SOURCE_DATE_EPOCH (default:
-# the last commit's time) for every timestamp; KILN_IMAGE_SOURCE for the
-# org.opencontainers.image.source label; KILN_JOBS=N for ninja -jN.
+# first: build/ci (kiln-operator, kiln-router, and kiln-worker for the CUDA
+# image) and build/cpu (the CPU-only kiln-worker). --bin-dir DIR takes
+# DIR/kiln-operator, DIR/kiln-router, DIR/kiln-worker (must be a CPU-only
+# build) and DIR/kiln-worker-cuda (or DIR/kiln-worker when absent) instead.
+# Environment: SOURCE_DATE_EPOCH (default: the last commit's time) for every
+# timestamp; KILN_IMAGE_SOURCE for the org.opencontainers.image.source label;
+# KILN_JOBS=N for ninja -jN.
 # shellcheck source-path=SCRIPTDIR
 set -euo pipefail
 source "$(dirname "$0")/lib/common.sh"
 source "$(dirname "$0")/lib/cuda.sh"
 
 IMAGES_DIR="$KILN_ROOT/images"
-ALL_IMAGES=(kiln-operator kiln-worker kiln-worker-cuda)
-DEFAULT_IMAGES=(kiln-operator kiln-worker)
+ALL_IMAGES=(kiln-operator kiln-router kiln-worker kiln-worker-cuda)
+DEFAULT_IMAGES=(kiln-operator kiln-router kiln-worker)
 
 usage() {
   sed -n '2,/^[^#]/{/^[^#]/d;/^# shellcheck/d;s/^# \{0,1\}//;p}' "$0"

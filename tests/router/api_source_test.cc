@@ -4,7 +4,7 @@
 #include <string>
 #include <vector>
 
-#include <catch2/catch_test_macros.hpp>
+#include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
 
 namespace kiln::router {
@@ -92,6 +92,30 @@ TEST_CASE("a ModelDeployment's status weights and its versions' ready endpoints 
   CHECK(r.versions[1].role == "canary");
   CHECK(r.versions[1].weight == 10);
   CHECK(r.versions[1].endpoints == std::vector<std::string>{"[fd00::5]:8001"});
+}
+
+TEST_CASE("FQDN EndpointSlices give host-name endpoints", "[router][api_source]") {
+  // A slice may name hosts by name (addressType FQDN): a backend outside the
+  // cluster, or, in tests/integration/router_api_test.cc, fake backends on
+  // 127.0.0.1 (the API server refuses loopback IPs in slices).
+  json md = WithSplit(Deployment("ns", "chat", "chat"), 50);
+  json http_port = json::array({{{"name", "http"}, {"port", 18001}}});
+  json fqdn_v1 = Slice("ns", "chat-v1", "chat", "v1", http_port, {Ready("v1.chat.kiln.test")});
+  fqdn_v1["addressType"] = "FQDN";
+  json fqdn_v2 =
+      Slice("ns", "chat-v2", "chat", "v2", json::array({{{"name", "http"}, {"port", 18002}}}),
+            {Ready("backend.example"), Ready("down.example", false)});
+  fqdn_v2["addressType"] = "FQDN";
+
+  BuiltRoutes built = BuildRouteConfig({Obj(md)}, {Obj(fqdn_v1), Obj(fqdn_v2)}, 1);
+
+  REQUIRE(built.problems.empty());
+  REQUIRE(built.config.routes.size() == 1);
+  const Route& r = built.config.routes[0];
+  REQUIRE(r.versions.size() == 2);
+  CHECK(r.versions[0].endpoints == std::vector<std::string>{"v1.chat.kiln.test:18001"});
+  CHECK(r.versions[1].endpoints == std::vector<std::string>{"backend.example:18002"});
+  CHECK(Validate(built.config).ok());
 }
 
 TEST_CASE("a rollback is one status write: the next build sends everything to stable",

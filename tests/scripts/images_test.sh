@@ -5,8 +5,9 @@
 # that the second build has the same manifest digests, that containerd imports
 # the archives under their full names, and runs the CPU images with runc: the
 # worker's --version, a bad flag, a data error and a short training run on a
-# mounted corpus; the operator's --version, --help and its error outside a
-# cluster. The CUDA image is built and inspected, never run. Then bad input.
+# mounted corpus; the operator's and the router's --version, --help and their
+# error outside a cluster. The CUDA image is built and inspected, never run.
+# Then bad input.
 # As root the containers run as 65532; otherwise they run rootless as the
 # caller (runc cannot switch to an unmapped user) and the containerd part is
 # skipped, saying so. KILN_IMAGES_ROOTLESS=1 forces the rootless way.
@@ -85,10 +86,12 @@ echo "second build: $(($(date +%s) - build_start))s"
 
 declare -A ref=(
   [kiln-operator]="ghcr.io/kiln-dev/kiln-operator:$version"
+  [kiln-router]="ghcr.io/kiln-dev/kiln-router:$version"
   [kiln-worker]="ghcr.io/kiln-dev/kiln-worker:$version"
   [kiln-worker-cuda]="ghcr.io/kiln-dev/kiln-worker:$version-cuda"
 )
-declare -A program=([kiln-operator]=kiln-operator [kiln-worker]=kiln-worker [kiln-worker-cuda]=kiln-worker)
+declare -A program=([kiln-operator]=kiln-operator [kiln-router]=kiln-router [kiln-worker]=kiln-worker
+  [kiln-worker-cuda]=kiln-worker)
 revision="$(git -C "$ROOT" rev-parse HEAD)"
 
 # blob LAYOUT DIGEST: the path of a blob.
@@ -127,7 +130,7 @@ unpack() {
   umoci unpack "${flags[@]}" --image "$dir/layout:${ref[$image]}" "$dir/bundle" >/dev/null
 }
 
-for image in kiln-operator kiln-worker kiln-worker-cuda; do
+for image in kiln-operator kiln-router kiln-worker kiln-worker-cuda; do
   phase "inspecting $image"
   dir="$SCRATCH/$image"
   digest="$(cat "$out1/$image.digest" 2>/dev/null)"
@@ -170,8 +173,12 @@ for image in kiln-operator kiln-worker kiln-worker-cuda; do
 done
 check "the CPU worker image carries no CUDA library" \
   test -z "$(find "$SCRATCH/kiln-worker/bundle/rootfs" -name 'libcu*' -o -name 'libnccl*')"
-check "the operator image carries the CA bundle" \
-  test -s "$SCRATCH/kiln-operator/bundle/rootfs/etc/ssl/certs/ca-certificates.crt"
+for image in kiln-operator kiln-router; do
+  check "the $image image carries the CA bundle" \
+    test -s "$SCRATCH/$image/bundle/rootfs/etc/ssl/certs/ca-certificates.crt"
+done
+check "the router image carries no CUDA library" \
+  test -z "$(find "$SCRATCH/kiln-router/bundle/rootfs" -name 'libcu*' -o -name 'libnccl*')"
 check "the CUDA image carries cudart, cuBLAS, cuBLASLt and NCCL" bash -c '
   for l in libcudart.so.13 libcublas.so.13 libcublasLt.so.13 libnccl.so.2; do
     [ -f "$1/usr/local/cuda/lib64/$l" ] || exit 1
@@ -226,6 +233,12 @@ expect "operator image: kiln-operator --help" 0 "Usage: kiln-operator" "--leader
   run_in kiln-operator help -- kiln-operator --help
 expect "operator image: outside a cluster it exits 2 saying why" 2 "not running in a pod" -- \
   run_in kiln-operator nocluster -- kiln-operator
+expect "router image: kiln-router --version" 0 "kiln-router $version" -- \
+  run_in kiln-router version -- kiln-router --version
+expect "router image: kiln-router --help" 0 "Usage: kiln-router" "--routes" -- \
+  run_in kiln-router help -- kiln-router --help
+expect "router image: outside a cluster, without --routes, it exits 2 saying why" 2 \
+  "not running in a pod" "or pass --routes FILE" -- run_in kiln-router nocluster -- kiln-router
 
 phase "importing into a private containerd"
 if [ "$rootless" = 1 ]; then
@@ -249,7 +262,7 @@ EOF
   containerd_pid=$!
   ctr=(ctr --address "$cd_dir/sock" -n k8s.io)
   for _ in $(seq 50); do "${ctr[@]}" version >/dev/null 2>&1 && break; sleep 0.2; done
-  for image in kiln-operator kiln-worker; do
+  for image in kiln-operator kiln-router kiln-worker; do
     expect "containerd: ctr images import names $image ${ref[$image]}" 0 "${ref[$image]}" -- \
       "${ctr[@]}" images import "$out1/$image.tar"
     check "containerd: ${ref[$image]} has the digest file's digest" \
@@ -260,7 +273,7 @@ fi
 
 phase "bad input"
 expect "an unknown image is named, with the valid names as the fix" 1 \
-  "unknown image 'bogus'" "fix: name one or more of: kiln-operator kiln-worker kiln-worker-cuda" -- \
+  "unknown image 'bogus'" "fix: name one or more of: kiln-operator kiln-router kiln-worker kiln-worker-cuda" -- \
   bash "$ROOT/scripts/images.sh" --out "$SCRATCH/bad" bogus
 mkdir -p "$SCRATCH/minpath"
 ln -s "$(command -v dirname)" "$(command -v awk)" "$SCRATCH/minpath/"
