@@ -1,0 +1,405 @@
+#include "router/proxy.h"
+
+#include <strings.h>
+
+#include <cctype>
+#include <chrono>
+#include <random>
+#include <set>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "base/log.h"
+
+namespace kiln::router {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using nlohmann::json;
+
+uint64_t Random() {
+  thread_local std::mt19937_64 rng{std::random_device{}()};
+  return rng();
+}
+
+double Seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
+
+// Request headers not passed on: hop-by-hop ones, and the router's own.
+bool Dropped(const std::string& name) {
+  static const std::set<std::string> kDropped = {
+      "connection", "keep-alive",        "proxy-connection", "te",    "trailer",
+      "upgrade",    "transfer-encoding", "content-length",   "expect"};
+  return kDropped.count(name) > 0;
+}
+
+// Response headers the server writes itself.
+bool ServerOwned(const std::string& name) {
+  return name.size() >= 13 && (strcasecmp(name.c_str(), "cache-control") == 0 ||
+                               strcasecmp(name.c_str(), "x-content-type-options") == 0);
+}
+
+std::string PercentEncode(const std::string& s) {
+  static const char* kHex = "0123456789ABCDEF";
+  std::string out;
+  for (char ch : s) {
+    const auto c = static_cast<unsigned char>(ch);
+    if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~' || c == '/') {
+      out += static_cast<char>(c);
+    } else {
+      out += '%';
+      out += kHex[c >> 4];
+      out += kHex[c & 15];
+    }
+  }
+  return out;
+}
+
+std::string Target(const HttpRequest& r) {
+  std::string t = PercentEncode(r.path);
+  char sep = '?';
+  for (const auto& [k, v] : r.query) {
+    t += sep;
+    t += PercentEncode(k);
+    if (!v.empty()) t += "=" + PercentEncode(v);
+    sep = '&';
+  }
+  return t;
+}
+
+// Counts SSE events carrying data (not "[DONE]") across pieces of a stream.
+class EventCounter {
+ public:
+  void Feed(const std::string& data) {
+    for (char c : data) {
+      if (c == '\n') {
+        if (line_.rfind("data:", 0) == 0) {
+          std::string_view v(line_);
+          v.remove_prefix(5);
+          while (!v.empty() && v.front() == ' ') v.remove_prefix(1);
+          if (v != "[DONE]" && !v.empty()) ++events_;
+        }
+        line_.clear();
+      } else if (line_.size() < 16) {
+        line_ += c;  // Only a line's start matters.
+      }
+    }
+  }
+  uint64_t events() const { return events_; }
+
+ private:
+  std::string line_;
+  uint64_t events_ = 0;
+};
+
+const char* PickErrorKind(PickError e) {
+  switch (e) {
+    case PickError::kUnknownModel:
+      return "unknown_model";
+    case PickError::kNoRoute:
+      return "no_route";
+    case PickError::kUnknownVersion:
+      return "unknown_version";
+    case PickError::kNoVersion:
+      return "no_version";
+    case PickError::kNoEndpoints:
+      return "no_endpoints";
+    case PickError::kNone:
+      break;
+  }
+  return "none";
+}
+
+int PickErrorStatus(PickError e) {
+  switch (e) {
+    case PickError::kUnknownModel:
+    case PickError::kNoRoute:
+      return 404;
+    case PickError::kUnknownVersion:
+      return 400;
+    default:
+      return 503;
+  }
+}
+
+// One proxied request: the backend call's handler.
+class Forward final : public UpstreamHandler, public std::enable_shared_from_this<Forward> {
+ public:
+  Forward(Upstream& upstream, RouterMetrics& metrics, size_t max_buffered,
+          std::shared_ptr<const RouteTable> table, const TableVersion* version,
+          RouterMetrics::Version* stats, std::shared_ptr<const UpstreamRequest> request,
+          std::shared_ptr<HttpResponder> responder, Clock::time_point start)
+      : upstream_(upstream),
+        metrics_(metrics),
+        max_buffered_(max_buffered),
+        table_(std::move(table)),
+        version_(version),
+        stats_(stats),
+        request_(std::move(request)),
+        responder_(std::move(responder)),
+        start_(start) {}
+
+  void Send(std::shared_ptr<Endpoint> endpoint) {
+    tried_.insert(endpoint.get());
+    std::shared_ptr<UpstreamCall> call =
+        upstream_.Send(std::move(endpoint), request_, shared_from_this());
+    std::lock_guard<std::mutex> lock(mu_);
+    call_ = std::move(call);
+    if (cancelled_) call_->Cancel();
+  }
+
+  void Cancel() {
+    std::shared_ptr<UpstreamCall> call;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      cancelled_ = true;
+      call = call_;
+    }
+    if (call) call->Cancel();
+  }
+
+  void OnHead(UpstreamHead head) override {
+    status_ = head.status;
+    HttpReply reply;
+    reply.status = head.status;
+    if (!head.content_type.empty()) reply.content_type = head.content_type;
+    for (auto& [k, v] : head.headers) {
+      if (!ServerOwned(k)) reply.headers.emplace_back(std::move(k), std::move(v));
+    }
+    reply.headers.emplace_back("x-kiln-version", version_->config.name);
+    event_stream_ = head.content_type.rfind("text/event-stream", 0) == 0;
+    json_ = head.content_type.rfind("application/json", 0) == 0;
+    if (head.has_length && head.length <= max_buffered_ && !event_stream_) {
+      buffered_ = true;
+      reply.body.reserve(static_cast<size_t>(head.length));
+      head_ = std::move(reply);
+      return;
+    }
+    responder_->StartStream(std::move(reply));
+  }
+
+  void OnBody(std::string data) override {
+    if (first_byte_ < 0) first_byte_ = Seconds(Clock::now() - start_);
+    if (buffered_) {
+      head_.body += data;
+      return;
+    }
+    if (event_stream_) events_.Feed(data);
+    responder_->Write(std::move(data));
+  }
+
+  void OnDone(UpstreamError error, const std::string& message) override {
+    RequestOutcome outcome;
+    if (error == UpstreamError::kNone) {
+      outcome.status = status_;
+      if (status_ >= 500) outcome.error = "status_5xx";
+      if (buffered_) {
+        if (json_ && status_ == 200) outcome.tokens = CompletionTokens(head_.body);
+        responder_->Reply(std::move(head_));
+      } else {
+        outcome.tokens = events_.events();
+        responder_->Finish();
+      }
+    } else if (error == UpstreamError::kCancelled) {
+      outcome.client_cancelled = true;
+    } else if (error == UpstreamError::kConnect && status_ == 0 && Retry()) {
+      return;  // Another endpoint of the version is trying.
+    } else {
+      outcome.error = UpstreamErrorName(error);
+      const bool timeout = error == UpstreamError::kTimeout;
+      const std::string text = "the backend of version " + version_->config.name + " " +
+                               (timeout ? "timed out" : "failed") + ": " + message;
+      log::Logger("proxy").Warn(text);
+      if (status_ == 0 || buffered_) {
+        outcome.status = timeout ? 504 : 502;
+        responder_->Reply(JsonError(outcome.status, "upstream_error",
+                                    timeout ? "upstream_timeout" : "upstream_failed", text));
+      } else {
+        outcome.status = status_;
+        if (event_stream_) {
+          json e = {{"error",
+                     {{"message", text}, {"type", "upstream_error"}, {"code", "upstream_failed"}}}};
+          responder_->Write("data: " + e.dump() + "\n\n");
+        }
+        responder_->Finish();
+      }
+    }
+    outcome.seconds = Seconds(Clock::now() - start_);
+    outcome.first_byte_seconds = first_byte_;
+    if (responder_->cancelled() && !outcome.error) outcome.client_cancelled = true;
+    metrics_.EndRequest(stats_, outcome);
+  }
+
+ private:
+  // Another endpoint of the version, not tried yet and least loaded.
+  bool Retry() {
+    std::vector<std::shared_ptr<Endpoint>> rest;
+    for (const auto& e : version_->endpoints) {
+      if (!tried_.count(e.get())) rest.push_back(e);
+    }
+    std::shared_ptr<Endpoint> next = LeastLoaded(rest, Random());
+    if (!next) return false;
+    Send(std::move(next));
+    return true;
+  }
+
+  static uint64_t CompletionTokens(const std::string& body) {
+    json j = json::parse(body, nullptr, false);
+    if (!j.is_object()) return 0;
+    auto usage = j.find("usage");
+    if (usage == j.end() || !usage->is_object()) return 0;
+    auto n = usage->find("completion_tokens");
+    return n != usage->end() && n->is_number_unsigned() ? n->get<uint64_t>() : 0;
+  }
+
+  Upstream& upstream_;
+  RouterMetrics& metrics_;
+  const size_t max_buffered_;
+  const std::shared_ptr<const RouteTable> table_;  // Keeps version_ alive.
+  const TableVersion* const version_;
+  RouterMetrics::Version* const stats_;
+  const std::shared_ptr<const UpstreamRequest> request_;
+  const std::shared_ptr<HttpResponder> responder_;
+  const Clock::time_point start_;
+  std::set<const Endpoint*> tried_;  // Touched by one call's callbacks at a time.
+
+  std::mutex mu_;
+  std::shared_ptr<UpstreamCall> call_;  // Guarded by mu_.
+  bool cancelled_ = false;              // Guarded by mu_.
+
+  int status_ = 0;
+  bool buffered_ = false, event_stream_ = false, json_ = false;
+  HttpReply head_;
+  EventCounter events_;
+  double first_byte_ = -1;
+};
+
+// A mirrored copy's handler: counts the result, discards the answer.
+class MirrorSink final : public UpstreamHandler {
+ public:
+  MirrorSink(RouterMetrics& metrics, RouterMetrics::Version* stats)
+      : metrics_(metrics), stats_(stats) {}
+  void OnHead(UpstreamHead head) override { status_ = head.status; }
+  void OnBody(std::string) override {}
+  void OnDone(UpstreamError error, const std::string&) override {
+    if (error != UpstreamError::kNone) {
+      metrics_.Mirrored(stats_, UpstreamErrorName(error));
+    } else {
+      metrics_.Mirrored(stats_, status_ >= 500 ? "status_5xx" : "ok");
+    }
+  }
+
+ private:
+  RouterMetrics& metrics_;
+  RouterMetrics::Version* stats_;
+  int status_ = 0;
+};
+
+}  // namespace
+
+HttpReply JsonError(int status, const std::string& type, const std::string& code,
+                    const std::string& message) {
+  HttpReply r;
+  r.status = status;
+  r.content_type = "application/json";
+  r.body = json{{"error", {{"message", message}, {"type", type}, {"code", code}}}}.dump() + "\n";
+  return r;
+}
+
+Proxy::Proxy(Upstream& upstream, RouterMetrics& metrics, ProxyOptions options)
+    : upstream_(upstream), metrics_(metrics), options_(options) {}
+
+Status Proxy::SetConfig(RouteConfig config) {
+  KILN_RETURN_IF_ERROR(Validate(config));
+  const uint64_t generation = config.generation;
+  const int routes = static_cast<int>(config.routes.size());
+  StatusOr<std::shared_ptr<const RouteTable>> table =
+      RouteTable::Build(std::move(config), upstream_.registry());
+  if (!table.ok()) return table.status();
+  std::shared_ptr<const RouteTable> old;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    old = std::move(table_);
+    table_ = *std::move(table);
+  }
+  metrics_.SetConfig(generation, routes);
+  return Status::Ok();  // `old` is released outside the lock.
+}
+
+std::shared_ptr<const RouteTable> Proxy::table() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return table_;
+}
+
+void Proxy::Handle(const HttpRequest& request, std::shared_ptr<HttpResponder> responder) {
+  const Clock::time_point start = Clock::now();
+  std::shared_ptr<const RouteTable> table = this->table();
+  if (!table) {
+    metrics_.Rejected("", "no_route", 503);
+    responder->Reply(JsonError(503, "unavailable", "no_routes", "the router has no routes yet"));
+    return;
+  }
+  std::string model;
+  if (!request.body.empty()) {
+    json body = json::parse(request.body, nullptr, /*allow_exceptions=*/false);
+    if (body.is_discarded() || !body.is_object()) {
+      metrics_.Rejected("", "bad_request", 400);
+      responder->Reply(JsonError(400, "invalid_request_error", "invalid_json",
+                                 body.is_discarded() ? "the request body is not valid JSON"
+                                                     : "the request body is not a JSON object"));
+      return;
+    }
+    auto m = body.find("model");
+    if (m != body.end()) {
+      if (!m->is_string()) {
+        metrics_.Rejected("", "bad_request", 400);
+        responder->Reply(JsonError(400, "invalid_request_error", "invalid_model",
+                                   "model: must be a string, not " + std::string(m->type_name())));
+        return;
+      }
+      model = m->get<std::string>();
+    }
+  }
+  const uint64_t random = Random();
+  Pick pick = table->Choose(model, request, random);
+  if (pick.error != PickError::kNone) {
+    const int status = PickErrorStatus(pick.error);
+    metrics_.Rejected(pick.route ? pick.route->config.name : "", PickErrorKind(pick.error), status);
+    responder->Reply(JsonError(status,
+                               status == 404   ? "not_found_error"
+                               : status == 400 ? "invalid_request_error"
+                                               : "unavailable",
+                               PickErrorKind(pick.error), pick.reason));
+    return;
+  }
+
+  auto upstream_request = std::make_shared<UpstreamRequest>();
+  upstream_request->method = request.method;
+  upstream_request->target = Target(request);
+  upstream_request->headers.reserve(request.headers.size());
+  for (const auto& [name, value] : request.headers) {
+    if (!Dropped(name)) upstream_request->headers.emplace_back(name, value);
+  }
+  upstream_request->body = request.body;
+
+  if (pick.mirror != nullptr) {
+    RouterMetrics::Version* mirror_stats =
+        metrics_.For(pick.route->config.name, pick.mirror->config.name);
+    upstream_.Send(pick.mirror_endpoint, upstream_request,
+                   std::make_shared<MirrorSink>(metrics_, mirror_stats));
+  }
+
+  RouterMetrics::Version* stats = metrics_.For(pick.route->config.name, pick.version->config.name);
+  metrics_.BeginRequest(stats);
+  auto forward =
+      std::make_shared<Forward>(upstream_, metrics_, options_.max_buffered_reply, table,
+                                pick.version, stats, std::move(upstream_request), responder, start);
+  responder->OnCancel([weak = std::weak_ptr<Forward>(forward)] {
+    if (auto f = weak.lock()) f->Cancel();
+  });
+  forward->Send(std::move(pick.endpoint));
+}
+
+}  // namespace kiln::router

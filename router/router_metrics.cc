@@ -1,0 +1,261 @@
+#include "router/router_metrics.h"
+
+#include <array>
+#include <cmath>
+#include <vector>
+
+#include <prometheus/text_serializer.h>
+
+namespace kiln::router {
+namespace {
+
+constexpr int kSlots = 600;  // Seconds of history: the longest window.
+constexpr int kBuckets = 72;
+constexpr double kBase = 1e-4;  // 100 µs: the first bucket's upper end.
+constexpr double kRatio = 1.25;
+
+// Bucket b > 0 holds (kBase * kRatio^(b-1), kBase * kRatio^b].
+int BucketOf(double seconds) {
+  if (seconds <= kBase) return 0;
+  const int b = 1 + static_cast<int>(std::log(seconds / kBase) / std::log(kRatio));
+  return b < kBuckets ? b : kBuckets - 1;
+}
+
+// A bucket's middle (geometric), in milliseconds.
+double BucketMs(int b) {
+  if (b == 0) return kBase * 1e3 / 2;
+  return kBase * std::pow(kRatio, b - 0.5) * 1e3;
+}
+
+const prometheus::Histogram::BucketBoundaries& LatencyBuckets() {
+  static const prometheus::Histogram::BucketBoundaries b{
+      0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120};
+  return b;
+}
+
+struct Slot {
+  int64_t second = -1;
+  uint64_t requests = 0, errors = 0, tokens = 0;
+  std::array<uint32_t, kBuckets> latency{};
+  std::array<uint32_t, kBuckets> first_byte{};
+};
+
+double Quantile(const std::array<uint64_t, kBuckets>& h, uint64_t total, double q) {
+  if (total == 0) return 0;
+  const uint64_t rank = static_cast<uint64_t>(std::ceil(q * static_cast<double>(total)));
+  uint64_t seen = 0;
+  for (size_t b = 0; b < kBuckets; ++b) {
+    seen += h[b];
+    if (seen >= rank && h[b] > 0) return BucketMs(static_cast<int>(b));
+  }
+  return BucketMs(kBuckets - 1);
+}
+
+}  // namespace
+
+class RouterMetrics::Version {
+ public:
+  std::string route, version;
+  prometheus::Histogram* duration = nullptr;
+  prometheus::Histogram* first_byte = nullptr;
+  prometheus::Counter* tokens = nullptr;
+  prometheus::Gauge* in_flight = nullptr;
+  prometheus::Counter* cancelled = nullptr;
+
+  std::mutex mu;
+  std::map<int, prometheus::Counter*> by_code;           // Guarded by mu.
+  std::map<std::string, prometheus::Counter*> by_error;  // Guarded by mu.
+  std::map<std::string, prometheus::Counter*> mirrors;   // Guarded by mu.
+  std::vector<Slot> slots = std::vector<Slot>(kSlots);   // Guarded by mu.
+
+  Slot& SlotFor(int64_t second) {
+    Slot& s = slots[static_cast<size_t>(second % kSlots)];
+    if (s.second != second) s = Slot{second};
+    return s;
+  }
+};
+
+RouterMetrics::RouterMetrics(std::function<int64_t()> now_seconds)
+    : now_(now_seconds ? std::move(now_seconds)
+                       : [] {
+                           return static_cast<int64_t>(
+                               std::chrono::duration_cast<std::chrono::seconds>(
+                                   std::chrono::steady_clock::now().time_since_epoch())
+                                   .count());
+                         }),
+      registry_(std::make_shared<prometheus::Registry>()),
+      requests_(prometheus::BuildCounter()
+                    .Name("kiln_router_requests_total")
+                    .Help("Requests answered, by route (ModelDeployment), version and status code.")
+                    .Register(*registry_)),
+      errors_(prometheus::BuildCounter()
+                  .Name("kiln_router_errors_total")
+                  .Help("Requests that failed, by route, version and kind of failure.")
+                  .Register(*registry_)),
+      duration_(prometheus::BuildHistogram()
+                    .Name("kiln_router_request_duration_seconds")
+                    .Help("From the request read to the last byte of the response.")
+                    .Register(*registry_)),
+      first_byte_(prometheus::BuildHistogram()
+                      .Name("kiln_router_time_to_first_byte_seconds")
+                      .Help("From the request read to the backend's first body byte (a streamed "
+                            "completion's first token).")
+                      .Register(*registry_)),
+      tokens_(prometheus::BuildCounter()
+                  .Name("kiln_router_tokens_total")
+                  .Help("Generated tokens passed back: streamed events carrying data, or a whole "
+                        "reply's usage.completion_tokens.")
+                  .Register(*registry_)),
+      in_flight_(prometheus::BuildGauge()
+                     .Name("kiln_router_in_flight")
+                     .Help("Requests being proxied now.")
+                     .Register(*registry_)),
+      cancelled_(prometheus::BuildCounter()
+                     .Name("kiln_router_client_cancelled_total")
+                     .Help("Requests whose client went away before the response ended.")
+                     .Register(*registry_)),
+      mirrored_(prometheus::BuildCounter()
+                    .Name("kiln_router_mirror_requests_total")
+                    .Help("Mirrored copies of requests, by the version they went to and result; "
+                          "their answers are discarded.")
+                    .Register(*registry_)),
+      generation_(prometheus::BuildGauge()
+                      .Name("kiln_router_config_generation")
+                      .Help("Generation of the route table in use.")
+                      .Register(*registry_)
+                      .Add({})),
+      routes_(prometheus::BuildGauge()
+                  .Name("kiln_router_routes")
+                  .Help("Routes (ModelDeployments) in the route table in use.")
+                  .Register(*registry_)
+                  .Add({})) {}
+
+RouterMetrics::~RouterMetrics() = default;
+
+RouterMetrics::Version* RouterMetrics::For(const std::string& route, const std::string& version) {
+  const auto key = std::make_pair(route, version);
+  {
+    std::shared_lock<std::shared_mutex> lock(mu_);
+    auto it = versions_.find(key);
+    if (it != versions_.end()) return it->second.get();
+  }
+  std::unique_lock<std::shared_mutex> lock(mu_);
+  std::unique_ptr<Version>& v = versions_[key];
+  if (!v) {
+    v = std::make_unique<Version>();
+    v->route = route;
+    v->version = version;
+    const prometheus::Labels labels{{"route", route}, {"version", version}};
+    v->duration = &duration_.Add(labels, LatencyBuckets());
+    v->first_byte = &first_byte_.Add(labels, LatencyBuckets());
+    v->tokens = &tokens_.Add(labels);
+    v->in_flight = &in_flight_.Add(labels);
+    v->cancelled = &cancelled_.Add(labels);
+  }
+  return v.get();
+}
+
+void RouterMetrics::BeginRequest(Version* v) { v->in_flight->Increment(); }
+
+void RouterMetrics::EndRequest(Version* v, const RequestOutcome& o) {
+  v->in_flight->Decrement();
+  v->duration->Observe(o.seconds);
+  if (o.first_byte_seconds >= 0) v->first_byte->Observe(o.first_byte_seconds);
+  if (o.tokens > 0) v->tokens->Increment(static_cast<double>(o.tokens));
+  if (o.client_cancelled) v->cancelled->Increment();
+  const bool failed = o.error != nullptr;
+  const int64_t now = now_();
+  std::lock_guard<std::mutex> lock(v->mu);
+  if (o.status != 0) {
+    prometheus::Counter*& c = v->by_code[o.status];
+    if (c == nullptr) {
+      c = &requests_.Add(
+          {{"route", v->route}, {"version", v->version}, {"code", std::to_string(o.status)}});
+    }
+    c->Increment();
+  }
+  if (failed) {
+    prometheus::Counter*& c = v->by_error[o.error];
+    if (c == nullptr) {
+      c = &errors_.Add({{"route", v->route}, {"version", v->version}, {"kind", o.error}});
+    }
+    c->Increment();
+  }
+  if (o.client_cancelled && !failed) return;  // Not the version's doing: left out of the window.
+  Slot& s = v->SlotFor(now);
+  ++s.requests;
+  if (failed) ++s.errors;
+  s.tokens += o.tokens;
+  ++s.latency[static_cast<size_t>(BucketOf(o.seconds))];
+  if (o.first_byte_seconds >= 0)
+    ++s.first_byte[static_cast<size_t>(BucketOf(o.first_byte_seconds))];
+}
+
+void RouterMetrics::Rejected(const std::string& route, const char* kind, int status) {
+  requests_.Add({{"route", route}, {"version", ""}, {"code", std::to_string(status)}}).Increment();
+  errors_.Add({{"route", route}, {"version", ""}, {"kind", kind}}).Increment();
+}
+
+void RouterMetrics::Mirrored(Version* v, const char* result) {
+  std::lock_guard<std::mutex> lock(v->mu);
+  prometheus::Counter*& c = v->mirrors[result];
+  if (c == nullptr) {
+    c = &mirrored_.Add({{"route", v->route}, {"version", v->version}, {"result", result}});
+  }
+  c->Increment();
+}
+
+void RouterMetrics::SetConfig(uint64_t generation, int routes) {
+  generation_.Set(static_cast<double>(generation));
+  routes_.Set(routes);
+}
+
+std::string RouterMetrics::Scrape() const {
+  return prometheus::TextSerializer().Serialize(registry_->Collect());
+}
+
+nlohmann::json RouterMetrics::Summary(int window_seconds) const {
+  if (window_seconds < 1) window_seconds = 1;
+  if (window_seconds > kSlots - 1) window_seconds = kSlots - 1;
+  const int64_t now = now_();
+  nlohmann::json versions = nlohmann::json::array();
+  std::shared_lock<std::shared_mutex> lock(mu_);
+  for (const auto& [key, v] : versions_) {
+    uint64_t requests = 0, errors = 0, tokens = 0, first_bytes = 0;
+    std::array<uint64_t, kBuckets> latency{}, first_byte{};
+    {
+      std::lock_guard<std::mutex> vlock(v->mu);
+      // The current second is still filling: the window is the last whole
+      // `window_seconds` plus it.
+      for (int64_t sec = now - window_seconds; sec <= now; ++sec) {
+        if (sec < 0) continue;
+        const Slot& s = v->slots[static_cast<size_t>(sec % kSlots)];
+        if (s.second != sec) continue;
+        requests += s.requests;
+        errors += s.errors;
+        tokens += s.tokens;
+        for (size_t b = 0; b < kBuckets; ++b) {
+          latency[b] += s.latency[b];
+          first_byte[b] += s.first_byte[b];
+          first_bytes += s.first_byte[b];
+        }
+      }
+    }
+    versions.push_back(
+        {{"route", v->route},
+         {"version", v->version},
+         {"requests", requests},
+         {"errors", errors},
+         {"errorRate",
+          requests ? static_cast<double>(errors) / static_cast<double>(requests) : 0.0},
+         {"latencyP50Ms", Quantile(latency, requests, 0.5)},
+         {"latencyP99Ms", Quantile(latency, requests, 0.99)},
+         {"firstByteP50Ms", Quantile(first_byte, first_bytes, 0.5)},
+         {"firstByteP99Ms", Quantile(first_byte, first_bytes, 0.99)},
+         {"tokens", tokens},
+         {"requestsPerSecond", static_cast<double>(requests) / window_seconds}});
+  }
+  return {{"windowSeconds", window_seconds}, {"versions", versions}};
+}
+
+}  // namespace kiln::router

@@ -1,0 +1,102 @@
+// RouterMetrics: what kiln-router saw, per ModelDeployment (route) and
+// version, in two forms:
+//  - Prometheus, at /metrics:
+//      kiln_router_requests_total{route,version,code}
+//      kiln_router_errors_total{route,version,kind}   kind: connect, timeout,
+//          reset, protocol (the backend), status_5xx (it answered 5xx),
+//          no_endpoints, no_version; and with route="" (no route chosen):
+//          bad_request, unknown_model, no_route, unknown_version
+//      kiln_router_request_duration_seconds{route,version}       (histogram)
+//      kiln_router_time_to_first_byte_seconds{route,version}     (histogram;
+//          for a streamed completion, its first token)
+//      kiln_router_tokens_total{route,version}  streamed events carrying
+//          data, or the usage.completion_tokens of a whole JSON reply
+//      kiln_router_in_flight{route,version}
+//      kiln_router_client_cancelled_total{route,version}
+//      kiln_router_mirror_requests_total{route,version,result}   (apart from
+//          the requests above: a mirror's answer is discarded)
+//      kiln_router_config_generation, kiln_router_routes
+//  - a windowed summary (Summary), for the rollout analysis: per version,
+//    requests, errors, error rate, p50/p99 latency and time to first byte
+//    over the last `window` (1 s resolution, up to 10 minutes), from
+//    log-spaced buckets (each within 12% of its values). /debug/summary
+//    serves it as JSON.
+// Thread-safe.
+#ifndef KILN_ROUTER_ROUTER_METRICS_H_
+#define KILN_ROUTER_ROUTER_METRICS_H_
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <shared_mutex>
+#include <string>
+#include <utility>
+
+#include <nlohmann/json.hpp>
+#include <prometheus/counter.h>
+#include <prometheus/family.h>
+#include <prometheus/gauge.h>
+#include <prometheus/histogram.h>
+#include <prometheus/registry.h>
+
+namespace kiln::router {
+
+struct RequestOutcome {
+  int status = 0;                  // Sent to the client (0: none, the client left).
+  const char* error = nullptr;     // An errors_total kind, or null.
+  bool client_cancelled = false;   // The client went away first.
+  double seconds = 0;              // Request read → response end.
+  double first_byte_seconds = -1;  // → first body byte from the backend; <0: none.
+  uint64_t tokens = 0;
+};
+
+class RouterMetrics {
+ public:
+  class Version;  // One (route, version)'s instruments.
+
+  // `now` (seconds) is for tests; the default is the steady clock.
+  explicit RouterMetrics(std::function<int64_t()> now_seconds = nullptr);
+  ~RouterMetrics();
+  RouterMetrics(const RouterMetrics&) = delete;
+  RouterMetrics& operator=(const RouterMetrics&) = delete;
+
+  // Stable for the metrics' life.
+  Version* For(const std::string& route, const std::string& version);
+  void BeginRequest(Version* v);  // In flight +1.
+  void EndRequest(Version* v, const RequestOutcome& outcome);
+  // A request refused before a version was chosen (kind as errors_total).
+  void Rejected(const std::string& route, const char* kind, int status);
+  void Mirrored(Version* v, const char* result);  // "ok", "status_5xx", "connect", ...
+  void SetConfig(uint64_t generation, int routes);
+
+  std::string Scrape() const;
+  // {"windowSeconds": 60, "generation": 3, "versions": [{"route": "default/chat",
+  //   "version": "v2", "requests": 120, "errors": 3, "errorRate": 0.025,
+  //   "latencyP50Ms": .., "latencyP99Ms": .., "firstByteP50Ms": ..,
+  //   "firstByteP99Ms": .., "tokens": .., "requestsPerSecond": ..}]}
+  // Versions without requests in the window are listed with zeros.
+  nlohmann::json Summary(int window_seconds) const;
+
+ private:
+  std::function<int64_t()> now_;
+  std::shared_ptr<prometheus::Registry> registry_;
+  prometheus::Family<prometheus::Counter>& requests_;
+  prometheus::Family<prometheus::Counter>& errors_;
+  prometheus::Family<prometheus::Histogram>& duration_;
+  prometheus::Family<prometheus::Histogram>& first_byte_;
+  prometheus::Family<prometheus::Counter>& tokens_;
+  prometheus::Family<prometheus::Gauge>& in_flight_;
+  prometheus::Family<prometheus::Counter>& cancelled_;
+  prometheus::Family<prometheus::Counter>& mirrored_;
+  prometheus::Gauge& generation_;
+  prometheus::Gauge& routes_;
+  mutable std::shared_mutex mu_;
+  std::map<std::pair<std::string, std::string>, std::unique_ptr<Version>> versions_;  // mu_.
+};
+
+}  // namespace kiln::router
+
+#endif  // KILN_ROUTER_ROUTER_METRICS_H_

@@ -1,0 +1,360 @@
+#include "router/upstream.h"
+
+#include <array>
+#include <cctype>
+#include <limits>
+#include <optional>
+#include <thread>
+
+#include <boost/asio/bind_executor.hpp>
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/http/buffer_body.hpp>
+#include <boost/beast/http/error.hpp>
+#include <boost/beast/http/parser.hpp>
+#include <boost/beast/http/read.hpp>
+
+namespace kiln::router {
+
+namespace net = boost::asio;
+namespace beast = boost::beast;
+namespace bhttp = boost::beast::http;
+using tcp = boost::asio::ip::tcp;
+using boost::system::error_code;
+
+const char* UpstreamErrorName(UpstreamError error) {
+  switch (error) {
+    case UpstreamError::kNone:
+      return "none";
+    case UpstreamError::kConnect:
+      return "connect";
+    case UpstreamError::kTimeout:
+      return "timeout";
+    case UpstreamError::kReset:
+      return "reset";
+    case UpstreamError::kProtocol:
+      return "protocol";
+    case UpstreamError::kCancelled:
+      return "cancelled";
+  }
+  return "unknown";
+}
+
+namespace {
+
+bool IEquals(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); ++i) {
+    if (std::tolower(static_cast<unsigned char>(a[i])) !=
+        std::tolower(static_cast<unsigned char>(b[i]))) {
+      return false;
+    }
+  }
+  return true;
+}
+
+// A parse error of Beast's (a malformed response), not a transport one.
+bool ParseError(const boost::system::error_code& ec) {
+  return ec.category() == bhttp::make_error_code(bhttp::error::bad_version).category() &&
+         ec != bhttp::error::end_of_stream && ec != bhttp::error::partial_message &&
+         ec != bhttp::error::need_buffer;
+}
+
+bool HopByHop(std::string_view name) {
+  static constexpr std::array<std::string_view, 8> kHop = {
+      "connection", "keep-alive", "proxy-connection",  "te",
+      "trailer",    "upgrade",    "transfer-encoding", "content-length"};
+  for (std::string_view h : kHop) {
+    if (IEquals(name, h)) return true;
+  }
+  return false;
+}
+
+std::string Serialize(const UpstreamRequest& r) {
+  std::string out;
+  out.reserve(r.target.size() + r.body.size() + 64 * (r.headers.size() + 2));
+  out += r.method;
+  out += ' ';
+  out += r.target;
+  out += " HTTP/1.1\r\n";
+  for (const auto& [name, value] : r.headers) {
+    out += name;
+    out += ": ";
+    out += value;
+    out += "\r\n";
+  }
+  if (!r.body.empty() || r.method == "POST" || r.method == "PUT" || r.method == "PATCH") {
+    out += "Content-Length: ";
+    out += std::to_string(r.body.size());
+    out += "\r\n";
+  }
+  out += "\r\n";
+  out += r.body;
+  return out;
+}
+
+}  // namespace
+
+class Upstream::Impl {
+ public:
+  explicit Impl(UpstreamOptions options)
+      : options_(std::move(options)), work_(net::make_work_guard(io_)) {
+    const int n = options_.io_threads > 0 ? options_.io_threads : 1;
+    for (int i = 0; i < n; ++i) threads_.emplace_back([this] { io_.run(); });
+  }
+  ~Impl() {
+    work_.reset();
+    io_.stop();
+    for (std::thread& t : threads_) t.join();
+  }
+
+  const UpstreamOptions options_;
+  net::io_context io_;
+  net::executor_work_guard<net::io_context::executor_type> work_;
+  std::vector<std::thread> threads_;
+  EndpointRegistry registry_;
+};
+
+namespace {
+
+class Call final : public UpstreamCall, public std::enable_shared_from_this<Call> {
+ public:
+  Call(Upstream::Impl& up, std::shared_ptr<Endpoint> endpoint,
+       std::shared_ptr<const UpstreamRequest> request, std::shared_ptr<UpstreamHandler> handler)
+      : up_(up),
+        strand_(net::make_strand(up.io_)),
+        timer_(strand_),
+        endpoint_(std::move(endpoint)),
+        wire_(Serialize(*request)),
+        head_only_(request->method == "HEAD"),
+        handler_(std::move(handler)) {
+    endpoint_->outstanding.fetch_add(1, std::memory_order_relaxed);
+  }
+
+  void Start() {
+    net::post(strand_, [self = shared_from_this()] { self->Begin(); });
+  }
+
+  void Cancel() override {
+    net::post(strand_, [self = shared_from_this()] {
+      self->Fail(UpstreamError::kCancelled, "cancelled", /*may_retry=*/false);
+    });
+  }
+
+ private:
+  void Begin() {
+    if (done_) return;
+    socket_ = endpoint_->TakeIdle(up_.options_.pool_idle);
+    if (socket_) {
+      reused_ = true;
+      Write();
+      return;
+    }
+    Connect();
+  }
+
+  void Connect() {
+    reused_ = false;
+    socket_ = std::make_unique<tcp::socket>(up_.io_);
+    Arm(up_.options_.connect_timeout, UpstreamError::kConnect, "connect timed out");
+    socket_->async_connect(endpoint_->resolved(),
+                           net::bind_executor(strand_, [self = shared_from_this()](error_code ec) {
+                             if (self->done_) return;
+                             if (ec) {
+                               self->Fail(UpstreamError::kConnect, "connect: " + ec.message(),
+                                          false);
+                               return;
+                             }
+                             error_code ignored;
+                             self->socket_->set_option(tcp::no_delay(true), ignored);
+                             self->Write();
+                           }));
+  }
+
+  void Write() {
+    Arm(up_.options_.response_timeout, UpstreamError::kTimeout, "sending the request timed out");
+    net::async_write(
+        *socket_, net::buffer(wire_),
+        net::bind_executor(strand_, [self = shared_from_this()](error_code ec, size_t) {
+          if (self->done_) return;
+          if (ec) {
+            self->Fail(UpstreamError::kReset, "sending the request: " + ec.message(), true);
+            return;
+          }
+          self->ReadHead();
+        }));
+  }
+
+  void ReadHead() {
+    Arm(up_.options_.response_timeout, UpstreamError::kTimeout, "no response in time");
+    parser_.emplace();
+    parser_->header_limit(static_cast<uint32_t>(up_.options_.max_response_header_bytes));
+    parser_->body_limit(std::numeric_limits<uint64_t>::max());
+    if (head_only_) parser_->skip(true);
+    bhttp::async_read_header(
+        *socket_, buffer_, *parser_,
+        net::bind_executor(strand_, [self = shared_from_this()](error_code ec, size_t n) {
+          if (self->done_) return;
+          if (ec) {
+            if (ParseError(ec)) {
+              self->Fail(UpstreamError::kProtocol, "malformed response: " + ec.message(), false);
+              return;
+            }
+            const bool nothing = n == 0 && self->buffer_.size() == 0;
+            self->Fail(UpstreamError::kReset, "reading the response: " + ec.message(), nothing);
+            return;
+          }
+          self->DeliverHead();
+        }));
+  }
+
+  void DeliverHead() {
+    got_response_ = true;
+    auto& msg = parser_->get();
+    UpstreamHead head;
+    head.status = static_cast<int>(msg.result_int());
+    for (const auto& field : msg) {
+      const std::string_view name(field.name_string().data(), field.name_string().size());
+      const std::string_view value(field.value().data(), field.value().size());
+      if (IEquals(name, "content-type")) {
+        head.content_type = std::string(value);
+        continue;
+      }
+      if (IEquals(name, "x-kiln-queue-depth")) {
+        int depth = 0;
+        for (char c : value) {
+          if (c < '0' || c > '9') break;
+          depth = depth * 10 + (c - '0');
+          if (depth > 1 << 20) break;
+        }
+        endpoint_->reported_queue_depth.store(depth, std::memory_order_relaxed);
+      }
+      if (HopByHop(name)) continue;
+      head.headers.emplace_back(std::string(name), std::string(value));
+    }
+    if (auto len = parser_->content_length()) {
+      head.has_length = true;
+      head.length = *len;
+    }
+    handler_->OnHead(std::move(head));
+    ReadBody();
+  }
+
+  void ReadBody() {
+    if (parser_->is_done()) {
+      Finish();
+      return;
+    }
+    Arm(up_.options_.idle_timeout, UpstreamError::kTimeout, "the response stalled");
+    auto& body = parser_->get().body();
+    body.data = chunk_.data();
+    body.size = chunk_.size();
+    bhttp::async_read_some(
+        *socket_, buffer_, *parser_,
+        net::bind_executor(strand_, [self = shared_from_this()](error_code ec, size_t) {
+          if (self->done_) return;
+          if (ec == bhttp::error::need_buffer) ec = {};
+          const size_t got = self->chunk_.size() - self->parser_->get().body().size;
+          if (got > 0) self->handler_->OnBody(std::string(self->chunk_.data(), got));
+          if (ec) {
+            const bool protocol = ParseError(ec);
+            self->Fail(protocol ? UpstreamError::kProtocol : UpstreamError::kReset,
+                       "the response ended early: " + ec.message(), false);
+            return;
+          }
+          self->ReadBody();
+        }));
+  }
+
+  void Finish() {
+    done_ = true;
+    timer_.cancel();
+    if (parser_->keep_alive() && buffer_.size() == 0) {
+      endpoint_->PutIdle(std::move(socket_), up_.options_.max_idle_per_endpoint);
+    } else {
+      Close();
+    }
+    End(UpstreamError::kNone, "");
+  }
+
+  // `may_retry`: nothing came back on a pooled connection; the backend had
+  // likely closed it, so the request is sent once more on a new one.
+  void Fail(UpstreamError error, const std::string& message, bool may_retry) {
+    if (done_) return;
+    Close();
+    if (may_retry && reused_ && !got_response_ && !retried_ && error != UpstreamError::kCancelled) {
+      retried_ = true;
+      buffer_.clear();
+      Connect();
+      return;
+    }
+    done_ = true;
+    timer_.cancel();
+    End(error, endpoint_->address() + ": " + message);
+  }
+
+  void End(UpstreamError error, const std::string& message) {
+    endpoint_->outstanding.fetch_sub(1, std::memory_order_relaxed);
+    std::shared_ptr<UpstreamHandler> handler = std::move(handler_);
+    handler->OnDone(error, message);
+  }
+
+  void Close() {
+    if (!socket_) return;
+    error_code ignored;
+    socket_->shutdown(tcp::socket::shutdown_both, ignored);
+    socket_->close(ignored);
+    socket_.reset();
+  }
+
+  // One deadline at a time; a later Arm replaces it.
+  void Arm(std::chrono::milliseconds after, UpstreamError error, const char* what) {
+    const uint64_t generation = ++timer_generation_;
+    timer_.expires_after(after);
+    timer_.async_wait([self = shared_from_this(), generation, error, what](error_code ec) {
+      if (ec || self->done_ || generation != self->timer_generation_) return;
+      self->Fail(error, what, false);
+    });
+  }
+
+  Upstream::Impl& up_;
+  net::strand<net::io_context::executor_type> strand_;
+  net::steady_timer timer_;
+  uint64_t timer_generation_ = 0;
+  std::shared_ptr<Endpoint> endpoint_;
+  const std::string wire_;
+  const bool head_only_;
+  std::shared_ptr<UpstreamHandler> handler_;
+  std::unique_ptr<tcp::socket> socket_;
+  beast::flat_buffer buffer_;
+  std::optional<bhttp::response_parser<bhttp::buffer_body>> parser_;
+  std::array<char, 16 << 10> chunk_{};
+  bool reused_ = false;
+  bool retried_ = false;
+  bool got_response_ = false;
+  bool done_ = false;
+};
+
+}  // namespace
+
+Upstream::Upstream(UpstreamOptions options) : impl_(std::make_unique<Impl>(std::move(options))) {}
+
+Upstream::~Upstream() { impl_.reset(); }
+
+std::shared_ptr<UpstreamCall> Upstream::Send(std::shared_ptr<Endpoint> endpoint,
+                                             std::shared_ptr<const UpstreamRequest> request,
+                                             std::shared_ptr<UpstreamHandler> handler) {
+  auto call =
+      std::make_shared<Call>(*impl_, std::move(endpoint), std::move(request), std::move(handler));
+  call->Start();
+  return call;
+}
+
+EndpointRegistry& Upstream::registry() { return impl_->registry_; }
+
+}  // namespace kiln::router
