@@ -26,7 +26,7 @@ Options:
   --rounds N            Rounds of the whole matrix (default 2).
   --seconds S           Seconds per measurement (default 4).
   --levels "C ..."      Concurrent clients, plain completions (default "1 64 256").
-  --stream-levels "C ..."  Concurrent clients, streamed completions (default "1 64").
+  --stream-levels "C ..."  Concurrent clients, streamed completions (default "1 64 256").
   --proxy-threads N     kiln-router's --io-threads and nginx's worker_processes
                         (default: nproc, $(nproc) here).
   --load-threads N      http_load's threads (default 1).
@@ -43,7 +43,7 @@ build="$ROOT/build/ci"
 rounds=2
 seconds=4
 levels="1 64 256"
-stream_levels="1 64"
+stream_levels="1 64 256"
 proxy_threads="$(nproc)"
 load_threads=1
 chunks=8
@@ -171,7 +171,7 @@ if [ "$with_router" = 1 ]; then
     {"name": "v2", "role": "canary", "weight": 10, "endpoints": ["127.0.0.1:$port_v2"]}]}]}
 EOF
   "$router" --listen="127.0.0.1:$port_router" --routes="$tmp/routes.json" \
-    --io-threads="$proxy_threads" >"$tmp/router.log" 2>&1 &
+    --io-threads="$proxy_threads" --drain-timeout=5s >"$tmp/router.log" 2>&1 &
   router_pid=$!
   pids+=("$router_pid")
   wait_ok kiln-router "http://127.0.0.1:$port_router/readyz"
