@@ -32,6 +32,7 @@ Options:
   --load-threads N      http_load's threads (default 1).
   --chunks N            Events per streamed reply (default 8).
   --chunk-interval D    Time between them (default 5ms).
+  --router-flags "..."  More flags for kiln-router (e.g. "--upstream-threads=1").
   --no-router           Leave kiln-router out (nginx and direct only).
   --keep                Keep the temporary folder (configs, logs, raw JSON lines).
   -h, --help            Show this help and exit.
@@ -49,6 +50,7 @@ load_threads=1
 chunks=8
 chunk_interval=5ms
 with_router=1
+router_flags=""
 keep=0
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -61,6 +63,7 @@ while [ $# -gt 0 ]; do
     --load-threads) load_threads="${2:?--load-threads needs a value}"; shift 2 ;;
     --chunks) chunks="${2:?--chunks needs a value}"; shift 2 ;;
     --chunk-interval) chunk_interval="${2:?--chunk-interval needs a value}"; shift 2 ;;
+    --router-flags) router_flags="${2?--router-flags needs a value}"; shift 2 ;;
     --no-router) with_router=0; shift ;;
     --keep) keep=1; shift ;;
     -h | --help) usage; exit 0 ;;
@@ -170,8 +173,9 @@ if [ "$with_router" = 1 ]; then
     {"name": "v1", "role": "stable", "weight": 90, "endpoints": ["127.0.0.1:$port_v1"]},
     {"name": "v2", "role": "canary", "weight": 10, "endpoints": ["127.0.0.1:$port_v2"]}]}]}
 EOF
+  read -ra extra_router_flags <<<"$router_flags"
   "$router" --listen="127.0.0.1:$port_router" --routes="$tmp/routes.json" \
-    --io-threads="$proxy_threads" --drain-timeout=5s >"$tmp/router.log" 2>&1 &
+    --io-threads="$proxy_threads" --drain-timeout=5s "${extra_router_flags[@]}" >"$tmp/router.log" 2>&1 &
   router_pid=$!
   pids+=("$router_pid")
   wait_ok kiln-router "http://127.0.0.1:$port_router/readyz"
@@ -266,7 +270,7 @@ for t in router nginx; do [ -n "${pid_of[$t]:-}" ] && memory_end[$t]="$(memory_k
 echo "# kiln-router vs nginx on loopback"
 echo
 echo "Machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), $(uname -sr)."
-echo "Config: 2 fake backends (90/10), proxy threads $proxy_threads, http_load threads $load_threads,"
+echo "Config: 2 fake backends (90/10), proxy threads $proxy_threads${router_flags:+ (kiln-router $router_flags)}, http_load threads $load_threads,"
 echo "$seconds s per cell, $rounds rounds alternating direct, router, nginx; streams of $chunks events $chunk_interval apart."
 echo "Command: $command_line"
 echo
