@@ -175,6 +175,7 @@ class Session : public std::enable_shared_from_this<Session> {
   void SendStreamHead(uint64_t seq, HttpReply head);
   void SendChunk(uint64_t seq, std::string chunk);
   void SendFinish(uint64_t seq);
+  void SendAbort(uint64_t seq);
 
  private:
   void SetPhase(Phase p) {
@@ -474,6 +475,19 @@ class Responder final : public HttpResponder {
     return PostFinish();
   }
 
+  bool Abort() override {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (cancelled_ || state_ != State::kStreaming) return false;
+    state_ = State::kDone;
+    auto s = session_.lock();
+    if (!s || core_->stopped) {
+      cancelled_ = true;
+      return false;
+    }
+    net::post(s->executor(), [s, seq = seq_] { s->SendAbort(seq); });
+    return true;
+  }
+
   bool cancelled() const override {
     std::lock_guard<std::mutex> lock(mu_);
     return cancelled_;
@@ -566,6 +580,14 @@ void Session::SendChunk(uint64_t seq, std::string chunk) {
     return Close();  // The peer reads slower than the stream comes: cancelled.
   }
   Queue(Chunk(chunk));
+}
+
+void Session::SendAbort(uint64_t seq) {
+  if (seq != seq_ || phase_ != Phase::kHandling || !streaming_ || response_done_) return;
+  response_done_ = true;
+  streaming_ = false;
+  keep_alive_ = false;  // What was written goes out, then the connection closes.
+  Queue("");
 }
 
 void Session::SendFinish(uint64_t seq) {

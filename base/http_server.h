@@ -104,6 +104,11 @@ class HttpResponder {
   virtual bool Write(std::string chunk) = 0;
   // Ends the stream.
   virtual bool Finish() = 0;
+  // Ends a started stream that cannot be completed (its source failed): the
+  // bytes written so far are sent, then the connection is closed without the
+  // stream's last chunk, so the client sees a truncated response, not a
+  // whole one. False when not streaming or cancelled.
+  virtual bool Abort() = 0;
   // True once the peer went away, a write timed out, or the server drained
   // past its deadline; nothing more will be sent.
   virtual bool cancelled() const = 0;

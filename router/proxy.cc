@@ -219,11 +219,15 @@ class Forward final : public UpstreamHandler, public std::enable_shared_from_thi
       } else {
         outcome.status = status_;
         if (event_stream_) {
+          // In band, as OpenAI reports a failure inside a stream; the
+          // stream then ends well-formed.
           json e = {{"error",
                      {{"message", text}, {"type", "upstream_error"}, {"code", "upstream_failed"}}}};
           responder_->Write("data: " + e.dump() + "\n\n");
+          responder_->Finish();
+        } else {
+          responder_->Abort();  // Truncated: the client must not take it for whole.
         }
-        responder_->Finish();
       }
     }
     outcome.seconds = Seconds(Clock::now() - start_);

@@ -15,7 +15,8 @@
 //    when the route has no version or the version no ready endpoint, 502 when
 //    the backend failed, 504 when it timed out; a stream that breaks after it
 //    started ends with an SSE error event ("data: {"error": ...}") and the
-//    stream's end, which OpenAI clients raise as an error;
+//    stream's end, which OpenAI clients raise as an error; any other body
+//    that breaks is cut off (HttpResponder::Abort), never ended as if whole;
 //  - the response carries x-kiln-version: the version that answered.
 // SetConfig swaps in a new table whole: requests already picked finish on
 // the old one, every request read after SetConfig returns uses the new one.

@@ -338,6 +338,24 @@ TEST_CASE("a streamed response arrives chunk by chunk", "[base][http]") {
   CHECK(r.body == "data: one\n\ndata: two\n\ndata: three\n\n");
 }
 
+TEST_CASE("an aborted stream sends what it has, then closes without the last chunk",
+          "[base][http]") {
+  Served s = Serve({HttpRoute::Async(
+      "GET", "/events", [&](const HttpRequest&, std::shared_ptr<HttpResponder> out) {
+        out->StartStream({.content_type = "application/octet-stream", .body = "part one"});
+        CHECK(out->Write("part two"));
+        CHECK(out->Abort());
+        CHECK_FALSE(out->Write("never"));
+        CHECK_FALSE(out->Finish());
+      })});
+  RawHttp h(s.port);
+  REQUIRE(h.Send(RawHttp::Request("GET", "/events")));  // Kept alive: the abort closes it.
+  CHECK(h.ReadToEnd());
+  CHECK(h.raw().find("8\r\npart one\r\n8\r\npart two\r\n") != std::string::npos);
+  CHECK(h.raw().find("0\r\n\r\n") == std::string::npos);
+  CHECK(h.raw().find("never") == std::string::npos);
+}
+
 TEST_CASE("a peer that goes away cancels its responder, streamed or not", "[base][http]") {
   std::mutex mu;
   std::vector<std::shared_ptr<HttpResponder>> held;

@@ -223,6 +223,10 @@ class Server final : public InferenceServer {
   HttpReply Text(const std::string& path, const std::string& request_id, int status,
                  std::string body, const std::string& type, int retry_after = 0) {
     HttpReply r{status, type, std::move(body), {{"X-Request-Id", request_id}}};
+    // The requests this worker holds (waiting and running), for kiln-router's
+    // least-loaded endpoint choice across router replicas.
+    r.headers.emplace_back("X-Kiln-Queue-Depth",
+                           std::to_string(engine_.queued() + engine_.running()));
     if (retry_after > 0) r.headers.emplace_back("Retry-After", std::to_string(retry_after));
     Count(path, status);
     return r;

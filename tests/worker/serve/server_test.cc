@@ -148,6 +148,8 @@ TEST_CASE("kiln-worker serve answers completions like the engine, whole and stre
   REQUIRE(whole.status == 200);
   CHECK(whole.headers["x-kiln-model-version"] == "v7");
   CHECK(whole.headers["x-request-id"] == "req-123");
+  // The requests it holds at the reply (this one is still running then).
+  CHECK(whole.headers["x-kiln-queue-depth"] == "1");
   json body = json::parse(whole.body);
   CHECK(body["id"] == "cmpl-req-123");
   CHECK(body["object"] == "text_completion");

@@ -1,0 +1,100 @@
+#include "router/router_metrics.h"
+
+#include <string>
+
+#include <catch2/catch.hpp>
+
+namespace kiln::router {
+namespace {
+
+TEST_CASE("the windowed summary counts the last window's requests per version", "[router]") {
+  int64_t now = 1000;
+  RouterMetrics metrics([&] { return now; });
+  RouterMetrics::Version* v1 = metrics.For("default/chat", "v1");
+  RouterMetrics::Version* v2 = metrics.For("default/chat", "v2");
+  CHECK(metrics.For("default/chat", "v1") == v1);
+
+  // v1: 100 requests of 10 ms (first byte 2 ms), long ago.
+  now = 500;
+  for (int i = 0; i < 100; ++i) {
+    metrics.BeginRequest(v1);
+    metrics.EndRequest(v1, {.status = 200, .seconds = 0.010, .first_byte_seconds = 0.002});
+  }
+  // Within the window: v1 98 of 20 ms and 2 of 1 s; v2 8 good, 2 failed.
+  now = 1000;
+  for (int i = 0; i < 100; ++i) {
+    metrics.BeginRequest(v1);
+    metrics.EndRequest(
+        v1,
+        {.status = 200, .seconds = i < 98 ? 0.020 : 1.0, .first_byte_seconds = 0.005, .tokens = 3});
+  }
+  for (int i = 0; i < 10; ++i) {
+    metrics.BeginRequest(v2);
+    metrics.EndRequest(
+        v2, {.status = i < 8 ? 200 : 502, .error = i < 8 ? nullptr : "connect", .seconds = 0.030});
+  }
+  // A client that left is not the version's failure and is not counted.
+  metrics.BeginRequest(v2);
+  metrics.EndRequest(v2, {.client_cancelled = true, .seconds = 5});
+
+  nlohmann::json s = metrics.Summary(60);
+  CHECK(s["windowSeconds"] == 60);
+  REQUIRE(s["versions"].size() == 2);
+  const nlohmann::json& a = s["versions"][0];
+  CHECK(a["version"] == "v1");
+  CHECK(a["requests"] == 100);
+  CHECK(a["errors"] == 0);
+  CHECK(a["tokens"] == 300);
+  CHECK(a["latencyP50Ms"].get<double>() == Approx(20).epsilon(0.13));
+  CHECK(a["latencyP99Ms"].get<double>() == Approx(1000).epsilon(0.13));
+  CHECK(a["firstByteP50Ms"].get<double>() == Approx(5).epsilon(0.13));
+  const nlohmann::json& b = s["versions"][1];
+  CHECK(b["version"] == "v2");
+  CHECK(b["requests"] == 10);
+  CHECK(b["errors"] == 2);
+  CHECK(b["errorRate"].get<double>() == Approx(0.2));
+  CHECK(b["firstByteP99Ms"].get<double>() == 0);  // None came.
+
+  // The old requests are in a window that reaches back to them.
+  CHECK(metrics.Summary(550)["versions"][0]["requests"] == 200);
+  // Later, the window has moved past everything.
+  now = 2000;
+  CHECK(metrics.Summary(60)["versions"][0]["requests"] == 0);
+}
+
+TEST_CASE("Prometheus metrics carry route, version, code and kind", "[router]") {
+  RouterMetrics metrics;
+  RouterMetrics::Version* v = metrics.For("default/chat", "v2");
+  metrics.BeginRequest(v);
+  metrics.EndRequest(v, {.status = 200, .seconds = 0.01, .first_byte_seconds = 0.001, .tokens = 7});
+  metrics.BeginRequest(v);
+  metrics.EndRequest(v, {.status = 504, .error = "timeout", .seconds = 1});
+  metrics.Rejected("", "unknown_model", 404);
+  metrics.Mirrored(v, "ok");
+  metrics.SetConfig(12, 3);
+  const std::string text = metrics.Scrape();
+  CHECK_THAT(text,
+             Catch::Contains(
+                 R"(kiln_router_requests_total{code="200",route="default/chat",version="v2"} 1)"));
+  CHECK_THAT(
+      text, Catch::Contains(
+                R"(kiln_router_errors_total{kind="timeout",route="default/chat",version="v2"} 1)"));
+  CHECK_THAT(text, Catch::Contains(
+                       R"(kiln_router_errors_total{kind="unknown_model",route="",version=""} 1)"));
+  CHECK_THAT(text,
+             Catch::Contains(R"(kiln_router_tokens_total{route="default/chat",version="v2"} 7)"));
+  CHECK_THAT(text,
+             Catch::Contains(R"(kiln_router_in_flight{route="default/chat",version="v2"} 0)"));
+  CHECK_THAT(
+      text,
+      Catch::Contains(
+          R"(kiln_router_mirror_requests_total{result="ok",route="default/chat",version="v2"} 1)"));
+  CHECK_THAT(text, Catch::Contains("kiln_router_config_generation 12"));
+  CHECK_THAT(
+      text,
+      Catch::Contains(
+          R"(kiln_router_time_to_first_byte_seconds_count{route="default/chat",version="v2"} 1)"));
+}
+
+}  // namespace
+}  // namespace kiln::router
