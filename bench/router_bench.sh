@@ -147,11 +147,14 @@ memory_kib() {
   done
   echo "$rss $hwm"
 }
-# CPU time of the processes' threads, in ns (schedstat: exact, where /proc/PID/stat counts ticks).
-cpu_ns() {
+# CPU time of the processes' threads in ns (schedstat: exact, where /proc/PID/stat
+# counts ticks), and their context switches: "ns switches".
+cpu_and_switches() {
   local pid
-  for pid in $(family "$1"); do cat /proc/"$pid"/task/*/schedstat 2>/dev/null || true; done |
-    awk '{t += $1} END {printf "%.0f\n", t}'
+  for pid in $(family "$1"); do
+    cat /proc/"$pid"/task/*/schedstat 2>/dev/null || true
+    awk '/^(non)?voluntary_ctxt_switches:/ {print "switches", $2}' /proc/"$pid"/task/*/status 2>/dev/null || true
+  done | awk '$1 == "switches" {c += $2; next} {t += $1} END {printf "%.0f %.0f\n", t, c}'
 }
 
 port_v1=$(free_port) port_v2=$(free_port) port_router=$(free_port) port_nginx=$(free_port)
@@ -233,16 +236,18 @@ results="$tmp/results.jsonl"
 : >"$results"
 # measure ROUND MODE CLIENTS TARGET: one http_load run, its line tagged and kept.
 measure() {
-  local round="$1" mode="$2" clients="$3" target="$4" stream=() line cpu_before=0 cpu_after=0
+  local round="$1" mode="$2" clients="$3" target="$4" stream=() line before="0 0" after="0 0"
   [ "$mode" = stream ] && stream=(--stream)
   local pid="${pid_of[$target]:-}"
-  [ -n "$pid" ] && cpu_before=$(cpu_ns "$pid")
+  [ -n "$pid" ] && before=$(cpu_and_switches "$pid")
   line=$("$load" --port "${port_of[$target]}" --connections "$clients" --threads "$load_threads" \
     --duration "${seconds}s" --timeout 10s "${stream[@]}") || true
-  [ -n "$pid" ] && cpu_after=$(cpu_ns "$pid")
+  [ -n "$pid" ] && after=$(cpu_and_switches "$pid")
   [ -n "$line" ] || die "http_load gave no result for $target ($mode, $clients clients)"
-  printf '{"round": %d, "mode": "%s", "target": "%s", "proxyCpuS": %s, "load": %s}\n' "$round" "$mode" \
-    "$target" "$(awk -v t=$((cpu_after - cpu_before)) 'BEGIN {print t / 1e9}')" \
+  printf '{"round": %d, "mode": "%s", "target": "%s", %s, "load": %s}\n' "$round" "$mode" "$target" \
+    "$(awk -v b="$before" -v a="$after" 'BEGIN {
+      split(b, x, " "); split(a, y, " ")
+      printf "\"proxyCpuS\": %.6f, \"proxySwitches\": %d", (y[1] - x[1]) / 1e9, y[2] - x[2] }')" \
     "$line" >>"$results"
   log "round $round $mode c=$clients $target: $line"
 }
@@ -304,13 +309,13 @@ for mode in ("plain", "stream"):
     if mode == "plain":
         print("Plain completions (latencies in µs; added = through the proxy minus direct, same round):")
         print()
-        print("| clients | target | req/s | p50 | p99 | added p50 | added p99 | proxy CPU µs/req | v2 share | errors |")
-        print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+        print("| clients | target | req/s | p50 | p99 | added p50 | added p99 | proxy CPU µs/req | switches/req | v2 share | errors |")
+        print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     else:
         print("Streamed completions (TTFT = first SSE event; µs):")
         print()
-        print("| clients | target | streams/s | TTFT p50 | TTFT p99 | added TTFT p50 | added TTFT p99 | added p99 (whole stream) | proxy CPU µs/stream | errors |")
-        print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+        print("| clients | target | streams/s | TTFT p50 | TTFT p99 | added TTFT p50 | added TTFT p99 | added p99 (whole stream) | proxy CPU µs/stream | switches/stream | errors |")
+        print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     order = {"direct": 0, "router": 1, "nginx": 2}
     for key in sorted(keys, key=lambda k: (k[1], order[k[2]])):
         rs = cells[key]
@@ -323,6 +328,7 @@ for mode in ("plain", "stream"):
                 kinds[k] += v
         err = str(errors) + (" (" + ", ".join(f"{k} {v}" for k, v in sorted(kinds.items())) + ")" if errors else "")
         cpu = [r["proxyCpuS"] * 1e6 / l["ok"] for r, l in zip(rs, load) if l["ok"] and target != "direct"]
+        switches = [r["proxySwitches"] / l["ok"] for r, l in zip(rs, load) if l["ok"] and target != "direct"]
         def addeds(field):
             v = [added(r, field) for r in rs]
             return [x for x in v if x is not None] if target != "direct" else []
@@ -331,12 +337,13 @@ for mode in ("plain", "stream"):
             print(f"| {key[1]} | {target} | {span([l['rps'] for l in load])} | "
                   f"{span([l['latencyP50Us'] for l in load])} | {span([l['latencyP99Us'] for l in load])} | "
                   f"{span(addeds('latencyP50Us'))} | {span(addeds('latencyP99Us'))} | {span(cpu, '{:.1f}')} | "
+                  f"{span(switches, '{:.2f}')} | "
                   f"{span(share, '{:.1f}') + '%' if target != 'direct' else '-'} | {err} |")
         else:
             print(f"| {key[1]} | {target} | {span([l['rps'] for l in load])} | "
                   f"{span([l['ttftP50Us'] for l in load])} | {span([l['ttftP99Us'] for l in load])} | "
                   f"{span(addeds('ttftP50Us'))} | {span(addeds('ttftP99Us'))} | {span(addeds('latencyP99Us'))} | "
-                  f"{span(cpu, '{:.1f}')} | {err} |")
+                  f"{span(cpu, '{:.1f}')} | {span(switches, '{:.1f}')} | {err} |")
 PY
 echo
 echo "Memory (KiB, nginx: master and workers summed):"
