@@ -21,10 +21,10 @@ int BucketOf(double seconds) {
   return b < kBuckets ? b : kBuckets - 1;
 }
 
-// A bucket's middle (geometric), in milliseconds.
-double BucketMs(int b) {
-  if (b == 0) return kBase * 1e3 / 2;
-  return kBase * std::pow(kRatio, b - 0.5) * 1e3;
+// A bucket's middle (geometric), in seconds.
+double BucketSeconds(int b) {
+  if (b == 0) return kBase / 2;
+  return kBase * std::pow(kRatio, b - 0.5);
 }
 
 const prometheus::Histogram::BucketBoundaries& LatencyBuckets() {
@@ -46,9 +46,9 @@ double Quantile(const std::array<uint64_t, kBuckets>& h, uint64_t total, double 
   uint64_t seen = 0;
   for (size_t b = 0; b < kBuckets; ++b) {
     seen += h[b];
-    if (seen >= rank && h[b] > 0) return BucketMs(static_cast<int>(b));
+    if (seen >= rank && h[b] > 0) return BucketSeconds(static_cast<int>(b));
   }
-  return BucketMs(kBuckets - 1);
+  return BucketSeconds(kBuckets - 1);
 }
 
 }  // namespace
@@ -241,6 +241,7 @@ nlohmann::json RouterMetrics::Summary(int window_seconds) const {
         }
       }
     }
+    // Named as ModelDeployment's analysis names router metrics (seconds).
     versions.push_back(
         {{"route", v->route},
          {"version", v->version},
@@ -248,10 +249,10 @@ nlohmann::json RouterMetrics::Summary(int window_seconds) const {
          {"errors", errors},
          {"errorRate",
           requests ? static_cast<double>(errors) / static_cast<double>(requests) : 0.0},
-         {"latencyP50Ms", Quantile(latency, requests, 0.5)},
-         {"latencyP99Ms", Quantile(latency, requests, 0.99)},
-         {"firstByteP50Ms", Quantile(first_byte, first_bytes, 0.5)},
-         {"firstByteP99Ms", Quantile(first_byte, first_bytes, 0.99)},
+         {"latencyP50", Quantile(latency, requests, 0.5)},
+         {"latencyP99", Quantile(latency, requests, 0.99)},
+         {"timeToFirstTokenP50", Quantile(first_byte, first_bytes, 0.5)},
+         {"timeToFirstToken", Quantile(first_byte, first_bytes, 0.99)},
          {"tokens", tokens},
          {"requestsPerSecond", static_cast<double>(requests) / window_seconds}});
   }

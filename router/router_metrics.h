@@ -17,7 +17,7 @@
 //          the requests above: a mirror's answer is discarded)
 //      kiln_router_config_generation, kiln_router_routes
 //  - a windowed summary (Summary), for the rollout analysis: per version,
-//    requests, errors, error rate, p50/p99 latency and time to first byte
+//    requests, errors, error rate, p50/p99 latency and time to first token
 //    over the last `window` (1 s resolution, up to 10 minutes), from
 //    log-spaced buckets (each within 12% of its values). /debug/summary
 //    serves it as JSON.
@@ -73,10 +73,13 @@ class RouterMetrics {
   void SetConfig(uint64_t generation, int routes);
 
   std::string Scrape() const;
-  // {"windowSeconds": 60, "generation": 3, "versions": [{"route": "default/chat",
+  // {"windowSeconds": 60, "versions": [{"route": "default/chat",
   //   "version": "v2", "requests": 120, "errors": 3, "errorRate": 0.025,
-  //   "latencyP50Ms": .., "latencyP99Ms": .., "firstByteP50Ms": ..,
-  //   "firstByteP99Ms": .., "tokens": .., "requestsPerSecond": ..}]}
+  //   "latencyP50": .., "latencyP99": .., "timeToFirstTokenP50": ..,
+  //   "timeToFirstToken": .., "tokens": .., "requestsPerSecond": ..}]}
+  // Times in seconds. errorRate, latencyP50, latencyP99 and timeToFirstToken
+  // (p99) are the names ModelDeployment's router metrics use; a stream's
+  // first token is its first body byte.
   // Versions without requests in the window are listed with zeros.
   nlohmann::json Summary(int window_seconds) const;
 

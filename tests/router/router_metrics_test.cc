@@ -45,15 +45,15 @@ TEST_CASE("the windowed summary counts the last window's requests per version", 
   CHECK(a["requests"] == 100);
   CHECK(a["errors"] == 0);
   CHECK(a["tokens"] == 300);
-  CHECK(a["latencyP50Ms"].get<double>() == Approx(20).epsilon(0.13));
-  CHECK(a["latencyP99Ms"].get<double>() == Approx(1000).epsilon(0.13));
-  CHECK(a["firstByteP50Ms"].get<double>() == Approx(5).epsilon(0.13));
+  CHECK(a["latencyP50"].get<double>() == Approx(0.020).epsilon(0.13));
+  CHECK(a["latencyP99"].get<double>() == Approx(1.0).epsilon(0.13));
+  CHECK(a["timeToFirstTokenP50"].get<double>() == Approx(0.005).epsilon(0.13));
   const nlohmann::json& b = s["versions"][1];
   CHECK(b["version"] == "v2");
   CHECK(b["requests"] == 10);
   CHECK(b["errors"] == 2);
   CHECK(b["errorRate"].get<double>() == Approx(0.2));
-  CHECK(b["firstByteP99Ms"].get<double>() == 0);  // None came.
+  CHECK(b["timeToFirstToken"].get<double>() == 0);  // None came.
 
   // The old requests are in a window that reaches back to them.
   CHECK(metrics.Summary(550)["versions"][0]["requests"] == 200);
