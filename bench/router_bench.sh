@@ -32,7 +32,7 @@ Options:
   --load-threads N      http_load's threads (default 1).
   --chunks N            Events per streamed reply (default 8).
   --chunk-interval D    Time between them (default 5ms).
-  --router-flags "..."  More flags for kiln-router (e.g. "--upstream-threads=1").
+  --router-flags "..."  More flags for kiln-router (e.g. "--connect-timeout=1s").
   --no-router           Leave kiln-router out (nginx and direct only).
   --keep                Keep the temporary folder (configs, logs, raw JSON lines).
   -h, --help            Show this help and exit.
