@@ -146,13 +146,54 @@ StatusOr<bool> TrainingJobReconciler::DeleteWorkers(const json& job, int32_t att
   return gone;
 }
 
+void TrainingJobReconciler::RefreshProgress(const std::string& key, const std::string& ns,
+                                            const RankPlacement& rank0, const std::string& pod,
+                                            int32_t port, v1::TrainingJobStatus& status) {
+  if (options_.progress_reader == nullptr) return;
+  const auto now = options_.now();
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto& last = memory_[key].progress_read;
+    if (last && now - *last < options_.progress_interval) return;
+    last = now;
+  }
+  auto member = members_.Get(rank0.cluster);
+  if (member == nullptr) return;
+  auto progress = options_.progress_reader->Read(*member, ns, pod, port);
+  if (!progress.ok()) {
+    // Advice for the status only: the next interval tries again.
+    log::Logger("trainingjob")
+        .Debug("cannot read the training progress",
+               {{"job", key}, {"pod", pod}, {"error", progress.status().ToString()}});
+    return;
+  }
+  status.step = progress->step;
+  if (progress->loss) status.loss = progress->loss;
+  if (progress->validation_loss) status.validation_loss = progress->validation_loss;
+  if (progress->tokens_per_second) status.tokens_per_second = progress->tokens_per_second;
+  if (progress->last_checkpoint) status.last_checkpoint = progress->last_checkpoint;
+}
+
+bool TrainingJobReconciler::FirstIgnored(const std::string& key, const std::string& pod) {
+  std::lock_guard<std::mutex> lock(mu_);
+  return memory_[key].ignored_pods.insert(pod).second;
+}
+
+void TrainingJobReconciler::Forget(const std::string& key) {
+  std::lock_guard<std::mutex> lock(mu_);
+  memory_.erase(key);
+}
+
 StatusOr<runtime::Result> TrainingJobReconciler::Reconcile(const runtime::Context& ctx,
                                                            const runtime::Request& request) {
   (void)ctx;  // The client bounds every call by it (base/context.h).
   const auto& kJobs = v1::kTrainingJobs;
   auto got = hub_.Get(kJobs, request.ns, request.name);
   if (!got.ok()) {
-    if (kube::IsNotFound(got.status())) return runtime::Result{};
+    if (kube::IsNotFound(got.status())) {
+      Forget(request.Key());
+      return runtime::Result{};
+    }
     return got.status();
   }
   json obj = std::move(*got);
@@ -209,7 +250,10 @@ StatusOr<runtime::Result> TrainingJobReconciler::Reconcile(const runtime::Contex
   };
 
   // 2. Finished or suspended jobs hold no pods.
-  if (phase == "Succeeded" || phase == "Failed") return runtime::Result{};
+  if (phase == "Succeeded" || phase == "Failed") {
+    Forget(request.Key());
+    return runtime::Result{};
+  }
   if (job.spec.suspend.value_or(false)) {
     KILN_ASSIGN_OR_RETURN(bool gone, DeleteWorkers(obj, -1));
     status.phase = "Suspended";
@@ -372,8 +416,9 @@ StatusOr<runtime::Result> TrainingJobReconciler::Reconcile(const runtime::Contex
     }
   }
 
-  // 5. The pods' states.
-  int32_t ready = 0, succeeded = 0;
+  // 5. The pods' states. A failure the policy ignores does not count: the
+  // other workers are still looked at (a real failure among them acts).
+  int32_t ready = 0, succeeded = 0, ignored = 0;
   if (!failure) {
     for (size_t rank = 0; rank < ranks.size(); ++rank) {
       if (!seen[rank]) continue;
@@ -389,12 +434,25 @@ StatusOr<runtime::Result> TrainingJobReconciler::Reconcile(const runtime::Contex
                                 (observed && !observed->disruption_reason.empty()) ||
                                 (observed && observed->pod_reason == "Evicted");
       if (exited_badly && observed) {
-        failure = *observed;
-        failure->cluster = ranks[rank].cluster;
-        if (failure->node.empty()) failure->node = ranks[rank].node;
+        WorkerFailure f = *observed;
+        f.cluster = ranks[rank].cluster;
+        if (f.node.empty()) f.node = ranks[rank].node;
         if (auto member = members_.Get(ranks[rank].cluster)) {
-          failure->node_health = HealthOf(*member, failure->node);
+          f.node_health = HealthOf(*member, f.node);
         }
+        const FailureClassification c = Classify(f);
+        const FailureDecision d = Decide(c, f.exit_code, job.spec.failure_policy, attempt);
+        if (d.action == FailureAction::kIgnore) {
+          ++ignored;
+          const std::string pod_name = Str(pod["metadata"], "name");
+          if (FirstIgnored(request.Key(), pod_name)) {
+            record(runtime::EventType::kNormal, "FailureIgnored",
+                   pod_name + ": " + std::string(FailureReasonName(c.reason)) + ": " + c.message +
+                       " (" + d.why + ")");
+          }
+          continue;
+        }
+        failure = f;
         break;
       }
       if (pod_phase == "Running" && Ready(pod)) ++ready;
@@ -445,13 +503,19 @@ StatusOr<runtime::Result> TrainingJobReconciler::Reconcile(const runtime::Contex
     }
   }
 
-  if (succeeded == static_cast<int32_t>(ranks.size())) {
+  if (!failure && succeeded + ignored == static_cast<int32_t>(ranks.size())) {
+    const std::string finished = ignored == 0 ? "every worker finished"
+                                              : std::to_string(succeeded) + " workers finished, " +
+                                                    std::to_string(ignored) +
+                                                    " ended with an ignored failure";
     status.phase = "Succeeded";
     status.completion_time = now;
-    SetCondition(status, "Succeeded", true, "Completed", "every worker finished", now, generation);
+    status.ready_workers = 0;
+    SetCondition(status, "Succeeded", true, "Completed", finished, now, generation);
     SetCondition(status, "Running", false, "Completed", "", now, generation);
     KILN_RETURN_IF_ERROR(write());
-    record(runtime::EventType::kNormal, "Succeeded", "every worker finished");
+    record(runtime::EventType::kNormal, "Succeeded", finished);
+    Forget(request.Key());
     return runtime::Result{};
   }
   if (ready == static_cast<int32_t>(ranks.size())) {
@@ -462,6 +526,11 @@ StatusOr<runtime::Result> TrainingJobReconciler::Reconcile(const runtime::Contex
     if (const v1::Condition* r = FindCondition(status, "Restarting"); r && r->status == "True") {
       SetCondition(status, "Restarting", false, "Resumed", "the gang runs again", now, generation);
     }
+  }
+  if (!failure && status.phase == "Running") {
+    // 6. Progress, from rank 0.
+    RefreshProgress(request.Key(), ns, ranks[0], WorkerPodName(request.name, attempt, 0),
+                    pod_options.metrics_port, status);
   }
   KILN_RETURN_IF_ERROR(write());
   return runtime::Result{.requeue_after = options_.resync};

@@ -23,6 +23,12 @@
 //     restart and clears the placement, so the next reconcile re-places the
 //     gang (away from a failed node) after the backoff and every rank
 //     resumes from the newest intact checkpoint; Fail ends the job.
+//  6. While the gang runs, rank 0's training progress (progress_reader.h:
+//     step, losses, tokens/s, newest checkpoint) is copied into the status
+//     every `progress_interval`.
+// A failure that a failurePolicy rule Ignores does not count: that worker is
+// left as it ended, the others are still watched, and the job succeeds once
+// every worker has finished or ended with an ignored failure.
 // Pods in the members are not watched yet: an active job is requeued every
 // `resync` (a few seconds), which bounds how late a fault is seen.
 #ifndef KILN_OPERATOR_CONTROLLERS_TRAININGJOB_RECONCILER_H_
@@ -30,9 +36,14 @@
 
 #include <chrono>
 #include <functional>
+#include <map>
+#include <mutex>
+#include <set>
 #include <string>
 
 #include "kube/client.h"
+#include "operator/api/v1alpha1/trainingjob.h"
+#include "operator/controllers/trainingjob/progress_reader.h"
 #include "operator/controllers/trainingjob/worker_pods.h"
 #include "operator/fleet/members.h"
 #include "operator/placement/snapshot.h"
@@ -52,6 +63,12 @@ struct TrainingJobReconcilerOptions {
   std::chrono::milliseconds resync{std::chrono::seconds(3)};
   // How long a job that cannot be placed waits before the next try.
   std::chrono::milliseconds unschedulable_retry{std::chrono::seconds(10)};
+  // Reads rank 0's progress; none leaves the progress fields alone. Must
+  // outlive the reconciler.
+  ProgressReader* progress_reader = nullptr;
+  // How often a running job's progress is read (at most; a reconcile reads
+  // it when this much time has passed since the last read).
+  std::chrono::milliseconds progress_interval{std::chrono::seconds(15)};
   std::function<std::chrono::system_clock::time_point()> now = [] {
     return std::chrono::system_clock::now();
   };
@@ -72,12 +89,30 @@ class TrainingJobReconciler final : public runtime::Reconciler {
   // Deletes the job's pods and Services (every attempt, or only `attempt`
   // when >= 0) in every member; true when nothing of them is left.
   StatusOr<bool> DeleteWorkers(const nlohmann::json& job, int32_t attempt);
+  // Copies rank 0's progress into `status` when the last read of job `key`
+  // is progress_interval old; a failed read leaves the status as it was.
+  void RefreshProgress(const std::string& key, const std::string& ns, const RankPlacement& rank0,
+                       const std::string& pod, int32_t port,
+                       api::v1alpha1::TrainingJobStatus& status);
+  // Whether the ignored failure of `pod` in job `key` is new (worth an Event).
+  bool FirstIgnored(const std::string& key, const std::string& pod);
+  // Drops what is remembered of job `key`.
+  void Forget(const std::string& key);
 
   kube::Client& hub_;
   fleet::Members& members_;
   std::function<placement::Snapshot()> snapshot_;
   runtime::EventRecorder* events_;
   TrainingJobReconcilerOptions options_;
+
+  // What is kept between reconciles of one job, only to save work and
+  // repeated Events: losing it (a restart) costs one more read or Event.
+  struct JobMemory {
+    std::optional<std::chrono::system_clock::time_point> progress_read;
+    std::set<std::string> ignored_pods;
+  };
+  std::mutex mu_;
+  std::map<std::string, JobMemory> memory_;  // By namespace/name; guarded by mu_.
 };
 
 }  // namespace kiln::trainingjob

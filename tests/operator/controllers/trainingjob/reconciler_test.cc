@@ -1,0 +1,351 @@
+// The TrainingJob reconciler against an in-memory API server that is both the
+// hub and its one member cluster (two 8-GPU nodes), a fixed clock and a fake
+// progress reader: each test drives reconciles by hand and plays the kubelet
+// by writing the pods' states.
+#include "operator/controllers/trainingjob/reconciler.h"
+
+#include <chrono>
+#include <memory>
+
+#include <catch2/catch.hpp>
+
+#include "base/time_format.h"
+#include "operator/api/v1alpha1/resources.h"
+#include "operator/fleet/capacity_view.h"
+#include "runtime/fake_reader.h"
+#include "tests/operator/controllers/trainingjob/fake_api_server.h"
+#include "tests/operator/fleet/test_objects.h"
+
+namespace kiln::trainingjob {
+namespace {
+
+using nlohmann::json;
+using std::chrono::seconds;
+using testing::FakeApiServer;
+
+constexpr const char* kNs = "team";
+constexpr const char* kMember = "m1";
+
+// Lends the shared FakeApiServer to a client, which owns its transport.
+class Forward final : public kube::HttpTransport {
+ public:
+  explicit Forward(FakeApiServer& api) : api_(api) {}
+  StatusOr<kube::HttpResponse> Do(const kube::HttpRequest& r) override { return api_.Do(r); }
+  Status Stream(const kube::HttpRequest& r, const std::function<void(const kube::HttpResponse&)>& h,
+                const std::function<bool(std::string_view)>& c,
+                const std::atomic<bool>* cancel) override {
+    return api_.Stream(r, h, c, cancel);
+  }
+
+ private:
+  FakeApiServer& api_;
+};
+
+std::unique_ptr<kube::Client> ClientOf(FakeApiServer& api) {
+  return std::make_unique<kube::Client>(kube::RestConfig{.server = "https://fake"},
+                                        kube::ClientOptions{.qps = 0, .max_retries = 0},
+                                        std::make_unique<Forward>(api), RealClock::Get());
+}
+
+class TestMember final : public fleet::Member {
+ public:
+  TestMember(std::string name, FakeApiServer& api)
+      : name_(std::move(name)), client_(ClientOf(api)) {}
+  const std::string& name() const override { return name_; }
+  kube::Client& client() override { return *client_; }
+  const runtime::Reader& nodes() const override { return nodes_; }
+  const runtime::Reader& pods() const override { return pods_; }
+  Status Probe(std::chrono::milliseconds) override { return Status::Ok(); }
+  std::string version() const override { return "v1.33.0"; }
+  Status CachesSynced() const override { return Status::Ok(); }
+  void Stop() override {}
+
+  runtime::FakeReader nodes_;
+  runtime::FakeReader pods_;
+
+ private:
+  std::string name_;
+  std::unique_ptr<kube::Client> client_;
+};
+
+class FakeProgress final : public ProgressReader {
+ public:
+  StatusOr<TrainingProgress> Read(fleet::Member& member, const std::string& ns,
+                                  const std::string& pod, int32_t port) override {
+    reads.push_back(member.name() + " " + ns + "/" + pod + ":" + std::to_string(port));
+    return answer;
+  }
+  StatusOr<TrainingProgress> answer = Status::Unavailable("no progress yet");
+  std::vector<std::string> reads;
+};
+
+json Job(const std::string& name, int replicas) {
+  return {{"apiVersion", "kiln.dev/v1alpha1"},
+          {"kind", "TrainingJob"},
+          {"metadata", {{"name", name}, {"namespace", kNs}, {"generation", 1}}},
+          {"spec",
+           {{"model",
+             {{"architecture", "gpt"},
+              {"layers", 2},
+              {"hiddenSize", 64},
+              {"heads", 4},
+              {"vocabSize", 257},
+              {"contextLength", 64}}},
+            {"data", {{"uri", "file:///data/fortunes"}}},
+            {"training",
+             {{"steps", 100},
+              {"globalBatchSize", 8 * replicas},
+              {"microBatchSize", 8},
+              {"sequenceLength", 64}}},
+            {"workers",
+             {{"replicas", replicas},
+              {"gpusPerWorker", 8},
+              {"image", "ghcr.io/kiln-dev/kiln-worker:0.1.0"}}},
+            {"checkpoint", {{"uri", "file:///checkpoints/" + name}}},
+            {"failurePolicy", {{"maxRestarts", 3}, {"backoff", {{"initial", "1s"}}}}}}}};
+}
+
+// The hub, one member on the same API server, two 8-GPU nodes.
+class Harness {
+ public:
+  Harness() : hub_(ClientOf(server)), member_(std::make_shared<TestMember>(kMember, server)) {
+    view_.UpsertCluster({.name = kMember});
+    for (const char* n : {"n0", "n1"}) AddNode(fleet::testing::GpuNode(n, "z-a", "r-0", "nvl-0"));
+    members_.Put(kMember, member_, 1);
+    TrainingJobReconcilerOptions o;
+    o.volume = {.claim_name = "", .host_path = "/srv/checkpoints", .mount_path = "/checkpoints"};
+    o.resync = seconds(3);
+    o.progress_reader = &progress;
+    o.now = [this] { return now; };
+    reconciler_ = std::make_unique<TrainingJobReconciler>(
+        *hub_, members_, [this] { return view_.Snapshot(); }, nullptr, o);
+  }
+
+  void AddNode(const json& node) {
+    server.Put("nodes", node);
+    member_->nodes_.Put(*server.Object("nodes", "", node["metadata"]["name"]));
+    view_.OnNode(kMember, node);
+  }
+
+  StatusOr<runtime::Result> Reconcile(const std::string& name) {
+    return reconciler_->Reconcile(Context(), {kNs, name});
+  }
+  // Reconciles until the job's phase is `phase` (at most 10 times).
+  void ReconcileUntil(const std::string& name, const std::string& phase) {
+    for (int i = 0; i < 10 && JobStatus(name).value("phase", "") != phase; ++i) {
+      auto r = Reconcile(name);
+      REQUIRE(r.ok());
+    }
+    REQUIRE(JobStatus(name).value("phase", "") == phase);
+  }
+  json JobStatus(const std::string& name) {
+    auto j = server.Object("trainingjobs", kNs, name);
+    return j ? j->value("status", json::object()) : json::object();
+  }
+  std::vector<json> Pods(const std::string& attempt = "") {
+    std::vector<json> out;
+    for (auto& p : server.Objects("pods", kNs)) {
+      if (attempt.empty() || p["metadata"]["labels"][kAttemptLabel] == attempt) out.push_back(p);
+    }
+    return out;
+  }
+  // Plays the kubelet: the pod runs and is ready on the node it asks for.
+  void SetRunning(json pod) {
+    pod["spec"]["nodeName"] =
+        pod["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+           ["nodeSelectorTerms"][0]["matchFields"][0]["values"][0];
+    pod["status"] = {{"phase", "Running"},
+                     {"conditions", {{{"type", "Ready"}, {"status", "True"}}}}};
+    server.Put("pods", pod);
+  }
+  void SetExited(json pod, int exit_code, const std::string& message = "") {
+    json terminated = {{"exitCode", exit_code},
+                       {"reason", exit_code == 0 ? "Completed" : "Error"},
+                       {"message", message}};
+    json container = {{"name", kWorkerContainer}, {"state", {{"terminated", terminated}}}};
+    pod["status"] = {{"phase", exit_code == 0 ? "Succeeded" : "Failed"},
+                     {"containerStatuses", json::array({container})}};
+    server.Put("pods", pod);
+  }
+  // Creates `job`, runs it to Running with every worker ready.
+  void StartRunning(const json& job) {
+    const std::string name = job["metadata"]["name"];
+    REQUIRE(hub_->Create(api::v1alpha1::kTrainingJobs, kNs, job).ok());
+    ReconcileUntil(name, "Scheduled");
+    REQUIRE(Reconcile(name).ok());  // Creates the gang.
+    for (auto& p : Pods()) SetRunning(p);
+    ReconcileUntil(name, "Running");
+  }
+
+  FakeApiServer server;
+  FakeProgress progress;
+  std::chrono::system_clock::time_point now = std::chrono::system_clock::from_time_t(1'800'000'000);
+
+ private:
+  std::unique_ptr<kube::Client> hub_;
+  std::shared_ptr<TestMember> member_;
+  fleet::Members members_;
+  fleet::CapacityView view_;
+  std::unique_ptr<TrainingJobReconciler> reconciler_;
+};
+
+TEST_CASE("a job is placed, its gang created and run", "[trainingjob][reconciler]") {
+  Harness h;
+  h.StartRunning(Job("run", 2));
+  const json s = h.JobStatus("run");
+  INFO(s.dump());
+  CHECK(s["readyWorkers"] == 2);
+  CHECK(s["placement"][0]["cluster"] == kMember);
+  CHECK(h.Pods().size() == 2);
+  for (const auto& p : h.Pods()) CHECK_FALSE(p["spec"].contains("schedulingGates"));
+}
+
+TEST_CASE("a running job's status shows rank 0's progress, read at most every interval",
+          "[trainingjob][reconciler][progress]") {
+  Harness h;
+  TrainingProgress p;
+  p.step = 120;
+  p.loss = 2.5;
+  p.validation_loss = 2.75;
+  p.tokens_per_second = 6000;
+  p.last_checkpoint = api::v1alpha1::CheckpointRef{.step = 100,
+                                                   .uri = "file:///checkpoints/run/step-100",
+                                                   .time = "2027-01-15T08:00:00Z",
+                                                   .loss = 2.6};
+  h.progress.answer = p;
+  h.StartRunning(Job("run", 2));
+  REQUIRE(h.progress.reads.size() == 1);
+  CHECK(h.progress.reads[0] == "m1 team/run-0-0:9400");  // Rank 0, its metrics port.
+  json s = h.JobStatus("run");
+  INFO(s.dump());
+  CHECK(s["step"] == 120);
+  CHECK(s["loss"] == 2.5);
+  CHECK(s["validationLoss"] == 2.75);
+  CHECK(s["tokensPerSecond"] == 6000);
+  CHECK(s["lastCheckpoint"]["step"] == 100);
+  CHECK(s["lastCheckpoint"]["uri"] == "file:///checkpoints/run/step-100");
+
+  // Within the interval (15 s) no new read; after it, the new values.
+  h.now += seconds(10);
+  REQUIRE(h.Reconcile("run").ok());
+  CHECK(h.progress.reads.size() == 1);
+  h.now += seconds(6);
+  p.step = 180;
+  p.loss = 2.25;
+  p.validation_loss.reset();  // Not reported by this worker yet: the last one stays.
+  h.progress.answer = p;
+  REQUIRE(h.Reconcile("run").ok());
+  CHECK(h.progress.reads.size() == 2);
+  s = h.JobStatus("run");
+  CHECK(s["step"] == 180);
+  CHECK(s["loss"] == 2.25);
+  CHECK(s["validationLoss"] == 2.75);
+
+  // A failed read leaves the status as it was.
+  h.now += seconds(16);
+  h.progress.answer = Status::Unavailable("proxy: pod not ready");
+  REQUIRE(h.Reconcile("run").ok());
+  CHECK(h.progress.reads.size() == 3);
+  CHECK(h.JobStatus("run")["step"] == 180);
+}
+
+TEST_CASE("the progress body of kiln-worker parses, and nonsense does not",
+          "[trainingjob][progress]") {
+  auto p = ParseProgress(
+      R"({"step":150,"targetSteps":500,"loss":2.5,"validationLoss":2.75,"tokensPerSecond":6000,)"
+      R"("lastCheckpoint":{"step":150,"uri":"file:///c/step-150","time":"2027-01-15T08:00:00Z",)"
+      R"("loss":2.5}})");
+  REQUIRE(p.ok());
+  CHECK(p->step == 150);
+  CHECK(p->loss == 2.5);
+  CHECK(p->validation_loss == 2.75);
+  CHECK(p->tokens_per_second == 6000);
+  REQUIRE(p->last_checkpoint);
+  CHECK(p->last_checkpoint->uri == "file:///c/step-150");
+  CHECK(p->last_checkpoint->time == "2027-01-15T08:00:00Z");
+  auto fresh = ParseProgress(R"({"step":0,"targetSteps":500})");
+  REQUIRE(fresh.ok());
+  CHECK_FALSE(fresh->loss);
+  CHECK_FALSE(fresh->last_checkpoint);
+  CHECK(ParseProgress("<html>").status().code() == StatusCode::kInvalidArgument);
+  CHECK(ParseProgress(R"({"loss":1})").status().code() == StatusCode::kInvalidArgument);
+}
+
+TEST_CASE("the pod-proxy progress reader asks the member API server for rank 0's /progress",
+          "[trainingjob][progress]") {
+  FakeApiServer api;
+  std::string asked;
+  api.SetProxy([&](const std::string& ns, const std::string& pod, const std::string& port,
+                   const std::string& path) {
+    asked = ns + " " + pod + " " + port + " " + path;
+    return kube::HttpResponse{200, {}, R"({"step":7,"targetSteps":10,"loss":3.5})"};
+  });
+  TestMember member("m1", api);
+  PodProxyProgressReader reader;
+  auto p = reader.Read(member, "team", "run-0-0", 9400);
+  REQUIRE(p.ok());
+  CHECK(asked == "team run-0-0 9400 /progress");
+  CHECK(p->step == 7);
+  CHECK(p->loss == 3.5);
+  api.SetProxy([](const std::string&, const std::string&, const std::string&, const std::string&) {
+    return kube::HttpResponse{503, {}, "error trying to reach service"};
+  });
+  CHECK_FALSE(reader.Read(member, "team", "run-0-0", 9400).ok());
+}
+
+TEST_CASE("a failure a rule ignores neither restarts nor fails the job, nor hides another",
+          "[trainingjob][reconciler][policy]") {
+  Harness h;
+  json job = Job("run", 2);
+  job["spec"]["failurePolicy"]["rules"] = {
+      {{"action", "Ignore"}, {"onExitCodes", {{"operator", "In"}, {"values", {42}}}}}};
+  h.StartRunning(job);
+
+  // Rank 0 ends with exit 42: ignored. Nothing is deleted or restarted.
+  h.SetExited(*h.server.Object("pods", kNs, "run-0-0"), 42);
+  REQUIRE(h.Reconcile("run").ok());
+  REQUIRE(h.Reconcile("run").ok());
+  json s = h.JobStatus("run");
+  INFO(s.dump());
+  CHECK(s["phase"] == "Running");
+  CHECK(s.value("restarts", 0) == 0);
+  CHECK_FALSE(s.contains("restartHistory"));
+  CHECK(h.Pods("0").size() == 2);
+
+  SECTION("the other worker's real failure still restarts the gang") {
+    h.SetExited(*h.server.Object("pods", kNs, "run-0-1"), 4);  // CollectiveTimeout.
+    REQUIRE(h.Reconcile("run").ok());
+    s = h.JobStatus("run");
+    CHECK(s["phase"] == "Restarting");
+    CHECK(s["restarts"] == 1);
+    CHECK(s["restartHistory"][0]["reason"] == "CollectiveTimeout");
+  }
+  SECTION("the other worker finishing completes the job") {
+    h.SetExited(*h.server.Object("pods", kNs, "run-0-1"), 0);
+    REQUIRE(h.Reconcile("run").ok());
+    s = h.JobStatus("run");
+    CHECK(s["phase"] == "Succeeded");
+    CHECK_THAT(s["conditions"].dump(), Catch::Contains("1 ended with an ignored failure"));
+  }
+}
+
+TEST_CASE("without a rule, a worker's retryable failure restarts the whole gang",
+          "[trainingjob][reconciler][policy]") {
+  Harness h;
+  h.StartRunning(Job("run", 2));
+  h.SetExited(*h.server.Object("pods", kNs, "run-0-1"), 4);
+  REQUIRE(h.Reconcile("run").ok());
+  json s = h.JobStatus("run");
+  INFO(s.dump());
+  CHECK(s["phase"] == "Restarting");
+  CHECK(s["restarts"] == 1);
+  CHECK(h.Pods("0").empty());  // The whole attempt, at once.
+  // After the backoff the gang is placed again as attempt 1.
+  h.now += seconds(2);
+  h.ReconcileUntil("run", "Scheduled");
+  REQUIRE(h.Reconcile("run").ok());
+  CHECK(h.Pods("1").size() == 2);
+}
+
+}  // namespace
+}  // namespace kiln::trainingjob
