@@ -9,8 +9,10 @@
 #include "operator/api/v1alpha1/resources.h"
 #include "operator/controllers/trainingjob/failure_classifier.h"
 #include "operator/controllers/trainingjob/failure_policy.h"
+#include "operator/fleet/quarantine.h"
 #include "operator/placement/placement.h"
 #include "operator/placement/trainingjob_gang.h"
+#include "operator/placement/well_known.h"
 
 namespace kiln::trainingjob {
 namespace {
@@ -174,6 +176,39 @@ void TrainingJobReconciler::RefreshProgress(const std::string& key, const std::s
   if (progress->last_checkpoint) status.last_checkpoint = progress->last_checkpoint;
 }
 
+std::vector<std::string> TrainingJobReconciler::Quarantine(
+    const std::string& key, v1::TrainingJobStatus& status,
+    const std::optional<v1::FailurePolicy>& policy) {
+  const auto now = options_.now();
+  const auto faults = NodeFaults(status.restart_history.value_or(std::vector<v1::RestartRecord>{}));
+  std::vector<std::string> newly;
+  for (const NodeKey& node : NodesToQuarantine(faults, policy, now)) {
+    const auto ends = QuarantineEnds(faults, policy, node, now);
+    if (!ends) continue;
+    // The taint goes on before the status names the node: its value says
+    // when it ends, so a taint whose status write is lost still ends.
+    if (auto member = members_.Get(node.cluster)) {
+      Status s = fleet::QuarantineNode(member->client(), node.node, *ends);
+      if (!s.ok() && !kube::IsNotFound(s)) {
+        // This job's own placement still avoids the node (status below).
+        log::Logger("trainingjob")
+            .Warn("cannot taint a quarantined node", {{"job", key},
+                                                      {"cluster", node.cluster},
+                                                      {"node", node.node},
+                                                      {"error", s.ToString()}});
+      }
+    }
+    const std::string entry = node.cluster + "/" + node.node;
+    if (!status.quarantined_nodes) status.quarantined_nodes.emplace();
+    auto& listed = *status.quarantined_nodes;
+    if (std::find(listed.begin(), listed.end(), entry) == listed.end()) {
+      listed.push_back(entry);
+      newly.push_back(entry + " until " + FormatRfc3339(*ends));
+    }
+  }
+  return newly;
+}
+
 bool TrainingJobReconciler::FirstIgnored(const std::string& key, const std::string& pod) {
   std::lock_guard<std::mutex> lock(mu_);
   return memory_[key].ignored_pods.insert(pod).second;
@@ -253,6 +288,20 @@ StatusOr<runtime::Result> TrainingJobReconciler::Reconcile(const runtime::Contex
   if (phase == "Succeeded" || phase == "Failed") {
     Forget(request.Key());
     return runtime::Result{};
+  }
+  // Quarantines whose window has passed no longer keep this job off their
+  // nodes (the MemberCluster controller lifts the taints themselves).
+  if (status.quarantined_nodes) {
+    std::vector<std::string> still;
+    for (const NodeKey& n : NodesToQuarantine(
+             NodeFaults(status.restart_history.value_or(std::vector<v1::RestartRecord>{})),
+             job.spec.failure_policy, options_.now())) {
+      still.push_back(n.cluster + "/" + n.node);
+    }
+    std::erase_if(*status.quarantined_nodes, [&](const std::string& entry) {
+      return std::find(still.begin(), still.end(), entry) == still.end();
+    });
+    if (status.quarantined_nodes->empty()) status.quarantined_nodes.reset();
   }
   if (job.spec.suspend.value_or(false)) {
     KILN_ASSIGN_OR_RETURN(bool gone, DeleteWorkers(obj, -1));
@@ -480,6 +529,8 @@ StatusOr<runtime::Result> TrainingJobReconciler::Reconcile(const runtime::Contex
         auto& history = *status.restart_history;
         history.push_back(rec);
         if (history.size() > 100) history.erase(history.begin());
+        const std::vector<std::string> quarantined =
+            Quarantine(request.Key(), status, job.spec.failure_policy);
         status.placement.reset();
         status.phase = "Restarting";
         status.ready_workers = 0;
@@ -489,6 +540,11 @@ StatusOr<runtime::Result> TrainingJobReconciler::Reconcile(const runtime::Contex
         KILN_RETURN_IF_ERROR(write());
         record(runtime::EventType::kWarning, "Restarting",
                rec.reason + ": " + c.message + "; restart " + std::to_string(attempt + 1));
+        for (const std::string& q : quarantined) {
+          record(runtime::EventType::kWarning, "NodeQuarantined",
+                 q + ": repeated hardware faults (failurePolicy.nodeQuarantine); tainted " +
+                     std::string(placement::kQuarantineTaint) + ":NoSchedule");
+        }
         return runtime::Result{.requeue_after = RestartDelay(job.spec.failure_policy, attempt)};
       }
       status.phase = "Failed";
@@ -528,7 +584,7 @@ StatusOr<runtime::Result> TrainingJobReconciler::Reconcile(const runtime::Contex
     }
   }
   if (!failure && status.phase == "Running") {
-    // 6. Progress, from rank 0.
+    // 7. Progress, from rank 0.
     RefreshProgress(request.Key(), ns, ranks[0], WorkerPodName(request.name, attempt, 0),
                     pod_options.metrics_port, status);
   }

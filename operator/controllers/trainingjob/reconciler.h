@@ -23,7 +23,12 @@
 //     restart and clears the placement, so the next reconcile re-places the
 //     gang (away from a failed node) after the backoff and every rank
 //     resumes from the newest intact checkpoint; Fail ends the job.
-//  6. While the gang runs, rank 0's training progress (progress_reader.h:
+//  6. A restart for a hardware fault may quarantine the node
+//     (failurePolicy.nodeQuarantine): the kiln.dev/quarantined:NoSchedule
+//     taint on it in its member, ending with the window
+//     (fleet/quarantine.h), and an entry in status.quarantinedNodes that this
+//     job's placement avoids until the window passes.
+//  7. While the gang runs, rank 0's training progress (progress_reader.h:
 //     step, losses, tokens/s, newest checkpoint) is copied into the status
 //     every `progress_interval`.
 // A failure that a failurePolicy rule Ignores does not count: that worker is
@@ -40,6 +45,7 @@
 #include <mutex>
 #include <set>
 #include <string>
+#include <vector>
 
 #include "kube/client.h"
 #include "operator/api/v1alpha1/trainingjob.h"
@@ -94,6 +100,13 @@ class TrainingJobReconciler final : public runtime::Reconciler {
   void RefreshProgress(const std::string& key, const std::string& ns, const RankPlacement& rank0,
                        const std::string& pod, int32_t port,
                        api::v1alpha1::TrainingJobStatus& status);
+  // Quarantines the nodes the restart history now condemns
+  // (failurePolicy.nodeQuarantine): taints each in its member
+  // (fleet/quarantine.h) and lists it in status.quarantinedNodes. Returns
+  // the newly listed ones ("cluster/node until <time>"), for Events.
+  std::vector<std::string> Quarantine(const std::string& key,
+                                      api::v1alpha1::TrainingJobStatus& status,
+                                      const std::optional<api::v1alpha1::FailurePolicy>& policy);
   // Whether the ignored failure of `pod` in job `key` is new (worth an Event).
   bool FirstIgnored(const std::string& key, const std::string& pod);
   // Drops what is remembered of job `key`.

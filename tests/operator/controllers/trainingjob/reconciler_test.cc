@@ -329,6 +329,64 @@ TEST_CASE("a failure a rule ignores neither restarts nor fails the job, nor hide
   }
 }
 
+TEST_CASE("repeated GPU faults on one node quarantine it: tainted, listed, avoided, then freed",
+          "[trainingjob][reconciler][quarantine]") {
+  Harness h;  // Two nodes: the gang of two needs both.
+  json job = Job("run", 2);
+  job["spec"]["failurePolicy"]["nodeQuarantine"] = {{"faults", 2}, {"window", "1h"}};
+  h.StartRunning(job);
+  const std::string bad = "n1";
+  const std::string gpu_fault =
+      R"({"exitCode":3,"reason":"DeviceFault","message":"Xid 79: GPU has fallen off the bus"})";
+  // The rank on n1 fails with a GPU fault; the gang restarts.
+  auto fail_on_bad = [&] {
+    for (const auto& p : h.Pods()) {
+      if (p["spec"].value("nodeName", "") == bad) h.SetExited(p, 3, gpu_fault);
+    }
+    REQUIRE(h.Reconcile("run").ok());
+    REQUIRE(h.JobStatus("run")["phase"] == "Restarting");
+    h.now += seconds(5);  // Past the backoff.
+  };
+  fail_on_bad();
+  CHECK(h.JobStatus("run")["restartHistory"][0]["reason"] == "GPUFault");
+  CHECK_FALSE(h.JobStatus("run").contains("quarantinedNodes"));  // One fault is not enough.
+  CHECK_FALSE((*h.server.Object("nodes", "", bad))["spec"].contains("taints"));
+  h.ReconcileUntil("run", "Scheduled");
+  REQUIRE(h.Reconcile("run").ok());
+  for (auto& p : h.Pods()) h.SetRunning(p);
+  h.ReconcileUntil("run", "Running");
+
+  fail_on_bad();  // The second fault within the hour.
+  json s = h.JobStatus("run");
+  INFO(s.dump());
+  REQUIRE(s["quarantinedNodes"] == json::array({std::string(kMember) + "/" + bad}));
+  const json node = *h.server.Object("nodes", "", bad);
+  REQUIRE(node["spec"]["taints"].size() == 1);
+  const json taint = node["spec"]["taints"][0];
+  CHECK(taint["key"] == "kiln.dev/quarantined");
+  CHECK(taint["effect"] == "NoSchedule");
+  // Its value: the end of the quarantine, an hour after the first fault.
+  const auto first_fault = ParseRfc3339(s["restartHistory"][0]["time"].get<std::string>());
+  REQUIRE(first_fault.ok());
+  CHECK(std::stoll(taint["value"].get<std::string>()) ==
+        std::chrono::duration_cast<seconds>(first_fault->time_since_epoch()).count() + 3600);
+
+  // The one node left cannot hold the gang: this job avoids n1.
+  REQUIRE(h.Reconcile("run").ok());
+  s = h.JobStatus("run");
+  CHECK(s["phase"] == "Restarting");
+  CHECK_THAT(s["conditions"].dump(), Catch::Contains("1 avoided by the job"));
+  // A new node: the gang runs on n0 and n2.
+  h.AddNode(fleet::testing::GpuNode("n2", "z-a", "r-0", "nvl-0"));
+  h.ReconcileUntil("run", "Scheduled");
+  for (const auto& n : h.JobStatus("run")["placement"][0]["nodes"]) CHECK(n != bad);
+
+  // Once the window has passed, the job may use n1 again.
+  h.now += std::chrono::hours(1);
+  REQUIRE(h.Reconcile("run").ok());
+  CHECK_FALSE(h.JobStatus("run").contains("quarantinedNodes"));
+}
+
 TEST_CASE("without a rule, a worker's retryable failure restarts the whole gang",
           "[trainingjob][reconciler][policy]") {
   Harness h;
