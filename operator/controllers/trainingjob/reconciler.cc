@@ -121,7 +121,8 @@ TrainingJobReconciler::TrainingJobReconciler(kube::Client& hub, fleet::Members& 
       events_(events),
       options_(std::move(options)) {}
 
-StatusOr<bool> TrainingJobReconciler::DeleteWorkers(const json& job, int32_t attempt) {
+StatusOr<bool> TrainingJobReconciler::DeleteWorkers(const json& job, int32_t attempt,
+                                                    int64_t grace_seconds) {
   const std::string ns = Str(job["metadata"], "namespace");
   const std::string selector =
       Selector(job, attempt >= 0 ? std::optional<int32_t>(attempt) : std::nullopt);
@@ -140,7 +141,8 @@ StatusOr<bool> TrainingJobReconciler::DeleteWorkers(const json& job, int32_t att
       for (const auto& item : (*list)["items"]) {
         gone = false;
         const std::string n = Str(item["metadata"], "name");
-        Status s = member->client().Delete(*r, ns, n, {.grace_period_seconds = 5}).status();
+        Status s =
+            member->client().Delete(*r, ns, n, {.grace_period_seconds = grace_seconds}).status();
         if (!s.ok() && !kube::IsNotFound(s)) return s;
       }
     }
@@ -255,6 +257,7 @@ StatusOr<runtime::Result> TrainingJobReconciler::Reconcile(const runtime::Contex
     finalizers.push_back(kFinalizer);
     json patch = {
         {"metadata", {{"finalizers", finalizers}, {"resourceVersion", meta["resourceVersion"]}}}};
+    // `meta` refers into the object replaced here: not used past this point.
     KILN_ASSIGN_OR_RETURN(
         obj, hub_.Patch(kJobs, request.ns, request.name, kube::PatchType::kMerge, patch.dump()));
   }
@@ -267,8 +270,9 @@ StatusOr<runtime::Result> TrainingJobReconciler::Reconcile(const runtime::Contex
         Status::InvalidArgument(request.Key() + ": not a readable TrainingJob: " + e.what()));
   }
   const std::optional<int64_t> generation =
-      meta.contains("generation") ? std::optional<int64_t>(meta["generation"].get<int64_t>())
-                                  : std::nullopt;
+      obj["metadata"].contains("generation")
+          ? std::optional<int64_t>(obj["metadata"]["generation"].get<int64_t>())
+          : std::nullopt;
   v1::TrainingJobStatus status = job.status.value_or(v1::TrainingJobStatus{});
   const v1::TrainingJobStatus before = status;
   const std::string phase = status.phase.value_or("Pending");
@@ -287,6 +291,24 @@ StatusOr<runtime::Result> TrainingJobReconciler::Reconcile(const runtime::Contex
   // 2. Finished or suspended jobs hold no pods.
   if (phase == "Succeeded" || phase == "Failed") {
     Forget(request.Key());
+    // ttlSecondsAfterFinished: the job goes (through its finalizer, which
+    // deletes what is left of its workers); its checkpoints stay.
+    if (!job.spec.ttl_seconds_after_finished || !status.completion_time) return runtime::Result{};
+    auto finished = ParseRfc3339(*status.completion_time);
+    if (!finished.ok()) return runtime::Result{};
+    const auto due = std::chrono::time_point_cast<std::chrono::system_clock::duration>(*finished) +
+                     std::chrono::seconds(*job.spec.ttl_seconds_after_finished);
+    if (options_.now() < due) {
+      return runtime::Result{.requeue_after =
+                                 std::chrono::ceil<milliseconds>(due - options_.now())};
+    }
+    Status deleted = hub_.Delete(kJobs, request.ns, request.name,
+                                 {.precondition_uid = Str(obj["metadata"], "uid")})
+                         .status();
+    if (!deleted.ok() && !kube::IsNotFound(deleted)) return deleted;
+    log::Logger("trainingjob")
+        .Info("deleted a finished job after ttlSecondsAfterFinished",
+              {{"job", request.Key()}, {"phase", phase}});
     return runtime::Result{};
   }
   // Quarantines whose window has passed no longer keep this job off their
@@ -304,16 +326,33 @@ StatusOr<runtime::Result> TrainingJobReconciler::Reconcile(const runtime::Contex
     if (status.quarantined_nodes->empty()) status.quarantined_nodes.reset();
   }
   if (job.spec.suspend.value_or(false)) {
-    KILN_ASSIGN_OR_RETURN(bool gone, DeleteWorkers(obj, -1));
+    // The workers get the long grace period: each saves a checkpoint on
+    // SIGTERM, which the resumed gang starts from.
+    KILN_ASSIGN_OR_RETURN(bool gone, DeleteWorkers(obj, -1, kSuspendGraceSeconds));
+    if (phase != "Suspended") {
+      record(runtime::EventType::kNormal, "Suspended",
+             "spec.suspend is true: the gang checkpoints and stops");
+    }
     status.phase = "Suspended";
     status.placement.reset();
     status.ready_workers = 0;
     SetCondition(status, "Suspended", true, "Suspended", "spec.suspend is true", now, generation);
+    if (const v1::Condition* r = FindCondition(status, "Running"); r && r->status == "True") {
+      SetCondition(status, "Running", false, "Suspended", "spec.suspend is true", now, generation);
+    }
     KILN_RETURN_IF_ERROR(write());
     return gone ? runtime::Result{} : runtime::Result{.requeue_after = options_.resync};
   }
+  if (phase == "Suspended") {
+    // Resumed: the suspended gang must be gone first (its pods' names are
+    // the ones the resumed attempt uses, and its checkpoint must be written).
+    KILN_ASSIGN_OR_RETURN(bool gone, DeleteWorkers(obj, -1, kSuspendGraceSeconds));
+    if (!gone) return runtime::Result{.requeue_after = options_.resync};
+  }
   if (const v1::Condition* s = FindCondition(status, "Suspended"); s && s->status == "True") {
     SetCondition(status, "Suspended", false, "Resumed", "spec.suspend is false", now, generation);
+    record(runtime::EventType::kNormal, "Resumed",
+           "spec.suspend is false: the gang resumes from its newest checkpoint");
   }
 
   // A restart waits out its backoff before the gang is placed again.

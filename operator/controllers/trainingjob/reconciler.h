@@ -9,7 +9,12 @@
 //     (found by the job-UID label; owner references do not cross clusters),
 //     then the finalizer kiln.dev/cleanup comes off. Otherwise the finalizer
 //     goes on first.
-//  2. Finished (Succeeded, Failed) or suspended jobs hold no pods.
+//  2. Finished (Succeeded, Failed) or suspended jobs hold no pods. A
+//     finished job with ttlSecondsAfterFinished is deleted that long after
+//     its completionTime. spec.suspend stops the gang (each rank saves a
+//     checkpoint on SIGTERM, within kSuspendGraceSeconds); clearing it
+//     re-places the gang, once the old pods are gone, in the same attempt
+//     (a suspension is no restart), resuming from the newest checkpoint.
 //  3. Without a placement for the current attempt, the placement engine
 //     places the whole gang on the fleet's snapshot; the decision is written
 //     to status.placement (per cluster, each worker's node in rank order),
@@ -59,6 +64,11 @@
 namespace kiln::trainingjob {
 
 inline constexpr const char* kFinalizer = "kiln.dev/cleanup";
+// How long workers get after SIGTERM: a failed gang's briefly (the restart
+// should not wait; rank 0 still saves what it can), a suspended one's long
+// enough to write a checkpoint.
+inline constexpr int64_t kFailedGangGraceSeconds = 5;
+inline constexpr int64_t kSuspendGraceSeconds = 30;
 
 struct TrainingJobReconcilerOptions {
   SharedVolume volume;
@@ -93,8 +103,10 @@ class TrainingJobReconciler final : public runtime::Reconciler {
 
  private:
   // Deletes the job's pods and Services (every attempt, or only `attempt`
-  // when >= 0) in every member; true when nothing of them is left.
-  StatusOr<bool> DeleteWorkers(const nlohmann::json& job, int32_t attempt);
+  // when >= 0) in every member, giving each pod `grace_seconds` after
+  // SIGTERM; true when nothing of them is left.
+  StatusOr<bool> DeleteWorkers(const nlohmann::json& job, int32_t attempt,
+                               int64_t grace_seconds = kFailedGangGraceSeconds);
   // Copies rank 0's progress into `status` when the last read of job `key`
   // is progress_interval old; a failed read leaves the status as it was.
   void RefreshProgress(const std::string& key, const std::string& ns, const RankPlacement& rank0,

@@ -387,6 +387,82 @@ TEST_CASE("repeated GPU faults on one node quarantine it: tainted, listed, avoid
   CHECK_FALSE(h.JobStatus("run").contains("quarantinedNodes"));
 }
 
+TEST_CASE("a finished job with ttlSecondsAfterFinished is deleted that long after it finished",
+          "[trainingjob][reconciler][ttl]") {
+  Harness h;
+  json job = Job("run", 2);
+  job["spec"]["ttlSecondsAfterFinished"] = 60;
+  h.StartRunning(job);
+  for (const auto& p : h.Pods()) h.SetExited(p, 0);
+  REQUIRE(h.Reconcile("run").ok());
+  REQUIRE(h.JobStatus("run")["phase"] == "Succeeded");
+  auto r = h.Reconcile("run");
+  REQUIRE(r.ok());
+  CHECK(r->requeue_after == std::chrono::minutes(1));
+  h.now += seconds(59);
+  r = h.Reconcile("run");
+  REQUIRE(r.ok());
+  CHECK(r->requeue_after == seconds(1));
+  CHECK(h.server.Object("trainingjobs", kNs, "run"));
+  h.now += seconds(1);
+  REQUIRE(h.Reconcile("run").ok());
+  // Deleted: the finalizer holds it while the workers are cleaned up.
+  REQUIRE(h.server.Object("trainingjobs", kNs, "run"));
+  CHECK((*h.server.Object("trainingjobs", kNs, "run"))["metadata"].contains("deletionTimestamp"));
+  REQUIRE(h.Reconcile("run").ok());  // Workers gone: the finalizer comes off.
+  REQUIRE(h.Reconcile("run").ok());
+  h.server.Remove("trainingjobs", kNs, "run");  // As the API server does without finalizers.
+  CHECK(h.Pods().empty());
+  CHECK(h.Reconcile("run").ok());  // Not found: done.
+
+  SECTION("without ttlSecondsAfterFinished a finished job stays") {
+    Harness k;
+    k.StartRunning(Job("keep", 2));
+    for (const auto& p : k.Pods()) k.SetExited(p, 0);
+    REQUIRE(k.Reconcile("keep").ok());
+    k.now += std::chrono::hours(1000);
+    auto kept = k.Reconcile("keep");
+    REQUIRE(kept.ok());
+    CHECK(kept->requeue_after == std::chrono::milliseconds(0));
+    CHECK_FALSE(
+        (*k.server.Object("trainingjobs", kNs, "keep"))["metadata"].contains("deletionTimestamp"));
+  }
+}
+
+TEST_CASE("suspend stops the gang, and resuming re-places it in the same attempt",
+          "[trainingjob][reconciler][suspend]") {
+  Harness h;
+  h.StartRunning(Job("run", 2));
+  json job = *h.server.Object("trainingjobs", kNs, "run");
+  job["spec"]["suspend"] = true;
+  h.server.Put("trainingjobs", job);
+  REQUIRE(h.Reconcile("run").ok());
+  json s = h.JobStatus("run");
+  INFO(s.dump());
+  CHECK(s["phase"] == "Suspended");
+  CHECK(s["readyWorkers"] == 0);
+  CHECK_FALSE(s.contains("placement"));
+  CHECK(h.Pods().empty());
+  CHECK_THAT(s["conditions"].dump(),
+             Catch::Contains(R"("reason":"Suspended","status":"False","type":"Running")"));
+  bool graceful = false;
+  for (const auto& r : h.server.requests()) {
+    graceful |= r.rfind("DELETE /api/v1/namespaces/team/pods/run-0-", 0) == 0;
+  }
+  CHECK(graceful);
+
+  job = *h.server.Object("trainingjobs", kNs, "run");
+  job["spec"]["suspend"] = false;
+  h.server.Put("trainingjobs", job);
+  h.ReconcileUntil("run", "Scheduled");
+  REQUIRE(h.Reconcile("run").ok());
+  CHECK(h.Pods("0").size() == 2);  // Attempt 0 again: a suspension is no restart.
+  s = h.JobStatus("run");
+  CHECK(s.value("restarts", 0) == 0);
+  CHECK_THAT(s["conditions"].dump(),
+             Catch::Contains(R"("reason":"Resumed","status":"False","type":"Suspended")"));
+}
+
 TEST_CASE("without a rule, a worker's retryable failure restarts the whole gang",
           "[trainingjob][reconciler][policy]") {
   Harness h;
