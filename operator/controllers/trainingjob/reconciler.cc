@@ -1,6 +1,7 @@
 #include "operator/controllers/trainingjob/reconciler.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <utility>
 
 #include "base/log.h"
@@ -229,6 +230,7 @@ StatusOr<runtime::Result> TrainingJobReconciler::Reconcile(const runtime::Contex
   if (!got.ok()) {
     if (kube::IsNotFound(got.status())) {
       Forget(request.Key());
+      if (options_.metrics != nullptr) options_.metrics->SetPhase(request.ns, request.name, "");
       return runtime::Result{};
     }
     return got.status();
@@ -279,6 +281,9 @@ StatusOr<runtime::Result> TrainingJobReconciler::Reconcile(const runtime::Contex
   const int32_t attempt = status.restarts.value_or(0);
   auto write = [&]() -> Status {
     status.observed_generation = generation;
+    if (options_.metrics != nullptr) {
+      options_.metrics->SetPhase(request.ns, request.name, status.phase.value_or("Pending"));
+    }
     if (status == before) return Status::Ok();
     json updated = obj;
     updated["status"] = status;
@@ -291,6 +296,7 @@ StatusOr<runtime::Result> TrainingJobReconciler::Reconcile(const runtime::Contex
   // 2. Finished or suspended jobs hold no pods.
   if (phase == "Succeeded" || phase == "Failed") {
     Forget(request.Key());
+    if (options_.metrics != nullptr) options_.metrics->SetPhase(request.ns, request.name, phase);
     // ttlSecondsAfterFinished: the job goes (through its finalizer, which
     // deletes what is left of its workers); its checkpoints stay.
     if (!job.spec.ttl_seconds_after_finished || !status.completion_time) return runtime::Result{};
@@ -554,7 +560,8 @@ StatusOr<runtime::Result> TrainingJobReconciler::Reconcile(const runtime::Contex
     if (d.action != FailureAction::kIgnore) {
       KILN_RETURN_IF_ERROR(DeleteWorkers(obj, attempt).status());
       v1::RestartRecord rec;
-      rec.time = now;
+      // Milliseconds: the time to recover is measured from it.
+      rec.time = FormatRfc3339(options_.now(), 3);
       rec.reason = FailureReasonName(c.reason);
       rec.message = c.message;
       if (!failure->cluster.empty()) rec.cluster = failure->cluster;
@@ -583,6 +590,10 @@ StatusOr<runtime::Result> TrainingJobReconciler::Reconcile(const runtime::Contex
           record(runtime::EventType::kWarning, "NodeQuarantined",
                  q + ": repeated hardware faults (failurePolicy.nodeQuarantine); tainted " +
                      std::string(placement::kQuarantineTaint) + ":NoSchedule");
+        }
+        if (options_.metrics != nullptr) {
+          options_.metrics->CountRestart(rec.reason);
+          for (size_t i = 0; i < quarantined.size(); ++i) options_.metrics->CountQuarantine();
         }
         return runtime::Result{.requeue_after = RestartDelay(job.spec.failure_policy, attempt)};
       }
@@ -613,6 +624,7 @@ StatusOr<runtime::Result> TrainingJobReconciler::Reconcile(const runtime::Contex
     Forget(request.Key());
     return runtime::Result{};
   }
+  std::optional<std::chrono::system_clock::duration> recovered;
   if (ready == static_cast<int32_t>(ranks.size())) {
     if (status.phase != "Running") status.start_time = status.start_time.value_or(now);
     status.phase = "Running";
@@ -620,14 +632,36 @@ StatusOr<runtime::Result> TrainingJobReconciler::Reconcile(const runtime::Contex
                  std::to_string(ready) + " workers running", now, generation);
     if (const v1::Condition* r = FindCondition(status, "Restarting"); r && r->status == "True") {
       SetCondition(status, "Restarting", false, "Resumed", "the gang runs again", now, generation);
+      // The time to recover: from the failure's detection (the newest
+      // restart record) to now.
+      if (status.restart_history && !status.restart_history->empty()) {
+        auto failed = ParseRfc3339(status.restart_history->back().time);
+        if (failed.ok()) {
+          recovered = options_.now() -
+                      std::chrono::time_point_cast<std::chrono::system_clock::duration>(*failed);
+        }
+      }
     }
   }
   if (!failure && status.phase == "Running") {
     // 7. Progress, from rank 0.
     RefreshProgress(request.Key(), ns, ranks[0], WorkerPodName(request.name, attempt, 0),
                     pod_options.metrics_port, status);
+    if (options_.metrics != nullptr && status.step) {
+      options_.metrics->SetProgress(request.ns, request.name, *status.step,
+                                    status.tokens_per_second);
+    }
   }
   KILN_RETURN_IF_ERROR(write());
+  if (recovered) {
+    const double took = std::chrono::duration<double>(*recovered).count();
+    if (options_.metrics != nullptr) options_.metrics->ObserveRecovery(*recovered);
+    char seconds[32];
+    std::snprintf(seconds, sizeof seconds, "%.1f", took);
+    record(runtime::EventType::kNormal, "Recovered",
+           "the whole gang runs again, attempt " + std::to_string(attempt) + ", " + seconds +
+               " s after the failure was detected");
+  }
   return runtime::Result{.requeue_after = options_.resync};
 }
 

@@ -54,6 +54,7 @@
 
 #include "kube/client.h"
 #include "operator/api/v1alpha1/trainingjob.h"
+#include "operator/controllers/trainingjob/metrics.h"
 #include "operator/controllers/trainingjob/progress_reader.h"
 #include "operator/controllers/trainingjob/worker_pods.h"
 #include "operator/fleet/members.h"
@@ -85,6 +86,9 @@ struct TrainingJobReconcilerOptions {
   // How often a running job's progress is read (at most; a reconcile reads
   // it when this much time has passed since the last read).
   std::chrono::milliseconds progress_interval{std::chrono::seconds(15)};
+  // Where the controller's metrics go; none keeps no metrics. Must outlive
+  // the reconciler.
+  TrainingJobMetrics* metrics = nullptr;
   std::function<std::chrono::system_clock::time_point()> now = [] {
     return std::chrono::system_clock::now();
   };

@@ -4,10 +4,12 @@
 // by writing the pods' states.
 #include "operator/controllers/trainingjob/reconciler.h"
 
+#include <algorithm>
 #include <chrono>
 #include <memory>
 
 #include <catch2/catch.hpp>
+#include <prometheus/text_serializer.h>
 
 #include "base/time_format.h"
 #include "operator/api/v1alpha1/resources.h"
@@ -117,8 +119,9 @@ class Harness {
     o.resync = seconds(3);
     o.progress_reader = &progress;
     o.now = [this] { return now; };
+    o.metrics = &metrics;
     reconciler_ = std::make_unique<TrainingJobReconciler>(
-        *hub_, members_, [this] { return view_.Snapshot(); }, nullptr, o);
+        *hub_, members_, [this] { return view_.Snapshot(); }, &events_, o);
   }
 
   void AddNode(const json& node) {
@@ -177,12 +180,33 @@ class Harness {
     ReconcileUntil(name, "Running");
   }
 
+  // The reasons of the Events recorded so far, in order.
+  std::vector<std::string> EventReasons() {
+    REQUIRE(events_.Flush(seconds(5)));
+    std::vector<json> events = server.Objects("events", kNs);
+    std::sort(events.begin(), events.end(), [](const json& a, const json& b) {
+      return std::stoll(a["metadata"]["resourceVersion"].get<std::string>()) <
+             std::stoll(b["metadata"]["resourceVersion"].get<std::string>());
+    });
+    std::vector<std::string> reasons;
+    for (const auto& e : events) reasons.push_back(e.value("reason", ""));
+    return reasons;
+  }
+  std::string Scrape() { return prometheus::TextSerializer().Serialize(registry_.Collect()); }
+
   FakeApiServer server;
   FakeProgress progress;
   std::chrono::system_clock::time_point now = std::chrono::system_clock::from_time_t(1'800'000'000);
 
  private:
   std::unique_ptr<kube::Client> hub_;
+  runtime::EventRecorder events_{*hub_, {}};
+  prometheus::Registry registry_;
+
+ public:
+  TrainingJobMetrics metrics{registry_};
+
+ private:
   std::shared_ptr<TestMember> member_;
   fleet::Members members_;
   fleet::CapacityView view_;
@@ -326,6 +350,9 @@ TEST_CASE("a failure a rule ignores neither restarts nor fails the job, nor hide
     s = h.JobStatus("run");
     CHECK(s["phase"] == "Succeeded");
     CHECK_THAT(s["conditions"].dump(), Catch::Contains("1 ended with an ignored failure"));
+    const auto reasons = h.EventReasons();
+    CHECK(std::count(reasons.begin(), reasons.end(), "FailureIgnored") == 1);
+    CHECK(reasons.back() == "Succeeded");
   }
 }
 
@@ -370,6 +397,12 @@ TEST_CASE("repeated GPU faults on one node quarantine it: tainted, listed, avoid
   REQUIRE(first_fault.ok());
   CHECK(std::stoll(taint["value"].get<std::string>()) ==
         std::chrono::duration_cast<seconds>(first_fault->time_since_epoch()).count() + 3600);
+
+  const auto reasons = h.EventReasons();
+  CHECK(std::count(reasons.begin(), reasons.end(), "NodeQuarantined") == 1);
+  CHECK_THAT(h.Scrape(), Catch::Contains("kiln_trainingjob_node_quarantines_total 1\n"));
+  CHECK_THAT(h.Scrape(),
+             Catch::Contains("kiln_trainingjob_restarts_total{reason=\"GPUFault\"} 2\n"));
 
   // The one node left cannot hold the gang: this job avoids n1.
   REQUIRE(h.Reconcile("run").ok());
@@ -479,6 +512,50 @@ TEST_CASE("without a rule, a worker's retryable failure restarts the whole gang"
   h.ReconcileUntil("run", "Scheduled");
   REQUIRE(h.Reconcile("run").ok());
   CHECK(h.Pods("1").size() == 2);
+  h.now += std::chrono::milliseconds(1500);
+  for (auto& p : h.Pods("1")) h.SetRunning(p);
+  h.ReconcileUntil("run", "Running");
+
+  // Events say what happened; metrics count the restart by reason and time
+  // the recovery from the failure's detection (3.5 s on the fixed clock).
+  const auto reasons = h.EventReasons();
+  INFO(Catch::rangeToString(reasons));
+  CHECK(reasons == std::vector<std::string>{"Scheduled", "Restarting", "Scheduled", "Recovered"});
+  const std::string text = h.Scrape();
+  INFO(text);
+  for (const char* line : {
+           "kiln_trainingjob_restarts_total{reason=\"CollectiveTimeout\"} 1\n",
+           "kiln_trainingjob_recovery_seconds_count 1\n",
+           "kiln_trainingjob_recovery_seconds_sum 3.5\n",
+           "kiln_trainingjob_recovery_seconds_bucket{le=\"5\"} 1\n",
+           "kiln_trainingjob_recovery_seconds_bucket{le=\"2\"} 0\n",
+           "kiln_trainingjob_jobs{phase=\"Running\"} 1\n",
+           "kiln_trainingjob_jobs{phase=\"Restarting\"} 0\n",
+       }) {
+    CHECK_THAT(text, Catch::Contains(line));
+  }
+}
+
+TEST_CASE("the metrics count jobs by phase and drop a deleted job's series",
+          "[trainingjob][metrics]") {
+  prometheus::Registry registry;
+  TrainingJobMetrics m(registry);
+  auto text = [&] { return prometheus::TextSerializer().Serialize(registry.Collect()); };
+  m.SetPhase("a", "one", "Running");
+  m.SetPhase("a", "two", "Running");
+  m.SetPhase("a", "two", "Running");  // Again: no change.
+  m.SetPhase("b", "one", "Pending");
+  m.SetProgress("a", "one", 120, 6000.0);
+  CHECK_THAT(text(), Catch::Contains("kiln_trainingjob_jobs{phase=\"Running\"} 2\n"));
+  CHECK_THAT(text(), Catch::Contains("kiln_trainingjob_jobs{phase=\"Pending\"} 1\n"));
+  CHECK_THAT(text(),
+             Catch::Contains("kiln_trainingjob_step{namespace=\"a\",trainingjob=\"one\"} 120\n"));
+  m.SetPhase("a", "one", "Succeeded");
+  m.SetPhase("a", "one", "");
+  CHECK_THAT(text(), Catch::Contains("kiln_trainingjob_jobs{phase=\"Running\"} 1\n"));
+  CHECK_THAT(text(), Catch::Contains("kiln_trainingjob_jobs{phase=\"Succeeded\"} 0\n"));
+  CHECK_THAT(text(), !Catch::Contains("kiln_trainingjob_step{"));
+  CHECK_THAT(text(), !Catch::Contains("kiln_trainingjob_tokens_per_second{"));
 }
 
 }  // namespace
