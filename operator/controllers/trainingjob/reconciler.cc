@@ -523,6 +523,11 @@ StatusOr<runtime::Result> TrainingJobReconciler::Reconcile(const runtime::Contex
         continue;
       }
       auto observed = WorkerFailureFromPod(pod, kWorkerContainer);
+      if (pod_phase == "Failed" && !observed) {
+        // Failed with nothing recorded (no container ever terminated).
+        observed = WorkerFailure{.node = pod.value("spec", json::object()).value("nodeName", ""),
+                                 .pod = Str(pod["metadata"], "name")};
+      }
       const bool exited_badly = pod_phase == "Failed" ||
                                 (observed && observed->exit_code && *observed->exit_code != 0) ||
                                 (observed && !observed->disruption_reason.empty()) ||

@@ -496,6 +496,40 @@ TEST_CASE("suspend stops the gang, and resuming re-places it in the same attempt
              Catch::Contains(R"("reason":"Resumed","status":"False","type":"Suspended")"));
 }
 
+TEST_CASE("a worker whose prepare init container fails is seen: bad data fails the job",
+          "[trainingjob][reconciler][policy]") {
+  Harness h;
+  h.StartRunning(Job("run", 2));
+  json pod = *h.server.Object("pods", kNs, "run-0-1");
+  pod["status"] = {
+      {"phase", "Failed"},
+      {"initContainerStatuses",
+       {{{"name", "prepare"},
+         {"state",
+          {{"terminated",
+            {{"exitCode", 6}, {"reason", "Error"}, {"message", "no such corpus"}}}}}}}},
+      {"containerStatuses",
+       {{{"name", kWorkerContainer}, {"state", {{"waiting", {{"reason", "PodInitializing"}}}}}}}}};
+  h.server.Put("pods", pod);
+  REQUIRE(h.Reconcile("run").ok());
+  const json s = h.JobStatus("run");
+  INFO(s.dump());
+  CHECK(s["phase"] == "Failed");
+  CHECK_THAT(s["conditions"].dump(), Catch::Contains(R"("reason":"DataError")"));
+  CHECK(h.Pods().empty());
+
+  SECTION("a failed pod with no exit recorded at all restarts the gang") {
+    Harness k;
+    k.StartRunning(Job("bare", 2));
+    json bare = *k.server.Object("pods", kNs, "bare-0-0");
+    bare["status"] = {{"phase", "Failed"}};
+    k.server.Put("pods", bare);
+    REQUIRE(k.Reconcile("bare").ok());
+    CHECK(k.JobStatus("bare")["phase"] == "Restarting");
+    CHECK(k.JobStatus("bare")["restartHistory"][0]["reason"] == "WorkerError");
+  }
+}
+
 TEST_CASE("without a rule, a worker's retryable failure restarts the whole gang",
           "[trainingjob][reconciler][policy]") {
   Harness h;
