@@ -4,10 +4,14 @@
 
 #include <nlohmann/json.hpp>
 
+#include "base/context.h"
+
 namespace kiln::trainingjob {
 namespace {
 
 using nlohmann::json;
+
+constexpr std::chrono::seconds kReadTimeout{5};
 
 std::optional<double> Number(const json& j, const char* key) {
   auto it = j.find(key);
@@ -48,9 +52,10 @@ StatusOr<TrainingProgress> PodProxyProgressReader::Read(fleet::Member& member,
   kube::HttpRequest request;
   request.path =
       "/api/v1/namespaces/" + ns + "/pods/" + pod + ":" + std::to_string(port) + "/proxy/progress";
-  // A progress read is advice for the status: a slow worker must not hold
-  // the reconcile up.
-  request.timeout = std::chrono::seconds(5);
+  // A progress read is advice for the status: a slow or unready worker
+  // must not hold the reconcile up, retries (a 503 from the proxy) included.
+  const Context* outer = Context::Current();
+  ScopedContext bounded((outer != nullptr ? *outer : Context()).WithTimeout(kReadTimeout));
   KILN_ASSIGN_OR_RETURN(kube::HttpResponse response, member.client().Request(request));
   return ParseProgress(response.body);
 }

@@ -42,7 +42,8 @@ class ProgressReader {
 };
 
 // GET /api/v1/namespaces/<ns>/pods/<pod>:<port>/proxy/progress through the
-// member's client (which needs `get` on pods/proxy there).
+// member's client (which needs `get` on pods/proxy there), all retries
+// within 5 s (and within the caller's Context).
 class PodProxyProgressReader final : public ProgressReader {
  public:
   StatusOr<TrainingProgress> Read(fleet::Member& member, const std::string& ns,

@@ -315,6 +315,21 @@ TEST_CASE("the pod-proxy progress reader asks the member API server for rank 0's
     return kube::HttpResponse{503, {}, "error trying to reach service"};
   });
   CHECK_FALSE(reader.Read(member, "team", "run-0-0", 9400).ok());
+
+  // Within the caller's Context: a reconcile out of time asks nothing.
+  int asks = 0;
+  api.SetProxy([&](const std::string&, const std::string&, const std::string&, const std::string&) {
+    ++asks;
+    return kube::HttpResponse{200, {}, R"({"step":7})"};
+  });
+  {
+    ScopedContext done(Context({}, std::chrono::steady_clock::now() - seconds(1)));
+    CHECK(reader.Read(member, "team", "run-0-0", 9400).status().code() ==
+          StatusCode::kDeadlineExceeded);
+  }
+  CHECK(asks == 0);
+  CHECK(reader.Read(member, "team", "run-0-0", 9400).ok());
+  CHECK(asks == 1);
 }
 
 TEST_CASE("a failure a rule ignores neither restarts nor fails the job, nor hides another",
