@@ -170,10 +170,13 @@ class Harness {
                      {"containerStatuses", json::array({container})}};
     server.Put("pods", pod);
   }
+  Status CreateJob(const json& job) {
+    return hub_->Create(api::v1alpha1::kTrainingJobs, kNs, job).status();
+  }
   // Creates `job`, runs it to Running with every worker ready.
   void StartRunning(const json& job) {
     const std::string name = job["metadata"]["name"];
-    REQUIRE(hub_->Create(api::v1alpha1::kTrainingJobs, kNs, job).ok());
+    REQUIRE(CreateJob(job).ok());
     ReconcileUntil(name, "Scheduled");
     REQUIRE(Reconcile(name).ok());  // Creates the gang.
     for (auto& p : Pods()) SetRunning(p);
@@ -428,6 +431,16 @@ TEST_CASE("repeated GPU faults on one node quarantine it: tainted, listed, avoid
   h.AddNode(fleet::testing::GpuNode("n2", "z-a", "r-0", "nvl-0"));
   h.ReconcileUntil("run", "Scheduled");
   for (const auto& n : h.JobStatus("run")["placement"][0]["nodes"]) CHECK(n != bad);
+  // Any other job avoids it too, through the taint in the fleet's snapshot
+  // (fed here as the member's node informer would): three workers no longer
+  // fit on the three nodes.
+  h.AddNode(*h.server.Object("nodes", "", bad));
+  REQUIRE(h.CreateJob(Job("other", 3)).ok());
+  REQUIRE(h.Reconcile("other").ok());
+  REQUIRE(h.Reconcile("other").ok());
+  const json other = h.JobStatus("other");
+  CHECK(other["phase"] == "Pending");
+  CHECK_THAT(other["conditions"].dump(), Catch::Contains("1 quarantined"));
 
   // Once the window has passed, the job may use n1 again.
   h.now += std::chrono::hours(1);
