@@ -572,7 +572,13 @@ StatusOr<runtime::Result> TrainingJobReconciler::Reconcile(const runtime::Contex
       if (!failure->cluster.empty()) rec.cluster = failure->cluster;
       if (!failure->node.empty()) rec.node = failure->node;
       rec.exit_code = failure->exit_code;
-      if (c.last_step) rec.failed_at_step = *c.last_step;
+      // The worker's own word, else the last progress read (a node or pod
+      // that vanished leaves no termination message).
+      if (c.last_step) {
+        rec.failed_at_step = *c.last_step;
+      } else if (status.step) {
+        rec.failed_at_step = *status.step;
+      }
       if (status.last_checkpoint) rec.resumed_from_step = status.last_checkpoint->step;
       if (d.action == FailureAction::kRestart) {
         status.restarts = attempt + 1;

@@ -561,6 +561,11 @@ TEST_CASE("a worker whose prepare init container fails is seen: bad data fails t
 TEST_CASE("without a rule, a worker's retryable failure restarts the whole gang",
           "[trainingjob][reconciler][policy]") {
   Harness h;
+  TrainingProgress progress;
+  progress.step = 42;
+  progress.last_checkpoint =
+      api::v1alpha1::CheckpointRef{.step = 40, .uri = "file:///checkpoints/s40"};
+  h.progress.answer = progress;
   h.StartRunning(Job("run", 2));
   h.SetExited(*h.server.Object("pods", kNs, "run-0-1"), 4);
   REQUIRE(h.Reconcile("run").ok());
@@ -568,6 +573,10 @@ TEST_CASE("without a rule, a worker's retryable failure restarts the whole gang"
   INFO(s.dump());
   CHECK(s["phase"] == "Restarting");
   CHECK(s["restarts"] == 1);
+  // No lastStep in a termination message: the last progress read says where
+  // it was; the newest checkpoint it showed is where it resumes.
+  CHECK(s["restartHistory"][0]["failedAtStep"] == 42);
+  CHECK(s["restartHistory"][0]["resumedFromStep"] == 40);
   CHECK(h.Pods("0").empty());  // The whole attempt, at once.
   // After the backoff the gang is placed again as attempt 1.
   h.now += seconds(2);
