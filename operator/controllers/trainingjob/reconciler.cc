@@ -363,8 +363,14 @@ StatusOr<runtime::Result> TrainingJobReconciler::Reconcile(const runtime::Contex
 
   // A restart waits out its backoff before the gang is placed again.
   if (phase == "Restarting") {
-    if (const v1::Condition* r = FindCondition(status, "Restarting"); r != nullptr) {
-      auto since = ParseRfc3339(r->last_transition_time);
+    // Counted from the newest restart record (milliseconds; the condition's
+    // time has whole seconds and would cut the backoff short).
+    const v1::Condition* r = FindCondition(status, "Restarting");
+    const std::string* since_text = status.restart_history && !status.restart_history->empty()
+                                        ? &status.restart_history->back().time
+                                        : (r != nullptr ? &r->last_transition_time : nullptr);
+    if (since_text != nullptr) {
+      auto since = ParseRfc3339(*since_text);
       const auto due =
           since.ok() ? std::chrono::time_point_cast<std::chrono::system_clock::duration>(*since) +
                            RestartDelay(job.spec.failure_policy, std::max(0, attempt - 1))

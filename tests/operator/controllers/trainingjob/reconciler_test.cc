@@ -567,6 +567,7 @@ TEST_CASE("without a rule, a worker's retryable failure restarts the whole gang"
       api::v1alpha1::CheckpointRef{.step = 40, .uri = "file:///checkpoints/s40"};
   h.progress.answer = progress;
   h.StartRunning(Job("run", 2));
+  h.now += std::chrono::milliseconds(500);  // Mid-second: the backoff counts from it.
   h.SetExited(*h.server.Object("pods", kNs, "run-0-1"), 4);
   REQUIRE(h.Reconcile("run").ok());
   json s = h.JobStatus("run");
@@ -578,8 +579,14 @@ TEST_CASE("without a rule, a worker's retryable failure restarts the whole gang"
   CHECK(s["restartHistory"][0]["failedAtStep"] == 42);
   CHECK(s["restartHistory"][0]["resumedFromStep"] == 40);
   CHECK(h.Pods("0").empty());  // The whole attempt, at once.
-  // After the backoff the gang is placed again as attempt 1.
-  h.now += seconds(2);
+  // The backoff (1 s) holds to the millisecond; after it the gang is placed
+  // again as attempt 1.
+  h.now += std::chrono::milliseconds(900);
+  auto waiting = h.Reconcile("run");
+  REQUIRE(waiting.ok());
+  CHECK(waiting->requeue_after == std::chrono::milliseconds(100));
+  CHECK(h.JobStatus("run")["phase"] == "Restarting");
+  h.now += std::chrono::milliseconds(100);
   h.ReconcileUntil("run", "Scheduled");
   REQUIRE(h.Reconcile("run").ok());
   CHECK(h.Pods("1").size() == 2);
@@ -588,7 +595,7 @@ TEST_CASE("without a rule, a worker's retryable failure restarts the whole gang"
   h.ReconcileUntil("run", "Running");
 
   // Events say what happened; metrics count the restart by reason and time
-  // the recovery from the failure's detection (3.5 s on the fixed clock).
+  // the recovery from the failure's detection (2.5 s on the fixed clock).
   const auto reasons = h.EventReasons();
   INFO(Catch::rangeToString(reasons));
   CHECK(reasons == std::vector<std::string>{"Scheduled", "Restarting", "Scheduled", "Recovered"});
@@ -597,7 +604,7 @@ TEST_CASE("without a rule, a worker's retryable failure restarts the whole gang"
   for (const char* line : {
            "kiln_trainingjob_restarts_total{reason=\"CollectiveTimeout\"} 1\n",
            "kiln_trainingjob_recovery_seconds_count 1\n",
-           "kiln_trainingjob_recovery_seconds_sum 3.5\n",
+           "kiln_trainingjob_recovery_seconds_sum 2.5\n",
            "kiln_trainingjob_recovery_seconds_bucket{le=\"5\"} 1\n",
            "kiln_trainingjob_recovery_seconds_bucket{le=\"2\"} 0\n",
            "kiln_trainingjob_jobs{phase=\"Running\"} 1\n",
