@@ -9,7 +9,7 @@
 //     (found by the job-UID label; owner references do not cross clusters),
 //     then the finalizer kiln.dev/cleanup comes off. Otherwise the finalizer
 //     goes on first.
-//  2. Finished (Succeeded, Failed) or suspended jobs hold no pods. A
+//  2. Finished (Succeeded, Failed) or suspended jobs run no pods. A
 //     finished job with ttlSecondsAfterFinished is deleted that long after
 //     its completionTime. spec.suspend stops the gang (each rank saves a
 //     checkpoint on SIGTERM, within kSuspendGraceSeconds); clearing it
@@ -26,8 +26,9 @@
 //     worker is classified (failure_classifier.h) and the policy decides
 //     (failure_policy.h): Restart deletes the attempt's pods, records the
 //     restart and clears the placement, so the next reconcile re-places the
-//     gang (away from a failed node) after the backoff and every rank
-//     resumes from the newest intact checkpoint; Fail ends the job.
+//     gang (away from unready and quarantined nodes) after the backoff and
+//     every rank resumes from the newest intact checkpoint; Fail ends the
+//     job.
 //  6. A restart for a hardware fault may quarantine the node
 //     (failurePolicy.nodeQuarantine): the kiln.dev/quarantined:NoSchedule
 //     taint on it in its member, ending with the window
@@ -39,6 +40,8 @@
 // A failure that a failurePolicy rule Ignores does not count: that worker is
 // left as it ended, the others are still watched, and the job succeeds once
 // every worker has finished or ended with an ignored failure.
+// Events (placement, restarts with their reason, recovery, quarantine,
+// suspension, completion) go to the job; metrics to `metrics` (metrics.h).
 // Pods in the members are not watched yet: an active job is requeued every
 // `resync` (a few seconds), which bounds how late a fault is seen.
 #ifndef KILN_OPERATOR_CONTROLLERS_TRAININGJOB_RECONCILER_H_
