@@ -20,9 +20,12 @@
 #include "kube/client.h"
 #include "kube/kubeconfig.h"
 #include "operator/api/v1alpha1/resources.h"
+#include "operator/controllers/trainingjob/metrics.h"
+#include "operator/controllers/trainingjob/progress_reader.h"
 #include "operator/controllers/trainingjob/reconciler.h"
 #include "operator/fleet/fleet.h"
 #include "runtime/manager.h"
+#include "runtime/metrics.h"
 
 namespace {
 
@@ -66,6 +69,10 @@ int main(int argc, char** argv) {
   std::string kubeconfig, context, level_name = "info", format_name = "json";
   std::string fleet_secret_namespace;
   kiln::trainingjob::TrainingJobReconcilerOptions tj_options;
+  kiln::trainingjob::PodProxyProgressReader progress_reader;
+  tj_options.progress_reader = &progress_reader;
+  kiln::trainingjob::TrainingJobMetrics tj_metrics(kiln::runtime::Metrics::Global().registry());
+  tj_options.metrics = &tj_metrics;
   bool leader_elect = false, version = false;
   kiln::runtime::ManagerOptions options;
   kiln::kube::ClientOptions client_options;

@@ -4,12 +4,14 @@
 
 #include "base/base64.h"
 #include "base/duration.h"
+#include "base/log.h"
 #include "base/time_format.h"
 #include "kube/api_error.h"
 #include "kube/kubeconfig.h"
 #include "operator/api/codec.h"
 #include "operator/api/v1alpha1/membercluster.h"
 #include "operator/api/v1alpha1/resources.h"
+#include "operator/fleet/quarantine.h"
 
 namespace kiln::fleet {
 namespace {
@@ -282,6 +284,24 @@ StatusOr<runtime::Result> MemberClusterReconciler::Reconcile(const runtime::Cont
                          .cordoned = spec.cordoned.value_or(false),
                          .weight = spec.weight.value_or(100),
                          .priority = spec.priority.value_or(0)});
+  }
+
+  // Quarantines that have ended come off with each heartbeat (quarantine.h).
+  // A node that cannot be patched now is tried again on the next one.
+  if (member && probed_ok && synced.ok()) {
+    auto nodes = member->nodes().List();
+    for (const auto& node : nodes.ok() ? *nodes : std::vector<kube::Object>{}) {
+      auto lifted = LiftEndedQuarantine(member->client(), *node, options_.wall_clock());
+      const std::string node_name = (*node)["metadata"].value("name", "");
+      if (lifted.ok() && *lifted) {
+        events_(cluster, runtime::EventType::kNormal, "QuarantineLifted",
+                "node " + node_name + ": its kiln.dev/quarantined window has passed");
+      } else if (!lifted.ok()) {
+        log::Logger("membercluster")
+            .Warn("cannot lift an ended quarantine",
+                  {{"cluster", name}, {"node", node_name}, {"error", lifted.status().ToString()}});
+      }
+    }
   }
 
   // Status.

@@ -11,6 +11,9 @@
 //     successful heartbeat for spec.unreachableAfter), each with a reason;
 //     lastTransitionTime moves only when a condition's status flips, and each
 //     flip is an Event;
+//   - with each successful heartbeat, lifts the kiln.dev/quarantined taints
+//     whose end has passed from the member's nodes (quarantine.h), with a
+//     QuarantineLifted Event;
 //   - writes status (conditions, node counts, GPUs by product, zone, rack and
 //     NVLink domain, observedGeneration) through the status subresource, only
 //     when it changed.

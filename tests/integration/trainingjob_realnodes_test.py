@@ -3,7 +3,8 @@ binary runs against the real-node cluster (which is hub and member), a
 2-worker job asking for one GPU each trains on the fortunes corpus in
 kiln-worker pods on the real nodes (their GPUs are advertised, not there: the
 workers say they train on the CPU), checkpointing to the shared hostPath
-volume; a worker killed mid-run
+volume; the job's status shows rank 0's step, loss, tokens/s and newest
+checkpoint (read through the API server's pod proxy); a worker killed mid-run
 makes the whole gang restart as a new attempt whose ranks resume from the
 newest checkpoint; the job then succeeds.
 
@@ -172,6 +173,23 @@ class TrainingJobOnRealNodesTest(unittest.TestCase):
         # Past the first checkpoint, kill rank 1.
         wait("a checkpoint", lambda: any(e.get("event") == "checkpoint"
                                          for e in self.steps_of(rank0)), timeout=300)
+        # Rank 0's progress reaches the status through the pod proxy (read
+        # every 15 s at most, so within ~20 s of the checkpoint).
+        checkpointed = time.monotonic()
+        progress = wait("the progress in status", lambda: (
+            lambda s: s if s.get("lastCheckpoint") and "loss" in s else None)(self.status(name)),
+            timeout=60)
+        print(f"figure: a checkpoint seen in rank 0's log → progress with lastCheckpoint in "
+              f"status {time.monotonic() - checkpointed:.1f} s "
+              f"(step {progress['step']}, loss {progress['loss']:.3f}, "
+              f"{progress.get('tokensPerSecond', 0):.0f} tokens/s, lastCheckpoint "
+              f"{progress['lastCheckpoint']['uri']})")
+        self.assertGreaterEqual(progress["step"], EVERY)
+        self.assertGreater(progress["loss"], 0)
+        self.assertGreater(progress.get("tokensPerSecond", 0), 0)
+        self.assertGreaterEqual(progress["lastCheckpoint"]["step"], EVERY)
+        self.assertTrue(progress["lastCheckpoint"]["uri"].startswith(
+            f"file:///checkpoints/{name}/ckpt/"), progress["lastCheckpoint"])
         killed = time.monotonic()
         kubectl("delete", "pod", f"{name}-0-1", "-n", self.ns, "--grace-period=0", "--force")
         wait("the restart", lambda: self.status(name).get("restarts") == 1, timeout=120)
@@ -182,10 +200,13 @@ class TrainingJobOnRealNodesTest(unittest.TestCase):
         history = self.status(name)["restartHistory"]
         self.assertEqual(len(history), 1)
         self.assertEqual(history[0]["reason"], "WorkerError")
+        # The restart names the checkpoint the status last showed.
+        self.assertGreaterEqual(history[0].get("resumedFromStep", 0), EVERY, history)
         wait("the job done", lambda: self.status(name).get("phase") in ("Succeeded", "Failed"),
              timeout=600)
         final = self.status(name)
         self.assertEqual(final["phase"], "Succeeded", json.dumps(final, indent=1))
+        self.assertGreater(final["step"], progress["step"])
         events = self.steps_of(f"{name}-1-0")
         resumed = [e for e in events if e.get("event") == "resumed"]
         self.assertTrue(resumed, events[:5])

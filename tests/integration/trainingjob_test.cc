@@ -4,7 +4,10 @@
 // MemberCluster, its own member. A job is placed, its gated pods are created
 // and bound by the member's scheduler to the placed nodes, and it runs; a
 // worker that disappears restarts the whole gang as a new attempt, recorded
-// in the restart history; a job larger than the fleet stays unscheduled with
+// in the restart history; a GPU fault with nodeQuarantine at one fault taints
+// the node (listed in the job's and the MemberCluster's status), the gang
+// restarts elsewhere, and the taint comes off once its end has passed; a job
+// larger than the fleet stays unscheduled with
 // the placement engine's reason; deleting a job removes its pods (finalizer).
 // Prints the measured times. (Training itself on real nodes is the real-node
 // suites' part.)
@@ -196,6 +199,105 @@ TEST_CASE("a TrainingJob is placed, runs, restarts as a whole and is cleaned up"
       "(backoff 1 s, resync 0.5 s)\n",
       Seconds(Clock::now() - fault));
   for (const auto& p : pods_of(name)) CHECK(p["metadata"]["labels"][kAttemptLabel] == "1");
+
+  // A GPU fault (exit 3 naming the GPU, written into rank 0's status as its
+  // kubelet would) with nodeQuarantine at one fault: the node is tainted in
+  // the member until the window's end, listed in the job's and the
+  // MemberCluster's status, and the gang restarts on other nodes.
+  REQUIRE(hub.Patch(api::v1alpha1::kTrainingJobs, ns, name, kube::PatchType::kMerge,
+                    R"({"spec":{"failurePolicy":{"nodeQuarantine":{"faults":1,"window":"1h"}}}})")
+              .ok());
+  auto rank0 = hub.Get(kube::resources::kPods, ns, "gang-1-0");
+  REQUIRE(rank0.ok());
+  const std::string bad_node = (*rank0)["spec"].value("nodeName", "");
+  REQUIRE_FALSE(bad_node.empty());
+  const json terminated = {
+      {"exitCode", 3},
+      {"reason", "Error"},
+      {"message", R"({"exitCode":3,"message":"Xid 79: GPU has fallen off the bus"})"}};
+  const json failed_status = {
+      {"status",
+       {{"phase", "Failed"},
+        {"containerStatuses", json::array({{{"name", kWorkerContainer},
+                                            {"ready", false},
+                                            {"restartCount", 0},
+                                            {"image", (*rank0)["spec"]["containers"][0]["image"]},
+                                            {"imageID", ""},
+                                            {"state", {{"terminated", terminated}}}}})}}}};
+  const auto gpu_fault = Clock::now();
+  auto failed = hub.Patch(kube::resources::kPods, ns, "gang-1-0", kube::PatchType::kMerge,
+                          failed_status.dump(), {.subresource = "status"});
+  REQUIRE(failed.ok());
+  WaitUntil("the node quarantined", [&] {
+    return job_status(name).value("quarantinedNodes", json::array()) ==
+           json::array({member + "/" + bad_node});
+  });
+  const json quarantined = job_status(name);
+  INFO(quarantined.dump());
+  CHECK(quarantined["restarts"] == 2);
+  CHECK(quarantined["restartHistory"][1]["reason"] == "GPUFault");
+  CHECK(quarantined["restartHistory"][1]["node"] == bad_node);
+  auto tainted = hub.Get(kube::resources::kNodes, "", bad_node);
+  REQUIRE(tainted.ok());
+  json quarantine_taint;
+  for (const auto& t : (*tainted)["spec"].value("taints", json::array())) {
+    if (t.value("key", "") == "kiln.dev/quarantined") quarantine_taint = t;
+  }
+  INFO((*tainted)["spec"].dump());
+  REQUIRE(quarantine_taint.is_object());
+  CHECK(quarantine_taint["effect"] == "NoSchedule");
+  const long long ends = std::stoll(quarantine_taint["value"].get<std::string>());
+  const long long unix_now = std::chrono::duration_cast<std::chrono::seconds>(
+                                 std::chrono::system_clock::now().time_since_epoch())
+                                 .count();
+  CHECK(ends > unix_now + 3500);
+  CHECK(ends <= unix_now + 3600);
+  WaitUntil("the MemberCluster counting it", [&] {
+    auto mc = hub.Get(api::v1alpha1::kMemberClusters, "", member);
+    return mc.ok() && (*mc)["status"].value("quarantinedNodes", 0) == 1;
+  });
+  WaitUntil("attempt 2 running elsewhere", [&] {
+    int n = 0;
+    for (const auto& p : pods_of(name)) {
+      n += p["metadata"]["labels"][kAttemptLabel] == "2" &&
+                   p["status"].value("phase", "") == "Running"
+               ? 1
+               : 0;
+    }
+    return n == 2 && job_status(name).value("phase", "") == "Running";
+  });
+  std::printf(
+      "trainingjob: GPU fault → node quarantined and the gang running again elsewhere as "
+      "attempt 2 in %.2f s (backoff 2 s, resync 0.5 s)\n",
+      Seconds(Clock::now() - gpu_fault));
+  for (const auto& p : pods_of(name)) {
+    if (p["metadata"]["labels"][kAttemptLabel] == "2") CHECK(p["spec"]["nodeName"] != bad_node);
+  }
+
+  // The window passes (its end moved into the past): the MemberCluster
+  // controller lifts the taint on its next heartbeat.
+  json ended = (*tainted)["spec"]["taints"];
+  for (auto& t : ended) {
+    if (t.value("key", "") == "kiln.dev/quarantined") t["value"] = std::to_string(unix_now - 1);
+  }
+  REQUIRE(hub.Patch(kube::resources::kNodes, "", bad_node, kube::PatchType::kMerge,
+                    json{{"spec", {{"taints", ended}}}}.dump())
+              .ok());
+  const auto window_end = Clock::now();
+  WaitUntil("the quarantine lifted", [&] {
+    auto n = hub.Get(kube::resources::kNodes, "", bad_node);
+    if (!n.ok()) return false;
+    for (const auto& t : (*n)["spec"].value("taints", json::array())) {
+      if (t.value("key", "") == "kiln.dev/quarantined") return false;
+    }
+    return true;
+  });
+  std::printf("trainingjob: ended quarantine lifted in %.2f s (heartbeat 1 s)\n",
+              Seconds(Clock::now() - window_end));
+  WaitUntil("the MemberCluster counting none", [&] {
+    auto mc = hub.Get(api::v1alpha1::kMemberClusters, "", member);
+    return mc.ok() && (*mc)["status"].value("quarantinedNodes", 1) == 0;
+  });
 
   // More GPUs than the fleet has: unscheduled, with the engine's reason.
   REQUIRE(hub.Create(api::v1alpha1::kTrainingJobs, ns, Job(ns, "huge", 64, 8)).ok());

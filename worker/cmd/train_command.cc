@@ -172,7 +172,7 @@ int RunTrainCommand(int argc, char** argv) {
   flags.Int("val-batches", &o.val_batches, 1, kIntMax, "Batches per validation run.");
   flags
       .String("metrics-bind-address", &metrics_address,
-              "Serve Prometheus /metrics and /healthz here, e.g. :9400.")
+              "Serve Prometheus /metrics, JSON /progress and /healthz here, e.g. :9400.")
       .Metavar("ADDR")
       .DefaultText("off")
       .Check([](const std::string& text) { return ParseBindAddress(text).status(); });
@@ -266,6 +266,12 @@ int RunTrainCommand(int argc, char** argv) {
                               .status = 200,
                               .content_type = "text/plain; version=0.0.4; charset=utf-8",
                               .body = metrics.Scrape()};
+                        }),
+         HttpRoute::Get("/progress",
+                        [&metrics](const HttpRequest&) {
+                          return HttpReply{.status = 200,
+                                           .content_type = "application/json",
+                                           .body = metrics.Progress().dump()};
                         }),
          HttpRoute::Get("/healthz", [](const HttpRequest&) { return HttpReply{.body = "ok"}; })});
     if (!started.ok()) return finish(started.status());

@@ -1,6 +1,10 @@
 #include "worker/train/train_metrics.h"
 
+#include <chrono>
+
 #include <prometheus/text_serializer.h>
+
+#include "base/time_format.h"
 
 namespace kiln::train {
 
@@ -32,6 +36,7 @@ TrainMetrics::TrainMetrics(int64_t target_steps, int rank)
   Set("kiln_train_target_steps", static_cast<double>(target_steps));
   Set("kiln_train_step", 0);
   Set("kiln_train_resumed_step", 0);
+  progress_ = {{"step", 0}, {"targetSteps", target_steps}};
 }
 
 void TrainMetrics::Set(const std::string& name, double value) {
@@ -66,6 +71,44 @@ void TrainMetrics::Observe(const nlohmann::json& record) {
   } else if (event == "done") {
     copy("steps", "kiln_train_step");
   }
+  UpdateProgress(event, record);
+}
+
+void TrainMetrics::UpdateProgress(const std::string& event, const nlohmann::json& record) {
+  auto number = [&](const char* key) -> const nlohmann::json* {
+    auto it = record.find(key);
+    return it != record.end() && it->is_number() ? &*it : nullptr;
+  };
+  std::lock_guard<std::mutex> lock(mu_);
+  if (event == "step") {
+    for (const char* key : {"step", "loss", "tokensPerSecond"}) {
+      if (const auto* v = number(key)) progress_[key] = *v;
+    }
+  } else if (event == "validation") {
+    if (const auto* v = number("valLoss")) progress_["validationLoss"] = *v;
+  } else if (event == "resumed") {
+    if (const auto* v = number("step")) progress_["step"] = *v;
+  } else if (event == "done") {
+    if (const auto* v = number("steps")) progress_["step"] = *v;
+  } else if (event == "checkpoint") {
+    const auto* step = number("step");
+    auto path = record.find("path");
+    if (step == nullptr || path == record.end() || !path->is_string()) return;
+    nlohmann::json checkpoint = {{"step", *step},
+                                 {"uri", "file://" + path->get<std::string>()},
+                                 {"time", FormatRfc3339(std::chrono::system_clock::now())}};
+    // The loss of the step it was taken after, when that step was logged.
+    if (progress_.value("step", int64_t{-1}) == step->get<int64_t>() &&
+        progress_.contains("loss")) {
+      checkpoint["loss"] = progress_["loss"];
+    }
+    progress_["lastCheckpoint"] = checkpoint;
+  }
+}
+
+nlohmann::json TrainMetrics::Progress() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return progress_;
 }
 
 std::string TrainMetrics::Scrape() const {

@@ -1,6 +1,8 @@
-// TrainMetrics: a training run's progress as Prometheus metrics, fed the same
-// JSON records the trainer prints (trainer.h), so both always agree. Served
-// by `kiln-worker train --metrics-bind-address` at /metrics. Thread-safe.
+// TrainMetrics: a training run's progress as Prometheus metrics and as one
+// JSON object, fed the same JSON records the trainer prints (trainer.h), so
+// all three always agree. Served by `kiln-worker train
+// --metrics-bind-address` at /metrics and /progress (the TrainingJob
+// controller reads rank 0's /progress through the pod proxy). Thread-safe.
 //
 //   kiln_train_step                  last logged step (every --log-every, and the last)
 //   kiln_train_target_steps          steps the run is configured for
@@ -41,6 +43,13 @@ class TrainMetrics {
   // The Prometheus text exposition of every series.
   std::string Scrape() const;
 
+  // The progress as JSON, named as a TrainingJob's status names it: step and
+  // targetSteps always; loss, validationLoss and tokensPerSecond once
+  // logged; lastCheckpoint {step, uri (file://<path>), time (when this
+  // process saw it written), loss (when that step was logged)} once this
+  // process wrote one.
+  nlohmann::json Progress() const;
+
  private:
   // A gauge whose series appears with its first value.
   struct LazyGauge {
@@ -49,11 +58,13 @@ class TrainMetrics {
   };
   LazyGauge& Lazy(const std::string& name, const std::string& help);
   void Set(const std::string& name, double value);
+  void UpdateProgress(const std::string& event, const nlohmann::json& record);
 
   std::shared_ptr<prometheus::Registry> registry_;
   std::string rank_;
-  std::mutex mu_;                            // Guards creating series.
+  mutable std::mutex mu_;                    // Guards creating series, and progress_.
   std::map<std::string, LazyGauge> gauges_;  // By metric name.
+  nlohmann::json progress_;                  // Progress(); guarded by mu_.
   prometheus::Counter* checkpoints_;
 };
 

@@ -197,6 +197,23 @@ std::optional<WorkerFailure> WorkerFailureFromPod(const json& pod, const std::st
     }
     break;
   }
+  if (!terminated) {
+    // The container never ran because an init container (kiln-worker
+    // prepare) failed: that exit holds the failure (e.g. 6, DataError).
+    for (const auto& cs : status.value("initContainerStatuses", json::array())) {
+      const json state = cs.value("state", json::object());
+      const json t = state.value("terminated", json::object());
+      if (!t.contains("exitCode") || !t["exitCode"].is_number_integer() ||
+          t["exitCode"].get<int32_t>() == 0) {
+        continue;
+      }
+      terminated = true;
+      f.exit_code = t["exitCode"].get<int32_t>();
+      f.container_reason = t.value("reason", "");
+      f.termination_message = t.value("message", "");
+      break;
+    }
+  }
   if (!terminated && f.disruption_reason.empty() && f.pod_reason.empty()) return std::nullopt;
   return f;
 }

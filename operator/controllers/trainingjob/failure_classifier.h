@@ -85,8 +85,9 @@ struct FailureClassification {
 FailureClassification Classify(const WorkerFailure& failure);
 
 // The failure fields of a core/v1 Pod (its first container named `container`,
-// or the first container when empty): exit code, reasons, termination
-// message, DisruptionTarget. Cluster, node health and reachability are the
+// or the first container when empty; when that never terminated, an init
+// container that exited non-zero): exit code, reasons, termination message,
+// DisruptionTarget. Cluster, node health and reachability are the
 // caller's to fill. Nullopt while the container has not terminated and the
 // pod shows no disruption (nothing to classify yet).
 std::optional<WorkerFailure> WorkerFailureFromPod(const nlohmann::json& pod,

@@ -1,7 +1,9 @@
 #include "operator/controllers/trainingjob/failure_policy.h"
 
 #include <algorithm>
+#include <functional>
 #include <map>
+#include <utility>
 
 #include "base/duration.h"
 #include "base/time_format.h"
@@ -120,13 +122,38 @@ std::vector<NodeFault> NodeFaults(const std::vector<v1::RestartRecord>& history)
   return out;
 }
 
+namespace {
+
+// nodeQuarantine's threshold (0: disabled) and window.
+std::pair<int32_t, milliseconds> QuarantineRule(const std::optional<v1::FailurePolicy>& policy) {
+  const auto& q = policy ? policy->node_quarantine : std::optional<v1::NodeQuarantine>();
+  return {q && q->faults ? *q->faults : kDefaultQuarantineFaults,
+          DurationOr(q ? q->window : std::nullopt, kDefaultQuarantineWindow)};
+}
+
+}  // namespace
+
+std::optional<std::chrono::system_clock::time_point> QuarantineEnds(
+    const std::vector<NodeFault>& faults, const std::optional<v1::FailurePolicy>& policy,
+    const NodeKey& node, std::chrono::system_clock::time_point now) {
+  const auto [threshold, window] = QuarantineRule(policy);
+  if (threshold <= 0) return std::nullopt;
+  std::vector<std::chrono::system_clock::time_point> times;
+  for (const auto& f : faults) {
+    if (f.cluster == node.cluster && f.node == node.node && now - f.time <= window) {
+      times.push_back(f.time);
+    }
+  }
+  if (static_cast<int32_t>(times.size()) < threshold) return std::nullopt;
+  std::sort(times.begin(), times.end(), std::greater<>());
+  return times[static_cast<size_t>(threshold - 1)] + window;
+}
+
 std::vector<NodeKey> NodesToQuarantine(const std::vector<NodeFault>& faults,
                                        const std::optional<v1::FailurePolicy>& policy,
                                        std::chrono::system_clock::time_point now) {
-  const auto& q = policy ? policy->node_quarantine : std::optional<v1::NodeQuarantine>();
-  const int32_t threshold = q && q->faults ? *q->faults : kDefaultQuarantineFaults;
+  const auto [threshold, window] = QuarantineRule(policy);
   if (threshold <= 0) return {};
-  const milliseconds window = DurationOr(q ? q->window : std::nullopt, kDefaultQuarantineWindow);
   std::map<NodeKey, int32_t> counts;
   for (const auto& f : faults) {
     if (now - f.time > window) continue;  // A little in the future (skew) still counts.

@@ -72,6 +72,13 @@ std::vector<NodeKey> NodesToQuarantine(const std::vector<NodeFault>& faults,
                                        const std::optional<api::v1alpha1::FailurePolicy>& policy,
                                        std::chrono::system_clock::time_point now);
 
+// When the quarantine of `node` ends: once its nodeQuarantine.faults-th
+// newest fault leaves the window. Nullopt when it is not quarantined at
+// `now`.
+std::optional<std::chrono::system_clock::time_point> QuarantineEnds(
+    const std::vector<NodeFault>& faults, const std::optional<api::v1alpha1::FailurePolicy>& policy,
+    const NodeKey& node, std::chrono::system_clock::time_point now);
+
 }  // namespace kiln::trainingjob
 
 #endif  // KILN_OPERATOR_CONTROLLERS_TRAININGJOB_FAILURE_POLICY_H_

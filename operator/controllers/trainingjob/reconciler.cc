@@ -1,6 +1,7 @@
 #include "operator/controllers/trainingjob/reconciler.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <utility>
 
 #include "base/log.h"
@@ -9,8 +10,10 @@
 #include "operator/api/v1alpha1/resources.h"
 #include "operator/controllers/trainingjob/failure_classifier.h"
 #include "operator/controllers/trainingjob/failure_policy.h"
+#include "operator/fleet/quarantine.h"
 #include "operator/placement/placement.h"
 #include "operator/placement/trainingjob_gang.h"
+#include "operator/placement/well_known.h"
 
 namespace kiln::trainingjob {
 namespace {
@@ -119,7 +122,8 @@ TrainingJobReconciler::TrainingJobReconciler(kube::Client& hub, fleet::Members& 
       events_(events),
       options_(std::move(options)) {}
 
-StatusOr<bool> TrainingJobReconciler::DeleteWorkers(const json& job, int32_t attempt) {
+StatusOr<bool> TrainingJobReconciler::DeleteWorkers(const json& job, int32_t attempt,
+                                                    int64_t grace_seconds) {
   const std::string ns = Str(job["metadata"], "namespace");
   const std::string selector =
       Selector(job, attempt >= 0 ? std::optional<int32_t>(attempt) : std::nullopt);
@@ -138,12 +142,84 @@ StatusOr<bool> TrainingJobReconciler::DeleteWorkers(const json& job, int32_t att
       for (const auto& item : (*list)["items"]) {
         gone = false;
         const std::string n = Str(item["metadata"], "name");
-        Status s = member->client().Delete(*r, ns, n, {.grace_period_seconds = 5}).status();
+        Status s =
+            member->client().Delete(*r, ns, n, {.grace_period_seconds = grace_seconds}).status();
         if (!s.ok() && !kube::IsNotFound(s)) return s;
       }
     }
   }
   return gone;
+}
+
+void TrainingJobReconciler::RefreshProgress(const std::string& key, const std::string& ns,
+                                            const RankPlacement& rank0, const std::string& pod,
+                                            int32_t port, v1::TrainingJobStatus& status) {
+  if (options_.progress_reader == nullptr) return;
+  const auto now = options_.now();
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto& last = memory_[key].progress_read;
+    if (last && now - *last < options_.progress_interval) return;
+    last = now;
+  }
+  auto member = members_.Get(rank0.cluster);
+  if (member == nullptr) return;
+  auto progress = options_.progress_reader->Read(*member, ns, pod, port);
+  if (!progress.ok()) {
+    // Advice for the status only: the next interval tries again.
+    log::Logger("trainingjob")
+        .Debug("cannot read the training progress",
+               {{"job", key}, {"pod", pod}, {"error", progress.status().ToString()}});
+    return;
+  }
+  status.step = progress->step;
+  if (progress->loss) status.loss = progress->loss;
+  if (progress->validation_loss) status.validation_loss = progress->validation_loss;
+  if (progress->tokens_per_second) status.tokens_per_second = progress->tokens_per_second;
+  if (progress->last_checkpoint) status.last_checkpoint = progress->last_checkpoint;
+}
+
+std::vector<std::string> TrainingJobReconciler::Quarantine(
+    const std::string& key, v1::TrainingJobStatus& status,
+    const std::optional<v1::FailurePolicy>& policy) {
+  const auto now = options_.now();
+  const auto faults = NodeFaults(status.restart_history.value_or(std::vector<v1::RestartRecord>{}));
+  std::vector<std::string> newly;
+  for (const NodeKey& node : NodesToQuarantine(faults, policy, now)) {
+    const auto ends = QuarantineEnds(faults, policy, node, now);
+    if (!ends) continue;
+    // The taint goes on before the status names the node: its value says
+    // when it ends, so a taint whose status write is lost still ends.
+    if (auto member = members_.Get(node.cluster)) {
+      Status s = fleet::QuarantineNode(member->client(), node.node, *ends);
+      if (!s.ok() && !kube::IsNotFound(s)) {
+        // This job's own placement still avoids the node (status below).
+        log::Logger("trainingjob")
+            .Warn("cannot taint a quarantined node", {{"job", key},
+                                                      {"cluster", node.cluster},
+                                                      {"node", node.node},
+                                                      {"error", s.ToString()}});
+      }
+    }
+    const std::string entry = node.cluster + "/" + node.node;
+    if (!status.quarantined_nodes) status.quarantined_nodes.emplace();
+    auto& listed = *status.quarantined_nodes;
+    if (std::find(listed.begin(), listed.end(), entry) == listed.end()) {
+      listed.push_back(entry);
+      newly.push_back(entry + " until " + FormatRfc3339(*ends));
+    }
+  }
+  return newly;
+}
+
+bool TrainingJobReconciler::FirstIgnored(const std::string& key, const std::string& pod) {
+  std::lock_guard<std::mutex> lock(mu_);
+  return memory_[key].ignored_pods.insert(pod).second;
+}
+
+void TrainingJobReconciler::Forget(const std::string& key) {
+  std::lock_guard<std::mutex> lock(mu_);
+  memory_.erase(key);
 }
 
 StatusOr<runtime::Result> TrainingJobReconciler::Reconcile(const runtime::Context& ctx,
@@ -152,7 +228,11 @@ StatusOr<runtime::Result> TrainingJobReconciler::Reconcile(const runtime::Contex
   const auto& kJobs = v1::kTrainingJobs;
   auto got = hub_.Get(kJobs, request.ns, request.name);
   if (!got.ok()) {
-    if (kube::IsNotFound(got.status())) return runtime::Result{};
+    if (kube::IsNotFound(got.status())) {
+      Forget(request.Key());
+      if (options_.metrics != nullptr) options_.metrics->SetPhase(request.ns, request.name, "");
+      return runtime::Result{};
+    }
     return got.status();
   }
   json obj = std::move(*got);
@@ -179,6 +259,7 @@ StatusOr<runtime::Result> TrainingJobReconciler::Reconcile(const runtime::Contex
     finalizers.push_back(kFinalizer);
     json patch = {
         {"metadata", {{"finalizers", finalizers}, {"resourceVersion", meta["resourceVersion"]}}}};
+    // `meta` refers into the object replaced here: not used past this point.
     KILN_ASSIGN_OR_RETURN(
         obj, hub_.Patch(kJobs, request.ns, request.name, kube::PatchType::kMerge, patch.dump()));
   }
@@ -191,14 +272,18 @@ StatusOr<runtime::Result> TrainingJobReconciler::Reconcile(const runtime::Contex
         Status::InvalidArgument(request.Key() + ": not a readable TrainingJob: " + e.what()));
   }
   const std::optional<int64_t> generation =
-      meta.contains("generation") ? std::optional<int64_t>(meta["generation"].get<int64_t>())
-                                  : std::nullopt;
+      obj["metadata"].contains("generation")
+          ? std::optional<int64_t>(obj["metadata"]["generation"].get<int64_t>())
+          : std::nullopt;
   v1::TrainingJobStatus status = job.status.value_or(v1::TrainingJobStatus{});
   const v1::TrainingJobStatus before = status;
   const std::string phase = status.phase.value_or("Pending");
   const int32_t attempt = status.restarts.value_or(0);
   auto write = [&]() -> Status {
     status.observed_generation = generation;
+    if (options_.metrics != nullptr) {
+      options_.metrics->SetPhase(request.ns, request.name, status.phase.value_or("Pending"));
+    }
     if (status == before) return Status::Ok();
     json updated = obj;
     updated["status"] = status;
@@ -209,24 +294,83 @@ StatusOr<runtime::Result> TrainingJobReconciler::Reconcile(const runtime::Contex
   };
 
   // 2. Finished or suspended jobs hold no pods.
-  if (phase == "Succeeded" || phase == "Failed") return runtime::Result{};
+  if (phase == "Succeeded" || phase == "Failed") {
+    Forget(request.Key());
+    if (options_.metrics != nullptr) options_.metrics->SetPhase(request.ns, request.name, phase);
+    // ttlSecondsAfterFinished: the job goes (through its finalizer, which
+    // deletes what is left of its workers); its checkpoints stay.
+    if (!job.spec.ttl_seconds_after_finished || !status.completion_time) return runtime::Result{};
+    auto finished = ParseRfc3339(*status.completion_time);
+    if (!finished.ok()) return runtime::Result{};
+    const auto due = std::chrono::time_point_cast<std::chrono::system_clock::duration>(*finished) +
+                     std::chrono::seconds(*job.spec.ttl_seconds_after_finished);
+    if (options_.now() < due) {
+      return runtime::Result{.requeue_after =
+                                 std::chrono::ceil<milliseconds>(due - options_.now())};
+    }
+    Status deleted = hub_.Delete(kJobs, request.ns, request.name,
+                                 {.precondition_uid = Str(obj["metadata"], "uid")})
+                         .status();
+    if (!deleted.ok() && !kube::IsNotFound(deleted)) return deleted;
+    log::Logger("trainingjob")
+        .Info("deleted a finished job after ttlSecondsAfterFinished",
+              {{"job", request.Key()}, {"phase", phase}});
+    return runtime::Result{};
+  }
+  // Quarantines whose window has passed no longer keep this job off their
+  // nodes (the MemberCluster controller lifts the taints themselves).
+  if (status.quarantined_nodes) {
+    std::vector<std::string> still;
+    for (const NodeKey& n : NodesToQuarantine(
+             NodeFaults(status.restart_history.value_or(std::vector<v1::RestartRecord>{})),
+             job.spec.failure_policy, options_.now())) {
+      still.push_back(n.cluster + "/" + n.node);
+    }
+    std::erase_if(*status.quarantined_nodes, [&](const std::string& entry) {
+      return std::find(still.begin(), still.end(), entry) == still.end();
+    });
+    if (status.quarantined_nodes->empty()) status.quarantined_nodes.reset();
+  }
   if (job.spec.suspend.value_or(false)) {
-    KILN_ASSIGN_OR_RETURN(bool gone, DeleteWorkers(obj, -1));
+    // The workers get the long grace period: each saves a checkpoint on
+    // SIGTERM, which the resumed gang starts from.
+    KILN_ASSIGN_OR_RETURN(bool gone, DeleteWorkers(obj, -1, kSuspendGraceSeconds));
+    if (phase != "Suspended") {
+      record(runtime::EventType::kNormal, "Suspended",
+             "spec.suspend is true: the gang checkpoints and stops");
+    }
     status.phase = "Suspended";
     status.placement.reset();
     status.ready_workers = 0;
     SetCondition(status, "Suspended", true, "Suspended", "spec.suspend is true", now, generation);
+    if (const v1::Condition* r = FindCondition(status, "Running"); r && r->status == "True") {
+      SetCondition(status, "Running", false, "Suspended", "spec.suspend is true", now, generation);
+    }
     KILN_RETURN_IF_ERROR(write());
     return gone ? runtime::Result{} : runtime::Result{.requeue_after = options_.resync};
   }
+  if (phase == "Suspended") {
+    // Resumed: the suspended gang must be gone first (its pods' names are
+    // the ones the resumed attempt uses, and its checkpoint must be written).
+    KILN_ASSIGN_OR_RETURN(bool gone, DeleteWorkers(obj, -1, kSuspendGraceSeconds));
+    if (!gone) return runtime::Result{.requeue_after = options_.resync};
+  }
   if (const v1::Condition* s = FindCondition(status, "Suspended"); s && s->status == "True") {
     SetCondition(status, "Suspended", false, "Resumed", "spec.suspend is false", now, generation);
+    record(runtime::EventType::kNormal, "Resumed",
+           "spec.suspend is false: the gang resumes from its newest checkpoint");
   }
 
   // A restart waits out its backoff before the gang is placed again.
   if (phase == "Restarting") {
-    if (const v1::Condition* r = FindCondition(status, "Restarting"); r != nullptr) {
-      auto since = ParseRfc3339(r->last_transition_time);
+    // Counted from the newest restart record (milliseconds; the condition's
+    // time has whole seconds and would cut the backoff short).
+    const v1::Condition* r = FindCondition(status, "Restarting");
+    const std::string* since_text = status.restart_history && !status.restart_history->empty()
+                                        ? &status.restart_history->back().time
+                                        : (r != nullptr ? &r->last_transition_time : nullptr);
+    if (since_text != nullptr) {
+      auto since = ParseRfc3339(*since_text);
       const auto due =
           since.ok() ? std::chrono::time_point_cast<std::chrono::system_clock::duration>(*since) +
                            RestartDelay(job.spec.failure_policy, std::max(0, attempt - 1))
@@ -372,8 +516,9 @@ StatusOr<runtime::Result> TrainingJobReconciler::Reconcile(const runtime::Contex
     }
   }
 
-  // 5. The pods' states.
-  int32_t ready = 0, succeeded = 0;
+  // 5. The pods' states. A failure the policy ignores does not count: the
+  // other workers are still looked at (a real failure among them acts).
+  int32_t ready = 0, succeeded = 0, ignored = 0;
   if (!failure) {
     for (size_t rank = 0; rank < ranks.size(); ++rank) {
       if (!seen[rank]) continue;
@@ -384,17 +529,35 @@ StatusOr<runtime::Result> TrainingJobReconciler::Reconcile(const runtime::Contex
         continue;
       }
       auto observed = WorkerFailureFromPod(pod, kWorkerContainer);
+      if (pod_phase == "Failed" && !observed) {
+        // Failed with nothing recorded (no container ever terminated).
+        observed = WorkerFailure{.node = pod.value("spec", json::object()).value("nodeName", ""),
+                                 .pod = Str(pod["metadata"], "name")};
+      }
       const bool exited_badly = pod_phase == "Failed" ||
                                 (observed && observed->exit_code && *observed->exit_code != 0) ||
                                 (observed && !observed->disruption_reason.empty()) ||
                                 (observed && observed->pod_reason == "Evicted");
       if (exited_badly && observed) {
-        failure = *observed;
-        failure->cluster = ranks[rank].cluster;
-        if (failure->node.empty()) failure->node = ranks[rank].node;
+        WorkerFailure f = *observed;
+        f.cluster = ranks[rank].cluster;
+        if (f.node.empty()) f.node = ranks[rank].node;
         if (auto member = members_.Get(ranks[rank].cluster)) {
-          failure->node_health = HealthOf(*member, failure->node);
+          f.node_health = HealthOf(*member, f.node);
         }
+        const FailureClassification c = Classify(f);
+        const FailureDecision d = Decide(c, f.exit_code, job.spec.failure_policy, attempt);
+        if (d.action == FailureAction::kIgnore) {
+          ++ignored;
+          const std::string pod_name = Str(pod["metadata"], "name");
+          if (FirstIgnored(request.Key(), pod_name)) {
+            record(runtime::EventType::kNormal, "FailureIgnored",
+                   pod_name + ": " + std::string(FailureReasonName(c.reason)) + ": " + c.message +
+                       " (" + d.why + ")");
+          }
+          continue;
+        }
+        failure = f;
         break;
       }
       if (pod_phase == "Running" && Ready(pod)) ++ready;
@@ -408,13 +571,20 @@ StatusOr<runtime::Result> TrainingJobReconciler::Reconcile(const runtime::Contex
     if (d.action != FailureAction::kIgnore) {
       KILN_RETURN_IF_ERROR(DeleteWorkers(obj, attempt).status());
       v1::RestartRecord rec;
-      rec.time = now;
+      // Milliseconds: the time to recover is measured from it.
+      rec.time = FormatRfc3339(options_.now(), 3);
       rec.reason = FailureReasonName(c.reason);
       rec.message = c.message;
       if (!failure->cluster.empty()) rec.cluster = failure->cluster;
       if (!failure->node.empty()) rec.node = failure->node;
       rec.exit_code = failure->exit_code;
-      if (c.last_step) rec.failed_at_step = *c.last_step;
+      // The worker's own word, else the last progress read (a node or pod
+      // that vanished leaves no termination message).
+      if (c.last_step) {
+        rec.failed_at_step = *c.last_step;
+      } else if (status.step) {
+        rec.failed_at_step = *status.step;
+      }
       if (status.last_checkpoint) rec.resumed_from_step = status.last_checkpoint->step;
       if (d.action == FailureAction::kRestart) {
         status.restarts = attempt + 1;
@@ -422,6 +592,8 @@ StatusOr<runtime::Result> TrainingJobReconciler::Reconcile(const runtime::Contex
         auto& history = *status.restart_history;
         history.push_back(rec);
         if (history.size() > 100) history.erase(history.begin());
+        const std::vector<std::string> quarantined =
+            Quarantine(request.Key(), status, job.spec.failure_policy);
         status.placement.reset();
         status.phase = "Restarting";
         status.ready_workers = 0;
@@ -431,6 +603,15 @@ StatusOr<runtime::Result> TrainingJobReconciler::Reconcile(const runtime::Contex
         KILN_RETURN_IF_ERROR(write());
         record(runtime::EventType::kWarning, "Restarting",
                rec.reason + ": " + c.message + "; restart " + std::to_string(attempt + 1));
+        for (const std::string& q : quarantined) {
+          record(runtime::EventType::kWarning, "NodeQuarantined",
+                 q + ": repeated hardware faults (failurePolicy.nodeQuarantine); tainted " +
+                     std::string(placement::kQuarantineTaint) + ":NoSchedule");
+        }
+        if (options_.metrics != nullptr) {
+          options_.metrics->CountRestart(rec.reason);
+          for (size_t i = 0; i < quarantined.size(); ++i) options_.metrics->CountQuarantine();
+        }
         return runtime::Result{.requeue_after = RestartDelay(job.spec.failure_policy, attempt)};
       }
       status.phase = "Failed";
@@ -445,15 +626,22 @@ StatusOr<runtime::Result> TrainingJobReconciler::Reconcile(const runtime::Contex
     }
   }
 
-  if (succeeded == static_cast<int32_t>(ranks.size())) {
+  if (!failure && succeeded + ignored == static_cast<int32_t>(ranks.size())) {
+    const std::string finished = ignored == 0 ? "every worker finished"
+                                              : std::to_string(succeeded) + " workers finished, " +
+                                                    std::to_string(ignored) +
+                                                    " ended with an ignored failure";
     status.phase = "Succeeded";
     status.completion_time = now;
-    SetCondition(status, "Succeeded", true, "Completed", "every worker finished", now, generation);
+    status.ready_workers = 0;
+    SetCondition(status, "Succeeded", true, "Completed", finished, now, generation);
     SetCondition(status, "Running", false, "Completed", "", now, generation);
     KILN_RETURN_IF_ERROR(write());
-    record(runtime::EventType::kNormal, "Succeeded", "every worker finished");
+    record(runtime::EventType::kNormal, "Succeeded", finished);
+    Forget(request.Key());
     return runtime::Result{};
   }
+  std::optional<std::chrono::system_clock::duration> recovered;
   if (ready == static_cast<int32_t>(ranks.size())) {
     if (status.phase != "Running") status.start_time = status.start_time.value_or(now);
     status.phase = "Running";
@@ -461,9 +649,36 @@ StatusOr<runtime::Result> TrainingJobReconciler::Reconcile(const runtime::Contex
                  std::to_string(ready) + " workers running", now, generation);
     if (const v1::Condition* r = FindCondition(status, "Restarting"); r && r->status == "True") {
       SetCondition(status, "Restarting", false, "Resumed", "the gang runs again", now, generation);
+      // The time to recover: from the failure's detection (the newest
+      // restart record) to now.
+      if (status.restart_history && !status.restart_history->empty()) {
+        auto failed = ParseRfc3339(status.restart_history->back().time);
+        if (failed.ok()) {
+          recovered = options_.now() -
+                      std::chrono::time_point_cast<std::chrono::system_clock::duration>(*failed);
+        }
+      }
+    }
+  }
+  if (!failure && status.phase == "Running") {
+    // 7. Progress, from rank 0.
+    RefreshProgress(request.Key(), ns, ranks[0], WorkerPodName(request.name, attempt, 0),
+                    pod_options.metrics_port, status);
+    if (options_.metrics != nullptr && status.step) {
+      options_.metrics->SetProgress(request.ns, request.name, *status.step,
+                                    status.tokens_per_second);
     }
   }
   KILN_RETURN_IF_ERROR(write());
+  if (recovered) {
+    const double took = std::chrono::duration<double>(*recovered).count();
+    if (options_.metrics != nullptr) options_.metrics->ObserveRecovery(*recovered);
+    char seconds[32];
+    std::snprintf(seconds, sizeof seconds, "%.1f", took);
+    record(runtime::EventType::kNormal, "Recovered",
+           "the whole gang runs again, attempt " + std::to_string(attempt) + ", " + seconds +
+               " s after the failure was detected");
+  }
   return runtime::Result{.requeue_after = options_.resync};
 }
 

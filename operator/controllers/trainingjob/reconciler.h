@@ -9,7 +9,12 @@
 //     (found by the job-UID label; owner references do not cross clusters),
 //     then the finalizer kiln.dev/cleanup comes off. Otherwise the finalizer
 //     goes on first.
-//  2. Finished (Succeeded, Failed) or suspended jobs hold no pods.
+//  2. Finished (Succeeded, Failed) or suspended jobs run no pods. A
+//     finished job with ttlSecondsAfterFinished is deleted that long after
+//     its completionTime. spec.suspend stops the gang (each rank saves a
+//     checkpoint on SIGTERM, within kSuspendGraceSeconds); clearing it
+//     re-places the gang, once the old pods are gone, in the same attempt
+//     (a suspension is no restart), resuming from the newest checkpoint.
 //  3. Without a placement for the current attempt, the placement engine
 //     places the whole gang on the fleet's snapshot; the decision is written
 //     to status.placement (per cluster, each worker's node in rank order),
@@ -21,8 +26,22 @@
 //     worker is classified (failure_classifier.h) and the policy decides
 //     (failure_policy.h): Restart deletes the attempt's pods, records the
 //     restart and clears the placement, so the next reconcile re-places the
-//     gang (away from a failed node) after the backoff and every rank
-//     resumes from the newest intact checkpoint; Fail ends the job.
+//     gang (away from unready and quarantined nodes) after the backoff and
+//     every rank resumes from the newest intact checkpoint; Fail ends the
+//     job.
+//  6. A restart for a hardware fault may quarantine the node
+//     (failurePolicy.nodeQuarantine): the kiln.dev/quarantined:NoSchedule
+//     taint on it in its member, ending with the window
+//     (fleet/quarantine.h), and an entry in status.quarantinedNodes that this
+//     job's placement avoids until the window passes.
+//  7. While the gang runs, rank 0's training progress (progress_reader.h:
+//     step, losses, tokens/s, newest checkpoint) is copied into the status
+//     every `progress_interval`.
+// A failure that a failurePolicy rule Ignores does not count: that worker is
+// left as it ended, the others are still watched, and the job succeeds once
+// every worker has finished or ended with an ignored failure.
+// Events (placement, restarts with their reason, recovery, quarantine,
+// suspension, completion) go to the job; metrics to `metrics` (metrics.h).
 // Pods in the members are not watched yet: an active job is requeued every
 // `resync` (a few seconds), which bounds how late a fault is seen.
 #ifndef KILN_OPERATOR_CONTROLLERS_TRAININGJOB_RECONCILER_H_
@@ -30,9 +49,16 @@
 
 #include <chrono>
 #include <functional>
+#include <map>
+#include <mutex>
+#include <set>
 #include <string>
+#include <vector>
 
 #include "kube/client.h"
+#include "operator/api/v1alpha1/trainingjob.h"
+#include "operator/controllers/trainingjob/metrics.h"
+#include "operator/controllers/trainingjob/progress_reader.h"
 #include "operator/controllers/trainingjob/worker_pods.h"
 #include "operator/fleet/members.h"
 #include "operator/placement/snapshot.h"
@@ -42,6 +68,11 @@
 namespace kiln::trainingjob {
 
 inline constexpr const char* kFinalizer = "kiln.dev/cleanup";
+// How long workers get after SIGTERM: a failed gang's briefly (the restart
+// should not wait; rank 0 still saves what it can), a suspended one's long
+// enough to write a checkpoint.
+inline constexpr int64_t kFailedGangGraceSeconds = 5;
+inline constexpr int64_t kSuspendGraceSeconds = 30;
 
 struct TrainingJobReconcilerOptions {
   SharedVolume volume;
@@ -52,6 +83,15 @@ struct TrainingJobReconcilerOptions {
   std::chrono::milliseconds resync{std::chrono::seconds(3)};
   // How long a job that cannot be placed waits before the next try.
   std::chrono::milliseconds unschedulable_retry{std::chrono::seconds(10)};
+  // Reads rank 0's progress; none leaves the progress fields alone. Must
+  // outlive the reconciler.
+  ProgressReader* progress_reader = nullptr;
+  // How often a running job's progress is read (at most; a reconcile reads
+  // it when this much time has passed since the last read).
+  std::chrono::milliseconds progress_interval{std::chrono::seconds(15)};
+  // Where the controller's metrics go; none keeps no metrics. Must outlive
+  // the reconciler.
+  TrainingJobMetrics* metrics = nullptr;
   std::function<std::chrono::system_clock::time_point()> now = [] {
     return std::chrono::system_clock::now();
   };
@@ -70,14 +110,41 @@ class TrainingJobReconciler final : public runtime::Reconciler {
 
  private:
   // Deletes the job's pods and Services (every attempt, or only `attempt`
-  // when >= 0) in every member; true when nothing of them is left.
-  StatusOr<bool> DeleteWorkers(const nlohmann::json& job, int32_t attempt);
+  // when >= 0) in every member, giving each pod `grace_seconds` after
+  // SIGTERM; true when nothing of them is left.
+  StatusOr<bool> DeleteWorkers(const nlohmann::json& job, int32_t attempt,
+                               int64_t grace_seconds = kFailedGangGraceSeconds);
+  // Copies rank 0's progress into `status` when the last read of job `key`
+  // is progress_interval old; a failed read leaves the status as it was.
+  void RefreshProgress(const std::string& key, const std::string& ns, const RankPlacement& rank0,
+                       const std::string& pod, int32_t port,
+                       api::v1alpha1::TrainingJobStatus& status);
+  // Quarantines the nodes the restart history now condemns
+  // (failurePolicy.nodeQuarantine): taints each in its member
+  // (fleet/quarantine.h) and lists it in status.quarantinedNodes. Returns
+  // the newly listed ones ("cluster/node until <time>"), for Events.
+  std::vector<std::string> Quarantine(const std::string& key,
+                                      api::v1alpha1::TrainingJobStatus& status,
+                                      const std::optional<api::v1alpha1::FailurePolicy>& policy);
+  // Whether the ignored failure of `pod` in job `key` is new (worth an Event).
+  bool FirstIgnored(const std::string& key, const std::string& pod);
+  // Drops what is remembered of job `key`.
+  void Forget(const std::string& key);
 
   kube::Client& hub_;
   fleet::Members& members_;
   std::function<placement::Snapshot()> snapshot_;
   runtime::EventRecorder* events_;
   TrainingJobReconcilerOptions options_;
+
+  // What is kept between reconciles of one job, only to save work and
+  // repeated Events: losing it (a restart) costs one more read or Event.
+  struct JobMemory {
+    std::optional<std::chrono::system_clock::time_point> progress_read;
+    std::set<std::string> ignored_pods;
+  };
+  std::mutex mu_;
+  std::map<std::string, JobMemory> memory_;  // By namespace/name; guarded by mu_.
 };
 
 }  // namespace kiln::trainingjob

@@ -233,6 +233,17 @@ TEST_CASE("kiln-worker train serves its progress as Prometheus metrics while it 
   auto health = kiln::testing::HttpFetch("http://" + address, "/healthz");
   REQUIRE(health.ok());
   CHECK(health->body == "ok");
+  // The same progress as JSON, for the TrainingJob controller.
+  auto progress = kiln::testing::HttpFetch("http://" + address, "/progress");
+  REQUIRE(progress.ok());
+  CHECK(progress->status == 200);
+  const auto p = nlohmann::json::parse(progress->body, nullptr, false);
+  INFO(progress->body);
+  REQUIRE(p.is_object());
+  CHECK(p.value("step", 0) >= 5);
+  CHECK(p.value("targetSteps", 0) == 1000000);
+  CHECK(p.value("loss", 0.0) > 0);
+  CHECK_THAT(p["lastCheckpoint"].value("uri", ""), Catch::StartsWith("file://" + dir.path()));
   // The step records carry the same MFU figure.
   CHECK_THAT(worker.Output(), Catch::Contains("\"mfu\":"));
   worker.Signal(SIGTERM);

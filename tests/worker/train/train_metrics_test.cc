@@ -1,7 +1,10 @@
-// TrainMetrics: progress records become Prometheus series labelled by rank.
+// TrainMetrics: progress records become Prometheus series labelled by rank,
+// and the JSON the TrainingJob controller reads at /progress.
 #include "worker/train/train_metrics.h"
 
 #include <catch2/catch.hpp>
+
+#include "base/time_format.h"
 
 namespace kiln::train {
 namespace {
@@ -38,6 +41,36 @@ TEST_CASE("TrainMetrics exposes the progress records as gauges", "[train][metric
        }) {
     CHECK_THAT(text, Catch::Contains(std::string(line) + "\n"));
   }
+}
+
+TEST_CASE("TrainMetrics reports the progress as JSON named as the TrainingJob status",
+          "[train][metrics]") {
+  TrainMetrics m(/*target_steps=*/500, /*rank=*/0);
+  CHECK(m.Progress() == nlohmann::json{{"step", 0}, {"targetSteps", 500}});
+  m.Observe({{"event", "resumed"}, {"step", 100}});
+  CHECK(m.Progress()["step"] == 100);
+  CHECK_FALSE(m.Progress().contains("lastCheckpoint"));  // Not written by this process.
+  m.Observe({{"event", "step"}, {"step", 150}, {"loss", 2.5}, {"tokensPerSecond", 6000.0}});
+  m.Observe({{"event", "validation"}, {"step", 150}, {"valLoss", 2.75}});
+  m.Observe({{"event", "checkpoint"}, {"step", 150}, {"path", "/checkpoints/run/step-150"}});
+  nlohmann::json p = m.Progress();
+  INFO(p.dump());
+  CHECK(p["step"] == 150);
+  CHECK(p["targetSteps"] == 500);
+  CHECK(p["loss"] == 2.5);
+  CHECK(p["validationLoss"] == 2.75);
+  CHECK(p["tokensPerSecond"] == 6000.0);
+  CHECK(p["lastCheckpoint"]["step"] == 150);
+  CHECK(p["lastCheckpoint"]["uri"] == "file:///checkpoints/run/step-150");
+  CHECK(p["lastCheckpoint"]["loss"] == 2.5);
+  CHECK(ParseRfc3339(p["lastCheckpoint"]["time"].get<std::string>()).ok());
+  // A checkpoint after a step that was not logged carries no loss.
+  m.Observe({{"event", "checkpoint"}, {"step", 200}, {"path", "/checkpoints/run/step-200"}});
+  p = m.Progress();
+  CHECK(p["lastCheckpoint"]["step"] == 200);
+  CHECK_FALSE(p["lastCheckpoint"].contains("loss"));
+  m.Observe({{"event", "done"}, {"steps", 500}, {"loss", 2.0}});
+  CHECK(m.Progress()["step"] == 500);
 }
 
 }  // namespace

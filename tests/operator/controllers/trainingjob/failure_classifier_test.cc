@@ -188,6 +188,17 @@ TEST_CASE("failure fields come from a pod's status", "[trainingjob][failure]") {
                                                                     {"reason", "OOMKilled"}};
     CHECK(Classify(*WorkerFailureFromPod(pod)).reason == FailureReason::kOOMKilled);
   }
+  SECTION("a failed init container (kiln-worker prepare) holds the failure") {
+    pod["status"]["phase"] = "Failed";
+    pod["status"]["containerStatuses"][0]["state"] = {{"waiting", {{"reason", "PodInitializing"}}}};
+    pod["status"]["initContainerStatuses"] = {
+        {{"name", "prepare"}, {"state", {{"terminated", {{"exitCode", 0}}}}}},
+        {{"name", "fetch"}, {"state", {{"terminated", {{"exitCode", 6}, {"reason", "Error"}}}}}}};
+    auto prepare = WorkerFailureFromPod(pod, "worker");
+    REQUIRE(prepare.has_value());
+    CHECK(prepare->exit_code == 6);
+    CHECK(Classify(*prepare).reason == FailureReason::kDataError);
+  }
   SECTION("another container's name finds nothing") {
     CHECK_FALSE(WorkerFailureFromPod(pod, "sidecar").has_value());
   }

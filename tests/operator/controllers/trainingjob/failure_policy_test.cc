@@ -146,6 +146,20 @@ TEST_CASE("nodes with repeated hardware faults in the window are quarantined",
         std::vector<NodeKey>{{"kiln-1", "gpu-1"}, {"kiln-1", "gpu-3"}});
   p.node_quarantine = v1::NodeQuarantine{0, "48h"};
   CHECK(NodesToQuarantine(faults, p, now).empty());
+
+  // A quarantine ends when its second newest fault (of the default two)
+  // leaves the window: gpu-3's faults at 09:40 and 09:50, so 09:40 + 24h.
+  const auto at = [](int day, std::chrono::hours h, std::chrono::minutes m) {
+    return std::chrono::system_clock::time_point(
+        std::chrono::sys_days(std::chrono::year(2026) / 12 / day) + h + m);
+  };
+  CHECK(QuarantineEnds(faults, std::nullopt, {"kiln-1", "gpu-3"}, now) == at(5, 9h, 40min));
+  CHECK_FALSE(QuarantineEnds(faults, std::nullopt, {"kiln-1", "gpu-2"}, now));
+  CHECK_FALSE(QuarantineEnds(faults, std::nullopt, {"kiln-1", "gpu-3"}, at(5, 9h, 41min)));
+  p.node_quarantine = v1::NodeQuarantine{1, "1h"};  // One fault: the newest decides.
+  CHECK(QuarantineEnds(faults, p, {"kiln-1", "gpu-3"}, now) == at(4, 10h, 50min));
+  p.node_quarantine = v1::NodeQuarantine{0, "1h"};
+  CHECK_FALSE(QuarantineEnds(faults, p, {"kiln-1", "gpu-3"}, now));
 }
 
 }  // namespace

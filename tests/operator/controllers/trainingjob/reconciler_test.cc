@@ -1,0 +1,640 @@
+// The TrainingJob reconciler against an in-memory API server that is both the
+// hub and its one member cluster (two 8-GPU nodes), a fixed clock and a fake
+// progress reader: each test drives reconciles by hand and plays the kubelet
+// by writing the pods' states.
+#include "operator/controllers/trainingjob/reconciler.h"
+
+#include <algorithm>
+#include <chrono>
+#include <memory>
+
+#include <catch2/catch.hpp>
+#include <prometheus/text_serializer.h>
+
+#include "base/time_format.h"
+#include "operator/api/v1alpha1/resources.h"
+#include "operator/fleet/capacity_view.h"
+#include "runtime/fake_reader.h"
+#include "tests/operator/controllers/trainingjob/fake_api_server.h"
+#include "tests/operator/fleet/test_objects.h"
+
+namespace kiln::trainingjob {
+namespace {
+
+using nlohmann::json;
+using std::chrono::seconds;
+using testing::FakeApiServer;
+
+constexpr const char* kNs = "team";
+constexpr const char* kMember = "m1";
+
+// Lends the shared FakeApiServer to a client, which owns its transport.
+class Forward final : public kube::HttpTransport {
+ public:
+  explicit Forward(FakeApiServer& api) : api_(api) {}
+  StatusOr<kube::HttpResponse> Do(const kube::HttpRequest& r) override { return api_.Do(r); }
+  Status Stream(const kube::HttpRequest& r, const std::function<void(const kube::HttpResponse&)>& h,
+                const std::function<bool(std::string_view)>& c,
+                const std::atomic<bool>* cancel) override {
+    return api_.Stream(r, h, c, cancel);
+  }
+
+ private:
+  FakeApiServer& api_;
+};
+
+std::unique_ptr<kube::Client> ClientOf(FakeApiServer& api) {
+  return std::make_unique<kube::Client>(kube::RestConfig{.server = "https://fake"},
+                                        kube::ClientOptions{.qps = 0, .max_retries = 0},
+                                        std::make_unique<Forward>(api), RealClock::Get());
+}
+
+class TestMember final : public fleet::Member {
+ public:
+  TestMember(std::string name, FakeApiServer& api)
+      : name_(std::move(name)), client_(ClientOf(api)) {}
+  const std::string& name() const override { return name_; }
+  kube::Client& client() override { return *client_; }
+  const runtime::Reader& nodes() const override { return nodes_; }
+  const runtime::Reader& pods() const override { return pods_; }
+  Status Probe(std::chrono::milliseconds) override { return Status::Ok(); }
+  std::string version() const override { return "v1.33.0"; }
+  Status CachesSynced() const override { return Status::Ok(); }
+  void Stop() override {}
+
+  runtime::FakeReader nodes_;
+  runtime::FakeReader pods_;
+
+ private:
+  std::string name_;
+  std::unique_ptr<kube::Client> client_;
+};
+
+class FakeProgress final : public ProgressReader {
+ public:
+  StatusOr<TrainingProgress> Read(fleet::Member& member, const std::string& ns,
+                                  const std::string& pod, int32_t port) override {
+    reads.push_back(member.name() + " " + ns + "/" + pod + ":" + std::to_string(port));
+    return answer;
+  }
+  StatusOr<TrainingProgress> answer = Status::Unavailable("no progress yet");
+  std::vector<std::string> reads;
+};
+
+json Job(const std::string& name, int replicas) {
+  return {{"apiVersion", "kiln.dev/v1alpha1"},
+          {"kind", "TrainingJob"},
+          {"metadata", {{"name", name}, {"namespace", kNs}, {"generation", 1}}},
+          {"spec",
+           {{"model",
+             {{"architecture", "gpt"},
+              {"layers", 2},
+              {"hiddenSize", 64},
+              {"heads", 4},
+              {"vocabSize", 257},
+              {"contextLength", 64}}},
+            {"data", {{"uri", "file:///data/fortunes"}}},
+            {"training",
+             {{"steps", 100},
+              {"globalBatchSize", 8 * replicas},
+              {"microBatchSize", 8},
+              {"sequenceLength", 64}}},
+            {"workers",
+             {{"replicas", replicas},
+              {"gpusPerWorker", 8},
+              {"image", "ghcr.io/kiln-dev/kiln-worker:0.1.0"}}},
+            {"checkpoint", {{"uri", "file:///checkpoints/" + name}}},
+            {"failurePolicy", {{"maxRestarts", 3}, {"backoff", {{"initial", "1s"}}}}}}}};
+}
+
+// The hub, one member on the same API server, two 8-GPU nodes.
+class Harness {
+ public:
+  Harness() : hub_(ClientOf(server)), member_(std::make_shared<TestMember>(kMember, server)) {
+    view_.UpsertCluster({.name = kMember});
+    for (const char* n : {"n0", "n1"}) AddNode(fleet::testing::GpuNode(n, "z-a", "r-0", "nvl-0"));
+    members_.Put(kMember, member_, 1);
+    TrainingJobReconcilerOptions o;
+    o.volume = {.claim_name = "", .host_path = "/srv/checkpoints", .mount_path = "/checkpoints"};
+    o.resync = seconds(3);
+    o.progress_reader = &progress;
+    o.now = [this] { return now; };
+    o.metrics = &metrics;
+    reconciler_ = std::make_unique<TrainingJobReconciler>(
+        *hub_, members_, [this] { return view_.Snapshot(); }, &events_, o);
+  }
+
+  void AddNode(const json& node) {
+    server.Put("nodes", node);
+    member_->nodes_.Put(*server.Object("nodes", "", node["metadata"]["name"]));
+    view_.OnNode(kMember, node);
+  }
+
+  StatusOr<runtime::Result> Reconcile(const std::string& name) {
+    return reconciler_->Reconcile(Context(), {kNs, name});
+  }
+  // Reconciles until the job's phase is `phase` (at most 10 times).
+  void ReconcileUntil(const std::string& name, const std::string& phase) {
+    for (int i = 0; i < 10 && JobStatus(name).value("phase", "") != phase; ++i) {
+      auto r = Reconcile(name);
+      REQUIRE(r.ok());
+    }
+    REQUIRE(JobStatus(name).value("phase", "") == phase);
+  }
+  json JobStatus(const std::string& name) {
+    auto j = server.Object("trainingjobs", kNs, name);
+    return j ? j->value("status", json::object()) : json::object();
+  }
+  std::vector<json> Pods(const std::string& attempt = "") {
+    std::vector<json> out;
+    for (auto& p : server.Objects("pods", kNs)) {
+      if (attempt.empty() || p["metadata"]["labels"][kAttemptLabel] == attempt) out.push_back(p);
+    }
+    return out;
+  }
+  // Plays the kubelet: the pod runs and is ready on the node it asks for.
+  void SetRunning(json pod) {
+    pod["spec"]["nodeName"] =
+        pod["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+           ["nodeSelectorTerms"][0]["matchFields"][0]["values"][0];
+    pod["status"] = {{"phase", "Running"},
+                     {"conditions", {{{"type", "Ready"}, {"status", "True"}}}}};
+    server.Put("pods", pod);
+  }
+  void SetExited(json pod, int exit_code, const std::string& message = "") {
+    json terminated = {{"exitCode", exit_code},
+                       {"reason", exit_code == 0 ? "Completed" : "Error"},
+                       {"message", message}};
+    json container = {{"name", kWorkerContainer}, {"state", {{"terminated", terminated}}}};
+    pod["status"] = {{"phase", exit_code == 0 ? "Succeeded" : "Failed"},
+                     {"containerStatuses", json::array({container})}};
+    server.Put("pods", pod);
+  }
+  Status CreateJob(const json& job) {
+    return hub_->Create(api::v1alpha1::kTrainingJobs, kNs, job).status();
+  }
+  // Creates `job`, runs it to Running with every worker ready.
+  void StartRunning(const json& job) {
+    const std::string name = job["metadata"]["name"];
+    REQUIRE(CreateJob(job).ok());
+    ReconcileUntil(name, "Scheduled");
+    REQUIRE(Reconcile(name).ok());  // Creates the gang.
+    for (auto& p : Pods()) SetRunning(p);
+    ReconcileUntil(name, "Running");
+  }
+
+  // The reasons of the Events recorded so far, in order.
+  std::vector<std::string> EventReasons() {
+    REQUIRE(events_.Flush(seconds(5)));
+    std::vector<json> events = server.Objects("events", kNs);
+    std::sort(events.begin(), events.end(), [](const json& a, const json& b) {
+      return std::stoll(a["metadata"]["resourceVersion"].get<std::string>()) <
+             std::stoll(b["metadata"]["resourceVersion"].get<std::string>());
+    });
+    std::vector<std::string> reasons;
+    for (const auto& e : events) reasons.push_back(e.value("reason", ""));
+    return reasons;
+  }
+  std::string Scrape() { return prometheus::TextSerializer().Serialize(registry_.Collect()); }
+
+  FakeApiServer server;
+  FakeProgress progress;
+  std::chrono::system_clock::time_point now = std::chrono::system_clock::from_time_t(1'800'000'000);
+
+ private:
+  std::unique_ptr<kube::Client> hub_;
+  runtime::EventRecorder events_{*hub_, {}};
+  prometheus::Registry registry_;
+
+ public:
+  TrainingJobMetrics metrics{registry_};
+
+ private:
+  std::shared_ptr<TestMember> member_;
+  fleet::Members members_;
+  fleet::CapacityView view_;
+  std::unique_ptr<TrainingJobReconciler> reconciler_;
+};
+
+TEST_CASE("a job is placed, its gang created and run", "[trainingjob][reconciler]") {
+  Harness h;
+  h.StartRunning(Job("run", 2));
+  const json s = h.JobStatus("run");
+  INFO(s.dump());
+  CHECK(s["readyWorkers"] == 2);
+  CHECK(s["placement"][0]["cluster"] == kMember);
+  CHECK(h.Pods().size() == 2);
+  for (const auto& p : h.Pods()) CHECK_FALSE(p["spec"].contains("schedulingGates"));
+}
+
+TEST_CASE("a running job's status shows rank 0's progress, read at most every interval",
+          "[trainingjob][reconciler][progress]") {
+  Harness h;
+  TrainingProgress p;
+  p.step = 120;
+  p.loss = 2.5;
+  p.validation_loss = 2.75;
+  p.tokens_per_second = 6000;
+  p.last_checkpoint = api::v1alpha1::CheckpointRef{.step = 100,
+                                                   .uri = "file:///checkpoints/run/step-100",
+                                                   .time = "2027-01-15T08:00:00Z",
+                                                   .loss = 2.6};
+  h.progress.answer = p;
+  h.StartRunning(Job("run", 2));
+  REQUIRE(h.progress.reads.size() == 1);
+  CHECK(h.progress.reads[0] == "m1 team/run-0-0:9400");  // Rank 0, its metrics port.
+  json s = h.JobStatus("run");
+  INFO(s.dump());
+  CHECK(s["step"] == 120);
+  CHECK(s["loss"] == 2.5);
+  CHECK(s["validationLoss"] == 2.75);
+  CHECK(s["tokensPerSecond"] == 6000);
+  CHECK(s["lastCheckpoint"]["step"] == 100);
+  CHECK(s["lastCheckpoint"]["uri"] == "file:///checkpoints/run/step-100");
+
+  // Within the interval (15 s) no new read; after it, the new values.
+  h.now += seconds(10);
+  REQUIRE(h.Reconcile("run").ok());
+  CHECK(h.progress.reads.size() == 1);
+  h.now += seconds(6);
+  p.step = 180;
+  p.loss = 2.25;
+  p.validation_loss.reset();  // Not reported by this worker yet: the last one stays.
+  h.progress.answer = p;
+  REQUIRE(h.Reconcile("run").ok());
+  CHECK(h.progress.reads.size() == 2);
+  s = h.JobStatus("run");
+  CHECK(s["step"] == 180);
+  CHECK(s["loss"] == 2.25);
+  CHECK(s["validationLoss"] == 2.75);
+
+  // A failed read leaves the status as it was.
+  h.now += seconds(16);
+  h.progress.answer = Status::Unavailable("proxy: pod not ready");
+  REQUIRE(h.Reconcile("run").ok());
+  CHECK(h.progress.reads.size() == 3);
+  CHECK(h.JobStatus("run")["step"] == 180);
+}
+
+TEST_CASE("the progress body of kiln-worker parses, and nonsense does not",
+          "[trainingjob][progress]") {
+  auto p = ParseProgress(
+      R"({"step":150,"targetSteps":500,"loss":2.5,"validationLoss":2.75,"tokensPerSecond":6000,)"
+      R"("lastCheckpoint":{"step":150,"uri":"file:///c/step-150","time":"2027-01-15T08:00:00Z",)"
+      R"("loss":2.5}})");
+  REQUIRE(p.ok());
+  CHECK(p->step == 150);
+  CHECK(p->loss == 2.5);
+  CHECK(p->validation_loss == 2.75);
+  CHECK(p->tokens_per_second == 6000);
+  REQUIRE(p->last_checkpoint);
+  CHECK(p->last_checkpoint->uri == "file:///c/step-150");
+  CHECK(p->last_checkpoint->time == "2027-01-15T08:00:00Z");
+  auto fresh = ParseProgress(R"({"step":0,"targetSteps":500})");
+  REQUIRE(fresh.ok());
+  CHECK_FALSE(fresh->loss);
+  CHECK_FALSE(fresh->last_checkpoint);
+  CHECK(ParseProgress("<html>").status().code() == StatusCode::kInvalidArgument);
+  CHECK(ParseProgress(R"({"loss":1})").status().code() == StatusCode::kInvalidArgument);
+}
+
+TEST_CASE("the pod-proxy progress reader asks the member API server for rank 0's /progress",
+          "[trainingjob][progress]") {
+  FakeApiServer api;
+  std::string asked;
+  api.SetProxy([&](const std::string& ns, const std::string& pod, const std::string& port,
+                   const std::string& path) {
+    asked = ns + " " + pod + " " + port + " " + path;
+    return kube::HttpResponse{200, {}, R"({"step":7,"targetSteps":10,"loss":3.5})"};
+  });
+  TestMember member("m1", api);
+  PodProxyProgressReader reader;
+  auto p = reader.Read(member, "team", "run-0-0", 9400);
+  REQUIRE(p.ok());
+  CHECK(asked == "team run-0-0 9400 /progress");
+  CHECK(p->step == 7);
+  CHECK(p->loss == 3.5);
+  api.SetProxy([](const std::string&, const std::string&, const std::string&, const std::string&) {
+    return kube::HttpResponse{503, {}, "error trying to reach service"};
+  });
+  CHECK_FALSE(reader.Read(member, "team", "run-0-0", 9400).ok());
+
+  // Within the caller's Context: a reconcile out of time asks nothing.
+  int asks = 0;
+  api.SetProxy([&](const std::string&, const std::string&, const std::string&, const std::string&) {
+    ++asks;
+    return kube::HttpResponse{200, {}, R"({"step":7})"};
+  });
+  {
+    ScopedContext done(Context({}, std::chrono::steady_clock::now() - seconds(1)));
+    CHECK(reader.Read(member, "team", "run-0-0", 9400).status().code() ==
+          StatusCode::kDeadlineExceeded);
+  }
+  CHECK(asks == 0);
+  CHECK(reader.Read(member, "team", "run-0-0", 9400).ok());
+  CHECK(asks == 1);
+}
+
+TEST_CASE("a failure a rule ignores neither restarts nor fails the job, nor hides another",
+          "[trainingjob][reconciler][policy]") {
+  Harness h;
+  json job = Job("run", 2);
+  job["spec"]["failurePolicy"]["rules"] = {
+      {{"action", "Ignore"}, {"onExitCodes", {{"operator", "In"}, {"values", {42}}}}}};
+  h.StartRunning(job);
+
+  // Rank 0 ends with exit 42: ignored. Nothing is deleted or restarted.
+  h.SetExited(*h.server.Object("pods", kNs, "run-0-0"), 42);
+  REQUIRE(h.Reconcile("run").ok());
+  REQUIRE(h.Reconcile("run").ok());
+  json s = h.JobStatus("run");
+  INFO(s.dump());
+  CHECK(s["phase"] == "Running");
+  CHECK(s.value("restarts", 0) == 0);
+  CHECK_FALSE(s.contains("restartHistory"));
+  CHECK(h.Pods("0").size() == 2);
+
+  SECTION("the other worker's real failure still restarts the gang") {
+    h.SetExited(*h.server.Object("pods", kNs, "run-0-1"), 4);  // CollectiveTimeout.
+    REQUIRE(h.Reconcile("run").ok());
+    s = h.JobStatus("run");
+    CHECK(s["phase"] == "Restarting");
+    CHECK(s["restarts"] == 1);
+    CHECK(s["restartHistory"][0]["reason"] == "CollectiveTimeout");
+  }
+  SECTION("the other worker finishing completes the job") {
+    h.SetExited(*h.server.Object("pods", kNs, "run-0-1"), 0);
+    REQUIRE(h.Reconcile("run").ok());
+    s = h.JobStatus("run");
+    CHECK(s["phase"] == "Succeeded");
+    CHECK_THAT(s["conditions"].dump(), Catch::Contains("1 ended with an ignored failure"));
+    const auto reasons = h.EventReasons();
+    CHECK(std::count(reasons.begin(), reasons.end(), "FailureIgnored") == 1);
+    CHECK(reasons.back() == "Succeeded");
+  }
+}
+
+TEST_CASE("repeated GPU faults on one node quarantine it: tainted, listed, avoided, then freed",
+          "[trainingjob][reconciler][quarantine]") {
+  Harness h;  // Two nodes: the gang of two needs both.
+  json job = Job("run", 2);
+  job["spec"]["failurePolicy"]["nodeQuarantine"] = {{"faults", 2}, {"window", "1h"}};
+  h.StartRunning(job);
+  const std::string bad = "n1";
+  const std::string gpu_fault =
+      R"({"exitCode":3,"reason":"DeviceFault","message":"Xid 79: GPU has fallen off the bus"})";
+  // The rank on n1 fails with a GPU fault; the gang restarts.
+  auto fail_on_bad = [&] {
+    for (const auto& p : h.Pods()) {
+      if (p["spec"].value("nodeName", "") == bad) h.SetExited(p, 3, gpu_fault);
+    }
+    REQUIRE(h.Reconcile("run").ok());
+    REQUIRE(h.JobStatus("run")["phase"] == "Restarting");
+    h.now += seconds(5);  // Past the backoff.
+  };
+  fail_on_bad();
+  CHECK(h.JobStatus("run")["restartHistory"][0]["reason"] == "GPUFault");
+  CHECK_FALSE(h.JobStatus("run").contains("quarantinedNodes"));  // One fault is not enough.
+  CHECK_FALSE((*h.server.Object("nodes", "", bad))["spec"].contains("taints"));
+  h.ReconcileUntil("run", "Scheduled");
+  REQUIRE(h.Reconcile("run").ok());
+  for (auto& p : h.Pods()) h.SetRunning(p);
+  h.ReconcileUntil("run", "Running");
+
+  fail_on_bad();  // The second fault within the hour.
+  json s = h.JobStatus("run");
+  INFO(s.dump());
+  REQUIRE(s["quarantinedNodes"] == json::array({std::string(kMember) + "/" + bad}));
+  const json node = *h.server.Object("nodes", "", bad);
+  REQUIRE(node["spec"]["taints"].size() == 1);
+  const json taint = node["spec"]["taints"][0];
+  CHECK(taint["key"] == "kiln.dev/quarantined");
+  CHECK(taint["effect"] == "NoSchedule");
+  // Its value: the end of the quarantine, an hour after the first fault.
+  const auto first_fault = ParseRfc3339(s["restartHistory"][0]["time"].get<std::string>());
+  REQUIRE(first_fault.ok());
+  CHECK(std::stoll(taint["value"].get<std::string>()) ==
+        std::chrono::duration_cast<seconds>(first_fault->time_since_epoch()).count() + 3600);
+
+  const auto reasons = h.EventReasons();
+  CHECK(std::count(reasons.begin(), reasons.end(), "NodeQuarantined") == 1);
+  CHECK_THAT(h.Scrape(), Catch::Contains("kiln_trainingjob_node_quarantines_total 1\n"));
+  CHECK_THAT(h.Scrape(),
+             Catch::Contains("kiln_trainingjob_restarts_total{reason=\"GPUFault\"} 2\n"));
+
+  // The one node left cannot hold the gang: this job avoids n1.
+  REQUIRE(h.Reconcile("run").ok());
+  s = h.JobStatus("run");
+  CHECK(s["phase"] == "Restarting");
+  CHECK_THAT(s["conditions"].dump(), Catch::Contains("1 avoided by the job"));
+  // A new node: the gang runs on n0 and n2.
+  h.AddNode(fleet::testing::GpuNode("n2", "z-a", "r-0", "nvl-0"));
+  h.ReconcileUntil("run", "Scheduled");
+  for (const auto& n : h.JobStatus("run")["placement"][0]["nodes"]) CHECK(n != bad);
+  // Any other job avoids it too, through the taint in the fleet's snapshot
+  // (fed here as the member's node informer would): three workers no longer
+  // fit on the three nodes.
+  h.AddNode(*h.server.Object("nodes", "", bad));
+  REQUIRE(h.CreateJob(Job("other", 3)).ok());
+  REQUIRE(h.Reconcile("other").ok());
+  REQUIRE(h.Reconcile("other").ok());
+  const json other = h.JobStatus("other");
+  CHECK(other["phase"] == "Pending");
+  CHECK_THAT(other["conditions"].dump(), Catch::Contains("1 quarantined"));
+
+  // Once the window has passed, the job may use n1 again.
+  h.now += std::chrono::hours(1);
+  REQUIRE(h.Reconcile("run").ok());
+  CHECK_FALSE(h.JobStatus("run").contains("quarantinedNodes"));
+}
+
+TEST_CASE("a finished job with ttlSecondsAfterFinished is deleted that long after it finished",
+          "[trainingjob][reconciler][ttl]") {
+  Harness h;
+  json job = Job("run", 2);
+  job["spec"]["ttlSecondsAfterFinished"] = 60;
+  h.StartRunning(job);
+  for (const auto& p : h.Pods()) h.SetExited(p, 0);
+  REQUIRE(h.Reconcile("run").ok());
+  REQUIRE(h.JobStatus("run")["phase"] == "Succeeded");
+  auto r = h.Reconcile("run");
+  REQUIRE(r.ok());
+  CHECK(r->requeue_after == std::chrono::minutes(1));
+  h.now += seconds(59);
+  r = h.Reconcile("run");
+  REQUIRE(r.ok());
+  CHECK(r->requeue_after == seconds(1));
+  CHECK(h.server.Object("trainingjobs", kNs, "run"));
+  h.now += seconds(1);
+  REQUIRE(h.Reconcile("run").ok());
+  // Deleted: the finalizer holds it while the workers are cleaned up.
+  REQUIRE(h.server.Object("trainingjobs", kNs, "run"));
+  CHECK((*h.server.Object("trainingjobs", kNs, "run"))["metadata"].contains("deletionTimestamp"));
+  REQUIRE(h.Reconcile("run").ok());  // Workers gone: the finalizer comes off.
+  REQUIRE(h.Reconcile("run").ok());
+  h.server.Remove("trainingjobs", kNs, "run");  // As the API server does without finalizers.
+  CHECK(h.Pods().empty());
+  CHECK(h.Reconcile("run").ok());  // Not found: done.
+
+  SECTION("without ttlSecondsAfterFinished a finished job stays") {
+    Harness k;
+    k.StartRunning(Job("keep", 2));
+    for (const auto& p : k.Pods()) k.SetExited(p, 0);
+    REQUIRE(k.Reconcile("keep").ok());
+    k.now += std::chrono::hours(1000);
+    auto kept = k.Reconcile("keep");
+    REQUIRE(kept.ok());
+    CHECK(kept->requeue_after == std::chrono::milliseconds(0));
+    CHECK_FALSE(
+        (*k.server.Object("trainingjobs", kNs, "keep"))["metadata"].contains("deletionTimestamp"));
+  }
+}
+
+TEST_CASE("suspend stops the gang, and resuming re-places it in the same attempt",
+          "[trainingjob][reconciler][suspend]") {
+  Harness h;
+  h.StartRunning(Job("run", 2));
+  json job = *h.server.Object("trainingjobs", kNs, "run");
+  job["spec"]["suspend"] = true;
+  h.server.Put("trainingjobs", job);
+  REQUIRE(h.Reconcile("run").ok());
+  json s = h.JobStatus("run");
+  INFO(s.dump());
+  CHECK(s["phase"] == "Suspended");
+  CHECK(s["readyWorkers"] == 0);
+  CHECK_FALSE(s.contains("placement"));
+  CHECK(h.Pods().empty());
+  CHECK_THAT(s["conditions"].dump(),
+             Catch::Contains(R"("reason":"Suspended","status":"False","type":"Running")"));
+  bool graceful = false;
+  for (const auto& r : h.server.requests()) {
+    graceful |= r.rfind("DELETE /api/v1/namespaces/team/pods/run-0-", 0) == 0;
+  }
+  CHECK(graceful);
+
+  job = *h.server.Object("trainingjobs", kNs, "run");
+  job["spec"]["suspend"] = false;
+  h.server.Put("trainingjobs", job);
+  h.ReconcileUntil("run", "Scheduled");
+  REQUIRE(h.Reconcile("run").ok());
+  CHECK(h.Pods("0").size() == 2);  // Attempt 0 again: a suspension is no restart.
+  s = h.JobStatus("run");
+  CHECK(s.value("restarts", 0) == 0);
+  CHECK_THAT(s["conditions"].dump(),
+             Catch::Contains(R"("reason":"Resumed","status":"False","type":"Suspended")"));
+}
+
+TEST_CASE("a worker whose prepare init container fails is seen: bad data fails the job",
+          "[trainingjob][reconciler][policy]") {
+  Harness h;
+  h.StartRunning(Job("run", 2));
+  json pod = *h.server.Object("pods", kNs, "run-0-1");
+  pod["status"] = {
+      {"phase", "Failed"},
+      {"initContainerStatuses",
+       {{{"name", "prepare"},
+         {"state",
+          {{"terminated",
+            {{"exitCode", 6}, {"reason", "Error"}, {"message", "no such corpus"}}}}}}}},
+      {"containerStatuses",
+       {{{"name", kWorkerContainer}, {"state", {{"waiting", {{"reason", "PodInitializing"}}}}}}}}};
+  h.server.Put("pods", pod);
+  REQUIRE(h.Reconcile("run").ok());
+  const json s = h.JobStatus("run");
+  INFO(s.dump());
+  CHECK(s["phase"] == "Failed");
+  CHECK_THAT(s["conditions"].dump(), Catch::Contains(R"("reason":"DataError")"));
+  CHECK(h.Pods().empty());
+
+  SECTION("a failed pod with no exit recorded at all restarts the gang") {
+    Harness k;
+    k.StartRunning(Job("bare", 2));
+    json bare = *k.server.Object("pods", kNs, "bare-0-0");
+    bare["status"] = {{"phase", "Failed"}};
+    k.server.Put("pods", bare);
+    REQUIRE(k.Reconcile("bare").ok());
+    CHECK(k.JobStatus("bare")["phase"] == "Restarting");
+    CHECK(k.JobStatus("bare")["restartHistory"][0]["reason"] == "WorkerError");
+  }
+}
+
+TEST_CASE("without a rule, a worker's retryable failure restarts the whole gang",
+          "[trainingjob][reconciler][policy]") {
+  Harness h;
+  TrainingProgress progress;
+  progress.step = 42;
+  progress.last_checkpoint =
+      api::v1alpha1::CheckpointRef{.step = 40, .uri = "file:///checkpoints/s40"};
+  h.progress.answer = progress;
+  h.StartRunning(Job("run", 2));
+  h.now += std::chrono::milliseconds(500);  // Mid-second: the backoff counts from it.
+  h.SetExited(*h.server.Object("pods", kNs, "run-0-1"), 4);
+  REQUIRE(h.Reconcile("run").ok());
+  json s = h.JobStatus("run");
+  INFO(s.dump());
+  CHECK(s["phase"] == "Restarting");
+  CHECK(s["restarts"] == 1);
+  // No lastStep in a termination message: the last progress read says where
+  // it was; the newest checkpoint it showed is where it resumes.
+  CHECK(s["restartHistory"][0]["failedAtStep"] == 42);
+  CHECK(s["restartHistory"][0]["resumedFromStep"] == 40);
+  CHECK(h.Pods("0").empty());  // The whole attempt, at once.
+  // The backoff (1 s) holds to the millisecond; after it the gang is placed
+  // again as attempt 1.
+  h.now += std::chrono::milliseconds(900);
+  auto waiting = h.Reconcile("run");
+  REQUIRE(waiting.ok());
+  CHECK(waiting->requeue_after == std::chrono::milliseconds(100));
+  CHECK(h.JobStatus("run")["phase"] == "Restarting");
+  h.now += std::chrono::milliseconds(100);
+  h.ReconcileUntil("run", "Scheduled");
+  REQUIRE(h.Reconcile("run").ok());
+  CHECK(h.Pods("1").size() == 2);
+  h.now += std::chrono::milliseconds(1500);
+  for (auto& p : h.Pods("1")) h.SetRunning(p);
+  h.ReconcileUntil("run", "Running");
+
+  // Events say what happened; metrics count the restart by reason and time
+  // the recovery from the failure's detection (2.5 s on the fixed clock).
+  const auto reasons = h.EventReasons();
+  INFO(Catch::rangeToString(reasons));
+  CHECK(reasons == std::vector<std::string>{"Scheduled", "Restarting", "Scheduled", "Recovered"});
+  const std::string text = h.Scrape();
+  INFO(text);
+  for (const char* line : {
+           "kiln_trainingjob_restarts_total{reason=\"CollectiveTimeout\"} 1\n",
+           "kiln_trainingjob_recovery_seconds_count 1\n",
+           "kiln_trainingjob_recovery_seconds_sum 2.5\n",
+           "kiln_trainingjob_recovery_seconds_bucket{le=\"5\"} 1\n",
+           "kiln_trainingjob_recovery_seconds_bucket{le=\"2\"} 0\n",
+           "kiln_trainingjob_jobs{phase=\"Running\"} 1\n",
+           "kiln_trainingjob_jobs{phase=\"Restarting\"} 0\n",
+       }) {
+    CHECK_THAT(text, Catch::Contains(line));
+  }
+}
+
+TEST_CASE("the metrics count jobs by phase and drop a deleted job's series",
+          "[trainingjob][metrics]") {
+  prometheus::Registry registry;
+  TrainingJobMetrics m(registry);
+  auto text = [&] { return prometheus::TextSerializer().Serialize(registry.Collect()); };
+  m.SetPhase("a", "one", "Running");
+  m.SetPhase("a", "two", "Running");
+  m.SetPhase("a", "two", "Running");  // Again: no change.
+  m.SetPhase("b", "one", "Pending");
+  m.SetProgress("a", "one", 120, 6000.0);
+  CHECK_THAT(text(), Catch::Contains("kiln_trainingjob_jobs{phase=\"Running\"} 2\n"));
+  CHECK_THAT(text(), Catch::Contains("kiln_trainingjob_jobs{phase=\"Pending\"} 1\n"));
+  CHECK_THAT(text(),
+             Catch::Contains("kiln_trainingjob_step{namespace=\"a\",trainingjob=\"one\"} 120\n"));
+  m.SetPhase("a", "one", "Succeeded");
+  m.SetPhase("a", "one", "");
+  CHECK_THAT(text(), Catch::Contains("kiln_trainingjob_jobs{phase=\"Running\"} 1\n"));
+  CHECK_THAT(text(), Catch::Contains("kiln_trainingjob_jobs{phase=\"Succeeded\"} 0\n"));
+  CHECK_THAT(text(), !Catch::Contains("kiln_trainingjob_step{"));
+  CHECK_THAT(text(), !Catch::Contains("kiln_trainingjob_tokens_per_second{"));
+}
+
+}  // namespace
+}  // namespace kiln::trainingjob
