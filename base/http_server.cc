@@ -106,15 +106,21 @@ struct Core {
   explicit Core(HttpServerOptions o, std::vector<HttpRoute> r)
       : options(std::move(o)),
         routes(std::move(r)),
-        own_ioc(options.shared_io ? nullptr : std::make_unique<net::io_context>()),
-        ioc(options.shared_io ? options.shared_io->context() : *own_ioc) {
+        own_ioc(options.shared_io ? nullptr : std::make_unique<net::io_context>()) {
     if (!options.error_reply) options.error_reply = DefaultErrorReply;
+  }
+
+  // Where the listener runs.
+  net::io_context& AcceptContext() { return own_ioc ? *own_ioc : options.shared_io->context(0); }
+  // Where a new connection runs: the server's own context, or the shared
+  // loops in turn (the connection then stays on its loop).
+  net::io_context& ConnectionContext() {
+    return own_ioc ? *own_ioc : options.shared_io->context(options.shared_io->NextLoop());
   }
 
   HttpServerOptions options;
   const std::vector<HttpRoute> routes;
   const std::unique_ptr<net::io_context> own_ioc;  // Unless the threads are shared.
-  net::io_context& ioc;
   std::atomic<bool> draining{false};
   std::atomic<bool> stopped{false};  // The I/O threads are gone: post nothing more.
   std::atomic<int> handling{0};
@@ -678,7 +684,7 @@ class Server final : public HttpServer {
   Server(std::shared_ptr<Core> core, std::string url)
       : core_(std::move(core)),
         url_(std::move(url)),
-        acceptor_(net::make_strand(core_->ioc)),
+        acceptor_(net::make_strand(core_->AcceptContext())),
         retry_(acceptor_.get_executor()) {}
 
   ~Server() override { Drain(std::chrono::milliseconds(0)); }
@@ -693,7 +699,7 @@ class Server final : public HttpServer {
     Accept();
     if (core_->options.shared_io) return Status::Ok();
     for (int i = 0; i < core_->options.io_threads; ++i) {
-      threads_.emplace_back([this] { core_->ioc.run(); });
+      threads_.emplace_back([this] { core_->own_ioc->run(); });
     }
     return Status::Ok();
   }
@@ -731,7 +737,7 @@ class Server final : public HttpServer {
       return drained_all_;
     }
     core_->stopped = true;
-    core_->ioc.stop();
+    core_->own_ioc->stop();
     for (auto& t : threads_) t.join();
     threads_.clear();
     // No thread runs the sessions now: close the stragglers, and the
@@ -769,7 +775,7 @@ class Server final : public HttpServer {
   void Accept() {
     // The handlers read the Core they keep, not `this`, until they know the
     // server is not draining: with shared threads they may run after it is gone.
-    acceptor_.async_accept(net::make_strand(core_->ioc),
+    acceptor_.async_accept(net::make_strand(core_->ConnectionContext()),
                            [this, core = core_](error_code ec, tcp::socket socket) {
                              if (ec == net::error::operation_aborted || core->draining) return;
                              if (ec) {

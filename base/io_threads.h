@@ -1,11 +1,15 @@
-// IoThreads: one Boost.Asio io_context and the threads that run it, shared by
-// the servers and clients of a process so that a request and the calls it
-// makes run on the same threads (kiln-router: its HttpServer and its
-// upstream client) instead of handing every request from one pool to another.
-// Thread-safe. The threads stop when the last holder lets go (or at Stop).
+// IoThreads: event loops for the servers and clients of a process, one
+// Boost.Asio io_context per thread (nginx's and Envoy's model: a connection
+// lives on one loop, and so does the work it starts). kiln-router's server
+// hands each accepted connection to a loop in turn, and its upstream calls
+// run on the loop of the thread that starts them, with that loop's pooled
+// backend connections: a request and its backend call never cross threads,
+// so nothing waits on a lock or wakes another thread on the way.
+// Thread-safe. The threads stop at Stop or destruction.
 #ifndef KILN_BASE_IO_THREADS_H_
 #define KILN_BASE_IO_THREADS_H_
 
+#include <atomic>
 #include <memory>
 #include <thread>
 #include <vector>
@@ -17,22 +21,34 @@ namespace kiln {
 
 class IoThreads {
  public:
-  // Starts `threads` (at least 1) running the context.
+  // Starts `threads` (at least 1) loops, each run by its own thread.
   explicit IoThreads(int threads);
   ~IoThreads();  // Stop.
   IoThreads(const IoThreads&) = delete;
   IoThreads& operator=(const IoThreads&) = delete;
 
-  boost::asio::io_context& context() { return context_; }
-  int threads() const { return static_cast<int>(threads_.size()); }
-  // Stops the context and joins the threads; handlers not yet run never
-  // will. Idempotent. Must not be called from one of the threads.
+  int threads() const { return static_cast<int>(loops_.size()); }
+  boost::asio::io_context& context(int loop) { return loops_[static_cast<size_t>(loop)]->context; }
+  // The loop the calling thread runs, or -1 when it is not one of these.
+  int CurrentLoop() const;
+  // The loop for new work: the calling thread's own; for another thread,
+  // the loop it was given the first time it asked (the next in turn).
+  int PickLoop();
+  // The next loop in turn (for new connections, spreading them).
+  int NextLoop();
+  // Stops the loops and joins the threads; handlers not yet run never will.
+  // Idempotent. Must not be called from one of the threads.
   void Stop();
 
  private:
-  boost::asio::io_context context_;
-  boost::asio::executor_work_guard<boost::asio::io_context::executor_type> work_;
-  std::vector<std::thread> threads_;
+  struct Loop {
+    Loop() : context(1), work(boost::asio::make_work_guard(context)) {}
+    boost::asio::io_context context;
+    boost::asio::executor_work_guard<boost::asio::io_context::executor_type> work;
+    std::thread thread;
+  };
+  std::vector<std::unique_ptr<Loop>> loops_;
+  std::atomic<unsigned> next_{0};
 };
 
 }  // namespace kiln

@@ -26,15 +26,18 @@ bool Stale(Endpoint::Socket& socket) {
 
 }  // namespace
 
-std::unique_ptr<Endpoint::Socket> Endpoint::TakeIdle(std::chrono::steady_clock::duration max_idle) {
+std::unique_ptr<Endpoint::Socket> Endpoint::TakeIdle(int loop,
+                                                     std::chrono::steady_clock::duration max_idle) {
   const auto now = std::chrono::steady_clock::now();
   std::vector<Idle> dropped;  // Closed outside the lock.
   std::unique_ptr<Socket> taken;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    while (!idle_.empty()) {
-      Idle idle = std::move(idle_.back());
-      idle_.pop_back();
+    if (loop < 0 || static_cast<size_t>(loop) >= idle_.size()) return nullptr;
+    std::vector<Idle>& pool = idle_[static_cast<size_t>(loop)];
+    while (!pool.empty()) {
+      Idle idle = std::move(pool.back());
+      pool.pop_back();
       if (now - idle.since <= max_idle && !Stale(*idle.socket)) {
         taken = std::move(idle.socket);
         break;
@@ -49,11 +52,13 @@ std::unique_ptr<Endpoint::Socket> Endpoint::TakeIdle(std::chrono::steady_clock::
   return taken;
 }
 
-void Endpoint::PutIdle(std::unique_ptr<Socket> socket, size_t max_idle_connections) {
-  {
+void Endpoint::PutIdle(int loop, std::unique_ptr<Socket> socket, size_t max_idle_connections) {
+  if (loop >= 0) {
     std::lock_guard<std::mutex> lock(mu_);
-    if (idle_.size() < max_idle_connections) {
-      idle_.push_back({std::move(socket), std::chrono::steady_clock::now()});
+    if (static_cast<size_t>(loop) >= idle_.size()) idle_.resize(static_cast<size_t>(loop) + 1);
+    std::vector<Idle>& pool = idle_[static_cast<size_t>(loop)];
+    if (pool.size() < max_idle_connections) {
+      pool.push_back({std::move(socket), std::chrono::steady_clock::now()});
       return;
     }
   }
@@ -62,20 +67,24 @@ void Endpoint::PutIdle(std::unique_ptr<Socket> socket, size_t max_idle_connectio
 }
 
 void Endpoint::CloseIdle() {
-  std::vector<Idle> idle;
+  std::vector<std::vector<Idle>> idle;
   {
     std::lock_guard<std::mutex> lock(mu_);
     idle.swap(idle_);
   }
-  for (Idle& i : idle) {
-    boost::system::error_code ignored;
-    i.socket->close(ignored);
+  for (auto& pool : idle) {
+    for (Idle& i : pool) {
+      boost::system::error_code ignored;
+      i.socket->close(ignored);
+    }
   }
 }
 
 size_t Endpoint::idle_count() const {
   std::lock_guard<std::mutex> lock(mu_);
-  return idle_.size();
+  size_t n = 0;
+  for (const auto& pool : idle_) n += pool.size();
+  return n;
 }
 
 void EndpointRegistry::CloseIdle() {

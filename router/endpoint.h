@@ -46,13 +46,15 @@ class Endpoint {
   std::atomic<int> outstanding{0};
   std::atomic<int> reported_queue_depth{0};
 
-  // A pooled connection, or null. Skips connections idle past `max_idle` or
-  // already closed by the backend (a peek sees EOF or an error).
-  std::unique_ptr<Socket> TakeIdle(std::chrono::steady_clock::duration max_idle);
-  // Keeps `socket` for reuse (up to `max_idle_connections`; past that it is
-  // closed).
-  void PutIdle(std::unique_ptr<Socket> socket, size_t max_idle_connections);
-  size_t idle_count() const;
+  // A pooled connection of I/O loop `loop` (a socket serves only the loop
+  // it was made on, router/upstream.h), or null. Skips connections idle past
+  // `max_idle` or already closed by the backend (a peek sees EOF or an
+  // error).
+  std::unique_ptr<Socket> TakeIdle(int loop, std::chrono::steady_clock::duration max_idle);
+  // Keeps `socket`, made on loop `loop`, for reuse (up to
+  // `max_idle_connections` a loop; past that it is closed).
+  void PutIdle(int loop, std::unique_ptr<Socket> socket, size_t max_idle_connections);
+  size_t idle_count() const;  // All loops.
   void CloseIdle();
 
  private:
@@ -63,7 +65,7 @@ class Endpoint {
   const std::string address_;
   const boost::asio::ip::tcp::endpoint resolved_;
   mutable std::mutex mu_;
-  std::vector<Idle> idle_;  // Guarded by mu_; newest last.
+  std::vector<std::vector<Idle>> idle_;  // By loop; guarded by mu_; newest last.
 };
 
 class EndpointRegistry {

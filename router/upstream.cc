@@ -103,8 +103,7 @@ class Upstream::Impl {
   explicit Impl(UpstreamOptions options)
       : options_(std::move(options)),
         io_(options_.shared_io ? options_.shared_io
-                               : std::make_shared<IoThreads>(options_.io_threads)),
-        ioc_(io_->context()) {}
+                               : std::make_shared<IoThreads>(options_.io_threads)) {}
   ~Impl() {
     // Pooled connections go while their context lives; with threads of our
     // own, so do the calls still open (their handlers are dropped unrun).
@@ -114,7 +113,6 @@ class Upstream::Impl {
 
   const UpstreamOptions options_;
   const std::shared_ptr<IoThreads> io_;
-  net::io_context& ioc_;
   EndpointRegistry registry_;
 };
 
@@ -125,7 +123,8 @@ class Call final : public UpstreamCall, public std::enable_shared_from_this<Call
   Call(Upstream::Impl& up, std::shared_ptr<Endpoint> endpoint,
        std::shared_ptr<const UpstreamRequest> request, std::shared_ptr<UpstreamHandler> handler)
       : up_(up),
-        strand_(net::make_strand(up.ioc_)),
+        loop_(up.io_->PickLoop()),
+        strand_(net::make_strand(up.io_->context(loop_))),
         timer_(strand_),
         endpoint_(std::move(endpoint)),
         wire_(Serialize(*request)),
@@ -147,7 +146,7 @@ class Call final : public UpstreamCall, public std::enable_shared_from_this<Call
  private:
   void Begin() {
     if (done_) return;
-    socket_ = endpoint_->TakeIdle(up_.options_.pool_idle);
+    socket_ = endpoint_->TakeIdle(loop_, up_.options_.pool_idle);
     if (socket_) {
       reused_ = true;
       Write();
@@ -158,7 +157,7 @@ class Call final : public UpstreamCall, public std::enable_shared_from_this<Call
 
   void Connect() {
     reused_ = false;
-    socket_ = std::make_unique<tcp::socket>(up_.ioc_);
+    socket_ = std::make_unique<tcp::socket>(up_.io_->context(loop_));
     Arm(up_.options_.connect_timeout, UpstreamError::kConnect, "connect timed out");
     socket_->async_connect(endpoint_->resolved(),
                            net::bind_executor(strand_, [self = shared_from_this()](error_code ec) {
@@ -277,7 +276,7 @@ class Call final : public UpstreamCall, public std::enable_shared_from_this<Call
     done_ = true;
     timer_.cancel();
     if (parser_->keep_alive() && buffer_.size() == 0) {
-      endpoint_->PutIdle(std::move(socket_), up_.options_.max_idle_per_endpoint);
+      endpoint_->PutIdle(loop_, std::move(socket_), up_.options_.max_idle_per_endpoint);
     } else {
       Close();
     }
@@ -325,6 +324,7 @@ class Call final : public UpstreamCall, public std::enable_shared_from_this<Call
   }
 
   Upstream::Impl& up_;
+  const int loop_;  // The I/O loop the call, its socket and its handlers run on.
   net::strand<net::io_context::executor_type> strand_;
   net::steady_timer timer_;
   uint64_t timer_generation_ = 0;

@@ -1,8 +1,10 @@
 // Upstream: kiln-router's HTTP/1.1 client to the serving backends, on
 // Boost.Beast's response parser over Boost.Asio, like the server side
-// (base/http_server.h). A fixed pool of I/O threads carries every call; no
-// thread is tied to a request. Connections are kept alive and pooled per
-// endpoint (router/endpoint.h); a pooled connection the backend has closed
+// (base/http_server.h). A fixed set of I/O loops (base/io_threads.h) carries
+// every call; no thread is tied to a request. A call runs on the loop of the
+// thread that sends it (the loop of the client's connection, in kiln-router),
+// else on the next loop in turn. Connections are kept alive and pooled per
+// endpoint and loop (router/endpoint.h); a pooled connection the backend has closed
 // meanwhile is noticed before use, and a request that met one anyway
 // (nothing came back) is sent once more on a fresh connection.
 //

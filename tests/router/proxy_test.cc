@@ -17,6 +17,7 @@
 #include <nlohmann/json.hpp>
 #include <sys/socket.h>
 
+#include "base/io_threads.h"
 #include "tests/support/http_probe.h"
 #include "tests/support/raw_http.h"
 
@@ -144,7 +145,14 @@ class RawBackend {
 
 void SendAll(int fd, const std::string& s) { (void)!send(fd, s.data(), s.size(), MSG_NOSIGNAL); }
 
+UpstreamOptions Shared(UpstreamOptions options, std::shared_ptr<IoThreads> io) {
+  options.shared_io = std::move(io);
+  return options;
+}
+
+// As kiln-router runs them: the server and the upstream on one set of loops.
 struct Router {
+  std::shared_ptr<IoThreads> io = std::make_shared<IoThreads>(2);
   RouterMetrics metrics;
   Upstream upstream;
   Proxy proxy;
@@ -152,14 +160,14 @@ struct Router {
   int port = 0;
 
   explicit Router(RouteConfig config, UpstreamOptions up = {}, HttpLimits limits = {})
-      : upstream(up), proxy(upstream, metrics) {
+      : upstream(Shared(up, io)), proxy(upstream, metrics) {
     REQUIRE(proxy.SetConfig(std::move(config)).ok());
     port = FreePort();
     auto handler = [this](const HttpRequest& r, std::shared_ptr<HttpResponder> responder) {
       proxy.Handle(r, std::move(responder));
     };
-    HttpServerOptions options{.bind_address = "127.0.0.1:" + std::to_string(port),
-                              .limits = limits};
+    HttpServerOptions options{
+        .bind_address = "127.0.0.1:" + std::to_string(port), .shared_io = io, .limits = limits};
     options.error_reply = [](const HttpRequest&, int status, const std::string& message) {
       return JsonError(status, "invalid_request_error", "bad_request", message);
     };
@@ -169,7 +177,10 @@ struct Router {
     REQUIRE(s.ok());
     server = std::move(*s);
   }
-  ~Router() { server->Drain(std::chrono::seconds(2)); }
+  ~Router() {
+    server->Drain(std::chrono::seconds(2));
+    io->Stop();  // No call runs on into the upstream being destroyed.
+  }
 };
 
 RouteConfig Chat(std::vector<std::string> stable, std::vector<std::string> canary,
