@@ -13,7 +13,6 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
-#include <boost/asio/strand.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/string.hpp>
@@ -106,21 +105,21 @@ struct Core {
   explicit Core(HttpServerOptions o, std::vector<HttpRoute> r)
       : options(std::move(o)),
         routes(std::move(r)),
-        own_ioc(options.shared_io ? nullptr : std::make_unique<net::io_context>()) {
+        io(options.shared_io ? options.shared_io
+                             : std::make_shared<IoThreads>(options.io_threads)) {
     if (!options.error_reply) options.error_reply = DefaultErrorReply;
   }
 
   // Where the listener runs.
-  net::io_context& AcceptContext() { return own_ioc ? *own_ioc : options.shared_io->context(0); }
-  // Where a new connection runs: the server's own context, or the shared
-  // loops in turn (the connection then stays on its loop).
-  net::io_context& ConnectionContext() {
-    return own_ioc ? *own_ioc : options.shared_io->context(options.shared_io->NextLoop());
-  }
+  net::io_context& AcceptContext() { return io->context(0); }
+  // Where a new connection runs, for its whole life: the loops in turn.
+  net::io_context& ConnectionContext() { return io->context(io->NextLoop()); }
 
   HttpServerOptions options;
   const std::vector<HttpRoute> routes;
-  const std::unique_ptr<net::io_context> own_ioc;  // Unless the threads are shared.
+  // One thread per loop: a connection's handlers never run concurrently, so
+  // they need no strand.
+  const std::shared_ptr<IoThreads> io;
   std::atomic<bool> draining{false};
   std::atomic<bool> stopped{false};  // The I/O threads are gone: post nothing more.
   std::atomic<int> handling{0};
@@ -136,7 +135,7 @@ enum class Phase { kReading, kHandling, kClosed };
 class Responder;
 
 // One connection: reads requests one after another, hands each to its
-// route, writes the answer. Every member runs on the connection's strand.
+// route, writes the answer. Every member runs on the connection's loop.
 class Session : public std::enable_shared_from_this<Session> {
  public:
   Session(const std::shared_ptr<Core>& core, tcp::socket socket, uint64_t id)
@@ -181,7 +180,7 @@ class Session : public std::enable_shared_from_this<Session> {
     core_.closed.notify_all();
   }
 
-  // From the request's responder (posted to the strand). `seq` names the
+  // From the request's responder (posted to the loop). `seq` names the
   // request; a stale one is ignored.
   void SendReply(uint64_t seq, HttpReply reply);
   void SendStreamHead(uint64_t seq, HttpReply head);
@@ -520,7 +519,7 @@ class Responder final : public HttpResponder {
     on_cancel();
   }
 
-  // From the session, on its strand.
+  // From the session, on its loop.
   void Cancel() {
     std::function<void()> run;
     {
@@ -684,7 +683,7 @@ class Server final : public HttpServer {
   Server(std::shared_ptr<Core> core, std::string url)
       : core_(std::move(core)),
         url_(std::move(url)),
-        acceptor_(net::make_strand(core_->AcceptContext())),
+        acceptor_(core_->AcceptContext()),
         retry_(acceptor_.get_executor()) {}
 
   ~Server() override { Drain(std::chrono::milliseconds(0)); }
@@ -697,10 +696,6 @@ class Server final : public HttpServer {
     if (!ec) acceptor_.listen(net::socket_base::max_listen_connections, ec);
     if (ec) return Status::Unavailable("cannot listen on " + url_ + ": " + ec.message());
     Accept();
-    if (core_->options.shared_io) return Status::Ok();
-    for (int i = 0; i < core_->options.io_threads; ++i) {
-      threads_.emplace_back([this] { core_->own_ioc->run(); });
-    }
     return Status::Ok();
   }
 
@@ -737,9 +732,7 @@ class Server final : public HttpServer {
       return drained_all_;
     }
     core_->stopped = true;
-    core_->own_ioc->stop();
-    for (auto& t : threads_) t.join();
-    threads_.clear();
+    core_->io->Stop();
     // No thread runs the sessions now: close the stragglers, and the
     // listener if the posted close did not run, here.
     for (auto& s : Sessions()) s->Close();
@@ -775,7 +768,7 @@ class Server final : public HttpServer {
   void Accept() {
     // The handlers read the Core they keep, not `this`, until they know the
     // server is not draining: with shared threads they may run after it is gone.
-    acceptor_.async_accept(net::make_strand(core_->ConnectionContext()),
+    acceptor_.async_accept(core_->ConnectionContext(),
                            [this, core = core_](error_code ec, tcp::socket socket) {
                              if (ec == net::error::operation_aborted || core->draining) return;
                              if (ec) {
@@ -824,7 +817,6 @@ class Server final : public HttpServer {
   const std::string url_;
   tcp::acceptor acceptor_;
   net::steady_timer retry_;
-  std::vector<std::thread> threads_;
   std::mutex drain_mu_;
   bool drained_ = false, drained_all_ = false;  // Guarded by drain_mu_.
 };

@@ -4,10 +4,13 @@
 // any thread; handlers run on the server's I/O threads and must be
 // thread-safe.
 //
-// Model: a fixed pool of I/O threads (HttpServerOptions::io_threads) serves
-// every connection asynchronously; no thread is tied to a connection or a
+// Model: a fixed set of event loops, one thread each (base/io_threads.h;
+// HttpServerOptions::io_threads), serves every connection asynchronously.
+// Each accepted connection goes to the next loop and stays there, so its
+// handlers never run concurrently; no thread is tied to a connection or a
 // request, so a client that stalls costs a socket and a timer, never a
-// thread. Requests are read whole (header, then body) before routing; a
+// thread. A synchronous handler holds up its loop's other connections while
+// it runs: it must be quick. Requests are read whole (header, then body) before routing; a
 // connection is kept alive between requests unless either side says close.
 //
 // Routing: by method and path, exact or prefix ("/readyz" as a prefix matches

@@ -9,7 +9,6 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
-#include <boost/asio/strand.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http/buffer_body.hpp>
@@ -124,8 +123,8 @@ class Call final : public UpstreamCall, public std::enable_shared_from_this<Call
        std::shared_ptr<const UpstreamRequest> request, std::shared_ptr<UpstreamHandler> handler)
       : up_(up),
         loop_(up.io_->PickLoop()),
-        strand_(net::make_strand(up.io_->context(loop_))),
-        timer_(strand_),
+        executor_(up.io_->context(loop_).get_executor()),
+        timer_(executor_),
         endpoint_(std::move(endpoint)),
         wire_(Serialize(*request)),
         head_only_(request->method == "HEAD"),
@@ -134,11 +133,11 @@ class Call final : public UpstreamCall, public std::enable_shared_from_this<Call
   }
 
   void Start() {
-    net::post(strand_, [self = shared_from_this()] { self->Begin(); });
+    net::post(executor_, [self = shared_from_this()] { self->Begin(); });
   }
 
   void Cancel() override {
-    net::post(strand_, [self = shared_from_this()] {
+    net::post(executor_, [self = shared_from_this()] {
       self->Fail(UpstreamError::kCancelled, "cancelled", /*may_retry=*/false);
     });
   }
@@ -159,18 +158,18 @@ class Call final : public UpstreamCall, public std::enable_shared_from_this<Call
     reused_ = false;
     socket_ = std::make_unique<tcp::socket>(up_.io_->context(loop_));
     Arm(up_.options_.connect_timeout, UpstreamError::kConnect, "connect timed out");
-    socket_->async_connect(endpoint_->resolved(),
-                           net::bind_executor(strand_, [self = shared_from_this()](error_code ec) {
-                             if (self->done_) return;
-                             if (ec) {
-                               self->Fail(UpstreamError::kConnect, "connect: " + ec.message(),
-                                          false);
-                               return;
-                             }
-                             error_code ignored;
-                             self->socket_->set_option(tcp::no_delay(true), ignored);
-                             self->Write();
-                           }));
+    socket_->async_connect(
+        endpoint_->resolved(),
+        net::bind_executor(executor_, [self = shared_from_this()](error_code ec) {
+          if (self->done_) return;
+          if (ec) {
+            self->Fail(UpstreamError::kConnect, "connect: " + ec.message(), false);
+            return;
+          }
+          error_code ignored;
+          self->socket_->set_option(tcp::no_delay(true), ignored);
+          self->Write();
+        }));
   }
 
   void Write() {
@@ -178,7 +177,7 @@ class Call final : public UpstreamCall, public std::enable_shared_from_this<Call
     Arm(up_.options_.response_timeout, UpstreamError::kTimeout, "no response in time");
     net::async_write(
         *socket_, net::buffer(wire_),
-        net::bind_executor(strand_, [self = shared_from_this()](error_code ec, size_t) {
+        net::bind_executor(executor_, [self = shared_from_this()](error_code ec, size_t) {
           if (self->done_) return;
           if (ec) {
             self->Fail(UpstreamError::kReset, "sending the request: " + ec.message(), true);
@@ -195,7 +194,7 @@ class Call final : public UpstreamCall, public std::enable_shared_from_this<Call
     if (head_only_) parser_->skip(true);
     bhttp::async_read_header(
         *socket_, buffer_, *parser_,
-        net::bind_executor(strand_, [self = shared_from_this()](error_code ec, size_t n) {
+        net::bind_executor(executor_, [self = shared_from_this()](error_code ec, size_t n) {
           if (self->done_) return;
           if (ec) {
             if (ParseError(ec)) {
@@ -257,7 +256,7 @@ class Call final : public UpstreamCall, public std::enable_shared_from_this<Call
     body.size = chunk_.size();
     bhttp::async_read_some(
         *socket_, buffer_, *parser_,
-        net::bind_executor(strand_, [self = shared_from_this()](error_code ec, size_t) {
+        net::bind_executor(executor_, [self = shared_from_this()](error_code ec, size_t) {
           if (self->done_) return;
           if (ec == bhttp::error::need_buffer) ec = {};
           const size_t got = self->chunk_.size() - self->parser_->get().body().size;
@@ -325,7 +324,8 @@ class Call final : public UpstreamCall, public std::enable_shared_from_this<Call
 
   Upstream::Impl& up_;
   const int loop_;  // The I/O loop the call, its socket and its handlers run on.
-  net::strand<net::io_context::executor_type> strand_;
+  // The loop's: one thread, so the call's handlers never run concurrently.
+  net::io_context::executor_type executor_;
   net::steady_timer timer_;
   uint64_t timer_generation_ = 0;
   std::shared_ptr<Endpoint> endpoint_;
