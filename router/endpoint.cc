@@ -24,6 +24,8 @@ bool Stale(Endpoint::Socket& socket) {
   return true;
 }
 
+constexpr std::chrono::steady_clock::duration kFreshIdle = std::chrono::seconds(1);
+
 }  // namespace
 
 std::unique_ptr<Endpoint::Socket> Endpoint::TakeIdle(int loop,
@@ -38,7 +40,11 @@ std::unique_ptr<Endpoint::Socket> Endpoint::TakeIdle(int loop,
     while (!pool.empty()) {
       Idle idle = std::move(pool.back());
       pool.pop_back();
-      if (now - idle.since <= max_idle && !Stale(*idle.socket)) {
+      // A connection used within the last second is taken without a look
+      // (a syscall a request, at load): backends keep connections open for
+      // far longer, and one closed anyway is met by the upstream's retry.
+      const auto idle_for = now - idle.since;
+      if (idle_for <= max_idle && (idle_for < kFreshIdle || !Stale(*idle.socket))) {
         taken = std::move(idle.socket);
         break;
       }

@@ -48,8 +48,8 @@ class Endpoint {
 
   // A pooled connection of I/O loop `loop` (a socket serves only the loop
   // it was made on, router/upstream.h), or null. Skips connections idle past
-  // `max_idle` or already closed by the backend (a peek sees EOF or an
-  // error).
+  // `max_idle`, and those idle for a second or more that the backend has
+  // closed (a peek sees EOF or an error).
   std::unique_ptr<Socket> TakeIdle(int loop, std::chrono::steady_clock::duration max_idle);
   // Keeps `socket`, made on loop `loop`, for reuse (up to
   // `max_idle_connections` a loop; past that it is closed).

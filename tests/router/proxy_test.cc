@@ -239,6 +239,30 @@ TEST_CASE("backend connections are kept alive and reused", "[router][proxy]") {
   CHECK(v1.server->stats().connections == 1);
 }
 
+TEST_CASE("a pooled connection the backend has closed is replaced without failing the request",
+          "[router][proxy]") {
+  // Each connection answers one request as if keeping it alive, then closes:
+  // the router pools it, and the next request meets the closed connection
+  // (taken without a look, having been idle under a second) and is sent
+  // again on a new one.
+  std::atomic<int> connections{0};
+  RawBackend once([&](int fd) {
+    ++connections;
+    SendAll(fd, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}");
+  });
+  Router router(Chat({once.address()}, {}, 0));
+  RawHttp client(router.port);
+  REQUIRE(client.connected());
+  for (int i = 0; i < 5; ++i) {
+    REQUIRE(client.Send(RawHttp::Request("POST", "/v1/completions", R"({"model": "chat"})")));
+    RawResponse r = client.Next();
+    CHECK(r.status == 200);
+    CHECK(r.body == "{}");
+  }
+  CHECK(connections == 5);
+  CHECK_THAT(router.metrics.Scrape(), !Catch::Contains("kiln_router_errors_total{"));
+}
+
 TEST_CASE("a streamed completion arrives through the router piece by piece", "[router][proxy]") {
   Backend v1("v1");
   Latch first_read, rest;
