@@ -42,7 +42,10 @@ class IoThreads {
 
  private:
   struct Loop {
-    Loop() : context(1), work(boost::asio::make_work_guard(context)) {}
+    // The default concurrency hint: with 1 (one thread runs the context),
+    // kiln-worker serve's streams, written from its engine thread, were
+    // sometimes never sent (the router benchmark's kiln-worker backends).
+    Loop() : work(boost::asio::make_work_guard(context)) {}
     boost::asio::io_context context;
     boost::asio::executor_work_guard<boost::asio::io_context::executor_type> work;
     std::thread thread;

@@ -20,8 +20,8 @@
 // stream without [DONE], a failed connect or a request past --timeout; the
 // connection is then closed and the next request opens a new one. The output
 // counts errors by kind, responses by status and by the x-kiln-backend header
-// (which backend answered). Exit status: 0 when every request succeeded, 1
-// otherwise, 2 for bad usage.
+// (which backend answered; kiln-worker serve's x-kiln-model-version else). Exit status: 0 when
+// every request succeeded, 1 otherwise, 2 for bad usage.
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -234,6 +234,8 @@ class ResponseParser {
         connection = lower;
       } else if (name == "x-kiln-backend") {
         backend_ = std::string(value);
+      } else if (name == "x-kiln-model-version" && backend_.empty()) {
+        backend_ = std::string(value);  // kiln-worker serve names its version.
       }
     }
     keep_alive_ = http10 ? connection.find("keep-alive") != std::string::npos

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # kiln-router against nginx as a weighted proxy, side by side on loopback, in
-# one run over the same two fake backends (bench/fake_backend, 90/10):
+# one run over the same two backends (bench/fake_backend, or kiln-worker serve
+# with --backend worker; 90/10):
 # requests/s and added p50/p99 latency (through the proxy minus direct to a
 # backend, same round) at several client counts, streaming TTFT overhead,
 # proxy CPU per request and memory. Rounds alternate direct, router, nginx at
@@ -32,6 +33,10 @@ Options:
   --load-threads N      http_load's threads (default 1).
   --chunks N            Events per streamed reply (default 8).
   --chunk-interval D    Time between them (default 5ms).
+  --backend fake|worker  The two backends: bench/fake_backend (default: fast,
+                        so the proxies' own cost shows), or `kiln-worker serve`
+                        on a tiny model trained first (1 layer, 32 channels;
+                        16 tokens a request), as behind a real deployment.
   --router-flags "..."  More flags for kiln-router (e.g. "--connect-timeout=1s").
   --no-router           Leave kiln-router out (nginx and direct only).
   --keep                Keep the temporary folder (configs, logs, raw JSON lines).
@@ -51,6 +56,7 @@ chunks=8
 chunk_interval=5ms
 with_router=1
 router_flags=""
+backend=fake
 keep=0
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -64,12 +70,14 @@ while [ $# -gt 0 ]; do
     --chunks) chunks="${2:?--chunks needs a value}"; shift 2 ;;
     --chunk-interval) chunk_interval="${2:?--chunk-interval needs a value}"; shift 2 ;;
     --router-flags) router_flags="${2?--router-flags needs a value}"; shift 2 ;;
+    --backend) backend="${2:?--backend needs a value}"; shift 2 ;;
     --no-router) with_router=0; shift ;;
     --keep) keep=1; shift ;;
     -h | --help) usage; exit 0 ;;
     *) die "unknown argument '$1'" "run bench/router_bench.sh --help" ;;
   esac
 done
+case "$backend" in fake | worker) ;; *) die "--backend must be fake or worker, not '$backend'" "run bench/router_bench.sh --help" ;; esac
 for n in "$rounds" "$seconds" "$proxy_threads" "$load_threads" $levels $stream_levels; do
   [[ "$n" =~ ^[1-9][0-9]*$ ]] || die "'$n' is not a positive whole number" "run bench/router_bench.sh --help"
 done
@@ -77,11 +85,13 @@ done
 
 # Binaries: built if missing; the router is skipped while its target does not exist.
 fake="$build/bench/fake_backend"
+worker="$build/worker/kiln-worker"
 load="$build/bench/http_load"
 router="$build/router/kiln-router"
 [ -f "$build/build.ninja" ] || die "no build in $build" "cmake --preset ci (or pass --build DIR)"
 missing=()
 [ -x "$fake" ] || missing+=(fake_backend)
+[ "$backend" = fake ] || [ -x "$worker" ] || missing+=(kiln-worker)
 [ -x "$load" ] || missing+=(http_load)
 if [ "$with_router" = 1 ] && [ ! -x "$router" ]; then
   if ninja -C "$build" -t query kiln-router >/dev/null 2>&1; then
@@ -159,14 +169,33 @@ cpu_and_switches() {
 
 port_v1=$(free_port) port_v2=$(free_port) port_router=$(free_port) port_nginx=$(free_port)
 probe='{"model": "chat", "prompt": "ready?", "max_tokens": 1}'
-for v in v1 v2; do
-  port_var="port_$v"
-  "$fake" --listen "127.0.0.1:${!port_var}" --name "$v" --chunks "$chunks" \
-    --chunk-interval "$chunk_interval" >"$tmp/backend-$v.log" 2>&1 &
-  pids+=($!)
-done
-wait_ok "fake backend v1" "http://127.0.0.1:$port_v1/readyz"
-wait_ok "fake backend v2" "http://127.0.0.1:$port_v2/readyz"
+if [ "$backend" = fake ]; then
+  backend_text="2 fake_backend (1 I/O thread each), 90/10; streams of $chunks events $chunk_interval apart"
+  for v in v1 v2; do
+    port_var="port_$v"
+    "$fake" --listen "127.0.0.1:${!port_var}" --name "$v" --chunks "$chunks" \
+      --chunk-interval "$chunk_interval" >"$tmp/backend-$v.log" 2>&1 &
+    pids+=($!)
+  done
+else
+  corpus=/usr/share/games/fortunes
+  [ -d "$corpus" ] || die "no $corpus to train the served model on" "run scripts/setup.sh (it installs Debian's fortunes)"
+  log "training the served model (2 steps of a 1-layer, 32-channel model)"
+  "$worker" prepare --input "$corpus" --output "$tmp/data" >"$tmp/prepare.log" 2>&1 ||
+    die "kiln-worker prepare failed" "see $tmp/prepare.log (run with --keep)"
+  "$worker" train --data "$tmp/data/manifest.json" --steps 2 --layers 1 --heads 2 --channels 32 \
+    --batch 2 --seq 64 --checkpoint-dir "$tmp/ckpt" --checkpoint-every 2 >"$tmp/train.log" 2>&1 ||
+    die "kiln-worker train failed" "see $tmp/train.log (run with --keep)"
+  backend_text="2 kiln-worker serve (1 thread each, a 1-layer 32-channel model, 16 tokens a request), 90/10"
+  for v in v1 v2; do
+    port_var="port_$v"
+    OMP_NUM_THREADS=1 "$worker" serve --checkpoint "$tmp/ckpt" --bind "127.0.0.1:${!port_var}" \
+      --model-name chat --model-version "$v" >"$tmp/backend-$v.log" 2>&1 &
+    pids+=($!)
+  done
+fi
+wait_ok "backend v1" "http://127.0.0.1:$port_v1/readyz"
+wait_ok "backend v2" "http://127.0.0.1:$port_v2/readyz"
 
 if [ "$with_router" = 1 ]; then
   cat >"$tmp/routes.json" <<EOF
@@ -256,7 +285,7 @@ declare -A memory_start
 for t in router nginx; do [ -n "${pid_of[$t]:-}" ] && memory_start[$t]="$(memory_kib "${pid_of[$t]}")"; done
 log "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(uname -r)"
 log "nginx: $(nginx -v 2>&1 | sed 's/^nginx version: //'), worker_processes $proxy_threads; kiln: $(git -C "$ROOT" rev-parse --short=12 HEAD)"
-log "backends: 2 fake_backend (1 I/O thread each), 90/10; streams of $chunks events $chunk_interval apart"
+log "backends: $backend_text"
 log "warming up each target (1 s, 64 clients, not counted)"
 for t in "${targets[@]}"; do
   "$load" --port "${port_of[$t]}" --connections 64 --duration 1s >/dev/null || true
@@ -275,8 +304,8 @@ for t in router nginx; do [ -n "${pid_of[$t]:-}" ] && memory_end[$t]="$(memory_k
 echo "# kiln-router vs nginx on loopback"
 echo
 echo "Machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), $(uname -sr)."
-echo "Config: 2 fake backends (90/10), proxy threads $proxy_threads${router_flags:+ (kiln-router $router_flags)}, http_load threads $load_threads,"
-echo "$seconds s per cell, $rounds rounds alternating direct, router, nginx; streams of $chunks events $chunk_interval apart."
+echo "Config: backends $backend_text; proxy threads $proxy_threads${router_flags:+ (kiln-router $router_flags)}, http_load threads $load_threads,"
+echo "$seconds s per cell, $rounds rounds alternating direct, router, nginx."
 echo "Command: $command_line"
 echo
 python3 - "$results" <<'PY'

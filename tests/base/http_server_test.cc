@@ -338,6 +338,56 @@ TEST_CASE("a streamed response arrives chunk by chunk", "[base][http]") {
   CHECK(r.body == "data: one\n\ndata: two\n\ndata: three\n\n");
 }
 
+TEST_CASE("streams written from another thread all arrive, connection after connection",
+          "[base][http]") {
+  // As kiln-worker serve answers: one engine thread writes every stream while
+  // the loops serve the connections, each new connection on the next loop.
+  std::mutex mu;
+  std::condition_variable cv;
+  std::vector<std::shared_ptr<HttpResponder>> queue;
+  bool stop = false;
+  std::thread engine([&] {
+    std::unique_lock<std::mutex> lock(mu);
+    while (true) {
+      cv.wait(lock, [&] { return stop || !queue.empty(); });
+      if (queue.empty()) return;
+      std::shared_ptr<HttpResponder> out = std::move(queue.front());
+      queue.erase(queue.begin());
+      lock.unlock();
+      std::this_thread::sleep_for(std::chrono::microseconds(300));  // A prefill.
+      out->StartStream({.content_type = "text/event-stream"});
+      for (int i = 0; i < 8; ++i) {
+        std::this_thread::sleep_for(std::chrono::microseconds(50));  // A token.
+        out->Write("data: " + std::to_string(i) + "\n\n");
+      }
+      out->Write("data: [DONE]\n\n");
+      out->Finish();
+      lock.lock();
+    }
+  });
+  Served s = Serve({HttpRoute::Async("POST", "/v1/completions",
+                                     [&](const HttpRequest&, std::shared_ptr<HttpResponder> out) {
+                                       std::lock_guard<std::mutex> lock(mu);
+                                       queue.push_back(std::move(out));
+                                       cv.notify_one();
+                                     })});
+  int complete = 0;
+  for (int i = 0; i < 300; ++i) {
+    RawHttp h(s.port, "POST", "/v1/completions", R"({"stream": true})");
+    h.SetReadTimeout(std::chrono::seconds(5));
+    RawResponse r = h.Finish();
+    if (r.status != 200 || r.body.find("data: [DONE]") == std::string::npos) break;
+    ++complete;
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    stop = true;
+  }
+  cv.notify_one();
+  engine.join();
+  CHECK(complete == 300);
+}
+
 TEST_CASE("an aborted stream sends what it has, then closes without the last chunk",
           "[base][http]") {
   Served s = Serve({HttpRoute::Async(

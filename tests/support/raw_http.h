@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cctype>
 #include <cerrno>
+#include <chrono>
 #include <map>
 #include <string>
 
@@ -80,6 +81,15 @@ class RawHttp {
   ~RawHttp() { Close(); }
 
   bool connected() const { return connected_; }
+
+  // Gives up a read after `timeout` without bytes (as if the server had
+  // closed), so that a server that never answers fails a test, not hangs it.
+  void SetReadTimeout(std::chrono::milliseconds timeout) {
+    timeval tv{};
+    tv.tv_sec = static_cast<time_t>(timeout.count() / 1000);
+    tv.tv_usec = static_cast<suseconds_t>((timeout.count() % 1000) * 1000);
+    if (fd_ >= 0) setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  }
 
   // Reads until `text` has arrived (in the raw bytes) or the server closes;
   // returns whether it arrived.
