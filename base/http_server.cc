@@ -40,6 +40,8 @@ using boost::system::error_code;
 // discarding) what its client still sends, so that the client reads the
 // reply instead of a reset.
 constexpr auto kLingerTime = std::chrono::seconds(2);
+// What a watch for a hung-up peer reads at most (a pipelined request's start).
+constexpr size_t kWatchBytes = 4096;
 // Of a Drain's time, the part kept for closing what is left.
 constexpr auto kDrainCloseReserve = std::chrono::milliseconds(100);
 
@@ -233,6 +235,10 @@ class Session : public std::enable_shared_from_this<Session> {
 
   void ReadSome() {
     ArmTimer(ReadDeadline());
+    if (watching_) {  // The watch's read is under way: it continues here.
+      read_after_watch_ = true;
+      return;
+    }
     bhttp::async_read_some(
         socket_, buffer_, *parser_,
         [self = shared_from_this()](error_code ec, size_t) { self->OnRead(ec); });
@@ -398,22 +404,28 @@ class Session : public std::enable_shared_from_this<Session> {
                             });
   }
 
-  // Notices a peer that closes or resets while its request is handled.
+  // Notices a peer that closes or resets while its request is handled, with
+  // the read the next request needs anyway (an async_wait would re-arm the
+  // descriptor in epoll each time: a syscall a request). Bytes that come
+  // meanwhile (the next request, pipelined) are kept for the parser, and the
+  // peer is watched no further until the answer is written.
   void WatchPeer() {
-    if (watching_) return;
+    if (watching_ || buffer_.size() > 0) return;
     watching_ = true;
-    socket_.async_wait(tcp::socket::wait_read, [self = shared_from_this()](error_code ec) {
-      self->watching_ = false;
-      if (ec || self->phase_ != Phase::kHandling) return;
-      char c;
-      const ssize_t n = recv(self->socket_.native_handle(), &c, 1, MSG_PEEK | MSG_DONTWAIT);
-      if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
-        self->Close();
-      } else if (n < 0) {
-        self->WatchPeer();
-      }
-      // n > 0: the next request, pipelined; it is read after this response.
-    });
+    socket_.async_read_some(
+        buffer_.prepare(kWatchBytes),
+        [self = shared_from_this()](error_code ec, size_t n) { self->OnWatch(ec, n); });
+  }
+
+  void OnWatch(error_code ec, size_t n) {
+    watching_ = false;
+    if (phase_ == Phase::kClosed) return;
+    if (ec) return Close();  // Gone (a half-close counts), before or after the answer.
+    buffer_.commit(n);
+    if (read_after_watch_) {  // The answer is written: on to the next request.
+      read_after_watch_ = false;
+      ReadSome();
+    }
   }
 
   void CancelResponder();
@@ -433,7 +445,8 @@ class Session : public std::enable_shared_from_this<Session> {
   std::optional<bhttp::request_parser<bhttp::string_body>> parser_;
   Clock::time_point accepted_, idle_since_;
   std::optional<Clock::time_point> header_started_, body_started_;
-  bool first_ = true, continued_ = false, lingering_ = false, watching_ = false;
+  bool first_ = true, continued_ = false, lingering_ = false, watching_ = false,
+       read_after_watch_ = false;
   // The response being written.
   uint64_t seq_ = 0;
   // Not owned: the handler holds it, and a responder dropped unanswered
