@@ -1,0 +1,688 @@
+// The ModelDeployment reconciler against an in-memory API server, a fixed
+// clock and a fake router window: each test drives reconciles by hand and
+// plays the Deployment controller by writing each version's ready replicas.
+#include "operator/controllers/modeldeployment/reconciler.h"
+
+#include <algorithm>
+#include <chrono>
+#include <map>
+#include <memory>
+#include <random>
+
+#include <catch2/catch.hpp>
+
+#include "operator/api/labels.h"
+#include "operator/api/v1alpha1/resources.h"
+#include "operator/controllers/modeldeployment/version_workload.h"
+#include "runtime/event_recorder.h"
+#include "tests/operator/controllers/trainingjob/fake_api_server.h"
+
+namespace kiln::modeldeployment {
+namespace {
+
+using nlohmann::json;
+using std::chrono::seconds;
+using trainingjob::testing::FakeApiServer;
+
+constexpr const char* kNs = "serving";
+constexpr const char* kName = "chat";
+
+// Lends the shared FakeApiServer to a client, which owns its transport.
+class Forward final : public kube::HttpTransport {
+ public:
+  explicit Forward(FakeApiServer& api) : api_(api) {}
+  StatusOr<kube::HttpResponse> Do(const kube::HttpRequest& r) override { return api_.Do(r); }
+  Status Stream(const kube::HttpRequest& r, const std::function<void(const kube::HttpResponse&)>& h,
+                const std::function<bool(std::string_view)>& c,
+                const std::atomic<bool>* cancel) override {
+    return api_.Stream(r, h, c, cancel);
+  }
+
+ private:
+  FakeApiServer& api_;
+};
+
+class FakeMetrics final : public MetricsSource {
+ public:
+  StatusOr<TrafficWindow> Window(const std::string& route, int window_seconds) override {
+    asked.push_back(route + " " + std::to_string(window_seconds));
+    return answer;
+  }
+  StatusOr<TrafficWindow> answer = Status::Unavailable("no router");
+  std::vector<std::string> asked;
+};
+
+// A window where `canary` answers with `error_rate` and p99 `p99`, stable
+// cleanly.
+TrafficWindow Window(double error_rate, double p99 = 0.1, int64_t requests = 100) {
+  TrafficWindow w;
+  w["v1"] = {.requests = 100,
+             .errors = 0,
+             .error_rate = 0,
+             .latency_p50 = 0.05,
+             .latency_p99 = 0.1,
+             .ttft_p99 = 0.02};
+  w["v2"] = {.requests = requests,
+             .errors = static_cast<int64_t>(error_rate * static_cast<double>(requests)),
+             .error_rate = error_rate,
+             .latency_p50 = 0.05,
+             .latency_p99 = p99,
+             .ttft_p99 = 0.02};
+  return w;
+}
+
+json Md(const json& steps, int replicas = 4) {
+  return {
+      {"apiVersion", "kiln.dev/v1alpha1"},
+      {"kind", "ModelDeployment"},
+      {"metadata", {{"name", kName}, {"namespace", kNs}, {"generation", 1}}},
+      {"spec",
+       {{"model", {{"name", "chat"}, {"version", "v1"}, {"uri", "file:///models/v1"}}},
+        {"replicas", replicas},
+        {"image", "kiln.dev/kiln-worker:test"},
+        {"gpusPerReplica", 0},
+        {"strategy", {{"canary", {{"steps", steps}, {"scaleDownDelay", "10m"}}}}},
+        {"analysis",
+         {{"interval", "10s"},
+          {"failureLimit", 1},
+          {"inconclusiveLimit", 2},
+          {"metrics",
+           json::array({{{"name", "errors"}, {"router", {{"metric", "errorRate"}}}, {"max", 0.05}},
+                        {{"name", "p99"},
+                         {"router", {{"metric", "latencyP99"}, {"compareToStable", true}}},
+                         {"max", 0.5}}})}}}}}};
+}
+
+class Harness {
+ public:
+  Harness() : client_(NewClient()), events_(*client_, {}) { Restart(); }
+
+  std::unique_ptr<kube::Client> NewClient() {
+    return std::make_unique<kube::Client>(kube::RestConfig{.server = "https://fake"},
+                                          kube::ClientOptions{.qps = 0, .max_retries = 0},
+                                          std::make_unique<Forward>(server), RealClock::Get());
+  }
+  // A new reconciler, as a restarted operator has: it knows only the API.
+  void Restart() {
+    ModelDeploymentReconcilerOptions o;
+    o.metrics_source = &metrics;
+    o.now = [this] { return now; };
+    reconciler_ = std::make_unique<ModelDeploymentReconciler>(*client_, &events_, o);
+  }
+
+  void Create(const json& md) {
+    REQUIRE(client_->Create(api::v1alpha1::kModelDeployments, kNs, md).ok());
+  }
+  StatusOr<runtime::Result> Reconcile() {
+    const std::map<std::string, int> before = Weights();
+    std::map<std::string, int> ready;
+    for (const auto& d : server.Objects("deployments", kNs)) {
+      ready[d["metadata"]["labels"][api::kModelVersionLabel]] =
+          d.value("status", json::object()).value("readyReplicas", 0);
+    }
+    auto r = reconciler_->Reconcile(Context(), {kNs, kName});
+    // The invariant the router relies on: a version without weight gains
+    // some only while it has a ready pod (a version that already had weight
+    // may take back a stopped canary's share), and no version with weight
+    // loses its Deployment.
+    for (const auto& [version, weight] : Weights()) {
+      INFO("version " << version << " has weight " << weight << ": " << Status().dump());
+      const int had = before.count(version) > 0 ? before.at(version) : 0;
+      if (had == 0 && weight > 0) CHECK(ready[version] > 0);
+      if (weight > 0) CHECK(Deployment(version).has_value());
+    }
+    return r;
+  }
+  std::map<std::string, int> Weights() {
+    std::map<std::string, int> out;
+    auto md = server.Object("modeldeployments", kNs, kName);
+    if (!md) return out;
+    for (const auto& t : md->value("status", json::object()).value("traffic", json::array())) {
+      out[t["version"]] = t["weight"];
+    }
+    return out;
+  }
+  void ReconcileOk(int times = 1) {
+    for (int i = 0; i < times; ++i) {
+      auto r = Reconcile();
+      INFO(r.status().ToString());
+      REQUIRE(r.ok());
+    }
+  }
+  // Changes the spec as a person or Git would: the generation moves.
+  void EditSpec(const std::function<void(json&)>& edit) {
+    json md = *server.Object("modeldeployments", kNs, kName);
+    edit(md["spec"]);
+    md["metadata"]["generation"] = md["metadata"]["generation"].get<int64_t>() + 1;
+    server.Put("modeldeployments", md);
+  }
+  void SetModel(const std::string& version) {
+    EditSpec([&](json& spec) {
+      spec["model"]["version"] = version;
+      spec["model"]["uri"] = "file:///models/" + version;
+    });
+  }
+  void SetAction(const std::string& action) {
+    EditSpec([&](json& spec) { spec["rollout"]["action"] = action; });
+  }
+
+  json Status() { return server.Object("modeldeployments", kNs, kName)->value("status", json()); }
+  std::optional<json> Deployment(const std::string& version) {
+    return server.Object("deployments", kNs, VersionObjectName(kName, version));
+  }
+  std::optional<json> Service(const std::string& version) {
+    return server.Object("services", kNs, VersionObjectName(kName, version));
+  }
+  // Plays the Deployment controller: `n` of version's pods are ready.
+  void SetReady(const std::string& version, int n) {
+    auto d = Deployment(version);
+    REQUIRE(d.has_value());
+    (*d)["status"]["readyReplicas"] = n;
+    server.Put("deployments", *d);
+  }
+  // Marks every existing version's Deployment fully ready.
+  void AllReady() {
+    for (auto& d : server.Objects("deployments", kNs)) {
+      d["status"]["readyReplicas"] = d["spec"]["replicas"];
+      server.Put("deployments", d);
+    }
+  }
+  int Weight(const std::string& version) {
+    for (const auto& t : Status().value("traffic", json::array())) {
+      if (t["version"] == version) return t["weight"].get<int>();
+    }
+    return 0;
+  }
+  // The reasons of the Events recorded so far.
+  std::vector<std::string> EventReasons() {
+    REQUIRE(events_.Flush(seconds(5)));
+    std::vector<json> events = server.Objects("events", kNs);
+    std::sort(events.begin(), events.end(), [](const json& a, const json& b) {
+      return std::stoll(a["metadata"]["resourceVersion"].get<std::string>()) <
+             std::stoll(b["metadata"]["resourceVersion"].get<std::string>());
+    });
+    std::vector<std::string> reasons;
+    for (const auto& e : events) reasons.push_back(e.value("reason", ""));
+    return reasons;
+  }
+  bool HasEvent(const std::string& reason) {
+    auto r = EventReasons();
+    return std::find(r.begin(), r.end(), reason) != r.end();
+  }
+  // Index of the first request `request` ("METHOD path") made after `from`, or -1.
+  int64_t RequestIndex(const std::string& request, size_t from = 0) {
+    auto all = server.requests();
+    for (size_t i = from; i < all.size(); ++i) {
+      if (all[i] == request) return static_cast<int64_t>(i);
+    }
+    return -1;
+  }
+
+  // v1 deployed, ready and taking all traffic.
+  void Stable(const json& md) {
+    Create(md);
+    ReconcileOk();
+    AllReady();
+    ReconcileOk();
+    REQUIRE(Status()["phase"] == "Healthy");
+  }
+
+  FakeApiServer server;
+  FakeMetrics metrics;
+  std::chrono::system_clock::time_point now = std::chrono::system_clock::from_time_t(1'800'000'000);
+
+ private:
+  std::unique_ptr<kube::Client> client_;
+  runtime::EventRecorder events_;
+  std::unique_ptr<ModelDeploymentReconciler> reconciler_;
+};
+
+const std::string kStatusPath = std::string("PUT /apis/kiln.dev/v1alpha1/namespaces/") + kNs +
+                                "/modeldeployments/" + kName + "/status";
+std::string DeletePath(const std::string& resource, const std::string& version) {
+  const std::string group = resource == "deployments" ? "/apis/apps/v1" : "/api/v1";
+  return "DELETE " + group + "/namespaces/" + kNs + "/" + resource + "/" +
+         VersionObjectName(kName, version);
+}
+
+TEST_CASE("the first version gets a Deployment and a Service, and traffic once a pod is ready",
+          "[modeldeployment][reconciler]") {
+  Harness h;
+  h.Create(Md(json::array()));
+  h.ReconcileOk();
+  auto d = h.Deployment("v1");
+  REQUIRE(d.has_value());
+  CHECK(d->at("spec")["replicas"] == 4);
+  const json& labels = d->at("spec")["template"]["metadata"]["labels"];
+  CHECK(labels[api::kModelDeploymentLabel] == kName);
+  CHECK(labels[api::kModelVersionLabel] == "v1");
+  const json& c = d->at("spec")["template"]["spec"]["containers"][0];
+  CHECK(c["readinessProbe"]["httpGet"]["path"] == "/readyz");
+  CHECK(std::find(c["args"].begin(), c["args"].end(), "/models/v1") != c["args"].end());
+  CHECK(d->at("metadata")["ownerReferences"][0]["uid"] == "uid-modeldeployments-chat");
+  auto svc = h.Service("v1");
+  REQUIRE(svc.has_value());
+  CHECK(svc->at("spec")["ports"][0]["name"] == "http");
+  CHECK(svc->at("metadata")["labels"][api::kModelVersionLabel] == "v1");
+
+  json s = h.Status();
+  INFO(s.dump());
+  CHECK(s["stableVersion"] == "v1");
+  CHECK(s["phase"] == "Progressing");
+  CHECK(s.value("traffic", json::array()).empty());  // No ready pod: no traffic.
+  CHECK(s["message"].get<std::string>().find("waiting for a ready replica of v1") !=
+        std::string::npos);
+
+  h.SetReady("v1", 1);
+  h.ReconcileOk();
+  s = h.Status();
+  CHECK(s["phase"] == "Healthy");
+  CHECK(h.Weight("v1") == 100);
+  CHECK(s["readyReplicas"] == 1);
+  CHECK(s["selector"] == std::string(api::kModelDeploymentLabel) + "=" + kName);
+  // Idempotent: reconciling again writes nothing.
+  const size_t writes = h.server.requests().size();
+  h.ReconcileOk();
+  for (size_t i = writes; i < h.server.requests().size(); ++i) {
+    CHECK(h.server.requests()[i].rfind("GET ", 0) == 0);
+  }
+}
+
+TEST_CASE("a three-step rollout scales the canary before each weight and ends Healthy",
+          "[modeldeployment][reconciler]") {
+  Harness h;
+  h.Stable(Md(
+      json::array({{{"setWeight", 25}}, {{"pause", {{"duration", "30s"}}}}, {{"setWeight", 50}}})));
+  h.SetModel("v2");
+  h.ReconcileOk();
+  json s = h.Status();
+  INFO(s.dump());
+  CHECK(s["canaryVersion"] == "v2");
+  CHECK(s["currentStep"] == 0);
+  CHECK(h.Deployment("v2")->at("spec")["replicas"] == 1);  // 25% of 4.
+  CHECK(h.Weight("v2") == 0);                              // Not ready yet.
+  CHECK(h.Weight("v1") == 100);
+
+  h.SetReady("v2", 1);
+  h.ReconcileOk();
+  s = h.Status();
+  CHECK(h.Weight("v2") == 25);
+  CHECK(h.Weight("v1") == 75);
+  CHECK(s["canaryWeight"] == 25);
+  CHECK(s["currentStep"] == 1);
+  CHECK(s["phase"] == "Paused");
+  // The canary is sized for the next weight while it pauses.
+  CHECK(h.Deployment("v2")->at("spec")["replicas"] == 2);
+
+  h.now += seconds(20);
+  h.ReconcileOk();
+  CHECK(h.Status()["currentStep"] == 1);
+  h.now += seconds(11);
+  h.ReconcileOk();
+  s = h.Status();
+  CHECK(s["currentStep"] == 2);
+  CHECK(h.Weight("v2") == 25);  // 2 replicas needed for 50%, 1 ready.
+  CHECK(s["message"].get<std::string>().find("before it takes 50%") != std::string::npos);
+
+  h.SetReady("v2", 2);
+  h.ReconcileOk();
+  s = h.Status();
+  CHECK(h.Weight("v2") == 50);
+  CHECK(s["currentStep"] == 3);
+  CHECK(h.Deployment("v2")->at("spec")["replicas"] == 4);  // Scaled to all before promotion.
+  CHECK(s["phase"] == "Progressing");
+
+  h.SetReady("v2", 4);
+  h.ReconcileOk();
+  s = h.Status();
+  CHECK(s["phase"] == "Healthy");
+  CHECK(s["stableVersion"] == "v2");
+  CHECK(s["stableUri"] == "file:///models/v2");
+  CHECK(s["previousVersion"] == "v1");
+  CHECK_FALSE(s.contains("canaryVersion"));
+  CHECK(h.Weight("v2") == 100);
+  CHECK(h.Weight("v1") == 0);
+  CHECK(h.Deployment("v1").has_value());  // Warm for scaleDownDelay.
+  CHECK(h.HasEvent("Promoted"));
+
+  h.now += std::chrono::minutes(10);
+  h.ReconcileOk();
+  CHECK_FALSE(h.Deployment("v1").has_value());
+  CHECK_FALSE(h.Service("v1").has_value());
+  CHECK_FALSE(h.Status().contains("previousVersion"));
+  CHECK(h.Weight("v2") == 100);
+}
+
+TEST_CASE("a failed analysis sends all traffic to stable before the canary is removed",
+          "[modeldeployment][reconciler][analysis]") {
+  Harness h;
+  h.Stable(Md(json::array({{{"setWeight", 25}}, {{"analysis", {{"duration", "1m"}}}}})));
+  h.SetModel("v2");
+  h.ReconcileOk();
+  h.SetReady("v2", 1);
+  h.metrics.answer = Window(/*error_rate=*/0.5);
+  h.ReconcileOk();  // 25%, then the first measurement: one failure is tolerated.
+  json s = h.Status();
+  INFO(s.dump());
+  CHECK(h.Weight("v2") == 25);
+  CHECK(s["analysisRuns"][0]["phase"] == "Running");
+  CHECK(s["analysisRuns"][0]["measurements"].size() == 2);
+  CHECK(h.metrics.asked.back() == std::string(kNs) + "/" + kName + " 10");
+
+  h.now += seconds(5);  // Before the interval: no new measurement.
+  h.ReconcileOk();
+  CHECK(h.Status()["analysisRuns"][0]["measurements"].size() == 2);
+
+  h.now += seconds(5);
+  const size_t before = h.server.requests().size();
+  h.ReconcileOk();
+  s = h.Status();
+  CHECK(s["phase"] == "Degraded");
+  CHECK(s["rollbacks"] == 1);
+  CHECK(s["stoppedVersion"] == "v2");
+  CHECK(h.Weight("v1") == 100);
+  CHECK(h.Weight("v2") == 0);
+  const std::string message = s["message"];
+  CHECK(message.find("errors = 0.5 > max 0.05") != std::string::npos);
+  CHECK(s["analysisRuns"][0]["phase"] == "Failed");
+  CHECK_FALSE(h.Deployment("v2").has_value());
+  // The weights were written before the canary's Deployment was deleted.
+  const int64_t written = h.RequestIndex(kStatusPath, before);
+  const int64_t deleted = h.RequestIndex(DeletePath("deployments", "v2"), before);
+  REQUIRE(written >= 0);
+  REQUIRE(deleted >= 0);
+  CHECK(written < deleted);
+  CHECK(h.HasEvent("AnalysisFailed"));
+
+  // It stays stopped: reconciling again starts no canary.
+  h.now += seconds(60);
+  h.ReconcileOk(2);
+  CHECK_FALSE(h.Deployment("v2").has_value());
+  CHECK(h.Status()["phase"] == "Degraded");
+  CHECK(h.Status()["rollbacks"] == 1);
+}
+
+TEST_CASE("an analysis within bounds passes after its duration, and no traffic is inconclusive",
+          "[modeldeployment][reconciler][analysis]") {
+  Harness h;
+  h.Stable(Md(json::array({{{"setWeight", 25}}, {{"analysis", {{"duration", "30s"}}}}}), 1));
+  h.SetModel("v2");
+  h.ReconcileOk();
+  h.SetReady("v2", 1);
+
+  SECTION("within bounds") {
+    h.metrics.answer = Window(0.01, 0.2);
+    h.ReconcileOk();
+    for (int i = 0; i < 3; ++i) {
+      h.now += seconds(10);
+      h.ReconcileOk();
+    }
+    json s = h.Status();
+    INFO(s.dump());
+    CHECK(s["analysisRuns"][0]["phase"] == "Successful");
+    // 2 metrics at 0, 10, 20 and 30 s.
+    CHECK(s["analysisRuns"][0]["measurements"].size() == 8);
+    // compareToStable: p99 of v2 minus v1's.
+    CHECK(s["analysisRuns"][0]["measurements"][1]["value"].get<double>() ==
+          Approx(0.1).margin(1e-9));
+    CHECK(s["phase"] == "Healthy");
+    CHECK(s["stableVersion"] == "v2");
+  }
+  SECTION("no traffic") {
+    h.metrics.answer = Window(0, 0.1, /*requests=*/0);
+    h.ReconcileOk();
+    for (int i = 0; i < 2; ++i) {
+      h.now += seconds(10);
+      h.ReconcileOk();
+    }
+    json s = h.Status();
+    INFO(s.dump());
+    CHECK(s["analysisRuns"][0]["phase"] == "Inconclusive");
+    CHECK(s["phase"] == "Paused");
+    CHECK(s["canaryVersion"] == "v2");
+    CHECK(h.Weight("v2") == 25);
+    h.now += seconds(60);
+    h.ReconcileOk();
+    CHECK(h.Status()["phase"] == "Paused");
+    h.SetAction("Promote");
+    h.ReconcileOk();
+    h.AllReady();
+    h.ReconcileOk();
+    CHECK(h.Status()["stableVersion"] == "v2");
+  }
+}
+
+TEST_CASE("rollout.action Promote skips the remaining steps once, not for the next rollout",
+          "[modeldeployment][reconciler][action]") {
+  Harness h;
+  h.Stable(
+      Md(json::array({{{"setWeight", 10}}, {{"pause", json::object()}}, {{"setWeight", 60}}})));
+  h.SetModel("v2");
+  h.ReconcileOk();
+  h.SetReady("v2", 1);
+  h.ReconcileOk();
+  json s = h.Status();
+  INFO(s.dump());
+  CHECK(s["phase"] == "Paused");
+  CHECK(s["message"].get<std::string>().find("until spec.rollout.action is Promote") !=
+        std::string::npos);
+  h.now += std::chrono::hours(1);
+  h.ReconcileOk();
+  CHECK(h.Status()["currentStep"] == 1);  // An open pause waits for Promote.
+
+  h.SetAction("Promote");
+  h.ReconcileOk();
+  s = h.Status();
+  CHECK(s["currentStep"] == 3);
+  CHECK(s["handledAction"] == "Promote");
+  CHECK(s["handledActionGeneration"] == 3);
+  CHECK(h.Weight("v2") == 10);  // Not yet fully ready.
+  CHECK(h.Deployment("v2")->at("spec")["replicas"] == 4);
+  h.AllReady();
+  h.ReconcileOk();
+  CHECK(h.Status()["stableVersion"] == "v2");
+  CHECK(h.Weight("v2") == 100);
+
+  // The next model, with action still Promote: its rollout starts at step 0.
+  h.SetModel("v3");
+  h.ReconcileOk();
+  s = h.Status();
+  CHECK(s["canaryVersion"] == "v3");
+  CHECK(s["currentStep"] == 0);
+  h.SetReady("v3", 1);
+  h.ReconcileOk(2);
+  CHECK(h.Status()["currentStep"] == 1);
+  CHECK(h.Status()["phase"] == "Paused");
+}
+
+TEST_CASE("rollout.action Abort stops the canary until the action or the model changes",
+          "[modeldeployment][reconciler][action]") {
+  Harness h;
+  h.Stable(Md(json::array({{{"setWeight", 25}}, {{"pause", json::object()}}})));
+  h.SetModel("v2");
+  h.ReconcileOk();
+  h.SetReady("v2", 1);
+  h.ReconcileOk();
+  REQUIRE(h.Weight("v2") == 25);
+  const size_t before = h.server.requests().size();
+  h.SetAction("Abort");
+  h.ReconcileOk();
+  json s = h.Status();
+  INFO(s.dump());
+  CHECK(s["phase"] == "Aborted");
+  CHECK(h.Weight("v1") == 100);
+  CHECK(h.Weight("v2") == 0);
+  CHECK(s.value("rollbacks", 0) == 0);
+  CHECK_FALSE(h.Deployment("v2").has_value());
+  CHECK(h.RequestIndex(kStatusPath, before) <
+        h.RequestIndex(DeletePath("deployments", "v2"), before));
+  h.ReconcileOk(3);
+  CHECK(h.Status()["phase"] == "Aborted");
+  CHECK_FALSE(h.Deployment("v2").has_value());
+
+  h.SetAction("Continue");
+  h.ReconcileOk();
+  s = h.Status();
+  CHECK(s["canaryVersion"] == "v2");
+  CHECK(s["currentStep"] == 0);
+  CHECK(h.Deployment("v2").has_value());
+  CHECK(h.HasEvent("RolloutRetried"));
+}
+
+TEST_CASE("rollout.action Rollback within scaleDownDelay returns to the warm version at once",
+          "[modeldeployment][reconciler][action]") {
+  Harness h;
+  h.Stable(Md(json::array({{{"setWeight", 50}}})));
+  h.SetModel("v2");
+  h.ReconcileOk();
+  h.AllReady();
+  h.ReconcileOk();  // 50%, then all steps done: v2 scaled to 4.
+  h.AllReady();
+  h.ReconcileOk();
+  REQUIRE(h.Status()["stableVersion"] == "v2");
+  REQUIRE(h.Status()["previousVersion"] == "v1");
+
+  SECTION("within the window") {
+    h.now += std::chrono::minutes(5);
+    const size_t before = h.server.requests().size();
+    h.SetAction("Rollback");
+    h.ReconcileOk();
+    json s = h.Status();
+    INFO(s.dump());
+    CHECK(s["phase"] == "RolledBack");
+    CHECK(s["stableVersion"] == "v1");
+    CHECK(s["stableUri"] == "file:///models/v1");
+    CHECK(s["rollbacks"] == 1);
+    CHECK(h.Weight("v1") == 100);
+    CHECK_FALSE(s.contains("canaryVersion"));
+    CHECK(h.RequestIndex(kStatusPath, before) <
+          h.RequestIndex(DeletePath("deployments", "v2"), before));
+    CHECK_FALSE(h.Deployment("v2").has_value());
+    // Idempotent, and v2 (still spec.model) is not rolled out again.
+    h.ReconcileOk(3);
+    CHECK(h.Status()["rollbacks"] == 1);
+    CHECK(h.Status()["phase"] == "RolledBack");
+    CHECK_FALSE(h.Deployment("v2").has_value());
+  }
+  SECTION("after the window") {
+    h.now += std::chrono::minutes(11);
+    h.ReconcileOk();
+    h.SetAction("Rollback");
+    h.ReconcileOk();
+    CHECK(h.Status()["stableVersion"] == "v2");
+    CHECK(h.Weight("v2") == 100);
+    CHECK(h.HasEvent("RollbackImpossible"));
+  }
+  SECTION("by reverting spec.model") {
+    h.SetModel("v1");
+    h.ReconcileOk();
+    json s = h.Status();
+    INFO(s.dump());
+    CHECK(s["stableVersion"] == "v1");
+    CHECK(h.Weight("v1") == 100);
+    CHECK(s["phase"] == "RolledBack");
+    h.ReconcileOk();
+    CHECK(h.Status()["phase"] == "Healthy");
+  }
+}
+
+TEST_CASE("a restarted operator resumes a rollout from the status",
+          "[modeldeployment][reconciler]") {
+  Harness h;
+  h.Stable(Md(json::array({{{"setWeight", 20}},
+                           {{"pause", {{"duration", "1m"}}}},
+                           {{"setWeight", 40}},
+                           {{"analysis", {{"duration", "20s"}}}}})));
+  h.metrics.answer = Window(0.0);
+  h.SetModel("v2");
+  h.ReconcileOk();
+  h.SetReady("v2", 1);
+  h.ReconcileOk();
+  REQUIRE(h.Status()["currentStep"] == 1);
+  h.now += seconds(45);
+  h.Restart();
+  h.ReconcileOk();
+  CHECK(h.Status()["currentStep"] == 1);  // 15 s of the pause left, counted from the status.
+  h.now += seconds(15);
+  h.Restart();
+  h.AllReady();
+  h.ReconcileOk();
+  json s = h.Status();
+  INFO(s.dump());
+  CHECK(s["currentStep"] == 3);
+  CHECK(h.Weight("v2") == 40);
+  h.now += seconds(10);
+  h.Restart();
+  h.ReconcileOk();
+  CHECK(h.Status()["analysisRuns"][0]["measurements"].size() == 4);  // One run, resumed.
+  h.now += seconds(10);
+  h.Restart();
+  h.ReconcileOk();
+  h.AllReady();
+  h.ReconcileOk();
+  s = h.Status();
+  CHECK(s["stableVersion"] == "v2");
+  CHECK(s["analysisRuns"].size() == 1);
+  CHECK(s["analysisRuns"][0]["phase"] == "Successful");
+}
+
+TEST_CASE("no version ever has weight without a ready pod, whatever the pods do",
+          "[modeldeployment][reconciler][property]") {
+  // Random readiness, time and spec changes; Harness::Reconcile checks the
+  // invariant after every reconcile.
+  for (uint32_t seed = 1; seed <= 20; ++seed) {
+    INFO("seed " << seed);
+    std::mt19937 rng(seed);
+    Harness h;
+    h.Create(Md(json::array({{{"setWeight", 30}},
+                             {{"pause", {{"duration", "5s"}}}},
+                             {{"setWeight", 70}},
+                             {{"analysis", {{"duration", "10s"}}}}}),
+                3));
+    h.metrics.answer = Window(0.0);
+    int version = 1;
+    for (int i = 0; i < 60; ++i) {
+      switch (rng() % 6) {
+        case 0:
+          if (version < 4) h.SetModel("v" + std::to_string(++version));
+          break;
+        case 1:
+        case 2:
+          for (auto& d : h.server.Objects("deployments", kNs)) {
+            d["status"]["readyReplicas"] =
+                static_cast<int>(rng() % (d["spec"]["replicas"].get<uint32_t>() + 1));
+            h.server.Put("deployments", d);
+          }
+          break;
+        case 3:
+          h.SetAction(
+              std::vector<std::string>{"Continue", "Promote", "Abort", "Rollback"}[rng() % 4]);
+          break;
+        default:
+          h.now += seconds(rng() % 8);
+      }
+      auto r = h.Reconcile();
+      REQUIRE(r.ok());
+    }
+  }
+}
+
+TEST_CASE("a model URI no worker can load leaves the stable version serving",
+          "[modeldeployment][reconciler]") {
+  Harness h;
+  h.Stable(Md(json::array({{{"setWeight", 50}}})));
+  h.EditSpec([](json& spec) {
+    spec["model"]["version"] = "v2";
+    spec["model"]["uri"] = "s3://bucket/v2";
+  });
+  h.ReconcileOk();
+  json s = h.Status();
+  INFO(s.dump());
+  CHECK(s["phase"] == "Degraded");
+  CHECK(s["message"].get<std::string>().find("s3://") != std::string::npos);
+  CHECK(h.Weight("v1") == 100);
+  CHECK_FALSE(h.Deployment("v2").has_value());
+}
+
+}  // namespace
+}  // namespace kiln::modeldeployment
