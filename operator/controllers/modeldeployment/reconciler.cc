@@ -16,6 +16,7 @@
 #include "operator/api/v1alpha1/modeldeployment.h"
 #include "operator/api/v1alpha1/resources.h"
 #include "operator/controllers/modeldeployment/analysis.h"
+#include "operator/controllers/modeldeployment/pod_trouble.h"
 #include "operator/controllers/modeldeployment/version_workload.h"
 
 namespace kiln::modeldeployment {
@@ -86,12 +87,15 @@ void SetCondition(v1::ModelDeploymentStatus& status, const std::string& type, bo
 // Events to record once that status is written, and when to look again.
 class Rollout {
  public:
+  // `ready`: each version's ready replicas; `trouble`: why a version's pods
+  // are not ready, where known.
   Rollout(const v1::ModelDeployment& md, std::map<std::string, int32_t> ready,
-          Clock::time_point now, MetricsSource* source)
+          std::map<std::string, std::string> trouble, Clock::time_point now, MetricsSource* source)
       : md_(md),
         spec_(md.spec),
         status_(md.status.value_or(v1::ModelDeploymentStatus{})),
         ready_(std::move(ready)),
+        trouble_(std::move(trouble)),
         now_(now),
         now_text_(FormatRfc3339(now)),
         source_(source) {
@@ -235,6 +239,11 @@ class Rollout {
   int32_t Ready(const std::string& version) const {
     auto it = ready_.find(version);
     return it == ready_.end() ? 0 : it->second;
+  }
+  // "; <why version's pods are not ready>", or "".
+  std::string Trouble(const std::string& version) const {
+    auto it = trouble_.find(version);
+    return it == trouble_.end() ? "" : "; " + it->second;
   }
   std::optional<int64_t> Generation() const {
     return md_.metadata.contains("generation") && md_.metadata["generation"].is_number_integer()
@@ -393,7 +402,8 @@ class Rollout {
     if (!has_traffic || status_.traffic->front().version != stable) {
       if (Ready(stable) < 1) {
         status_.phase = "Progressing";
-        status_.message = "waiting for a ready replica of " + stable + " before it takes traffic";
+        status_.message = "waiting for a ready replica of " + stable + " before it takes traffic" +
+                          Trouble(stable);
         SetCondition(status_, "Available", false, "NoReadyReplica", status_.message.value(),
                      now_text_, Generation());
         Wake(resync_hint_);
@@ -452,7 +462,7 @@ class Rollout {
           status_.message = at + ": waiting for " + canary + " to have " + std::to_string(need) +
                             " ready replica" + (need == 1 ? "" : "s") + " (" +
                             std::to_string(Ready(canary)) + " now) before it takes " +
-                            std::to_string(w) + "% of the traffic";
+                            std::to_string(w) + "% of the traffic" + Trouble(canary);
           Wake(resync_hint_);
           return;
         }
@@ -602,7 +612,8 @@ class Rollout {
     if (Ready(canary) < need) {
       status_.message = "all steps done: waiting for " + canary + " to have " +
                         std::to_string(need) + " ready replica" + (need == 1 ? "" : "s") + " (" +
-                        std::to_string(Ready(canary)) + " now) before it takes all traffic";
+                        std::to_string(Ready(canary)) + " now) before it takes all traffic" +
+                        Trouble(canary);
       Wake(resync_hint_);
       return;
     }
@@ -630,6 +641,7 @@ class Rollout {
   const v1::ModelDeploymentSpec& spec_;
   v1::ModelDeploymentStatus status_;
   const std::map<std::string, int32_t> ready_;
+  const std::map<std::string, std::string> trouble_;
   const Clock::time_point now_;
   const std::string now_text_;
   MetricsSource* source_;
@@ -699,8 +711,22 @@ StatusOr<runtime::Result> ModelDeploymentReconciler::Reconcile(const runtime::Co
     }
   }
   std::map<std::string, int32_t> ready;
+  std::map<std::string, std::string> trouble;
   for (const auto& [version, d] : owned.deployments) {
     ready[version] = d.value("status", json::object()).value("readyReplicas", 0);
+    if (ready[version] >= d.value("spec", json::object()).value("replicas", 0)) continue;
+    // Not all ready: the first pod's reason goes into the status message.
+    auto pods =
+        client_.List(kube::resources::kPods, request.ns,
+                     {.label_selector = selector + "," + api::kModelVersionLabel + "=" + version});
+    if (!pods.ok()) continue;  // Only the message's detail is lost.
+    for (const auto& pod : (*pods)["items"]) {
+      std::string why = PodTrouble(pod);
+      if (!why.empty()) {
+        trouble[version] = std::move(why);
+        break;
+      }
+    }
   }
 
   // 2. Decide.
@@ -709,7 +735,7 @@ StatusOr<runtime::Result> ModelDeploymentReconciler::Reconcile(const runtime::Co
         md, {.version = version, .uri = uri, .replicas = replicas, .volume = options_.volume});
   };
   const Status buildable = build(md.spec.model.version, md.spec.model.uri, 0).status();
-  Rollout rollout(md, ready, options_.now(), options_.metrics_source);
+  Rollout rollout(md, ready, trouble, options_.now(), options_.metrics_source);
   rollout.Decide(buildable);
   v1::ModelDeploymentStatus& status = rollout.mutable_status();
 

@@ -8,8 +8,10 @@
 //
 // One reconcile:
 //  1. Reads the ModelDeployment and its versions' Deployments (ready
-//     replicas). A deleted one needs nothing: its Deployments and Services
-//     carry owner references and are garbage-collected.
+//     replicas; for a version not fully ready, why its pods are not
+//     (pod_trouble.h), for the status message). A deleted one needs
+//     nothing: its Deployments and Services carry owner references and are
+//     garbage-collected.
 //  2. Decides the new status:
 //     - the first version is the stable one; it gets 100% of the traffic
 //       once its Deployment has a ready replica;

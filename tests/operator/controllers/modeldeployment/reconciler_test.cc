@@ -684,5 +684,41 @@ TEST_CASE("a model URI no worker can load leaves the stable version serving",
   CHECK_FALSE(h.Deployment("v2").has_value());
 }
 
+TEST_CASE("a canary whose worker cannot load the model stays without traffic, with the reason",
+          "[modeldeployment][reconciler]") {
+  Harness h;
+  h.Stable(Md(json::array({{{"setWeight", 50}}})));
+  h.SetModel("v2");
+  h.ReconcileOk();
+  // Plays the kubelet: the canary's worker exits with its reason.
+  json pod = {
+      {"apiVersion", "v1"},
+      {"kind", "Pod"},
+      {"metadata",
+       {{"name", "chat-v2-abc"},
+        {"namespace", kNs},
+        {"labels", {{api::kModelDeploymentLabel, kName}, {api::kModelVersionLabel, "v2"}}}}},
+      {"status",
+       {{"phase", "Running"},
+        {"containerStatuses",
+         json::array(
+             {{{"name", "serve"},
+               {"ready", false},
+               {"state", {{"waiting", {{"reason", "CrashLoopBackOff"}}}}},
+               {"lastState",
+                {{"terminated",
+                  {{"exitCode", 6}, {"message", "cannot open /models/v2: no such file"}}}}}}})}}}};
+  h.server.Put("pods", pod);
+  h.now += std::chrono::minutes(5);
+  h.ReconcileOk(2);
+  json s = h.Status();
+  INFO(s.dump());
+  CHECK(h.Weight("v1") == 100);
+  CHECK(h.Weight("v2") == 0);
+  CHECK(s["message"].get<std::string>().find(
+            "chat-v2-abc: CrashLoopBackOff, last exit 6: cannot open /models/v2") !=
+        std::string::npos);
+}
+
 }  // namespace
 }  // namespace kiln::modeldeployment
