@@ -772,7 +772,11 @@ StatusOr<runtime::Result> ModelDeploymentReconciler::Reconcile(const runtime::Co
   if (!md.status || status != *md.status) {
     json updated = obj;
     updated["status"] = status;
-    KILN_RETURN_IF_ERROR(client_.UpdateStatus(kMds, updated).status());
+    Status written = client_.UpdateStatus(kMds, updated).status();
+    // Someone changed the object since it was read (a new spec.rollout.action,
+    // say): decide again on the new one at once, without an error's backoff.
+    if (kube::IsConflict(written)) return runtime::Result{.requeue_after = milliseconds(1)};
+    KILN_RETURN_IF_ERROR(written);
   }
   if (events_ != nullptr) {
     for (const auto& e : rollout.events()) events_->Record(obj, e.type, e.reason, e.message);
