@@ -17,6 +17,7 @@
 #include "operator/api/v1alpha1/resources.h"
 #include "operator/controllers/modeldeployment/analysis.h"
 #include "operator/controllers/modeldeployment/pod_trouble.h"
+#include "operator/controllers/modeldeployment/quality_gate.h"
 #include "operator/controllers/modeldeployment/version_workload.h"
 
 namespace kiln::modeldeployment {
@@ -82,6 +83,8 @@ void SetCondition(v1::ModelDeploymentStatus& status, const std::string& type, bo
   }
   status.conditions->push_back({type, s, generation, now, reason, message});
 }
+
+std::string GateRunName(const std::string& canary) { return canary + "-quality-gate"; }
 
 // What one reconcile decides about the rollout: the status it moves to, the
 // Events to record once that status is written, and when to look again.
@@ -200,6 +203,12 @@ class Rollout {
         Note(runtime::EventType::kNormal, "RolloutReplaced",
              "the canary " + *status_.canary_version + " is replaced by " + v);
       }
+      if (status_.analysis_runs) {
+        // A retried version is scored again unless its gate passed.
+        std::erase_if(*status_.analysis_runs, [&](const v1::AnalysisRun& r) {
+          return r.name == GateRunName(v) && r.phase != "Successful";
+        });
+      }
       status_.canary_version = v;
       status_.current_step = promote_now_ ? static_cast<int32_t>(steps_.size()) : 0;
       status_.canary_weight = 0;
@@ -215,6 +224,14 @@ class Rollout {
   v1::ModelDeploymentStatus& mutable_status() { return status_; }
   const std::vector<Event>& events() const { return events_; }
   std::optional<milliseconds> wake() const { return wake_; }
+  // Whether the quality gate's Job for the canary should exist now.
+  bool gate_wanted() const { return gate_wanted_; }
+  // What the gate reads: its pod (null when none), and whether its Job can
+  // be built at all.
+  void SetGate(nlohmann::json pod, Status buildable) {
+    gate_pod_ = std::move(pod);
+    gate_buildable_ = std::move(buildable);
+  }
 
   // The next weight the canary is to take (its current one once no step
   // raises it), to size it before it takes that weight.
@@ -446,6 +463,11 @@ class Rollout {
                      std::to_string(steps_.size()),
                  now_text_, Generation());
     status_.phase = "Progressing";
+    // The quality gate, before the canary's first weight.
+    if (spec_.analysis && spec_.analysis->quality_gate && status_.current_step.value_or(0) == 0 &&
+        status_.canary_weight.value_or(0) == 0 && !Gate()) {
+      return;
+    }
     for (size_t guard = 0; guard <= steps_.size(); ++guard) {
       const size_t i = static_cast<size_t>(std::max(0, status_.current_step.value_or(0)));
       const std::string at = "step " + std::to_string(i);
@@ -502,6 +524,57 @@ class Rollout {
       }
       NextStep();  // A step with nothing set (the schema forbids it): skipped.
     }
+  }
+
+  // The quality gate's run: true once it has passed. While it runs, the
+  // gate's Job is wanted (gate_wanted()).
+  bool Gate() {
+    const std::string canary = *status_.canary_version;
+    const std::string stable = *status_.stable_version;
+    const std::string name = GateRunName(canary);
+    if (!status_.analysis_runs) status_.analysis_runs.emplace();
+    auto& runs = *status_.analysis_runs;
+    auto it = std::find_if(runs.begin(), runs.end(),
+                           [&](const v1::AnalysisRun& r) { return r.name == name; });
+    if (it != runs.end() && it->phase == "Successful") return true;
+    if (it == runs.end()) {
+      v1::AnalysisRun run;
+      run.name = name;
+      run.step = 0;
+      run.phase = "Running";
+      run.started_at = FormatRfc3339(now_, 3);
+      runs.push_back(run);
+      while (runs.size() > kMaxAnalysisRuns) runs.erase(runs.begin());
+      it = runs.end() - 1;
+    }
+    v1::AnalysisRun& run = *it;
+    GateVerdict verdict;
+    if (!gate_buildable_.ok()) {
+      verdict = {.phase = "Failed", .message = gate_buildable_.message(), .measurements = {}};
+    } else {
+      verdict = JudgeGate(gate_pod_, *spec_.analysis->quality_gate, FormatRfc3339(now_, 3));
+    }
+    run.message = verdict.message;
+    if (verdict.phase == "Running") {
+      gate_wanted_ = true;
+      status_.message = "step 0: quality gate: " + verdict.message + " (" + canary + " against " +
+                        stable + "), before " + canary + " takes any traffic";
+      Wake(resync_hint_);
+      return false;
+    }
+    run.phase = verdict.phase;
+    run.finished_at = FormatRfc3339(now_, 3);
+    run.measurements = verdict.measurements;
+    if (verdict.phase == "Successful") {
+      Note(runtime::EventType::kNormal, "QualityGatePassed",
+           canary + " against " + stable + ": " + verdict.message);
+      return true;
+    }
+    StopCanary("Degraded", "QualityGateFailed",
+               "quality gate failed: " + verdict.message + "; " + canary + " takes no traffic, " +
+                   stable + " keeps all of it",
+               true);
+    return false;
   }
 
   // The analysis run of step `step`: a measurement every interval until
@@ -653,6 +726,9 @@ class Rollout {
   const milliseconds resync_hint_{std::chrono::seconds(5)};
   std::vector<Event> events_;
   std::optional<milliseconds> wake_;
+  json gate_pod_;
+  Status gate_buildable_;
+  bool gate_wanted_ = false;
 };
 
 // The Deployments and Services of `md` by version (only those it controls).
@@ -736,6 +812,51 @@ StatusOr<runtime::Result> ModelDeploymentReconciler::Reconcile(const runtime::Co
   };
   const Status buildable = build(md.spec.model.version, md.spec.model.uri, 0).status();
   Rollout rollout(md, ready, trouble, options_.now(), options_.metrics_source);
+
+  // The quality gate's Jobs (by the canary they score) and, for the canary
+  // in the status, its Job's pod. Looked at only when a gate is configured
+  // or one was running.
+  const bool has_gate = md.spec.analysis && md.spec.analysis->quality_gate;
+  bool gate_running = false;
+  if (md.status && md.status->analysis_runs) {
+    for (const auto& r : *md.status->analysis_runs) {
+      gate_running = gate_running || (r.phase == "Running" && r.name.ends_with("-quality-gate"));
+    }
+  }
+  std::map<std::string, json> gate_jobs;
+  const std::string gate_selector = selector + "," + kQualityGateLabel;
+  if (has_gate || gate_running) {
+    KILN_ASSIGN_OR_RETURN(json jobs,
+                          client_.List(kJobs, request.ns, {.label_selector = gate_selector}));
+    for (const auto& job : jobs["items"]) {
+      if (!ControlledBy(job, uid)) continue;
+      gate_jobs[job["metadata"].value("labels", json::object()).value(kQualityGateLabel, "")] = job;
+    }
+  }
+  if (has_gate) {
+    const v1::ModelDeploymentStatus& before = md.status.value_or(v1::ModelDeploymentStatus{});
+    const std::string canary = before.canary_version.value_or(md.spec.model.version);
+    json pod;
+    auto job = gate_jobs.find(canary);
+    if (job != gate_jobs.end()) {
+      auto pods =
+          client_.List(kube::resources::kPods, request.ns,
+                       {.label_selector = selector + "," + kQualityGateLabel + "=" + canary});
+      if (!pods.ok()) return pods.status();
+      // Only the current Job's pod: one of an earlier Job may linger.
+      const std::string job_uid = Str(job->second["metadata"], "uid");
+      for (const auto& p : (*pods)["items"]) {
+        if (ControlledBy(p, job_uid)) pod = p;
+      }
+    }
+    rollout.SetGate(pod, BuildGateJob(md,
+                                      {.canary = canary,
+                                       .canary_uri = md.spec.model.uri,
+                                       .stable = before.stable_version.value_or(""),
+                                       .stable_uri = before.stable_uri.value_or("")},
+                                      options_.volume)
+                             .status());
+  }
   rollout.Decide(buildable);
   v1::ModelDeploymentStatus& status = rollout.mutable_status();
 
@@ -835,6 +956,29 @@ StatusOr<runtime::Result> ModelDeploymentReconciler::Reconcile(const runtime::Co
                                       patch.dump())
                                .status());
     }
+  }
+  // The quality gate's Job while its run goes on; none otherwise.
+  const std::string canary = status.canary_version.value_or("");
+  if (rollout.gate_wanted() && gate_jobs.count(canary) == 0) {
+    auto job = BuildGateJob(md,
+                            {.canary = canary,
+                             .canary_uri = md.spec.model.uri,
+                             .stable = status.stable_version.value_or(""),
+                             .stable_uri = status.stable_uri.value_or("")},
+                            options_.volume);
+    if (job.ok()) {
+      Status s = client_.Create(kJobs, request.ns, *job).status();
+      if (!s.ok() && !kube::IsAlreadyExists(s)) return s;
+    }
+  }
+  for (const auto& [version, job] : gate_jobs) {
+    if (rollout.gate_wanted() && version == canary) continue;
+    Status s = client_
+                   .Delete(kJobs, request.ns, Str(job["metadata"], "name"),
+                           {.propagation_policy = "Background",
+                            .precondition_uid = Str(job["metadata"], "uid")})
+                   .status();
+    if (!s.ok() && !kube::IsNotFound(s)) return s;
   }
   // Versions no longer live: their weight is already gone (written above).
   for (auto [resource, objects] : {std::pair{&kube::resources::kDeployments, &owned.deployments},

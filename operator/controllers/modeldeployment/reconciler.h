@@ -20,7 +20,10 @@
 //       stable version and stops the canary, Rollback returns to the warm
 //       previous version at once (no steps), Continue lets a stopped version
 //       be rolled out again;
-//     - a new spec.model.version starts a canary at step 0. setWeight gives
+//     - a new spec.model.version starts a canary at step 0. With
+//       analysis.qualityGate, a Job scores the canary against the stable
+//       version first (quality_gate.h); a canary worse by more than
+//       maxRegression is stopped before it takes any traffic. setWeight gives
 //       the canary its weight only once it has the ready replicas that
 //       weight needs (never weight on a version with no ready pod); pause
 //       waits its duration, or for Promote; analysis measures the canary

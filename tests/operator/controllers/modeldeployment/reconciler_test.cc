@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <map>
 #include <memory>
 #include <random>
@@ -13,6 +14,7 @@
 
 #include "operator/api/labels.h"
 #include "operator/api/v1alpha1/resources.h"
+#include "operator/controllers/modeldeployment/quality_gate.h"
 #include "operator/controllers/modeldeployment/version_workload.h"
 #include "runtime/event_recorder.h"
 #include "tests/operator/controllers/trainingjob/fake_api_server.h"
@@ -718,6 +720,110 @@ TEST_CASE("a canary whose worker cannot load the model stays without traffic, wi
   CHECK(s["message"].get<std::string>().find(
             "chat-v2-abc: CrashLoopBackOff, last exit 6: cannot open /models/v2") !=
         std::string::npos);
+}
+
+// Plays the Job controller and kubelet: the gate Job's pod with both
+// containers finished, each with `kiln-worker eval`'s report (or an error).
+json GatePod(const json& job, const std::string& canary_message, const std::string& stable_message,
+             int canary_exit = 0) {
+  auto terminated = [](const std::string& name, const std::string& message, int exit_code) {
+    return json{{"name", name},
+                {"ready", false},
+                {"state", {{"terminated", {{"exitCode", exit_code}, {"message", message}}}}}};
+  };
+  return {
+      {"apiVersion", "v1"},
+      {"kind", "Pod"},
+      {"metadata",
+       {{"name", job["metadata"]["name"].get<std::string>() + "-x1"},
+        {"namespace", kNs},
+        {"labels", job["spec"]["template"]["metadata"]["labels"]},
+        {"ownerReferences",
+         json::array({{{"uid", job["metadata"]["uid"]}, {"kind", "Job"}, {"controller", true}}})}}},
+      {"status",
+       {{"phase", canary_exit == 0 ? "Succeeded" : "Failed"},
+        {"containerStatuses", json::array({terminated("canary", canary_message, canary_exit),
+                                           terminated("stable", stable_message, 0)})}}}};
+}
+
+std::string Report(double loss) {
+  return json{{"examples", 10},
+              {"loss", {{"tokens", 400}, {"mean", loss}, {"perplexity", std::exp(loss)}}},
+              {"passed", true}}
+      .dump();
+}
+
+TEST_CASE("the quality gate scores the canary against stable before it takes any traffic",
+          "[modeldeployment][reconciler][gate]") {
+  Harness h;
+  json md = Md(json::array({{{"setWeight", 50}}}), 2);
+  md["spec"]["analysis"]["qualityGate"] = {{"evaluationSet", "file:///eval/held-out.jsonl"},
+                                           {"maxRegression", 0.02}};
+  h.Stable(md);
+  h.SetModel("v2");
+  h.ReconcileOk();
+  const std::string job_name = GateJobName(kName, "v2");
+  auto job = h.server.Object("jobs", kNs, job_name);
+  REQUIRE(job.has_value());
+  const json& containers = (*job)["spec"]["template"]["spec"]["containers"];
+  REQUIRE(containers.size() == 2);
+  const std::vector<std::string> canary_args = containers[0]["args"];
+  const std::vector<std::string> want = {
+      "eval",       "--data",   "/eval/held-out.jsonl", "--checkpoint",
+      "/models/v2", "--report", "/dev/termination-log"};
+  CHECK(canary_args == want);
+  CHECK(containers[1]["args"][4] == "/models/v1");
+  CHECK((*job)["metadata"]["ownerReferences"][0]["uid"] == "uid-modeldeployments-chat");
+
+  h.AllReady();  // The canary is ready, but the gate has not passed.
+  h.ReconcileOk(2);
+  json s = h.Status();
+  INFO(s.dump());
+  CHECK(h.Weight("v2") == 0);
+  CHECK(s["message"].get<std::string>().find("quality gate") != std::string::npos);
+  CHECK(s["analysisRuns"][0]["name"] == "v2-quality-gate");
+  CHECK(s["analysisRuns"][0]["phase"] == "Running");
+
+  SECTION("a canary within maxRegression passes and takes its weight") {
+    h.server.Put("pods", GatePod(*job, Report(2.02), Report(2.0)));
+    h.ReconcileOk();
+    s = h.Status();
+    CHECK(h.Weight("v2") == 50);
+    CHECK(s["analysisRuns"][0]["phase"] == "Successful");
+    CHECK(s["analysisRuns"][0]["measurements"].size() == 3);
+    CHECK(s["analysisRuns"][0]["measurements"][2]["value"].get<double>() == Approx(0.01));
+    CHECK_FALSE(h.server.Object("jobs", kNs, job_name).has_value());
+    CHECK(h.HasEvent("QualityGatePassed"));
+  }
+  SECTION("a worse canary is stopped by the gate, not by latency") {
+    const size_t before = h.server.requests().size();
+    h.server.Put("pods", GatePod(*job, Report(2.2), Report(2.0)));
+    h.ReconcileOk();
+    s = h.Status();
+    CHECK(s["phase"] == "Degraded");
+    CHECK(s["rollbacks"] == 1);
+    CHECK(h.Weight("v2") == 0);
+    CHECK(h.Weight("v1") == 100);
+    CHECK(s["message"].get<std::string>().find(
+              "quality gate failed: loss: canary 2.2 vs stable 2 (+10.0%, max +2.0%)") !=
+          std::string::npos);
+    CHECK(s["analysisRuns"][0]["phase"] == "Failed");
+    CHECK(s["analysisRuns"][0]["measurements"][2]["phase"] == "Failed");
+    CHECK(h.RequestIndex(kStatusPath, before) <
+          h.RequestIndex(DeletePath("deployments", "v2"), before));
+    CHECK_FALSE(h.server.Object("jobs", kNs, job_name).has_value());
+    CHECK(h.HasEvent("QualityGateFailed"));
+    CHECK(h.metrics.asked.empty());  // No router analysis was needed.
+  }
+  SECTION("an evaluation that fails fails the gate with the worker's reason") {
+    h.server.Put("pods", GatePod(*job, "checkpoint /models/v2: no such file", Report(2.0), 6));
+    h.ReconcileOk();
+    s = h.Status();
+    CHECK(s["phase"] == "Degraded");
+    CHECK(s["message"].get<std::string>().find(
+              "kiln-worker eval of the canary exited 6: checkpoint /models/v2: no such file") !=
+          std::string::npos);
+  }
 }
 
 }  // namespace
