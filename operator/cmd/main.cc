@@ -23,6 +23,7 @@
 #include "operator/api/labels.h"
 #include "operator/api/v1alpha1/resources.h"
 #include "operator/controllers/modeldeployment/metrics_source.h"
+#include "operator/controllers/modeldeployment/prometheus_source.h"
 #include "operator/controllers/modeldeployment/reconciler.h"
 #include "operator/controllers/trainingjob/metrics.h"
 #include "operator/controllers/trainingjob/progress_reader.h"
@@ -219,6 +220,7 @@ int main(int argc, char** argv) {
   std::unique_ptr<kiln::fleet::Fleet> fleet;
   std::unique_ptr<kiln::trainingjob::TrainingJobReconciler> tj_reconciler;
   std::unique_ptr<kiln::modeldeployment::RouterMetricsSource> md_metrics;
+  kiln::modeldeployment::HttpPrometheusSource md_prometheus;
   std::unique_ptr<kiln::modeldeployment::ModelDeploymentReconciler> md_reconciler;
   Status served = kiln::fleet::MemberClustersServed(*config);
   if (served.code() == kiln::StatusCode::kNotFound) {
@@ -256,6 +258,7 @@ int main(int argc, char** argv) {
     // deployment's name) wake it when their pods become ready.
     kiln::modeldeployment::ModelDeploymentReconcilerOptions md_options;
     md_options.volume = tj_options.volume;
+    md_options.prometheus_source = &md_prometheus;
     if (!router_url.empty()) {
       auto source = kiln::modeldeployment::RouterMetricsSource::New(router_url);
       if (!source.ok()) return flags.UsageError(source.status().message());

@@ -38,7 +38,7 @@ MeasuredValue Measure(const v1::AnalysisMetric& metric, const StatusOr<TrafficWi
   out.measurement.time = time;
   out.measurement.phase = "Inconclusive";
   if (!metric.router) {
-    out.why = metric.name + ": Prometheus analysis is not implemented yet";
+    out.why = metric.name + ": not a router metric";
     return out;
   }
   if (!window.ok()) {
@@ -66,6 +66,29 @@ MeasuredValue Measure(const v1::AnalysisMetric& metric, const StatusOr<TrafficWi
   const std::string broken = Broken(metric, value);
   out.measurement.phase = broken.empty() ? "Successful" : "Failed";
   out.why = metric.name + ": " + what + " = " + Num(value) + (broken.empty() ? "" : " " + broken);
+  return out;
+}
+
+MeasuredValue MeasurePrometheus(const v1::AnalysisMetric& metric,
+                                const StatusOr<std::optional<double>>& value,
+                                const std::string& time) {
+  MeasuredValue out;
+  out.measurement.metric = metric.name;
+  out.measurement.time = time;
+  out.measurement.phase = "Inconclusive";
+  if (!value.ok()) {
+    out.why = metric.name + ": " + value.status().message();
+    return out;
+  }
+  if (!value->has_value()) {
+    out.why = metric.name + ": the query returned no number";
+    return out;
+  }
+  const double v = **value;
+  out.measurement.value = v;
+  const std::string broken = Broken(metric, v);
+  out.measurement.phase = broken.empty() ? "Successful" : "Failed";
+  out.why = metric.name + " = " + Num(v) + (broken.empty() ? "" : " " + broken);
   return out;
 }
 

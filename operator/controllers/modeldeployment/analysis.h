@@ -9,6 +9,7 @@
 #ifndef KILN_OPERATOR_CONTROLLERS_MODELDEPLOYMENT_ANALYSIS_H_
 #define KILN_OPERATOR_CONTROLLERS_MODELDEPLOYMENT_ANALYSIS_H_
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -25,13 +26,20 @@ struct MeasuredValue {
   std::string why;
 };
 
-// Measures `metric` on version `canary` (minus `stable` with
+// Measures router metric `metric` on version `canary` (minus `stable` with
 // compareToStable) from `window`, at time `time` (RFC 3339). Inconclusive
-// when the window could not be read or a version it needs had no requests;
-// Prometheus metrics are Inconclusive (not implemented yet).
+// when the window could not be read or a version it needs had no requests
+// (and for a metric that is not a router one).
 MeasuredValue Measure(const api::v1alpha1::AnalysisMetric& metric,
                       const StatusOr<TrafficWindow>& window, const std::string& canary,
                       const std::string& stable, const std::string& time);
+
+// Measures Prometheus metric `metric` from its query's `value`
+// (PrometheusSource::Query): Inconclusive when Prometheus could not be asked
+// or had no number.
+MeasuredValue MeasurePrometheus(const api::v1alpha1::AnalysisMetric& metric,
+                                const StatusOr<std::optional<double>>& value,
+                                const std::string& time);
 
 struct AnalysisVerdict {
   std::string phase;  // Running, Failed or Inconclusive.

@@ -17,6 +17,7 @@
 #include "operator/api/v1alpha1/resources.h"
 #include "operator/controllers/modeldeployment/analysis.h"
 #include "operator/controllers/modeldeployment/pod_trouble.h"
+#include "operator/controllers/modeldeployment/prometheus_source.h"
 #include "operator/controllers/modeldeployment/quality_gate.h"
 #include "operator/controllers/modeldeployment/version_workload.h"
 
@@ -93,7 +94,8 @@ class Rollout {
   // `ready`: each version's ready replicas; `trouble`: why a version's pods
   // are not ready, where known.
   Rollout(const v1::ModelDeployment& md, std::map<std::string, int32_t> ready,
-          std::map<std::string, std::string> trouble, Clock::time_point now, MetricsSource* source)
+          std::map<std::string, std::string> trouble, Clock::time_point now, MetricsSource* source,
+          PrometheusSource* prometheus)
       : md_(md),
         spec_(md.spec),
         status_(md.status.value_or(v1::ModelDeploymentStatus{})),
@@ -101,7 +103,8 @@ class Rollout {
         trouble_(std::move(trouble)),
         now_(now),
         now_text_(FormatRfc3339(now)),
-        source_(source) {
+        source_(source),
+        prometheus_(prometheus) {
     if (spec_.strategy && spec_.strategy->canary) {
       steps_ = spec_.strategy->canary->steps.value_or(std::vector<v1::CanaryStep>{});
       scale_down_delay_ =
@@ -625,7 +628,17 @@ class Rollout {
               : StatusOr<TrafficWindow>(Status::Unavailable("no metrics source is configured"));
       const std::string t = FormatRfc3339(now_, 3);
       for (const auto& metric : metrics) {
-        MeasuredValue m = Measure(metric, window, canary, *status_.stable_version, t);
+        MeasuredValue m =
+            metric.prometheus
+                ? MeasurePrometheus(
+                      metric,
+                      prometheus_ != nullptr
+                          ? prometheus_->Query(metric.prometheus->address,
+                                               ExpandQuery(metric.prometheus->query, canary))
+                          : StatusOr<std::optional<double>>(
+                                Status::Unavailable("no Prometheus source is configured")),
+                      t)
+                : Measure(metric, window, canary, *status_.stable_version, t);
         ms.push_back(m.measurement);
         latest += (latest.empty() ? "" : "; ") + m.why;
       }
@@ -718,6 +731,7 @@ class Rollout {
   const Clock::time_point now_;
   const std::string now_text_;
   MetricsSource* source_;
+  PrometheusSource* prometheus_;
   std::vector<v1::CanaryStep> steps_;
   milliseconds scale_down_delay_{std::chrono::minutes(10)};
   int32_t replicas_ = 1;
@@ -811,7 +825,8 @@ StatusOr<runtime::Result> ModelDeploymentReconciler::Reconcile(const runtime::Co
         md, {.version = version, .uri = uri, .replicas = replicas, .volume = options_.volume});
   };
   const Status buildable = build(md.spec.model.version, md.spec.model.uri, 0).status();
-  Rollout rollout(md, ready, trouble, options_.now(), options_.metrics_source);
+  Rollout rollout(md, ready, trouble, options_.now(), options_.metrics_source,
+                  options_.prometheus_source);
 
   // The quality gate's Jobs (by the canary they score) and, for the canary
   // in the status, its Job's pod. Looked at only when a gate is configured

@@ -27,7 +27,8 @@
 //       the canary its weight only once it has the ready replicas that
 //       weight needs (never weight on a version with no ready pod); pause
 //       waits its duration, or for Promote; analysis measures the canary
-//       (analysis.h, MetricsSource) every interval for its duration. After
+//       (analysis.h: kiln-router's window through MetricsSource, PromQL
+//       through PrometheusSource) every interval for its duration. After
 //       the last step the canary is scaled to spec.replicas and, once ready,
 //       promoted: 100% of the traffic, the old stable version kept warm as
 //       the previous one for scaleDownDelay;
@@ -50,6 +51,7 @@
 
 #include "kube/client.h"
 #include "operator/controllers/modeldeployment/metrics_source.h"
+#include "operator/controllers/modeldeployment/prometheus_source.h"
 #include "operator/controllers/trainingjob/worker_pods.h"
 #include "runtime/event_recorder.h"
 #include "runtime/reconcile.h"
@@ -62,6 +64,9 @@ struct ModelDeploymentReconcilerOptions {
   // The router's per-version windows for analysis; none makes every router
   // measurement Inconclusive. Must outlive the reconciler.
   MetricsSource* metrics_source = nullptr;
+  // Answers the analysis's `prometheus` metrics; none makes them
+  // Inconclusive. Must outlive the reconciler.
+  PrometheusSource* prometheus_source = nullptr;
   // How often a deployment waiting for replicas is looked at again (the
   // Deployments' informer also wakes it).
   std::chrono::milliseconds resync{std::chrono::seconds(5)};

@@ -3,21 +3,29 @@
 // plays the Deployment controller by writing each version's ready replicas.
 #include "operator/controllers/modeldeployment/reconciler.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <map>
 #include <memory>
 #include <random>
+#include <thread>
 
 #include <catch2/catch.hpp>
 
+#include "base/http_server.h"
 #include "operator/api/labels.h"
 #include "operator/api/v1alpha1/resources.h"
 #include "operator/controllers/modeldeployment/quality_gate.h"
 #include "operator/controllers/modeldeployment/version_workload.h"
 #include "runtime/event_recorder.h"
 #include "tests/operator/controllers/trainingjob/fake_api_server.h"
+#include "tests/support/background_process.h"
+#include "tests/support/http_probe.h"
+#include "tests/support/temp_dir.h"
 
 namespace kiln::modeldeployment {
 namespace {
@@ -95,6 +103,17 @@ json Md(const json& steps, int replicas = 4) {
                          {"max", 0.5}}})}}}}}};
 }
 
+class FakePrometheus final : public PrometheusSource {
+ public:
+  StatusOr<std::optional<double>> Query(const std::string& address,
+                                        const std::string& query) override {
+    asked.push_back(address + " " + query);
+    return answer;
+  }
+  StatusOr<std::optional<double>> answer = std::optional<double>();
+  std::vector<std::string> asked;
+};
+
 class Harness {
  public:
   Harness() : client_(NewClient()), events_(*client_, {}) { Restart(); }
@@ -108,6 +127,7 @@ class Harness {
   void Restart() {
     ModelDeploymentReconcilerOptions o;
     o.metrics_source = &metrics;
+    o.prometheus_source = prometheus_source != nullptr ? prometheus_source : &prometheus;
     o.now = [this] { return now; };
     reconciler_ = std::make_unique<ModelDeploymentReconciler>(*client_, &events_, o);
   }
@@ -231,6 +251,8 @@ class Harness {
 
   FakeApiServer server;
   FakeMetrics metrics;
+  FakePrometheus prometheus;
+  PrometheusSource* prometheus_source = nullptr;  // Instead of `prometheus`, after Restart.
   std::chrono::system_clock::time_point now = std::chrono::system_clock::from_time_t(1'800'000'000);
 
  private:
@@ -282,11 +304,17 @@ TEST_CASE("the first version gets a Deployment and a Service, and traffic once a
   CHECK(h.Weight("v1") == 100);
   CHECK(s["readyReplicas"] == 1);
   CHECK(s["selector"] == std::string(api::kModelDeploymentLabel) + "=" + kName);
-  // Idempotent: reconciling again writes nothing.
+  // Idempotent: reconciling again writes nothing (Events, recorded in the
+  // background, are written first and left out).
+  h.EventReasons();
   const size_t writes = h.server.requests().size();
   h.ReconcileOk();
-  for (size_t i = writes; i < h.server.requests().size(); ++i) {
-    CHECK(h.server.requests()[i].rfind("GET ", 0) == 0);
+  const std::vector<std::string> requests = h.server.requests();
+  for (size_t i = writes; i < requests.size(); ++i) {
+    const std::string& r = requests[i];
+    if (r.find("/events") != std::string::npos) continue;
+    INFO(r);
+    CHECK(r.rfind("GET ", 0) == 0);
   }
 }
 
@@ -824,6 +852,130 @@ TEST_CASE("the quality gate scores the canary against stable before it takes any
               "kiln-worker eval of the canary exited 6: checkpoint /models/v2: no such file") !=
           std::string::npos);
   }
+}
+
+TEST_CASE("a Prometheus metric out of bounds rolls the canary back",
+          "[modeldeployment][reconciler][analysis][prometheus]") {
+  Harness h;
+  json md = Md(json::array({{{"setWeight", 20}}, {{"analysis", {{"duration", "1m"}}}}}), 1);
+  md["spec"]["analysis"]["failureLimit"] = 0;
+  md["spec"]["analysis"]["metrics"] =
+      json::array({{{"name", "bad-answers"},
+                    {"prometheus",
+                     {{"address", "http://prometheus.monitoring:9090"},
+                      {"query", R"(sum(rate(bad{version="{{version}}"}[1m])))"}}},
+                    {"max", 0.1}}});
+  h.Stable(md);
+  h.SetModel("v2");
+  h.ReconcileOk();
+  h.SetReady("v2", 1);
+  h.prometheus.answer = std::optional<double>(0.05);
+  h.ReconcileOk();
+  json s = h.Status();
+  INFO(s.dump());
+  CHECK(h.Weight("v2") == 20);
+  REQUIRE(h.prometheus.asked.size() == 1);
+  CHECK(h.prometheus.asked[0] ==
+        R"(http://prometheus.monitoring:9090 sum(rate(bad{version="v2"}[1m])))");
+  CHECK(s["analysisRuns"][0]["measurements"][0]["phase"] == "Successful");
+
+  h.prometheus.answer = std::optional<double>(0.4);
+  h.now += seconds(10);
+  h.ReconcileOk();
+  s = h.Status();
+  CHECK(s["phase"] == "Degraded");
+  CHECK(h.Weight("v1") == 100);
+  CHECK(s["message"].get<std::string>().find("bad-answers = 0.4 > max 0.1") != std::string::npos);
+  CHECK(h.metrics.asked.size() == 2);  // The router window is read, but unused here.
+}
+
+// A real Prometheus (Debian's `prometheus`; the test is skipped without it)
+// scrapes a stand-in on 127.0.0.1 that exposes kiln-router's request and
+// error counters (v2 answers 40% of its requests with errors); the analysis
+// asks it through HttpPrometheusSource and rolls v2 back.
+TEST_CASE("a canary is rolled back by its error rate measured by a real Prometheus",
+          "[modeldeployment][prometheus][process]") {
+  const char* env = std::getenv("KILN_PROMETHEUS_BIN");
+  const std::string bin = env != nullptr ? env : "/usr/bin/prometheus";
+  if (access(bin.c_str(), X_OK) != 0) {
+    WARN("skipped: no Prometheus at " << bin
+                                      << " (apt-get install prometheus, or set "
+                                         "KILN_PROMETHEUS_BIN)");
+    return;
+  }
+  testing::TempDir dir;
+  std::mutex mu;
+  int64_t scrapes = 0;
+  const int metrics_port = testing::FreePort();
+  auto exporter = HttpServer::Start(
+      {.bind_address = "127.0.0.1:" + std::to_string(metrics_port)},
+      {HttpRoute::Get("/metrics", [&](const HttpRequest&) {
+        std::lock_guard<std::mutex> lock(mu);
+        ++scrapes;
+        const std::string n = std::to_string(scrapes * 100), e = std::to_string(scrapes * 40);
+        return HttpReply{.content_type = "text/plain; version=0.0.4",
+                         .body =
+                             "# TYPE kiln_router_requests_total counter\n"
+                             "kiln_router_requests_total{route=\"serving/chat\",version=\"v1\"} " +
+                             n +
+                             "\n"
+                             "kiln_router_requests_total{route=\"serving/chat\",version=\"v2\"} " +
+                             n +
+                             "\n"
+                             "# TYPE kiln_router_errors_total counter\n"
+                             "kiln_router_errors_total{route=\"serving/chat\",version=\"v1\"} 0\n"
+                             "kiln_router_errors_total{route=\"serving/chat\",version=\"v2\"} " +
+                             e + "\n"};
+      })});
+  REQUIRE(exporter.ok());
+  const int prom_port = testing::FreePort();
+  const std::string config =
+      dir.Write("prometheus.yml",
+                "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
+                "scrape_configs:\n  - job_name: router\n    static_configs:\n"
+                "      - targets: ['127.0.0.1:" +
+                    std::to_string(metrics_port) + "']\n");
+  testing::BackgroundProcess prometheus_process(
+      {bin, "--config.file=" + config, "--storage.tsdb.path=" + dir.path() + "/data",
+       "--web.listen-address=127.0.0.1:" + std::to_string(prom_port)},
+      dir.path() + "/prometheus.out");
+  const std::string address = "http://127.0.0.1:" + std::to_string(prom_port);
+  const std::string query = R"(sum(rate(kiln_router_errors_total{version="{{version}}"}[5s])) / )"
+                            R"(sum(rate(kiln_router_requests_total{version="{{version}}"}[5s])))";
+  HttpPrometheusSource source;
+  // Until Prometheus has two scrapes of the canary to take a rate from.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  StatusOr<std::optional<double>> ready = std::optional<double>();
+  while (std::chrono::steady_clock::now() < deadline) {
+    ready = source.Query(address, ExpandQuery(query, "v2"));
+    if (ready.ok() && ready->has_value()) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+  INFO(prometheus_process.Output());
+  REQUIRE(ready.ok());
+  REQUIRE(ready->has_value());
+  CHECK(**ready == Approx(0.4).margin(1e-6));
+
+  Harness h;
+  h.prometheus_source = &source;
+  h.Restart();
+  json md = Md(json::array({{{"setWeight", 20}}, {{"analysis", {{"duration", "1m"}}}}}), 1);
+  md["spec"]["analysis"]["failureLimit"] = 0;
+  md["spec"]["analysis"]["metrics"] =
+      json::array({{{"name", "error-share"},
+                    {"prometheus", {{"address", address}, {"query", query}}},
+                    {"max", 0.05}}});
+  h.Stable(md);
+  h.SetModel("v2");
+  h.ReconcileOk();
+  h.SetReady("v2", 1);
+  h.ReconcileOk();
+  json s = h.Status();
+  INFO(s.dump());
+  CHECK(s["phase"] == "Degraded");
+  CHECK(h.Weight("v1") == 100);
+  CHECK(s["message"].get<std::string>().find("error-share = 0.4 > max 0.05") != std::string::npos);
+  (*exporter)->Drain(std::chrono::seconds(1));
 }
 
 }  // namespace
