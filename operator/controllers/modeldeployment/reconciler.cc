@@ -16,6 +16,7 @@
 #include "operator/api/v1alpha1/modeldeployment.h"
 #include "operator/api/v1alpha1/resources.h"
 #include "operator/controllers/modeldeployment/analysis.h"
+#include "operator/controllers/modeldeployment/gateway_route.h"
 #include "operator/controllers/modeldeployment/pod_trouble.h"
 #include "operator/controllers/modeldeployment/prometheus_source.h"
 #include "operator/controllers/modeldeployment/quality_gate.h"
@@ -916,6 +917,30 @@ StatusOr<runtime::Result> ModelDeploymentReconciler::Reconcile(const runtime::Co
   }
   if (events_ != nullptr) {
     for (const auto& e : rollout.events()) events_->Record(obj, e.type, e.reason, e.message);
+  }
+
+  // With the Gateway API provider, the weights go into the HTTPRoute too,
+  // before any version is scaled down (a route that cannot be written stops
+  // the reconcile here, with every version still running).
+  if (md.spec.traffic && md.spec.traffic->provider.value_or("Router") == "GatewayAPI" &&
+      md.spec.traffic->gateway_api && status.traffic && !status.traffic->empty()) {
+    const std::string route_name = md.spec.traffic->gateway_api->http_route;
+    auto route = client_.Get(kHTTPRoutes, request.ns, route_name);
+    if (!route.ok()) {
+      if (events_ != nullptr && kube::IsNotFound(route.status())) {
+        events_->Record(obj, runtime::EventType::kWarning, "HTTPRouteMissing",
+                        "traffic.gatewayAPI.httpRoute " + route_name + " does not exist in " +
+                            request.ns + "; its weights cannot be set");
+      }
+      return route.status();
+    }
+    const int32_t port =
+        md.spec.serving ? md.spec.serving->port.value_or(8000) : static_cast<int32_t>(8000);
+    if (SetBackendWeights(*route, *status.traffic, request.name, port)) {
+      Status updated = client_.Update(kHTTPRoutes, *route).status();
+      if (kube::IsConflict(updated)) return runtime::Result{.requeue_after = milliseconds(1)};
+      KILN_RETURN_IF_ERROR(updated);
+    }
   }
 
   // 4. Each live version's Deployment and Service, as the status says.

@@ -35,7 +35,9 @@
 //     - a failed analysis sends all traffic to the stable version at once
 //       (phase Degraded, the failing metric and value in the message, an
 //       Event, status.rollbacks + 1).
-//  3. Writes the status (weights first), then makes the Deployments and
+//  3. Writes the status (weights first) and, with traffic.provider
+//     GatewayAPI, the weights into the HTTPRoute's backendRefs
+//     (gateway_route.h); then makes the Deployments and
 //     Services match it: a Deployment and a Service per live version
 //     (version_workload.h), the canary sized by its next weight so it is
 //     scaled up before it takes traffic, and deletes those of versions no

@@ -978,5 +978,65 @@ TEST_CASE("a canary is rolled back by its error rate measured by a real Promethe
   (*exporter)->Drain(std::chrono::seconds(1));
 }
 
+TEST_CASE("with the Gateway API provider the HTTPRoute's backendRefs carry the weights",
+          "[modeldeployment][reconciler][gateway]") {
+  Harness h;
+  // The user's route: parents, matches and filters are left alone.
+  h.server.Put(
+      "httproutes",
+      {{"apiVersion", "gateway.networking.k8s.io/v1"},
+       {"kind", "HTTPRoute"},
+       {"metadata", {{"name", "chat-route"}, {"namespace", kNs}}},
+       {"spec",
+        {{"parentRefs", json::array({{{"name", "edge"}}})},
+         {"rules",
+          json::array(
+              {{{"matches", json::array({{{"path", {{"type", "PathPrefix"}, {"value", "/v1"}}}}})},
+                {"backendRefs", json::array()}}})}}}});
+  json md = Md(json::array({{{"setWeight", 25}}}), 4);
+  md["spec"]["traffic"] = {{"provider", "GatewayAPI"},
+                           {"gatewayAPI", {{"httpRoute", "chat-route"}}}};
+  h.Stable(md);
+  auto refs = [&] {
+    return (*h.server.Object("httproutes", kNs, "chat-route"))["spec"]["rules"][0]["backendRefs"];
+  };
+  REQUIRE(refs().size() == 1);
+  CHECK(refs()[0]["name"] == VersionObjectName(kName, "v1"));
+  CHECK(refs()[0]["port"] == 8000);
+  CHECK(refs()[0]["weight"] == 100);
+  CHECK((*h.server.Object("httproutes", kNs,
+                          "chat-route"))["spec"]["rules"][0]["matches"][0]["path"]["value"] ==
+        "/v1");
+
+  h.SetModel("v2");
+  h.ReconcileOk();
+  h.SetReady("v2", 1);
+  h.ReconcileOk();
+  REQUIRE(refs().size() == 2);
+  CHECK(refs()[0]["weight"] == 75);
+  CHECK(refs()[1]["name"] == VersionObjectName(kName, "v2"));
+  CHECK(refs()[1]["weight"] == 25);
+
+  // Abort: the route gives v1 everything before v2's Deployment goes.
+  const size_t before = h.server.requests().size();
+  h.SetAction("Abort");
+  h.ReconcileOk();
+  REQUIRE(refs().size() == 1);
+  CHECK(refs()[0]["weight"] == 100);
+  const int64_t route_put =
+      h.RequestIndex(std::string("PUT /apis/gateway.networking.k8s.io/v1/namespaces/") + kNs +
+                         "/httproutes/chat-route",
+                     before);
+  REQUIRE(route_put >= 0);
+  CHECK(h.RequestIndex(kStatusPath, before) < route_put);
+  CHECK(route_put < h.RequestIndex(DeletePath("deployments", "v2"), before));
+
+  // A missing route stops the reconcile before anything is scaled down.
+  h.server.Remove("httproutes", kNs, "chat-route");
+  h.SetModel("v3");
+  CHECK_FALSE(h.Reconcile().ok());
+  CHECK(h.HasEvent("HTTPRouteMissing"));
+}
+
 }  // namespace
 }  // namespace kiln::modeldeployment
