@@ -11,9 +11,12 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <csignal>
 #include <cstdio>
 #include <future>
 #include <mutex>
+#include <random>
+#include <set>
 #include <thread>
 #include <vector>
 
@@ -27,8 +30,10 @@
 #include "operator/controllers/modeldeployment/reconciler.h"
 #include "operator/controllers/modeldeployment/version_workload.h"
 #include "runtime/manager.h"
+#include "tests/support/background_process.h"
 #include "tests/support/http_probe.h"
 #include "tests/support/local_clusters.h"
+#include "tests/support/temp_dir.h"
 
 namespace kiln::modeldeployment {
 namespace {
@@ -72,7 +77,10 @@ std::string Summary(const std::string& route, const std::map<std::string, double
 // router's window from a loopback stand-in whose answer `SetSummary` sets.
 class Setup {
  public:
-  Setup() {
+  // `in_process`: the controller runs in this process (a manager of its
+  // own); otherwise the test runs kiln-operator, for which every kiln CRD is
+  // applied.
+  explicit Setup(bool in_process = true) {
     auto lc = testing::LocalClusters::FromEnvironment();
     REQUIRE(lc.ok());
     lc_ = std::make_unique<testing::LocalClusters>(std::move(*lc));
@@ -86,15 +94,20 @@ class Setup {
     auto unlimited = kube::Client::New(operator_client_->config(), {.qps = 0});
     REQUIRE(unlimited.ok());
     client_ = std::move(*unlimited);
-    auto applied = lc_->Kubectl(
-        cluster, {"apply", "--server-side", "-f",
-                  std::string(KILN_SOURCE_DIR) + "/crds/kiln.dev_modeldeployments.yaml"});
-    REQUIRE(applied.ok());
-    REQUIRE(applied->exit_code == 0);
-    auto established = lc_->Kubectl(cluster, {"wait", "--for=condition=Established",
-                                              "crd/modeldeployments.kiln.dev", "--timeout=60s"});
-    REQUIRE(established.ok());
-    REQUIRE(established->exit_code == 0);
+    kubeconfig = cluster.kubeconfig;
+    std::vector<std::string> crds = {"modeldeployments"};
+    if (!in_process) crds = {"modeldeployments", "memberclusters", "trainingjobs"};
+    for (const std::string& crd : crds) {
+      auto applied =
+          lc_->Kubectl(cluster, {"apply", "--server-side", "-f",
+                                 std::string(KILN_SOURCE_DIR) + "/crds/kiln.dev_" + crd + ".yaml"});
+      REQUIRE(applied.ok());
+      REQUIRE(applied->exit_code == 0);
+      auto established = lc_->Kubectl(cluster, {"wait", "--for=condition=Established",
+                                                "crd/" + crd + ".kiln.dev", "--timeout=60s"});
+      REQUIRE(established.ok());
+      REQUIRE(established->exit_code == 0);
+    }
     ns = testing::UniqueName("kiln-md");
     REQUIRE(client().Create(kube::resources::kNamespaces, "", {{"metadata", {{"name", ns}}}}).ok());
     route = ns + "/" + name;
@@ -109,7 +122,9 @@ class Setup {
                           })});
     REQUIRE(router.ok());
     router_ = std::move(*router);
-    auto source = RouterMetricsSource::New("http://127.0.0.1:" + std::to_string(port));
+    router_url = "http://127.0.0.1:" + std::to_string(port);
+    if (!in_process) return;
+    auto source = RouterMetricsSource::New(router_url);
     REQUIRE(source.ok());
     source_ = std::move(*source);
 
@@ -134,7 +149,7 @@ class Setup {
   ~Setup() {
     stop_ = true;
     if (run_.valid()) CHECK(run_.get().ok());
-    router_->Drain(std::chrono::seconds(1));
+    if (router_) router_->Drain(std::chrono::seconds(1));
     // Best effort: the control plane is torn down after the run anyway.
     Status deleted = client().Delete(kube::resources::kNamespaces, "", ns).status();
     CHECK((deleted.ok() || kube::IsNotFound(deleted)));
@@ -191,6 +206,24 @@ class Setup {
 
   std::string ns;
   const std::string name = "chat";
+  std::string kubeconfig;
+  std::string router_url;  // The stand-in's.
+  // A version with weight lacks a Deployment with a ready pod: "" or what.
+  std::string WeightWithoutPods() {
+    const json s = MdStatus();
+    for (const auto& t : s.value("traffic", json::array())) {
+      if (t.value("weight", 0) == 0) continue;
+      const std::string version = t.value("version", "");
+      auto d = client().Get(kube::resources::kDeployments, ns, VersionObjectName(name, version));
+      if (!d.ok())
+        return version + " has weight " + std::to_string(t.value("weight", 0)) +
+               " and no Deployment (" + d.status().ToString() + ")";
+      if (d->value("spec", json::object()).value("replicas", 0) == 0) {
+        return version + " has weight and its Deployment is scaled to 0";
+      }
+    }
+    return "";
+  }
   std::string route;
 
  private:
@@ -285,6 +318,88 @@ TEST_CASE("a ModelDeployment rolls out, rolls back from the spec and on a failed
   CHECK(s["rollbacks"] == 2);
   CHECK(s["message"].get<std::string>().find("errors = 0.4 > max 0.05") != std::string::npos);
   WaitUntil("v3's Deployment to go", [&] { return t.DeploymentGone("v3"); });
+}
+
+// kiln-operator itself, SIGKILLed 20 times at random moments of a rollout
+// and started again: the rollout ends as it would have (v2 stable and
+// Healthy, v1 warm, one analysis run, no rollback), and no poll of the API
+// every 10 ms ever sees weight on a version whose Deployment is gone or
+// scaled to zero.
+TEST_CASE("kiln-operator killed at 20 random points of a rollout resumes it from the API",
+          "[integration][modeldeployment]") {
+  Setup t(/*in_process=*/false);
+  testing::TempDir dir;
+  int started = 0;
+  auto start_operator = [&] {
+    return std::make_unique<testing::BackgroundProcess>(
+        std::vector<std::string>{KILN_OPERATOR_BIN, "--kubeconfig", t.kubeconfig,
+                                 "--metrics-bind-address", "0", "--health-probe-bind-address", "0",
+                                 "--router-url", t.router_url, "--member-secret-namespace", t.ns},
+        dir.path() + "/operator-" + std::to_string(++started) + ".log");
+  };
+  auto op = start_operator();
+  std::atomic<bool> watching{true};
+  std::mutex mu;
+  std::vector<std::string> violations;
+  std::thread watcher([&] {
+    while (watching) {
+      std::string v = t.WeightWithoutPods();
+      if (!v.empty()) {
+        std::lock_guard<std::mutex> lock(mu);
+        violations.push_back(v);
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+  });
+
+  t.SetSummary({{"v1", 0}, {"v2", 0.0}});
+  t.Create(json::array({{{"setWeight", 25}},
+                        {{"pause", {{"duration", "3s"}}}},
+                        {{"setWeight", 50}},
+                        {{"analysis", {{"duration", "3s"}}}},
+                        {{"setWeight", 75}}}));
+  WaitUntil("v1 takes all traffic", [&] { return Setup::Weight(t.MdStatus(), "v1") == 100; });
+  t.PatchSpec({{"model", Setup::Model("v2")}});
+  std::mt19937 rng(16);
+  std::set<std::string> seen_steps;
+  int during = 0;  // Kills before the rollout ended.
+  for (int kill = 0; kill < 20; ++kill) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50 + rng() % 300));
+    const json s = t.MdStatus();
+    seen_steps.insert(s.value("phase", "") + "@" + std::to_string(s.value("currentStep", -1)));
+    if (s.value("stableVersion", "") != "v2") ++during;
+    op->Signal(SIGKILL);
+    op->Wait();
+    op = start_operator();
+  }
+  const auto finished = WaitUntil("v2 promoted after the kills", [&] {
+    const json s = t.MdStatus();
+    return s.value("phase", "") == "Healthy" && s.value("stableVersion", "") == "v2" &&
+           Setup::Weight(s, "v2") == 100;
+  });
+  watching = false;
+  watcher.join();
+  std::string states;
+  for (const auto& step : seen_steps) states += step + " ";
+  std::printf(
+      "modeldeployment: 20 SIGKILLs, %d of them before the promotion (states seen at the "
+      "kills: %s); Healthy %.2f s after the last restart\n",
+      during, states.c_str(), Seconds(finished));
+  const json s = t.MdStatus();
+  INFO(s.dump());
+  CHECK(s.value("previousVersion", "") == "v1");
+  CHECK(s.value("rollbacks", 0) == 0);
+  int analysis_runs = 0;
+  for (const auto& r : s.value("analysisRuns", json::array())) {
+    ++analysis_runs;
+    CHECK(r.value("phase", "") == "Successful");
+  }
+  CHECK(analysis_runs == 1);
+  std::lock_guard<std::mutex> lock(mu);
+  CHECK(violations.empty());
+  for (const auto& v : violations) UNSCOPED_INFO(v);
+  op->Signal(SIGTERM);
+  op->Wait();
 }
 
 // For docs/modeldeployment.md's figure: 20 promotions, each followed by
