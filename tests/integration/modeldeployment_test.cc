@@ -114,12 +114,17 @@ class Setup {
     summary_ = Summary(route, {{"v1", 0}});
 
     const int port = testing::FreePort();
-    auto router =
-        HttpServer::Start({.bind_address = "127.0.0.1:" + std::to_string(port)},
-                          {HttpRoute::Get("/debug/summary", [this](const HttpRequest&) {
-                            std::lock_guard<std::mutex> lock(mu_);
-                            return HttpReply{.content_type = "application/json", .body = summary_};
-                          })});
+    auto router = HttpServer::Start(
+        {.bind_address = "127.0.0.1:" + std::to_string(port)},
+        {HttpRoute::Get("/debug/summary", [this](const HttpRequest& r) {
+          // As kiln-router: the window is a duration ("1s").
+          auto w = r.query.find("window");
+          if (w == r.query.end() || w->second.empty() || w->second.back() != 's') {
+            return HttpReply{.status = 400, .body = "bad window"};
+          }
+          std::lock_guard<std::mutex> lock(mu_);
+          return HttpReply{.content_type = "application/json", .body = summary_};
+        })});
     REQUIRE(router.ok());
     router_ = std::move(*router);
     router_url = "http://127.0.0.1:" + std::to_string(port);

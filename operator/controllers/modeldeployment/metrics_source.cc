@@ -59,7 +59,8 @@ RouterMetricsSource::RouterMetricsSource(std::string base_url,
 
 StatusOr<TrafficWindow> RouterMetricsSource::Window(const std::string& route, int window_seconds) {
   kube::HttpRequest request;
-  request.path = "/debug/summary?window=" + std::to_string(window_seconds);
+  // kiln-router reads the window as a duration ("30s").
+  request.path = "/debug/summary?window=" + std::to_string(window_seconds) + "s";
   request.timeout = std::chrono::seconds(5);
   KILN_ASSIGN_OR_RETURN(kube::HttpResponse response, transport_->Do(request));
   if (response.status != 200) {

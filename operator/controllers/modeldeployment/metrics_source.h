@@ -44,7 +44,7 @@ class MetricsSource {
 StatusOr<TrafficWindow> ParseRouterSummary(const std::string& body, const std::string& route);
 
 // Asks kiln-router at `base_url` (http://host:port, e.g. the kiln-router
-// Service) for GET /debug/summary?window=N, each request within 5 s.
+// Service) for GET /debug/summary?window=<N>s, each request within 5 s.
 class RouterMetricsSource final : public MetricsSource {
  public:
   // InvalidArgument for a URL the HTTP transport cannot use.

@@ -669,6 +669,24 @@ class Rollout {
       return false;
     }
     if (now_ >= started + duration) {
+      // No evidence is no pass: a metric without one successful measurement
+      // (no traffic all along) leaves the run inconclusive.
+      for (const auto& metric : metrics) {
+        const bool measured = std::any_of(ms.begin(), ms.end(), [&](const v1::Measurement& m) {
+          return m.metric == metric.name && m.phase == "Successful";
+        });
+        if (measured) continue;
+        run.phase = "Inconclusive";
+        run.finished_at = now_text_;
+        run.message = metric.name + ": no successful measurement in the step's " +
+                      Seconds(duration) + " (no traffic, or the source did not answer)";
+        status_.phase = "Paused";
+        status_.message = "step " + std::to_string(step) + ": the analysis of " + canary +
+                          " is inconclusive (" + run.message.value() +
+                          "); set spec.rollout.action to Promote to go on or Abort to stop";
+        Note(runtime::EventType::kWarning, "AnalysisInconclusive", status_.message.value());
+        return false;
+      }
       run.phase = "Successful";
       run.finished_at = now_text_;
       run.message = std::to_string(ms.size()) + " measurements, every metric within bounds";
