@@ -1038,5 +1038,28 @@ TEST_CASE("with the Gateway API provider the HTTPRoute's backendRefs carry the w
   CHECK(h.HasEvent("HTTPRouteMissing"));
 }
 
+TEST_CASE("an analysis that never had traffic to judge does not pass at its end",
+          "[modeldeployment][reconciler][analysis]") {
+  Harness h;
+  json md = Md(json::array({{{"setWeight", 25}}, {{"analysis", {{"duration", "20s"}}}}}), 1);
+  md["spec"]["analysis"]["inconclusiveLimit"] = 100;
+  h.Stable(md);
+  h.SetModel("v2");
+  h.ReconcileOk();
+  h.SetReady("v2", 1);
+  h.metrics.answer = Window(0, 0.1, /*requests=*/0);
+  h.ReconcileOk();
+  for (int i = 0; i < 2; ++i) {
+    h.now += seconds(10);
+    h.ReconcileOk();
+  }
+  json s = h.Status();
+  INFO(s.dump());
+  CHECK(s["analysisRuns"][0]["phase"] == "Inconclusive");
+  CHECK(s["phase"] == "Paused");
+  CHECK(s["canaryVersion"] == "v2");
+  CHECK(s["message"].get<std::string>().find("no successful measurement") != std::string::npos);
+}
+
 }  // namespace
 }  // namespace kiln::modeldeployment
