@@ -96,7 +96,7 @@ class Rollout {
   // are not ready, where known.
   Rollout(const v1::ModelDeployment& md, std::map<std::string, int32_t> ready,
           std::map<std::string, std::string> trouble, Clock::time_point now, MetricsSource* source,
-          PrometheusSource* prometheus)
+          PrometheusSource* prometheus, milliseconds resync)
       : md_(md),
         spec_(md.spec),
         status_(md.status.value_or(v1::ModelDeploymentStatus{})),
@@ -105,7 +105,8 @@ class Rollout {
         now_(now),
         now_text_(FormatRfc3339(now)),
         source_(source),
-        prometheus_(prometheus) {
+        prometheus_(prometheus),
+        resync_hint_(resync) {
     if (spec_.strategy && spec_.strategy->canary) {
       steps_ = spec_.strategy->canary->steps.value_or(std::vector<v1::CanaryStep>{});
       scale_down_delay_ =
@@ -224,7 +225,6 @@ class Rollout {
     Advance();
   }
 
-  const v1::ModelDeploymentStatus& status() const { return status_; }
   v1::ModelDeploymentStatus& mutable_status() { return status_; }
   const std::vector<Event>& events() const { return events_; }
   std::optional<milliseconds> wake() const { return wake_; }
@@ -756,7 +756,8 @@ class Rollout {
   int32_t replicas_ = 1;
   bool promote_now_ = false;
   std::string action_message_;
-  const milliseconds resync_hint_{std::chrono::seconds(5)};
+  // How soon to look again while waiting for pods (options.resync).
+  const milliseconds resync_hint_;
   std::vector<Event> events_;
   std::optional<milliseconds> wake_;
   json gate_pod_;
@@ -845,7 +846,7 @@ StatusOr<runtime::Result> ModelDeploymentReconciler::Reconcile(const runtime::Co
   };
   const Status buildable = build(md.spec.model.version, md.spec.model.uri, 0).status();
   Rollout rollout(md, ready, trouble, options_.now(), options_.metrics_source,
-                  options_.prometheus_source);
+                  options_.prometheus_source, options_.resync);
 
   // The quality gate's Jobs (by the canary they score) and, for the canary
   // in the status, its Job's pod. Looked at only when a gate is configured
