@@ -145,7 +145,8 @@ class Setup {
     reconciler_ = std::make_unique<ModelDeploymentReconciler>(
         op, &manager_->events(),
         ModelDeploymentReconcilerOptions{.metrics_source = source_.get(),
-                                         .resync = std::chrono::milliseconds(500)});
+                                         .resync = std::chrono::milliseconds(500),
+                                         .scale_down_grace = std::chrono::seconds(1)});
     runtime::Controller& controller = manager_->AddController("modeldeployment", *reconciler_);
     controller.For(**mds);
     controller.Owns(**deployments, api::v1alpha1::kModelDeployments);

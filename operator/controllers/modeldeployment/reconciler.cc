@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <map>
 #include <optional>
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
@@ -31,6 +32,8 @@ using std::chrono::milliseconds;
 using Clock = std::chrono::system_clock;
 
 constexpr const char* kTemplateHashAnnotation = "kiln.dev/template-hash";
+// On a version's Deployment once it is no longer live: when it lost its weight.
+constexpr const char* kUnweightedSinceAnnotation = "kiln.dev/unweighted-since";
 constexpr size_t kMaxAnalysisRuns = 20;
 constexpr size_t kMaxMeasurements = 50;
 
@@ -981,14 +984,16 @@ StatusOr<runtime::Result> ModelDeploymentReconciler::Reconcile(const runtime::Co
       if (!s.ok() && !kube::IsAlreadyExists(s)) return s;
     } else {
       const json& cur = have->second;
-      const bool same =
-          cur["metadata"].value("annotations", json::object()).value(kTemplateHashAnnotation, "") ==
-              hash &&
-          cur.value("spec", json::object()).value("replicas", -1) == l.replicas;
+      const json annotations = cur["metadata"].value("annotations", json::object());
+      const bool same = annotations.value(kTemplateHashAnnotation, "") == hash &&
+                        !annotations.contains(kUnweightedSinceAnnotation) &&
+                        cur.value("spec", json::object()).value("replicas", -1) == l.replicas;
       if (!same) {
         json next = cur;
         next["metadata"]["labels"] = d["metadata"]["labels"];
         next["metadata"]["annotations"][kTemplateHashAnnotation] = hash;
+        // Live again (a retried version, say): no longer on its way out.
+        next["metadata"]["annotations"].erase(kUnweightedSinceAnnotation);
         next["spec"]["replicas"] = l.replicas;
         next["spec"]["template"] = d["spec"]["template"];
         KILN_RETURN_IF_ERROR(client_.Update(kube::resources::kDeployments, next).status());
@@ -1040,10 +1045,44 @@ StatusOr<runtime::Result> ModelDeploymentReconciler::Reconcile(const runtime::Co
     if (!s.ok() && !kube::IsNotFound(s)) return s;
   }
   // Versions no longer live: their weight is already gone (written above).
+  // Each keeps its pods for scale_down_grace after that (the time it lost
+  // its weight is an annotation on its Deployment, so a restarted operator
+  // counts on), so that every router replica has dropped it first.
+  std::optional<milliseconds> wake = rollout.wake();
+  const auto now = options_.now();
+  std::set<std::string> going;
+  for (const auto& [version, d] : owned.deployments) {
+    if (live.count(version) > 0) continue;
+    const std::string since_text =
+        d["metadata"].value("annotations", json::object()).value(kUnweightedSinceAnnotation, "");
+    if (options_.scale_down_grace > milliseconds(0)) {
+      if (since_text.empty()) {
+        json patch = {
+            {"metadata", {{"annotations", {{kUnweightedSinceAnnotation, FormatRfc3339(now, 3)}}}}}};
+        Status s = client_
+                       .Patch(kube::resources::kDeployments, request.ns, Str(d["metadata"], "name"),
+                              kube::PatchType::kMerge, patch.dump())
+                       .status();
+        if (!s.ok() && !kube::IsNotFound(s)) return s;
+        wake = std::min(wake.value_or(options_.scale_down_grace), options_.scale_down_grace);
+        continue;
+      }
+      auto since = TimeOf(since_text);
+      const auto due = since.value_or(now) + options_.scale_down_grace;
+      if (now < due) {
+        const auto left = std::chrono::ceil<milliseconds>(due - now);
+        wake = std::min(wake.value_or(left), left);
+        continue;
+      }
+    }
+    going.insert(version);
+  }
   for (auto [resource, objects] : {std::pair{&kube::resources::kDeployments, &owned.deployments},
                                    std::pair{&kube::resources::kServices, &owned.services}}) {
     for (const auto& [version, o] : *objects) {
       if (live.count(version) > 0) continue;
+      // A Service goes with its Deployment (or alone, when that is gone).
+      if (going.count(version) == 0 && owned.deployments.count(version) > 0) continue;
       Status s = client_
                      .Delete(*resource, request.ns, Str(o["metadata"], "name"),
                              {.propagation_policy = "Background",
@@ -1052,7 +1091,7 @@ StatusOr<runtime::Result> ModelDeploymentReconciler::Reconcile(const runtime::Co
       if (!s.ok() && !kube::IsNotFound(s)) return s;
     }
   }
-  return runtime::Result{.requeue_after = rollout.wake().value_or(milliseconds(0))};
+  return runtime::Result{.requeue_after = wake.value_or(milliseconds(0))};
 }
 
 }  // namespace kiln::modeldeployment

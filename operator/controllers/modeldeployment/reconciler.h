@@ -41,7 +41,8 @@
 //     Services match it: a Deployment and a Service per live version
 //     (version_workload.h), the canary sized by its next weight so it is
 //     scaled up before it takes traffic, and deletes those of versions no
-//     longer live (so nothing is scaled down before its weight is gone).
+//     longer live (so nothing is scaled down before its weight is gone),
+//     scale_down_grace after they lost their weight.
 // Serving happens in the ModelDeployment's own cluster (clusterSelector is
 // not honoured yet). Thread-safe: the controller never reconciles one object
 // on two workers at once, and the reconciler keeps no state of its own.
@@ -72,6 +73,11 @@ struct ModelDeploymentReconcilerOptions {
   // How often a deployment waiting for replicas is looked at again (the
   // Deployments' informer also wakes it).
   std::chrono::milliseconds resync{std::chrono::seconds(5)};
+  // How long a version that lost its weight (stopped, rolled back from,
+  // replaced, past its warm window) keeps its pods after the status said
+  // so, so that every router replica has dropped it before they go. 0
+  // deletes them in the same reconcile.
+  std::chrono::milliseconds scale_down_grace{std::chrono::seconds(10)};
   std::function<std::chrono::system_clock::time_point()> now = [] {
     return std::chrono::system_clock::now();
   };

@@ -129,6 +129,7 @@ class Harness {
     o.metrics_source = &metrics;
     o.prometheus_source = prometheus_source != nullptr ? prometheus_source : &prometheus;
     o.now = [this] { return now; };
+    o.scale_down_grace = scale_down_grace;
     reconciler_ = std::make_unique<ModelDeploymentReconciler>(*client_, &events_, o);
   }
 
@@ -253,6 +254,9 @@ class Harness {
   FakeMetrics metrics;
   FakePrometheus prometheus;
   PrometheusSource* prometheus_source = nullptr;  // Instead of `prometheus`, after Restart.
+  // Most tests delete a version as soon as it loses its weight; the grace
+  // has its own test.
+  std::chrono::milliseconds scale_down_grace{0};
   std::chrono::system_clock::time_point now = std::chrono::system_clock::from_time_t(1'800'000'000);
 
  private:
@@ -1059,6 +1063,58 @@ TEST_CASE("an analysis that never had traffic to judge does not pass at its end"
   CHECK(s["phase"] == "Paused");
   CHECK(s["canaryVersion"] == "v2");
   CHECK(s["message"].get<std::string>().find("no successful measurement") != std::string::npos);
+}
+
+TEST_CASE("a version that lost its weight keeps its pods for scale_down_grace",
+          "[modeldeployment][reconciler]") {
+  Harness h;
+  h.scale_down_grace = seconds(10);
+  h.Restart();
+  h.Stable(Md(json::array({{{"setWeight", 25}}, {{"pause", json::object()}}})));
+  h.SetModel("v2");
+  h.ReconcileOk();
+  h.SetReady("v2", 1);
+  h.ReconcileOk();
+  h.SetAction("Abort");
+  auto r = h.Reconcile();
+  REQUIRE(r.ok());
+  CHECK(h.Weight("v2") == 0);
+  auto d = h.Deployment("v2");
+  REQUIRE(d.has_value());  // Still there, marked.
+  CHECK(d->at("metadata")["annotations"].contains("kiln.dev/unweighted-since"));
+  CHECK(d->at("spec")["replicas"] == 1);
+  CHECK(r->requeue_after <= seconds(10));
+  h.now += seconds(6);
+  h.Restart();  // The time it lost its weight is on the Deployment, not in memory.
+  h.ReconcileOk();
+  CHECK(h.Deployment("v2").has_value());
+  CHECK(h.Service("v2").has_value());
+  h.now += seconds(4);
+  h.ReconcileOk();
+  CHECK_FALSE(h.Deployment("v2").has_value());
+  CHECK_FALSE(h.Service("v2").has_value());
+}
+
+TEST_CASE("a version live again within the grace loses its mark", "[modeldeployment][reconciler]") {
+  Harness h;
+  h.scale_down_grace = seconds(10);
+  h.Restart();
+  h.Stable(Md(json::array({{{"setWeight", 25}}, {{"pause", json::object()}}})));
+  h.SetModel("v2");
+  h.ReconcileOk();
+  h.SetReady("v2", 1);
+  h.ReconcileOk();
+  h.SetAction("Abort");
+  h.ReconcileOk();
+  h.SetAction("Continue");  // Retried at once: the same Deployment serves it.
+  h.ReconcileOk();
+  auto d = h.Deployment("v2");
+  REQUIRE(d.has_value());
+  CHECK_FALSE(d->at("metadata")["annotations"].contains("kiln.dev/unweighted-since"));
+  h.now += seconds(30);
+  h.ReconcileOk();
+  CHECK(h.Deployment("v2").has_value());
+  CHECK(h.Weight("v2") == 25);
 }
 
 }  // namespace
