@@ -21,6 +21,10 @@ APT_PACKAGES=(
   # Container images without a container engine (scripts/images.sh), and
   # running them in the tests.
   umoci runc containerd jq ca-certificates
+  # A real Prometheus for the ModelDeployment analysis test (the test starts
+  # its binary on loopback; on a systemd host the package also enables its
+  # own prometheus.service on :9090).
+  prometheus
 )
 
 install_apt_packages() {

@@ -3,7 +3,8 @@
 // the cluster configuration, serves /metrics, /healthz and /readyz, takes part
 // in leader election, logs JSON and stops gracefully on SIGTERM. Controllers
 // register with the manager as they are implemented: today the MemberCluster
-// controller (operator/fleet).
+// controller (operator/fleet), the TrainingJob and the ModelDeployment
+// controllers (operator/controllers/).
 #include <cstdio>
 #include <cstdlib>
 #include <limits>
@@ -19,7 +20,11 @@
 #include "base/version.h"
 #include "kube/client.h"
 #include "kube/kubeconfig.h"
+#include "operator/api/labels.h"
 #include "operator/api/v1alpha1/resources.h"
+#include "operator/controllers/modeldeployment/metrics_source.h"
+#include "operator/controllers/modeldeployment/prometheus_source.h"
+#include "operator/controllers/modeldeployment/reconciler.h"
 #include "operator/controllers/trainingjob/metrics.h"
 #include "operator/controllers/trainingjob/progress_reader.h"
 #include "operator/controllers/trainingjob/reconciler.h"
@@ -73,6 +78,7 @@ int main(int argc, char** argv) {
   tj_options.progress_reader = &progress_reader;
   kiln::trainingjob::TrainingJobMetrics tj_metrics(kiln::runtime::Metrics::Global().registry());
   tj_options.metrics = &tj_metrics;
+  std::string router_url;
   bool leader_elect = false, version = false;
   kiln::runtime::ManagerOptions options;
   kiln::kube::ClientOptions client_options;
@@ -141,6 +147,12 @@ int main(int argc, char** argv) {
       .String("shared-volume-mount-path", &tj_options.volume.mount_path,
               "Where workers mount the shared volume; file:// checkpoint URIs lie under it.")
       .Metavar("PATH");
+  flags
+      .String("router-url", &router_url,
+              "kiln-router's base URL (http://host:port): ModelDeployment analysis reads its "
+              "per-version window from GET /debug/summary there. Unset: router metrics are "
+              "inconclusive.")
+      .Metavar("URL");
   flags.Bool("version", &version, "Print the version and exit.");
   if (auto exit = flags.ParseOrExit(argc, argv, 1)) return *exit;
   if (version) {
@@ -207,10 +219,15 @@ int main(int argc, char** argv) {
   // start: not even leader election would run).
   std::unique_ptr<kiln::fleet::Fleet> fleet;
   std::unique_ptr<kiln::trainingjob::TrainingJobReconciler> tj_reconciler;
+  std::unique_ptr<kiln::modeldeployment::RouterMetricsSource> md_metrics;
+  kiln::modeldeployment::HttpPrometheusSource md_prometheus;
+  std::unique_ptr<kiln::modeldeployment::ModelDeploymentReconciler> md_reconciler;
   Status served = kiln::fleet::MemberClustersServed(*config);
   if (served.code() == kiln::StatusCode::kNotFound) {
-    log.Warn("kiln's CRDs are not installed: running without the fleet and TrainingJob controllers",
-             {{"crd", "memberclusters.kiln.dev"}, {"error", served.ToString()}});
+    log.Warn(
+        "kiln's CRDs are not installed: running without the fleet, TrainingJob and ModelDeployment "
+        "controllers",
+        {{"crd", "memberclusters.kiln.dev"}, {"error", served.ToString()}});
   } else {
     if (!served.ok()) {
       log.Warn("cannot tell whether MemberClusters are served; starting the controllers",
@@ -236,6 +253,32 @@ int main(int argc, char** argv) {
     kiln::runtime::Controller& tj_controller =
         manager.AddController("trainingjob", *tj_reconciler, {.workers = 4});
     tj_controller.For(**jobs);
+
+    // The ModelDeployment controller: its Deployments (labelled with the
+    // deployment's name) wake it when their pods become ready.
+    kiln::modeldeployment::ModelDeploymentReconcilerOptions md_options;
+    md_options.volume = tj_options.volume;
+    md_options.prometheus_source = &md_prometheus;
+    if (!router_url.empty()) {
+      auto source = kiln::modeldeployment::RouterMetricsSource::New(router_url);
+      if (!source.ok()) return flags.UsageError(source.status().message());
+      md_metrics = std::move(*source);
+      md_options.metrics_source = md_metrics.get();
+    }
+    auto mds = manager.GetInformer(**client, kiln::api::v1alpha1::kModelDeployments);
+    auto deployments = manager.GetInformer(**client, kiln::kube::resources::kDeployments,
+                                           {.label_selector = kiln::api::kModelDeploymentLabel});
+    if (!mds.ok() || !deployments.ok()) {
+      log.Error(!mds.ok() ? mds.status() : deployments.status(),
+                "cannot set up the ModelDeployment informers");
+      return 1;
+    }
+    md_reconciler = std::make_unique<kiln::modeldeployment::ModelDeploymentReconciler>(
+        **client, &manager.events(), md_options);
+    kiln::runtime::Controller& md_controller =
+        manager.AddController("modeldeployment", *md_reconciler, {.workers = 4});
+    md_controller.For(**mds);
+    md_controller.Owns(**deployments, kiln::api::v1alpha1::kModelDeployments);
   }
   Status result = manager.Run(stop.requested());
   if (!result.ok()) {

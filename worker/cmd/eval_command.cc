@@ -1,5 +1,6 @@
 #include "worker/cmd/eval_command.h"
 
+#include <cerrno>
 #include <cmath>
 #include <cstdio>
 #include <limits>
@@ -8,6 +9,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "base/errno_status.h"
 #include "base/flags.h"
 #include "worker/exit_codes.h"
 #include "worker/serve/eval.h"
@@ -39,7 +41,7 @@ int Fail(const Status& s) {
 }  // namespace
 
 int RunEvalCommand(int argc, char** argv) {
-  std::string data, checkpoint, server, model_name;
+  std::string data, checkpoint, server, model_name, report_path;
   double min_accuracy = 0, max_perplexity = 0, max_loss = 0;
   constexpr double kInf = std::numeric_limits<double>::infinity();
   FlagSet flags("kiln-worker eval", kSynopsis, kEpilogue);
@@ -63,6 +65,11 @@ int RunEvalCommand(int argc, char** argv) {
   flags
       .Double("max-loss", &max_loss, 0, kInf, "Gate: mean loss (nats per token) must be at most X.")
       .DefaultText("no gate");
+  flags
+      .String("report", &report_path,
+              "Also write the JSON report to this file, e.g. /dev/termination-log, where the "
+              "ModelDeployment controller's quality gate reads it.")
+      .Metavar("PATH");
   if (auto exit = flags.ParseOrExit(argc, argv, 2)) return *exit;
   if (data.empty()) return flags.UsageError("--data is required");
   if (checkpoint.empty() == server.empty()) {
@@ -124,7 +131,14 @@ int RunEvalCommand(int argc, char** argv) {
   }
   report["gates"] = gates;
   report["passed"] = passed;
-  std::printf("%s\n", report.dump().c_str());
+  const std::string text = report.dump();
+  std::printf("%s\n", text.c_str());
+  if (!report_path.empty()) {
+    std::FILE* f = std::fopen(report_path.c_str(), "w");
+    const bool written = f != nullptr && std::fwrite(text.data(), 1, text.size(), f) == text.size();
+    if (f != nullptr && std::fclose(f) != 0) return Fail(ErrnoStatus(errno, "close", report_path));
+    if (!written) return Fail(ErrnoStatus(errno, "write", report_path));
+  }
   return passed ? 0 : ToInt(ExitCode::kQualityGateFailed);
 }
 

@@ -314,6 +314,13 @@ void to_json(nlohmann::json& j, const ModelDeploymentStatus& v) {
   Write(j, "stableVersion", v.stable_version);
   Write(j, "canaryVersion", v.canary_version);
   Write(j, "previousVersion", v.previous_version);
+  Write(j, "stableUri", v.stable_uri);
+  Write(j, "previousUri", v.previous_uri);
+  Write(j, "previousScaleDownAt", v.previous_scale_down_at);
+  Write(j, "stepStartedAt", v.step_started_at);
+  Write(j, "stoppedVersion", v.stopped_version);
+  Write(j, "handledAction", v.handled_action);
+  Write(j, "handledActionGeneration", v.handled_action_generation);
   Write(j, "currentStep", v.current_step);
   Write(j, "canaryWeight", v.canary_weight);
   Write(j, "traffic", v.traffic);
@@ -333,6 +340,13 @@ void from_json(const nlohmann::json& j, ModelDeploymentStatus& v) {
   Read(j, "stableVersion", v.stable_version);
   Read(j, "canaryVersion", v.canary_version);
   Read(j, "previousVersion", v.previous_version);
+  Read(j, "stableUri", v.stable_uri);
+  Read(j, "previousUri", v.previous_uri);
+  Read(j, "previousScaleDownAt", v.previous_scale_down_at);
+  Read(j, "stepStartedAt", v.step_started_at);
+  Read(j, "stoppedVersion", v.stopped_version);
+  Read(j, "handledAction", v.handled_action);
+  Read(j, "handledActionGeneration", v.handled_action_generation);
   Read(j, "currentStep", v.current_step);
   Read(j, "canaryWeight", v.canary_weight);
   Read(j, "traffic", v.traffic);

@@ -350,6 +350,22 @@ struct ModelDeploymentStatus {
   std::optional<std::string> canary_version;
   // The version promoted from last; still warm until its scale-down delay passes.
   std::optional<std::string> previous_version;
+  // The checkpoint the stable version serves (spec.model.uri names the newest one).
+  std::optional<std::string> stable_uri;
+  // The checkpoint the previous version serves while it is warm.
+  std::optional<std::string> previous_uri;
+  // When the previous version's pods go (its promotion plus strategy.canary.scaleDownDelay).
+  std::optional<std::string> previous_scale_down_at;
+  // When the current canary step began; pause and analysis durations count from it.
+  std::optional<std::string> step_started_at;
+  // A version stopped by Abort, Rollback or a failed analysis; it is not rolled out again until
+  // spec.model changes or spec.rollout.action changes to Continue or Promote.
+  std::optional<std::string> stopped_version;
+  // The spec.rollout.action last acted on. An action acts once, when spec.rollout.action changes to
+  // it, so reconciling again does not repeat it.
+  std::optional<std::string> handled_action;
+  // The .metadata.generation whose spec.rollout.action was acted on last.
+  std::optional<int64_t> handled_action_generation;
   // Index of the canary step in progress (equal to the number of steps when done).
   std::optional<int32_t> current_step;
   // Percent of traffic on the canary now.

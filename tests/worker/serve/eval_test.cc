@@ -11,6 +11,7 @@
 
 #include <catch2/catch.hpp>
 
+#include "base/file.h"
 #include "base/subprocess.h"
 #include "tests/support/background_process.h"
 #include "tests/support/http_probe.h"
@@ -120,10 +121,17 @@ TEST_CASE("kiln-worker eval reports JSON and exits by its gates, from a checkpoi
     REQUIRE(r.ok());
     return *r;
   };
-  auto pass = eval({"--checkpoint", dir.path() + "/ckpt", "--min-accuracy", "0.5"});
+  auto pass = eval({"--checkpoint", dir.path() + "/ckpt", "--min-accuracy", "0.5", "--report",
+                    dir.path() + "/report.json"});
   INFO(pass.stderr_data);
   CHECK(pass.exit_code == 0);
   json report = json::parse(pass.stdout_data);
+  // --report: the same report in a file (the quality gate's termination message).
+  auto written = ReadFile(dir.path() + "/report.json");
+  REQUIRE(written.ok());
+  CHECK(json::parse(*written) == report);
+  CHECK(eval({"--checkpoint", *ckpt, "--report", dir.path() + "/no/such/dir/r.json"}).exit_code !=
+        0);
   CHECK(report["examples"] == 3);
   CHECK(report["exactMatch"]["correct"] == 1);
   CHECK(report["exactMatch"]["accuracy"] == 0.5);

@@ -1,0 +1,180 @@
+#include "operator/controllers/modeldeployment/quality_gate.h"
+
+#include <cstdio>
+#include <optional>
+
+#include "operator/api/labels.h"
+#include "operator/controllers/modeldeployment/version_workload.h"
+
+namespace kiln::modeldeployment {
+namespace {
+
+namespace v1 = api::v1alpha1;
+using nlohmann::json;
+
+std::string Str(const json& j, const char* key) {
+  return j.contains(key) && j[key].is_string() ? j[key].get<std::string>() : "";
+}
+
+bool Under(const std::string& path, const std::string& dir) {
+  std::string d = dir;
+  while (d.size() > 1 && d.back() == '/') d.pop_back();
+  return path == d || path.rfind(d + "/", 0) == 0;
+}
+
+// A file:// URI's path, readable through the shared volume (if any).
+StatusOr<std::string> PathOf(const std::string& uri, const std::string& what,
+                             const trainingjob::SharedVolume& volume) {
+  const std::string scheme = "file://";
+  if (uri.rfind(scheme, 0) != 0 || uri.size() <= scheme.size() || uri[scheme.size()] != '/') {
+    return Status::InvalidArgument(what + " " + uri +
+                                   " is not a file:///absolute/path (s3:// is not supported by "
+                                   "the workers yet)");
+  }
+  const std::string path = uri.substr(scheme.size());
+  const bool has_volume = !volume.claim_name.empty() || !volume.host_path.empty();
+  if (has_volume && !Under(path, volume.mount_path)) {
+    return Status::InvalidArgument(what + " " + uri + " is outside the shared volume mounted at " +
+                                   volume.mount_path);
+  }
+  return path;
+}
+
+std::string Percent(double fraction) {
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "%+.1f%%", fraction * 100);
+  return buf;
+}
+
+std::string Num(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "%.4g", v);
+  return buf;
+}
+
+}  // namespace
+
+std::string GateJobName(const std::string& deployment, const std::string& canary) {
+  return VersionObjectName(deployment, canary + "-gate");
+}
+
+StatusOr<json> BuildGateJob(const v1::ModelDeployment& md, const GateVersions& versions,
+                            const trainingjob::SharedVolume& volume) {
+  if (!md.spec.analysis || !md.spec.analysis->quality_gate) {
+    return Status::InvalidArgument("no analysis.qualityGate");
+  }
+  const v1::QualityGate& gate = *md.spec.analysis->quality_gate;
+  KILN_ASSIGN_OR_RETURN(std::string data, PathOf(gate.evaluation_set, "evaluation set", volume));
+  KILN_ASSIGN_OR_RETURN(std::string canary, PathOf(versions.canary_uri, "model URI", volume));
+  KILN_ASSIGN_OR_RETURN(std::string stable, PathOf(versions.stable_uri, "model URI", volume));
+  const std::string name = Str(md.metadata, "name");
+  json labels = {{api::kManagedByLabel, api::kManagedByValue},
+                 {api::kModelDeploymentLabel, name},
+                 {kQualityGateLabel, versions.canary}};
+  json mounts = json::array({{{"name", "tmp"}, {"mountPath", "/tmp"}}});
+  json volumes = json::array({{{"name", "tmp"}, {"emptyDir", json::object()}}});
+  if (!volume.claim_name.empty() || !volume.host_path.empty()) {
+    mounts.push_back({{"name", "shared"}, {"mountPath", volume.mount_path}, {"readOnly", true}});
+    volumes.push_back(
+        !volume.claim_name.empty()
+            ? json{{"name", "shared"},
+                   {"persistentVolumeClaim", {{"claimName", volume.claim_name}}}}
+            : json{{"name", "shared"},
+                   {"hostPath", {{"path", volume.host_path}, {"type", "Directory"}}}});
+  }
+  auto container = [&](const char* container_name, const std::string& checkpoint) {
+    json c = {
+        {"name", container_name},
+        {"image", md.spec.image},
+        {"imagePullPolicy", "IfNotPresent"},
+        {"args", json::array({"eval", "--data", data, "--checkpoint", checkpoint, "--report",
+                              "/dev/termination-log"})},
+        {"env", json::array({{{"name", "TMPDIR"}, {"value", "/tmp"}},
+                             {{"name", "OMP_NUM_THREADS"}, {"value", "1"}}})},
+        {"terminationMessagePath", "/dev/termination-log"},
+        {"terminationMessagePolicy", "FallbackToLogsOnError"},
+        {"securityContext",
+         {{"allowPrivilegeEscalation", false}, {"capabilities", {{"drop", json::array({"ALL"})}}}}},
+        {"volumeMounts", mounts}};
+    if (md.spec.resources) c["resources"] = *md.spec.resources;
+    return c;
+  };
+  json pod_spec = {{"restartPolicy", "Never"},
+                   {"securityContext",
+                    {{"runAsNonRoot", true},
+                     {"runAsUser", 65532},
+                     {"runAsGroup", 65532},
+                     {"fsGroup", 65532},
+                     {"seccompProfile", {{"type", "RuntimeDefault"}}}}},
+                   {"containers", json::array({container(kGateCanaryContainer, canary),
+                                               container(kGateStableContainer, stable)})},
+                   {"volumes", volumes}};
+  if (md.spec.node_selector) pod_spec["nodeSelector"] = *md.spec.node_selector;
+  if (md.spec.tolerations) pod_spec["tolerations"] = *md.spec.tolerations;
+  return json{{"apiVersion", "batch/v1"},
+              {"kind", "Job"},
+              {"metadata",
+               {{"name", GateJobName(name, versions.canary)},
+                {"namespace", Str(md.metadata, "namespace")},
+                {"labels", labels},
+                {"ownerReferences", json::array({{{"apiVersion", md.api_version},
+                                                  {"kind", md.kind},
+                                                  {"name", name},
+                                                  {"uid", Str(md.metadata, "uid")},
+                                                  {"controller", true},
+                                                  {"blockOwnerDeletion", true}}})}}},
+              {"spec",
+               {{"backoffLimit", 0},
+                {"activeDeadlineSeconds", 3600},
+                {"template", {{"metadata", {{"labels", labels}}}, {"spec", pod_spec}}}}}};
+}
+
+GateVerdict JudgeGate(const json& pod, const v1::QualityGate& gate, const std::string& time) {
+  GateVerdict out{.phase = "Running", .message = "", .measurements = {}};
+  const std::string metric = gate.metric.value_or("loss");
+  const double max_regression = gate.max_regression.value_or(0.02);
+  if (pod.is_null()) {
+    out.message = "the evaluation Job's pod is not there yet";
+    return out;
+  }
+  std::optional<double> scores[2];
+  const char* names[2] = {kGateCanaryContainer, kGateStableContainer};
+  for (const auto& c : pod.value("status", json::object()).value("containerStatuses", json())) {
+    const json t = c.value("state", json::object()).value("terminated", json());
+    if (!t.is_object()) continue;
+    for (int i = 0; i < 2; ++i) {
+      if (c.value("name", "") != names[i]) continue;
+      const std::string message = t.value("message", "");
+      const int exit_code = t.value("exitCode", 0);
+      const json report = json::parse(message, nullptr, /*allow_exceptions=*/false);
+      const json* loss = report.is_object() && report.contains("loss") && report["loss"].is_object()
+                             ? &report["loss"]
+                             : nullptr;
+      const char* field = metric == "perplexity" ? "perplexity" : "mean";
+      if (exit_code != 0 || loss == nullptr || !loss->contains(field) ||
+          !(*loss)[field].is_number()) {
+        out.phase = "Failed";
+        out.message = std::string("kiln-worker eval of the ") + names[i] + " exited " +
+                      std::to_string(exit_code) + ": " + message.substr(0, 300);
+        return out;
+      }
+      scores[i] = (*loss)[field].get<double>();
+    }
+  }
+  if (!scores[0] || !scores[1]) {
+    out.message = "scoring both versions on the evaluation set";
+    return out;
+  }
+  const double canary = *scores[0], stable = *scores[1];
+  const double regression = stable > 0 ? (canary - stable) / stable : 0;
+  const bool passed = regression <= max_regression;
+  out.phase = passed ? "Successful" : "Failed";
+  out.message = metric + ": canary " + Num(canary) + " vs stable " + Num(stable) + " (" +
+                Percent(regression) + ", max " + Percent(max_regression) + ")";
+  out.measurements = {{"canary " + metric, canary, "Successful", time},
+                      {"stable " + metric, stable, "Successful", time},
+                      {"regression", regression, passed ? "Successful" : "Failed", time}};
+  return out;
+}
+
+}  // namespace kiln::modeldeployment

@@ -1,0 +1,1097 @@
+#include "operator/controllers/modeldeployment/reconciler.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <map>
+#include <optional>
+#include <set>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "base/duration.h"
+#include "base/log.h"
+#include "base/time_format.h"
+#include "kube/api_error.h"
+#include "operator/api/labels.h"
+#include "operator/api/v1alpha1/modeldeployment.h"
+#include "operator/api/v1alpha1/resources.h"
+#include "operator/controllers/modeldeployment/analysis.h"
+#include "operator/controllers/modeldeployment/gateway_route.h"
+#include "operator/controllers/modeldeployment/pod_trouble.h"
+#include "operator/controllers/modeldeployment/prometheus_source.h"
+#include "operator/controllers/modeldeployment/quality_gate.h"
+#include "operator/controllers/modeldeployment/version_workload.h"
+
+namespace kiln::modeldeployment {
+namespace {
+
+namespace v1 = api::v1alpha1;
+using nlohmann::json;
+using std::chrono::milliseconds;
+using Clock = std::chrono::system_clock;
+
+constexpr const char* kTemplateHashAnnotation = "kiln.dev/template-hash";
+// On a version's Deployment once it is no longer live: when it lost its weight.
+constexpr const char* kUnweightedSinceAnnotation = "kiln.dev/unweighted-since";
+constexpr size_t kMaxAnalysisRuns = 20;
+constexpr size_t kMaxMeasurements = 50;
+
+std::string Str(const json& j, const char* key) {
+  return j.contains(key) && j[key].is_string() ? j[key].get<std::string>() : "";
+}
+
+std::string Hash(const json& j) {
+  uint64_t h = 1469598103934665603ull;
+  for (char ch : j.dump()) {
+    h ^= static_cast<unsigned char>(ch);
+    h *= 1099511628211ull;
+  }
+  char buf[17];
+  std::snprintf(buf, sizeof(buf), "%016llx", static_cast<unsigned long long>(h));
+  return buf;
+}
+
+milliseconds DurationOr(const std::optional<std::string>& text, milliseconds fallback) {
+  if (!text) return fallback;
+  auto d = ParseDuration(*text);
+  return d.ok() ? std::chrono::duration_cast<milliseconds>(*d) : fallback;
+}
+
+std::optional<Clock::time_point> TimeOf(const std::optional<std::string>& text) {
+  if (!text) return std::nullopt;
+  auto t = ParseRfc3339(*text);
+  if (!t.ok()) return std::nullopt;
+  return std::chrono::time_point_cast<Clock::duration>(*t);
+}
+
+std::string Seconds(milliseconds d) {
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "%.0fs", std::chrono::duration<double>(d).count());
+  return buf;
+}
+
+// Sets condition `type`; its transition time moves only when its status does.
+void SetCondition(v1::ModelDeploymentStatus& status, const std::string& type, bool value,
+                  const std::string& reason, const std::string& message, const std::string& now,
+                  std::optional<int64_t> generation) {
+  if (!status.conditions) status.conditions.emplace();
+  const std::string s = value ? "True" : "False";
+  for (auto& c : *status.conditions) {
+    if (c.type != type) continue;
+    if (c.status != s) c.last_transition_time = now;
+    c.status = s;
+    c.reason = reason;
+    c.message = message;
+    c.observed_generation = generation;
+    return;
+  }
+  status.conditions->push_back({type, s, generation, now, reason, message});
+}
+
+std::string GateRunName(const std::string& canary) { return canary + "-quality-gate"; }
+
+// What one reconcile decides about the rollout: the status it moves to, the
+// Events to record once that status is written, and when to look again.
+class Rollout {
+ public:
+  // `ready`: each version's ready replicas; `trouble`: why a version's pods
+  // are not ready, where known.
+  Rollout(const v1::ModelDeployment& md, std::map<std::string, int32_t> ready,
+          std::map<std::string, std::string> trouble, Clock::time_point now, MetricsSource* source,
+          PrometheusSource* prometheus, milliseconds resync)
+      : md_(md),
+        spec_(md.spec),
+        status_(md.status.value_or(v1::ModelDeploymentStatus{})),
+        ready_(std::move(ready)),
+        trouble_(std::move(trouble)),
+        now_(now),
+        now_text_(FormatRfc3339(now)),
+        source_(source),
+        prometheus_(prometheus),
+        resync_hint_(resync) {
+    if (spec_.strategy && spec_.strategy->canary) {
+      steps_ = spec_.strategy->canary->steps.value_or(std::vector<v1::CanaryStep>{});
+      scale_down_delay_ =
+          DurationOr(spec_.strategy->canary->scale_down_delay, std::chrono::minutes(10));
+    }
+    replicas_ = spec_.replicas.value_or(1);
+  }
+
+  struct Event {
+    runtime::EventType type;
+    std::string reason;
+    std::string message;
+  };
+
+  // Decides. `buildable` says why spec.model cannot be served, if it cannot.
+  void Decide(const Status& buildable) {
+    const std::string& v = spec_.model.version;
+    if (!status_.stable_version || status_.stable_version->empty()) {
+      if (!buildable.ok()) {
+        Fail("cannot serve " + v + ": " + buildable.message());
+        return;
+      }
+      status_.stable_version = v;
+      status_.stable_uri = spec_.model.uri;
+      Note(runtime::EventType::kNormal, "Deploying", "the first version, " + v);
+    }
+    if (!status_.stable_uri) status_.stable_uri = spec_.model.uri;
+    if (status_.stopped_version && *status_.stopped_version != v) status_.stopped_version.reset();
+    ExpirePrevious();
+    HandleAction();
+    if (!action_message_.empty()) {
+      // The action could not be carried out yet (Rollback to a version with
+      // no ready pod): nothing else moves until it can.
+      status_.message = action_message_;
+      Wake(resync_hint_);
+      return;
+    }
+
+    if (v == *status_.stable_version) {
+      if (Canary()) {
+        AllToStable();
+        Note(runtime::EventType::kNormal, "RolloutCancelled",
+             "spec.model is the stable version " + v + " again; the canary " +
+                 *status_.canary_version + " is removed");
+        ClearCanary();
+      }
+      if (spec_.model.uri != status_.stable_uri.value_or("")) {
+        status_.stable_uri = spec_.model.uri;
+        Note(runtime::EventType::kNormal, "UpdatedInPlace",
+             "spec.model.uri changed without a new version: " + v + " now serves " +
+                 spec_.model.uri + " (a rolling update, no canary)");
+      }
+      Steady();
+      return;
+    }
+    if (status_.stopped_version && *status_.stopped_version == v) {
+      if (Canary()) {
+        AllToStable();
+        ClearCanary();
+      }
+      Steady();
+      return;
+    }
+    if (status_.previous_version && *status_.previous_version == v) {
+      // spec.model went back to the warm previous version (a Git revert):
+      // that is a rollback, with no canary steps.
+      if (!SwitchToPrevious("spec.model is the previous version " + v + " again")) {
+        status_.message = "rolling back to " + v + " once it has a ready replica";
+        Wake(resync_hint_);
+      }
+      return;
+    }
+    if (!buildable.ok()) {
+      if (Canary()) {
+        AllToStable();
+        ClearCanary();
+      }
+      status_.phase = "Degraded";
+      status_.message = "cannot serve " + v + ": " + buildable.message() + "; " +
+                        *status_.stable_version + " keeps all traffic";
+      SetCondition(status_, "Degraded", true, "InvalidModel", status_.message.value(), now_text_,
+                   Generation());
+      return;
+    }
+    if (!status_.traffic || status_.traffic->empty()) {
+      // The stable version never served (it never had a ready pod): there is
+      // nothing to compare a canary with, so the new version replaces it.
+      Note(runtime::EventType::kNormal, "Replaced",
+           *status_.stable_version + " never served; " + v + " replaces it without a canary");
+      ClearCanary();
+      status_.stable_version = v;
+      status_.stable_uri = spec_.model.uri;
+      Steady();
+      return;
+    }
+    if (!Canary() || *status_.canary_version != v) {
+      if (Canary()) {
+        AllToStable();
+        Note(runtime::EventType::kNormal, "RolloutReplaced",
+             "the canary " + *status_.canary_version + " is replaced by " + v);
+      }
+      if (status_.analysis_runs) {
+        // A retried version is scored again unless its gate passed.
+        std::erase_if(*status_.analysis_runs, [&](const v1::AnalysisRun& r) {
+          return r.name == GateRunName(v) && r.phase != "Successful";
+        });
+      }
+      status_.canary_version = v;
+      status_.current_step = promote_now_ ? static_cast<int32_t>(steps_.size()) : 0;
+      status_.canary_weight = 0;
+      status_.step_started_at = FormatRfc3339(now_, 3);
+      Note(runtime::EventType::kNormal, "RolloutStarted",
+           *status_.stable_version + " → " + v + " in " + std::to_string(steps_.size()) + " step" +
+               (steps_.size() == 1 ? "" : "s"));
+    }
+    Advance();
+  }
+
+  v1::ModelDeploymentStatus& mutable_status() { return status_; }
+  const std::vector<Event>& events() const { return events_; }
+  std::optional<milliseconds> wake() const { return wake_; }
+  // Whether the quality gate's Job for the canary should exist now.
+  bool gate_wanted() const { return gate_wanted_; }
+  // What the gate reads: its pod (null when none), and whether its Job can
+  // be built at all.
+  void SetGate(nlohmann::json pod, Status buildable) {
+    gate_pod_ = std::move(pod);
+    gate_buildable_ = std::move(buildable);
+  }
+
+  // The next weight the canary is to take (its current one once no step
+  // raises it), to size it before it takes that weight.
+  int32_t UpcomingWeight() const {
+    if (!Canary()) return 0;
+    const size_t from = static_cast<size_t>(std::max(0, status_.current_step.value_or(0)));
+    for (size_t i = from; i < steps_.size(); ++i) {
+      if (steps_[i].set_weight) return *steps_[i].set_weight;
+    }
+    return from >= steps_.size() ? 100 : status_.canary_weight.value_or(0);
+  }
+  // Replicas the canary needs to take `weight` percent: its share of
+  // spec.replicas, rounded up, and at least one.
+  int32_t CanaryReplicas(int32_t weight) const {
+    if (weight >= 100) return std::max(1, replicas_);
+    return std::max(1, (replicas_ * weight + 99) / 100);
+  }
+  int32_t replicas() const { return replicas_; }
+
+ private:
+  bool Canary() const { return status_.canary_version && !status_.canary_version->empty(); }
+  int32_t Ready(const std::string& version) const {
+    auto it = ready_.find(version);
+    return it == ready_.end() ? 0 : it->second;
+  }
+  // "; <why version's pods are not ready>", or "".
+  std::string Trouble(const std::string& version) const {
+    auto it = trouble_.find(version);
+    return it == trouble_.end() ? "" : "; " + it->second;
+  }
+  std::optional<int64_t> Generation() const {
+    return md_.metadata.contains("generation") && md_.metadata["generation"].is_number_integer()
+               ? std::optional<int64_t>(md_.metadata["generation"].get<int64_t>())
+               : std::nullopt;
+  }
+  void Note(runtime::EventType type, const std::string& reason, const std::string& message) {
+    events_.push_back({type, reason, message});
+  }
+  void Wake(milliseconds after) {
+    after = std::max(after, milliseconds(1));
+    if (!wake_ || after < *wake_) wake_ = after;
+  }
+
+  // status.traffic: `a` gets `wa` percent, `b` (if named) `wb`.
+  void SetTraffic(const std::string& a, int32_t wa, const std::string& b, int32_t wb) {
+    std::vector<v1::TrafficWeight> t{{a, wa}};
+    if (!b.empty()) t.push_back({b, wb});
+    status_.traffic = t;
+  }
+  void AllToStable() {
+    SetTraffic(*status_.stable_version, 100, "", 0);
+    status_.canary_weight = 0;
+  }
+  void ClearCanary() {
+    status_.canary_version.reset();
+    status_.canary_weight = 0;
+    status_.current_step.reset();
+    status_.step_started_at.reset();
+  }
+  void Fail(const std::string& message) {
+    status_.phase = "Degraded";
+    status_.message = message;
+    SetCondition(status_, "Degraded", true, "InvalidModel", message, now_text_, Generation());
+  }
+
+  // The previous version goes once its warm window has passed.
+  void ExpirePrevious() {
+    if (!status_.previous_version) return;
+    auto at = TimeOf(status_.previous_scale_down_at);
+    if (at && now_ < *at) {
+      Wake(std::chrono::ceil<milliseconds>(*at - now_));
+      return;
+    }
+    Note(runtime::EventType::kNormal, "ScaledDown",
+         "the previous version " + *status_.previous_version +
+             " is scaled down: its scaleDownDelay has passed");
+    status_.previous_version.reset();
+    status_.previous_uri.reset();
+    status_.previous_scale_down_at.reset();
+  }
+
+  // All traffic to the warm previous version, which becomes the stable one;
+  // false (nothing changed) when it has no ready pod.
+  bool SwitchToPrevious(const std::string& why) {
+    const std::string previous = *status_.previous_version;
+    if (Ready(previous) < 1) return false;
+    const std::string from = *status_.stable_version;
+    SetTraffic(previous, 100, "", 0);
+    if (spec_.model.version != previous) status_.stopped_version = spec_.model.version;
+    status_.stable_version = previous;
+    status_.stable_uri = status_.previous_uri;
+    status_.previous_version.reset();
+    status_.previous_uri.reset();
+    status_.previous_scale_down_at.reset();
+    ClearCanary();
+    status_.rollbacks = status_.rollbacks.value_or(0) + 1;
+    status_.phase = "RolledBack";
+    status_.message = "rolled back from " + from + " to " + previous + ": " + why;
+    SetCondition(status_, "RolledBack", true, "Rollback", status_.message.value(), now_text_,
+                 Generation());
+    SetCondition(status_, "Progressing", false, "RolledBack", status_.message.value(), now_text_,
+                 Generation());
+    Note(runtime::EventType::kWarning, "RolledBack", status_.message.value());
+    return true;
+  }
+
+  // Stops the canary: all traffic to the stable version, the canary's
+  // version not rolled out again until spec.model or the action changes.
+  void StopCanary(const std::string& phase, const std::string& reason, const std::string& message,
+                  bool count_rollback) {
+    AllToStable();
+    status_.stopped_version = *status_.canary_version;
+    ClearCanary();
+    status_.phase = phase;
+    status_.message = message;
+    if (count_rollback) status_.rollbacks = status_.rollbacks.value_or(0) + 1;
+    SetCondition(status_, phase == "Degraded" ? "Degraded" : "RolledBack", true, reason, message,
+                 now_text_, Generation());
+    SetCondition(status_, "Progressing", false, reason, message, now_text_, Generation());
+    Note(runtime::EventType::kWarning, reason, message);
+  }
+
+  // spec.rollout.action, acted on once when it changes.
+  void HandleAction() {
+    const std::string action =
+        spec_.rollout ? spec_.rollout->action.value_or("Continue") : "Continue";
+    if (action == status_.handled_action.value_or("Continue")) return;
+    const std::string& v = spec_.model.version;
+    bool done = true;
+    if (action == "Promote") {
+      if (Canary()) {
+        status_.current_step = static_cast<int32_t>(steps_.size());
+        status_.step_started_at = FormatRfc3339(now_, 3);
+        Note(runtime::EventType::kNormal, "PromoteRequested",
+             "rollout.action Promote: " + *status_.canary_version +
+                 " skips the remaining steps and takes all traffic once it is fully ready");
+      } else if (status_.stopped_version && *status_.stopped_version == v) {
+        status_.stopped_version.reset();
+        promote_now_ = true;
+      }
+    } else if (action == "Abort") {
+      if (Canary()) {
+        StopCanary("Aborted", "Aborted",
+                   "rollout.action Abort: " + *status_.canary_version + " stopped at step " +
+                       std::to_string(status_.current_step.value_or(0)) + "; " +
+                       *status_.stable_version + " takes all traffic",
+                   false);
+      }
+    } else if (action == "Rollback") {
+      if (status_.previous_version) {
+        done = SwitchToPrevious("rollout.action Rollback");
+        if (!done) {
+          action_message_ = "rollout.action Rollback waits for the previous version " +
+                            *status_.previous_version + " to have a ready replica";
+        }
+      } else if (Canary()) {
+        StopCanary("RolledBack", "RolledBack",
+                   "rollout.action Rollback: " + *status_.canary_version + " stopped; " +
+                       *status_.stable_version + " takes all traffic",
+                   true);
+      } else {
+        Note(runtime::EventType::kWarning, "RollbackImpossible",
+             "rollout.action Rollback: no previous version is warm (scaleDownDelay has passed "
+             "or nothing was promoted); change spec.model to roll back through a canary");
+      }
+    } else if (action == "Continue") {
+      if (status_.stopped_version && *status_.stopped_version == v) {
+        status_.stopped_version.reset();
+        Note(runtime::EventType::kNormal, "RolloutRetried",
+             "rollout.action Continue: " + v + " is rolled out again from the first step");
+      }
+    }
+    if (done) {
+      status_.handled_action = action;
+      status_.handled_action_generation = Generation();
+    }
+  }
+
+  // No canary: the stable version serves everything once it has a ready pod.
+  void Steady() {
+    const std::string& stable = *status_.stable_version;
+    const bool stopped = status_.stopped_version && !status_.stopped_version->empty() &&
+                         *status_.stopped_version == spec_.model.version;
+    const bool has_traffic = status_.traffic && !status_.traffic->empty();
+    if (!has_traffic || status_.traffic->front().version != stable) {
+      if (Ready(stable) < 1) {
+        status_.phase = "Progressing";
+        status_.message = "waiting for a ready replica of " + stable + " before it takes traffic" +
+                          Trouble(stable);
+        SetCondition(status_, "Available", false, "NoReadyReplica", status_.message.value(),
+                     now_text_, Generation());
+        Wake(resync_hint_);
+        return;
+      }
+      SetTraffic(stable, 100, "", 0);
+      Note(runtime::EventType::kNormal, "Available", stable + " takes all traffic");
+    }
+    status_.canary_weight = 0;
+    if (!stopped || !status_.phase) {
+      status_.phase = "Healthy";
+      status_.message = stable + " serves all traffic" +
+                        (status_.previous_version ? "; " + *status_.previous_version +
+                                                        " stays warm for a rollback until " +
+                                                        status_.previous_scale_down_at.value_or("")
+                                                  : "");
+      SetCondition(status_, "Degraded", false, "Healthy", "", now_text_, Generation());
+    }
+    SetCondition(status_, "Available", Ready(stable) > 0,
+                 Ready(stable) > 0 ? "Serving" : "NoReadyReplica",
+                 std::to_string(Ready(stable)) + " of " + std::to_string(replicas_) + " " + stable +
+                     " replicas ready",
+                 now_text_, Generation());
+    SetCondition(status_, "Progressing", false, "NoRollout", "", now_text_, Generation());
+  }
+
+  void NextStep() {
+    status_.current_step = status_.current_step.value_or(0) + 1;
+    status_.step_started_at = FormatRfc3339(now_, 3);
+  }
+
+  // Walks the steps from status.currentStep as far as they go now.
+  void Advance() {
+    const std::string canary = *status_.canary_version;
+    const std::string stable = *status_.stable_version;
+    const auto started = TimeOf(status_.step_started_at).value_or(now_);
+    SetCondition(status_, "Progressing", true, "Canary",
+                 stable + " → " + canary + ", step " +
+                     std::to_string(status_.current_step.value_or(0)) + " of " +
+                     std::to_string(steps_.size()),
+                 now_text_, Generation());
+    status_.phase = "Progressing";
+    // The quality gate, before the canary's first weight.
+    if (spec_.analysis && spec_.analysis->quality_gate && status_.current_step.value_or(0) == 0 &&
+        status_.canary_weight.value_or(0) == 0 && !Gate()) {
+      return;
+    }
+    for (size_t guard = 0; guard <= steps_.size(); ++guard) {
+      const size_t i = static_cast<size_t>(std::max(0, status_.current_step.value_or(0)));
+      const std::string at = "step " + std::to_string(i);
+      const auto step_started = guard == 0 ? started : now_;
+      if (i >= steps_.size()) {
+        Promote();
+        return;
+      }
+      const v1::CanaryStep& step = steps_[i];
+      if (step.set_weight) {
+        const int32_t w = *step.set_weight;
+        const int32_t need = CanaryReplicas(w);
+        if (Ready(canary) < need) {
+          status_.message = at + ": waiting for " + canary + " to have " + std::to_string(need) +
+                            " ready replica" + (need == 1 ? "" : "s") + " (" +
+                            std::to_string(Ready(canary)) + " now) before it takes " +
+                            std::to_string(w) + "% of the traffic" + Trouble(canary);
+          Wake(resync_hint_);
+          return;
+        }
+        status_.canary_weight = w;
+        SetTraffic(stable, 100 - w, canary, w);
+        Note(runtime::EventType::kNormal, "SetWeight",
+             at + ": " + canary + " takes " + std::to_string(w) + "% of the traffic");
+        NextStep();
+        continue;
+      }
+      if (step.pause) {
+        if (!step.pause->duration) {
+          status_.phase = "Paused";
+          status_.message = at + ": paused with " + canary + " at " +
+                            std::to_string(status_.canary_weight.value_or(0)) +
+                            "% until spec.rollout.action is Promote";
+          return;
+        }
+        const milliseconds d = DurationOr(step.pause->duration, milliseconds(0));
+        if (now_ < step_started + d) {
+          status_.phase = "Paused";
+          const auto left = std::chrono::ceil<milliseconds>(step_started + d - now_);
+          status_.message = at + ": paused with " + canary + " at " +
+                            std::to_string(status_.canary_weight.value_or(0)) + "% for " +
+                            Seconds(left) + " more";
+          Wake(left);
+          return;
+        }
+        NextStep();
+        continue;
+      }
+      if (step.analysis) {
+        const milliseconds d = DurationOr(step.analysis->duration, std::chrono::minutes(1));
+        if (!Analyse(static_cast<int32_t>(i), step_started, d)) return;
+        NextStep();
+        continue;
+      }
+      NextStep();  // A step with nothing set (the schema forbids it): skipped.
+    }
+  }
+
+  // The quality gate's run: true once it has passed. While it runs, the
+  // gate's Job is wanted (gate_wanted()).
+  bool Gate() {
+    const std::string canary = *status_.canary_version;
+    const std::string stable = *status_.stable_version;
+    const std::string name = GateRunName(canary);
+    if (!status_.analysis_runs) status_.analysis_runs.emplace();
+    auto& runs = *status_.analysis_runs;
+    auto it = std::find_if(runs.begin(), runs.end(),
+                           [&](const v1::AnalysisRun& r) { return r.name == name; });
+    if (it != runs.end() && it->phase == "Successful") return true;
+    if (it == runs.end()) {
+      v1::AnalysisRun run;
+      run.name = name;
+      run.step = 0;
+      run.phase = "Running";
+      run.started_at = FormatRfc3339(now_, 3);
+      runs.push_back(run);
+      while (runs.size() > kMaxAnalysisRuns) runs.erase(runs.begin());
+      it = runs.end() - 1;
+    }
+    v1::AnalysisRun& run = *it;
+    GateVerdict verdict;
+    if (!gate_buildable_.ok()) {
+      verdict = {.phase = "Failed", .message = gate_buildable_.message(), .measurements = {}};
+    } else {
+      verdict = JudgeGate(gate_pod_, *spec_.analysis->quality_gate, FormatRfc3339(now_, 3));
+    }
+    run.message = verdict.message;
+    if (verdict.phase == "Running") {
+      gate_wanted_ = true;
+      status_.message = "step 0: quality gate: " + verdict.message + " (" + canary + " against " +
+                        stable + "), before " + canary + " takes any traffic";
+      Wake(resync_hint_);
+      return false;
+    }
+    run.phase = verdict.phase;
+    run.finished_at = FormatRfc3339(now_, 3);
+    run.measurements = verdict.measurements;
+    if (verdict.phase == "Successful") {
+      Note(runtime::EventType::kNormal, "QualityGatePassed",
+           canary + " against " + stable + ": " + verdict.message);
+      return true;
+    }
+    StopCanary("Degraded", "QualityGateFailed",
+               "quality gate failed: " + verdict.message + "; " + canary + " takes no traffic, " +
+                   stable + " keeps all of it",
+               true);
+    return false;
+  }
+
+  // The analysis run of step `step`: a measurement every interval until
+  // `duration` has passed since `started`. True when it passed.
+  bool Analyse(int32_t step, Clock::time_point started, milliseconds duration) {
+    const std::string canary = *status_.canary_version;
+    const v1::AnalysisSpec analysis = spec_.analysis.value_or(v1::AnalysisSpec{});
+    const milliseconds interval =
+        std::max(milliseconds(1000), DurationOr(analysis.interval, std::chrono::seconds(30)));
+    const std::string name = canary + "-step" + std::to_string(step);
+    const std::string started_text = status_.step_started_at.value_or(FormatRfc3339(now_, 3));
+    if (!status_.analysis_runs) status_.analysis_runs.emplace();
+    auto& runs = *status_.analysis_runs;
+    auto it = std::find_if(runs.begin(), runs.end(), [&](const v1::AnalysisRun& r) {
+      return r.name == name && r.started_at.value_or("") == started_text;
+    });
+    if (it == runs.end()) {
+      v1::AnalysisRun run;
+      run.name = name;
+      run.step = step;
+      run.phase = "Running";
+      run.started_at = started_text;
+      run.measurements = std::vector<v1::Measurement>{};
+      runs.push_back(run);
+      while (runs.size() > kMaxAnalysisRuns) runs.erase(runs.begin());
+      it = runs.end() - 1;
+    }
+    v1::AnalysisRun& run = *it;
+    if (run.phase == "Inconclusive") {
+      status_.phase = "Paused";
+      status_.message = "step " + std::to_string(step) + ": the analysis of " + canary +
+                        " is inconclusive (" + run.message.value_or("") +
+                        "); set spec.rollout.action to Promote to go on or Abort to stop";
+      return false;
+    }
+    auto& ms = *run.measurements;
+    std::optional<Clock::time_point> last;
+    if (!ms.empty()) last = TimeOf(ms.back().time);
+    const auto metrics = analysis.metrics.value_or(std::vector<v1::AnalysisMetric>{});
+    std::string latest;
+    if (!metrics.empty() && (!last || now_ >= *last + interval)) {
+      const int window_seconds = static_cast<int>(std::clamp<int64_t>(
+          std::chrono::duration_cast<std::chrono::seconds>(interval).count(), 1, 600));
+      StatusOr<TrafficWindow> window =
+          source_ != nullptr
+              ? source_->Window(Str(md_.metadata, "namespace") + "/" + Str(md_.metadata, "name"),
+                                window_seconds)
+              : StatusOr<TrafficWindow>(Status::Unavailable("no metrics source is configured"));
+      const std::string t = FormatRfc3339(now_, 3);
+      for (const auto& metric : metrics) {
+        MeasuredValue m =
+            metric.prometheus
+                ? MeasurePrometheus(
+                      metric,
+                      prometheus_ != nullptr
+                          ? prometheus_->Query(metric.prometheus->address,
+                                               ExpandQuery(metric.prometheus->query, canary))
+                          : StatusOr<std::optional<double>>(
+                                Status::Unavailable("no Prometheus source is configured")),
+                      t)
+                : Measure(metric, window, canary, *status_.stable_version, t);
+        ms.push_back(m.measurement);
+        latest += (latest.empty() ? "" : "; ") + m.why;
+      }
+      while (ms.size() > kMaxMeasurements) ms.erase(ms.begin());
+      last = now_;
+    }
+    const AnalysisVerdict verdict = Judge(ms, analysis);
+    if (verdict.phase == "Failed") {
+      run.phase = "Failed";
+      run.finished_at = now_text_;
+      run.message = verdict.message;
+      StopCanary("Degraded", "AnalysisFailed",
+                 "analysis failed at step " + std::to_string(step) + ": " + verdict.message + "; " +
+                     canary + " rolled back, " + *status_.stable_version + " takes all traffic",
+                 true);
+      return false;
+    }
+    if (verdict.phase == "Inconclusive") {
+      run.phase = "Inconclusive";
+      run.finished_at = now_text_;
+      run.message = verdict.message;
+      status_.phase = "Paused";
+      status_.message = "step " + std::to_string(step) + ": the analysis of " + canary +
+                        " is inconclusive (" + verdict.message +
+                        "); set spec.rollout.action to Promote to go on or Abort to stop";
+      Note(runtime::EventType::kWarning, "AnalysisInconclusive", status_.message.value());
+      return false;
+    }
+    if (now_ >= started + duration) {
+      // No evidence is no pass: a metric without one successful measurement
+      // (no traffic all along) leaves the run inconclusive.
+      for (const auto& metric : metrics) {
+        const bool measured = std::any_of(ms.begin(), ms.end(), [&](const v1::Measurement& m) {
+          return m.metric == metric.name && m.phase == "Successful";
+        });
+        if (measured) continue;
+        run.phase = "Inconclusive";
+        run.finished_at = now_text_;
+        run.message = metric.name + ": no successful measurement in the step's " +
+                      Seconds(duration) + " (no traffic, or the source did not answer)";
+        status_.phase = "Paused";
+        status_.message = "step " + std::to_string(step) + ": the analysis of " + canary +
+                          " is inconclusive (" + run.message.value() +
+                          "); set spec.rollout.action to Promote to go on or Abort to stop";
+        Note(runtime::EventType::kWarning, "AnalysisInconclusive", status_.message.value());
+        return false;
+      }
+      run.phase = "Successful";
+      run.finished_at = now_text_;
+      run.message = std::to_string(ms.size()) + " measurements, every metric within bounds";
+      Note(runtime::EventType::kNormal, "AnalysisPassed",
+           "step " + std::to_string(step) + ": " + canary + ": " + run.message.value());
+      return true;
+    }
+    if (!latest.empty()) run.message = latest;
+    status_.message = "step " + std::to_string(step) + ": analysing " + canary + " at " +
+                      std::to_string(status_.canary_weight.value_or(0)) + "% (" +
+                      std::to_string(ms.size()) + " measurements; " +
+                      Seconds(std::chrono::ceil<milliseconds>(started + duration - now_)) +
+                      " left)";
+    milliseconds next = std::chrono::ceil<milliseconds>(started + duration - now_);
+    if (!metrics.empty() && last) {
+      next = std::min(next, std::chrono::ceil<milliseconds>(*last + interval - now_));
+    }
+    Wake(next);
+    return false;
+  }
+
+  // After the last step: the canary, fully scaled and ready, takes all
+  // traffic; the old stable version stays warm as the previous one.
+  void Promote() {
+    const std::string canary = *status_.canary_version;
+    const std::string stable = *status_.stable_version;
+    const int32_t need = CanaryReplicas(100);
+    if (Ready(canary) < need) {
+      status_.message = "all steps done: waiting for " + canary + " to have " +
+                        std::to_string(need) + " ready replica" + (need == 1 ? "" : "s") + " (" +
+                        std::to_string(Ready(canary)) + " now) before it takes all traffic" +
+                        Trouble(canary);
+      Wake(resync_hint_);
+      return;
+    }
+    SetTraffic(canary, 100, "", 0);
+    status_.previous_version = stable;
+    status_.previous_uri = status_.stable_uri;
+    status_.previous_scale_down_at =
+        FormatRfc3339(now_ + std::chrono::duration_cast<Clock::duration>(scale_down_delay_), 3);
+    status_.stable_version = canary;
+    status_.stable_uri = spec_.model.uri;
+    ClearCanary();
+    status_.current_step = static_cast<int32_t>(steps_.size());
+    status_.phase = "Healthy";
+    status_.message = canary + " promoted and serves all traffic; " + stable +
+                      " stays warm for a rollback until " + *status_.previous_scale_down_at;
+    SetCondition(status_, "Progressing", false, "Promoted", status_.message.value(), now_text_,
+                 Generation());
+    SetCondition(status_, "Degraded", false, "Healthy", "", now_text_, Generation());
+    SetCondition(status_, "RolledBack", false, "Promoted", "", now_text_, Generation());
+    Note(runtime::EventType::kNormal, "Promoted", status_.message.value());
+    Wake(std::chrono::ceil<milliseconds>(scale_down_delay_));
+  }
+
+  const v1::ModelDeployment& md_;
+  const v1::ModelDeploymentSpec& spec_;
+  v1::ModelDeploymentStatus status_;
+  const std::map<std::string, int32_t> ready_;
+  const std::map<std::string, std::string> trouble_;
+  const Clock::time_point now_;
+  const std::string now_text_;
+  MetricsSource* source_;
+  PrometheusSource* prometheus_;
+  std::vector<v1::CanaryStep> steps_;
+  milliseconds scale_down_delay_{std::chrono::minutes(10)};
+  int32_t replicas_ = 1;
+  bool promote_now_ = false;
+  std::string action_message_;
+  // How soon to look again while waiting for pods (options.resync).
+  const milliseconds resync_hint_;
+  std::vector<Event> events_;
+  std::optional<milliseconds> wake_;
+  json gate_pod_;
+  Status gate_buildable_;
+  bool gate_wanted_ = false;
+};
+
+// The Deployments and Services of `md` by version (only those it controls).
+struct Owned {
+  std::map<std::string, json> deployments;
+  std::map<std::string, json> services;
+};
+
+bool ControlledBy(const json& obj, const std::string& uid) {
+  for (const auto& ref : obj["metadata"].value("ownerReferences", json::array())) {
+    if (ref.value("uid", "") == uid && ref.value("controller", false)) return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+ModelDeploymentReconciler::ModelDeploymentReconciler(kube::Client& client,
+                                                     runtime::EventRecorder* events,
+                                                     ModelDeploymentReconcilerOptions options)
+    : client_(client), events_(events), options_(std::move(options)) {}
+
+StatusOr<runtime::Result> ModelDeploymentReconciler::Reconcile(const runtime::Context& ctx,
+                                                               const runtime::Request& request) {
+  (void)ctx;  // The client bounds every call by it (base/context.h).
+  const auto& kMds = v1::kModelDeployments;
+  auto got = client_.Get(kMds, request.ns, request.name);
+  if (!got.ok()) {
+    if (kube::IsNotFound(got.status())) return runtime::Result{};
+    return got.status();
+  }
+  const json obj = std::move(*got);
+  // Owner references delete the versions' objects with the deployment.
+  if (obj["metadata"].contains("deletionTimestamp")) return runtime::Result{};
+  v1::ModelDeployment md;
+  try {
+    md = obj.get<v1::ModelDeployment>();
+  } catch (const std::exception& e) {
+    return runtime::Terminal(
+        Status::InvalidArgument(request.Key() + ": not a readable ModelDeployment: " + e.what()));
+  }
+  const std::string uid = Str(obj["metadata"], "uid");
+
+  // 1. What runs: each version's Deployment and Service.
+  Owned owned;
+  const std::string selector = DeploymentSelector(request.name);
+  for (auto [resource, into] : {std::pair{&kube::resources::kDeployments, &owned.deployments},
+                                std::pair{&kube::resources::kServices, &owned.services}}) {
+    KILN_ASSIGN_OR_RETURN(json list,
+                          client_.List(*resource, request.ns, {.label_selector = selector}));
+    for (const auto& item : list["items"]) {
+      if (!ControlledBy(item, uid)) continue;
+      const std::string version =
+          item["metadata"].value("labels", json::object()).value(api::kModelVersionLabel, "");
+      if (!version.empty()) (*into)[version] = item;
+    }
+  }
+  std::map<std::string, int32_t> ready;
+  std::map<std::string, std::string> trouble;
+  for (const auto& [version, d] : owned.deployments) {
+    ready[version] = d.value("status", json::object()).value("readyReplicas", 0);
+    if (ready[version] >= d.value("spec", json::object()).value("replicas", 0)) continue;
+    // Not all ready: the first pod's reason goes into the status message.
+    auto pods =
+        client_.List(kube::resources::kPods, request.ns,
+                     {.label_selector = selector + "," + api::kModelVersionLabel + "=" + version});
+    if (!pods.ok()) continue;  // Only the message's detail is lost.
+    for (const auto& pod : (*pods)["items"]) {
+      std::string why = PodTrouble(pod);
+      if (!why.empty()) {
+        trouble[version] = std::move(why);
+        break;
+      }
+    }
+  }
+
+  // 2. Decide.
+  auto build = [&](const std::string& version, const std::string& uri, int32_t replicas) {
+    return BuildVersionWorkload(
+        md, {.version = version, .uri = uri, .replicas = replicas, .volume = options_.volume});
+  };
+  const Status buildable = build(md.spec.model.version, md.spec.model.uri, 0).status();
+  Rollout rollout(md, ready, trouble, options_.now(), options_.metrics_source,
+                  options_.prometheus_source, options_.resync);
+
+  // The quality gate's Jobs (by the canary they score) and, for the canary
+  // in the status, its Job's pod. Looked at only when a gate is configured
+  // or one was running.
+  const bool has_gate = md.spec.analysis && md.spec.analysis->quality_gate;
+  bool gate_running = false;
+  if (md.status && md.status->analysis_runs) {
+    for (const auto& r : *md.status->analysis_runs) {
+      gate_running = gate_running || (r.phase == "Running" && r.name.ends_with("-quality-gate"));
+    }
+  }
+  std::map<std::string, json> gate_jobs;
+  const std::string gate_selector = selector + "," + kQualityGateLabel;
+  if (has_gate || gate_running) {
+    KILN_ASSIGN_OR_RETURN(json jobs,
+                          client_.List(kJobs, request.ns, {.label_selector = gate_selector}));
+    for (const auto& job : jobs["items"]) {
+      if (!ControlledBy(job, uid)) continue;
+      gate_jobs[job["metadata"].value("labels", json::object()).value(kQualityGateLabel, "")] = job;
+    }
+  }
+  if (has_gate) {
+    const v1::ModelDeploymentStatus& before = md.status.value_or(v1::ModelDeploymentStatus{});
+    const std::string canary = before.canary_version.value_or(md.spec.model.version);
+    json pod;
+    auto job = gate_jobs.find(canary);
+    if (job != gate_jobs.end()) {
+      auto pods =
+          client_.List(kube::resources::kPods, request.ns,
+                       {.label_selector = selector + "," + kQualityGateLabel + "=" + canary});
+      if (!pods.ok()) return pods.status();
+      // Only the current Job's pod: one of an earlier Job may linger.
+      const std::string job_uid = Str(job->second["metadata"], "uid");
+      for (const auto& p : (*pods)["items"]) {
+        if (ControlledBy(p, job_uid)) pod = p;
+      }
+    }
+    rollout.SetGate(pod, BuildGateJob(md,
+                                      {.canary = canary,
+                                       .canary_uri = md.spec.model.uri,
+                                       .stable = before.stable_version.value_or(""),
+                                       .stable_uri = before.stable_uri.value_or("")},
+                                      options_.volume)
+                             .status());
+  }
+  rollout.Decide(buildable);
+  v1::ModelDeploymentStatus& status = rollout.mutable_status();
+
+  // The versions that run, and their sizes.
+  struct Live {
+    std::string uri;
+    int32_t replicas;
+  };
+  std::map<std::string, Live> live;
+  if (status.stable_version && status.stable_uri) {
+    live[*status.stable_version] = {*status.stable_uri, rollout.replicas()};
+  }
+  if (status.previous_version && status.previous_uri) {
+    live[*status.previous_version] = {*status.previous_uri, rollout.replicas()};
+  }
+  if (status.canary_version && !status.canary_version->empty()) {
+    live[*status.canary_version] = {
+        md.spec.model.uri, std::max(rollout.CanaryReplicas(rollout.UpcomingWeight()),
+                                    rollout.CanaryReplicas(status.canary_weight.value_or(0)))};
+  }
+  int32_t replicas = 0, ready_total = 0;
+  for (const auto& [version, l] : live) {
+    replicas += l.replicas;
+    ready_total += ready.count(version) > 0 ? ready[version] : 0;
+  }
+  status.replicas = replicas;
+  status.ready_replicas = ready_total;
+  status.selector = selector;
+  status.observed_generation = obj["metadata"].contains("generation")
+                                   ? std::optional<int64_t>(obj["metadata"]["generation"])
+                                   : std::nullopt;
+
+  // 3. The status first: a version loses its weight before its pods go.
+  if (!md.status || status != *md.status) {
+    json updated = obj;
+    updated["status"] = status;
+    Status written = client_.UpdateStatus(kMds, updated).status();
+    // Someone changed the object since it was read (a new spec.rollout.action,
+    // say): decide again on the new one at once, without an error's backoff.
+    if (kube::IsConflict(written)) return runtime::Result{.requeue_after = milliseconds(1)};
+    KILN_RETURN_IF_ERROR(written);
+  }
+  if (events_ != nullptr) {
+    for (const auto& e : rollout.events()) events_->Record(obj, e.type, e.reason, e.message);
+  }
+
+  // With the Gateway API provider, the weights go into the HTTPRoute too,
+  // before any version is scaled down (a route that cannot be written stops
+  // the reconcile here, with every version still running).
+  if (md.spec.traffic && md.spec.traffic->provider.value_or("Router") == "GatewayAPI" &&
+      md.spec.traffic->gateway_api && status.traffic && !status.traffic->empty()) {
+    const std::string route_name = md.spec.traffic->gateway_api->http_route;
+    auto route = client_.Get(kHTTPRoutes, request.ns, route_name);
+    if (!route.ok()) {
+      if (events_ != nullptr && kube::IsNotFound(route.status())) {
+        events_->Record(obj, runtime::EventType::kWarning, "HTTPRouteMissing",
+                        "traffic.gatewayAPI.httpRoute " + route_name + " does not exist in " +
+                            request.ns + "; its weights cannot be set");
+      }
+      return route.status();
+    }
+    const int32_t port =
+        md.spec.serving ? md.spec.serving->port.value_or(8000) : static_cast<int32_t>(8000);
+    if (SetBackendWeights(*route, *status.traffic, request.name, port)) {
+      Status updated = client_.Update(kHTTPRoutes, *route).status();
+      if (kube::IsConflict(updated)) return runtime::Result{.requeue_after = milliseconds(1)};
+      KILN_RETURN_IF_ERROR(updated);
+    }
+  }
+
+  // 4. Each live version's Deployment and Service, as the status says.
+  for (const auto& [version, l] : live) {
+    auto workload = build(version, l.uri, l.replicas);
+    if (!workload.ok()) {
+      log::Logger("modeldeployment")
+          .Warn("cannot build a version's workload", {{"modelDeployment", request.Key()},
+                                                      {"version", version},
+                                                      {"error", workload.status().ToString()}});
+      continue;
+    }
+    json& d = workload->deployment;
+    const std::string hash = Hash(d["spec"]["template"]);
+    d["metadata"]["annotations"][kTemplateHashAnnotation] = hash;
+    auto have = owned.deployments.find(version);
+    if (have == owned.deployments.end()) {
+      Status s = client_.Create(kube::resources::kDeployments, request.ns, d).status();
+      if (!s.ok() && !kube::IsAlreadyExists(s)) return s;
+    } else {
+      const json& cur = have->second;
+      const json annotations = cur["metadata"].value("annotations", json::object());
+      const bool same = annotations.value(kTemplateHashAnnotation, "") == hash &&
+                        !annotations.contains(kUnweightedSinceAnnotation) &&
+                        cur.value("spec", json::object()).value("replicas", -1) == l.replicas;
+      if (!same) {
+        json next = cur;
+        next["metadata"]["labels"] = d["metadata"]["labels"];
+        next["metadata"]["annotations"][kTemplateHashAnnotation] = hash;
+        // Live again (a retried version, say): no longer on its way out.
+        next["metadata"]["annotations"].erase(kUnweightedSinceAnnotation);
+        next["spec"]["replicas"] = l.replicas;
+        next["spec"]["template"] = d["spec"]["template"];
+        KILN_RETURN_IF_ERROR(client_.Update(kube::resources::kDeployments, next).status());
+      }
+    }
+    json& svc = workload->service;
+    const std::string svc_hash = Hash(svc["spec"]);
+    svc["metadata"]["annotations"][kTemplateHashAnnotation] = svc_hash;
+    auto have_svc = owned.services.find(version);
+    if (have_svc == owned.services.end()) {
+      Status s = client_.Create(kube::resources::kServices, request.ns, svc).status();
+      if (!s.ok() && !kube::IsAlreadyExists(s)) return s;
+    } else if (have_svc->second["metadata"]
+                   .value("annotations", json::object())
+                   .value(kTemplateHashAnnotation, "") != svc_hash) {
+      json patch = {
+          {"metadata",
+           {{"labels", svc["metadata"]["labels"]},
+            {"annotations", {{kTemplateHashAnnotation, svc_hash}}}}},
+          {"spec", {{"selector", svc["spec"]["selector"]}, {"ports", svc["spec"]["ports"]}}}};
+      KILN_RETURN_IF_ERROR(client_
+                               .Patch(kube::resources::kServices, request.ns,
+                                      Str(svc["metadata"], "name"), kube::PatchType::kMerge,
+                                      patch.dump())
+                               .status());
+    }
+  }
+  // The quality gate's Job while its run goes on; none otherwise.
+  const std::string canary = status.canary_version.value_or("");
+  if (rollout.gate_wanted() && gate_jobs.count(canary) == 0) {
+    auto job = BuildGateJob(md,
+                            {.canary = canary,
+                             .canary_uri = md.spec.model.uri,
+                             .stable = status.stable_version.value_or(""),
+                             .stable_uri = status.stable_uri.value_or("")},
+                            options_.volume);
+    if (job.ok()) {
+      Status s = client_.Create(kJobs, request.ns, *job).status();
+      if (!s.ok() && !kube::IsAlreadyExists(s)) return s;
+    }
+  }
+  for (const auto& [version, job] : gate_jobs) {
+    if (rollout.gate_wanted() && version == canary) continue;
+    Status s = client_
+                   .Delete(kJobs, request.ns, Str(job["metadata"], "name"),
+                           {.propagation_policy = "Background",
+                            .precondition_uid = Str(job["metadata"], "uid")})
+                   .status();
+    if (!s.ok() && !kube::IsNotFound(s)) return s;
+  }
+  // Versions no longer live: their weight is already gone (written above).
+  // Each keeps its pods for scale_down_grace after that (the time it lost
+  // its weight is an annotation on its Deployment, so a restarted operator
+  // counts on), so that every router replica has dropped it first.
+  std::optional<milliseconds> wake = rollout.wake();
+  const auto now = options_.now();
+  std::set<std::string> going;
+  for (const auto& [version, d] : owned.deployments) {
+    if (live.count(version) > 0) continue;
+    const std::string since_text =
+        d["metadata"].value("annotations", json::object()).value(kUnweightedSinceAnnotation, "");
+    if (options_.scale_down_grace > milliseconds(0)) {
+      if (since_text.empty()) {
+        json patch = {
+            {"metadata", {{"annotations", {{kUnweightedSinceAnnotation, FormatRfc3339(now, 3)}}}}}};
+        Status s = client_
+                       .Patch(kube::resources::kDeployments, request.ns, Str(d["metadata"], "name"),
+                              kube::PatchType::kMerge, patch.dump())
+                       .status();
+        if (!s.ok() && !kube::IsNotFound(s)) return s;
+        wake = std::min(wake.value_or(options_.scale_down_grace), options_.scale_down_grace);
+        continue;
+      }
+      auto since = TimeOf(since_text);
+      const auto due = since.value_or(now) + options_.scale_down_grace;
+      if (now < due) {
+        const auto left = std::chrono::ceil<milliseconds>(due - now);
+        wake = std::min(wake.value_or(left), left);
+        continue;
+      }
+    }
+    going.insert(version);
+  }
+  for (auto [resource, objects] : {std::pair{&kube::resources::kDeployments, &owned.deployments},
+                                   std::pair{&kube::resources::kServices, &owned.services}}) {
+    for (const auto& [version, o] : *objects) {
+      if (live.count(version) > 0) continue;
+      // A Service goes with its Deployment (or alone, when that is gone).
+      if (going.count(version) == 0 && owned.deployments.count(version) > 0) continue;
+      Status s = client_
+                     .Delete(*resource, request.ns, Str(o["metadata"], "name"),
+                             {.propagation_policy = "Background",
+                              .precondition_uid = Str(o["metadata"], "uid")})
+                     .status();
+      if (!s.ok() && !kube::IsNotFound(s)) return s;
+    }
+  }
+  return runtime::Result{.requeue_after = wake.value_or(milliseconds(0))};
+}
+
+}  // namespace kiln::modeldeployment

@@ -1,0 +1,57 @@
+// The workload of one live version of a ModelDeployment: a Deployment of
+// `kiln-worker serve` pods (the version's checkpoint, the spec's serving
+// options, resources, GPUs and placement, readiness on /readyz) and a Service
+// with its port named "http", labelled with the deployment's name and the
+// version so that kiln-router finds the version's ready endpoints in the
+// Service's EndpointSlices (router/api_source.h). Both carry a controlling
+// owner reference to the ModelDeployment (garbage-collected with it). Pure
+// functions: no I/O, thread-safe.
+#ifndef KILN_OPERATOR_CONTROLLERS_MODELDEPLOYMENT_VERSION_WORKLOAD_H_
+#define KILN_OPERATOR_CONTROLLERS_MODELDEPLOYMENT_VERSION_WORKLOAD_H_
+
+#include <cstdint>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "base/statusor.h"
+#include "operator/api/v1alpha1/modeldeployment.h"
+#include "operator/controllers/trainingjob/worker_pods.h"
+
+namespace kiln::modeldeployment {
+
+// The serving container's name.
+inline constexpr const char* kServeContainer = "serve";
+
+// Which version to build, and how many replicas.
+struct VersionWorkloadOptions {
+  std::string version;
+  std::string uri;  // file:///path under the shared volume.
+  int32_t replicas = 0;
+  // Where file:// checkpoints lie (the operator's --shared-volume-* flags).
+  trainingjob::SharedVolume volume;
+};
+
+struct VersionWorkload {
+  nlohmann::json deployment;  // apps/v1 Deployment
+  nlohmann::json service;     // v1 Service
+};
+
+// The name of version `version`'s Deployment and Service: a DNS label from
+// the deployment's name and the version (with a hash when the version had to
+// be changed to fit, so v1.0 and v1-0 do not collide).
+std::string VersionObjectName(const std::string& deployment, const std::string& version);
+
+// "kiln.dev/model-deployment=<name>": selects every version's pods.
+std::string DeploymentSelector(const std::string& deployment);
+
+// The objects for one version of `md` (which needs metadata name, namespace
+// and uid). InvalidArgument for what no pod could serve: an s3:// URI (not
+// supported by the workers yet), a file:// path outside the shared volume, a
+// name too long for a label value.
+StatusOr<VersionWorkload> BuildVersionWorkload(const api::v1alpha1::ModelDeployment& md,
+                                               const VersionWorkloadOptions& options);
+
+}  // namespace kiln::modeldeployment
+
+#endif  // KILN_OPERATOR_CONTROLLERS_MODELDEPLOYMENT_VERSION_WORKLOAD_H_
