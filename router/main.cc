@@ -251,7 +251,11 @@ int main(int argc, char** argv) {
             int window = 60;
             auto it = request.query.find("window");
             if (it != request.query.end()) {
-              StatusOr<std::chrono::nanoseconds> d = kiln::ParseDuration(it->second);
+              // A bare number is seconds, as Prometheus takes it.
+              const bool bare = !it->second.empty() && it->second.size() < 9 &&
+                                it->second.find_first_not_of("0123456789") == std::string::npos;
+              StatusOr<std::chrono::nanoseconds> d =
+                  kiln::ParseDuration(bare ? it->second + "s" : it->second);
               if (!d.ok() || *d < std::chrono::seconds(1)) {
                 return kiln::router::JsonError(
                     400, "invalid_request_error", "bad_window",

@@ -22,8 +22,7 @@ APT_PACKAGES=(
   # running them in the tests.
   umoci runc containerd jq ca-certificates
   # A real Prometheus for the ModelDeployment analysis test (the test starts
-  # its binary on loopback; on a systemd host the package also enables its
-  # own prometheus.service on :9090).
+  # its binary on loopback; the service the package starts is disabled below).
   prometheus
 )
 
@@ -44,6 +43,12 @@ install_apt_packages() {
     die "apt-get update failed" "check the machine's Debian mirrors (/etc/apt/sources.list*)"
   DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null ||
     die "apt-get could not install: ${missing[*]}" "run 'apt-get install ${missing[*]}' to see the error"
+  # kiln needs Prometheus' binary, not a daemon: on a systemd host the package
+  # just installed has started and enabled its own service on :9090.
+  if [[ " ${missing[*]} " == *" prometheus "* ]] && [ -d /run/systemd/system ]; then
+    log "stopping and disabling the prometheus.service the package started (kiln runs the binary itself)"
+    "${sudo[@]}" systemctl disable --now prometheus.service >/dev/null 2>&1 || true  # Absent: nothing to stop.
+  fi
 }
 
 install_apt_packages

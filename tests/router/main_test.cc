@@ -152,7 +152,9 @@ TEST_CASE("kiln-router follows its routes file and drains on SIGTERM", "[router]
   json summary = json::parse(Get(port, "/debug/summary?window=30s").body);
   CHECK(summary["windowSeconds"] == 30);
   CHECK(summary["versions"][0]["requests"] == 1);
+  CHECK(json::parse(Get(port, "/debug/summary?window=45").body)["windowSeconds"] == 45);
   CHECK(Get(port, "/debug/summary?window=banana").status == 400);
+  CHECK(Get(port, "/debug/summary?window=0").status == 400);
   CHECK_THAT(Get(port, "/metrics").body, Catch::Contains("kiln_router_config_generation 8"));
 
   // SIGTERM with a stream in flight: /readyz fails, the stream finishes,

@@ -5,8 +5,8 @@
 #include <catch2/catch.hpp>
 
 #include "kube/api_error.h"
-#include "tests/operator/controllers/trainingjob/fake_api_server.h"
 #include "tests/operator/fleet/test_objects.h"
+#include "tests/support/fake_api_server.h"
 
 namespace kiln::fleet {
 namespace {
@@ -14,26 +14,12 @@ namespace {
 using nlohmann::json;
 using std::chrono::system_clock;
 
-class Forward final : public kube::HttpTransport {
- public:
-  explicit Forward(trainingjob::testing::FakeApiServer& api) : api_(api) {}
-  StatusOr<kube::HttpResponse> Do(const kube::HttpRequest& r) override { return api_.Do(r); }
-  Status Stream(const kube::HttpRequest& r, const std::function<void(const kube::HttpResponse&)>& h,
-                const std::function<bool(std::string_view)>& c,
-                const std::atomic<bool>* cancel) override {
-    return api_.Stream(r, h, c, cancel);
-  }
-
- private:
-  trainingjob::testing::FakeApiServer& api_;
-};
-
 TEST_CASE("a quarantine taint names its end, and comes off once that has passed",
           "[fleet][quarantine]") {
-  trainingjob::testing::FakeApiServer api;
+  kiln::testing::FakeApiServer api;
   kube::Client client(kube::RestConfig{.server = "https://fake"},
-                      kube::ClientOptions{.qps = 0, .max_retries = 0},
-                      std::make_unique<Forward>(api), RealClock::Get());
+                      kube::ClientOptions{.qps = 0, .max_retries = 0}, api.Transport(),
+                      RealClock::Get());
   json node = testing::GpuNode("n1", "z", "r", "nvl");
   node["spec"]["taints"] = {{{"key", "nvidia.com/gpu"}, {"effect", "NoSchedule"}}};
   api.Put("nodes", node);

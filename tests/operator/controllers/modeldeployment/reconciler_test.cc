@@ -22,35 +22,20 @@
 #include "operator/controllers/modeldeployment/quality_gate.h"
 #include "operator/controllers/modeldeployment/version_workload.h"
 #include "runtime/event_recorder.h"
-#include "tests/operator/controllers/trainingjob/fake_api_server.h"
 #include "tests/support/background_process.h"
+#include "tests/support/fake_api_server.h"
 #include "tests/support/http_probe.h"
 #include "tests/support/temp_dir.h"
 
 namespace kiln::modeldeployment {
 namespace {
 
+using kiln::testing::FakeApiServer;
 using nlohmann::json;
 using std::chrono::seconds;
-using trainingjob::testing::FakeApiServer;
 
 constexpr const char* kNs = "serving";
 constexpr const char* kName = "chat";
-
-// Lends the shared FakeApiServer to a client, which owns its transport.
-class Forward final : public kube::HttpTransport {
- public:
-  explicit Forward(FakeApiServer& api) : api_(api) {}
-  StatusOr<kube::HttpResponse> Do(const kube::HttpRequest& r) override { return api_.Do(r); }
-  Status Stream(const kube::HttpRequest& r, const std::function<void(const kube::HttpResponse&)>& h,
-                const std::function<bool(std::string_view)>& c,
-                const std::atomic<bool>* cancel) override {
-    return api_.Stream(r, h, c, cancel);
-  }
-
- private:
-  FakeApiServer& api_;
-};
 
 class FakeMetrics final : public MetricsSource {
  public:
@@ -121,7 +106,7 @@ class Harness {
   std::unique_ptr<kube::Client> NewClient() {
     return std::make_unique<kube::Client>(kube::RestConfig{.server = "https://fake"},
                                           kube::ClientOptions{.qps = 0, .max_retries = 0},
-                                          std::make_unique<Forward>(server), RealClock::Get());
+                                          server.Transport(), RealClock::Get());
   }
   // A new reconciler, as a restarted operator has: it knows only the API.
   void Restart() {

@@ -15,38 +15,23 @@
 #include "operator/api/v1alpha1/resources.h"
 #include "operator/fleet/capacity_view.h"
 #include "runtime/fake_reader.h"
-#include "tests/operator/controllers/trainingjob/fake_api_server.h"
 #include "tests/operator/fleet/test_objects.h"
+#include "tests/support/fake_api_server.h"
 
 namespace kiln::trainingjob {
 namespace {
 
+using kiln::testing::FakeApiServer;
 using nlohmann::json;
 using std::chrono::seconds;
-using testing::FakeApiServer;
 
 constexpr const char* kNs = "team";
 constexpr const char* kMember = "m1";
 
-// Lends the shared FakeApiServer to a client, which owns its transport.
-class Forward final : public kube::HttpTransport {
- public:
-  explicit Forward(FakeApiServer& api) : api_(api) {}
-  StatusOr<kube::HttpResponse> Do(const kube::HttpRequest& r) override { return api_.Do(r); }
-  Status Stream(const kube::HttpRequest& r, const std::function<void(const kube::HttpResponse&)>& h,
-                const std::function<bool(std::string_view)>& c,
-                const std::atomic<bool>* cancel) override {
-    return api_.Stream(r, h, c, cancel);
-  }
-
- private:
-  FakeApiServer& api_;
-};
-
 std::unique_ptr<kube::Client> ClientOf(FakeApiServer& api) {
   return std::make_unique<kube::Client>(kube::RestConfig{.server = "https://fake"},
                                         kube::ClientOptions{.qps = 0, .max_retries = 0},
-                                        std::make_unique<Forward>(api), RealClock::Get());
+                                        api.Transport(), RealClock::Get());
 }
 
 class TestMember final : public fleet::Member {

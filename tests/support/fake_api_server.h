@@ -1,18 +1,22 @@
 // FakeApiServer: an in-memory Kubernetes API server behind the HttpTransport
-// interface, enough for the TrainingJob reconciler's unit tests: get, list
+// interface, enough for the controllers' unit tests (TrainingJob,
+// ModelDeployment, the fleet's quarantine): get, list
 // (label selectors), create, update (and /status), merge patch (with the
 // resourceVersion precondition), delete (finalizers hold an object until they
 // are gone), and a pod proxy answered by a test-supplied function. Objects
 // are keyed by resource, namespace and name; every write bumps the
 // resourceVersion. Thread-safe.
-#ifndef KILN_TESTS_OPERATOR_CONTROLLERS_TRAININGJOB_FAKE_API_SERVER_H_
-#define KILN_TESTS_OPERATOR_CONTROLLERS_TRAININGJOB_FAKE_API_SERVER_H_
+#ifndef KILN_TESTS_SUPPORT_FAKE_API_SERVER_H_
+#define KILN_TESTS_SUPPORT_FAKE_API_SERVER_H_
 
+#include <atomic>
 #include <functional>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -20,11 +24,30 @@
 #include "kube/http.h"
 #include "kube/label_selector.h"
 
-namespace kiln::trainingjob::testing {
+namespace kiln::testing {
 
 class FakeApiServer final : public kube::HttpTransport {
+  class Lent final : public kube::HttpTransport {
+   public:
+    explicit Lent(FakeApiServer& api) : api_(api) {}
+    StatusOr<kube::HttpResponse> Do(const kube::HttpRequest& r) override { return api_.Do(r); }
+    Status Stream(const kube::HttpRequest& r,
+                  const std::function<void(const kube::HttpResponse&)>& h,
+                  const std::function<bool(std::string_view)>& c,
+                  const std::atomic<bool>* cancel) override {
+      return api_.Stream(r, h, c, cancel);
+    }
+
+   private:
+    FakeApiServer& api_;
+  };
+
  public:
   using json = nlohmann::json;
+
+  // A transport for a client, which owns its transport, that lends it this
+  // server (which must outlive it).
+  std::unique_ptr<kube::HttpTransport> Transport() { return std::make_unique<Lent>(*this); }
   // Answers GET .../pods/<pod>:<port>/proxy/<path>.
   using ProxyHandler =
       std::function<kube::HttpResponse(const std::string& ns, const std::string& pod,
@@ -233,6 +256,6 @@ class FakeApiServer final : public kube::HttpTransport {
   std::vector<std::string> requests_;
 };
 
-}  // namespace kiln::trainingjob::testing
+}  // namespace kiln::testing
 
-#endif  // KILN_TESTS_OPERATOR_CONTROLLERS_TRAININGJOB_FAKE_API_SERVER_H_
+#endif  // KILN_TESTS_SUPPORT_FAKE_API_SERVER_H_
