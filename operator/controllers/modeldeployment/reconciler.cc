@@ -13,6 +13,7 @@
 #include "base/log.h"
 #include "base/time_format.h"
 #include "kube/api_error.h"
+#include "operator/api/conditions.h"
 #include "operator/api/labels.h"
 #include "operator/api/v1alpha1/modeldeployment.h"
 #include "operator/api/v1alpha1/resources.h"
@@ -71,23 +72,7 @@ std::string Seconds(milliseconds d) {
   return buf;
 }
 
-// Sets condition `type`; its transition time moves only when its status does.
-void SetCondition(v1::ModelDeploymentStatus& status, const std::string& type, bool value,
-                  const std::string& reason, const std::string& message, const std::string& now,
-                  std::optional<int64_t> generation) {
-  if (!status.conditions) status.conditions.emplace();
-  const std::string s = value ? "True" : "False";
-  for (auto& c : *status.conditions) {
-    if (c.type != type) continue;
-    if (c.status != s) c.last_transition_time = now;
-    c.status = s;
-    c.reason = reason;
-    c.message = message;
-    c.observed_generation = generation;
-    return;
-  }
-  status.conditions->push_back({type, s, generation, now, reason, message});
-}
+using api::SetCondition;
 
 std::string GateRunName(const std::string& canary) { return canary + "-quality-gate"; }
 
