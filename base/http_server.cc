@@ -146,7 +146,8 @@ class Session : public std::enable_shared_from_this<Session> {
         core_(*core),
         socket_(std::move(socket)),
         timer_(socket_.get_executor()),
-        id_(id) {}
+        id_(id),
+        accepted_(Clock::now()) {}
 
   uint64_t id() const { return id_; }
   net::any_io_executor executor() { return socket_.get_executor(); }
@@ -157,10 +158,7 @@ class Session : public std::enable_shared_from_this<Session> {
     return phase_.load() == Phase::kReading;
   }
 
-  void Start() {
-    accepted_ = Clock::now();
-    StartRequest();
-  }
+  void Start() { StartRequest(); }
 
   // Drain has begun: an idle connection closes now, the others after their
   // current response.
@@ -198,7 +196,9 @@ class Session : public std::enable_shared_from_this<Session> {
 
   void StartRequest() {
     if (phase_ == Phase::kClosed) return;
-    SetPhase(Phase::kReading);
+    // A new connection has been reading since its accept, not since its loop
+    // got to it: that is what the reclaiming at the limit compares.
+    if (!first_) SetPhase(Phase::kReading);
     if (core_.draining && !first_) {
       Close();
       return;
@@ -443,7 +443,8 @@ class Session : public std::enable_shared_from_this<Session> {
   std::atomic<Clock::rep> phase_since_{Clock::now().time_since_epoch().count()};
   beast::flat_buffer buffer_;
   std::optional<bhttp::request_parser<bhttp::string_body>> parser_;
-  Clock::time_point accepted_, idle_since_;
+  const Clock::time_point accepted_;
+  Clock::time_point idle_since_;
   std::optional<Clock::time_point> header_started_, body_started_;
   bool first_ = true, continued_ = false, lingering_ = false, watching_ = false,
        read_after_watch_ = false;

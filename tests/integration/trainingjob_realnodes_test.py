@@ -66,7 +66,7 @@ class TrainingJobOnRealNodesTest(unittest.TestCase):
                                 "kiln.dev/kiln-worker-local:tj", archive)
         cls.image = import_archive(archive)
         cls.ns = "tj-" + uuid.uuid4().hex[:6]
-        for crd in ("memberclusters", "trainingjobs"):
+        for crd in ("memberclusters", "trainingjobs", "modeldeployments"):
             kubectl("apply", "--server-side", "-f", str(ROOT / "crds" / f"kiln.dev_{crd}.yaml"))
             kubectl("wait", "--for=condition=Established", f"crd/{crd}.kiln.dev", "--timeout=60s")
         kubectl("create", "namespace", cls.ns)
@@ -112,7 +112,7 @@ class TrainingJobOnRealNodesTest(unittest.TestCase):
             kubectl("delete", "namespace", cls.ns, "--wait=false", check=False)
             # The chart test on this cluster installs kiln's CRDs itself and
             # refuses to find them there (CTest runs the two one at a time).
-            for crd in ("memberclusters", "trainingjobs"):
+            for crd in ("memberclusters", "trainingjobs", "modeldeployments"):
                 kubectl("delete", "crd", f"{crd}.kiln.dev", "--ignore-not-found", check=False)
         cls.tmp.cleanup()
 
