@@ -619,6 +619,9 @@ StatusOr<runtime::Result> TrainingJobReconciler::Reconcile(const runtime::Contex
     status.phase = "Succeeded";
     status.completion_time = now;
     status.ready_workers = 0;
+    // Every rank ran to the end: all the steps are done, whatever the last
+    // progress read (up to an interval old) said.
+    status.step = job.spec.training.steps;
     SetCondition(status, "Succeeded", true, "Completed", finished, now, generation);
     SetCondition(status, "Running", false, "Completed", "", now, generation);
     KILN_RETURN_IF_ERROR(write());

@@ -352,6 +352,7 @@ TEST_CASE("a failure a rule ignores neither restarts nor fails the job, nor hide
     REQUIRE(h.Reconcile("run").ok());
     s = h.JobStatus("run");
     CHECK(s["phase"] == "Succeeded");
+    CHECK(s["step"] == 100);  // spec.training.steps: all done, whatever progress last said.
     CHECK_THAT(s["conditions"].dump(), Catch::Contains("1 ended with an ignored failure"));
     const auto reasons = h.EventReasons();
     CHECK(std::count(reasons.begin(), reasons.end(), "FailureIgnored") == 1);
