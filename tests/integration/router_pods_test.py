@@ -215,16 +215,18 @@ class RouterPodsTest(unittest.TestCase):
             self.assertEqual(ready[0]["status"], "True", p["metadata"]["name"])
 
     def test_2_traffic_follows_the_status_and_rolls_back(self):
-        # The workers' readiness first: until then the version has no endpoint (503).
+        # Both workers' readiness first: until then a version has no endpoint
+        # (503). v2 has no weight yet, so the tester's header asks for it.
         deadline = time.monotonic() + 120
-        while True:
-            status, headers, body = post(self.port, {"model": MODEL, "prompt": "Hi",
-                                                     "max_tokens": 2})
-            if status == 200:
-                break
-            self.assertIn(status, (503,), body)
-            self.assertLess(time.monotonic(), deadline, body)
-            time.sleep(0.5)
+        for extra in ({"x-kiln-version": "v2"}, {}):
+            while True:
+                status, headers, body = post(self.port, {"model": MODEL, "prompt": "Hi",
+                                                         "max_tokens": 2}, headers=extra)
+                if status == 200:
+                    break
+                self.assertIn(status, (503,), body)
+                self.assertLess(time.monotonic(), deadline, body)
+                time.sleep(0.5)
         self.assertEqual(headers.get("x-kiln-version"), "v1")
         self.assertEqual(headers.get("X-Kiln-Model-Version"), "v1")
         self.assertEqual(body["model"], MODEL)
