@@ -16,18 +16,21 @@
 #include "runtime/health_checks.h"
 #include "tests/support/http_probe.h"
 #include "tests/support/raw_http.h"
+#include "tests/support/wait.h"
 
 namespace kiln {
 namespace {
 
 using kiln::runtime::HealthChecks;  // The operator's probes, served here as in the manager.
 using kiln::testing::FreePort;
+using kiln::testing::Latch;
 using kiln::testing::RawHttp;
 using kiln::testing::RawResponse;
+using kiln::testing::WaitFor;
 using Clock = std::chrono::steady_clock;
 
 // Generous bounds: "promptly" on a loaded 2-core machine.
-constexpr auto kBound = std::chrono::seconds(20);
+constexpr auto kBound = kiln::testing::kWaitBound;
 
 struct Served {
   std::unique_ptr<HttpServer> server;
@@ -55,36 +58,6 @@ HttpRoute Echo(const std::string& path, HttpMatch match = HttpMatch::kExact) {
   return HttpRoute::Get(
       path, [path](const HttpRequest& r) { return HttpReply{.body = path + " " + r.path}; }, match);
 }
-
-// Waits (bounded) until `done` is true; returns it.
-template <typename F>
-bool WaitFor(F done, std::chrono::milliseconds bound = kBound) {
-  const auto deadline = Clock::now() + bound;
-  while (!done()) {
-    if (Clock::now() > deadline) return false;
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
-  return true;
-}
-
-// A one-shot signal between a handler and the test.
-class Latch {
- public:
-  void Open() {
-    std::lock_guard<std::mutex> lock(mu_);
-    open_ = true;
-    cv_.notify_all();
-  }
-  bool Wait() {
-    std::unique_lock<std::mutex> lock(mu_);
-    return cv_.wait_for(lock, kBound, [&] { return open_; });
-  }
-
- private:
-  std::mutex mu_;
-  std::condition_variable cv_;
-  bool open_ = false;
-};
 
 TEST_CASE("health checks answer like kube-apiserver's", "[runtime][health]") {
   HealthChecks readyz("/readyz");

@@ -20,6 +20,7 @@
 #include "base/io_threads.h"
 #include "tests/support/http_probe.h"
 #include "tests/support/raw_http.h"
+#include "tests/support/wait.h"
 
 namespace kiln::router {
 namespace {
@@ -28,37 +29,9 @@ using kiln::testing::FreePort;
 using kiln::testing::RawHttp;
 using kiln::testing::RawResponse;
 using Clock = std::chrono::steady_clock;
+using kiln::testing::Latch;
+using kiln::testing::WaitFor;
 using nlohmann::json;
-
-constexpr auto kBound = std::chrono::seconds(20);
-
-template <typename F>
-bool WaitFor(F done, std::chrono::milliseconds bound = kBound) {
-  const auto deadline = Clock::now() + bound;
-  while (!done()) {
-    if (Clock::now() > deadline) return false;
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
-  return true;
-}
-
-class Latch {
- public:
-  void Open() {
-    std::lock_guard<std::mutex> lock(mu_);
-    open_ = true;
-    cv_.notify_all();
-  }
-  bool Wait() {
-    std::unique_lock<std::mutex> lock(mu_);
-    return cv_.wait_for(lock, kBound, [&] { return open_; });
-  }
-
- private:
-  std::mutex mu_;
-  std::condition_variable cv_;
-  bool open_ = false;
-};
 
 // A backend playing one version: answers completions with its name, counts
 // them, and streams when asked ("stream": true) through `stream` if set.
