@@ -253,6 +253,10 @@ int main(int argc, char** argv) {
     kiln::runtime::Controller& tj_controller =
         manager.AddController("trainingjob", *tj_reconciler, {.workers = 4});
     tj_controller.For(**jobs);
+    // A worker's event in any member (it ran, failed, vanished) wakes its job.
+    f.OnMemberPod([&tj_controller](const std::string&, const kiln::kube::json& pod) {
+      if (auto job = kiln::trainingjob::JobOfWorker(pod)) tj_controller.queue().Add(job->Key());
+    });
 
     // The ModelDeployment controller: its Deployments (labelled with the
     // deployment's name) wake it when their pods become ready.

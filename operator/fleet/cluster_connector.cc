@@ -4,15 +4,31 @@
 
 #include "kube/informer.h"
 #include "kube/resource.h"
+#include "operator/api/labels.h"
 #include "runtime/cache_reader.h"
 
 namespace kiln::fleet {
 namespace {
 
+// Handlers passing kiln's pods (by the managed-by label) to the listeners.
+kube::EventHandlers KilnPodHandlers(const std::string& cluster,
+                                    std::shared_ptr<ClusterConnector::Listeners> listeners) {
+  auto tell = [cluster, listeners](const kube::Object& pod) {
+    const kube::json labels = (*pod)["metadata"].value("labels", kube::json::object());
+    if (labels.value(api::kManagedByLabel, "") != api::kManagedByValue) return;
+    std::lock_guard<std::mutex> lock(listeners->mu);
+    for (const auto& listener : listeners->all) listener(cluster, *pod);
+  };
+  return {.on_add = tell,
+          .on_update = [tell](const kube::Object&, const kube::Object& now) { tell(now); },
+          .on_delete = tell};
+}
+
 class ClusterMember final : public Member {
  public:
   ClusterMember(std::string name, std::unique_ptr<kube::Client> client,
-                std::unique_ptr<kube::Client> probe_client, CapacityView& view)
+                std::unique_ptr<kube::Client> probe_client, CapacityView& view,
+                std::shared_ptr<ClusterConnector::Listeners> listeners)
       : name_(std::move(name)),
         client_(std::move(client)),
         probe_client_(std::move(probe_client)),
@@ -23,6 +39,7 @@ class ClusterMember final : public Member {
         pod_reader_(pods_) {
     nodes_.AddHandlers(view.NodeHandlers(name_));
     pods_.AddHandlers(view.PodHandlers(name_));
+    pods_.AddHandlers(KilnPodHandlers(name_, std::move(listeners)));
     nodes_.Start();
     pods_.Start();
   }
@@ -92,8 +109,13 @@ StatusOr<std::shared_ptr<Member>> ClusterConnector::Connect(const std::string& n
   probe_options.max_retries = 0;
   probe_options.observer = nullptr;  // Heartbeats are not API traffic worth charting.
   KILN_ASSIGN_OR_RETURN(auto probe_client, kube::Client::New(config, probe_options));
-  return std::shared_ptr<Member>(
-      std::make_shared<ClusterMember>(name, std::move(client), std::move(probe_client), view_));
+  return std::shared_ptr<Member>(std::make_shared<ClusterMember>(
+      name, std::move(client), std::move(probe_client), view_, listeners_));
+}
+
+void ClusterConnector::AddPodListener(PodListener listener) {
+  std::lock_guard<std::mutex> lock(listeners_->mu);
+  listeners_->all.push_back(std::move(listener));
 }
 
 }  // namespace kiln::fleet

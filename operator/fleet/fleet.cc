@@ -28,7 +28,7 @@ Fleet::Fleet(kube::Informer& clusters, kube::Informer& secrets, kube::Client& hu
                               const std::string& reason, const std::string& message) {
                     recorder.Record(object, type, reason, message);
                   },
-                  {.secret_namespace = options.secret_namespace}) {}
+                  {.secret_namespace = options.secret_namespace, .local_config = hub.config()}) {}
 
 StatusOr<std::unique_ptr<Fleet>> Fleet::Register(runtime::Manager& manager, kube::Client& hub,
                                                  FleetOptions options) {

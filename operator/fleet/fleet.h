@@ -46,6 +46,9 @@ class Fleet {
 
   Members& members() { return members_; }
   CapacityView& capacity() { return view_; }
+  // Tells `listener` of every kiln pod event in every member (see
+  // cluster_connector.h), e.g. to wake the controller of the pod's job.
+  void OnMemberPod(PodListener listener) { connector_.AddPodListener(std::move(listener)); }
 
  private:
   Fleet(kube::Informer& clusters, kube::Informer& secrets, kube::Client& hub,

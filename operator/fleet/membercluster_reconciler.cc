@@ -116,10 +116,24 @@ MemberClusterReconciler::MemberClusterReconciler(const runtime::Reader& clusters
       events_(std::move(events)),
       options_(std::move(options)) {}
 
-MemberClusterReconciler::Health& MemberClusterReconciler::HealthOf(const std::string& name) {
+MemberClusterReconciler::Health& MemberClusterReconciler::HealthOf(const std::string& name,
+                                                                   const json& cluster) {
   std::lock_guard<std::mutex> lock(mu_);
   auto [it, inserted] = health_.try_emplace(name);
-  if (inserted) it->second.since = options_.clock->Now();
+  if (inserted) {
+    it->second.since = options_.clock->Now();
+    // A new leader (or a restarted operator) counts from the last heartbeat
+    // the status shows, so a member that was already silent is not given a
+    // fresh unreachableAfter (and shown reachable meanwhile).
+    auto last = ParseRfc3339(
+        cluster.value("status", json::object()).value("lastHeartbeatTime", std::string()));
+    if (last.ok()) {
+      const auto gap = options_.wall_clock() - *last;
+      if (gap > Clock::Duration::zero()) {
+        it->second.since -= std::chrono::duration_cast<Clock::Duration>(gap);
+      }
+    }
+  }
   return it->second;  // std::map entries stay put; one worker per key uses it.
 }
 
@@ -140,6 +154,18 @@ std::vector<runtime::Request> MemberClusterReconciler::MapSecret(const kube::Obj
 
 std::optional<MemberClusterReconciler::Problem> MemberClusterReconciler::Connect(
     const json& cluster, const std::string& name, Health& h) {
+  if (cluster["spec"].value("local", false)) {
+    if (!options_.local_config) {
+      return Problem{"LocalConfigMissing",
+                     Status::FailedPrecondition(
+                         "spec.local is true, but kiln-operator has no configuration of its "
+                         "own cluster to give it")};
+    }
+    const uint64_t hash = Fnv1a("local " + options_.local_config->server);
+    if (members_.ConfigHash(name) == hash) return std::nullopt;
+    return Attach(cluster, name, h, *options_.local_config, hash,
+                  "kiln-operator's own credentials (spec.local)", "InvalidLocalConfig");
+  }
   const json ref = cluster["spec"].value("kubeconfigSecretRef", json::object());
   const std::string ns = ref.value("namespace", ""), secret_name = ref.value("name", "");
   const std::string key = ref.value("key", kDefaultKey);
@@ -165,25 +191,37 @@ std::optional<MemberClusterReconciler::Problem> MemberClusterReconciler::Connect
   }
   const uint64_t hash = Fnv1a(*text);
   if (members_.ConfigHash(name) == hash) return std::nullopt;
-
-  // A new or changed kubeconfig: drop the old connection and its capacity
-  // first, so nothing is counted from stale credentials.
-  members_.Remove(name);
-  view_.RemoveCluster(name);
+  // A kubeconfig that does not parse is a Problem, and the reconcile drops
+  // the old connection for it.
   auto config = kube::ParseKubeconfig(*text, "", "", what + " key " + key);
   if (!config.ok()) return Problem{"InvalidKubeconfig", config.status()};
+  return Attach(cluster, name, h, *config, hash, "the kubeconfig in " + what, "InvalidKubeconfig");
+}
+
+std::optional<MemberClusterReconciler::Problem> MemberClusterReconciler::Attach(
+    const json& cluster, const std::string& name, Health& h, const kube::RestConfig& config,
+    uint64_t hash, const std::string& how, const std::string& failure_reason) {
+  // A new or changed configuration: drop the old connection and its
+  // capacity first, so nothing is counted from stale credentials. A
+  // replaced connection starts its health afresh; a first one keeps what
+  // HealthOf seeded from the status.
+  const bool replacing = members_.ConfigHash(name).has_value();
+  members_.Remove(name);
+  view_.RemoveCluster(name);
   view_.UpsertCluster({.name = name});
-  auto member = connector_.Connect(name, *config);
+  auto member = connector_.Connect(name, config);
   if (!member.ok()) {
     view_.RemoveCluster(name);
-    return Problem{"InvalidKubeconfig", member.status()};
+    return Problem{failure_reason, member.status()};
   }
   members_.Put(name, *member, hash);
-  h.since = options_.clock->Now();
+  if (replacing) {
+    h.since = options_.clock->Now();
+    h.last_success.reset();
+  }
   h.last_probe.reset();  // Probe the new connection at once.
-  h.last_success.reset();
   events_(cluster, runtime::EventType::kNormal, "Connected",
-          "connected to " + config->server + " with the kubeconfig in " + what);
+          "connected to " + config.server + " with " + how);
   return std::nullopt;
 }
 
@@ -206,7 +244,7 @@ StatusOr<runtime::Result> MemberClusterReconciler::Reconcile(const runtime::Cont
   const milliseconds heartbeat = DurationOr(spec.heartbeat_interval, std::chrono::seconds(10));
   const milliseconds unreachable_after =
       DurationOr(spec.unreachable_after, std::chrono::seconds(40));
-  Health& h = HealthOf(name);
+  Health& h = HealthOf(name, cluster);
 
   // Connection, then heartbeat (when one is due).
   std::optional<Problem> connect_problem = Connect(cluster, name, h);

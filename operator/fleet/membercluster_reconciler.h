@@ -4,6 +4,8 @@
 //     hash differs from the one the live connection was built from (or there
 //     is none), stops the old Member and connects a new one (client +
 //     informers feeding the CapacityView) — so a rotated Secret reconnects;
+//     a MemberCluster with spec.local connects with the operator's own
+//     configuration instead (options.local_config), no Secret;
 //   - heartbeats the member's /readyz every spec.heartbeatInterval (the
 //     reconcile requeues itself for the next beat; reconciles in between,
 //     e.g. woken by its own status write, reuse the last result);
@@ -20,8 +22,9 @@
 // Bad input (no Secret, no key, a kubeconfig that does not parse or cannot
 // authenticate, a wrong CA) is a condition reason and a Warning Event, never
 // a crash, and touches no other member. A deleted MemberCluster's member is
-// stopped and leaves the CapacityView. Health is kept in memory: a new
-// leader starts counting unreachableAfter afresh.
+// stopped and leaves the CapacityView. Health is kept in memory; a new
+// leader goes on from the lastHeartbeatTime in each status, so a member that
+// was already silent stays Unreachable.
 // Thread-safe: the controller may run several workers (never two on one key).
 #ifndef KILN_OPERATOR_FLEET_MEMBERCLUSTER_RECONCILER_H_
 #define KILN_OPERATOR_FLEET_MEMBERCLUSTER_RECONCILER_H_
@@ -75,6 +78,9 @@ struct MemberClusterReconcilerOptions {
   // The namespace whose Secrets the controller may read (and watches); a
   // MemberCluster naming a Secret elsewhere gets reason SecretNamespaceNotWatched.
   std::string secret_namespace;
+  // The operator's own cluster configuration, for MemberClusters with
+  // spec.local; none gives them reason LocalConfigMissing.
+  std::optional<kube::RestConfig> local_config;
   // The longest a heartbeat may take (capped further by the interval).
   std::chrono::milliseconds probe_timeout{std::chrono::seconds(5)};
   Clock* clock = RealClock::Get();  // Heartbeat timing.
@@ -114,9 +120,18 @@ class MemberClusterReconciler final : public runtime::Reconciler {
     std::string last_connect_reason;  // So a failing Secret is reported once per reason.
   };
 
-  // Makes sure the registry holds a member built from the current Secret.
+  // Makes sure the registry holds a member built from the current Secret
+  // (or the local configuration, for spec.local).
   std::optional<Problem> Connect(const kube::json& cluster, const std::string& name, Health& h);
-  Health& HealthOf(const std::string& name);
+  // Replaces `name`'s member by one connected with `config` (whose source
+  // hashes to `hash`; `how` names it for the Connected Event). A config no
+  // client can be built from is a Problem with `failure_reason`.
+  std::optional<Problem> Attach(const kube::json& cluster, const std::string& name, Health& h,
+                                const kube::RestConfig& config, uint64_t hash,
+                                const std::string& how, const std::string& failure_reason);
+  // `name`'s health, tracked from the last heartbeat `cluster`'s status
+  // shows when it is new.
+  Health& HealthOf(const std::string& name, const kube::json& cluster);
 
   const runtime::Reader& clusters_;
   const runtime::Reader& secrets_;

@@ -165,8 +165,10 @@ BAD = [
      "spec.model.version"),
     ("a negative replica count", "modeldeployment", put("spec.replicas", -1), "spec.replicas"),
     ("a weight above 1000", "membercluster", put("spec.weight", 5000), "spec.weight"),
-    ("no kubeconfig Secret", "membercluster", drop("spec.kubeconfigSecretRef"),
-     "spec.kubeconfigSecretRef"),
+    ("neither a kubeconfig Secret nor local", "membercluster", drop("spec.kubeconfigSecretRef"),
+     "set exactly one of spec.kubeconfigSecretRef and spec.local"),
+    ("both a kubeconfig Secret and local", "membercluster", put("spec.local", True),
+     "set exactly one of spec.kubeconfigSecretRef and spec.local"),
     ("cordoned is not a boolean", "membercluster", put("spec.cordoned", "maybe"), "spec.cordoned"),
 ]
 

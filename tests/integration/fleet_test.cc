@@ -1,21 +1,28 @@
-// The MemberCluster controller against real clusters (fixture kiln_fleet: two
-// clusters of its own, since one of them is stopped mid-test). The first
-// cluster is the hub (CRDs, MemberClusters, kubeconfig Secrets) and also a
-// member; the second is a member whose API server is stopped and restarted.
-// Prints how long each transition took.
+// The MemberCluster controller against real clusters (fixture kiln_fleet:
+// three clusters of its own, since one of them is stopped mid-test). The
+// first cluster is the hub (CRDs, MemberClusters, kubeconfig Secrets) and
+// also a member; another is a member whose API server is stopped and
+// restarted. With the TrainingJob controller beside it, a gang on the lost
+// member is placed again on the others, and what it left there is deleted
+// once the member answers. Prints how long each transition took.
 #include "operator/fleet/fleet.h"
 
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <future>
+#include <memory>
 #include <thread>
+#include <vector>
 
 #include <catch2/catch.hpp>
 
 #include "base/base64.h"
 #include "base/file.h"
+#include "kube/api_error.h"
 #include "operator/api/v1alpha1/resources.h"
+#include "operator/controllers/trainingjob/reconciler.h"
 #include "tests/support/local_clusters.h"
 
 namespace kiln::fleet {
@@ -53,14 +60,15 @@ struct Hub {
       REQUIRE(client.Create(kube::resources::kSecrets, ns, secret).ok());
     }
   }
-  void PutCluster(const std::string& name, const std::string& secret) {
+  void PutCluster(const std::string& name, const std::string& secret, int priority = 0) {
     json mc = {{"apiVersion", "kiln.dev/v1alpha1"},
                {"kind", "MemberCluster"},
                {"metadata", {{"name", name}}},
                {"spec",
                 {{"kubeconfigSecretRef", {{"name", secret}, {"namespace", ns}}},
                  {"heartbeatInterval", std::to_string(kHeartbeat) + "s"},
-                 {"unreachableAfter", std::to_string(kUnreachableAfter) + "s"}}}};
+                 {"unreachableAfter", std::to_string(kUnreachableAfter) + "s"},
+                 {"priority", priority}}}};
     REQUIRE(client.Create(api::v1alpha1::kMemberClusters, "", mc).ok());
   }
   // The condition `type` of MemberCluster `name` (an empty object when absent).
@@ -92,6 +100,20 @@ struct Hub {
   }
 };
 
+// Applies kiln's CRD `plural` to `cluster` and waits until it is served.
+void ApplyCrd(const testing::LocalClusters& lc, const testing::LocalCluster& cluster,
+              const std::string& plural) {
+  auto applied =
+      lc.Kubectl(cluster, {"apply", "--server-side", "-f",
+                           std::string(KILN_SOURCE_DIR) + "/crds/kiln.dev_" + plural + ".yaml"});
+  REQUIRE(applied.ok());
+  REQUIRE(applied->exit_code == 0);
+  auto established = lc.Kubectl(cluster, {"wait", "--for=condition=Established",
+                                          "crd/" + plural + ".kiln.dev", "--timeout=60s"});
+  REQUIRE(established.ok());
+  REQUIRE(established->exit_code == 0);
+}
+
 TEST_CASE("member clusters are connected, reported, lost and found again", "[integration][fleet]") {
   std::setvbuf(stdout, nullptr, _IOLBF, 0);  // The figures appear as they are measured.
   auto lc = testing::LocalClusters::FromEnvironment();
@@ -101,15 +123,7 @@ TEST_CASE("member clusters are connected, reported, lost and found again", "[int
   const testing::LocalCluster& member_cluster = lc->clusters()[1];
   auto hub_client = lc->Client(hub_cluster);
   REQUIRE(hub_client.ok());
-  auto applied = lc->Kubectl(hub_cluster,
-                             {"apply", "--server-side", "-f",
-                              std::string(KILN_SOURCE_DIR) + "/crds/kiln.dev_memberclusters.yaml"});
-  REQUIRE(applied.ok());
-  REQUIRE(applied->exit_code == 0);
-  auto established = lc->Kubectl(hub_cluster, {"wait", "--for=condition=Established",
-                                               "crd/memberclusters.kiln.dev", "--timeout=60s"});
-  REQUIRE(established.ok());
-  REQUIRE(established->exit_code == 0);
+  ApplyCrd(*lc, hub_cluster, "memberclusters");
 
   Hub hub{**hub_client, testing::UniqueName("kiln-fleet")};
   REQUIRE(
@@ -230,6 +244,229 @@ TEST_CASE("member clusters are connected, reported, lost and found again", "[int
     CHECK(hub.client.Delete(api::v1alpha1::kMemberClusters, "", name).ok());
   }
   CHECK(hub.client.Delete(kube::resources::kNamespaces, "", hub.ns).ok());
+}
+
+// A gang of 2 workers × 8 GPUs: one whole cluster of the fixture (2 nodes of
+// 8 GPUs each).
+json Gang(const std::string& ns, const std::string& name) {
+  return {
+      {"apiVersion", "kiln.dev/v1alpha1"},
+      {"kind", "TrainingJob"},
+      {"metadata", {{"name", name}, {"namespace", ns}}},
+      {"spec",
+       {{"model",
+         {{"architecture", "gpt"},
+          {"layers", 2},
+          {"hiddenSize", 64},
+          {"heads", 4},
+          {"vocabSize", 257},
+          {"contextLength", 64}}},
+        {"data", {{"uri", "file:///usr/share/games/fortunes"}}},
+        {"training",
+         {{"steps", 100}, {"globalBatchSize", 16}, {"microBatchSize", 8}, {"sequenceLength", 64}}},
+        {"workers",
+         {{"replicas", 2}, {"gpusPerWorker", 8}, {"image", "ghcr.io/kiln-dev/kiln-worker:0.1.0"}}},
+        {"checkpoint", {{"uri", "file:///kiln/" + name}}},
+        {"failurePolicy", {{"maxRestarts", 3}, {"backoff", {{"initial", "1s"}}}}}}}};
+}
+
+TEST_CASE("a lost member's gang is placed again on the others, and the member swept on return",
+          "[integration][fleet][trainingjob]") {
+  std::setvbuf(stdout, nullptr, _IOLBF, 0);
+  auto lc = testing::LocalClusters::FromEnvironment();
+  REQUIRE(lc.ok());
+  REQUIRE(lc->clusters().size() >= 3);
+  const testing::LocalCluster& hub_cluster = lc->clusters()[0];
+  const testing::LocalCluster& lost_cluster = lc->clusters()[2];
+  auto hub_client = lc->Client(hub_cluster);
+  REQUIRE(hub_client.ok());
+  ApplyCrd(*lc, hub_cluster, "memberclusters");
+  ApplyCrd(*lc, hub_cluster, "trainingjobs");
+  Hub hub{**hub_client, testing::UniqueName("kiln-loss")};
+  REQUIRE(
+      hub.client.Create(kube::resources::kNamespaces, "", {{"metadata", {{"name", hub.ns}}}}).ok());
+  // One MemberCluster per cluster; the one to be lost has the highest
+  // priority, so the gang goes there first.
+  const std::string prefix = testing::UniqueName("loss");
+  std::vector<std::string> members;
+  std::vector<std::unique_ptr<kube::Client>> clients;
+  for (size_t i = 0; i < 3; ++i) {
+    auto config = ReadFile(lc->clusters()[i].kubeconfig);
+    REQUIRE(config.ok());
+    const std::string secret = "c" + std::to_string(i);
+    hub.PutSecret(secret, *config);
+    members.push_back(prefix + "-" + std::to_string(i));
+    hub.PutCluster(members.back(), secret, i == 2 ? 10 : 0);
+    auto client = lc->Client(lc->clusters()[i]);
+    REQUIRE(client.ok());
+    clients.push_back(std::move(*client));
+  }
+  const std::string& lost = members[2];
+
+  runtime::Manager manager(hub.client,
+                           {.metrics_bind_address = "0", .health_probe_bind_address = "0"});
+  auto fleet = Fleet::Register(manager, hub.client, {.secret_namespace = hub.ns});
+  REQUIRE(fleet.ok());
+  Fleet& f = **fleet;
+  auto jobs = manager.GetInformer(hub.client, api::v1alpha1::kTrainingJobs, {.ns = hub.ns});
+  REQUIRE(jobs.ok());
+  trainingjob::TrainingJobReconciler reconciler(
+      hub.client, f.members(), [&f] { return f.capacity().Snapshot(); }, &manager.events(),
+      {.volume = {.claim_name = "", .host_path = "/tmp", .mount_path = "/kiln"},
+       .resync = std::chrono::milliseconds(500)});
+  runtime::Controller& controller =
+      manager.AddController("trainingjob", reconciler, {.workers = 2});
+  controller.For(**jobs);
+  f.OnMemberPod([&controller](const std::string&, const json& pod) {
+    if (auto job = trainingjob::JobOfWorker(pod)) controller.queue().Add(job->Key());
+  });
+  std::atomic<bool> stop{false};
+  auto run = std::async(std::launch::async, [&] { return manager.Run(stop); });
+  struct StopOnExit {
+    std::atomic<bool>& stop;
+    ~StopOnExit() { stop = true; }
+  } stop_on_exit{stop};
+
+  const int64_t gpus = int64_t{lc->nodes_per_cluster()} * lc->gpus_per_node();
+  REQUIRE(gpus == 16);  // Gang() fills one cluster.
+  for (const std::string& m : members) {
+    hub.WaitFor(m, "Ready", "True");
+    auto start = Clock::now();
+    while (Clock::now() - start < std::chrono::seconds(60)) {
+      auto c = f.capacity().Snapshot().cluster(m);
+      if (c != nullptr && c->free_gpus() == gpus) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    REQUIRE(f.capacity().Snapshot().cluster(m)->free_gpus() == gpus);
+  }
+
+  auto status = [&](const std::string& name) {
+    auto j = hub.client.Get(api::v1alpha1::kTrainingJobs, hub.ns, name);
+    return j.ok() ? j->value("status", json::object()) : json::object();
+  };
+  // The job's pods in cluster `i` (attempt `attempt`, or all); Running ones only when asked.
+  auto pods = [&](size_t i, const std::string& name, const std::string& attempt, bool running) {
+    std::string selector = std::string(trainingjob::kJobNameLabel) + "=" + name;
+    if (!attempt.empty()) selector += "," + std::string(trainingjob::kAttemptLabel) + "=" + attempt;
+    auto list = clients[i]->List(kube::resources::kPods, hub.ns, {.label_selector = selector});
+    int n = 0;
+    if (!list.ok()) return -1;
+    for (const auto& p : (*list)["items"]) {
+      n += !running || p["status"].value("phase", "") == "Running" ? 1 : 0;
+    }
+    return n;
+  };
+  // Polls `done` (bounded); the time it took.
+  auto wait = [](const std::string& what, auto done, std::chrono::seconds limit) {
+    const auto start = Clock::now();
+    while (Clock::now() - start < limit) {
+      if (done()) return Clock::now() - start;
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    FAIL("timed out waiting for " << what);
+    return Clock::now() - start;
+  };
+
+  REQUIRE(hub.client.Create(api::v1alpha1::kTrainingJobs, hub.ns, Gang(hub.ns, "gang")).ok());
+  wait(
+      "the gang running on the priority member",
+      [&] {
+        return pods(2, "gang", "0", true) == 2 && status("gang").value("phase", "") == "Running";
+      },
+      std::chrono::seconds(90));
+  REQUIRE(status("gang")["placement"][0]["cluster"] == lost);
+
+  // The lost member's API server stops for long enough to be declared
+  // Unreachable and for the gang to move; then it comes back.
+  const double down_seconds = kUnreachableAfter + 2 * kHeartbeat + 25;
+  const auto stopped = Clock::now();
+  auto restart = std::async(std::launch::async, [&] {
+    return lc->Restart(lost_cluster, "kube-apiserver", down_seconds);
+  });
+  const auto limit = std::chrono::seconds(kUnreachableAfter + 2 * kHeartbeat + 20);
+  wait(
+      "the restart", [&] { return status("gang").value("restarts", 0) == 1; }, limit);
+  const auto restarted = Clock::now() - stopped;
+  const json s = status("gang");
+  INFO(s.dump());
+  CHECK(s["restartHistory"][0]["reason"] == "ClusterUnavailable");
+  CHECK(s["restartHistory"][0]["cluster"] == lost);
+  size_t moved_to = 3;
+  wait(
+      "the gang's pods created elsewhere",
+      [&] {
+        for (size_t i = 0; i < 2; ++i) {
+          if (pods(i, "gang", "1", false) == 2) moved_to = i;
+        }
+        return moved_to < 2;
+      },
+      std::chrono::seconds(30));
+  const auto created = Clock::now() - stopped;
+  wait(
+      "the moved gang running",
+      [&] {
+        return pods(moved_to, "gang", "1", true) == 2 &&
+               status("gang").value("phase", "") == "Running";
+      },
+      std::chrono::seconds(30));
+  const auto running = Clock::now() - stopped;
+  CHECK(status("gang")["placement"][0]["cluster"] == members[moved_to]);
+  std::printf(
+      "cluster loss: %s's API server stopped → gang restarted (ClusterUnavailable) after %.2f s, "
+      "its pods created in %s after %.2f s, Running after %.2f s (heartbeat %ds, "
+      "unreachableAfter %ds)\n",
+      lost.c_str(), Seconds(restarted), members[moved_to].c_str(), Seconds(created),
+      Seconds(running), kHeartbeat, kUnreachableAfter);
+  // While it is away, its pods are left alone (nothing can reach them).
+  CHECK(f.capacity().Snapshot().cluster(lost)->info().reachable == false);
+
+  // Back: Ready again, attempt 0's pods deleted there, the gang untouched.
+  REQUIRE(restart.get().ok());
+  const auto answered = Clock::now();
+  hub.WaitFor(lost, "Ready", "True");
+  wait(
+      "the lost member swept", [&] { return pods(2, "gang", "", false) == 0; },
+      std::chrono::seconds(60));
+  std::printf(
+      "cluster loss: %s answers again → Ready and attempt 0's pods deleted there after %.2f s\n",
+      lost.c_str(), Seconds(Clock::now() - answered));
+  CHECK(pods(moved_to, "gang", "1", true) == 2);
+  CHECK(status("gang").value("restarts", 0) == 1);
+
+  // And back: its GPUs are free again, and a new gang goes there first.
+  wait(
+      "the member's GPUs free",
+      [&] { return f.capacity().Snapshot().cluster(lost)->free_gpus() == gpus; },
+      std::chrono::seconds(60));
+  REQUIRE(hub.client.Create(api::v1alpha1::kTrainingJobs, hub.ns, Gang(hub.ns, "again")).ok());
+  wait(
+      "the new gang placed", [&] { return status("again").contains("placement"); },
+      std::chrono::seconds(30));
+  CHECK(status("again")["placement"][0]["cluster"] == lost);
+
+  // Deleting the jobs removes their pods in every member (finalizer).
+  for (const char* name : {"gang", "again"}) {
+    REQUIRE(hub.client.Delete(api::v1alpha1::kTrainingJobs, hub.ns, name).ok());
+  }
+  wait(
+      "the jobs gone",
+      [&] {
+        auto list = hub.client.List(api::v1alpha1::kTrainingJobs, hub.ns);
+        return list.ok() && (*list)["items"].empty();
+      },
+      std::chrono::seconds(60));
+  for (size_t i = 0; i < 3; ++i) {
+    for (const char* name : {"gang", "again"}) CHECK(pods(i, name, "", false) == 0);
+  }
+  stop = true;
+  CHECK(run.get().ok());
+  for (const std::string& m : members) {
+    CHECK(hub.client.Delete(api::v1alpha1::kMemberClusters, "", m).ok());
+  }
+  for (size_t i = 0; i < 3; ++i) {
+    auto gone = clients[i]->Delete(kube::resources::kNamespaces, "", hub.ns);
+    CHECK((gone.ok() || kube::IsNotFound(gone.status())));
+  }
 }
 
 }  // namespace

@@ -22,6 +22,7 @@ void from_json(const nlohmann::json& j, SecretKeyReference& v) {
 
 void to_json(nlohmann::json& j, const MemberClusterSpec& v) {
   j = nlohmann::json::object();
+  Write(j, "local", v.local);
   Write(j, "kubeconfigSecretRef", v.kubeconfig_secret_ref);
   Write(j, "region", v.region);
   Write(j, "zone", v.zone);
@@ -34,6 +35,7 @@ void to_json(nlohmann::json& j, const MemberClusterSpec& v) {
 
 void from_json(const nlohmann::json& j, MemberClusterSpec& v) {
   ExpectObject(j, "MemberClusterSpec");
+  Read(j, "local", v.local);
   Read(j, "kubeconfigSecretRef", v.kubeconfig_secret_ref);
   Read(j, "region", v.region);
   Read(j, "zone", v.zone);

@@ -16,7 +16,7 @@
 namespace kiln::api::v1alpha1 {
 
 // The Secret holding a kubeconfig for the cluster (its current context is used). kiln's service
-// account must be allowed to read it.
+// account must be allowed to read it. Exactly one of kubeconfigSecretRef and local is set.
 struct SecretKeyReference {
   // The Secret's name.
   std::string name;
@@ -32,9 +32,12 @@ void from_json(const nlohmann::json& j, SecretKeyReference& v);
 
 // How to reach the cluster and how kiln should use it.
 struct MemberClusterSpec {
+  // The cluster kiln-operator itself runs in (the hub): reached with the operator's own
+  // credentials, no Secret. Exactly one of local and kubeconfigSecretRef is set.
+  std::optional<bool> local;
   // The Secret holding a kubeconfig for the cluster (its current context is used). kiln's service
-  // account must be allowed to read it.
-  SecretKeyReference kubeconfig_secret_ref;
+  // account must be allowed to read it. Exactly one of kubeconfigSecretRef and local is set.
+  std::optional<SecretKeyReference> kubeconfig_secret_ref;
   // The cluster's region (e.g. us-east-1); kiln also labels the object
   // topology.kubernetes.io/region with it, for cluster selectors.
   std::optional<std::string> region;
@@ -114,8 +117,9 @@ void to_json(nlohmann::json& j, const MemberClusterStatus& v);
 void from_json(const nlohmann::json& j, MemberClusterStatus& v);
 
 // A Kubernetes cluster kiln may place training and serving work on. kiln reaches it with the
-// kubeconfig in the referenced Secret, heartbeats it, and reports its GPUs; TrainingJobs and
-// ModelDeployments select member clusters by their labels.
+// kubeconfig in the referenced Secret (or, for the cluster kiln-operator runs in, with its own
+// credentials), heartbeats it, and reports its GPUs; TrainingJobs and ModelDeployments select
+// member clusters by their labels.
 struct MemberCluster {
   static constexpr const char* kApiVersion = "kiln.dev/v1alpha1";
   static constexpr const char* kKind = "MemberCluster";

@@ -105,6 +105,8 @@ milliseconds RestartDelay(const std::optional<v1::FailurePolicy>& policy, int32_
   return std::min(delay, max);
 }
 
+bool BacksOff(FailureReason reason) { return reason != FailureReason::kClusterUnavailable; }
+
 std::vector<NodeFault> NodeFaults(const std::vector<v1::RestartRecord>& history) {
   std::vector<NodeFault> out;
   for (const auto& r : history) {

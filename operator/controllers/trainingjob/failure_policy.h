@@ -48,6 +48,12 @@ FailureDecision Decide(const FailureClassification& failure, std::optional<int32
 std::chrono::milliseconds RestartDelay(const std::optional<api::v1alpha1::FailurePolicy>& policy,
                                        int32_t restarts);
 
+// Whether a restart for `reason` waits out the backoff first. A lost member
+// cluster (ClusterUnavailable) does not: `spec.unreachableAfter` has already
+// been waited out, the gang's new placement avoids the cluster, and nothing
+// the gang did caused it. Every other reason does.
+bool BacksOff(FailureReason reason);
+
 // One fault on a node, as remembered in the job's restart history.
 struct NodeFault {
   std::string cluster;

@@ -8,6 +8,7 @@
 #include "base/time_format.h"
 #include "kube/api_error.h"
 #include "operator/api/conditions.h"
+#include "operator/api/labels.h"
 #include "operator/api/v1alpha1/resources.h"
 #include "operator/controllers/trainingjob/failure_classifier.h"
 #include "operator/controllers/trainingjob/failure_policy.h"
@@ -95,7 +96,49 @@ bool Ready(const json& pod) {
   return false;
 }
 
+// Whether `cluster` counts as answering: false while its MemberCluster is
+// Unreachable. A cluster the snapshot does not hold yet (its connection is
+// still being made) counts as answering.
+bool Reachable(const placement::Snapshot& fleet, const std::string& cluster) {
+  const auto* c = fleet.cluster(cluster);
+  return c == nullptr || c->info().reachable;
+}
+
+// The job's namespace in a member: the hub's namespaces need not exist in
+// every member, so a missing one is created (labelled as kiln's; it is left
+// in place when the job goes).
+Status EnsureNamespace(kube::Client& member, const std::string& ns) {
+  auto got = member.Get(kube::resources::kNamespaces, "", ns);
+  if (got.ok()) return Status::Ok();
+  if (!kube::IsNotFound(got.status())) return got.status();
+  Status made =
+      member
+          .Create(kube::resources::kNamespaces, "",
+                  {{"apiVersion", "v1"},
+                   {"kind", "Namespace"},
+                   {"metadata",
+                    {{"name", ns}, {"labels", {{api::kManagedByLabel, api::kManagedByValue}}}}}})
+          .status();
+  return made.ok() || kube::IsAlreadyExists(made) ? Status::Ok() : made;
+}
+
+// Whether the newest restart must wait out the backoff (failure_policy.h).
+bool NewestRestartBacksOff(const v1::TrainingJobStatus& status) {
+  if (!status.restart_history || status.restart_history->empty()) return true;
+  auto reason = FailureReasonFromName(status.restart_history->back().reason);
+  return !reason || BacksOff(*reason);
+}
+
 }  // namespace
+
+std::optional<runtime::Request> JobOfWorker(const json& pod) {
+  const json meta = pod.value("metadata", json::object());
+  const json labels = meta.value("labels", json::object());
+  const std::string job = labels.value(kJobNameLabel, "");
+  const std::string ns = meta.value("namespace", "");
+  if (job.empty() || ns.empty()) return std::nullopt;
+  return runtime::Request{ns, job};
+}
 
 TrainingJobReconciler::TrainingJobReconciler(kube::Client& hub, fleet::Members& members,
                                              std::function<placement::Snapshot()> snapshot,
@@ -113,9 +156,16 @@ StatusOr<bool> TrainingJobReconciler::DeleteWorkers(const json& job, int32_t att
   const std::string selector =
       Selector(job, attempt >= 0 ? std::optional<int32_t>(attempt) : std::nullopt);
   bool gone = true;
+  const placement::Snapshot fleet = snapshot_();
   for (const std::string& name : members_.Names()) {
     auto member = members_.Get(name);
     if (member == nullptr) continue;
+    if (!Reachable(fleet, name)) {
+      // Not even tried: a lost cluster's calls only time out. Its objects
+      // are deleted once it answers (SweepLostClusters, or this again).
+      gone = false;
+      continue;
+    }
     for (const kube::Resource* r : {&kube::resources::kPods, &kube::resources::kServices}) {
       // A cluster that cannot be reached keeps its objects until it answers
       // again; the job's deletion does not wait for it (its finalizer does).
@@ -195,6 +245,75 @@ std::vector<std::string> TrainingJobReconciler::Quarantine(
     }
   }
   return newly;
+}
+
+bool TrainingJobReconciler::SweepLostClusters(const std::string& key, const json& job,
+                                              int32_t attempt,
+                                              const v1::TrainingJobStatus& status) {
+  std::set<std::string> lost;
+  for (const auto& r : status.restart_history.value_or(std::vector<v1::RestartRecord>{})) {
+    if (r.reason == FailureReasonName(FailureReason::kClusterUnavailable) && r.cluster) {
+      lost.insert(*r.cluster);
+    }
+  }
+  if (lost.empty()) return true;
+  const placement::Snapshot fleet = snapshot_();
+  const std::string ns = Str(job["metadata"], "namespace");
+  const std::string selector =
+      Selector(job, std::nullopt) + "," + kAttemptLabel + "!=" + std::to_string(attempt);
+  bool clean = true;
+  for (const std::string& cluster : lost) {
+    const std::string done = cluster + "@" + std::to_string(attempt);
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (memory_[key].swept.contains(done)) continue;
+    }
+    // A MemberCluster that is gone leaves nothing kiln can reach; if it is
+    // registered again, the next reconcile sweeps it.
+    auto member = members_.Get(cluster);
+    if (member == nullptr) continue;
+    if (!Reachable(fleet, cluster)) {
+      clean = false;
+      continue;
+    }
+    bool swept = true;
+    int deleted = 0;
+    for (const kube::Resource* r : {&kube::resources::kPods, &kube::resources::kServices}) {
+      auto list = member->client().List(*r, ns, {.label_selector = selector});
+      if (!list.ok()) {
+        swept = false;
+        continue;
+      }
+      for (const auto& item : (*list)["items"]) {
+        Status s = member->client()
+                       .Delete(*r, ns, Str(item["metadata"], "name"),
+                               {.grace_period_seconds = kFailedGangGraceSeconds})
+                       .status();
+        if (s.ok()) ++deleted;
+        if (!s.ok() && !kube::IsNotFound(s)) swept = false;
+      }
+    }
+    if (!swept) {
+      clean = false;
+      continue;
+    }
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      memory_[key].swept.insert(done);
+    }
+    if (deleted > 0) {
+      log::Logger("trainingjob")
+          .Info("deleted what earlier attempts left in a member cluster that answers again",
+                {{"job", key}, {"cluster", cluster}, {"objects", std::to_string(deleted)}});
+      if (events_ != nullptr) {
+        events_->Record(job, runtime::EventType::kNormal, "StaleWorkersDeleted",
+                        "member cluster " + cluster + " answers again: deleted " +
+                            std::to_string(deleted) +
+                            " pods and Services that earlier attempts left there");
+      }
+    }
+  }
+  return clean;
 }
 
 bool TrainingJobReconciler::FirstIgnored(const std::string& key, const std::string& pod) {
@@ -280,13 +399,18 @@ StatusOr<runtime::Result> TrainingJobReconciler::Reconcile(const runtime::Contex
 
   // 2. Finished or suspended jobs hold no pods.
   if (phase == "Succeeded" || phase == "Failed") {
-    Forget(request.Key());
+    // A cluster lost before the end may still hold earlier attempts' pods:
+    // they go once it answers (looked at again every kLostClusterRetry).
+    const bool clean = SweepLostClusters(request.Key(), obj, attempt, status);
+    if (clean) Forget(request.Key());
+    const runtime::Result idle =
+        clean ? runtime::Result{} : runtime::Result{.requeue_after = kLostClusterRetry};
     if (options_.metrics != nullptr) options_.metrics->SetPhase(request.ns, request.name, phase);
     // ttlSecondsAfterFinished: the job goes (through its finalizer, which
     // deletes what is left of its workers); its checkpoints stay.
-    if (!job.spec.ttl_seconds_after_finished || !status.completion_time) return runtime::Result{};
+    if (!job.spec.ttl_seconds_after_finished || !status.completion_time) return idle;
     auto finished = ParseRfc3339(*status.completion_time);
-    if (!finished.ok()) return runtime::Result{};
+    if (!finished.ok()) return idle;
     const auto due = std::chrono::time_point_cast<std::chrono::system_clock::duration>(*finished) +
                      std::chrono::seconds(*job.spec.ttl_seconds_after_finished);
     if (options_.now() < due) {
@@ -346,8 +470,12 @@ StatusOr<runtime::Result> TrainingJobReconciler::Reconcile(const runtime::Contex
            "spec.suspend is false: the gang resumes from its newest checkpoint");
   }
 
-  // A restart waits out its backoff before the gang is placed again.
-  if (phase == "Restarting") {
+  // What a lost cluster still holds of earlier attempts, once it answers.
+  SweepLostClusters(request.Key(), obj, attempt, status);
+
+  // A restart waits out its backoff before the gang is placed again (a
+  // lost cluster's does not).
+  if (phase == "Restarting" && NewestRestartBacksOff(status)) {
     // Counted from the newest restart record (milliseconds; the condition's
     // time has whole seconds and would cut the backoff short).
     const v1::Condition* r = FindCondition(status, "Restarting");
@@ -417,10 +545,12 @@ StatusOr<runtime::Result> TrainingJobReconciler::Reconcile(const runtime::Contex
   std::vector<bool> seen(ranks.size(), false);
   std::optional<WorkerFailure> failure;
   // The attempt's pods, from every member the gang uses (a Service's
-  // clusters are exactly those).
+  // clusters are exactly those). A member declared Unreachable, or whose
+  // MemberCluster is gone, has lost its workers: the gang restarts.
+  const placement::Snapshot fleet = snapshot_();
   for (const std::string& cluster : objects->service_clusters) {
     auto member = members_.Get(cluster);
-    if (member == nullptr) {
+    if (member == nullptr || !Reachable(fleet, cluster)) {
       failure = WorkerFailure{.cluster = cluster, .cluster_reachable = false};
       break;
     }
@@ -451,6 +581,7 @@ StatusOr<runtime::Result> TrainingJobReconciler::Reconcile(const runtime::Contex
     for (size_t i = 0; i < objects->services.size(); ++i) {
       auto member = members_.Get(objects->service_clusters[i]);
       if (member == nullptr) continue;
+      KILN_RETURN_IF_ERROR(EnsureNamespace(member->client(), ns));
       Status s =
           member->client().Create(kube::resources::kServices, ns, objects->services[i]).status();
       if (!s.ok() && !kube::IsAlreadyExists(s)) return s;
@@ -597,7 +728,9 @@ StatusOr<runtime::Result> TrainingJobReconciler::Reconcile(const runtime::Contex
           options_.metrics->CountRestart(rec.reason);
           for (size_t i = 0; i < quarantined.size(); ++i) options_.metrics->CountQuarantine();
         }
-        return runtime::Result{.requeue_after = RestartDelay(job.spec.failure_policy, attempt)};
+        return runtime::Result{.requeue_after = BacksOff(c.reason)
+                                                    ? RestartDelay(job.spec.failure_policy, attempt)
+                                                    : milliseconds(1)};
       }
       status.phase = "Failed";
       status.completion_time = now;

@@ -37,13 +37,21 @@
 //  7. While the gang runs, rank 0's training progress (progress_reader.h:
 //     step, losses, tokens/s, newest checkpoint) is copied into the status
 //     every `progress_interval`.
+//  8. A member cluster the MemberCluster controller declares Unreachable
+//     (or whose MemberCluster is gone) has lost the gang's workers there:
+//     the whole gang restarts at once, without the backoff, and is placed on
+//     the clusters that answer. What the lost cluster still holds of earlier
+//     attempts is deleted once it answers again (SweepLostClusters), so a
+//     cluster that comes back runs no stale workers.
 // A failure that a failurePolicy rule Ignores does not count: that worker is
 // left as it ended, the others are still watched, and the job succeeds once
 // every worker has finished or ended with an ignored failure.
 // Events (placement, restarts with their reason, recovery, quarantine,
 // suspension, completion) go to the job; metrics to `metrics` (metrics.h).
-// Pods in the members are not watched yet: an active job is requeued every
-// `resync` (a few seconds), which bounds how late a fault is seen.
+// The workers' events in the members wake the job's reconcile (JobOfWorker,
+// wired by whoever runs the controller); an active job is also requeued
+// every `resync`, for what no pod event shows (a member declared
+// Unreachable, progress).
 #ifndef KILN_OPERATOR_CONTROLLERS_TRAININGJOB_RECONCILER_H_
 #define KILN_OPERATOR_CONTROLLERS_TRAININGJOB_RECONCILER_H_
 
@@ -51,6 +59,7 @@
 #include <functional>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
@@ -73,6 +82,9 @@ inline constexpr const char* kFinalizer = "kiln.dev/cleanup";
 // enough to write a checkpoint.
 inline constexpr int64_t kFailedGangGraceSeconds = 5;
 inline constexpr int64_t kSuspendGraceSeconds = 30;
+// How often a finished job looks again for a lost member cluster that still
+// holds earlier attempts' workers.
+inline constexpr std::chrono::seconds kLostClusterRetry{30};
 
 struct TrainingJobReconcilerOptions {
   SharedVolume volume;
@@ -96,6 +108,11 @@ struct TrainingJobReconcilerOptions {
     return std::chrono::system_clock::now();
   };
 };
+
+// The job (in the hub, by namespace and name) that a worker pod in a member
+// belongs to, from its labels; none for another pod. For waking the
+// controller on its workers' events (fleet::Fleet::OnMemberPod).
+std::optional<runtime::Request> JobOfWorker(const nlohmann::json& pod);
 
 class TrainingJobReconciler final : public runtime::Reconciler {
  public:
@@ -126,6 +143,13 @@ class TrainingJobReconciler final : public runtime::Reconciler {
   std::vector<std::string> Quarantine(const std::string& key,
                                       api::v1alpha1::TrainingJobStatus& status,
                                       const std::optional<api::v1alpha1::FailurePolicy>& policy);
+  // Deletes the pods and Services of attempts before `attempt` in the
+  // clusters that the restart history says the gang lost (ClusterUnavailable
+  // records), in each one that is reachable again; a cluster swept clean
+  // for an attempt is remembered, so a running job lists it once. True when
+  // nothing stale is known to be left.
+  bool SweepLostClusters(const std::string& key, const nlohmann::json& job, int32_t attempt,
+                         const api::v1alpha1::TrainingJobStatus& status);
   // Whether the ignored failure of `pod` in job `key` is new (worth an Event).
   bool FirstIgnored(const std::string& key, const std::string& pod);
   // Drops what is remembered of job `key`.
@@ -142,6 +166,7 @@ class TrainingJobReconciler final : public runtime::Reconciler {
   struct JobMemory {
     std::optional<std::chrono::system_clock::time_point> progress_read;
     std::set<std::string> ignored_pods;
+    std::set<std::string> swept;  // "cluster@attempt" swept by SweepLostClusters.
   };
   std::mutex mu_;
   std::map<std::string, JobMemory> memory_;  // By namespace/name; guarded by mu_.

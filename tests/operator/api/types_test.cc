@@ -79,6 +79,7 @@ TEST_CASE("every example decodes and re-encodes unchanged", "[api]") {
   CheckRoundTrip<TrainingJob>(LoadOne("examples/trainingjob.yaml"));
   CheckRoundTrip<ModelDeployment>(LoadOne("examples/modeldeployment.yaml"));
   CheckRoundTrip<MemberCluster>(LoadOne("examples/membercluster.yaml"));
+  CheckRoundTrip<MemberCluster>(LoadOne("examples/membercluster-hub.yaml"));
 }
 
 TEST_CASE("every field of every CRD schema has a home in the C++ types", "[api]") {

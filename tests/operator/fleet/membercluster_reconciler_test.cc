@@ -7,6 +7,7 @@
 #include <catch2/catch.hpp>
 
 #include "base/base64.h"
+#include "base/time_format.h"
 #include "kube/api_error.h"
 #include "runtime/fake_reader.h"
 #include "tests/operator/fleet/test_objects.h"
@@ -56,6 +57,7 @@ class FakeConnector final : public Connector {
                                             const kube::RestConfig& config) override {
     servers.push_back(config.server);
     auto m = std::make_shared<FakeMember>(name);
+    m->answer = first_answer;
     made[name].push_back(m);
     view_.OnNode(name, testing::GpuNode(name + "-gpu-0", "z-a", "r-0", "nvl-0"));
     view_.OnNode(name, testing::GpuNode(name + "-gpu-1", "z-a", "r-0", "nvl-0"));
@@ -65,6 +67,7 @@ class FakeConnector final : public Connector {
 
   std::vector<std::string> servers;
   std::map<std::string, std::vector<std::shared_ptr<FakeMember>>> made;
+  Status first_answer;  // What a new member's heartbeats answer.
 
  private:
   CapacityView& view_;
@@ -119,6 +122,11 @@ json Cluster(const std::string& name, const std::string& secret) {
 }
 
 struct Env {
+  // `local`: the operator's own configuration, for spec.local members.
+  explicit Env(std::optional<kube::RestConfig> local = std::nullopt)
+      : local_config(std::move(local)) {}
+
+  std::optional<kube::RestConfig> local_config;
   kiln::testing::FakeClock clock;
   runtime::FakeReader clusters, secrets;
   CapacityView view;
@@ -136,13 +144,19 @@ struct Env {
       [this](const json& o, runtime::EventType t, const std::string& r, const std::string& m) {
         events.push_back({o["metadata"].value("name", ""), r, m, t});
       },
-      {.secret_namespace = "kiln-system", .clock = &clock, .wall_clock = [this] {
-         return std::chrono::system_clock::time_point(
-                    std::chrono::duration_cast<std::chrono::system_clock::duration>(
-                        clock.Now().time_since_epoch())) +
-                std::chrono::hours(24 * 365 * 56);
-       }}};
+      {.secret_namespace = "kiln-system",
+       .local_config = local_config,
+       .clock = &clock,
+       .wall_clock = [this] { return Wall(); }}};
   std::stop_source stop;
+
+  // The wall clock the reconciler sees: the fake clock, moved to our era.
+  std::chrono::system_clock::time_point Wall() {
+    return std::chrono::system_clock::time_point(
+               std::chrono::duration_cast<std::chrono::system_clock::duration>(
+                   clock.Now().time_since_epoch())) +
+           std::chrono::hours(24 * 365 * 56);
+  }
 
   StatusOr<runtime::Result> Reconcile(const std::string& name) {
     runtime::Context ctx(stop.get_token(), std::nullopt);
@@ -200,6 +214,34 @@ TEST_CASE("a member is connected, heartbeated and reported Ready with its GPUs",
   }
 }
 
+TEST_CASE("a local member connects with the operator's own configuration, no Secret",
+          "[fleet][membercluster]") {
+  json local = Cluster("hub", "unused");
+  local["spec"].erase("kubeconfigSecretRef");
+  local["spec"]["local"] = true;
+
+  Env env(kube::RestConfig{.server = "https://10.96.0.1:443"});
+  env.clusters.Put(local);
+  REQUIRE(env.Reconcile("hub").ok());
+  REQUIRE(env.members.Get("hub") != nullptr);
+  CHECK(env.connector.servers == std::vector<std::string>{"https://10.96.0.1:443"});
+  CHECK(env.Condition("hub", "Ready")["status"] == "True");
+  CHECK(env.Status("hub")["totalGPUs"] == 16);
+  // Connected once: later reconciles keep the connection.
+  env.clock.Advance(seconds(10));
+  REQUIRE(env.Reconcile("hub").ok());
+  CHECK(env.connector.servers.size() == 1);
+
+  // An operator without its own configuration says so on the condition.
+  Env without;
+  without.clusters.Put(local);
+  REQUIRE(without.Reconcile("hub").ok());
+  CHECK(without.members.Get("hub") == nullptr);
+  CHECK(without.Condition("hub", "Ready")["status"] == "False");
+  CHECK(without.Condition("hub", "Ready")["reason"] == "LocalConfigMissing");
+  CHECK(without.HasEvent("LocalConfigMissing"));
+}
+
 TEST_CASE("heartbeats failing for unreachableAfter make a member Unreachable, and back",
           "[fleet][membercluster]") {
   Env env;
@@ -253,6 +295,34 @@ TEST_CASE("heartbeats failing for unreachableAfter make a member Unreachable, an
   CHECK(env.HasEvent("Ready"));
   CHECK(env.view.Snapshot().cluster("west")->info().reachable);
   CHECK(env.connector.made["west"].size() == 1);  // Never reconnected: same Secret.
+}
+
+TEST_CASE("a new leader goes on from the last heartbeat the status shows",
+          "[fleet][membercluster]") {
+  // The last leader saw west answer 60 s ago; it has been silent since. The
+  // new leader's first failed heartbeat finds it Unreachable at once, not
+  // unreachableAfter (40 s) later.
+  Env env;
+  env.connector.first_answer = Status::Unavailable("connection refused");
+  env.secrets.Put(Secret("west", Kubeconfig("https://127.0.0.1:6443")));
+  json west = Cluster("west", "west");
+  west["status"]["lastHeartbeatTime"] = FormatRfc3339(env.Wall() - seconds(60));
+  env.clusters.Put(west);
+  REQUIRE(env.Reconcile("west").ok());
+  CHECK(env.Condition("west", "Unreachable")["status"] == "True");
+  CHECK_FALSE(env.view.Snapshot().cluster("west")->info().reachable);
+
+  // One that answered 10 s ago gets the rest of its 40 s.
+  Env fresh;
+  fresh.connector.first_answer = Status::Unavailable("connection refused");
+  fresh.secrets.Put(Secret("west", Kubeconfig("https://127.0.0.1:6443")));
+  west["status"]["lastHeartbeatTime"] = FormatRfc3339(fresh.Wall() - seconds(10));
+  fresh.clusters.Put(west);
+  REQUIRE(fresh.Reconcile("west").ok());
+  CHECK(fresh.Condition("west", "Unreachable")["status"] == "False");
+  fresh.clock.Advance(seconds(30));
+  REQUIRE(fresh.Reconcile("west").ok());
+  CHECK(fresh.Condition("west", "Unreachable")["status"] == "True");
 }
 
 TEST_CASE("a changed Secret replaces the member's connection", "[fleet][membercluster]") {

@@ -108,6 +108,17 @@ TEST_CASE("the restart delay doubles from initial and stops at max", "[trainingj
   CHECK(RestartDelay(p, 7) == 0s);
 }
 
+TEST_CASE("only a lost member cluster restarts without the backoff", "[trainingjob][failure]") {
+  CHECK_FALSE(BacksOff(FailureReason::kClusterUnavailable));
+  for (FailureReason r :
+       {FailureReason::kNodeFailure, FailureReason::kGPUFault, FailureReason::kWorkerError,
+        FailureReason::kCollectiveTimeout, FailureReason::kLossDiverged, FailureReason::kPreempted,
+        FailureReason::kOOMKilled}) {
+    INFO(FailureReasonName(r));
+    CHECK(BacksOff(r));
+  }
+}
+
 v1::RestartRecord Record(std::string time, std::string reason, std::string node,
                          std::string cluster = "kiln-1") {
   v1::RestartRecord r;

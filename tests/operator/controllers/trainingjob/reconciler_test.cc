@@ -137,14 +137,33 @@ class Harness {
     }
     return out;
   }
-  // Plays the kubelet: the pod runs and is ready on the node it asks for.
-  void SetRunning(json pod) {
+  // A second member, m2, on an API server of its own (server2) with two
+  // 8-GPU nodes; filled before m1 when its priority is higher.
+  void AddSecondMember(int32_t priority) {
+    member2_ = std::make_shared<TestMember>("m2", server2);
+    SetCluster("m2", true, priority);
+    for (const char* n : {"n2", "n3"}) {
+      const json node = fleet::testing::GpuNode(n, "z-b", "r-1", "nvl-1");
+      server2.Put("nodes", node);
+      member2_->nodes_.Put(*server2.Object("nodes", "", n));
+      view_.OnNode("m2", node);
+    }
+    members_.Put("m2", member2_, 2);
+  }
+  // What the MemberCluster controller tells the capacity view of a member.
+  void SetCluster(const std::string& name, bool reachable, int32_t priority) {
+    view_.UpsertCluster({.name = name, .reachable = reachable, .priority = priority});
+  }
+  // Plays the kubelet: the pod runs and is ready on the node it asks for
+  // (in `api`, the API server of the member it is in).
+  void SetRunning(json pod) { SetRunning(std::move(pod), server); }
+  void SetRunning(json pod, FakeApiServer& api) {
     pod["spec"]["nodeName"] =
         pod["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
            ["nodeSelectorTerms"][0]["matchFields"][0]["values"][0];
     pod["status"] = {{"phase", "Running"},
                      {"conditions", {{{"type", "Ready"}, {"status", "True"}}}}};
-    server.Put("pods", pod);
+    api.Put("pods", pod);
   }
   void SetExited(json pod, int exit_code, const std::string& message = "") {
     json terminated = {{"exitCode", exit_code},
@@ -183,6 +202,7 @@ class Harness {
   std::string Scrape() { return prometheus::TextSerializer().Serialize(registry_.Collect()); }
 
   FakeApiServer server;
+  FakeApiServer server2;  // m2's, once AddSecondMember made it.
   FakeProgress progress;
   std::chrono::system_clock::time_point now = std::chrono::system_clock::from_time_t(1'800'000'000);
 
@@ -196,6 +216,7 @@ class Harness {
 
  private:
   std::shared_ptr<TestMember> member_;
+  std::shared_ptr<TestMember> member2_;
   fleet::Members members_;
   fleet::CapacityView view_;
   std::unique_ptr<TrainingJobReconciler> reconciler_;
@@ -598,6 +619,93 @@ TEST_CASE("without a rule, a worker's retryable failure restarts the whole gang"
        }) {
     CHECK_THAT(text, Catch::Contains(line));
   }
+}
+
+TEST_CASE(
+    "a member declared Unreachable: the gang moves at once, and the member is swept when it "
+    "answers",
+    "[trainingjob][reconciler][cluster-loss]") {
+  Harness h;
+  h.AddSecondMember(/*priority=*/10);
+  REQUIRE(h.CreateJob(Job("run", 2)).ok());
+  h.ReconcileUntil("run", "Scheduled");
+  REQUIRE(h.JobStatus("run")["placement"][0]["cluster"] == "m2");
+  REQUIRE(h.Reconcile("run").ok());  // Creates the gang in m2.
+  // The hub's namespace did not exist in m2: kiln made it.
+  REQUIRE(h.server2.Object("namespaces", "", kNs));
+  CHECK(h.server2.Object("namespaces", "", kNs)->at("metadata")["labels"][api::kManagedByLabel] ==
+        api::kManagedByValue);
+  auto lost = h.server2.Objects("pods", kNs);
+  REQUIRE(lost.size() == 2);
+  for (auto& p : lost) h.SetRunning(p, h.server2);
+  h.ReconcileUntil("run", "Running");
+
+  // The MemberCluster controller declares m2 Unreachable: the whole gang
+  // restarts at once (no backoff: the job's is 1 s and the clock stands
+  // still), and nothing is asked of m2.
+  h.SetCluster("m2", false, 10);
+  const size_t asked_m2 = h.server2.requests().size();
+  auto restarted = h.Reconcile("run");
+  REQUIRE(restarted.ok());
+  CHECK(restarted->requeue_after == std::chrono::milliseconds(1));
+  json s = h.JobStatus("run");
+  INFO(s.dump());
+  CHECK(s["phase"] == "Restarting");
+  CHECK(s["restarts"] == 1);
+  CHECK(s["restartHistory"][0]["reason"] == "ClusterUnavailable");
+  CHECK(s["restartHistory"][0]["cluster"] == "m2");
+  CHECK_THAT(s["restartHistory"][0]["message"].get<std::string>(),
+             Catch::Contains("member cluster m2 is unreachable"));
+  h.ReconcileUntil("run", "Scheduled");
+  CHECK(h.JobStatus("run")["placement"][0]["cluster"] == kMember);
+  REQUIRE(h.Reconcile("run").ok());
+  REQUIRE(h.Pods("1").size() == 2);
+  for (auto& p : h.Pods("1")) h.SetRunning(p);
+  h.ReconcileUntil("run", "Running");
+  CHECK(h.server2.requests().size() == asked_m2);
+  CHECK(h.server2.Objects("pods", kNs).size() == 2);  // Out of reach, so still there.
+
+  SECTION("m2 answers while the gang runs: what attempt 0 left there goes, once") {
+    h.SetCluster("m2", true, 10);
+    REQUIRE(h.Reconcile("run").ok());
+    CHECK(h.server2.Objects("pods", kNs).empty());
+    CHECK(h.server2.Objects("services", kNs).empty());
+    CHECK(h.Pods("1").size() == 2);
+    CHECK(h.JobStatus("run")["phase"] == "Running");
+    const size_t swept = h.server2.requests().size();
+    REQUIRE(h.Reconcile("run").ok());
+    CHECK(h.server2.requests().size() == swept);
+    const auto reasons = h.EventReasons();
+    INFO(Catch::rangeToString(reasons));
+    CHECK(std::count(reasons.begin(), reasons.end(), "StaleWorkersDeleted") == 1);
+  }
+  SECTION("the job finishes first: it keeps looking until m2 answers, then sweeps it") {
+    for (auto& p : h.Pods("1")) h.SetExited(p, 0);
+    h.ReconcileUntil("run", "Succeeded");
+    auto waiting = h.Reconcile("run");
+    REQUIRE(waiting.ok());
+    CHECK(waiting->requeue_after == kLostClusterRetry);
+    CHECK(h.server2.Objects("pods", kNs).size() == 2);
+    h.SetCluster("m2", true, 10);
+    auto done = h.Reconcile("run");
+    REQUIRE(done.ok());
+    CHECK(done->requeue_after == std::chrono::milliseconds(0));
+    CHECK(h.server2.Objects("pods", kNs).empty());
+    CHECK(h.Pods("1").size() == 2);  // The final attempt's pods stay, as a Job's do.
+  }
+}
+
+TEST_CASE("a worker pod names its job, other pods name none", "[trainingjob][reconciler]") {
+  Harness h;
+  h.StartRunning(Job("run", 2));
+  for (const auto& pod : h.Pods()) {
+    auto job = JobOfWorker(pod);
+    REQUIRE(job);
+    CHECK(job->Key() == "team/run");
+  }
+  CHECK_FALSE(JobOfWorker({{"metadata", {{"name", "web"}, {"namespace", "team"}}}}));
+  CHECK_FALSE(JobOfWorker(
+      {{"metadata", {{"name", "p"}, {"labels", {{kJobNameLabel, "run"}}}}}}));  // No namespace.
 }
 
 TEST_CASE("the metrics count jobs by phase and drop a deleted job's series",
