@@ -433,11 +433,22 @@ TEST_CASE("a lost member's gang is placed again on the others, and the member sw
   CHECK(pods(moved_to, "gang", "1", true) == 2);
   CHECK(status("gang").value("restarts", 0) == 1);
 
-  // And back: its GPUs are free again, and a new gang goes there first.
+  // And back: its GPUs are free again and its nodes take work (while the
+  // API server was down for long, its node controller may have marked them
+  // NotReady and tainted them until their heartbeats are seen again), and a
+  // new gang goes there first.
   wait(
-      "the member's GPUs free",
-      [&] { return f.capacity().Snapshot().cluster(lost)->free_gpus() == gpus; },
-      std::chrono::seconds(60));
+      "the member's GPUs free and its nodes untainted",
+      [&] {
+        const placement::Snapshot fleet_now = f.capacity().Snapshot();
+        const auto* c = fleet_now.cluster(lost);
+        if (c == nullptr || c->free_gpus() != gpus) return false;
+        for (const auto& [name, slot] : c->nodes()) {
+          if (!c->node(slot).TakesWork() || !c->node(slot).taints.empty()) return false;
+        }
+        return true;
+      },
+      std::chrono::seconds(120));
   REQUIRE(hub.client.Create(api::v1alpha1::kTrainingJobs, hub.ns, Gang(hub.ns, "again")).ok());
   wait(
       "the new gang placed", [&] { return status("again").contains("placement"); },
