@@ -443,9 +443,41 @@ TEST_CASE("kiln-operator killed at 20 random points of placement and restart",
   int attempt = 0;
   WaitUntil("the gang running", [&] { return running(&attempt); });
 
+  // A failed REQUIRE unwinds through here: stop the watcher first (then the
+  // operator's destructor kills it, so it never outlives the test).
+  struct JoinOnExit {
+    std::atomic<bool>& watching;
+    std::thread& thread;
+    ~JoinOnExit() {
+      watching = false;
+      if (thread.joinable()) thread.join();
+    }
+  } join_on_exit{watching, watcher};
+  // Why the gang is not where the test wants it: for a failure's message.
+  auto explain = [&] {
+    std::string pods;
+    for (const auto& [a, ps] : live()) pods += " attempt " + a + ": " + std::to_string(ps.size());
+    const std::string log = op->Output();
+    return "live pods:" + pods + "; status: " + status().dump() +
+           "; operator log tail: " + log.substr(log.size() > 3000 ? log.size() - 3000 : 0);
+  };
+  // Waits (bounded) until the gang of the current attempt runs.
+  auto wait_running = [&](std::chrono::seconds limit) {
+    const auto start = Clock::now();
+    while (!running(&attempt) && Clock::now() - start < limit) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    return running(&attempt);
+  };
+
   std::mt19937 rng(14);
   int faults = 0, last_fault_attempt = -1;
   for (int kill = 0; kill < 20; ++kill) {
+    // Every fourth round waits for the gang to run again, so that faults
+    // keep coming; the others kill wherever the operator happens to be.
+    if (kill % 4 == 0 && !wait_running(std::chrono::seconds(60))) {
+      FAIL("the gang never ran again before kill " << kill << "; " << explain());
+    }
     // A worker of a running gang is deleted (once per attempt), so that
     // the kills land in detection, teardown, placement and creation.
     if (running(&attempt) && attempt != last_fault_attempt) {
@@ -455,13 +487,21 @@ TEST_CASE("kiln-operator killed at 20 random points of placement and restart",
         last_fault_attempt = attempt;
       }
     }
-    std::this_thread::sleep_for(std::chrono::milliseconds(rng() % 400));
+    std::this_thread::sleep_for(std::chrono::milliseconds(rng() % 1500));
     op->Signal(SIGKILL);
     op->Wait();
     op = start_operator();
   }
-  const auto settled = WaitUntil("the gang running after the kills",
-                                 [&] { return running(&attempt) && attempt == faults; });
+  const auto last_kill = Clock::now();
+  while (!(running(&attempt) && attempt == faults) &&
+         Clock::now() - last_kill < std::chrono::seconds(90)) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  const auto settled = Clock::now() - last_kill;
+  if (!(running(&attempt) && attempt == faults)) {
+    FAIL("the gang is not running as attempt " << faults << " (the faults injected); "
+                                               << explain());
+  }
   watching = false;
   watcher.join();
   const json s = status();
@@ -470,7 +510,7 @@ TEST_CASE("kiln-operator killed at 20 random points of placement and restart",
       "trainingjob: 20 SIGKILLs of kiln-operator around %d worker faults: %d restarts counted, "
       "the gang running as attempt %d %.2f s after the last restart\n",
       faults, s.value("restarts", 0), attempt, Seconds(settled));
-  CHECK(faults >= 3);
+  CHECK(faults >= 5);
   CHECK(s.value("restarts", 0) == faults);
   CHECK(s.value("restartHistory", json::array()).size() == static_cast<size_t>(faults));
   {

@@ -156,6 +156,12 @@ StatusOr<bool> TrainingJobReconciler::DeleteWorkers(const json& job, int32_t att
   const std::string selector =
       Selector(job, attempt >= 0 ? std::optional<int32_t>(attempt) : std::nullopt);
   bool gone = true;
+  // A MemberCluster not connected yet (a newly started operator) may hold
+  // the job's objects: nothing is gone until it is connected and looked at.
+  KILN_ASSIGN_OR_RETURN(json clusters, hub_.List(v1::kMemberClusters, ""));
+  for (const auto& mc : clusters["items"]) {
+    if (members_.Get(Str(mc["metadata"], "name")) == nullptr) gone = false;
+  }
   const placement::Snapshot fleet = snapshot_();
   for (const std::string& name : members_.Names()) {
     auto member = members_.Get(name);
@@ -269,9 +275,14 @@ bool TrainingJobReconciler::SweepLostClusters(const std::string& key, const json
       if (memory_[key].swept.contains(done)) continue;
     }
     // A MemberCluster that is gone leaves nothing kiln can reach; if it is
-    // registered again, the next reconcile sweeps it.
+    // registered again, the next reconcile sweeps it. One not connected yet
+    // is looked at once it is.
     auto member = members_.Get(cluster);
-    if (member == nullptr) continue;
+    if (member == nullptr) {
+      auto mc = hub_.Get(v1::kMemberClusters, "", cluster);
+      if (!kube::IsNotFound(mc.status())) clean = false;
+      continue;
+    }
     if (!Reachable(fleet, cluster)) {
       clean = false;
       continue;
@@ -314,6 +325,20 @@ bool TrainingJobReconciler::SweepLostClusters(const std::string& key, const json
     }
   }
   return clean;
+}
+
+StatusOr<bool> TrainingJobReconciler::ClusterLost(const std::string& cluster,
+                                                  const placement::Snapshot& fleet) {
+  if (members_.Get(cluster) != nullptr) return !Reachable(fleet, cluster);
+  auto mc = hub_.Get(v1::kMemberClusters, "", cluster);
+  if (!mc.ok()) {
+    if (kube::IsNotFound(mc.status())) return true;
+    return mc.status();
+  }
+  for (const auto& c : mc->value("status", json::object()).value("conditions", json::array())) {
+    if (c.value("type", "") == "Unreachable") return c.value("status", "") == "True";
+  }
+  return false;
 }
 
 bool TrainingJobReconciler::FirstIgnored(const std::string& key, const std::string& pod) {
@@ -549,11 +574,15 @@ StatusOr<runtime::Result> TrainingJobReconciler::Reconcile(const runtime::Contex
   // MemberCluster is gone, has lost its workers: the gang restarts.
   const placement::Snapshot fleet = snapshot_();
   for (const std::string& cluster : objects->service_clusters) {
-    auto member = members_.Get(cluster);
-    if (member == nullptr || !Reachable(fleet, cluster)) {
+    KILN_ASSIGN_OR_RETURN(bool lost, ClusterLost(cluster, fleet));
+    if (lost) {
       failure = WorkerFailure{.cluster = cluster, .cluster_reachable = false};
       break;
     }
+    auto member = members_.Get(cluster);
+    // Not connected yet (a newly started operator's first moments): the
+    // gang is left alone until it is.
+    if (member == nullptr) return runtime::Result{.requeue_after = options_.resync};
     auto list = member->client().List(kube::resources::kPods, ns,
                                       {.label_selector = Selector(obj, attempt)});
     if (!list.ok()) {

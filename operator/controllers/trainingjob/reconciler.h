@@ -150,6 +150,11 @@ class TrainingJobReconciler final : public runtime::Reconciler {
   // nothing stale is known to be left.
   bool SweepLostClusters(const std::string& key, const nlohmann::json& job, int32_t attempt,
                          const api::v1alpha1::TrainingJobStatus& status);
+  // Whether the gang's workers in `cluster` count as lost: its MemberCluster
+  // is gone, or Unreachable (in `fleet` when connected, else in its
+  // status). One that exists but is not connected yet (a newly started
+  // operator's first moments) is not lost.
+  StatusOr<bool> ClusterLost(const std::string& cluster, const placement::Snapshot& fleet);
   // Whether the ignored failure of `pod` in job `key` is new (worth an Event).
   bool FirstIgnored(const std::string& key, const std::string& pod);
   // Drops what is remembered of job `key`.

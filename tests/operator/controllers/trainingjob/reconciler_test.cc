@@ -150,6 +150,9 @@ class Harness {
     }
     members_.Put("m2", member2_, 2);
   }
+  // The member's connection is gone from the registry (as in a newly
+  // started operator, before the MemberCluster controller connects it).
+  void Disconnect(const std::string& name) { members_.Remove(name); }
   // What the MemberCluster controller tells the capacity view of a member.
   void SetCluster(const std::string& name, bool reachable, int32_t priority) {
     view_.UpsertCluster({.name = name, .reachable = reachable, .priority = priority});
@@ -693,6 +696,35 @@ TEST_CASE(
     CHECK(h.server2.Objects("pods", kNs).empty());
     CHECK(h.Pods("1").size() == 2);  // The final attempt's pods stay, as a Job's do.
   }
+}
+
+TEST_CASE(
+    "a member not connected yet leaves the gang alone, one whose MemberCluster is gone loses it",
+    "[trainingjob][reconciler][cluster-loss]") {
+  Harness h;
+  h.StartRunning(Job("run", 2));
+  h.server.Put("memberclusters", {{"apiVersion", "kiln.dev/v1alpha1"},
+                                  {"kind", "MemberCluster"},
+                                  {"metadata", {{"name", kMember}}},
+                                  {"spec", {{"local", true}}}});
+  h.Disconnect(kMember);
+  auto waiting = h.Reconcile("run");
+  REQUIRE(waiting.ok());
+  CHECK(waiting->requeue_after == seconds(3));
+  CHECK(h.JobStatus("run")["phase"] == "Running");
+  CHECK(h.JobStatus("run").value("restarts", 0) == 0);
+
+  SECTION("its status says Unreachable") {
+    json mc = *h.server.Object("memberclusters", "", kMember);
+    mc["status"] = {{"conditions", {{{"type", "Unreachable"}, {"status", "True"}}}}};
+    h.server.Put("memberclusters", mc);
+  }
+  SECTION("it is deleted") { h.server.Remove("memberclusters", "", kMember); }
+  REQUIRE(h.Reconcile("run").ok());
+  const json s = h.JobStatus("run");
+  INFO(s.dump());
+  CHECK(s["phase"] == "Restarting");
+  CHECK(s["restartHistory"][0]["reason"] == "ClusterUnavailable");
 }
 
 TEST_CASE("a worker pod names its job, other pods name none", "[trainingjob][reconciler]") {
