@@ -242,8 +242,7 @@ int Setup(const Options& o) {
   const auto t0 = Clock::now();
   Parallel(static_cast<int>(patches.size()), o.creators, [&](int i) {
     auto& [n, body] = patches[static_cast<size_t>(i)];
-    auto s = n->cluster->client
-                 ->Patch(kr::kNodes, "", n->name, kiln::kube::PatchType::kMerge, body)
+    auto s = n->cluster->client->Patch(kr::kNodes, "", n->name, kiln::kube::PatchType::kMerge, body)
                  .status();
     if (!s.ok()) Die("patch node " + n->name, s);
   });
@@ -269,11 +268,12 @@ int Setup(const Options& o) {
          {{"nodeName", n.name},
           {"tolerations", json::array({{{"operator", "Exists"}}})},
           {"containers",
-           json::array({{{"name", "main"},
-                         {"image", "registry.k8s.io/pause:3.10"},
-                         {"resources",
-                          {{"requests", {{"cpu", "4"}, {"memory", "64Gi"}, {"nvidia.com/gpu", "1"}}},
-                           {"limits", {{"nvidia.com/gpu", "1"}}}}}}})}}}};
+           json::array(
+               {{{"name", "main"},
+                 {"image", "registry.k8s.io/pause:3.10"},
+                 {"resources",
+                  {{"requests", {{"cpu", "4"}, {"memory", "64Gi"}, {"nvidia.com/gpu", "1"}}},
+                   {"limits", {{"nvidia.com/gpu", "1"}}}}}}})}}}};
     CreateOrKeep(*n.cluster->client, kr::kPods, kFillerNamespace, pod);
   });
   const auto t2 = Clock::now();
@@ -340,7 +340,8 @@ GangSpec MakeGang(int i, std::mt19937& rng) {
   g.cpu_millis = 1000 * 12 * g.gpus / 8 + 1000;
   g.memory_gi = 16 + 100 * g.gpus / 8;
   g.spread = pick(0, 4) == 0;
-  g.topology_key = pick(0, 3) == 0 ? kiln::placement::kRackLabel : kiln::placement::kNvlinkDomainLabel;
+  g.topology_key =
+      pick(0, 3) == 0 ? kiln::placement::kRackLabel : kiln::placement::kNvlinkDomainLabel;
   if (g.replicas * g.gpus <= 32) (void)pick(0, 2);  // placement_bench's single-domain roll.
   g.multi_cluster = pick(0, 2) == 0;
   g.h200 = pick(0, 4) == 0;
@@ -361,26 +362,25 @@ json TrainingJob(const GangSpec& g, const std::string& ns) {
                      {{"cpu", std::to_string(g.cpu_millis) + "m"},
                       {"memory", std::to_string(g.memory_gi) + "Gi"}}}}}};
   if (g.h200) workers["nodeSelector"] = {{kiln::placement::kGpuProductLabel, kH200}};
-  json spec = {{"model",
-                {{"architecture", "gpt"},
-                 {"layers", 2},
-                 {"hiddenSize", 64},
-                 {"heads", 4},
-                 {"vocabSize", 257},
-                 {"contextLength", 64}}},
-               {"data", {{"uri", "file:///usr/share/games/fortunes"}}},
-               {"training",
-                {{"steps", 100},
-                 {"globalBatchSize", batch},
-                 {"microBatchSize", 1},
-                 {"sequenceLength", 64}}},
-               {"workers", workers},
-               {"placement",
-                {{"strategy", g.spread ? "Spread" : "BinPack"},
-                 {"topologyKey", g.topology_key},
-                 {"allowMultiCluster", g.multi_cluster}}},
-               {"checkpoint", {{"uri", "file:///kiln/" + g.name}}}};
-  if (g.elastic_min > 0) spec["elastic"] = {{"minReplicas", g.elastic_min}, {"maxReplicas", g.replicas}};
+  json spec = {
+      {"model",
+       {{"architecture", "gpt"},
+        {"layers", 2},
+        {"hiddenSize", 64},
+        {"heads", 4},
+        {"vocabSize", 257},
+        {"contextLength", 64}}},
+      {"data", {{"uri", "file:///usr/share/games/fortunes"}}},
+      {"training",
+       {{"steps", 100}, {"globalBatchSize", batch}, {"microBatchSize", 1}, {"sequenceLength", 64}}},
+      {"workers", workers},
+      {"placement",
+       {{"strategy", g.spread ? "Spread" : "BinPack"},
+        {"topologyKey", g.topology_key},
+        {"allowMultiCluster", g.multi_cluster}}},
+      {"checkpoint", {{"uri", "file:///kiln/" + g.name}}}};
+  if (g.elastic_min > 0)
+    spec["elastic"] = {{"minReplicas", g.elastic_min}, {"maxReplicas", g.replicas}};
   return {{"apiVersion", "kiln.dev/v1alpha1"},
           {"kind", "TrainingJob"},
           {"metadata", {{"name", g.name}, {"namespace", ns}}},
@@ -466,7 +466,8 @@ class Observer {
 
  private:
   void MaybeAllBound(Job& j) {
-    if (j.placed && !j.all_bound && j.workers > 0 && static_cast<int>(j.bound.size()) >= j.workers) {
+    if (j.placed && !j.all_bound && j.workers > 0 &&
+        static_cast<int>(j.bound.size()) >= j.workers) {
       j.all_bound = Now();
     }
   }
@@ -505,10 +506,11 @@ std::vector<std::unique_ptr<kiln::kube::Informer>> WatchPods(std::vector<Cluster
         *c.client, kr::kPods,
         kiln::kube::InformerOptions{.ns = ns, .label_selector = kiln::trainingjob::kJobNameLabel});
     const std::string name = c.name;
-    inf->AddHandlers({.on_add = [&obs, name](const kiln::kube::Object& p) { obs.OnPod(name, *p); },
-                      .on_update = [&obs, name](const kiln::kube::Object&,
-                                                const kiln::kube::Object& p) { obs.OnPod(name, *p); },
-                      .on_delete = nullptr});
+    inf->AddHandlers(
+        {.on_add = [&obs, name](const kiln::kube::Object& p) { obs.OnPod(name, *p); },
+         .on_update = [&obs, name](const kiln::kube::Object&,
+                                   const kiln::kube::Object& p) { obs.OnPod(name, *p); },
+         .on_delete = nullptr});
     inf->Start();
     if (!inf->WaitForSync(std::chrono::seconds(60))) {
       Die("pod informer of " + c.name, kiln::Status::DeadlineExceeded("not synced"));
@@ -520,7 +522,8 @@ std::vector<std::unique_ptr<kiln::kube::Informer>> WatchPods(std::vector<Cluster
 
 // The figures every mode shares, from what the observer saw; `t_last_create`
 // is when the last create returned.
-json Figures(const Observer& obs, double t_last_create, const std::map<std::string, double>& created) {
+json Figures(const Observer& obs, double t_last_create,
+             const std::map<std::string, double>& created) {
   std::vector<double> decision, gang_bound;
   double last_decision = 0, last_bound = 0;
   int placed = 0, refused = 0, complete = 0, undecided = 0;
@@ -756,16 +759,18 @@ int RunAnchor(const Options& o) {
       for (int w = 0; w < part["workers"].get<int>(); ++w, ++rank) {
         json pod_spec = {
             {"containers",
-             json::array({{{"name", "worker"},
-                           {"image", "ghcr.io/kiln-dev/kiln-worker:0.1.0"},
-                           {"resources",
-                            {{"requests",
-                              {{"cpu", std::to_string(g["cpuMillis"].get<int64_t>()) + "m"},
-                               {"memory", std::to_string(g["memoryGi"].get<int64_t>()) + "Gi"},
-                               {"nvidia.com/gpu", std::to_string(g["gpus"].get<int>())}}},
-                             {"limits", {{"nvidia.com/gpu", std::to_string(g["gpus"].get<int>())}}}}}}})},
+             json::array(
+                 {{{"name", "worker"},
+                   {"image", "ghcr.io/kiln-dev/kiln-worker:0.1.0"},
+                   {"resources",
+                    {{"requests",
+                      {{"cpu", std::to_string(g["cpuMillis"].get<int64_t>()) + "m"},
+                       {"memory", std::to_string(g["memoryGi"].get<int64_t>()) + "Gi"},
+                       {"nvidia.com/gpu", std::to_string(g["gpus"].get<int>())}}},
+                     {"limits", {{"nvidia.com/gpu", std::to_string(g["gpus"].get<int>())}}}}}}})},
             {"restartPolicy", "Never"}};
-        if (g["h200"].get<bool>()) pod_spec["nodeSelector"] = {{kiln::placement::kGpuProductLabel, kH200}};
+        if (g["h200"].get<bool>())
+          pod_spec["nodeSelector"] = {{kiln::placement::kGpuProductLabel, kH200}};
         json pod = {{"apiVersion", "v1"},
                     {"kind", "Pod"},
                     {"metadata",

@@ -179,8 +179,11 @@ class Supervisor:
         self.write_state("starting")
         self.wait_healthy(COMPONENTS[2:], deadline)
         for c in self.spec.clusters:
+            # kubectl writes one node at a time under its client rate limit
+            # (about 50 a second): thousands of nodes need more than a minute.
             applied = self.kubectl(c, "apply", "-f", "-",
-                                   stdin=node_manifests(c.name, self.spec))
+                                   stdin=node_manifests(c.name, self.spec),
+                                   timeout=max(60.0, self.spec.nodes / 10))
             if applied.returncode != 0:
                 raise ClusterError(f"creating fake GPU nodes in {c.name} failed: {applied.stderr}")
         self.wait_cluster_ready(deadline)
