@@ -5,7 +5,7 @@
 # what each step measures.
 #
 # Usage: bench/fleet_bench.sh [--build DIR] [--clusters N] [--nodes N] [--pods N]
-#          [--gangs N] [--rounds N] [--seed N] [--kube-api-qps Q] [--keep DIR]
+#          [--gangs N] [--rounds N] [--seed N] [--kube-api-qps Q] [--timeout S] [--stall S] [--keep DIR]
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 source "$ROOT/scripts/lib/common.sh"
@@ -19,6 +19,7 @@ rounds=2          # each round: kiln, then the anchor
 seed=1
 qps=50            # kiln-operator's default client rate limit (--kube-api-qps)
 timeout=900       # seconds a run may take
+stall=60          # seconds without progress that end a run
 keep=""
 usage() { sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
@@ -32,6 +33,7 @@ while [ $# -gt 0 ]; do
   --seed) seed="$2"; shift 2 ;;
   --kube-api-qps) qps="$2"; shift 2 ;;
   --timeout) timeout="$2"; shift 2 ;;
+  --stall) stall="$2"; shift 2 ;;
   --keep) keep="$2"; shift 2 ;;
   -h | --help) usage; exit 0 ;;
   *) usage >&2; die "unknown argument $1" ;;
@@ -146,18 +148,20 @@ for round in $(seq 1 "$rounds"); do
   run=$((run + 1))
   log "round $round: kiln ($gangs gangs as TrainingJobs)"
   "$driver" kiln --clusters "$spec" --hub "$hub" --run "$run" --gangs "$gangs" --seed "$seed" \
-    --kube-api-qps "$qps" --plan "$work/plan-$round.json" --timeout "$timeout" \
+    --kube-api-qps "$qps" --plan "$work/plan-$round.json" --timeout "$timeout" --stall "$stall" \
     2>>"$work/driver.log" | tee -a "$results"
   run=$((run + 1))
   log "round $round: anchor (the same pods, kube-scheduler alone)"
   "$driver" anchor --clusters "$spec" --run "$run" --plan "$work/plan-$round.json" \
-    --timeout "$timeout" 2>>"$work/driver.log" | tee -a "$results"
+    --timeout "$timeout" --stall "$stall" 2>>"$work/driver.log" | tee -a "$results"
 done
 
 python3 - "$results" <<'PY'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
 def rng(mode, key, fmt="{:.1f}"):
+    if mode == "anchor" and (key.startswith("decision") or key == "refused"):
+        return "-"  # No decisions: kube-scheduler takes the pods as they come.
     v = [r[key] for r in rows if r.get("mode") == mode]
     return "-" if not v else fmt.format(min(v)) + (" - " + fmt.format(max(v)) if len(v) > 1 else "")
 print(f"{'figure':<44} {'kiln':>22} {'anchor (kube-scheduler)':>24}")
