@@ -7,6 +7,7 @@
 # Usage: bench/fleet_bench.sh [--build DIR] [--clusters N] [--nodes N] [--pods N]
 #          [--gangs N] [--rounds N] [--seed N] [--kube-api-qps Q] [--timeout S] [--stall S] [--keep DIR]
 set -euo pipefail
+args="$*"
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 source "$ROOT/scripts/lib/common.sh"
 
@@ -72,7 +73,7 @@ echo "machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //
   "$(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo); load $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "config: $clusters clusters x $nodes kwok nodes (8 GPUs), $pods filler pods, $gangs gangs," \
   "$rounds rounds, seed $seed, kiln client qps $qps; commit $(git -C "$ROOT" rev-parse --short HEAD)"
-echo "command: bench/fleet_bench.sh $*"
+echo "command: bench/fleet_bench.sh $args"
 
 # The clusters: H100 ones, then one of H200s, labelled as layout.py does
 # (racks of 16 nodes, NVLink domains of 4, 3 zones).
