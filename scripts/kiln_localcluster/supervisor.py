@@ -179,8 +179,12 @@ class Supervisor:
         self.write_state("starting")
         self.wait_healthy(COMPONENTS[2:], deadline)
         for c in self.spec.clusters:
-            applied = self.kubectl(c, "apply", "-f", "-",
-                                   stdin=node_manifests(c.name, self.spec))
+            # kubectl writes one node at a time (create: one request each;
+            # apply would read each first) under its client rate limit, and
+            # slower on a busy machine: thousands of nodes take minutes.
+            applied = self.kubectl(c, "create", "-f", "-",
+                                   stdin=node_manifests(c.name, self.spec),
+                                   timeout=max(60.0, self.spec.nodes / 4))
             if applied.returncode != 0:
                 raise ClusterError(f"creating fake GPU nodes in {c.name} failed: {applied.stderr}")
         self.wait_cluster_ready(deadline)
