@@ -197,7 +197,8 @@ TEST_CASE("damaged checkpoint headers are refused before anything is allocated f
     in.close();
     uint32_t len = 0;
     for (int i = 0; i < 4; ++i)
-      len |= static_cast<uint32_t>(static_cast<unsigned char>(file[12 + i])) << (8 * i);
+      len |= static_cast<uint32_t>(static_cast<unsigned char>(file[static_cast<size_t>(12 + i)]))
+             << (8 * i);
     auto header = nlohmann::json::parse(file.substr(16, len));
     const std::string tensors = file.substr(16 + len);
     const uint64_t bytes = header["tensors"][0]["bytes"].get<uint64_t>();
