@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <atomic>
-#include <cctype>
 #include <cerrno>
 #include <condition_variable>
 #include <map>
@@ -23,6 +22,7 @@
 #include <boost/beast/http/string_body.hpp>
 #include <sys/socket.h>
 
+#include "base/http_request_parser.h"
 #include "base/io_threads.h"
 #include "base/log.h"
 
@@ -44,47 +44,6 @@ constexpr auto kLingerTime = std::chrono::seconds(2);
 constexpr size_t kWatchBytes = 4096;
 // Of a Drain's time, the part kept for closing what is left.
 constexpr auto kDrainCloseReserve = std::chrono::milliseconds(100);
-
-std::string ToLower(std::string s) {
-  std::transform(s.begin(), s.end(), s.begin(),
-                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  return s;
-}
-
-std::string PercentDecode(std::string_view s) {
-  std::string out;
-  out.reserve(s.size());
-  for (size_t i = 0; i < s.size(); ++i) {
-    if (s[i] == '%' && i + 2 < s.size() && std::isxdigit(static_cast<unsigned char>(s[i + 1])) &&
-        std::isxdigit(static_cast<unsigned char>(s[i + 2]))) {
-      out += static_cast<char>(std::stoi(std::string(s.substr(i + 1, 2)), nullptr, 16));
-      i += 2;
-    } else {
-      out += s[i];
-    }
-  }
-  return out;
-}
-
-// Splits "/path?a=1&verbose" into the decoded path and query pairs (by hand:
-// keys without "=" count, as probes send "?verbose").
-void ParseTarget(std::string_view target, HttpRequest& r) {
-  const size_t q = target.find('?');
-  r.path = PercentDecode(target.substr(0, q));
-  if (q == std::string_view::npos) return;
-  std::string_view query = target.substr(q + 1);
-  for (size_t start = 0; start <= query.size();) {
-    size_t end = query.find('&', start);
-    if (end == std::string_view::npos) end = query.size();
-    std::string_view pair = query.substr(start, end - start);
-    if (!pair.empty()) {
-      const size_t eq = pair.find('=');
-      r.query[PercentDecode(pair.substr(0, eq))] =
-          eq == std::string_view::npos ? "" : PercentDecode(pair.substr(eq + 1));
-    }
-    start = end + 1;
-  }
-}
 
 // `s` without CR and LF: a header value (perhaps echoed from a client) cannot
 // end the header early.
@@ -204,9 +163,7 @@ class Session : public std::enable_shared_from_this<Session> {
       return;
     }
     parser_.emplace();
-    parser_->header_limit(static_cast<uint32_t>(core_.options.limits.max_header_bytes));
-    parser_->body_limit(core_.options.limits.max_body_bytes);
-    parser_->eager(true);
+    http_internal::ConfigureRequestParser(*parser_, core_.options.limits);
     header_started_.reset();
     body_started_.reset();
     idle_since_ = Clock::now();
@@ -274,18 +231,7 @@ class Session : public std::enable_shared_from_this<Session> {
     Dispatch();
   }
 
-  HttpRequest Parsed() {
-    HttpRequest r;
-    if (!parser_) return r;
-    const auto& m = parser_->get();
-    r.method = std::string(m.method_string());
-    ParseTarget(std::string_view(m.target().data(), m.target().size()), r);
-    for (const auto& f : m) {
-      std::string& v = r.headers[ToLower(std::string(f.name_string()))];
-      v += (v.empty() ? "" : ",") + std::string(f.value());
-    }
-    return r;
-  }
+  HttpRequest Parsed() { return parser_ ? http_internal::RequestHead(*parser_) : HttpRequest{}; }
 
   void Dispatch();
 
@@ -442,7 +388,7 @@ class Session : public std::enable_shared_from_this<Session> {
   std::atomic<Phase> phase_{Phase::kReading};
   std::atomic<Clock::rep> phase_since_{Clock::now().time_since_epoch().count()};
   beast::flat_buffer buffer_;
-  std::optional<bhttp::request_parser<bhttp::string_body>> parser_;
+  std::optional<http_internal::RequestParser> parser_;
   const Clock::time_point accepted_;
   Clock::time_point idle_since_;
   std::optional<Clock::time_point> header_started_, body_started_;

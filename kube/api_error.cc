@@ -56,26 +56,36 @@ std::string DefaultReason(int http) {
   }
 }
 
+// `j[key]` when it is a string, else "": a field of another type (a proxy's
+// or a broken server's body) is no reason to throw out of error handling.
+std::string StringField(const nlohmann::json& j, const char* key) {
+  auto it = j.find(key);
+  return it != j.end() && it->is_string() ? it->get<std::string>() : std::string();
+}
+
 }  // namespace
 
 Status ErrorFromResponse(const HttpResponse& response, const std::string& verb) {
   auto err = std::make_shared<ApiError>();
   err->http_code = response.status;
   auto body = nlohmann::json::parse(response.body, nullptr, /*allow_exceptions=*/false);
-  if (body.is_object() && body.value("kind", "") == "Status") {
-    err->reason = body.value("reason", "");
-    err->message = body.value("message", "");
+  if (body.is_object() && StringField(body, "kind") == "Status") {
+    err->reason = StringField(body, "reason");
+    err->message = StringField(body, "message");
     if (auto d = body.find("details"); d != body.end() && d->is_object()) {
-      err->group = d->value("group", "");
-      err->kind = d->value("kind", "");
-      err->name = d->value("name", "");
+      err->group = StringField(*d, "group");
+      err->kind = StringField(*d, "kind");
+      err->name = StringField(*d, "name");
       if (d->contains("retryAfterSeconds") && (*d)["retryAfterSeconds"].is_number_integer() &&
           (*d)["retryAfterSeconds"].get<int64_t>() >= 0) {
         err->retry_after = std::chrono::seconds((*d)["retryAfterSeconds"].get<int64_t>());
       }
-      for (const auto& c : d->value("causes", nlohmann::json::array())) {
-        err->causes.push_back(
-            {c.value("reason", ""), c.value("field", ""), c.value("message", "")});
+      if (auto causes = d->find("causes"); causes != d->end() && causes->is_array()) {
+        for (const auto& c : *causes) {
+          if (!c.is_object()) continue;
+          err->causes.push_back(
+              {StringField(c, "reason"), StringField(c, "field"), StringField(c, "message")});
+        }
       }
     }
   } else {

@@ -5,6 +5,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <vector>
 
 #include <cpprest/http_client.h>
 #include <cpprest/rawptrstream.h>
@@ -223,7 +224,13 @@ class CppRestTransport final : public HttpTransport {
     }
     if (!r.body.empty() || r.method == "POST" || r.method == "PUT" || r.method == "PATCH") {
       auto it = r.headers.find("Content-Type");
-      req.set_body(r.body, it == r.headers.end() ? "application/json" : it->second);
+      // As bytes: cpprestsdk's set_body(std::string) reads its char buffer
+      // through a streambuf<unsigned char>, a member call on an object of
+      // another type that UBSan reports (the asan preset).
+      const std::size_t length = r.body.size();
+      req.set_body(std::vector<unsigned char>(r.body.begin(), r.body.end()));
+      req.headers().set_content_length(length);
+      req.headers().set_content_type(it == r.headers.end() ? "application/json" : it->second);
     }
     return req;
   }

@@ -27,11 +27,19 @@ StatusOr<WatchEvent> ParseWatchEvent(std::string_view line) {
   if (!doc.is_object() || !doc.contains("type") || !doc.contains("object")) {
     return Status::Internal("malformed watch event: " + std::string(line.substr(0, 200)));
   }
+  if (!doc["type"].is_string()) {
+    return Status::Internal("malformed watch event (type is not a string): " +
+                            std::string(line.substr(0, 200)));
+  }
   std::string type = doc["type"].get<std::string>();
   if (type == "ERROR") {
     const json& st = doc["object"];
     HttpResponse synthetic;
-    synthetic.status = st.value("code", 500);
+    // An ERROR event's object is a metav1.Status; without a usable code it
+    // counts as a server error.
+    const bool has_code = st.is_object() && st.contains("code") && st["code"].is_number_integer() &&
+                          st["code"].get<int64_t>() >= 100 && st["code"].get<int64_t>() <= 599;
+    synthetic.status = has_code ? st["code"].get<int>() : 500;
     synthetic.body = st.dump();
     return ErrorFromResponse(synthetic, "watch");
   }

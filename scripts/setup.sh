@@ -21,6 +21,11 @@ APT_PACKAGES=(
   # Container images without a container engine (scripts/images.sh), and
   # running them in the tests.
   umoci runc containerd jq ca-certificates
+  # The fuzz preset (fuzz/, docs/reliability.md): bookworm's newest clang; its
+  # runtime libraries (libFuzzer, ASan, UBSan) are in libclang-rt-16-dev, and
+  # the CPU kernels' OpenMP under clang is libomp. The asan and tsan presets
+  # use GCC's own sanitizers (libasan, libubsan, libtsan: build-essential).
+  clang-16 libclang-rt-16-dev libomp-16-dev
   # A real Prometheus for the ModelDeployment analysis test (the test starts
   # its binary on loopback; the service the package starts is disabled below).
   prometheus

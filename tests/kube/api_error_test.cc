@@ -110,5 +110,29 @@ TEST_CASE("API errors cut long non-JSON bodies and leave other errors alone", "[
   CHECK_FALSE(IsNotFound(Status::Ok()));
 }
 
+// Found by fuzz/api_error_fuzz.cc: a Status body whose fields had other
+// types (a number for "reason", a string for "causes") threw
+// nlohmann::json::type_error out of the client instead of giving an error.
+TEST_CASE("API errors read Status bodies whose fields have the wrong types", "[kube]") {
+  const Status s = ErrorFromResponse(Response(422, R"({"kind":"Status","reason":410,"message":["m"],
+                        "details":{"name":1,"group":null,"kind":{},"causes":"x"}})"),
+                                     "GET /x");
+  const ApiError* e = GetApiError(s);
+  REQUIRE(e != nullptr);
+  CHECK(e->reason == "Invalid");  // The code's default reason.
+  CHECK(e->message.empty());
+  CHECK(e->name.empty());
+  CHECK(e->causes.empty());
+  const Status causes =
+      ErrorFromResponse(Response(422, R"({"kind":"Status","reason":"Invalid","details":{"causes":[
+          7, {"field":3,"message":"must be positive","reason":"FieldValueInvalid"}]}})"),
+                        "GET /x");
+  REQUIRE(GetApiError(causes)->causes.size() == 1);
+  CHECK(GetApiError(causes)->causes[0].message == "must be positive");
+  CHECK(GetApiError(causes)->causes[0].field.empty());
+  CHECK(ErrorFromResponse(Response(500, R"({"kind":5})"), "GET /x").code() ==
+        StatusCode::kUnavailable);
+}
+
 }  // namespace
 }  // namespace kiln::kube

@@ -43,5 +43,25 @@ TEST_CASE("watch events parse, and ERROR events become typed errors", "[kube][wa
         StatusCode::kInternal);
 }
 
+// Found by fuzz/watch_fuzz.cc: a field of the wrong type threw out of the
+// informer's thread (std::terminate) instead of failing the event.
+TEST_CASE("watch events with fields of the wrong type are errors, not exceptions",
+          "[kube][watch]") {
+  CHECK(ParseWatchEvent(R"({"type":7,"object":{}})").status().code() == StatusCode::kInternal);
+  auto reason_number = ParseWatchEvent(
+      R"({"type":"ERROR","object":{"kind":"Status","message":"too old","reason":410}})");
+  REQUIRE_FALSE(reason_number.ok());
+  CHECK(reason_number.status().code() == StatusCode::kUnavailable);  // No code: a server error.
+  auto code_string = ParseWatchEvent(R"({"type":"ERROR","object":{"code":"410"}})");
+  REQUIRE_FALSE(code_string.ok());
+  CHECK(GetApiError(code_string.status())->http_code == 500);
+  auto not_status = ParseWatchEvent(R"({"type":"ERROR","object":[1,2]})");
+  REQUIRE_FALSE(not_status.ok());
+  CHECK(GetApiError(not_status.status())->http_code == 500);
+  auto code_out_of_range = ParseWatchEvent(R"({"type":"ERROR","object":{"code":4294967706}})");
+  REQUIRE_FALSE(code_out_of_range.ok());
+  CHECK(GetApiError(code_out_of_range.status())->http_code == 500);
+}
+
 }  // namespace
 }  // namespace kiln::kube

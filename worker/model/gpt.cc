@@ -8,6 +8,52 @@
 namespace kiln::model {
 namespace cpu = kernels::cpu;
 
+namespace {
+
+constexpr int kParams = static_cast<int>(Param::kCount);
+
+// Each parameter tensor's element count, in Param order; false when one of
+// them or their sum overflows int64 (a shape read from a file may say anything).
+bool ParamSizes(const GptConfig& c, int64_t (&sizes)[kParams]) {
+  const int64_t C = c.channels, L = c.num_layers;
+  // {a, b, c}: a * b * c elements.
+  const int64_t factors[kParams][3] = {{c.padded_vocab_size, C, 1},
+                                       {c.max_seq_len, C, 1},
+                                       {L, C, 1},
+                                       {L, C, 1},
+                                       {L, 3 * C, C},
+                                       {L, 3 * C, 1},
+                                       {L, C, C},
+                                       {L, C, 1},
+                                       {L, C, 1},
+                                       {L, C, 1},
+                                       {L, 4 * C, C},
+                                       {L, 4 * C, 1},
+                                       {L, C, 4 * C},
+                                       {L, C, 1},
+                                       {C, 1, 1},
+                                       {C, 1, 1}};
+  int64_t total = 0;
+  for (int i = 0; i < kParams; ++i) {
+    if (__builtin_mul_overflow(factors[i][0], factors[i][1], &sizes[i]) ||
+        __builtin_mul_overflow(sizes[i], factors[i][2], &sizes[i]) ||
+        __builtin_add_overflow(total, sizes[i], &total)) {
+      return false;
+    }
+  }
+  return true;
+}
+
+}  // namespace
+
+int64_t GptConfig::NumParameters() const {
+  int64_t sizes[kParams];
+  if (!ParamSizes(*this, sizes)) return -1;
+  int64_t total = 0;
+  for (int64_t n : sizes) total += n;
+  return total;
+}
+
 Status GptConfig::Validate() const {
   auto positive = [](int v, const char* name) {
     return v > 0 ? Status::Ok()
@@ -28,6 +74,9 @@ Status GptConfig::Validate() const {
     return Status::InvalidArgument("padded_vocab_size (" + std::to_string(padded_vocab_size) +
                                    ") must be at least vocab_size (" + std::to_string(vocab_size) +
                                    ")");
+  }
+  if (NumParameters() < 0) {
+    return Status::InvalidArgument("the shape's parameter count overflows a 64-bit integer");
   }
   return Status::Ok();
 }
@@ -106,22 +155,8 @@ StatusOr<Gpt<F>> Gpt<F>::Create(const GptConfig& config, uint64_t seed) {
   Gpt g;
   g.config_ = config;
   const int64_t C = config.channels, L = config.num_layers;
-  const int64_t sizes[] = {config.padded_vocab_size * C,
-                           config.max_seq_len * C,
-                           L * C,
-                           L * C,
-                           L * 3 * C * C,
-                           L * 3 * C,
-                           L * C * C,
-                           L * C,
-                           L * C,
-                           L * C,
-                           L * 4 * C * C,
-                           L * 4 * C,
-                           L * C * 4 * C,
-                           L * C,
-                           C,
-                           C};
+  int64_t sizes[kParams];
+  ParamSizes(config, sizes);  // Validate has checked that the sizes fit.
   for (int i = 0; i < static_cast<int>(Param::kCount); ++i) {
     g.offsets_[i + 1] = g.offsets_[i] + sizes[i];
   }

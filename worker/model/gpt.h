@@ -27,11 +27,15 @@ struct GptConfig {
   int channels = 768;
 
   // InvalidArgument naming the field unless every size is positive, channels
-  // is a multiple of num_heads and padded_vocab_size >= vocab_size.
+  // is a multiple of num_heads and padded_vocab_size >= vocab_size; also
+  // when the parameter count overflows int64.
   Status Validate() const;
   // InvalidArgument unless B and T are positive, T <= max_seq_len and every
   // input (and target, when given) is a token of the vocabulary.
   Status CheckBatch(const int32_t* inputs, const int32_t* targets, int B, int T) const;
+  // The parameters a model of this shape has (params(), grads(), adam_m()
+  // and adam_v() hold that many each); -1 when the count overflows int64.
+  int64_t NumParameters() const;
   // padded_vocab_size rounded up from vocab_size to a multiple of 64.
   static int PadVocab(int vocab_size) { return (vocab_size + 63) / 64 * 64; }
 };

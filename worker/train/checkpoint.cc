@@ -97,7 +97,8 @@ StatusOr<CheckpointState> ReadOne(const std::string& path, model::Gpt<float>& mo
         return damaged("tensor " + std::to_string(i) + " is not " + tensors[i].name +
                        " of the expected size");
       }
-      if (body + offset + bytes > file.size()) {
+      // Compared without overflowing: offset and bytes may say anything.
+      if (offset > file.size() - body || bytes > file.size() - body - offset) {
         return damaged("truncated: tensor " + std::string(tensors[i].name) + " needs bytes up to " +
                        std::to_string(body + offset + bytes) + ", the file has " +
                        std::to_string(file.size()));
@@ -130,7 +131,14 @@ StatusOr<model::GptConfig> ReadCheckpointConfig(const std::string& path) {
     return damaged("not a kiln checkpoint (bad magic)");
   }
   if (GetU32(prefix + 8) != kVersion) return damaged("unsupported format version");
-  std::string header(GetU32(prefix + 12), '\0');
+  // Sizes are checked against the file before anything is allocated for them:
+  // a damaged length or shape may say anything.
+  std::error_code ec;
+  const uintmax_t file_bytes = fs::file_size(path, ec);
+  if (ec) return ErrnoStatus(ec, "cannot read the size of", path);
+  const uint32_t header_len = GetU32(prefix + 12);
+  if (file_bytes < 16ull + header_len) return damaged("truncated header");
+  std::string header(header_len, '\0');
   if (!in.read(header.data(), static_cast<std::streamsize>(header.size()))) {
     return damaged("truncated header");
   }
@@ -145,6 +153,12 @@ StatusOr<model::GptConfig> ReadCheckpointConfig(const std::string& path) {
     c.vocab_size = m.at("vocabSize").get<int>();
     c.padded_vocab_size = m.at("paddedVocabSize").get<int>();
     if (Status valid = c.Validate(); !valid.ok()) return damaged(valid.message());
+    // params, adam_m and adam_v: float32 each.
+    const uint64_t n = static_cast<uint64_t>(c.NumParameters());
+    if ((file_bytes - 16 - header_len) / (3 * sizeof(float)) < n) {
+      return damaged("truncated: the header's model has " + std::to_string(n) +
+                     " parameters, and the file too few bytes for them");
+    }
     return c;
   } catch (const json::exception& e) {
     return damaged(std::string("malformed header: ") + e.what());

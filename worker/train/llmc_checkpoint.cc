@@ -55,15 +55,18 @@ StatusOr<model::Gpt<float>> ReadLlmcCheckpoint(const std::string& path) {
   if (Status s = c.Validate(); !s.ok()) {
     return Status::InvalidArgument(path + ": llm.c header: " + s.message());
   }
+  // The size before the model: a header may claim any shape, and only a file
+  // that holds its parameters is worth allocating them for.
+  const int64_t element = version == kVersionFloat32 ? 4 : 2;
+  const int64_t body = file_bytes - static_cast<int64_t>(sizeof header);
+  const int64_t n = c.NumParameters();  // Validate has checked that it fits.
+  if (body % element != 0 || body / element != n) {
+    return Status::DataLoss(path + ": " + std::to_string(file_bytes) + " bytes; the header's " +
+                            "shape needs " + std::to_string(sizeof header) + " + " +
+                            std::to_string(n) + " x " + std::to_string(element));
+  }
   KILN_ASSIGN_OR_RETURN(auto m, model::Gpt<float>::Create(c, 0));
   const std::span<float> params = m.params();
-  const int64_t element = version == kVersionFloat32 ? 4 : 2;
-  const int64_t want =
-      static_cast<int64_t>(sizeof header) + static_cast<int64_t>(params.size()) * element;
-  if (file_bytes != want) {
-    return Status::DataLoss(path + ": " + std::to_string(file_bytes) + " bytes; the header's " +
-                            "shape needs " + std::to_string(want));
-  }
   if (version == kVersionFloat32) {
     in.read(reinterpret_cast<char*>(params.data()),
             static_cast<std::streamsize>(params.size_bytes()));

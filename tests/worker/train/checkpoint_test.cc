@@ -10,8 +10,10 @@
 
 #include <catch2/catch.hpp>
 
+#include "tests/support/random_gpt.h"
 #include "tests/support/temp_dir.h"
 #include "tests/support/tiny_training.h"
+#include "worker/train/load_model.h"
 #include "worker/train/trainer.h"
 
 namespace kiln::train {
@@ -145,6 +147,73 @@ TEST_CASE("only the newest checkpoints are kept, and bad ones are refused clearl
   CHECK(s.code() == StatusCode::kDataLoss);
   CHECK(warnings.size() == 3);
   CHECK(warnings[0].find("bad magic") != std::string::npos);
+}
+
+// Found by fuzz/checkpoint_fuzz.cc: a header length of 1.6 GB in a
+// 100-byte file was allocated before it was read, and a header claiming a
+// huge model made LoadModel allocate it. By reading the code beside it: a
+// tensor offset near 2^64 wrapped the bounds check and read outside the file.
+TEST_CASE("damaged checkpoint headers are refused before anything is allocated for them",
+          "[train][checkpoint]") {
+  kiln::testing::TempDir dir;
+  const std::string path = dir.path() + "/step-00000001.ckpt";
+  auto write = [&](uint32_t header_len, const std::string& header, const std::string& body) {
+    std::string file = "KILNCKPT";
+    for (uint32_t v : {1u, header_len}) {
+      for (int i = 0; i < 4; ++i) file.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+    }
+    std::ofstream(path, std::ios::binary) << file << header << body;
+  };
+  SECTION("a header length past the end of the file") {
+    write(0x6000021b, "{}", std::string(100, 'x'));
+    auto config = ReadCheckpointConfig(path);
+    CHECK(config.status().code() == StatusCode::kDataLoss);
+    CHECK_THAT(config.status().message(), Catch::Contains("truncated header"));
+  }
+  SECTION("a model bigger than the file") {
+    const std::string header =
+        R"({"model":{"layers":48,"heads":16,"channels":8192,"maxSeqLen":65536,)"
+        R"("vocabSize":65536,"paddedVocabSize":65536}})";
+    write(static_cast<uint32_t>(header.size()), header, std::string(64, 'x'));
+    auto config = ReadCheckpointConfig(path);
+    CHECK(config.status().code() == StatusCode::kDataLoss);
+    CHECK_THAT(config.status().message(), Catch::Contains("truncated"));
+    CHECK(LoadModel(path, "", [](const std::string&) {}).status().code() == StatusCode::kDataLoss);
+  }
+  SECTION("a shape whose parameter count overflows") {
+    const std::string header =
+        R"({"model":{"layers":2000000000,"heads":1,"channels":2000000000,"maxSeqLen":1,)"
+        R"("vocabSize":1,"paddedVocabSize":1}})";
+    write(static_cast<uint32_t>(header.size()), header, "");
+    CHECK(ReadCheckpointConfig(path).status().code() == StatusCode::kDataLoss);
+  }
+  SECTION("a tensor offset that wraps around") {
+    auto model = kiln::testing::RandomGpt(1, 1, 8, 8, 3, 0.1f);
+    auto written = WriteCheckpoint(dir.path(), model, CheckpointState{1, {}, 1}, 1);
+    REQUIRE(written.ok());
+    REQUIRE(*written == path);
+    std::ifstream in(path, std::ios::binary);
+    std::string file((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    in.close();
+    uint32_t len = 0;
+    for (int i = 0; i < 4; ++i)
+      len |= static_cast<uint32_t>(static_cast<unsigned char>(file[static_cast<size_t>(12 + i)]))
+             << (8 * i);
+    auto header = nlohmann::json::parse(file.substr(16, len));
+    const std::string tensors = file.substr(16 + len);
+    const uint64_t bytes = header["tensors"][0]["bytes"].get<uint64_t>();
+    // An offset such that body + offset + bytes wraps to exactly 0 (the
+    // header's own length moves the body, hence twice).
+    std::string text = header.dump();
+    for (int i = 0; i < 2; ++i) {
+      header["tensors"][0]["offset"] = uint64_t{0} - (16 + text.size()) - bytes;
+      text = header.dump();
+    }
+    write(static_cast<uint32_t>(text.size()), text, tensors);
+    auto loaded = LoadCheckpoint(path, model);
+    CHECK(loaded.status().code() == StatusCode::kDataLoss);
+    CHECK_THAT(loaded.status().message(), Catch::Contains("truncated: tensor params"));
+  }
 }
 
 }  // namespace

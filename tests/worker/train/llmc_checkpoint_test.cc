@@ -107,6 +107,19 @@ TEST_CASE("damaged or foreign llm.c files are refused with the reason", "[train]
     CHECK(r.status().code() == StatusCode::kDataLoss);
     CHECK_THAT(r.status().message(), Catch::Contains("bytes; the header's shape needs"));
   }
+  // Found by fuzz/llmc_model_fuzz.cc: the model the header describes was
+  // allocated (and initialised) before the file's size was compared with it.
+  SECTION("a header claiming a model far bigger than the file") {
+    rewrite_header(7, 0x5e000040);  // padded_vocab_size: 1.6 G rows.
+    auto r = ReadLlmcCheckpoint(path);
+    CHECK(r.status().code() == StatusCode::kDataLoss);
+    CHECK_THAT(r.status().message(), Catch::Contains("bytes; the header's shape needs"));
+  }
+  SECTION("a header whose parameter count overflows") {
+    rewrite_header(4, 2000000000);  // num_layers
+    rewrite_header(6, 2000000000);  // channels (num_heads, 2, divides it)
+    CHECK(ReadLlmcCheckpoint(path).status().code() == StatusCode::kInvalidArgument);
+  }
   SECTION("shorter than a header") {
     std::filesystem::resize_file(path, 100);
     CHECK(ReadLlmcCheckpoint(path).status().code() == StatusCode::kDataLoss);
