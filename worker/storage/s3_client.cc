@@ -103,7 +103,16 @@ bool Retryable(int http_status) { return http_status == 429 || http_status >= 50
 // The error for a final non-2xx answer.
 Status HttpError(const std::string& what, const kube::HttpResponse& r) {
   std::string code = Element(r.body, "Code"), message = Element(r.body, "Message");
-  if (code.empty()) code = "HTTP " + std::to_string(r.status);
+  if (code.empty()) {
+    // HEAD replies have no body: say what the status means for S3.
+    code = "HTTP " + std::to_string(r.status);
+    if (r.status == 403) {
+      message = "access denied, or the S3 credentials were rejected: check "
+                "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY or the credentials Secret";
+    } else if (r.status == 503) {
+      message = "throttled (SlowDown) or unavailable";
+    }
+  }
   std::string text = what + ": " + code + (message.empty() ? "" : ": " + message);
   switch (r.status) {
     case 403:
@@ -303,6 +312,14 @@ StatusOr<std::vector<S3Object>> S3Client::List(const std::string& bucket,
   std::sort(out.begin(), out.end(),
             [](const S3Object& a, const S3Object& b) { return a.key < b.key; });
   return out;
+}
+
+Status S3Client::CreateBucket(const std::string& bucket) {
+  auto r = Send({.method = "PUT", .bucket = bucket});
+  if (!r.ok() && r.status().message().find("BucketAlreadyOwnedByYou") != std::string::npos) {
+    return Status::Ok();
+  }
+  return r.status();
 }
 
 Status S3Client::Delete(const std::string& bucket, const std::string& key) {

@@ -63,6 +63,8 @@ class S3Client {
   Status Put(const std::string& bucket, const std::string& key, std::string_view body);
   // Every object whose key starts with `prefix`, in key order.
   StatusOr<std::vector<S3Object>> List(const std::string& bucket, const std::string& prefix);
+  // Creates the bucket; ok when it exists and is this caller's.
+  Status CreateBucket(const std::string& bucket);
   // Deletes the object; ok when it did not exist.
   Status Delete(const std::string& bucket, const std::string& key);
 

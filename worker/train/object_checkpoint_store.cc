@@ -184,13 +184,14 @@ StatusOr<std::optional<CheckpointState>> ObjectCheckpointStore::RestoreLatest(
   if (manifests.empty()) return std::optional<CheckpointState>();
   for (const auto& key : manifests) {
     auto bytes = FetchVerified(key);
-    StatusOr<CheckpointState> state = bytes.status();
+    Status failed = bytes.status();
     if (bytes.ok()) {
-      state = ParseCheckpoint(*bytes, store_->Describe(prefix_ + DataName(key)), model);
+      auto state = ParseCheckpoint(*bytes, store_->Describe(prefix_ + DataName(key)), model);
+      if (state.ok()) return std::optional<CheckpointState>(*state);
+      failed = state.status();
     }
-    if (state.ok()) return std::optional<CheckpointState>(*state);
-    if (state.status().code() != StatusCode::kDataLoss) return state.status();
-    warn("skipping damaged checkpoint: " + state.status().message());
+    if (failed.code() != StatusCode::kDataLoss) return failed;
+    warn("skipping damaged checkpoint: " + failed.message());
   }
   return Status::DataLoss("every checkpoint in " + store_->Describe(prefix_) + " is damaged (" +
                           std::to_string(manifests.size()) + " tried)");

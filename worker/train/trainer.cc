@@ -110,11 +110,9 @@ StatusOr<int64_t> Trainer::Restore(const std::function<void(const nlohmann::json
       progress({{"event", "warning"}, {"message", message}});
     };
     auto store = OpenCheckpointStore(o.checkpoint_dir);
-    StatusOr<std::optional<CheckpointState>> restored = store.status();
-    if (store.ok()) {
-      checkpoints_ = std::move(*store);
-      restored = checkpoints_->RestoreLatest(model_->host(), warn);
-    }
+    if (store.ok()) checkpoints_ = std::move(*store);
+    auto restored = store.ok() ? checkpoints_->RestoreLatest(model_->host(), warn)
+                               : StatusOr<std::optional<CheckpointState>>(store.status());
     if (!restored.ok()) {
       failed = restored.status();
     } else if (*restored && (*restored)->seed && *(*restored)->seed != o.seed) {
