@@ -106,7 +106,12 @@ build_one() {
     "-s -w -X sigs.k8s.io/kwok/pkg/consts.Version=${KILN_KWOK_VERSION#v} -X sigs.k8s.io/kwok/pkg/consts.KubeVersion=${KILN_KUBE_VERSION#v}" \
     sigs.k8s.io/kwok/cmd/kwok ;;
   helm) build_set helm helm "$KILN_HELM_VERSION" "$(helm_ldflags)" helm.sh/helm/v3/cmd/helm ;;
-  seaweedfs) build_set seaweedfs seaweedfs "$KILN_SEAWEEDFS_VERSION" "-s -w" \
+  seaweedfs)
+    if ! [ "$go_minor" -ge 26 ] 2>/dev/null; then
+      die "Go $go_version is too old for SeaweedFS (the storage tests' S3 server): it needs Go 1.26.6 or newer" \
+        "install Go 1.26.6+ (the go.dev tarball) and put it first on PATH"
+    fi
+    build_set seaweedfs seaweedfs "$KILN_SEAWEEDFS_VERSION" "-s -w" \
     weed=github.com/seaweedfs/seaweedfs/weed ;;
   *) die "unknown tool set '$1'" "use one of: kube node coredns etcd kwok helm seaweedfs" ;;
   esac

@@ -169,8 +169,9 @@ class ThrottlingProxy {
     if (seen_++ < throttled_) {
       return {.status = 503,
               .content_type = "application/xml",
-              .body = "<Error><Code>SlowDown</Code><Message>Please reduce your request "
-                      "rate.</Message></Error>"};
+              .body =
+                  "<Error><Code>SlowDown</Code><Message>Please reduce your request "
+                  "rate.</Message></Error>"};
     }
     kube::HttpRequest out{.method = r.method, .headers = r.headers, .body = r.body};
     out.path = storage::UriEncode(r.path, true);
@@ -182,9 +183,8 @@ class ThrottlingProxy {
     out.path += query;
     auto resp = upstream_->Do(out);
     if (!resp.ok()) return {.status = 502, .body = resp.status().ToString()};
-    HttpReply reply{.status = resp->status,
-                    .content_type = resp->headers["content-type"],
-                    .body = resp->body};
+    HttpReply reply{
+        .status = resp->status, .content_type = resp->headers["content-type"], .body = resp->body};
     if (resp->headers.count("etag")) reply.headers.push_back({"ETag", resp->headers["etag"]});
     return reply;
   }
@@ -266,8 +266,9 @@ std::string UploadData(S3ObjectStore& store, const std::string& manifest_path,
                        const std::string& prefix) {
   const auto dir = std::filesystem::path(manifest_path).parent_path();
   for (const auto& entry : std::filesystem::directory_iterator(dir)) {
-    REQUIRE(store.Put(prefix + "/" + entry.path().filename().string(),
-                      ReadFile(entry.path().string()).value())
+    REQUIRE(store
+                .Put(prefix + "/" + entry.path().filename().string(),
+                     ReadFile(entry.path().string()).value())
                 .ok());
   }
   return "s3://" + std::string(kBucket) + "/" + prefix + "/manifest.json";
@@ -294,8 +295,7 @@ std::map<int64_t, double> Train(const train::TrainOptions& o, int64_t stop_after
   return losses;
 }
 
-TEST_CASE("training on s3:// data and checkpoints resumes exactly like on files",
-          "[s3][train]") {
+TEST_CASE("training on s3:// data and checkpoints resumes exactly like on files", "[s3][train]") {
   auto client = BucketClient();
   S3ObjectStore store(client, kBucket);
   kiln::testing::TempDir dir;
@@ -338,14 +338,43 @@ TEST_CASE("kiln-worker exits with its codes for S3 errors", "[s3][process]") {
   ThrottlingProxy proxy(ServerEnv()["AWS_ENDPOINT_URL"], 1000);
   env = ServerEnv();
   env["AWS_ENDPOINT_URL"] = proxy.url();
-  r = RunProcess({.argv = {KILN_WORKER_BIN, "train", "--data",
-                           "s3://kiln-test/data/manifest.json", "--steps", "1"},
+  r = RunProcess({.argv = {KILN_WORKER_BIN, "train", "--data", "s3://kiln-test/data/manifest.json",
+                           "--steps", "1"},
                   .env = env,
                   .timeout = std::chrono::minutes(2)});
   REQUIRE(r.ok());
   INFO(r->stderr_data);
   CHECK(r->exit_code == 3);
   CHECK(r->stderr_data.find("SlowDown") != std::string::npos);
+}
+
+TEST_CASE("prepare writes to s3://, train reads it, eval loads the model from s3://",
+          "[s3][process]") {
+  BucketClient();
+  const auto env = ServerEnv();
+  kiln::testing::TempDir dir;
+  auto worker = [&](std::vector<std::string> args) {
+    args.insert(args.begin(), KILN_WORKER_BIN);
+    auto r = RunProcess({.argv = args, .env = env, .timeout = std::chrono::minutes(3)});
+    REQUIRE(r.ok());
+    INFO(r->stdout_data << r->stderr_data);
+    CHECK(r->exit_code == 0);
+    return *r;
+  };
+  worker({"prepare", "--input", "/usr/share/games/fortunes/computers", "--output",
+          "s3://kiln-test/e2e/data", "--val-fraction", "0.1"});
+  S3ObjectStore store(Client(Options(env)), kBucket);
+  CHECK(store.Stat("e2e/data/manifest.json").ok());
+  CHECK(store.Stat("e2e/data/train_000000.bin").ok());
+  worker({"train", "--data", "s3://kiln-test/e2e/data/manifest.json", "--layers", "1", "--heads",
+          "2", "--channels", "32", "--batch", "2", "--seq", "16", "--steps", "4",
+          "--checkpoint-every", "2", "--checkpoint-dir", "s3://kiln-test/e2e/ckpt"});
+  CHECK(store.Stat("e2e/ckpt/step-00000004.manifest.json").ok());
+  const std::string set = dir.Write("eval.jsonl", "{\"prompt\": \"a\", \"completion\": \"b\"}\n");
+  auto r = worker({"eval", "--data", set, "--checkpoint", "s3://kiln-test/e2e/ckpt/", "--cache-dir",
+                   dir.path() + "/cache"});
+  CHECK(r.stdout_data.find("step-00000004.ckpt") != std::string::npos);
+  CHECK(std::filesystem::exists(dir.path() + "/cache/step-00000004.ckpt"));
 }
 
 }  // namespace

@@ -143,8 +143,10 @@ int RunTrainCommand(int argc, char** argv) {
   flags.Int("heads", &o.model.num_heads, 1, 1024, "Attention heads.");
   flags.Int("channels", &o.model.channels, 1, 1 << 16, "Embedding width.");
   flags.Section("Data and batch:");
-  flags.String("data", &o.manifest, "The manifest.json of 'kiln-worker prepare', a path or s3://bucket/key "
-                   "(shards are read from S3 one at a time; see docs/storage.md). Required.")
+  flags
+      .String("data", &o.manifest,
+              "The manifest.json of 'kiln-worker prepare', a path or s3://bucket/key "
+              "(shards are read from S3 one at a time; see docs/storage.md). Required.")
       .Metavar("PATH");
   flags.Int("batch", &o.batch_size, 1, kIntMax, "Sequences per micro-batch.");
   flags.Int("seq", &o.seq_len, 1, kIntMax, "Tokens per sequence (also the context length).");

@@ -63,8 +63,7 @@ StatusOr<Position> Position::FromJson(const nlohmann::json& json) {
   return p;
 }
 
-StatusOr<DataLoader> DataLoader::Open(std::vector<std::string> shards,
-                                      const LoaderOptions& options,
+StatusOr<DataLoader> DataLoader::Open(std::vector<std::string> shards, const LoaderOptions& options,
                                       std::shared_ptr<storage::ObjectStore> store) {
   const LoaderOptions& o = options;
   if (o.batch_size < 1 || o.seq_len < 1) {
@@ -94,10 +93,10 @@ StatusOr<DataLoader> DataLoader::Open(std::vector<std::string> shards,
                           store ? ShardTokenCount(*store, path) : ShardTokenCount(path));
     if (count < need) {
       return Status::FailedPrecondition(
-          "data loader: token shard " + (store ? store->Describe(path) : path) + " holds " + std::to_string(count) +
-          " tokens, fewer than the " + std::to_string(need) + " one step needs (world " +
-          std::to_string(o.world_size) + " x batch " + std::to_string(o.batch_size) +
-          " x sequence " + std::to_string(o.seq_len) + " + 1)");
+          "data loader: token shard " + (store ? store->Describe(path) : path) + " holds " +
+          std::to_string(count) + " tokens, fewer than the " + std::to_string(need) +
+          " one step needs (world " + std::to_string(o.world_size) + " x batch " +
+          std::to_string(o.batch_size) + " x sequence " + std::to_string(o.seq_len) + " + 1)");
     }
     counts.push_back(count);
   }
@@ -184,8 +183,7 @@ StatusOr<Batch> DataLoader::Next() {
     if (static_cast<int64_t>(tokens_.size()) != counts_[shard]) {
       return Status::DataLoss("data loader: token shard " +
                               (store_ ? store_->Describe(paths_[shard]) : paths_[shard]) +
-                              " now holds " +
-                              std::to_string(tokens_.size()) + " tokens, " +
+                              " now holds " + std::to_string(tokens_.size()) + " tokens, " +
                               std::to_string(counts_[shard]) + " when the loader opened it");
     }
     loaded_ = shard;

@@ -205,10 +205,9 @@ StatusOr<std::vector<uint16_t>> ReadShard(storage::ObjectStore& store, const std
                                           int vocab_size) {
   const std::string where = store.Describe(key);
   KILN_ASSIGN_OR_RETURN(std::string bytes, store.Get(key));
-  KILN_ASSIGN_OR_RETURN(int64_t count,
-                        CheckShardHeader(reinterpret_cast<const unsigned char*>(bytes.data()),
-                                         static_cast<int64_t>(bytes.size()),
-                                         "token shard " + where));
+  KILN_ASSIGN_OR_RETURN(
+      int64_t count, CheckShardHeader(reinterpret_cast<const unsigned char*>(bytes.data()),
+                                      static_cast<int64_t>(bytes.size()), "token shard " + where));
   std::vector<uint16_t> tokens(static_cast<std::size_t>(count));
   std::memcpy(tokens.data(), bytes.data() + kShardHeaderBytes, tokens.size() * sizeof(uint16_t));
   if constexpr (!kLittleEndianHost) {

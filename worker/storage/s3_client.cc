@@ -107,8 +107,9 @@ Status HttpError(const std::string& what, const kube::HttpResponse& r) {
     // HEAD replies have no body: say what the status means for S3.
     code = "HTTP " + std::to_string(r.status);
     if (r.status == 403) {
-      message = "access denied, or the S3 credentials were rejected: check "
-                "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY or the credentials Secret";
+      message =
+          "access denied, or the S3 credentials were rejected: check "
+          "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY or the credentials Secret";
     } else if (r.status == 503) {
       message = "throttled (SlowDown) or unavailable";
     }
@@ -118,8 +119,9 @@ Status HttpError(const std::string& what, const kube::HttpResponse& r) {
     case 403:
       if (code == "InvalidAccessKeyId" || code == "SignatureDoesNotMatch" ||
           code == "InvalidToken" || code == "ExpiredToken") {
-        text += " (the S3 credentials were rejected: check AWS_ACCESS_KEY_ID and "
-                "AWS_SECRET_ACCESS_KEY or the credentials Secret)";
+        text +=
+            " (the S3 credentials were rejected: check AWS_ACCESS_KEY_ID and "
+            "AWS_SECRET_ACCESS_KEY or the credentials Secret)";
       }
       return Status::PermissionDenied(text);
     case 404:
@@ -137,9 +139,7 @@ Status HttpError(const std::string& what, const kube::HttpResponse& r) {
   }
 }
 
-std::string Authority(const std::string& server) {
-  return server.substr(server.find("://") + 3);
-}
+std::string Authority(const std::string& server) { return server.substr(server.find("://") + 3); }
 
 }  // namespace
 

@@ -55,8 +55,8 @@ class S3Client {
   // The whole object.
   StatusOr<std::string> Get(const std::string& bucket, const std::string& key);
   // Bytes [offset, offset + length) of the object (fewer at its end).
-  StatusOr<std::string> GetRange(const std::string& bucket, const std::string& key,
-                                 int64_t offset, int64_t length);
+  StatusOr<std::string> GetRange(const std::string& bucket, const std::string& key, int64_t offset,
+                                 int64_t length);
   // The object's size and ETag without its bytes.
   StatusOr<S3Object> Head(const std::string& bucket, const std::string& key);
   // Creates or replaces the object with `body` in one request.

@@ -69,10 +69,9 @@ class S3Upload final : public ObjectWriter {
     }
     const int number = ++parts_;
     in_flight_.push_back(std::async(
-        std::launch::async, [client = client_, bucket = bucket_, key = key_, id = upload_id_,
-                             number, part = std::move(buffer_)] {
-          return client->UploadPart(bucket, key, id, number, part);
-        }));
+        std::launch::async,
+        [client = client_, bucket = bucket_, key = key_, id = upload_id_, number,
+         part = std::move(buffer_)] { return client->UploadPart(bucket, key, id, number, part); }));
     buffer_ = std::string();
     buffer_.reserve(static_cast<size_t>(client_->options().part_size));
     return Status::Ok();
@@ -92,7 +91,7 @@ class S3Upload final : public ObjectWriter {
   std::string buffer_;
   int parts_ = 0;
   std::deque<std::future<StatusOr<std::string>>> in_flight_;  // Oldest part first.
-  std::vector<std::string> etags_;                             // Of the collected parts.
+  std::vector<std::string> etags_;                            // Of the collected parts.
   Status failed_;
   bool committed_ = false;
 };
@@ -142,7 +141,8 @@ StatusOr<std::string> S3ObjectStore::Get(const std::string& key) {
     }
   };
   std::vector<std::thread> threads;
-  const int n = static_cast<int>(std::min<int64_t>(std::max(client_->options().parallel, 1), ranges));
+  const int n =
+      static_cast<int>(std::min<int64_t>(std::max(client_->options().parallel, 1), ranges));
   for (int t = 0; t < n; ++t) threads.emplace_back(work);
   for (auto& t : threads) t.join();
   KILN_RETURN_IF_ERROR(failed);

@@ -53,8 +53,7 @@ struct S3Options {
 // The options from the environment, looked up through `getenv` (std::getenv
 // in production). InvalidArgument for missing or partial credentials, an
 // unreadable Secret directory or CA bundle, or a malformed endpoint.
-StatusOr<S3Options> S3OptionsFromEnvironment(
-    const std::function<const char*(const char*)>& getenv);
+StatusOr<S3Options> S3OptionsFromEnvironment(const std::function<const char*(const char*)>& getenv);
 
 }  // namespace kiln::storage
 

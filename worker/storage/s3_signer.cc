@@ -125,8 +125,8 @@ std::string CanonicalQuery(const std::map<std::string, std::string>& query) {
 
 std::string CanonicalRequest(const SigningInput& input) {
   const auto headers = CanonicalHeaders(input.headers);
-  std::string out = input.method + '\n' + input.encoded_path + '\n' +
-                    CanonicalQuery(input.query) + '\n';
+  std::string out =
+      input.method + '\n' + input.encoded_path + '\n' + CanonicalQuery(input.query) + '\n';
   for (const auto& [name, value] : headers) out += name + ':' + value + '\n';
   out += '\n' + SignedHeaders(headers) + '\n' + input.payload_sha256;
   return out;
@@ -159,9 +159,8 @@ std::string Authorization(const S3Credentials& credentials, const std::string& r
   const std::string scope = CredentialScope(amz_date, region, service);
   const std::string to_sign = StringToSign(amz_date, scope, CanonicalRequest(input));
   return "AWS4-HMAC-SHA256 Credential=" + credentials.access_key_id + '/' + scope +
-         ", SignedHeaders=" + SignedHeaders(CanonicalHeaders(input.headers)) +
-         ", Signature=" + Signature(credentials.secret_access_key, amz_date, region, service,
-                                    to_sign);
+         ", SignedHeaders=" + SignedHeaders(CanonicalHeaders(input.headers)) + ", Signature=" +
+         Signature(credentials.secret_access_key, amz_date, region, service, to_sign);
 }
 
 }  // namespace kiln::storage

@@ -167,8 +167,7 @@ StatusOr<std::string> ObjectCheckpointStore::FetchVerified(const std::string& ma
             manifest.at("headerSha256").get<std::string>()) {
       return damaged("the data object's header does not match the manifest's SHA-256");
     }
-    KILN_ASSIGN_OR_RETURN(json header,
-                          ParseCheckpointHeader(*bytes, store_->Describe(data_key)));
+    KILN_ASSIGN_OR_RETURN(json header, ParseCheckpointHeader(*bytes, store_->Describe(data_key)));
     if (header.at("tensors") != manifest.at("tensors")) {
       return damaged("the data object's tensor table differs from the manifest's");
     }

@@ -29,7 +29,8 @@ TEST_CASE("SigV4 matches AWS's GET Object example", "[storage][s3]") {
   CHECK(CanonicalRequest(in) ==
         "GET\n/test.txt\n\nhost:examplebucket.s3.amazonaws.com\nrange:bytes=0-9\n"
         "x-amz-content-sha256:" +
-            empty + "\nx-amz-date:20130524T000000Z\n\nhost;range;x-amz-content-sha256;x-amz-date\n" +
+            empty +
+            "\nx-amz-date:20130524T000000Z\n\nhost;range;x-amz-content-sha256;x-amz-date\n" +
             empty);
   const std::string scope = CredentialScope("20130524T000000Z", "us-east-1", "s3");
   CHECK(scope == "20130524/us-east-1/s3/aws4_request");
@@ -98,8 +99,9 @@ TEST_CASE("requests are signed, path-style or virtual-hosted", "[storage][s3]") 
   CHECK(req.method == "GET");
   CHECK(req.path == "/b/dir/a%20b.bin");
   CHECK(req.headers.at("Authorization").rfind("AWS4-HMAC-SHA256 Credential=AK/", 0) == 0);
-  CHECK(req.headers.at("Authorization").find("SignedHeaders=host;x-amz-content-sha256;x-amz-date;"
-                                             "x-amz-security-token,") != std::string::npos);
+  CHECK(req.headers.at("Authorization")
+            .find("SignedHeaders=host;x-amz-content-sha256;x-amz-date;"
+                  "x-amz-security-token,") != std::string::npos);
   CHECK(req.headers.at("x-amz-security-token") == "TOKEN");
   CHECK(f.servers == std::vector<std::string>{"http://127.0.0.1:9000"});
 
@@ -110,8 +112,7 @@ TEST_CASE("requests are signed, path-style or virtual-hosted", "[storage][s3]") 
   CHECK(v.servers == std::vector<std::string>{"http://b.127.0.0.1:9000"});
 }
 
-TEST_CASE("throttling and 5xx are retried with backoff; other errors are final",
-          "[storage][s3]") {
+TEST_CASE("throttling and 5xx are retried with backoff; other errors are final", "[storage][s3]") {
   Fixture f;
   SECTION("503 SlowDown, then success") {
     const auto start = f.clock.Now();
@@ -161,13 +162,15 @@ TEST_CASE("listing follows continuation tokens", "[storage][s3]") {
   REQUIRE(listed->size() == 2);
   CHECK((*listed)[0].key == "p/a&1");
   CHECK((*listed)[1].size == 12);
-  CHECK(f.transport->requests().at(1).path == "/b?continuation-token=tok%2F1&list-type=2&prefix=p%2F");
+  CHECK(f.transport->requests().at(1).path ==
+        "/b?continuation-token=tok%2F1&list-type=2&prefix=p%2F");
 }
 
 TEST_CASE("multipart upload requests", "[storage][s3]") {
   Fixture f;
-  f.transport->Respond(200, "<InitiateMultipartUploadResult><UploadId>U1</UploadId>"
-                            "</InitiateMultipartUploadResult>");
+  f.transport->Respond(200,
+                       "<InitiateMultipartUploadResult><UploadId>U1</UploadId>"
+                       "</InitiateMultipartUploadResult>");
   f.transport->Respond(200, "", {{"etag", "\"e1\""}});
   f.transport->Respond(200, "<CompleteMultipartUploadResult/>");
   auto id = f.client->CreateMultipartUpload("b", "k");

@@ -25,18 +25,17 @@ TEST_CASE("object checkpoints round-trip and keep the newest", "[train][checkpoi
     REQUIRE(where.ok());
     CHECK(*where == "fake://run/" + CheckpointFileName(step));
   }
-  CHECK(store->Keys() == std::vector<std::string>{
-                             "run/step-00000010.ckpt", "run/step-00000010.manifest.json",
-                             "run/step-00000015.ckpt", "run/step-00000015.manifest.json"});
+  CHECK(store->Keys() ==
+        std::vector<std::string>{"run/step-00000010.ckpt", "run/step-00000010.manifest.json",
+                                 "run/step-00000015.ckpt", "run/step-00000015.manifest.json"});
   const std::string manifest = store->Object("run/step-00000015.manifest.json");
   CHECK(manifest.find("\"sha256\"") != std::string::npos);
   CHECK(manifest.find("\"headerSha256\"") != std::string::npos);
 
   auto other = kiln::testing::RandomGpt(1, 2, 32, 16, 2, 0.1f);
   std::vector<std::string> warnings;
-  auto restored = checkpoints.RestoreLatest(other, [&](const std::string& w) {
-    warnings.push_back(w);
-  });
+  auto restored =
+      checkpoints.RestoreLatest(other, [&](const std::string& w) { warnings.push_back(w); });
   REQUIRE(restored.ok());
   REQUIRE(restored->has_value());
   CHECK((*restored)->step == 15);
