@@ -112,7 +112,7 @@ TEST_CASE("requests are signed, path-style or virtual-hosted", "[storage][s3]") 
   CHECK(v.servers == std::vector<std::string>{"http://b.127.0.0.1:9000"});
 }
 
-TEST_CASE("throttling and 5xx are retried with backoff; other errors are final", "[storage][s3]") {
+TEST_CASE("throttling and 5xx are retried with backoff, other errors are final", "[storage][s3]") {
   Fixture f;
   SECTION("503 SlowDown, then success") {
     const auto start = f.clock.Now();
