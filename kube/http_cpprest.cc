@@ -7,6 +7,7 @@
 #include <mutex>
 #include <vector>
 
+#include <cpprest/containerstream.h>
 #include <cpprest/http_client.h>
 #include <cpprest/rawptrstream.h>
 #include <openssl/err.h>
@@ -125,7 +126,11 @@ class CppRestTransport final : public HttpTransport {
     try {
       http::http_response resp = PooledClient(request.timeout).request(ToCppRest(request)).get();
       HttpResponse out = Head(resp);
-      out.body = resp.extract_utf8string(true).get();
+      // The bytes as sent: extract_utf8string would convert a body without a
+      // UTF-8 charset from Latin-1, corrupting binary bodies (S3 objects).
+      concurrency::streams::container_buffer<std::string> body;
+      resp.body().read_to_end(body).get();
+      out.body = std::move(body.collection());
       return out;
     } catch (const std::exception& e) {
       return FromException(e, config_.server, request);

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Builds the pinned control-plane tools (kube-apiserver, kube-controller-manager,
 # kube-scheduler, kubectl, etcd, kwok, helm) and the real nodes' tools (kubelet,
-# kube-proxy, coredns) from the Go module proxy into the cache outside the
+# kube-proxy, coredns) and SeaweedFS (weed, whose S3 gateway the storage
+# tests run) from the Go module proxy into the cache outside the
 # repository. Each tool set is rebuilt only when its version or its wrapper
 # module's go.sum changes.
-# Usage: scripts/build-tools.sh [kube|node|coredns|etcd|kwok|helm]...
+# Usage: scripts/build-tools.sh [kube|node|coredns|etcd|kwok|helm|seaweedfs]...
 set -euo pipefail
 source "$(dirname "$0")/lib/common.sh"
 
@@ -105,9 +106,16 @@ build_one() {
     "-s -w -X sigs.k8s.io/kwok/pkg/consts.Version=${KILN_KWOK_VERSION#v} -X sigs.k8s.io/kwok/pkg/consts.KubeVersion=${KILN_KUBE_VERSION#v}" \
     sigs.k8s.io/kwok/cmd/kwok ;;
   helm) build_set helm helm "$KILN_HELM_VERSION" "$(helm_ldflags)" helm.sh/helm/v3/cmd/helm ;;
-  *) die "unknown tool set '$1'" "use one of: kube node coredns etcd kwok helm" ;;
+  seaweedfs)
+    if ! [ "$go_minor" -ge 26 ] 2>/dev/null; then
+      die "Go $go_version is too old for SeaweedFS (the storage tests' S3 server): it needs Go 1.26.6 or newer" \
+        "install Go 1.26.6+ (the go.dev tarball) and put it first on PATH"
+    fi
+    build_set seaweedfs seaweedfs "$KILN_SEAWEEDFS_VERSION" "-s -w" \
+    weed=github.com/seaweedfs/seaweedfs/weed ;;
+  *) die "unknown tool set '$1'" "use one of: kube node coredns etcd kwok helm seaweedfs" ;;
   esac
 }
 
-if [ $# -eq 0 ]; then set -- etcd kwok helm kube node coredns; fi
+if [ $# -eq 0 ]; then set -- etcd kwok helm kube node coredns seaweedfs; fi
 for set_name in "$@"; do build_one "$set_name"; done

@@ -11,6 +11,8 @@ KILN_ETCD_VERSION="v3.5.21"
 KILN_KWOK_VERSION="v0.7.0"
 KILN_HELM_VERSION="v3.18.6"
 KILN_COREDNS_VERSION="v1.12.0"
+# SeaweedFS (Apache-2.0): its S3 gateway is the storage tests' S3 server.
+KILN_SEAWEEDFS_VERSION="v0.0.0-20261109003541-7506e5f91cd6"
 
 # Let ccache share results between checkouts in different folders (CI clones
 # afresh each time): paths under the checkout are hashed relative to it.

@@ -13,6 +13,8 @@
 #include "base/flags.h"
 #include "worker/exit_codes.h"
 #include "worker/serve/eval.h"
+#include "worker/storage/s3_client.h"
+#include "worker/train/fetch_model.h"
 #include "worker/train/load_model.h"
 
 namespace kiln::worker {
@@ -42,15 +44,18 @@ int Fail(const Status& s) {
 
 int RunEvalCommand(int argc, char** argv) {
   std::string data, checkpoint, server, model_name, report_path;
+  std::string cache_dir = "/tmp/kiln-models";
   double min_accuracy = 0, max_perplexity = 0, max_loss = 0;
   constexpr double kInf = std::numeric_limits<double>::infinity();
   FlagSet flags("kiln-worker eval", kSynopsis, kEpilogue);
   flags.String("data", &data, "The evaluation set (required).").Metavar("PATH");
   flags
       .String("checkpoint", &checkpoint,
-              "A checkpoint file or directory (its newest intact one) or an llm.c model "
-              "file: loss and exact match.")
-      .Metavar("PATH");
+              "A checkpoint file or directory (its newest intact one), an llm.c model "
+              "file, or an s3:// URI of either (downloaded into --cache-dir): loss and exact "
+              "match.")
+      .Metavar("PATH|URI");
+  flags.String("cache-dir", &cache_dir, "Where s3:// models are downloaded.").Metavar("DIR");
   flags
       .String("server", &server,
               "A running 'kiln-worker serve' (e.g. http://model:8000): exact match only "
@@ -90,9 +95,15 @@ int RunEvalCommand(int argc, char** argv) {
   nlohmann::json report = {{"examples", examples->size()}};
   std::optional<model::Gpt<float>> model;
   if (!checkpoint.empty()) {
-    auto loaded = train::LoadModel(checkpoint, "", [](const std::string& message) {
+    auto warn = [](const std::string& message) {
       std::fprintf(stderr, "kiln-worker eval: %s\n", message.c_str());
-    });
+    };
+    if (storage::IsS3Uri(checkpoint)) {
+      auto path = train::FetchS3Model(checkpoint, cache_dir, warn);
+      if (!path.ok()) return Fail(path.status());
+      checkpoint = *path;
+    }
+    auto loaded = train::LoadModel(checkpoint, "", warn);
     if (!loaded.ok()) return Fail(loaded.status());
     model = std::move(loaded->model);
     const std::string path = loaded->path;

@@ -2,8 +2,12 @@
 // its build and the GPUs it sees, prepares training data, trains, serves,
 // evaluates and converts models. Exit codes follow worker/exit_codes.h, the
 // contract the operator reads.
+#include <stdlib.h>
+
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -19,6 +23,8 @@
 #include "worker/data/prepare.h"
 #include "worker/data/shard.h"
 #include "worker/exit_codes.h"
+#include "worker/storage/s3_client.h"
+#include "worker/storage/s3_object_store.h"
 
 namespace {
 
@@ -120,8 +126,9 @@ int Prepare(int argc, char** argv) {
   flags
       .String("output", &options.output_dir,
               "Where the shards and manifest go; created when missing. Shards of an earlier run "
-              "that are not rewritten are removed.")
-      .Metavar("DIR");
+              "that are not rewritten are removed. An s3://bucket/prefix is prepared in $TMPDIR, "
+              "then uploaded (the manifest last).")
+      .Metavar("DIR|URI");
   flags.Double("val-fraction", &options.val_fraction, 0, 0.5,
                "Share of documents in the validation split (at least one document when F > 0).");
   flags.Int("shard-tokens", &options.shard_tokens, int64_t{1}, kiln::data::kMaxShardTokens,
@@ -139,8 +146,45 @@ int Prepare(int argc, char** argv) {
     return flags.UsageError(valid.message());
   }
 
+  // An s3:// output is prepared in a temporary folder, then uploaded.
+  const std::string output = options.output_dir;
+  std::optional<kiln::storage::OpenedStore> s3;
+  std::string staging;
+  if (kiln::storage::IsS3Uri(output)) {
+    auto opened = kiln::storage::OpenS3Store(output);
+    if (!opened.ok()) {
+      ExitCode rc = kiln::worker::ExitCodeFor(opened.status());
+      std::fprintf(stderr, "kiln-worker prepare: %s (%s)\n", opened.status().message().c_str(),
+                   kiln::worker::ExitCodeName(rc));
+      return ToInt(rc);
+    }
+    s3 = std::move(*opened);
+    std::string tmpl = (std::filesystem::temp_directory_path() / "kiln-prepare-XXXXXX").string();
+    if (mkdtemp(tmpl.data()) == nullptr) {
+      std::fprintf(stderr, "kiln-worker prepare: cannot create a staging folder in %s (%s)\n",
+                   std::filesystem::temp_directory_path().c_str(),
+                   kiln::worker::ExitCodeName(ExitCode::kInfrastructureFault));
+      return ToInt(ExitCode::kInfrastructureFault);
+    }
+    staging = tmpl;
+    options.output_dir = staging;
+  }
+
   const auto start = std::chrono::steady_clock::now();
   auto result = kiln::data::Prepare(options);
+  if (result.ok() && s3) {
+    kiln::Status uploaded = kiln::data::UploadPrepared(*result, *s3->store, s3->key);
+    if (uploaded.ok()) {
+      result->manifest_path =
+          output + (output.back() == '/' ? "" : "/") + kiln::data::kManifestFileName;
+    } else {
+      result = uploaded;
+    }
+  }
+  if (!staging.empty()) {
+    std::error_code ignored;  // Best effort: a leftover staging folder is only disk space.
+    std::filesystem::remove_all(staging, ignored);
+  }
   if (!result.ok()) {
     ExitCode rc = kiln::worker::ExitCodeFor(result.status());
     std::fprintf(stderr, "kiln-worker prepare: %s (%s)\n", result.status().message().c_str(),

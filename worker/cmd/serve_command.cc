@@ -17,6 +17,8 @@
 #endif
 #include "worker/serve/engine.h"
 #include "worker/serve/server.h"
+#include "worker/storage/s3_client.h"
+#include "worker/train/fetch_model.h"
 #include "worker/train/load_model.h"
 
 namespace kiln::worker {
@@ -88,13 +90,16 @@ int RunServeCommand(int argc, char** argv) {
   flags
       .String("checkpoint", &checkpoint,
               "A checkpoint file, a checkpoint directory (its newest intact checkpoint), an "
-              "llm.c model file, or an http(s):// URL of a file, downloaded into --cache-dir. "
+              "llm.c model file, an http(s):// URL of a file, or an s3://bucket/key of one (or "
+              "s3://bucket/prefix/ of object checkpoints: the newest intact one), downloaded into "
+              "--cache-dir. "
               "Every tensor's SHA-256 is verified (llm.c files: the size against the header). "
               "Required.")
       .Metavar("PATH|URL");
   flags.String("checkpoint-sha256", &sha256, "Also require this SHA-256 of the whole file.")
       .Metavar("HEX");
-  flags.String("cache-dir", &cache_dir, "Where URLs are downloaded.").Metavar("DIR");
+  flags.String("cache-dir", &cache_dir, "Where URLs and s3:// models are downloaded.")
+      .Metavar("DIR");
   flags.String("model-name", &server_options.model_name, "The name clients send as \"model\".")
       .Metavar("NAME");
   server_options.model_version.clear();
@@ -137,15 +142,20 @@ int RunServeCommand(int argc, char** argv) {
     return Fail(chosen.status());
   }
 
+  auto warn = [](const std::string& message) {
+    std::fprintf(stderr, "kiln-worker serve: %s\n", message.c_str());
+  };
   if (checkpoint.rfind("http://", 0) == 0 || checkpoint.rfind("https://", 0) == 0) {
     auto path = Download(checkpoint, cache_dir);
     if (!path.ok()) return Fail(path.status());
     checkpoint = *path;
+  } else if (storage::IsS3Uri(checkpoint)) {
+    auto path = train::FetchS3Model(checkpoint, cache_dir, warn);
+    if (!path.ok()) return Fail(path.status());
+    checkpoint = *path;
   }
   // The newest intact checkpoint; a damaged one is reported and skipped.
-  auto loaded_model = train::LoadModel(checkpoint, sha256, [](const std::string& message) {
-    std::fprintf(stderr, "kiln-worker serve: %s\n", message.c_str());
-  });
+  auto loaded_model = train::LoadModel(checkpoint, sha256, warn);
   if (!loaded_model.ok()) return Fail(loaded_model.status());
   model::Gpt<float>& model = loaded_model->model;
   const std::string& loaded = loaded_model->path;

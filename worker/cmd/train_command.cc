@@ -16,6 +16,8 @@
 #include "worker/dist/dist_env.h"
 #include "worker/dist/tcp_communicator.h"
 #include "worker/exit_codes.h"
+#include "worker/storage/s3_client.h"
+#include "worker/storage/s3_object_store.h"
 #include "worker/train/train_metrics.h"
 #include "worker/train/trainer.h"
 #if KILN_WORKER_CUDA
@@ -54,7 +56,14 @@ ExitCode TrainExitCode(const Status& s) {
 // rank whose values differ. The data by the manifest's checksum, so ranks
 // may mount it at different paths.
 StatusOr<nlohmann::json> JobFingerprint(const train::TrainOptions& o, const std::string& device) {
-  KILN_ASSIGN_OR_RETURN(std::string data, data::Sha256File(o.manifest));
+  std::string data;
+  if (storage::IsS3Uri(o.manifest)) {
+    KILN_ASSIGN_OR_RETURN(storage::OpenedStore opened, storage::OpenS3Store(o.manifest));
+    KILN_ASSIGN_OR_RETURN(std::string text, opened.store->Get(opened.key));
+    data = data::Sha256Hex(text);
+  } else {
+    KILN_ASSIGN_OR_RETURN(data, data::Sha256File(o.manifest));
+  }
   return nlohmann::json{{"device", device},
                         {"layers", o.model.num_layers},
                         {"heads", o.model.num_heads},
@@ -134,7 +143,10 @@ int RunTrainCommand(int argc, char** argv) {
   flags.Int("heads", &o.model.num_heads, 1, 1024, "Attention heads.");
   flags.Int("channels", &o.model.channels, 1, 1 << 16, "Embedding width.");
   flags.Section("Data and batch:");
-  flags.String("data", &o.manifest, "The manifest.json of 'kiln-worker prepare' (required).")
+  flags
+      .String("data", &o.manifest,
+              "The manifest.json of 'kiln-worker prepare', a path or s3://bucket/key "
+              "(shards are read from S3 one at a time; see docs/storage.md). Required.")
       .Metavar("PATH");
   flags.Int("batch", &o.batch_size, 1, kIntMax, "Sequences per micro-batch.");
   flags.Int("seq", &o.seq_len, 1, kIntMax, "Tokens per sequence (also the context length).");
@@ -155,8 +167,10 @@ int RunTrainCommand(int argc, char** argv) {
   flags.Section("Checkpoints:");
   flags
       .String("checkpoint-dir", &o.checkpoint_dir,
-              "Save here and resume from the newest intact checkpoint.")
-      .Metavar("DIR");
+              "Save here and resume from the newest intact checkpoint: a directory, "
+              "file:///path or s3://bucket/prefix (S3 settings from the AWS_* environment, "
+              "docs/storage.md).")
+      .Metavar("DIR|URI");
   flags.Int("checkpoint-every", &o.checkpoint_every, int64_t{1}, kInt64Max,
             "Steps between checkpoints.");
   flags.Int("checkpoint-keep", &o.checkpoint_keep, 1, kIntMax, "Checkpoints kept.");

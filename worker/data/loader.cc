@@ -5,6 +5,8 @@
 
 #include "worker/data/manifest.h"
 #include "worker/data/shard.h"
+#include "worker/storage/s3_client.h"
+#include "worker/storage/s3_object_store.h"
 
 namespace kiln::data {
 namespace {
@@ -61,8 +63,8 @@ StatusOr<Position> Position::FromJson(const nlohmann::json& json) {
   return p;
 }
 
-StatusOr<DataLoader> DataLoader::Open(std::vector<std::string> shards,
-                                      const LoaderOptions& options) {
+StatusOr<DataLoader> DataLoader::Open(std::vector<std::string> shards, const LoaderOptions& options,
+                                      std::shared_ptr<storage::ObjectStore> store) {
   const LoaderOptions& o = options;
   if (o.batch_size < 1 || o.seq_len < 1) {
     return Status::InvalidArgument(
@@ -87,21 +89,41 @@ StatusOr<DataLoader> DataLoader::Open(std::vector<std::string> shards,
   std::vector<int64_t> counts;
   counts.reserve(shards.size());
   for (const std::string& path : shards) {
-    KILN_ASSIGN_OR_RETURN(int64_t count, ShardTokenCount(path));
+    KILN_ASSIGN_OR_RETURN(int64_t count,
+                          store ? ShardTokenCount(*store, path) : ShardTokenCount(path));
     if (count < need) {
       return Status::FailedPrecondition(
-          "data loader: token shard " + path + " holds " + std::to_string(count) +
-          " tokens, fewer than the " + std::to_string(need) + " one step needs (world " +
-          std::to_string(o.world_size) + " x batch " + std::to_string(o.batch_size) +
-          " x sequence " + std::to_string(o.seq_len) + " + 1)");
+          "data loader: token shard " + (store ? store->Describe(path) : path) + " holds " +
+          std::to_string(count) + " tokens, fewer than the " + std::to_string(need) +
+          " one step needs (world " + std::to_string(o.world_size) + " x batch " +
+          std::to_string(o.batch_size) + " x sequence " + std::to_string(o.seq_len) + " + 1)");
     }
     counts.push_back(count);
   }
-  return DataLoader(std::move(shards), std::move(counts), options);
+  return DataLoader(std::move(shards), std::move(counts), options, std::move(store));
+}
+
+StatusOr<DataLoader> DataLoader::OpenSplit(std::shared_ptr<storage::ObjectStore> store,
+                                           const std::string& key, std::string_view split,
+                                           LoaderOptions options) {
+  const std::string where = store->Describe(key);
+  KILN_ASSIGN_OR_RETURN(std::string text, store->Get(key));
+  KILN_ASSIGN_OR_RETURN(Manifest manifest, ParseManifest(text, where));
+  KILN_ASSIGN_OR_RETURN(std::vector<std::string> keys, ShardPaths(manifest, key, split));
+  if (keys.empty()) {
+    return Status::FailedPrecondition("data manifest " + where + ": split '" + std::string(split) +
+                                      "' has no shards");
+  }
+  if (options.vocab_size == 0) options.vocab_size = manifest.vocab_size;
+  return Open(std::move(keys), options, std::move(store));
 }
 
 StatusOr<DataLoader> DataLoader::OpenSplit(const std::string& manifest_path, std::string_view split,
                                            LoaderOptions options) {
+  if (storage::IsS3Uri(manifest_path)) {
+    KILN_ASSIGN_OR_RETURN(storage::OpenedStore opened, storage::OpenS3Store(manifest_path));
+    return OpenSplit(opened.store, opened.key, split, options);
+  }
   KILN_ASSIGN_OR_RETURN(Manifest manifest, ReadManifest(manifest_path));
   KILN_ASSIGN_OR_RETURN(std::vector<std::string> paths, ShardPaths(manifest, manifest_path, split));
   if (paths.empty()) {
@@ -113,9 +135,10 @@ StatusOr<DataLoader> DataLoader::OpenSplit(const std::string& manifest_path, std
 }
 
 DataLoader::DataLoader(std::vector<std::string> paths, std::vector<int64_t> counts,
-                       const LoaderOptions& options)
+                       const LoaderOptions& options, std::shared_ptr<storage::ObjectStore> store)
     : paths_(std::move(paths)),
       counts_(std::move(counts)),
+      store_(std::move(store)),
       options_(options),
       step_tokens_(int64_t{options.world_size} * options.batch_size * options.seq_len) {}
 
@@ -155,10 +178,12 @@ StatusOr<Batch> DataLoader::Next() {
   const std::size_t shard = CurrentShard();
   if (loaded_ != shard) {
     loaded_.reset();
-    KILN_ASSIGN_OR_RETURN(tokens_, ReadShard(paths_[shard], options_.vocab_size));
+    KILN_ASSIGN_OR_RETURN(tokens_, store_ ? ReadShard(*store_, paths_[shard], options_.vocab_size)
+                                          : ReadShard(paths_[shard], options_.vocab_size));
     if (static_cast<int64_t>(tokens_.size()) != counts_[shard]) {
-      return Status::DataLoss("data loader: token shard " + paths_[shard] + " now holds " +
-                              std::to_string(tokens_.size()) + " tokens, " +
+      return Status::DataLoss("data loader: token shard " +
+                              (store_ ? store_->Describe(paths_[shard]) : paths_[shard]) +
+                              " now holds " + std::to_string(tokens_.size()) + " tokens, " +
                               std::to_string(counts_[shard]) + " when the loader opened it");
     }
     loaded_ = shard;

@@ -20,6 +20,7 @@
 #define KILN_WORKER_DATA_LOADER_H_
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -28,6 +29,7 @@
 #include <nlohmann/json.hpp>
 
 #include "base/statusor.h"
+#include "worker/storage/object_store.h"
 
 namespace kiln::data {
 
@@ -70,11 +72,20 @@ class DataLoader {
   // for bad options (B or T < 1, rank outside [0, world), no shards);
   // FailedPrecondition naming a shard too small for one step (W*B*T + 1
   // tokens); the errors of ShardTokenCount for a missing or malformed shard.
-  static StatusOr<DataLoader> Open(std::vector<std::string> shards, const LoaderOptions& options);
+  // With `store`, the shards are keys in it (an S3 bucket), read one at a
+  // time as the loader reaches them; without, file paths.
+  static StatusOr<DataLoader> Open(std::vector<std::string> shards, const LoaderOptions& options,
+                                   std::shared_ptr<storage::ObjectStore> store = nullptr);
 
   // Open over the shards of `split` ("train" or "val") of the manifest at
-  // `manifest_path`; vocab_size defaults to the manifest's.
+  // `manifest_path` (a path or s3://bucket/key; S3 through the environment's
+  // options, storage/s3_options.h); vocab_size defaults to the manifest's.
   static StatusOr<DataLoader> OpenSplit(const std::string& manifest_path, std::string_view split,
+                                        LoaderOptions options);
+
+  // OpenSplit over the manifest at `key` in `store`.
+  static StatusOr<DataLoader> OpenSplit(std::shared_ptr<storage::ObjectStore> store,
+                                        const std::string& key, std::string_view split,
                                         LoaderOptions options);
 
   DataLoader(DataLoader&&) = default;
@@ -104,7 +115,7 @@ class DataLoader {
 
  private:
   DataLoader(std::vector<std::string> paths, std::vector<int64_t> counts,
-             const LoaderOptions& options);
+             const LoaderOptions& options, std::shared_ptr<storage::ObjectStore> store);
   // The given-list index of the shard `position_` is in.
   std::size_t CurrentShard();
   // Moves position_ forward until a whole step fits in its shard.
@@ -112,6 +123,7 @@ class DataLoader {
 
   std::vector<std::string> paths_;
   std::vector<int64_t> counts_;
+  std::shared_ptr<storage::ObjectStore> store_;  // Null: paths_ are files.
   LoaderOptions options_;
   int64_t step_tokens_ = 0;
   Position position_;

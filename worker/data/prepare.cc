@@ -351,3 +351,52 @@ StatusOr<PrepareResult> Prepare(const PrepareOptions& options) {
 }
 
 }  // namespace kiln::data
+
+namespace kiln::data {
+
+namespace {
+
+// A store failure: retryable storage trouble (exit 3), except what retrying
+// cannot fix: refused credentials, a missing bucket, a malformed request.
+Status StoreError(const Status& s) {
+  if (s.ok() || s.code() == StatusCode::kPermissionDenied || s.code() == StatusCode::kNotFound ||
+      s.code() == StatusCode::kInvalidArgument) {
+    return s;
+  }
+  return Status::Unavailable(s.message());
+}
+
+}  // namespace
+
+Status UploadPrepared(const PrepareResult& result, storage::ObjectStore& store,
+                      std::string prefix) {
+  if (!prefix.empty() && prefix.back() != '/') prefix += '/';
+  const fs::path dir = fs::path(result.manifest_path).parent_path();
+  std::set<std::string> names;
+  auto upload = [&](const std::string& name) -> Status {
+    KILN_ASSIGN_OR_RETURN(std::string bytes, ReadFile((dir / name).string()));
+    auto writer = store.NewWriter(prefix + name);
+    if (!writer.ok()) return StoreError(writer.status());
+    KILN_RETURN_IF_ERROR(StoreError((*writer)->Append(bytes)));
+    return StoreError((*writer)->Commit());
+  };
+  for (const ManifestSplit* split : {&result.manifest.train, &result.manifest.val}) {
+    for (const ManifestShard& shard : split->shards) {
+      KILN_RETURN_IF_ERROR(upload(shard.file));
+      names.insert(shard.file);
+    }
+  }
+  KILN_RETURN_IF_ERROR(upload(kManifestFileName));  // Last: it names the shards above.
+  static const std::regex kShardFile("(train|val)_[0-9]{6,}\\.bin");
+  auto listed = store.List(prefix);
+  if (!listed.ok()) return StoreError(listed.status());
+  for (const auto& o : *listed) {
+    const std::string name = o.key.substr(prefix.size());
+    if (std::regex_match(name, kShardFile) && !names.contains(name)) {
+      KILN_RETURN_IF_ERROR(StoreError(store.Delete(o.key)));
+    }
+  }
+  return Status::Ok();
+}
+
+}  // namespace kiln::data

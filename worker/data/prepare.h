@@ -14,6 +14,7 @@
 
 #include "base/statusor.h"
 #include "worker/data/manifest.h"
+#include "worker/storage/object_store.h"
 
 namespace kiln::data {
 
@@ -82,6 +83,13 @@ Status ValidatePrepareOptions(const PrepareOptions& options);
 // documents at all) or DataLoss (an input changed between the two reads);
 // output: Unavailable, naming the path and the system's reason.
 StatusOr<PrepareResult> Prepare(const PrepareOptions& options);
+
+// Copies the output of Prepare to `prefix` in `store` (an S3 bucket): the
+// shards, then the manifest last, so a reader never finds a manifest whose
+// shards are missing; then deletes shards under the prefix that the
+// manifest does not name. Unavailable (exit 3) when the store cannot be
+// written, unless its error says more (PermissionDenied, NotFound).
+Status UploadPrepared(const PrepareResult& result, storage::ObjectStore& store, std::string prefix);
 
 }  // namespace kiln::data
 

@@ -8,6 +8,7 @@
 #include <bit>
 #include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <utility>
 
 #include <sys/stat.h>
@@ -60,19 +61,13 @@ Status ReadFully(int fd, const std::string& path, int64_t offset, char* out, std
   return Status::Ok();
 }
 
-// Checks the header and size of the open shard; returns its token count.
-StatusOr<int64_t> CheckShard(int fd, const std::string& path) {
-  const std::string name = "token shard " + path;
-  struct stat st;
-  if (fstat(fd, &st) != 0) return ErrnoStatus(errno, "cannot stat", name);
-  if (!S_ISREG(st.st_mode)) return Status::InvalidArgument(name + ": not a regular file");
-  const int64_t size = st.st_size;
-
-  std::array<unsigned char, kShardHeaderBytes> header{};
-  const auto header_read = static_cast<std::size_t>(std::min<int64_t>(size, kShardHeaderBytes));
-  KILN_RETURN_IF_ERROR(ReadFully(fd, path, 0, reinterpret_cast<char*>(header.data()), header_read));
+// Checks a shard's header against its `size`; returns its token count.
+// `header` holds the shard's first min(size, kShardHeaderBytes) bytes (only
+// those are read). `name` is "token shard <where>".
+StatusOr<int64_t> CheckShardHeader(const unsigned char* header, int64_t size,
+                                   const std::string& name) {
   auto word = [&](int i) {
-    const unsigned char* b = header.data() + 4 * i;
+    const unsigned char* b = header + 4 * i;
     return static_cast<uint32_t>(b[0]) | static_cast<uint32_t>(b[1]) << 8 |
            static_cast<uint32_t>(b[2]) << 16 | static_cast<uint32_t>(b[3]) << 24;
   };
@@ -106,6 +101,33 @@ StatusOr<int64_t> CheckShard(int fd, const std::string& path) {
                             " tokens, file holds " + holds);
   }
   return int64_t{count};
+}
+
+// Checks the header and size of the open shard; returns its token count.
+StatusOr<int64_t> CheckShard(int fd, const std::string& path) {
+  const std::string name = "token shard " + path;
+  struct stat st;
+  if (fstat(fd, &st) != 0) return ErrnoStatus(errno, "cannot stat", name);
+  if (!S_ISREG(st.st_mode)) return Status::InvalidArgument(name + ": not a regular file");
+  const int64_t size = st.st_size;
+  std::array<unsigned char, kShardHeaderBytes> header{};
+  const auto header_read = static_cast<std::size_t>(std::min<int64_t>(size, kShardHeaderBytes));
+  KILN_RETURN_IF_ERROR(ReadFully(fd, path, 0, reinterpret_cast<char*>(header.data()), header_read));
+  return CheckShardHeader(header.data(), size, name);
+}
+
+// Every token below `vocab_size` (when > 0); DataLoss naming the first that is not.
+Status CheckVocabulary(const std::vector<uint16_t>& tokens, int vocab_size,
+                       const std::string& where) {
+  if (vocab_size <= 0) return Status::Ok();
+  for (std::size_t i = 0; i < tokens.size(); ++i) {
+    if (tokens[i] >= vocab_size) {
+      return Status::DataLoss("token shard " + where + ": token " + std::to_string(tokens[i]) +
+                              " at index " + std::to_string(i) + " is outside the vocabulary of " +
+                              std::to_string(vocab_size));
+    }
+  }
+  return Status::Ok();
 }
 
 StatusOr<int> OpenShard(const std::string& path) {
@@ -164,15 +186,34 @@ StatusOr<std::vector<uint16_t>> ReadShard(const std::string& path, int vocab_siz
   if constexpr (!kLittleEndianHost) {
     for (uint16_t& t : tokens) t = SwapBytes(t);
   }
-  if (vocab_size > 0) {
-    for (std::size_t i = 0; i < tokens.size(); ++i) {
-      if (tokens[i] >= vocab_size) {
-        return Status::DataLoss("token shard " + path + ": token " + std::to_string(tokens[i]) +
-                                " at index " + std::to_string(i) +
-                                " is outside the vocabulary of " + std::to_string(vocab_size));
-      }
-    }
+  KILN_RETURN_IF_ERROR(CheckVocabulary(tokens, vocab_size, path));
+  return tokens;
+}
+
+StatusOr<int64_t> ShardTokenCount(storage::ObjectStore& store, const std::string& key) {
+  const std::string where = store.Describe(key);
+  KILN_ASSIGN_OR_RETURN(storage::ObjectInfo info, store.Stat(key));
+  KILN_ASSIGN_OR_RETURN(std::string header, store.GetRange(key, 0, kShardHeaderBytes));
+  if (static_cast<int64_t>(header.size()) != std::min(info.size, kShardHeaderBytes)) {
+    return Status::DataLoss("token shard " + where + ": the object changed while reading it");
   }
+  return CheckShardHeader(reinterpret_cast<const unsigned char*>(header.data()), info.size,
+                          "token shard " + where);
+}
+
+StatusOr<std::vector<uint16_t>> ReadShard(storage::ObjectStore& store, const std::string& key,
+                                          int vocab_size) {
+  const std::string where = store.Describe(key);
+  KILN_ASSIGN_OR_RETURN(std::string bytes, store.Get(key));
+  KILN_ASSIGN_OR_RETURN(
+      int64_t count, CheckShardHeader(reinterpret_cast<const unsigned char*>(bytes.data()),
+                                      static_cast<int64_t>(bytes.size()), "token shard " + where));
+  std::vector<uint16_t> tokens(static_cast<std::size_t>(count));
+  std::memcpy(tokens.data(), bytes.data() + kShardHeaderBytes, tokens.size() * sizeof(uint16_t));
+  if constexpr (!kLittleEndianHost) {
+    for (uint16_t& t : tokens) t = SwapBytes(t);
+  }
+  KILN_RETURN_IF_ERROR(CheckVocabulary(tokens, vocab_size, where));
   return tokens;
 }
 

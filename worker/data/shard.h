@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "base/statusor.h"
+#include "worker/storage/object_store.h"
 
 namespace kiln::data {
 
@@ -38,6 +39,15 @@ StatusOr<int64_t> ShardTokenCount(const std::string& path);
 // unsupported version), DataLoss (truncated, trailing bytes, a token outside
 // the vocabulary), Unavailable (an I/O error).
 StatusOr<std::vector<uint16_t>> ReadShard(const std::string& path, int vocab_size = 0);
+
+// ShardTokenCount and ReadShard for a shard in an object store (S3): the
+// count from a ranged read of the header and the object's size; the tokens
+// from one read of the object, no local copy. The same checks and errors,
+// naming the object, plus the store's own errors (NotFound, PermissionDenied,
+// Unavailable).
+StatusOr<int64_t> ShardTokenCount(storage::ObjectStore& store, const std::string& key);
+StatusOr<std::vector<uint16_t>> ReadShard(storage::ObjectStore& store, const std::string& key,
+                                          int vocab_size = 0);
 
 }  // namespace kiln::data
 

@@ -57,12 +57,18 @@ std::string_view Bytes(std::span<float> t) {
   return {reinterpret_cast<const char*>(t.data()), t.size() * sizeof(float)};
 }
 
-// Reads and verifies one checkpoint into `model`. DataLoss for damage,
-// InvalidArgument for a different model shape.
+// Reads and verifies the checkpoint file at `path` into `model`.
 StatusOr<CheckpointState> ReadOne(const std::string& path, model::Gpt<float>& model) {
   std::ifstream in(path, std::ios::binary);
   if (!in) return ErrnoStatus(errno, "cannot open", path);
   std::string file((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  return ParseCheckpoint(file, path, model);
+}
+
+}  // namespace
+
+StatusOr<CheckpointState> ParseCheckpoint(std::string_view file, const std::string& path,
+                                          model::Gpt<float>& model) {
   auto damaged = [&](const std::string& why) { return Status::DataLoss(path + ": " + why); };
   if (file.size() < 16 || std::memcmp(file.data(), kMagic, 8) != 0) {
     return damaged("not a kiln checkpoint (bad magic)");
@@ -74,7 +80,7 @@ StatusOr<CheckpointState> ReadOne(const std::string& path, model::Gpt<float>& mo
   }
   const uint32_t header_len = GetU32(file.data() + 12);
   if (file.size() < 16ull + header_len) return damaged("truncated header");
-  json header = json::parse(file.begin() + 16, file.begin() + 16 + header_len, nullptr, false);
+  json header = json::parse(file.substr(16, header_len), nullptr, false);
   if (header.is_discarded() || !header.is_object()) return damaged("header is not JSON");
   const size_t body = 16ull + header_len;
   try {
@@ -119,8 +125,6 @@ StatusOr<CheckpointState> ReadOne(const std::string& path, model::Gpt<float>& mo
     return damaged(std::string("malformed header: ") + e.what());
   }
 }
-
-}  // namespace
 
 StatusOr<model::GptConfig> ReadCheckpointConfig(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -169,13 +173,7 @@ StatusOr<CheckpointState> LoadCheckpoint(const std::string& path, model::Gpt<flo
   return ReadOne(path, model);
 }
 
-StatusOr<std::string> WriteCheckpoint(const std::string& dir, model::Gpt<float>& model,
-                                      const CheckpointState& state, int keep) {
-  std::error_code ec;
-  fs::create_directories(dir, ec);
-  // Where output goes is the infrastructure's: Unavailable (exit 3) whatever
-  // the errno, not ErrnoStatus's code (base/errno_status.h).
-  if (ec) return Status::Unavailable("cannot create " + dir + ": " + ec.message());
+std::string EncodeCheckpointHeader(model::Gpt<float>& model, const CheckpointState& state) {
   json table = json::array();
   uint64_t offset = 0;
   for (const auto& t : Tensors(model)) {
@@ -196,6 +194,38 @@ StatusOr<std::string> WriteCheckpoint(const std::string& dir, model::Gpt<float>&
   PutU32(prefix, kVersion);
   PutU32(prefix, static_cast<uint32_t>(header.size()));
   prefix += header;
+  return prefix;
+}
+
+std::vector<std::string_view> CheckpointTensorBytes(model::Gpt<float>& model) {
+  std::vector<std::string_view> out;
+  for (const auto& t : Tensors(model)) out.push_back(Bytes(t.data));
+  return out;
+}
+
+StatusOr<nlohmann::json> ParseCheckpointHeader(std::string_view prefix, const std::string& path) {
+  auto damaged = [&](const std::string& why) { return Status::DataLoss(path + ": " + why); };
+  if (prefix.size() < 16 || std::memcmp(prefix.data(), kMagic, 8) != 0) {
+    return damaged("not a kiln checkpoint (bad magic)");
+  }
+  if (GetU32(prefix.data() + 8) != kVersion) return damaged("unsupported format version");
+  const uint32_t header_len = GetU32(prefix.data() + 12);
+  if (prefix.size() < 16ull + header_len) return damaged("truncated header");
+  json header = json::parse(prefix.substr(16, header_len), nullptr, false);
+  if (header.is_discarded() || !header.is_object()) return damaged("header is not JSON");
+  return header;
+}
+
+std::string CheckpointFileName(int64_t step) { return FileName(step); }
+
+StatusOr<std::string> WriteCheckpoint(const std::string& dir, model::Gpt<float>& model,
+                                      const CheckpointState& state, int keep) {
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  // Where output goes is the infrastructure's: Unavailable (exit 3) whatever
+  // the errno, not ErrnoStatus's code (base/errno_status.h).
+  if (ec) return Status::Unavailable("cannot create " + dir + ": " + ec.message());
+  const std::string prefix = EncodeCheckpointHeader(model, state);
   const std::string path = (fs::path(dir) / FileName(state.step)).string();
   KILN_ASSIGN_OR_RETURN(data::AtomicFile file, data::AtomicFile::Create(path));
   KILN_RETURN_IF_ERROR(file.Append(prefix.data(), prefix.size()));

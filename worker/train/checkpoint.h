@@ -26,7 +26,10 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
+
+#include <nlohmann/json.hpp>
 
 #include "base/statusor.h"
 #include "worker/data/loader.h"
@@ -68,6 +71,27 @@ StatusOr<model::GptConfig> ReadCheckpointConfig(const std::string& path);
 // (ReadCheckpointConfig), after verifying every tensor's SHA-256. DataLoss
 // naming the damage; InvalidArgument for a different shape.
 StatusOr<CheckpointState> LoadCheckpoint(const std::string& path, model::Gpt<float>& model);
+
+// The pieces the object-store checkpoints (checkpoint_store.h) share with the
+// files: the same bytes, laid out the same way.
+
+// "step-<8-digit step>.ckpt".
+std::string CheckpointFileName(int64_t step);
+
+// The file's first bytes: magic, version, header length and the JSON header
+// (with every tensor's offset, size and SHA-256) for `model` at `state`.
+std::string EncodeCheckpointHeader(model::Gpt<float>& model, const CheckpointState& state);
+
+// The tensors' bytes, in the order and at the offsets the header gives.
+std::vector<std::string_view> CheckpointTensorBytes(model::Gpt<float>& model);
+
+// The JSON header from a checkpoint's first bytes (at least up to the
+// header's end); `path` names it in errors. DataLoss when it is not one.
+StatusOr<nlohmann::json> ParseCheckpointHeader(std::string_view prefix, const std::string& path);
+
+// LoadCheckpoint over a whole checkpoint already in memory.
+StatusOr<CheckpointState> ParseCheckpoint(std::string_view file, const std::string& path,
+                                          model::Gpt<float>& model);
 
 }  // namespace kiln::train
 

@@ -109,7 +109,10 @@ StatusOr<int64_t> Trainer::Restore(const std::function<void(const nlohmann::json
     auto warn = [&](const std::string& message) {
       progress({{"event", "warning"}, {"message", message}});
     };
-    auto restored = RestoreLatestCheckpoint(o.checkpoint_dir, model_->host(), warn);
+    auto store = OpenCheckpointStore(o.checkpoint_dir);
+    if (store.ok()) checkpoints_ = std::move(*store);
+    auto restored = store.ok() ? checkpoints_->RestoreLatest(model_->host(), warn)
+                               : StatusOr<std::optional<CheckpointState>>(store.status());
     if (!restored.ok()) {
       failed = restored.status();
     } else if (*restored && (*restored)->seed && *(*restored)->seed != o.seed) {
@@ -184,13 +187,13 @@ Status Trainer::Run(const std::function<void(const nlohmann::json&)>& report,
   double last_loss = 0, val_loss = std::nan("");
   KILN_ASSIGN_OR_RETURN(const int64_t restored_step, Restore(progress));
   auto save = [&](int64_t done_step) -> Status {
-    if (o.checkpoint_dir.empty() || comm_->rank() != 0) return Status::Ok();
+    if (checkpoints_ == nullptr) return Status::Ok();  // Off, or not rank 0.
     KILN_RETURN_IF_ERROR(model_->SyncToHost());
     KILN_ASSIGN_OR_RETURN(
         std::string path,
-        WriteCheckpoint(o.checkpoint_dir, model_->host(),
-                        {.step = done_step, .position = train_.position(), .seed = o.seed},
-                        o.checkpoint_keep));
+        checkpoints_->Write(model_->host(),
+                            {.step = done_step, .position = train_.position(), .seed = o.seed},
+                            o.checkpoint_keep));
     progress({{"event", "checkpoint"}, {"step", done_step}, {"path", path}});
     return Status::Ok();
   };

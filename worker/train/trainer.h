@@ -28,6 +28,7 @@
 #include "worker/dist/communicator.h"
 #include "worker/model/gpt.h"
 #include "worker/train/checkpoint.h"
+#include "worker/train/checkpoint_store.h"
 #include "worker/train/schedule.h"
 #include "worker/train/train_model.h"
 
@@ -52,7 +53,8 @@ struct TrainOptions {
   int val_batches = 4;
   int64_t log_every = 1;
   uint64_t seed = 1337;
-  // Where checkpoints go; empty disables them. A run whose directory holds
+  // Where checkpoints go (a directory, file:///path or s3://bucket/prefix:
+  // checkpoint_store.h); empty disables them. A run whose store holds
   // checkpoints resumes from the newest intact one.
   std::string checkpoint_dir;
   int64_t checkpoint_every = 100;  // Steps; the last step and a stop also save.
@@ -116,6 +118,7 @@ class Trainer {
   std::unique_ptr<TrainModel> model_;
   data::DataLoader train_;
   std::optional<data::DataLoader> val_;
+  std::unique_ptr<CheckpointStore> checkpoints_;  // Rank 0's, once Restore opened it.
   int64_t completed_step_ = 0;
 };
 

@@ -1,0 +1,147 @@
+#!/usr/bin/env python3
+"""Starts and stops a local SeaweedFS (Apache-2.0) whose S3 gateway listens on
+127.0.0.1 and verifies SigV4 against a fixed test identity: the S3 server of
+the storage tests and of bench/s3_checkpoint_bench.sh.
+
+  seaweedfs.py up --dir DIR     start (detached), wait until S3 answers, write
+                                DIR/env (AWS_* lines for the worker) and exit
+  seaweedfs.py down --dir DIR   stop it; fails if it does not exit
+
+The binary is weed from scripts/build-tools.sh seaweedfs (KILN_SEAWEEDFS_BIN
+overrides). Data lives under DIR/data and is removed by down.
+"""
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+ACCESS_KEY = "kiln-test-access"
+SECRET_KEY = "kiln-test-secret-key"
+
+
+def weed_binary():
+    explicit = os.environ.get("KILN_SEAWEEDFS_BIN")
+    if explicit:
+        return explicit
+    cache = os.environ.get("KILN_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "kiln")
+    return os.path.join(cache, "tools", "bin", "weed")
+
+
+def free_port_pair():
+    """A port P with P and P + 10000 (SeaweedFS's gRPC port) free."""
+    for _ in range(200):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port + 10000 > 65535:
+            continue
+        try:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", port + 10000))
+            return port
+        except OSError:
+            continue
+    sys.exit("seaweedfs.py: no free port pair found")
+
+
+def up(args):
+    weed = weed_binary()
+    if not os.access(weed, os.X_OK):
+        sys.exit(f"seaweedfs.py: SeaweedFS is not built ({weed} is missing): "
+                 "run scripts/build-tools.sh seaweedfs (scripts/setup.sh does)")
+    os.makedirs(os.path.join(args.dir, "data"), exist_ok=True)
+    config = os.path.join(args.dir, "identities.json")
+    with open(config, "w") as f:
+        json.dump({"identities": [{
+            "name": "kiln-test",
+            "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}],
+            "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}, f)
+    ports = {name: free_port_pair() for name in ("master", "volume", "filer", "s3")}
+    cmd = [weed, "server", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+           "-dir=" + os.path.join(args.dir, "data"),
+           f"-master.port={ports['master']}", f"-volume.port={ports['volume']}",
+           f"-filer.port={ports['filer']}", "-s3", f"-s3.port={ports['s3']}",
+           "-s3.config=" + config, "-master.volumeSizeLimitMB=256", "-volume.max=50",
+           "-filer.maxMB=16"]
+    log = open(os.path.join(args.dir, "weed.log"), "w")
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    with open(os.path.join(args.dir, "pid"), "w") as f:
+        f.write(str(proc.pid))
+    endpoint = f"http://127.0.0.1:{ports['s3']}"
+    deadline = time.monotonic() + args.timeout
+    while True:
+        if proc.poll() is not None:
+            sys.exit(f"seaweedfs.py: weed exited with {proc.returncode}; see {args.dir}/weed.log")
+        try:
+            urllib.request.urlopen(endpoint + "/", timeout=2)
+            break
+        except urllib.error.HTTPError:
+            break  # 403 to an unsigned request: the gateway is up and checks signatures.
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            down(args)
+            sys.exit(f"seaweedfs.py: S3 gateway not up after {args.timeout}s; see weed.log")
+        time.sleep(0.2)
+    with open(os.path.join(args.dir, "env"), "w") as f:
+        f.write(f"AWS_ENDPOINT_URL={endpoint}\nAWS_ACCESS_KEY_ID={ACCESS_KEY}\n"
+                f"AWS_SECRET_ACCESS_KEY={SECRET_KEY}\nAWS_REGION=us-east-1\n")
+    print(endpoint)
+
+
+def down(args):
+    pid_file = os.path.join(args.dir, "pid")
+    if not os.path.exists(pid_file):
+        return
+    pid = int(open(pid_file).read())
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    def gone():
+        try:
+            os.kill(pid, 0)
+            return False
+        except ProcessLookupError:
+            return True
+
+    # weed's graceful shutdown can take longer than a test should wait: after
+    # 5 s it is killed, which loses nothing (its data is deleted below).
+    for _ in range(50):
+        if gone():
+            break
+        time.sleep(0.1)
+    else:
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        for _ in range(50):
+            if gone():
+                break
+            time.sleep(0.1)
+        else:
+            sys.exit(f"seaweedfs.py: weed (pid {pid}) is still running after SIGKILL")
+    os.remove(pid_file)
+    shutil.rmtree(os.path.join(args.dir, "data"), ignore_errors=True)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("command", choices=["up", "down"])
+    parser.add_argument("--dir", required=True)
+    parser.add_argument("--timeout", type=float, default=60)
+    args = parser.parse_args()
+    up(args) if args.command == "up" else down(args)
+
+
+if __name__ == "__main__":
+    main()
