@@ -6,10 +6,12 @@ shared by every run on the machine, so parallel runs never overlap:
   slot s, node n:  host side 10.99.s.(4n+1)/30, node side (the node IP) 10.99.s.(4n+2)
                    pods of the cluster 10.(100+s).0.0/16, of node n 10.(100+s).(n+1).0/24
 
-Nothing routes anywhere else: a node namespace has routes to its link and to
-its cluster's pods only (no default route), and the host forwards only
-between its clusters' veths. The API server stays on loopback; a forwarder
-listens on each host-side address and relays to it.
+Nothing routes anywhere else: a node namespace has routes to its link, to
+its cluster's pods and to the links of the other clusters of its run (whose
+host-side addresses are those clusters' API forwarders, so that an operator
+in a pod of one cluster reaches another as a member) only; no default route.
+The host forwards only between its clusters' veths. The API server stays on
+loopback; a forwarder listens on each host-side address and relays to it.
 """
 
 from __future__ import annotations
@@ -86,9 +88,13 @@ def slot_interfaces(slot: int) -> list[str]:
     return sorted(i for i in os.listdir("/sys/class/net") if i.startswith(prefix))
 
 
-def connect_node(holder_pid: int, slot: int, node: int) -> None:
+def connect_node(holder_pid: int, slot: int, node: int, sibling_slots: tuple[int, ...] = ()
+                 ) -> None:
     """Joins the network namespace of `holder_pid` to the host as node `node`
-    of `slot`: the veth pair, addresses, routes and forwarding on both sides."""
+    of `slot`: the veth pair, addresses, routes and forwarding on both sides.
+    `sibling_slots` are the other clusters of the run: the node gets a route
+    to their links, whose host-side addresses (their API forwarders) are the
+    host's own, so nothing is forwarded for it."""
     host, peer = host_iface(slot, node), f"kilnp{slot}-{node}"
     run("ip", "link", "add", host, "type", "veth", "peer", "name", peer)
     run("ip", "link", "set", peer, "netns", str(holder_pid))
@@ -105,6 +111,8 @@ def connect_node(holder_pid: int, slot: int, node: int) -> None:
     run("ip", "link", "set", "eth0", "up", netns_of=ns)
     run("ip", "route", "add", link_cidr(slot), "via", host_ip(slot, node), netns_of=ns)
     run("ip", "route", "add", pod_cidr(slot), "via", host_ip(slot, node), netns_of=ns)
+    for other in sibling_slots:
+        run("ip", "route", "add", link_cidr(other), "via", host_ip(slot, node), netns_of=ns)
     # Inside the node's namespace only: forward between its pods' bridge and
     # eth0, and let bridged pod-to-pod traffic pass through iptables, so a
     # Service whose endpoint is on the same bridge answers with its own address.

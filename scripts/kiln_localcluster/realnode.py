@@ -195,7 +195,8 @@ class RealNodes:
                 wait_holder(holder, pause_bin, deadline)
                 self.holders[node.name] = holder
                 prepare_mounts(holder.pid, d)
-                nodenet.connect_node(holder.pid, node.slot, node.index)
+                nodenet.connect_node(holder.pid, node.slot, node.index, tuple(
+                    o.slot for o in self.spec.clusters if o.slot != c.slot))
                 self.forwarder.listen(node.host_ip, c.ports["apiserver"], c.ports["apiserver"])
                 make_cgroup_root(cgroup_name(self.spec.dir, node))
                 proc = self.sup.start_process(c, f"{node.name}/containerd", in_node(

@@ -261,6 +261,14 @@ class Supervisor:
                                    ("kube-scheduler", "scheduler"), ("kwok", "kwok")):
                     (Path(c.dir) / f"{comp}.kubeconfig").write_text(
                         kubeconfig_yaml([(c.name, c.server, Path(c.dir) / "pki", user)]))
+                if self.spec.real_nodes:
+                    # The admin kubeconfig as pods on the real nodes (of any
+                    # cluster of this run) reach this API server: through the
+                    # forwarder on its first node's host-side address. For a
+                    # MemberCluster's Secret when kiln-operator runs in a pod.
+                    Path(c.dir, "pods.kubeconfig").write_text(kubeconfig_yaml([
+                        (c.name, f"https://{host_ip(c.slot, 0)}:{c.ports['apiserver']}",
+                         Path(c.dir) / "pki", "admin")]))
             (self.run_dir / "kubeconfig").write_text(kubeconfig_yaml(
                 [(c.name, c.server, Path(c.dir) / "pki", "admin")
                  for c in self.spec.clusters]))
