@@ -54,6 +54,12 @@ if [ "${KILN_TEST_CPU_BUILD:-1}" = 1 ] && [ "$preset" != cpu ]; then
   cmake --build --preset cpu
   ctest --preset cpu -L 'unit|process' || status=$?
 fi
+# The images the demo's test (integration.demo) runs: packed from the two
+# builds above, which scripts/images.sh finds up to date.
+if [ "${KILN_TEST_MAIN:-1}" = 1 ] && [ "${KILN_TEST_CPU_BUILD:-1}" = 1 ] && [ "$preset" = ci ]; then
+  log "packing the images (scripts/images.sh)"
+  "$KILN_ROOT/scripts/images.sh" || status=$?
+fi
 if [ "${KILN_TEST_MAIN:-1}" = 1 ]; then
   log "testing"
   ctest --preset "$preset" "$@" || status=$?
