@@ -477,7 +477,7 @@ class Story:
         recovered = time.monotonic() - killed
         h = self.job_status()["restartHistory"][0]
         OUT.say("train", f"gang restarted as attempt 1 ({h.get('reason')}: "
-                f"{h.get('message', '')[:80]}), resuming from step {h.get('resumedFromStep')}; "
+                f"{h.get('message', '')[:140]}), resuming from step {h.get('resumedFromStep')}; "
                 f"Running again {recovered:.1f} s after the kill")
         self.facts["worker killed → gang Running again"] = f"{recovered:.1f} s"
         self.facts["resumed from step"] = str(h.get("resumedFromStep"))
