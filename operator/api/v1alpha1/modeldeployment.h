@@ -91,6 +91,11 @@ struct CanaryStrategy {
   // How long the previous stable version stays running (warm, taking no traffic) after a promotion,
   // so a rollback switches traffic back at once instead of waiting for pods to start.
   std::optional<std::string> scale_down_delay;
+  // How long a canary may wait for the ready replicas a step needs (from the step's start) before
+  // the rollout is stopped as Degraded with the pods' reason: it took no traffic meanwhile, and the
+  // stable version keeps all of it. Argo Rollouts' progressDeadlineSeconds with
+  // progressDeadlineAbort.
+  std::optional<std::string> progress_deadline;
 
   bool operator==(const CanaryStrategy&) const = default;
 };

@@ -99,6 +99,8 @@ class Rollout {
       steps_ = spec_.strategy->canary->steps.value_or(std::vector<v1::CanaryStep>{});
       scale_down_delay_ =
           DurationOr(spec_.strategy->canary->scale_down_delay, std::chrono::minutes(10));
+      progress_deadline_ =
+          DurationOr(spec_.strategy->canary->progress_deadline, std::chrono::minutes(10));
     }
     replicas_ = spec_.replicas.value_or(1);
   }
@@ -472,12 +474,8 @@ class Rollout {
       if (step.set_weight) {
         const int32_t w = *step.set_weight;
         const int32_t need = CanaryReplicas(w);
-        if (Ready(canary) < need) {
-          status_.message = at + ": waiting for " + canary + " to have " + std::to_string(need) +
-                            " ready replica" + (need == 1 ? "" : "s") + " (" +
-                            std::to_string(Ready(canary)) + " now) before it takes " +
-                            std::to_string(w) + "% of the traffic" + Trouble(canary);
-          Wake(resync_hint_);
+        if (!CanaryReady(need, step_started, at + ": ",
+                         "before it takes " + std::to_string(w) + "% of the traffic")) {
           return;
         }
         status_.canary_weight = w;
@@ -696,18 +694,39 @@ class Rollout {
     return false;
   }
 
+  // Whether the canary has `need` ready replicas. If not, says so in the
+  // message (`at` + what waits + `then`) and waits, until the progress
+  // deadline (counted from `since`, the step's start) has passed: then the
+  // canary is stopped as Degraded. It took no traffic meanwhile.
+  bool CanaryReady(int32_t need, Clock::time_point since, const std::string& at,
+                   const std::string& then) {
+    const std::string canary = *status_.canary_version;
+    if (Ready(canary) >= need) return true;
+    const std::string replicas = std::to_string(need) + " ready replica" + (need == 1 ? "" : "s") +
+                                 " (" + std::to_string(Ready(canary)) + " now)";
+    if (now_ >= since + progress_deadline_) {
+      StopCanary("Degraded", "ProgressDeadlineExceeded",
+                 at + canary + " did not have " + replicas + " within the progress deadline (" +
+                     Seconds(progress_deadline_) + ")" + Trouble(canary) + "; " +
+                     *status_.stable_version + " keeps all traffic",
+                 /*count_rollback=*/true);
+      return false;
+    }
+    status_.message =
+        at + "waiting for " + canary + " to have " + replicas + " " + then + Trouble(canary);
+    Wake(
+        std::min(resync_hint_, std::chrono::ceil<milliseconds>(since + progress_deadline_ - now_)));
+    return false;
+  }
+
   // After the last step: the canary, fully scaled and ready, takes all
   // traffic; the old stable version stays warm as the previous one.
   void Promote() {
     const std::string canary = *status_.canary_version;
     const std::string stable = *status_.stable_version;
     const int32_t need = CanaryReplicas(100);
-    if (Ready(canary) < need) {
-      status_.message = "all steps done: waiting for " + canary + " to have " +
-                        std::to_string(need) + " ready replica" + (need == 1 ? "" : "s") + " (" +
-                        std::to_string(Ready(canary)) + " now) before it takes all traffic" +
-                        Trouble(canary);
-      Wake(resync_hint_);
+    if (!CanaryReady(need, TimeOf(status_.step_started_at).value_or(now_),
+                     "all steps done: ", "before it takes all traffic")) {
       return;
     }
     SetTraffic(canary, 100, "", 0);
@@ -741,6 +760,7 @@ class Rollout {
   PrometheusSource* prometheus_;
   std::vector<v1::CanaryStep> steps_;
   milliseconds scale_down_delay_{std::chrono::minutes(10)};
+  milliseconds progress_deadline_{std::chrono::minutes(10)};
   int32_t replicas_ = 1;
   bool promote_now_ = false;
   std::string action_message_;

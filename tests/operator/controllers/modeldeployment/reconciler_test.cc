@@ -739,6 +739,62 @@ TEST_CASE("a canary whose worker cannot load the model stays without traffic, wi
         std::string::npos);
 }
 
+// strategy.canary.progressDeadline: a canary that never gets the ready
+// replicas its step needs is stopped once the deadline (from the step's
+// start) has passed, with the pods' reason; it never took traffic. The
+// default is 10 minutes.
+TEST_CASE("a canary not ready within progressDeadline is stopped as Degraded with the reason",
+          "[modeldeployment][reconciler]") {
+  const bool set = GENERATE(true, false);
+  const auto deadline = set ? std::chrono::minutes(2) : std::chrono::minutes(10);
+  INFO((set ? "progressDeadline 2m" : "the default (10m)"));
+  Harness h;
+  json md = Md(json::array({{{"setWeight", 50}}, {{"pause", {{"duration", "1m"}}}}}));
+  if (set) md["spec"]["strategy"]["canary"]["progressDeadline"] = "2m";
+  h.Stable(md);
+  h.SetModel("v2");
+  h.ReconcileOk();
+  json pod = {
+      {"apiVersion", "v1"},
+      {"kind", "Pod"},
+      {"metadata",
+       {{"name", "chat-v2-abc"},
+        {"namespace", kNs},
+        {"labels", {{api::kModelDeploymentLabel, kName}, {api::kModelVersionLabel, "v2"}}}}},
+      {"status",
+       {{"phase", "Pending"},
+        {"containerStatuses",
+         json::array({{{"name", "serve"},
+                       {"ready", false},
+                       {"state", {{"waiting", {{"reason", "ImagePullBackOff"}}}}}}})}}}};
+  h.server.Put("pods", pod);
+  h.now += deadline - std::chrono::seconds(1);
+  h.ReconcileOk(2);
+  json s = h.Status();
+  INFO(s.dump());
+  CHECK(s["phase"] == "Progressing");
+  CHECK(s["message"].get<std::string>().find("waiting for v2") != std::string::npos);
+  CHECK(h.Weight("v2") == 0);
+  h.now += std::chrono::seconds(2);
+  h.ReconcileOk(2);
+  s = h.Status();
+  INFO(s.dump());
+  CHECK(s["phase"] == "Degraded");
+  const std::string message = s["message"];
+  CHECK(message.find("v2 did not have 2 ready replicas (0 now) within the progress deadline") !=
+        std::string::npos);
+  CHECK(message.find("ImagePullBackOff") != std::string::npos);
+  CHECK(h.Weight("v1") == 100);
+  CHECK(h.Weight("v2") == 0);
+  CHECK(s.value("rollbacks", 0) == 1);
+  CHECK(h.HasEvent("ProgressDeadlineExceeded"));
+  // Stopped for good: later reconciles leave it so (until the spec changes).
+  h.now += std::chrono::minutes(30);
+  h.ReconcileOk(2);
+  CHECK(h.Status()["phase"] == "Degraded");
+  CHECK(h.Weight("v1") == 100);
+}
+
 // Plays the Job controller and kubelet: the gate Job's pod with both
 // containers finished, each with `kiln-worker eval`'s report (or an error).
 json GatePod(const json& job, const std::string& canary_message, const std::string& stable_message,
