@@ -46,6 +46,7 @@ int RunEvalCommand(int argc, char** argv) {
   std::string data, checkpoint, server, model_name, report_path;
   std::string cache_dir = "/tmp/kiln-models";
   double min_accuracy = 0, max_perplexity = 0, max_loss = 0;
+  int samples = 0;
   constexpr double kInf = std::numeric_limits<double>::infinity();
   FlagSet flags("kiln-worker eval", kSynopsis, kEpilogue);
   flags.String("data", &data, "The evaluation set (required).").Metavar("PATH");
@@ -62,6 +63,10 @@ int RunEvalCommand(int argc, char** argv) {
               "(loss needs the weights).")
       .Metavar("URL");
   flags.String("model", &model_name, "The model name to send to the server.").Metavar("NAME");
+  flags
+      .Int("samples", &samples, 1, std::numeric_limits<int>::max(),
+           "Score only the set's first N examples (the same ones for every model scored).")
+      .DefaultText("all");
   flags
       .Double("min-accuracy", &min_accuracy, 0, 1, "Gate: exact-match accuracy must be at least X.")
       .DefaultText("no gate");
@@ -92,6 +97,9 @@ int RunEvalCommand(int argc, char** argv) {
   }
   auto examples = serve::ReadEvalSet(data);
   if (!examples.ok()) return Fail(examples.status());
+  if (flags.IsSet("samples") && examples->size() > static_cast<size_t>(samples)) {
+    examples->resize(static_cast<size_t>(samples));
+  }
   nlohmann::json report = {{"examples", examples->size()}};
   std::optional<model::Gpt<float>> model;
   if (!checkpoint.empty()) {

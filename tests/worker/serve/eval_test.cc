@@ -148,6 +148,15 @@ TEST_CASE("kiln-worker eval reports JSON and exits by its gates, from a checkpoi
   CHECK(report["gates"]["minAccuracy"]["passed"] == false);
   CHECK(report["gates"]["maxPerplexity"]["passed"] == true);
 
+  // --samples: only the first N examples are scored.
+  auto first = eval({"--checkpoint", *ckpt, "--samples", "1"});
+  CHECK(first.exit_code == 0);
+  report = json::parse(first.stdout_data);
+  CHECK(report["examples"] == 1);
+  CHECK(report["loss"]["tokens"] == 18);
+  CHECK(report["exactMatch"]["total"] == 0);
+  CHECK(json::parse(eval({"--checkpoint", *ckpt, "--samples", "50"}).stdout_data)["examples"] == 3);
+
   CHECK(eval({"--checkpoint", *ckpt, "--max-loss", "0.001"}).exit_code == 7);
   CHECK(eval({"--checkpoint", *ckpt, "--min-accuracy", "2"}).exit_code == 2);
   CHECK(eval({"--min-accuracy", "0.5"}).exit_code == 2);  // Neither source.
