@@ -48,12 +48,18 @@ Controller::Controller(std::string name, Reconciler& reconciler, ControllerOptio
 WorkQueueOptions Controller::Instrumented(WorkQueueOptions options, Metrics* metrics) {
   if (metrics != nullptr && options.observer == nullptr) {
     // The depth is read at scrape time, when queue_ exists.
-    options.observer = metrics->ForQueue(name_, [this] { return queue_.Len(); });
+    options.observer = metrics->ForQueue(
+        name_, [this] { return queue_.Len(); }, this);
+    depth_metrics_ = metrics;
   }
   return options;
 }
 
-Controller::~Controller() { Stop(); }
+Controller::~Controller() {
+  Stop();
+  // A scrape after this must not read the queue that is about to go.
+  if (depth_metrics_ != nullptr) depth_metrics_->ForgetQueueDepth(name_, this);
+}
 
 void Controller::For(kube::Informer& informer) {
   Watches(informer, [](const Object& o) {

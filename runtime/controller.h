@@ -101,6 +101,9 @@ class Controller {
   const ControllerOptions options_;
   ControllerMetrics* const metrics_;  // Null without a Metrics.
   const log::Logger log_;
+  // The Metrics reading queue_'s depth (set while queue_ is built, so it is
+  // declared before it); the destructor tells it the queue is going.
+  Metrics* depth_metrics_ = nullptr;
   WorkQueue queue_;
   std::stop_source stop_;
   std::vector<std::thread> threads_;

@@ -55,7 +55,13 @@ class Metrics::QueueObserver : public WorkQueueObserver {
   void OnRetry() override { retries_.Increment(); }
   void OnStart(Clock::Duration queued) override { queued_.Observe(Seconds(queued)); }
   void OnDone(Clock::Duration processing) override { work_.Observe(Seconds(processing)); }
+  // Depth and SetDepth are called with the Metrics' mu_ held.
   size_t Depth() const { return depth_ ? depth_() : 0; }
+  void SetDepth(std::function<size_t()> depth, const void* owner) {
+    depth_ = std::move(depth);
+    owner_ = owner;
+  }
+  const void* owner() const { return owner_; }
 
  private:
   prometheus::Counter& adds_;
@@ -63,6 +69,7 @@ class Metrics::QueueObserver : public WorkQueueObserver {
   prometheus::Histogram& queued_;
   prometheus::Histogram& work_;
   std::function<size_t()> depth_;
+  const void* owner_ = nullptr;
 };
 
 Metrics::Metrics()
@@ -152,11 +159,21 @@ ControllerMetrics* Metrics::ForController(const std::string& name) {
   return slot.get();
 }
 
-WorkQueueObserver* Metrics::ForQueue(const std::string& name, std::function<size_t()> depth) {
+WorkQueueObserver* Metrics::ForQueue(const std::string& name, std::function<size_t()> depth,
+                                     const void* owner) {
   std::lock_guard<std::mutex> lock(mu_);
   auto& slot = queues_[name];
-  if (!slot) slot = std::make_unique<QueueObserver>(*this, name, std::move(depth));
+  if (!slot) slot = std::make_unique<QueueObserver>(*this, name, nullptr);
+  // A queue of the same name made again (a new controller on the same
+  // Metrics) is read from now on, not the one before it.
+  slot->SetDepth(std::move(depth), owner);
   return slot.get();
+}
+
+void Metrics::ForgetQueueDepth(const std::string& name, const void* owner) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = queues_.find(name);
+  if (it != queues_.end() && it->second->owner() == owner) it->second->SetDepth(nullptr, nullptr);
 }
 
 void Metrics::AddInformer(const std::string& resource, const kube::Informer* informer) {

@@ -64,8 +64,14 @@ class Metrics : public kube::RequestObserver {
 
   // Instruments for one controller / one queue; stable for the Metrics' life.
   ControllerMetrics* ForController(const std::string& name);
-  // An observer for the queue `name`; `depth` is read at scrape time.
-  WorkQueueObserver* ForQueue(const std::string& name, std::function<size_t()> depth);
+  // An observer for the queue `name`; `depth` is read at scrape time until
+  // ForgetQueueDepth(name, owner) (the queue's owner calls it before the
+  // queue goes; a later ForQueue of the same name replaces both).
+  WorkQueueObserver* ForQueue(const std::string& name, std::function<size_t()> depth,
+                              const void* owner = nullptr);
+  // Stops reading the depth of queue `name` if `owner` registered it last;
+  // the queue then reports depth 0. Its counters stay.
+  void ForgetQueueDepth(const std::string& name, const void* owner);
   // Informer counters, read at scrape time; the informer must outlive the
   // Metrics or be removed first.
   void AddInformer(const std::string& resource, const kube::Informer* informer);

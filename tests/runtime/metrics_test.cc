@@ -1,5 +1,6 @@
 #include "runtime/metrics.h"
 
+#include <memory>
 #include <thread>
 
 #include <catch2/catch.hpp>
@@ -78,6 +79,29 @@ TEST_CASE("the queue depth is read at scrape time", "[runtime][metrics]") {
   c.queue().Add("a");
   c.queue().Add("b");
   CHECK(Sample(metrics.Scrape(), R"(workqueue_depth{name="idle"})") == 2);
+}
+
+// A Metrics outlives its controllers (Metrics::Global() in the operator, a
+// test's controllers made one after another): a scrape reads the queue of
+// the newest controller of a name, and none once it is gone (ASan found the
+// scrape reading a destroyed controller's queue).
+TEST_CASE("the depth is read from the live controller of a name, never a destroyed one",
+          "[runtime][metrics]") {
+  Metrics metrics;
+  OutcomeReconciler reconciler;
+  auto depth = [&] { return Sample(metrics.Scrape(), R"(workqueue_depth{name="same"})"); };
+  auto first = std::make_unique<Controller>("same", reconciler, ControllerOptions{}, &metrics);
+  for (const char* key : {"a", "b", "c"}) first->queue().Add(key);
+  CHECK(depth() == 3);
+  auto second = std::make_unique<Controller>("same", reconciler, ControllerOptions{}, &metrics);
+  second->queue().Add("x");
+  CHECK(depth() == 1);
+  first.reset();  // The older one going leaves the newer one's depth alone.
+  CHECK(depth() == 1);
+  second.reset();
+  CHECK(depth() == 0);
+  // Its counters stay.
+  CHECK(Sample(metrics.Scrape(), R"(workqueue_adds_total{name="same"})") == 4);
 }
 
 TEST_CASE("API requests are counted and timed by host, verb and code", "[runtime][metrics]") {
