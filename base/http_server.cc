@@ -698,6 +698,10 @@ class Server final : public HttpServer {
     for (auto& s : Sessions()) s->Close();
     error_code ignored;
     acceptor_.close(ignored);  // Nothing to do if it failed: the server is going away.
+    // The handlers still queued (the cancelled accept, the sessions' reads
+    // and timers) hold the Core, which owns the loops that hold them: run
+    // them out, or the Core and its threads' memory are never freed.
+    core_->io->RunLeftovers();
     drained_ = true;
     return drained_all_;
   }

@@ -54,4 +54,11 @@ void IoThreads::Stop() {
   }
 }
 
+void IoThreads::RunLeftovers() {
+  for (auto& loop : loops_) {
+    loop->context.restart();
+    loop->context.poll();
+  }
+}
+
 }  // namespace kiln

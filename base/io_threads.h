@@ -39,6 +39,12 @@ class IoThreads {
   // Stops the loops and joins the threads; handlers not yet run never will.
   // Idempotent. Must not be called from one of the threads.
   void Stop();
+  // After Stop(): runs, on the calling thread, the handlers left in the
+  // loops' queues (mostly completions of operations cancelled as their
+  // sockets closed), until none is ready, so that what they hold is let go.
+  // An owner whose handlers hold it (a shared_ptr cycle through the queues)
+  // calls it, or leaks. Must not be called from one of the threads.
+  void RunLeftovers();
 
  private:
   struct Loop {
