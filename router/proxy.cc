@@ -309,18 +309,17 @@ Proxy::Proxy(Upstream& upstream, RouterMetrics& metrics, ProxyOptions options)
 
 Status Proxy::SetConfig(RouteConfig config) {
   KILN_RETURN_IF_ERROR(Validate(config));
-  const uint64_t generation = config.generation;
-  const int routes = static_cast<int>(config.routes.size());
   StatusOr<std::shared_ptr<const RouteTable>> table =
       RouteTable::Build(std::move(config), upstream_.registry());
   if (!table.ok()) return table.status();
+  std::shared_ptr<const RouteTable> next = *std::move(table);
   std::shared_ptr<const RouteTable> old;
   {
     std::lock_guard<std::mutex> lock(mu_);
     old = std::move(table_);
-    table_ = *std::move(table);
+    table_ = next;
   }
-  metrics_.SetConfig(generation, routes);
+  metrics_.SetConfig(next->config());
   return Status::Ok();  // `old` is released outside the lock.
 }
 

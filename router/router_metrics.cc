@@ -128,7 +128,11 @@ RouterMetrics::RouterMetrics(std::function<int64_t()> now_seconds)
                   .Name("kiln_router_routes")
                   .Help("Routes (ModelDeployments) in the route table in use.")
                   .Register(*registry_)
-                  .Add({})) {}
+                  .Add({})),
+      weights_(prometheus::BuildGauge()
+                   .Name("kiln_router_route_weight")
+                   .Help("Percent of a route's traffic the route table in use gives a version.")
+                   .Register(*registry_)) {}
 
 RouterMetrics::~RouterMetrics() = default;
 
@@ -205,9 +209,30 @@ void RouterMetrics::Mirrored(Version* v, const char* result) {
   c->Increment();
 }
 
-void RouterMetrics::SetConfig(uint64_t generation, int routes) {
-  generation_.Set(static_cast<double>(generation));
-  routes_.Set(routes);
+void RouterMetrics::SetConfig(const RouteConfig& config) {
+  std::lock_guard<std::mutex> lock(config_mu_);
+  generation_.Set(static_cast<double>(config.generation));
+  routes_.Set(static_cast<double>(config.routes.size()));
+  std::map<std::tuple<std::string, std::string, std::string>, prometheus::Gauge*> next;
+  for (const Route& route : config.routes) {
+    for (const VersionRoute& version : route.versions) {
+      auto key = std::make_tuple(route.name, version.name, version.role);
+      auto it = weight_series_.find(key);
+      prometheus::Gauge* gauge =
+          it != weight_series_.end()
+              ? it->second
+              : &weights_.Add(
+                    {{"route", route.name}, {"version", version.name}, {"role", version.role}});
+      gauge->Set(version.weight);
+      next[key] = gauge;
+    }
+  }
+  // A version that left the table (scaled down, or its route deleted) stops
+  // being reported rather than staying at its last weight.
+  for (const auto& [key, gauge] : weight_series_) {
+    if (next.count(key) == 0) weights_.Remove(gauge);
+  }
+  weight_series_ = std::move(next);
 }
 
 std::string RouterMetrics::Scrape() const {

@@ -16,6 +16,9 @@
 //      kiln_router_mirror_requests_total{route,version,result}   (apart from
 //          the requests above: a mirror's answer is discarded)
 //      kiln_router_config_generation, kiln_router_routes
+//      kiln_router_route_weight{route,version,role}  percent of the route's
+//          traffic the table in use gives the version (role: stable, canary,
+//          previous); a version gone from the table loses its series
 //  - a windowed summary (Summary), for the rollout analysis: per version,
 //    requests, errors, error rate, p50/p99 latency and time to first token
 //    over the last `window` (1 s resolution, up to 10 minutes), from
@@ -33,6 +36,7 @@
 #include <mutex>
 #include <shared_mutex>
 #include <string>
+#include <tuple>
 #include <utility>
 
 #include <nlohmann/json.hpp>
@@ -41,6 +45,8 @@
 #include <prometheus/gauge.h>
 #include <prometheus/histogram.h>
 #include <prometheus/registry.h>
+
+#include "router/route_config.h"
 
 namespace kiln::router {
 
@@ -70,7 +76,9 @@ class RouterMetrics {
   // A request refused before a version was chosen (kind as errors_total).
   void Rejected(const std::string& route, const char* kind, int status);
   void Mirrored(Version* v, const char* result);  // "ok", "status_5xx", "connect", ...
-  void SetConfig(uint64_t generation, int routes);
+  // The route table now in use: its generation, its number of routes and
+  // every version's weight.
+  void SetConfig(const RouteConfig& config);
 
   std::string Scrape() const;
   // {"windowSeconds": 60, "versions": [{"route": "default/chat",
@@ -96,6 +104,10 @@ class RouterMetrics {
   prometheus::Family<prometheus::Counter>& mirrored_;
   prometheus::Gauge& generation_;
   prometheus::Gauge& routes_;
+  prometheus::Family<prometheus::Gauge>& weights_;
+  std::mutex config_mu_;
+  // The weight series of the table in use, by (route, version, role); guarded by config_mu_.
+  std::map<std::tuple<std::string, std::string, std::string>, prometheus::Gauge*> weight_series_;
   mutable std::shared_mutex mu_;
   std::map<std::pair<std::string, std::string>, std::unique_ptr<Version>> versions_;  // mu_.
 };

@@ -29,6 +29,10 @@ APT_PACKAGES=(
   # A real Prometheus for the ModelDeployment analysis test (the test starts
   # its binary on loopback; the service the package starts is disabled below).
   prometheus
+  # The tests of kiln's Argo CD health checks (integrations/argocd/) run them
+  # in Lua 5.1, the language version of the interpreter Argo CD embeds
+  # (gopher-lua).
+  lua5.1
 )
 
 install_apt_packages() {

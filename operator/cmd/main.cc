@@ -22,6 +22,7 @@
 #include "kube/kubeconfig.h"
 #include "operator/api/labels.h"
 #include "operator/api/v1alpha1/resources.h"
+#include "operator/controllers/modeldeployment/metrics.h"
 #include "operator/controllers/modeldeployment/metrics_source.h"
 #include "operator/controllers/modeldeployment/prometheus_source.h"
 #include "operator/controllers/modeldeployment/reconciler.h"
@@ -78,6 +79,8 @@ int main(int argc, char** argv) {
   tj_options.progress_reader = &progress_reader;
   kiln::trainingjob::TrainingJobMetrics tj_metrics(kiln::runtime::Metrics::Global().registry());
   tj_options.metrics = &tj_metrics;
+  kiln::modeldeployment::ModelDeploymentMetrics md_rollout_metrics(
+      kiln::runtime::Metrics::Global().registry());
   std::string router_url;
   bool leader_elect = false, version = false;
   kiln::runtime::ManagerOptions options;
@@ -263,6 +266,7 @@ int main(int argc, char** argv) {
     kiln::modeldeployment::ModelDeploymentReconcilerOptions md_options;
     md_options.volume = tj_options.volume;
     md_options.prometheus_source = &md_prometheus;
+    md_options.metrics = &md_rollout_metrics;
     if (!router_url.empty()) {
       auto source = kiln::modeldeployment::RouterMetricsSource::New(router_url);
       if (!source.ok()) return flags.UsageError(source.status().message());

@@ -20,8 +20,10 @@ GOLDEN="$HERE/golden"
 CHECKS=(python3 "$HERE/chart_checks.py")
 RELEASE=kiln
 NAMESPACE=kiln-system
-# The ServiceMonitor is rendered only when the cluster serves its kind.
-MONITORING=(--api-versions monitoring.coreos.com/v1/ServiceMonitor)
+# The ServiceMonitors and the PrometheusRule are rendered only when the
+# cluster serves their kinds.
+MONITORING=(--api-versions monitoring.coreos.com/v1/ServiceMonitor
+  --api-versions monitoring.coreos.com/v1/PrometheusRule)
 
 update="${KILN_UPDATE_GOLDEN:-0}"
 if [ "${1:-}" = --update ]; then update=1; fi
@@ -138,11 +140,11 @@ fi
 # The ServiceMonitor needs both the value and the kind on the cluster.
 render "$SCRATCH/sm-absent.yaml" -f "$HERE/values-all.yaml" || true
 if [ "$(count_kind "$SCRATCH/sm-absent.yaml" ServiceMonitor)" = 0 ] &&
-  [ "$(count_kind "$SCRATCH/all-on.yaml" ServiceMonitor)" = 1 ] &&
+  [ "$(count_kind "$SCRATCH/all-on.yaml" ServiceMonitor)" = 2 ] &&
   [ "$(count_kind "$SCRATCH/default.yaml" ServiceMonitor)" = 0 ]; then
-  ok "ServiceMonitor only when enabled and monitoring.coreos.com/v1 is served"
+  ok "ServiceMonitors (operator, router) only when enabled and monitoring.coreos.com/v1 is served"
 else
-  fail "ServiceMonitor only when enabled and monitoring.coreos.com/v1 is served"
+  fail "ServiceMonitors (operator, router) only when enabled and monitoring.coreos.com/v1 is served"
 fi
 
 # The pod's grace period outlasts the operator's graceful shutdown.
@@ -179,6 +181,14 @@ rejected "a malformed duration" "at '/leaderElection/retryPeriod'" \
 rejected "an out-of-range router.port" "at '/router/port': maximum" --set router.port=99999
 rejected "a number as a pod label" "at '/podLabels/team': got number, want string" \
   --set podLabels.team=1
+rejected "an unknown key under metrics.prometheusRule" \
+  "at '/metrics/prometheusRule': additional properties 'bogus' not allowed" \
+  --set metrics.prometheusRule.bogus=1
+rejected "a disabled alert that is not kiln's" "'TargetDown' does not match pattern" \
+  --set metrics.prometheusRule.disabled.TargetDown=true
+rejected "a number as the dashboard's label value" \
+  "at '/metrics/grafanaDashboard/labelValue': got number, want string" \
+  --set metrics.grafanaDashboard.labelValue=1
 
 # The operator's rights are never bound to the namespace's "default" ServiceAccount.
 if out="$("$HELM" template "$RELEASE" "$CHART" --set serviceAccount.create=false 2>&1)"; then

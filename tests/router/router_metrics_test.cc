@@ -71,7 +71,9 @@ TEST_CASE("Prometheus metrics carry route, version, code and kind", "[router]") 
   metrics.EndRequest(v, {.status = 504, .error = "timeout", .seconds = 1});
   metrics.Rejected("", "unknown_model", 404);
   metrics.Mirrored(v, "ok");
-  metrics.SetConfig(12, 3);
+  metrics.SetConfig(
+      {.routes = {{.name = "default/a"}, {.name = "default/b"}, {.name = "default/c"}},
+       .generation = 12});
   const std::string text = metrics.Scrape();
   CHECK_THAT(text,
              Catch::Contains(
@@ -94,6 +96,40 @@ TEST_CASE("Prometheus metrics carry route, version, code and kind", "[router]") 
       text,
       Catch::Contains(
           R"(kiln_router_time_to_first_byte_seconds_count{route="default/chat",version="v2"} 1)"));
+}
+
+TEST_CASE("the route weights follow the table in use", "[router]") {
+  RouterMetrics metrics;
+  auto chat = [](int canary_weight) {
+    Route route{.name = "default/chat", .models = {"chat"}};
+    route.versions.push_back({.name = "v1", .role = "stable", .weight = 100 - canary_weight});
+    if (canary_weight > 0) {
+      route.versions.push_back({.name = "v2", .role = "canary", .weight = canary_weight});
+    }
+    return route;
+  };
+  metrics.SetConfig({.routes = {chat(25)}, .generation = 1});
+  std::string text = metrics.Scrape();
+  CHECK_THAT(
+      text, Catch::Contains(
+                R"(kiln_router_route_weight{role="stable",route="default/chat",version="v1"} 75)"));
+  CHECK_THAT(
+      text, Catch::Contains(
+                R"(kiln_router_route_weight{role="canary",route="default/chat",version="v2"} 25)"));
+
+  // A rollback: the canary leaves the table, and its series with it.
+  metrics.SetConfig({.routes = {chat(0)}, .generation = 2});
+  text = metrics.Scrape();
+  CHECK_THAT(
+      text,
+      Catch::Contains(
+          R"(kiln_router_route_weight{role="stable",route="default/chat",version="v1"} 100)"));
+  CHECK_THAT(text, !Catch::Contains(R"(version="v2")"));
+  CHECK_THAT(text, Catch::Contains("kiln_router_routes 1"));
+
+  // The route deleted: no weights at all.
+  metrics.SetConfig({.generation = 3});
+  CHECK_THAT(metrics.Scrape(), !Catch::Contains("kiln_router_route_weight{"));
 }
 
 }  // namespace

@@ -799,7 +799,10 @@ StatusOr<runtime::Result> ModelDeploymentReconciler::Reconcile(const runtime::Co
   const auto& kMds = v1::kModelDeployments;
   auto got = client_.Get(kMds, request.ns, request.name);
   if (!got.ok()) {
-    if (kube::IsNotFound(got.status())) return runtime::Result{};
+    if (kube::IsNotFound(got.status())) {
+      if (options_.metrics != nullptr) options_.metrics->SetPhase(request.ns, request.name, "");
+      return runtime::Result{};
+    }
     return got.status();
   }
   const json obj = std::move(*got);
@@ -941,6 +944,14 @@ StatusOr<runtime::Result> ModelDeploymentReconciler::Reconcile(const runtime::Co
     // say): decide again on the new one at once, without an error's backoff.
     if (kube::IsConflict(written)) return runtime::Result{.requeue_after = milliseconds(1)};
     KILN_RETURN_IF_ERROR(written);
+    if (options_.metrics != nullptr) {
+      const int32_t before = md.status ? md.status->rollbacks.value_or(0) : 0;
+      options_.metrics->CountRollbacks(request.ns, request.name,
+                                       status.rollbacks.value_or(0) - before);
+    }
+  }
+  if (options_.metrics != nullptr) {
+    options_.metrics->SetPhase(request.ns, request.name, status.phase.value_or(""));
   }
   if (events_ != nullptr) {
     for (const auto& e : rollout.events()) events_->Record(obj, e.type, e.reason, e.message);

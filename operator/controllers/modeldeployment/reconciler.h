@@ -53,6 +53,7 @@
 #include <functional>
 
 #include "kube/client.h"
+#include "operator/controllers/modeldeployment/metrics.h"
 #include "operator/controllers/modeldeployment/metrics_source.h"
 #include "operator/controllers/modeldeployment/prometheus_source.h"
 #include "operator/controllers/trainingjob/worker_pods.h"
@@ -70,6 +71,9 @@ struct ModelDeploymentReconcilerOptions {
   // Answers the analysis's `prometheus` metrics; none makes them
   // Inconclusive. Must outlive the reconciler.
   PrometheusSource* prometheus_source = nullptr;
+  // Where the controller's metrics go (metrics.h); none keeps no metrics.
+  // Must outlive the reconciler.
+  ModelDeploymentMetrics* metrics = nullptr;
   // How often a deployment waiting for replicas is looked at again (the
   // Deployments' informer also wakes it).
   std::chrono::milliseconds resync{std::chrono::seconds(5)};

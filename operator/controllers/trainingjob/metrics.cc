@@ -43,7 +43,11 @@ TrainingJobMetrics::TrainingJobMetrics(prometheus::Registry& registry)
       tokens_(BuildGauge()
                   .Name("kiln_trainingjob_tokens_per_second")
                   .Help("Training throughput rank 0 reported, all workers together")
-                  .Register(registry)) {}
+                  .Register(registry)),
+      loss_(BuildGauge()
+                .Name("kiln_trainingjob_loss")
+                .Help("The training loss rank 0 reported last")
+                .Register(registry)) {}
 
 void TrainingJobMetrics::SetPhase(const std::string& ns, const std::string& name,
                                   const std::string& phase) {
@@ -53,11 +57,17 @@ void TrainingJobMetrics::SetPhase(const std::string& ns, const std::string& name
   const std::string old = it == phases_.end() ? "" : it->second;
   if (old == phase) return;
   if (!old.empty()) jobs_.Add({{"phase", old}}).Decrement();
-  if (phase.empty()) {
-    phases_.erase(key);
+  // A job that is gone, finished or suspended makes no progress: its
+  // progress series go rather than standing still (which would read as a
+  // stalled job).
+  if (phase.empty() || phase == "Succeeded" || phase == "Failed" || phase == "Suspended") {
     const prometheus::Labels labels = {{"namespace", ns}, {"trainingjob", name}};
     if (step_.Has(labels)) step_.Remove(&step_.Add(labels));
     if (tokens_.Has(labels)) tokens_.Remove(&tokens_.Add(labels));
+    if (loss_.Has(labels)) loss_.Remove(&loss_.Add(labels));
+  }
+  if (phase.empty()) {
+    phases_.erase(key);
     return;
   }
   phases_[key] = phase;
@@ -75,10 +85,12 @@ void TrainingJobMetrics::ObserveRecovery(std::chrono::duration<double> took) {
 void TrainingJobMetrics::CountQuarantine() { quarantines_.Increment(); }
 
 void TrainingJobMetrics::SetProgress(const std::string& ns, const std::string& name, int64_t step,
-                                     std::optional<double> tokens_per_second) {
+                                     std::optional<double> tokens_per_second,
+                                     std::optional<double> loss) {
   const prometheus::Labels labels = {{"namespace", ns}, {"trainingjob", name}};
   step_.Add(labels).Set(static_cast<double>(step));
   if (tokens_per_second) tokens_.Add(labels).Set(*tokens_per_second);
+  if (loss) loss_.Add(labels).Set(*loss);
 }
 
 }  // namespace kiln::trainingjob

@@ -8,8 +8,11 @@
 //   kiln_trainingjob_step{namespace,trainingjob}       gauge: rank 0's last step
 //                                                      (rate() of it is steps/s)
 //   kiln_trainingjob_tokens_per_second{namespace,trainingjob}  gauge: rank 0's throughput
-// Counts are this process's: a new leader starts the counters afresh and
-// learns the phases as it reconciles. Thread-safe.
+//   kiln_trainingjob_loss{namespace,trainingjob}       gauge: rank 0's last training loss
+// The per-job series exist while the job may progress: a job that finishes,
+// is suspended or is deleted loses them. Counts are this process's: a new
+// leader starts the counters afresh and learns the phases as it reconciles.
+// Thread-safe.
 #ifndef KILN_OPERATOR_CONTROLLERS_TRAININGJOB_METRICS_H_
 #define KILN_OPERATOR_CONTROLLERS_TRAININGJOB_METRICS_H_
 
@@ -34,14 +37,16 @@ class TrainingJobMetrics {
   TrainingJobMetrics(const TrainingJobMetrics&) = delete;
   TrainingJobMetrics& operator=(const TrainingJobMetrics&) = delete;
 
-  // Job `ns`/`name` is now in `phase`; "" when it is gone (its per-job
-  // series go too).
+  // Job `ns`/`name` is now in `phase`; "" when it is gone. Its progress
+  // series go when it is gone, finished or suspended.
   void SetPhase(const std::string& ns, const std::string& name, const std::string& phase);
   void CountRestart(const std::string& reason);
   void ObserveRecovery(std::chrono::duration<double> took);
   void CountQuarantine();
+  // Rank 0's last progress report; a value it did not report leaves that
+  // series as it was.
   void SetProgress(const std::string& ns, const std::string& name, int64_t step,
-                   std::optional<double> tokens_per_second);
+                   std::optional<double> tokens_per_second, std::optional<double> loss);
 
  private:
   prometheus::Family<prometheus::Gauge>& jobs_;
@@ -50,6 +55,7 @@ class TrainingJobMetrics {
   prometheus::Counter& quarantines_;
   prometheus::Family<prometheus::Gauge>& step_;
   prometheus::Family<prometheus::Gauge>& tokens_;
+  prometheus::Family<prometheus::Gauge>& loss_;
 
   std::mutex mu_;
   std::map<std::string, std::string> phases_;  // By namespace/name; guarded by mu_.

@@ -816,7 +816,7 @@ StatusOr<runtime::Result> TrainingJobReconciler::Reconcile(const runtime::Contex
                     pod_options.metrics_port, status);
     if (options_.metrics != nullptr && status.step) {
       options_.metrics->SetProgress(request.ns, request.name, *status.step,
-                                    status.tokens_per_second);
+                                    status.tokens_per_second, status.loss);
     }
   }
   KILN_RETURN_IF_ERROR(write());

@@ -15,10 +15,13 @@
 #include <thread>
 
 #include <catch2/catch.hpp>
+#include <prometheus/registry.h>
+#include <prometheus/text_serializer.h>
 
 #include "base/http_server.h"
 #include "operator/api/labels.h"
 #include "operator/api/v1alpha1/resources.h"
+#include "operator/controllers/modeldeployment/metrics.h"
 #include "operator/controllers/modeldeployment/quality_gate.h"
 #include "operator/controllers/modeldeployment/version_workload.h"
 #include "runtime/event_recorder.h"
@@ -113,6 +116,7 @@ class Harness {
     ModelDeploymentReconcilerOptions o;
     o.metrics_source = &metrics;
     o.prometheus_source = prometheus_source != nullptr ? prometheus_source : &prometheus;
+    o.metrics = &rollout_metrics;
     o.now = [this] { return now; };
     o.scale_down_grace = scale_down_grace;
     reconciler_ = std::make_unique<ModelDeploymentReconciler>(*client_, &events_, o);
@@ -238,6 +242,9 @@ class Harness {
   FakeApiServer server;
   FakeMetrics metrics;
   FakePrometheus prometheus;
+  prometheus::Registry registry;
+  ModelDeploymentMetrics rollout_metrics{registry};
+  std::string Scrape() { return prometheus::TextSerializer().Serialize(registry.Collect()); }
   PrometheusSource* prometheus_source = nullptr;  // Instead of `prometheus`, after Restart.
   // Most tests delete a version as soon as it loses its weight; the grace
   // has its own test.
@@ -413,12 +420,43 @@ TEST_CASE("a failed analysis sends all traffic to stable before the canary is re
   CHECK(written < deleted);
   CHECK(h.HasEvent("AnalysisFailed"));
 
-  // It stays stopped: reconciling again starts no canary.
+  const std::string rollbacks =
+      R"(kiln_modeldeployment_rollbacks_total{modeldeployment="chat",namespace="serving"} 1)";
+  CHECK_THAT(h.Scrape(), Catch::Contains(rollbacks + "\n"));
+  CHECK_THAT(h.Scrape(),
+             Catch::Contains("kiln_modeldeployment_deployments{phase=\"Degraded\"} 1\n"));
+  CHECK_THAT(h.Scrape(),
+             Catch::Contains("kiln_modeldeployment_deployments{phase=\"Healthy\"} 0\n"));
+
+  // It stays stopped: reconciling again starts no canary, nor counts again.
   h.now += seconds(60);
   h.ReconcileOk(2);
   CHECK_FALSE(h.Deployment("v2").has_value());
   CHECK(h.Status()["phase"] == "Degraded");
   CHECK(h.Status()["rollbacks"] == 1);
+  CHECK_THAT(h.Scrape(), Catch::Contains(rollbacks + "\n"));
+}
+
+TEST_CASE("the metrics count deployments by phase and drop a deleted one's series",
+          "[modeldeployment][metrics]") {
+  prometheus::Registry registry;
+  ModelDeploymentMetrics m(registry);
+  auto text = [&] { return prometheus::TextSerializer().Serialize(registry.Collect()); };
+  m.SetPhase("a", "chat", "Progressing");
+  m.SetPhase("a", "chat", "Healthy");
+  m.SetPhase("b", "chat", "Healthy");
+  m.CountRollbacks("a", "chat", 1);
+  m.CountRollbacks("a", "chat", 0);  // Nothing new: no change.
+  CHECK_THAT(text(), Catch::Contains("kiln_modeldeployment_deployments{phase=\"Healthy\"} 2\n"));
+  CHECK_THAT(text(),
+             Catch::Contains("kiln_modeldeployment_deployments{phase=\"Progressing\"} 0\n"));
+  CHECK_THAT(
+      text(),
+      Catch::Contains(
+          R"(kiln_modeldeployment_rollbacks_total{modeldeployment="chat",namespace="a"} 1)"));
+  m.SetPhase("a", "chat", "");
+  CHECK_THAT(text(), Catch::Contains("kiln_modeldeployment_deployments{phase=\"Healthy\"} 1\n"));
+  CHECK_THAT(text(), !Catch::Contains("kiln_modeldeployment_rollbacks_total{"));
 }
 
 TEST_CASE("an analysis within bounds passes after its duration, and no traffic is inconclusive",

@@ -749,17 +749,24 @@ TEST_CASE("the metrics count jobs by phase and drop a deleted job's series",
   m.SetPhase("a", "two", "Running");
   m.SetPhase("a", "two", "Running");  // Again: no change.
   m.SetPhase("b", "one", "Pending");
-  m.SetProgress("a", "one", 120, 6000.0);
+  m.SetProgress("a", "one", 120, 6000.0, 2.5);
+  m.SetProgress("b", "one", 7, std::nullopt, std::nullopt);  // Not reported yet: no series.
   CHECK_THAT(text(), Catch::Contains("kiln_trainingjob_jobs{phase=\"Running\"} 2\n"));
   CHECK_THAT(text(), Catch::Contains("kiln_trainingjob_jobs{phase=\"Pending\"} 1\n"));
   CHECK_THAT(text(),
              Catch::Contains("kiln_trainingjob_step{namespace=\"a\",trainingjob=\"one\"} 120\n"));
-  m.SetPhase("a", "one", "Succeeded");
+  CHECK_THAT(text(),
+             Catch::Contains("kiln_trainingjob_loss{namespace=\"a\",trainingjob=\"one\"} 2.5\n"));
+  CHECK_THAT(text(), !Catch::Contains("kiln_trainingjob_loss{namespace=\"b\""));
+  m.SetPhase("a", "one", "Succeeded");  // Finished: no progress to report.
+  CHECK_THAT(text(), !Catch::Contains("kiln_trainingjob_step{namespace=\"a\""));
+  CHECK_THAT(text(), Catch::Contains("kiln_trainingjob_step{namespace=\"b\""));
   m.SetPhase("a", "one", "");
   CHECK_THAT(text(), Catch::Contains("kiln_trainingjob_jobs{phase=\"Running\"} 1\n"));
   CHECK_THAT(text(), Catch::Contains("kiln_trainingjob_jobs{phase=\"Succeeded\"} 0\n"));
-  CHECK_THAT(text(), !Catch::Contains("kiln_trainingjob_step{"));
+  CHECK_THAT(text(), !Catch::Contains("kiln_trainingjob_step{namespace=\"a\""));
   CHECK_THAT(text(), !Catch::Contains("kiln_trainingjob_tokens_per_second{"));
+  CHECK_THAT(text(), !Catch::Contains("kiln_trainingjob_loss{"));
 }
 
 }  // namespace
