@@ -49,8 +49,8 @@ class Table {
 // "Label:" padded to a fixed column, then the value.
 void Field(std::string& out, const std::string& label, const std::string& value) {
   constexpr size_t kColumn = 18;
-  std::string l = label + ":";
-  if (l.size() < kColumn) l += std::string(kColumn - l.size(), ' ');
+  std::string l = label.empty() ? "" : label + ":";
+  l += std::string(l.size() < kColumn ? kColumn - l.size() : 1, ' ');
   out += l + value + "\n";
 }
 
@@ -308,7 +308,7 @@ std::string FormatModelDeployment(const json& object, TimePoint now) {
         mark = "done";
       } else if (rolling && idx == current) {
         mark = "  ->";
-        if (st.step_started_at) note = "  (started " + When(*st.step_started_at, now) + ")";
+        if (st.step_started_at) note = "  (started " + Or(Age(*st.step_started_at, now)) + " ago)";
       }
       out += "  " + mark + "  " + std::to_string(i) + "  " + Step(steps[i]) + note + "\n";
     }

@@ -8,10 +8,11 @@ namespace kiln::plugin {
 namespace {
 
 // Whether a plain scalar `s` would be read back as something other than a
-// string (YAML 1.1 and 1.2 core schema: null, booleans, numbers).
+// string (YAML 1.1 and 1.2 core schema: null, booleans, numbers, and 1.1's
+// timestamps, which kubectl quotes too).
 bool NeedsQuotes(const std::string& s) {
   static const std::regex kOtherType(
-      R"(^(~|null|Null|NULL|true|True|TRUE|false|False|FALSE|yes|Yes|YES|no|No|NO|on|On|ON|off|Off|OFF|y|Y|n|N|[-+]?(\.[0-9]+|[0-9][0-9_]*(\.[0-9_]*)?)([eE][-+]?[0-9]+)?|[-+]?\.(inf|Inf|INF)|\.(nan|NaN|NAN)|0x[0-9a-fA-F]+|0o[0-7]+)$)");
+      R"(^(~|null|Null|NULL|true|True|TRUE|false|False|FALSE|yes|Yes|YES|no|No|NO|on|On|ON|off|Off|OFF|y|Y|n|N|[-+]?(\.[0-9]+|[0-9][0-9_]*(\.[0-9_]*)?)([eE][-+]?[0-9]+)?|[-+]?\.(inf|Inf|INF)|\.(nan|NaN|NAN)|0x[0-9a-fA-F]+|0o[0-7]+|[0-9]{4}-[0-9]{1,2}-[0-9]{1,2}([Tt ].*)?)$)");
   return s.empty() || std::regex_match(s, kOtherType);
 }
 
