@@ -23,7 +23,10 @@ std::string Explain(const Status& status, const Attempt& a) {
     }
     return status.message();
   }
-  if (kube::IsNotFound(status)) {
+  // A subresource (pods/log) answered 404: the object exists, what it was
+  // asked for does not; the fallthrough below says so with the server's words.
+  const bool subresource = a.resource.find('/') != std::string::npos;
+  if (kube::IsNotFound(status) && !subresource) {
     if (!a.name.empty() && (api->name == a.name || api->name.empty()) &&
         api->message.find("could not find the requested resource") == std::string::npos) {
       return a.kind + " " + Quoted(a.name) + " not found" + Where(a);
