@@ -201,7 +201,7 @@ int RolloutAction(const CommandLine& cl, kube::Client& client, Terminal& term) {
              << "), generation " << (*patched)["metadata"].value("generation", json(0)).dump()
              << ".\n"
              << "The controller acts on it once: " << plan.note << ".\n"
-             << "Under GitOps, commit the same value, or the next sync sets it back.\n";
+             << "Under GitOps, commit the same value to Git, or a sync will set it back.\n";
     return 0;
   }
 }
