@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <exception>
 #include <iostream>
 
 #include "base/flags.h"
@@ -44,5 +45,13 @@ int main(int argc, char** argv) {
   // Ctrl-C ends watch and logs -f cleanly; other commands are short.
   kiln::StopSignal& stop = kiln::StopSignal::Install();
   Terminal term{std::cout, std::cerr, isatty(STDOUT_FILENO) == 1, &stop.requested()};
-  return RunCommand(*cl, **client, term);
+  try {
+    return RunCommand(*cl, **client, term);
+  } catch (const std::exception& e) {
+    // The views read objects the API server validated against kiln's CRDs;
+    // one that still surprises them (another version of kiln) ends here,
+    // with a sentence rather than a crash.
+    std::cerr << "error: unexpected data from the API server: " << e.what() << "\n";
+    return 1;
+  }
 }
