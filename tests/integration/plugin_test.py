@@ -20,6 +20,7 @@ python3 tests/integration/plugin_test.py
 import base64
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -273,6 +274,30 @@ class PluginTest(unittest.TestCase):
         self.assertEqual(p.returncode, 1, err)
         self.assertIn("Message:          analysis failed at step 1", out)
         self.assertTrue(out.endswith('modeldeployment "watched-md" is Degraded.\n'), out)
+
+    @unittest.skipUnless(shutil.which("script"), "util-linux's script (a terminal) is missing")
+    def test_watch_redraws_in_place_on_a_terminal(self):
+        apply(example("trainingjob", "on-tty"))
+        self.running_job("on-tty", step=10)
+        # script(1) gives the plugin a pseudo-terminal as its stdout.
+        p = subprocess.Popen(["script", "-qec", f"{PLUGIN} watch tj on-tty -n {NS}", "/dev/null"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             env=dict(os.environ, KUBECONFIG=HUB_KUBECONFIG))
+        try:
+            first = b""
+            while b"step 10 / 5000" not in first:
+                chunk = p.stdout.read1(4096)
+                self.assertTrue(chunk, "watch ended before its first view")
+                first += chunk
+            write_status("trainingjob", "on-tty", {"phase": "Failed"})
+            out, _ = p.communicate(timeout=20)
+        finally:
+            p.kill()
+        text = (first + out).decode()
+        self.assertEqual(p.returncode, 1)
+        self.assertEqual(text.count("\x1b[H\x1b[2J"), 2, text)  # Cleared before each view.
+        self.assertIn("Phase:            Failed (attempt 1)", text)
+        self.assertIn('trainingjob "on-tty" is Failed.', text)
 
     def test_watch_stops_on_ctrl_c(self):
         p = subprocess.Popen([PLUGIN, "watch", "md", "chat", "-n", NS], stdout=subprocess.PIPE,
