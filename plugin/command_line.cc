@@ -48,26 +48,26 @@ struct Values {
 std::unique_ptr<FlagSet> Define(Values& v) {
   auto f = std::make_unique<FlagSet>("kubectl kiln", kSynopsis, kEpilogue);
   f->Section("Connection:");
-  f->String("kubeconfig", &v.kubeconfig, "The kubeconfig file")
+  f->String("kubeconfig", &v.kubeconfig, "The kubeconfig file.")
       .Metavar("FILE")
       .DefaultText("$KUBECONFIG, then ~/.kube/config");
-  f->String("context", &v.context, "The kubeconfig context")
+  f->String("context", &v.context, "The kubeconfig context.")
       .Metavar("NAME")
       .DefaultText("the current context");
-  f->String("namespace", &v.ns, "The object's namespace")
+  f->String("namespace", &v.ns, "The object's namespace.")
       .Short('n')
       .Metavar("NS")
       .DefaultText("the context's, else default");
   f->Section("status:");
-  f->Bool("all-namespaces", &v.all_namespaces, "List the objects of every namespace (no NAME)")
+  f->Bool("all-namespaces", &v.all_namespaces, "List the objects of every namespace (no NAME).")
       .Short('A');
-  f->Enum("output", &v.output, {"json", "yaml"}, "Print the object as the API returns it")
+  f->Enum("output", &v.output, {"json", "yaml"}, "Print the object as the API returns it.")
       .Short('o');
   f->Section("logs:");
-  f->Int("rank", &v.rank, int32_t{0}, std::numeric_limits<int32_t>::max(), "The worker's rank")
+  f->Int("rank", &v.rank, int32_t{0}, std::numeric_limits<int32_t>::max(), "The worker's rank.")
       .DefaultText("0");
-  f->Bool("follow", &v.follow, "Stream the log as it grows").Short('f');
-  f->Int("tail", &v.tail, int64_t{0}, std::numeric_limits<int64_t>::max(), "Only the last N lines")
+  f->Bool("follow", &v.follow, "Stream the log as it grows.").Short('f');
+  f->Int("tail", &v.tail, int64_t{0}, std::numeric_limits<int64_t>::max(), "Only the last N lines.")
       .DefaultText("all");
   return f;
 }
