@@ -7,7 +7,7 @@
 namespace kiln::plugin {
 namespace {
 
-TEST_CASE("-o yaml reads back as the same JSON", "[plugin][yaml]") {
+TEST_CASE("the yaml output (-o yaml) reads back as the same JSON", "[plugin][yaml]") {
   const nlohmann::json object = nlohmann::json::parse(R"({
     "metadata": {"name": "chat", "resourceVersion": "4242", "generation": 7,
                  "creationTimestamp": "2026-12-01T00:00:00Z", "labels": {"on": "yes", "": "x"}},
