@@ -65,6 +65,11 @@ FlagSet::Flag& FlagSet::Flag::Check(std::function<Status(const std::string&)> ch
   return *this;
 }
 
+FlagSet::Flag& FlagSet::Flag::Short(char letter) {
+  short_ = letter;
+  return *this;
+}
+
 FlagSet::FlagSet(std::string program, std::string synopsis, std::string epilogue)
     : program_(std::move(program)),
       synopsis_(std::move(synopsis)),
@@ -178,39 +183,71 @@ FlagSet::Flag* FlagSet::Find(const std::string& name) const {
   return nullptr;
 }
 
+FlagSet::Flag* FlagSet::FindShort(char letter) const {
+  for (const auto& e : entries_) {
+    if (!e->name_.empty() && e->short_ == letter) return e.get();
+  }
+  return nullptr;
+}
+
+void FlagSet::Positionals(std::vector<std::string>* out) { positionals_ = out; }
+
+Status FlagSet::Set(Flag& flag, const std::string& spelling, bool has_value, std::string value,
+                    int argc, char** argv, int& i) {
+  if (!has_value) {
+    if (flag.is_switch_) {
+      value = "true";
+    } else if (i + 1 >= argc) {
+      return Status::InvalidArgument(spelling + ": needs a value");
+    } else {
+      value = argv[++i];
+    }
+  }
+  if (std::string error = flag.set_value_(value); !error.empty()) {
+    return Status::InvalidArgument(spelling + ": " + error);
+  }
+  if (flag.check_) {
+    if (Status s = flag.check_(value); !s.ok()) {
+      return Status::InvalidArgument(spelling + ": " + s.message());
+    }
+  }
+  flag.set_ = true;
+  return Status::Ok();
+}
+
 Status FlagSet::Parse(int argc, char** argv, int first) {
+  bool flags_ended = false;
   for (int i = first; i < argc; ++i) {
     const std::string arg = argv[i];
-    if (arg.rfind("--", 0) != 0 || arg.size() == 2) {
-      return Status::InvalidArgument("unexpected argument '" + arg + "'");
+    const bool is_long = arg.rfind("--", 0) == 0 && arg.size() > 2;
+    const bool is_short = !is_long && arg.size() >= 2 && arg[0] == '-' && arg[1] != '-';
+    if (positionals_ != nullptr && arg == "--" && !flags_ended) {
+      flags_ended = true;
+      continue;
     }
-    std::string name = arg.substr(2), value;
+    if (flags_ended || (!is_long && !is_short)) {
+      if (positionals_ == nullptr) {
+        return Status::InvalidArgument("unexpected argument '" + arg + "'");
+      }
+      positionals_->push_back(arg);
+      continue;
+    }
+    std::string name = arg.substr(is_long ? 2 : 1), value;
     bool has_value = false;
     if (auto eq = name.find('='); eq != std::string::npos) {
       value = name.substr(eq + 1);
       name.resize(eq);
       has_value = true;
     }
+    if (is_short) {
+      Flag* flag = name.size() == 1 ? FindShort(name[0]) : nullptr;
+      if (flag == nullptr) return Status::InvalidArgument("unknown flag '-" + name + "'");
+      KILN_RETURN_IF_ERROR(Set(*flag, "-" + name, has_value, value, argc, argv, i));
+      continue;
+    }
     Flag* flag = Find(name);
     if (flag == nullptr) return Status::InvalidArgument("unknown flag '--" + name + "'");
-    if (!has_value) {
-      if (flag->is_switch_) {
-        value = "true";
-      } else if (i + 1 >= argc) {
-        return Status::InvalidArgument("--" + name + ": needs a value");
-      } else {
-        value = argv[++i];
-      }
-    }
-    if (std::string error = flag->set_value_(value); !error.empty()) {
-      return Status::InvalidArgument("--" + name + ": " + error);
-    }
-    if (flag->check_) {
-      if (Status s = flag->check_(value); !s.ok()) {
-        return Status::InvalidArgument("--" + name + ": " + s.message());
-      }
-    }
-    flag->set_ = true;
+    KILN_RETURN_IF_ERROR(Set(*flag, "--" + name, has_value, value, argc, argv, i));
   }
   return Status::Ok();
 }
@@ -222,13 +259,17 @@ std::optional<int> FlagSet::ParseOrExit(int argc, char** argv, int first) {
       std::fputs(Usage().c_str(), stdout);
       return 0;
     }
+    if (arg == "--" && positionals_ != nullptr) break;
     // A value that looks like --help ("--model-name --help") is still a value.
-    if (Flag* f = arg.rfind("--", 0) == 0 && arg.find('=') == std::string::npos
-                      ? Find(arg.substr(2))
-                      : nullptr;
-        f != nullptr && !f->is_switch_) {
-      ++i;
+    Flag* f = nullptr;
+    if (arg.find('=') == std::string::npos) {
+      if (arg.rfind("--", 0) == 0) {
+        f = Find(arg.substr(2));
+      } else if (arg.size() == 2 && arg[0] == '-') {
+        f = FindShort(arg[1]);
+      }
     }
+    if (f != nullptr && !f->is_switch_) ++i;
   }
   if (Status s = Parse(argc, argv, first); !s.ok()) return UsageError(s.message());
   return std::nullopt;
@@ -255,7 +296,8 @@ std::string FlagSet::Usage() const {
       out += e->help_ + "\n";
       continue;
     }
-    std::string left = "  --" + e->name_;
+    std::string left = e->short_ != 0 ? std::string("  -") + e->short_ + ", --" : "  --";
+    left += e->name_;
     if (!e->metavar_.empty()) left += " " + e->metavar_;
     std::string help = e->help_;
     std::vector<std::string> notes;

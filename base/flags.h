@@ -38,10 +38,13 @@ class FlagSet {
     // An extra check of the raw text, after the type's; its error message
     // follows "--name: ".
     Flag& Check(std::function<Status(const std::string&)> check);
+    // A one-letter alias: "-n value", "-n=value", a switch as "-A".
+    Flag& Short(char letter);
 
    private:
     friend class FlagSet;
     std::string name_, metavar_, help_, default_text_, range_text_;
+    char short_ = 0;
     bool is_switch_ = false;  // Bool: no separate value.
     bool repeated_ = false;
     bool set_ = false;
@@ -76,6 +79,11 @@ class FlagSet {
   Flag& Enum(const std::string& name, std::string* out, std::vector<std::string> words,
              std::string help);
 
+  // Accepts arguments that are not flags, in order, into `out`, wherever they
+  // stand among the flags ("status tj x -n ns"); after "--" every argument is
+  // one. Without it such an argument is an error.
+  void Positionals(std::vector<std::string>* out);
+
   // Parses argv[first..argc). InvalidArgument naming the flag for an unknown
   // flag, a missing or bad value or a stray argument.
   Status Parse(int argc, char** argv, int first);
@@ -101,10 +109,16 @@ class FlagSet {
   Flag& Add(const std::string& name, std::string help, std::string metavar,
             std::string default_text, std::function<std::string(const std::string&)> set_value);
   Flag* Find(const std::string& name) const;
+  Flag* FindShort(char letter) const;
+  // Sets `flag` (spelled `spelling` in errors) from argv[i] and, when it
+  // needs a value and has none inline, argv[i + 1] (advancing i).
+  Status Set(Flag& flag, const std::string& spelling, bool has_value, std::string value, int argc,
+             char** argv, int& i);
 
   std::string program_, synopsis_, epilogue_;
   // Flags and section titles in definition order; a title has no name.
   std::vector<std::unique_ptr<Flag>> entries_;
+  std::vector<std::string>* positionals_ = nullptr;
 };
 
 // Defined here because they are templates.

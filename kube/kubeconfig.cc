@@ -2,6 +2,7 @@
 
 #include <cstdlib>
 #include <filesystem>
+#include <set>
 
 #include <yaml-cpp/yaml.h>
 
@@ -219,6 +220,85 @@ StatusOr<RestConfig> ParseKubeconfig(const std::string& yaml_text, const std::st
 StatusOr<RestConfig> LoadKubeconfig(const std::string& path, const std::string& context) {
   KILN_ASSIGN_OR_RETURN(std::string text, ReadFile(path));
   return ParseKubeconfig(text, std::filesystem::path(path).parent_path().string(), context, path);
+}
+
+namespace {
+
+// Rewrites the relative file references of one file's clusters and users to
+// absolute paths under `base_dir`, so they survive the merge.
+void ResolveFileReferences(YAML::Node root, const std::string& base_dir) {
+  const std::pair<const char*, std::vector<const char*>> lists[] = {
+      {"clusters", {"certificate-authority"}},
+      {"users", {"client-certificate", "client-key", "tokenFile"}}};
+  for (const auto& [list, keys] : lists) {
+    YAML::Node entries = root[list];
+    if (!entries || !entries.IsSequence()) continue;
+    for (YAML::Node entry : entries) {
+      YAML::Node body = entry.IsMap() ? entry[list == std::string("clusters") ? "cluster" : "user"]
+                                      : YAML::Node();
+      if (!body || !body.IsMap()) continue;
+      for (const char* key : keys) {
+        YAML::Node v = body[key];
+        if (!v || !v.IsScalar()) continue;
+        const std::string path = v.as<std::string>();
+        if (!path.empty() && path[0] != '/') {
+          body[key] = (std::filesystem::path(base_dir) / path).string();
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+
+StatusOr<RestConfig> LoadMergedKubeconfig(const std::vector<std::string>& paths,
+                                          const std::string& context) {
+  if (paths.size() == 1) return LoadKubeconfig(paths[0], context);
+  YAML::Node merged(YAML::NodeType::Map);
+  std::string current_context, sources;
+  std::set<std::string> seen[3];
+  const char* lists[3] = {"clusters", "users", "contexts"};
+  for (const auto& path : paths) {
+    if (path.empty() || !std::filesystem::exists(path)) continue;
+    KILN_ASSIGN_OR_RETURN(std::string text, ReadFile(path));
+    YAML::Node root;
+    try {
+      root = YAML::Load(text);
+    } catch (const YAML::Exception& e) {
+      return Status::InvalidArgument("kubeconfig " + path + ": malformed YAML at line " +
+                                     std::to_string(e.mark.line + 1) + ": " + e.msg);
+    }
+    sources += (sources.empty() ? "" : ":") + path;
+    if (root.IsNull()) continue;
+    if (!root.IsMap()) {
+      return Status::InvalidArgument("kubeconfig " + path + ": (document): must be a YAML map");
+    }
+    ResolveFileReferences(root, std::filesystem::path(path).parent_path().string());
+    if (current_context.empty() && root["current-context"] && root["current-context"].IsScalar()) {
+      current_context = root["current-context"].as<std::string>();
+    }
+    for (int i = 0; i < 3; ++i) {
+      YAML::Node entries = root[lists[i]];
+      if (!entries || !entries.IsSequence()) continue;
+      for (const auto& entry : entries) {
+        if (!entry.IsMap() || !entry["name"] || !entry["name"].IsScalar()) continue;
+        if (seen[i].insert(entry["name"].as<std::string>()).second)
+          merged[lists[i]].push_back(entry);
+      }
+    }
+  }
+  if (sources.empty()) {
+    std::string listed;
+    for (const auto& p : paths) listed += (listed.empty() ? "" : ":") + p;
+    return Status::NotFound("kubeconfig: none of " + listed + " exists");
+  }
+  if (!current_context.empty()) merged["current-context"] = current_context;
+  Reader r(sources, "");
+  try {
+    return Parse(merged, r, context, sources);
+  } catch (const YAML::Exception& e) {
+    return Status::InvalidArgument("kubeconfig " + sources + ": " + e.msg);
+  }
 }
 
 StatusOr<std::vector<std::string>> KubeconfigContexts(const std::string& path) {

@@ -23,6 +23,15 @@ StatusOr<RestConfig> LoadKubeconfig(const std::string& path, const std::string& 
 StatusOr<RestConfig> ParseKubeconfig(const std::string& yaml_text, const std::string& base_dir,
                                      const std::string& context, const std::string& source);
 
+// Loads `context` (the merged current-context when empty) from several
+// kubeconfig files merged as kubectl merges $KUBECONFIG's list: the first
+// file that sets current-context, or defines a context, cluster or user of a
+// name, wins; a relative file reference resolves against the folder of the
+// file it is in; files that do not exist are skipped (NotFound when none
+// does). One path behaves as LoadKubeconfig.
+StatusOr<RestConfig> LoadMergedKubeconfig(const std::vector<std::string>& paths,
+                                          const std::string& context = "");
+
 // The contexts a kubeconfig defines, in file order.
 StatusOr<std::vector<std::string>> KubeconfigContexts(const std::string& path);
 

@@ -94,7 +94,7 @@ TEST_CASE("FlagSet refuses bad lines, naming the flag and what it expected", "[b
       {{"--bogus=1"}, "unknown flag '--bogus'"},
       {{"stray"}, "unexpected argument 'stray'"},
       {{"--"}, "unexpected argument '--'"},
-      {{"-layers", "3"}, "unexpected argument '-layers'"},
+      {{"-layers", "3"}, "unknown flag '-layers'"},  // One dash: a one-letter alias.
   };
   for (const auto& c : cases) {
     INFO(c.message);
@@ -168,6 +168,46 @@ TEST_CASE("FlagSet::ParseOrExit answers --help and errors with the exit status",
   for (auto& a : value) argv.push_back(a.data());
   CHECK(f.ParseOrExit(2, argv.data(), 0) == std::nullopt);
   CHECK(v.name == "--help");
+}
+
+}  // namespace
+}  // namespace kiln
+
+namespace kiln {
+namespace {
+
+TEST_CASE("FlagSet takes one-letter aliases and positionals among the flags", "[base][flags]") {
+  std::string ns = "default", output;
+  bool all = false;
+  std::vector<std::string> words;
+  FlagSet f("kubectl kiln", "Usage: kubectl kiln");
+  f.String("namespace", &ns, "Namespace.").Short('n');
+  f.Bool("all-namespaces", &all, "All.").Short('A');
+  f.Enum("output", &output, {"json", "yaml"}, "Format.").Short('o');
+  f.Positionals(&words);
+  REQUIRE(ParseArgs(f, {"status", "-n", "team", "tj", "-A", "x", "-o=yaml", "--", "-y"}).ok());
+  CHECK(ns == "team");
+  CHECK(all);
+  CHECK(output == "yaml");
+  CHECK(words == std::vector<std::string>{"status", "tj", "x", "-y"});
+  CHECK(f.IsSet("namespace"));
+  CHECK(f.Usage().find("  -n, --namespace STRING") != std::string::npos);
+
+  // Errors name the flag as it was spelled.
+  CHECK(ParseArgs(f, {"-o", "xml"}).message() == "-o: \"xml\" is not one of json, yaml");
+  CHECK(ParseArgs(f, {"-z"}).message() == "unknown flag '-z'");
+  CHECK(ParseArgs(f, {"-n"}).message() == "-n: needs a value");
+  CHECK(ParseArgs(f, {"-nteam"}).message() == "unknown flag '-nteam'");
+}
+
+TEST_CASE("FlagSet without positionals still refuses stray arguments", "[base][flags]") {
+  std::string ns;
+  FlagSet f("prog", "Usage: prog");
+  f.String("namespace", &ns, "Namespace.").Short('n');
+  CHECK(ParseArgs(f, {"stray"}).message() == "unexpected argument 'stray'");
+  CHECK(ParseArgs(f, {"--"}).message() == "unexpected argument '--'");
+  REQUIRE(ParseArgs(f, {"-n", "x"}).ok());
+  CHECK(ns == "x");
 }
 
 }  // namespace

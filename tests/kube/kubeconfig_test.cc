@@ -217,5 +217,48 @@ TEST_CASE("in-cluster config reads the service account mount", "[kube][kubeconfi
   unsetenv("KUBERNETES_SERVICE_PORT");
 }
 
+TEST_CASE("a KUBECONFIG list merges as kubectl merges it", "[kube][kubeconfig]") {
+  TempDir a, b;
+  // The first file sets current-context and the context; the second holds
+  // the cluster (a CA file relative to the second file's folder) and the user,
+  // and a context of the same name, which loses.
+  const std::string first = a.Write("config",
+                                    "current-context: work\n"
+                                    "contexts:\n"
+                                    "- name: work\n"
+                                    "  context: {cluster: east, user: alice, namespace: team}\n");
+  b.Write("certs/ca.pem", "SECOND-CA");
+  const std::string second =
+      b.Write("config",
+              "current-context: other\n"
+              "clusters:\n"
+              "- name: east\n"
+              "  cluster: {server: https://east:6443, certificate-authority: "
+              "certs/ca.pem}\n"
+              "users:\n"
+              "- name: alice\n"
+              "  user: {token: alice-token}\n"
+              "contexts:\n"
+              "- name: work\n"
+              "  context: {cluster: east, user: alice, namespace: loser}\n"
+              "- name: other\n"
+              "  context: {cluster: east}\n");
+  auto cfg = LoadMergedKubeconfig({first, a.path() + "/missing", second});
+  REQUIRE(cfg.ok());
+  CHECK(cfg->context == "work");
+  CHECK(cfg->default_namespace == "team");
+  CHECK(cfg->server == "https://east:6443");
+  CHECK(cfg->ca_pem == "SECOND-CA");
+  CHECK(cfg->bearer_token == "alice-token");
+
+  auto other = LoadMergedKubeconfig({first, second}, "other");
+  REQUIRE(other.ok());
+  CHECK(other->bearer_token.empty());
+
+  auto none = LoadMergedKubeconfig({a.path() + "/x", b.path() + "/y"});
+  CHECK(none.status().code() == StatusCode::kNotFound);
+  CHECK_THAT(none.status().message(), Contains("none of"));
+}
+
 }  // namespace
 }  // namespace kiln::kube
