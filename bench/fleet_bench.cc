@@ -615,7 +615,7 @@ int RunKiln(const Options& o) {
   auto jobs_informer = Must(manager.GetInformer(*operator_client, v1::kTrainingJobs), "informer");
   kiln::fleet::Fleet& f = *fleet;
   kiln::trainingjob::TrainingJobReconciler reconciler(
-      *operator_client, f.members(), [&f] { return f.capacity().Snapshot(); }, &manager.events(),
+      *operator_client, f.members(), f.capacity(), &manager.events(),
       {.volume = {.claim_name = "", .host_path = "/tmp", .mount_path = "/kiln"}});
   manager.AddController("trainingjob", reconciler, {.workers = o.workers}).For(*jobs_informer);
   std::atomic<bool> stop{false};
