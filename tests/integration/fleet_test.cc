@@ -621,7 +621,8 @@ TEST_CASE("gangs submitted at once are all bound when their placements do not co
       used_by[node] = name;
     }
   }
-  std::printf("holds: %zu gangs submitted at once → every pod bound after %.2f s\n", gangs.size(),
+  std::printf("holds: %zu gangs submitted at once → %s after %.2f s\n", gangs.size(),
+              all_bound() ? "every pod bound" : "NOT every pod bound",
               Seconds(Clock::now() - submitted));
   // Bound and counted: every hold is spent, and the fleet is full.
   for (const std::string& m : members) {
