@@ -459,6 +459,9 @@ StatusOr<runtime::Result> TrainingJobReconciler::Reconcile(const runtime::Contex
   const v1::TrainingJobStatus before = status;
   const std::string phase = status.phase.value_or("Pending");
   const int32_t attempt = status.restarts.value_or(0);
+  // Level-based: a job without a decision holds nothing (e.g. a hold rebuilt
+  // from a status read just before the job restarted).
+  if (!status.placement || status.placement->empty()) capacity_.Release(request.Key());
   auto write = [&]() -> Status {
     status.observed_generation = generation;
     if (options_.metrics != nullptr) {
