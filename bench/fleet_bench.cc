@@ -437,8 +437,21 @@ class Observer {
   }
 
   // A pod of a gang (kiln's or the anchor's): bound once spec.nodeName is set.
+  // Every pod seen is counted, and whether kube-scheduler last called it
+  // Unschedulable (a placement that collided with another leaves its pods so).
   void OnPod(const std::string& cluster, const json& pod) {
-    if (pod.value("spec", json::object()).value("nodeName", "").empty()) return;
+    const std::string key = cluster + "/" + kiln::kube::Store::KeyOf(pod);
+    bool unschedulable = false;
+    for (const auto& c : pod.value("status", json::object()).value("conditions", json::array())) {
+      unschedulable |= c.value("type", "") == "PodScheduled" && c.value("status", "") == "False" &&
+                       c.value("reason", "") == "Unschedulable";
+    }
+    const bool bound = !pod.value("spec", json::object()).value("nodeName", "").empty();
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      unschedulable_[key] = unschedulable && !bound;
+    }
+    if (!bound) return;
     const std::string job =
         pod["metadata"].value("labels", json::object()).value(kiln::trainingjob::kJobNameLabel, "");
     if (job.empty()) return;
@@ -475,6 +488,13 @@ class Observer {
     return {decided, bound, bound_pods_};
   }
   double Now() const { return Seconds(Clock::now() - start_); }
+  // (pods seen, pods Unschedulable as last seen).
+  std::pair<int64_t, int64_t> PodStates() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    int64_t unschedulable = 0;
+    for (const auto& [key, u] : unschedulable_) unschedulable += u ? 1 : 0;
+    return {static_cast<int64_t>(unschedulable_.size()), unschedulable};
+  }
 
  private:
   void MaybeAllBound(Job& j) {
@@ -488,6 +508,7 @@ class Observer {
   mutable std::mutex mu_;
   std::map<std::string, Job> jobs_;
   int64_t bound_pods_ = 0;
+  std::map<std::string, bool> unschedulable_;  // "cluster/ns/name" → Unschedulable
 };
 
 // Waits until `done` or no progress for stall_s or timeout_s; true when done.
@@ -567,7 +588,10 @@ json Figures(const Observer& obs, double t_last_create,
     }
   }
   const int decided = placed + refused;
+  const auto [pods_seen, pods_unschedulable] = obs.PodStates();
   return {{"created", created.size()},
+          {"podsSeen", pods_seen},
+          {"podsUnschedulable", pods_unschedulable},
           {"createSeconds", t_last_create},
           {"decided", decided},
           {"undecided", undecided},
@@ -615,7 +639,7 @@ int RunKiln(const Options& o) {
   auto jobs_informer = Must(manager.GetInformer(*operator_client, v1::kTrainingJobs), "informer");
   kiln::fleet::Fleet& f = *fleet;
   kiln::trainingjob::TrainingJobReconciler reconciler(
-      *operator_client, f.members(), [&f] { return f.capacity().Snapshot(); }, &manager.events(),
+      *operator_client, f.members(), f.capacity(), &manager.events(),
       {.volume = {.claim_name = "", .host_path = "/tmp", .mount_path = "/kiln"}});
   manager.AddController("trainingjob", reconciler, {.workers = o.workers}).For(*jobs_informer);
   std::atomic<bool> stop{false};

@@ -16,6 +16,16 @@ inline constexpr const char* kManagedByValue = "kiln";
 inline constexpr const char* kModelDeploymentLabel = "kiln.dev/model-deployment";
 inline constexpr const char* kModelVersionLabel = "kiln.dev/model-version";
 
+// On each TrainingJob worker pod and Service in a member (owner references do
+// not cross clusters): the job's name (DNS-label safe; a long one is cut and
+// hashed) and UID, the attempt (status.restarts when it was created) and, on
+// pods, the rank. The capacity view keys a worker pod's GPUs by UID, attempt
+// and rank, so the pod replaces the hold its placement made.
+inline constexpr const char* kJobNameLabel = "kiln.dev/trainingjob";
+inline constexpr const char* kJobUidLabel = "kiln.dev/trainingjob-uid";
+inline constexpr const char* kRankLabel = "kiln.dev/rank";
+inline constexpr const char* kAttemptLabel = "kiln.dev/attempt";
+
 }  // namespace kiln::api
 
 #endif  // KILN_OPERATOR_API_LABELS_H_

@@ -251,8 +251,7 @@ int main(int argc, char** argv) {
     }
     kiln::fleet::Fleet& f = *fleet;
     tj_reconciler = std::make_unique<kiln::trainingjob::TrainingJobReconciler>(
-        **client, f.members(), [&f] { return f.capacity().Snapshot(); }, &manager.events(),
-        tj_options);
+        **client, f.members(), f.capacity(), &manager.events(), tj_options);
     kiln::runtime::Controller& tj_controller =
         manager.AddController("trainingjob", *tj_reconciler, {.workers = 4});
     tj_controller.For(**jobs);

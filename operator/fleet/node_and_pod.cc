@@ -1,6 +1,7 @@
 #include "operator/fleet/node_and_pod.h"
 
 #include <algorithm>
+#include <charconv>
 
 #include "operator/placement/trainingjob_gang.h"
 #include "operator/placement/well_known.h"
@@ -47,6 +48,19 @@ StatusOr<placement::Resources> ContainerRequests(const json& container) {
   if (!has("memory")) requests.memory_bytes = limits.memory_bytes;
   if (!has(kGpuResource)) requests.gpus = limits.gpus;
   return requests;
+}
+
+// A label value that is a whole, non-negative number (the attempt, the rank).
+std::optional<int32_t> CountLabel(const json& labels, const char* key) {
+  const json& v = Field(labels, key);
+  if (!v.is_string()) return std::nullopt;
+  const std::string& text = v.get_ref<const std::string&>();
+  int32_t n = 0;
+  auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), n);
+  if (text.empty() || ec != std::errc() || ptr != text.data() + text.size() || n < 0) {
+    return std::nullopt;
+  }
+  return n;
 }
 
 placement::Resources Max(const placement::Resources& a, const placement::Resources& b) {
@@ -112,6 +126,24 @@ StatusOr<placement::Resources> PodRequests(const json& pod) {
 bool PodTerminated(const json& pod) {
   const json& phase = Field(Field(pod, "status"), "phase");
   return phase.is_string() && (phase == "Succeeded" || phase == "Failed");
+}
+
+std::string AttemptHolder(std::string_view job_uid, int32_t attempt) {
+  return std::string(job_uid) + "@" + std::to_string(attempt);
+}
+
+std::optional<WorkerRef> WorkerOfPod(const json& pod) {
+  const json& labels = Field(Field(pod, "metadata"), "labels");
+  const json& managed_by = Field(labels, kManagedByLabel);
+  const json& uid = Field(labels, api::kJobUidLabel);
+  if (!managed_by.is_string() || managed_by != kManagedByValue || !uid.is_string() ||
+      uid.get_ref<const std::string&>().empty()) {
+    return std::nullopt;
+  }
+  const std::optional<int32_t> attempt = CountLabel(labels, api::kAttemptLabel);
+  const std::optional<int32_t> rank = CountLabel(labels, api::kRankLabel);
+  if (!attempt || !rank) return std::nullopt;
+  return WorkerRef{AttemptHolder(uid.get_ref<const std::string&>(), *attempt), *rank};
 }
 
 }  // namespace kiln::fleet

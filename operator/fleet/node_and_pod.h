@@ -4,7 +4,10 @@
 #ifndef KILN_OPERATOR_FLEET_NODE_AND_POD_H_
 #define KILN_OPERATOR_FLEET_NODE_AND_POD_H_
 
+#include <cstdint>
+#include <optional>
 #include <string>
+#include <string_view>
 
 #include <nlohmann/json.hpp>
 
@@ -34,6 +37,21 @@ StatusOr<placement::Resources> PodRequests(const nlohmann::json& pod);
 
 // True for Succeeded and Failed pods, which hold nothing.
 bool PodTerminated(const nlohmann::json& pod);
+
+// The holder of one attempt of a TrainingJob's gang in the capacity view:
+// "<job UID>@<attempt>". The UID, not the name, so a job deleted and made
+// again under its name is another holder, and the attempt, so the pods of an
+// earlier attempt (still being deleted) are never taken for this one's.
+std::string AttemptHolder(std::string_view job_uid, int32_t attempt);
+
+// A TrainingJob worker pod's place in its gang, from its labels.
+struct WorkerRef {
+  std::string holder;  // AttemptHolder of its job UID and attempt
+  int32_t rank = 0;
+};
+// The worker a pod is (kiln's managed-by label, and a job UID, a numeric
+// attempt and a numeric rank), or none for any other pod.
+std::optional<WorkerRef> WorkerOfPod(const nlohmann::json& pod);
 
 }  // namespace kiln::fleet
 

@@ -660,18 +660,18 @@ StatusOr<Placement> Place(const Gang& gang, const Snapshot& snapshot) {
                           " found capacity but no plan (a bug in the placement engine)");
 }
 
-std::string WorkerPodKey(std::string_view gang, int32_t rank) {
-  return std::string(gang) + "#" + std::to_string(rank);
+std::string WorkerPodKey(std::string_view holder, int32_t rank) {
+  return std::string(holder) + "#" + std::to_string(rank);
 }
 
-Status Reserve(const Placement& placement, Snapshot& snapshot) {
+Status Reserve(const Placement& placement, std::string_view holder, Snapshot& snapshot) {
   // Check every node first, so a stale placement holds nothing. Ranks already
   // held where the placement puts them (a repeated Reserve) need no new room.
   std::map<std::pair<std::string, std::string>, int64_t> per_node;
   for (size_t rank = 0; rank < placement.workers.size(); ++rank) {
     const auto& w = placement.workers[rank];
     const std::string* held =
-        snapshot.PodNode(w.cluster, WorkerPodKey(placement.gang, static_cast<int32_t>(rank)));
+        snapshot.PodNode(w.cluster, WorkerPodKey(holder, static_cast<int32_t>(rank)));
     if (held == nullptr || *held != w.node) ++per_node[{w.cluster, w.node}];
   }
   for (const auto& [where, workers] : per_node) {
@@ -696,17 +696,16 @@ Status Reserve(const Placement& placement, Snapshot& snapshot) {
   }
   for (size_t rank = 0; rank < placement.workers.size(); ++rank) {
     const auto& w = placement.workers[rank];
-    KILN_RETURN_IF_ERROR(snapshot.AddPod(w.cluster, w.node,
-                                         WorkerPodKey(placement.gang, static_cast<int32_t>(rank)),
-                                         placement.per_worker));
+    KILN_RETURN_IF_ERROR(snapshot.AddPod(
+        w.cluster, w.node, WorkerPodKey(holder, static_cast<int32_t>(rank)), placement.per_worker));
   }
   return Status::Ok();
 }
 
-Status Release(const Placement& placement, Snapshot& snapshot) {
+Status Release(const Placement& placement, std::string_view holder, Snapshot& snapshot) {
   for (size_t rank = 0; rank < placement.workers.size(); ++rank) {
-    KILN_RETURN_IF_ERROR(snapshot.RemovePod(
-        placement.workers[rank].cluster, WorkerPodKey(placement.gang, static_cast<int32_t>(rank))));
+    KILN_RETURN_IF_ERROR(snapshot.RemovePod(placement.workers[rank].cluster,
+                                            WorkerPodKey(holder, static_cast<int32_t>(rank))));
   }
   return Status::Ok();
 }

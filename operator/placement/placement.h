@@ -83,19 +83,29 @@ struct PlacementFailure : StatusDetail {
 // free: 8 in kiln-2/kiln-2-nvl-3".
 StatusOr<Placement> Place(const Gang& gang, const Snapshot& snapshot);
 
-// The reservation key of a rank of a placed gang: "<gang>#<rank>". The fleet
-// controller adds a kiln worker pod under this key (from its job and rank
+// The reservation key of a rank of a placed gang: "<holder>#<rank>", where
+// the holder names the gang (its name, or one attempt of it: the fleet's
+// capacity view uses the TrainingJob's UID and attempt). The capacity view
+// adds a kiln worker pod under this key (from its job UID, attempt and rank
 // labels) so the pod replaces the reservation Reserve made for it.
-std::string WorkerPodKey(std::string_view gang, int32_t rank);
+std::string WorkerPodKey(std::string_view holder, int32_t rank);
 
 // Holds a placement's resources in `snapshot` (AddPod per rank, keyed by
-// WorkerPodKey). All or nothing: Aborted, with nothing held, when a node is
-// gone, no longer takes work or has room, or its cluster was cordoned or
-// lost (the placement was made on an older snapshot); NotFound when a
-// cluster is gone.
-Status Reserve(const Placement& placement, Snapshot& snapshot);
-// Drops what Reserve held. Ok for ranks already gone.
-Status Release(const Placement& placement, Snapshot& snapshot);
+// WorkerPodKey(holder, rank)). All or nothing: Aborted, with nothing held,
+// when a node is gone, no longer takes work or has room, or its cluster was
+// cordoned or lost (the placement was made on an older snapshot); NotFound
+// when a cluster is gone. Ranks already held where the placement puts them
+// need no new room, so a repeated Reserve is a no-op.
+Status Reserve(const Placement& placement, std::string_view holder, Snapshot& snapshot);
+// Drops what Reserve held under `holder`. Ok for ranks already gone.
+Status Release(const Placement& placement, std::string_view holder, Snapshot& snapshot);
+// The same, held under the gang's own name (placement.gang).
+inline Status Reserve(const Placement& placement, Snapshot& snapshot) {
+  return Reserve(placement, placement.gang, snapshot);
+}
+inline Status Release(const Placement& placement, Snapshot& snapshot) {
+  return Release(placement, placement.gang, snapshot);
+}
 
 // One gang's outcome in a batch.
 struct BatchDecision {

@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <future>
+#include <map>
 #include <memory>
 #include <thread>
 #include <vector>
@@ -246,9 +247,9 @@ TEST_CASE("member clusters are connected, reported, lost and found again", "[int
   CHECK(hub.client.Delete(kube::resources::kNamespaces, "", hub.ns).ok());
 }
 
-// A gang of 2 workers × 8 GPUs: one whole cluster of the fixture (2 nodes of
-// 8 GPUs each).
-json Gang(const std::string& ns, const std::string& name) {
+// A gang of `replicas` workers × 8 GPUs: by default 2, one whole cluster of
+// the fixture (2 nodes of 8 GPUs each).
+json Gang(const std::string& ns, const std::string& name, int replicas = 2) {
   return {
       {"apiVersion", "kiln.dev/v1alpha1"},
       {"kind", "TrainingJob"},
@@ -265,7 +266,9 @@ json Gang(const std::string& ns, const std::string& name) {
         {"training",
          {{"steps", 100}, {"globalBatchSize", 16}, {"microBatchSize", 8}, {"sequenceLength", 64}}},
         {"workers",
-         {{"replicas", 2}, {"gpusPerWorker", 8}, {"image", "ghcr.io/kiln-dev/kiln-worker:0.1.0"}}},
+         {{"replicas", replicas},
+          {"gpusPerWorker", 8},
+          {"image", "ghcr.io/kiln-dev/kiln-worker:0.1.0"}}},
         {"checkpoint", {{"uri", "file:///kiln/" + name}}},
         {"failurePolicy", {{"maxRestarts", 3}, {"backoff", {{"initial", "1s"}}}}}}}};
 }
@@ -311,7 +314,7 @@ TEST_CASE("a lost member's gang is placed again on the others, and the member sw
   auto jobs = manager.GetInformer(hub.client, api::v1alpha1::kTrainingJobs, {.ns = hub.ns});
   REQUIRE(jobs.ok());
   trainingjob::TrainingJobReconciler reconciler(
-      hub.client, f.members(), [&f] { return f.capacity().Snapshot(); }, &manager.events(),
+      hub.client, f.members(), f.capacity(), &manager.events(),
       {.volume = {.claim_name = "", .host_path = "/tmp", .mount_path = "/kiln"},
        .resync = std::chrono::milliseconds(500)});
   runtime::Controller& controller =
@@ -469,6 +472,181 @@ TEST_CASE("a lost member's gang is placed again on the others, and the member sw
   for (size_t i = 0; i < 3; ++i) {
     for (const char* name : {"gang", "again"}) CHECK(pods(i, name, "", false) == 0);
   }
+  stop = true;
+  CHECK(run.get().ok());
+  for (const std::string& m : members) {
+    CHECK(hub.client.Delete(api::v1alpha1::kMemberClusters, "", m).ok());
+  }
+  for (size_t i = 0; i < 3; ++i) {
+    auto gone = clients[i]->Delete(kube::resources::kNamespaces, "", hub.ns);
+    CHECK((gone.ok() || kube::IsNotFound(gone.status())));
+  }
+}
+
+// Issue 13's collision: gangs submitted in the same instant, on capacity
+// that holds them all only if no two count the same free GPUs. Every
+// decision holds its nodes in the capacity view until its pods are bound,
+// so every pod of every gang is bound by the members' own kube-schedulers.
+TEST_CASE("gangs submitted at once are all bound when their placements do not collide",
+          "[integration][fleet][trainingjob][holds]") {
+  std::setvbuf(stdout, nullptr, _IOLBF, 0);
+  auto lc = testing::LocalClusters::FromEnvironment();
+  REQUIRE(lc.ok());
+  REQUIRE(lc->clusters().size() >= 3);
+  const testing::LocalCluster& hub_cluster = lc->clusters()[0];
+  auto hub_client = lc->Client(hub_cluster);
+  REQUIRE(hub_client.ok());
+  ApplyCrd(*lc, hub_cluster, "memberclusters");
+  ApplyCrd(*lc, hub_cluster, "trainingjobs");
+  Hub hub{**hub_client, testing::UniqueName("kiln-burst")};
+  REQUIRE(
+      hub.client.Create(kube::resources::kNamespaces, "", {{"metadata", {{"name", hub.ns}}}}).ok());
+  const std::string prefix = testing::UniqueName("burst");
+  std::vector<std::string> members;
+  std::vector<std::unique_ptr<kube::Client>> clients;
+  for (size_t i = 0; i < 3; ++i) {
+    auto config = ReadFile(lc->clusters()[i].kubeconfig);
+    REQUIRE(config.ok());
+    const std::string secret = "c" + std::to_string(i);
+    hub.PutSecret(secret, *config);
+    members.push_back(prefix + "-" + std::to_string(i));
+    hub.PutCluster(members.back(), secret);
+    auto client = lc->Client(lc->clusters()[i]);
+    REQUIRE(client.ok());
+    clients.push_back(std::move(*client));
+  }
+
+  runtime::Manager manager(hub.client,
+                           {.metrics_bind_address = "0", .health_probe_bind_address = "0"});
+  auto fleet = Fleet::Register(manager, hub.client, {.secret_namespace = hub.ns});
+  REQUIRE(fleet.ok());
+  Fleet& f = **fleet;
+  auto jobs = manager.GetInformer(hub.client, api::v1alpha1::kTrainingJobs, {.ns = hub.ns});
+  REQUIRE(jobs.ok());
+  trainingjob::TrainingJobReconciler reconciler(
+      hub.client, f.members(), f.capacity(), &manager.events(),
+      {.volume = {.claim_name = "", .host_path = "/tmp", .mount_path = "/kiln"},
+       .resync = std::chrono::milliseconds(500)});
+  // kiln-operator's 4 workers: decisions are made in parallel.
+  runtime::Controller& controller =
+      manager.AddController("trainingjob", reconciler, {.workers = 4});
+  controller.For(**jobs);
+  f.OnMemberPod([&controller](const std::string&, const json& pod) {
+    if (auto job = trainingjob::JobOfWorker(pod)) controller.queue().Add(job->Key());
+  });
+  std::atomic<bool> stop{false};
+  auto run = std::async(std::launch::async, [&] { return manager.Run(stop); });
+  struct StopOnExit {
+    std::atomic<bool>& stop;
+    ~StopOnExit() { stop = true; }
+  } stop_on_exit{stop};
+
+  const int64_t gpus = int64_t{lc->nodes_per_cluster()} * lc->gpus_per_node();
+  REQUIRE(gpus == 16);
+  for (const std::string& m : members) {
+    hub.WaitFor(m, "Ready", "True");
+    const auto start = Clock::now();
+    while (Clock::now() - start < std::chrono::seconds(60)) {
+      auto c = f.capacity().Snapshot().cluster(m);
+      if (c != nullptr && c->free_gpus() == gpus) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    REQUIRE(f.capacity().Snapshot().cluster(m)->free_gpus() == gpus);
+  }
+
+  // 48 GPUs in all, asked for by two gangs of 2 × 8 (a whole cluster each)
+  // and two of 1 × 8, created by four threads at once. Without holds, each
+  // decision sees the fleet empty and BinPack sends them all to the same
+  // first nodes.
+  const std::vector<std::pair<std::string, int>> gangs = {
+      {"pair-a", 2}, {"one-a", 1}, {"pair-b", 2}, {"one-b", 1}};
+  const auto submitted = Clock::now();
+  {
+    std::vector<std::future<Status>> creates;
+    for (const auto& [name, replicas] : gangs) {
+      creates.push_back(std::async(std::launch::async, [&, name = name, replicas = replicas] {
+        return hub.client.Create(api::v1alpha1::kTrainingJobs, hub.ns, Gang(hub.ns, name, replicas))
+            .status();
+      }));
+    }
+    for (auto& c : creates) REQUIRE(c.get().ok());
+  }
+
+  // Every pod of every gang bound (spec.nodeName, set by kube-scheduler:
+  // kiln pins by node affinity only) and running, in some member.
+  struct Bound {
+    int pods = 0;
+    int bound = 0;
+    std::vector<std::string> nodes;  // "cluster/node" of each bound pod
+  };
+  auto bound_of = [&](const std::string& name) {
+    Bound b;
+    for (size_t i = 0; i < clients.size(); ++i) {
+      auto list = clients[i]->List(
+          kube::resources::kPods, hub.ns,
+          {.label_selector = std::string(trainingjob::kJobNameLabel) + "=" + name});
+      if (!list.ok()) continue;
+      for (const auto& p : (*list)["items"]) {
+        ++b.pods;
+        const std::string node = p["spec"].value("nodeName", "");
+        if (!node.empty() && p["status"].value("phase", "") == "Running") {
+          ++b.bound;
+          b.nodes.push_back(members[i] + "/" + node);
+        }
+      }
+    }
+    return b;
+  };
+  auto all_bound = [&] {
+    for (const auto& [name, replicas] : gangs) {
+      const Bound b = bound_of(name);
+      if (b.pods != replicas || b.bound != replicas) return false;
+    }
+    return true;
+  };
+  const auto limit = std::chrono::seconds(120);
+  while (Clock::now() - submitted < limit && !all_bound()) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+  std::map<std::string, std::string> used_by;  // "cluster/node" → gang
+  for (const auto& [name, replicas] : gangs) {
+    const Bound b = bound_of(name);
+    auto s = hub.client.Get(api::v1alpha1::kTrainingJobs, hub.ns, name);
+    INFO(name << ": " << (s.ok() ? s->value("status", json::object()).dump() : "?"));
+    CHECK(b.pods == replicas);
+    CHECK(b.bound == replicas);
+    for (const std::string& node : b.nodes) {
+      INFO(node << " also runs " << used_by[node]);
+      CHECK(used_by[node].empty());  // 8 GPUs a node: one worker each.
+      used_by[node] = name;
+    }
+  }
+  std::printf("holds: %zu gangs submitted at once → %s after %.2f s\n", gangs.size(),
+              all_bound() ? "every pod bound" : "NOT every pod bound",
+              Seconds(Clock::now() - submitted));
+  // Bound and counted: every hold is spent, and the fleet is full.
+  for (const std::string& m : members) {
+    const auto start = Clock::now();
+    while (Clock::now() - start < std::chrono::seconds(30) &&
+           f.capacity().Snapshot().cluster(m)->free_gpus() != 0) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    CHECK(f.capacity().Snapshot().cluster(m)->free_gpus() == 0);
+  }
+  for (const auto& [name, replicas] : gangs) {
+    CHECK(f.capacity().HeldRanks(hub.ns + "/" + name).empty());
+  }
+
+  for (const auto& [name, replicas] : gangs) {
+    REQUIRE(hub.client.Delete(api::v1alpha1::kTrainingJobs, hub.ns, name).ok());
+  }
+  const auto deleted = Clock::now();
+  while (Clock::now() - deleted < std::chrono::seconds(60)) {
+    auto list = hub.client.List(api::v1alpha1::kTrainingJobs, hub.ns);
+    if (list.ok() && (*list)["items"].empty()) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+  for (const auto& [name, replicas] : gangs) CHECK(bound_of(name).pods == 0);
   stop = true;
   CHECK(run.get().ok());
   for (const std::string& m : members) {

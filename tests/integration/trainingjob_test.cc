@@ -131,7 +131,7 @@ TEST_CASE("a TrainingJob is placed, runs, restarts as a whole and is cleaned up"
   // member's pod informer through Fleet::OnMemberPod) wake its reconciles,
   // so a broken pod watch fails this test instead of hiding behind polling.
   TrainingJobReconciler reconciler(
-      hub, f.members(), [&f] { return f.capacity().Snapshot(); }, &manager.events(),
+      hub, f.members(), f.capacity(), &manager.events(),
       {.volume = {.claim_name = "", .host_path = "/tmp", .mount_path = "/kiln"},
        .resync = std::chrono::hours(1)});
   runtime::Controller& controller =

@@ -12,6 +12,7 @@
 #include "operator/api/v1alpha1/resources.h"
 #include "operator/controllers/trainingjob/failure_classifier.h"
 #include "operator/controllers/trainingjob/failure_policy.h"
+#include "operator/fleet/node_and_pod.h"
 #include "operator/fleet/quarantine.h"
 #include "operator/placement/placement.h"
 #include "operator/placement/trainingjob_gang.h"
@@ -122,6 +123,24 @@ Status EnsureNamespace(kube::Client& member, const std::string& ns) {
   return made.ok() || kube::IsAlreadyExists(made) ? Status::Ok() : made;
 }
 
+// What the ranks of `ranks` hold in the capacity view: each its node and one
+// worker's resources; a rank whose pod has ended (`ended[rank]`) holds
+// nothing.
+std::vector<fleet::WorkerHold> HoldsOf(const std::vector<RankPlacement>& ranks,
+                                       const placement::Resources& per_worker,
+                                       const std::vector<bool>& ended = {}) {
+  std::vector<fleet::WorkerHold> holds;
+  holds.reserve(ranks.size());
+  for (size_t rank = 0; rank < ranks.size(); ++rank) {
+    if (rank < ended.size() && ended[rank]) {
+      holds.push_back({});
+    } else {
+      holds.push_back({ranks[rank].cluster, ranks[rank].node, per_worker});
+    }
+  }
+  return holds;
+}
+
 // Whether the newest restart must wait out the backoff (failure_policy.h).
 bool NewestRestartBacksOff(const v1::TrainingJobStatus& status) {
   if (!status.restart_history || status.restart_history->empty()) return true;
@@ -141,12 +160,12 @@ std::optional<runtime::Request> JobOfWorker(const json& pod) {
 }
 
 TrainingJobReconciler::TrainingJobReconciler(kube::Client& hub, fleet::Members& members,
-                                             std::function<placement::Snapshot()> snapshot,
+                                             fleet::CapacityView& capacity,
                                              runtime::EventRecorder* events,
                                              TrainingJobReconcilerOptions options)
     : hub_(hub),
       members_(members),
-      snapshot_(std::move(snapshot)),
+      capacity_(capacity),
       events_(events),
       options_(std::move(options)) {}
 
@@ -162,7 +181,7 @@ StatusOr<bool> TrainingJobReconciler::DeleteWorkers(const json& job, int32_t att
   for (const auto& mc : clusters["items"]) {
     if (members_.Get(Str(mc["metadata"], "name")) == nullptr) gone = false;
   }
-  const placement::Snapshot fleet = snapshot_();
+  const placement::Snapshot fleet = capacity_.Snapshot();
   for (const std::string& name : members_.Names()) {
     auto member = members_.Get(name);
     if (member == nullptr) continue;
@@ -263,7 +282,7 @@ bool TrainingJobReconciler::SweepLostClusters(const std::string& key, const json
     }
   }
   if (lost.empty()) return true;
-  const placement::Snapshot fleet = snapshot_();
+  const placement::Snapshot fleet = capacity_.Snapshot();
   const std::string ns = Str(job["metadata"], "namespace");
   const std::string selector =
       Selector(job, std::nullopt) + "," + kAttemptLabel + "!=" + std::to_string(attempt);
@@ -351,6 +370,36 @@ void TrainingJobReconciler::Forget(const std::string& key) {
   memory_.erase(key);
 }
 
+Status TrainingJobReconciler::RebuildHolds() {
+  if (holds_rebuilt_.load()) return Status::Ok();
+  std::lock_guard<std::mutex> lock(rebuild_mu_);
+  if (holds_rebuilt_.load()) return Status::Ok();
+  KILN_ASSIGN_OR_RETURN(json list, hub_.List(v1::kTrainingJobs, ""));
+  int held = 0;
+  for (const json& item : list.value("items", json::array())) {
+    v1::TrainingJob job;
+    try {
+      job = item.get<v1::TrainingJob>();
+    } catch (const std::exception&) {
+      continue;  // Not readable: its own reconcile says so; it holds nothing.
+    }
+    if (!job.status || !job.status->placement || job.status->placement->empty() ||
+        job.status->phase.value_or("") != "Scheduled") {
+      continue;
+    }
+    auto gang = placement::FromTrainingJob(job);
+    if (!gang.ok()) continue;
+    capacity_.Hold(
+        gang->name,
+        fleet::AttemptHolder(Str(item["metadata"], "uid"), job.status->restarts.value_or(0)),
+        HoldsOf(Ranks(*job.status->placement), gang->PerWorker()));
+    ++held;
+  }
+  log::Logger("trainingjob").Info("placements held again from the jobs' status", {{"jobs", held}});
+  holds_rebuilt_.store(true);
+  return Status::Ok();
+}
+
 StatusOr<runtime::Result> TrainingJobReconciler::Reconcile(const runtime::Context& ctx,
                                                            const runtime::Request& request) {
   (void)ctx;  // The client bounds every call by it (base/context.h).
@@ -358,6 +407,7 @@ StatusOr<runtime::Result> TrainingJobReconciler::Reconcile(const runtime::Contex
   auto got = hub_.Get(kJobs, request.ns, request.name);
   if (!got.ok()) {
     if (kube::IsNotFound(got.status())) {
+      capacity_.Release(request.Key());
       Forget(request.Key());
       if (options_.metrics != nullptr) options_.metrics->SetPhase(request.ns, request.name, "");
       return runtime::Result{};
@@ -373,6 +423,7 @@ StatusOr<runtime::Result> TrainingJobReconciler::Reconcile(const runtime::Contex
 
   // 1. Deletion, and the finalizer.
   if (meta.contains("deletionTimestamp")) {
+    capacity_.Release(request.Key());
     if (!has_finalizer) return runtime::Result{};
     KILN_ASSIGN_OR_RETURN(bool gone, DeleteWorkers(obj, -1));
     if (!gone) return runtime::Result{.requeue_after = options_.resync};
@@ -408,6 +459,9 @@ StatusOr<runtime::Result> TrainingJobReconciler::Reconcile(const runtime::Contex
   const v1::TrainingJobStatus before = status;
   const std::string phase = status.phase.value_or("Pending");
   const int32_t attempt = status.restarts.value_or(0);
+  // Level-based: a job without a decision holds nothing (e.g. a hold rebuilt
+  // from a status read just before the job restarted).
+  if (!status.placement || status.placement->empty()) capacity_.Release(request.Key());
   auto write = [&]() -> Status {
     status.observed_generation = generation;
     if (options_.metrics != nullptr) {
@@ -424,6 +478,7 @@ StatusOr<runtime::Result> TrainingJobReconciler::Reconcile(const runtime::Contex
 
   // 2. Finished or suspended jobs hold no pods.
   if (phase == "Succeeded" || phase == "Failed") {
+    capacity_.Release(request.Key());
     // A cluster lost before the end may still hold earlier attempts' pods:
     // they go once it answers (looked at again every kLostClusterRetry).
     const bool clean = SweepLostClusters(request.Key(), obj, attempt, status);
@@ -468,6 +523,7 @@ StatusOr<runtime::Result> TrainingJobReconciler::Reconcile(const runtime::Contex
   if (job.spec.suspend.value_or(false)) {
     // The workers get the long grace period: each saves a checkpoint on
     // SIGTERM, which the resumed gang starts from.
+    capacity_.Release(request.Key());
     KILN_ASSIGN_OR_RETURN(bool gone, DeleteWorkers(obj, -1, kSuspendGraceSeconds));
     if (phase != "Suspended") {
       record(runtime::EventType::kNormal, "Suspended",
@@ -525,8 +581,10 @@ StatusOr<runtime::Result> TrainingJobReconciler::Reconcile(const runtime::Contex
     auto gang = placement::FromTrainingJob(job);
     if (!gang.ok()) return runtime::Terminal(gang.status());
     gang->queue_order = 0;
-    const placement::Snapshot snapshot = snapshot_();
-    auto placed = placement::Place(*gang, snapshot);
+    // An earlier operator's decisions hold their GPUs before this one's.
+    KILN_RETURN_IF_ERROR(RebuildHolds());
+    auto placed =
+        capacity_.PlaceAndHold(*gang, fleet::AttemptHolder(Str(obj["metadata"], "uid"), attempt));
     if (!placed.ok()) {
       const auto* why = placed.status().detail<placement::PlacementFailure>();
       const std::string reason = why != nullptr ? why->reason : "Unschedulable";
@@ -546,7 +604,12 @@ StatusOr<runtime::Result> TrainingJobReconciler::Reconcile(const runtime::Contex
     }
     SetCondition(status, "Scheduled", true, "Placed",
                  std::to_string(placed->replicas) + " workers: " + where, now, generation);
-    KILN_RETURN_IF_ERROR(write());
+    if (Status written = write(); !written.ok()) {
+      // Not decided after all (a conflict, or no answer: the next
+      // reconcile reads which, and holds it again if it was written).
+      capacity_.Release(request.Key());
+      return written;
+    }
     record(runtime::EventType::kNormal, "Scheduled",
            "attempt " + std::to_string(attempt) + ": " + where);
     return runtime::Result{.requeue_after = milliseconds(1)};  // Act on the written decision.
@@ -557,6 +620,7 @@ StatusOr<runtime::Result> TrainingJobReconciler::Reconcile(const runtime::Contex
   WorkerPodOptions pod_options{.volume = options_.volume, .attempt = attempt};
   auto objects = BuildGang(job, ranks, pod_options);
   if (!objects.ok()) {
+    capacity_.Release(request.Key());
     status.phase = "Failed";
     status.completion_time = now;
     SetCondition(status, "Failed", true, "InvalidSpec", objects.status().message(), now,
@@ -572,7 +636,7 @@ StatusOr<runtime::Result> TrainingJobReconciler::Reconcile(const runtime::Contex
   // The attempt's pods, from every member the gang uses (a Service's
   // clusters are exactly those). A member declared Unreachable, or whose
   // MemberCluster is gone, has lost its workers: the gang restarts.
-  const placement::Snapshot fleet = snapshot_();
+  const placement::Snapshot fleet = capacity_.Snapshot();
   for (const std::string& cluster : objects->service_clusters) {
     KILN_ASSIGN_OR_RETURN(bool lost, ClusterLost(cluster, fleet));
     if (lost) {
@@ -606,6 +670,21 @@ StatusOr<runtime::Result> TrainingJobReconciler::Reconcile(const runtime::Contex
   // Scheduled); later a missing pod is a failure, and a running gang costs
   // no writes.
   const bool created_before = status.phase.value_or("") != "Scheduled";
+  if (!failure && !created_before) {
+    // The decision holds its nodes until its pods are bound and count for
+    // themselves (the view skips those); a pod that has ended holds nothing.
+    // Level-based: this also restores a hold lost with the memory of an
+    // earlier operator.
+    auto gang = placement::FromTrainingJob(job);
+    if (gang.ok()) {
+      std::vector<bool> ended(ranks.size(), false);
+      for (size_t rank = 0; rank < ranks.size(); ++rank) {
+        ended[rank] = seen[rank] && fleet::PodTerminated(pods[rank]);
+      }
+      capacity_.Hold(request.Key(), fleet::AttemptHolder(Str(obj["metadata"], "uid"), attempt),
+                     HoldsOf(ranks, gang->PerWorker(), ended));
+    }
+  }
   if (!failure && !created_before) {
     for (size_t i = 0; i < objects->services.size(); ++i) {
       auto member = members_.Get(objects->service_clusters[i]);
@@ -714,6 +793,8 @@ StatusOr<runtime::Result> TrainingJobReconciler::Reconcile(const runtime::Contex
     const FailureClassification c = Classify(*failure);
     const FailureDecision d = Decide(c, failure->exit_code, job.spec.failure_policy, attempt);
     if (d.action != FailureAction::kIgnore) {
+      // The attempt is abandoned: its hold goes (its pods count until gone).
+      capacity_.Release(request.Key());
       KILN_RETURN_IF_ERROR(DeleteWorkers(obj, attempt).status());
       v1::RestartRecord rec;
       // Milliseconds: the time to recover is measured from it.

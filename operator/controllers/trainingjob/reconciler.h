@@ -16,9 +16,16 @@
 //     re-places the gang, once the old pods are gone, in the same attempt
 //     (a suspension is no restart), resuming from the newest checkpoint.
 //  3. Without a placement for the current attempt, the placement engine
-//     places the whole gang on the fleet's snapshot; the decision is written
-//     to status.placement (per cluster, each worker's node in rank order),
-//     or Scheduled=False with the engine's reason.
+//     places the whole gang on the fleet's capacity view and holds it there
+//     (CapacityView::PlaceAndHold, under the job's UID and attempt) until
+//     the workers' pods are bound and count for themselves; the decision is
+//     written to status.placement (per cluster, each worker's node in rank
+//     order), or Scheduled=False with the engine's reason. The hold goes
+//     when the write fails, the attempt is abandoned (restart, failure,
+//     suspension) or the job finishes or is deleted. A new operator rebuilds
+//     every placed, not yet running job's hold from the hub's TrainingJobs
+//     before it places anything, and each reconcile of a job being created
+//     (phase Scheduled) holds again what its pods do not yet count for.
 //  4. The attempt's Services and gated pods (worker_pods.h) are created in
 //     their members; once all exist, the gates are lifted and the members'
 //     schedulers bind them to the chosen nodes.
@@ -55,6 +62,7 @@
 #ifndef KILN_OPERATOR_CONTROLLERS_TRAININGJOB_RECONCILER_H_
 #define KILN_OPERATOR_CONTROLLERS_TRAININGJOB_RECONCILER_H_
 
+#include <atomic>
 #include <chrono>
 #include <functional>
 #include <map>
@@ -69,6 +77,7 @@
 #include "operator/controllers/trainingjob/metrics.h"
 #include "operator/controllers/trainingjob/progress_reader.h"
 #include "operator/controllers/trainingjob/worker_pods.h"
+#include "operator/fleet/capacity_view.h"
 #include "operator/fleet/members.h"
 #include "operator/placement/snapshot.h"
 #include "runtime/event_recorder.h"
@@ -116,10 +125,9 @@ std::optional<runtime::Request> JobOfWorker(const nlohmann::json& pod);
 
 class TrainingJobReconciler final : public runtime::Reconciler {
  public:
-  // `hub`, `members`, `events` (optional) must outlive the reconciler;
-  // `snapshot` returns the fleet as placement sees it now.
-  TrainingJobReconciler(kube::Client& hub, fleet::Members& members,
-                        std::function<placement::Snapshot()> snapshot,
+  // `hub`, `members`, `capacity` (the fleet as placement sees it, where
+  // decisions are held) and `events` (optional) must outlive the reconciler.
+  TrainingJobReconciler(kube::Client& hub, fleet::Members& members, fleet::CapacityView& capacity,
                         runtime::EventRecorder* events, TrainingJobReconcilerOptions options);
 
   StatusOr<runtime::Result> Reconcile(const runtime::Context& ctx,
@@ -159,10 +167,14 @@ class TrainingJobReconciler final : public runtime::Reconciler {
   bool FirstIgnored(const std::string& key, const std::string& pod);
   // Drops what is remembered of job `key`.
   void Forget(const std::string& key);
-
+  // Once per reconciler, before its first placement: holds every placed job
+  // whose gang is still being created (phase Scheduled) in the capacity
+  // view, from the hub's TrainingJobs (an earlier operator's decisions).
+  // Other placements wait for it; an error leaves it for the next one.
+  Status RebuildHolds();
   kube::Client& hub_;
   fleet::Members& members_;
-  std::function<placement::Snapshot()> snapshot_;
+  fleet::CapacityView& capacity_;
   runtime::EventRecorder* events_;
   TrainingJobReconcilerOptions options_;
 
@@ -175,6 +187,9 @@ class TrainingJobReconciler final : public runtime::Reconciler {
   };
   std::mutex mu_;
   std::map<std::string, JobMemory> memory_;  // By namespace/name; guarded by mu_.
+  // Held only while the holds are rebuilt (once, one List of the hub).
+  std::mutex rebuild_mu_;
+  std::atomic<bool> holds_rebuilt_{false};
 };
 
 }  // namespace kiln::trainingjob

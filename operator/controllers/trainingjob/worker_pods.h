@@ -38,11 +38,12 @@
 
 namespace kiln::trainingjob {
 
-// Labels on everything kiln makes for a job, beside api::kManagedByLabel.
-inline constexpr const char* kJobNameLabel = "kiln.dev/trainingjob";
-inline constexpr const char* kJobUidLabel = "kiln.dev/trainingjob-uid";
-inline constexpr const char* kRankLabel = "kiln.dev/rank";
-inline constexpr const char* kAttemptLabel = "kiln.dev/attempt";
+// Labels on everything kiln makes for a job, beside api::kManagedByLabel
+// (defined in api/labels.h, which the fleet's capacity view reads too).
+using api::kAttemptLabel;
+using api::kJobNameLabel;
+using api::kJobUidLabel;
+using api::kRankLabel;
 // The scheduling gate held until the whole gang exists.
 inline constexpr const char* kGangGate = "kiln.dev/gang";
 // The worker container's name (the failure classifier reads its status).

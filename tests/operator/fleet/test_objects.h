@@ -49,6 +49,18 @@ inline nlohmann::json GpuPod(const std::string& ns, const std::string& name,
       {"status", {{"phase", node.empty() ? "Pending" : "Running"}}}};
 }
 
+// A TrainingJob worker pod: GpuPod with the job UID, attempt and rank labels
+// the worker pods carry (trainingjob/worker_pods.h).
+inline nlohmann::json WorkerPod(const std::string& ns, const std::string& job_uid, int attempt,
+                                int rank, const std::string& node, int gpus) {
+  nlohmann::json pod =
+      GpuPod(ns, job_uid + "-" + std::to_string(attempt) + "-" + std::to_string(rank), node, gpus);
+  pod["metadata"]["labels"]["kiln.dev/trainingjob-uid"] = job_uid;
+  pod["metadata"]["labels"]["kiln.dev/attempt"] = std::to_string(attempt);
+  pod["metadata"]["labels"]["kiln.dev/rank"] = std::to_string(rank);
+  return pod;
+}
+
 }  // namespace kiln::fleet::testing
 
 #endif  // KILN_TESTS_OPERATOR_FLEET_TEST_OBJECTS_H_

@@ -464,6 +464,29 @@ TEST_CASE("Reserve holds a placement, Release frees it, a stale one holds nothin
   CHECK(Reserve(*stale, s).ok());
 }
 
+TEST_CASE("a placement reserved under a holder is avoided by the next one on the same snapshot",
+          "[placement]") {
+  Snapshot s;
+  s.UpsertCluster(Cluster("c1"));
+  AddNodes(s, "c1", 2, 2, 2);
+  auto first = Place(GpuGang("ns/a", 1), s);
+  REQUIRE(first.ok());
+  REQUIRE(Reserve(*first, "uid-a@0", s).ok());
+  CHECK(s.PodNode("c1", WorkerPodKey("uid-a@0", 0)) != nullptr);
+  CHECK(s.PodNode("c1", WorkerPodKey("ns/a", 0)) == nullptr);  // Keyed by the holder.
+  auto second = Place(GpuGang("ns/b", 1), s);
+  REQUIRE(second.ok());
+  CHECK(second->workers[0].node != first->workers[0].node);
+  // The same decision under another holder needs room of its own: none.
+  CHECK(Reserve(*first, "uid-a@1", s).code() == StatusCode::kAborted);
+  REQUIRE(Reserve(*second, "uid-b@0", s).ok());
+  CHECK(s.cluster("c1")->free_gpus() == 0);
+  REQUIRE(Release(*first, "uid-a@0", s).ok());
+  CHECK(s.cluster("c1")->free_gpus() == 8);
+  REQUIRE(Release(*second, "uid-b@0", s).ok());
+  CHECK(s.cluster("c1")->free_gpus() == 16);
+}
+
 TEST_CASE("PlaceBatch goes by priority, then queue order, then name, reserving as it goes",
           "[placement]") {
   Snapshot s;

@@ -96,23 +96,41 @@ json Job(const std::string& name, int replicas) {
 class Harness {
  public:
   Harness() : hub_(ClientOf(server)), member_(std::make_shared<TestMember>(kMember, server)) {
-    view_.UpsertCluster({.name = kMember});
+    view_->UpsertCluster({.name = kMember});
     for (const char* n : {"n0", "n1"}) AddNode(fleet::testing::GpuNode(n, "z-a", "r-0", "nvl-0"));
     members_.Put(kMember, member_, 1);
-    TrainingJobReconcilerOptions o;
-    o.volume = {.claim_name = "", .host_path = "/srv/checkpoints", .mount_path = "/checkpoints"};
-    o.resync = seconds(3);
-    o.progress_reader = &progress;
-    o.now = [this] { return now; };
-    o.metrics = &metrics;
-    reconciler_ = std::make_unique<TrainingJobReconciler>(
-        *hub_, members_, [this] { return view_.Snapshot(); }, &events_, o);
+    options_.volume = {
+        .claim_name = "", .host_path = "/srv/checkpoints", .mount_path = "/checkpoints"};
+    options_.resync = seconds(3);
+    options_.progress_reader = &progress;
+    options_.now = [this] { return now; };
+    options_.metrics = &metrics;
+    reconciler_ =
+        std::make_unique<TrainingJobReconciler>(*hub_, members_, *view_, &events_, options_);
   }
 
   void AddNode(const json& node) {
     server.Put("nodes", node);
     member_->nodes_.Put(*server.Object("nodes", "", node["metadata"]["name"]));
-    view_.OnNode(kMember, node);
+    view_->OnNode(kMember, node);
+  }
+  // The capacity view the reconciler places on and holds its decisions in.
+  fleet::CapacityView& view() { return *view_; }
+  // Plays m1's pod informer: the view sees every pod there as it is now.
+  void Inform() {
+    for (const json& p : server.Objects("pods", kNs)) view_->OnPod(kMember, p);
+  }
+  // A new operator (restarted, or newly elected): an empty capacity view
+  // filled by its informers' first lists, a new reconciler; only the API
+  // state is left of the old one.
+  void RestartOperator() {
+    reconciler_.reset();
+    view_ = std::make_unique<fleet::CapacityView>();
+    view_->UpsertCluster({.name = kMember});
+    for (const json& n : server.Objects("nodes", "")) view_->OnNode(kMember, n);
+    Inform();
+    reconciler_ =
+        std::make_unique<TrainingJobReconciler>(*hub_, members_, *view_, &events_, options_);
   }
 
   StatusOr<runtime::Result> Reconcile(const std::string& name) {
@@ -146,7 +164,7 @@ class Harness {
       const json node = fleet::testing::GpuNode(n, "z-b", "r-1", "nvl-1");
       server2.Put("nodes", node);
       member2_->nodes_.Put(*server2.Object("nodes", "", n));
-      view_.OnNode("m2", node);
+      view_->OnNode("m2", node);
     }
     members_.Put("m2", member2_, 2);
   }
@@ -155,7 +173,7 @@ class Harness {
   void Disconnect(const std::string& name) { members_.Remove(name); }
   // What the MemberCluster controller tells the capacity view of a member.
   void SetCluster(const std::string& name, bool reachable, int32_t priority) {
-    view_.UpsertCluster({.name = name, .reachable = reachable, .priority = priority});
+    view_->UpsertCluster({.name = name, .reachable = reachable, .priority = priority});
   }
   // Plays the kubelet: the pod runs and is ready on the node it asks for
   // (in `api`, the API server of the member it is in).
@@ -221,7 +239,8 @@ class Harness {
   std::shared_ptr<TestMember> member_;
   std::shared_ptr<TestMember> member2_;
   fleet::Members members_;
-  fleet::CapacityView view_;
+  std::unique_ptr<fleet::CapacityView> view_ = std::make_unique<fleet::CapacityView>();
+  TrainingJobReconcilerOptions options_;
   std::unique_ptr<TrainingJobReconciler> reconciler_;
 };
 
@@ -725,6 +744,120 @@ TEST_CASE(
   INFO(s.dump());
   CHECK(s["phase"] == "Restarting");
   CHECK(s["restartHistory"][0]["reason"] == "ClusterUnavailable");
+}
+
+// The node each rank of job `name` is placed on, from its status.
+std::vector<std::string> PlacedNodes(Harness& h, const std::string& name) {
+  std::vector<std::string> nodes;
+  for (const json& c : h.JobStatus(name).value("placement", json::array())) {
+    for (const json& n : c.value("nodes", json::array())) nodes.push_back(n);
+  }
+  return nodes;
+}
+
+int64_t FreeGpus(Harness& h) { return h.view().Snapshot().cluster(kMember)->free_gpus(); }
+
+TEST_CASE("jobs placed one after the other hold their nodes until their pods are bound",
+          "[trainingjob][reconciler][holds]") {
+  Harness h;
+  REQUIRE(h.CreateJob(Job("a", 1)).ok());
+  REQUIRE(h.CreateJob(Job("b", 1)).ok());
+  REQUIRE(h.CreateJob(Job("c", 1)).ok());
+  h.ReconcileUntil("a", "Scheduled");
+  h.ReconcileUntil("b", "Scheduled");
+  REQUIRE(PlacedNodes(h, "a").size() == 1);
+  REQUIRE(PlacedNodes(h, "b").size() == 1);
+  // No pod exists yet: only the holds keep b off a's node.
+  CHECK(h.Pods().empty());
+  CHECK(PlacedNodes(h, "a") != PlacedNodes(h, "b"));
+  CHECK(FreeGpus(h) == 0);
+  REQUIRE(h.Reconcile("c").ok());
+  CHECK(h.JobStatus("c")["phase"] == "Pending");
+  CHECK_THAT(h.JobStatus("c")["conditions"].dump(), Catch::Contains("InsufficientCapacity"));
+
+  // The gangs are created (gated, then ungated), bound and run: their pods
+  // count for them instead, once each.
+  REQUIRE(h.Reconcile("a").ok());
+  REQUIRE(h.Reconcile("b").ok());
+  h.Inform();  // Created, not bound yet: still held.
+  CHECK(h.view().HeldRanks("team/a") == std::vector<int32_t>{0});
+  CHECK(FreeGpus(h) == 0);
+  for (auto& p : h.Pods()) h.SetRunning(p);
+  h.Inform();
+  CHECK(h.view().HeldRanks("team/a").empty());
+  CHECK(h.view().HeldRanks("team/b").empty());
+  CHECK(FreeGpus(h) == 0);
+  h.ReconcileUntil("a", "Running");
+  h.ReconcileUntil("b", "Running");
+}
+
+TEST_CASE("a new operator holds what the last one placed before it places anything",
+          "[trainingjob][reconciler][holds]") {
+  Harness h;
+  REQUIRE(h.CreateJob(Job("a", 1)).ok());
+  h.ReconcileUntil("a", "Scheduled");  // Decided and written; no pod made yet.
+  h.RestartOperator();
+  CHECK(FreeGpus(h) == 16);  // Nothing in the informers shows a's decision.
+
+  // The new operator's first placement is of another job: a's decision
+  // (read back from its status) holds its node first.
+  REQUIRE(h.CreateJob(Job("b", 1)).ok());
+  h.ReconcileUntil("b", "Scheduled");
+  CHECK(PlacedNodes(h, "a") != PlacedNodes(h, "b"));
+  CHECK(h.view().HeldRanks("team/a") == std::vector<int32_t>{0});
+  CHECK(FreeGpus(h) == 0);
+
+  // a's gang is made and bound: its pod then counts, and the hold is spent.
+  REQUIRE(h.Reconcile("a").ok());
+  for (auto& p : h.Pods()) {
+    if (p["metadata"]["labels"][kJobNameLabel] == "a") h.SetRunning(p);
+  }
+  h.Inform();
+  CHECK(h.view().HeldRanks("team/a").empty());
+  REQUIRE(h.Reconcile("a").ok());  // Still a's node, once: not held again.
+  CHECK(h.view().HeldRanks("team/a").empty());
+  CHECK(FreeGpus(h) == 0);
+}
+
+TEST_CASE("a job's hold goes when its attempt is abandoned or the job deleted",
+          "[trainingjob][reconciler][holds]") {
+  Harness h;
+  REQUIRE(h.CreateJob(Job("run", 2)).ok());
+  h.ReconcileUntil("run", "Scheduled");
+  REQUIRE(h.Reconcile("run").ok());  // The gang is made, gated.
+  CHECK(FreeGpus(h) == 0);
+
+  SECTION("a failed worker restarts the gang: attempt 0 holds nothing, attempt 1 holds anew") {
+    for (auto& p : h.Pods()) h.SetRunning(p);
+    h.ReconcileUntil("run", "Running");
+    h.SetExited(*h.server.Object("pods", kNs, "run-0-1"), 4);
+    REQUIRE(h.Reconcile("run").ok());
+    REQUIRE(h.JobStatus("run")["phase"] == "Restarting");
+    CHECK(h.view().HeldRanks("team/run").empty());
+    h.Inform();  // Attempt 0's pods are gone from the member.
+    CHECK(FreeGpus(h) == 16);
+    h.now += seconds(2);  // The backoff.
+    h.ReconcileUntil("run", "Scheduled");
+    CHECK(h.view().HeldRanks("team/run") == std::vector<int32_t>{0, 1});
+    CHECK(FreeGpus(h) == 0);
+  }
+  SECTION("the job is deleted before its pods were bound") {
+    auto job = h.server.Object("trainingjobs", kNs, "run");
+    REQUIRE(job);
+    (*job)["metadata"]["deletionTimestamp"] = "2027-01-15T08:00:00Z";
+    h.server.Put("trainingjobs", *job);
+    REQUIRE(h.Reconcile("run").ok());
+    CHECK(h.view().HeldRanks("team/run").empty());
+    CHECK(FreeGpus(h) == 16);
+  }
+  SECTION("the job is suspended") {
+    json job = *h.server.Object("trainingjobs", kNs, "run");
+    job["spec"]["suspend"] = true;
+    h.server.Put("trainingjobs", job);
+    REQUIRE(h.Reconcile("run").ok());
+    CHECK(h.view().HeldRanks("team/run").empty());
+    CHECK(FreeGpus(h) == 16);
+  }
 }
 
 TEST_CASE("a worker pod names its job, other pods name none", "[trainingjob][reconciler]") {
