@@ -516,6 +516,15 @@ TEST_CASE("with traffic.provider GatewayAPI a real HTTPRoute's weights follow th
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
     }
   });
+  // A failed REQUIRE or wait throws: the watcher must still be stopped.
+  struct StopWatcher {
+    std::atomic<bool>& watching;
+    std::thread& watcher;
+    ~StopWatcher() {
+      watching = false;
+      if (watcher.joinable()) watcher.join();
+    }
+  } stop_watcher{watching, watcher};
   auto route_split = [&] {
     const json r = route();
     if (!r.contains("spec")) return std::map<std::string, int>();
@@ -589,6 +598,10 @@ TEST_CASE("with traffic.provider GatewayAPI a real HTTPRoute's weights follow th
       Seconds(rolled_back));
   CHECK(rolled_back < std::chrono::seconds(5));
   CHECK(users_fields_kept(route()));
+  WaitUntil("the watcher to see the rollback", [&] {
+    std::lock_guard<std::mutex> lock(mu);
+    return !splits.empty() && splits.back() == std::pair<int, int>{100, 0};
+  });
   watching = false;
   watcher.join();
   {
