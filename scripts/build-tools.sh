@@ -3,9 +3,10 @@
 # kube-scheduler, kubectl, etcd, kwok, helm) and the real nodes' tools (kubelet,
 # kube-proxy, coredns) and SeaweedFS (weed, whose S3 gateway the storage
 # tests run) from the Go module proxy into the cache outside the
-# repository. Each tool set is rebuilt only when its version or its wrapper
-# module's go.sum changes.
-# Usage: scripts/build-tools.sh [kube|node|coredns|etcd|kwok|helm|seaweedfs]...
+# repository, and fetches the Gateway API's standard-channel CRDs (the set
+# gateway-api: downloaded, not built). Each set is made again only when its
+# version or its wrapper module's go.sum changes.
+# Usage: scripts/build-tools.sh [kube|node|coredns|etcd|kwok|helm|seaweedfs|gateway-api]...
 set -euo pipefail
 source "$(dirname "$0")/lib/common.sh"
 
@@ -65,6 +66,41 @@ build_set() {
   log "built $name into $bin_dir"
 }
 
+# fetch_gateway_api_crds: downloads sigs.k8s.io/gateway-api at the version
+# tools/gateway-api pins (go.sum verifies the module's zip; -mod=readonly
+# refuses any other version) and copies its standard-channel CRDs into
+# kiln_gateway_api_crds.
+fetch_gateway_api_crds() {
+  local mod_dir="$KILN_ROOT/tools/gateway-api" module=sigs.k8s.io/gateway-api
+  local dest key stamp="$KILN_CACHE_DIR/tools/stamps/gateway-api"
+  dest="$(kiln_gateway_api_crds)"
+  key="$KILN_GATEWAY_API_VERSION-$(cat "$mod_dir/go.mod" "$mod_dir/go.sum" | sha256sum | cut -c1-16)"
+  if [ -f "$dest/gateway.networking.k8s.io_httproutes.yaml" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$key" ]; then
+    return 0
+  fi
+  local pinned
+  pinned="$(sed -n "s|^require $module ||p" "$mod_dir/go.mod")"
+  [ "$pinned" = "$KILN_GATEWAY_API_VERSION" ] ||
+    die "tools/gateway-api pins $module $pinned but scripts/lib/common.sh says $KILN_GATEWAY_API_VERSION" \
+      "make KILN_GATEWAY_API_VERSION and tools/gateway-api/go.mod agree"
+  log "fetching the Gateway API $pinned CRDs"
+  local src
+  if ! src="$(cd "$mod_dir" && go mod download "$module" && go list -m -f '{{.Dir}}' "$module")"; then
+    die "downloading $module $pinned failed" \
+      "see the error above: the Go module proxy unreachable (go env GOPROXY) or a download that go.sum refuses; then rerun scripts/build-tools.sh gateway-api"
+  fi
+  local tmp
+  tmp="$(mktemp -d "$KILN_CACHE_DIR/tools/gateway-api.XXXXXX")"
+  chmod 0755 "$tmp"
+  # The module cache's files are read-only; the copies need not be.
+  install -m 0644 "$src"/config/crd/standard/*.yaml "$tmp/"
+  mkdir -p "$(dirname "$dest")"
+  rm -rf "$dest"
+  mv "$tmp" "$dest"
+  echo "$key" >"$stamp"
+  log "copied the Gateway API $pinned standard CRDs into $dest"
+}
+
 kube_ldflags() {
   local v=${KILN_KUBE_VERSION#v} major minor flags="-s -w" pkg
   major=${v%%.*}
@@ -113,9 +149,10 @@ build_one() {
     fi
     build_set seaweedfs seaweedfs "$KILN_SEAWEEDFS_VERSION" "-s -w" \
     weed=github.com/seaweedfs/seaweedfs/weed ;;
-  *) die "unknown tool set '$1'" "use one of: kube node coredns etcd kwok helm seaweedfs" ;;
+  gateway-api) fetch_gateway_api_crds ;;
+  *) die "unknown tool set '$1'" "use one of: kube node coredns etcd kwok helm seaweedfs gateway-api" ;;
   esac
 }
 
-if [ $# -eq 0 ]; then set -- etcd kwok helm kube node coredns seaweedfs; fi
+if [ $# -eq 0 ]; then set -- etcd kwok helm kube node coredns seaweedfs gateway-api; fi
 for set_name in "$@"; do build_one "$set_name"; done

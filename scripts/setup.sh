@@ -4,7 +4,7 @@
 #   - the CUDA 13.0 toolkit from NVIDIA's PyPI wheels when no nvcc 13.0 exists,
 #   - the pinned Kubernetes control plane, etcd, kwok and helm built from Go modules,
 #     and the real nodes' kubelet, kube-proxy and CoreDNS (containerd, runc and the
-#     CNI plugins are Debian packages).
+#     CNI plugins are Debian packages), and the Gateway API's standard CRDs.
 # A second run does nothing but check. Environment:
 #   KILN_SKIP_CUDA=1   skip the CUDA toolkit (CPU-only build)
 #   KILN_SKIP_TOOLS=1  skip the Go-built control-plane tools

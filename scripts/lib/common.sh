@@ -13,6 +13,8 @@ KILN_HELM_VERSION="v3.18.6"
 KILN_COREDNS_VERSION="v1.12.0"
 # SeaweedFS (Apache-2.0): its S3 gateway is the storage tests' S3 server.
 KILN_SEAWEEDFS_VERSION="v0.0.0-20261109003541-7506e5f91cd6"
+# Gateway API: only its standard-channel CRDs are used (no binary is built).
+KILN_GATEWAY_API_VERSION="v1.6.3"
 
 # Let ccache share results between checkouts in different folders (CI clones
 # afresh each time): paths under the checkout are hashed relative to it.
@@ -34,6 +36,12 @@ need() {
 
 # The folder holding the Go-built tools for the pinned versions.
 kiln_tools_bin() { printf '%s/tools/bin\n' "$KILN_CACHE_DIR"; }
+
+# The folder holding the pinned Gateway API release's standard-channel CRDs:
+# beside the tools' bin folder, as tests/integration finds it.
+kiln_gateway_api_crds() {
+  printf '%s/tools/gateway-api/%s\n' "$KILN_CACHE_DIR" "$KILN_GATEWAY_API_VERSION"
+}
 
 # The release version, from the one place it is written: CMakeLists.txt's
 # project(kiln VERSION x.y.z). Image tags and the chart's appVersion follow it.

@@ -7,13 +7,17 @@
 // A first version comes up and takes all traffic; a new one rolls out by its
 // steps (a weight, an analysis) to Healthy; rollout.action Rollback returns
 // to the warm previous version; a canary whose error rate is too high is
-// rolled back by the analysis. Prints the measured times.
+// rolled back by the analysis. Prints the measured times. With
+// traffic.provider GatewayAPI, the weights go into a real HTTPRoute, which the
+// pinned Gateway API CRDs (scripts/build-tools.sh gateway-api) validate.
 #include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <csignal>
 #include <cstdio>
+#include <fstream>
 #include <future>
+#include <map>
 #include <mutex>
 #include <random>
 #include <set>
@@ -26,6 +30,7 @@
 #include "kube/api_error.h"
 #include "operator/api/labels.h"
 #include "operator/api/v1alpha1/resources.h"
+#include "operator/controllers/modeldeployment/gateway_route.h"
 #include "operator/controllers/modeldeployment/metrics_source.h"
 #include "operator/controllers/modeldeployment/reconciler.h"
 #include "operator/controllers/modeldeployment/version_workload.h"
@@ -185,25 +190,67 @@ class Setup {
   static json Model(const std::string& version) {
     return json{{"name", "chat"}, {"version", version}, {"uri", "file:///models/" + version}};
   }
-  void Create(const json& steps) {
-    REQUIRE(client()
-                .Create(api::v1alpha1::kModelDeployments, ns,
-                        {{"apiVersion", "kiln.dev/v1alpha1"},
-                         {"kind", "ModelDeployment"},
-                         {"metadata", {{"name", name}, {"namespace", ns}}},
-                         {"spec",
-                          {{"model", Model("v1")},
-                           {"replicas", 2},
-                           {"image", "kiln.dev/kiln-worker:test"},
-                           {"gpusPerReplica", 0},
-                           {"strategy", {{"canary", {{"steps", steps}, {"scaleDownDelay", "1m"}}}}},
-                           {"analysis",
-                            {{"interval", "1s"},
-                             {"failureLimit", 0},
-                             {"metrics", json::array({{{"name", "errors"},
-                                                       {"router", {{"metric", "errorRate"}}},
-                                                       {"max", 0.05}}})}}}}}})
-                .ok());
+  // Creates ModelDeployment `md_name` (default: `name`) with `steps` and,
+  // when given, spec.traffic `traffic`.
+  void Create(const json& steps, const json& traffic = nullptr, const std::string& md_name = "") {
+    json spec = {
+        {"model", Model("v1")},
+        {"replicas", 2},
+        {"image", "kiln.dev/kiln-worker:test"},
+        {"gpusPerReplica", 0},
+        {"strategy", {{"canary", {{"steps", steps}, {"scaleDownDelay", "1m"}}}}},
+        {"analysis",
+         {{"interval", "1s"},
+          {"failureLimit", 0},
+          {"metrics",
+           json::array(
+               {{{"name", "errors"}, {"router", {{"metric", "errorRate"}}}, {"max", 0.05}}})}}}};
+    if (!traffic.is_null()) spec["traffic"] = traffic;
+    REQUIRE(
+        client()
+            .Create(api::v1alpha1::kModelDeployments, ns,
+                    {{"apiVersion", "kiln.dev/v1alpha1"},
+                     {"kind", "ModelDeployment"},
+                     {"metadata", {{"name", md_name.empty() ? name : md_name}, {"namespace", ns}}},
+                     {"spec", spec}})
+            .ok());
+  }
+  // Applies the pinned Gateway API release's GatewayClass, Gateway and
+  // HTTPRoute CRDs (standard channel) and waits until they are served.
+  void ApplyGatewayApiCrds() {
+    const std::string dir =
+        lc_->bin_dir() + "/../gateway-api/" + std::string(KILN_GATEWAY_API_VERSION);
+    const testing::LocalCluster& cluster = lc_->clusters().back();
+    for (const char* crd : {"gatewayclasses", "gateways", "httproutes"}) {
+      const std::string file = dir + "/gateway.networking.k8s.io_" + crd + ".yaml";
+      INFO(
+          "the Gateway API CRDs are fetched by scripts/build-tools.sh gateway-api (setup.sh runs "
+          "it); missing: "
+          << file);
+      REQUIRE(std::ifstream(file).good());
+      auto applied = lc_->Kubectl(cluster, {"apply", "--server-side", "-f", file});
+      REQUIRE(applied.ok());
+      INFO(applied->stdout_data << applied->stderr_data);
+      REQUIRE(applied->exit_code == 0);
+      auto established = lc_->Kubectl(
+          cluster, {"wait", "--for=condition=Established",
+                    "crd/" + std::string(crd) + ".gateway.networking.k8s.io", "--timeout=60s"});
+      REQUIRE(established.ok());
+      REQUIRE(established->exit_code == 0);
+    }
+  }
+  // The Warning Events about ModelDeployment `md_name` with `reason`: their messages.
+  std::vector<std::string> Events(const std::string& md_name, const std::string& reason) {
+    std::vector<std::string> messages;
+    auto events = client().List(kube::resources::kEvents, ns);
+    if (!events.ok()) return messages;
+    for (const auto& e : (*events)["items"]) {
+      if (e.value("reason", "") == reason &&
+          e.value("involvedObject", json::object()).value("name", "") == md_name) {
+        messages.push_back(e.value("message", ""));
+      }
+    }
+    return messages;
   }
   bool DeploymentGone(const std::string& version) {
     return kube::IsNotFound(
@@ -324,6 +371,278 @@ TEST_CASE("a ModelDeployment rolls out, rolls back from the spec and on a failed
   CHECK(s["rollbacks"] == 2);
   CHECK(s["message"].get<std::string>().find("errors = 0.4 > max 0.05") != std::string::npos);
   WaitUntil("v3's Deployment to go", [&] { return t.DeploymentGone("v3"); });
+}
+
+const kube::Resource kGatewayClasses{"gateway.networking.k8s.io", "v1", "gatewayclasses",
+                                     "GatewayClass", false};
+const kube::Resource kGateways{"gateway.networking.k8s.io", "v1", "gateways", "Gateway", true};
+const kube::Resource kResourceQuotas{"", "v1", "resourcequotas", "ResourceQuota", true};
+
+json HTTPRoute(const std::string& ns, const std::string& name, json rules) {
+  return {{"apiVersion", "gateway.networking.k8s.io/v1"},
+          {"kind", "HTTPRoute"},
+          {"metadata", {{"name", name}, {"namespace", ns}}},
+          {"spec",
+           {{"parentRefs", json::array({{{"name", "edge"}}})},
+            {"hostnames", json::array({"chat.example"})},
+            {"rules", std::move(rules)}}}};
+}
+
+json ServiceRef(const std::string& name, int port, int weight) {
+  return {{"name", name}, {"port", port}, {"weight", weight}};
+}
+
+// The backendRef weights of a route's rule, by Service name.
+std::map<std::string, int> RuleWeights(const json& rule) {
+  std::map<std::string, int> weights;
+  for (const auto& ref : rule.value("backendRefs", json::array())) {
+    weights[ref.value("name", "")] = ref.value("weight", 1);
+  }
+  return weights;
+}
+
+// traffic.provider GatewayAPI against the real API server, the pinned
+// Gateway API CRDs' schema and CEL rules validating every write: the route's
+// first rule (the deployment's) follows the rollout's steps 100/0 → 25/75 →
+// 0/100 and a Rollback at once, never weighting a version without a ready
+// pod (a ResourceQuota holds the canary's pods back for a while); its
+// redirect rule, another backend's rule, hostnames, matches and filters stay
+// as written. A missing route and one with no rule for the deployment are
+// Warning Events. No gateway routes by the HTTPRoute: no data plane runs.
+TEST_CASE("with traffic.provider GatewayAPI a real HTTPRoute's weights follow the rollout",
+          "[integration][modeldeployment][gateway]") {
+  Setup t;
+  t.ApplyGatewayApiCrds();
+  const std::string v1 = VersionObjectName(t.name, "v1"), v2 = VersionObjectName(t.name, "v2");
+
+  // The CRDs' validation is in force: a negative weight (OpenAPI) and a
+  // redirect with backends (CEL) are refused.
+  json bad = HTTPRoute(t.ns, "bad",
+                       json::array({{{"backendRefs", json::array({ServiceRef(v1, 8000, -1)})}}}));
+  Status refused = t.client().Create(kHTTPRoutes, t.ns, bad).status();
+  CHECK(kube::IsInvalid(refused));
+  bad = HTTPRoute(
+      t.ns, "bad",
+      json::array({{{"filters", json::array({{{"type", "RequestRedirect"},
+                                              {"requestRedirect", {{"scheme", "https"}}}}})},
+                    {"backendRefs", json::array({ServiceRef(v1, 8000, 1)})}}}));
+  refused = t.client().Create(kHTTPRoutes, t.ns, bad).status();
+  CHECK(kube::IsInvalid(refused));
+  CHECK_THAT(refused.message(),
+             Catch::Contains("RequestRedirect filter must not be used together with backendRefs"));
+
+  // A GatewayClass no controller claims, its Gateway, and the user's route.
+  REQUIRE(t.client()
+              .Create(kGatewayClasses, "",
+                      {{"apiVersion", "gateway.networking.k8s.io/v1"},
+                       {"kind", "GatewayClass"},
+                       {"metadata", {{"name", t.ns}}},
+                       {"spec", {{"controllerName", "kiln.dev/no-data-plane"}}}})
+              .ok());
+  REQUIRE(t.client()
+              .Create(kGateways, t.ns,
+                      {{"apiVersion", "gateway.networking.k8s.io/v1"},
+                       {"kind", "Gateway"},
+                       {"metadata", {{"name", "edge"}, {"namespace", t.ns}}},
+                       {"spec",
+                        {{"gatewayClassName", t.ns},
+                         {"listeners",
+                          json::array({{{"name", "http"}, {"protocol", "HTTP"}, {"port", 80}}})}}}})
+              .ok());
+  const json header = {
+      {"type", "RequestHeaderModifier"},
+      {"requestHeaderModifier", {{"set", {{{"name", "x-kiln"}, {"value", "1"}}}}}}};
+  auto path = [](const std::string& prefix) {
+    return json::array({{{"path", {{"type", "PathPrefix"}, {"value", prefix}}}}});
+  };
+  auto created = t.client().Create(
+      kHTTPRoutes, t.ns,
+      HTTPRoute(
+          t.ns, "chat-route",
+          json::array(
+              {{{"matches", path("/v1")},
+                {"filters", json::array({header})},
+                {"backendRefs", json::array({ServiceRef(v1, 8000, 1), ServiceRef(v2, 8000, 0)})}},
+               {{"matches", path("/old")},
+                {"filters",
+                 json::array({{{"type", "RequestRedirect"},
+                               {"requestRedirect", {{"scheme", "https"}, {"statusCode", 301}}}}})}},
+               {{"matches", path("/docs")},
+                {"backendRefs", json::array({ServiceRef("docs", 80, 1)})}}})));
+  REQUIRE(created.ok());
+  const json user_spec = (*created)["spec"];  // As the API server defaulted it.
+  auto route = [&] {
+    auto r = t.client().Get(kHTTPRoutes, t.ns, "chat-route");
+    return r.ok() ? *r : json::object();
+  };
+  // Everything but the first rule's backendRefs is still the user's.
+  auto users_fields_kept = [&](const json& r) {
+    json spec = r.value("spec", json::object());
+    json want = user_spec;
+    if (!spec.contains("rules") || spec["rules"].size() != want["rules"].size()) return false;
+    spec["rules"][0].erase("backendRefs");
+    want["rules"][0].erase("backendRefs");
+    return spec == want;
+  };
+
+  // A watcher: every distinct v1/v2 split of the first rule in order, and any
+  // weight the controller gave a version without a ready pod (the user's
+  // route, as created, names v1 before its pods exist).
+  const std::string users_version = (*created)["metadata"]["resourceVersion"];
+  std::atomic<bool> watching{true};
+  std::mutex mu;
+  std::vector<std::pair<int, int>> splits;
+  std::vector<std::string> violations;
+  std::thread watcher([&] {
+    while (watching) {
+      const json r = route();
+      if (r.contains("spec")) {
+        std::map<std::string, int> w = RuleWeights(r["spec"]["rules"][0]);
+        std::vector<std::string> unready;
+        const bool users = r["metadata"].value("resourceVersion", "") == users_version;
+        for (const auto& [service, weight] : w) {
+          if (weight == 0 || users) continue;
+          auto d = t.client().Get(kube::resources::kDeployments, t.ns, service);
+          if (!d.ok() || d->value("status", json::object()).value("readyReplicas", 0) < 1) {
+            unready.push_back(service + " has weight " + std::to_string(weight) +
+                              " and no ready pod");
+          }
+        }
+        std::lock_guard<std::mutex> lock(mu);
+        const std::pair<int, int> split{w[v1], w[v2]};
+        if (splits.empty() || splits.back() != split) splits.push_back(split);
+        for (auto& u : unready) violations.push_back(std::move(u));
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+  });
+  // A failed REQUIRE or wait throws: the watcher must still be stopped.
+  struct StopWatcher {
+    std::atomic<bool>& watching;
+    std::thread& watcher;
+    ~StopWatcher() {
+      watching = false;
+      if (watcher.joinable()) watcher.join();
+    }
+  } stop_watcher{watching, watcher};
+  auto route_split = [&] {
+    const json r = route();
+    if (!r.contains("spec")) return std::map<std::string, int>();
+    return RuleWeights(r["spec"]["rules"][0]);
+  };
+
+  // 1. v1 takes all of the route.
+  const json traffic = {{"provider", "GatewayAPI"}, {"gatewayAPI", {{"httpRoute", "chat-route"}}}};
+  auto start = Clock::now();
+  t.Create(json::array({{{"setWeight", 75}}, {{"pause", {{"duration", "2s"}}}}}), traffic);
+  WaitUntil("v1 takes all of the route", [&] {
+    return route_split() == std::map<std::string, int>{{v1, 100}};
+  });
+  std::printf("modeldeployment-gateway: v1 at 100%% in the HTTPRoute %.2f s after the apply\n",
+              Seconds(Clock::now() - start));
+  CHECK(users_fields_kept(route()));
+  // Nothing changes, so nothing is written (the controller resyncs every 0.5 s).
+  const std::string version = route()["metadata"]["resourceVersion"];
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  CHECK(route()["metadata"]["resourceVersion"] == version);
+
+  // 2. v2 rolls out while a quota keeps its pods from being made: no weight
+  // moves to it, then the steps run once the quota goes.
+  REQUIRE(
+      t.client()
+          .Create(kResourceQuotas, t.ns,
+                  {{"metadata", {{"name", "no-more-pods"}}}, {"spec", {{"hard", {{"pods", "2"}}}}}})
+          .ok());
+  WaitUntil("the quota to count v1's pods", [&] {
+    auto q = t.client().Get(kResourceQuotas, t.ns, "no-more-pods");
+    return q.ok() &&
+           q->value("status", json::object()).value("used", json::object()).value("pods", "") ==
+               "2";
+  });
+  start = Clock::now();
+  t.PatchSpec({{"model", Setup::Model("v2")}});
+  WaitUntil("v2 to be the canary", [&] {
+    return t.MdStatus().value("canaryVersion", "") == "v2" && !t.DeploymentGone("v2");
+  });
+  std::this_thread::sleep_for(std::chrono::seconds(2));
+  {
+    const json s = t.MdStatus();
+    INFO(s.dump());
+    CHECK(Setup::Weight(s, "v2") == 0);
+    const std::map<std::string, int> w = route_split();
+    CHECK(w.count(v1) == 1);
+    CHECK(w.at(v1) == 100);
+    CHECK((w.count(v2) == 0 || w.at(v2) == 0));
+  }
+  REQUIRE(t.client().Delete(kResourceQuotas, t.ns, "no-more-pods").ok());
+  WaitUntil("v2 promoted in the route", [&] {
+    const json s = t.MdStatus();
+    return s.value("phase", "") == "Healthy" && s.value("stableVersion", "") == "v2" &&
+           route_split()[v2] == 100 && route_split()[v1] == 0;
+  });
+  std::printf(
+      "modeldeployment-gateway: v1 → v2 (75%%, pause 2 s) in the HTTPRoute %.2f s after the "
+      "spec change (about 2 s of it held back by the quota)\n",
+      Seconds(Clock::now() - start));
+  CHECK(users_fields_kept(route()));
+
+  // 3. Rollback: the route gives v1 everything at once.
+  t.PatchSpec({{"rollout", {{"action", "Rollback"}}}});
+  const auto rolled_back = WaitUntil("the route back on v1", [&] {
+    const std::map<std::string, int> w = route_split();
+    return w.count(v1) == 1 && w.at(v1) == 100 && (w.count(v2) == 0 || w.at(v2) == 0);
+  });
+  std::printf(
+      "modeldeployment-gateway: rollout.action Rollback → 100%% on v1 in the HTTPRoute "
+      "%.3f s\n",
+      Seconds(rolled_back));
+  CHECK(rolled_back < std::chrono::seconds(5));
+  CHECK(users_fields_kept(route()));
+  WaitUntil("the watcher to see the rollback", [&] {
+    std::lock_guard<std::mutex> lock(mu);
+    return !splits.empty() && splits.back() == std::pair<int, int>{100, 0};
+  });
+  watching = false;
+  watcher.join();
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    std::string seen;
+    for (const auto& [a, b] : splits) seen += std::to_string(a) + "/" + std::to_string(b) + " ";
+    INFO("v1/v2 splits seen in the route: " << seen);
+    // The user's 1/0 first, unless the controller had written before the
+    // watcher's first look.
+    std::vector<std::pair<int, int>> got = splits;
+    if (!got.empty() && got.front() == std::pair<int, int>{1, 0}) got.erase(got.begin());
+    const std::vector<std::pair<int, int>> want = {{100, 0}, {25, 75}, {0, 100}, {100, 0}};
+    CHECK(got == want);
+    for (const auto& v : violations) UNSCOPED_INFO(v);
+    CHECK(violations.empty());
+  }
+
+  // 4. A deployment whose route does not exist, and one whose route has no
+  // rule for it: Warning Events saying so; the latter route is untouched.
+  auto other = t.client().Create(
+      kHTTPRoutes, t.ns,
+      HTTPRoute(t.ns, "docs-route",
+                json::array({{{"backendRefs", json::array({ServiceRef("docs", 80, 1)})}}})));
+  REQUIRE(other.ok());
+  t.Create(json::array(), {{"provider", "GatewayAPI"}, {"gatewayAPI", {{"httpRoute", "nowhere"}}}},
+           "lost");
+  t.Create(json::array(),
+           {{"provider", "GatewayAPI"}, {"gatewayAPI", {{"httpRoute", "docs-route"}}}}, "unrouted");
+  WaitUntil("the HTTPRouteMissing event",
+            [&] { return !t.Events("lost", "HTTPRouteMissing").empty(); });
+  CHECK_THAT(t.Events("lost", "HTTPRouteMissing")[0],
+             Catch::Contains("traffic.gatewayAPI.httpRoute nowhere does not exist"));
+  WaitUntil("the HTTPRouteNoBackends event",
+            [&] { return !t.Events("unrouted", "HTTPRouteNoBackends").empty(); });
+  CHECK_THAT(t.Events("unrouted", "HTTPRouteNoBackends")[0],
+             Catch::Contains("HTTPRoute docs-route has no rule for this deployment") &&
+                 Catch::Contains(VersionObjectName("unrouted", "v1")));
+  auto docs = t.client().Get(kHTTPRoutes, t.ns, "docs-route");
+  REQUIRE(docs.ok());
+  CHECK((*docs)["metadata"]["resourceVersion"] == (*other)["metadata"]["resourceVersion"]);
+  CHECK(t.client().Delete(kGatewayClasses, "", t.ns).ok());
 }
 
 // kiln-operator itself, SIGKILLed 20 times at random moments of a rollout

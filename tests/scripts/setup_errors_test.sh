@@ -28,6 +28,25 @@ expect "an unknown tool set is rejected with the valid names" 1 \
   "unknown tool set 'kubelet'" "use one of: kube node coredns etcd kwok helm" -- \
   env KILN_CACHE_DIR="$SCRATCH/cache3" bash "$ROOT/scripts/build-tools.sh" kubelet
 
+# The Gateway API CRDs come from a module that go.sum pins: a go.sum that does
+# not match the module is refused (the module is already in Go's module cache
+# once setup has run, so no network is needed to see it), and so is a go.mod
+# that pins another version than scripts/lib/common.sh.
+mkdir -p "$SCRATCH/root-sum/tools" "$SCRATCH/root-mod/tools"
+cp -r "$ROOT/tools/gateway-api" "$SCRATCH/root-sum/tools/"
+sed -i 's/ h1:[A-Za-z0-9+]/ h1:AAAA/' "$SCRATCH/root-sum/tools/gateway-api/go.sum"
+expect "a Gateway API module that go.sum does not pin is refused" 1 \
+  "checksum mismatch" "downloading sigs.k8s.io/gateway-api v1.6.3 failed" -- \
+  env GOPROXY=off KILN_ROOT="$SCRATCH/root-sum" KILN_CACHE_DIR="$SCRATCH/cache5" \
+  bash "$ROOT/scripts/build-tools.sh" gateway-api
+cp -r "$ROOT/tools/gateway-api" "$SCRATCH/root-mod/tools/"
+sed -i 's/^require sigs.k8s.io\/gateway-api .*/require sigs.k8s.io\/gateway-api v1.5.1/' \
+  "$SCRATCH/root-mod/tools/gateway-api/go.mod"
+expect "a Gateway API pin that disagrees with common.sh is named" 1 \
+  "tools/gateway-api pins sigs.k8s.io/gateway-api v1.5.1 but scripts/lib/common.sh says v1.6.3" -- \
+  env GOPROXY=off KILN_ROOT="$SCRATCH/root-mod" KILN_CACHE_DIR="$SCRATCH/cache6" \
+  bash "$ROOT/scripts/build-tools.sh" gateway-api
+
 expect "setup without python3 cannot install CUDA and says so" 1 \
   "required command 'python3' not found" "fix: install Python 3 with pip" -- \
   env PATH="$(path_without python3 nvcc)" KILN_CACHE_DIR="$SCRATCH/cache4" KILN_SKIP_TOOLS=1 \

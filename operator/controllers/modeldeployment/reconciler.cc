@@ -974,9 +974,25 @@ StatusOr<runtime::Result> ModelDeploymentReconciler::Reconcile(const runtime::Co
     }
     const int32_t port =
         md.spec.serving ? md.spec.serving->port.value_or(8000) : static_cast<int32_t>(8000);
-    if (SetBackendWeights(*route, *status.traffic, request.name, port)) {
+    // The deployment's Services without weight now: their backendRefs go.
+    std::set<std::string> services;
+    for (const auto& [version, svc] : owned.services) services.insert(Str(svc["metadata"], "name"));
+    auto changed = SetBackendWeights(*route, *status.traffic, request.name, port, services);
+    if (!changed.ok()) {
+      if (events_ != nullptr) {
+        events_->Record(obj, runtime::EventType::kWarning, "HTTPRouteNoBackends",
+                        changed.status().message() + "; its weights cannot be set");
+      }
+      return changed.status();
+    }
+    if (*changed) {
       Status updated = client_.Update(kHTTPRoutes, *route).status();
       if (kube::IsConflict(updated)) return runtime::Result{.requeue_after = milliseconds(1)};
+      if (kube::IsInvalid(updated) && events_ != nullptr) {
+        events_->Record(obj, runtime::EventType::kWarning, "HTTPRouteRejected",
+                        "the API server rejected the weights for HTTPRoute " + route_name + ": " +
+                            updated.message());
+      }
       KILN_RETURN_IF_ERROR(updated);
     }
   }

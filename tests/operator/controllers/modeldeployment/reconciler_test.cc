@@ -1120,6 +1120,19 @@ TEST_CASE("with the Gateway API provider the HTTPRoute's backendRefs carry the w
   h.SetModel("v3");
   CHECK_FALSE(h.Reconcile().ok());
   CHECK(h.HasEvent("HTTPRouteMissing"));
+
+  // A route none of whose rules is the deployment's is left alone.
+  const json foreign = {
+      {"apiVersion", "gateway.networking.k8s.io/v1"},
+      {"kind", "HTTPRoute"},
+      {"metadata", {{"name", "chat-route"}, {"namespace", kNs}}},
+      {"spec",
+       {{"rules",
+         json::array({{{"backendRefs", json::array({{{"name", "docs"}, {"port", 80}}})}}})}}}};
+  h.server.Put("httproutes", foreign);
+  CHECK_FALSE(h.Reconcile().ok());
+  CHECK(h.HasEvent("HTTPRouteNoBackends"));
+  CHECK((*h.server.Object("httproutes", kNs, "chat-route"))["spec"] == foreign["spec"]);
 }
 
 TEST_CASE("an analysis that never had traffic to judge does not pass at its end",
