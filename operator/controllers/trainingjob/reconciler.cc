@@ -573,6 +573,7 @@ StatusOr<runtime::Result> TrainingJobReconciler::Reconcile(const runtime::Contex
         record(runtime::EventType::kWarning, checked.problem->reason, checked.problem->message);
       }
       if (phase != "Running") {
+        status.phase = phase;  // Pending, or Restarting.
         KILN_RETURN_IF_ERROR(write());
         return runtime::Result{.requeue_after = options_.unschedulable_retry};
       }
