@@ -98,4 +98,40 @@ void from_json(const nlohmann::json& j, Toleration& v) {
   Read(j, "tolerationSeconds", v.toleration_seconds);
 }
 
+void to_json(nlohmann::json& j, const S3CredentialsSecretRef& v) {
+  j = nlohmann::json::object();
+  Write(j, "name", v.name);
+}
+
+void from_json(const nlohmann::json& j, S3CredentialsSecretRef& v) {
+  ExpectObject(j, "S3CredentialsSecretRef");
+  Read(j, "name", v.name);
+}
+
+void to_json(nlohmann::json& j, const S3Storage& v) {
+  j = nlohmann::json::object();
+  Write(j, "endpoint", v.endpoint);
+  Write(j, "region", v.region);
+  Write(j, "addressingStyle", v.addressing_style);
+  Write(j, "credentialsSecretRef", v.credentials_secret_ref);
+}
+
+void from_json(const nlohmann::json& j, S3Storage& v) {
+  ExpectObject(j, "S3Storage");
+  Read(j, "endpoint", v.endpoint);
+  Read(j, "region", v.region);
+  Read(j, "addressingStyle", v.addressing_style);
+  Read(j, "credentialsSecretRef", v.credentials_secret_ref);
+}
+
+void to_json(nlohmann::json& j, const Storage& v) {
+  j = nlohmann::json::object();
+  Write(j, "s3", v.s3);
+}
+
+void from_json(const nlohmann::json& j, Storage& v) {
+  ExpectObject(j, "Storage");
+  Read(j, "s3", v.s3);
+}
+
 }  // namespace kiln::api::v1alpha1

@@ -107,6 +107,53 @@ struct Toleration {
 void to_json(nlohmann::json& j, const Toleration& v);
 void from_json(const nlohmann::json& j, Toleration& v);
 
+// A Secret in the object's namespace with the keys AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and
+// optionally AWS_SESSION_TOKEN). The workers get it as a read-only volume
+// (KILN_S3_CREDENTIALS_DIR), never as environment values; kiln copies it into the member clusters
+// that run the workers.
+struct S3CredentialsSecretRef {
+  // The Secret's name.
+  std::string name;
+
+  bool operator==(const S3CredentialsSecretRef&) const = default;
+};
+void to_json(nlohmann::json& j, const S3CredentialsSecretRef& v);
+void from_json(const nlohmann::json& j, S3CredentialsSecretRef& v);
+
+// An S3-compatible object store and the Secret holding its credentials, passed to every worker pod
+// (docs/storage.md).
+struct S3Storage {
+  // http(s)://host[:port] of an S3-compatible store (SeaweedFS, MinIO, Ceph); unset means AWS
+  // (https://s3.<region>.amazonaws.com). The workers get it as AWS_ENDPOINT_URL_S3.
+  std::optional<std::string> endpoint;
+  // The region signed into requests (AWS_REGION); unset means us-east-1.
+  std::optional<std::string> region;
+  // Path (https://host/<bucket>/<key>) or Virtual (https://<bucket>.host/<key>); unset means
+  // path-style with an endpoint and virtual-hosted for AWS (KILN_S3_ADDRESSING_STYLE).
+  std::optional<std::string> addressing_style;
+  // A Secret in the object's namespace with the keys AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY
+  // (and optionally AWS_SESSION_TOKEN). The workers get it as a read-only volume
+  // (KILN_S3_CREDENTIALS_DIR), never as environment values; kiln copies it into the member clusters
+  // that run the workers.
+  S3CredentialsSecretRef credentials_secret_ref;
+
+  bool operator==(const S3Storage&) const = default;
+};
+void to_json(nlohmann::json& j, const S3Storage& v);
+void from_json(const nlohmann::json& j, S3Storage& v);
+
+// How kiln-worker reaches the object's s3:// URIs. file:// URIs need nothing here: they lie on the
+// operator's shared volume (docs/storage.md, "In the cluster").
+struct Storage {
+  // An S3-compatible object store and the Secret holding its credentials, passed to every worker
+  // pod (docs/storage.md).
+  std::optional<S3Storage> s3;
+
+  bool operator==(const Storage&) const = default;
+};
+void to_json(nlohmann::json& j, const Storage& v);
+void from_json(const nlohmann::json& j, Storage& v);
+
 }  // namespace kiln::api::v1alpha1
 
 #endif  // KILN_OPERATOR_API_V1ALPHA1_COMMON_H_

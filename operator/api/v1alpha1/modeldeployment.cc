@@ -235,6 +235,7 @@ void to_json(nlohmann::json& j, const ModelDeploymentSpec& v) {
   Write(j, "tolerations", v.tolerations);
   Write(j, "clusterSelector", v.cluster_selector);
   Write(j, "serving", v.serving);
+  Write(j, "storage", v.storage);
   Write(j, "strategy", v.strategy);
   Write(j, "analysis", v.analysis);
   Write(j, "traffic", v.traffic);
@@ -252,6 +253,7 @@ void from_json(const nlohmann::json& j, ModelDeploymentSpec& v) {
   Read(j, "tolerations", v.tolerations);
   Read(j, "clusterSelector", v.cluster_selector);
   Read(j, "serving", v.serving);
+  Read(j, "storage", v.storage);
   Read(j, "strategy", v.strategy);
   Read(j, "analysis", v.analysis);
   Read(j, "traffic", v.traffic);

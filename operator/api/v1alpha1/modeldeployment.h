@@ -275,6 +275,9 @@ struct ModelDeploymentSpec {
   std::optional<LabelSelector> cluster_selector;
   // How each replica serves requests.
   std::optional<ServingOptions> serving;
+  // How the serving and quality-gate pods reach s3:// checkpoints (endpoint, region, credentials
+  // Secret); not needed for file:// URIs.
+  std::optional<Storage> storage;
   // How a new version replaces the stable one.
   std::optional<RolloutStrategy> strategy;
   // Measurements taken while a canary takes traffic; too many failed measurements roll the rollout

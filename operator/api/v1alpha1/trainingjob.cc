@@ -221,6 +221,7 @@ void to_json(nlohmann::json& j, const TrainingJobSpec& v) {
   Write(j, "checkpoint", v.checkpoint);
   Write(j, "failurePolicy", v.failure_policy);
   Write(j, "elastic", v.elastic);
+  Write(j, "storage", v.storage);
   Write(j, "ttlSecondsAfterFinished", v.ttl_seconds_after_finished);
 }
 
@@ -235,6 +236,7 @@ void from_json(const nlohmann::json& j, TrainingJobSpec& v) {
   Read(j, "checkpoint", v.checkpoint);
   Read(j, "failurePolicy", v.failure_policy);
   Read(j, "elastic", v.elastic);
+  Read(j, "storage", v.storage);
   Read(j, "ttlSecondsAfterFinished", v.ttl_seconds_after_finished);
 }
 

@@ -249,6 +249,9 @@ struct TrainingJobSpec {
   // Lets kiln run the gang with fewer workers (down to minReplicas) when capacity is short, and
   // grow back up to maxReplicas.
   std::optional<ElasticPolicy> elastic;
+  // How the workers reach s3:// data and checkpoints (endpoint, region, credentials Secret); not
+  // needed for file:// URIs.
+  std::optional<Storage> storage;
   // Delete the job this long after it succeeds or fails (checkpoints are kept); unset keeps it.
   std::optional<int32_t> ttl_seconds_after_finished;
 

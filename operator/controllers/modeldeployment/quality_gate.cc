@@ -5,6 +5,7 @@
 
 #include "operator/api/labels.h"
 #include "operator/controllers/modeldeployment/version_workload.h"
+#include "operator/controllers/storage/s3_access.h"
 
 namespace kiln::modeldeployment {
 namespace {
@@ -22,14 +23,19 @@ bool Under(const std::string& path, const std::string& dir) {
   return path == d || path.rfind(d + "/", 0) == 0;
 }
 
-// A file:// URI's path, readable through the shared volume (if any).
-StatusOr<std::string> PathOf(const std::string& uri, const std::string& what,
-                             const trainingjob::SharedVolume& volume) {
+// The evaluation set's path, readable through the shared volume (if any):
+// `kiln-worker eval --data` reads a file only.
+StatusOr<std::string> EvaluationSetPath(const std::string& uri,
+                                        const trainingjob::SharedVolume& volume) {
+  const std::string what = "analysis.qualityGate.evaluationSet";
   const std::string scheme = "file://";
-  if (uri.rfind(scheme, 0) != 0 || uri.size() <= scheme.size() || uri[scheme.size()] != '/') {
+  if (uri.rfind("s3://", 0) == 0) {
     return Status::InvalidArgument(what + " " + uri +
-                                   " is not a file:///absolute/path (s3:// is not supported by "
-                                   "the workers yet)");
+                                   ": kiln-worker eval reads its evaluation set from a file only; "
+                                   "put it on the shared volume (file:///path)");
+  }
+  if (uri.rfind(scheme, 0) != 0 || uri.size() <= scheme.size() || uri[scheme.size()] != '/') {
+    return Status::InvalidArgument(what + " " + uri + " is not a file:///absolute/path");
   }
   const std::string path = uri.substr(scheme.size());
   const bool has_volume = !volume.claim_name.empty() || !volume.host_path.empty();
@@ -64,9 +70,13 @@ StatusOr<json> BuildGateJob(const v1::ModelDeployment& md, const GateVersions& v
     return Status::InvalidArgument("no analysis.qualityGate");
   }
   const v1::QualityGate& gate = *md.spec.analysis->quality_gate;
-  KILN_ASSIGN_OR_RETURN(std::string data, PathOf(gate.evaluation_set, "evaluation set", volume));
-  KILN_ASSIGN_OR_RETURN(std::string canary, PathOf(versions.canary_uri, "model URI", volume));
-  KILN_ASSIGN_OR_RETURN(std::string stable, PathOf(versions.stable_uri, "model URI", volume));
+  const std::optional<v1::S3Storage> s3 =
+      md.spec.storage ? md.spec.storage->s3 : std::optional<v1::S3Storage>();
+  KILN_ASSIGN_OR_RETURN(std::string data, EvaluationSetPath(gate.evaluation_set, volume));
+  KILN_ASSIGN_OR_RETURN(std::string canary,
+                        CheckpointArg(versions.canary_uri, s3.has_value(), volume));
+  KILN_ASSIGN_OR_RETURN(std::string stable,
+                        CheckpointArg(versions.stable_uri, s3.has_value(), volume));
   const std::string name = Str(md.metadata, "name");
   json labels = {{api::kManagedByLabel, api::kManagedByValue},
                  {api::kModelDeploymentLabel, name},
@@ -110,6 +120,7 @@ StatusOr<json> BuildGateJob(const v1::ModelDeployment& md, const GateVersions& v
                    {"containers", json::array({container(kGateCanaryContainer, canary),
                                                container(kGateStableContainer, stable)})},
                    {"volumes", volumes}};
+  if (s3) s3access::AddToPod(*s3, s3->credentials_secret_ref.name, pod_spec);
   if (md.spec.node_selector) pod_spec["nodeSelector"] = *md.spec.node_selector;
   if (md.spec.tolerations) pod_spec["tolerations"] = *md.spec.tolerations;
   return json{{"apiVersion", "batch/v1"},

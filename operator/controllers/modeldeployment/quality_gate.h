@@ -40,8 +40,10 @@ struct GateVersions {
 std::string GateJobName(const std::string& deployment, const std::string& canary);
 
 // The gate's Job for `md` (metadata name, namespace, uid;
-// spec.analysis.qualityGate set). InvalidArgument for a URI or evaluation set
-// no pod can read (as BuildVersionWorkload).
+// spec.analysis.qualityGate set). The checkpoints may be s3:// (with
+// spec.storage.s3, whose Secret the pod mounts); the evaluation set must be a
+// file (`kiln-worker eval --data` reads files only). InvalidArgument for a
+// URI or evaluation set no pod can read (as BuildVersionWorkload).
 StatusOr<nlohmann::json> BuildGateJob(const api::v1alpha1::ModelDeployment& md,
                                       const GateVersions& versions,
                                       const trainingjob::SharedVolume& volume);

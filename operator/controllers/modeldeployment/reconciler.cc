@@ -23,6 +23,7 @@
 #include "operator/controllers/modeldeployment/prometheus_source.h"
 #include "operator/controllers/modeldeployment/quality_gate.h"
 #include "operator/controllers/modeldeployment/version_workload.h"
+#include "operator/controllers/storage/s3_access.h"
 
 namespace kiln::modeldeployment {
 namespace {
@@ -935,6 +936,36 @@ StatusOr<runtime::Result> ModelDeploymentReconciler::Reconcile(const runtime::Co
                                    ? std::optional<int64_t>(obj["metadata"]["generation"])
                                    : std::nullopt;
 
+  // S3 credentials: no serving or gate pod is made or changed without them
+  // (what runs keeps running, holding the Secret already). Secrets are not
+  // watched: a held deployment looks again every resync.
+  std::optional<s3access::SecretProblem> credentials_problem;
+  if (md.spec.storage && md.spec.storage->s3) {
+    const std::string& secret_name = md.spec.storage->s3->credentials_secret_ref.name;
+    auto secret = client_.Get(kube::resources::kSecrets, request.ns, secret_name);
+    if (!secret.ok() && !kube::IsNotFound(secret.status())) return secret.status();
+    credentials_problem =
+        s3access::CheckSecret(secret.ok() ? *secret : json(), request.ns, secret_name);
+    const std::string now_text = FormatRfc3339(options_.now());
+    if (credentials_problem) {
+      SetCondition(status, s3access::kCredentialsReadyCondition, false, credentials_problem->reason,
+                   credentials_problem->message, now_text, status.observed_generation);
+    } else {
+      SetCondition(status, s3access::kCredentialsReadyCondition, true, "SecretFound",
+                   "Secret " + request.ns + "/" + secret_name + " holds the S3 credentials",
+                   now_text, status.observed_generation);
+    }
+  }
+  const bool credentials_news = credentials_problem && [&] {
+    if (!md.status || !md.status->conditions) return true;
+    for (const auto& c : *md.status->conditions) {
+      if (c.type == s3access::kCredentialsReadyCondition) {
+        return c.status != "False" || c.message != credentials_problem->message;
+      }
+    }
+    return true;
+  }();
+
   // 3. The status first: a version loses its weight before its pods go.
   if (!md.status || status != *md.status) {
     json updated = obj;
@@ -955,6 +986,10 @@ StatusOr<runtime::Result> ModelDeploymentReconciler::Reconcile(const runtime::Co
   }
   if (events_ != nullptr) {
     for (const auto& e : rollout.events()) events_->Record(obj, e.type, e.reason, e.message);
+    if (credentials_news) {
+      events_->Record(obj, runtime::EventType::kWarning, credentials_problem->reason,
+                      credentials_problem->message);
+    }
   }
 
   // With the Gateway API provider, the weights go into the HTTPRoute too,
@@ -999,6 +1034,7 @@ StatusOr<runtime::Result> ModelDeploymentReconciler::Reconcile(const runtime::Co
 
   // 4. Each live version's Deployment and Service, as the status says.
   for (const auto& [version, l] : live) {
+    if (credentials_problem) break;
     auto workload = build(version, l.uri, l.replicas);
     if (!workload.ok()) {
       log::Logger("modeldeployment")
@@ -1055,7 +1091,7 @@ StatusOr<runtime::Result> ModelDeploymentReconciler::Reconcile(const runtime::Co
   }
   // The quality gate's Job while its run goes on; none otherwise.
   const std::string canary = status.canary_version.value_or("");
-  if (rollout.gate_wanted() && gate_jobs.count(canary) == 0) {
+  if (rollout.gate_wanted() && gate_jobs.count(canary) == 0 && !credentials_problem) {
     auto job = BuildGateJob(md,
                             {.canary = canary,
                              .canary_uri = md.spec.model.uri,
@@ -1123,6 +1159,7 @@ StatusOr<runtime::Result> ModelDeploymentReconciler::Reconcile(const runtime::Co
       if (!s.ok() && !kube::IsNotFound(s)) return s;
     }
   }
+  if (credentials_problem) wake = std::min(wake.value_or(options_.resync), options_.resync);
   return runtime::Result{.requeue_after = wake.value_or(milliseconds(0))};
 }
 

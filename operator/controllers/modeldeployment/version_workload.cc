@@ -4,6 +4,7 @@
 #include <cstdio>
 
 #include "operator/api/labels.h"
+#include "operator/controllers/storage/s3_access.h"
 
 namespace kiln::modeldeployment {
 namespace {
@@ -41,6 +42,30 @@ json SecurityContext() {
 
 }  // namespace
 
+StatusOr<std::string> CheckpointArg(const std::string& uri, bool has_s3,
+                                    const trainingjob::SharedVolume& volume) {
+  if (uri.rfind("s3://", 0) == 0) {
+    if (!has_s3) {
+      return Status::InvalidArgument("model URI " + uri +
+                                     " needs spec.storage.s3 (the store's endpoint and the Secret "
+                                     "with its credentials)");
+    }
+    return uri;  // kiln-worker downloads it into its cache (/tmp).
+  }
+  const std::string scheme = "file://";
+  if (uri.rfind(scheme, 0) != 0 || uri.size() <= scheme.size() || uri[scheme.size()] != '/') {
+    return Status::InvalidArgument("model URI \"" + uri +
+                                   "\" is not a file:///absolute/path or s3://bucket/key");
+  }
+  const std::string path = uri.substr(scheme.size());
+  const bool has_volume = !volume.claim_name.empty() || !volume.host_path.empty();
+  if (has_volume && !Under(path, volume.mount_path)) {
+    return Status::InvalidArgument("model URI " + uri +
+                                   " is outside the shared volume mounted at " + volume.mount_path);
+  }
+  return path;
+}
+
 std::string VersionObjectName(const std::string& deployment, const std::string& version) {
   std::string clean;
   for (char c : version) {
@@ -64,25 +89,13 @@ StatusOr<VersionWorkload> BuildVersionWorkload(const v1::ModelDeployment& md,
                                    " is longer than a label value (63 characters), which "
                                    "kiln-router selects the versions' endpoints by");
   }
-  const std::string& uri = options.uri;
-  if (uri.rfind("s3://", 0) == 0) {
-    return Status::InvalidArgument("model URI " + uri +
-                                   ": s3:// storage is not supported by the workers yet; use "
-                                   "file:// on the shared volume");
-  }
-  const std::string scheme = "file://";
-  if (uri.rfind(scheme, 0) != 0 || uri.size() <= scheme.size() || uri[scheme.size()] != '/') {
-    return Status::InvalidArgument("model URI \"" + uri + "\" is not a file:///absolute/path");
-  }
-  const std::string path = uri.substr(scheme.size());
+  const v1::ModelDeploymentSpec& spec = md.spec;
+  const std::optional<v1::S3Storage> s3 =
+      spec.storage ? spec.storage->s3 : std::optional<v1::S3Storage>();
   const trainingjob::SharedVolume& volume = options.volume;
   const bool has_volume = !volume.claim_name.empty() || !volume.host_path.empty();
-  if (has_volume && !Under(path, volume.mount_path)) {
-    return Status::InvalidArgument("model URI " + uri +
-                                   " is outside the shared volume mounted at " + volume.mount_path);
-  }
+  KILN_ASSIGN_OR_RETURN(const std::string path, CheckpointArg(options.uri, s3.has_value(), volume));
 
-  const v1::ModelDeploymentSpec& spec = md.spec;
   const v1::ServingOptions serving = spec.serving.value_or(v1::ServingOptions{});
   const int32_t port = serving.port.value_or(8000);
   const int32_t gpus = spec.gpus_per_replica.value_or(1);
@@ -151,6 +164,9 @@ StatusOr<VersionWorkload> BuildVersionWorkload(const v1::ModelDeployment& md,
                      {"seccompProfile", {{"type", "RuntimeDefault"}}}}},
                    {"containers", json::array({container})},
                    {"volumes", volumes}};
+  // The serving pods run in the ModelDeployment's own cluster: the spec's
+  // Secret itself.
+  if (s3) s3access::AddToPod(*s3, s3->credentials_secret_ref.name, pod_spec);
   if (spec.node_selector) pod_spec["nodeSelector"] = *spec.node_selector;
   if (spec.tolerations) pod_spec["tolerations"] = *spec.tolerations;
 

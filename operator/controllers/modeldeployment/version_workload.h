@@ -26,7 +26,7 @@ inline constexpr const char* kServeContainer = "serve";
 // Which version to build, and how many replicas.
 struct VersionWorkloadOptions {
   std::string version;
-  std::string uri;  // file:///path under the shared volume.
+  std::string uri;  // file:///path under the shared volume, or s3://bucket/key.
   int32_t replicas = 0;
   // Where file:// checkpoints lie (the operator's --shared-volume-* flags).
   trainingjob::SharedVolume volume;
@@ -45,10 +45,18 @@ std::string VersionObjectName(const std::string& deployment, const std::string& 
 // "kiln.dev/model-deployment=<name>": selects every version's pods.
 std::string DeploymentSelector(const std::string& deployment);
 
+// What `kiln-worker serve --checkpoint` and `eval --checkpoint` get for the
+// checkpoint `uri`: an s3:// URI as it is (the worker downloads it; it needs
+// spec.storage.s3, `has_s3`), a file:// URI's path (under the shared volume,
+// when there is one). InvalidArgument otherwise, naming the URI.
+StatusOr<std::string> CheckpointArg(const std::string& uri, bool has_s3,
+                                    const trainingjob::SharedVolume& volume);
+
 // The objects for one version of `md` (which needs metadata name, namespace
-// and uid). InvalidArgument for what no pod could serve: an s3:// URI (not
-// supported by the workers yet), a file:// path outside the shared volume, a
-// name too long for a label value.
+// and uid). InvalidArgument for what no pod could serve: an s3:// URI without
+// spec.storage.s3, a file:// path outside the shared volume, a name too long
+// for a label value. With spec.storage.s3 the pods mount its credentials
+// Secret and get the store's settings (storage/s3_access.h).
 StatusOr<VersionWorkload> BuildVersionWorkload(const api::v1alpha1::ModelDeployment& md,
                                                const VersionWorkloadOptions& options);
 

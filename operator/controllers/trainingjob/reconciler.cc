@@ -10,6 +10,7 @@
 #include "operator/api/conditions.h"
 #include "operator/api/labels.h"
 #include "operator/api/v1alpha1/resources.h"
+#include "operator/controllers/storage/s3_access.h"
 #include "operator/controllers/trainingjob/failure_classifier.h"
 #include "operator/controllers/trainingjob/failure_policy.h"
 #include "operator/fleet/node_and_pod.h"
@@ -141,6 +142,10 @@ std::vector<fleet::WorkerHold> HoldsOf(const std::vector<RankPlacement>& ranks,
   return holds;
 }
 
+std::optional<v1::S3Storage> S3Of(const v1::TrainingJobSpec& spec) {
+  return spec.storage ? spec.storage->s3 : std::nullopt;
+}
+
 // Whether the newest restart must wait out the backoff (failure_policy.h).
 bool NewestRestartBacksOff(const v1::TrainingJobStatus& status) {
   if (!status.restart_history || status.restart_history->empty()) return true;
@@ -191,7 +196,12 @@ StatusOr<bool> TrainingJobReconciler::DeleteWorkers(const json& job, int32_t att
       gone = false;
       continue;
     }
-    for (const kube::Resource* r : {&kube::resources::kPods, &kube::resources::kServices}) {
+    // kiln's copies of the S3 credentials Secret outlive attempts: they go
+    // with the whole gang (deletion, suspension).
+    std::vector<const kube::Resource*> kinds = {&kube::resources::kPods,
+                                                &kube::resources::kServices};
+    if (attempt < 0) kinds.push_back(&kube::resources::kSecrets);
+    for (const kube::Resource* r : kinds) {
       // A cluster that cannot be reached keeps its objects until it answers
       // again; the job's deletion does not wait for it (its finalizer does).
       auto list = member->client().List(*r, ns, {.label_selector = selector});
@@ -358,6 +368,54 @@ StatusOr<bool> TrainingJobReconciler::ClusterLost(const std::string& cluster,
     if (c.value("type", "") == "Unreachable") return c.value("status", "") == "True";
   }
   return false;
+}
+
+StatusOr<bool> TrainingJobReconciler::IsHub(const std::string& cluster) {
+  if (!options_.hub_member.empty() && cluster == options_.hub_member) return true;
+  auto mc = hub_.Get(v1::kMemberClusters, "", cluster);
+  if (!mc.ok()) {
+    if (kube::IsNotFound(mc.status())) return false;
+    return mc.status();
+  }
+  return mc->value("spec", json::object()).value("local", false);
+}
+
+StatusOr<TrainingJobReconciler::Credentials> TrainingJobReconciler::ReadCredentials(
+    const std::string& ns, const v1::S3Storage& s3) {
+  const std::string& name = s3.credentials_secret_ref.name;
+  auto got = hub_.Get(kube::resources::kSecrets, ns, name);
+  if (!got.ok() && !kube::IsNotFound(got.status())) return got.status();
+  Credentials out;
+  if (got.ok()) out.secret = std::move(*got);
+  out.problem = s3access::CheckSecret(out.secret, ns, name);
+  if (out.problem) out.secret = nullptr;
+  return out;
+}
+
+Status TrainingJobReconciler::SyncCredentialsCopy(kube::Client& member, const v1::TrainingJob& job,
+                                                  const json& secret) {
+  const json wanted = BuildCredentialsCopy(job, secret);
+  const std::string ns = Str(wanted["metadata"], "namespace");
+  const std::string name = Str(wanted["metadata"], "name");
+  auto have = member.Get(kube::resources::kSecrets, ns, name);
+  if (!have.ok()) {
+    if (!kube::IsNotFound(have.status())) return have.status();
+    Status made = member.Create(kube::resources::kSecrets, ns, wanted).status();
+    // Made meanwhile by another reconcile: the next one compares it.
+    return kube::IsAlreadyExists(made) ? Status::Ok() : made;
+  }
+  const std::string uid = Str(job.metadata, "uid");
+  if (have->value("metadata", json::object())
+          .value("labels", json::object())
+          .value(kJobUidLabel, "") != uid) {
+    return Status::FailedPrecondition("Secret " + ns + "/" + name +
+                                      " exists and is not kiln's copy of this job's S3 "
+                                      "credentials; rename or delete it");
+  }
+  if (s3access::CopyCurrent(*have, wanted)) return Status::Ok();
+  json next = wanted;
+  next["metadata"]["resourceVersion"] = (*have)["metadata"].value("resourceVersion", "");
+  return member.Update(kube::resources::kSecrets, next).status();
 }
 
 bool TrainingJobReconciler::FirstIgnored(const std::string& key, const std::string& pod) {
@@ -554,6 +612,36 @@ StatusOr<runtime::Result> TrainingJobReconciler::Reconcile(const runtime::Contex
   // What a lost cluster still holds of earlier attempts, once it answers.
   SweepLostClusters(request.Key(), obj, attempt, status);
 
+  // S3 credentials: no worker starts without them. A running gang keeps
+  // running (its pods hold the Secret already); a new one waits, looked at
+  // again every unschedulable_retry (Secrets are not watched).
+  const std::optional<v1::S3Storage> s3 = S3Of(job.spec);
+  json credentials;
+  if (s3) {
+    KILN_ASSIGN_OR_RETURN(Credentials checked, ReadCredentials(request.ns, *s3));
+    if (checked.problem) {
+      const v1::Condition* was = FindCondition(status, s3access::kCredentialsReadyCondition);
+      const bool news =
+          was == nullptr || was->status != "False" || was->message != checked.problem->message;
+      SetCondition(status, s3access::kCredentialsReadyCondition, false, checked.problem->reason,
+                   checked.problem->message, now, generation);
+      if (news) {
+        record(runtime::EventType::kWarning, checked.problem->reason, checked.problem->message);
+      }
+      if (phase != "Running") {
+        status.phase = phase;  // Pending, or Restarting.
+        KILN_RETURN_IF_ERROR(write());
+        return runtime::Result{.requeue_after = options_.unschedulable_retry};
+      }
+    } else {
+      SetCondition(status, s3access::kCredentialsReadyCondition, true, "SecretFound",
+                   "Secret " + request.ns + "/" + s3->credentials_secret_ref.name +
+                       " holds the S3 credentials",
+                   now, generation);
+      credentials = std::move(checked.secret);
+    }
+  }
+
   // A restart waits out its backoff before the gang is placed again (a
   // lost cluster's does not).
   if (phase == "Restarting" && NewestRestartBacksOff(status)) {
@@ -618,6 +706,17 @@ StatusOr<runtime::Result> TrainingJobReconciler::Reconcile(const runtime::Contex
   // 4. The attempt's objects in the members; the gates lift once all exist.
   const std::vector<RankPlacement> ranks = Ranks(*status.placement);
   WorkerPodOptions pod_options{.volume = options_.volume, .attempt = attempt};
+  // The hub's pods use the job's Secret; other members kiln's copy of it.
+  std::map<std::string, bool> hub_cluster;
+  if (s3) {
+    for (const RankPlacement& r : ranks) {
+      if (hub_cluster.contains(r.cluster)) continue;
+      KILN_ASSIGN_OR_RETURN(hub_cluster[r.cluster], IsHub(r.cluster));
+      if (!hub_cluster[r.cluster]) {
+        pod_options.credentials_secrets[r.cluster] = CredentialsCopyName(request.name);
+      }
+    }
+  }
   auto objects = BuildGang(job, ranks, pod_options);
   if (!objects.ok()) {
     capacity_.Release(request.Key());
@@ -690,6 +789,13 @@ StatusOr<runtime::Result> TrainingJobReconciler::Reconcile(const runtime::Contex
       auto member = members_.Get(objects->service_clusters[i]);
       if (member == nullptr) continue;
       KILN_RETURN_IF_ERROR(EnsureNamespace(member->client(), ns));
+      const std::string& cluster = objects->service_clusters[i];
+      if (!credentials.is_null() && !hub_cluster[cluster]) {
+        Status copied = SyncCredentialsCopy(member->client(), job, credentials);
+        if (!copied.ok()) {
+          return Status(copied.code(), "member cluster " + cluster + ": " + copied.message());
+        }
+      }
       Status s =
           member->client().Create(kube::resources::kServices, ns, objects->services[i]).status();
       if (!s.ok() && !kube::IsAlreadyExists(s)) return s;
@@ -702,6 +808,21 @@ StatusOr<runtime::Result> TrainingJobReconciler::Reconcile(const runtime::Contex
                                         Str(objects->services[i]["metadata"], "name"),
                                         kube::PatchType::kMerge, patch.dump())
                                  .status());
+      }
+    }
+  }
+  if (!failure && created_before && !credentials.is_null()) {
+    // A running gang's copies follow the hub's Secret (the kubelet brings a
+    // rotated key into the pods' volumes). A copy that cannot be written
+    // does not stop the gang: it is tried again on the next reconcile.
+    for (const std::string& cluster : objects->service_clusters) {
+      auto member = members_.Get(cluster);
+      if (hub_cluster[cluster] || member == nullptr) continue;
+      Status copied = SyncCredentialsCopy(member->client(), job, credentials);
+      if (!copied.ok()) {
+        log::Logger("trainingjob")
+            .Warn("cannot update the copy of the S3 credentials in a member cluster",
+                  {{"job", request.Key()}, {"cluster", cluster}, {"error", copied.ToString()}});
       }
     }
   }

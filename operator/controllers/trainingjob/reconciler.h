@@ -28,7 +28,12 @@
 //     (phase Scheduled) holds again what its pods do not yet count for.
 //  4. The attempt's Services and gated pods (worker_pods.h) are created in
 //     their members; once all exist, the gates are lifted and the members'
-//     schedulers bind them to the chosen nodes.
+//     schedulers bind them to the chosen nodes. With spec.storage.s3, the
+//     credentials Secret (in the job's namespace in the hub) must exist and
+//     hold the keys before any pod is made (else CredentialsReady=False,
+//     naming the Secret and key, with an Event); members other than the hub
+//     get a copy of it, labelled with the job's UID, kept equal to the hub's
+//     on every reconcile and deleted with the job's pods.
 //  5. The pods' states become the status (readyWorkers, phase). A failed
 //     worker is classified (failure_classifier.h) and the policy decides
 //     (failure_policy.h): Restart deletes the attempt's pods, records the
@@ -74,6 +79,7 @@
 
 #include "kube/client.h"
 #include "operator/api/v1alpha1/trainingjob.h"
+#include "operator/controllers/storage/s3_access.h"
 #include "operator/controllers/trainingjob/metrics.h"
 #include "operator/controllers/trainingjob/progress_reader.h"
 #include "operator/controllers/trainingjob/worker_pods.h"
@@ -163,6 +169,22 @@ class TrainingJobReconciler final : public runtime::Reconciler {
   // status). One that exists but is not connected yet (a newly started
   // operator's first moments) is not lost.
   StatusOr<bool> ClusterLost(const std::string& cluster, const placement::Snapshot& fleet);
+  // Whether `cluster` is the hub itself (options.hub_member, or a
+  // MemberCluster with spec.local), where pods use the job's own Secrets.
+  StatusOr<bool> IsHub(const std::string& cluster);
+  // spec.storage.s3's credentials Secret in the hub, checked: its content,
+  // or null with the problem set (missing, or without a key).
+  struct Credentials {
+    nlohmann::json secret;
+    std::optional<s3access::SecretProblem> problem;
+  };
+  StatusOr<Credentials> ReadCredentials(const std::string& ns, const api::v1alpha1::S3Storage& s3);
+  // Makes kiln's copy of the credentials `secret` in `member` match it:
+  // created when missing, updated when the hub's Secret changed, left alone
+  // when current. FailedPrecondition when a Secret of the copy's name exists
+  // there that is not this job's.
+  Status SyncCredentialsCopy(kube::Client& member, const api::v1alpha1::TrainingJob& job,
+                             const nlohmann::json& secret);
   // Whether the ignored failure of `pod` in job `key` is new (worth an Event).
   bool FirstIgnored(const std::string& key, const std::string& pod);
   // Drops what is remembered of job `key`.

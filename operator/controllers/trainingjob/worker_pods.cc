@@ -5,6 +5,8 @@
 #include <cstdio>
 #include <set>
 
+#include "operator/controllers/storage/s3_access.h"
+
 namespace kiln::trainingjob {
 namespace {
 
@@ -31,14 +33,11 @@ std::string Str(const json& j, const char* key) {
   return j.contains(key) && j[key].is_string() ? j[key].get<std::string>() : "";
 }
 
+bool IsS3(const std::string& uri) { return uri.rfind("s3://", 0) == 0; }
+
 // A file:// URI's path, or InvalidArgument naming `field`.
 StatusOr<std::string> FilePath(const std::string& uri, const std::string& field) {
   const std::string scheme = "file://";
-  if (uri.rfind("s3://", 0) == 0) {
-    return Status::InvalidArgument(field + ": " + uri +
-                                   ": s3:// storage is not supported by the workers yet; use "
-                                   "file:// on the shared volume");
-  }
   if (uri.rfind(scheme, 0) != 0 || uri.size() <= scheme.size() || uri[scheme.size()] != '/') {
     return Status::InvalidArgument(field + ": \"" + uri +
                                    "\" is not a file:///absolute/path or s3:// URI");
@@ -52,15 +51,17 @@ bool Under(const std::string& path, const std::string& dir) {
   return path == d || path.rfind(d + "/", 0) == 0;
 }
 
+// Labels naming the job; `attempt` < 0 for what outlives attempts.
 json Labels(const v1::TrainingJob& job, int32_t attempt) {
   // A label value holds at most 63 characters; longer job names are cut
   // and hashed (the UID label identifies the job exactly).
   std::string name = Str(job.metadata, "name");
   if (name.size() > kMaxLabel) name = DnsLabel(name, "");
-  return {{api::kManagedByLabel, api::kManagedByValue},
-          {kJobNameLabel, name},
-          {kJobUidLabel, Str(job.metadata, "uid")},
-          {kAttemptLabel, std::to_string(attempt)}};
+  json labels = {{api::kManagedByLabel, api::kManagedByValue},
+                 {kJobNameLabel, name},
+                 {kJobUidLabel, Str(job.metadata, "uid")}};
+  if (attempt >= 0) labels[kAttemptLabel] = std::to_string(attempt);
+  return labels;
 }
 
 json OwnerReference(const v1::TrainingJob& job) {
@@ -121,6 +122,13 @@ std::string WorkerPodName(const std::string& job, int32_t attempt, int32_t rank)
   return DnsLabel(job, "-" + std::to_string(attempt) + "-" + std::to_string(rank));
 }
 
+std::string CredentialsCopyName(const std::string& job) { return DnsLabel(job, "-s3-credentials"); }
+
+json BuildCredentialsCopy(const v1::TrainingJob& job, const json& secret) {
+  return s3access::MemberCopy(secret, Str(job.metadata, "namespace"),
+                              CredentialsCopyName(Str(job.metadata, "name")), Labels(job, -1));
+}
+
 StatusOr<GangObjects> BuildGang(const v1::TrainingJob& job,
                                 const std::vector<RankPlacement>& placement,
                                 const WorkerPodOptions& options) {
@@ -145,18 +153,51 @@ StatusOr<GangObjects> BuildGang(const v1::TrainingJob& job,
         std::to_string(world) + " workers");
   }
   const int64_t accumulation = t.global_batch_size / per_pass;
-  if (options.volume.claim_name.empty() == options.volume.host_path.empty()) {
+  const bool has_volume = !options.volume.claim_name.empty() || !options.volume.host_path.empty();
+  if (!options.volume.claim_name.empty() && !options.volume.host_path.empty()) {
     return Status::InvalidArgument(
         "shared volume: set exactly one of a PersistentVolumeClaim and a hostPath");
   }
-  KILN_ASSIGN_OR_RETURN(std::string ckpt_dir, FilePath(spec.checkpoint.uri, "spec.checkpoint.uri"));
-  if (!Under(ckpt_dir, options.volume.mount_path)) {
-    return Status::InvalidArgument("spec.checkpoint.uri: " + spec.checkpoint.uri +
-                                   " is outside the shared volume mounted at " +
-                                   options.volume.mount_path +
-                                   " (every rank and every restart must see the checkpoints)");
+  const std::optional<v1::S3Storage> s3 =
+      spec.storage ? spec.storage->s3 : std::optional<v1::S3Storage>();
+  for (const auto& [uri, field] : {std::pair{&spec.checkpoint.uri, "spec.checkpoint.uri"},
+                                   std::pair{&spec.data.uri, "spec.data.uri"}}) {
+    if (IsS3(*uri) && !s3) {
+      return Status::InvalidArgument(std::string(field) + ": " + *uri +
+                                     " needs spec.storage.s3 (the store's endpoint and the Secret "
+                                     "with its credentials)");
+    }
   }
-  KILN_ASSIGN_OR_RETURN(std::string data_path, FilePath(spec.data.uri, "spec.data.uri"));
+  // s3:// checkpoints go to the store as they are; file:// ones must lie on
+  // the shared volume, so every rank and every restart sees them.
+  std::string ckpt_dir = spec.checkpoint.uri;
+  if (!IsS3(spec.checkpoint.uri)) {
+    KILN_ASSIGN_OR_RETURN(ckpt_dir, FilePath(spec.checkpoint.uri, "spec.checkpoint.uri"));
+    if (!has_volume) {
+      return Status::InvalidArgument(
+          "spec.checkpoint.uri: " + spec.checkpoint.uri +
+          " is a file:// URI, but kiln-operator has no shared volume (--shared-volume-claim or "
+          "--shared-volume-host-path); use one, or s3://");
+    }
+    if (!Under(ckpt_dir, options.volume.mount_path)) {
+      return Status::InvalidArgument("spec.checkpoint.uri: " + spec.checkpoint.uri +
+                                     " is outside the shared volume mounted at " +
+                                     options.volume.mount_path +
+                                     " (every rank and every restart must see the checkpoints)");
+    }
+  }
+  // s3:// data is a prepared dataset (`kiln-worker prepare --output s3://`),
+  // which train reads shard by shard; file:// data is prepared by each rank.
+  std::string data_path, manifest = std::string(kScratchMount) + "/data/manifest.json";
+  if (IsS3(spec.data.uri)) {
+    manifest = spec.data.uri;
+    if (!manifest.ends_with(".json")) {
+      while (manifest.back() == '/') manifest.pop_back();
+      manifest += "/manifest.json";
+    }
+  } else {
+    KILN_ASSIGN_OR_RETURN(data_path, FilePath(spec.data.uri, "spec.data.uri"));
+  }
 
   GangObjects out;
   const std::string service = DnsLabel(name, "");
@@ -165,7 +206,7 @@ StatusOr<GangObjects> BuildGang(const v1::TrainingJob& job,
   const int32_t gpus = spec.workers.gpus_per_worker.value_or(0);
   std::vector<std::string> train_args = {
       "train",
-      "--data=" + std::string(kScratchMount) + "/data/manifest.json",
+      "--data=" + manifest,
       "--layers=" + Num(spec.model.layers),
       "--heads=" + Num(spec.model.heads),
       "--channels=" + Num(spec.model.hidden_size),
@@ -189,15 +230,15 @@ StatusOr<GangObjects> BuildGang(const v1::TrainingJob& job,
   if (spec.checkpoint.keep) train_args.push_back("--checkpoint-keep=" + Num(*spec.checkpoint.keep));
 
   json volumes = json::array({{{"name", "scratch"}, {"emptyDir", json::object()}}});
+  json mounts = json::array({{{"name", "scratch"}, {"mountPath", kScratchMount}}});
   if (!options.volume.claim_name.empty()) {
     volumes.push_back({{"name", "shared"},
                        {"persistentVolumeClaim", {{"claimName", options.volume.claim_name}}}});
-  } else {
+  } else if (!options.volume.host_path.empty()) {
     volumes.push_back({{"name", "shared"},
                        {"hostPath", {{"path", options.volume.host_path}, {"type", "Directory"}}}});
   }
-  const json mounts = json::array({{{"name", "scratch"}, {"mountPath", kScratchMount}},
-                                   {{"name", "shared"}, {"mountPath", options.volume.mount_path}}});
+  if (has_volume) mounts.push_back({{"name", "shared"}, {"mountPath", options.volume.mount_path}});
   json resources = json::object();
   if (spec.workers.resources) resources = *spec.workers.resources;
   if (gpus > 0) {
@@ -263,6 +304,16 @@ StatusOr<GangObjects> BuildGang(const v1::TrainingJob& job,
                {"securityContext", SecurityContext()}}})},
         {"volumes", volumes},
     };
+    // Prepared s3:// data needs no preparing.
+    if (data_path.empty()) pod_spec.erase("initContainers");
+    if (s3) {
+      auto copy = options.credentials_secrets.find(p.cluster);
+      s3access::AddToPod(*s3,
+                         copy != options.credentials_secrets.end()
+                             ? copy->second
+                             : s3->credentials_secret_ref.name,
+                         pod_spec);
+    }
     if (spec.workers.node_selector) pod_spec["nodeSelector"] = *spec.workers.node_selector;
     if (spec.workers.tolerations) pod_spec["tolerations"] = *spec.workers.tolerations;
     if (spec.workers.priority_class_name) {

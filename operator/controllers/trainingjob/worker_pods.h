@@ -16,6 +16,8 @@
 //  - mounts the operator's shared volume (a ReadWriteMany claim, or a
 //    hostPath in the local clusters), under which file:// checkpoint URIs
 //    must lie, so every rank and every restart sees the same checkpoints;
+//  - with spec.storage.s3, mounts the credentials Secret read-only and gets
+//    the store's endpoint, region and addressing style (s3_access.h);
 //  - restarts never by itself (restartPolicy Never): the controller restarts
 //    the whole gang, so no half-dead collective waits out a timeout;
 //  - runs as the images' non-root user under the restricted Pod Security
@@ -27,6 +29,7 @@
 #define KILN_OPERATOR_CONTROLLERS_TRAININGJOB_WORKER_PODS_H_
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -69,6 +72,10 @@ struct WorkerPodOptions {
   int32_t attempt = 0;
   int32_t master_port = 29500;
   int32_t metrics_port = 9400;
+  // The Secret with spec.storage.s3's credentials in each member cluster, by
+  // cluster name: kiln's copy (CredentialsCopyName) where the member is not
+  // the hub. A cluster not listed uses the spec's own Secret.
+  std::map<std::string, std::string> credentials_secrets;
 };
 
 // Where one rank runs.
@@ -88,8 +95,10 @@ struct GangObjects {
 
 // InvalidArgument naming the field for what the schema cannot check: a
 // global batch that the micro batch and world size do not divide, a file://
-// checkpoint URI outside the shared volume, an s3:// URI (not supported by
-// the workers yet), a placement whose size is not the replicas asked for.
+// checkpoint URI without a shared volume or outside it, an s3:// URI without
+// spec.storage.s3, a placement whose size is not the replicas asked for.
+// s3:// data is a prepared dataset (its manifest.json, or the prefix holding
+// it) that train reads directly, with no prepare init container.
 StatusOr<GangObjects> BuildGang(const api::v1alpha1::TrainingJob& job,
                                 const std::vector<RankPlacement>& placement,
                                 const WorkerPodOptions& options);
@@ -102,6 +111,17 @@ std::string DnsLabel(const std::string& base, const std::string& suffix);
 
 // The pod name of `rank` in `attempt` of job `job`.
 std::string WorkerPodName(const std::string& job, int32_t attempt, int32_t rank);
+
+// The name of kiln's copy of job `job`'s S3 credentials Secret in a member
+// cluster: never the user's own name, so a member that turns out to be the
+// hub (a kubeconfig pointing back at it) keeps the original untouched.
+std::string CredentialsCopyName(const std::string& job);
+
+// That copy of `secret` (spec.storage.s3.credentialsSecretRef's Secret, as
+// read from the hub), labelled like the job's pods but with no attempt:
+// deleted with them when the job goes, kept across restarts.
+nlohmann::json BuildCredentialsCopy(const api::v1alpha1::TrainingJob& job,
+                                    const nlohmann::json& secret);
 
 }  // namespace kiln::trainingjob
 

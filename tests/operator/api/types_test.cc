@@ -78,6 +78,8 @@ void CheckRoundTrip(const json& object) {
 TEST_CASE("every example decodes and re-encodes unchanged", "[api]") {
   CheckRoundTrip<TrainingJob>(LoadOne("examples/trainingjob.yaml"));
   CheckRoundTrip<ModelDeployment>(LoadOne("examples/modeldeployment.yaml"));
+  CheckRoundTrip<TrainingJob>(LoadOne("examples/trainingjob-s3.yaml"));
+  CheckRoundTrip<ModelDeployment>(LoadOne("examples/modeldeployment-s3.yaml"));
   CheckRoundTrip<MemberCluster>(LoadOne("examples/membercluster.yaml"));
   CheckRoundTrip<MemberCluster>(LoadOne("examples/membercluster-hub.yaml"));
 }
@@ -114,7 +116,31 @@ TEST_CASE("decoding errors name the field", "[api]") {
   CHECK(Decode<TrainingJob>(bad).status().message().rfind(
             "spec.failurePolicy.rules.onExitCodes: expected an object (ExitCodeMatch)", 0) == 0);
 
+  bad = LoadOne("examples/trainingjob-s3.yaml");
+  bad["spec"]["storage"]["s3"].erase("credentialsSecretRef");
+  CHECK(Decode<TrainingJob>(bad).status().message() ==
+        "spec.storage.s3.credentialsSecretRef: required");
+
   CHECK(!Decode<MemberCluster>(json::array()).ok());
+}
+
+TEST_CASE("spec.storage.s3 reads into the shared Storage type for both kinds", "[api]") {
+  auto job = Decode<TrainingJob>(LoadOne("examples/trainingjob-s3.yaml"));
+  REQUIRE(job.ok());
+  REQUIRE(job->spec.storage);
+  REQUIRE(job->spec.storage->s3);
+  const S3Storage& s3 = *job->spec.storage->s3;
+  CHECK(s3.endpoint == "http://seaweedfs.storage.svc:8333");
+  CHECK(s3.region == "us-east-1");
+  CHECK(s3.addressing_style == "Path");
+  CHECK(s3.credentials_secret_ref.name == "s3-credentials");
+  auto md = Decode<ModelDeployment>(LoadOne("examples/modeldeployment-s3.yaml"));
+  REQUIRE(md.ok());
+  REQUIRE(md->spec.storage);
+  CHECK(md->spec.storage->s3->credentials_secret_ref.name == "s3-credentials");
+  CHECK_FALSE(md->spec.storage->s3->region.has_value());
+  // Absent where not configured.
+  CHECK_FALSE(Decode<TrainingJob>(LoadOne("examples/trainingjob.yaml"))->spec.storage);
 }
 
 TEST_CASE("unset optional fields stay unset and required ones have zero values", "[api]") {

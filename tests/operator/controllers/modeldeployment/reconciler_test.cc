@@ -741,6 +741,60 @@ TEST_CASE("a model URI no worker can load leaves the stable version serving",
   CHECK_FALSE(h.Deployment("v2").has_value());
 }
 
+TEST_CASE("a missing or keyless credentials Secret holds back every serving pod, and says which",
+          "[modeldeployment][reconciler][s3]") {
+  Harness h;
+  json md = Md(json::array({{{"setWeight", 50}}}));
+  md["spec"]["storage"] = {{"s3", {{"credentialsSecretRef", {{"name", "models-s3"}}}}}};
+  md["spec"]["model"]["uri"] = "s3://models/chat/v1.ckpt";
+  h.Create(md);
+  auto r = h.Reconcile();
+  REQUIRE(r.ok());
+  CHECK(r->requeue_after == seconds(5));  // Secrets are not watched: looked at again.
+  h.ReconcileOk();
+  json s = h.Status();
+  INFO(s.dump());
+  json condition;
+  for (const auto& c : s["conditions"]) {
+    if (c["type"] == "CredentialsReady") condition = c;
+  }
+  CHECK(condition["status"] == "False");
+  CHECK(condition["reason"] == "SecretNotFound");
+  CHECK(condition["message"] ==
+        "Secret serving/models-s3 (spec.storage.s3.credentialsSecretRef) does not exist");
+  CHECK_FALSE(h.Deployment("v1").has_value());
+  const auto reasons = h.EventReasons();
+  CHECK(std::count(reasons.begin(), reasons.end(), "SecretNotFound") == 1);
+
+  json secret = {{"apiVersion", "v1"},
+                 {"kind", "Secret"},
+                 {"metadata", {{"name", "models-s3"}, {"namespace", kNs}}},
+                 {"data", {{"AWS_SECRET_ACCESS_KEY", "c2VjcmV0"}}}};
+  h.server.Put("secrets", secret);
+  h.ReconcileOk();
+  CHECK_FALSE(h.Deployment("v1").has_value());
+  for (const auto& c : h.Status()["conditions"]) {
+    if (c["type"] == "CredentialsReady") CHECK(c["reason"] == "SecretKeyMissing");
+  }
+
+  secret["data"]["AWS_ACCESS_KEY_ID"] = "QUtJQQ==";
+  h.server.Put("secrets", secret);
+  h.ReconcileOk();
+  auto d = h.Deployment("v1");
+  REQUIRE(d.has_value());
+  const json& pod = (*d)["spec"]["template"]["spec"];
+  CHECK(pod["containers"][0]["args"][2] == "s3://models/chat/v1.ckpt");
+  bool mounted = false;
+  for (const auto& v : pod["volumes"]) {
+    mounted =
+        mounted || (v["name"] == "s3-credentials" && v["secret"]["secretName"] == "models-s3");
+  }
+  CHECK(mounted);
+  for (const auto& c : h.Status()["conditions"]) {
+    if (c["type"] == "CredentialsReady") CHECK(c["status"] == "True");
+  }
+}
+
 TEST_CASE("a canary whose worker cannot load the model stays without traffic, with the reason",
           "[modeldeployment][reconciler]") {
   Harness h;

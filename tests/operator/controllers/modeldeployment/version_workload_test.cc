@@ -4,6 +4,8 @@
 #include <catch2/catch.hpp>
 
 #include "operator/api/labels.h"
+#include "operator/controllers/modeldeployment/quality_gate.h"
+#include "operator/controllers/storage/s3_access.h"
 
 namespace kiln::modeldeployment {
 namespace {
@@ -66,10 +68,126 @@ TEST_CASE("a version's Deployment serves its checkpoint with the spec's options"
 TEST_CASE("what no worker can serve is refused", "[modeldeployment][workload]") {
   const trainingjob::SharedVolume vol{
       .claim_name = "ckpt", .host_path = "", .mount_path = "/checkpoints"};
-  CHECK_FALSE(BuildVersionWorkload(Md(), {.version = "v2", .uri = "s3://b/k", .volume = vol}).ok());
+  auto s3 = BuildVersionWorkload(Md(), {.version = "v2", .uri = "s3://b/k", .volume = vol});
+  CHECK(s3.status().message() ==
+        "model URI s3://b/k needs spec.storage.s3 (the store's endpoint and the Secret with its "
+        "credentials)");
   CHECK_FALSE(
       BuildVersionWorkload(Md(), {.version = "v2", .uri = "file:///etc/x", .volume = vol}).ok());
   CHECK(BuildVersionWorkload(Md(), {.version = "v2", .uri = "file:///etc/x"}).ok());
+}
+
+v1::ModelDeployment S3Md() {
+  v1::ModelDeployment md = Md();
+  v1::S3Storage s3;
+  s3.endpoint = "https://minio.storage:9000";
+  s3.addressing_style = "Virtual";
+  s3.credentials_secret_ref.name = "models-s3";
+  md.spec.storage = v1::Storage{s3};
+  md.spec.model.uri = "s3://models/chat/v2.ckpt";
+  return md;
+}
+
+std::string Env(const json& container, const std::string& name) {
+  for (const auto& e : container.value("env", json::array())) {
+    if (e["name"] == name) return e["value"];
+  }
+  return "<unset>";
+}
+
+// The Secret volume and every container's mount and environment for S3, and
+// no key of the Secret anywhere in the pod spec.
+void CheckS3Access(const json& pod_spec, const std::string& secret) {
+  bool volume = false;
+  for (const auto& v : pod_spec["volumes"]) {
+    if (v["name"] != s3access::kVolumeName) continue;
+    volume = true;
+    CHECK(v["secret"]["secretName"] == secret);
+  }
+  CHECK(volume);
+  REQUIRE(!pod_spec["containers"].empty());
+  for (const auto& c : pod_spec["containers"]) {
+    INFO(c["name"]);
+    CHECK(c["volumeMounts"].back() == json{{"name", s3access::kVolumeName},
+                                           {"mountPath", s3access::kMountPath},
+                                           {"readOnly", true}});
+    CHECK(Env(c, "KILN_S3_CREDENTIALS_DIR") == s3access::kMountPath);
+    CHECK(Env(c, "AWS_ENDPOINT_URL_S3") == "https://minio.storage:9000");
+    CHECK(Env(c, "AWS_REGION") == "<unset>");  // The worker's default.
+    CHECK(Env(c, "KILN_S3_ADDRESSING_STYLE") == "virtual");
+    for (const auto& e : c["env"]) {
+      CHECK_FALSE(e.contains("valueFrom"));
+      CHECK(e["name"].get<std::string>().rfind("AWS_SECRET", 0) != 0);
+      CHECK(e["name"] != "AWS_ACCESS_KEY_ID");
+    }
+  }
+}
+
+TEST_CASE("an s3:// model is served with the credentials Secret mounted, never in the env",
+          "[modeldeployment][workload]") {
+  auto w = BuildVersionWorkload(
+      S3Md(), {.version = "v2",
+               .uri = "s3://models/chat/v2.ckpt",
+               .replicas = 1,
+               .volume = {.claim_name = "ckpt", .host_path = "", .mount_path = "/checkpoints"}});
+  INFO(w.status().ToString());
+  REQUIRE(w.ok());
+  const json& pod = w->deployment["spec"]["template"]["spec"];
+  CHECK(pod["containers"][0]["args"][2] == "s3://models/chat/v2.ckpt");
+  CheckS3Access(pod, "models-s3");
+  // Without spec.storage.s3, nothing of it.
+  auto plain = BuildVersionWorkload(Md(), {.version = "v2", .uri = "file:///m/v2", .replicas = 1});
+  REQUIRE(plain.ok());
+  const json& c = plain->deployment["spec"]["template"]["spec"]["containers"][0];
+  CHECK(Env(c, "KILN_S3_CREDENTIALS_DIR") == "<unset>");
+  for (const auto& v : plain->deployment["spec"]["template"]["spec"]["volumes"]) {
+    CHECK(v["name"] != s3access::kVolumeName);
+  }
+}
+
+TEST_CASE("the quality gate scores s3:// checkpoints; its evaluation set stays a file",
+          "[modeldeployment][workload]") {
+  v1::ModelDeployment md = S3Md();
+  md.spec.analysis = v1::AnalysisSpec{};
+  md.spec.analysis->quality_gate = v1::QualityGate{};
+  md.spec.analysis->quality_gate->evaluation_set = "file:///checkpoints/eval.jsonl";
+  const trainingjob::SharedVolume vol{
+      .claim_name = "ckpt", .host_path = "", .mount_path = "/checkpoints"};
+  auto job = BuildGateJob(md,
+                          {.canary = "v2",
+                           .canary_uri = "s3://models/chat/v2.ckpt",
+                           .stable = "v1",
+                           .stable_uri = "file:///checkpoints/chat/v1.ckpt"},
+                          vol);
+  INFO(job.status().ToString());
+  REQUIRE(job.ok());
+  const json& pod = (*job)["spec"]["template"]["spec"];
+  const std::vector<std::string> canary = pod["containers"][0]["args"];
+  CHECK(canary == std::vector<std::string>{"eval", "--data", "/checkpoints/eval.jsonl",
+                                           "--checkpoint", "s3://models/chat/v2.ckpt", "--report",
+                                           "/dev/termination-log"});
+  CHECK(pod["containers"][1]["args"][4] == "/checkpoints/chat/v1.ckpt");
+  CheckS3Access(pod, "models-s3");
+
+  md.spec.analysis->quality_gate->evaluation_set = "s3://models/eval.jsonl";
+  auto refused = BuildGateJob(md,
+                              {.canary = "v2",
+                               .canary_uri = "s3://models/chat/v2.ckpt",
+                               .stable = "v1",
+                               .stable_uri = "s3://models/chat/v1.ckpt"},
+                              vol);
+  CHECK(refused.status().message() ==
+        "analysis.qualityGate.evaluationSet s3://models/eval.jsonl: kiln-worker eval reads its "
+        "evaluation set from a file only; put it on the shared volume (file:///path)");
+  md.spec.storage.reset();
+  md.spec.analysis->quality_gate->evaluation_set = "file:///checkpoints/eval.jsonl";
+  CHECK_FALSE(BuildGateJob(md,
+                           {.canary = "v2",
+                            .canary_uri = "s3://models/chat/v2.ckpt",
+                            .stable = "v1",
+                            .stable_uri = "file:///checkpoints/chat/v1.ckpt"},
+                           vol)
+                  .ok());
 }
 
 TEST_CASE("version names are DNS labels that do not collide", "[modeldeployment][workload]") {

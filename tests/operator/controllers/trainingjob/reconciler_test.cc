@@ -858,6 +858,172 @@ TEST_CASE("a job's hold goes when its attempt is abandoned or the job deleted",
     CHECK(h.view().HeldRanks("team/run").empty());
     CHECK(FreeGpus(h) == 16);
   }
+
+// `name` with spec.storage.s3 naming the Secret s3-creds, checkpoints in S3.
+json S3Job(const std::string& name, int replicas) {
+  json job = Job(name, replicas);
+  job["spec"]["storage"] = {{"s3",
+                             {{"endpoint", "http://seaweedfs.storage:8333"},
+                              {"credentialsSecretRef", {{"name", "s3-creds"}}}}}};
+  job["spec"]["checkpoint"]["uri"] = "s3://checkpoints/" + name;
+  return job;
+}
+
+json CredentialsSecret(json data) {
+  return {{"apiVersion", "v1"},
+          {"kind", "Secret"},
+          {"metadata", {{"name", "s3-creds"}, {"namespace", kNs}}},
+          {"type", "Opaque"},
+          {"data", std::move(data)}};
+}
+
+const json kKeys = {{"AWS_ACCESS_KEY_ID", "QUtJQQ=="}, {"AWS_SECRET_ACCESS_KEY", "c2VjcmV0"}};
+
+json Condition(const json& status, const std::string& type) {
+  for (const auto& c : status.value("conditions", json::array())) {
+    if (c["type"] == type) return c;
+  }
+  return nullptr;
+}
+
+std::string SecretVolume(const json& pod) {
+  for (const auto& v : pod["spec"]["volumes"]) {
+    if (v["name"] == "s3-credentials") return v["secret"]["secretName"];
+  }
+  return "";
+}
+
+TEST_CASE("a job whose credentials Secret is missing or lacks a key starts no worker, and says so",
+          "[trainingjob][reconciler][s3]") {
+  Harness h;
+  REQUIRE(h.CreateJob(S3Job("run", 2)).ok());
+  for (int i = 0; i < 3; ++i) {
+    auto r = h.Reconcile("run");
+    REQUIRE(r.ok());
+    CHECK(r->requeue_after == seconds(10));  // Secrets are not watched: looked at again.
+  }
+  json s = h.JobStatus("run");
+  INFO(s.dump());
+  CHECK(s["phase"] == "Pending");
+  CHECK_FALSE(s.contains("placement"));
+  json c = Condition(s, "CredentialsReady");
+  CHECK(c["status"] == "False");
+  CHECK(c["reason"] == "SecretNotFound");
+  CHECK(c["message"] ==
+        "Secret team/s3-creds (spec.storage.s3.credentialsSecretRef) does not exist");
+  CHECK(h.Pods().empty());
+
+  h.server.Put("secrets", CredentialsSecret({{"AWS_ACCESS_KEY_ID", "QUtJQQ=="}}));
+  REQUIRE(h.Reconcile("run").ok());
+  c = Condition(h.JobStatus("run"), "CredentialsReady");
+  CHECK(c["reason"] == "SecretKeyMissing");
+  CHECK_THAT(c["message"].get<std::string>(),
+             Catch::StartsWith("Secret team/s3-creds (spec.storage.s3.credentialsSecretRef) has no "
+                               "key AWS_SECRET_ACCESS_KEY"));
+  CHECK(h.Pods().empty());
+  // One Event per problem, not one per look.
+  auto reasons = h.EventReasons();
+  CHECK(std::count(reasons.begin(), reasons.end(), "SecretNotFound") == 1);
+  CHECK(std::count(reasons.begin(), reasons.end(), "SecretKeyMissing") == 1);
+
+  // Fixed: the gang is placed and made, every pod holding the Secret.
+  h.server.Put("secrets", CredentialsSecret(kKeys));
+  h.ReconcileUntil("run", "Scheduled");
+  REQUIRE(h.Reconcile("run").ok());
+  c = Condition(h.JobStatus("run"), "CredentialsReady");
+  CHECK(c["status"] == "True");
+  REQUIRE(h.Pods().size() == 2);
+  for (const auto& p : h.Pods()) CHECK_FALSE(SecretVolume(p).empty());
+}
+
+TEST_CASE("a member other than the hub gets a copy of the Secret, in step with the hub's",
+          "[trainingjob][reconciler][s3]") {
+  Harness h;
+  h.AddSecondMember(/*priority=*/10);
+  h.server.Put("secrets", CredentialsSecret(kKeys));
+  REQUIRE(h.CreateJob(S3Job("run", 2)).ok());
+  h.ReconcileUntil("run", "Scheduled");
+  REQUIRE(h.JobStatus("run")["placement"][0]["cluster"] == "m2");
+  REQUIRE(h.Reconcile("run").ok());  // The copy, then the gang, in m2.
+  auto copy = h.server2.Object("secrets", kNs, "run-s3-credentials");
+  REQUIRE(copy);
+  CHECK((*copy)["data"] == kKeys);
+  CHECK((*copy)["metadata"]["labels"][kJobUidLabel] == "uid-trainingjobs-run");
+  CHECK((*copy)["metadata"]["labels"][api::kManagedByLabel] == api::kManagedByValue);
+  CHECK(h.server2.Objects("secrets", kNs).size() == 1);  // The original stays in the hub.
+  auto pods = h.server2.Objects("pods", kNs);
+  REQUIRE(pods.size() == 2);
+  for (const auto& p : pods) CHECK(SecretVolume(p) == "run-s3-credentials");
+  for (auto& p : pods) h.SetRunning(p, h.server2);
+  h.ReconcileUntil("run", "Running");
+  const std::string version =
+      (*h.server2.Object("secrets", kNs, "run-s3-credentials"))["metadata"]["resourceVersion"];
+  REQUIRE(h.Reconcile("run").ok());  // Current: not written again.
+  CHECK((*h.server2.Object("secrets", kNs, "run-s3-credentials"))["metadata"]["resourceVersion"] ==
+        version);
+
+  // The hub's Secret is rotated: the running gang's copy follows.
+  json rotated = kKeys;
+  rotated["AWS_SECRET_ACCESS_KEY"] = "cm90YXRlZA==";
+  rotated["AWS_SESSION_TOKEN"] = "dG9rZW4=";
+  h.server.Put("secrets", CredentialsSecret(rotated));
+  REQUIRE(h.Reconcile("run").ok());
+  CHECK((*h.server2.Object("secrets", kNs, "run-s3-credentials"))["data"] == rotated);
+  CHECK(h.JobStatus("run")["phase"] == "Running");
+
+  // The hub's Secret goes: the running gang is left alone, the copy kept.
+  h.server.Remove("secrets", kNs, "s3-creds");
+  REQUIRE(h.Reconcile("run").ok());
+  CHECK(h.JobStatus("run")["phase"] == "Running");
+  CHECK(Condition(h.JobStatus("run"), "CredentialsReady")["reason"] == "SecretNotFound");
+  CHECK(h.server2.Object("secrets", kNs, "run-s3-credentials"));
+
+  // Deleted: the copy goes with the pods, by the finalizer.
+  json job = *h.server.Object("trainingjobs", kNs, "run");
+  job["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z";
+  h.server.Put("trainingjobs", job);
+  REQUIRE(h.Reconcile("run").ok());
+  REQUIRE(h.Reconcile("run").ok());
+  CHECK(h.server2.Objects("pods", kNs).empty());
+  CHECK(h.server2.Objects("secrets", kNs).empty());
+  CHECK((*h.server.Object("trainingjobs", kNs, "run"))["metadata"]
+            .value("finalizers", json::array())
+            .empty());
+}
+
+TEST_CASE("a local member (the hub itself) uses the job's own Secret, with no copy",
+          "[trainingjob][reconciler][s3]") {
+  Harness h;
+  h.server.Put("memberclusters", {{"apiVersion", "kiln.dev/v1alpha1"},
+                                  {"kind", "MemberCluster"},
+                                  {"metadata", {{"name", kMember}}},
+                                  {"spec", {{"local", true}}}});
+  h.server.Put("secrets", CredentialsSecret(kKeys));
+  h.StartRunning(S3Job("run", 2));
+  REQUIRE(h.Pods().size() == 2);
+  for (const auto& p : h.Pods()) CHECK(SecretVolume(p) == "s3-creds");
+  const auto secrets = h.server.Objects("secrets", kNs);
+  REQUIRE(secrets.size() == 1);
+  CHECK(secrets[0]["metadata"]["name"] == "s3-creds");
+}
+
+TEST_CASE("a Secret in a member with the copy's name that is not kiln's is left alone",
+          "[trainingjob][reconciler][s3]") {
+  Harness h;
+  h.AddSecondMember(/*priority=*/10);
+  h.server.Put("secrets", CredentialsSecret(kKeys));
+  json theirs = CredentialsSecret({{"AWS_ACCESS_KEY_ID", "b3RoZXI="}});
+  theirs["metadata"]["name"] = "run-s3-credentials";
+  h.server2.Put("secrets", theirs);
+  REQUIRE(h.CreateJob(S3Job("run", 2)).ok());
+  h.ReconcileUntil("run", "Scheduled");
+  auto r = h.Reconcile("run");
+  REQUIRE_FALSE(r.ok());
+  CHECK_THAT(r.status().message(),
+             Catch::Contains("member cluster m2: Secret team/run-s3-credentials exists and is not "
+                             "kiln's copy"));
+  CHECK(h.server2.Objects("pods", kNs).empty());
+  CHECK((*h.server2.Object("secrets", kNs, "run-s3-credentials"))["data"] == theirs["data"]);
 }
 
 TEST_CASE("a worker pod names its job, other pods name none", "[trainingjob][reconciler]") {

@@ -10,6 +10,7 @@
 #include <catch2/catch.hpp>
 
 #include "base/file.h"
+#include "operator/controllers/storage/s3_access.h"
 #include "tests/support/yaml_json.h"
 
 namespace kiln::trainingjob {
@@ -38,7 +39,7 @@ WorkerPodOptions Options() {
 }
 
 std::string Env(const json& container, const std::string& name) {
-  for (const auto& e : container["env"]) {
+  for (const auto& e : container.value("env", json::array())) {
     if (e["name"] == name) return e["value"];
   }
   return "<unset>";
@@ -169,7 +170,15 @@ TEST_CASE("what the schema cannot check is refused naming the field", "[training
   job.spec.checkpoint.uri = "file:///checkpoints-other/x";  // A prefix is not a parent.
   CHECK_THAT(refused(job, two), Contains("spec.checkpoint.uri"));
   job.spec.checkpoint.uri = "s3://bucket/ckpt";
-  CHECK_THAT(refused(job, two), Contains("s3:// storage is not supported"));
+  CHECK_THAT(refused(job, two), Contains("spec.checkpoint.uri: s3://bucket/ckpt needs "
+                                         "spec.storage.s3"));
+  job = Example();
+  job.spec.data.uri = "s3://bucket/data";
+  CHECK_THAT(refused(job, two), Contains("spec.data.uri: s3://bucket/data needs spec.storage.s3"));
+  // file:// checkpoints need the shared volume.
+  CHECK_THAT(refused(Example(), two, WorkerPodOptions{}),
+             Contains("spec.checkpoint.uri: file:///checkpoints/fortunes-gpt is a file:// URI, but "
+                      "kiln-operator has no shared volume"));
   job = Example();
   job.spec.data.uri = "relative/path";
   CHECK_THAT(refused(job, two), Contains("spec.data.uri"));
@@ -182,6 +191,126 @@ TEST_CASE("what the schema cannot check is refused naming the field", "[training
   CHECK(BuildGang(job, {{"c", "a"}, {"c", "b"}, {"c", "d"}, {"c", "e"}}, Options()).ok());
   CHECK_THAT(refused(job, {{"c", "a"}, {"c", "b"}, {"c", "d"}}),
              Contains("globalBatchSize: 32 is not a multiple of microBatchSize (8) x 3 workers"));
+}
+
+// The example with its data and checkpoints in S3.
+v1::TrainingJob S3Example() {
+  v1::TrainingJob job = Example();
+  v1::S3Storage s3;
+  s3.endpoint = "http://seaweedfs.storage:8333";
+  s3.region = "eu-west-1";
+  s3.addressing_style = "Path";
+  s3.credentials_secret_ref.name = "s3-creds";
+  job.spec.storage = v1::Storage{s3};
+  job.spec.data.uri = "s3://corpora/fortunes";
+  job.spec.checkpoint.uri = "s3://checkpoints/fortunes-gpt";
+  return job;
+}
+
+json Volume(const json& pod, const std::string& name) {
+  for (const auto& v : pod["spec"]["volumes"]) {
+    if (v["name"] == name) return v;
+  }
+  return nullptr;
+}
+
+TEST_CASE("with spec.storage.s3 the workers mount the credentials Secret and get the store",
+          "[trainingjob][pods]") {
+  WorkerPodOptions o;  // No shared volume: nothing is on files.
+  o.credentials_secrets["kiln-2"] = CredentialsCopyName("fortunes-gpt");
+  auto gang = BuildGang(S3Example(), {{"kiln-1", "gpu-a"}, {"kiln-2", "gpu-b"}}, o);
+  INFO(gang.status().ToString());
+  REQUIRE(gang.ok());
+  for (int rank = 0; rank < 2; ++rank) {
+    INFO("rank " << rank);
+    const json& pod = gang->pods[static_cast<size_t>(rank)];
+    // The hub's own Secret on kiln-1, kiln's copy on kiln-2.
+    const json volume = Volume(pod, s3access::kVolumeName);
+    REQUIRE(volume.is_object());
+    CHECK(volume["secret"]["secretName"] ==
+          (rank == 0 ? "s3-creds" : "fortunes-gpt-s3-credentials"));
+    CHECK(Volume(pod, "shared").is_null());
+    // Prepared data is read from S3: nothing to prepare.
+    CHECK_FALSE(pod["spec"].contains("initContainers"));
+    const json& worker = pod["spec"]["containers"][0];
+    CHECK(HasArg(worker, "--data=s3://corpora/fortunes/manifest.json"));
+    CHECK(HasArg(worker, "--checkpoint-dir=s3://checkpoints/fortunes-gpt"));
+    CHECK(worker["volumeMounts"].back() == json{{"name", s3access::kVolumeName},
+                                                {"mountPath", s3access::kMountPath},
+                                                {"readOnly", true}});
+    CHECK(Env(worker, "KILN_S3_CREDENTIALS_DIR") == s3access::kMountPath);
+    CHECK(Env(worker, "AWS_ENDPOINT_URL_S3") == "http://seaweedfs.storage:8333");
+    CHECK(Env(worker, "AWS_REGION") == "eu-west-1");
+    CHECK(Env(worker, "KILN_S3_ADDRESSING_STYLE") == "path");
+    // The keys are never in the pod spec, neither as values nor as references.
+    for (const auto& e : worker["env"]) {
+      CHECK_FALSE(e.contains("valueFrom"));
+      CHECK(e["name"] != "AWS_ACCESS_KEY_ID");
+      CHECK(e["name"] != "AWS_SECRET_ACCESS_KEY");
+      CHECK(e["name"] != "AWS_SESSION_TOKEN");
+    }
+  }
+  // A manifest named as such is used as it is; file:// data is still
+  // prepared by each rank, and mounts the Secret too.
+  v1::TrainingJob job = S3Example();
+  job.spec.data.uri = "s3://corpora/fortunes/v2.json";
+  auto named = BuildGang(job, {{"kiln-1", "a"}, {"kiln-1", "b"}}, o);
+  REQUIRE(named.ok());
+  CHECK(HasArg(named->pods[0]["spec"]["containers"][0], "--data=s3://corpora/fortunes/v2.json"));
+  job.spec.data.uri = "file:///usr/share/games/fortunes";
+  auto prepared = BuildGang(job, {{"kiln-1", "a"}, {"kiln-1", "b"}}, o);
+  REQUIRE(prepared.ok());
+  const json& init = prepared->pods[0]["spec"]["initContainers"][0];
+  CHECK(init["args"][2] == "/usr/share/games/fortunes");
+  CHECK(Env(init, "KILN_S3_CREDENTIALS_DIR") == s3access::kMountPath);
+}
+
+TEST_CASE("without spec.storage.s3 no pod holds anything of S3", "[trainingjob][pods]") {
+  auto gang = BuildGang(Example(), {{"kiln-1", "gpu-a"}, {"kiln-1", "gpu-b"}}, Options());
+  REQUIRE(gang.ok());
+  for (const json& pod : gang->pods) {
+    CHECK(Volume(pod, s3access::kVolumeName).is_null());
+    CHECK(Volume(pod, "shared").is_object());
+    for (const char* list : {"initContainers", "containers"}) {
+      for (const auto& c : pod["spec"][list]) {
+        CHECK(Env(c, "KILN_S3_CREDENTIALS_DIR") == "<unset>");
+        CHECK(Env(c, "AWS_ENDPOINT_URL_S3") == "<unset>");
+        for (const auto& m : c["volumeMounts"]) CHECK(m["name"] != s3access::kVolumeName);
+      }
+    }
+  }
+}
+
+TEST_CASE("kiln's copy of the credentials Secret for a member: the data, the job's labels",
+          "[trainingjob][pods]") {
+  const json secret = {
+      {"apiVersion", "v1"},
+      {"kind", "Secret"},
+      {"metadata",
+       {{"name", "s3-creds"},
+        {"namespace", "default"},
+        {"uid", "u-1"},
+        {"resourceVersion", "7"},
+        {"annotations", {{"kubectl.kubernetes.io/last-applied-configuration", "{}"}}},
+        {"ownerReferences", json::array({{{"name", "x"}}})}}},
+      {"type", "Opaque"},
+      {"data", {{"AWS_ACCESS_KEY_ID", "QUtJRA=="}, {"AWS_SECRET_ACCESS_KEY", "c2s="}}}};
+  const json copy = BuildCredentialsCopy(S3Example(), secret);
+  CHECK(copy["metadata"]["name"] == "fortunes-gpt-s3-credentials");
+  CHECK(copy["metadata"]["namespace"] == "default");
+  CHECK(copy["metadata"]["labels"] == json{{"app.kubernetes.io/managed-by", "kiln"},
+                                           {kJobNameLabel, "fortunes-gpt"},
+                                           {kJobUidLabel, "6f1c0d2e-1111-2222-3333-444455556666"}});
+  CHECK_FALSE(copy["metadata"]["labels"].contains(kAttemptLabel));  // Outlives attempts.
+  CHECK(copy["data"] == secret["data"]);
+  CHECK(copy["type"] == "Opaque");
+  CHECK_FALSE(copy["metadata"].contains("ownerReferences"));
+  CHECK_FALSE(copy["metadata"].contains("annotations"));
+  CHECK_FALSE(copy["metadata"].contains("resourceVersion"));
+  CHECK(s3access::CopyCurrent(copy, copy));
+  json rotated = secret;
+  rotated["data"]["AWS_SECRET_ACCESS_KEY"] = "bmV3";
+  CHECK_FALSE(s3access::CopyCurrent(copy, BuildCredentialsCopy(S3Example(), rotated)));
 }
 
 TEST_CASE("names stay DNS labels, distinct for distinct long names", "[trainingjob][pods]") {
