@@ -63,11 +63,16 @@ class Session;
 // registry of open connections. Outlives the HttpServer while a responder
 // still holds it.
 struct Core {
-  explicit Core(HttpServerOptions o, std::vector<HttpRoute> r)
+  // `keep_io`: the shared loops (options.shared_io), which the Server keeps,
+  // not the Core: a session's queued handler holds the Core, and a Core
+  // holding the loops that hold the handler would never be freed.
+  Core(HttpServerOptions o, std::vector<HttpRoute> r, std::shared_ptr<IoThreads>& keep_io)
       : options(std::move(o)),
         routes(std::move(r)),
-        io(options.shared_io ? options.shared_io
-                             : std::make_shared<IoThreads>(options.io_threads)) {
+        shared_io(options.shared_io != nullptr),
+        owned_io(shared_io ? nullptr : std::make_shared<IoThreads>(options.io_threads)),
+        io(shared_io ? options.shared_io.get() : owned_io.get()) {
+    keep_io = std::move(options.shared_io);
     if (!options.error_reply) options.error_reply = DefaultErrorReply;
   }
 
@@ -79,8 +84,11 @@ struct Core {
   HttpServerOptions options;
   const std::vector<HttpRoute> routes;
   // One thread per loop: a connection's handlers never run concurrently, so
-  // they need no strand.
-  const std::shared_ptr<IoThreads> io;
+  // they need no strand. Owned here unless shared; shared loops outlive the
+  // Server, and a session only runs (or is destroyed) inside them.
+  const bool shared_io;
+  const std::shared_ptr<IoThreads> owned_io;
+  IoThreads* const io;
   std::atomic<bool> draining{false};
   std::atomic<bool> stopped{false};  // The I/O threads are gone: post nothing more.
   std::atomic<int> handling{0};
@@ -101,7 +109,7 @@ class Session : public std::enable_shared_from_this<Session> {
  public:
   Session(const std::shared_ptr<Core>& core, tcp::socket socket, uint64_t id)
       : core_weak_(core),
-        core_keep_(core->options.shared_io ? core : nullptr),
+        core_keep_(core->shared_io ? core : nullptr),
         core_(*core),
         socket_(std::move(socket)),
         timer_(socket_.get_executor()),
@@ -640,8 +648,9 @@ void Session::Dispatch() {
 
 class Server final : public HttpServer {
  public:
-  Server(std::shared_ptr<Core> core, std::string url)
-      : core_(std::move(core)),
+  Server(std::shared_ptr<IoThreads> shared_io, std::shared_ptr<Core> core, std::string url)
+      : shared_io_(std::move(shared_io)),
+        core_(std::move(core)),
         url_(std::move(url)),
         acceptor_(core_->AcceptContext()),
         retry_(acceptor_.get_executor()) {}
@@ -682,7 +691,7 @@ class Server final : public HttpServer {
       std::unique_lock<std::mutex> lock(core_->mu);
       core_->closed.wait_until(lock, deadline, [&] { return core_->sessions.empty(); });
     }
-    if (core_->options.shared_io) {
+    if (core_->shared_io) {
       // The threads go on for others: the posted closes run there. Nothing
       // posted after this point may reach a session.
       std::unique_lock<std::mutex> lock(core_->mu);
@@ -777,6 +786,8 @@ class Server final : public HttpServer {
     net::post(session->executor(), [session] { session->Start(); });
   }
 
+  // The shared loops (when shared), kept while the server is: see Core.
+  const std::shared_ptr<IoThreads> shared_io_;
   const std::shared_ptr<Core> core_;
   const std::string url_;
   tcp::acceptor acceptor_;
@@ -860,8 +871,9 @@ StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(HttpServerOptions option
                                    "\": the host must be an IP address or localhost");
   }
   const std::string url = "http://" + host + ":" + std::to_string(host_port.second);
-  auto core = std::make_shared<Core>(std::move(options), std::move(routes));
-  auto server = std::make_unique<Server>(core, url);
+  std::shared_ptr<IoThreads> shared_io;
+  auto core = std::make_shared<Core>(std::move(options), std::move(routes), shared_io);
+  auto server = std::make_unique<Server>(std::move(shared_io), core, url);
   KILN_RETURN_IF_ERROR(
       server->Listen(tcp::endpoint(address, static_cast<uint16_t>(host_port.second))));
   return std::unique_ptr<HttpServer>(std::move(server));

@@ -51,6 +51,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 LOCALCLUSTER = ROOT / "scripts" / "localcluster.py"
+# kubectl's kiln plugin (docs/cli.md), as scripts/demo.sh builds it (and
+# links it into the tools' bin, on the summary's PATH).
+PLUGIN_DIR = ROOT / "build" / "ci" / "plugin"
 FORTUNES = Path("/usr/share/games/fortunes")
 NAMESPACE = "demo"
 RELEASE = "kiln"
@@ -666,10 +669,29 @@ class Story:
                 print(f"    failed: HTTP {a[1]} {a[3][:120]}")
         for v, text in getattr(self, "samples", {}).items():
             print(f"  {v} completes 'The best way to' (seed 42) → {text.strip()[:70]!r}")
-        print(f"\n  export KUBECONFIG={self.dir}/kubeconfig PATH={self.c.bin if self.c else ''}"
-              ":$PATH")
+        if getattr(self, "plugin_text", None):
+            print(f"\n  kubectl kiln -n {NAMESPACE} status md {MODEL}:")
+            print("\n".join("    " + line for line in self.plugin_text.splitlines()))
+        print(f"\n  export KUBECONFIG={self.dir}/kubeconfig "
+              f"PATH={self.c.bin if self.c else ''}:$PATH")
         print(f"  kubectl --context {HUB} get mc; kubectl --context {HUB} -n {NAMESPACE} get tj,md")
+        print(f"  kubectl kiln --context {HUB} -n {NAMESPACE} status tj {JOB}")
         print("  stop everything: scripts/demo.sh down")
+
+    def plugin_view(self) -> None:
+        """The ModelDeployment as `kubectl kiln status` shows it: kubectl
+        finding the plugin on PATH, as a user's would."""
+        if not (PLUGIN_DIR / "kubectl-kiln").exists():
+            self.plugin_text = (f"(no {PLUGIN_DIR / 'kubectl-kiln'}: build it with "
+                                "'cmake --build --preset ci --target kubectl-kiln')")
+            return
+        env = dict(os.environ, PATH=f"{PLUGIN_DIR}:{os.environ.get('PATH', '')}")
+        r = subprocess.run([str(self.c.bin / "kubectl"), "--kubeconfig", str(self.c.kubeconfig),
+                            "--context", HUB, "kiln", "-n", NAMESPACE, "status", "md", MODEL],
+                           env=env, capture_output=True, text=True, timeout=60)
+        if r.returncode != 0:
+            raise DemoError(f"kubectl kiln status md {MODEL}: {r.stderr.strip() or r.stdout}")
+        self.plugin_text = r.stdout.rstrip()
 
     def run(self) -> int:
         ok, error = True, ""
@@ -681,6 +703,7 @@ class Story:
             self.serve()
             self.rollout()
             self.gate()
+            self.plugin_view()
             if self.load:
                 time.sleep(2)
                 self.load.finish()

@@ -21,6 +21,11 @@ up)
   "$KILN_ROOT/scripts/setup.sh"
   log "building kiln and its images (scripts/images.sh)"
   "$KILN_ROOT/scripts/images.sh"
+  log "building kubectl-kiln, the kubectl plugin (build/ci/plugin)"
+  ninja -C "$KILN_ROOT/build/ci" ${KILN_JOBS:+-j"$KILN_JOBS"} kubectl-kiln >/dev/null ||
+    die "building kubectl-kiln in build/ci failed" "run 'cmake --build --preset ci --target kubectl-kiln' to see the error"
+  # On PATH beside kiln's kubectl and helm (the summary's export line).
+  ln -sf "$KILN_ROOT/build/ci/plugin/kubectl-kiln" "$(kiln_tools_bin)/kubectl-kiln"
   exec python3 "$KILN_ROOT/scripts/demo.py" up --dir "$demo_dir" "$@"
   ;;
 down | status) exec python3 "$KILN_ROOT/scripts/demo.py" "$command" --dir "$demo_dir" ;;

@@ -858,6 +858,7 @@ TEST_CASE("a job's hold goes when its attempt is abandoned or the job deleted",
     CHECK(h.view().HeldRanks("team/run").empty());
     CHECK(FreeGpus(h) == 16);
   }
+}
 
 // `name` with spec.storage.s3 naming the Secret s3-creds, checkpoints in S3.
 json S3Job(const std::string& name, int replicas) {
