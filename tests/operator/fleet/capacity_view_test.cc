@@ -156,7 +156,7 @@ TEST_CASE("two placements one after the other never count the same free GPUs",
   CHECK(view.HeldRanks("team/c").empty());
 }
 
-TEST_CASE("a worker's bound pod replaces its rank's hold, counted once; the hold is then spent",
+TEST_CASE("a worker's bound pod replaces its rank's hold, counted once, the hold is then spent",
           "[fleet][capacity][holds]") {
   CapacityView view;
   AddCluster(view, "m1", 2);
@@ -251,7 +251,7 @@ TEST_CASE("an abandoned attempt's holds go: on Release, and when the job places 
   CHECK(FreeGpus(view) == 16);
 }
 
-TEST_CASE("holds rebuilt from a decision: bound ranks count by their pods; a reconnect keeps them",
+TEST_CASE("holds rebuilt from a decision: bound ranks count by their pods, a reconnect keeps them",
           "[fleet][capacity][holds]") {
   // A new operator: the informer has listed rank 0's bound pod; rank 1's pod
   // does not exist yet. The job's status.placement says n0 and n1.

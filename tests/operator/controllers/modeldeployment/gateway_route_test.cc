@@ -27,7 +27,7 @@ json PathMatch(const std::string& prefix) {
   return json::array({{{"path", {{"type", "PathPrefix"}, {"value", prefix}}}}});
 }
 
-TEST_CASE("only the deployment's rules get the weights; redirects and other backends stay",
+TEST_CASE("only the deployment's rules get the weights, redirects and other backends stay",
           "[modeldeployment][gateway]") {
   const json header = {{"type", "RequestHeaderModifier"},
                        {"requestHeaderModifier", {{"set", {{{"name", "x-a"}, {"value", "1"}}}}}}};
@@ -58,7 +58,7 @@ TEST_CASE("only the deployment's rules get the weights; redirects and other back
   CHECK_FALSE(*again);
 }
 
-TEST_CASE("a version that lost its weight leaves the route; a kept backendRef keeps its filters",
+TEST_CASE("a version that lost its weight leaves the route, a kept backendRef keeps its filters",
           "[modeldeployment][gateway]") {
   const json header = {{"type", "RequestHeaderModifier"},
                        {"requestHeaderModifier", {{"add", {{{"name", "x-v"}, {"value", "2"}}}}}}};
@@ -74,7 +74,7 @@ TEST_CASE("a version that lost its weight leaves the route; a kept backendRef ke
   CHECK(route["spec"]["rules"][0]["backendRefs"] == json::array({want}));
 }
 
-TEST_CASE("a rule left without backends is filled; a route without rules gets one",
+TEST_CASE("a rule left without backends is filled, a route without rules gets one",
           "[modeldeployment][gateway]") {
   json route = Route(json::array({{{"matches", PathMatch("/v1")}}}));
   auto changed = SetBackendWeights(route, {{"v1", 100}}, "chat", 9000);

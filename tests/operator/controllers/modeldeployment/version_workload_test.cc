@@ -145,7 +145,7 @@ TEST_CASE("an s3:// model is served with the credentials Secret mounted, never i
   }
 }
 
-TEST_CASE("the quality gate scores s3:// checkpoints; its evaluation set stays a file",
+TEST_CASE("the quality gate scores s3:// checkpoints, its evaluation set stays a file",
           "[modeldeployment][workload]") {
   v1::ModelDeployment md = S3Md();
   md.spec.analysis = v1::AnalysisSpec{};
