@@ -314,6 +314,78 @@ TEST_CASE("a TrainingJob is placed, runs, restarts as a whole and is cleaned up"
     return mc.ok() && (*mc)["status"].value("quarantinedNodes", 1) == 0;
   });
 
+  // Checkpoints in S3 (spec.storage.s3): with its credentials Secret missing
+  // the job makes no pod and says why; once the Secret exists the member
+  // (this MemberCluster is not spec.local, so it counts as another cluster)
+  // gets kiln's copy of it, which the workers mount; a rotation reaches the
+  // copy; deleting the job removes the copy with the pods.
+  {
+    const std::string s3job = "s3job";
+    json spec = Job(ns, s3job, 1, 1);
+    spec["spec"]["checkpoint"]["uri"] = "s3://checkpoints/" + s3job;
+    spec["spec"]["storage"] = {{"s3",
+                                {{"endpoint", "http://127.0.0.1:8333"},
+                                 {"addressingStyle", "Path"},
+                                 {"credentialsSecretRef", {{"name", "s3-creds"}}}}}};
+    REQUIRE(hub.Create(api::v1alpha1::kTrainingJobs, ns, spec).ok());
+    auto credentials = [&]() -> json {
+      for (const auto& c : job_status(s3job).value("conditions", json::array())) {
+        if (c["type"] == "CredentialsReady") return c;
+      }
+      return nullptr;
+    };
+    WaitUntil("CredentialsReady=False", [&] {
+      json c = credentials();
+      return c.is_object() && c["status"] == "False";
+    });
+    CHECK(credentials()["reason"] == "SecretNotFound");
+    CHECK(credentials()["message"] == "Secret " + ns +
+                                          "/s3-creds (spec.storage.s3.credentialsSecretRef) "
+                                          "does not exist");
+    CHECK(pods_of(s3job).empty());
+    json keys = {{"AWS_ACCESS_KEY_ID", Base64Encode("kiln")},
+                 {"AWS_SECRET_ACCESS_KEY", Base64Encode("first")}};
+    json secret = {{"metadata", {{"name", "s3-creds"}, {"namespace", ns}}}, {"data", keys}};
+    REQUIRE(hub.Create(kube::resources::kSecrets, ns, secret).ok());
+    const std::string copy_name = s3job + "-s3-credentials";
+    // Secrets are not watched: the job looks again every 10 s.
+    WaitUntil("the worker running with the copy", [&] {
+      const json pods = pods_of(s3job);
+      return pods.size() == 1 && pods[0]["status"].value("phase", "") == "Running";
+    });
+    CHECK(credentials()["status"] == "True");
+    auto copy = hub.Get(kube::resources::kSecrets, ns, copy_name);
+    REQUIRE(copy.ok());
+    CHECK((*copy)["data"] == keys);
+    CHECK((*copy)["metadata"]["labels"][api::kManagedByLabel] == api::kManagedByValue);
+    const json pod = pods_of(s3job)[0];
+    bool mounted = false;
+    for (const auto& v : pod["spec"]["volumes"]) {
+      if (v["name"] == "s3-credentials") mounted = v["secret"]["secretName"] == copy_name;
+    }
+    CHECK(mounted);
+    std::string env_dump = pod["spec"]["containers"][0].value("env", json::array()).dump();
+    CHECK_THAT(env_dump, Catch::Contains("KILN_S3_CREDENTIALS_DIR"));
+    CHECK_THAT(env_dump, Catch::Contains("http://127.0.0.1:8333"));
+    CHECK_THAT(env_dump, !Catch::Contains(Base64Encode("first")));
+
+    keys["AWS_SECRET_ACCESS_KEY"] = Base64Encode("rotated");
+    REQUIRE(hub.Patch(kube::resources::kSecrets, ns, "s3-creds", kube::PatchType::kMerge,
+                      json{{"data", keys}}.dump())
+                .ok());
+    WaitUntil("the copy rotated", [&] {
+      auto c = hub.Get(kube::resources::kSecrets, ns, copy_name);
+      return c.ok() && (*c)["data"] == keys;
+    });
+    REQUIRE(hub.Delete(api::v1alpha1::kTrainingJobs, ns, s3job).ok());
+    WaitUntil("the s3 job, its pod and the copy gone", [&] {
+      return pods_of(s3job).empty() &&
+             kube::IsNotFound(hub.Get(kube::resources::kSecrets, ns, copy_name).status()) &&
+             kube::IsNotFound(hub.Get(api::v1alpha1::kTrainingJobs, ns, s3job).status());
+    });
+    CHECK(hub.Get(kube::resources::kSecrets, ns, "s3-creds").ok());  // The user's stays.
+  }
+
   // More GPUs than the fleet has: unscheduled, with the engine's reason.
   REQUIRE(hub.Create(api::v1alpha1::kTrainingJobs, ns, Job(ns, "huge", 64, 8)).ok());
   WaitUntil("Scheduled=False", [&] {
