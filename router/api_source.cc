@@ -16,9 +16,6 @@ namespace {
 
 using nlohmann::json;
 
-const kube::Resource kEndpointSlices{"discovery.k8s.io", "v1", "endpointslices", "EndpointSlice",
-                                     true};
-
 std::string Label(const json& obj, const char* key) {
   const json* labels = obj.contains("metadata") ? &obj["metadata"] : nullptr;
   if (labels == nullptr || !labels->contains("labels")) return "";
@@ -172,7 +169,7 @@ BuiltRoutes BuildRouteConfig(const std::vector<kube::Object>& deployments,
 ApiSource::ApiSource(kube::Client& client, ApiSourceOptions options, ApplyFunc apply)
     : deployments_(client, api::v1alpha1::kModelDeployments,
                    kube::InformerOptions{.ns = options.ns, .resync = options.resync}),
-      slices_(client, kEndpointSlices,
+      slices_(client, kube::resources::kEndpointSlices,
               kube::InformerOptions{.ns = options.ns,
                                     .label_selector = api::kModelDeploymentLabel,
                                     .resync = options.resync}),

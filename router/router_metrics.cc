@@ -1,33 +1,19 @@
 #include "router/router_metrics.h"
 
 #include <array>
-#include <cmath>
 #include <vector>
 
 #include <prometheus/text_serializer.h>
+
+#include "router/window_summary.h"
 
 namespace kiln::router {
 namespace {
 
 constexpr int kSlots = 600;  // Seconds of history: the longest window.
-constexpr int kBuckets = 72;
-constexpr double kBase = 1e-4;  // 100 µs: the first bucket's upper end.
-constexpr double kRatio = 1.25;
+constexpr size_t kBuckets = LatencyBuckets::kCount;
 
-// Bucket b > 0 holds (kBase * kRatio^(b-1), kBase * kRatio^b].
-int BucketOf(double seconds) {
-  if (seconds <= kBase) return 0;
-  const int b = 1 + static_cast<int>(std::log(seconds / kBase) / std::log(kRatio));
-  return b < kBuckets ? b : kBuckets - 1;
-}
-
-// A bucket's middle (geometric), in seconds.
-double BucketSeconds(int b) {
-  if (b == 0) return kBase / 2;
-  return kBase * std::pow(kRatio, b - 0.5);
-}
-
-const prometheus::Histogram::BucketBoundaries& LatencyBuckets() {
+const prometheus::Histogram::BucketBoundaries& PrometheusBuckets() {
   static const prometheus::Histogram::BucketBoundaries b{
       0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120};
   return b;
@@ -39,17 +25,6 @@ struct Slot {
   std::array<uint32_t, kBuckets> latency{};
   std::array<uint32_t, kBuckets> first_byte{};
 };
-
-double Quantile(const std::array<uint64_t, kBuckets>& h, uint64_t total, double q) {
-  if (total == 0) return 0;
-  const uint64_t rank = static_cast<uint64_t>(std::ceil(q * static_cast<double>(total)));
-  uint64_t seen = 0;
-  for (size_t b = 0; b < kBuckets; ++b) {
-    seen += h[b];
-    if (seen >= rank && h[b] > 0) return BucketSeconds(static_cast<int>(b));
-  }
-  return BucketSeconds(kBuckets - 1);
-}
 
 }  // namespace
 
@@ -150,8 +125,8 @@ RouterMetrics::Version* RouterMetrics::For(const std::string& route, const std::
     v->route = route;
     v->version = version;
     const prometheus::Labels labels{{"route", route}, {"version", version}};
-    v->duration = &duration_.Add(labels, LatencyBuckets());
-    v->first_byte = &first_byte_.Add(labels, LatencyBuckets());
+    v->duration = &duration_.Add(labels, PrometheusBuckets());
+    v->first_byte = &first_byte_.Add(labels, PrometheusBuckets());
     v->tokens = &tokens_.Add(labels);
     v->in_flight = &in_flight_.Add(labels);
     v->cancelled = &cancelled_.Add(labels);
@@ -190,9 +165,9 @@ void RouterMetrics::EndRequest(Version* v, const RequestOutcome& o) {
   ++s.requests;
   if (failed) ++s.errors;
   s.tokens += o.tokens;
-  ++s.latency[static_cast<size_t>(BucketOf(o.seconds))];
+  ++s.latency[static_cast<size_t>(LatencyBuckets::Of(o.seconds))];
   if (o.first_byte_seconds >= 0)
-    ++s.first_byte[static_cast<size_t>(BucketOf(o.first_byte_seconds))];
+    ++s.first_byte[static_cast<size_t>(LatencyBuckets::Of(o.first_byte_seconds))];
 }
 
 void RouterMetrics::Rejected(const std::string& route, const char* kind, int status) {
@@ -243,45 +218,28 @@ nlohmann::json RouterMetrics::Summary(int window_seconds) const {
   if (window_seconds < 1) window_seconds = 1;
   if (window_seconds > kSlots - 1) window_seconds = kSlots - 1;
   const int64_t now = now_();
-  nlohmann::json versions = nlohmann::json::array();
+  WindowSummary summary;
+  summary.window_seconds = window_seconds;
   std::shared_lock<std::shared_mutex> lock(mu_);
   for (const auto& [key, v] : versions_) {
-    uint64_t requests = 0, errors = 0, tokens = 0, first_bytes = 0;
-    std::array<uint64_t, kBuckets> latency{}, first_byte{};
-    {
-      std::lock_guard<std::mutex> vlock(v->mu);
-      // The current second is still filling: the window is the last whole
-      // `window_seconds` plus it.
-      for (int64_t sec = now - window_seconds; sec <= now; ++sec) {
-        if (sec < 0) continue;
-        const Slot& s = v->slots[static_cast<size_t>(sec % kSlots)];
-        if (s.second != sec) continue;
-        requests += s.requests;
-        errors += s.errors;
-        tokens += s.tokens;
-        for (size_t b = 0; b < kBuckets; ++b) {
-          latency[b] += s.latency[b];
-          first_byte[b] += s.first_byte[b];
-          first_bytes += s.first_byte[b];
-        }
+    VersionSummary& out = summary.versions[key];
+    std::lock_guard<std::mutex> vlock(v->mu);
+    // The current second is still filling: the window is the last whole
+    // `window_seconds` plus it.
+    for (int64_t sec = now - window_seconds; sec <= now; ++sec) {
+      if (sec < 0) continue;
+      const Slot& s = v->slots[static_cast<size_t>(sec % kSlots)];
+      if (s.second != sec) continue;
+      out.requests += s.requests;
+      out.errors += s.errors;
+      out.tokens += s.tokens;
+      for (size_t b = 0; b < kBuckets; ++b) {
+        if (s.latency[b] > 0) out.latency.Add(static_cast<int>(b), s.latency[b]);
+        if (s.first_byte[b] > 0) out.first_token.Add(static_cast<int>(b), s.first_byte[b]);
       }
     }
-    // Named as ModelDeployment's analysis names router metrics (seconds).
-    versions.push_back(
-        {{"route", v->route},
-         {"version", v->version},
-         {"requests", requests},
-         {"errors", errors},
-         {"errorRate",
-          requests ? static_cast<double>(errors) / static_cast<double>(requests) : 0.0},
-         {"latencyP50", Quantile(latency, requests, 0.5)},
-         {"latencyP99", Quantile(latency, requests, 0.99)},
-         {"timeToFirstTokenP50", Quantile(first_byte, first_bytes, 0.5)},
-         {"timeToFirstToken", Quantile(first_byte, first_bytes, 0.99)},
-         {"tokens", tokens},
-         {"requestsPerSecond", static_cast<double>(requests) / window_seconds}});
   }
-  return {{"windowSeconds", window_seconds}, {"versions", versions}};
+  return summary.ToJson();
 }
 
 }  // namespace kiln::router

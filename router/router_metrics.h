@@ -22,8 +22,9 @@
 //  - a windowed summary (Summary), for the rollout analysis: per version,
 //    requests, errors, error rate, p50/p99 latency and time to first token
 //    over the last `window` (1 s resolution, up to 10 minutes), from
-//    log-spaced buckets (each within 12% of its values). /debug/summary
-//    serves it as JSON.
+//    log-spaced buckets (each within 12% of its values), with the counts and
+//    buckets themselves so that the summaries of several router replicas
+//    merge (router/window_summary.h). /debug/summary serves it as JSON.
 // Thread-safe.
 #ifndef KILN_ROUTER_ROUTER_METRICS_H_
 #define KILN_ROUTER_ROUTER_METRICS_H_
@@ -81,10 +82,13 @@ class RouterMetrics {
   void SetConfig(const RouteConfig& config);
 
   std::string Scrape() const;
-  // {"windowSeconds": 60, "versions": [{"route": "default/chat",
-  //   "version": "v2", "requests": 120, "errors": 3, "errorRate": 0.025,
-  //   "latencyP50": .., "latencyP99": .., "timeToFirstTokenP50": ..,
-  //   "timeToFirstToken": .., "tokens": .., "requestsPerSecond": ..}]}
+  // WindowSummary::ToJson of the last `window_seconds` (clamped to 1..599):
+  // {"windowSeconds": 60, "buckets": {"schema": 1, ...}, "versions": [{
+  //   "route": "default/chat", "version": "v2", "requests": 120, "errors": 3,
+  //   "errorRate": 0.025, "latencyP50": .., "latencyP99": ..,
+  //   "timeToFirstTokenP50": .., "timeToFirstToken": .., "tokens": ..,
+  //   "requestsPerSecond": .., "latencyBuckets": [[bucket, count], ..],
+  //   "timeToFirstTokenBuckets": [[bucket, count], ..]}]}
   // Times in seconds. errorRate, latencyP50, latencyP99 and timeToFirstToken
   // (p99) are the names ModelDeployment's router metrics use; a stream's
   // first token is its first body byte.

@@ -26,6 +26,7 @@
 #include "operator/controllers/modeldeployment/metrics_source.h"
 #include "operator/controllers/modeldeployment/prometheus_source.h"
 #include "operator/controllers/modeldeployment/reconciler.h"
+#include "operator/controllers/modeldeployment/router_replicas_source.h"
 #include "operator/controllers/trainingjob/metrics.h"
 #include "operator/controllers/trainingjob/progress_reader.h"
 #include "operator/controllers/trainingjob/reconciler.h"
@@ -81,7 +82,7 @@ int main(int argc, char** argv) {
   tj_options.metrics = &tj_metrics;
   kiln::modeldeployment::ModelDeploymentMetrics md_rollout_metrics(
       kiln::runtime::Metrics::Global().registry());
-  std::string router_url;
+  std::string router_url, router_service, router_port = "http";
   bool leader_elect = false, version = false;
   kiln::runtime::ManagerOptions options;
   kiln::kube::ClientOptions client_options;
@@ -153,14 +154,38 @@ int main(int argc, char** argv) {
   flags
       .String("router-url", &router_url,
               "kiln-router's base URL (http://host:port): ModelDeployment analysis reads its "
-              "per-version window from GET /debug/summary there. Unset: router metrics are "
-              "inconclusive.")
+              "per-version window from GET /debug/summary there, from whichever one router "
+              "answers. Unset (and no --router-service): router metrics are inconclusive.")
       .Metavar("URL");
+  flags
+      .String("router-service", &router_service,
+              "kiln-router's Service (<namespace>/<name>; a bare <name> is in $POD_NAMESPACE, "
+              "then the config's namespace): "
+              "ModelDeployment analysis asks every ready replica in its EndpointSlices for "
+              "GET /debug/summary and merges their windows; a replica that does not answer "
+              "makes the measurement inconclusive. Instead of --router-url.")
+      .Metavar("NS/NAME")
+      .Check([](const std::string& text) {
+        return kiln::modeldeployment::ParseRouterReplicasOptions(text, "http", "default").status();
+      });
+  flags
+      .String("router-port", &router_port,
+              "With --router-service: the replicas' port, by its name in the EndpointSlices or "
+              "as a number.")
+      .Metavar("PORT")
+      .Check([](const std::string& text) {
+        return kiln::modeldeployment::ParseRouterReplicasOptions("default/router", text, "")
+            .status();
+      });
   flags.Bool("version", &version, "Print the version and exit.");
   if (auto exit = flags.ParseOrExit(argc, argv, 1)) return *exit;
   if (version) {
     std::printf("%s\n", kiln::VersionLine("kiln-operator").c_str());
     return 0;
+  }
+
+  if (!router_url.empty() && !router_service.empty()) {
+    return flags.UsageError("--router-url and --router-service exclude each other");
   }
 
   kiln::log::SetLevel(*kiln::log::ParseLevel(level_name));
@@ -222,7 +247,7 @@ int main(int argc, char** argv) {
   // start: not even leader election would run).
   std::unique_ptr<kiln::fleet::Fleet> fleet;
   std::unique_ptr<kiln::trainingjob::TrainingJobReconciler> tj_reconciler;
-  std::unique_ptr<kiln::modeldeployment::RouterMetricsSource> md_metrics;
+  std::unique_ptr<kiln::modeldeployment::MetricsSource> md_metrics;
   kiln::modeldeployment::HttpPrometheusSource md_prometheus;
   std::unique_ptr<kiln::modeldeployment::ModelDeploymentReconciler> md_reconciler;
   Status served = kiln::fleet::MemberClustersServed(*config);
@@ -270,8 +295,17 @@ int main(int argc, char** argv) {
       auto source = kiln::modeldeployment::RouterMetricsSource::New(router_url);
       if (!source.ok()) return flags.UsageError(source.status().message());
       md_metrics = std::move(*source);
-      md_options.metrics_source = md_metrics.get();
+    } else if (!router_service.empty()) {
+      const char* pod_ns = std::getenv("POD_NAMESPACE");
+      auto replicas = kiln::modeldeployment::ParseRouterReplicasOptions(
+          router_service, router_port, pod_ns != nullptr ? pod_ns : config->default_namespace);
+      if (!replicas.ok()) {
+        return flags.UsageError("--router-service: " + replicas.status().message());
+      }
+      md_metrics =
+          std::make_unique<kiln::modeldeployment::RouterReplicasMetricsSource>(**client, *replicas);
     }
+    md_options.metrics_source = md_metrics.get();
     auto mds = manager.GetInformer(**client, kiln::api::v1alpha1::kModelDeployments);
     auto deployments = manager.GetInformer(**client, kiln::kube::resources::kDeployments,
                                            {.label_selector = kiln::api::kModelDeploymentLabel});

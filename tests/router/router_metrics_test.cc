@@ -4,6 +4,8 @@
 
 #include <catch2/catch.hpp>
 
+#include "router/window_summary.h"
+
 namespace kiln::router {
 namespace {
 
@@ -60,6 +62,53 @@ TEST_CASE("the windowed summary counts the last window's requests per version", 
   // Later, the window has moved past everything.
   now = 2000;
   CHECK(metrics.Summary(60)["versions"][0]["requests"] == 0);
+}
+
+TEST_CASE("the summary carries its counts and buckets and reads back as it was served",
+          "[router][summary]") {
+  int64_t now = 1000;
+  RouterMetrics metrics([&] { return now; });
+  RouterMetrics::Version* v1 = metrics.For("default/chat", "v1");
+  RouterMetrics::Version* v2 = metrics.For("default/chat", "v2");
+  metrics.For("default/idle", "v1");  // No requests: listed with zeros.
+  for (int i = 0; i < 50; ++i) {
+    metrics.EndRequest(v1, {.status = 200,
+                            .seconds = 0.001 * (i + 1),
+                            .first_byte_seconds = 0.0005 * (i + 1),
+                            .tokens = 2});
+  }
+  metrics.EndRequest(v2, {.status = 503, .error = "status_5xx", .seconds = 0.2});
+  metrics.EndRequest(v2, {.status = 200, .seconds = 3, .first_byte_seconds = 0.3});
+
+  const nlohmann::json served = nlohmann::json::parse(metrics.Summary(60).dump());
+  CHECK(served["buckets"]["schema"] == LatencyBuckets::kSchema);
+  auto read = WindowSummary::FromJson(served);
+  INFO(read.status().ToString());
+  REQUIRE(read.ok());
+  CHECK(read->window_seconds == 60);
+  REQUIRE(read->versions.size() == 3);
+  const VersionSummary& a = read->versions.at({"default/chat", "v1"});
+  CHECK(a.requests == 50);
+  CHECK(a.tokens == 100);
+  CHECK(a.latency.count() == 50);
+  CHECK(a.first_token.count() == 50);
+  // Each request sits in the bucket of its own duration.
+  CHECK(a.latency.at(LatencyBuckets::Of(0.050)) >= 1);
+  const VersionSummary& b = read->versions.at({"default/chat", "v2"});
+  CHECK(b.errors == 1);
+  CHECK(b.latency.at(LatencyBuckets::Of(3)) == 1);
+  CHECK(b.first_token.count() == 1);
+  CHECK(read->versions.at({"default/idle", "v1"}).requests == 0);
+  // Every field served, the derived figures included, is what the counts
+  // and buckets give: nothing is lost on the way.
+  CHECK(read->ToJson() == served);
+  // Older readers' fields are still there.
+  for (const char* key :
+       {"route", "version", "requests", "errors", "errorRate", "latencyP50", "latencyP99",
+        "timeToFirstTokenP50", "timeToFirstToken", "tokens", "requestsPerSecond"}) {
+    INFO(key);
+    CHECK(served["versions"][0].contains(key));
+  }
 }
 
 TEST_CASE("Prometheus metrics carry route, version, code and kind", "[router]") {

@@ -1,0 +1,216 @@
+#include "operator/controllers/modeldeployment/router_replicas_source.h"
+
+#include <algorithm>
+#include <charconv>
+#include <future>
+#include <optional>
+#include <set>
+#include <utility>
+
+#include "kube/rest_config.h"
+
+namespace kiln::modeldeployment {
+namespace {
+
+using nlohmann::json;
+
+// A port number 1..65535, or 0 when `text` is not one.
+int PortNumber(const std::string& text) {
+  int value = 0;
+  const char* end = text.data() + text.size();
+  auto [ptr, ec] = std::from_chars(text.data(), end, value);
+  if (text.empty() || ec != std::errc() || ptr != end || value < 1 || value > 65535) return 0;
+  return value;
+}
+
+// The slice's port called `name`; 0 when it has none.
+int NamedPort(const json& slice, const std::string& name) {
+  auto ports = slice.find("ports");
+  if (ports == slice.end() || !ports->is_array()) return 0;
+  for (const json& p : *ports) {
+    if (p.is_object() && p.value("name", "") == name && p.contains("port") &&
+        p["port"].is_number_integer()) {
+      return p["port"].get<int>();
+    }
+  }
+  return 0;
+}
+
+bool Ready(const json& endpoint) {
+  auto conditions = endpoint.find("conditions");
+  if (conditions == endpoint.end() || !conditions->is_object()) return true;
+  auto ready = conditions->find("ready");
+  return ready == conditions->end() || !ready->is_boolean() || ready->get<bool>();
+}
+
+}  // namespace
+
+StatusOr<RouterReplicasOptions> ParseRouterReplicasOptions(const std::string& service,
+                                                           const std::string& port,
+                                                           const std::string& default_ns) {
+  RouterReplicasOptions options;
+  const size_t slash = service.find('/');
+  options.ns = slash == std::string::npos ? default_ns : service.substr(0, slash);
+  options.service = slash == std::string::npos ? service : service.substr(slash + 1);
+  if (options.ns.empty() || options.service.empty() ||
+      options.service.find('/') != std::string::npos) {
+    return Status::InvalidArgument("service \"" + service +
+                                   "\" is not <namespace>/<name> or <name>");
+  }
+  const bool name =
+      !port.empty() && port.size() <= 15 &&
+      port.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789-") == std::string::npos &&
+      port.find_first_not_of("0123456789") != std::string::npos;
+  if (!name && PortNumber(port) == 0) {
+    return Status::InvalidArgument("port \"" + port +
+                                   "\" is neither a port name nor a number 1..65535");
+  }
+  options.port = port;
+  return options;
+}
+
+std::vector<RouterReplica> ReadyRouterReplicas(const std::vector<json>& slices,
+                                               const std::string& port) {
+  const int number = PortNumber(port);
+  // IPv4 slices first, so a dual-stack pod is reached by its IPv4 address.
+  std::vector<const json*> ordered;
+  for (const json& s : slices) {
+    const std::string type = s.value("addressType", "");
+    if (type == "IPv4" || type == "IPv6") ordered.push_back(&s);
+  }
+  std::stable_sort(ordered.begin(), ordered.end(), [](const json* a, const json* b) {
+    return a->value("addressType", "") == "IPv4" && b->value("addressType", "") != "IPv4";
+  });
+  std::map<std::string, RouterReplica> by_name;
+  for (const json* slice : ordered) {
+    const int p = number != 0 ? number : NamedPort(*slice, port);
+    auto endpoints = slice->find("endpoints");
+    if (p == 0 || endpoints == slice->end() || !endpoints->is_array()) continue;
+    for (const json& e : *endpoints) {
+      if (!e.is_object() || !Ready(e)) continue;
+      auto addresses = e.find("addresses");
+      if (addresses == e.end() || !addresses->is_array() || addresses->empty() ||
+          !(*addresses)[0].is_string()) {
+        continue;
+      }
+      const std::string ip = (*addresses)[0].get<std::string>();
+      std::string name = ip;
+      if (auto ref = e.find("targetRef"); ref != e.end() && ref->is_object()) {
+        name = ref->value("name", ip);
+      }
+      const std::string host = ip.find(':') != std::string::npos ? "[" + ip + "]" : ip;
+      by_name.emplace(name, RouterReplica{name, host + ":" + std::to_string(p)});
+    }
+  }
+  std::vector<RouterReplica> out;
+  for (auto& [name, replica] : by_name) out.push_back(std::move(replica));
+  return out;
+}
+
+TrafficWindow TrafficWindowOf(const router::WindowSummary& summary, const std::string& route) {
+  TrafficWindow out;
+  for (const auto& [key, v] : summary.versions) {
+    if (key.first != route) continue;
+    out[key.second] = {.requests = static_cast<int64_t>(v.requests),
+                       .errors = static_cast<int64_t>(v.errors),
+                       .error_rate = v.ErrorRate(),
+                       .latency_p50 = v.latency.Quantile(0.5),
+                       .latency_p99 = v.latency.Quantile(0.99),
+                       .ttft_p99 = v.first_token.Quantile(0.99)};
+  }
+  return out;
+}
+
+RouterReplicasMetricsSource::RouterReplicasMetricsSource(kube::Client& client,
+                                                         RouterReplicasOptions options)
+    : client_(client), options_(std::move(options)) {}
+
+StatusOr<TrafficWindow> RouterReplicasMetricsSource::Window(const std::string& route,
+                                                            int window_seconds) {
+  const std::string service = options_.ns + "/" + options_.service;
+  KILN_ASSIGN_OR_RETURN(
+      json list,
+      client_.ListAll(kube::resources::kEndpointSlices, options_.ns,
+                      {.label_selector = "kubernetes.io/service-name=" + options_.service}));
+  std::vector<json> slices;
+  if (list.contains("items") && list["items"].is_array()) {
+    for (json& item : list["items"]) slices.push_back(std::move(item));
+  }
+  const std::vector<RouterReplica> replicas = ReadyRouterReplicas(slices, options_.port);
+  ForgetAllBut(replicas);
+  if (replicas.empty()) {
+    return Status::Unavailable("no ready kiln-router replica behind Service " + service +
+                               " (port " + options_.port + ")");
+  }
+
+  std::vector<std::future<StatusOr<router::WindowSummary>>> answers;
+  answers.reserve(replicas.size());
+  for (const RouterReplica& replica : replicas) {
+    answers.push_back(std::async(std::launch::async, [this, &replica, window_seconds] {
+      return Ask(replica, window_seconds);
+    }));
+  }
+  std::optional<router::WindowSummary> merged;
+  std::string failed;
+  size_t failures = 0;
+  for (size_t i = 0; i < replicas.size(); ++i) {
+    StatusOr<router::WindowSummary> answer = answers[i].get();
+    Status s = answer.status();
+    if (s.ok() && merged) s = merged->Merge(*answer);
+    if (s.ok() && !merged) merged = std::move(*answer);
+    if (!s.ok()) {
+      ++failures;
+      failed += (failed.empty() ? "" : "; ") + replicas[i].name + " (" + replicas[i].address +
+                "): " + s.message();
+    }
+  }
+  if (failures > 0) {
+    return Status::Unavailable(std::to_string(failures) + " of " + std::to_string(replicas.size()) +
+                               " kiln-router replicas of " + service +
+                               " did not answer, so their share of the traffic is " +
+                               "unknown: " + failed);
+  }
+  return TrafficWindowOf(*merged, route);
+}
+
+StatusOr<router::WindowSummary> RouterReplicasMetricsSource::Ask(const RouterReplica& replica,
+                                                                 int window_seconds) {
+  KILN_ASSIGN_OR_RETURN(std::shared_ptr<kube::HttpTransport> transport,
+                        TransportFor(replica.address));
+  kube::HttpRequest request;
+  // kiln-router reads the window as a duration ("30s").
+  request.path = "/debug/summary?window=" + std::to_string(window_seconds) + "s";
+  request.timeout = options_.timeout;
+  KILN_ASSIGN_OR_RETURN(kube::HttpResponse response, transport->Do(request));
+  if (response.status != 200) {
+    return Status::Unavailable(request.path + ": HTTP " + std::to_string(response.status));
+  }
+  const json body = json::parse(response.body, nullptr, /*allow_exceptions=*/false);
+  return router::WindowSummary::FromJson(body);
+}
+
+StatusOr<std::shared_ptr<kube::HttpTransport>> RouterReplicasMetricsSource::TransportFor(
+    const std::string& address) {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::shared_ptr<kube::HttpTransport>& transport = transports_[address];
+  if (!transport) {
+    kube::RestConfig config;
+    config.server = "http://" + address;
+    StatusOr<std::unique_ptr<kube::HttpTransport>> made = kube::NewHttpTransport(config);
+    if (!made.ok()) {
+      transports_.erase(address);
+      return made.status();
+    }
+    transport = std::move(*made);
+  }
+  return transport;
+}
+
+void RouterReplicasMetricsSource::ForgetAllBut(const std::vector<RouterReplica>& replicas) {
+  std::set<std::string> keep;
+  for (const RouterReplica& r : replicas) keep.insert(r.address);
+  std::lock_guard<std::mutex> lock(mu_);
+  std::erase_if(transports_, [&](const auto& entry) { return keep.count(entry.first) == 0; });
+}
+
+}  // namespace kiln::modeldeployment

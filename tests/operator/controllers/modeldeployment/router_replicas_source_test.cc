@@ -1,0 +1,344 @@
+// RouterReplicasMetricsSource against stand-in kiln-router replicas (real
+// RouterMetrics behind HTTP servers on 127.0.0.1) found through
+// EndpointSlices in the in-memory API server.
+#include "operator/controllers/modeldeployment/router_replicas_source.h"
+
+#include <atomic>
+#include <charconv>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <catch2/catch.hpp>
+
+#include "base/clock.h"
+#include "base/http_server.h"
+#include "router/router_metrics.h"
+#include "tests/support/fake_api_server.h"
+#include "tests/support/http_probe.h"
+
+namespace kiln::modeldeployment {
+namespace {
+
+using kiln::testing::FakeApiServer;
+using nlohmann::json;
+using router::LatencyBuckets;
+using router::RouterMetrics;
+
+constexpr const char* kNs = "kiln-system";
+constexpr const char* kService = "kiln-router";
+constexpr const char* kRoute = "serving/chat";
+constexpr int64_t kNow = 5000;
+
+// One kiln-router replica: its metrics at a fixed second, served at
+// GET /debug/summary?window=<N>s as kiln-router serves them.
+class Replica {
+ public:
+  Replica() : metrics_([] { return kNow; }) {}
+  ~Replica() { Stop(); }
+
+  void Start() {
+    port_ = testing::FreePort();
+    auto server = HttpServer::Start(
+        {.bind_address = "127.0.0.1:" + std::to_string(port_)},
+        {HttpRoute::Get("/debug/summary", [this](const HttpRequest& r) {
+          ++asked_;
+          if (fail_) return HttpReply{.status = 500, .body = "broken\n"};
+          auto it = r.query.find("window");
+          int window = 60;
+          // "30s", as the operator asks: the number, then the unit.
+          if (it != r.query.end() &&
+              std::from_chars(it->second.data(), it->second.data() + it->second.size(), window)
+                      .ec != std::errc()) {
+            return HttpReply{.status = 400, .body = "bad window\n"};
+          }
+          return HttpReply{.content_type = "application/json",
+                           .body = metrics_.Summary(window).dump() + "\n"};
+        })});
+    REQUIRE(server.ok());
+    server_ = std::move(*server);
+  }
+  void Stop() {
+    if (server_) server_->Drain(std::chrono::seconds(1));
+    server_.reset();
+  }
+  // A request to `version` that took `seconds` (first byte at a tenth of it).
+  void Serve(const std::string& version, double seconds, bool failed = false) {
+    RouterMetrics::Version* v = metrics_.For(kRoute, version);
+    metrics_.BeginRequest(v);
+    metrics_.EndRequest(v, {.status = failed ? 502 : 200,
+                            .error = failed ? "connect" : nullptr,
+                            .seconds = seconds,
+                            .first_byte_seconds = seconds / 10});
+  }
+  std::string SummaryBody(int window) const { return metrics_.Summary(window).dump(); }
+  int port() const { return port_; }
+  int asked() const { return asked_; }
+  void set_fail(bool fail) { fail_ = fail; }
+
+ private:
+  RouterMetrics metrics_;
+  std::unique_ptr<HttpServer> server_;
+  int port_ = 0;
+  std::atomic<int> asked_{0};
+  std::atomic<bool> fail_{false};
+};
+
+json Endpoint(const std::string& pod, const std::string& ip, std::optional<bool> ready = true) {
+  json e = {{"addresses", {ip}}, {"targetRef", {{"kind", "Pod"}, {"name", pod}}}};
+  if (ready) e["conditions"] = {{"ready", *ready}};
+  return e;
+}
+
+json Slice(const std::string& name, int port, const json& endpoints,
+           const std::string& service = kService, const std::string& type = "IPv4") {
+  return {
+      {"apiVersion", "discovery.k8s.io/v1"},
+      {"kind", "EndpointSlice"},
+      {"metadata",
+       {{"name", name}, {"namespace", kNs}, {"labels", {{"kubernetes.io/service-name", service}}}}},
+      {"addressType", type},
+      {"ports", {{{"name", "http"}, {"port", port}, {"protocol", "TCP"}}}},
+      {"endpoints", endpoints}};
+}
+
+struct Harness {
+  Harness()
+      : client(kube::RestConfig{.server = "https://fake"},
+               kube::ClientOptions{.qps = 0, .max_retries = 0}, api.Transport(), RealClock::Get()),
+        source(client, {.ns = kNs, .service = kService, .timeout = std::chrono::seconds(2)}) {}
+
+  // Every replica in its own slice: they all listen on 127.0.0.1, so their
+  // ports differ, and a slice has one port for all its endpoints.
+  void Publish(std::vector<Replica*> replicas) {
+    char name = 'a';
+    for (Replica* r : replicas) {
+      const std::string pod = std::string("kiln-router-") + name++;
+      api.Put("endpointslices",
+              Slice(pod + "-slice", r->port(), json::array({Endpoint(pod, "127.0.0.1")})));
+    }
+  }
+
+  FakeApiServer api;
+  kube::Client client;
+  RouterReplicasMetricsSource source;
+};
+
+TEST_CASE(
+    "the windows of every ready router replica merge into the one of a router that saw "
+    "all requests",
+    "[modeldeployment][router-replicas]") {
+  Replica a, b, c;
+  // One router that saw every request the three did, in the same order.
+  RouterMetrics all([] { return kNow; });
+  auto serve = [&](Replica& r, const std::string& version, double seconds, bool failed = false) {
+    r.Serve(version, seconds, failed);
+    RouterMetrics::Version* v = all.For(kRoute, version);
+    all.BeginRequest(v);
+    all.EndRequest(v, {.status = failed ? 502 : 200,
+                       .error = failed ? "connect" : nullptr,
+                       .seconds = seconds,
+                       .first_byte_seconds = seconds / 10});
+  };
+  // v1: 90 requests spread over the three, 10–40 ms. v2: 60 requests, 20 ms,
+  // but c alone served its 3 slow ones (2 s) and its 6 failures.
+  for (int i = 0; i < 90; ++i) {
+    Replica& r = i % 3 == 0 ? a : i % 3 == 1 ? b : c;
+    serve(r, "v1", 0.010 + 0.010 * (i % 4));
+  }
+  for (int i = 0; i < 51; ++i) serve(i % 2 == 0 ? a : b, "v2", 0.020);
+  for (int i = 0; i < 6; ++i) serve(c, "v2", 0.020, /*failed=*/true);
+  for (int i = 0; i < 3; ++i) serve(c, "v2", 2.0);
+  a.Start();
+  b.Start();
+  c.Start();
+
+  Harness h;
+  h.Publish({&a, &b, &c});
+  // A replica that is not ready (starting, or terminating) is not asked.
+  Replica not_ready;
+  not_ready.Start();
+  h.api.Put("endpointslices", Slice("kiln-router-d-slice", not_ready.port(),
+                                    json::array({Endpoint("kiln-router-d", "127.0.0.1", false)})));
+  // Nor is another Service's.
+  Replica other;
+  other.Start();
+  h.api.Put("endpointslices", Slice("other-slice", other.port(),
+                                    json::array({Endpoint("other", "127.0.0.1")}), "other"));
+
+  auto window = h.source.Window(kRoute, 30);
+  INFO(window.status().ToString());
+  REQUIRE(window.ok());
+  CHECK(a.asked() == 1);
+  CHECK(b.asked() == 1);
+  CHECK(c.asked() == 1);
+  CHECK(not_ready.asked() == 0);
+  CHECK(other.asked() == 0);
+
+  // What one router that saw everything serves, field by field.
+  const json one = all.Summary(30);
+  REQUIRE(window->size() == 2);
+  for (const json& v : one["versions"]) {
+    const VersionWindow& got = window->at(v["version"].get<std::string>());
+    INFO(v.dump());
+    CHECK(got.requests == v["requests"].get<int64_t>());
+    CHECK(got.errors == v["errors"].get<int64_t>());
+    CHECK(got.error_rate == v["errorRate"].get<double>());
+    CHECK(got.latency_p50 == v["latencyP50"].get<double>());
+    CHECK(got.latency_p99 == v["latencyP99"].get<double>());
+    CHECK(got.ttft_p99 == v["timeToFirstToken"].get<double>());
+  }
+  // And from the bucket method itself: v2's 60 requests, 57 of 20 ms, 3 of
+  // 2 s. p50 (rank 30) is a fast one, p99 (rank ceil(59.4) = 60) a slow one:
+  // the 2 s that a and b, read alone, would never show.
+  const VersionWindow& v2 = window->at("v2");
+  CHECK(v2.requests == 60);
+  CHECK(v2.errors == 6);
+  CHECK(v2.error_rate == Approx(0.1));
+  CHECK(v2.latency_p50 == LatencyBuckets::Value(LatencyBuckets::Of(0.020)));
+  CHECK(v2.latency_p99 == LatencyBuckets::Value(LatencyBuckets::Of(2.0)));
+  CHECK(v2.ttft_p99 == LatencyBuckets::Value(LatencyBuckets::Of(0.2)));
+  CHECK(window->at("v1").requests == 90);
+
+  // One replica alone gives the very numbers its own summary shows (as the
+  // --router-url source reads them).
+  Harness single;
+  single.Publish({&c});
+  auto alone = single.source.Window(kRoute, 30);
+  REQUIRE(alone.ok());
+  auto own = ParseRouterSummary(c.SummaryBody(30), kRoute);
+  REQUIRE(own.ok());
+  REQUIRE(alone->size() == own->size());
+  for (const auto& [version, want] : *own) {
+    const VersionWindow& got = alone->at(version);
+    CHECK(got.requests == want.requests);
+    CHECK(got.errors == want.errors);
+    CHECK(got.error_rate == want.error_rate);
+    CHECK(got.latency_p50 == want.latency_p50);
+    CHECK(got.latency_p99 == want.latency_p99);
+    CHECK(got.ttft_p99 == want.ttft_p99);
+  }
+}
+
+TEST_CASE("a router replica that does not answer fails the measurement, naming it",
+          "[modeldeployment][router-replicas]") {
+  Replica a, b, c;
+  for (Replica* r : {&a, &b, &c}) {
+    r->Serve("v1", 0.01);
+    r->Start();
+  }
+  Harness h;
+  h.Publish({&a, &b, &c});
+  REQUIRE(h.source.Window(kRoute, 10).ok());
+
+  b.Stop();  // Still listed as ready: the EndpointSlice has not caught up.
+  auto down = h.source.Window(kRoute, 10);
+  REQUIRE_FALSE(down.ok());
+  CHECK(down.status().code() == StatusCode::kUnavailable);
+  CHECK_THAT(down.status().message(), Catch::Contains("1 of 3"));
+  CHECK_THAT(down.status().message(),
+             Catch::Contains("kiln-router-b (127.0.0.1:" + std::to_string(b.port()) + ")"));
+  CHECK_THAT(down.status().message(), !Catch::Contains("kiln-router-a"));
+
+  c.set_fail(true);  // Answers, but not with a summary: as bad.
+  down = h.source.Window(kRoute, 10);
+  REQUIRE_FALSE(down.ok());
+  CHECK_THAT(down.status().message(), Catch::Contains("2 of 3"));
+  CHECK_THAT(down.status().message(), Catch::Contains("kiln-router-c"));
+  CHECK_THAT(down.status().message(), Catch::Contains("HTTP 500"));
+
+  // b's endpoint turns not ready and c recovers: the two ready ones answer.
+  h.api.Put("endpointslices", Slice("kiln-router-b-slice", b.port(),
+                                    json::array({Endpoint("kiln-router-b", "127.0.0.1", false)})));
+  c.set_fail(false);
+  auto back = h.source.Window(kRoute, 10);
+  INFO(back.status().ToString());
+  REQUIRE(back.ok());
+  CHECK(back->at("v1").requests == 2);
+}
+
+TEST_CASE("no ready router replica is an error, not an empty window",
+          "[modeldeployment][router-replicas]") {
+  Harness h;
+  auto none = h.source.Window(kRoute, 10);
+  CHECK(none.status().code() == StatusCode::kUnavailable);
+  CHECK_THAT(none.status().message(), Catch::Contains("kiln-system/kiln-router"));
+  h.api.Put("endpointslices", Slice("kiln-router-a-slice", testing::FreePort(),
+                                    json::array({Endpoint("kiln-router-a", "127.0.0.1", false)})));
+  CHECK(h.source.Window(kRoute, 10).status().code() == StatusCode::kUnavailable);
+}
+
+TEST_CASE("a router that serves no buckets cannot be merged",
+          "[modeldeployment][router-replicas]") {
+  const int port = testing::FreePort();
+  auto old = HttpServer::Start(
+      {.bind_address = "127.0.0.1:" + std::to_string(port)},
+      {HttpRoute::Get("/debug/summary", [](const HttpRequest&) {
+        return HttpReply{.content_type = "application/json",
+                         .body = R"({"windowSeconds":10,"versions":[{"route":"serving/chat",)"
+                                 R"("version":"v1","requests":3,"errors":0,"errorRate":0}]})"};
+      })});
+  REQUIRE(old.ok());
+  Harness h;
+  h.api.Put("endpointslices", Slice("kiln-router-a-slice", port,
+                                    json::array({Endpoint("kiln-router-a", "127.0.0.1")})));
+  auto window = h.source.Window(kRoute, 10);
+  REQUIRE_FALSE(window.ok());
+  CHECK_THAT(window.status().message(), Catch::Contains("no buckets"));
+  (*old)->Drain(std::chrono::seconds(1));
+}
+
+TEST_CASE("ready replicas come from the slices' endpoints, one per pod",
+          "[modeldeployment][router-replicas]") {
+  std::vector<json> slices = {
+      // Dual stack: the same pods in an IPv6 slice (listed first) and an IPv4 one.
+      Slice("v6", 8000,
+            json::array({Endpoint("router-a", "fd00::1"), Endpoint("router-b", "fd00::2")}),
+            kService, "IPv6"),
+      Slice("v4", 8000,
+            json::array({Endpoint("router-b", "10.0.0.2"), Endpoint("router-a", "10.0.0.1"),
+                         Endpoint("router-c", "10.0.0.3", false),
+                         // No conditions: ready, as the API says.
+                         Endpoint("router-d", "10.0.0.4", std::nullopt)})),
+      // Only in the IPv6 slice.
+      Slice("v6-only", 8000, json::array({Endpoint("router-e", "fd00::5")}), kService, "IPv6"),
+      Slice("fqdn", 8000, json::array({Endpoint("router-f", "router.example")}), kService, "FQDN"),
+  };
+  std::vector<RouterReplica> got = ReadyRouterReplicas(slices, "http");
+  REQUIRE(got.size() == 4);
+  CHECK(got[0].name == "router-a");
+  CHECK(got[0].address == "10.0.0.1:8000");
+  CHECK(got[1].name == "router-b");
+  CHECK(got[1].address == "10.0.0.2:8000");
+  CHECK(got[2].name == "router-d");
+  CHECK(got[3].name == "router-e");
+  CHECK(got[3].address == "[fd00::5]:8000");
+
+  CHECK(ReadyRouterReplicas(slices, "metrics").empty());  // No such port.
+  got = ReadyRouterReplicas(slices, "9090");              // A number is used as is.
+  REQUIRE(got.size() == 4);
+  CHECK(got[0].address == "10.0.0.1:9090");
+}
+
+TEST_CASE("the router Service and port flags", "[modeldeployment][router-replicas]") {
+  auto o = ParseRouterReplicasOptions("kiln-system/kiln-router", "http", "default");
+  REQUIRE(o.ok());
+  CHECK(o->ns == "kiln-system");
+  CHECK(o->service == "kiln-router");
+  CHECK(o->port == "http");
+  o = ParseRouterReplicasOptions("kiln-router", "8000", "ops");
+  REQUIRE(o.ok());
+  CHECK(o->ns == "ops");
+  CHECK(o->port == "8000");
+  CHECK_FALSE(ParseRouterReplicasOptions("kiln-router", "http", "").ok());
+  CHECK_FALSE(ParseRouterReplicasOptions("a/b/c", "http", "default").ok());
+  CHECK_FALSE(ParseRouterReplicasOptions("ns/", "http", "default").ok());
+  CHECK_FALSE(ParseRouterReplicasOptions("ns/r", "", "default").ok());
+  CHECK_FALSE(ParseRouterReplicasOptions("ns/r", "0", "default").ok());
+  CHECK_FALSE(ParseRouterReplicasOptions("ns/r", "65536", "default").ok());
+  CHECK_FALSE(ParseRouterReplicasOptions("ns/r", "Http", "default").ok());
+}
+
+}  // namespace
+}  // namespace kiln::modeldeployment
