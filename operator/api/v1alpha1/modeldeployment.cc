@@ -51,11 +51,27 @@ void from_json(const nlohmann::json& j, PauseStep& v) {
 void to_json(nlohmann::json& j, const AnalysisStep& v) {
   j = nlohmann::json::object();
   Write(j, "duration", v.duration);
+  Write(j, "background", v.background);
 }
 
 void from_json(const nlohmann::json& j, AnalysisStep& v) {
   ExpectObject(j, "AnalysisStep");
   Read(j, "duration", v.duration);
+  Read(j, "background", v.background);
+}
+
+void to_json(nlohmann::json& j, const QualityGateStep& v) {
+  j = nlohmann::json::object();
+  Write(j, "evaluationSet", v.evaluation_set);
+  Write(j, "samples", v.samples);
+  Write(j, "maxRegression", v.max_regression);
+}
+
+void from_json(const nlohmann::json& j, QualityGateStep& v) {
+  ExpectObject(j, "QualityGateStep");
+  Read(j, "evaluationSet", v.evaluation_set);
+  Read(j, "samples", v.samples);
+  Read(j, "maxRegression", v.max_regression);
 }
 
 void to_json(nlohmann::json& j, const CanaryStep& v) {
@@ -63,6 +79,7 @@ void to_json(nlohmann::json& j, const CanaryStep& v) {
   Write(j, "setWeight", v.set_weight);
   Write(j, "pause", v.pause);
   Write(j, "analysis", v.analysis);
+  Write(j, "qualityGate", v.quality_gate);
 }
 
 void from_json(const nlohmann::json& j, CanaryStep& v) {
@@ -70,6 +87,7 @@ void from_json(const nlohmann::json& j, CanaryStep& v) {
   Read(j, "setWeight", v.set_weight);
   Read(j, "pause", v.pause);
   Read(j, "analysis", v.analysis);
+  Read(j, "qualityGate", v.quality_gate);
 }
 
 void to_json(nlohmann::json& j, const CanaryStrategy& v) {
@@ -292,6 +310,7 @@ void to_json(nlohmann::json& j, const AnalysisRun& v) {
   j = nlohmann::json::object();
   Write(j, "name", v.name);
   Write(j, "step", v.step);
+  Write(j, "background", v.background);
   Write(j, "phase", v.phase);
   Write(j, "startedAt", v.started_at);
   Write(j, "finishedAt", v.finished_at);
@@ -303,6 +322,7 @@ void from_json(const nlohmann::json& j, AnalysisRun& v) {
   ExpectObject(j, "AnalysisRun");
   Read(j, "name", v.name);
   Read(j, "step", v.step);
+  Read(j, "background", v.background);
   Read(j, "phase", v.phase);
   Read(j, "startedAt", v.started_at);
   Read(j, "finishedAt", v.finished_at);
@@ -322,6 +342,7 @@ void to_json(nlohmann::json& j, const ModelDeploymentStatus& v) {
   Write(j, "previousUri", v.previous_uri);
   Write(j, "previousScaleDownAt", v.previous_scale_down_at);
   Write(j, "stepStartedAt", v.step_started_at);
+  Write(j, "backgroundAnalysis", v.background_analysis);
   Write(j, "stoppedVersion", v.stopped_version);
   Write(j, "handledAction", v.handled_action);
   Write(j, "handledActionGeneration", v.handled_action_generation);
@@ -348,6 +369,7 @@ void from_json(const nlohmann::json& j, ModelDeploymentStatus& v) {
   Read(j, "previousUri", v.previous_uri);
   Read(j, "previousScaleDownAt", v.previous_scale_down_at);
   Read(j, "stepStartedAt", v.step_started_at);
+  Read(j, "backgroundAnalysis", v.background_analysis);
   Read(j, "stoppedVersion", v.stopped_version);
   Read(j, "handledAction", v.handled_action);
   Read(j, "handledActionGeneration", v.handled_action_generation);

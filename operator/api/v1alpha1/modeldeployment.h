@@ -58,15 +58,37 @@ struct PauseStep {
 void to_json(nlohmann::json& j, const PauseStep& v);
 void from_json(const nlohmann::json& j, PauseStep& v);
 
-// Run the analysis (spec.analysis) now, blocking until it passes or fails.
+// Run the analysis (spec.analysis) now: blocking for its duration, or with background in the
+// background of the following steps until the rollout completes or fails.
 struct AnalysisStep {
-  // How long to keep measuring before the step passes.
+  // How long to keep measuring before the step passes (1m when unset); not with background.
   std::optional<std::string> duration;
+  // Start the analysis and go straight on to the next step; it keeps measuring every
+  // spec.analysis.interval until the canary is promoted (it then ends Successful) or it fails,
+  // which at any later step rolls back as a blocking analysis does. A later background step ends it
+  // and starts a new one.
+  std::optional<bool> background;
 
   bool operator==(const AnalysisStep&) const = default;
 };
 void to_json(nlohmann::json& j, const AnalysisStep& v);
 void from_json(const nlohmann::json& j, AnalysisStep& v);
+
+// Run the quality gate (spec.analysis.qualityGate, which must be set) again now, blocking until its
+// Job has a verdict; a canary worse than allowed is rolled back. Unset fields are
+// spec.analysis.qualityGate's.
+struct QualityGateStep {
+  // Another evaluation set for this step (file:///path).
+  std::optional<std::string> evaluation_set;
+  // Sequences scored from the evaluation set at this step.
+  std::optional<int32_t> samples;
+  // The largest allowed relative worsening at this step.
+  std::optional<double> max_regression;
+
+  bool operator==(const QualityGateStep&) const = default;
+};
+void to_json(nlohmann::json& j, const QualityGateStep& v);
+void from_json(const nlohmann::json& j, QualityGateStep& v);
 
 // One step of the rollout.
 struct CanaryStep {
@@ -74,8 +96,13 @@ struct CanaryStep {
   std::optional<int32_t> set_weight;
   // Wait for the duration, or with no duration until spec.rollout.action is Promote.
   std::optional<PauseStep> pause;
-  // Run the analysis (spec.analysis) now, blocking until it passes or fails.
+  // Run the analysis (spec.analysis) now: blocking for its duration, or with background in the
+  // background of the following steps until the rollout completes or fails.
   std::optional<AnalysisStep> analysis;
+  // Run the quality gate (spec.analysis.qualityGate, which must be set) again now, blocking until
+  // its Job has a verdict; a canary worse than allowed is rolled back. Unset fields are
+  // spec.analysis.qualityGate's.
+  std::optional<QualityGateStep> quality_gate;
 
   bool operator==(const CanaryStep&) const = default;
 };
@@ -328,6 +355,9 @@ struct AnalysisRun {
   std::string name;
   // The canary step that ran it.
   std::optional<int32_t> step;
+  // Whether it is a background analysis, measuring through the steps after its own until the
+  // rollout completes or fails.
+  std::optional<bool> background;
   // The run's outcome so far.
   std::string phase;
   // When it started.
@@ -366,6 +396,9 @@ struct ModelDeploymentStatus {
   std::optional<std::string> previous_scale_down_at;
   // When the current canary step began; pause and analysis durations count from it.
   std::optional<std::string> step_started_at;
+  // The background analysis run in progress (its name in analysisRuns), if any; it ends with the
+  // rollout.
+  std::optional<std::string> background_analysis;
   // A version stopped by Abort, Rollback or a failed analysis; it is not rolled out again until
   // spec.model changes or spec.rollout.action changes to Continue or Promote.
   std::optional<std::string> stopped_version;

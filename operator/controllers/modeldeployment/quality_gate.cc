@@ -60,8 +60,26 @@ std::string Num(double v) {
 
 }  // namespace
 
-std::string GateJobName(const std::string& deployment, const std::string& canary) {
-  return VersionObjectName(deployment, canary + "-gate");
+std::string GateJobName(const std::string& deployment, const std::string& canary, int32_t step) {
+  return VersionObjectName(deployment,
+                           canary + "-gate" + (step < 0 ? "" : "-step" + std::to_string(step)));
+}
+
+v1::QualityGate GateAtStep(const v1::ModelDeployment& md, int32_t step) {
+  v1::QualityGate gate =
+      md.spec.analysis.value_or(v1::AnalysisSpec{}).quality_gate.value_or(v1::QualityGate{});
+  if (step < 0 || !md.spec.strategy || !md.spec.strategy->canary ||
+      !md.spec.strategy->canary->steps) {
+    return gate;
+  }
+  const auto& steps = *md.spec.strategy->canary->steps;
+  const auto i = static_cast<size_t>(step);
+  if (i >= steps.size() || !steps[i].quality_gate) return gate;
+  const v1::QualityGateStep& at = *steps[i].quality_gate;
+  if (at.evaluation_set) gate.evaluation_set = *at.evaluation_set;
+  if (at.samples) gate.samples = at.samples;
+  if (at.max_regression) gate.max_regression = at.max_regression;
+  return gate;
 }
 
 StatusOr<json> BuildGateJob(const v1::ModelDeployment& md, const GateVersions& versions,
@@ -69,7 +87,7 @@ StatusOr<json> BuildGateJob(const v1::ModelDeployment& md, const GateVersions& v
   if (!md.spec.analysis || !md.spec.analysis->quality_gate) {
     return Status::InvalidArgument("no analysis.qualityGate");
   }
-  const v1::QualityGate& gate = *md.spec.analysis->quality_gate;
+  const v1::QualityGate gate = GateAtStep(md, versions.step);
   const std::optional<v1::S3Storage> s3 =
       md.spec.storage ? md.spec.storage->s3 : std::optional<v1::S3Storage>();
   KILN_ASSIGN_OR_RETURN(std::string data, EvaluationSetPath(gate.evaluation_set, volume));
@@ -126,7 +144,7 @@ StatusOr<json> BuildGateJob(const v1::ModelDeployment& md, const GateVersions& v
   return json{{"apiVersion", "batch/v1"},
               {"kind", "Job"},
               {"metadata",
-               {{"name", GateJobName(name, versions.canary)},
+               {{"name", GateJobName(name, versions.canary, versions.step)},
                 {"namespace", Str(md.metadata, "namespace")},
                 {"labels", labels},
                 {"ownerReferences", json::array({{{"apiVersion", md.api_version},

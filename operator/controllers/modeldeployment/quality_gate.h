@@ -1,4 +1,5 @@
-// The quality gate: before a canary takes any traffic, one Job scores the
+// The quality gate: before a canary takes any traffic (and again at each
+// `qualityGate` canary step), one Job scores the
 // canary's and the stable version's checkpoints on the same evaluation set
 // (analysis.qualityGate.evaluationSet) with `kiln-worker eval`, one
 // container each in one pod, so both see the same examples on the same
@@ -30,17 +31,26 @@ inline constexpr const char* kQualityGateLabel = "kiln.dev/quality-gate";
 inline constexpr const char* kGateCanaryContainer = "canary";
 inline constexpr const char* kGateStableContainer = "stable";
 
-// What the gate compares.
+// What the gate compares, and at which canary step.
 struct GateVersions {
   std::string canary, canary_uri;
   std::string stable, stable_uri;
+  // The `qualityGate` step this gate is (-1: the gate before any traffic).
+  int32_t step = -1;
 };
 
-// The gate Job's name for `canary` (a DNS label).
-std::string GateJobName(const std::string& deployment, const std::string& canary);
+// The gate Job's name for `canary` at canary step `step` (-1: the gate
+// before any traffic), a DNS label.
+std::string GateJobName(const std::string& deployment, const std::string& canary,
+                        int32_t step = -1);
+
+// The gate as it runs at canary step `step` of `md` (-1: before any
+// traffic): spec.analysis.qualityGate, with the fields that step's
+// qualityGate sets in its place. `md` must have spec.analysis.qualityGate.
+api::v1alpha1::QualityGate GateAtStep(const api::v1alpha1::ModelDeployment& md, int32_t step);
 
 // The gate's Job for `md` (metadata name, namespace, uid;
-// spec.analysis.qualityGate set). The checkpoints may be s3:// (with
+// spec.analysis.qualityGate set) at versions.step (GateAtStep). The checkpoints may be s3:// (with
 // spec.storage.s3, whose Secret the pod mounts); the evaluation set must be a
 // file (`kiln-worker eval --data` reads files only). InvalidArgument for a
 // URI or evaluation set no pod can read (as BuildVersionWorkload).

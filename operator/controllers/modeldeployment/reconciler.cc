@@ -76,6 +76,9 @@ std::string Seconds(milliseconds d) {
 using api::SetCondition;
 
 std::string GateRunName(const std::string& canary) { return canary + "-quality-gate"; }
+std::string StepGateRunName(const std::string& canary, size_t step) {
+  return canary + "-step" + std::to_string(step) + "-quality-gate";
+}
 
 // What one reconcile decides about the rollout: the status it moves to, the
 // Events to record once that status is written, and when to look again.
@@ -85,7 +88,8 @@ class Rollout {
   // are not ready, where known.
   Rollout(const v1::ModelDeployment& md, std::map<std::string, int32_t> ready,
           std::map<std::string, std::string> trouble, Clock::time_point now, MetricsSource* source,
-          PrometheusSource* prometheus, milliseconds resync)
+          PrometheusSource* prometheus, milliseconds resync,
+          const trainingjob::SharedVolume& volume)
       : md_(md),
         spec_(md.spec),
         status_(md.status.value_or(v1::ModelDeploymentStatus{})),
@@ -95,7 +99,8 @@ class Rollout {
         now_text_(FormatRfc3339(now)),
         source_(source),
         prometheus_(prometheus),
-        resync_hint_(resync) {
+        resync_hint_(resync),
+        volume_(volume) {
     if (spec_.strategy && spec_.strategy->canary) {
       steps_ = spec_.strategy->canary->steps.value_or(std::vector<v1::CanaryStep>{});
       scale_down_delay_ =
@@ -196,6 +201,7 @@ class Rollout {
     if (!Canary() || *status_.canary_version != v) {
       if (Canary()) {
         AllToStable();
+        EndBackground("Inconclusive", "ended unfinished: the canary was replaced by " + v);
         Note(runtime::EventType::kNormal, "RolloutReplaced",
              "the canary " + *status_.canary_version + " is replaced by " + v);
       }
@@ -219,14 +225,10 @@ class Rollout {
   v1::ModelDeploymentStatus& mutable_status() { return status_; }
   const std::vector<Event>& events() const { return events_; }
   std::optional<milliseconds> wake() const { return wake_; }
-  // Whether the quality gate's Job for the canary should exist now.
-  bool gate_wanted() const { return gate_wanted_; }
-  // What the gate reads: its pod (null when none), and whether its Job can
-  // be built at all.
-  void SetGate(nlohmann::json pod, Status buildable) {
-    gate_pod_ = std::move(pod);
-    gate_buildable_ = std::move(buildable);
-  }
+  // The quality gate Job that should exist now (one whose run goes on), if any.
+  const std::optional<json>& gate_job() const { return gate_job_; }
+  // What the gates read: the pod of each existing gate Job, by the Job's name.
+  void SetGatePods(std::map<std::string, json> pods) { gate_pods_ = std::move(pods); }
 
   // The next weight the canary is to take (its current one once no step
   // raises it), to size it before it takes that weight.
@@ -280,7 +282,10 @@ class Rollout {
     SetTraffic(*status_.stable_version, 100, "", 0);
     status_.canary_weight = 0;
   }
-  void ClearCanary() {
+  // Clears the canary; a background analysis still running ends without a
+  // verdict (Promote ends it first, as Successful).
+  void ClearCanary(const std::string& why = "the rollout stopped") {
+    EndBackground("Inconclusive", "ended unfinished: " + why);
     status_.canary_version.reset();
     status_.canary_weight = 0;
     status_.current_step.reset();
@@ -339,7 +344,7 @@ class Rollout {
                   bool count_rollback) {
     AllToStable();
     status_.stopped_version = *status_.canary_version;
-    ClearCanary();
+    ClearCanary("the rollout stopped (" + reason + ")");
     status_.phase = phase;
     status_.message = message;
     if (count_rollback) status_.rollbacks = status_.rollbacks.value_or(0) + 1;
@@ -360,6 +365,7 @@ class Rollout {
       if (Canary()) {
         status_.current_step = static_cast<int32_t>(steps_.size());
         status_.step_started_at = FormatRfc3339(now_, 3);
+        EndBackground("Successful", "ended by rollout.action Promote");
         Note(runtime::EventType::kNormal, "PromoteRequested",
              "rollout.action Promote: " + *status_.canary_version +
                  " skips the remaining steps and takes all traffic once it is fully ready");
@@ -460,14 +466,17 @@ class Rollout {
     status_.phase = "Progressing";
     // The quality gate, before the canary's first weight.
     if (spec_.analysis && spec_.analysis->quality_gate && status_.current_step.value_or(0) == 0 &&
-        status_.canary_weight.value_or(0) == 0 && !Gate()) {
+        status_.canary_weight.value_or(0) == 0 && !Gate(-1)) {
       return;
     }
+    // A background analysis measures whatever step the rollout is at.
+    if (!Background()) return;
     for (size_t guard = 0; guard <= steps_.size(); ++guard) {
       const size_t i = static_cast<size_t>(std::max(0, status_.current_step.value_or(0)));
       const std::string at = "step " + std::to_string(i);
       const auto step_started = guard == 0 ? started : now_;
       if (i >= steps_.size()) {
+        if (!BackgroundHasEvidence()) return;
         Promote();
         return;
       }
@@ -507,6 +516,17 @@ class Rollout {
         NextStep();
         continue;
       }
+      if (step.analysis && step.analysis->background.value_or(false)) {
+        StartBackground(static_cast<int32_t>(i));
+        if (!Background()) return;  // Its first measurement may fail it already.
+        NextStep();
+        continue;
+      }
+      if (step.quality_gate) {
+        if (!Gate(static_cast<int32_t>(i))) return;
+        NextStep();
+        continue;
+      }
       if (step.analysis) {
         const milliseconds d = DurationOr(step.analysis->duration, std::chrono::minutes(1));
         if (!Analyse(static_cast<int32_t>(i), step_started, d)) return;
@@ -517,39 +537,62 @@ class Rollout {
     }
   }
 
-  // The quality gate's run: true once it has passed. While it runs, the
-  // gate's Job is wanted (gate_wanted()).
-  bool Gate() {
+  // The quality gate's run at canary step `step` (-1: the gate before any
+  // traffic): true once it has passed. While it runs, its Job is wanted
+  // (gate_job()). The first gate is looked up by name, so a version retried
+  // after its gate passed is not scored again; a step's gate by name and the
+  // step's start, so every rollout that reaches the step scores it anew.
+  bool Gate(int32_t step) {
     const std::string canary = *status_.canary_version;
     const std::string stable = *status_.stable_version;
-    const std::string name = GateRunName(canary);
+    const std::string at = step < 0 ? "step 0" : "step " + std::to_string(step);
+    if (!spec_.analysis || !spec_.analysis->quality_gate) {
+      StopCanary("Degraded", "QualityGateFailed",
+                 at +
+                     ": a qualityGate step needs spec.analysis.qualityGate (the evaluation set "
+                     "and the allowed regression); " +
+                     canary + " stopped, " + stable + " takes all traffic",
+                 true);
+      return false;
+    }
+    const std::string name =
+        step < 0 ? GateRunName(canary) : StepGateRunName(canary, static_cast<size_t>(step));
+    const std::string started_text = status_.step_started_at.value_or(FormatRfc3339(now_, 3));
     if (!status_.analysis_runs) status_.analysis_runs.emplace();
-    auto& runs = *status_.analysis_runs;
-    auto it = std::find_if(runs.begin(), runs.end(),
-                           [&](const v1::AnalysisRun& r) { return r.name == name; });
-    if (it != runs.end() && it->phase == "Successful") return true;
-    if (it == runs.end()) {
+    v1::AnalysisRun* found = FindRun(name, step < 0 ? nullptr : &started_text);
+    if (found != nullptr && found->phase == "Successful") return true;
+    if (found == nullptr) {
       v1::AnalysisRun run;
       run.name = name;
-      run.step = 0;
+      run.step = std::max(0, step);
       run.phase = "Running";
-      run.started_at = FormatRfc3339(now_, 3);
-      runs.push_back(run);
-      while (runs.size() > kMaxAnalysisRuns) runs.erase(runs.begin());
-      it = runs.end() - 1;
+      run.started_at = step < 0 ? FormatRfc3339(now_, 3) : started_text;
+      AddRun(std::move(run));
+      found = &status_.analysis_runs->back();
     }
-    v1::AnalysisRun& run = *it;
+    v1::AnalysisRun& run = *found;
+    const GateVersions versions{.canary = canary,
+                                .canary_uri = spec_.model.uri,
+                                .stable = stable,
+                                .stable_uri = status_.stable_uri.value_or(""),
+                                .step = step};
+    StatusOr<json> job = BuildGateJob(md_, versions, volume_);
     GateVerdict verdict;
-    if (!gate_buildable_.ok()) {
-      verdict = {.phase = "Failed", .message = gate_buildable_.message(), .measurements = {}};
+    if (!job.ok()) {
+      verdict = {.phase = "Failed", .message = job.status().message(), .measurements = {}};
     } else {
-      verdict = JudgeGate(gate_pod_, *spec_.analysis->quality_gate, FormatRfc3339(now_, 3));
+      auto pod = gate_pods_.find(GateJobName(Str(md_.metadata, "name"), canary, step));
+      verdict = JudgeGate(pod == gate_pods_.end() ? json() : pod->second, GateAtStep(md_, step),
+                          FormatRfc3339(now_, 3));
     }
     run.message = verdict.message;
     if (verdict.phase == "Running") {
-      gate_wanted_ = true;
-      status_.message = "step 0: quality gate: " + verdict.message + " (" + canary + " against " +
-                        stable + "), before " + canary + " takes any traffic";
+      gate_job_ = std::move(*job);
+      status_.message = at + ": quality gate: " + verdict.message + " (" + canary + " against " +
+                        stable + "), " +
+                        (step < 0 ? "before " + canary + " takes any traffic"
+                                  : "with " + canary + " at " +
+                                        std::to_string(status_.canary_weight.value_or(0)) + "%");
       Wake(resync_hint_);
       return false;
     }
@@ -558,13 +601,214 @@ class Rollout {
     run.measurements = verdict.measurements;
     if (verdict.phase == "Successful") {
       Note(runtime::EventType::kNormal, "QualityGatePassed",
-           canary + " against " + stable + ": " + verdict.message);
+           (step < 0 ? "" : at + ": ") + canary + " against " + stable + ": " + verdict.message);
       return true;
     }
-    StopCanary("Degraded", "QualityGateFailed",
-               "quality gate failed: " + verdict.message + "; " + canary + " takes no traffic, " +
-                   stable + " keeps all of it",
-               true);
+    if (step < 0) {
+      StopCanary("Degraded", "QualityGateFailed",
+                 "quality gate failed: " + verdict.message + "; " + canary + " takes no traffic, " +
+                     stable + " keeps all of it",
+                 true);
+    } else {
+      StopCanary("Degraded", "QualityGateFailed",
+                 "quality gate failed at " + at + ": " + verdict.message + "; " + canary +
+                     " rolled back, " + stable + " takes all traffic",
+                 true);
+    }
+    return false;
+  }
+
+  // The newest run named `name` (started at `*started`, when given), or null.
+  v1::AnalysisRun* FindRun(const std::string& name, const std::string* started = nullptr) {
+    if (!status_.analysis_runs) return nullptr;
+    auto& runs = *status_.analysis_runs;
+    for (auto it = runs.rbegin(); it != runs.rend(); ++it) {
+      if (it->name == name && (started == nullptr || it->started_at.value_or("") == *started)) {
+        return &*it;
+      }
+    }
+    return nullptr;
+  }
+  // Appends `run` (newest last), dropping the oldest runs beyond the limit,
+  // but never the background run in progress.
+  void AddRun(v1::AnalysisRun run) {
+    if (!status_.analysis_runs) status_.analysis_runs.emplace();
+    auto& runs = *status_.analysis_runs;
+    runs.push_back(std::move(run));
+    while (runs.size() > kMaxAnalysisRuns) {
+      const v1::AnalysisRun* keep =
+          status_.background_analysis ? FindRun(*status_.background_analysis) : nullptr;
+      runs.erase(runs.begin() + (keep == &runs.front() ? 1 : 0));
+    }
+  }
+
+  // Measures every metric of spec.analysis into `run` when `interval` has
+  // passed since its last measurement. Returns the time of its latest
+  // measurement (none yet: nullopt) and, in `latest`, what was measured now
+  // in words ("" when nothing was).
+  std::optional<Clock::time_point> MeasureInto(v1::AnalysisRun& run,
+                                               const v1::AnalysisSpec& analysis,
+                                               milliseconds interval, std::string& latest) {
+    const std::string canary = *status_.canary_version;
+    if (!run.measurements) run.measurements.emplace();
+    auto& ms = *run.measurements;
+    std::optional<Clock::time_point> last;
+    if (!ms.empty()) last = TimeOf(ms.back().time);
+    const auto metrics = analysis.metrics.value_or(std::vector<v1::AnalysisMetric>{});
+    if (metrics.empty() || (last && now_ < *last + interval)) return last;
+    const int window_seconds = static_cast<int>(std::clamp<int64_t>(
+        std::chrono::duration_cast<std::chrono::seconds>(interval).count(), 1, 600));
+    StatusOr<TrafficWindow> window =
+        source_ != nullptr
+            ? source_->Window(Str(md_.metadata, "namespace") + "/" + Str(md_.metadata, "name"),
+                              window_seconds)
+            : StatusOr<TrafficWindow>(Status::Unavailable("no metrics source is configured"));
+    const std::string t = FormatRfc3339(now_, 3);
+    for (const auto& metric : metrics) {
+      MeasuredValue m =
+          metric.prometheus
+              ? MeasurePrometheus(
+                    metric,
+                    prometheus_ != nullptr
+                        ? prometheus_->Query(metric.prometheus->address,
+                                             ExpandQuery(metric.prometheus->query, canary))
+                        : StatusOr<std::optional<double>>(
+                              Status::Unavailable("no Prometheus source is configured")),
+                    t)
+              : Measure(metric, window, canary, *status_.stable_version, t);
+      ms.push_back(m.measurement);
+      latest += (latest.empty() ? "" : "; ") + m.why;
+    }
+    while (ms.size() > kMaxMeasurements) ms.erase(ms.begin());
+    return now_;
+  }
+
+  v1::AnalysisSpec AnalysisOptions() const { return spec_.analysis.value_or(v1::AnalysisSpec{}); }
+  milliseconds Interval() const {
+    return std::max(milliseconds(1000),
+                    DurationOr(AnalysisOptions().interval, std::chrono::seconds(30)));
+  }
+  // A metric of spec.analysis without one successful measurement in `ms`
+  // (its name), or "".
+  std::string Unmeasured(const std::vector<v1::Measurement>& ms) const {
+    for (const auto& metric :
+         AnalysisOptions().metrics.value_or(std::vector<v1::AnalysisMetric>{})) {
+      const bool measured = std::any_of(ms.begin(), ms.end(), [&](const v1::Measurement& m) {
+        return m.metric == metric.name && m.phase == "Successful";
+      });
+      if (!measured) return metric.name;
+    }
+    return "";
+  }
+
+  // Starts the background analysis at step `step` (at the step's start),
+  // ending the one in progress, if any: one background analysis at a time.
+  void StartBackground(int32_t step) {
+    EndBackground("Successful", "ended at step " + std::to_string(step) +
+                                    ", where a new background analysis starts");
+    v1::AnalysisRun run;
+    run.name = *status_.canary_version + "-step" + std::to_string(step);
+    run.step = step;
+    run.background = true;
+    run.phase = "Running";
+    run.started_at = status_.step_started_at.value_or(FormatRfc3339(now_, 3));
+    run.measurements = std::vector<v1::Measurement>{};
+    status_.background_analysis = run.name;
+    AddRun(std::move(run));
+    Note(runtime::EventType::kNormal, "AnalysisStarted",
+         "step " + std::to_string(step) + ": a background analysis of " + *status_.canary_version +
+             " measures every " + Seconds(Interval()) + " until the rollout completes");
+  }
+
+  // Ends the background analysis in progress, if any: a Running one as
+  // `phase` with `why` (and its count of measurements) as its message.
+  void EndBackground(const std::string& phase, const std::string& why) {
+    if (!status_.background_analysis) return;
+    v1::AnalysisRun* run = FindRun(*status_.background_analysis);
+    status_.background_analysis.reset();
+    if (run == nullptr || run->phase != "Running") return;
+    const size_t n = run->measurements ? run->measurements->size() : 0;
+    run->phase = phase;
+    run->finished_at = now_text_;
+    run->message = why + " (" + std::to_string(n) + " measurement" + (n == 1 ? "" : "s") +
+                   (phase == "Successful" ? ", none failed beyond failureLimit)" : ")");
+  }
+
+  // The background analysis in progress, measured if its interval has
+  // passed and judged: false when the rollout must not go on, because it
+  // failed (the canary is stopped as by a failed blocking analysis) or is
+  // inconclusive (paused until Promote or Abort).
+  bool Background() {
+    if (!status_.background_analysis) return true;
+    v1::AnalysisRun* found = FindRun(*status_.background_analysis);
+    if (found == nullptr || (found->phase != "Running" && found->phase != "Inconclusive")) {
+      status_.background_analysis.reset();
+      return true;
+    }
+    v1::AnalysisRun& run = *found;
+    const std::string canary = *status_.canary_version;
+    const std::string at = "step " + std::to_string(status_.current_step.value_or(0));
+    const std::string from_step = "from step " + std::to_string(run.step.value_or(0));
+    const std::string from = "the background analysis of " + canary + " (" + from_step + ")";
+    const std::string paused = "; set spec.rollout.action to Promote to go on or Abort to stop";
+    if (run.phase == "Inconclusive") {
+      status_.phase = "Paused";
+      status_.message =
+          at + ": " + from + " is inconclusive (" + run.message.value_or("") + ")" + paused;
+      return false;
+    }
+    const v1::AnalysisSpec analysis = AnalysisOptions();
+    const milliseconds interval = Interval();
+    std::string latest;
+    const auto last = MeasureInto(run, analysis, interval, latest);
+    const AnalysisVerdict verdict = Judge(*run.measurements, analysis);
+    if (verdict.phase == "Failed") {
+      run.phase = "Failed";
+      run.finished_at = now_text_;
+      run.message = verdict.message;
+      StopCanary("Degraded", "AnalysisFailed",
+                 "analysis failed at " + at + " (background, " + from_step +
+                     "): " + verdict.message + "; " + canary + " rolled back, " +
+                     *status_.stable_version + " takes all traffic",
+                 true);
+      return false;
+    }
+    if (verdict.phase == "Inconclusive") {
+      run.phase = "Inconclusive";
+      run.finished_at = now_text_;
+      run.message = verdict.message;
+      status_.phase = "Paused";
+      status_.message = at + ": " + from + " is inconclusive (" + verdict.message + ")" + paused;
+      Note(runtime::EventType::kWarning, "AnalysisInconclusive", status_.message.value());
+      return false;
+    }
+    if (!latest.empty()) run.message = latest;
+    if (last) Wake(std::chrono::ceil<milliseconds>(*last + interval - now_));
+    return true;
+  }
+
+  // After the last step, before the promotion: the background analysis in
+  // progress must have had one successful measurement of every metric (no
+  // traffic to judge is no pass, as for a blocking analysis). If not, it is
+  // Inconclusive and the rollout pauses.
+  bool BackgroundHasEvidence() {
+    if (!status_.background_analysis) return true;
+    v1::AnalysisRun* run = FindRun(*status_.background_analysis);
+    if (run == nullptr || run->phase != "Running") return true;
+    const std::string missing =
+        Unmeasured(run->measurements.value_or(std::vector<v1::Measurement>{}));
+    if (missing.empty()) return true;
+    run->phase = "Inconclusive";
+    run->finished_at = now_text_;
+    run->message = missing + ": no successful measurement since step " +
+                   std::to_string(run->step.value_or(0)) +
+                   " (no traffic, or the source did not answer)";
+    status_.phase = "Paused";
+    status_.message = "all steps done: the background analysis of " + *status_.canary_version +
+                      " (from step " + std::to_string(run->step.value_or(0)) +
+                      ") is inconclusive (" + run->message.value() +
+                      "); set spec.rollout.action to Promote to go on or Abort to stop";
+    Note(runtime::EventType::kWarning, "AnalysisInconclusive", status_.message.value());
     return false;
   }
 
@@ -572,28 +816,22 @@ class Rollout {
   // `duration` has passed since `started`. True when it passed.
   bool Analyse(int32_t step, Clock::time_point started, milliseconds duration) {
     const std::string canary = *status_.canary_version;
-    const v1::AnalysisSpec analysis = spec_.analysis.value_or(v1::AnalysisSpec{});
-    const milliseconds interval =
-        std::max(milliseconds(1000), DurationOr(analysis.interval, std::chrono::seconds(30)));
+    const v1::AnalysisSpec analysis = AnalysisOptions();
+    const milliseconds interval = Interval();
     const std::string name = canary + "-step" + std::to_string(step);
     const std::string started_text = status_.step_started_at.value_or(FormatRfc3339(now_, 3));
-    if (!status_.analysis_runs) status_.analysis_runs.emplace();
-    auto& runs = *status_.analysis_runs;
-    auto it = std::find_if(runs.begin(), runs.end(), [&](const v1::AnalysisRun& r) {
-      return r.name == name && r.started_at.value_or("") == started_text;
-    });
-    if (it == runs.end()) {
+    v1::AnalysisRun* found = FindRun(name, &started_text);
+    if (found == nullptr) {
       v1::AnalysisRun run;
       run.name = name;
       run.step = step;
       run.phase = "Running";
       run.started_at = started_text;
       run.measurements = std::vector<v1::Measurement>{};
-      runs.push_back(run);
-      while (runs.size() > kMaxAnalysisRuns) runs.erase(runs.begin());
-      it = runs.end() - 1;
+      AddRun(std::move(run));
+      found = &status_.analysis_runs->back();
     }
-    v1::AnalysisRun& run = *it;
+    v1::AnalysisRun& run = *found;
     if (run.phase == "Inconclusive") {
       status_.phase = "Paused";
       status_.message = "step " + std::to_string(step) + ": the analysis of " + canary +
@@ -601,38 +839,10 @@ class Rollout {
                         "); set spec.rollout.action to Promote to go on or Abort to stop";
       return false;
     }
-    auto& ms = *run.measurements;
-    std::optional<Clock::time_point> last;
-    if (!ms.empty()) last = TimeOf(ms.back().time);
-    const auto metrics = analysis.metrics.value_or(std::vector<v1::AnalysisMetric>{});
     std::string latest;
-    if (!metrics.empty() && (!last || now_ >= *last + interval)) {
-      const int window_seconds = static_cast<int>(std::clamp<int64_t>(
-          std::chrono::duration_cast<std::chrono::seconds>(interval).count(), 1, 600));
-      StatusOr<TrafficWindow> window =
-          source_ != nullptr
-              ? source_->Window(Str(md_.metadata, "namespace") + "/" + Str(md_.metadata, "name"),
-                                window_seconds)
-              : StatusOr<TrafficWindow>(Status::Unavailable("no metrics source is configured"));
-      const std::string t = FormatRfc3339(now_, 3);
-      for (const auto& metric : metrics) {
-        MeasuredValue m =
-            metric.prometheus
-                ? MeasurePrometheus(
-                      metric,
-                      prometheus_ != nullptr
-                          ? prometheus_->Query(metric.prometheus->address,
-                                               ExpandQuery(metric.prometheus->query, canary))
-                          : StatusOr<std::optional<double>>(
-                                Status::Unavailable("no Prometheus source is configured")),
-                      t)
-                : Measure(metric, window, canary, *status_.stable_version, t);
-        ms.push_back(m.measurement);
-        latest += (latest.empty() ? "" : "; ") + m.why;
-      }
-      while (ms.size() > kMaxMeasurements) ms.erase(ms.begin());
-      last = now_;
-    }
+    const std::optional<Clock::time_point> last = MeasureInto(run, analysis, interval, latest);
+    const auto& ms = *run.measurements;
+    const auto metrics = analysis.metrics.value_or(std::vector<v1::AnalysisMetric>{});
     const AnalysisVerdict verdict = Judge(ms, analysis);
     if (verdict.phase == "Failed") {
       run.phase = "Failed";
@@ -658,15 +868,11 @@ class Rollout {
     if (now_ >= started + duration) {
       // No evidence is no pass: a metric without one successful measurement
       // (no traffic all along) leaves the run inconclusive.
-      for (const auto& metric : metrics) {
-        const bool measured = std::any_of(ms.begin(), ms.end(), [&](const v1::Measurement& m) {
-          return m.metric == metric.name && m.phase == "Successful";
-        });
-        if (measured) continue;
+      if (const std::string missing = Unmeasured(ms); !missing.empty()) {
         run.phase = "Inconclusive";
         run.finished_at = now_text_;
-        run.message = metric.name + ": no successful measurement in the step's " +
-                      Seconds(duration) + " (no traffic, or the source did not answer)";
+        run.message = missing + ": no successful measurement in the step's " + Seconds(duration) +
+                      " (no traffic, or the source did not answer)";
         status_.phase = "Paused";
         status_.message = "step " + std::to_string(step) + ": the analysis of " + canary +
                           " is inconclusive (" + run.message.value() +
@@ -737,6 +943,7 @@ class Rollout {
         FormatRfc3339(now_ + std::chrono::duration_cast<Clock::duration>(scale_down_delay_), 3);
     status_.stable_version = canary;
     status_.stable_uri = spec_.model.uri;
+    EndBackground("Successful", "ended at the promotion of " + canary);
     ClearCanary();
     status_.current_step = static_cast<int32_t>(steps_.size());
     status_.phase = "Healthy";
@@ -769,9 +976,9 @@ class Rollout {
   const milliseconds resync_hint_;
   std::vector<Event> events_;
   std::optional<milliseconds> wake_;
-  json gate_pod_;
-  Status gate_buildable_;
-  bool gate_wanted_ = false;
+  const trainingjob::SharedVolume& volume_;
+  std::map<std::string, json> gate_pods_;
+  std::optional<json> gate_job_;
 };
 
 // The Deployments and Services of `md` by version (only those it controls).
@@ -858,11 +1065,11 @@ StatusOr<runtime::Result> ModelDeploymentReconciler::Reconcile(const runtime::Co
   };
   const Status buildable = build(md.spec.model.version, md.spec.model.uri, 0).status();
   Rollout rollout(md, ready, trouble, options_.now(), options_.metrics_source,
-                  options_.prometheus_source, options_.resync);
+                  options_.prometheus_source, options_.resync, options_.volume);
 
-  // The quality gate's Jobs (by the canary they score) and, for the canary
-  // in the status, its Job's pod. Looked at only when a gate is configured
-  // or one was running.
+  // The quality gate's Jobs (by name) and, for the canary in the status,
+  // each of its Jobs' pod. Looked at only when a gate is configured or one
+  // was running.
   const bool has_gate = md.spec.analysis && md.spec.analysis->quality_gate;
   bool gate_running = false;
   if (md.status && md.status->analysis_runs) {
@@ -877,32 +1084,26 @@ StatusOr<runtime::Result> ModelDeploymentReconciler::Reconcile(const runtime::Co
                           client_.List(kJobs, request.ns, {.label_selector = gate_selector}));
     for (const auto& job : jobs["items"]) {
       if (!ControlledBy(job, uid)) continue;
-      gate_jobs[job["metadata"].value("labels", json::object()).value(kQualityGateLabel, "")] = job;
+      gate_jobs[Str(job["metadata"], "name")] = job;
     }
   }
-  if (has_gate) {
+  if (has_gate && !gate_jobs.empty()) {
     const v1::ModelDeploymentStatus& before = md.status.value_or(v1::ModelDeploymentStatus{});
     const std::string canary = before.canary_version.value_or(md.spec.model.version);
-    json pod;
-    auto job = gate_jobs.find(canary);
-    if (job != gate_jobs.end()) {
-      auto pods =
-          client_.List(kube::resources::kPods, request.ns,
-                       {.label_selector = selector + "," + kQualityGateLabel + "=" + canary});
-      if (!pods.ok()) return pods.status();
-      // Only the current Job's pod: one of an earlier Job may linger.
-      const std::string job_uid = Str(job->second["metadata"], "uid");
-      for (const auto& p : (*pods)["items"]) {
-        if (ControlledBy(p, job_uid)) pod = p;
+    KILN_ASSIGN_OR_RETURN(json pods,
+                          client_.List(kube::resources::kPods, request.ns,
+                                       {.label_selector = gate_selector + "=" + canary}));
+    // Only a current Job's pod: one of an earlier Job (of the same name) may
+    // linger, and a Job being deleted is not read.
+    std::map<std::string, json> gate_pods;
+    for (const auto& [name, job] : gate_jobs) {
+      if (job["metadata"].contains("deletionTimestamp")) continue;
+      const std::string job_uid = Str(job["metadata"], "uid");
+      for (const auto& p : pods["items"]) {
+        if (ControlledBy(p, job_uid)) gate_pods[name] = p;
       }
     }
-    rollout.SetGate(pod, BuildGateJob(md,
-                                      {.canary = canary,
-                                       .canary_uri = md.spec.model.uri,
-                                       .stable = before.stable_version.value_or(""),
-                                       .stable_uri = before.stable_uri.value_or("")},
-                                      options_.volume)
-                             .status());
+    rollout.SetGatePods(std::move(gate_pods));
   }
   rollout.Decide(buildable);
   v1::ModelDeploymentStatus& status = rollout.mutable_status();
@@ -1090,23 +1291,16 @@ StatusOr<runtime::Result> ModelDeploymentReconciler::Reconcile(const runtime::Co
     }
   }
   // The quality gate's Job while its run goes on; none otherwise.
-  const std::string canary = status.canary_version.value_or("");
-  if (rollout.gate_wanted() && gate_jobs.count(canary) == 0 && !credentials_problem) {
-    auto job = BuildGateJob(md,
-                            {.canary = canary,
-                             .canary_uri = md.spec.model.uri,
-                             .stable = status.stable_version.value_or(""),
-                             .stable_uri = status.stable_uri.value_or("")},
-                            options_.volume);
-    if (job.ok()) {
-      Status s = client_.Create(kJobs, request.ns, *job).status();
-      if (!s.ok() && !kube::IsAlreadyExists(s)) return s;
-    }
+  const std::optional<json>& gate_job = rollout.gate_job();
+  const std::string gate_job_name = gate_job ? Str((*gate_job)["metadata"], "name") : "";
+  if (gate_job && gate_jobs.count(gate_job_name) == 0 && !credentials_problem) {
+    Status s = client_.Create(kJobs, request.ns, *gate_job).status();
+    if (!s.ok() && !kube::IsAlreadyExists(s)) return s;
   }
-  for (const auto& [version, job] : gate_jobs) {
-    if (rollout.gate_wanted() && version == canary) continue;
+  for (const auto& [name, job] : gate_jobs) {
+    if (name == gate_job_name) continue;
     Status s = client_
-                   .Delete(kJobs, request.ns, Str(job["metadata"], "name"),
+                   .Delete(kJobs, request.ns, name,
                            {.propagation_policy = "Background",
                             .precondition_uid = Str(job["metadata"], "uid")})
                    .status();

@@ -28,11 +28,15 @@
 //       weight needs (never weight on a version with no ready pod); pause
 //       waits its duration, or for Promote; analysis measures the canary
 //       (analysis.h: kiln-router's window through MetricsSource, PromQL
-//       through PrometheusSource) every interval for its duration. After
+//       through PrometheusSource) every interval for its duration, or with
+//       background: true from then on through the later steps, until the
+//       promotion or its failure (status.backgroundAnalysis names the run);
+//       a qualityGate step runs the gate's Job again, holding the weight. After
 //       the last step the canary is scaled to spec.replicas and, once ready,
 //       promoted: 100% of the traffic, the old stable version kept warm as
 //       the previous one for scaleDownDelay;
-//     - a failed analysis sends all traffic to the stable version at once
+//     - a failed analysis (blocking or background) or step gate sends all
+//       traffic to the stable version at once
 //       (phase Degraded, the failing metric and value in the message, an
 //       Event, status.rollbacks + 1).
 //  3. Writes the status (weights first) and, with traffic.provider

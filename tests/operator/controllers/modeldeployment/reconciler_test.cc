@@ -992,6 +992,324 @@ TEST_CASE("the quality gate scores the canary against stable before it takes any
   }
 }
 
+// Background analysis: `analysis: {background: true}` starts a run that
+// measures through the later steps until the rollout completes or fails.
+json RunNamed(const json& status, const std::string& name) {
+  for (const auto& r : status.value("analysisRuns", json::array())) {
+    if (r["name"] == name) return r;
+  }
+  return json();
+}
+
+TEST_CASE("a background analysis measures through the later steps and ends at the promotion",
+          "[modeldeployment][reconciler][background]") {
+  Harness h;
+  h.Stable(Md(json::array({{{"setWeight", 25}},
+                           {{"analysis", {{"background", true}}}},
+                           {{"setWeight", 50}},
+                           {{"pause", {{"duration", "30s"}}}}})));
+  h.metrics.answer = Window(0.01, 0.2);
+  h.SetModel("v2");
+  h.ReconcileOk();
+  h.SetReady("v2", 1);
+  h.ReconcileOk();  // 25%, the background run starts and measures, step 2 waits for 2 pods.
+  json s = h.Status();
+  INFO(s.dump());
+  CHECK(h.Weight("v2") == 25);
+  CHECK(s["currentStep"] == 2);
+  CHECK(s["backgroundAnalysis"] == "v2-step1");
+  json run = RunNamed(s, "v2-step1");
+  CHECK(run["background"] == true);
+  CHECK(run["phase"] == "Running");
+  CHECK(run["step"] == 1);
+  CHECK(run["measurements"].size() == 2);
+  CHECK(h.HasEvent("AnalysisStarted"));
+
+  h.SetReady("v2", 2);
+  h.ReconcileOk();
+  s = h.Status();
+  CHECK(h.Weight("v2") == 50);
+  CHECK(s["phase"] == "Paused");
+  CHECK(RunNamed(s, "v2-step1")["measurements"].size() == 2);  // Not before its interval.
+  for (int i = 0; i < 2; ++i) {
+    h.now += seconds(10);
+    auto r = h.Reconcile();
+    REQUIRE(r.ok());
+    CHECK(r->requeue_after <= seconds(10));
+  }
+  s = h.Status();
+  CHECK(s["phase"] == "Paused");
+  CHECK(RunNamed(s, "v2-step1")["measurements"].size() == 6);  // Measured during the pause.
+  CHECK(RunNamed(s, "v2-step1")["phase"] == "Running");
+
+  h.now += seconds(10);
+  h.ReconcileOk();  // The pause is over: all steps done, v2 scaled to 4.
+  s = h.Status();
+  CHECK(s["currentStep"] == 4);
+  CHECK(RunNamed(s, "v2-step1")["measurements"].size() == 8);
+  h.AllReady();
+  h.ReconcileOk();
+  s = h.Status();
+  CHECK(s["phase"] == "Healthy");
+  CHECK(s["stableVersion"] == "v2");
+  CHECK_FALSE(s.contains("backgroundAnalysis"));
+  run = RunNamed(s, "v2-step1");
+  CHECK(run["phase"] == "Successful");
+  CHECK(run.contains("finishedAt"));
+  CHECK_THAT(run["message"].get<std::string>(), Catch::Contains("ended at the promotion of v2"));
+  // Ended: no more measurements.
+  h.now += seconds(30);
+  h.ReconcileOk();
+  CHECK(RunNamed(h.Status(), "v2-step1")["measurements"].size() == 8);
+}
+
+TEST_CASE("a background analysis that fails at a later step rolls the canary back",
+          "[modeldeployment][reconciler][background]") {
+  Harness h;
+  h.Stable(Md(json::array({{{"setWeight", 25}},
+                           {{"analysis", {{"background", true}}}},
+                           {{"setWeight", 50}},
+                           {{"pause", json::object()}}})));
+  h.metrics.answer = Window(0.0);
+  h.SetModel("v2");
+  h.ReconcileOk();
+  h.AllReady();
+  h.ReconcileOk();
+  h.AllReady();
+  h.ReconcileOk();
+  json s = h.Status();
+  INFO(s.dump());
+  REQUIRE(h.Weight("v2") == 50);
+  REQUIRE(s["currentStep"] == 3);  // The open pause, long after the background step.
+  REQUIRE(s["phase"] == "Paused");
+
+  h.metrics.answer = Window(/*error_rate=*/0.4);
+  h.now += seconds(10);
+  h.ReconcileOk();  // One failed measurement is tolerated (failureLimit 1).
+  CHECK(h.Status()["phase"] == "Paused");
+  CHECK(h.Weight("v2") == 50);
+  h.now += seconds(10);
+  const size_t before = h.server.requests().size();
+  h.ReconcileOk();
+  s = h.Status();
+  CHECK(s["phase"] == "Degraded");
+  CHECK(s["rollbacks"] == 1);
+  CHECK(s["stoppedVersion"] == "v2");
+  CHECK(h.Weight("v1") == 100);
+  CHECK(h.Weight("v2") == 0);
+  CHECK_FALSE(s.contains("backgroundAnalysis"));
+  const std::string message = s["message"];
+  CHECK_THAT(message, Catch::Contains("analysis failed at step 3 (background, from step 1): "
+                                      "errors = 0.4 > max 0.05"));
+  CHECK_THAT(message, Catch::Contains("v2 rolled back, v1 takes all traffic"));
+  CHECK(RunNamed(s, "v2-step1")["phase"] == "Failed");
+  // The weights were written before the canary's Deployment was deleted.
+  const int64_t written = h.RequestIndex(kStatusPath, before);
+  const int64_t deleted = h.RequestIndex(DeletePath("deployments", "v2"), before);
+  REQUIRE(written >= 0);
+  REQUIRE(deleted >= 0);
+  CHECK(written < deleted);
+  CHECK(h.HasEvent("AnalysisFailed"));
+  h.now += seconds(60);
+  h.ReconcileOk(2);
+  CHECK(h.Status()["rollbacks"] == 1);
+  CHECK_FALSE(h.Deployment("v2").has_value());
+}
+
+TEST_CASE("a restarted operator keeps a background analysis measuring, and Promote ends it",
+          "[modeldeployment][reconciler][background]") {
+  Harness h;
+  h.Stable(Md(json::array(
+      {{{"setWeight", 25}}, {{"analysis", {{"background", true}}}}, {{"pause", json::object()}}})));
+  h.metrics.answer = Window(0.0);
+  h.SetModel("v2");
+  h.ReconcileOk();
+  h.SetReady("v2", 1);
+  h.ReconcileOk();
+  REQUIRE(h.Status()["currentStep"] == 2);
+  REQUIRE(RunNamed(h.Status(), "v2-step1")["measurements"].size() == 2);
+
+  h.now += seconds(6);
+  h.Restart();
+  auto r = h.Reconcile();
+  REQUIRE(r.ok());
+  // Nothing in the new reconciler's memory: the next measurement is due 4 s
+  // on, counted from the last one in the status.
+  CHECK(r->requeue_after == seconds(4));
+  CHECK(RunNamed(h.Status(), "v2-step1")["measurements"].size() == 2);
+  h.now += seconds(4);
+  h.Restart();
+  h.ReconcileOk();
+  json s = h.Status();
+  INFO(s.dump());
+  CHECK(RunNamed(s, "v2-step1")["measurements"].size() == 4);
+  CHECK(s["backgroundAnalysis"] == "v2-step1");
+  CHECK(s["analysisRuns"].size() == 1);  // The same run, resumed.
+
+  h.SetAction("Promote");
+  h.ReconcileOk();
+  s = h.Status();
+  CHECK_FALSE(s.contains("backgroundAnalysis"));
+  json run = RunNamed(s, "v2-step1");
+  CHECK(run["phase"] == "Successful");
+  CHECK_THAT(run["message"].get<std::string>(),
+             Catch::Contains("ended by rollout.action Promote (4 measurements"));
+  h.AllReady();
+  h.ReconcileOk();
+  CHECK(h.Status()["stableVersion"] == "v2");
+  CHECK(RunNamed(h.Status(), "v2-step1")["measurements"].size() == 4);
+}
+
+TEST_CASE("a second background analysis ends the first and measures on its own",
+          "[modeldeployment][reconciler][background]") {
+  Harness h;
+  h.Stable(Md(json::array({{{"setWeight", 25}},
+                           {{"analysis", {{"background", true}}}},
+                           {{"setWeight", 50}},
+                           {{"analysis", {{"background", true}}}},
+                           {{"pause", json::object()}}})));
+  h.metrics.answer = Window(0.0);
+  h.SetModel("v2");
+  h.ReconcileOk();
+  h.SetReady("v2", 1);
+  h.ReconcileOk();
+  h.now += seconds(10);
+  h.SetReady("v2", 2);
+  h.ReconcileOk();
+  json s = h.Status();
+  INFO(s.dump());
+  CHECK(s["currentStep"] == 4);
+  CHECK(s["backgroundAnalysis"] == "v2-step3");
+  json first = RunNamed(s, "v2-step1");
+  CHECK(first["phase"] == "Successful");
+  CHECK_THAT(first["message"].get<std::string>(),
+             Catch::Contains("ended at step 3, where a new background analysis starts"));
+  CHECK(first["measurements"].size() == 4);
+  json second = RunNamed(s, "v2-step3");
+  CHECK(second["phase"] == "Running");
+  CHECK(second["measurements"].size() == 2);
+  h.now += seconds(10);
+  h.ReconcileOk();
+  CHECK(RunNamed(h.Status(), "v2-step1")["measurements"].size() == 4);
+  CHECK(RunNamed(h.Status(), "v2-step3")["measurements"].size() == 4);
+}
+
+TEST_CASE("a background analysis without traffic to judge holds the promotion for a person",
+          "[modeldeployment][reconciler][background]") {
+  Harness h;
+  h.Stable(Md(json::array({{{"setWeight", 25}}, {{"analysis", {{"background", true}}}}})));
+  h.metrics.answer = Window(0, 0.1, /*requests=*/0);
+  h.SetModel("v2");
+  h.ReconcileOk();
+  h.AllReady();
+  h.ReconcileOk();  // 25%, the run starts, all steps done: v2 scaled to 4.
+  h.AllReady();
+  h.ReconcileOk();
+  json s = h.Status();
+  INFO(s.dump());
+  CHECK(s["phase"] == "Paused");
+  CHECK(s["canaryVersion"] == "v2");
+  CHECK(h.Weight("v2") == 25);
+  CHECK(RunNamed(s, "v2-step1")["phase"] == "Inconclusive");
+  CHECK_THAT(s["message"].get<std::string>(),
+             Catch::Contains("the background analysis of v2 (from step 1) is inconclusive "
+                             "(errors: no successful measurement since step 1"));
+  h.now += seconds(60);
+  h.ReconcileOk();
+  CHECK(h.Status()["phase"] == "Paused");
+  h.SetAction("Promote");
+  h.ReconcileOk();
+  s = h.Status();
+  CHECK(s["stableVersion"] == "v2");
+  CHECK(h.Weight("v2") == 100);
+  CHECK(RunNamed(s, "v2-step1")["phase"] == "Inconclusive");
+  CHECK_FALSE(s.contains("backgroundAnalysis"));
+}
+
+TEST_CASE("a qualityGate step scores the canary again with its traffic held where it is",
+          "[modeldeployment][reconciler][gate]") {
+  Harness h;
+  json md = Md(json::array({{{"setWeight", 50}}, {{"qualityGate", {{"samples", 512}}}}}), 2);
+  md["spec"]["analysis"]["qualityGate"] = {{"evaluationSet", "file:///eval/held-out.jsonl"},
+                                           {"maxRegression", 0.02}};
+  h.Stable(md);
+  h.SetModel("v2");
+  h.ReconcileOk();
+  auto first = h.server.Object("jobs", kNs, GateJobName(kName, "v2"));
+  REQUIRE(first.has_value());
+  h.AllReady();
+  h.server.Put("pods", GatePod(*first, Report(2.0), Report(2.0)));
+  h.ReconcileOk();  // The first gate passes, 50%, then step 1's gate starts.
+  json s = h.Status();
+  INFO(s.dump());
+  CHECK(h.Weight("v2") == 50);
+  CHECK(s["currentStep"] == 1);
+  CHECK(RunNamed(s, "v2-quality-gate")["phase"] == "Successful");
+  CHECK(RunNamed(s, "v2-step1-quality-gate")["phase"] == "Running");
+  CHECK(RunNamed(s, "v2-step1-quality-gate")["step"] == 1);
+  CHECK_THAT(s["message"].get<std::string>(), Catch::Contains("step 1: quality gate"));
+  const std::string job_name = GateJobName(kName, "v2", 1);
+  CHECK(job_name != GateJobName(kName, "v2"));
+  auto job = h.server.Object("jobs", kNs, job_name);
+  REQUIRE(job.has_value());
+  CHECK((*job)["spec"]["template"]["spec"]["containers"][0]["args"][6] == "512");
+  CHECK((*job)["spec"]["template"]["spec"]["containers"][1]["args"][4] == "/models/v1");
+  CHECK_FALSE(h.server.Object("jobs", kNs, GateJobName(kName, "v2")).has_value());
+  // The first gate's pod lingers, but it is not this Job's: still running.
+  h.now += seconds(5);
+  h.ReconcileOk();
+  CHECK(h.Status()["currentStep"] == 1);
+  CHECK(RunNamed(h.Status(), "v2-step1-quality-gate")["phase"] == "Running");
+
+  SECTION("it passes and the rollout goes on") {
+    h.server.Put("pods", GatePod(*job, Report(2.01), Report(2.0)));
+    h.ReconcileOk();
+    s = h.Status();
+    CHECK(RunNamed(s, "v2-step1-quality-gate")["phase"] == "Successful");
+    CHECK(RunNamed(s, "v2-step1-quality-gate")["measurements"].size() == 3);
+    CHECK(s["currentStep"] == 2);
+    CHECK_FALSE(h.server.Object("jobs", kNs, job_name).has_value());
+    h.AllReady();
+    h.ReconcileOk();
+    CHECK(h.Status()["stableVersion"] == "v2");
+    CHECK(h.Weight("v2") == 100);
+  }
+  SECTION("it fails and the canary is rolled back") {
+    const size_t before = h.server.requests().size();
+    h.server.Put("pods", GatePod(*job, Report(2.2), Report(2.0)));
+    h.ReconcileOk();
+    s = h.Status();
+    CHECK(s["phase"] == "Degraded");
+    CHECK(s["rollbacks"] == 1);
+    CHECK(h.Weight("v1") == 100);
+    CHECK(h.Weight("v2") == 0);
+    CHECK_THAT(s["message"].get<std::string>(),
+               Catch::Contains("quality gate failed at step 1: loss: canary 2.2 vs stable 2 "
+                               "(+10.0%, max +2.0%); v2 rolled back, v1 takes all traffic"));
+    CHECK(RunNamed(s, "v2-step1-quality-gate")["phase"] == "Failed");
+    CHECK(h.RequestIndex(kStatusPath, before) <
+          h.RequestIndex(DeletePath("deployments", "v2"), before));
+    CHECK_FALSE(h.server.Object("jobs", kNs, job_name).has_value());
+    CHECK(h.HasEvent("QualityGateFailed"));
+  }
+}
+
+TEST_CASE("a qualityGate step without spec.analysis.qualityGate stops the canary, saying so",
+          "[modeldeployment][reconciler][gate]") {
+  Harness h;
+  h.Stable(Md(json::array({{{"setWeight", 50}}, {{"qualityGate", json::object()}}}), 2));
+  h.SetModel("v2");
+  h.ReconcileOk();
+  h.AllReady();
+  h.ReconcileOk();
+  json s = h.Status();
+  INFO(s.dump());
+  CHECK(s["phase"] == "Degraded");
+  CHECK(h.Weight("v1") == 100);
+  CHECK_THAT(s["message"].get<std::string>(),
+             Catch::Contains("step 1: a qualityGate step needs spec.analysis.qualityGate"));
+}
+
 TEST_CASE("a Prometheus metric out of bounds rolls the canary back",
           "[modeldeployment][reconciler][analysis][prometheus]") {
   Harness h;
