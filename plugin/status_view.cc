@@ -123,7 +123,20 @@ std::string DecodeFailure(const char* kind, const json& object, const Status& wh
 std::string Step(const v1::CanaryStep& s) {
   if (s.set_weight) return "setWeight " + std::to_string(*s.set_weight) + "%";
   if (s.pause) return s.pause->duration ? "pause " + *s.pause->duration : "pause (until Promote)";
-  if (s.analysis) return "analysis " + s.analysis->duration.value_or("1m");
+  if (s.analysis) {
+    return s.analysis->background.value_or(false)
+               ? "analysis (background, until promotion)"
+               : "analysis " + s.analysis->duration.value_or("1m");
+  }
+  if (s.quality_gate) {
+    std::string text = "qualityGate";
+    if (s.quality_gate->samples) text += " samples " + std::to_string(*s.quality_gate->samples);
+    if (s.quality_gate->max_regression) {
+      text += " maxRegression " + json(*s.quality_gate->max_regression).dump();
+    }
+    if (s.quality_gate->evaluation_set) text += " " + *s.quality_gate->evaluation_set;
+    return text;
+  }
   return "?";
 }
 

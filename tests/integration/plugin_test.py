@@ -208,8 +208,10 @@ class PluginTest(unittest.TestCase):
         self.assertIn("Phase:            Progressing\n", r.stdout)
         self.assertIn("  stable  step-5000  90%", r.stdout)
         self.assertIn("  canary  step-6000  10%", r.stdout)
-        self.assertIn("Steps: 2 of 5, canary weight 10%\n  done  0  setWeight 10%\n"
+        self.assertIn("Steps: 2 of 7, canary weight 10%\n  done  0  setWeight 10%\n"
                       "    ->  1  analysis 2m", r.stdout)
+        self.assertIn("        3  qualityGate samples 1024\n"
+                      "        4  analysis (background, until promotion)\n", r.stdout)
         self.assertRegex(r.stdout, r"    error-rate  0.0021  Successful  \d+s")
 
         r = kiln("status", "md", "-n", NS)

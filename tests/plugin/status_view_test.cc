@@ -86,6 +86,21 @@ TEST_CASE("an object the types cannot read is shown with the reason", "[plugin][
   CHECK_THAT(view, Contains("-o yaml"));
 }
 
+TEST_CASE("background analysis and quality-gate steps are named", "[plugin][status]") {
+  json md = Fixture("modeldeployment_canary.json");
+  md["spec"]["strategy"]["canary"]["steps"] =
+      json::array({{{"setWeight", 25}},
+                   {{"analysis", {{"background", true}}}},
+                   {{"qualityGate", json::object()}},
+                   {{"qualityGate", {{"samples", 1024}, {"maxRegression", 0.05}}}},
+                   {{"setWeight", 100}}});
+  const std::string view = FormatModelDeployment(md, kNow);
+  CHECK_THAT(view, Contains("  1  analysis (background, until promotion)"));
+  CHECK_THAT(view, Contains("  2  qualityGate\n"));
+  CHECK_THAT(view, Contains("  3  qualityGate samples 1024 maxRegression 0.05\n"));
+  CHECK_THAT(view, !Contains("?"));
+}
+
 TEST_CASE("a ModelDeployment in a canary rollout", "[plugin][status]") {
   CHECK(FormatModelDeployment(Fixture("modeldeployment_canary.json"), kNow) ==
         R"(Name:             chat
