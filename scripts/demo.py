@@ -273,7 +273,7 @@ class Story:
         self.phases = Phases()
         self.facts: dict[str, str] = {}
         if args.small:
-            self.steps, self.every, self.kill_after = 300, 50, 100
+            self.steps, self.every, self.kill_after = 600, 50, 100
             self.v1_step, self.v3_step = 150, 50
         else:
             self.steps, self.every, self.kill_after = 800, 100, 200
@@ -320,13 +320,8 @@ class Story:
 
     # -- 2. install -------------------------------------------------------
 
-    def install(self) -> None:
+    def helm_install(self) -> None:
         c = self.c
-        self.phases.begin("install")
-        self.shared.mkdir(parents=True, exist_ok=True)
-        os.chmod(self.shared, 0o777)
-        OUT.say("install", f"helm install kiln charts/kiln on {HUB}: operator and router, "
-                f"shared volume {self.shared} at {MOUNT}")
         c.helm("upgrade", "--install", RELEASE, str(ROOT / "charts" / "kiln"),
                "--namespace", SYSTEM_NS, "--create-namespace",
                "--set", "router.enabled=true",
@@ -337,6 +332,35 @@ class Story:
                "--set", "nodeSelector.kiln\\.dev/node-kind=real",
                "--set", "router.nodeSelector.kiln\\.dev/node-kind=real",
                "--wait", "--timeout", "300s")
+
+    def pods_not_ready(self) -> str:
+        """Why the release's pods are not ready: each one's state and the
+        tail of its log (a flag the image's binary does not know, say)."""
+        notes = []
+        for p in self.c.get(HUB, "pods", "-n", SYSTEM_NS).get("items", []):
+            name = p["metadata"]["name"]
+            for cs in p.get("status", {}).get("containerStatuses", []):
+                if cs.get("ready"):
+                    continue
+                state = next(iter(cs.get("state", {})), "?")
+                last = cs.get("lastState", {}).get("terminated", {})
+                log = self.c.kubectl(HUB, "logs", name, "-n", SYSTEM_NS, "--tail=3",
+                                     *(["--previous"] if last else []), check=False)
+                notes.append(f"{name} {state} (restarts {cs.get('restartCount', 0)}): "
+                             f"{' | '.join(log.stdout.strip().splitlines()[-3:]) or '-'}")
+        return "pods not ready: " + ("; ".join(notes) if notes else "none listed")
+
+    def install(self) -> None:
+        c = self.c
+        self.phases.begin("install")
+        self.shared.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.shared, 0o777)
+        OUT.say("install", f"helm install kiln charts/kiln on {HUB}: operator and router, "
+                f"shared volume {self.shared} at {MOUNT}")
+        try:
+            self.helm_install()
+        except DemoError as e:
+            raise DemoError(f"{e}; {self.pods_not_ready()}") from None
         pods = c.get(HUB, "pods", "-n", SYSTEM_NS).get("items", [])
         for p in pods:
             OUT.say("install", f"pod {p['metadata']['name']} {p['status'].get('phase')} on "
@@ -475,6 +499,15 @@ class Story:
              lambda: newest_checkpoint() >= self.kill_after, 600, every=0.1,
              on_wait=lambda: OUT.live("train", f"newest checkpoint on the volume "
                                       f"@{newest_checkpoint() or '-'}"))
+        # The operator records where a restart resumes from the checkpoint the
+        # status names: give the status (refreshed from rank 0 at least every
+        # 30 s) the time to name it, so the restart says where it resumed.
+        try:
+            wait("the status to name the checkpoint", lambda: self.job_status().get(
+                "lastCheckpoint", {}).get("step", 0) >= self.kill_after, 30, every=0.5,
+                on_wait=self.show_training)
+        except DemoError:
+            pass  # Killed anyway: the workers still resume from the newest one.
         newest = newest_checkpoint()
         victim = f"{JOB}-0-1"
         OUT.say("train", f"checkpoint step-{newest:08d}.ckpt written: killing worker {victim} "
@@ -686,8 +719,10 @@ class Story:
                                 "'cmake --build --preset ci --target kubectl-kiln')")
             return
         env = dict(os.environ, PATH=f"{PLUGIN_DIR}:{os.environ.get('PATH', '')}")
-        r = subprocess.run([str(self.c.bin / "kubectl"), "--kubeconfig", str(self.c.kubeconfig),
-                            "--context", HUB, "kiln", "-n", NAMESPACE, "status", "md", MODEL],
+        env["KUBECONFIG"] = str(self.c.kubeconfig)
+        # kubectl passes no flags of its own to a plugin: they follow "kiln".
+        r = subprocess.run([str(self.c.bin / "kubectl"), "kiln", "--context", HUB, "-n",
+                            NAMESPACE, "status", "md", MODEL],
                            env=env, capture_output=True, text=True, timeout=60)
         if r.returncode != 0:
             raise DemoError(f"kubectl kiln status md {MODEL}: {r.stderr.strip() or r.stdout}")
