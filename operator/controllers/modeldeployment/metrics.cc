@@ -15,20 +15,9 @@ ModelDeploymentMetrics::ModelDeploymentMetrics(prometheus::Registry& registry)
 
 void ModelDeploymentMetrics::SetPhase(const std::string& ns, const std::string& name,
                                       const std::string& phase) {
-  std::lock_guard<std::mutex> lock(mu_);
-  const std::string key = ns + "/" + name;
-  auto it = phases_.find(key);
-  const std::string old = it == phases_.end() ? "" : it->second;
-  if (old == phase) return;
-  if (!old.empty()) deployments_.Add({{"phase", old}}).Decrement();
-  if (phase.empty()) {
-    phases_.erase(key);
-    const prometheus::Labels labels = {{"namespace", ns}, {"modeldeployment", name}};
-    if (rollbacks_.Has(labels)) rollbacks_.Remove(&rollbacks_.Add(labels));
-    return;
-  }
-  phases_[key] = phase;
-  deployments_.Add({{"phase", phase}}).Increment();
+  if (!deployments_.Set(ns + "/" + name, phase) || !phase.empty()) return;
+  const prometheus::Labels labels = {{"namespace", ns}, {"modeldeployment", name}};
+  if (rollbacks_.Has(labels)) rollbacks_.Remove(&rollbacks_.Add(labels));
 }
 
 void ModelDeploymentMetrics::CountRollbacks(const std::string& ns, const std::string& name,

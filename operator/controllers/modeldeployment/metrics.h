@@ -9,14 +9,14 @@
 #ifndef KILN_OPERATOR_CONTROLLERS_MODELDEPLOYMENT_METRICS_H_
 #define KILN_OPERATOR_CONTROLLERS_MODELDEPLOYMENT_METRICS_H_
 
-#include <map>
-#include <mutex>
 #include <string>
 
 #include <prometheus/counter.h>
 #include <prometheus/family.h>
 #include <prometheus/gauge.h>
 #include <prometheus/registry.h>
+
+#include "runtime/phase_gauge.h"
 
 namespace kiln::modeldeployment {
 
@@ -34,11 +34,8 @@ class ModelDeploymentMetrics {
   void CountRollbacks(const std::string& ns, const std::string& name, int count);
 
  private:
-  prometheus::Family<prometheus::Gauge>& deployments_;
+  runtime::PhaseGauge deployments_;  // By namespace/name.
   prometheus::Family<prometheus::Counter>& rollbacks_;
-
-  std::mutex mu_;
-  std::map<std::string, std::string> phases_;  // By namespace/name; guarded by mu_.
 };
 
 }  // namespace kiln::modeldeployment

@@ -51,12 +51,7 @@ TrainingJobMetrics::TrainingJobMetrics(prometheus::Registry& registry)
 
 void TrainingJobMetrics::SetPhase(const std::string& ns, const std::string& name,
                                   const std::string& phase) {
-  std::lock_guard<std::mutex> lock(mu_);
-  const std::string key = ns + "/" + name;
-  auto it = phases_.find(key);
-  const std::string old = it == phases_.end() ? "" : it->second;
-  if (old == phase) return;
-  if (!old.empty()) jobs_.Add({{"phase", old}}).Decrement();
+  if (!jobs_.Set(ns + "/" + name, phase)) return;
   // A job that is gone, finished or suspended makes no progress: its
   // progress series go rather than standing still (which would read as a
   // stalled job).
@@ -66,12 +61,6 @@ void TrainingJobMetrics::SetPhase(const std::string& ns, const std::string& name
     if (tokens_.Has(labels)) tokens_.Remove(&tokens_.Add(labels));
     if (loss_.Has(labels)) loss_.Remove(&loss_.Add(labels));
   }
-  if (phase.empty()) {
-    phases_.erase(key);
-    return;
-  }
-  phases_[key] = phase;
-  jobs_.Add({{"phase", phase}}).Increment();
 }
 
 void TrainingJobMetrics::CountRestart(const std::string& reason) {

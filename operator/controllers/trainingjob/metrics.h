@@ -17,8 +17,6 @@
 #define KILN_OPERATOR_CONTROLLERS_TRAININGJOB_METRICS_H_
 
 #include <chrono>
-#include <map>
-#include <mutex>
 #include <optional>
 #include <string>
 
@@ -27,6 +25,8 @@
 #include <prometheus/gauge.h>
 #include <prometheus/histogram.h>
 #include <prometheus/registry.h>
+
+#include "runtime/phase_gauge.h"
 
 namespace kiln::trainingjob {
 
@@ -49,16 +49,13 @@ class TrainingJobMetrics {
                    std::optional<double> tokens_per_second, std::optional<double> loss);
 
  private:
-  prometheus::Family<prometheus::Gauge>& jobs_;
+  runtime::PhaseGauge jobs_;  // By namespace/name.
   prometheus::Family<prometheus::Counter>& restarts_;
   prometheus::Histogram& recovery_;
   prometheus::Counter& quarantines_;
   prometheus::Family<prometheus::Gauge>& step_;
   prometheus::Family<prometheus::Gauge>& tokens_;
   prometheus::Family<prometheus::Gauge>& loss_;
-
-  std::mutex mu_;
-  std::map<std::string, std::string> phases_;  // By namespace/name; guarded by mu_.
 };
 
 }  // namespace kiln::trainingjob
