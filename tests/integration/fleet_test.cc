@@ -104,15 +104,11 @@ struct Hub {
 // Applies kiln's CRD `plural` to `cluster` and waits until it is served.
 void ApplyCrd(const testing::LocalClusters& lc, const testing::LocalCluster& cluster,
               const std::string& plural) {
-  auto applied =
-      lc.Kubectl(cluster, {"apply", "--server-side", "-f",
-                           std::string(KILN_SOURCE_DIR) + "/crds/kiln.dev_" + plural + ".yaml"});
+  const Status applied = lc.ApplyCrd(
+      cluster, std::string(KILN_SOURCE_DIR) + "/crds/kiln.dev_" + plural + ".yaml",
+      plural + ".kiln.dev");
+  INFO(applied.ToString());
   REQUIRE(applied.ok());
-  REQUIRE(applied->exit_code == 0);
-  auto established = lc.Kubectl(cluster, {"wait", "--for=condition=Established",
-                                          "crd/" + plural + ".kiln.dev", "--timeout=60s"});
-  REQUIRE(established.ok());
-  REQUIRE(established->exit_code == 0);
 }
 
 TEST_CASE("member clusters are connected, reported, lost and found again", "[integration][fleet]") {

@@ -103,15 +103,11 @@ class Setup {
     std::vector<std::string> crds = {"modeldeployments"};
     if (!in_process) crds = {"modeldeployments", "memberclusters", "trainingjobs"};
     for (const std::string& crd : crds) {
-      auto applied =
-          lc_->Kubectl(cluster, {"apply", "--server-side", "-f",
-                                 std::string(KILN_SOURCE_DIR) + "/crds/kiln.dev_" + crd + ".yaml"});
+      const Status applied = lc_->ApplyCrd(
+          cluster, std::string(KILN_SOURCE_DIR) + "/crds/kiln.dev_" + crd + ".yaml",
+          crd + ".kiln.dev");
+      INFO(applied.ToString());
       REQUIRE(applied.ok());
-      REQUIRE(applied->exit_code == 0);
-      auto established = lc_->Kubectl(cluster, {"wait", "--for=condition=Established",
-                                                "crd/" + crd + ".kiln.dev", "--timeout=60s"});
-      REQUIRE(established.ok());
-      REQUIRE(established->exit_code == 0);
     }
     ns = testing::UniqueName("kiln-md");
     REQUIRE(client().Create(kube::resources::kNamespaces, "", {{"metadata", {{"name", ns}}}}).ok());
@@ -228,15 +224,10 @@ class Setup {
           "it); missing: "
           << file);
       REQUIRE(std::ifstream(file).good());
-      auto applied = lc_->Kubectl(cluster, {"apply", "--server-side", "-f", file});
+      const Status applied =
+          lc_->ApplyCrd(cluster, file, std::string(crd) + ".gateway.networking.k8s.io");
+      INFO(applied.ToString());
       REQUIRE(applied.ok());
-      INFO(applied->stdout_data << applied->stderr_data);
-      REQUIRE(applied->exit_code == 0);
-      auto established = lc_->Kubectl(
-          cluster, {"wait", "--for=condition=Established",
-                    "crd/" + std::string(crd) + ".gateway.networking.k8s.io", "--timeout=60s"});
-      REQUIRE(established.ok());
-      REQUIRE(established->exit_code == 0);
     }
   }
   // The Warning Events about ModelDeployment `md_name` with `reason`: their messages.
@@ -676,6 +667,15 @@ TEST_CASE("kiln-operator killed at 20 random points of a rollout resumes it from
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
     }
   });
+  // A failed REQUIRE or wait throws: the watcher must still be stopped.
+  struct StopWatcher {
+    std::atomic<bool>& watching;
+    std::thread& watcher;
+    ~StopWatcher() {
+      watching = false;
+      if (watcher.joinable()) watcher.join();
+    }
+  } stop_watcher{watching, watcher};
 
   t.SetSummary({{"v1", 0}, {"v2", 0.0}});
   t.Create(json::array({{{"setWeight", 25}},

@@ -16,7 +16,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 import unittest
 import uuid
 from pathlib import Path
@@ -24,7 +23,8 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from realnode_test import CLUSTER, ROOT, kubectl, real_nodes, testbox_image, wait_phase  # noqa: E402
+from realnode_test import (CLUSTER, ROOT, kubectl, real_nodes, testbox_image,  # noqa: E402
+                           wait_established, wait_phase)
 
 PLUGIN = os.environ.get("KUBECTL_KILN") or sys.exit("plugin_logs_test: KUBECTL_KILN is not set")
 KUBECONFIG = CLUSTER["dir"] + "/kubeconfig"
@@ -40,13 +40,7 @@ class PluginLogsTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         kubectl("apply", "-f", str(ROOT / "crds"))
-        deadline = time.monotonic() + 60
-        while kubectl("get", "crd", "trainingjobs.kiln.dev", "-o",
-                      'jsonpath={.status.conditions[?(@.type=="Established")].status}',
-                      check=False).stdout.strip() != "True":
-            if time.monotonic() > deadline:
-                raise AssertionError("the TrainingJob CRD is not Established")
-            time.sleep(0.2)
+        wait_established("trainingjobs.kiln.dev")
         kubectl("create", "namespace", NS)
         cls.image = testbox_image()
 

@@ -44,6 +44,23 @@ def kubectl(*args, stdin=None, check=True, timeout=120):
     return r
 
 
+def wait_established(*crds, timeout=60.0):
+    """Waits until each CRD (plural.group) is Established. Polls: `kubectl
+    wait` fails at once on a CRD whose status has no conditions yet, as one
+    just created may."""
+    deadline = time.monotonic() + timeout
+    for crd in crds:
+        while True:
+            r = kubectl("get", "crd", crd, "-o",
+                        'jsonpath={.status.conditions[?(@.type=="Established")].status}',
+                        check=False)
+            if r.stdout.strip() == "True":
+                break
+            if time.monotonic() > deadline:
+                raise AssertionError(f"CRD {crd} not Established after {timeout}s: {r.stderr}")
+            time.sleep(0.2)
+
+
 def testbox_image():
     """Builds testbox, packs it and imports it into every real node; returns its name."""
     with tempfile.TemporaryDirectory() as tmp:

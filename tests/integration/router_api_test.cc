@@ -194,17 +194,11 @@ class RouterRig {
     REQUIRE(client.ok());
     client_ = std::move(*client);
 
-    auto applied = clusters_->Kubectl(
-        cluster, {"apply", "--server-side", "-f",
-                  std::string(KILN_SOURCE_DIR) + "/crds/kiln.dev_modeldeployments.yaml"});
+    const Status applied = clusters_->ApplyCrd(
+        cluster, std::string(KILN_SOURCE_DIR) + "/crds/kiln.dev_modeldeployments.yaml",
+        "modeldeployments.kiln.dev");
+    INFO(applied.ToString());
     REQUIRE(applied.ok());
-    INFO(applied->stderr_data);
-    REQUIRE(applied->exit_code == 0);
-    auto established = clusters_->Kubectl(
-        cluster,
-        {"wait", "--for=condition=Established", "crd/modeldeployments.kiln.dev", "--timeout=60s"});
-    REQUIRE(established.ok());
-    REQUIRE(established->exit_code == 0);
 
     ns_ = testing::UniqueName("kiln-router");
     REQUIRE(api().Create(kube::resources::kNamespaces, "", {{"metadata", {{"name", ns_}}}}).ok());

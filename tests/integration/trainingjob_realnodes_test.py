@@ -30,7 +30,7 @@ import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from realnode_test import CLUSTER, RUN_DIR, ROOT, kubectl  # noqa: E402
+from realnode_test import CLUSTER, RUN_DIR, ROOT, kubectl, wait_established  # noqa: E402
 from worker_pods_test import FORTUNES, import_archive, local_image_archive  # noqa: E402
 
 STEPS = 600
@@ -68,7 +68,7 @@ class TrainingJobOnRealNodesTest(unittest.TestCase):
         cls.ns = "tj-" + uuid.uuid4().hex[:6]
         for crd in ("memberclusters", "trainingjobs", "modeldeployments"):
             kubectl("apply", "--server-side", "-f", str(ROOT / "crds" / f"kiln.dev_{crd}.yaml"))
-            kubectl("wait", "--for=condition=Established", f"crd/{crd}.kiln.dev", "--timeout=60s")
+            wait_established(f"{crd}.kiln.dev")
         kubectl("create", "namespace", cls.ns)
         # The shared volume: every real node sees this folder; the corpus goes
         # on it, and the checkpoints.

@@ -1,8 +1,14 @@
 // BackgroundProcess: a child process running while the test goes on, its
 // output captured to a file the test can poll; a thin test-side handle over
-// base/subprocess.h's Subprocess. Killed on destruction. Not thread-safe.
+// base/subprocess.h's Subprocess. Killed on destruction, and (through
+// util-linux's setpriv --pdeathsig, where installed) when the test process
+// dies without destructors, e.g. on abort: a kiln-operator outliving its
+// test would act on the next tests' objects. Not thread-safe; start it on a
+// thread that outlives it (the death signal follows the starting thread).
 #ifndef KILN_TESTS_SUPPORT_BACKGROUND_PROCESS_H_
 #define KILN_TESTS_SUPPORT_BACKGROUND_PROCESS_H_
+
+#include <unistd.h>
 
 #include <fstream>
 #include <map>
@@ -26,6 +32,9 @@ class BackgroundProcess {
   BackgroundProcess(std::vector<std::string> argv, std::string output_file,
                     std::vector<std::string> env = {})
       : output_(std::move(output_file)) {
+    if (::access(kSetpriv, X_OK) == 0) {
+      argv.insert(argv.begin(), {kSetpriv, "--pdeathsig", "KILL", "--"});
+    }
     ProcessOptions options{.argv = std::move(argv)};
     for (const std::string& e : env) {
       const auto eq = e.find('=');
@@ -51,6 +60,7 @@ class BackgroundProcess {
   int Wait() { return process_ ? process_->Wait() : 127; }
 
  private:
+  static constexpr const char* kSetpriv = "/usr/bin/setpriv";
   std::string output_;
   std::unique_ptr<Subprocess> process_;
 };

@@ -82,6 +82,26 @@ StatusOr<ProcessResult> LocalClusters::Kubectl(const LocalCluster& cluster,
                      .timeout = std::chrono::seconds(60)});
 }
 
+Status LocalClusters::ApplyCrd(const LocalCluster& cluster, const std::string& file,
+                               const std::string& name) const {
+  auto applied = Kubectl(cluster, {"apply", "--server-side", "-f", file});
+  if (!applied.ok()) return applied.status();
+  if (applied->exit_code != 0) {
+    return Status::Internal("kubectl apply -f " + file + ": " + applied->stderr_data);
+  }
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  std::string last;
+  while (std::chrono::steady_clock::now() < deadline) {
+    auto got = Kubectl(cluster, {"get", "crd", name, "-o",
+                                 "jsonpath={.status.conditions[?(@.type==\"Established\")].status}"});
+    if (!got.ok()) return got.status();
+    if (got->exit_code == 0 && got->stdout_data == "True") return Status::Ok();
+    last = got->stdout_data + got->stderr_data;
+    usleep(100 * 1000);
+  }
+  return Status::DeadlineExceeded("CRD " + name + " not Established after 60 s: " + last);
+}
+
 std::string UniqueName(const std::string& prefix) {
   static int counter = 0;
   return prefix + "-" + std::to_string(getpid()) + "-" + std::to_string(++counter);

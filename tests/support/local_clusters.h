@@ -47,6 +47,13 @@ class LocalClusters {
   StatusOr<ProcessResult> Kubectl(const LocalCluster& cluster, std::vector<std::string> args,
                                   std::string stdin_data = "") const;
 
+  // Applies the CRD manifest `file` to `cluster` (server-side) and waits up
+  // to a minute until the CRD `name` (plural.group) is Established. Polls
+  // itself: `kubectl wait` fails at once on a CRD whose status has no
+  // conditions yet, as one just created may.
+  Status ApplyCrd(const LocalCluster& cluster, const std::string& file,
+                  const std::string& name) const;
+
  private:
   std::string run_dir_;
   std::string bin_dir_;

@@ -1031,7 +1031,10 @@ StatusOr<runtime::Result> TrainingJobReconciler::Reconcile(const runtime::Contex
            "the whole gang runs again, attempt " + std::to_string(attempt) + ", " + seconds +
                " s after the failure was detected");
   }
-  return runtime::Result{.requeue_after = options_.resync};
+  // A rotated credentials Secret reaches the copies at the next look.
+  return runtime::Result{.requeue_after = s3 ? std::min(options_.resync,
+                                                        options_.unschedulable_retry)
+                                             : options_.resync};
 }
 
 }  // namespace kiln::trainingjob

@@ -108,7 +108,10 @@ struct TrainingJobReconcilerOptions {
   std::string hub_member;
   // How often an active job is looked at again.
   std::chrono::milliseconds resync{std::chrono::seconds(3)};
-  // How long a job that cannot be placed waits before the next try.
+  // How long a job that cannot be placed waits before the next try; also
+  // the longest a job with S3 storage goes without reading its credentials
+  // Secret again (Secrets are not watched), so a rotation reaches the
+  // members' copies within it.
   std::chrono::milliseconds unschedulable_retry{std::chrono::seconds(10)};
   // Reads rank 0's progress; none leaves the progress fields alone. Must
   // outlive the reconciler.

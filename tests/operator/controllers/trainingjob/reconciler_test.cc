@@ -95,13 +95,14 @@ json Job(const std::string& name, int replicas) {
 // The hub, one member on the same API server, two 8-GPU nodes.
 class Harness {
  public:
-  Harness() : hub_(ClientOf(server)), member_(std::make_shared<TestMember>(kMember, server)) {
+  explicit Harness(std::chrono::milliseconds resync = seconds(3))
+      : hub_(ClientOf(server)), member_(std::make_shared<TestMember>(kMember, server)) {
     view_->UpsertCluster({.name = kMember});
     for (const char* n : {"n0", "n1"}) AddNode(fleet::testing::GpuNode(n, "z-a", "r-0", "nvl-0"));
     members_.Put(kMember, member_, 1);
     options_.volume = {
         .claim_name = "", .host_path = "/srv/checkpoints", .mount_path = "/checkpoints"};
-    options_.resync = seconds(3);
+    options_.resync = resync;
     options_.progress_reader = &progress;
     options_.now = [this] { return now; };
     options_.metrics = &metrics;
@@ -935,6 +936,29 @@ TEST_CASE("a job whose credentials Secret is missing or lacks a key starts no wo
   CHECK(c["status"] == "True");
   REQUIRE(h.Pods().size() == 2);
   for (const auto& p : h.Pods()) CHECK_FALSE(SecretVolume(p).empty());
+}
+
+TEST_CASE("a running job with S3 storage reads its Secret again within unschedulable_retry",
+          "[trainingjob][reconciler][s3]") {
+  // Secrets are not watched: however long the resync, a rotation must reach
+  // the copies within the retry (10 s); a job without S3 keeps the resync.
+  Harness h(std::chrono::hours(1));
+  h.server.Put("secrets", CredentialsSecret(kKeys));
+  REQUIRE(h.CreateJob(S3Job("s3run", 1)).ok());
+  REQUIRE(h.CreateJob(Job("plain", 1)).ok());
+  for (const char* name : {"s3run", "plain"}) {
+    h.ReconcileUntil(name, "Scheduled");
+    REQUIRE(h.Reconcile(name).ok());
+  }
+  for (auto& p : h.Pods()) h.SetRunning(p, h.server);
+  h.ReconcileUntil("s3run", "Running");
+  h.ReconcileUntil("plain", "Running");
+  auto s3 = h.Reconcile("s3run");
+  REQUIRE(s3.ok());
+  CHECK(s3->requeue_after == seconds(10));
+  auto plain = h.Reconcile("plain");
+  REQUIRE(plain.ok());
+  CHECK(plain->requeue_after == std::chrono::hours(1));
 }
 
 TEST_CASE("a member other than the hub gets a copy of the Secret, in step with the hub's",
