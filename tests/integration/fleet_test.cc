@@ -104,9 +104,9 @@ struct Hub {
 // Applies kiln's CRD `plural` to `cluster` and waits until it is served.
 void ApplyCrd(const testing::LocalClusters& lc, const testing::LocalCluster& cluster,
               const std::string& plural) {
-  const Status applied = lc.ApplyCrd(
-      cluster, std::string(KILN_SOURCE_DIR) + "/crds/kiln.dev_" + plural + ".yaml",
-      plural + ".kiln.dev");
+  const Status applied =
+      lc.ApplyCrd(cluster, std::string(KILN_SOURCE_DIR) + "/crds/kiln.dev_" + plural + ".yaml",
+                  plural + ".kiln.dev");
   INFO(applied.ToString());
   REQUIRE(applied.ok());
 }

@@ -31,7 +31,7 @@ import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from realnode_test import CLUSTER, RUN_DIR, ROOT, kubectl  # noqa: E402
+from realnode_test import CLUSTER, RUN_DIR, ROOT, dies_with_this_process, kubectl  # noqa: E402
 from router_pods_test import HELM, image  # noqa: E402
 from worker_pods_test import FORTUNES  # noqa: E402
 
@@ -130,12 +130,12 @@ class ModelDeploymentPodsTest(unittest.TestCase):
         cls.router = f"http://{routers[0]['status']['podIP']}:8000"
 
         cls.operator_log = open(Path(cls.tmp.name) / "operator.log", "w")
-        cls.operator = subprocess.Popen(
+        cls.operator = subprocess.Popen(dies_with_this_process(
             [operator_bin, "--kubeconfig", CLUSTER["dir"] + "/kubeconfig",
              "--metrics-bind-address", "0", "--health-probe-bind-address", "0",
              "--member-secret-namespace", cls.ns,
              "--shared-volume-host-path", str(cls.work), "--shared-volume-mount-path", "/models",
-             "--router-url", cls.router],
+             "--router-url", cls.router]),
             stdout=cls.operator_log, stderr=subprocess.STDOUT)
 
     @classmethod

@@ -103,9 +103,9 @@ class Setup {
     std::vector<std::string> crds = {"modeldeployments"};
     if (!in_process) crds = {"modeldeployments", "memberclusters", "trainingjobs"};
     for (const std::string& crd : crds) {
-      const Status applied = lc_->ApplyCrd(
-          cluster, std::string(KILN_SOURCE_DIR) + "/crds/kiln.dev_" + crd + ".yaml",
-          crd + ".kiln.dev");
+      const Status applied =
+          lc_->ApplyCrd(cluster, std::string(KILN_SOURCE_DIR) + "/crds/kiln.dev_" + crd + ".yaml",
+                        crd + ".kiln.dev");
       INFO(applied.ToString());
       REQUIRE(applied.ok());
     }

@@ -15,6 +15,7 @@ KILN_LOCALCLUSTER_DIR=<dir started with --real-nodes 2> python3 tests/integratio
 import ipaddress
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -42,6 +43,14 @@ def kubectl(*args, stdin=None, check=True, timeout=120):
     if check and r.returncode != 0:
         raise AssertionError(f"kubectl {' '.join(args)} failed:\n{r.stderr}")
     return r
+
+
+def dies_with_this_process(argv):
+    """`argv` run through util-linux's setpriv so that the child is killed when
+    this test process dies, even without its teardown (a kiln-operator left
+    behind would act on the next tests' objects)."""
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--pdeathsig", "KILL", "--", *argv] if setpriv else list(argv)
 
 
 def wait_established(*crds, timeout=60.0):

@@ -30,7 +30,8 @@ import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from realnode_test import CLUSTER, RUN_DIR, ROOT, kubectl, wait_established  # noqa: E402
+from realnode_test import (CLUSTER, RUN_DIR, ROOT, dies_with_this_process, kubectl,  # noqa: E402
+                           wait_established)
 from worker_pods_test import FORTUNES, import_archive, local_image_archive  # noqa: E402
 
 STEPS = 600
@@ -89,11 +90,11 @@ class TrainingJobOnRealNodesTest(unittest.TestCase):
             "spec": {"kubeconfigSecretRef": {"name": "self", "namespace": cls.ns},
                      "heartbeatInterval": "1s", "unreachableAfter": "10s"}}))
         cls.log = open(Path(cls.tmp.name) / "operator.log", "w")
-        cls.operator = subprocess.Popen(
+        cls.operator = subprocess.Popen(dies_with_this_process(
             [operator, "--kubeconfig", str(kubeconfig), "--member-secret-namespace", cls.ns,
              "--metrics-bind-address", "0", "--health-probe-bind-address", "0",
              "--shared-volume-host-path", str(cls.shared),
-             "--shared-volume-mount-path", "/checkpoints", "--log-format", "text"],
+             "--shared-volume-mount-path", "/checkpoints", "--log-format", "text"]),
             stdout=cls.log, stderr=subprocess.STDOUT)
 
     @classmethod

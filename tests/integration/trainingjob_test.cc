@@ -111,9 +111,9 @@ TEST_CASE("a TrainingJob is placed, runs, restarts as a whole and is cleaned up"
   kube::Client& hub = **hub_client;
   LiftLeftoverQuarantines(hub);
   for (const char* crd : {"memberclusters", "trainingjobs"}) {
-    const Status applied = lc->ApplyCrd(
-        hub_cluster, std::string(KILN_SOURCE_DIR) + "/crds/kiln.dev_" + crd + ".yaml",
-        std::string(crd) + ".kiln.dev");
+    const Status applied =
+        lc->ApplyCrd(hub_cluster, std::string(KILN_SOURCE_DIR) + "/crds/kiln.dev_" + crd + ".yaml",
+                     std::string(crd) + ".kiln.dev");
     INFO(applied.ToString());
     REQUIRE(applied.ok());
   }
@@ -457,9 +457,9 @@ TEST_CASE("kiln-operator killed at 20 random points of placement and restart",
   LiftLeftoverQuarantines(hub);
   // kiln-operator waits for every kiln kind's cache.
   for (const char* crd : {"memberclusters", "trainingjobs", "modeldeployments"}) {
-    const Status applied = lc->ApplyCrd(
-        hub_cluster, std::string(KILN_SOURCE_DIR) + "/crds/kiln.dev_" + crd + ".yaml",
-        std::string(crd) + ".kiln.dev");
+    const Status applied =
+        lc->ApplyCrd(hub_cluster, std::string(KILN_SOURCE_DIR) + "/crds/kiln.dev_" + crd + ".yaml",
+                     std::string(crd) + ".kiln.dev");
     INFO(applied.ToString());
     REQUIRE(applied.ok());
   }

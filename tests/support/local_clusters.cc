@@ -92,8 +92,9 @@ Status LocalClusters::ApplyCrd(const LocalCluster& cluster, const std::string& f
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
   std::string last;
   while (std::chrono::steady_clock::now() < deadline) {
-    auto got = Kubectl(cluster, {"get", "crd", name, "-o",
-                                 "jsonpath={.status.conditions[?(@.type==\"Established\")].status}"});
+    auto got =
+        Kubectl(cluster, {"get", "crd", name, "-o",
+                          "jsonpath={.status.conditions[?(@.type==\"Established\")].status}"});
     if (!got.ok()) return got.status();
     if (got->exit_code == 0 && got->stdout_data == "True") return Status::Ok();
     last = got->stdout_data + got->stderr_data;

@@ -1032,9 +1032,9 @@ StatusOr<runtime::Result> TrainingJobReconciler::Reconcile(const runtime::Contex
                " s after the failure was detected");
   }
   // A rotated credentials Secret reaches the copies at the next look.
-  return runtime::Result{.requeue_after = s3 ? std::min(options_.resync,
-                                                        options_.unschedulable_retry)
-                                             : options_.resync};
+  return runtime::Result{.requeue_after =
+                             s3 ? std::min(options_.resync, options_.unschedulable_retry)
+                                : options_.resync};
 }
 
 }  // namespace kiln::trainingjob
