@@ -83,14 +83,13 @@ void UseClientCert(SSL_CTX* ctx, const std::string& cert_pem, const std::string&
   ERR_clear_error();
 }
 
-Status FromException(const std::exception& e, const std::string& server, const HttpRequest& req) {
+Status FromException(const std::exception& e, const RestConfig& config, const HttpRequest& req) {
   std::string what = e.what();
-  std::string where = req.method + " " + server + req.path;
+  std::string where = req.method + " " + config.server + req.path;
   if (what.find("certificate verify failed") != std::string::npos ||
       what.find("handshake") != std::string::npos) {
-    return Status::FailedPrecondition(
-        "TLS handshake for " + where + " failed: " + what +
-        " (check the kubeconfig's certificate-authority and client certificate)");
+    return Status::FailedPrecondition("TLS handshake for " + where + " failed: " + what + " (" +
+                                      config.tls_hint + ")");
   }
   if (what.find("timed out") != std::string::npos || what.find("timeout") != std::string::npos) {
     return Status::DeadlineExceeded(where + ": " + what);
@@ -133,7 +132,7 @@ class CppRestTransport final : public HttpTransport {
       out.body = std::move(body.collection());
       return out;
     } catch (const std::exception& e) {
-      return FromException(e, config_.server, request);
+      return FromException(e, config_, request);
     }
   }
 
@@ -184,7 +183,7 @@ class CppRestTransport final : public HttpTransport {
     } catch (const pplx::task_canceled&) {
       return Status::Ok();
     } catch (const std::exception& e) {
-      return FromException(e, config_.server, request);
+      return FromException(e, config_, request);
     }
   }
 

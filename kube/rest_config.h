@@ -37,6 +37,8 @@ struct RestConfig {
   std::string context;  // The kubeconfig context this came from, if any.
   std::string default_namespace = "default";
   std::string source;  // Where it was loaded from, for error messages.
+  // What to check when the TLS handshake fails, for its error message.
+  std::string tls_hint = "check the kubeconfig's certificate-authority and client certificate";
 };
 
 }  // namespace kiln::kube

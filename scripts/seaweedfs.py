@@ -4,7 +4,9 @@
 the storage tests and of bench/s3_checkpoint_bench.sh.
 
   seaweedfs.py up --dir DIR     start (detached), wait until S3 answers, write
-                                DIR/env (AWS_* lines for the worker) and exit
+                                DIR/env (AWS_* lines for the worker, and
+                                KILN_S3_TLS_ENDPOINT / KILN_S3_TLS_CA: the same
+                                gateway over HTTPS with a private CA) and exit
   seaweedfs.py down --dir DIR   stop it; fails if it does not exit
 
 The binary is weed from scripts/build-tools.sh seaweedfs (KILN_SEAWEEDFS_BIN
@@ -52,6 +54,26 @@ def free_port_pair():
     sys.exit("seaweedfs.py: no free port pair found")
 
 
+def make_tls(folder):
+    """A private CA and a certificate it signs for 127.0.0.1 (openssl, from
+    scripts/setup.sh's packages): the S3 gateway's HTTPS port serves it, so
+    the tests reach a store behind a private CA. Returns the CA's path."""
+    os.makedirs(folder, exist_ok=True)
+    def openssl(*argv):
+        r = subprocess.run(["openssl", *argv], cwd=folder, capture_output=True, text=True)
+        if r.returncode != 0:
+            sys.exit(f"seaweedfs.py: openssl {argv[0]} failed: {r.stderr.strip()}")
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+    openssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.crt", "-days", "7",
+            "-subj", "/CN=kiln test S3 CA")
+    openssl("req", *ec, "-keyout", "tls.key", "-out", "tls.csr", "-subj", "/CN=127.0.0.1")
+    with open(os.path.join(folder, "san.ext"), "w") as f:
+        f.write("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    openssl("x509", "-req", "-in", "tls.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+            "-CAcreateserial", "-out", "tls.crt", "-days", "7", "-extfile", "san.ext")
+    return os.path.join(folder, "ca.crt")
+
+
 def up(args):
     weed = weed_binary()
     if not os.access(weed, os.X_OK):
@@ -64,13 +86,17 @@ def up(args):
             "name": "kiln-test",
             "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}],
             "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}, f)
-    ports = {name: free_port_pair() for name in ("master", "volume", "filer", "s3")}
+    ports = {name: free_port_pair() for name in ("master", "volume", "filer", "s3", "s3_https")}
+    tls = os.path.join(args.dir, "tls")
+    ca = make_tls(tls)
     cmd = [weed, "server", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
            "-dir=" + os.path.join(args.dir, "data"),
            f"-master.port={ports['master']}", f"-volume.port={ports['volume']}",
            f"-filer.port={ports['filer']}", "-s3", f"-s3.port={ports['s3']}",
            "-s3.config=" + config, "-master.volumeSizeLimitMB=256", "-volume.max=50",
-           "-filer.maxMB=16"]
+           "-filer.maxMB=16", f"-s3.port.https={ports['s3_https']}",
+           "-s3.cert.file=" + os.path.join(tls, "tls.crt"),
+           "-s3.key.file=" + os.path.join(tls, "tls.key")]
     log = open(os.path.join(args.dir, "weed.log"), "w")
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     with open(os.path.join(args.dir, "pid"), "w") as f:
@@ -93,7 +119,9 @@ def up(args):
         time.sleep(0.2)
     with open(os.path.join(args.dir, "env"), "w") as f:
         f.write(f"AWS_ENDPOINT_URL={endpoint}\nAWS_ACCESS_KEY_ID={ACCESS_KEY}\n"
-                f"AWS_SECRET_ACCESS_KEY={SECRET_KEY}\nAWS_REGION=us-east-1\n")
+                f"AWS_SECRET_ACCESS_KEY={SECRET_KEY}\nAWS_REGION=us-east-1\n"
+                f"KILN_S3_TLS_ENDPOINT=https://127.0.0.1:{ports['s3_https']}\n"
+                f"KILN_S3_TLS_CA={ca}\n")
     print(endpoint)
 
 

@@ -1,10 +1,12 @@
 // kiln-worker's S3 storage against a real S3-compatible server: SeaweedFS's
 // S3 gateway on 127.0.0.1, verifying SigV4 against a test identity (started
 // by the CTest fixture kiln_seaweedfs: scripts/seaweedfs.py). Round trips of
-// every object kind, errors with the worker's exit codes, checkpoints that
-// survive an upload killed halfway and a flipped byte, and a training run on
-// s3:// that resumes exactly like one on files.
+// every object kind, TLS to a store behind a private CA, errors with the
+// worker's exit codes, checkpoints that survive an upload killed halfway and
+// a flipped byte, and a training run on s3:// that resumes exactly like one
+// on files.
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <random>
@@ -22,6 +24,7 @@
 #include "worker/exit_codes.h"
 #include "worker/storage/s3_client.h"
 #include "worker/storage/s3_object_store.h"
+#include "worker/storage/s3_options.h"
 #include "worker/train/object_checkpoint_store.h"
 #include "worker/train/trainer.h"
 
@@ -120,6 +123,53 @@ TEST_CASE("objects round-trip through SeaweedFS", "[s3]") {
   REQUIRE(store.Delete("rt/small.bin").ok());  // Deleting nothing is fine.
   CHECK(store.Get("rt/small.bin").status().code() == StatusCode::kNotFound);
   REQUIRE(store.Delete("rt/big.bin").ok());
+}
+
+TEST_CASE("a store behind a private CA: trusted through ca.crt in the Secret, refused without",
+          "[s3][tls]") {
+  BucketClient();
+  auto server = ServerEnv();
+  INFO("the fixture's HTTPS port: " << server["KILN_S3_TLS_ENDPOINT"]);
+  REQUIRE(server["KILN_S3_TLS_ENDPOINT"].rfind("https://127.0.0.1:", 0) == 0);
+  auto ca = ReadFile(server["KILN_S3_TLS_CA"]);
+  REQUIRE(ca.ok());
+  // The Secret as the operator mounts it: one file per key.
+  testing::TempDir secret;
+  secret.Write("AWS_ACCESS_KEY_ID", server["AWS_ACCESS_KEY_ID"]);
+  secret.Write("AWS_SECRET_ACCESS_KEY", server["AWS_SECRET_ACCESS_KEY"] + "\n");
+  const std::map<std::string, std::string> env = {
+      {"AWS_ENDPOINT_URL_S3", server["KILN_S3_TLS_ENDPOINT"]},
+      {"AWS_REGION", "us-east-1"},
+      {"KILN_S3_CREDENTIALS_DIR", secret.path()}};
+
+  // Without the CA the system roots do not know the store: a clear error.
+  S3ObjectStore untrusted(Client(Options(env)), kBucket);
+  const auto asked = std::chrono::steady_clock::now();
+  auto refused = untrusted.Get("tls/none");
+  std::printf("s3 tls: without the CA, after %.2f s: %s\n",
+              std::chrono::duration<double>(std::chrono::steady_clock::now() - asked).count(),
+              refused.status().ToString().c_str());
+  INFO(refused.status().ToString());
+  CHECK_FALSE(refused.ok());
+  CHECK(refused.status().code() != StatusCode::kNotFound);
+  CHECK_THAT(refused.status().message(), Catch::Contains("TLS handshake"));
+  CHECK_THAT(refused.status().message(), Catch::Contains("ca.crt"));
+  CHECK_THAT(refused.status().message(), !Catch::Contains("kubeconfig"));
+
+  secret.Write(storage::kS3CaFile, *ca);
+  S3ObjectStore store(Client(Options(env)), kBucket);
+  const std::string bytes = RandomBytes(3000, 7);
+  REQUIRE(store.Put("tls/object.bin", bytes).ok());
+  CHECK(store.Get("tls/object.bin").value() == bytes);
+  REQUIRE(store.Delete("tls/object.bin").ok());
+
+  // A different CA (here: the store's own certificate as a CA) is refused.
+  auto leaf = ReadFile(
+      (std::filesystem::path(server["KILN_S3_TLS_CA"]).parent_path() / "tls.crt").string());
+  REQUIRE(leaf.ok());
+  secret.Write(storage::kS3CaFile, *leaf);
+  S3ObjectStore wrong_ca(Client(Options(env)), kBucket);
+  CHECK_FALSE(wrong_ca.Get("tls/none").ok());
 }
 
 TEST_CASE("wrong credentials and a missing bucket are clear terminal errors", "[s3]") {

@@ -162,6 +162,12 @@ StatusOr<std::unique_ptr<S3Client>> S3Client::Create(const S3Options& options) {
     config.server = server;
     config.ca_pem = ca_pem;
     config.source = "S3 endpoint";
+    config.tls_hint = ca_pem.empty()
+                          ? "the store's certificate is checked against the system roots; for a "
+                            "private CA put its PEM in AWS_CA_BUNDLE or the credentials Secret's "
+                            "ca.crt"
+                          : "the store's certificate must be signed by a CA in AWS_CA_BUNDLE or "
+                            "the credentials Secret's ca.crt, and name the endpoint's host";
     return kube::NewHttpTransport(config);
   };
   auto client = std::make_unique<S3Client>(options, std::move(factory));

@@ -82,12 +82,29 @@ StatusOr<S3Options> S3OptionsFromEnvironment(
         "no S3 credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or "
         "KILN_S3_CREDENTIALS_DIR to a mounted Secret holding files of those names");
   }
-  if (std::string bundle = Env(getenv, "AWS_CA_BUNDLE"); !bundle.empty()) {
+  // The CAs to trust: AWS_CA_BUNDLE, else a ca.crt in the mounted Secret
+  // (a store behind a private CA), else the system roots.
+  std::string bundle = Env(getenv, "AWS_CA_BUNDLE");
+  const char* bundle_source = "AWS_CA_BUNDLE";
+  if (bundle.empty() && !dir.empty()) {
+    std::error_code ec;
+    const auto ca = std::filesystem::path(dir) / kS3CaFile;
+    if (std::filesystem::exists(ca, ec)) {
+      bundle = ca.string();
+      bundle_source = "the CA file";
+    }
+  }
+  if (!bundle.empty()) {
     std::ifstream in(bundle, std::ios::binary);
-    if (!in) return Status::InvalidArgument("cannot read AWS_CA_BUNDLE " + bundle);
+    if (!in)
+      return Status::InvalidArgument(std::string("cannot read ") + bundle_source + " " + bundle);
     std::stringstream ss;
     ss << in.rdbuf();
     o.ca_pem = ss.str();
+    if (o.ca_pem.find("-----BEGIN CERTIFICATE-----") == std::string::npos) {
+      return Status::InvalidArgument(std::string(bundle_source) + " " + bundle +
+                                     " holds no PEM certificate");
+    }
   }
   return o;
 }

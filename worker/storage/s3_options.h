@@ -13,7 +13,9 @@
 //                                          and optionally AWS_SESSION_TOKEN, used
 //                                          when the variables are not set
 //   AWS_CA_BUNDLE                          PEM file of the CAs to trust instead of
-//                                          the system roots (TLS is always verified)
+//                                          the system roots (TLS is always verified);
+//                                          unset, a ca.crt in KILN_S3_CREDENTIALS_DIR
+//                                          (a store behind a private CA)
 #ifndef KILN_WORKER_STORAGE_S3_OPTIONS_H_
 #define KILN_WORKER_STORAGE_S3_OPTIONS_H_
 
@@ -26,6 +28,10 @@
 #include "worker/storage/s3_signer.h"
 
 namespace kiln::storage {
+
+// The key of the credentials Secret (a file in KILN_S3_CREDENTIALS_DIR) that
+// holds the PEM CAs of a store behind a private CA; cert-manager's name.
+inline constexpr const char* kS3CaFile = "ca.crt";
 
 struct S3Options {
   std::string endpoint;  // scheme://host[:port], no trailing slash.

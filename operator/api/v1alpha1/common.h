@@ -108,9 +108,9 @@ void to_json(nlohmann::json& j, const Toleration& v);
 void from_json(const nlohmann::json& j, Toleration& v);
 
 // A Secret in the object's namespace with the keys AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and
-// optionally AWS_SESSION_TOKEN). The workers get it as a read-only volume
-// (KILN_S3_CREDENTIALS_DIR), never as environment values; kiln copies it into the member clusters
-// that run the workers.
+// optionally AWS_SESSION_TOKEN, and ca.crt: the PEM CAs of a store behind a private CA). The
+// workers get it as a read-only volume (KILN_S3_CREDENTIALS_DIR), never as environment values; kiln
+// copies it into the member clusters that run the workers.
 struct S3CredentialsSecretRef {
   // The Secret's name.
   std::string name;
@@ -132,9 +132,9 @@ struct S3Storage {
   // path-style with an endpoint and virtual-hosted for AWS (KILN_S3_ADDRESSING_STYLE).
   std::optional<std::string> addressing_style;
   // A Secret in the object's namespace with the keys AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY
-  // (and optionally AWS_SESSION_TOKEN). The workers get it as a read-only volume
-  // (KILN_S3_CREDENTIALS_DIR), never as environment values; kiln copies it into the member clusters
-  // that run the workers.
+  // (and optionally AWS_SESSION_TOKEN, and ca.crt: the PEM CAs of a store behind a private CA). The
+  // workers get it as a read-only volume (KILN_S3_CREDENTIALS_DIR), never as environment values;
+  // kiln copies it into the member clusters that run the workers.
   S3CredentialsSecretRef credentials_secret_ref;
 
   bool operator==(const S3Storage&) const = default;

@@ -1,5 +1,7 @@
 #include "operator/controllers/storage/s3_access.h"
 
+#include "base/base64.h"
+
 namespace kiln::s3access {
 namespace {
 
@@ -52,6 +54,18 @@ std::optional<SecretProblem> CheckSecret(const json& secret, const std::string& 
       return SecretProblem{"SecretKeyMissing", what + " has no key " + key + " (it needs " +
                                                    kAccessKeyIdKey + " and " + kSecretAccessKeyKey +
                                                    ", optionally " + kSessionTokenKey + ")"};
+    }
+  }
+  const json data = secret.value("data", json::object());
+  if (data.contains(kCaKey)) {
+    auto pem = data[kCaKey].is_string()
+                   ? Base64Decode(data[kCaKey].get<std::string>())
+                   : StatusOr<std::string>(Status::InvalidArgument("not text"));
+    if (!pem.ok() || pem->find("-----BEGIN CERTIFICATE-----") == std::string::npos) {
+      return SecretProblem{"SecretKeyInvalid", what + " has a key " + kCaKey +
+                                                   " that holds no PEM certificate (it is "
+                                                   "optional: the CAs of a store behind a "
+                                                   "private CA)"};
     }
   }
   return std::nullopt;

@@ -23,6 +23,8 @@ namespace kiln::s3access {
 inline constexpr const char* kAccessKeyIdKey = "AWS_ACCESS_KEY_ID";
 inline constexpr const char* kSecretAccessKeyKey = "AWS_SECRET_ACCESS_KEY";
 inline constexpr const char* kSessionTokenKey = "AWS_SESSION_TOKEN";
+// Optional: the PEM CAs of a store behind a private CA (worker/storage/s3_options.h).
+inline constexpr const char* kCaKey = "ca.crt";
 // The condition (on a TrainingJob or ModelDeployment with spec.storage.s3)
 // saying whether its credentials Secret is usable; False holds the workers
 // back, with a SecretProblem's reason and message.
@@ -42,14 +44,15 @@ void AddToPod(const api::v1alpha1::S3Storage& s3, const std::string& secret_name
 
 // Why a Secret cannot serve as S3 credentials.
 struct SecretProblem {
-  std::string reason;   // SecretNotFound or SecretKeyMissing (a condition's reason).
+  // SecretNotFound, SecretKeyMissing or SecretKeyInvalid (a condition's reason).
+  std::string reason;
   std::string message;  // Names the Secret and the key.
 };
 
 // Checks `secret` (a v1 Secret as JSON; null when it does not exist), which
 // spec.storage.s3.credentialsSecretRef names as `ns`/`name`: it must hold
-// AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, neither empty. None when it
-// does.
+// AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, neither empty, and a ca.crt,
+// when it has one, must hold a PEM certificate. None when it does.
 std::optional<SecretProblem> CheckSecret(const nlohmann::json& secret, const std::string& ns,
                                          const std::string& name);
 

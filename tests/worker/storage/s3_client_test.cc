@@ -6,6 +6,7 @@
 
 #include "tests/kube/fake_transport.h"
 #include "tests/support/fake_clock.h"
+#include "tests/support/temp_dir.h"
 #include "worker/storage/s3_signer.h"
 
 namespace kiln::storage {
@@ -215,6 +216,41 @@ TEST_CASE("options come from the AWS variables or a mounted Secret", "[storage][
         std::string::npos);
   CHECK(ParseS3Uri("s3://bkt/a/b").value().key == "a/b");
   CHECK(ParseS3Uri("s3:///x").status().code() == StatusCode::kInvalidArgument);
+}
+
+TEST_CASE("the CAs to trust: AWS_CA_BUNDLE, else ca.crt in the mounted Secret", "[storage][s3]") {
+  kiln::testing::TempDir secret;
+  secret.Write("AWS_ACCESS_KEY_ID", "AK\n");
+  secret.Write("AWS_SECRET_ACCESS_KEY", "SK");
+  std::map<std::string, std::string> env = {{"KILN_S3_CREDENTIALS_DIR", secret.path()},
+                                            {"AWS_ENDPOINT_URL_S3", "https://store.local:9000"}};
+  auto getenv = [&](const char* name) -> const char* {
+    auto it = env.find(name);
+    return it == env.end() ? nullptr : it->second.c_str();
+  };
+  auto o = S3OptionsFromEnvironment(getenv);
+  REQUIRE(o.ok());
+  CHECK(o->credentials.access_key_id == "AK");
+  CHECK(o->ca_pem.empty());  // The system roots.
+
+  const std::string secret_ca = "-----BEGIN CERTIFICATE-----\nfrom the Secret\n";
+  secret.Write(kS3CaFile, secret_ca);
+  o = S3OptionsFromEnvironment(getenv);
+  REQUIRE(o.ok());
+  CHECK(o->ca_pem == secret_ca);
+
+  kiln::testing::TempDir other;
+  const std::string bundle_ca = "-----BEGIN CERTIFICATE-----\nfrom AWS_CA_BUNDLE\n";
+  env["AWS_CA_BUNDLE"] = other.Write("bundle.pem", bundle_ca);
+  o = S3OptionsFromEnvironment(getenv);
+  REQUIRE(o.ok());
+  CHECK(o->ca_pem == bundle_ca);  // The variable wins.
+
+  env.erase("AWS_CA_BUNDLE");
+  secret.Write(kS3CaFile, "not a certificate");
+  auto bad = S3OptionsFromEnvironment(getenv);
+  CHECK(bad.status().code() == StatusCode::kInvalidArgument);
+  CHECK_THAT(bad.status().message(), Catch::Contains("ca.crt holds no PEM certificate"));
 }
 
 }  // namespace

@@ -6,6 +6,8 @@
 
 #include <catch2/catch.hpp>
 
+#include "base/base64.h"
+
 namespace kiln::s3access {
 namespace {
 
@@ -72,6 +74,26 @@ TEST_CASE("a Secret serves as credentials only with both keys", "[s3access]") {
   auto none = CheckSecret(no_data, "ml", "s3");
   REQUIRE(none);
   CHECK(none->reason == "SecretKeyMissing");
+}
+
+TEST_CASE("a ca.crt in the Secret must hold a PEM certificate", "[s3access]") {
+  const std::string pem =
+      Base64Encode("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n");
+  CHECK_FALSE(CheckSecret(Secret({{"AWS_ACCESS_KEY_ID", "QQ=="},
+                                  {"AWS_SECRET_ACCESS_KEY", "Qg=="},
+                                  {"ca.crt", pem}}),
+                          "ml", "s3")
+                  .has_value());
+  for (const std::string& bad : {Base64Encode("not a certificate"), std::string("%%%")}) {
+    auto problem = CheckSecret(
+        Secret({{"AWS_ACCESS_KEY_ID", "QQ=="}, {"AWS_SECRET_ACCESS_KEY", "Qg=="}, {"ca.crt", bad}}),
+        "ml", "s3");
+    REQUIRE(problem);
+    CHECK(problem->reason == "SecretKeyInvalid");
+    CHECK_THAT(problem->message,
+               Catch::StartsWith("Secret ml/s3 (spec.storage.s3.credentialsSecretRef) has a key "
+                                 "ca.crt that holds no PEM certificate"));
+  }
 }
 
 TEST_CASE("a member's copy holds the data and labels, and is current until the data changes",
