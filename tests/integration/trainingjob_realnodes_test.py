@@ -215,6 +215,12 @@ class TrainingJobOnRealNodesTest(unittest.TestCase):
         steps = [e["step"] for e in events if e.get("event") == "step"]
         self.assertEqual(steps[0], resumed[0]["step"] + 1)
         self.assertEqual(steps[-1], STEPS)
+        # The status holds the run's end as rank 0 saw it (its termination
+        # message), not the last progress read up to 15 s before.
+        done = [e for e in events if e.get("event") == "done"]
+        self.assertTrue(done, events[-3:])
+        self.assertEqual(final.get("loss"), done[-1]["loss"], final)
+        self.assertEqual(final["lastCheckpoint"]["step"], STEPS, final)
         print(f"figure: attempt 1 resumed at step {resumed[0]['step']} and finished step {STEPS}; "
               f"submit → Succeeded {time.monotonic() - start:.1f} s")
 

@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <fstream>
 #include <limits>
+#include <optional>
 #include <string>
 
 #include "base/flags.h"
@@ -79,6 +80,8 @@ StatusOr<nlohmann::json> JobFingerprint(const train::TrainOptions& o, const std:
                         {"weightDecay", o.weight_decay},
                         {"gradClip", o.grad_clip},
                         {"lossSpikeFactor", o.loss_spike_factor},
+                        {"rewindBeforeStep", o.rewind_before_step},
+                        {"skipDataThroughStep", o.skip_data_through_step},
                         {"seed", o.seed},
                         {"valEvery", o.val_every},
                         {"valBatches", o.val_batches},
@@ -91,14 +94,22 @@ StatusOr<nlohmann::json> JobFingerprint(const train::TrainOptions& o, const std:
 // at most 4096 bytes.
 constexpr const char* kKubernetesTerminationLog = "/dev/termination-log";
 
+// `progress` is /progress's object at the end (train_metrics.h), so the
+// operator reads the final loss and checkpoint from the pod's status after
+// the process is gone.
 void WriteTerminationMessage(const std::string& path, ExitCode code, const Status& s,
-                             int64_t last_step) {
+                             int64_t last_step, const nlohmann::json& progress) {
   std::string message = s.ok() ? "training finished" : s.ToString();
-  if (message.size() > 3000) message = message.substr(0, 3000) + "...";
+  if (message.size() > 2500) message = message.substr(0, 2500) + "...";
   nlohmann::json j = {{"exitCode", ToInt(code)},
                       {"reason", ExitCodeName(code)},
                       {"message", message},
                       {"lastStep", last_step}};
+  // At most a few hundred bytes (numbers and one checkpoint URI of at most
+  // 1 KiB), so the whole message stays within Kubernetes' 4096.
+  if (progress.is_object() && !progress.empty() && progress.dump().size() <= 1400) {
+    j["progress"] = progress;
+  }
   std::ofstream out(path, std::ios::trunc);
   out << j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
   if (!out) std::fprintf(stderr, "kiln-worker train: cannot write %s\n", path.c_str());
@@ -175,6 +186,16 @@ int RunTrainCommand(int argc, char** argv) {
             "Steps between checkpoints.");
   flags.Int("checkpoint-keep", &o.checkpoint_keep, 1, kIntMax, "Checkpoints kept.");
   flags
+      .Int("rewind-before-step", &o.rewind_before_step, int64_t{0}, kInt64Max,
+           "After a divergence: delete the checkpoints of step N and later, then resume from "
+           "the newest one before N (the operator sets it after a LossDiverged exit); 0: off.")
+      .Metavar("N");
+  flags
+      .Int("skip-data-through-step", &o.skip_data_through_step, int64_t{0}, kInt64Max,
+           "Skip the data of the steps after the resumed one through step N, so the batches a "
+           "run diverged on are not replayed; saved at once as the resumed step's checkpoint.")
+      .Metavar("N");
+  flags
       .String("termination-message-path", &termination_path,
               "Where to write the outcome as JSON on exit.")
       .Metavar("PATH")
@@ -208,11 +229,15 @@ int RunTrainCommand(int argc, char** argv) {
     return flags.UsageError("--data is required (a manifest.json from prepare)");
   }
   if (o.model.max_seq_len == 0) o.model.max_seq_len = o.seq_len;
-  int64_t last_step = 0;  // The last step whose update was applied.
+  int64_t last_step = 0;                       // The last step whose update was applied.
+  std::optional<train::TrainMetrics> metrics;  // Once training starts.
   auto finish = [&](const Status& s) {
     const ExitCode code = TrainExitCode(s);
     if (!s.ok()) std::fprintf(stderr, "kiln-worker train: %s\n", s.ToString().c_str());
-    if (!termination_path.empty()) WriteTerminationMessage(termination_path, code, s, last_step);
+    if (!termination_path.empty()) {
+      WriteTerminationMessage(termination_path, code, s, last_step,
+                              metrics ? metrics->Progress() : nlohmann::json());
+    }
     return ToInt(code);
   };
   auto chosen = ResolveDevice(device, cuda_device);
@@ -269,23 +294,23 @@ int RunTrainCommand(int argc, char** argv) {
 #endif
   auto trainer = train::Trainer::Create(o, comm.get(), make_model);
   if (!trainer.ok()) return finish(trainer.status());
-  train::TrainMetrics metrics(o.steps, env->rank);
+  train::TrainMetrics& live = metrics.emplace(o.steps, env->rank);
   std::unique_ptr<HttpServer> server;
   if (!metrics_address.empty()) {
     auto started = HttpServer::Start(
         {.bind_address = metrics_address},
         {HttpRoute::Get("/metrics",
-                        [&metrics](const HttpRequest&) {
+                        [&live](const HttpRequest&) {
                           return HttpReply{
                               .status = 200,
                               .content_type = "text/plain; version=0.0.4; charset=utf-8",
-                              .body = metrics.Scrape()};
+                              .body = live.Scrape()};
                         }),
          HttpRoute::Get("/progress",
-                        [&metrics](const HttpRequest&) {
+                        [&live](const HttpRequest&) {
                           return HttpReply{.status = 200,
                                            .content_type = "application/json",
-                                           .body = metrics.Progress().dump()};
+                                           .body = live.Progress().dump()};
                         }),
          HttpRoute::Get("/healthz", [](const HttpRequest&) { return HttpReply{.body = "ok"}; })});
     if (!started.ok()) return finish(started.status());
@@ -293,7 +318,7 @@ int RunTrainCommand(int argc, char** argv) {
   }
   Status s = (*trainer)->Run(
       [&](const nlohmann::json& line) {
-        metrics.Observe(line);
+        live.Observe(line);
         std::printf("%s\n", line.dump().c_str());
         std::fflush(stdout);
       },

@@ -199,6 +199,14 @@ StatusOr<Batch> DataLoader::Next() {
   return batch;
 }
 
+void DataLoader::Skip(int64_t steps) {
+  for (int64_t i = 0; i < steps; ++i) {
+    Normalize();
+    position_.offset += step_tokens_;
+  }
+  Normalize();
+}
+
 Status DataLoader::Seek(const Position& position) {
   const auto shards = static_cast<int64_t>(paths_.size());
   if (position.epoch < 0 || position.shard < 0 || position.shard >= shards || position.offset < 0) {

@@ -107,6 +107,11 @@ class DataLoader {
   // offset outside the shards.
   Status Seek(const Position& position);
 
+  // Moves past the next `steps` steps without reading them (as `steps`
+  // calls of Next() would, minus the I/O): a rewound run skips the data
+  // that made it diverge.
+  void Skip(int64_t steps);
+
   // The order (indices into the shard list) in which epoch `epoch` reads them.
   std::vector<std::size_t> ShardOrder(int64_t epoch) const;
 

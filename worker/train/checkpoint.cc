@@ -218,6 +218,17 @@ StatusOr<nlohmann::json> ParseCheckpointHeader(std::string_view prefix, const st
 
 std::string CheckpointFileName(int64_t step) { return FileName(step); }
 
+std::optional<int64_t> CheckpointStepOf(const std::string& name, const std::string& suffix) {
+  const std::string last = name.substr(name.find_last_of('/') + 1);
+  if (last.rfind("step-", 0) != 0 || !last.ends_with(suffix)) return std::nullopt;
+  const std::string digits = last.substr(5, last.size() - 5 - suffix.size());
+  if (digits.empty() || digits.size() > 18 ||
+      !std::all_of(digits.begin(), digits.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+    return std::nullopt;
+  }
+  return std::stoll(digits);
+}
+
 StatusOr<std::string> WriteCheckpoint(const std::string& dir, model::Gpt<float>& model,
                                       const CheckpointState& state, int keep) {
   std::error_code ec;

@@ -78,6 +78,10 @@ StatusOr<CheckpointState> LoadCheckpoint(const std::string& path, model::Gpt<flo
 // "step-<8-digit step>.ckpt".
 std::string CheckpointFileName(int64_t step);
 
+// The step in a checkpoint's name "step-<digits><suffix>" (a path or key's
+// last part); none when `name` is not one.
+std::optional<int64_t> CheckpointStepOf(const std::string& name, const std::string& suffix);
+
 // The file's first bytes: magic, version, header length and the JSON header
 // (with every tensor's offset, size and SHA-256) for `model` at `state`.
 std::string EncodeCheckpointHeader(model::Gpt<float>& model, const CheckpointState& state);

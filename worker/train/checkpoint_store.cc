@@ -1,5 +1,7 @@
 #include "worker/train/checkpoint_store.h"
 
+#include <filesystem>
+
 #include "worker/storage/s3_client.h"
 #include "worker/storage/s3_object_store.h"
 #include "worker/train/object_checkpoint_store.h"
@@ -19,6 +21,20 @@ class FileCheckpointStore final : public CheckpointStore {
   StatusOr<std::optional<CheckpointState>> RestoreLatest(
       model::Gpt<float>& model, const std::function<void(const std::string&)>& warn) override {
     return RestoreLatestCheckpoint(dir_, model, warn);
+  }
+
+  StatusOr<int> DiscardFrom(int64_t step) override {
+    KILN_ASSIGN_OR_RETURN(auto all, ListCheckpoints(dir_));
+    int discarded = 0;
+    for (const std::string& path : all) {
+      auto at = CheckpointStepOf(path, ".ckpt");
+      if (!at || *at < step) continue;
+      std::error_code ec;
+      std::filesystem::remove(path, ec);
+      if (ec) return Status::Unavailable("cannot delete " + path + ": " + ec.message());
+      ++discarded;
+    }
+    return discarded;
   }
 
  private:

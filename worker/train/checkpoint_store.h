@@ -34,6 +34,11 @@ class CheckpointStore {
   // InvalidArgument for a checkpoint of another model shape.
   virtual StatusOr<std::optional<CheckpointState>> RestoreLatest(
       model::Gpt<float>& model, const std::function<void(const std::string&)>& warn) = 0;
+
+  // Deletes every checkpoint of step `step` or later (a rewind: they hold a
+  // run that diverged), each made invisible before its bytes go. Returns how
+  // many; Unavailable when the storage refuses.
+  virtual StatusOr<int> DiscardFrom(int64_t step) = 0;
 };
 
 // A store over the directory `dir` (today's files).

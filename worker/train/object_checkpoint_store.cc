@@ -120,6 +120,22 @@ StatusOr<std::string> ObjectCheckpointStore::Write(model::Gpt<float>& model,
   return store_->Describe(data_key);
 }
 
+StatusOr<int> ObjectCheckpointStore::DiscardFrom(int64_t step) {
+  auto manifests = ListManifests();
+  if (!manifests.ok()) return Status::Unavailable(manifests.status().message());
+  int discarded = 0;
+  for (const std::string& key : *manifests) {
+    auto at = CheckpointStepOf(key, kManifestSuffix);
+    if (!at || *at < step) continue;
+    for (const std::string& gone : {key, prefix_ + DataName(key)}) {
+      Status s = store_->Delete(gone);
+      if (!s.ok() && s.code() != StatusCode::kNotFound) return Status::Unavailable(s.message());
+    }
+    ++discarded;
+  }
+  return discarded;
+}
+
 StatusOr<std::vector<std::string>> ObjectCheckpointStore::ListManifests() {
   KILN_ASSIGN_OR_RETURN(auto listed, store_->List(prefix_));
   std::vector<std::string> out;

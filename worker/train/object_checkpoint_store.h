@@ -30,6 +30,8 @@ class ObjectCheckpointStore final : public CheckpointStore {
                               int keep) override;
   StatusOr<std::optional<CheckpointState>> RestoreLatest(
       model::Gpt<float>& model, const std::function<void(const std::string&)>& warn) override;
+  // Each manifest first, then its data object.
+  StatusOr<int> DiscardFrom(int64_t step) override;
 
   // The keys of the manifests (visible checkpoints), newest step first.
   StatusOr<std::vector<std::string>> ListManifests();

@@ -89,14 +89,22 @@ void TrainMetrics::UpdateProgress(const std::string& event, const nlohmann::json
   } else if (event == "resumed") {
     if (const auto* v = number("step")) progress_["step"] = *v;
   } else if (event == "done") {
+    // The run's last loss and validation loss, whether or not the last step
+    // was logged: what the job's status keeps once the worker is gone.
     if (const auto* v = number("steps")) progress_["step"] = *v;
+    if (const auto* v = number("loss")) progress_["loss"] = *v;
+    if (const auto* v = number("valLoss")) progress_["validationLoss"] = *v;
   } else if (event == "checkpoint") {
     const auto* step = number("step");
     auto path = record.find("path");
     if (step == nullptr || path == record.end() || !path->is_string()) return;
-    nlohmann::json checkpoint = {{"step", *step},
-                                 {"uri", "file://" + path->get<std::string>()},
-                                 {"time", FormatRfc3339(std::chrono::system_clock::now())}};
+    // A file checkpoint's path becomes a file:// URI; an object store's
+    // (s3://bucket/key) is a URI already.
+    const std::string& where = path->get_ref<const std::string&>();
+    nlohmann::json checkpoint = {
+        {"step", *step},
+        {"uri", where.find("://") == std::string::npos ? "file://" + where : where},
+        {"time", FormatRfc3339(std::chrono::system_clock::now())}};
     // The loss of the step it was taken after, when that step was logged.
     if (progress_.value("step", int64_t{-1}) == step->get<int64_t>() &&
         progress_.contains("loss")) {

@@ -45,7 +45,8 @@ class TrainMetrics {
 
   // The progress as JSON, named as a TrainingJob's status names it: step and
   // targetSteps always; loss, validationLoss and tokensPerSecond once
-  // logged; lastCheckpoint {step, uri (file://<path>), time (when this
+  // logged; lastCheckpoint {step, uri (file://<path>, or the object store's
+  // s3://bucket/key), time (when this
   // process saw it written), loss (when that step was logged)} once this
   // process wrote one.
   nlohmann::json Progress() const;

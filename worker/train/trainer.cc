@@ -41,6 +41,12 @@ Status Trainer::CheckOptions(const TrainOptions& o) {
     return bad("checkpoint every and checkpoint keep must be >= 1");
   }
   if (!(o.peak_flops >= 0)) return bad("peak FLOP/s must be >= 0");
+  if (o.rewind_before_step < 0 || o.skip_data_through_step < 0) {
+    return bad("rewind before step and skip data through step must be >= 0");
+  }
+  if (o.rewind_before_step > 0 && o.checkpoint_dir.empty()) {
+    return bad("a rewind needs the checkpoint directory it rewinds");
+  }
   return Status::Ok();
 }
 
@@ -111,8 +117,21 @@ StatusOr<int64_t> Trainer::Restore(const std::function<void(const nlohmann::json
     };
     auto store = OpenCheckpointStore(o.checkpoint_dir);
     if (store.ok()) checkpoints_ = std::move(*store);
-    auto restored = store.ok() ? checkpoints_->RestoreLatest(model_->host(), warn)
-                               : StatusOr<std::optional<CheckpointState>>(store.status());
+    if (store.ok() && o.rewind_before_step > 0) {
+      // The checkpoints from the divergence on go before the newest of the
+      // rest is restored.
+      auto discarded = checkpoints_->DiscardFrom(o.rewind_before_step);
+      if (!discarded.ok()) {
+        failed = discarded.status();
+      } else {
+        progress(
+            {{"event", "rewound"}, {"before", o.rewind_before_step}, {"discarded", *discarded}});
+      }
+    }
+    auto restored = !failed.ok() ? StatusOr<std::optional<CheckpointState>>(failed)
+                    : store.ok() ? checkpoints_->RestoreLatest(model_->host(), warn)
+                                 : StatusOr<std::optional<CheckpointState>>(store.status());
+    failed = Status::Ok();
     if (!restored.ok()) {
       failed = restored.status();
     } else if (*restored && (*restored)->seed && *(*restored)->seed != o.seed) {
@@ -197,6 +216,16 @@ Status Trainer::Run(const std::function<void(const nlohmann::json&)>& report,
     progress({{"event", "checkpoint"}, {"step", done_step}, {"path", path}});
     return Status::Ok();
   };
+  if (o.skip_data_through_step > restored_step) {
+    // Every rank skips alike (the options are the same everywhere).
+    const int64_t skipped = o.skip_data_through_step - restored_step;
+    train_.Skip(skipped * o.grad_accumulation);
+    progress({{"event", "skipped"},
+              {"step", restored_step},
+              {"steps", skipped},
+              {"position", train_.position().ToJson()}});
+    KILN_RETURN_IF_ERROR(save(restored_step));
+  }
   LossSpikeDetector spikes(o.loss_spike_factor);
   for (int64_t step = restored_step + 1; step <= o.steps; ++step) {
     // A stop requested on any rank stops every rank before the same step.

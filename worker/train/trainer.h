@@ -59,6 +59,18 @@ struct TrainOptions {
   std::string checkpoint_dir;
   int64_t checkpoint_every = 100;  // Steps; the last step and a stop also save.
   int checkpoint_keep = 3;
+  // A rewind after the run diverged (the operator sets it after a
+  // LossDiverged exit, docs/trainingjob.md): rank 0 deletes the checkpoints
+  // of this step and later before it resumes, so the run resumes from the
+  // newest intact one before it (the newest may already hold the diverged
+  // state). 0: off.
+  int64_t rewind_before_step = 0;
+  // Skips the data of the steps after the resumed one through this one, so
+  // a rewound run does not replay the batches it diverged on (PaLM's remedy
+  // for loss spikes); the position after the skip is saved at once as the
+  // resumed step's checkpoint, so a restart before the next checkpoint
+  // skips it too. 0 (or a step not after the resumed one): nothing skipped.
+  int64_t skip_data_through_step = 0;
   // This rank's peak FLOP/s, for the MFU in step records; 0: not reported.
   double peak_flops = 0;
 };
@@ -89,7 +101,9 @@ class Trainer {
   // Trains until options.steps or `*stop` (on any rank); `progress` gets one JSON object
   // per logged step ("event": "step"), validation ("validation"), resume
   // ("resumed"), checkpoint ("checkpoint"), a skipped damaged checkpoint
-  // ("warning") and the end ("done", naming the device). Step records carry step, loss, lr,
+  // ("warning"), a rewind ("rewound": the checkpoints deleted) and data
+  // skipped ("skipped": steps, the new position), and the end ("done",
+  // naming the device). Step records carry step, loss, lr,
   // gradNorm, msPerStep, tokensPerSecond (all ranks together) and, with a
   // peak, mfu (this rank's model FLOPs over its peak).
   Status Run(const std::function<void(const nlohmann::json&)>& progress,

@@ -280,6 +280,7 @@ void to_json(nlohmann::json& j, const RestartRecord& v) {
   Write(j, "exitCode", v.exit_code);
   Write(j, "failedAtStep", v.failed_at_step);
   Write(j, "resumedFromStep", v.resumed_from_step);
+  Write(j, "rewindBeforeStep", v.rewind_before_step);
 }
 
 void from_json(const nlohmann::json& j, RestartRecord& v) {
@@ -292,6 +293,7 @@ void from_json(const nlohmann::json& j, RestartRecord& v) {
   Read(j, "exitCode", v.exit_code);
   Read(j, "failedAtStep", v.failed_at_step);
   Read(j, "resumedFromStep", v.resumed_from_step);
+  Read(j, "rewindBeforeStep", v.rewind_before_step);
 }
 
 void to_json(nlohmann::json& j, const TrainingJobStatus& v) {

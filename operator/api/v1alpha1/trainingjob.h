@@ -306,8 +306,14 @@ struct RestartRecord {
   std::optional<int32_t> exit_code;
   // The step the job had reached.
   std::optional<int64_t> failed_at_step;
-  // The checkpoint step it resumed from.
+  // The checkpoint step it resumed from (the newest the job had reported). Unset after a
+  // LossDiverged failure, whose next attempt rewinds (rewindBeforeStep).
   std::optional<int64_t> resumed_from_step;
+  // LossDiverged only: the next attempt deletes the checkpoints of this step and later (the newest
+  // one may already hold the diverged state), resumes from the newest intact one before it and
+  // skips the training data up to failedAtStep, so it does not replay the batches the run diverged
+  // on.
+  std::optional<int64_t> rewind_before_step;
 
   bool operator==(const RestartRecord&) const = default;
 };

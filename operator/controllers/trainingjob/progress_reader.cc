@@ -46,6 +46,39 @@ StatusOr<TrainingProgress> ParseProgress(const std::string& body) {
   return p;
 }
 
+std::optional<TrainingProgress> FinalProgress(const json& pod, const std::string& container) {
+  if (!pod.is_object() || !pod.contains("status") || !pod["status"].is_object()) {
+    return std::nullopt;
+  }
+  const json statuses = pod["status"].value("containerStatuses", json::array());
+  if (!statuses.is_array()) return std::nullopt;
+  for (const json& cs : statuses) {
+    if (!cs.is_object() || cs.value("name", "") != container) continue;
+    const json state = cs.value("state", json::object());
+    if (!state.is_object() || !state.contains("terminated")) return std::nullopt;
+    const json& terminated = state["terminated"];
+    if (!terminated.is_object() || !terminated.contains("message") ||
+        !terminated["message"].is_string()) {
+      return std::nullopt;
+    }
+    const json message =
+        json::parse(terminated["message"].get<std::string>(), nullptr, /*allow_exceptions=*/false);
+    if (!message.is_object() || !message.contains("progress")) return std::nullopt;
+    auto parsed = ParseProgress(message["progress"].dump());
+    if (!parsed.ok()) return std::nullopt;
+    return *parsed;
+  }
+  return std::nullopt;
+}
+
+void ApplyProgress(const TrainingProgress& progress, api::v1alpha1::TrainingJobStatus& status) {
+  status.step = progress.step;
+  if (progress.loss) status.loss = progress.loss;
+  if (progress.validation_loss) status.validation_loss = progress.validation_loss;
+  if (progress.tokens_per_second) status.tokens_per_second = progress.tokens_per_second;
+  if (progress.last_checkpoint) status.last_checkpoint = progress.last_checkpoint;
+}
+
 StatusOr<TrainingProgress> PodProxyProgressReader::Read(fleet::Member& member,
                                                         const std::string& ns,
                                                         const std::string& pod, int32_t port) {

@@ -11,6 +11,8 @@
 #include <optional>
 #include <string>
 
+#include <nlohmann/json.hpp>
+
 #include "base/statusor.h"
 #include "operator/api/v1alpha1/trainingjob.h"
 #include "operator/fleet/member.h"
@@ -30,6 +32,18 @@ struct TrainingProgress {
 // kiln-worker's /progress body (worker/train/train_metrics.h).
 // InvalidArgument for a body that is not such an object.
 StatusOr<TrainingProgress> ParseProgress(const std::string& body);
+
+// The progress a `kiln-worker train` container `container` of `pod` (a v1
+// Pod as JSON) left in its termination message: "progress", the /progress
+// object at its exit (worker/cmd/train_command.cc), so the final loss and
+// the checkpoint written on the way out reach the status after the process
+// is gone. None while the container runs, or when it wrote none.
+std::optional<TrainingProgress> FinalProgress(const nlohmann::json& pod,
+                                              const std::string& container);
+
+// Copies what `progress` holds into `status` (step always; the others when
+// present, so a value read before is kept).
+void ApplyProgress(const TrainingProgress& progress, api::v1alpha1::TrainingJobStatus& status);
 
 class ProgressReader {
  public:

@@ -242,11 +242,7 @@ void TrainingJobReconciler::RefreshProgress(const std::string& key, const std::s
                {{"job", key}, {"pod", pod}, {"error", progress.status().ToString()}});
     return;
   }
-  status.step = progress->step;
-  if (progress->loss) status.loss = progress->loss;
-  if (progress->validation_loss) status.validation_loss = progress->validation_loss;
-  if (progress->tokens_per_second) status.tokens_per_second = progress->tokens_per_second;
-  if (progress->last_checkpoint) status.last_checkpoint = progress->last_checkpoint;
+  ApplyProgress(*progress, status);
 }
 
 std::vector<std::string> TrainingJobReconciler::Quarantine(
@@ -932,7 +928,29 @@ StatusOr<runtime::Result> TrainingJobReconciler::Reconcile(const runtime::Contex
       } else if (status.step) {
         rec.failed_at_step = *status.step;
       }
-      if (status.last_checkpoint) rec.resumed_from_step = status.last_checkpoint->step;
+      // Rank 0, when it has exited, says which checkpoint it wrote last (one
+      // on its way out, on SIGTERM, is newer than the last progress read):
+      // the next attempt resumes from it.
+      if (!seen.empty() && seen[0]) {
+        if (auto final_progress = FinalProgress(pods[0], kWorkerContainer);
+            final_progress && final_progress->last_checkpoint &&
+            (!status.last_checkpoint ||
+             final_progress->last_checkpoint->step > status.last_checkpoint->step)) {
+          status.last_checkpoint = final_progress->last_checkpoint;
+        }
+      }
+      if (c.resume_before_last_checkpoint) {
+        // The newest checkpoint may hold the diverged state: the next
+        // attempt deletes it (and any newer) and resumes from the one before,
+        // skipping the data through the failed step (worker_pods.h).
+        if (status.last_checkpoint) {
+          rec.rewind_before_step = status.last_checkpoint->step;
+        } else if (rec.failed_at_step) {
+          rec.rewind_before_step = rec.failed_at_step;
+        }
+      } else if (status.last_checkpoint) {
+        rec.resumed_from_step = status.last_checkpoint->step;
+      }
       if (d.action == FailureAction::kRestart) {
         status.restarts = attempt + 1;
         if (!status.restart_history) status.restart_history.emplace();
@@ -983,8 +1001,15 @@ StatusOr<runtime::Result> TrainingJobReconciler::Reconcile(const runtime::Contex
     status.phase = "Succeeded";
     status.completion_time = now;
     status.ready_workers = 0;
-    // Every rank ran to the end: all the steps are done, whatever the last
-    // progress read (up to an interval old) said.
+    // Rank 0's own account of the end (its termination message): the final
+    // loss, validation loss and checkpoint, not the last progress read (up
+    // to an interval old). Every rank ran to the end: all the steps are
+    // done, whatever either said.
+    if (!seen.empty() && seen[0]) {
+      if (auto final_progress = FinalProgress(pods[0], kWorkerContainer)) {
+        ApplyProgress(*final_progress, status);
+      }
+    }
     status.step = job.spec.training.steps;
     SetCondition(status, "Succeeded", true, "Completed", finished, now, generation);
     SetCondition(status, "Running", false, "Completed", "", now, generation);

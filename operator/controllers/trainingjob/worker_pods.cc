@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <set>
 
+#include "base/time_format.h"
 #include "operator/controllers/storage/s3_access.h"
 
 namespace kiln::trainingjob {
@@ -96,6 +97,36 @@ std::string Num(T v) {
   } else {
     return std::to_string(v);
   }
+}
+
+// After a LossDiverged restart, the attempt it started rewinds: its workers
+// get --rewind-before-step (and --skip-data-through-step), from the last
+// restartHistory record. Only that attempt, and only until it is suspended:
+// by then it has rewound, and resuming it must keep its own newer
+// checkpoints, which a second rewind would delete.
+std::vector<std::string> RewindArgs(const v1::TrainingJob& job, int32_t attempt) {
+  if (!job.status || !job.status->restart_history || job.status->restart_history->empty() ||
+      job.status->restarts.value_or(0) != attempt) {
+    return {};
+  }
+  const v1::RestartRecord& last = job.status->restart_history->back();
+  if (last.reason != "LossDiverged" || !last.rewind_before_step) return {};
+  if (job.status->conditions) {
+    auto restarted = ParseRfc3339(last.time);
+    for (const v1::Condition& c : *job.status->conditions) {
+      if (c.type != "Suspended") continue;
+      auto changed = ParseRfc3339(c.last_transition_time);
+      // Whole seconds against milliseconds: a suspension in the same second
+      // counts as after the restart (no second rewind).
+      if (!restarted.ok() || !changed.ok() ||
+          *changed >= std::chrono::floor<std::chrono::seconds>(*restarted)) {
+        return {};
+      }
+    }
+  }
+  std::vector<std::string> args = {"--rewind-before-step=" + Num(*last.rewind_before_step)};
+  if (last.failed_at_step) args.push_back("--skip-data-through-step=" + Num(*last.failed_at_step));
+  return args;
 }
 
 }  // namespace
@@ -228,6 +259,7 @@ StatusOr<GangObjects> BuildGang(const v1::TrainingJob& job,
     train_args.push_back("--checkpoint-every=" + Num(*spec.checkpoint.interval_steps));
   }
   if (spec.checkpoint.keep) train_args.push_back("--checkpoint-keep=" + Num(*spec.checkpoint.keep));
+  for (std::string& arg : RewindArgs(job, options.attempt)) train_args.push_back(std::move(arg));
 
   json volumes = json::array({{{"name", "scratch"}, {"emptyDir", json::object()}}});
   json mounts = json::array({{{"name", "scratch"}, {"mountPath", kScratchMount}}});

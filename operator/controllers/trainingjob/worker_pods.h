@@ -12,7 +12,10 @@
 //    preparation is deterministic, so every rank holds the same shards) and
 //    then `kiln-worker train` with RANK, WORLD_SIZE, MASTER_ADDR and
 //    MASTER_PORT (rank 0's stable DNS name under the Service), resuming from
-//    the newest intact checkpoint in the job's checkpoint folder;
+//    the newest intact checkpoint in the job's checkpoint folder — or, in
+//    the attempt after a LossDiverged restart (until it is suspended), from
+//    the newest before the record's rewindBeforeStep, skipping the data
+//    through its failedAtStep (--rewind-before-step, --skip-data-through-step);
 //  - mounts the operator's shared volume (a ReadWriteMany claim, or a
 //    hostPath in the local clusters), under which file:// checkpoint URIs
 //    must lie, so every rank and every restart sees the same checkpoints;

@@ -156,6 +156,34 @@ TEST_CASE("seeking to a saved position resumes the exact batch sequence", "[data
   }
 }
 
+TEST_CASE("skipping steps lands where as many batches would, across shards and epochs",
+          "[data][loader]") {
+  testing::TempDir dir;
+  auto shards = MakeShards(dir, {61, 40, 77, 52});
+  for (bool shuffle : {false, true}) {
+    for (int from : {0, 3}) {
+      for (int skip : {0, 1, 4, 9, 40}) {
+        INFO("from step " << from << ", skipping " << skip << (shuffle ? ", shuffled" : ""));
+        LoaderOptions options{.batch_size = 2, .seq_len = 3, .rank = 1, .world_size = 2};
+        if (shuffle) options.shuffle_seed = 7;
+        DataLoader read = MustOpen(shards, options);
+        DataLoader skipped = MustOpen(shards, options);
+        for (int i = 0; i < from; ++i) {
+          MustNext(read);
+          MustNext(skipped);
+        }
+        for (int i = 0; i < skip; ++i) MustNext(read);
+        skipped.Skip(skip);
+        if (skip > 0) CHECK(skipped.position() == read.position());
+        Batch want = MustNext(read);
+        Batch got = MustNext(skipped);
+        CHECK(got.inputs == want.inputs);
+        CHECK(got.position == want.position);
+      }
+    }
+  }
+}
+
 TEST_CASE("seeking to a shard's end continues with the next shard", "[data][loader]") {
   testing::TempDir dir;
   auto shards = MakeShards(dir, {20, 30});

@@ -164,14 +164,27 @@ TEST_CASE("kiln-worker train maps failures to the documented exit codes",
   r = Worker({"train", "--data", manifest, "--loss-spike-factor", "0.5"});
   CHECK(r.exit_code == 2);
   CHECK(r.stderr_data.find("loss spike factor") != std::string::npos);
-  // And a clean run says so.
-  r = Worker({"train", "--data", manifest, "--steps", "2", "--layers", "1", "--channels", "32",
-              "--heads", "2", "--seq", "16", "--termination-message-path", message});
+  // And a clean run says so, with its final progress (the last step not
+  // logged: the loss comes from the end of the run) for the operator.
+  r = Worker({"train", "--data", manifest, "--steps", "3", "--layers", "1", "--channels", "32",
+              "--heads", "2", "--seq", "16", "--log-every", "2", "--checkpoint-dir",
+              dir.path() + "/ckpt", "--termination-message-path", message});
   CHECK(r.exit_code == 0);
   std::ifstream in2(message);
   term = nlohmann::json::parse(in2, nullptr, false);
+  INFO(term.dump());
   CHECK(term["reason"] == "Success");
-  CHECK(term["lastStep"] == 2);
+  CHECK(term["lastStep"] == 3);
+  const nlohmann::json& progress = term["progress"];
+  CHECK(progress["step"] == 3);
+  REQUIRE(progress["loss"].is_number());
+  // The loss of step 3, as the done line says (the step lines stop at 2).
+  const nlohmann::json done_line = Lines(r.stdout_data).back();
+  REQUIRE(done_line["event"] == "done");
+  CHECK(progress["loss"] == done_line["loss"]);
+  CHECK(progress["validationLoss"] == done_line["valLoss"]);
+  CHECK(progress["lastCheckpoint"]["step"] == 3);
+  CHECK(progress["lastCheckpoint"]["uri"].get<std::string>().rfind("file://" + dir.path(), 0) == 0);
 }
 
 TEST_CASE("kiln-worker train serves its progress as Prometheus metrics while it trains",

@@ -69,8 +69,15 @@ TEST_CASE("TrainMetrics reports the progress as JSON named as the TrainingJob st
   p = m.Progress();
   CHECK(p["lastCheckpoint"]["step"] == 200);
   CHECK_FALSE(p["lastCheckpoint"].contains("loss"));
-  m.Observe({{"event", "done"}, {"steps", 500}, {"loss", 2.0}});
-  CHECK(m.Progress()["step"] == 500);
+  // An object store's checkpoint is a URI already.
+  m.Observe({{"event", "checkpoint"}, {"step", 250}, {"path", "s3://bucket/run/step-250.ckpt"}});
+  CHECK(m.Progress()["lastCheckpoint"]["uri"] == "s3://bucket/run/step-250.ckpt");
+  // The end: its loss and validation loss are the run's last, logged or not.
+  m.Observe({{"event", "done"}, {"steps", 500}, {"loss", 2.0}, {"valLoss", 2.25}});
+  p = m.Progress();
+  CHECK(p["step"] == 500);
+  CHECK(p["loss"] == 2.0);
+  CHECK(p["validationLoss"] == 2.25);
 }
 
 }  // namespace

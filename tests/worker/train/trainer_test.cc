@@ -1,12 +1,14 @@
 // The training loop in process: options refused with the option named, the
 // FLOP accounting, the progress records (steps, validation, done), gradient
 // accumulation matching a larger batch, a stop between steps, and a
-// diverging run stopped as a NumericsFault. Checkpoints and exact resume are
+// diverging run stopped as a NumericsFault, and the rewind after one (resume
+// before the diverged checkpoints, skip their data). Checkpoints and exact resume are
 // in checkpoint_test.cc; the command around the loop in train_command_test.cc.
 #include "worker/train/trainer.h"
 
 #include <atomic>
 #include <cmath>
+#include <filesystem>
 #include <map>
 #include <string>
 #include <vector>
@@ -15,6 +17,8 @@
 
 #include "tests/support/temp_dir.h"
 #include "tests/support/tiny_training.h"
+#include "worker/data/loader.h"
+#include "worker/train/checkpoint.h"
 
 namespace kiln::train {
 namespace {
@@ -206,6 +210,82 @@ TEST_CASE("a diverging run stops as a NumericsFault naming the step", "[worker][
   CHECK_THAT(run.status.message(), Contains("step "));
   CHECK(run.completed < o.steps);
   CHECK(Events(run, "done").empty());
+}
+
+TEST_CASE("a rewind resumes before the diverged checkpoints and skips the data they saw",
+          "[worker][train]") {
+  kiln::testing::TempDir dir;
+  TrainOptions o = Tiny(kiln::testing::PrepareFortunes(dir));
+  o.grad_accumulation = 2;  // A skipped step is two micro-batches.
+  o.checkpoint_dir = dir.path() + "/ckpt";
+  o.checkpoint_every = 10;
+  o.checkpoint_keep = 5;
+  o.log_every = 1;
+  const Run uninterrupted = Train(o);
+  REQUIRE(uninterrupted.status.ok());
+  REQUIRE(ListCheckpoints(o.checkpoint_dir)->size() == 3);  // Steps 10, 20, 30.
+
+  // Say the run diverged at step 25 and the newest checkpoint (30) is
+  // suspect. A rewind alone: step 30 goes, the run resumes at 20 and repeats
+  // the same losses exactly (same weights, same data).
+  TrainOptions rewind = o;
+  rewind.rewind_before_step = 30;
+  const Run replay = Train(rewind);
+  REQUIRE(replay.status.ok());
+  auto rewound = Events(replay, "rewound");
+  REQUIRE(rewound.size() == 1);
+  CHECK(rewound[0]["before"] == 30);
+  CHECK(rewound[0]["discarded"] == 1);
+  REQUIRE(Events(replay, "resumed").size() == 1);
+  CHECK(Events(replay, "resumed")[0]["step"] == 20);
+  CHECK(Events(replay, "skipped").empty());
+  for (int64_t step = 21; step <= 30; ++step) {
+    INFO("step " << step);
+    CHECK(replay.losses.at(step) == uninterrupted.losses.at(step));
+  }
+
+  // With the data skipped through step 25: resumed at 20, the next step
+  // reads what step 26 read (checked against a loader), so the losses
+  // differ; the position after the skip is saved as step 20's checkpoint.
+  rewind.skip_data_through_step = 25;
+  const Run skipping = Train(rewind);
+  REQUIRE(skipping.status.ok());
+  auto resumed = Events(skipping, "resumed");
+  auto skipped = Events(skipping, "skipped");
+  REQUIRE(resumed.size() == 1);
+  REQUIRE(skipped.size() == 1);
+  CHECK(skipped[0]["step"] == 20);
+  CHECK(skipped[0]["steps"] == 5);
+  auto loader = data::DataLoader::OpenSplit(
+      o.manifest, "train",
+      {.batch_size = o.batch_size, .seq_len = o.seq_len, .shuffle_seed = o.seed});
+  REQUIRE(loader.ok());
+  auto from = data::Position::FromJson(resumed[0]["position"]);
+  REQUIRE(from.ok());
+  REQUIRE(loader->Seek(*from).ok());
+  for (int i = 0; i < 5 * o.grad_accumulation; ++i) REQUIRE(loader->Next().ok());
+  CHECK(skipped[0]["position"] == loader->position().ToJson());
+  auto checkpoints = Events(skipping, "checkpoint");
+  REQUIRE_FALSE(checkpoints.empty());
+  CHECK(checkpoints[0]["step"] == 20);  // Written before step 21.
+  CHECK(skipping.losses.begin()->first == 21);
+  CHECK(skipping.losses.at(21) != uninterrupted.losses.at(21));
+
+  // Durable: a run that loses the checkpoints after 20 (a crash before the
+  // next one) and resumes with no flags at all continues the skipped run.
+  REQUIRE(std::filesystem::remove(o.checkpoint_dir + "/" + CheckpointFileName(30)));
+  const Run again = Train(o);
+  REQUIRE(again.status.ok());
+  REQUIRE(Events(again, "resumed").size() == 1);
+  CHECK(Events(again, "resumed")[0]["position"] == skipped[0]["position"]);
+  CHECK(again.losses.at(21) == skipping.losses.at(21));
+  CHECK(again.losses.at(30) == skipping.losses.at(30));
+
+  // Without a checkpoint directory there is nothing to rewind.
+  TrainOptions bad = o;
+  bad.checkpoint_dir.clear();
+  bad.rewind_before_step = 30;
+  CHECK(Trainer::CheckOptions(bad).code() == StatusCode::kInvalidArgument);
 }
 
 }  // namespace

@@ -305,6 +305,124 @@ TEST_CASE("a running job's status shows rank 0's progress, read at most every in
   CHECK(h.JobStatus("run")["step"] == 180);
 }
 
+TEST_CASE("a finished job's status holds rank 0's final loss and checkpoint, not the last read",
+          "[trainingjob][reconciler][progress]") {
+  Harness h;
+  TrainingProgress p;
+  p.step = 120;
+  p.loss = 2.5;
+  p.last_checkpoint = api::v1alpha1::CheckpointRef{.step = 100, .uri = "s3://b/run/step-100"};
+  h.progress.answer = p;
+  h.StartRunning(Job("run", 2));
+  REQUIRE(h.JobStatus("run")["loss"] == 2.5);
+  // Rank 0's termination message, as kiln-worker train writes it.
+  const json final_message = {
+      {"exitCode", 0},
+      {"reason", "Success"},
+      {"message", "training finished"},
+      {"lastStep", 100},
+      {"progress",
+       {{"step", 100},
+        {"targetSteps", 100},
+        {"loss", 1.875},
+        {"validationLoss", 2.125},
+        {"lastCheckpoint",
+         {{"step", 100}, {"uri", "s3://b/run/step-00000100.ckpt"}, {"loss", 1.875}}}}}};
+  h.SetExited(*h.server.Object("pods", kNs, "run-0-0"), 0, final_message.dump());
+  h.SetExited(*h.server.Object("pods", kNs, "run-0-1"), 0, final_message.dump());
+  h.ReconcileUntil("run", "Succeeded");
+  const json s = h.JobStatus("run");
+  INFO(s.dump());
+  CHECK(s["loss"] == 1.875);
+  CHECK(s["validationLoss"] == 2.125);
+  CHECK(s["lastCheckpoint"]["step"] == 100);
+  CHECK(s["lastCheckpoint"]["uri"] == "s3://b/run/step-00000100.ckpt");
+  CHECK(s["step"] == 100);  // spec.training.steps.
+}
+
+TEST_CASE("a restart resumes from the checkpoint rank 0 wrote on its way out",
+          "[trainingjob][reconciler][progress]") {
+  Harness h;
+  TrainingProgress p;
+  p.step = 42;
+  p.last_checkpoint = api::v1alpha1::CheckpointRef{.step = 40, .uri = "file:///checkpoints/s40"};
+  h.progress.answer = p;
+  h.StartRunning(Job("run", 2));
+  // Rank 0 saved at step 47 after the last progress read (40), then
+  // failed; its termination message says so.
+  h.SetExited(
+      *h.server.Object("pods", kNs, "run-0-0"), 4,
+      json{{"exitCode", 4},
+           {"reason", "CollectiveTimeout"},
+           {"message", "peer gone"},
+           {"lastStep", 47},
+           {"progress",
+            {{"step", 47}, {"lastCheckpoint", {{"step", 47}, {"uri", "file:///checkpoints/s47"}}}}}}
+          .dump());
+  REQUIRE(h.Reconcile("run").ok());
+  const json s = h.JobStatus("run");
+  INFO(s.dump());
+  CHECK(s["phase"] == "Restarting");
+  CHECK(s["restartHistory"][0]["failedAtStep"] == 47);
+  CHECK(s["restartHistory"][0]["resumedFromStep"] == 47);
+  CHECK(s["lastCheckpoint"]["uri"] == "file:///checkpoints/s47");
+}
+
+TEST_CASE("a diverged run restarts as a rewind: before its newest checkpoint, past its data",
+          "[trainingjob][reconciler][policy]") {
+  Harness h;
+  TrainingProgress p;
+  p.step = 75;
+  p.last_checkpoint = api::v1alpha1::CheckpointRef{.step = 70, .uri = "file:///checkpoints/s70"};
+  h.progress.answer = p;
+  h.StartRunning(Job("run", 2));
+  h.SetExited(*h.server.Object("pods", kNs, "run-0-1"), 5,
+              R"({"exitCode":5,"reason":"NumericsFault","message":"loss spiked","lastStep":77})");
+  REQUIRE(h.Reconcile("run").ok());
+  json s = h.JobStatus("run");
+  INFO(s.dump());
+  CHECK(s["phase"] == "Restarting");
+  const json& rec = s["restartHistory"][0];
+  CHECK(rec["reason"] == "LossDiverged");
+  CHECK(rec["failedAtStep"] == 77);
+  CHECK(rec["rewindBeforeStep"] == 70);
+  CHECK_FALSE(rec.contains("resumedFromStep"));  // Not known until the worker rewinds.
+  h.now += seconds(5);                           // Past the backoff.
+  h.ReconcileUntil("run", "Scheduled");
+  REQUIRE(h.Reconcile("run").ok());
+  const auto pods = h.Pods("1");
+  REQUIRE(pods.size() == 2);
+  for (const auto& pod : pods) {
+    const json& args = pod["spec"]["containers"][0]["args"];
+    INFO(args.dump());
+    CHECK(std::find(args.begin(), args.end(), "--rewind-before-step=70") != args.end());
+    CHECK(std::find(args.begin(), args.end(), "--skip-data-through-step=77") != args.end());
+  }
+}
+
+TEST_CASE("only a terminated worker's JSON termination message with progress is final progress",
+          "[trainingjob][progress]") {
+  auto pod = [](const json& state) {
+    return json{
+        {"status",
+         {{"containerStatuses", json::array({{{"name", kWorkerContainer}, {"state", state}}})}}}};
+  };
+  const json with = {{"progress", {{"step", 9}, {"loss", 1.5}}}};
+  auto got = FinalProgress(pod({{"terminated", {{"exitCode", 0}, {"message", with.dump()}}}}),
+                           kWorkerContainer);
+  REQUIRE(got);
+  CHECK(got->step == 9);
+  CHECK(got->loss == 1.5);
+  CHECK_FALSE(FinalProgress(pod({{"running", json::object()}}), kWorkerContainer));
+  CHECK_FALSE(FinalProgress(pod({{"terminated", {{"message", "plain text"}}}}), kWorkerContainer));
+  CHECK_FALSE(
+      FinalProgress(pod({{"terminated", {{"message", R"({"lastStep":3})"}}}}), kWorkerContainer));
+  CHECK_FALSE(FinalProgress(pod({{"terminated", {{"message", R"({"progress":{"loss":"x"}})"}}}}),
+                            kWorkerContainer));
+  CHECK_FALSE(FinalProgress(pod({{"terminated", {{"message", with.dump()}}}}), "other"));
+  CHECK_FALSE(FinalProgress(json(), kWorkerContainer));
+}
+
 TEST_CASE("the progress body of kiln-worker parses, and nonsense does not",
           "[trainingjob][progress]") {
   auto p = ParseProgress(

@@ -136,6 +136,60 @@ TEST_CASE("a restart attempt gets new names, and the job's own cluster gets owne
   CHECK(gang->service_clusters == std::vector<std::string>{"hub", "kiln-2"});
 }
 
+TEST_CASE("the attempt after a LossDiverged restart rewinds, and no other does",
+          "[trainingjob][pods]") {
+  v1::TrainingJob job = Example();
+  WorkerPodOptions o = Options();
+  o.attempt = 2;
+  auto args = [&]() {
+    auto gang = BuildGang(job, {{"hub", "n1"}, {"hub", "n2"}}, o);
+    REQUIRE(gang.ok());
+    std::vector<std::string> found;
+    for (const auto& pod : gang->pods) {
+      const json& c = pod["spec"]["containers"][0];
+      std::vector<std::string> mine;
+      for (const std::string flag : {"--rewind-before-step=", "--skip-data-through-step="}) {
+        for (const auto& a : c["args"]) {
+          if (a.get<std::string>().rfind(flag, 0) == 0) mine.push_back(a);
+        }
+      }
+      if (!found.empty()) CHECK(mine == found);  // Every rank alike.
+      found = mine;
+    }
+    return found;
+  };
+  CHECK(args().empty());  // No status.
+  job.status.emplace();
+  job.status->restarts = 2;
+  v1::RestartRecord earlier{.time = "2027-01-15T07:00:00.000Z", .reason = "GPUFault"};
+  v1::RestartRecord diverged{.time = "2027-01-15T08:00:00.500Z", .reason = "LossDiverged"};
+  diverged.failed_at_step = 1234;
+  diverged.rewind_before_step = 1200;
+  job.status->restart_history = {earlier, diverged};
+  CHECK(args() ==
+        std::vector<std::string>{"--rewind-before-step=1200", "--skip-data-through-step=1234"});
+  // Without a failed step, nothing to skip.
+  job.status->restart_history->back().failed_at_step.reset();
+  CHECK(args() == std::vector<std::string>{"--rewind-before-step=1200"});
+  job.status->restart_history->back().failed_at_step = 1234;
+  // A suspension before the restart does not matter; one since (in the same
+  // second too) means this attempt rewound already: resume without.
+  v1::Condition suspended{.type = "Suspended", .status = "False"};
+  suspended.last_transition_time = "2027-01-15T07:59:59Z";
+  job.status->conditions = {suspended};
+  CHECK(args().size() == 2);
+  job.status->conditions->back().last_transition_time = "2027-01-15T08:00:00Z";
+  CHECK(args().empty());
+  job.status->conditions.reset();
+  // Pods of another attempt than the one the record started, or a later
+  // restart of another reason: no rewind.
+  o.attempt = 3;
+  CHECK(args().empty());
+  job.status->restarts = 3;
+  job.status->restart_history->push_back({.time = "2027-01-15T09:00:00Z", .reason = "NodeFailure"});
+  CHECK(args().empty());
+}
+
 TEST_CASE("a CPU job asks for no GPU and trains on the CPU", "[trainingjob][pods]") {
   v1::TrainingJob job = Example();
   job.spec.workers.gpus_per_worker = 0;
