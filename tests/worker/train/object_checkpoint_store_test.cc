@@ -7,6 +7,7 @@
 #include <catch2/catch.hpp>
 
 #include "tests/support/random_gpt.h"
+#include "tests/support/temp_dir.h"
 #include "tests/worker/storage/fake_object_store.h"
 
 namespace kiln::train {
@@ -42,6 +43,36 @@ TEST_CASE("object checkpoints round-trip and keep the newest", "[train][checkpoi
   CHECK((*restored)->position == data::Position{0, 1, 2});
   CHECK(warnings.empty());
   CHECK(std::equal(m.params().begin(), m.params().end(), other.params().begin()));
+}
+
+TEST_CASE("a rewind deletes the checkpoints from its step on, files and objects alike",
+          "[train][checkpoint][storage]") {
+  auto m = kiln::testing::RandomGpt(1, 2, 32, 16, 1, 0.1f);
+  auto store = std::make_shared<FakeObjectStore>();
+  ObjectCheckpointStore objects(store, "run");
+  kiln::testing::TempDir dir;
+  auto files = NewFileCheckpointStore(dir.path());
+  for (CheckpointStore* checkpoints : {static_cast<CheckpointStore*>(&objects), files.get()}) {
+    for (int64_t step : {5, 10, 15, 20}) {
+      REQUIRE(checkpoints->Write(m, State(step), /*keep=*/5).ok());
+    }
+    auto discarded = checkpoints->DiscardFrom(15);
+    REQUIRE(discarded.ok());
+    CHECK(*discarded == 2);
+    auto restored = checkpoints->RestoreLatest(m, [](const std::string&) {});
+    REQUIRE(restored.ok());
+    REQUIRE(restored->has_value());
+    CHECK((*restored)->step == 10);
+    auto none = checkpoints->DiscardFrom(11);  // Nothing at or after 11 now.
+    REQUIRE(none.ok());
+    CHECK(*none == 0);
+  }
+  CHECK(store->Keys() ==
+        std::vector<std::string>{"run/step-00000005.ckpt", "run/step-00000005.manifest.json",
+                                 "run/step-00000010.ckpt", "run/step-00000010.manifest.json"});
+  auto left = ListCheckpoints(dir.path());
+  REQUIRE(left.ok());
+  CHECK(left->size() == 2);
 }
 
 TEST_CASE("a damaged or unfinished object checkpoint is skipped for the previous one",
