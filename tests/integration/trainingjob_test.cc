@@ -9,6 +9,7 @@
 // restarts elsewhere, and the taint comes off once its end has passed; a job
 // larger than the fleet stays unscheduled with
 // the placement engine's reason; deleting a job removes its pods (finalizer).
+// The fault table: each way a worker ends → its reason and action.
 // Prints the measured times. (Training itself on real nodes is the real-node
 // suites' part.)
 #include <atomic>
@@ -100,85 +101,125 @@ json Job(const std::string& ns, const std::string& name, int replicas, int gpus)
             {"failurePolicy", {{"maxRestarts", 3}, {"backoff", {{"initial", "1s"}}}}}}}};
 }
 
+// The hub (the local control plane's second cluster) with kiln's CRDs, a
+// namespace of its own, the hub as its own member through a MemberCluster
+// (heartbeat 1 s), and the fleet and TrainingJob controllers running in this
+// process. The resync is an hour: only the jobs' own events and their
+// workers' (the member's pod informer through Fleet::OnMemberPod) wake their
+// reconciles, so a broken pod watch fails these tests instead of hiding
+// behind polling.
+class Hub {
+ public:
+  Hub() {
+    auto lc = testing::LocalClusters::FromEnvironment();
+    REQUIRE(lc.ok());
+    REQUIRE(lc->clusters().size() >= 2);
+    const testing::LocalCluster& hub_cluster = lc->clusters()[1];
+    auto client = lc->Client(hub_cluster);
+    REQUIRE(client.ok());
+    client_ = std::move(*client);
+    kube::Client& hub = *client_;
+    LiftLeftoverQuarantines(hub);
+    for (const char* crd : {"memberclusters", "trainingjobs"}) {
+      const Status applied = lc->ApplyCrd(
+          hub_cluster, std::string(KILN_SOURCE_DIR) + "/crds/kiln.dev_" + crd + ".yaml",
+          std::string(crd) + ".kiln.dev");
+      INFO(applied.ToString());
+      REQUIRE(applied.ok());
+    }
+    ns_ = testing::UniqueName("kiln-tj");
+    REQUIRE(hub.Create(kube::resources::kNamespaces, "", {{"metadata", {{"name", ns_}}}}).ok());
+    auto kubeconfig = ReadFile(hub_cluster.kubeconfig);
+    REQUIRE(kubeconfig.ok());
+    REQUIRE(hub.Create(kube::resources::kSecrets, ns_,
+                       {{"metadata", {{"name", "hub"}, {"namespace", ns_}}},
+                        {"data", {{"kubeconfig", Base64Encode(*kubeconfig)}}}})
+                .ok());
+    member_ = testing::UniqueName("tj-member");
+    REQUIRE(hub.Create(api::v1alpha1::kMemberClusters, "",
+                       {{"apiVersion", "kiln.dev/v1alpha1"},
+                        {"kind", "MemberCluster"},
+                        {"metadata", {{"name", member_}}},
+                        {"spec",
+                         {{"kubeconfigSecretRef", {{"name", "hub"}, {"namespace", ns_}}},
+                          {"heartbeatInterval", "1s"},
+                          {"unreachableAfter", "5s"}}}})
+                .ok());
+    manager_ = std::make_unique<runtime::Manager>(
+        hub,
+        runtime::ManagerOptions{.metrics_bind_address = "0", .health_probe_bind_address = "0"});
+    auto fleet = fleet::Fleet::Register(*manager_, hub, {.secret_namespace = ns_});
+    REQUIRE(fleet.ok());
+    fleet_ = std::move(*fleet);
+    auto jobs = manager_->GetInformer(hub, api::v1alpha1::kTrainingJobs, {.ns = ns_});
+    REQUIRE(jobs.ok());
+    reconciler_ = std::make_unique<TrainingJobReconciler>(
+        hub, fleet_->members(), fleet_->capacity(), &manager_->events(),
+        TrainingJobReconcilerOptions{
+            .volume = {.claim_name = "", .host_path = "/tmp", .mount_path = "/kiln"},
+            .resync = std::chrono::hours(1)});
+    runtime::Controller& controller =
+        manager_->AddController("trainingjob", *reconciler_, {.workers = 2});
+    controller.For(**jobs);
+    fleet_->OnMemberPod([&controller](const std::string&, const json& pod) {
+      if (auto job = JobOfWorker(pod)) controller.queue().Add(job->Key());
+    });
+    run_ = std::async(std::launch::async, [this] { return manager_->Run(stop_); });
+    // The member's MemberCluster must be Ready (and its capacity known) first.
+    WaitUntil("the member Ready", [&] { return fleet_->members().Get(member_) != nullptr; });
+    WaitUntil("the member's capacity", [&] {
+      auto c = fleet_->capacity().Snapshot().cluster(member_);
+      return c != nullptr && c->free_gpus() > 0;
+    });
+  }
+  // A failed REQUIRE unwinds through here: the manager is stopped before its
+  // future's destructor waits for Run (else the test hangs until CTest's
+  // timeout).
+  ~Hub() {
+    stop_ = true;
+    if (run_.valid()) run_.wait();
+  }
+
+  // Stops the controllers and deletes the MemberCluster and the namespace.
+  void Finish() {
+    stop_ = true;
+    CHECK(run_.get().ok());
+    CHECK(client_->Delete(api::v1alpha1::kMemberClusters, "", member_).ok());
+    CHECK(client_->Delete(kube::resources::kNamespaces, "", ns_).ok());
+  }
+
+  kube::Client& client() { return *client_; }
+  const std::string& ns() const { return ns_; }
+  const std::string& member() const { return member_; }
+  json JobStatus(const std::string& name) {
+    auto j = client_->Get(api::v1alpha1::kTrainingJobs, ns_, name);
+    return j.ok() ? j->value("status", json::object()) : json::object();
+  }
+  json PodsOf(const std::string& name) {
+    auto list = client_->List(kube::resources::kPods, ns_,
+                              {.label_selector = std::string(kJobNameLabel) + "=" + name});
+    return list.ok() ? (*list)["items"] : json::array();
+  }
+
+ private:
+  std::unique_ptr<kube::Client> client_;
+  std::string ns_;
+  std::string member_;
+  std::unique_ptr<runtime::Manager> manager_;
+  std::unique_ptr<fleet::Fleet> fleet_;
+  std::unique_ptr<TrainingJobReconciler> reconciler_;
+  std::atomic<bool> stop_{false};
+  std::future<Status> run_;
+};
+
 TEST_CASE("a TrainingJob is placed, runs, restarts as a whole and is cleaned up",
           "[integration][trainingjob]") {
-  auto lc = testing::LocalClusters::FromEnvironment();
-  REQUIRE(lc.ok());
-  REQUIRE(lc->clusters().size() >= 2);
-  const testing::LocalCluster& hub_cluster = lc->clusters()[1];
-  auto hub_client = lc->Client(hub_cluster);
-  REQUIRE(hub_client.ok());
-  kube::Client& hub = **hub_client;
-  LiftLeftoverQuarantines(hub);
-  for (const char* crd : {"memberclusters", "trainingjobs"}) {
-    const Status applied =
-        lc->ApplyCrd(hub_cluster, std::string(KILN_SOURCE_DIR) + "/crds/kiln.dev_" + crd + ".yaml",
-                     std::string(crd) + ".kiln.dev");
-    INFO(applied.ToString());
-    REQUIRE(applied.ok());
-  }
-  const std::string ns = testing::UniqueName("kiln-tj");
-  REQUIRE(hub.Create(kube::resources::kNamespaces, "", {{"metadata", {{"name", ns}}}}).ok());
-  auto kubeconfig = ReadFile(hub_cluster.kubeconfig);
-  REQUIRE(kubeconfig.ok());
-  REQUIRE(hub.Create(kube::resources::kSecrets, ns,
-                     {{"metadata", {{"name", "hub"}, {"namespace", ns}}},
-                      {"data", {{"kubeconfig", Base64Encode(*kubeconfig)}}}})
-              .ok());
-  const std::string member = testing::UniqueName("tj-member");
-  REQUIRE(hub.Create(api::v1alpha1::kMemberClusters, "",
-                     {{"apiVersion", "kiln.dev/v1alpha1"},
-                      {"kind", "MemberCluster"},
-                      {"metadata", {{"name", member}}},
-                      {"spec",
-                       {{"kubeconfigSecretRef", {{"name", "hub"}, {"namespace", ns}}},
-                        {"heartbeatInterval", "1s"},
-                        {"unreachableAfter", "5s"}}}})
-              .ok());
-
-  runtime::Manager manager(hub, {.metrics_bind_address = "0", .health_probe_bind_address = "0"});
-  auto fleet = fleet::Fleet::Register(manager, hub, {.secret_namespace = ns});
-  REQUIRE(fleet.ok());
-  auto jobs = manager.GetInformer(hub, api::v1alpha1::kTrainingJobs, {.ns = ns});
-  REQUIRE(jobs.ok());
-  fleet::Fleet& f = **fleet;
-  // The resync is an hour: only the job's own events and its workers' (the
-  // member's pod informer through Fleet::OnMemberPod) wake its reconciles,
-  // so a broken pod watch fails this test instead of hiding behind polling.
-  TrainingJobReconciler reconciler(
-      hub, f.members(), f.capacity(), &manager.events(),
-      {.volume = {.claim_name = "", .host_path = "/tmp", .mount_path = "/kiln"},
-       .resync = std::chrono::hours(1)});
-  runtime::Controller& controller =
-      manager.AddController("trainingjob", reconciler, {.workers = 2});
-  controller.For(**jobs);
-  f.OnMemberPod([&controller](const std::string&, const json& pod) {
-    if (auto job = JobOfWorker(pod)) controller.queue().Add(job->Key());
-  });
-  std::atomic<bool> stop{false};
-  auto run = std::async(std::launch::async, [&] { return manager.Run(stop); });
-  // A failed REQUIRE unwinds through here: the future's destructor waits for
-  // Run, so stop it first (else the test hangs until CTest's timeout).
-  struct StopOnExit {
-    std::atomic<bool>& stop;
-    ~StopOnExit() { stop = true; }
-  } stop_on_exit{stop};
-
-  auto job_status = [&](const std::string& name) {
-    auto j = hub.Get(api::v1alpha1::kTrainingJobs, ns, name);
-    return j.ok() ? j->value("status", json::object()) : json::object();
-  };
-  auto pods_of = [&](const std::string& name) {
-    auto list = hub.List(kube::resources::kPods, ns,
-                         {.label_selector = std::string(kJobNameLabel) + "=" + name});
-    return list.ok() ? (*list)["items"] : json::array();
-  };
-  // The member's MemberCluster must be Ready (and its capacity known) first.
-  WaitUntil("the member Ready", [&] { return f.members().Get(member) != nullptr; });
-  WaitUntil("the member's capacity", [&] {
-    auto c = f.capacity().Snapshot().cluster(member);
-    return c != nullptr && c->free_gpus() > 0;
-  });
+  Hub h;
+  kube::Client& hub = h.client();
+  const std::string& ns = h.ns();
+  const std::string& member = h.member();
+  auto job_status = [&](const std::string& name) { return h.JobStatus(name); };
+  auto pods_of = [&](const std::string& name) { return h.PodsOf(name); };
 
   const std::string name = "gang";
   const auto submitted = Clock::now();
@@ -433,10 +474,131 @@ TEST_CASE("a TrainingJob is placed, runs, restarts as a whole and is cleaned up"
     return kube::IsNotFound(hub.Get(api::v1alpha1::kTrainingJobs, ns, "huge").status());
   });
 
-  stop = true;
-  CHECK(run.get().ok());
-  CHECK(hub.Delete(api::v1alpha1::kMemberClusters, "", member).ok());
-  CHECK(hub.Delete(kube::resources::kNamespaces, "", ns).ok());
+  h.Finish();
+}
+
+// The fault table on kwok nodes: each way a worker can end, written into its
+// pod's status as its kubelet would, classified and acted on as
+// docs/trainingjob.md's table says — restart (the reason in restartHistory)
+// or fail (the reason on the Failed condition) — by a controller woken only
+// by the pod watch. One 1-GPU job per row, all at once. Node- and
+// cluster-level evidence is not here: kwok keeps its nodes Ready (the unit
+// table covers NotReady, Unknown and gone nodes), and a lost cluster is the
+// fleet suite's.
+TEST_CASE("the fault table: each worker ending gets the reason and action the table gives",
+          "[integration][trainingjob]") {
+  Hub h;
+  kube::Client& hub = h.client();
+  struct Row {
+    std::string name;
+    std::string what;
+    json status;  // The pod's status as the kubelet would write it.
+    std::string reason;
+    bool restarts;
+  };
+  auto exited = [](int code, const std::string& reason, const std::string& message) {
+    return json{
+        {"phase", "Failed"},
+        {"containerStatuses",
+         json::array({{{"name", kWorkerContainer},
+                       {"ready", false},
+                       {"restartCount", 0},
+                       {"image", "ghcr.io/kiln-dev/kiln-worker:0.1.0"},
+                       {"imageID", ""},
+                       {"state",
+                        {{"terminated",
+                          {{"exitCode", code}, {"reason", reason}, {"message", message}}}}}}})}};
+  };
+  auto worker_message = [](int code, const std::string& text) {
+    return json{{"exitCode", code}, {"message", text}, {"lastStep", 40}}.dump();
+  };
+  const std::vector<Row> rows = {
+      {"exit1", "exit 1", exited(1, "Error", worker_message(1, "internal error")), "WorkerError",
+       true},
+      {"exit2", "exit 2", exited(2, "Error", worker_message(2, "--lr: not a number")),
+       "ConfigurationError", false},
+      {"exit3gpu", "exit 3 naming the GPU",
+       exited(3, "Error", worker_message(3, "Xid 79: GPU has fallen off the bus")), "GPUFault",
+       true},
+      {"exit3disk", "exit 3 otherwise",
+       exited(3, "Error", worker_message(3, "cannot write /kiln/x: No space left on device")),
+       "NodeFailure", true},
+      {"exit4", "exit 4", exited(4, "Error", worker_message(4, "collective timed out")),
+       "CollectiveTimeout", true},
+      {"exit5", "exit 5", exited(5, "Error", worker_message(5, "loss is not finite at step 41")),
+       "LossDiverged", true},
+      {"exit6", "exit 6", exited(6, "Error", worker_message(6, "manifest.json: not found")),
+       "DataError", false},
+      {"sigterm", "exit 143 (a signal)", exited(143, "Error", ""), "WorkerError", true},
+      {"oom", "OOMKilled", exited(137, "OOMKilled", ""), "OOMKilled", true},
+      {"evicted", "evicted by the kubelet",
+       json{{"phase", "Failed"},
+            {"reason", "Evicted"},
+            {"message", "The node was low on resource: memory."}},
+       "Preempted", true},
+  };
+  for (const Row& row : rows) {
+    REQUIRE(hub.Create(api::v1alpha1::kTrainingJobs, h.ns(), Job(h.ns(), row.name, 1, 1)).ok());
+  }
+  for (const Row& row : rows) {
+    WaitUntil(row.name + " running", [&] {
+      const json pods = h.PodsOf(row.name);
+      return pods.size() == 1 && pods[0]["status"].value("phase", "") == "Running" &&
+             h.JobStatus(row.name).value("phase", "") == "Running";
+    });
+  }
+  std::map<std::string, Clock::time_point> injected;
+  for (const Row& row : rows) {
+    const std::string pod = row.name + "-0-0";
+    injected[row.name] = Clock::now();
+    auto patched = hub.Patch(kube::resources::kPods, h.ns(), pod, kube::PatchType::kMerge,
+                             json{{"status", row.status}}.dump(), {.subresource = "status"});
+    INFO(row.name << ": " << patched.status().ToString());
+    REQUIRE(patched.ok());
+  }
+  std::printf(
+      "trainingjob fault table (a pod's status written → the action in the job's status):\n");
+  for (const Row& row : rows) {
+    INFO(row.what);
+    json status;
+    const auto took = WaitUntil(row.name + " acted on", [&] {
+      status = h.JobStatus(row.name);
+      return status.value("restarts", 0) == 1 || status.value("phase", "") == "Failed";
+    });
+    (void)took;
+    const double seconds = Seconds(Clock::now() - injected[row.name]);
+    INFO(status.dump());
+    if (row.restarts) {
+      CHECK(status.value("phase", "") != "Failed");
+      REQUIRE(status.contains("restartHistory"));
+      CHECK(status["restartHistory"][0]["reason"] == row.reason);
+      if (row.reason == "LossDiverged") {
+        // No checkpoint was ever reported: the rewind is bounded by the step
+        // the worker said it failed at.
+        CHECK(status["restartHistory"][0]["rewindBeforeStep"] == 40);
+      }
+    } else {
+      CHECK(status.value("phase", "") == "Failed");
+      CHECK(status.value("restarts", 0) == 0);
+      bool found = false;
+      for (const auto& c : status.value("conditions", json::array())) {
+        if (c["type"] == "Failed" && c["status"] == "True") found = c["reason"] == row.reason;
+      }
+      CHECK(found);
+    }
+    std::printf("  %-22s -> %-18s %-7s in %.2f s\n", row.what.c_str(), row.reason.c_str(),
+                row.restarts ? "restart" : "fail", seconds);
+  }
+  for (const Row& row : rows) {
+    REQUIRE(hub.Delete(api::v1alpha1::kTrainingJobs, h.ns(), row.name).ok());
+  }
+  for (const Row& row : rows) {
+    WaitUntil(row.name + " gone", [&] {
+      return h.PodsOf(row.name).empty() &&
+             kube::IsNotFound(hub.Get(api::v1alpha1::kTrainingJobs, h.ns(), row.name).status());
+    });
+  }
+  h.Finish();
 }
 
 // kiln-operator itself (the hub is its own member through a MemberCluster
