@@ -12,14 +12,18 @@
 // The fault table: each way a worker ends → its reason and action.
 // Prints the measured times. (Training itself on real nodes is the real-node
 // suites' part.)
+#include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <future>
 #include <map>
 #include <mutex>
 #include <random>
+#include <sstream>
 #include <thread>
 #include <vector>
 
@@ -191,6 +195,7 @@ class Hub {
   kube::Client& client() { return *client_; }
   const std::string& ns() const { return ns_; }
   const std::string& member() const { return member_; }
+  fleet::CapacityView& capacity() { return fleet_->capacity(); }
   json JobStatus(const std::string& name) {
     auto j = client_->Get(api::v1alpha1::kTrainingJobs, ns_, name);
     return j.ok() ? j->value("status", json::object()) : json::object();
@@ -598,6 +603,104 @@ TEST_CASE("the fault table: each worker ending gets the reason and action the ta
              kube::IsNotFound(hub.Get(api::v1alpha1::kTrainingJobs, h.ns(), row.name).status());
     });
   }
+  h.Finish();
+}
+
+// bench/trainingjob_bench.sh's figures (hidden: not part of the suite):
+// submit → every worker Running for gangs of KILN_BENCH_GANGS workers (1 GPU
+// each; default "8 64 512"), then fault → the whole gang Running again over
+// KILN_BENCH_FAULTS (default 20) faults on an 8-worker gang, alternating a
+// deleted worker and a worker exiting 4, with the backoff fixed at 1 s.
+// Prints p50 and p99 (over 20 samples: the largest); asserts only that
+// every step happened.
+TEST_CASE("TrainingJob submit and recovery times on kwok", "[.][trainingjob-bench]") {
+  Hub h;
+  kube::Client& hub = h.client();
+  auto env = [](const char* name, const char* fallback) {
+    const char* v = std::getenv(name);
+    return std::string(v != nullptr && *v != '\0' ? v : fallback);
+  };
+  auto all_running = [&](const std::string& name, int workers, int attempt) {
+    int n = 0;
+    for (const auto& p : h.PodsOf(name)) {
+      n += p["metadata"]["labels"][kAttemptLabel] == std::to_string(attempt) &&
+                   p["status"].value("phase", "") == "Running"
+               ? 1
+               : 0;
+    }
+    return n == workers && h.JobStatus(name).value("phase", "") == "Running";
+  };
+  auto bench_job = [&](const std::string& name, int workers) {
+    json job = Job(h.ns(), name, workers, 1);
+    job["spec"]["failurePolicy"] = {{"maxRestarts", 1000},
+                                    {"backoff", {{"initial", "1s"}, {"max", "1s"}}}};
+    return job;
+  };
+  std::istringstream gangs(env("KILN_BENCH_GANGS", "8 64 512"));
+  for (int workers; gangs >> workers;) {
+    WaitUntil("the capacity view sees the GPUs", [&] {
+      auto c = h.capacity().Snapshot().cluster(h.member());
+      return c != nullptr && c->free_gpus() >= workers;
+    });
+    const std::string name = "gang" + std::to_string(workers);
+    const auto submitted = Clock::now();
+    REQUIRE(hub.Create(api::v1alpha1::kTrainingJobs, h.ns(), bench_job(name, workers)).ok());
+    WaitUntil(
+        name + " running", [&] { return all_running(name, workers, 0); },
+        std::chrono::seconds(600));
+    std::printf("trainingjob_bench: submit → all %d workers Running: %.2f s\n", workers,
+                Seconds(Clock::now() - submitted));
+    REQUIRE(hub.Delete(api::v1alpha1::kTrainingJobs, h.ns(), name).ok());
+    WaitUntil(
+        name + " gone", [&] { return h.PodsOf(name).empty(); }, std::chrono::seconds(600));
+  }
+
+  const int faults = std::stoi(env("KILN_BENCH_FAULTS", "20"));
+  const int workers = 8;
+  const std::string name = "recover";
+  REQUIRE(hub.Create(api::v1alpha1::kTrainingJobs, h.ns(), bench_job(name, workers)).ok());
+  WaitUntil(name + " running", [&] { return all_running(name, workers, 0); });
+  std::vector<double> detected, recovered;
+  for (int i = 0; i < faults; ++i) {
+    const std::string pod = name + "-" + std::to_string(i) + "-" + std::to_string(i % workers);
+    const auto fault = Clock::now();
+    if (i % 2 == 0) {
+      REQUIRE(hub.Delete(kube::resources::kPods, h.ns(), pod, {.grace_period_seconds = 0}).ok());
+    } else {
+      const json status = {
+          {"phase", "Failed"},
+          {"containerStatuses",
+           json::array({{{"name", kWorkerContainer},
+                         {"ready", false},
+                         {"restartCount", 0},
+                         {"image", "ghcr.io/kiln-dev/kiln-worker:0.1.0"},
+                         {"imageID", ""},
+                         {"state", {{"terminated", {{"exitCode", 4}, {"reason", "Error"}}}}}}})}};
+      REQUIRE(hub.Patch(kube::resources::kPods, h.ns(), pod, kube::PatchType::kMerge,
+                        json{{"status", status}}.dump(), {.subresource = "status"})
+                  .ok());
+    }
+    WaitUntil("restart " + std::to_string(i + 1) + " recorded",
+              [&] { return h.JobStatus(name).value("restarts", 0) == i + 1; });
+    detected.push_back(Seconds(Clock::now() - fault));
+    WaitUntil("attempt " + std::to_string(i + 1) + " running",
+              [&] { return all_running(name, workers, i + 1); });
+    recovered.push_back(Seconds(Clock::now() - fault));
+  }
+  auto quantile = [](std::vector<double> v, double q) {
+    std::sort(v.begin(), v.end());
+    const size_t rank = static_cast<size_t>(std::ceil(q * static_cast<double>(v.size())));
+    return v[std::max<size_t>(rank, 1) - 1];
+  };
+  if (faults > 0) {
+    std::printf(
+        "trainingjob_bench: %d faults on a %d-worker gang (backoff 1 s): fault → restart recorded "
+        "p50 %.2f s p99 %.2f s; fault → whole gang Running again p50 %.2f s p99 %.2f s\n",
+        faults, workers, quantile(detected, 0.5), quantile(detected, 0.99),
+        quantile(recovered, 0.5), quantile(recovered, 0.99));
+  }
+  REQUIRE(hub.Delete(api::v1alpha1::kTrainingJobs, h.ns(), name).ok());
+  WaitUntil(name + " gone", [&] { return h.PodsOf(name).empty(); });
   h.Finish();
 }
 
