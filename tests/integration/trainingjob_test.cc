@@ -105,6 +105,22 @@ json Job(const std::string& ns, const std::string& name, int replicas, int gpus)
             {"failurePolicy", {{"maxRestarts", 3}, {"backoff", {{"initial", "1s"}}}}}}}};
 }
 
+// A worker pod's status as its kubelet writes it once the worker container
+// exited `code` (`reason`: Error, OOMKilled, ...) with the termination
+// message `message`.
+json ExitedWorkerStatus(int code, const std::string& reason, const std::string& message = "") {
+  return {{"phase", "Failed"},
+          {"containerStatuses",
+           json::array({{{"name", kWorkerContainer},
+                         {"ready", false},
+                         {"restartCount", 0},
+                         {"image", "ghcr.io/kiln-dev/kiln-worker:0.1.0"},
+                         {"imageID", ""},
+                         {"state",
+                          {{"terminated",
+                            {{"exitCode", code}, {"reason", reason}, {"message", message}}}}}}})}};
+}
+
 // The hub (the local control plane's second cluster) with kiln's CRDs, a
 // namespace of its own, the hub as its own member through a MemberCluster
 // (heartbeat 1 s), and the fleet and TrainingJob controllers running in this
@@ -200,6 +216,13 @@ class Hub {
     auto j = client_->Get(api::v1alpha1::kTrainingJobs, ns_, name);
     return j.ok() ? j->value("status", json::object()) : json::object();
   }
+  // Writes `status` into pod `pod`'s status, as its kubelet would.
+  Status SetPodStatus(const std::string& pod, const json& status) {
+    return client_
+        ->Patch(kube::resources::kPods, ns_, pod, kube::PatchType::kMerge,
+                json{{"status", status}}.dump(), {.subresource = "status"})
+        .status();
+  }
   json PodsOf(const std::string& name) {
     auto list = client_->List(kube::resources::kPods, ns_,
                               {.label_selector = std::string(kJobNameLabel) + "=" + name});
@@ -293,22 +316,11 @@ TEST_CASE("a TrainingJob is placed, runs, restarts as a whole and is cleaned up"
   REQUIRE(rank0.ok());
   const std::string bad_node = (*rank0)["spec"].value("nodeName", "");
   REQUIRE_FALSE(bad_node.empty());
-  const json terminated = {
-      {"exitCode", 3},
-      {"reason", "Error"},
-      {"message", R"({"exitCode":3,"message":"Xid 79: GPU has fallen off the bus"})"}};
-  const json failed_status = {
-      {"status",
-       {{"phase", "Failed"},
-        {"containerStatuses", json::array({{{"name", kWorkerContainer},
-                                            {"ready", false},
-                                            {"restartCount", 0},
-                                            {"image", (*rank0)["spec"]["containers"][0]["image"]},
-                                            {"imageID", ""},
-                                            {"state", {{"terminated", terminated}}}}})}}}};
   const auto gpu_fault = Clock::now();
-  auto failed = hub.Patch(kube::resources::kPods, ns, "gang-1-0", kube::PatchType::kMerge,
-                          failed_status.dump(), {.subresource = "status"});
+  const Status failed = h.SetPodStatus(
+      "gang-1-0",
+      ExitedWorkerStatus(3, "Error",
+                         R"({"exitCode":3,"message":"Xid 79: GPU has fallen off the bus"})"));
   REQUIRE(failed.ok());
   WaitUntil("the node quarantined", [&] {
     return job_status(name).value("quarantinedNodes", json::array()) ==
@@ -501,41 +513,31 @@ TEST_CASE("the fault table: each worker ending gets the reason and action the ta
     std::string reason;
     bool restarts;
   };
-  auto exited = [](int code, const std::string& reason, const std::string& message) {
-    return json{
-        {"phase", "Failed"},
-        {"containerStatuses",
-         json::array({{{"name", kWorkerContainer},
-                       {"ready", false},
-                       {"restartCount", 0},
-                       {"image", "ghcr.io/kiln-dev/kiln-worker:0.1.0"},
-                       {"imageID", ""},
-                       {"state",
-                        {{"terminated",
-                          {{"exitCode", code}, {"reason", reason}, {"message", message}}}}}}})}};
-  };
   auto worker_message = [](int code, const std::string& text) {
     return json{{"exitCode", code}, {"message", text}, {"lastStep", 40}}.dump();
   };
   const std::vector<Row> rows = {
-      {"exit1", "exit 1", exited(1, "Error", worker_message(1, "internal error")), "WorkerError",
-       true},
-      {"exit2", "exit 2", exited(2, "Error", worker_message(2, "--lr: not a number")),
+      {"exit1", "exit 1", ExitedWorkerStatus(1, "Error", worker_message(1, "internal error")),
+       "WorkerError", true},
+      {"exit2", "exit 2", ExitedWorkerStatus(2, "Error", worker_message(2, "--lr: not a number")),
        "ConfigurationError", false},
       {"exit3gpu", "exit 3 naming the GPU",
-       exited(3, "Error", worker_message(3, "Xid 79: GPU has fallen off the bus")), "GPUFault",
-       true},
+       ExitedWorkerStatus(3, "Error", worker_message(3, "Xid 79: GPU has fallen off the bus")),
+       "GPUFault", true},
       {"exit3disk", "exit 3 otherwise",
-       exited(3, "Error", worker_message(3, "cannot write /kiln/x: No space left on device")),
+       ExitedWorkerStatus(3, "Error",
+                          worker_message(3, "cannot write /kiln/x: No space left on device")),
        "NodeFailure", true},
-      {"exit4", "exit 4", exited(4, "Error", worker_message(4, "collective timed out")),
+      {"exit4", "exit 4", ExitedWorkerStatus(4, "Error", worker_message(4, "collective timed out")),
        "CollectiveTimeout", true},
-      {"exit5", "exit 5", exited(5, "Error", worker_message(5, "loss is not finite at step 41")),
+      {"exit5", "exit 5",
+       ExitedWorkerStatus(5, "Error", worker_message(5, "loss is not finite at step 41")),
        "LossDiverged", true},
-      {"exit6", "exit 6", exited(6, "Error", worker_message(6, "manifest.json: not found")),
-       "DataError", false},
-      {"sigterm", "exit 143 (a signal)", exited(143, "Error", ""), "WorkerError", true},
-      {"oom", "OOMKilled", exited(137, "OOMKilled", ""), "OOMKilled", true},
+      {"exit6", "exit 6",
+       ExitedWorkerStatus(6, "Error", worker_message(6, "manifest.json: not found")), "DataError",
+       false},
+      {"sigterm", "exit 143 (a signal)", ExitedWorkerStatus(143, "Error", ""), "WorkerError", true},
+      {"oom", "OOMKilled", ExitedWorkerStatus(137, "OOMKilled", ""), "OOMKilled", true},
       {"evicted", "evicted by the kubelet",
        json{{"phase", "Failed"},
             {"reason", "Evicted"},
@@ -556,9 +558,8 @@ TEST_CASE("the fault table: each worker ending gets the reason and action the ta
   for (const Row& row : rows) {
     const std::string pod = row.name + "-0-0";
     injected[row.name] = Clock::now();
-    auto patched = hub.Patch(kube::resources::kPods, h.ns(), pod, kube::PatchType::kMerge,
-                             json{{"status", row.status}}.dump(), {.subresource = "status"});
-    INFO(row.name << ": " << patched.status().ToString());
+    const Status patched = h.SetPodStatus(pod, row.status);
+    INFO(row.name << ": " << patched.ToString());
     REQUIRE(patched.ok());
   }
   std::printf(
@@ -667,18 +668,7 @@ TEST_CASE("TrainingJob submit and recovery times on kwok", "[.][trainingjob-benc
     if (i % 2 == 0) {
       REQUIRE(hub.Delete(kube::resources::kPods, h.ns(), pod, {.grace_period_seconds = 0}).ok());
     } else {
-      const json status = {
-          {"phase", "Failed"},
-          {"containerStatuses",
-           json::array({{{"name", kWorkerContainer},
-                         {"ready", false},
-                         {"restartCount", 0},
-                         {"image", "ghcr.io/kiln-dev/kiln-worker:0.1.0"},
-                         {"imageID", ""},
-                         {"state", {{"terminated", {{"exitCode", 4}, {"reason", "Error"}}}}}}})}};
-      REQUIRE(hub.Patch(kube::resources::kPods, h.ns(), pod, kube::PatchType::kMerge,
-                        json{{"status", status}}.dump(), {.subresource = "status"})
-                  .ok());
+      REQUIRE(h.SetPodStatus(pod, ExitedWorkerStatus(4, "Error")).ok());
     }
     WaitUntil("restart " + std::to_string(i + 1) + " recorded",
               [&] { return h.JobStatus(name).value("restarts", 0) == i + 1; });

@@ -115,23 +115,18 @@ StatusOr<int64_t> Trainer::Restore(const std::function<void(const nlohmann::json
     auto warn = [&](const std::string& message) {
       progress({{"event", "warning"}, {"message", message}});
     };
-    auto store = OpenCheckpointStore(o.checkpoint_dir);
-    if (store.ok()) checkpoints_ = std::move(*store);
-    if (store.ok() && o.rewind_before_step > 0) {
-      // The checkpoints from the divergence on go before the newest of the
-      // rest is restored.
-      auto discarded = checkpoints_->DiscardFrom(o.rewind_before_step);
-      if (!discarded.ok()) {
-        failed = discarded.status();
-      } else {
+    // Opens the store, rewinds it when asked (the checkpoints from the
+    // divergence on go first) and restores the newest intact checkpoint.
+    auto restore = [&]() -> StatusOr<std::optional<CheckpointState>> {
+      KILN_ASSIGN_OR_RETURN(checkpoints_, OpenCheckpointStore(o.checkpoint_dir));
+      if (o.rewind_before_step > 0) {
+        KILN_ASSIGN_OR_RETURN(const int discarded, checkpoints_->DiscardFrom(o.rewind_before_step));
         progress(
-            {{"event", "rewound"}, {"before", o.rewind_before_step}, {"discarded", *discarded}});
+            {{"event", "rewound"}, {"before", o.rewind_before_step}, {"discarded", discarded}});
       }
-    }
-    auto restored = !failed.ok() ? StatusOr<std::optional<CheckpointState>>(failed)
-                    : store.ok() ? checkpoints_->RestoreLatest(model_->host(), warn)
-                                 : StatusOr<std::optional<CheckpointState>>(store.status());
-    failed = Status::Ok();
+      return checkpoints_->RestoreLatest(model_->host(), warn);
+    };
+    auto restored = restore();
     if (!restored.ok()) {
       failed = restored.status();
     } else if (*restored && (*restored)->seed && *(*restored)->seed != o.seed) {
