@@ -151,6 +151,11 @@ int main(int argc, char** argv) {
       .String("shared-volume-mount-path", &tj_options.volume.mount_path,
               "Where workers mount the shared volume; file:// checkpoint URIs lie under it.")
       .Metavar("PATH");
+  flags.Duration("trainingjob-grow-interval", &tj_options.grow_interval, kMillisecond,
+                 "How often a TrainingJob running below spec.workers.replicas (an elastic job "
+                 "started small, or one scaled up) looks for room to grow, and how long it runs "
+                 "at one size before it grows: each resize costs a checkpoint and a restart of "
+                 "every rank.");
   flags
       .String("router-url", &router_url,
               "kiln-router's base URL (http://host:port): ModelDeployment analysis reads its "

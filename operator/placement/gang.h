@@ -30,10 +30,22 @@ enum class Strategy {
   kSpread,
 };
 
-// spec.elastic.
+// spec.elastic, as placement reads it.
 struct ElasticPolicy {
   int32_t min_replicas = 1;
+  // The largest size to place: spec.workers.replicas (which `kubectl scale`
+  // sets, within spec.elastic.maxReplicas).
   int32_t max_replicas = 1;
+  // When > 0, a size must divide it: globalBatchSize / microBatchSize, so
+  // the global batch splits into whole micro-batches (gradient accumulation)
+  // at every size. 0: any size.
+  int64_t batch_units = 0;
+
+  // Whether `size` lies in [min_replicas, max_replicas] and divides batch_units.
+  bool Allows(int64_t size) const {
+    return size >= min_replicas && size <= max_replicas &&
+           (batch_units <= 0 || batch_units % size == 0);
+  }
 
   bool operator==(const ElasticPolicy&) const = default;
 };
@@ -45,8 +57,8 @@ struct Gang {
 
   // spec.workers.replicas: the gang's size when not elastic.
   int32_t replicas = 1;
-  // spec.elastic: when set, the largest size in [min, max] that fits (replicas
-  // is then ignored).
+  // spec.elastic: when set, the largest size ElasticPolicy::Allows that fits
+  // (replicas is then ignored).
   std::optional<ElasticPolicy> elastic;
   // spec.workers.gpusPerWorker; 0 runs CPU workers.
   int32_t gpus_per_worker = 8;

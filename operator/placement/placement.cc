@@ -452,6 +452,16 @@ Status Fail(std::string reason, std::string message, int64_t needed = 0, int64_t
   return Status(code, std::move(message)).WithDetail(std::move(detail));
 }
 
+// The smallest size the gang may run at (elastic: the smallest allowed
+// one), or nullopt when no size is allowed.
+std::optional<int64_t> SmallestSize(const Gang& gang) {
+  if (!gang.elastic) return gang.replicas;
+  for (int64_t size = gang.elastic->min_replicas; size <= gang.elastic->max_replicas; ++size) {
+    if (gang.elastic->Allows(size)) return size;
+  }
+  return std::nullopt;
+}
+
 Status Validate(const Gang& gang) {
   auto invalid = [&](const std::string& why) {
     return Fail("InvalidGang", "gang " + gang.name + ": " + why);
@@ -459,7 +469,13 @@ Status Validate(const Gang& gang) {
   if (gang.elastic) {
     if (gang.elastic->min_replicas < 1) return invalid("elastic.minReplicas must be at least 1");
     if (gang.elastic->min_replicas > gang.elastic->max_replicas) {
-      return invalid("elastic.minReplicas exceeds elastic.maxReplicas");
+      return invalid("elastic.minReplicas exceeds the size asked for");
+    }
+    if (!SmallestSize(gang)) {
+      return invalid("no size in [" + std::to_string(gang.elastic->min_replicas) + ", " +
+                     std::to_string(gang.elastic->max_replicas) +
+                     "] divides the global batch into whole micro-batches (" +
+                     std::to_string(gang.elastic->batch_units) + " of them)");
     }
   } else if (gang.replicas < 1) {
     return invalid("workers.replicas must be at least 1");
@@ -505,7 +521,7 @@ auto ClusterRank(const Snapshot::Cluster& c) {
 StatusOr<Placement> Place(const Gang& gang, const Snapshot& snapshot) {
   KILN_RETURN_IF_ERROR(Validate(gang));
   const int64_t max_workers = gang.elastic ? gang.elastic->max_replicas : gang.replicas;
-  const int64_t min_workers = gang.elastic ? gang.elastic->min_replicas : gang.replicas;
+  const int64_t min_workers = *SmallestSize(gang);
   const bool multi = gang.allow_multi_cluster && !gang.require_single_domain;
   const Request request(gang);
 
@@ -566,7 +582,9 @@ StatusOr<Placement> Place(const Gang& gang, const Snapshot& snapshot) {
     }
   };
   compute_largest();
-  const int64_t workers = std::min(max_workers, largest);
+  int64_t workers = std::min(max_workers, largest);
+  // Elastic: the largest allowed size that fits (min_workers is allowed).
+  while (gang.elastic && workers > min_workers && !gang.elastic->Allows(workers)) --workers;
   if (workers < min_workers) {
     scan(/*explain=*/true);
     compute_largest();

@@ -1,5 +1,6 @@
 #include "operator/placement/trainingjob_gang.h"
 
+#include <algorithm>
 #include <charconv>
 #include <cmath>
 #include <string>
@@ -71,7 +72,15 @@ StatusOr<Gang> FromTrainingJob(const api::v1alpha1::TrainingJob& job, int32_t pr
   g.name = job.metadata.value("namespace", "") + "/" + job.metadata.value("name", "");
   g.replicas = spec.workers.replicas;
   if (spec.elastic) {
-    g.elastic = ElasticPolicy{spec.elastic->min_replicas, spec.elastic->max_replicas};
+    // Sized from workers.replicas (what the job asks for now; `kubectl
+    // scale` sets it) down to minReplicas; maxReplicas bounds replicas.
+    const auto& t = spec.training;
+    g.elastic = ElasticPolicy{
+        .min_replicas = spec.elastic->min_replicas,
+        .max_replicas = std::min(spec.workers.replicas, spec.elastic->max_replicas),
+        .batch_units = t.micro_batch_size > 0 && t.global_batch_size % t.micro_batch_size == 0
+                           ? t.global_batch_size / t.micro_batch_size
+                           : 0};
   }
   g.gpus_per_worker = spec.workers.gpus_per_worker.value_or(8);
   if (spec.workers.resources && spec.workers.resources->requests) {

@@ -113,6 +113,8 @@ BAD = [
      "spec.elastic.minReplicas"),
     ("replicas outside the elastic range", "trainingjob", put("spec.workers.replicas", 8),
      "spec.workers.replicas"),
+    ("replicas that do not split the global batch", "trainingjob",
+     put("spec.workers.replicas", 3), "spec.workers.replicas"),
     ("data from an unsupported scheme", "trainingjob", put("spec.data.uri", "http://x/y"),
      "spec.data.uri"),
     ("checkpoint interval of zero", "trainingjob", put("spec.checkpoint.intervalSteps", 0),
@@ -258,10 +260,16 @@ class CrdTest(unittest.TestCase):
         # Mutable fields do change: suspend, and replicas through the scale subresource.
         kubectl("patch", "trainingjob", "immutable", "-n", self.ns, "--type=merge",
                 "-p", '{"spec":{"suspend":true}}')
-        kubectl("scale", "trainingjob", "immutable", "-n", self.ns, "--replicas=3")
+        kubectl("scale", "trainingjob", "immutable", "-n", self.ns, "--replicas=4")
         got = json.loads(kubectl("get", "trainingjob", "immutable", "-n", self.ns,
                                  "-o", "json").stdout)
-        self.assertEqual(got["spec"]["workers"]["replicas"], 3)
+        self.assertEqual(got["spec"]["workers"]["replicas"], 4)
+        # A size that does not split the global batch (64 = 8 x 8) is refused.
+        r = kubectl("scale", "trainingjob", "immutable", "-n", self.ns, "--replicas=3",
+                    check=False)
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("spec.workers.replicas", r.stderr)
+        self.assertIn("microBatchSize x workers.replicas", r.stderr)
         self.assertTrue(got["spec"]["suspend"])
         # Scaling past the elastic bounds is refused like any other update.
         r = kubectl("scale", "trainingjob", "immutable", "-n", self.ns, "--replicas=9",

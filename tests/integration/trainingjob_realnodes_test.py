@@ -6,7 +6,10 @@ workers say they train on the CPU), checkpointing to the shared hostPath
 volume; the job's status shows rank 0's step, loss, tokens/s and newest
 checkpoint (read through the API server's pod proxy); a worker killed mid-run
 makes the whole gang restart as a new attempt whose ranks resume from the
-newest checkpoint; the job then succeeds.
+newest checkpoint; `kubectl scale` to 1 worker resizes the running gang (a
+checkpoint on SIGTERM, then one worker accumulating both micro-batches of the
+same global batch resumes from it, in the same attempt); the job then
+succeeds.
 
 The worker image as in worker_pods_test.py ($KILN_WORKER_IMAGE, else
 build/images/kiln-worker.tar, else one packed from $KILN_WORKER_BIN).
@@ -34,7 +37,7 @@ from realnode_test import (CLUSTER, RUN_DIR, ROOT, dies_with_this_process, kubec
                            wait_established)
 from worker_pods_test import FORTUNES, import_archive, local_image_archive  # noqa: E402
 
-STEPS = 600
+STEPS = 800
 EVERY = 50
 
 
@@ -203,15 +206,37 @@ class TrainingJobOnRealNodesTest(unittest.TestCase):
         self.assertEqual(history[0]["reason"], "WorkerError")
         # The restart names the checkpoint the status last showed.
         self.assertGreaterEqual(history[0].get("resumedFromStep", 0), EVERY, history)
+
+        # kubectl scale to 1 while attempt 1 trains: resized in place of a
+        # restart; the one worker accumulates 2 micro-batches of 8, so the
+        # global batch stays 16.
+        before = wait("attempt 1 training", lambda: [
+            e for e in self.steps_of(f"{name}-1-0") if e.get("event") == "step"], timeout=120)
+        scaled = time.monotonic()
+        kubectl("scale", "trainingjob", name, "-n", self.ns, "--replicas=1")
+        wait("resized to 1 worker", lambda: (
+            lambda s: s.get("replicas") == 1 and s.get("phase") == "Running")(self.status(name)),
+            timeout=180)
+        print(f"figure: kubectl scale 2 → 1 → the gang Running again with 1 worker "
+              f"{time.monotonic() - scaled:.1f} s")
+        resized = self.status(name)
+        self.assertEqual(resized["restarts"], 1, resized)
+        self.assertEqual(len(resized["restartHistory"]), 1, resized)
+        pods = self.pods(name)
+        self.assertEqual([p["metadata"]["name"] for p in pods], [f"{name}-1-0"])
+        worker = pods[0]["spec"]["containers"][0]
+        self.assertIn({"name": "WORLD_SIZE", "value": "1"}, worker["env"])
+        self.assertIn("--grad-accum=2", worker.get("args", []) + worker.get("command", []))
         wait("the job done", lambda: self.status(name).get("phase") in ("Succeeded", "Failed"),
              timeout=600)
         final = self.status(name)
         self.assertEqual(final["phase"], "Succeeded", json.dumps(final, indent=1))
         self.assertGreater(final["step"], progress["step"])
-        events = self.steps_of(f"{name}-1-0")
+        events = self.steps_of(f"{name}-1-0")  # The resized worker's.
         resumed = [e for e in events if e.get("event") == "resumed"]
         self.assertTrue(resumed, events[:5])
-        self.assertGreaterEqual(resumed[0]["step"], EVERY)
+        # From the checkpoint the 2-worker gang wrote on its way out.
+        self.assertGreaterEqual(resumed[0]["step"], before[-1]["step"])
         steps = [e["step"] for e in events if e.get("event") == "step"]
         self.assertEqual(steps[0], resumed[0]["step"] + 1)
         self.assertEqual(steps[-1], STEPS)
@@ -221,8 +246,8 @@ class TrainingJobOnRealNodesTest(unittest.TestCase):
         self.assertTrue(done, events[-3:])
         self.assertEqual(final.get("loss"), done[-1]["loss"], final)
         self.assertEqual(final["lastCheckpoint"]["step"], STEPS, final)
-        print(f"figure: attempt 1 resumed at step {resumed[0]['step']} and finished step {STEPS}; "
-              f"submit → Succeeded {time.monotonic() - start:.1f} s")
+        print(f"figure: resized to 1 worker, resumed at step {resumed[0]['step']} and finished "
+              f"step {STEPS}; submit → Succeeded {time.monotonic() - start:.1f} s")
 
 
 if __name__ == "__main__":

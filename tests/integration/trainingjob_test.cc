@@ -9,7 +9,9 @@
 // restarts elsewhere, and the taint comes off once its end has passed; a job
 // larger than the fleet stays unscheduled with
 // the placement engine's reason; deleting a job removes its pods (finalizer).
-// The fault table: each way a worker ends → its reason and action.
+// The fault table: each way a worker ends → its reason and action. An
+// elastic job starts small, grows when capacity frees and follows the scale
+// subresource.
 // Prints the measured times. (Training itself on real nodes is the real-node
 // suites' part.)
 #include <algorithm>
@@ -177,7 +179,8 @@ class Hub {
         hub, fleet_->members(), fleet_->capacity(), &manager_->events(),
         TrainingJobReconcilerOptions{
             .volume = {.claim_name = "", .host_path = "/tmp", .mount_path = "/kiln"},
-            .resync = std::chrono::hours(1)});
+            .resync = std::chrono::hours(1),
+            .grow_interval = std::chrono::seconds(1)});
     runtime::Controller& controller =
         manager_->AddController("trainingjob", *reconciler_, {.workers = 2});
     controller.For(**jobs);
@@ -194,14 +197,37 @@ class Hub {
   }
   // A failed REQUIRE unwinds through here: the manager is stopped before its
   // future's destructor waits for Run (else the test hangs until CTest's
-  // timeout).
+  // timeout), after the controllers have deleted the test's jobs (bounded),
+  // and the MemberCluster and the namespace go, so a failed test leaves
+  // neither GPUs held nor a member no one connects to for the next.
   ~Hub() {
+    if (finished_) return;
+    try {
+      if (auto jobs = client_->List(api::v1alpha1::kTrainingJobs, ns_); jobs.ok()) {
+        for (const auto& j : (*jobs)["items"]) {
+          (void)client_->Delete(api::v1alpha1::kTrainingJobs, ns_, j["metadata"].value("name", ""));
+        }
+      }
+      const auto until = Clock::now() + std::chrono::seconds(30);
+      while (Clock::now() < until) {
+        auto left = client_->List(api::v1alpha1::kTrainingJobs, ns_);
+        if (!left.ok() || (*left)["items"].empty()) break;
+        std::this_thread::sleep_for(std::chrono::milliseconds(200));
+      }
+    } catch (...) {
+    }
     stop_ = true;
     if (run_.valid()) run_.wait();
+    try {
+      (void)client_->Delete(api::v1alpha1::kMemberClusters, "", member_);
+      (void)client_->Delete(kube::resources::kNamespaces, "", ns_);
+    } catch (...) {
+    }
   }
 
   // Stops the controllers and deletes the MemberCluster and the namespace.
   void Finish() {
+    finished_ = true;
     stop_ = true;
     CHECK(run_.get().ok());
     CHECK(client_->Delete(api::v1alpha1::kMemberClusters, "", member_).ok());
@@ -238,6 +264,7 @@ class Hub {
   std::unique_ptr<TrainingJobReconciler> reconciler_;
   std::atomic<bool> stop_{false};
   std::future<Status> run_;
+  bool finished_ = false;
 };
 
 TEST_CASE("a TrainingJob is placed, runs, restarts as a whole and is cleaned up",
@@ -491,6 +518,106 @@ TEST_CASE("a TrainingJob is placed, runs, restarts as a whole and is cleaned up"
     return kube::IsNotFound(hub.Get(api::v1alpha1::kTrainingJobs, ns, "huge").status());
   });
 
+  h.Finish();
+}
+
+// The worker pods of `pods` in attempt 0 that run with `world` ranks and
+// `accumulation` micro-batches each, Running.
+int RunningSizedAs(const json& pods, int world, int accumulation) {
+  int n = 0;
+  for (const auto& p : pods) {
+    const std::string text = p.dump();
+    n += p["metadata"]["labels"][kAttemptLabel] == "0" &&
+                 p["status"].value("phase", "") == "Running" &&
+                 text.find(R"({"name":"WORLD_SIZE","value":")" + std::to_string(world) + "\"}") !=
+                     std::string::npos &&
+                 text.find("--grad-accum=" + std::to_string(accumulation) + "\"") !=
+                     std::string::npos
+             ? 1
+             : 0;
+  }
+  return n;
+}
+
+TEST_CASE("an elastic job starts small, grows when capacity frees and follows kubectl scale",
+          "[integration][trainingjob]") {
+  Hub h;
+  kube::Client& hub = h.client();
+  const std::string& ns = h.ns();
+  auto condition = [&](const std::string& job, const std::string& type) {
+    for (const auto& c : h.JobStatus(job).value("conditions", json::array())) {
+      if (c["type"] == type) return c;
+    }
+    return json::object();
+  };
+  // The member has 4 nodes of 8 GPUs; a blocker takes one, after whatever
+  // else is there.
+  auto free_nodes = [&] {
+    auto c = h.capacity().Snapshot().cluster(h.member());
+    return c == nullptr ? 0 : static_cast<int>(c->free_gpus() / 8);
+  };
+  WaitUntil("4 free nodes", [&] { return free_nodes() == 4; });
+  REQUIRE(hub.Create(api::v1alpha1::kTrainingJobs, ns, Job(ns, "blocker", 1, 8)).ok());
+  WaitUntil("the blocker running",
+            [&] { return h.JobStatus("blocker").value("phase", "") == "Running"; });
+
+  // Asks for 4 workers, may run with 1; the global batch is 4 micro-batches,
+  // so 3 free nodes run 2 workers accumulating 2 each (3 does not split it).
+  json elastic = Job(ns, "elastic", 4, 8);
+  elastic["spec"]["elastic"] = {{"minReplicas", 1}, {"maxReplicas", 4}};
+  REQUIRE(hub.Create(api::v1alpha1::kTrainingJobs, ns, elastic).ok());
+  WaitUntil("2 workers running", [&] {
+    return RunningSizedAs(h.PodsOf("elastic"), 2, 2) == 2 &&
+           h.JobStatus("elastic").value("phase", "") == "Running";
+  });
+  CHECK(h.JobStatus("elastic")["replicas"] == 2);
+  WaitUntil("WaitingForCapacity", [&] {
+    return condition("elastic", "Resizing").value("reason", "") == "WaitingForCapacity";
+  });
+  CHECK_THAT(condition("elastic", "Resizing")["message"].get<std::string>(),
+             Catch::Contains("runs 2 of the 4 workers asked for"));
+
+  // The blocker goes: the gang checkpoints and resumes with 4, same attempt.
+  const auto freed = Clock::now();
+  REQUIRE(hub.Delete(api::v1alpha1::kTrainingJobs, ns, "blocker").ok());
+  WaitUntil("4 workers running", [&] {
+    return RunningSizedAs(h.PodsOf("elastic"), 4, 1) == 4 &&
+           h.JobStatus("elastic").value("phase", "") == "Running";
+  });
+  std::printf("trainingjob: capacity freed → elastic gang resized 2 → 4 and Running in %.2f s\n",
+              Seconds(Clock::now() - freed));
+  json s = h.JobStatus("elastic");
+  INFO(s.dump());
+  CHECK(s["replicas"] == 4);
+  CHECK(s.value("restarts", 0) == 0);
+  CHECK(condition("elastic", "Resizing")["reason"] == "Resized");
+
+  // kubectl scale: the scale subresource refuses a size that does not split
+  // the global batch, naming the field, and past maxReplicas; 2 shrinks it.
+  auto refused = hub.SetScale(api::v1alpha1::kTrainingJobs, ns, "elastic", 3);
+  REQUIRE_FALSE(refused.ok());
+  CHECK_THAT(refused.status().message(), Catch::Contains("spec.workers.replicas"));
+  CHECK_THAT(refused.status().message(), Catch::Contains("microBatchSize x workers.replicas"));
+  CHECK_FALSE(hub.SetScale(api::v1alpha1::kTrainingJobs, ns, "elastic", 8).ok());
+  const auto scaled = Clock::now();
+  REQUIRE(hub.SetScale(api::v1alpha1::kTrainingJobs, ns, "elastic", 2).ok());
+  WaitUntil("2 workers running again", [&] {
+    const json pods = h.PodsOf("elastic");
+    return pods.size() == 2 && RunningSizedAs(pods, 2, 2) == 2 &&
+           h.JobStatus("elastic").value("phase", "") == "Running";
+  });
+  std::printf("trainingjob: scaled 4 → 2 → Running in %.2f s\n", Seconds(Clock::now() - scaled));
+  CHECK(h.JobStatus("elastic").value("restarts", 0) == 0);
+  auto scale = hub.GetScale(api::v1alpha1::kTrainingJobs, ns, "elastic");
+  REQUIRE(scale.ok());
+  CHECK((*scale)["spec"]["replicas"] == 2);
+  CHECK((*scale)["status"]["replicas"] == 2);
+
+  REQUIRE(hub.Delete(api::v1alpha1::kTrainingJobs, ns, "elastic").ok());
+  WaitUntil("the elastic job gone", [&] {
+    return h.PodsOf("elastic").empty() &&
+           kube::IsNotFound(hub.Get(api::v1alpha1::kTrainingJobs, ns, "elastic").status());
+  });
   h.Finish();
 }
 

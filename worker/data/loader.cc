@@ -76,16 +76,23 @@ StatusOr<DataLoader> DataLoader::Open(std::vector<std::string> shards, const Loa
                                    " is outside [0, world size " + std::to_string(o.world_size) +
                                    ")");
   }
-  if (shards.empty()) return Status::InvalidArgument("data loader: no shards given");
-  // Each factor is below 2^31, so neither product overflows.
-  const int64_t ranks_batch = int64_t{o.world_size} * o.batch_size;
-  if (ranks_batch > kMaxShardTokens || ranks_batch * o.seq_len >= kMaxShardTokens) {
-    return Status::InvalidArgument("data loader: a step of world " + std::to_string(o.world_size) +
-                                   " x batch " + std::to_string(o.batch_size) + " x sequence " +
-                                   std::to_string(o.seq_len) +
-                                   " tokens is larger than any shard can be");
+  if (o.accumulation < 1) {
+    return Status::InvalidArgument("data loader: accumulation must be >= 1, got " +
+                                   std::to_string(o.accumulation));
   }
-  const int64_t need = ranks_batch * o.seq_len + 1;
+  if (shards.empty()) return Status::InvalidArgument("data loader: no shards given");
+  // Each factor is below 2^31, so no product overflows before the checks.
+  const int64_t ranks_batch = int64_t{o.world_size} * o.batch_size;
+  const int64_t step_sequences = ranks_batch * o.accumulation;
+  if (ranks_batch > kMaxShardTokens || step_sequences > kMaxShardTokens ||
+      step_sequences * o.seq_len >= kMaxShardTokens) {
+    return Status::InvalidArgument(
+        "data loader: a step of " +
+        (o.accumulation > 1 ? "accumulation " + std::to_string(o.accumulation) + " x " : "") +
+        "world " + std::to_string(o.world_size) + " x batch " + std::to_string(o.batch_size) +
+        " x sequence " + std::to_string(o.seq_len) + " tokens is larger than any shard can be");
+  }
+  const int64_t need = step_sequences * o.seq_len + 1;
   std::vector<int64_t> counts;
   counts.reserve(shards.size());
   for (const std::string& path : shards) {
@@ -95,8 +102,10 @@ StatusOr<DataLoader> DataLoader::Open(std::vector<std::string> shards, const Loa
       return Status::FailedPrecondition(
           "data loader: token shard " + (store ? store->Describe(path) : path) + " holds " +
           std::to_string(count) + " tokens, fewer than the " + std::to_string(need) +
-          " one step needs (world " + std::to_string(o.world_size) + " x batch " +
-          std::to_string(o.batch_size) + " x sequence " + std::to_string(o.seq_len) + " + 1)");
+          " one step needs (" +
+          (o.accumulation > 1 ? "accumulation " + std::to_string(o.accumulation) + " x " : "") +
+          "world " + std::to_string(o.world_size) + " x batch " + std::to_string(o.batch_size) +
+          " x sequence " + std::to_string(o.seq_len) + " + 1)");
     }
     counts.push_back(count);
   }
@@ -140,7 +149,8 @@ DataLoader::DataLoader(std::vector<std::string> paths, std::vector<int64_t> coun
       counts_(std::move(counts)),
       store_(std::move(store)),
       options_(options),
-      step_tokens_(int64_t{options.world_size} * options.batch_size * options.seq_len) {}
+      step_tokens_(int64_t{options.accumulation} * options.world_size * options.batch_size *
+                   options.seq_len) {}
 
 std::vector<std::size_t> DataLoader::ShardOrder(int64_t epoch) const {
   std::vector<std::size_t> order(paths_.size());
@@ -174,7 +184,7 @@ void DataLoader::Normalize() {
 }
 
 StatusOr<Batch> DataLoader::Next() {
-  Normalize();
+  if (micro_ == 0) Normalize();
   const std::size_t shard = CurrentShard();
   if (loaded_ != shard) {
     loaded_.reset();
@@ -188,18 +198,24 @@ StatusOr<Batch> DataLoader::Next() {
     }
     loaded_ = shard;
   }
+  // Micro-batch m of rank r: sequences [(m*W + r)*B, (m*W + r + 1)*B) of the step.
   const int64_t rank_tokens = int64_t{options_.batch_size} * options_.seq_len;
-  const auto begin = tokens_.begin() + position_.offset + options_.rank * rank_tokens;
+  const int64_t slot = int64_t{micro_} * options_.world_size + options_.rank;
+  const auto begin = tokens_.begin() + position_.offset + slot * rank_tokens;
   Batch batch;
   batch.inputs.assign(begin, begin + rank_tokens);
   batch.targets.assign(begin + 1, begin + rank_tokens + 1);
   batch.position = position_;
-  position_.offset += step_tokens_;
-  Normalize();
+  if (++micro_ == options_.accumulation) {
+    micro_ = 0;
+    position_.offset += step_tokens_;
+    Normalize();
+  }
   return batch;
 }
 
 void DataLoader::Skip(int64_t steps) {
+  micro_ = 0;
   for (int64_t i = 0; i < steps; ++i) {
     Normalize();
     position_.offset += step_tokens_;
@@ -216,6 +232,7 @@ Status DataLoader::Seek(const Position& position) {
   }
   Position saved = position_;
   position_ = position;
+  micro_ = 0;
   const int64_t count = counts_[CurrentShard()];
   if (position.offset > count) {
     position_ = saved;

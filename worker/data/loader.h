@@ -1,10 +1,14 @@
 // DataLoader: feeds training steps from token shards (shard.h), the same way
 // on every rank of a data-parallel job. The shards form one token stream, read
-// in order. A step consumes W*B*T tokens of it (W ranks, B sequences of T
-// tokens each); rank r takes sequences [r*B, (r+1)*B) of the step, so the
-// ranks' batches of a step, concatenated, are exactly the batch a single
-// process with batch W*B would read. Targets are the inputs shifted by one
-// token, so a step reads W*B*T + 1 tokens.
+// in order. A step (one optimizer step) consumes A*W*B*T tokens of it (A
+// micro-batches of gradient accumulation, W ranks, B sequences of T tokens
+// each), read in A calls of Next(): micro-batch m of rank r is sequences
+// [(m*W + r)*B, (m*W + r + 1)*B) of the step. So the sequences of a step, and
+// where steps move to the next shard, depend only on A*W*B (the global batch),
+// not on how it is split: a run resumed at another world size with the
+// accumulation that keeps A*W trains on exactly the same data (an elastic
+// TrainingJob's resize). Targets are the inputs shifted by one token, so a
+// step reads A*W*B*T + 1 tokens.
 //
 // When the current shard has too few tokens left for a whole step, the loader
 // moves to the start of the next shard (the rest is skipped this epoch); after
@@ -34,10 +38,11 @@
 namespace kiln::data {
 
 struct LoaderOptions {
-  int batch_size = 1;  // B: sequences per rank per step.
-  int seq_len = 1;     // T: tokens per sequence.
-  int rank = 0;        // r, in [0, world_size).
-  int world_size = 1;  // W: ranks reading the same shards.
+  int batch_size = 1;    // B: sequences per rank per step.
+  int seq_len = 1;       // T: tokens per sequence.
+  int rank = 0;          // r, in [0, world_size).
+  int world_size = 1;    // W: ranks reading the same shards.
+  int accumulation = 1;  // A: micro-batches (calls of Next) per step.
   // Shuffle the shard order of every epoch with this seed; unset: given order.
   std::optional<uint64_t> shuffle_seed;
   // When > 0, a token >= vocab_size in a shard is a DataLoss error.
@@ -93,11 +98,12 @@ class DataLoader {
   DataLoader(const DataLoader&) = delete;
   DataLoader& operator=(const DataLoader&) = delete;
 
-  // This rank's batch of the next step, then advances. ReadShard's errors when
-  // a shard is loaded; DataLoss when a shard changed since Open.
+  // This rank's next micro-batch, then advances (to the next step after the
+  // step's last). ReadShard's errors when a shard is loaded; DataLoss when a
+  // shard changed since Open.
   StatusOr<Batch> Next();
 
-  // Where the next step starts.
+  // Where the next step starts (between steps; within one, where it began).
   const Position& position() const { return position_; }
   // The options in force (vocab_size filled in from the manifest by OpenSplit).
   const LoaderOptions& options() const { return options_; }
@@ -107,15 +113,15 @@ class DataLoader {
   // offset outside the shards.
   Status Seek(const Position& position);
 
-  // Moves past the next `steps` steps without reading them (as `steps`
-  // calls of Next() would, minus the I/O): a rewound run skips the data
-  // that made it diverge.
+  // Moves past the next `steps` steps without reading them (as `steps` x A
+  // calls of Next() from a step's start would, minus the I/O): a rewound
+  // run skips the data that made it diverge.
   void Skip(int64_t steps);
 
   // The order (indices into the shard list) in which epoch `epoch` reads them.
   std::vector<std::size_t> ShardOrder(int64_t epoch) const;
 
-  // Tokens one step consumes across all ranks: W*B*T.
+  // Tokens one step consumes across all ranks: A*W*B*T.
   int64_t tokens_per_step() const { return step_tokens_; }
 
  private:
@@ -132,6 +138,7 @@ class DataLoader {
   LoaderOptions options_;
   int64_t step_tokens_ = 0;
   Position position_;
+  int micro_ = 0;                   // The next micro-batch of the step, in [0, A).
   std::vector<std::size_t> order_;  // ShardOrder(order_epoch_).
   int64_t order_epoch_ = -1;
   std::vector<uint16_t> tokens_;  // The loaded shard's tokens.

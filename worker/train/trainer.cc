@@ -61,10 +61,12 @@ StatusOr<std::unique_ptr<Trainer>> Trainer::Create(TrainOptions o, dist::Communi
   data::LoaderOptions lo{.batch_size = o.batch_size,
                          .seq_len = o.seq_len,
                          .rank = comm->rank(),
-                         .world_size = comm->world_size()};
+                         .world_size = comm->world_size(),
+                         .accumulation = o.grad_accumulation};
   lo.shuffle_seed = o.seed;
   KILN_ASSIGN_OR_RETURN(auto train, data::DataLoader::OpenSplit(o.manifest, "train", lo));
   lo.shuffle_seed.reset();
+  lo.accumulation = 1;  // Validation batches are single passes.
   // Validation is optional: a manifest without val shards, or with too few
   // tokens for one batch, trains without it. Any other problem is an error.
   std::optional<data::DataLoader> val;
@@ -214,7 +216,7 @@ Status Trainer::Run(const std::function<void(const nlohmann::json&)>& report,
   if (o.skip_data_through_step > restored_step) {
     // Every rank skips alike (the options are the same everywhere).
     const int64_t skipped = o.skip_data_through_step - restored_step;
-    train_.Skip(skipped * o.grad_accumulation);
+    train_.Skip(skipped);
     progress({{"event", "skipped"},
               {"step", restored_step},
               {"steps", skipped},

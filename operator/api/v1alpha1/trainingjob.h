@@ -90,7 +90,10 @@ void from_json(const nlohmann::json& j, EnvVar& v);
 
 // The worker pods (one per replica, all placed at once).
 struct WorkerSpec {
-  // Worker pods in the gang (the scale subresource sets this).
+  // Worker pods in the gang (the scale subresource sets this: `kubectl scale tj`). With
+  // spec.elastic, the size the job asks for (at most elastic.maxReplicas); it runs with fewer, down
+  // to elastic.minReplicas, while capacity is short. A running gang is resized after a checkpoint.
+  // training.globalBatchSize must be a multiple of training.microBatchSize x replicas.
   int32_t replicas = 0;
   // GPUs each worker requests (nvidia.com/gpu); 0 runs the CPU path (immutable).
   std::optional<int32_t> gpus_per_worker;
@@ -214,12 +217,16 @@ struct FailurePolicy {
 void to_json(nlohmann::json& j, const FailurePolicy& v);
 void from_json(const nlohmann::json& j, FailurePolicy& v);
 
-// Lets kiln run the gang with fewer workers (down to minReplicas) when capacity is short, and grow
-// back up to maxReplicas.
+// Lets kiln run the gang with fewer workers than workers.replicas (down to minReplicas) when
+// capacity is short, and grow it back when capacity frees: the running gang checkpoints and resumes
+// at the larger size. Every size keeps the global batch (each worker accumulates globalBatchSize /
+// (microBatchSize x workers) micro-batches), so the loss curve does not depend on the size; only
+// sizes that divide globalBatchSize / microBatchSize are used.
 struct ElasticPolicy {
   // The fewest workers the job runs with.
   int32_t min_replicas = 0;
-  // The most workers the job runs with.
+  // The most workers the job runs with; workers.replicas (and `kubectl scale`) may not ask for
+  // more.
   int32_t max_replicas = 0;
 
   bool operator==(const ElasticPolicy&) const = default;
@@ -246,8 +253,11 @@ struct TrainingJobSpec {
   CheckpointPolicy checkpoint;
   // What to do when a worker fails.
   std::optional<FailurePolicy> failure_policy;
-  // Lets kiln run the gang with fewer workers (down to minReplicas) when capacity is short, and
-  // grow back up to maxReplicas.
+  // Lets kiln run the gang with fewer workers than workers.replicas (down to minReplicas) when
+  // capacity is short, and grow it back when capacity frees: the running gang checkpoints and
+  // resumes at the larger size. Every size keeps the global batch (each worker accumulates
+  // globalBatchSize / (microBatchSize x workers) micro-batches), so the loss curve does not depend
+  // on the size; only sizes that divide globalBatchSize / microBatchSize are used.
   std::optional<ElasticPolicy> elastic;
   // How the workers reach s3:// data and checkpoints (endpoint, region, credentials Secret); not
   // needed for file:// URIs.
@@ -326,7 +336,7 @@ struct TrainingJobStatus {
   std::optional<int64_t> observed_generation;
   // A one-word summary; conditions hold the detail.
   std::optional<std::string> phase;
-  // Scheduled, Running, Restarting, Succeeded, Failed and Suspended.
+  // Scheduled, Running, Restarting, Resizing, Succeeded, Failed and Suspended.
   std::optional<std::vector<Condition>> conditions;
   // Worker pods that exist (for the scale subresource).
   std::optional<int32_t> replicas;

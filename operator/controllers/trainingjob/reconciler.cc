@@ -174,17 +174,26 @@ TrainingJobReconciler::TrainingJobReconciler(kube::Client& hub, fleet::Members& 
       events_(events),
       options_(std::move(options)) {}
 
+// How often a resize looks whether the old gang is gone (its pods' delete
+// events wake it sooner).
+constexpr milliseconds kResizePoll{2000};
+
 StatusOr<bool> TrainingJobReconciler::DeleteWorkers(const json& job, int32_t attempt,
-                                                    int64_t grace_seconds) {
+                                                    int64_t grace_seconds,
+                                                    const std::set<std::string>* may_hold) {
   const std::string ns = Str(job["metadata"], "namespace");
   const std::string selector =
       Selector(job, attempt >= 0 ? std::optional<int32_t>(attempt) : std::nullopt);
   bool gone = true;
+  auto waits_for = [&](const std::string& cluster) {
+    return may_hold == nullptr || may_hold->contains(cluster);
+  };
   // A MemberCluster not connected yet (a newly started operator) may hold
   // the job's objects: nothing is gone until it is connected and looked at.
   KILN_ASSIGN_OR_RETURN(json clusters, hub_.List(v1::kMemberClusters, ""));
   for (const auto& mc : clusters["items"]) {
-    if (members_.Get(Str(mc["metadata"], "name")) == nullptr) gone = false;
+    const std::string name = Str(mc["metadata"], "name");
+    if (members_.Get(name) == nullptr && waits_for(name)) gone = false;
   }
   const placement::Snapshot fleet = capacity_.Snapshot();
   for (const std::string& name : members_.Names()) {
@@ -193,7 +202,7 @@ StatusOr<bool> TrainingJobReconciler::DeleteWorkers(const json& job, int32_t att
     if (!Reachable(fleet, name)) {
       // Not even tried: a lost cluster's calls only time out. Its objects
       // are deleted once it answers (SweepLostClusters, or this again).
-      gone = false;
+      if (waits_for(name)) gone = false;
       continue;
     }
     // kiln's copies of the S3 credentials Secret outlive attempts: they go
@@ -414,6 +423,29 @@ Status TrainingJobReconciler::SyncCredentialsCopy(kube::Client& member, const v1
   return member.Update(kube::resources::kSecrets, next).status();
 }
 
+ResizeDecision TrainingJobReconciler::PlanResize(
+    const std::string& key, const v1::TrainingJob& job, const std::vector<RankPlacement>& ranks,
+    const std::string& holder, std::optional<std::chrono::system_clock::time_point> running_since,
+    std::optional<milliseconds>& recheck) {
+  const auto size = static_cast<int32_t>(ranks.size());
+  if (size == job.spec.workers.replicas) return {};
+  if (size < job.spec.workers.replicas) {
+    // Growth: at most once per interval, after the gang has run one.
+    const auto now = options_.now();
+    std::lock_guard<std::mutex> lock(mu_);
+    auto& last = memory_[key].grow_checked;
+    auto due = last ? *last + options_.grow_interval : now;
+    if (running_since) due = std::max(due, *running_since + options_.grow_interval);
+    if (now < due) {
+      recheck = std::chrono::ceil<milliseconds>(due - now);
+      return {};
+    }
+    last = now;
+    recheck = options_.grow_interval;
+  }
+  return DecideResize(job, ranks, holder, capacity_.Snapshot());
+}
+
 bool TrainingJobReconciler::FirstIgnored(const std::string& key, const std::string& pod) {
   std::lock_guard<std::mutex> lock(mu_);
   return memory_[key].ignored_pods.insert(pod).second;
@@ -479,7 +511,14 @@ StatusOr<runtime::Result> TrainingJobReconciler::Reconcile(const runtime::Contex
   if (meta.contains("deletionTimestamp")) {
     capacity_.Release(request.Key());
     if (!has_finalizer) return runtime::Result{};
-    KILN_ASSIGN_OR_RETURN(bool gone, DeleteWorkers(obj, -1));
+    // Only the members the job's status names (its placement, its restarts'
+    // clusters) can hold its objects: one that never connected, or is lost
+    // and took no part, does not hold up the finalizer.
+    std::set<std::string> used;
+    const json st = obj.value("status", json::object());
+    for (const auto& c : st.value("placement", json::array())) used.insert(Str(c, "cluster"));
+    for (const auto& r : st.value("restartHistory", json::array())) used.insert(Str(r, "cluster"));
+    KILN_ASSIGN_OR_RETURN(bool gone, DeleteWorkers(obj, -1, kFailedGangGraceSeconds, &used));
     if (!gone) return runtime::Result{.requeue_after = options_.resync};
     std::erase(finalizers, std::string(kFinalizer));
     json patch = {
@@ -587,6 +626,10 @@ StatusOr<runtime::Result> TrainingJobReconciler::Reconcile(const runtime::Contex
     status.placement.reset();
     status.ready_workers = 0;
     SetCondition(status, "Suspended", true, "Suspended", "spec.suspend is true", now, generation);
+    if (const v1::Condition* r = FindCondition(status, "Resizing"); r && r->status == "True") {
+      // The resumed gang is placed at the size asked for then.
+      SetCondition(status, "Resizing", false, "Suspended", "spec.suspend is true", now, generation);
+    }
     if (const v1::Condition* r = FindCondition(status, "Running"); r && r->status == "True") {
       SetCondition(status, "Running", false, "Suspended", "spec.suspend is true", now, generation);
     }
@@ -603,6 +646,17 @@ StatusOr<runtime::Result> TrainingJobReconciler::Reconcile(const runtime::Contex
     SetCondition(status, "Suspended", false, "Resumed", "spec.suspend is false", now, generation);
     record(runtime::EventType::kNormal, "Resumed",
            "spec.suspend is false: the gang resumes from its newest checkpoint");
+  }
+
+  if (phase == "Resizing" && status.placement && !status.placement->empty()) {
+    // A resize under way: the gang checkpoints (SIGTERM) and goes; then it
+    // is placed again below, in the same attempt, at the size that fits.
+    // Its pods ending meanwhile are not failures.
+    capacity_.Release(request.Key());
+    KILN_ASSIGN_OR_RETURN(bool gone, DeleteWorkers(obj, attempt, kSuspendGraceSeconds));
+    if (!gone) return runtime::Result{.requeue_after = std::min(options_.resync, kResizePoll)};
+    status.placement.reset();
+    status.ready_workers = 0;
   }
 
   // What a lost cluster still holds of earlier attempts, once it answers.
@@ -983,7 +1037,8 @@ StatusOr<runtime::Result> TrainingJobReconciler::Reconcile(const runtime::Contex
       }
       status.phase = "Failed";
       status.completion_time = now;
-      status.placement.reset();
+      // status.placement stays: where the last attempt ran (and what a
+      // lost member may still hold of it when the job is deleted).
       SetCondition(status, "Failed", true, rec.reason, c.message + " (" + d.why + ")", now,
                    generation);
       SetCondition(status, "Running", false, rec.reason, c.message, now, generation);
@@ -1019,6 +1074,7 @@ StatusOr<runtime::Result> TrainingJobReconciler::Reconcile(const runtime::Contex
     return runtime::Result{};
   }
   std::optional<std::chrono::system_clock::duration> recovered;
+  bool resized = false;
   if (ready == static_cast<int32_t>(ranks.size())) {
     if (status.phase != "Running") status.start_time = status.start_time.value_or(now);
     status.phase = "Running";
@@ -1035,6 +1091,46 @@ StatusOr<runtime::Result> TrainingJobReconciler::Reconcile(const runtime::Contex
                       std::chrono::time_point_cast<std::chrono::system_clock::duration>(*failed);
         }
       }
+    }
+    if (const v1::Condition* r = FindCondition(status, "Resizing"); r && r->status == "True") {
+      SetCondition(status, "Resizing", false, "Resized", std::to_string(ready) + " workers running",
+                   now, generation);
+      resized = true;
+    }
+  }
+  // 8. A running gang and the size asked for (resize.h).
+  std::optional<milliseconds> recheck;
+  if (!failure && status.phase == "Running") {
+    std::optional<std::chrono::system_clock::time_point> running_since;
+    if (const v1::Condition* r = FindCondition(status, "Running"); r && r->status == "True") {
+      if (auto t = ParseRfc3339(r->last_transition_time); t.ok()) {
+        running_since = std::chrono::time_point_cast<std::chrono::system_clock::duration>(*t);
+      }
+    }
+    const ResizeDecision d = PlanResize(request.Key(), job, ranks,
+                                        fleet::AttemptHolder(Str(obj["metadata"], "uid"), attempt),
+                                        running_since, recheck);
+    if (d.to > 0) {
+      // Decided first, acted on after: a lost write leaves the gang as it
+      // was, and a written one is carried out by the Resizing branch above
+      // whatever happens to this operator.
+      status.phase = "Resizing";
+      SetCondition(status, "Resizing", true, d.reason, d.message, now, generation);
+      SetCondition(status, "Running", false, "Resizing", d.message, now, generation);
+      KILN_RETURN_IF_ERROR(write());
+      record(runtime::EventType::kNormal, "Resizing", d.message);
+      capacity_.Release(request.Key());
+      KILN_RETURN_IF_ERROR(DeleteWorkers(obj, attempt, kSuspendGraceSeconds).status());
+      return runtime::Result{.requeue_after = std::min(options_.resync, kResizePoll)};
+    }
+    const v1::Condition* r = FindCondition(status, "Resizing");
+    if (!d.waiting.empty()) {
+      SetCondition(status, "Resizing", false, "WaitingForCapacity", d.waiting, now, generation);
+    } else if (r != nullptr && r->reason == "WaitingForCapacity" &&
+               static_cast<int32_t>(ranks.size()) == job.spec.workers.replicas) {
+      SetCondition(status, "Resizing", false, "Resized",
+                   std::to_string(ranks.size()) + " workers running, the size asked for", now,
+                   generation);
     }
   }
   if (!failure && status.phase == "Running") {
@@ -1056,10 +1152,16 @@ StatusOr<runtime::Result> TrainingJobReconciler::Reconcile(const runtime::Contex
            "the whole gang runs again, attempt " + std::to_string(attempt) + ", " + seconds +
                " s after the failure was detected");
   }
-  // A rotated credentials Secret reaches the copies at the next look.
-  return runtime::Result{.requeue_after =
-                             s3 ? std::min(options_.resync, options_.unschedulable_retry)
-                                : options_.resync};
+  if (resized) {
+    record(runtime::EventType::kNormal, "Resized",
+           "the gang runs again with " + std::to_string(ranks.size()) + " workers");
+  }
+  // A rotated credentials Secret reaches the copies at the next look; a
+  // gang below its size looks for room at the next growth check.
+  milliseconds next =
+      s3 ? std::min(options_.resync, options_.unschedulable_retry) : options_.resync;
+  if (recheck) next = std::min(next, *recheck);
+  return runtime::Result{.requeue_after = next};
 }
 
 }  // namespace kiln::trainingjob

@@ -49,7 +49,15 @@
 //  7. While the gang runs, rank 0's training progress (progress_reader.h:
 //     step, losses, tokens/s, newest checkpoint) is copied into the status
 //     every `progress_interval`.
-//  8. A member cluster the MemberCluster controller declares Unreachable
+//  8. A running gang is resized when spec.workers.replicas (kubectl scale)
+//     asks for fewer workers, or for more and the fleet has room — an
+//     elastic job placed below its size grows as capacity frees, looked at
+//     every `grow_interval` (resize.h). Phase Resizing: the gang checkpoints
+//     and goes (as for a suspension), then is placed again in the same
+//     attempt at the new size and resumes from the newest checkpoint; the
+//     Resizing condition says why, and while a gang runs below the size
+//     asked for, why it cannot grow yet.
+//  9. A member cluster the MemberCluster controller declares Unreachable
 //     (or whose MemberCluster is gone) has lost the gang's workers there:
 //     the whole gang restarts at once, without the backoff, and is placed on
 //     the clusters that answer. What the lost cluster still holds of earlier
@@ -82,6 +90,7 @@
 #include "operator/controllers/storage/s3_access.h"
 #include "operator/controllers/trainingjob/metrics.h"
 #include "operator/controllers/trainingjob/progress_reader.h"
+#include "operator/controllers/trainingjob/resize.h"
 #include "operator/controllers/trainingjob/worker_pods.h"
 #include "operator/fleet/capacity_view.h"
 #include "operator/fleet/members.h"
@@ -116,6 +125,10 @@ struct TrainingJobReconcilerOptions {
   // Reads rank 0's progress; none leaves the progress fields alone. Must
   // outlive the reconciler.
   ProgressReader* progress_reader = nullptr;
+  // How often a gang running below the size asked for looks for room to
+  // grow, and how long it runs at one size before it grows (each resize
+  // costs a checkpoint and a restart of every rank).
+  std::chrono::milliseconds grow_interval{std::chrono::seconds(30)};
   // How often a running job's progress is read (at most; a reconcile reads
   // it when this much time has passed since the last read).
   std::chrono::milliseconds progress_interval{std::chrono::seconds(15)};
@@ -145,9 +158,12 @@ class TrainingJobReconciler final : public runtime::Reconciler {
  private:
   // Deletes the job's pods and Services (every attempt, or only `attempt`
   // when >= 0) in every member, giving each pod `grace_seconds` after
-  // SIGTERM; true when nothing of them is left.
+  // SIGTERM; true when nothing of them is left. A member not connected or
+  // not answering counts as holding some, unless `may_hold` is given and
+  // does not name it.
   StatusOr<bool> DeleteWorkers(const nlohmann::json& job, int32_t attempt,
-                               int64_t grace_seconds = kFailedGangGraceSeconds);
+                               int64_t grace_seconds = kFailedGangGraceSeconds,
+                               const std::set<std::string>* may_hold = nullptr);
   // Copies rank 0's progress into `status` when the last read of job `key`
   // is progress_interval old; a failed read leaves the status as it was.
   void RefreshProgress(const std::string& key, const std::string& ns, const RankPlacement& rank0,
@@ -188,6 +204,14 @@ class TrainingJobReconciler final : public runtime::Reconciler {
   // there that is not this job's.
   Status SyncCredentialsCopy(kube::Client& member, const api::v1alpha1::TrainingJob& job,
                              const nlohmann::json& secret);
+  // Whether running job `key` (at `ranks`, attempt holder `holder`) should
+  // be resized now (resize.h). Growth is looked at once every grow_interval,
+  // and only after the gang has run that long (`running_since`); `recheck`
+  // is set to when the next look is due while the gang is below its size.
+  ResizeDecision PlanResize(const std::string& key, const api::v1alpha1::TrainingJob& job,
+                            const std::vector<RankPlacement>& ranks, const std::string& holder,
+                            std::optional<std::chrono::system_clock::time_point> running_since,
+                            std::optional<std::chrono::milliseconds>& recheck);
   // Whether the ignored failure of `pod` in job `key` is new (worth an Event).
   bool FirstIgnored(const std::string& key, const std::string& pod);
   // Drops what is remembered of job `key`.
@@ -209,6 +233,7 @@ class TrainingJobReconciler final : public runtime::Reconciler {
     std::optional<std::chrono::system_clock::time_point> progress_read;
     std::set<std::string> ignored_pods;
     std::set<std::string> swept;  // "cluster@attempt" swept by SweepLostClusters.
+    std::optional<std::chrono::system_clock::time_point> grow_checked;
   };
   std::mutex mu_;
   std::map<std::string, JobMemory> memory_;  // By namespace/name; guarded by mu_.

@@ -168,13 +168,8 @@ StatusOr<GangObjects> BuildGang(const v1::TrainingJob& job,
   const auto world = static_cast<int32_t>(placement.size());
   if (name.empty()) return Status::InvalidArgument("metadata.name: empty");
   if (world < 1) return Status::InvalidArgument("placement: no workers placed");
-  const int32_t lo = spec.elastic ? spec.elastic->min_replicas : spec.workers.replicas;
-  const int32_t hi = spec.elastic ? spec.elastic->max_replicas : spec.workers.replicas;
-  if (world < lo || world > hi) {
-    return Status::InvalidArgument(
-        "placement: " + std::to_string(world) + " workers placed; spec.workers.replicas asks for " +
-        (lo == hi ? std::to_string(lo) : std::to_string(lo) + ".." + std::to_string(hi)));
-  }
+  // The placement sizes the gang, not spec.workers.replicas: after `kubectl
+  // scale` the running gang keeps its size until it is resized (resize.h).
   const v1::TrainingConfig& t = spec.training;
   const int64_t per_pass = static_cast<int64_t>(t.micro_batch_size) * world;
   if (t.micro_batch_size < 1 || t.global_batch_size < 1 || t.global_batch_size % per_pass != 0) {

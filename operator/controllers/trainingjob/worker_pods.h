@@ -99,7 +99,9 @@ struct GangObjects {
 // InvalidArgument naming the field for what the schema cannot check: a
 // global batch that the micro batch and world size do not divide, a file://
 // checkpoint URI without a shared volume or outside it, an s3:// URI without
-// spec.storage.s3, a placement whose size is not the replicas asked for.
+// spec.storage.s3. The placement's size is the world size, whatever
+// spec.workers.replicas says now (a scaled gang keeps its size until it is
+// resized: resize.h).
 // s3:// data is a prepared dataset (its manifest.json, or the prefix holding
 // it) that train reads directly, with no prepare init container.
 StatusOr<GangObjects> BuildGang(const api::v1alpha1::TrainingJob& job,

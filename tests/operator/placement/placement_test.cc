@@ -394,6 +394,25 @@ TEST_CASE("elastic gangs get the largest size in [min, max] that fits", "[placem
   g.elastic = ElasticPolicy{4, 2};
   CHECK(Place(g, s).status().code() == StatusCode::kInvalidArgument);
   CHECK(FailureOf(Place(g, s).status()).reason == "InvalidGang");
+
+  // Only sizes that split the global batch: with 8 micro-batches, 5 free
+  // workers run 4 (not 5); needing at least 3 means needing 4.
+  g.elastic = ElasticPolicy{.min_replicas = 1, .max_replicas = 8, .batch_units = 8};
+  CHECK(Place(g, s)->replicas == 4);
+  g.elastic = ElasticPolicy{.min_replicas = 3, .max_replicas = 8, .batch_units = 12};
+  CHECK(Place(g, s)->replicas == 4);
+  REQUIRE(
+      s.UpsertNode("c1", testing::GpuNode("c1-gpu-5", "c1-nvl-5", "c1-rack-5", "c1-zone-a")).ok());
+  CHECK(Place(g, s)->replicas == 6);
+  g.elastic = ElasticPolicy{.min_replicas = 5, .max_replicas = 8, .batch_units = 32};
+  auto r = Place(g, s);
+  REQUIRE_FALSE(r.ok());
+  CHECK_THAT(r.status().message(),
+             Catch::StartsWith("gang ns/e needs at least 64 GPUs (8 workers"));
+  g.elastic = ElasticPolicy{.min_replicas = 5, .max_replicas = 7, .batch_units = 32};
+  CHECK(FailureOf(Place(g, s).status()).reason == "InvalidGang");
+  CHECK_THAT(Place(g, s).status().message(),
+             Catch::Contains("no size in [5, 7] divides the global batch"));
 }
 
 TEST_CASE("cluster priority and weight steer which cluster takes a gang", "[placement]") {

@@ -25,6 +25,8 @@ TEST_CASE("FromTrainingJob maps spec and status onto a Gang", "[placement][adapt
                                        {"tier", "In", std::vector<std::string>{"a", "b"}}}};
   job.spec.placement = p;
   job.spec.elastic = api::v1alpha1::ElasticPolicy{2, 8};
+  job.spec.training.global_batch_size = 48;
+  job.spec.training.micro_batch_size = 4;
   api::v1alpha1::TrainingJobStatus status;
   status.quarantined_nodes = std::vector<std::string>{"kiln-1/kiln-1-gpu-3"};
   job.status = status;
@@ -35,7 +37,15 @@ TEST_CASE("FromTrainingJob maps spec and status onto a Gang", "[placement][adapt
   CHECK(g->replicas == 4);
   REQUIRE(g->elastic);
   CHECK(g->elastic->min_replicas == 2);
-  CHECK(g->elastic->max_replicas == 8);
+  // Elastic gangs are sized from workers.replicas down (kubectl scale moves
+  // it within maxReplicas), at sizes that split the global batch's 12
+  // micro-batches evenly.
+  CHECK(g->elastic->max_replicas == 4);
+  CHECK(g->elastic->batch_units == 12);
+  CHECK(g->elastic->Allows(4));
+  CHECK(g->elastic->Allows(3));
+  CHECK_FALSE(g->elastic->Allows(5));
+  CHECK_FALSE(g->elastic->Allows(1));
   CHECK(g->gpus_per_worker == 2);
   CHECK(g->cpu_millis == 1500);
   CHECK(g->memory_bytes == 64 * (int64_t{1} << 30));

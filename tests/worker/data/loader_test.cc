@@ -94,6 +94,69 @@ TEST_CASE("ranks split each step exactly like one process with W times the batch
   }
 }
 
+TEST_CASE("a step reads the same sequences however accumulation and ranks split it",
+          "[data][loader]") {
+  // A global batch of 8 sequences as 1 x 8, 2 ranks x 4 micro-batches, 4 x 2
+  // and 8 x 1: every split reads the same sequences per step, in the same
+  // order (micro-batch, then rank), and moves to the next shard at the same
+  // steps, so a job resized between steps trains on the same data.
+  testing::TempDir dir;
+  auto shards = MakeShards(dir, {97, 50, 131});
+  for (bool shuffle : {false, true}) {
+    INFO((shuffle ? "shuffled" : "in order"));
+    LoaderOptions single{.batch_size = 8, .seq_len = 5};
+    if (shuffle) single.shuffle_seed = 42;
+    DataLoader whole = MustOpen(shards, single);
+    std::vector<std::vector<DataLoader>> splits;  // [split][rank]
+    std::vector<int> accumulations;
+    for (int world : {2, 4, 8}) {
+      const int accumulation = 8 / world;
+      accumulations.push_back(accumulation);
+      std::vector<DataLoader> ranks;
+      for (int r = 0; r < world; ++r) {
+        LoaderOptions o = single;
+        o.batch_size = 1;
+        o.rank = r;
+        o.world_size = world;
+        o.accumulation = accumulation;
+        ranks.push_back(MustOpen(shards, o));
+        CHECK(ranks.back().tokens_per_step() == whole.tokens_per_step());
+      }
+      splits.push_back(std::move(ranks));
+    }
+    for (int step = 0; step < 30; ++step) {
+      Batch expected = MustNext(whole);
+      for (std::size_t s = 0; s < splits.size(); ++s) {
+        INFO("world " << splits[s].size() << ", step " << step);
+        std::vector<uint16_t> inputs, targets;
+        for (int m = 0; m < accumulations[s]; ++m) {
+          for (auto& rank : splits[s]) {
+            Batch b = MustNext(rank);
+            CHECK(b.position == expected.position);
+            inputs.insert(inputs.end(), b.inputs.begin(), b.inputs.end());
+            targets.insert(targets.end(), b.targets.begin(), b.targets.end());
+          }
+        }
+        CHECK(inputs == expected.inputs);
+        CHECK(targets == expected.targets);
+        for (auto& rank : splits[s]) CHECK(rank.position() == whole.position());
+      }
+    }
+    CHECK(whole.position().epoch >= 1);
+  }
+  // Skip counts steps, not micro-batches.
+  LoaderOptions o{.batch_size = 1, .seq_len = 5, .rank = 1, .world_size = 2, .accumulation = 4};
+  DataLoader read = MustOpen(shards, o);
+  DataLoader skipped = MustOpen(shards, o);
+  for (int i = 0; i < 3 * 4; ++i) MustNext(read);
+  skipped.Skip(3);
+  CHECK(skipped.position() == read.position());
+  CHECK(MustNext(skipped).inputs == MustNext(read).inputs);
+  CHECK(DataLoader::Open(shards, {.batch_size = 1, .seq_len = 5, .accumulation = 0})
+            .status()
+            .code() == StatusCode::kInvalidArgument);
+}
+
 TEST_CASE("a shard too short for the next step hands over to the next, then the next epoch",
           "[data][loader]") {
   testing::TempDir dir;

@@ -11,13 +11,16 @@
 #include <filesystem>
 #include <map>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <catch2/catch.hpp>
 
+#include "tests/support/http_probe.h"
 #include "tests/support/temp_dir.h"
 #include "tests/support/tiny_training.h"
 #include "worker/data/loader.h"
+#include "worker/dist/tcp_communicator.h"
 #include "worker/train/checkpoint.h"
 
 namespace kiln::train {
@@ -183,6 +186,98 @@ TEST_CASE("gradient accumulation follows the trajectory of the larger batch", "[
   CHECK(c.losses.at(8) != Approx(a.losses.at(8)).epsilon(1e-4));
 }
 
+// `o` on `world` ranks (threads of this process over TCP on loopback), each
+// stopping after step `stop_after` (0: never); rank 0's run.
+Run TrainRanks(int world, const TrainOptions& o, int64_t stop_after = 0) {
+  const int port = kiln::testing::FreePort();
+  REQUIRE(port > 0);
+  std::vector<Run> runs(static_cast<size_t>(world));
+  std::vector<Status> errors(static_cast<size_t>(world));
+  std::vector<std::thread> threads;
+  for (int r = 0; r < world; ++r) {
+    threads.emplace_back([&, r] {
+      dist::TcpOptions t;
+      t.env = {.rank = r, .world_size = world, .master_addr = "127.0.0.1", .master_port = port};
+      t.timeout = std::chrono::seconds(60);
+      t.rendezvous_timeout = std::chrono::seconds(60);
+      auto comm = dist::ConnectTcp(t);
+      if (!comm.ok()) {
+        errors[static_cast<size_t>(r)] = comm.status();
+        return;
+      }
+      auto trainer = Trainer::Create(o, comm->get());
+      if (!trainer.ok()) {
+        errors[static_cast<size_t>(r)] = trainer.status();
+        return;
+      }
+      std::atomic<bool> stop{false};
+      Run& run = runs[static_cast<size_t>(r)];
+      run.status = (*trainer)->Run(
+          [&](const nlohmann::json& e) {
+            run.events.push_back(e);
+            if (e["event"] != "step") return;
+            run.losses[e["step"].get<int64_t>()] = e["loss"].get<double>();
+            if (stop_after > 0 && e["step"].get<int64_t>() == stop_after) stop = true;
+          },
+          &stop);
+      run.completed = (*trainer)->completed_step();
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (int r = 0; r < world; ++r) {
+    INFO("rank " << r << ": " << errors[static_cast<size_t>(r)].ToString());
+    REQUIRE(errors[static_cast<size_t>(r)].ok());
+  }
+  return runs[0];
+}
+
+TEST_CASE("a run resized between checkpoints keeps the loss curve of one that was not",
+          "[worker][train]") {
+  // An elastic TrainingJob's resize: the gang stops (a checkpoint on the way
+  // out), then resumes at another world size with the accumulation that
+  // keeps the global batch of 8 sequences. One process x 4 micro-batches
+  // throughout, against 2 ranks x 2 for steps 1-5 and 4 ranks x 1 for steps
+  // 6-12: the same sequences per step (loader.h), summed in another order.
+  kiln::testing::TempDir dir;
+  TrainOptions one = Tiny(kiln::testing::PrepareFortunes(dir));
+  one.steps = 12;
+  one.batch_size = 2;
+  one.grad_accumulation = 4;
+  one.log_every = 1;
+  one.checkpoint_every = 100;  // Only the stop's checkpoint.
+  one.checkpoint_keep = 3;
+  const Run whole = Train(one);
+  REQUIRE(whole.status.ok());
+
+  TrainOptions resized = one;
+  resized.checkpoint_dir = dir.path() + "/ckpt";
+  resized.grad_accumulation = 2;
+  const Run first = TrainRanks(2, resized, /*stop_after=*/5);
+  INFO(first.status.ToString());
+  REQUIRE(first.status.ok());
+  CHECK(first.completed == 5);
+  resized.grad_accumulation = 1;
+  const Run second = TrainRanks(4, resized);
+  INFO(second.status.ToString());
+  REQUIRE(second.status.ok());
+  REQUIRE(Events(second, "resumed").size() == 1);
+  CHECK(Events(second, "resumed")[0]["step"] == 5);
+  for (int64_t step = 1; step <= 12; ++step) {
+    INFO("step " << step);
+    const double got = step <= 5 ? first.losses.at(step) : second.losses.at(step);
+    CHECK(got == Approx(whole.losses.at(step)).epsilon(1e-4));
+  }
+  // Not trivially so: resuming with the global batch halved is another run.
+  TrainOptions halved = resized;
+  halved.checkpoint_dir = dir.path() + "/ckpt-halved";
+  halved.grad_accumulation = 2;
+  REQUIRE(TrainRanks(2, halved, 5).status.ok());
+  halved.grad_accumulation = 1;
+  const Run other = TrainRanks(2, halved);
+  REQUIRE(other.status.ok());
+  CHECK(other.losses.at(12) != Approx(whole.losses.at(12)).epsilon(1e-4));
+}
+
 TEST_CASE("a stop ends the run between steps, after the step in flight", "[worker][train]") {
   kiln::testing::TempDir dir;
   TrainOptions o = Tiny(kiln::testing::PrepareFortunes(dir));
@@ -256,9 +351,11 @@ TEST_CASE("a rewind resumes before the diverged checkpoints and skips the data t
   REQUIRE(skipped.size() == 1);
   CHECK(skipped[0]["step"] == 20);
   CHECK(skipped[0]["steps"] == 5);
-  auto loader = data::DataLoader::OpenSplit(
-      o.manifest, "train",
-      {.batch_size = o.batch_size, .seq_len = o.seq_len, .shuffle_seed = o.seed});
+  auto loader = data::DataLoader::OpenSplit(o.manifest, "train",
+                                            {.batch_size = o.batch_size,
+                                             .seq_len = o.seq_len,
+                                             .accumulation = o.grad_accumulation,
+                                             .shuffle_seed = o.seed});
   REQUIRE(loader.ok());
   auto from = data::Position::FromJson(resumed[0]["position"]);
   REQUIRE(from.ok());

@@ -672,6 +672,99 @@ TEST_CASE("suspend stops the gang, and resuming re-places it in the same attempt
              Catch::Contains(R"("reason":"Resumed","status":"False","type":"Suspended")"));
 }
 
+// A worker pod of attempt 0 with `world` ranks accumulating `accumulation`
+// micro-batches each.
+bool SizedAs(const json& pod, int world, int accumulation) {
+  const std::string text = pod.dump();
+  return text.find(R"({"name":"WORLD_SIZE","value":")" + std::to_string(world) + "\"}") !=
+             std::string::npos &&
+         text.find("--grad-accum=" + std::to_string(accumulation) + "\"") != std::string::npos;
+}
+
+json ConditionOf(const json& status, const std::string& type) {
+  for (const auto& c : status.value("conditions", json::array())) {
+    if (c["type"] == type) return c;
+  }
+  return nullptr;
+}
+
+TEST_CASE("an elastic job grows into freed capacity and kubectl scale shrinks it",
+          "[trainingjob][reconciler][elastic]") {
+  Harness h;
+  // Asks for 4 workers, may run with 1; 4 micro-batches per step in all.
+  json job = Job("run", 4);
+  job["spec"]["elastic"] = {{"minReplicas", 1}, {"maxReplicas", 4}};
+  REQUIRE(h.CreateJob(job).ok());
+  h.ReconcileUntil("run", "Scheduled");
+  REQUIRE(h.Reconcile("run").ok());
+  // The fleet has two nodes: it starts with 2, each accumulating 2.
+  REQUIRE(h.Pods().size() == 2);
+  for (const auto& p : h.Pods()) CHECK(SizedAs(p, 2, 2));
+  for (auto& p : h.Pods()) h.SetRunning(p);
+  h.ReconcileUntil("run", "Running");
+  CHECK(h.JobStatus("run")["replicas"] == 2);
+  // No room to grow yet: looked at after grow_interval, and said.
+  h.now += seconds(31);
+  REQUIRE(h.Reconcile("run").ok());
+  json s = h.JobStatus("run");
+  INFO(s.dump());
+  REQUIRE(ConditionOf(s, "Resizing").is_object());
+  CHECK(ConditionOf(s, "Resizing")["reason"] == "WaitingForCapacity");
+  CHECK_THAT(ConditionOf(s, "Resizing")["message"].get<std::string>(),
+             Catch::Contains("runs 2 of the 4 workers asked for"));
+  CHECK(s["phase"] == "Running");
+
+  // Two more nodes: the next look grows the gang to 4, in the same attempt.
+  h.AddNode(fleet::testing::GpuNode("n2", "z-a", "r-0", "nvl-0"));
+  h.AddNode(fleet::testing::GpuNode("n3", "z-a", "r-0", "nvl-0"));
+  REQUIRE(h.Reconcile("run").ok());
+  CHECK(h.JobStatus("run")["phase"] == "Running");  // Not before the interval.
+  h.now += seconds(31);
+  REQUIRE(h.Reconcile("run").ok());
+  s = h.JobStatus("run");
+  CHECK(s["phase"] == "Resizing");
+  REQUIRE(ConditionOf(s, "Resizing").is_object());
+  CHECK(ConditionOf(s, "Resizing")["status"] == "True");
+  CHECK(ConditionOf(s, "Resizing")["reason"] == "ScaleUp");
+  bool deleted = false;
+  for (const auto& r : h.server.requests()) {
+    deleted |= r.rfind("DELETE /api/v1/namespaces/team/pods/run-0-", 0) == 0;
+  }
+  CHECK(deleted);
+  h.ReconcileUntil("run", "Scheduled");
+  REQUIRE(h.Reconcile("run").ok());
+  REQUIRE(h.Pods("0").size() == 4);
+  for (const auto& p : h.Pods()) CHECK(SizedAs(p, 4, 1));
+  for (auto& p : h.Pods()) h.SetRunning(p);
+  h.ReconcileUntil("run", "Running");
+  s = h.JobStatus("run");
+  CHECK(s["replicas"] == 4);
+  CHECK(s.value("restarts", 0) == 0);  // A resize is no restart.
+  CHECK_FALSE(s.contains("restartHistory"));
+  CHECK(ConditionOf(s, "Resizing")["status"] == "False");
+  CHECK(ConditionOf(s, "Resizing")["reason"] == "Resized");
+
+  // kubectl scale --replicas=1: shrinks at once, 1 worker accumulating 4.
+  job = *h.server.Object("trainingjobs", kNs, "run");
+  job["spec"]["workers"]["replicas"] = 1;
+  h.server.Put("trainingjobs", job);
+  REQUIRE(h.Reconcile("run").ok());
+  s = h.JobStatus("run");
+  CHECK(s["phase"] == "Resizing");
+  CHECK(ConditionOf(s, "Resizing")["reason"] == "ScaleDown");
+  h.ReconcileUntil("run", "Scheduled");
+  REQUIRE(h.Reconcile("run").ok());
+  REQUIRE(h.Pods().size() == 1);
+  CHECK(SizedAs(h.Pods()[0], 1, 4));
+  h.SetRunning(h.Pods()[0]);
+  h.ReconcileUntil("run", "Running");
+  CHECK(h.JobStatus("run")["replicas"] == 1);
+  CHECK(h.JobStatus("run").value("restarts", 0) == 0);
+  const auto reasons = h.EventReasons();
+  CHECK(std::count(reasons.begin(), reasons.end(), "Resizing") == 2);
+  CHECK(std::count(reasons.begin(), reasons.end(), "Resized") == 2);
+}
+
 TEST_CASE("a worker whose prepare init container fails is seen: bad data fails the job",
           "[trainingjob][reconciler][policy]") {
   Harness h;
@@ -863,6 +956,49 @@ TEST_CASE(
   INFO(s.dump());
   CHECK(s["phase"] == "Restarting");
   CHECK(s["restartHistory"][0]["reason"] == "ClusterUnavailable");
+}
+
+TEST_CASE("deleting a job waits for the members it used, not for one that never connected",
+          "[trainingjob][reconciler][cluster-loss]") {
+  Harness h;
+  h.StartRunning(Job("run", 2));
+  // A MemberCluster whose kubeconfig never worked: registered, not connected.
+  h.server.Put("memberclusters",
+               {{"apiVersion", "kiln.dev/v1alpha1"},
+                {"kind", "MemberCluster"},
+                {"metadata", {{"name", "ghost"}}},
+                {"status",
+                 {{"conditions",
+                   {{{"type", "Ready"}, {"status", "False"}, {"reason", "SecretNotFound"}}}}}}});
+  auto finalizers = [&] {
+    return (*h.server.Object("trainingjobs", kNs, "run"))["metadata"].value("finalizers",
+                                                                            json::array());
+  };
+  auto remove = [&] {
+    json job = *h.server.Object("trainingjobs", kNs, "run");
+    job["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z";
+    h.server.Put("trainingjobs", job);
+  };
+  SECTION("the job ran elsewhere: its finalizer comes off") {
+    remove();
+    REQUIRE(h.Reconcile("run").ok());  // Deletes the pods.
+    REQUIRE(h.Reconcile("run").ok());  // Sees them gone.
+    CHECK(h.Pods().empty());
+    CHECK(finalizers().empty());
+  }
+  SECTION("the job's restart history names it: the finalizer waits for it") {
+    json job = *h.server.Object("trainingjobs", kNs, "run");
+    job["status"]["restartHistory"] = {{{"time", "2026-01-01T00:00:00Z"},
+                                        {"reason", "ClusterUnavailable"},
+                                        {"message", "member cluster ghost is Unreachable"},
+                                        {"cluster", "ghost"}}};
+    h.server.Put("trainingjobs", job);
+    remove();
+    REQUIRE(h.Reconcile("run").ok());
+    REQUIRE(h.Reconcile("run").ok());
+    CHECK(h.Pods().empty());  // What the members that answer hold goes at once.
+    CHECK_FALSE(finalizers().empty());
+  }
 }
 
 // The node each rank of job `name` is placed on, from its status.

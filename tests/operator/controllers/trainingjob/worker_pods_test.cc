@@ -210,11 +210,14 @@ TEST_CASE("what the schema cannot check is refused naming the field", "[training
   };
   const std::vector<RankPlacement> two = {{"c", "a"}, {"c", "b"}};
   v1::TrainingJob job = Example();
-  CHECK_THAT(refused(job, {{"c", "a"}, {"c", "b"}, {"c", "d"}, {"c", "e"}, {"c", "f"}}),
-             Contains("5 workers placed; spec.workers.replicas asks for 1..4"));
-  job.spec.elastic.reset();
-  CHECK_THAT(refused(job, {{"c", "a"}, {"c", "b"}, {"c", "d"}}),
-             Contains("3 workers placed; spec.workers.replicas asks for 2"));
+  // The placement sizes the gang: a gang placed before `kubectl scale` keeps
+  // its size (and its accumulation) until it is resized.
+  job.spec.workers.replicas = 1;
+  auto four = BuildGang(job, {{"c", "a"}, {"c", "b"}, {"c", "d"}, {"c", "e"}}, Options());
+  REQUIRE(four.ok());
+  REQUIRE(four->pods.size() == 4);
+  CHECK_THAT(four->pods[3].dump(), Contains("--grad-accum=2"));
+  CHECK_THAT(four->pods[3].dump(), Contains(R"({"name":"WORLD_SIZE","value":"4"})"));
   job = Example();
   job.spec.training.global_batch_size = 60;
   CHECK_THAT(refused(job, two), Contains("spec.training.globalBatchSize: 60 is not a multiple"));

@@ -73,6 +73,15 @@ if phase == "Restarting" then
   end
   return hs
 end
+if phase == "Resizing" then
+  -- kubectl scale, or an elastic job growing into freed capacity.
+  local c = condition(status, "Resizing")
+  hs.message = "Resizing"
+  if c ~= nil and c.message ~= nil and c.message ~= "" then
+    hs.message = hs.message .. ": " .. c.message
+  end
+  return hs
+end
 if phase == "Scheduled" then
   hs.message = "Scheduled; waiting for the workers to run"
   return hs
