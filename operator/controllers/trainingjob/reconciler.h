@@ -7,8 +7,9 @@
 // One reconcile:
 //  1. A job being deleted: its pods and Services are deleted in every member
 //     (found by the job-UID label; owner references do not cross clusters),
-//     then the finalizer kiln.dev/cleanup comes off. Otherwise the finalizer
-//     goes on first.
+//     then the finalizer kiln.dev/cleanup comes off; a member not connected
+//     or not answering is waited for only when the job's status names it.
+//     Otherwise the finalizer goes on first.
 //  2. Finished (Succeeded, Failed) or suspended jobs run no pods. A
 //     finished job with ttlSecondsAfterFinished is deleted that long after
 //     its completionTime. spec.suspend stops the gang (each rank saves a
