@@ -192,7 +192,11 @@ TEST_CASE("member clusters are connected, reported, lost and found again", "[int
     hub.WaitFor(missing, "Ready", "False", "SecretNotFound");
     CHECK(hub.Condition(a, "Ready").value("status", "") == "True");
     CHECK(hub.Condition(b, "Ready").value("status", "") == "True");
-    // A failing member's status is not rewritten while nothing changes.
+    // A failing member's status is not rewritten while nothing changes,
+    // once it has settled: Unreachable=True comes unreachableAfter after
+    // the first failed heartbeat (a run that got here sooner saw that
+    // change inside its window).
+    hub.WaitFor(missing, "Unreachable", "True");
     auto before = hub.client.Get(api::v1alpha1::kMemberClusters, "", missing);
     REQUIRE(before.ok());
     std::this_thread::sleep_for(std::chrono::seconds(3 * kHeartbeat));
