@@ -17,9 +17,11 @@ bin="$build/tests/integration/kiln_trainingjob_integration_tests"
 [ -x "$bin" ] || die "missing $bin" \
   "build first: cmake --build $build --target kiln_trainingjob_integration_tests"
 nodes="${NODES:-64}"
+# Which hidden case runs (bench/trainingjob_scale_bench.sh picks the other).
+case_tag="${KILN_BENCH_CASE:-trainingjob-bench}"
 dir="$(mktemp -d)/localcluster"
 python3 "$ROOT/scripts/localcluster.py" up --dir "$dir" --clusters 2 --nodes "$nodes" \
   --gpus-per-node 8 --name-prefix tjbench- --owner-pid $$ >/dev/null
 trap 'python3 "$ROOT/scripts/localcluster.py" down --dir "$dir" >/dev/null; rm -rf "$(dirname "$dir")"' EXIT
 log "machine: $(nproc) cores, $(uname -r), load $(cut -d' ' -f1-3 /proc/loadavg); $nodes kwok nodes x 8 GPUs"
-KILN_LOCALCLUSTER_DIR="$dir" "$bin" '[trainingjob-bench]' | grep '^trainingjob_bench:'
+KILN_LOCALCLUSTER_DIR="$dir" "$bin" "[$case_tag]" | grep "^${case_tag//-/_}:"
