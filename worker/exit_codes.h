@@ -29,6 +29,10 @@ enum class ExitCode : int {
   // `kiln-worker eval`: the model was evaluated and missed a quality gate
   // (--min-accuracy, --max-perplexity). The rollout stops promoting it.
   kQualityGateFailed = 7,
+  // `kiln-worker train`: a newer attempt of the job (or another job) holds
+  // the checkpoint location's fence (worker/train/fence.h), so this gang
+  // stopped without writing. Not retryable: the holder is the run now.
+  kSuperseded = 8,
 };
 
 // The code's name as written in this file without the 'k', e.g. "DataError".
@@ -50,6 +54,8 @@ constexpr const char* ExitCodeName(ExitCode code) {
       return "DataError";
     case ExitCode::kQualityGateFailed:
       return "QualityGateFailed";
+    case ExitCode::kSuperseded:
+      return "Superseded";
   }
   return "Unknown";
 }

@@ -427,5 +427,71 @@ TEST_CASE("prepare writes to s3://, train reads it, eval loads the model from s3
   CHECK(std::filesystem::exists(dir.path() + "/cache/step-00000004.ckpt"));
 }
 
+TEST_CASE("a gang whose fence a newer attempt holds in S3 stops with exit 8, writing nothing",
+          "[s3][process][fence]") {
+  // Attempt 1 of a job trains to step 4; attempt 2 (the job restarted
+  // elsewhere) resumes and claims the fence; attempt 1 started again (the
+  // gang of a member cut off from the hub) finds the fence taken.
+  auto client = BucketClient();
+  S3ObjectStore store(client, kBucket);
+  kiln::testing::TempDir dir;
+  const std::string data = UploadData(store, kiln::testing::PrepareFortunes(dir), "fence-data");
+  auto train = [&](const std::string& fence, int steps) {
+    auto r = RunProcess({.argv = {KILN_WORKER_BIN,
+                                  "train",
+                                  "--data",
+                                  data,
+                                  "--layers",
+                                  "1",
+                                  "--heads",
+                                  "2",
+                                  "--channels",
+                                  "32",
+                                  "--batch",
+                                  "2",
+                                  "--seq",
+                                  "16",
+                                  "--steps",
+                                  std::to_string(steps),
+                                  "--checkpoint-every",
+                                  "2",
+                                  "--checkpoint-dir",
+                                  "s3://kiln-test/fence-run",
+                                  "--fence",
+                                  fence,
+                                  "--termination-message-path",
+                                  dir.path() + "/termination"},
+                         .env = ServerEnv(),
+                         .timeout = std::chrono::minutes(2)});
+    REQUIRE(r.ok());
+    return *r;
+  };
+  auto first = train("job-uid:1", 4);
+  INFO(first.stderr_data);
+  REQUIRE(first.exit_code == 0);
+  auto second = train("job-uid:2", 8);
+  INFO(second.stdout_data << second.stderr_data);
+  REQUIRE(second.exit_code == 0);
+  CHECK(second.stdout_data.find("\"event\":\"fenced\"") != std::string::npos);
+  auto fence = store.Get("fence-run/fence.json");
+  REQUIRE(fence.ok());
+  CHECK(fence->find("\"attempt\":2") != std::string::npos);
+  CHECK(fence->find("\"baseStep\":4") != std::string::npos);
+  auto before = store.List("fence-run/");
+  REQUIRE(before.ok());
+
+  auto stale = train("job-uid:1", 12);
+  INFO(stale.stderr_data);
+  CHECK(stale.exit_code == worker::ToInt(worker::ExitCode::kSuperseded));
+  CHECK(stale.stderr_data.find("job job-uid attempt 2 holds the checkpoints") != std::string::npos);
+  std::ifstream in(dir.path() + "/termination");
+  const auto message = nlohmann::json::parse(in, nullptr, false);
+  CHECK(message.value("reason", "") == "Superseded");
+  auto after = store.List("fence-run/");
+  REQUIRE(after.ok());
+  CHECK(after->size() == before->size());  // Nothing written.
+  CHECK(store.Get("fence-run/fence.json").value() == *fence);
+}
+
 }  // namespace
 }  // namespace kiln

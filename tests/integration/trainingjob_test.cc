@@ -689,6 +689,12 @@ TEST_CASE("the fault table: each worker ending gets the reason and action the ta
       {"exit6", "exit 6",
        ExitedWorkerStatus(6, "Error", worker_message(6, "manifest.json: not found")), "DataError",
        false},
+      {"exit8", "exit 8 (fence held by another job)",
+       ExitedWorkerStatus(8, "Error",
+                          worker_message(8,
+                                         "superseded: job other-uid attempt 0 holds the "
+                                         "checkpoints")),
+       "Superseded", false},
       {"sigterm", "exit 143 (a signal)", ExitedWorkerStatus(143, "Error", ""), "WorkerError", true},
       {"oom", "OOMKilled", ExitedWorkerStatus(137, "OOMKilled", ""), "OOMKilled", true},
       {"evicted", "evicted by the kubelet",

@@ -40,6 +40,8 @@ TEST_CASE("which exit codes the operator retries", "[worker][exit_codes]") {
   CHECK(ExitCodeIsRetryable(ExitCode::kNumericsFault));
   CHECK_FALSE(ExitCodeIsRetryable(ExitCode::kDataError));
   CHECK_FALSE(ExitCodeIsRetryable(ExitCode::kQualityGateFailed));
+  CHECK_FALSE(ExitCodeIsRetryable(ExitCode::kSuperseded));
+  CHECK(std::string(ExitCodeName(ExitCode::kSuperseded)) == "Superseded");
 }
 
 }  // namespace

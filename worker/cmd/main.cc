@@ -58,7 +58,9 @@ constexpr const char* kEpilogue =
     "  4  CommunicationTimeout: a peer or collective did not answer in time. Retryable.\n"
     "  5  NumericsFault: training diverged (NaN/Inf). Retryable from a checkpoint.\n"
     "  6  DataError: training data is missing or malformed. Not retryable.\n"
-    "  7  QualityGateFailed: eval measured the model below a quality gate.\n";
+    "  7  QualityGateFailed: eval measured the model below a quality gate.\n"
+    "  8  Superseded: train found a newer attempt holding the checkpoints' fence\n"
+    "     and stopped without writing. Not retryable.\n";
 
 constexpr const char* kPrepareSynopsis =
     "Usage: kiln-worker prepare --input PATH [--input PATH ...] --output DIR [options]\n"

@@ -19,6 +19,7 @@
 #include "worker/exit_codes.h"
 #include "worker/storage/s3_client.h"
 #include "worker/storage/s3_object_store.h"
+#include "worker/train/fence.h"
 #include "worker/train/train_metrics.h"
 #include "worker/train/trainer.h"
 #if KILN_WORKER_CUDA
@@ -42,13 +43,14 @@ constexpr const char* kEpilogue =
     "Exit codes: 0 success, 1 internal error, 2 bad flags or configuration,\n"
     "3 storage unavailable or full, 4 communication timeout (a peer died or hung),\n"
     "5 numerics fault (NaN/Inf loss or gradient, or a loss spike), 6 data missing,\n"
-    "unreadable or malformed.\n"
+    "unreadable or malformed, 8 superseded (a newer attempt holds the --fence).\n"
     "SIGTERM stops after the current step, saving a checkpoint (exit 0).\n";
 
 // Numerics and communication faults first (details on the status); the rest
 // as every command.
 ExitCode TrainExitCode(const Status& s) {
   if (train::IsNumericsFault(s)) return ExitCode::kNumericsFault;
+  if (train::IsSuperseded(s)) return ExitCode::kSuperseded;
   if (dist::IsCommunicationFault(s)) return ExitCode::kCommunicationTimeout;
   return ExitCodeFor(s);
 }
@@ -65,28 +67,30 @@ StatusOr<nlohmann::json> JobFingerprint(const train::TrainOptions& o, const std:
   } else {
     KILN_ASSIGN_OR_RETURN(data, data::Sha256File(o.manifest));
   }
-  return nlohmann::json{{"device", device},
-                        {"layers", o.model.num_layers},
-                        {"heads", o.model.num_heads},
-                        {"channels", o.model.channels},
-                        {"contextLength", o.model.max_seq_len},
-                        {"batch", o.batch_size},
-                        {"seq", o.seq_len},
-                        {"gradAccum", o.grad_accumulation},
-                        {"steps", o.steps},
-                        {"lr", o.learning_rate},
-                        {"warmup", o.warmup_steps},
-                        {"minLrRatio", o.min_lr_ratio},
-                        {"weightDecay", o.weight_decay},
-                        {"gradClip", o.grad_clip},
-                        {"lossSpikeFactor", o.loss_spike_factor},
-                        {"rewindBeforeStep", o.rewind_before_step},
-                        {"skipDataThroughStep", o.skip_data_through_step},
-                        {"seed", o.seed},
-                        {"valEvery", o.val_every},
-                        {"valBatches", o.val_batches},
-                        {"checkpointEvery", o.checkpoint_every},
-                        {"dataManifestSha256", data}};
+  return nlohmann::json{
+      {"device", device},
+      {"layers", o.model.num_layers},
+      {"heads", o.model.num_heads},
+      {"channels", o.model.channels},
+      {"contextLength", o.model.max_seq_len},
+      {"batch", o.batch_size},
+      {"seq", o.seq_len},
+      {"gradAccum", o.grad_accumulation},
+      {"steps", o.steps},
+      {"lr", o.learning_rate},
+      {"warmup", o.warmup_steps},
+      {"minLrRatio", o.min_lr_ratio},
+      {"weightDecay", o.weight_decay},
+      {"gradClip", o.grad_clip},
+      {"lossSpikeFactor", o.loss_spike_factor},
+      {"rewindBeforeStep", o.rewind_before_step},
+      {"skipDataThroughStep", o.skip_data_through_step},
+      {"seed", o.seed},
+      {"valEvery", o.val_every},
+      {"valBatches", o.val_batches},
+      {"checkpointEvery", o.checkpoint_every},
+      {"fence", o.fence ? o.fence->job + ":" + std::to_string(o.fence->attempt) : std::string()},
+      {"dataManifestSha256", data}};
 }
 
 // Kubernetes shows this file's content as the container's termination
@@ -131,6 +135,7 @@ int RunTrainCommand(int argc, char** argv) {
   int cuda_device = -1;
   dist::TcpOptions tcp;
   std::string metrics_address;
+  std::string fence;  // --fence UID:ATTEMPT
   o.model.num_layers = 4;
   o.model.num_heads = 4;
   o.model.channels = 128;
@@ -196,6 +201,16 @@ int RunTrainCommand(int argc, char** argv) {
            "run diverged on are not replayed; saved at once as the resumed step's checkpoint.")
       .Metavar("N");
   flags
+      .String("fence", &fence,
+              "This gang's token, the TrainingJob's UID and attempt: rank 0 claims the "
+              "checkpoint location with it and stops (exit 8) once a newer attempt holds it "
+              "(docs/trainingjob.md, Fencing). The operator sets it.")
+      .Metavar("UID:ATTEMPT")
+      .DefaultText("off")
+      .Check([](const std::string& text) { return train::ParseFenceToken(text).status(); });
+  flags.Duration("fence-check-interval", &o.fence_check_interval, kMillisecond,
+                 "How often rank 0 reads the fence between checkpoints.");
+  flags
       .String("termination-message-path", &termination_path,
               "Where to write the outcome as JSON on exit.")
       .Metavar("PATH")
@@ -225,6 +240,7 @@ int RunTrainCommand(int argc, char** argv) {
                  "How long to wait for every rank to join.");
   if (auto exit = flags.ParseOrExit(argc, argv, 2)) return *exit;
   if (flags.IsSet("peak-tflops")) o.peak_flops = peak_tflops * 1e12;
+  if (!fence.empty()) o.fence = *train::ParseFenceToken(fence);
   if (o.manifest.empty()) {
     return flags.UsageError("--data is required (a manifest.json from prepare)");
   }

@@ -91,8 +91,12 @@ StatusOr<CheckpointState> ParseCheckpoint(std::string_view file, const std::stri
     }
     auto position = data::Position::FromJson(header.at("position"));
     if (!position.ok()) return damaged(position.status().message());
-    CheckpointState state{header.at("step").get<int64_t>(), *position, std::nullopt};
+    CheckpointState state{header.at("step").get<int64_t>(), *position, std::nullopt, std::nullopt};
     if (header.contains("rng")) state.seed = header.at("rng").at("seed").get<uint64_t>();
+    if (header.contains("writer")) {
+      state.writer = CheckpointWriter{header.at("writer").at("job").get<std::string>(),
+                                      header.at("writer").at("attempt").get<int64_t>()};
+    }
     auto tensors = Tensors(model);
     const auto& table = header.at("tensors");
     if (table.size() != tensors.size()) return damaged("wrong number of tensors");
@@ -189,6 +193,9 @@ std::string EncodeCheckpointHeader(model::Gpt<float>& model, const CheckpointSta
                       {"model", ModelJson(model.config())},
                       {"tensors", table}};
   if (state.seed) header_json["rng"] = {{"seed", *state.seed}};
+  if (state.writer) {
+    header_json["writer"] = {{"job", state.writer->job}, {"attempt", state.writer->attempt}};
+  }
   const std::string header = header_json.dump();
   std::string prefix(kMagic, 8);
   PutU32(prefix, kVersion);
@@ -266,19 +273,33 @@ StatusOr<std::vector<std::string>> ListCheckpoints(const std::string& dir) {
   return out;
 }
 
+std::string NoneTaken(const std::string& where, size_t damaged, size_t all) {
+  if (damaged == all) {
+    return "every checkpoint in " + where + " is damaged (" + std::to_string(all) + " tried)";
+  }
+  return "no checkpoint in " + where + " to resume from: " + std::to_string(damaged) +
+         " damaged, " + std::to_string(all - damaged) + " passed over";
+}
+
 StatusOr<std::optional<CheckpointState>> RestoreLatestCheckpoint(
     const std::string& dir, model::Gpt<float>& model,
-    const std::function<void(const std::string&)>& warn) {
+    const std::function<void(const std::string&)>& warn, const CheckpointFilter& accept) {
   KILN_ASSIGN_OR_RETURN(auto all, ListCheckpoints(dir));
-  if (all.empty()) return std::optional<CheckpointState>();
+  size_t damaged = 0;
   for (const auto& path : all) {
     auto state = ReadOne(path, model);
-    if (state.ok()) return std::optional<CheckpointState>(*state);
+    if (state.ok()) {
+      Status taken = accept ? accept(*state) : Status::Ok();
+      if (taken.ok()) return std::optional<CheckpointState>(*state);
+      warn("passing over checkpoint " + path + ": " + taken.message());
+      continue;
+    }
     if (state.status().code() != StatusCode::kDataLoss) return state.status();
     warn("skipping damaged checkpoint: " + state.status().message());
+    ++damaged;
   }
-  return Status::DataLoss("every checkpoint in " + dir + " is damaged (" +
-                          std::to_string(all.size()) + " tried)");
+  if (damaged == 0) return std::optional<CheckpointState>();
+  return Status::DataLoss(NoneTaken(dir, damaged, all.size()));
 }
 
 }  // namespace kiln::train

@@ -12,7 +12,8 @@
 //   4 bytes   header length H
 //   H bytes   JSON header: {"step", "position": {...}, "rng": {"seed"},
 //             "model": {layers, heads, channels, maxSeqLen, vocabSize,
-//             paddedVocabSize},
+//             paddedVocabSize}, "writer": {"job", "attempt"} (fence.h; absent
+//             when the run had no fence token),
 //             "tensors": [{"name", "offset", "bytes", "sha256"}...]}
 //   then the tensors' bytes (float32) at their offsets after the header.
 // Written atomically (temporary file, fsync, rename, directory fsync); the
@@ -37,12 +38,26 @@
 
 namespace kiln::train {
 
+// Which attempt of which job wrote a checkpoint (fence.h): the operator's
+// fence token, the TrainingJob's UID and the attempt number.
+struct CheckpointWriter {
+  std::string job;
+  int64_t attempt = 0;
+  bool operator==(const CheckpointWriter&) const = default;
+};
+
 struct CheckpointState {
   int64_t step = 0;
   data::Position position;
   // The run's seed; unset in checkpoints written before it was recorded.
   std::optional<uint64_t> seed;
+  // The fence token of the run that wrote it; unset for a run without one.
+  std::optional<CheckpointWriter> writer;
 };
+
+// Whether a restore may take an intact checkpoint: OK, or why it is passed
+// over (reported through the restore's `warn`). Null takes every one.
+using CheckpointFilter = std::function<Status(const CheckpointState&)>;
 
 // Writes `model` (parameters and AdamW moments) and `state` to `dir` and
 // deletes all but the newest `keep` checkpoints there. Returns the path.
@@ -52,15 +67,16 @@ StatusOr<std::string> WriteCheckpoint(const std::string& dir, model::Gpt<float>&
 // The checkpoint files in `dir`, newest step first.
 StatusOr<std::vector<std::string>> ListCheckpoints(const std::string& dir);
 
-// Restores the newest intact checkpoint in `dir` into `model`. nullopt when
-// there is none at all. A damaged one (bad magic, truncated, checksum
-// mismatch) is reported through `warn` and skipped for the one before it;
-// DataLoss when every checkpoint is damaged. InvalidArgument when a
-// checkpoint's model shape differs from `model`'s (that is a configuration
-// error, not damage).
+// Restores the newest intact checkpoint in `dir` that `accept` takes into
+// `model`. nullopt when there is none at all. A damaged one (bad magic,
+// truncated, checksum mismatch) is reported through `warn` and skipped for
+// the one before it, and so is one `accept` passes over; DataLoss when none
+// is taken and at least one is damaged. InvalidArgument when a checkpoint's
+// model shape differs from `model`'s (that is a configuration error, not
+// damage).
 StatusOr<std::optional<CheckpointState>> RestoreLatestCheckpoint(
     const std::string& dir, model::Gpt<float>& model,
-    const std::function<void(const std::string&)>& warn);
+    const std::function<void(const std::string&)>& warn, const CheckpointFilter& accept = nullptr);
 
 // The model shape recorded in the checkpoint file at `path` (reading only its
 // header). DataLoss for a file that is not a readable kiln checkpoint,
@@ -92,6 +108,10 @@ std::vector<std::string_view> CheckpointTensorBytes(model::Gpt<float>& model);
 // The JSON header from a checkpoint's first bytes (at least up to the
 // header's end); `path` names it in errors. DataLoss when it is not one.
 StatusOr<nlohmann::json> ParseCheckpointHeader(std::string_view prefix, const std::string& path);
+
+// The DataLoss message of a restore in `where` that took none of `all`
+// checkpoints, `damaged` of them damaged and the rest passed over.
+std::string NoneTaken(const std::string& where, size_t damaged, size_t all);
 
 // LoadCheckpoint over a whole checkpoint already in memory.
 StatusOr<CheckpointState> ParseCheckpoint(std::string_view file, const std::string& path,

@@ -1,7 +1,10 @@
 #include "worker/train/checkpoint_store.h"
 
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 
+#include "worker/data/atomic_file.h"
 #include "worker/storage/s3_client.h"
 #include "worker/storage/s3_object_store.h"
 #include "worker/train/object_checkpoint_store.h"
@@ -18,9 +21,10 @@ class FileCheckpointStore final : public CheckpointStore {
     return WriteCheckpoint(dir_, model, state, keep);
   }
 
-  StatusOr<std::optional<CheckpointState>> RestoreLatest(
-      model::Gpt<float>& model, const std::function<void(const std::string&)>& warn) override {
-    return RestoreLatestCheckpoint(dir_, model, warn);
+  StatusOr<std::optional<CheckpointState>> RestoreAccepted(
+      model::Gpt<float>& model, const std::function<void(const std::string&)>& warn,
+      const CheckpointFilter& accept) override {
+    return RestoreLatestCheckpoint(dir_, model, warn, accept);
   }
 
   StatusOr<int> DiscardFrom(int64_t step) override {
@@ -37,7 +41,33 @@ class FileCheckpointStore final : public CheckpointStore {
     return discarded;
   }
 
+  StatusOr<std::optional<std::string>> ReadFence() override {
+    const std::string path = FencePath();
+    std::ifstream in(path, std::ios::binary);
+    if (!in) {
+      std::error_code ec;
+      if (!std::filesystem::exists(path, ec) && !ec) return std::optional<std::string>();
+      return Status::Unavailable("cannot read " + path);
+    }
+    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    if (in.bad()) return Status::Unavailable("cannot read " + path);
+    return std::optional<std::string>(std::move(text));
+  }
+
+  Status WriteFence(const std::string& text) override {
+    std::error_code ec;
+    std::filesystem::create_directories(dir_, ec);
+    if (ec) return Status::Unavailable("cannot create " + dir_ + ": " + ec.message());
+    auto file = data::AtomicFile::Create(FencePath());
+    if (!file.ok()) return Status::Unavailable(file.status().message());
+    Status s = file->Append(text.data(), text.size());
+    if (s.ok()) s = file->Commit();
+    return s.ok() ? s : Status::Unavailable(s.message());
+  }
+
  private:
+  std::string FencePath() const { return (std::filesystem::path(dir_) / "fence.json").string(); }
+
   std::string dir_;
 };
 

@@ -29,16 +29,31 @@ class CheckpointStore {
   virtual StatusOr<std::string> Write(model::Gpt<float>& model, const CheckpointState& state,
                                       int keep) = 0;
 
-  // RestoreLatestCheckpoint's contract: nullopt when there is none; damaged
-  // ones reported through `warn` and skipped; DataLoss when all are damaged;
-  // InvalidArgument for a checkpoint of another model shape.
-  virtual StatusOr<std::optional<CheckpointState>> RestoreLatest(
-      model::Gpt<float>& model, const std::function<void(const std::string&)>& warn) = 0;
+  // RestoreLatestCheckpoint's contract: the newest intact checkpoint that
+  // `accept` takes (null: any); nullopt when there is none; damaged ones and
+  // those passed over reported through `warn` and skipped; DataLoss when
+  // none is taken and some are damaged; InvalidArgument for a checkpoint of
+  // another model shape.
+  virtual StatusOr<std::optional<CheckpointState>> RestoreAccepted(
+      model::Gpt<float>& model, const std::function<void(const std::string&)>& warn,
+      const CheckpointFilter& accept) = 0;
+  StatusOr<std::optional<CheckpointState>> RestoreLatest(
+      model::Gpt<float>& model, const std::function<void(const std::string&)>& warn) {
+    return RestoreAccepted(model, warn, nullptr);
+  }
 
   // Deletes every checkpoint of step `step` or later (a rewind: they hold a
   // run that diverged), each made invisible before its bytes go. Returns how
   // many; Unavailable when the storage refuses.
   virtual StatusOr<int> DiscardFrom(int64_t step) = 0;
+
+  // The fence record beside the checkpoints (fence.h: "fence.json" in the
+  // directory or under the prefix); nullopt when there is none. Unavailable
+  // when the storage cannot be read.
+  virtual StatusOr<std::optional<std::string>> ReadFence() = 0;
+  // Replaces the fence record (atomically: a reader sees the old or the new
+  // one). Unavailable when the storage refuses.
+  virtual Status WriteFence(const std::string& text) = 0;
 };
 
 // A store over the directory `dir` (today's files).

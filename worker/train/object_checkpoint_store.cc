@@ -14,6 +14,7 @@ using nlohmann::json;
 constexpr const char* kManifestSuffix = ".manifest.json";
 constexpr const char* kDataSuffix = ".ckpt";
 constexpr const char* kManifestKind = "kiln.dev/checkpoint-manifest";
+constexpr const char* kFenceName = "fence.json";
 
 // "step-00000100" from ".../step-00000100.manifest.json" or ".ckpt"; empty
 // when `key` is neither.
@@ -193,23 +194,43 @@ StatusOr<std::string> ObjectCheckpointStore::FetchVerified(const std::string& ma
   }
 }
 
-StatusOr<std::optional<CheckpointState>> ObjectCheckpointStore::RestoreLatest(
-    model::Gpt<float>& model, const std::function<void(const std::string&)>& warn) {
+StatusOr<std::optional<CheckpointState>> ObjectCheckpointStore::RestoreAccepted(
+    model::Gpt<float>& model, const std::function<void(const std::string&)>& warn,
+    const CheckpointFilter& accept) {
   KILN_ASSIGN_OR_RETURN(auto manifests, ListManifests());
-  if (manifests.empty()) return std::optional<CheckpointState>();
+  size_t damaged = 0;
   for (const auto& key : manifests) {
+    const std::string where = store_->Describe(prefix_ + DataName(key));
     auto bytes = FetchVerified(key);
     Status failed = bytes.status();
     if (bytes.ok()) {
-      auto state = ParseCheckpoint(*bytes, store_->Describe(prefix_ + DataName(key)), model);
-      if (state.ok()) return std::optional<CheckpointState>(*state);
+      auto state = ParseCheckpoint(*bytes, where, model);
+      if (state.ok()) {
+        Status taken = accept ? accept(*state) : Status::Ok();
+        if (taken.ok()) return std::optional<CheckpointState>(*state);
+        warn("passing over checkpoint " + where + ": " + taken.message());
+        continue;
+      }
       failed = state.status();
     }
     if (failed.code() != StatusCode::kDataLoss) return failed;
     warn("skipping damaged checkpoint: " + failed.message());
+    ++damaged;
   }
-  return Status::DataLoss("every checkpoint in " + store_->Describe(prefix_) + " is damaged (" +
-                          std::to_string(manifests.size()) + " tried)");
+  if (damaged == 0) return std::optional<CheckpointState>();
+  return Status::DataLoss(NoneTaken(store_->Describe(prefix_), damaged, manifests.size()));
+}
+
+StatusOr<std::optional<std::string>> ObjectCheckpointStore::ReadFence() {
+  auto text = store_->Get(prefix_ + kFenceName);
+  if (text.ok()) return std::optional<std::string>(std::move(*text));
+  if (text.status().code() == StatusCode::kNotFound) return std::optional<std::string>();
+  return Status::Unavailable(text.status().message());
+}
+
+Status ObjectCheckpointStore::WriteFence(const std::string& text) {
+  Status s = store_->Put(prefix_ + kFenceName, text);
+  return s.ok() ? s : Status::Unavailable(s.message());
 }
 
 }  // namespace kiln::train

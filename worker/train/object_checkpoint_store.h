@@ -28,10 +28,14 @@ class ObjectCheckpointStore final : public CheckpointStore {
 
   StatusOr<std::string> Write(model::Gpt<float>& model, const CheckpointState& state,
                               int keep) override;
-  StatusOr<std::optional<CheckpointState>> RestoreLatest(
-      model::Gpt<float>& model, const std::function<void(const std::string&)>& warn) override;
+  StatusOr<std::optional<CheckpointState>> RestoreAccepted(
+      model::Gpt<float>& model, const std::function<void(const std::string&)>& warn,
+      const CheckpointFilter& accept) override;
   // Each manifest first, then its data object.
   StatusOr<int> DiscardFrom(int64_t step) override;
+  // The object "fence.json" under the prefix (a single PUT: atomic).
+  StatusOr<std::optional<std::string>> ReadFence() override;
+  Status WriteFence(const std::string& text) override;
 
   // The keys of the manifests (visible checkpoints), newest step first.
   StatusOr<std::vector<std::string>> ListManifests();

@@ -3,6 +3,7 @@
 #include <chrono>
 #include <cmath>
 
+#include "worker/train/fence.h"
 #include "worker/train/loss_spike.h"
 
 namespace kiln::train {
@@ -119,14 +120,33 @@ StatusOr<int64_t> Trainer::Restore(const std::function<void(const nlohmann::json
     };
     // Opens the store, rewinds it when asked (the checkpoints from the
     // divergence on go first) and restores the newest intact checkpoint.
+    // With a fence token it first checks that no newer attempt holds the
+    // location, restores only what the fence allows, then claims the fence
+    // with the step it resumes from (fence.h).
     auto restore = [&]() -> StatusOr<std::optional<CheckpointState>> {
       KILN_ASSIGN_OR_RETURN(checkpoints_, OpenCheckpointStore(o.checkpoint_dir));
+      std::optional<Fence> fence;
+      if (o.fence) {
+        KILN_ASSIGN_OR_RETURN(fence, ReadFenceFor(*checkpoints_, *o.fence, true));
+      }
       if (o.rewind_before_step > 0) {
         KILN_ASSIGN_OR_RETURN(const int discarded, checkpoints_->DiscardFrom(o.rewind_before_step));
         progress(
             {{"event", "rewound"}, {"before", o.rewind_before_step}, {"discarded", discarded}});
       }
-      return checkpoints_->RestoreLatest(model_->host(), warn);
+      CheckpointFilter accept;
+      if (fence) accept = [&](const CheckpointState& s) { return CheckWrittenUnder(*fence, s); };
+      KILN_ASSIGN_OR_RETURN(auto restored,
+                            checkpoints_->RestoreAccepted(model_->host(), warn, accept));
+      if (o.fence && DecideFence(fence, *o.fence, true) != FenceAction::kHold) {
+        const int64_t base = restored ? restored->step : 0;
+        KILN_RETURN_IF_ERROR(checkpoints_->WriteFence(EncodeFence({*o.fence, base})));
+        progress({{"event", "fenced"},
+                  {"job", o.fence->job},
+                  {"attempt", o.fence->attempt},
+                  {"baseStep", base}});
+      }
+      return restored;
     };
     auto restored = restore();
     if (!restored.ok()) {
@@ -202,14 +222,26 @@ Status Trainer::Run(const std::function<void(const nlohmann::json&)>& report,
       tokens_per_step / world;
   double last_loss = 0, val_loss = std::nan("");
   KILN_ASSIGN_OR_RETURN(const int64_t restored_step, Restore(progress));
+  // Rank 0's fence check (fence.h): the step it resumed from or last
+  // saved is the base should it take the fence over from an older attempt.
+  int64_t fence_base = restored_step;
+  auto last_fence_check = std::chrono::steady_clock::now();
+  auto keep_fence = [&]() -> Status {
+    if (checkpoints_ == nullptr || !o.fence) return Status::Ok();
+    last_fence_check = std::chrono::steady_clock::now();
+    return KeepFence(*checkpoints_, *o.fence, fence_base);
+  };
   auto save = [&](int64_t done_step) -> Status {
     if (checkpoints_ == nullptr) return Status::Ok();  // Off, or not rank 0.
     KILN_RETURN_IF_ERROR(model_->SyncToHost());
+    KILN_RETURN_IF_ERROR(keep_fence());  // As late as can be before the write.
     KILN_ASSIGN_OR_RETURN(
         std::string path,
-        checkpoints_->Write(model_->host(),
-                            {.step = done_step, .position = train_.position(), .seed = o.seed},
-                            o.checkpoint_keep));
+        checkpoints_->Write(
+            model_->host(),
+            {.step = done_step, .position = train_.position(), .seed = o.seed, .writer = o.fence},
+            o.checkpoint_keep));
+    fence_base = done_step;
     progress({{"event", "checkpoint"}, {"step", done_step}, {"path", path}});
     return Status::Ok();
   };
@@ -227,7 +259,29 @@ Status Trainer::Run(const std::function<void(const nlohmann::json&)>& report,
   for (int64_t step = restored_step + 1; step <= o.steps; ++step) {
     // A stop requested on any rank stops every rank before the same step.
     double stopping = stop != nullptr && stop->load() ? 1.0 : 0.0;
-    if (world > 1) KILN_RETURN_IF_ERROR(comm_->AllReduceSum(&stopping, 1));
+    // So does a lost fence, which rank 0 checks every interval and before a
+    // step that saves, so that no rank waits on a peer that left.
+    Status fence_lost;
+    if (checkpoints_ != nullptr && o.fence &&
+        (step % o.checkpoint_every == 0 || step == o.steps ||
+         std::chrono::steady_clock::now() - last_fence_check >= o.fence_check_interval)) {
+      fence_lost = keep_fence();
+      if (!fence_lost.ok() && !IsSuperseded(fence_lost)) return fence_lost;
+    }
+    double superseded = fence_lost.ok() ? 0.0 : 1.0;
+    if (world > 1) {
+      double votes[2] = {stopping, superseded};
+      KILN_RETURN_IF_ERROR(comm_->AllReduceSum(votes, 2));
+      stopping = votes[0];
+      superseded = votes[1];
+    }
+    if (superseded > 0) {
+      if (!fence_lost.ok()) return fence_lost;
+      return Status::FailedPrecondition(
+                 "superseded: rank 0 found a newer attempt holding the "
+                 "checkpoints")
+          .WithDetail(std::make_shared<Superseded>());
+    }
     if (stopping > 0) {
       // Keep the work done since the last periodic checkpoint.
       if (step - 1 > restored_step && (step - 1) % o.checkpoint_every != 0) {

@@ -17,8 +17,10 @@
 #define KILN_WORKER_TRAIN_TRAINER_H_
 
 #include <atomic>
+#include <chrono>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include <nlohmann/json.hpp>
@@ -71,6 +73,13 @@ struct TrainOptions {
   // resumed step's checkpoint, so a restart before the next checkpoint
   // skips it too. 0 (or a step not after the resumed one): nothing skipped.
   int64_t skip_data_through_step = 0;
+  // The fence token of this gang (fence.h: the job's UID and the attempt;
+  // the operator passes it). Rank 0 claims the checkpoint location with it
+  // on start and checks it before each checkpoint and every
+  // `fence_check_interval`; a gang whose token is superseded stops without
+  // writing (Superseded). Unset: no fence (a run outside the operator).
+  std::optional<CheckpointWriter> fence;
+  std::chrono::milliseconds fence_check_interval{30000};
   // This rank's peak FLOP/s, for the MFU in step records; 0: not reported.
   double peak_flops = 0;
 };

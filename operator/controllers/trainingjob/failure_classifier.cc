@@ -12,7 +12,7 @@ namespace {
 
 using nlohmann::json;
 
-constexpr std::array<std::pair<FailureReason, const char*>, 10> kNames = {{
+constexpr std::array<std::pair<FailureReason, const char*>, 11> kNames = {{
     {FailureReason::kGPUFault, "GPUFault"},
     {FailureReason::kNodeFailure, "NodeFailure"},
     {FailureReason::kClusterUnavailable, "ClusterUnavailable"},
@@ -23,6 +23,7 @@ constexpr std::array<std::pair<FailureReason, const char*>, 10> kNames = {{
     {FailureReason::kWorkerError, "WorkerError"},
     {FailureReason::kConfigurationError, "ConfigurationError"},
     {FailureReason::kDataError, "DataError"},
+    {FailureReason::kSuperseded, "Superseded"},
 }};
 
 std::string Lower(std::string s) {
@@ -84,7 +85,8 @@ FailureClassification Make(FailureReason reason, std::string message) {
   FailureClassification c;
   c.reason = reason;
   c.message = std::move(message);
-  c.retryable = reason != FailureReason::kConfigurationError && reason != FailureReason::kDataError;
+  c.retryable = reason != FailureReason::kConfigurationError &&
+                reason != FailureReason::kDataError && reason != FailureReason::kSuperseded;
   c.node_fault = reason == FailureReason::kGPUFault || reason == FailureReason::kNodeFailure;
   c.resume_before_last_checkpoint = reason == FailureReason::kLossDiverged;
   return c;
@@ -158,6 +160,8 @@ FailureClassification Classify(const WorkerFailure& f) {
       return with_step(Make(FailureReason::kCollectiveTimeout, where + " " + detail));
     case ExitCode::kNumericsFault:
       return with_step(Make(FailureReason::kLossDiverged, where + " " + detail));
+    case ExitCode::kSuperseded:
+      return with_step(Make(FailureReason::kSuperseded, where + " " + detail));
     default:
       break;
   }

@@ -33,6 +33,7 @@ enum class FailureReason {
   kWorkerError,         // Anything else: exit 1, a signal, a deleted pod.
   kConfigurationError,  // Exit 2: the same settings cannot succeed.
   kDataError,           // Exit 6: the training data is missing or malformed.
+  kSuperseded,          // Exit 8: another job (or a newer attempt) holds the checkpoints.
 };
 
 // As the API spells it, e.g. "GPUFault".

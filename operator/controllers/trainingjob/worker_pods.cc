@@ -255,6 +255,12 @@ StatusOr<GangObjects> BuildGang(const v1::TrainingJob& job,
   }
   if (spec.checkpoint.keep) train_args.push_back("--checkpoint-keep=" + Num(*spec.checkpoint.keep));
   for (std::string& arg : RewindArgs(job, options.attempt)) train_args.push_back(std::move(arg));
+  // The gang's fence token (worker/train/fence.h): a gang left running in a
+  // member cut off from the hub stops at its next check once this attempt
+  // holds the checkpoints, instead of writing beside it.
+  if (const std::string uid = Str(job.metadata, "uid"); !uid.empty()) {
+    train_args.push_back("--fence=" + uid + ":" + Num(options.attempt));
+  }
 
   json volumes = json::array({{{"name", "scratch"}, {"emptyDir", json::object()}}});
   json mounts = json::array({{{"name", "scratch"}, {"mountPath", kScratchMount}}});

@@ -49,6 +49,8 @@ TEST_CASE("each exit code of the worker's contract gives its reason", "[training
       {5, "step 812: loss nan (not finite)", FailureReason::kLossDiverged, true, false},
       {6, "manifest.json: no such file", FailureReason::kDataError, false, false},
       {7, "accuracy 0.2 < 0.5", FailureReason::kWorkerError, true, false},
+      {8, "superseded: job u attempt 4 holds the checkpoints", FailureReason::kSuperseded, false,
+       false},
       {137, "", FailureReason::kWorkerError, true, false},
       {143, "", FailureReason::kWorkerError, true, false},
       {42, "", FailureReason::kWorkerError, true, false},
@@ -128,9 +130,9 @@ TEST_CASE("a pod gone without an exit, and node states", "[trainingjob][failure]
 }
 
 TEST_CASE("reason names round-trip and match the API's enum", "[trainingjob][failure]") {
-  for (const char* name :
-       {"GPUFault", "NodeFailure", "ClusterUnavailable", "Preempted", "OOMKilled",
-        "CollectiveTimeout", "LossDiverged", "WorkerError", "ConfigurationError", "DataError"}) {
+  for (const char* name : {"GPUFault", "NodeFailure", "ClusterUnavailable", "Preempted",
+                           "OOMKilled", "CollectiveTimeout", "LossDiverged", "WorkerError",
+                           "ConfigurationError", "DataError", "Superseded"}) {
     auto r = FailureReasonFromName(name);
     REQUIRE(r.has_value());
     CHECK(std::string(FailureReasonName(*r)) == name);

@@ -98,7 +98,8 @@ TEST_CASE("the example job's gang: gated, pinned pods with the rendezvous and tr
          {"train", "--grad-accum=4", "--batch=8", "--seq=512", "--layers=12", "--heads=12",
           "--channels=768", "--steps=5000", "--checkpoint-dir=/checkpoints/fortunes-gpt",
           "--checkpoint-every=200", "--checkpoint-keep=3", "--seed=1337", "--lr=0.0006",
-          "--warmup=200", "--device=auto", "--data=/scratch/data/manifest.json"}) {
+          "--warmup=200", "--device=auto", "--data=/scratch/data/manifest.json",
+          "--fence=6f1c0d2e-1111-2222-3333-444455556666:0"}) {
       INFO(arg);
       CHECK(HasArg(worker, arg));
     }
@@ -128,6 +129,9 @@ TEST_CASE("a restart attempt gets new names, and the job's own cluster gets owne
   auto gang = BuildGang(job, {{"hub", "n1"}, {"kiln-2", "n9"}}, o);
   REQUIRE(gang.ok());
   CHECK(gang->pods[1]["metadata"]["name"] == "fortunes-gpt-3-1");
+  // The fence token names the attempt (worker/train/fence.h).
+  CHECK(HasArg(gang->pods[1]["spec"]["containers"][0],
+               "--fence=6f1c0d2e-1111-2222-3333-444455556666:3"));
   CHECK(Env(gang->pods[1]["spec"]["containers"][0], "MASTER_ADDR") ==
         "fortunes-gpt-3-0.fortunes-gpt.default.svc");
   CHECK(gang->pods[0]["metadata"]["ownerReferences"][0]["kind"] == "TrainingJob");
