@@ -6,7 +6,8 @@ workers say they train on the CPU), checkpointing to the shared hostPath
 volume; the job's status shows rank 0's step, loss, tokens/s and newest
 checkpoint (read through the API server's pod proxy); a worker killed mid-run
 makes the whole gang restart as a new attempt whose ranks resume from the
-newest checkpoint; `kubectl scale` to 1 worker resizes the running gang (a
+newest checkpoint, holding the checkpoints' fence, so that a rank of the old
+attempt started again on the same volume stops with exit 8; `kubectl scale` to 1 worker resizes the running gang (a
 checkpoint on SIGTERM, then one worker accumulating both micro-batches of the
 same global batch resumes from it, in the same attempt); the job then
 succeeds.
@@ -139,6 +140,63 @@ class TrainingJobOnRealNodesTest(unittest.TestCase):
     def operator_log(self):
         return (Path(self.tmp.name) / "operator.log").read_text()[-4000:]
 
+    def check_fence(self, name):
+        """Attempt 1 holds the checkpoints' fence (worker/train/fence.h) from
+        the step it resumed at; a rank of attempt 0 started again on the same
+        volume, as a gang in a member cut off from the hub would still run,
+        exits 8 (Superseded) before writing anything."""
+        uid = json.loads(kubectl("get", "trainingjob", name, "-n", self.ns, "-o",
+                                 "json").stdout)["metadata"]["uid"]
+        events = wait("attempt 1 resumed", lambda: (lambda es: es if any(
+            e.get("event") == "resumed" for e in es) else None)(self.steps_of(f"{name}-1-0")),
+            timeout=120)
+        resumed = next(e for e in events if e.get("event") == "resumed")
+        fenced = [e for e in events if e.get("event") == "fenced"]
+        self.assertEqual(len(fenced), 1, events[:8])
+        self.assertEqual((fenced[0]["job"], fenced[0]["attempt"], fenced[0]["baseStep"]),
+                         (uid, 1, resumed["step"]))
+        fence = json.loads((self.shared / name / "ckpt" / "fence.json").read_text())
+        self.assertEqual((fence["job"], fence["attempt"]), (uid, 1))
+
+        # The stale rank: attempt 1's rank-0 pod spec, alone (world size 1,
+        # on the CPU, no GPU asked) and with attempt 0's token, unlabelled so
+        # the operator leaves it alone.
+        spec = json.loads(kubectl("get", "pod", f"{name}-1-0", "-n", self.ns, "-o",
+                                  "json").stdout)["spec"]
+        for key in ("hostname", "subdomain", "nodeName", "schedulingGates", "affinity",
+                    "priority"):
+            spec.pop(key, None)
+        worker = spec["containers"][0]
+        worker.pop("resources", None)
+        worker["args"] = [f"--fence={uid}:0" if a.startswith("--fence=") else
+                          "--device=cpu" if a.startswith("--device=") else a
+                          for a in worker["args"]]
+        self.assertIn(f"--fence={uid}:0", worker["args"])
+        env = {e["name"]: e for e in worker.get("env", [])}
+        env["WORLD_SIZE"] = {"name": "WORLD_SIZE", "value": "1"}
+        env["RANK"] = {"name": "RANK", "value": "0"}
+        env["MASTER_ADDR"] = {"name": "MASTER_ADDR", "value": "127.0.0.1"}
+        worker["env"] = list(env.values())
+        stale = f"{name}-stale"
+        kubectl("apply", "-f", "-", stdin=json.dumps({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": stale, "namespace": self.ns}, "spec": spec}))
+        ended = wait("the stale rank's end", lambda: (lambda st: st if st and st.get(
+            "terminated") else None)(next(iter(json.loads(kubectl(
+                "get", "pod", stale, "-n", self.ns, "-o", "json").stdout)["status"].get(
+                    "containerStatuses", [])), {}).get("state")), timeout=180)
+        log = self.steps_of(stale)
+        self.assertEqual(ended["terminated"]["exitCode"], 8, (ended, log[-5:]))
+        message = json.loads(ended["terminated"].get("message") or "{}")
+        self.assertEqual(message.get("reason"), "Superseded", message)
+        self.assertFalse([e for e in log if e.get("event") in ("checkpoint", "fenced", "step")],
+                         log)
+        fence = json.loads((self.shared / name / "ckpt" / "fence.json").read_text())
+        self.assertEqual((fence["job"], fence["attempt"]), (uid, 1))
+        kubectl("delete", "pod", stale, "-n", self.ns, "--wait=false")
+        print(f"figure: a rank of attempt 0 started beside attempt 1 exited 8 (Superseded): "
+              f"{message.get('message', '')[:120]}")
+
     def test_a_gang_trains_survives_a_killed_worker_and_succeeds(self):
         name = "fortunes"
         job = {
@@ -206,6 +264,8 @@ class TrainingJobOnRealNodesTest(unittest.TestCase):
         self.assertEqual(history[0]["reason"], "WorkerError")
         # The restart names the checkpoint the status last showed.
         self.assertGreaterEqual(history[0].get("resumedFromStep", 0), EVERY, history)
+
+        self.check_fence(name)
 
         # kubectl scale to 1 while attempt 1 trains: resized in place of a
         # restart; the one worker accumulates 2 micro-batches of 8, so the
