@@ -156,6 +156,9 @@ int main(int argc, char** argv) {
                  "started small, or one scaled up) looks for room to grow, and how long it runs "
                  "at one size before it grows: each resize costs a checkpoint and a restart of "
                  "every rank.");
+  flags.Int("trainingjob-create-parallelism", &tj_options.create_parallelism, 1, 256,
+            "How many of a TrainingJob's worker pods are created (and their scheduling gates "
+            "lifted) at once; --kube-api-qps and --kube-api-burst still bound the rate.");
   flags
       .String("router-url", &router_url,
               "kiln-router's base URL (http://host:port): ModelDeployment analysis reads its "

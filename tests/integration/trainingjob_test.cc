@@ -150,7 +150,9 @@ class CountedReconciler final : public runtime::Reconciler {
 // behind polling.
 class Hub {
  public:
-  Hub() {
+  // `create_parallelism`: the reconciler's option of that name (the
+  // benchmark compares values).
+  explicit Hub(int create_parallelism = TrainingJobReconcilerOptions{}.create_parallelism) {
     auto lc = testing::LocalClusters::FromEnvironment();
     REQUIRE(lc.ok());
     REQUIRE(lc->clusters().size() >= 2);
@@ -198,7 +200,8 @@ class Hub {
         TrainingJobReconcilerOptions{
             .volume = {.claim_name = "", .host_path = "/tmp", .mount_path = "/kiln"},
             .resync = std::chrono::hours(1),
-            .grow_interval = std::chrono::seconds(1)});
+            .grow_interval = std::chrono::seconds(1),
+            .create_parallelism = create_parallelism});
     counted_ = std::make_unique<CountedReconciler>(*reconciler_);
     runtime::Controller& controller =
         manager_->AddController("trainingjob", *counted_, {.workers = 2});
@@ -773,30 +776,34 @@ TEST_CASE("the fault table: each worker ending gets the reason and action the ta
 // deleted worker and a worker exiting 4, with the backoff fixed at 1 s.
 // Prints p50 and p99 (over 20 samples: the largest); asserts only that
 // every step happened.
-TEST_CASE("TrainingJob submit and recovery times on kwok", "[.][trainingjob-bench]") {
-  Hub h;
-  kube::Client& hub = h.client();
-  auto env = [](const char* name, const char* fallback) {
-    const char* v = std::getenv(name);
-    return std::string(v != nullptr && *v != '\0' ? v : fallback);
-  };
-  auto all_running = [&](const std::string& name, int workers, int attempt) {
-    int n = 0;
-    for (const auto& p : h.PodsOf(name)) {
-      n += p["metadata"]["labels"][kAttemptLabel] == std::to_string(attempt) &&
-                   p["status"].value("phase", "") == "Running"
-               ? 1
-               : 0;
-    }
-    return n == workers && h.JobStatus(name).value("phase", "") == "Running";
-  };
-  auto bench_job = [&](const std::string& name, int workers) {
-    json job = Job(h.ns(), name, workers, 1);
-    job["spec"]["failurePolicy"] = {{"maxRestarts", 1000},
-                                    {"backoff", {{"initial", "1s"}, {"max", "1s"}}}};
-    return job;
-  };
-  std::istringstream gangs(env("KILN_BENCH_GANGS", "8 64 512"));
+std::string BenchEnv(const char* name, const char* fallback) {
+  const char* v = std::getenv(name);
+  return std::string(v != nullptr && *v != '\0' ? v : fallback);
+}
+
+// Whether `workers` pods of the job's `attempt` are Running and so is the job.
+bool AllRunning(Hub& h, const std::string& name, int workers, int attempt) {
+  int n = 0;
+  for (const auto& p : h.PodsOf(name)) {
+    n += p["metadata"]["labels"][kAttemptLabel] == std::to_string(attempt) &&
+                 p["status"].value("phase", "") == "Running"
+             ? 1
+             : 0;
+  }
+  return n == workers && h.JobStatus(name).value("phase", "") == "Running";
+}
+
+json BenchJob(Hub& h, const std::string& name, int workers) {
+  json job = Job(h.ns(), name, workers, 1);
+  job["spec"]["failurePolicy"] = {{"maxRestarts", 1000},
+                                  {"backoff", {{"initial", "1s"}, {"max", "1s"}}}};
+  return job;
+}
+
+// Submit → all KILN_BENCH_GANGS gangs' workers Running on `h`, one gang at a
+// time, each deleted after.
+void BenchSubmit(Hub& h, const std::string& label) {
+  std::istringstream gangs(BenchEnv("KILN_BENCH_GANGS", "8 64 512"));
   for (int workers; gangs >> workers;) {
     WaitUntil("the capacity view sees the GPUs", [&] {
       auto c = h.capacity().Snapshot().cluster(h.member());
@@ -804,16 +811,40 @@ TEST_CASE("TrainingJob submit and recovery times on kwok", "[.][trainingjob-benc
     });
     const std::string name = "gang" + std::to_string(workers);
     const auto submitted = Clock::now();
-    REQUIRE(hub.Create(api::v1alpha1::kTrainingJobs, h.ns(), bench_job(name, workers)).ok());
+    REQUIRE(
+        h.client().Create(api::v1alpha1::kTrainingJobs, h.ns(), BenchJob(h, name, workers)).ok());
     WaitUntil(
-        name + " running", [&] { return all_running(name, workers, 0); },
+        name + " running", [&] { return AllRunning(h, name, workers, 0); },
         std::chrono::seconds(600));
-    std::printf("trainingjob_bench: submit → all %d workers Running: %.2f s\n", workers,
-                Seconds(Clock::now() - submitted));
-    REQUIRE(hub.Delete(api::v1alpha1::kTrainingJobs, h.ns(), name).ok());
+    std::printf("trainingjob_bench: submit → all %d workers Running%s: %.2f s\n", workers,
+                label.c_str(), Seconds(Clock::now() - submitted));
+    std::fflush(stdout);
+    REQUIRE(h.client().Delete(api::v1alpha1::kTrainingJobs, h.ns(), name).ok());
     WaitUntil(
         name + " gone", [&] { return h.PodsOf(name).empty(); }, std::chrono::seconds(600));
   }
+}
+
+TEST_CASE("TrainingJob submit and recovery times on kwok", "[.][trainingjob-bench]") {
+  // KILN_BENCH_CREATE_PARALLELISM="16 1 16 1": the submit figures once per
+  // value, in that order, each on a controller of its own (A B A B).
+  const std::string parallelism = BenchEnv("KILN_BENCH_CREATE_PARALLELISM", "");
+  if (!parallelism.empty()) {
+    std::istringstream values(parallelism);
+    for (int p; values >> p;) {
+      Hub hp(p);
+      BenchSubmit(hp, " (create_parallelism " + std::to_string(p) + ")");
+      hp.Finish();
+    }
+  }
+  Hub h;
+  kube::Client& hub = h.client();
+  auto env = BenchEnv;
+  auto all_running = [&](const std::string& name, int workers, int attempt) {
+    return AllRunning(h, name, workers, attempt);
+  };
+  auto bench_job = [&](const std::string& name, int workers) { return BenchJob(h, name, workers); };
+  if (parallelism.empty()) BenchSubmit(h, "");
 
   const int faults = std::stoi(env("KILN_BENCH_FAULTS", "20"));
   const int workers = 8;

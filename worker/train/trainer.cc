@@ -162,7 +162,9 @@ StatusOr<int64_t> Trainer::Restore(const std::function<void(const nlohmann::json
               {"restored", true}};
     }
     if (!failed.ok()) {
-      head = {{"error", failed.message()}, {"code", static_cast<int>(failed.code())}};
+      head = {{"error", failed.message()},
+              {"code", static_cast<int>(failed.code())},
+              {"superseded", IsSuperseded(failed)}};
     }
   }
   if (comm_->world_size() > 1) {
@@ -176,8 +178,12 @@ StatusOr<int64_t> Trainer::Restore(const std::function<void(const nlohmann::json
     if (head.is_discarded()) return Status::Internal("rank 0 sent a malformed start state");
     if (head.contains("error")) {
       if (!failed.ok()) return failed;
-      return Status(static_cast<StatusCode>(head.value("code", 13)),
+      Status theirs(static_cast<StatusCode>(head.value("code", 13)),
                     "rank 0 could not restore: " + head.value("error", ""));
+      // Every rank of a superseded gang ends as Superseded (exit 8).
+      if (head.value("superseded", false))
+        theirs = theirs.WithDetail(std::make_shared<Superseded>());
+      return theirs;
     }
     model::Gpt<float>& host = model_->host();
     for (std::span<float> t : {host.params(), host.adam_m(), host.adam_v()}) {
@@ -266,7 +272,13 @@ Status Trainer::Run(const std::function<void(const nlohmann::json&)>& report,
         (step % o.checkpoint_every == 0 || step == o.steps ||
          std::chrono::steady_clock::now() - last_fence_check >= o.fence_check_interval)) {
       fence_lost = keep_fence();
-      if (!fence_lost.ok() && !IsSuperseded(fence_lost)) return fence_lost;
+      if (!fence_lost.ok() && !IsSuperseded(fence_lost)) {
+        // The storage did not answer: tried again next interval, and the
+        // checkpoint's own write reports a lasting outage.
+        progress({{"event", "warning"},
+                  {"message", "cannot check the checkpoint fence: " + fence_lost.message()}});
+        fence_lost = Status::Ok();
+      }
     }
     double superseded = fence_lost.ok() ? 0.0 : 1.0;
     if (world > 1) {

@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "base/log.h"
+#include "base/parallel_for.h"
 #include "base/time_format.h"
 #include "kube/api_error.h"
 #include "operator/api/conditions.h"
@@ -876,39 +877,63 @@ StatusOr<runtime::Result> TrainingJobReconciler::Reconcile(const runtime::Contex
       }
     }
   }
-  if (!failure) {
+  if (!failure && created_before) {
     for (size_t rank = 0; rank < ranks.size(); ++rank) {
       if (seen[rank]) continue;
-      if (created_before) {
-        // A worker of a running gang is gone without a trace: a failure.
-        failure =
-            WorkerFailure{.cluster = ranks[rank].cluster,
-                          .node = ranks[rank].node,
-                          .pod = WorkerPodName(request.name, attempt, static_cast<int32_t>(rank)),
-                          .pod_gone = true};
-        break;
-      }
+      // A worker of a running gang is gone without a trace: a failure.
+      failure =
+          WorkerFailure{.cluster = ranks[rank].cluster,
+                        .node = ranks[rank].node,
+                        .pod = WorkerPodName(request.name, attempt, static_cast<int32_t>(rank)),
+                        .pod_gone = true};
+      break;
+    }
+  }
+  // The missing pods of a new attempt are created, then the gang's
+  // scheduling gates lifted, each `create_parallelism` requests at a time.
+  // The first error (in rank order) is returned once all have answered.
+  std::vector<size_t> todo;
+  auto each = [&](const std::function<Status(size_t)>& call) -> Status {
+    std::vector<Status> results(todo.size());
+    ParallelFor(todo.size(), static_cast<size_t>(std::max(options_.create_parallelism, 1)),
+                [&](size_t i) { results[i] = call(todo[i]); });
+    for (const Status& s : results) KILN_RETURN_IF_ERROR(s);
+    return Status::Ok();
+  };
+  if (!failure) {
+    for (size_t rank = 0; rank < ranks.size(); ++rank) {
+      if (!seen[rank] && members_.Get(ranks[rank].cluster) != nullptr) todo.push_back(rank);
+    }
+    std::vector<json> made(ranks.size());
+    KILN_RETURN_IF_ERROR(each([&](size_t rank) -> Status {
       auto member = members_.Get(ranks[rank].cluster);
-      if (member == nullptr) continue;
-      auto made = member->client().Create(kube::resources::kPods, ns, objects->pods[rank]);
-      if (!made.ok() && !kube::IsAlreadyExists(made.status())) return made.status();
-      if (made.ok()) {
-        pods[rank] = *made;
-        seen[rank] = true;
-      }
+      if (member == nullptr) return Status::Ok();
+      auto created = member->client().Create(kube::resources::kPods, ns, objects->pods[rank]);
+      if (!created.ok())
+        return kube::IsAlreadyExists(created.status()) ? Status::Ok() : created.status();
+      made[rank] = std::move(*created);
+      return Status::Ok();
+    }));
+    for (size_t rank : todo) {
+      if (made[rank].is_null()) continue;
+      pods[rank] = std::move(made[rank]);
+      seen[rank] = true;
     }
   }
   const bool all_exist = std::all_of(seen.begin(), seen.end(), [](bool b) { return b; });
   if (!failure && all_exist) {
+    todo.clear();
     for (size_t rank = 0; rank < ranks.size(); ++rank) {
-      if (!Gated(pods[rank])) continue;
+      if (Gated(pods[rank])) todo.push_back(rank);
+    }
+    KILN_RETURN_IF_ERROR(each([&](size_t rank) -> Status {
       auto member = members_.Get(ranks[rank].cluster);
-      if (member == nullptr) continue;
+      if (member == nullptr) return Status::Ok();
       auto lifted =
           member->client().Patch(kube::resources::kPods, ns, Str(pods[rank]["metadata"], "name"),
                                  kube::PatchType::kMerge, R"({"spec":{"schedulingGates":null}})");
-      if (!lifted.ok() && !kube::IsNotFound(lifted.status())) return lifted.status();
-    }
+      return lifted.ok() || kube::IsNotFound(lifted.status()) ? Status::Ok() : lifted.status();
+    }));
   }
 
   // 5. The pods' states. A failure the policy ignores does not count: the

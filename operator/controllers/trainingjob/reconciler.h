@@ -133,6 +133,11 @@ struct TrainingJobReconcilerOptions {
   // How often a running job's progress is read (at most; a reconcile reads
   // it when this much time has passed since the last read).
   std::chrono::milliseconds progress_interval{std::chrono::seconds(15)};
+  // How many of a gang's pods are created (and their scheduling gates
+  // lifted) at once: one API request each, so a 512-worker gang is not 512
+  // round trips one after another. The member client's rate limit
+  // (--kube-api-qps, --kube-api-burst) still applies. 1: one at a time.
+  int create_parallelism = 16;
   // Where the controller's metrics go; none keeps no metrics. Must outlive
   // the reconciler.
   TrainingJobMetrics* metrics = nullptr;

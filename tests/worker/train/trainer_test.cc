@@ -9,6 +9,7 @@
 #include <atomic>
 #include <cmath>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <string>
 #include <thread>
@@ -22,6 +23,8 @@
 #include "worker/data/loader.h"
 #include "worker/dist/tcp_communicator.h"
 #include "worker/train/checkpoint.h"
+#include "worker/train/checkpoint_store.h"
+#include "worker/train/fence.h"
 
 namespace kiln::train {
 namespace {
@@ -188,7 +191,10 @@ TEST_CASE("gradient accumulation follows the trajectory of the larger batch", "[
 
 // `o` on `world` ranks (threads of this process over TCP on loopback), each
 // stopping after step `stop_after` (0: never); rank 0's run.
-Run TrainRanks(int world, const TrainOptions& o, int64_t stop_after = 0) {
+// Every rank's run; `on_event(rank, event)` sees each progress record.
+std::vector<Run> TrainAllRanks(
+    int world, const TrainOptions& o, int64_t stop_after = 0,
+    const std::function<void(int, const nlohmann::json&)>& on_event = nullptr) {
   const int port = kiln::testing::FreePort();
   REQUIRE(port > 0);
   std::vector<Run> runs(static_cast<size_t>(world));
@@ -215,6 +221,7 @@ Run TrainRanks(int world, const TrainOptions& o, int64_t stop_after = 0) {
       run.status = (*trainer)->Run(
           [&](const nlohmann::json& e) {
             run.events.push_back(e);
+            if (on_event) on_event(r, e);
             if (e["event"] != "step") return;
             run.losses[e["step"].get<int64_t>()] = e["loss"].get<double>();
             if (stop_after > 0 && e["step"].get<int64_t>() == stop_after) stop = true;
@@ -228,7 +235,11 @@ Run TrainRanks(int world, const TrainOptions& o, int64_t stop_after = 0) {
     INFO("rank " << r << ": " << errors[static_cast<size_t>(r)].ToString());
     REQUIRE(errors[static_cast<size_t>(r)].ok());
   }
-  return runs[0];
+  return runs;
+}
+
+Run TrainRanks(int world, const TrainOptions& o, int64_t stop_after = 0) {
+  return TrainAllRanks(world, o, stop_after)[0];
 }
 
 TEST_CASE("a run resized between checkpoints keeps the loss curve of one that was not",
@@ -383,6 +394,53 @@ TEST_CASE("a rewind resumes before the diverged checkpoints and skips the data t
   bad.checkpoint_dir.clear();
   bad.rewind_before_step = 30;
   CHECK(Trainer::CheckOptions(bad).code() == StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace kiln::train
+
+namespace kiln::train {
+namespace {
+
+// The fence (fence.h) in a data-parallel gang: rank 0 alone reads it, and
+// every rank ends as Superseded (exit 8), at the start and mid-run alike.
+TEST_CASE("every rank of a gang whose fence a newer attempt holds ends as Superseded",
+          "[worker][train][fence]") {
+  kiln::testing::TempDir dir;
+  TrainOptions o = Tiny(kiln::testing::PrepareFortunes(dir));
+  o.steps = 12;
+  o.checkpoint_dir = dir.path() + "/ckpt";
+  o.checkpoint_every = 4;
+  o.fence = CheckpointWriter{"uid", 4};
+  o.fence_check_interval = std::chrono::milliseconds(0);
+  auto store = NewFileCheckpointStore(o.checkpoint_dir);
+
+  SECTION("at the start") {
+    REQUIRE(store->WriteFence(EncodeFence({{"uid", 5}, 0})).ok());
+    for (const Run& run : TrainAllRanks(2, o)) {
+      INFO(run.status.ToString());
+      CHECK(IsSuperseded(run.status));
+      CHECK(run.completed == 0);
+    }
+  }
+  SECTION("mid-run, before the next step") {
+    // Attempt 5 claims while rank 0 reports step 6: both ranks stop before
+    // step 7, and the step-4 checkpoint stays the last one written.
+    auto runs = TrainAllRanks(2, o, 0, [&](int rank, const nlohmann::json& e) {
+      if (rank == 0 && e["event"] == "step" && e["step"] == 6) {
+        REQUIRE(store->WriteFence(EncodeFence({{"uid", 5}, 4})).ok());
+      }
+    });
+    for (const Run& run : runs) {
+      INFO(run.status.ToString());
+      CHECK(IsSuperseded(run.status));
+      CHECK(run.completed == 6);
+      CHECK(Events(run, "checkpoint").size() == (&run == &runs[0] ? 1u : 0u));
+    }
+    auto listed = ListCheckpoints(o.checkpoint_dir);
+    REQUIRE(listed.ok());
+    CHECK(listed->size() == 1);
+  }
 }
 
 }  // namespace
