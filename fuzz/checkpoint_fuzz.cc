@@ -1,7 +1,9 @@
 // Fuzzes reading kiln checkpoints (worker/train/checkpoint.h): the bytes as
 // a checkpoint file that serve, eval and convert load with its own shape
 // (worker/train/load_model.h), and as the newest checkpoint of a training
-// run that resumes into a model of a fixed shape (RestoreLatestCheckpoint).
+// run that resumes into a model of a fixed shape (RestoreLatestCheckpoint);
+// also as the checkpoint fence beside them and the --fence token
+// (worker/train/fence.h).
 #include <cstdint>
 #include <cstdlib>
 #include <string>
@@ -9,6 +11,7 @@
 #include "fuzz/scratch_file.h"
 #include "worker/model/gpt.h"
 #include "worker/train/checkpoint.h"
+#include "worker/train/fence.h"
 #include "worker/train/load_model.h"
 
 namespace {
@@ -40,5 +43,16 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   auto restored =
       kiln::train::RestoreLatestCheckpoint(file.dir(), model, [](const std::string&) {});
   if (restored.ok() && !restored->has_value()) __builtin_trap();  // There is a file.
+  const std::string text(reinterpret_cast<const char*>(data), size);
+  auto fence = kiln::train::ParseFence(text, "fence.json");
+  if (fence.ok()) {
+    // What parses encodes and parses back the same.
+    auto again = kiln::train::ParseFence(kiln::train::EncodeFence(*fence), "again");
+    if (!again.ok() || !(again->holder == fence->holder) ||
+        again->base_step != fence->base_step) {
+      __builtin_trap();
+    }
+  }
+  (void)kiln::train::ParseFenceToken(text);
   return 0;
 }

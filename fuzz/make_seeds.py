@@ -141,9 +141,17 @@ def checkpoints():
                         "sha256": hashlib.sha256(raw).hexdigest()})
         blob += raw
     header = json.dumps({"step": 1, "position": {"epoch": 0, "shard": 1, "offset": 64},
-                         "model": SHAPE, "tensors": tensors, "rng": {"seed": 42}},
+                         "model": SHAPE, "tensors": tensors, "rng": {"seed": 42},
+                         "writer": {"job": "6f1c0d2e-1111-2222-3333-444455556666",
+                                    "attempt": 3}},
                         separators=(",", ":")).encode()
     put("checkpoint", "step-1.ckpt", b"KILNCKPT" + struct.pack("<II", 1, len(header)) + header + blob)
+    # The same harness parses the checkpoint fence and the --fence token.
+    put("checkpoint", "fence.json", json.dumps(
+        {"kind": "kiln.dev/checkpoint-fence", "version": 1,
+         "job": "6f1c0d2e-1111-2222-3333-444455556666", "attempt": 3, "baseStep": 200},
+        separators=(",", ":")) + "\n")
+    put("checkpoint", "fence-token", "6f1c0d2e-1111-2222-3333-444455556666:3")
     return n
 
 

@@ -813,11 +813,25 @@ void BenchSubmit(Hub& h, const std::string& label) {
     const auto submitted = Clock::now();
     REQUIRE(
         h.client().Create(api::v1alpha1::kTrainingJobs, h.ns(), BenchJob(h, name, workers)).ok());
+    // The controller's part: every pod created and its scheduling gate lifted.
+    WaitUntil(
+        name + " ungated",
+        [&] {
+          int ungated = 0;
+          for (const auto& p : h.PodsOf(name)) {
+            ungated += p["spec"].value("schedulingGates", json::array()).empty() ? 1 : 0;
+          }
+          return ungated == workers;
+        },
+        std::chrono::seconds(600));
+    const double ungated = Seconds(Clock::now() - submitted);
     WaitUntil(
         name + " running", [&] { return AllRunning(h, name, workers, 0); },
         std::chrono::seconds(600));
-    std::printf("trainingjob_bench: submit → all %d workers Running%s: %.2f s\n", workers,
-                label.c_str(), Seconds(Clock::now() - submitted));
+    std::printf(
+        "trainingjob_bench: submit → all %d workers created and ungated%s: %.2f s, Running: "
+        "%.2f s\n",
+        workers, label.c_str(), ungated, Seconds(Clock::now() - submitted));
     std::fflush(stdout);
     REQUIRE(h.client().Delete(api::v1alpha1::kTrainingJobs, h.ns(), name).ok());
     WaitUntil(
