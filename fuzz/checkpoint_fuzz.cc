@@ -48,8 +48,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (fence.ok()) {
     // What parses encodes and parses back the same.
     auto again = kiln::train::ParseFence(kiln::train::EncodeFence(*fence), "again");
-    if (!again.ok() || !(again->holder == fence->holder) ||
-        again->base_step != fence->base_step) {
+    if (!again.ok() || !(again->holder == fence->holder) || again->base_step != fence->base_step) {
       __builtin_trap();
     }
   }
