@@ -16,12 +16,12 @@ std::string Describe(const CheckpointWriter& w) {
   return "job " + w.job + " attempt " + std::to_string(w.attempt);
 }
 
-Status Lost(const std::string& why) {
+}  // namespace
+
+Status SupersededError(const std::string& why) {
   return Status::FailedPrecondition("superseded: " + why)
       .WithDetail(std::make_shared<Superseded>());
 }
-
-}  // namespace
 
 std::string EncodeFence(const Fence& fence) {
   return json{{"kind", kFenceKind},
@@ -92,8 +92,8 @@ StatusOr<std::optional<Fence>> ReadFenceFor(CheckpointStore& store, const Checkp
     current = std::move(parsed);
   }
   if (DecideFence(current, mine, starting) == FenceAction::kStop) {
-    return Lost(Describe(current->holder) + " holds the checkpoints; this gang is " +
-                Describe(mine));
+    return SupersededError(Describe(current->holder) + " holds the checkpoints; this gang is " +
+                           Describe(mine));
   }
   return current;
 }

@@ -51,6 +51,8 @@ StatusOr<CheckpointWriter> ParseFenceToken(const std::string& text);
 // code Superseded).
 class Superseded final : public StatusDetail {};
 inline bool IsSuperseded(const Status& s) { return s.detail<Superseded>() != nullptr; }
+// FailedPrecondition "superseded: <why>" marked Superseded.
+Status SupersededError(const std::string& why);
 
 // What a gang holding token `mine` does on finding `current` (nullopt: no
 // fence yet). `starting`: at its start (a new job's UID then takes the

@@ -289,10 +289,7 @@ Status Trainer::Run(const std::function<void(const nlohmann::json&)>& report,
     }
     if (superseded > 0) {
       if (!fence_lost.ok()) return fence_lost;
-      return Status::FailedPrecondition(
-                 "superseded: rank 0 found a newer attempt holding the "
-                 "checkpoints")
-          .WithDetail(std::make_shared<Superseded>());
+      return SupersededError("rank 0 found a newer attempt holding the checkpoints");
     }
     if (stopping > 0) {
       // Keep the work done since the last periodic checkpoint.

@@ -902,7 +902,7 @@ StatusOr<runtime::Result> TrainingJobReconciler::Reconcile(const runtime::Contex
   };
   if (!failure) {
     for (size_t rank = 0; rank < ranks.size(); ++rank) {
-      if (!seen[rank] && members_.Get(ranks[rank].cluster) != nullptr) todo.push_back(rank);
+      if (!seen[rank]) todo.push_back(rank);
     }
     std::vector<json> made(ranks.size());
     KILN_RETURN_IF_ERROR(each([&](size_t rank) -> Status {

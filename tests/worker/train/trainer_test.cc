@@ -396,12 +396,6 @@ TEST_CASE("a rewind resumes before the diverged checkpoints and skips the data t
   CHECK(Trainer::CheckOptions(bad).code() == StatusCode::kInvalidArgument);
 }
 
-}  // namespace
-}  // namespace kiln::train
-
-namespace kiln::train {
-namespace {
-
 // The fence (fence.h) in a data-parallel gang: rank 0 alone reads it, and
 // every rank ends as Superseded (exit 8), at the start and mid-run alike.
 TEST_CASE("every rank of a gang whose fence a newer attempt holds ends as Superseded",
