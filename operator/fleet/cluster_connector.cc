@@ -10,17 +10,51 @@
 namespace kiln::fleet {
 namespace {
 
-// Handlers passing kiln's pods (by the managed-by label) to the listeners.
+// The pod informer's index of pods by the node they are bound to.
+constexpr const char* kPodsByNode = "spec.nodeName";
+
+// Passes `pod` to the listeners if it is one of kiln's (by the managed-by label).
+void TellIfKiln(const std::string& cluster, ClusterConnector::Listeners& listeners,
+                const kube::json& pod) {
+  const kube::json labels = pod["metadata"].value("labels", kube::json::object());
+  if (labels.value(api::kManagedByLabel, "") != api::kManagedByValue) return;
+  std::lock_guard<std::mutex> lock(listeners.mu);
+  for (const auto& listener : listeners.all) listener(cluster, pod);
+}
+
 kube::EventHandlers KilnPodHandlers(const std::string& cluster,
                                     std::shared_ptr<ClusterConnector::Listeners> listeners) {
   auto tell = [cluster, listeners](const kube::Object& pod) {
-    const kube::json labels = (*pod)["metadata"].value("labels", kube::json::object());
-    if (labels.value(api::kManagedByLabel, "") != api::kManagedByValue) return;
-    std::lock_guard<std::mutex> lock(listeners->mu);
-    for (const auto& listener : listeners->all) listener(cluster, *pod);
+    TellIfKiln(cluster, *listeners, *pod);
   };
   return {.on_add = tell,
           .on_update = [tell](const kube::Object&, const kube::Object& now) { tell(now); },
+          .on_delete = tell};
+}
+
+bool NodeReady(const kube::json& node) {
+  for (const auto& c :
+       node.value("status", kube::json::object()).value("conditions", kube::json::array())) {
+    if (c.value("type", "") == "Ready") return c.value("status", "") == "True";
+  }
+  return false;
+}
+
+// Handlers telling the listeners of kiln's pods on a node that stops being
+// Ready or is deleted: their controllers act on the node's failure at once,
+// not when (or whether) Kubernetes gets round to the pods.
+kube::EventHandlers NodeLossHandlers(const std::string& cluster, const kube::Informer& pods,
+                                     std::shared_ptr<ClusterConnector::Listeners> listeners) {
+  auto tell = [cluster, &pods, listeners](const kube::Object& node) {
+    const std::string name = (*node)["metadata"].value("name", "");
+    for (const kube::Object& pod : pods.store().ByIndex(kPodsByNode, name)) {
+      TellIfKiln(cluster, *listeners, *pod);
+    }
+  };
+  return {.on_update =
+              [tell](const kube::Object& old, const kube::Object& now) {
+                if (NodeReady(*old) && !NodeReady(*now)) tell(now);
+              },
           .on_delete = tell};
 }
 
@@ -37,7 +71,12 @@ class ClusterMember final : public Member {
               {.field_selector = "status.phase!=Succeeded,status.phase!=Failed"}),
         node_reader_(nodes_),
         pod_reader_(pods_) {
+    (void)pods_.AddIndex(kPodsByNode, [](const kube::json& pod) {
+      const std::string node = pod.value("spec", kube::json::object()).value("nodeName", "");
+      return node.empty() ? std::vector<std::string>{} : std::vector<std::string>{node};
+    });
     nodes_.AddHandlers(view.NodeHandlers(name_));
+    nodes_.AddHandlers(NodeLossHandlers(name_, pods_, listeners));
     pods_.AddHandlers(view.PodHandlers(name_));
     pods_.AddHandlers(KilnPodHandlers(name_, std::move(listeners)));
     nodes_.Start();

@@ -3,7 +3,9 @@
 // so a probe fails within its timeout), and two informers — every node, and
 // every non-terminal pod — whose events feed the CapacityView under the
 // member's name; the events of kiln's own pods (managed-by kiln) also go to
-// the pod listeners, so controllers react to their workers at once.
+// the pod listeners, so controllers react to their workers at once, and so
+// do kiln's pods on a node that stops being Ready or is deleted (their own
+// events may come minutes later, or never).
 // Thread-safe.
 #ifndef KILN_OPERATOR_FLEET_CLUSTER_CONNECTOR_H_
 #define KILN_OPERATOR_FLEET_CLUSTER_CONNECTOR_H_

@@ -654,10 +654,8 @@ TEST_CASE("an elastic job starts small, grows when capacity frees and follows ku
 // pod's status as its kubelet would, classified and acted on as
 // docs/trainingjob.md's table says — restart (the reason in restartHistory)
 // or fail (the reason on the Failed condition) — by a controller woken only
-// by the pod watch. One 1-GPU job per row, all at once. Node- and
-// cluster-level evidence is not here: kwok keeps its nodes Ready (the unit
-// table covers NotReady, Unknown and gone nodes), and a lost cluster is the
-// fleet suite's.
+// by the pod watch. One 1-GPU job per row, all at once. The node rows are
+// the next test's (nodes of its own); a lost cluster is the fleet suite's.
 TEST_CASE("the fault table: each worker ending gets the reason and action the table gives",
           "[integration][trainingjob]") {
   Hub h;
@@ -764,6 +762,171 @@ TEST_CASE("the fault table: each worker ending gets the reason and action the ta
     WaitUntil(row.name + " gone", [&] {
       return h.PodsOf(row.name).empty() &&
              kube::IsNotFound(hub.Get(api::v1alpha1::kTrainingJobs, h.ns(), row.name).status());
+    });
+  }
+  h.Finish();
+}
+
+// Two kwok nodes of the test's own (1 GPU each, labelled and tainted
+// kiln.dev/fault-test=<namespace> so that only the test's jobs go there),
+// deleted again when it ends. Nodes an earlier run that was killed left
+// behind go first.
+class FaultNodes {
+ public:
+  static constexpr const char* kLabel = "kiln.dev/fault-test";
+
+  FaultNodes(kube::Client& client, const std::string& owner) : client_(client), owner_(owner) {
+    auto leftovers = client_.List(kube::resources::kNodes, "", {.label_selector = kLabel});
+    REQUIRE(leftovers.ok());
+    for (const auto& n : (*leftovers)["items"]) {
+      (void)client_.Delete(kube::resources::kNodes, "", n["metadata"].value("name", ""));
+    }
+    for (int i = 0; i < 2; ++i) {
+      const std::string name = owner + "-node-" + std::to_string(i);
+      const json resources = {
+          {"cpu", "8"}, {"memory", "64Gi"}, {"pods", "10"}, {"nvidia.com/gpu", "1"}};
+      const Status created =
+          client_
+              .Create(
+                  kube::resources::kNodes, "",
+                  {{"apiVersion", "v1"},
+                   {"kind", "Node"},
+                   {"metadata",
+                    {{"name", name},
+                     {"labels",
+                      {{"kubernetes.io/hostname", name},
+                       {kLabel, owner},
+                       {"nvidia.com/gpu.present", "true"},
+                       {"nvidia.com/gpu.product", "NVIDIA-H100-80GB-HBM3"},
+                       {"kiln.dev/rack", name},
+                       {"kiln.dev/nvlink-domain", name}}},
+                     {"annotations",
+                      {{"kwok.x-k8s.io/node", "fake"}, {"node.alpha.kubernetes.io/ttl", "0"}}}}},
+                   {"spec",
+                    {{"taints",
+                      json::array(
+                          {{{"key", kLabel}, {"value", owner}, {"effect", "NoSchedule"}}})}}},
+                   {"status", {{"capacity", resources}, {"allocatable", resources}}}})
+              .status();
+      INFO(created.ToString());
+      REQUIRE(created.ok());
+      names_.push_back(name);
+    }
+  }
+  ~FaultNodes() {
+    for (const auto& n : names_) (void)client_.Delete(kube::resources::kNodes, "", n);
+  }
+
+  // `job` placed on these nodes only.
+  json OnThem(json job) const {
+    job["spec"]["workers"]["nodeSelector"] = {{kLabel, owner_}};
+    job["spec"]["workers"]["tolerations"] =
+        json::array({{{"key", kLabel}, {"operator", "Exists"}, {"effect", "NoSchedule"}}});
+    return job;
+  }
+
+  // Node `name` stops being Ready as a node whose kubelet reports it so:
+  // kwok lets go of it (else its heartbeat says Ready again), then its Ready
+  // condition turns False.
+  Status MakeNotReady(const std::string& name) {
+    KILN_RETURN_IF_ERROR(client_
+                             .Patch(kube::resources::kNodes, "", name, kube::PatchType::kMerge,
+                                    R"({"metadata":{"annotations":{"kwok.x-k8s.io/node":null}}})")
+                             .status());
+    const json status = {
+        {"status",
+         {{"conditions", json::array({{{"type", "Ready"},
+                                       {"status", "False"},
+                                       {"reason", "KubeletNotReady"},
+                                       {"message", "container runtime is down"}}})}}}};
+    return client_
+        .Patch(kube::resources::kNodes, "", name, kube::PatchType::kMerge, status.dump(),
+               {.subresource = "status"})
+        .status();
+  }
+
+ private:
+  kube::Client& client_;
+  const std::string owner_;
+  std::vector<std::string> names_;
+};
+
+// The node rows of the fault table: a worker's node turns NotReady, or is
+// deleted, while the worker runs. No pod changes first (kwok no longer
+// speaks for the node): the controller learns it from the member's node
+// watch, restarts the gang with NodeFailure naming the node, and removes the
+// old pod at once (no kubelet would finish a graceful deletion). Bounded at
+// 30 s: for a deleted node Kubernetes' pod GC would only delete the pod
+// after 40 s.
+TEST_CASE("the fault table's node rows: a worker's node NotReady or deleted restarts the gang",
+          "[integration][trainingjob]") {
+  Hub h;
+  kube::Client& hub = h.client();
+  FaultNodes nodes(hub, h.ns());
+  for (const char* name : {"notready", "deleted"}) {
+    REQUIRE(hub.Create(api::v1alpha1::kTrainingJobs, h.ns(), nodes.OnThem(Job(h.ns(), name, 1, 1)))
+                .ok());
+  }
+  std::map<std::string, std::string> node_of;
+  for (const char* name : {"notready", "deleted"}) {
+    WaitUntil(std::string(name) + " running", [&] {
+      const json pods = h.PodsOf(name);
+      if (pods.size() != 1 || pods[0]["status"].value("phase", "") != "Running" ||
+          h.JobStatus(name).value("phase", "") != "Running") {
+        return false;
+      }
+      node_of[name] = pods[0]["spec"].value("nodeName", "");
+      return true;
+    });
+  }
+  REQUIRE(node_of["notready"] != node_of["deleted"]);
+  std::printf("trainingjob fault table, node rows (the node changed → the restart in status):\n");
+  std::map<std::string, Clock::time_point> injected;
+  injected["notready"] = Clock::now();
+  const Status not_ready = nodes.MakeNotReady(node_of["notready"]);
+  INFO(not_ready.ToString());
+  REQUIRE(not_ready.ok());
+  injected["deleted"] = Clock::now();
+  REQUIRE(hub.Delete(kube::resources::kNodes, "", node_of["deleted"]).ok());
+
+  for (const char* name : {"notready", "deleted"}) {
+    json status;
+    WaitUntil(
+        std::string(name) + " restarted",
+        [&] {
+          status = h.JobStatus(name);
+          return status.value("restarts", 0) == 1;
+        },
+        std::chrono::seconds(30));
+    const double seconds = Seconds(Clock::now() - injected[name]);
+    INFO(status.dump());
+    REQUIRE(status.contains("restartHistory"));
+    const json& record = status["restartHistory"][0];
+    CHECK(record["reason"] == "NodeFailure");
+    CHECK(record["node"] == node_of[name]);
+    CHECK_THAT(record.value("message", ""),
+               Catch::Contains(std::string(name) == "notready" ? "is NotReady" : "is deleted"));
+    // The worker of attempt 0 is gone from the API (forced).
+    WaitUntil(
+        std::string(name) + "'s old worker removed",
+        [&] {
+          for (const auto& p : h.PodsOf(name)) {
+            if (p["metadata"]["labels"][kAttemptLabel] == "0") return false;
+          }
+          return true;
+        },
+        std::chrono::seconds(30));
+    std::printf("  %-22s -> %-18s %-7s in %.2f s\n",
+                std::string(name) == "notready" ? "node NotReady" : "node deleted", "NodeFailure",
+                "restart", seconds);
+  }
+  for (const char* name : {"notready", "deleted"}) {
+    REQUIRE(hub.Delete(api::v1alpha1::kTrainingJobs, h.ns(), name).ok());
+  }
+  for (const char* name : {"notready", "deleted"}) {
+    WaitUntil(std::string(name) + " gone", [&] {
+      return h.PodsOf(name).empty() &&
+             kube::IsNotFound(hub.Get(api::v1alpha1::kTrainingJobs, h.ns(), name).status());
     });
   }
   h.Finish();

@@ -95,6 +95,13 @@ class FakeApiServer final : public kube::HttpTransport {
     return requests_;
   }
 
+  // The grace period each DELETE asked for, by "resource/name" (-1: none
+  // given, the object's own).
+  std::map<std::string, int64_t> delete_grace() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return delete_grace_;
+  }
+
   StatusOr<kube::HttpResponse> Do(const kube::HttpRequest& request) override {
     std::unique_lock<std::mutex> lock(mu_);
     requests_.push_back(request.method + " " + request.path);
@@ -195,6 +202,8 @@ class FakeApiServer final : public kube::HttpTransport {
       return Written(key);
     }
     if (request.method == "DELETE") {
+      delete_grace_[resource + "/" + name] =
+          body.is_object() ? body.value("gracePeriodSeconds", int64_t{-1}) : -1;
       if (!stored["metadata"].value("finalizers", json::array()).empty()) {
         stored["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z";
         return Written(key);
@@ -254,6 +263,7 @@ class FakeApiServer final : public kube::HttpTransport {
   int64_t version_ = 0;
   ProxyHandler proxy_;
   std::vector<std::string> requests_;
+  std::map<std::string, int64_t> delete_grace_;
 };
 
 }  // namespace kiln::testing

@@ -69,7 +69,11 @@ std::vector<v1::ClusterPlacement> ToStatus(const placement::Placement& p) {
 NodeHealth HealthOf(const fleet::Member& member, const std::string& node) {
   if (node.empty()) return NodeHealth::kReady;
   auto n = member.nodes().Get("", node);
-  if (!n.ok()) return kube::IsNotFound(n.status()) ? NodeHealth::kGone : NodeHealth::kReady;
+  // The cache's NotFound (not the API's): the node is gone. A cache not
+  // synced yet says nothing.
+  if (!n.ok()) {
+    return n.status().code() == StatusCode::kNotFound ? NodeHealth::kGone : NodeHealth::kReady;
+  }
   for (const auto& c : (**n).value("status", json::object()).value("conditions", json::array())) {
     if (c.value("type", "") != "Ready") continue;
     const std::string s = c.value("status", "");
@@ -222,8 +226,18 @@ StatusOr<bool> TrainingJobReconciler::DeleteWorkers(const json& job, int32_t att
       for (const auto& item : (*list)["items"]) {
         gone = false;
         const std::string n = Str(item["metadata"], "name");
-        Status s =
-            member->client().Delete(*r, ns, n, {.grace_period_seconds = grace_seconds}).status();
+        // A pod on a node that is gone or not Ready has no kubelet to finish
+        // its deletion: it would stay Terminating (holding the job's
+        // finalizer) until the node came back. It is removed at once; a
+        // worker still running there behind a partition cannot harm the next
+        // attempt, whose checkpoints its fence guards (docs/trainingjob.md).
+        std::optional<int64_t> grace = grace_seconds;
+        if (r == &kube::resources::kPods &&
+            HealthOf(*member, item.value("spec", json::object()).value("nodeName", "")) !=
+                NodeHealth::kReady) {
+          grace = 0;
+        }
+        Status s = member->client().Delete(*r, ns, n, {.grace_period_seconds = grace}).status();
         if (!s.ok() && !kube::IsNotFound(s)) return s;
       }
     }
@@ -886,6 +900,11 @@ StatusOr<runtime::Result> TrainingJobReconciler::Reconcile(const runtime::Contex
                         .node = ranks[rank].node,
                         .pod = WorkerPodName(request.name, attempt, static_cast<int32_t>(rank)),
                         .pod_gone = true};
+      // Its node's state says why (the pod GC deletes the pods of a deleted
+      // node).
+      if (auto member = members_.Get(ranks[rank].cluster)) {
+        failure->node_health = HealthOf(*member, ranks[rank].node);
+      }
       break;
     }
   }
@@ -979,6 +998,20 @@ StatusOr<runtime::Result> TrainingJobReconciler::Reconcile(const runtime::Contex
         }
         failure = f;
         break;
+      }
+      // A live worker on a node that is gone, NotReady or Unknown: the node
+      // has failed under it (Kubernetes itself would wait 300 s to evict).
+      const std::string node = pod.value("spec", json::object()).value("nodeName", "");
+      if (!node.empty()) {
+        if (auto member = members_.Get(ranks[rank].cluster)) {
+          if (const NodeHealth health = HealthOf(*member, node); health != NodeHealth::kReady) {
+            failure = WorkerFailure{.cluster = ranks[rank].cluster,
+                                    .node = node,
+                                    .pod = Str(pod["metadata"], "name"),
+                                    .node_health = health};
+            break;
+          }
+        }
       }
       if (pod_phase == "Running" && Ready(pod)) ++ready;
     }

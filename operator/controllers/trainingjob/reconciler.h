@@ -164,7 +164,8 @@ class TrainingJobReconciler final : public runtime::Reconciler {
  private:
   // Deletes the job's pods and Services (every attempt, or only `attempt`
   // when >= 0) in every member, giving each pod `grace_seconds` after
-  // SIGTERM; true when nothing of them is left. A member not connected or
+  // SIGTERM (none on a node that is gone or not Ready: no kubelet would
+  // finish it); true when nothing of them is left. A member not connected or
   // not answering counts as holding some, unless `may_hold` is given and
   // does not name it.
   StatusOr<bool> DeleteWorkers(const nlohmann::json& job, int32_t attempt,

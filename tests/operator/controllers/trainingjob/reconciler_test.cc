@@ -115,6 +115,20 @@ class Harness {
     member_->nodes_.Put(*server.Object("nodes", "", node["metadata"]["name"]));
     view_->OnNode(kMember, node);
   }
+  // Node `name`'s Ready condition turns `ready` ("False", "Unknown"), or
+  // the node is deleted (""), as m1's node informer sees it.
+  void SetNodeReady(const std::string& name, const std::string& ready) {
+    if (ready.empty()) {
+      server.Remove("nodes", "", name);
+      member_->nodes_.Delete("", name);
+      return;
+    }
+    json node = *server.Object("nodes", "", name);
+    node["status"]["conditions"] = {{{"type", "Ready"}, {"status", ready}}};
+    server.Put("nodes", node);
+    member_->nodes_.Put(*server.Object("nodes", "", name));
+    view_->OnNode(kMember, node);
+  }
   // The capacity view the reconciler places on and holds its decisions in.
   fleet::CapacityView& view() { return *view_; }
   // Plays m1's pod informer: the view sees every pod there as it is now.
@@ -853,6 +867,51 @@ TEST_CASE("without a rule, a worker's retryable failure restarts the whole gang"
        }) {
     CHECK_THAT(text, Catch::Contains(line));
   }
+}
+
+// A node that fails under a running worker: nothing about the pod changes
+// (its kubelet is what failed), the node's state alone restarts the gang.
+TEST_CASE("a running worker's node NotReady, Unknown or deleted restarts the gang at once",
+          "[trainingjob][reconciler][policy]") {
+  for (const std::string state : {"False", "Unknown", ""}) {
+    INFO("Ready=" << state);
+    Harness h;
+    h.StartRunning(Job("run", 2));
+    const std::string node = (*h.server.Object("pods", kNs, "run-0-1"))["spec"]["nodeName"];
+    h.SetNodeReady(node, state);
+    REQUIRE(h.Reconcile("run").ok());
+    json s = h.JobStatus("run");
+    INFO(s.dump());
+    CHECK(s["phase"] == "Restarting");
+    CHECK(s["restarts"] == 1);
+    const json& record = s["restartHistory"][0];
+    CHECK(record["reason"] == "NodeFailure");
+    CHECK(record["node"] == node);
+    CHECK_THAT(record["message"].get<std::string>(),
+               Catch::Contains(state == "False"     ? "is NotReady"
+                               : state == "Unknown" ? "is Unknown"
+                                                    : "is deleted"));
+    // The whole attempt goes; the pod on the failed node without a grace
+    // period (no kubelet there would finish it), the other with its own.
+    CHECK(h.Pods("0").empty());
+    const auto grace = h.server.delete_grace();
+    CHECK(grace.at("pods/run-0-1") == 0);
+    CHECK(grace.at("pods/run-0-0") == kFailedGangGraceSeconds);
+  }
+}
+
+// A worker deleted with its node (the pod GC's work) is a NodeFailure too.
+TEST_CASE("a worker gone with its deleted node is a NodeFailure", "[trainingjob][reconciler]") {
+  Harness h;
+  h.StartRunning(Job("run", 2));
+  const std::string node = (*h.server.Object("pods", kNs, "run-0-0"))["spec"]["nodeName"];
+  h.server.Remove("pods", kNs, "run-0-0");
+  h.SetNodeReady(node, "");
+  REQUIRE(h.Reconcile("run").ok());
+  json s = h.JobStatus("run");
+  INFO(s.dump());
+  CHECK(s["restartHistory"][0]["reason"] == "NodeFailure");
+  CHECK(s["restartHistory"][0]["node"] == node);
 }
 
 TEST_CASE(
