@@ -6,6 +6,7 @@
 #
 # Usage: bench/fleet_bench.sh [--build DIR] [--clusters N] [--nodes N] [--pods N]
 #          [--gangs N] [--rounds N] [--seed N] [--kube-api-qps Q] [--timeout S] [--stall S] [--keep DIR]
+#          [--memory-against BIN]   (the memory step for this build's kiln-operator and BIN, A B A B)
 set -euo pipefail
 args="$*"
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -22,7 +23,8 @@ qps=50            # kiln-operator's default client rate limit (--kube-api-qps)
 timeout=900       # seconds a run may take
 stall=60          # seconds without progress that end a run
 keep=""
-usage() { sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; }
+memory_against=""
+usage() { sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
   case "$1" in
   --build) build="$2"; shift 2 ;;
@@ -36,6 +38,7 @@ while [ $# -gt 0 ]; do
   --timeout) timeout="$2"; shift 2 ;;
   --stall) stall="$2"; shift 2 ;;
   --keep) keep="$2"; shift 2 ;;
+  --memory-against) memory_against="$2"; shift 2 ;;
   -h | --help) usage; exit 0 ;;
   *) usage >&2; die "unknown argument $1" ;;
   esac
@@ -99,16 +102,19 @@ log "setup: MemberClusters, node conditions, $pods filler pods"
 
 # kiln-operator's memory while it watches the fleet (every node and pod of
 # every member): started afresh, measured once every member is Ready.
-log "kiln-operator: memory while watching $((clusters * nodes)) nodes and the pods"
-"$operator" --kubeconfig "$hub_kc" --member-secret-namespace fleetbench \
-  --metrics-bind-address 0 --health-probe-bind-address 0 --log-level warn \
-  --shared-volume-host-path /tmp --shared-volume-mount-path /kiln >"$work/operator.log" 2>&1 &
-operator_pid=$!
-start_ns=$(date +%s%N)
-ready_after=""
-for _ in $(seq 1 600); do
-  # Ready and counting every node: both caches of every member synced.
-  if "$kubectl" --kubeconfig "$hub_kc" get memberclusters -o json 2>/dev/null | python3 -c '
+# $1: the binary; $2: its label in the results.
+measure_memory() {
+  local bin="$1" label="$2"
+  log "kiln-operator ($label): memory while watching $((clusters * nodes)) nodes and the pods"
+  "$bin" --kubeconfig "$hub_kc" --member-secret-namespace fleetbench \
+    --metrics-bind-address 0 --health-probe-bind-address 0 --log-level warn \
+    --shared-volume-host-path /tmp --shared-volume-mount-path /kiln >"$work/operator-$label.log" 2>&1 &
+  operator_pid=$!
+  local start_ns ready_after="" max_rss=0 rss hwm threads watched_pods
+  start_ns=$(date +%s%N)
+  for _ in $(seq 1 600); do
+    # Ready and counting every node: both caches of every member synced.
+    if "$kubectl" --kubeconfig "$hub_kc" get memberclusters -o json 2>/dev/null | python3 -c '
 import json, sys
 want, n = int(sys.argv[1]), int(sys.argv[2])
 items = json.load(sys.stdin)["items"]
@@ -116,32 +122,41 @@ ok = [m for m in items if m.get("status", {}).get("nodeCount") == n and any(
     c["type"] == "Ready" and c["status"] == "True" and c.get("reason") == "Connected"
     for c in m["status"].get("conditions", []))]
 sys.exit(0 if len(ok) == want else 1)' "$clusters" "$nodes"; then
-    ready_after=$(awk -v a="$start_ns" -v b="$(date +%s%N)" 'BEGIN {printf "%.1f", (b - a) / 1e9}')
-    break
-  fi
-  kill -0 "$operator_pid" 2>/dev/null || die "kiln-operator exited; see $work/operator.log"
-  sleep 0.5
-done
-[ -n "$ready_after" ] || die "kiln-operator's members were not all Ready within 5 minutes"
-max_rss=0
-for _ in $(seq 1 20); do
-  rss=$(awk '/VmRSS/ {print $2}' "/proc/$operator_pid/status")
-  [ "$rss" -gt "$max_rss" ] && max_rss=$rss
-  sleep 1
-done
-hwm=$(awk '/VmHWM/ {print $2}' "/proc/$operator_pid/status")
-threads=$(awk '/Threads/ {print $2}' "/proc/$operator_pid/status")
-watched_pods=$("$kubectl" --kubeconfig "$hub_kc" get pods -A --no-headers 2>/dev/null | wc -l)
-for i in $(seq 2 $((clusters - 1))); do
-  watched_pods=$((watched_pods + $("$kubectl" --kubeconfig "$work/h100/fb-h100-$i/kubeconfig" get pods -A --no-headers 2>/dev/null | wc -l)))
-done
-watched_pods=$((watched_pods + $("$kubectl" --kubeconfig "$work/h200/fb-h200-1/kubeconfig" get pods -A --no-headers 2>/dev/null | wc -l)))
-kill "$operator_pid"
-wait "$operator_pid" 2>/dev/null || true
-operator_pid=""
-printf '{"step": "operator-memory", "nodes": %d, "pods": %d, "readySeconds": %s, "rssMaxMiB": %.1f, "vmHwmMiB": %.1f, "threads": %d}\n' \
-  $((clusters * nodes)) "$watched_pods" "$ready_after" "$(awk -v k="$max_rss" 'BEGIN {print k / 1024}')" \
-  "$(awk -v k="$hwm" 'BEGIN {print k / 1024}')" "$threads" | tee -a "$results"
+      ready_after=$(awk -v a="$start_ns" -v b="$(date +%s%N)" 'BEGIN {printf "%.1f", (b - a) / 1e9}')
+      break
+    fi
+    kill -0 "$operator_pid" 2>/dev/null || die "kiln-operator exited; see $work/operator-$label.log"
+    sleep 0.5
+  done
+  [ -n "$ready_after" ] || die "kiln-operator's members were not all Ready within 5 minutes"
+  for _ in $(seq 1 20); do
+    rss=$(awk '/VmRSS/ {print $2}' "/proc/$operator_pid/status")
+    [ "$rss" -gt "$max_rss" ] && max_rss=$rss
+    sleep 1
+  done
+  hwm=$(awk '/VmHWM/ {print $2}' "/proc/$operator_pid/status")
+  threads=$(awk '/Threads/ {print $2}' "/proc/$operator_pid/status")
+  watched_pods=$("$kubectl" --kubeconfig "$hub_kc" get pods -A --no-headers 2>/dev/null | wc -l)
+  for i in $(seq 2 $((clusters - 1))); do
+    watched_pods=$((watched_pods + $("$kubectl" --kubeconfig "$work/h100/fb-h100-$i/kubeconfig" get pods -A --no-headers 2>/dev/null | wc -l)))
+  done
+  watched_pods=$((watched_pods + $("$kubectl" --kubeconfig "$work/h200/fb-h200-1/kubeconfig" get pods -A --no-headers 2>/dev/null | wc -l)))
+  kill "$operator_pid"
+  wait "$operator_pid" 2>/dev/null || true
+  operator_pid=""
+  printf '{"step": "operator-memory", "operator": "%s", "nodes": %d, "pods": %d, "readySeconds": %s, "rssMaxMiB": %.1f, "vmHwmMiB": %.1f, "threads": %d}\n' \
+    "$label" $((clusters * nodes)) "$watched_pods" "$ready_after" "$(awk -v k="$max_rss" 'BEGIN {print k / 1024}')" \
+    "$(awk -v k="$hwm" 'BEGIN {print k / 1024}')" "$threads" | tee -a "$results"
+}
+if [ -n "$memory_against" ]; then
+  # A B A B: this build's operator and the other binary, alternately.
+  for _ in 1 2; do
+    measure_memory "$operator" built
+    measure_memory "$memory_against" against
+  done
+else
+  measure_memory "$operator" built
+fi
 
 # Alternating rounds: kiln, then the anchor with the pods kiln placed.
 run=0
@@ -185,6 +200,6 @@ for key, label, fmt in [
     print(f"{label:<44} {rng('kiln', key, fmt):>22} {rng('anchor', key, fmt):>24}")
 for r in rows:
     if r.get("step") == "operator-memory":
-        print(f"kiln-operator: {r['nodes']} nodes, {r['pods']} pods watched: Ready after {r['readySeconds']} s, "
+        print(f"kiln-operator ({r.get('operator', 'built')}): {r['nodes']} nodes, {r['pods']} pods watched: Ready after {r['readySeconds']} s, "
               f"RSS max {r['rssMaxMiB']:.0f} MiB, VmHWM {r['vmHwmMiB']:.0f} MiB, {r['threads']} threads")
 PY

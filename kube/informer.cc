@@ -34,6 +34,15 @@ Status Informer::AddIndex(const std::string& name, IndexFunc func) {
   return store_.AddIndex(name, std::move(func));
 }
 
+Status Informer::SetTransform(std::function<json(json)> transform) {
+  if (started_.load()) {
+    return Status::FailedPrecondition("transform set on the " + resource_.resource +
+                                      " informer after it started");
+  }
+  transform_ = std::move(transform);
+  return Status::Ok();
+}
+
 void Informer::Start() {
   started_ = true;
   next_resync_ = std::chrono::steady_clock::now() + options_.resync;
@@ -77,6 +86,7 @@ Object Informer::Prepare(json obj) const {
   if (options_.strip_managed_fields && obj.contains("metadata")) {
     obj["metadata"].erase("managedFields");
   }
+  if (transform_) obj = transform_(std::move(obj));
   return std::make_shared<const json>(std::move(obj));
 }
 

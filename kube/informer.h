@@ -64,6 +64,12 @@ class Informer {
   // FailedPrecondition once started: an index must exist before the first
   // list so that every object is filed under it from the start.
   Status AddIndex(const std::string& name, IndexFunc func);
+  // Makes each object `transform(object)` before it is cached and handed to
+  // the handlers (after managedFields go), e.g. to keep only the fields its
+  // readers use: a cache of whole objects is most of a large watcher's
+  // memory. The result must keep metadata.name, namespace and
+  // resourceVersion. Refused with FailedPrecondition once started.
+  Status SetTransform(std::function<json(json)> transform);
   void Start();
   // Stops the watch and joins the thread; handlers are not called afterwards.
   void Stop();
@@ -98,6 +104,7 @@ class Informer {
   const InformerOptions options_;
   Store store_;
   std::vector<EventHandlers> handlers_;
+  std::function<json(json)> transform_;  // Set before Start; may be empty.
   std::atomic<bool> stop_{false};
   std::atomic<bool> synced_{false};
   std::atomic<bool> started_{false};

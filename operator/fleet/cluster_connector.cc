@@ -5,6 +5,7 @@
 #include "kube/informer.h"
 #include "kube/resource.h"
 #include "operator/api/labels.h"
+#include "operator/fleet/node_and_pod.h"
 #include "runtime/cache_reader.h"
 
 namespace kiln::fleet {
@@ -71,6 +72,10 @@ class ClusterMember final : public Member {
               {.field_selector = "status.phase!=Succeeded,status.phase!=Failed"}),
         node_reader_(nodes_),
         pod_reader_(pods_) {
+    // The caches keep only what the fleet reads (node_and_pod.h): with
+    // whole objects, they were most of the operator's memory.
+    (void)nodes_.SetTransform(NodeAsWatched);
+    (void)pods_.SetTransform(PodAsWatched);
     (void)pods_.AddIndex(kPodsByNode, [](const kube::json& pod) {
       const std::string node = pod.value("spec", kube::json::object()).value("nodeName", "");
       return node.empty() ? std::vector<std::string>{} : std::vector<std::string>{node};

@@ -1,7 +1,8 @@
 // ClusterConnector: the production Connector. Each Member it makes holds a
 // kube::Client for the cluster, a second client for heartbeats (no retries,
 // so a probe fails within its timeout), and two informers — every node, and
-// every non-terminal pod — whose events feed the CapacityView under the
+// every non-terminal pod, each cut down to what the fleet reads
+// (NodeAsWatched, PodAsWatched) — whose events feed the CapacityView under the
 // member's name; the events of kiln's own pods (managed-by kiln) also go to
 // the pod listeners, so controllers react to their workers at once, and so
 // do kiln's pods on a node that stops being Ready or is deleted (their own

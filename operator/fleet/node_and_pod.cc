@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <charconv>
+#include <initializer_list>
 
 #include "operator/placement/trainingjob_gang.h"
 #include "operator/placement/well_known.h"
@@ -126,6 +127,75 @@ StatusOr<placement::Resources> PodRequests(const json& pod) {
 bool PodTerminated(const json& pod) {
   const json& phase = Field(Field(pod, "status"), "phase");
   return phase.is_string() && (phase == "Succeeded" || phase == "Failed");
+}
+
+namespace {
+
+// `from`'s members named in `keys` (those it has), moved out of it.
+json Keep(json& from, std::initializer_list<const char*> keys) {
+  json out = json::object();
+  if (!from.is_object()) return out;
+  for (const char* k : keys) {
+    auto it = from.find(k);
+    if (it != from.end()) out[k] = std::move(*it);
+  }
+  return out;
+}
+
+json KeepMetadata(json& object) {
+  auto it = object.find("metadata");
+  if (it == object.end()) return json::object();
+  return Keep(*it, {"name", "namespace", "uid", "resourceVersion", "generation", "labels",
+                    "creationTimestamp", "deletionTimestamp"});
+}
+
+// Containers' names, resources and (for sidecars) restart policy.
+json KeepContainers(json& containers) {
+  json out = json::array();
+  if (!containers.is_array()) return out;
+  for (json& c : containers) out.push_back(Keep(c, {"name", "resources", "restartPolicy"}));
+  return out;
+}
+
+}  // namespace
+
+json NodeAsWatched(json node) {
+  json out = {{"metadata", KeepMetadata(node)}};
+  if (auto spec = node.find("spec"); spec != node.end()) {
+    out["spec"] = Keep(*spec, {"taints", "unschedulable"});
+  }
+  if (auto status = node.find("status"); status != node.end()) {
+    json kept = Keep(*status, {"allocatable", "capacity", "conditions"});
+    if (auto conditions = kept.find("conditions");
+        conditions != kept.end() && conditions->is_array()) {
+      for (json& c : *conditions) {
+        if (c.is_object()) c.erase("lastHeartbeatTime");
+      }
+    }
+    out["status"] = std::move(kept);
+  }
+  for (const char* k : {"apiVersion", "kind"}) {
+    if (node.contains(k)) out[k] = std::move(node[k]);
+  }
+  return out;
+}
+
+json PodAsWatched(json pod) {
+  json out = {{"metadata", KeepMetadata(pod)}};
+  if (auto spec = pod.find("spec"); spec != pod.end() && spec->is_object()) {
+    json kept = Keep(*spec, {"nodeName", "schedulingGates", "overhead", "priority"});
+    for (const char* list : {"containers", "initContainers"}) {
+      if (auto c = spec->find(list); c != spec->end()) kept[list] = KeepContainers(*c);
+    }
+    out["spec"] = std::move(kept);
+  }
+  if (auto status = pod.find("status"); status != pod.end()) {
+    out["status"] = Keep(*status, {"phase"});
+  }
+  for (const char* k : {"apiVersion", "kind"}) {
+    if (pod.contains(k)) out[k] = std::move(pod[k]);
+  }
+  return out;
 }
 
 std::string AttemptHolder(std::string_view job_uid, int32_t attempt) {

@@ -38,6 +38,18 @@ StatusOr<placement::Resources> PodRequests(const nlohmann::json& pod);
 // True for Succeeded and Failed pods, which hold nothing.
 bool PodTerminated(const nlohmann::json& pod);
 
+// A Node or a Pod cut down to the fields the fleet's readers use — the
+// functions above, the quarantine's taint patch, the TrainingJob
+// controller's node health (the Ready condition) and its pod listener
+// (labels, namespace) — for the member informers' caches: a watched node
+// keeps its metadata's identity and labels, its taints and unschedulable,
+// its allocatable, capacity and conditions (without the heartbeat time);
+// a watched pod its identity and labels, its node, scheduling gates,
+// containers' names and resources, overhead, and phase. Images, volumes,
+// env, annotations and the rest, most of a real object, go.
+nlohmann::json NodeAsWatched(nlohmann::json node);
+nlohmann::json PodAsWatched(nlohmann::json pod);
+
 // The holder of one attempt of a TrainingJob's gang in the capacity view:
 // "<job UID>@<attempt>". The UID, not the name, so a job deleted and made
 // again under its name is another holder, and the attempt, so the pods of an
