@@ -7,6 +7,7 @@
 # Usage: bench/fleet_bench.sh [--build DIR] [--clusters N] [--nodes N] [--pods N]
 #          [--gangs N] [--rounds N] [--seed N] [--kube-api-qps Q] [--timeout S] [--stall S] [--keep DIR]
 #          [--memory-against BIN]   (the memory step for this build's kiln-operator and BIN, A B A B)
+#          [--static-nodes]         (nodes with no kwok heartbeat: localcluster.py up --static-nodes)
 set -euo pipefail
 args="$*"
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -24,7 +25,8 @@ timeout=900       # seconds a run may take
 stall=60          # seconds without progress that end a run
 keep=""
 memory_against=""
-usage() { sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; }
+static_nodes=""
+usage() { sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
   case "$1" in
   --build) build="$2"; shift 2 ;;
@@ -39,6 +41,7 @@ while [ $# -gt 0 ]; do
   --stall) stall="$2"; shift 2 ;;
   --keep) keep="$2"; shift 2 ;;
   --memory-against) memory_against="$2"; shift 2 ;;
+  --static-nodes) static_nodes="--static-nodes"; shift ;;
   -h | --help) usage; exit 0 ;;
   *) usage >&2; die "unknown argument $1" ;;
   esac
@@ -74,14 +77,14 @@ trap 'exit 130' INT TERM
 
 echo "machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(nproc) CPUs," \
   "$(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo); load $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "config: $clusters clusters x $nodes kwok nodes (8 GPUs), $pods filler pods, $gangs gangs," \
+echo "config: $clusters clusters x $nodes ${static_nodes:+static }kwok nodes (8 GPUs), $pods filler pods, $gangs gangs," \
   "$rounds rounds, seed $seed, kiln client qps $qps; commit $(git -C "$ROOT" rev-parse --short HEAD)"
 echo "command: bench/fleet_bench.sh $args"
 
 # The clusters: H100 ones, then one of H200s, labelled as layout.py does
 # (racks of 16 nodes, NVLink domains of 4, 3 zones).
 topology=(--nodes "$nodes" --nodes-per-nvlink-domain 4 --nodes-per-rack 16 --zones 3
-  --owner-pid $$ --timeout 1200)
+  --owner-pid $$ --timeout 1200 $static_nodes)
 t0=$(date +%s)
 log "starting $((clusters - 1)) H100 cluster(s) and 1 H200 cluster of $nodes kwok nodes each"
 python3 "$lc" up --dir "$work/h100" --clusters $((clusters - 1)) --name-prefix fb-h100- \

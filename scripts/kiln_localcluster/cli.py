@@ -139,7 +139,8 @@ def cmd_up(args: argparse.Namespace) -> int:
                    nodes_per_nvlink_domain=args.nodes_per_nvlink_domain,
                    nodes_per_rack=args.nodes_per_rack, zones=args.zones,
                    bin_dir=str(bin_dir), owner_pid=owner, real_nodes=args.real_nodes,
-                   real_node_gpus=args.real_node_gpus, images=images)
+                   real_node_gpus=args.real_node_gpus, images=images,
+                   static_nodes=args.static_nodes)
     (run_dir / "spec.json").write_text(json.dumps(asdict(spec), indent=1))
     log(f"starting {args.clusters} cluster(s) with {args.nodes} fake {args.gpus_per_node}-GPU "
         f"node(s) and {args.real_nodes} real node(s) each in {run_dir}")
@@ -322,6 +323,9 @@ def main(argv: list[str]) -> int:
                     help="real nodes per cluster (kubelet, containerd, kube-proxy; CoreDNS)")
     up.add_argument("--real-node-gpus", type=int, default=0,
                     help="fake nvidia.com/gpu capacity advertised on each real node")
+    up.add_argument("--static-nodes", action="store_true",
+                    help="fake nodes with no kwok behind them: Ready once, never heartbeating "
+                         "(node lifecycle controller off); pods are bound, never run")
     up.add_argument("--image", action="append", default=[], metavar="ARCHIVE",
                     help="OCI archive to import into every real node (repeatable)")
     up.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for readiness")

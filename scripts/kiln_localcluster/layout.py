@@ -46,6 +46,11 @@ class RunSpec:
     real_nodes: int = 0
     real_node_gpus: int = 0
     images: list[str] = field(default_factory=list)
+    # Fake nodes without a kubelet or kwok behind them (--static-nodes): made
+    # Ready, never heartbeating (the node lifecycle controller is off, so
+    # they stay Ready); the scheduler binds pods to them, nothing runs them.
+    # For fleets too large for kwok's heartbeats on this machine.
+    static_nodes: bool = False
 
 
 def node_manifests(cluster: str, spec: RunSpec) -> str:
@@ -55,7 +60,7 @@ def node_manifests(cluster: str, spec: RunSpec) -> str:
         # Contiguous blocks of nodes per zone, so racks and NVLink domains stay in one zone.
         zone = f"{cluster}-zone-{chr(ord('a') + i * spec.zones // spec.nodes)}"
         labels = {
-            "type": "kwok",
+            "type": "static" if spec.static_nodes else "kwok",
             "kubernetes.io/hostname": f"{cluster}-gpu-{i}",
             "kubernetes.io/os": "linux",
             "kubernetes.io/arch": "amd64",
@@ -72,17 +77,23 @@ def node_manifests(cluster: str, spec: RunSpec) -> str:
         }
         resources = {"cpu": "96", "memory": "1024Gi", "pods": "110",
                      "ephemeral-storage": "2Ti", "nvidia.com/gpu": str(spec.gpus_per_node)}
+        status = {"capacity": resources, "allocatable": resources}
+        annotations = {"node.alpha.kubernetes.io/ttl": "0"}
+        if spec.static_nodes:
+            status["conditions"] = [{"type": "Ready", "status": "True", "reason": "StaticNode",
+                                     "message": "a static fake node (localcluster --static-nodes)"}]
+        else:
+            annotations["kwok.x-k8s.io/node"] = "fake"
         docs.append({
             "apiVersion": "v1",
             "kind": "Node",
             "metadata": {
                 "name": f"{cluster}-gpu-{i}",
                 "labels": labels,
-                "annotations": {"kwok.x-k8s.io/node": "fake",
-                                "node.alpha.kubernetes.io/ttl": "0"},
+                "annotations": annotations,
             },
             "spec": {},
-            "status": {"capacity": resources, "allocatable": resources},
+            "status": status,
         })
     return json.dumps({"apiVersion": "v1", "kind": "List", "items": docs}, indent=1)
 
@@ -131,7 +142,11 @@ def component_argv(name: str, c: ClusterSpec, spec: RunSpec) -> list[str]:
                 "--kubelet-preferred-address-types", "InternalIP",
                 "--kubelet-client-certificate", str(pki / "apiserver-kubelet-client.crt"),
                 "--kubelet-client-key", str(pki / "apiserver-kubelet-client.key"),
-                "--allow-privileged=true", "--profiling=false", "--v=1"]
+                "--allow-privileged=true", "--profiling=false", "--v=1"] + (
+                    # Static nodes: no not-ready taint on a new node (the node
+                    # lifecycle controller that would lift it is off).
+                    ["--disable-admission-plugins=TaintNodesByCondition"]
+                    if spec.static_nodes else [])
     kubeconfig = str(d / f"{name}.kubeconfig")
     if name == "kube-controller-manager":
         return [str(b / name), "--kubeconfig", kubeconfig,
@@ -143,7 +158,8 @@ def component_argv(name: str, c: ClusterSpec, spec: RunSpec) -> list[str]:
                 "--cluster-signing-cert-file", str(pki / "ca.crt"),
                 "--cluster-signing-key-file", str(pki / "ca.key"),
                 "--use-service-account-credentials=true", "--leader-elect=false",
-                "--profiling=false", "--v=1"]
+                "--profiling=false", "--v=1"] + (
+                    ["--controllers=*,-node-lifecycle-controller"] if spec.static_nodes else [])
     if name == "kube-scheduler":
         return [str(b / name), "--kubeconfig", kubeconfig,
                 "--authentication-kubeconfig", kubeconfig, "--authorization-kubeconfig", kubeconfig,

@@ -153,7 +153,9 @@ class Supervisor:
                 ready = 0
                 if nodes.returncode == 0:
                     for n in json.loads(nodes.stdout)["items"]:
-                        if n["metadata"].get("annotations", {}).get("kwok.x-k8s.io/node") != "fake":
+                        fake = (n["metadata"].get("annotations", {}).get("kwok.x-k8s.io/node") == "fake"
+                                or n["metadata"].get("labels", {}).get("type") == "static")
+                        if not fake:
                             continue  # A real node; RealNodes waits for those.
                         conds = n.get("status", {}).get("conditions", [])
                         ready += any(x["type"] == "Ready" and x["status"] == "True" for x in conds)

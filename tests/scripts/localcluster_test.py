@@ -209,6 +209,27 @@ class NodeManifestTest(unittest.TestCase):
         self.assertEqual([l["topology.kubernetes.io/zone"] for l in labels],
                          ["c1-zone-a", "c1-zone-a", "c1-zone-b", "c1-zone-b"])
 
+    def test_static_nodes_are_ready_without_kwok_and_keep_ready(self):
+        spec = self.spec()
+        spec.static_nodes = True
+        for n in json.loads(layout.node_manifests("c1", spec))["items"]:
+            self.assertNotIn("kwok.x-k8s.io/node", n["metadata"]["annotations"])
+            self.assertEqual(n["metadata"]["labels"]["type"], "static")
+            self.assertEqual([(c["type"], c["status"]) for c in n["status"]["conditions"]],
+                             [("Ready", "True")])
+        spec.clusters = [layout.ClusterSpec(name="c1", dir="/x/c1", ports={
+            k: 1 for k in ("etcd", "etcd-peer", "apiserver", "controller-manager", "scheduler", "kwok")})]
+        c = spec.clusters[0]
+        # Nothing heartbeats for them: no lifecycle controller to mark them
+        # unready, no admission taint that only it would lift.
+        self.assertIn("--controllers=*,-node-lifecycle-controller",
+                      layout.component_argv("kube-controller-manager", c, spec))
+        self.assertIn("--disable-admission-plugins=TaintNodesByCondition",
+                      layout.component_argv("kube-apiserver", c, spec))
+        spec.static_nodes = False
+        self.assertFalse(any(a.startswith("--controllers")
+                             for a in layout.component_argv("kube-controller-manager", c, spec)))
+
     def test_uneven_zones(self):
         items = json.loads(layout.node_manifests("c", self.spec(nodes=5, zones=3)))["items"]
         zones = [n["metadata"]["labels"]["topology.kubernetes.io/zone"] for n in items]
