@@ -118,15 +118,27 @@ Status Informer::ListAndSync(std::string& resource_version) {
   ListOptions lo{.label_selector = options_.label_selector,
                  .field_selector = options_.field_selector,
                  .limit = options_.page_size};
-  KILN_ASSIGN_OR_RETURN(json list, client_.ListAll(resource_, options_.ns, lo));
+  // Page by page, each object prepared (and transformed) as its page
+  // arrives: the whole list is never held as the server sent it, which
+  // for a large cluster was the watcher's peak of memory.
+  std::vector<Object> listed;
+  std::string list_version;
+  while (true) {
+    KILN_ASSIGN_OR_RETURN(json page, client_.List(resource_, options_.ns, lo));
+    for (auto& item : page["items"]) listed.push_back(Prepare(std::move(item)));
+    const json& meta = page["metadata"];
+    list_version = meta.value("resourceVersion", "");
+    const std::string next = meta.value("continue", "");
+    if (next.empty()) break;
+    lo.continue_token = next;  // It pins the snapshot.
+  }
   {
     std::lock_guard<std::mutex> lock(mu_);
     ++stats_.lists;
   }
   // Diff against the cache: only real changes reach the handlers.
   std::set<std::string> seen;
-  for (auto& item : list["items"]) {
-    Object now = Prepare(std::move(item));
+  for (Object& now : listed) {
     std::string key = Store::KeyOf(*now);
     seen.insert(key);
     Object old = store_.Get(key);
@@ -140,7 +152,7 @@ Status Informer::ListAndSync(std::string& resource_version) {
       if (gone) Dispatch(EventType::kDeleted, gone, nullptr);
     }
   }
-  resource_version = list["metadata"].value("resourceVersion", "");
+  resource_version = list_version;
   synced_ = true;
   return Status::Ok();
 }
