@@ -252,19 +252,26 @@ StatusOr<json> Client::List(const Resource& r, const std::string& ns, const List
   return JsonRequest("GET", r.Path(ns) + q);
 }
 
-StatusOr<json> Client::ListAll(const Resource& r, const std::string& ns, ListOptions opts) {
-  json all;
-  json items = json::array();
+Status Client::ListPages(const Resource& r, const std::string& ns, ListOptions opts,
+                         const std::function<void(json& page)>& on_page) {
   while (true) {
     KILN_ASSIGN_OR_RETURN(json page, List(r, ns, opts));
-    for (auto& item : page["items"]) items.push_back(std::move(item));
     std::string next = page["metadata"].value("continue", "");
-    all = std::move(page);
-    if (next.empty()) break;
+    on_page(page);
+    if (next.empty()) return Status::Ok();
     opts.continue_token = next;
     opts.resource_version.clear();  // The continue token pins the snapshot.
     opts.resource_version_match.clear();
   }
+}
+
+StatusOr<json> Client::ListAll(const Resource& r, const std::string& ns, ListOptions opts) {
+  json all;
+  json items = json::array();
+  KILN_RETURN_IF_ERROR(ListPages(r, ns, std::move(opts), [&](json& page) {
+    for (auto& item : page["items"]) items.push_back(std::move(item));
+    all = std::move(page);
+  }));
   all["items"] = std::move(items);
   return all;
 }

@@ -10,6 +10,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -90,6 +91,11 @@ class Client {
                      const std::string& subresource = "");
   // One page; metadata.continue holds the token for the next.
   StatusOr<json> List(const Resource& r, const std::string& ns, const ListOptions& opts = {});
+  // Every page, one after the other, each handed to `on_page` (which may
+  // move its items out) before the next is asked for; the continue token
+  // pins the snapshot. The first error ends it.
+  Status ListPages(const Resource& r, const std::string& ns, ListOptions opts,
+                   const std::function<void(json& page)>& on_page);
   // Every page, joined: items of all pages, metadata of the last.
   StatusOr<json> ListAll(const Resource& r, const std::string& ns, ListOptions opts = {});
   StatusOr<json> Create(const Resource& r, const std::string& ns, const json& obj,

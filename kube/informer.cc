@@ -123,15 +123,10 @@ Status Informer::ListAndSync(std::string& resource_version) {
   // for a large cluster was the watcher's peak of memory.
   std::vector<Object> listed;
   std::string list_version;
-  while (true) {
-    KILN_ASSIGN_OR_RETURN(json page, client_.List(resource_, options_.ns, lo));
+  KILN_RETURN_IF_ERROR(client_.ListPages(resource_, options_.ns, lo, [&](json& page) {
     for (auto& item : page["items"]) listed.push_back(Prepare(std::move(item)));
-    const json& meta = page["metadata"];
-    list_version = meta.value("resourceVersion", "");
-    const std::string next = meta.value("continue", "");
-    if (next.empty()) break;
-    lo.continue_token = next;  // It pins the snapshot.
-  }
+    list_version = page["metadata"].value("resourceVersion", "");
+  }));
   {
     std::lock_guard<std::mutex> lock(mu_);
     ++stats_.lists;

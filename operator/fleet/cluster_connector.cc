@@ -33,14 +33,6 @@ kube::EventHandlers KilnPodHandlers(const std::string& cluster,
           .on_delete = tell};
 }
 
-bool NodeReady(const kube::json& node) {
-  for (const auto& c :
-       node.value("status", kube::json::object()).value("conditions", kube::json::array())) {
-    if (c.value("type", "") == "Ready") return c.value("status", "") == "True";
-  }
-  return false;
-}
-
 // Handlers telling the listeners of kiln's pods on a node that stops being
 // Ready or is deleted: their controllers act on the node's failure at once,
 // not when (or whether) Kubernetes gets round to the pods.
@@ -54,7 +46,9 @@ kube::EventHandlers NodeLossHandlers(const std::string& cluster, const kube::Inf
   };
   return {.on_update =
               [tell](const kube::Object& old, const kube::Object& now) {
-                if (NodeReady(*old) && !NodeReady(*now)) tell(now);
+                if (NodeReadyStatus(*old) == "True" && NodeReadyStatus(*now) != "True") {
+                  tell(now);
+                }
               },
           .on_delete = tell};
 }

@@ -95,15 +95,19 @@ StatusOr<placement::NodeInfo> NodeInfoFromObject(const json& node) {
                                    " status.allocatable: " + allocatable.status().message());
   }
   info.allocatable = *allocatable;
-  bool ready = false;
-  if (const json& conditions = Field(status, "conditions"); conditions.is_array()) {
+  const json& unschedulable = Field(spec, "unschedulable");
+  info.schedulable =
+      NodeReadyStatus(node) == "True" && !(unschedulable.is_boolean() && unschedulable.get<bool>());
+  return info;
+}
+
+std::string NodeReadyStatus(const json& node) {
+  if (const json& conditions = Field(Field(node, "status"), "conditions"); conditions.is_array()) {
     for (const json& c : conditions) {
-      if (c.value("type", "") == "Ready") ready = c.value("status", "") == "True";
+      if (c.is_object() && c.value("type", "") == "Ready") return c.value("status", "");
     }
   }
-  const json& unschedulable = Field(spec, "unschedulable");
-  info.schedulable = ready && !(unschedulable.is_boolean() && unschedulable.get<bool>());
-  return info;
+  return "";
 }
 
 StatusOr<placement::Resources> PodRequests(const json& pod) {
@@ -142,11 +146,15 @@ json Keep(json& from, std::initializer_list<const char*> keys) {
   return out;
 }
 
-json KeepMetadata(json& object) {
-  auto it = object.find("metadata");
-  if (it == object.end()) return json::object();
-  return Keep(*it, {"name", "namespace", "uid", "resourceVersion", "generation", "labels",
-                    "creationTimestamp", "deletionTimestamp"});
+// `object`'s apiVersion, kind and identifying metadata (with its labels).
+json KeepIdentity(json& object) {
+  json out = Keep(object, {"apiVersion", "kind"});
+  auto meta = object.find("metadata");
+  out["metadata"] = meta == object.end()
+                        ? json::object()
+                        : Keep(*meta, {"name", "namespace", "uid", "resourceVersion", "generation",
+                                       "labels", "creationTimestamp", "deletionTimestamp"});
+  return out;
 }
 
 // Containers' names, resources and (for sidecars) restart policy.
@@ -160,7 +168,7 @@ json KeepContainers(json& containers) {
 }  // namespace
 
 json NodeAsWatched(json node) {
-  json out = {{"metadata", KeepMetadata(node)}};
+  json out = KeepIdentity(node);
   if (auto spec = node.find("spec"); spec != node.end()) {
     out["spec"] = Keep(*spec, {"taints", "unschedulable"});
   }
@@ -174,14 +182,11 @@ json NodeAsWatched(json node) {
     }
     out["status"] = std::move(kept);
   }
-  for (const char* k : {"apiVersion", "kind"}) {
-    if (node.contains(k)) out[k] = std::move(node[k]);
-  }
   return out;
 }
 
 json PodAsWatched(json pod) {
-  json out = {{"metadata", KeepMetadata(pod)}};
+  json out = KeepIdentity(pod);
   if (auto spec = pod.find("spec"); spec != pod.end() && spec->is_object()) {
     json kept = Keep(*spec, {"nodeName", "schedulingGates", "overhead", "priority"});
     for (const char* list : {"containers", "initContainers"}) {
@@ -191,9 +196,6 @@ json PodAsWatched(json pod) {
   }
   if (auto status = pod.find("status"); status != pod.end()) {
     out["status"] = Keep(*status, {"phase"});
-  }
-  for (const char* k : {"apiVersion", "kind"}) {
-    if (pod.contains(k)) out[k] = std::move(pod[k]);
   }
   return out;
 }

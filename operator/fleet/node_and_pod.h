@@ -30,6 +30,10 @@ inline constexpr const char* kGpuResource = "nvidia.com/gpu";
 // allocatable amount that is not a quantity.
 StatusOr<placement::NodeInfo> NodeInfoFromObject(const nlohmann::json& node);
 
+// The status of a Node's Ready condition: "True", "False" or "Unknown";
+// empty when it has none (a node not reported on yet).
+std::string NodeReadyStatus(const nlohmann::json& node);
+
 // What a Pod asks for: the sum over its containers of requests (limits when
 // a request is absent, as the API server defaults them), or the largest
 // init container's when that is more.

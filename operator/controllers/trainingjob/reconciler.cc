@@ -74,14 +74,18 @@ NodeHealth HealthOf(const fleet::Member& member, const std::string& node) {
   if (!n.ok()) {
     return n.status().code() == StatusCode::kNotFound ? NodeHealth::kGone : NodeHealth::kReady;
   }
-  for (const auto& c : (**n).value("status", json::object()).value("conditions", json::array())) {
-    if (c.value("type", "") != "Ready") continue;
-    const std::string s = c.value("status", "");
-    return s == "True"    ? NodeHealth::kReady
-           : s == "False" ? NodeHealth::kNotReady
-                          : NodeHealth::kUnknown;
-  }
-  return NodeHealth::kUnknown;
+  const std::string ready = fleet::NodeReadyStatus(**n);
+  return ready == "True"    ? NodeHealth::kReady
+         : ready == "False" ? NodeHealth::kNotReady
+                            : NodeHealth::kUnknown;
+}
+
+// HealthOf in member `cluster`; Ready while that member is not connected
+// (nothing is known of its nodes).
+NodeHealth HealthIn(const fleet::Members& members, const std::string& cluster,
+                    const std::string& node) {
+  auto member = members.Get(cluster);
+  return member == nullptr ? NodeHealth::kReady : HealthOf(*member, node);
 }
 
 std::string Selector(const json& job, std::optional<int32_t> attempt) {
@@ -902,9 +906,7 @@ StatusOr<runtime::Result> TrainingJobReconciler::Reconcile(const runtime::Contex
                         .pod_gone = true};
       // Its node's state says why (the pod GC deletes the pods of a deleted
       // node).
-      if (auto member = members_.Get(ranks[rank].cluster)) {
-        failure->node_health = HealthOf(*member, ranks[rank].node);
-      }
+      failure->node_health = HealthIn(members_, ranks[rank].cluster, ranks[rank].node);
       break;
     }
   }
@@ -981,9 +983,7 @@ StatusOr<runtime::Result> TrainingJobReconciler::Reconcile(const runtime::Contex
         WorkerFailure f = *observed;
         f.cluster = ranks[rank].cluster;
         if (f.node.empty()) f.node = ranks[rank].node;
-        if (auto member = members_.Get(ranks[rank].cluster)) {
-          f.node_health = HealthOf(*member, f.node);
-        }
+        f.node_health = HealthIn(members_, ranks[rank].cluster, f.node);
         const FailureClassification c = Classify(f);
         const FailureDecision d = Decide(c, f.exit_code, job.spec.failure_policy, attempt);
         if (d.action == FailureAction::kIgnore) {
@@ -1002,16 +1002,13 @@ StatusOr<runtime::Result> TrainingJobReconciler::Reconcile(const runtime::Contex
       // A live worker on a node that is gone, NotReady or Unknown: the node
       // has failed under it (Kubernetes itself would wait 300 s to evict).
       const std::string node = pod.value("spec", json::object()).value("nodeName", "");
-      if (!node.empty()) {
-        if (auto member = members_.Get(ranks[rank].cluster)) {
-          if (const NodeHealth health = HealthOf(*member, node); health != NodeHealth::kReady) {
-            failure = WorkerFailure{.cluster = ranks[rank].cluster,
-                                    .node = node,
-                                    .pod = Str(pod["metadata"], "name"),
-                                    .node_health = health};
-            break;
-          }
-        }
+      if (const NodeHealth health = HealthIn(members_, ranks[rank].cluster, node);
+          health != NodeHealth::kReady) {
+        failure = WorkerFailure{.cluster = ranks[rank].cluster,
+                                .node = node,
+                                .pod = Str(pod["metadata"], "name"),
+                                .node_health = health};
+        break;
       }
       if (pod_phase == "Running" && Ready(pod)) ++ready;
     }
