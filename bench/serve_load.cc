@@ -4,11 +4,16 @@
 // generated tokens/s, time to first token (p50, p99) and request latency
 // (p50, p99).
 //
-//   serve_load PORT CLIENTS [REQUESTS=64] [MAX_TOKENS=64] [SECONDS=60] [PROMPT]
+//   serve_load [--tokens-metric NAME] PORT CLIENTS [REQUESTS=64] [MAX_TOKENS=64]
+//              [SECONDS=60] [PROMPT]
 //
-// Tokens are the server's own count (kiln_serve_generation_tokens_total from
-// /metrics before and after): stream chunks undercount, since text that ends
-// inside a UTF-8 character is held back and sent with the next token.
+// Tokens are the server's own count, the counter NAME in its /metrics read
+// before and after (kiln_serve_generation_tokens_total by default; llama.cpp's
+// server with --metrics: llamacpp:tokens_predicted_total): stream chunks
+// undercount, since text that ends inside a UTF-8 character is held back and
+// sent with the next token. The requests are OpenAI completions with
+// temperature 0.8 and ignore_eos (both kiln and llama.cpp's server take it),
+// so every request runs to MAX_TOKENS.
 #include <unistd.h>
 
 #include <algorithm>
@@ -78,8 +83,8 @@ Sample Request(int port, const std::string& body) {
   return s;
 }
 
-// The server's kiln_serve_generation_tokens_total, or -1.
-double GeneratedTokens(int port) {
+// The server's counter `metric` (a sample without labels), or -1.
+double GeneratedTokens(int port, const std::string& metric) {
   int fd = socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in a{};
   a.sin_family = AF_INET;
@@ -95,7 +100,7 @@ double GeneratedTokens(int port) {
     }
   }
   close(fd);
-  const std::string key = "\nkiln_serve_generation_tokens_total ";
+  const std::string key = "\n" + metric + " ";
   const size_t at = got.find(key);
   return at == std::string::npos ? -1 : std::atof(got.c_str() + at + key.size());
 }
@@ -110,10 +115,17 @@ double Percentile(std::vector<double> v, double p) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  std::string metric = "kiln_serve_generation_tokens_total";
+  if (argc > 2 && std::string(argv[1]) == "--tokens-metric") {
+    metric = argv[2];
+    argv[2] = argv[0];
+    argc -= 2;
+    argv += 2;
+  }
   if (argc < 3) {
     std::fprintf(stderr,
-                 "usage: serve_load PORT CLIENTS [REQUESTS=64] [MAX_TOKENS=64] [SECONDS=60] "
-                 "[PROMPT]\n");
+                 "usage: serve_load [--tokens-metric NAME] PORT CLIENTS [REQUESTS=64] "
+                 "[MAX_TOKENS=64] [SECONDS=60] [PROMPT]\n");
     return 2;
   }
   const int port = std::atoi(argv[1]), clients = std::atoi(argv[2]);
@@ -124,7 +136,7 @@ int main(int argc, char** argv) {
   const std::string body = "{\"prompt\": \"" + prompt +
                            "\", \"max_tokens\": " + std::to_string(max_tokens) +
                            ", \"temperature\": 0.8, \"stream\": true, \"ignore_eos\": true}";
-  const double tokens_before = GeneratedTokens(port);
+  const double tokens_before = GeneratedTokens(port, metric);
   std::atomic<int> issued{0};
   std::mutex mu;
   std::vector<Sample> samples;
@@ -142,7 +154,7 @@ int main(int argc, char** argv) {
   }
   for (auto& t : threads) t.join();
   const double wall = std::chrono::duration<double>(Clock::now() - start).count();
-  const double generated = GeneratedTokens(port) - tokens_before;
+  const double generated = GeneratedTokens(port, metric) - tokens_before;
   std::vector<double> ttft, latency;
   long chunks = 0;
   int failed = 0;

@@ -173,17 +173,10 @@ int RunServeCommand(int argc, char** argv) {
 #endif
   auto engine = serve::Engine::Create(model, engine_options, make_decoder);
   if (!engine.ok()) return Fail(engine.status());
-  // Warm-up: one short request through every path (prefill, decode,
-  // sampling) before /readyz says yes.
-  auto warm = (*engine)->Submit({.prompt = {'\n'}, .max_tokens = 2}, nullptr);
-  if (!warm.ok()) return Fail(warm.status());
-  while (true) {
-    auto worked = (*engine)->Step();
-    if (!worked.ok()) return Fail(worked.status());
-    if (!*worked) break;
-  }
   auto server = serve::InferenceServer::Start(**engine, server_options);
   if (!server.ok()) return Fail(server.status());
+  // Warm-up on the serving thread (see WarmUp) before /readyz says yes.
+  if (Status warm = (*server)->WarmUp(); !warm.ok()) return Fail(warm);
   (*server)->SetReady(true);
   std::printf("%s\n", nlohmann::json{{"event", "serving"},
                                      {"url", (*server)->url()},

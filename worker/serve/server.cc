@@ -3,6 +3,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <thread>
 
@@ -138,6 +139,29 @@ class Server final : public InferenceServer {
         })};
     KILN_ASSIGN_OR_RETURN(http_, HttpServer::Start(std::move(http), std::move(routes)));
     loop_ = std::thread([this] { Loop(); });
+    return Status::Ok();
+  }
+
+  Status WarmUp() override {
+    struct Done {
+      std::mutex mu;
+      std::condition_variable cv;
+      std::optional<FinishReason> reason;
+    };
+    auto done = std::make_shared<Done>();
+    auto id = engine_.Submit({.prompt = {'\n'}, .max_tokens = 2}, [done](const TokenEvent& e) {
+      if (e.finish == FinishReason::kNone) return;
+      std::lock_guard<std::mutex> lock(done->mu);
+      done->reason = e.finish;
+      done->cv.notify_all();
+    });
+    if (!id.ok()) return id.status();
+    Wake();
+    std::unique_lock<std::mutex> lock(done->mu);
+    done->cv.wait(lock, [&] { return done->reason.has_value(); });
+    if (*done->reason == FinishReason::kError) {
+      return Status::Internal("the warm-up request failed: the decoder failed (see the log above)");
+    }
     return Status::Ok();
   }
 

@@ -48,6 +48,16 @@ class InferenceServer {
                                                           const ServerOptions& options);
   virtual ~InferenceServer() = default;
 
+  // Runs one short request (a one-token prompt, two tokens out) through the
+  // engine on the serving thread and waits for it, so that prefill, decode
+  // and sampling have all run once before readiness. On the CPU it also
+  // keeps every OpenMP parallel region of the process on that one thread:
+  // libgomp gives each thread that starts a region its own team of workers,
+  // and once it manages more threads than there are CPUs it no longer spins
+  // between regions but sleeps and wakes, each of a decode step's ~60 regions
+  // (a warm-up on another thread made single-stream serving 4x slower).
+  // Internal when the decoder fails.
+  virtual Status WarmUp() = 0;
   virtual void SetReady(bool ready) = 0;
   // Graceful stop: refuses new completions (503) and /readyz, lets queued and
   // running requests finish until `timeout`, cancels what is left, then stops

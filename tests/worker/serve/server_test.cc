@@ -3,12 +3,16 @@
 // whole responses, bad input gets the documented 4xx while others are
 // served, a full queue gets 429, a client hanging up mid-stream is
 // cancelled (KV blocks freed), and SIGTERM drains.
+#include "worker/serve/server.h"
+
 #include <signal.h>
 
 #include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <mutex>
+#include <set>
 #include <sstream>
 #include <thread>
 
@@ -464,6 +468,66 @@ TEST_CASE("stalled uploads starve no completion, keep /readyz or a SIGTERM from 
   CHECK(*s.process->Poll() == 0);
   CHECK_THAT(s.process->Output(), Catch::Contains("\"event\":\"drained\""));
   for (auto& c : stalled) CHECK(c->ReadToEnd());
+}
+
+// A decoder that answers zeros (greedy: token 0) and records the threads
+// that call it.
+class ThreadRecordingDecoder final : public Decoder {
+ public:
+  ThreadRecordingDecoder(int padded_vocab, std::shared_ptr<std::set<std::thread::id>> threads,
+                         std::shared_ptr<std::mutex> mu)
+      : padded_vocab_(padded_vocab), threads_(std::move(threads)), mu_(std::move(mu)) {}
+  Status Forward(std::span<const SequenceSlice> slices, std::vector<float>& logits) override {
+    {
+      std::lock_guard<std::mutex> lock(*mu_);
+      threads_->insert(std::this_thread::get_id());
+    }
+    logits.assign(slices.size() * static_cast<size_t>(padded_vocab_), 0.0f);
+    return Status::Ok();
+  }
+  std::string device() const override { return "test"; }
+
+ private:
+  int padded_vocab_;
+  std::shared_ptr<std::set<std::thread::id>> threads_;
+  std::shared_ptr<std::mutex> mu_;
+};
+
+// The CPU decoder's OpenMP regions must all start on one thread (WarmUp's
+// comment: a second thread's team made single-stream serving 4x slower), so
+// the warm-up runs on the thread that serves requests, never on the caller's.
+TEST_CASE("the warm-up and every request decode on the one serving thread", "[serve][server]") {
+  auto model = testing::RandomGpt(1, 2, 16, 32, 5, 0.1f);
+  auto threads = std::make_shared<std::set<std::thread::id>>();
+  auto mu = std::make_shared<std::mutex>();
+  auto engine = Engine::Create(
+      model, {.max_running = 2, .max_batch_tokens = 8},
+      [&](const model::Gpt<float>& m, int, int) -> StatusOr<std::unique_ptr<Decoder>> {
+        return std::unique_ptr<Decoder>(
+            new ThreadRecordingDecoder(m.config().padded_vocab_size, threads, mu));
+      });
+  REQUIRE(engine.ok());
+  const int port = testing::FreePort();
+  auto server =
+      InferenceServer::Start(**engine, {.bind_address = "127.0.0.1:" + std::to_string(port)});
+  INFO(server.status().ToString());
+  REQUIRE(server.ok());
+  REQUIRE((*server)->WarmUp().ok());
+  std::set<std::thread::id> warm;
+  {
+    std::lock_guard<std::mutex> lock(*mu);
+    warm = *threads;
+  }
+  REQUIRE(warm.size() == 1);
+  CHECK(warm.count(std::this_thread::get_id()) == 0);
+
+  for (bool stream : {false, true}) {
+    RawHttp call(port, "POST", "/v1/completions",
+                 json{{"prompt", "ab"}, {"max_tokens", 3}, {"stream", stream}}.dump());
+    CHECK(call.Finish().status == 200);
+  }
+  std::lock_guard<std::mutex> lock(*mu);
+  CHECK(*threads == warm);
 }
 
 TEST_CASE("kiln-worker serve loads from a URL, verifies checksums and refuses damage",
