@@ -1,5 +1,7 @@
 #include "kernels/cpu/matmul_bf16.h"
 
+#include "kernels/cpu/matmul_avx2.h"
+
 namespace kiln::kernels::cpu {
 namespace {
 
@@ -49,6 +51,9 @@ std::vector<uint16_t> ToBf16(std::span<const float> x) {
 
 void MatmulForwardBf16(float* out, const float* inp, const uint16_t* weight, const float* bias,
                        int N, int C, int OC) {
+#if KILN_MATMUL_AVX2
+  if (N > 1) return internal::MatmulRowsAvx2(out, inp, weight, bias, N, C, OC);
+#endif
 #pragma omp parallel for schedule(static)
   for (int o = 0; o < OC; ++o) {
     const uint16_t* w = weight + static_cast<int64_t>(o) * C;

@@ -27,8 +27,9 @@ inline float Bf16ToFloat(uint16_t x) {
 std::vector<uint16_t> ToBf16(std::span<const float> x);
 
 // out[n,o] = bias[o] + sum_c inp[n,c] * weight[o,c]   (bias may be null).
-// Parallel over output features; each bf16 weight row is read once, front
-// to back, for all N rows.
+// One row: parallel over output features, each bf16 weight row read once,
+// front to back. Several rows: AVX2 register tiles (matmul_avx2.h) where
+// the kernels are built for AVX2 and FMA.
 void MatmulForwardBf16(float* out, const float* inp, const uint16_t* weight, const float* bias,
                        int N, int C, int OC);
 

@@ -2,8 +2,10 @@
 
 #include <algorithm>
 #include <cmath>
+#include <type_traits>
 #include <vector>
 
+#include "kernels/cpu/matmul_avx2.h"
 #include "kernels/cpu/vector_math.h"
 
 namespace kiln::kernels::cpu {
@@ -172,6 +174,11 @@ inline float RowDot<float>(const float* x, const float* w, int C) {
 
 template <class F>
 void MatmulForward(F* out, const F* inp, const F* weight, const F* bias, int N, int C, int OC) {
+#if KILN_MATMUL_AVX2
+  if constexpr (std::is_same_v<F, float>) {
+    if (N > 1) return internal::MatmulRowsAvx2(out, inp, weight, bias, N, C, OC);
+  }
+#endif
   // Parallel over tiles of (rows x output features); inside one, each weight
   // row is used for kTileRows dot products while it is hot.
   const int row_tiles = (N + kTileRows - 1) / kTileRows;

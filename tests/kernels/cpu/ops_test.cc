@@ -6,9 +6,11 @@
 
 #include <omp.h>
 
+#include <algorithm>
 #include <cmath>
 #include <functional>
 #include <random>
+#include <tuple>
 #include <vector>
 
 #include <catch2/catch.hpp>
@@ -206,6 +208,55 @@ TEST_CASE("AdamW takes the textbook step", "[kernels][cpu]") {
   CHECK(p[0] == Approx(1.0 - 0.1 * (1.0 + 0.5 * 1.0)).epsilon(1e-6));
   CHECK(p[1] == Approx(-2.0 - 0.1 * (-1.0 + 0.5 * -2.0)).epsilon(1e-6));
   CHECK(GlobalNorm(g.data(), 2) == Approx(std::sqrt(0.25 + 0.0625)));
+}
+
+// float rows go through register tiles of 3 rows x 4 outputs (matmul_avx2.h)
+// where AVX2 is built in: every edge (rows left over 1 or 2, outputs left
+// over 1 to 3, C below and off the vector width of 8, blocks of 48) against a
+// double-precision loop, and the same bits on 1 and on 2 threads.
+TEST_CASE("the float matmul forward matches a double loop at every tile edge", "[kernels][cpu]") {
+  std::mt19937 rng(11);
+  std::uniform_real_distribution<float> u(-1, 1);
+  for (const auto& [N, C, OC] : {std::tuple{1, 288, 100},
+                                 {2, 8, 4},
+                                 {3, 9, 5},
+                                 {4, 7, 3},
+                                 {5, 1, 1},
+                                 {8, 288, 864},
+                                 {31, 16, 47},
+                                 {49, 33, 49},
+                                 {50, 288, 97},
+                                 {97, 64, 96},
+                                 {145, 24, 50}}) {
+    std::vector<float> x(static_cast<size_t>(N * C)), w(static_cast<size_t>(OC * C)),
+        b(static_cast<size_t>(OC));
+    for (float& v : x) v = u(rng);
+    for (float& v : w) v = u(rng);
+    for (float& v : b) v = u(rng);
+    for (const float* bias :
+         {static_cast<const float*>(b.data()), static_cast<const float*>(nullptr)}) {
+      INFO("N=" << N << " C=" << C << " OC=" << OC << (bias ? " with bias" : ""));
+      std::vector<float> got(static_cast<size_t>(N * OC)), again(got.size());
+      const int threads = omp_get_max_threads();
+      omp_set_num_threads(1);
+      MatmulForward(got.data(), x.data(), w.data(), bias, N, C, OC);
+      omp_set_num_threads(std::max(2, threads));
+      MatmulForward(again.data(), x.data(), w.data(), bias, N, C, OC);
+      omp_set_num_threads(threads);
+      CHECK(got == again);
+      for (size_t n = 0; n < static_cast<size_t>(N); ++n) {
+        for (size_t o = 0; o < static_cast<size_t>(OC); ++o) {
+          double want = bias != nullptr ? bias[o] : 0.0;
+          for (size_t c = 0; c < static_cast<size_t>(C); ++c) {
+            want += static_cast<double>(x[n * static_cast<size_t>(C) + c]) *
+                    static_cast<double>(w[o * static_cast<size_t>(C) + c]);
+          }
+          const float out = got[n * static_cast<size_t>(OC) + o];
+          CHECK(out == Approx(want).epsilon(1e-5).margin(1e-5 * std::sqrt(C)));
+        }
+      }
+    }
+  }
 }
 
 TEST_CASE("the global norm is the same bits whatever the thread count", "[kernels][cpu]") {
