@@ -246,7 +246,7 @@ TEST_CASE("the float matmul forward matches a double loop at every tile edge", "
       CHECK(got == again);
       for (size_t n = 0; n < static_cast<size_t>(N); ++n) {
         for (size_t o = 0; o < static_cast<size_t>(OC); ++o) {
-          double want = bias != nullptr ? bias[o] : 0.0;
+          double want = bias != nullptr ? static_cast<double>(bias[o]) : 0.0;
           for (size_t c = 0; c < static_cast<size_t>(C); ++c) {
             want += static_cast<double>(x[n * static_cast<size_t>(C) + c]) *
                     static_cast<double>(w[o * static_cast<size_t>(C) + c]);
