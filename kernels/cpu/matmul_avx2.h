@@ -42,6 +42,13 @@ inline float LaneSum(__m256 v) {
   return ((t[0] + t[1]) + (t[2] + t[3])) + ((t[4] + t[5]) + (t[6] + t[7]));
 }
 
+// LaneSum of a, b, c and d, the same additions in the same order: pairs,
+// then pairs of pairs within each half, then the halves.
+inline __m128 LaneSums4(__m256 a, __m256 b, __m256 c, __m256 d) {
+  const __m256 h = _mm256_hadd_ps(_mm256_hadd_ps(a, b), _mm256_hadd_ps(c, d));
+  return _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+}
+
 template <int RM, int RN, class W>
 inline void MatmulTileAvx2(float* out, const float* inp, const W* weight, const float* bias, int n,
                            int o, int C, int OC) {
@@ -61,11 +68,23 @@ inline void MatmulTileAvx2(float* out, const float* inp, const W* weight, const 
   }
   for (int i = 0; i < RM; ++i) {
     const float* x = inp + static_cast<int64_t>(n + i) * C;
-    for (int j = 0; j < RN; ++j) {
-      const W* w = weight + static_cast<int64_t>(o + j) * C;
-      float s = LaneSum(acc[i][j]);
-      for (int k = c; k < C; ++k) s += x[k] * WeightAsFloat(w[k]);
-      out[static_cast<int64_t>(n + i) * OC + o + j] = s + (bias != nullptr ? bias[o + j] : 0.0f);
+    float* y = out + static_cast<int64_t>(n + i) * OC + o;
+    if constexpr (RN == 4) {
+      // Four lane sums at once, in LaneSum's order.
+      alignas(16) float s[4];
+      _mm_store_ps(s, LaneSums4(acc[i][0], acc[i][1], acc[i][2], acc[i][3]));
+      for (int j = 0; j < RN; ++j) {
+        const W* w = weight + static_cast<int64_t>(o + j) * C;
+        for (int k = c; k < C; ++k) s[j] += x[k] * WeightAsFloat(w[k]);
+        y[j] = s[j] + (bias != nullptr ? bias[o + j] : 0.0f);
+      }
+    } else {
+      for (int j = 0; j < RN; ++j) {
+        const W* w = weight + static_cast<int64_t>(o + j) * C;
+        float s = LaneSum(acc[i][j]);
+        for (int k = c; k < C; ++k) s += x[k] * WeightAsFloat(w[k]);
+        y[j] = s + (bias != nullptr ? bias[o + j] : 0.0f);
+      }
     }
   }
 }

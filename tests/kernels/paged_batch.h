@@ -105,6 +105,9 @@ inline std::vector<PagedShape> PagedShapes() {
       // with splits past the short rows' ends.
       {128, 2, 16, {700, 3, 129}, {1, 1, 2}},
       {64, 8, 16, {1024}, {1}},
+      // The serving benchmark's head size (48), with runs of 4 positions
+      // and their remainders inside blocks.
+      {288, 6, 16, {131, 1, 22, 6}, {1, 1, 18, 2}},
   };
 }
 
