@@ -51,7 +51,9 @@ inline __m128 LaneSums4(__m256 a, __m256 b, __m256 c, __m256 d) {
 
 template <int RM, int RN, class W>
 inline void MatmulTileAvx2(float* out, const float* inp, const W* weight, const float* bias, int n,
-                           int o, int C, int OC) {
+                           int o, int C, int OC, const W* prefetch = nullptr,
+                           int prefetch_rows = 0) {
+  constexpr int kLine = 64 / static_cast<int>(sizeof(W));  // Weights per cache line.
   constexpr auto kM = static_cast<std::size_t>(RM), kN = static_cast<std::size_t>(RN);
   __m256 acc[kM][kN];
   for (int i = 0; i < RM; ++i) {
@@ -59,6 +61,12 @@ inline void MatmulTileAvx2(float* out, const float* inp, const W* weight, const 
   }
   int c = 0;
   for (; c + 8 <= C; c += 8) {
+    if (prefetch != nullptr && c % kLine == 0) {
+      for (int j = 0; j < prefetch_rows; ++j) {
+        _mm_prefetch(reinterpret_cast<const char*>(prefetch + static_cast<int64_t>(j) * C + c),
+                     _MM_HINT_T0);
+      }
+    }
     __m256 x[kM];
     for (int i = 0; i < RM; ++i) x[i] = _mm256_loadu_ps(inp + static_cast<int64_t>(n + i) * C + c);
     for (int j = 0; j < RN; ++j) {
@@ -90,21 +98,36 @@ inline void MatmulTileAvx2(float* out, const float* inp, const W* weight, const 
 }
 
 // Rows n0..n1 x outputs o0..o1: 3 x 4 tiles, narrower ones at the edges.
+// The first pass over the block's outputs brings their weights in from L3
+// or memory (the other passes find them in L2); there each 4-output tile
+// prefetches the weight rows of the tile after it, a line per row every
+// 64 bytes of its own rows, which the hardware prefetchers alone did not
+// keep up with (N = 18, C = 288: 41 -> 51 GFLOP/s on one core).
+template <int RM, class W>
+inline void MatmulPassAvx2(float* out, const float* inp, const W* weight, const float* bias, int n,
+                           bool first, int o0, int o1, int C, int OC) {
+  const int o4 = o0 + (o1 - o0) / 4 * 4;
+  for (int o = o0; o < o4; o += 4) {
+    const int next = o + 4;
+    if (first && next < OC) {
+      MatmulTileAvx2<RM, 4>(out, inp, weight, bias, n, o, C, OC,
+                            weight + static_cast<int64_t>(next) * C, std::min(4, OC - next));
+    } else {
+      MatmulTileAvx2<RM, 4>(out, inp, weight, bias, n, o, C, OC);
+    }
+  }
+  for (int o = o4; o < o1; ++o) MatmulTileAvx2<RM, 1>(out, inp, weight, bias, n, o, C, OC);
+}
+
 template <class W>
 inline void MatmulBlockAvx2(float* out, const float* inp, const W* weight, const float* bias,
                             int n0, int n1, int o0, int o1, int C, int OC) {
-  const int o4 = o0 + (o1 - o0) / 4 * 4;
   int n = n0;
-  for (; n + 3 <= n1; n += 3) {
-    for (int o = o0; o < o4; o += 4) MatmulTileAvx2<3, 4>(out, inp, weight, bias, n, o, C, OC);
-    for (int o = o4; o < o1; ++o) MatmulTileAvx2<3, 1>(out, inp, weight, bias, n, o, C, OC);
-  }
+  for (; n + 3 <= n1; n += 3) MatmulPassAvx2<3>(out, inp, weight, bias, n, n == n0, o0, o1, C, OC);
   if (n + 2 == n1) {
-    for (int o = o0; o < o4; o += 4) MatmulTileAvx2<2, 4>(out, inp, weight, bias, n, o, C, OC);
-    for (int o = o4; o < o1; ++o) MatmulTileAvx2<2, 1>(out, inp, weight, bias, n, o, C, OC);
+    MatmulPassAvx2<2>(out, inp, weight, bias, n, n == n0, o0, o1, C, OC);
   } else if (n + 1 == n1) {
-    for (int o = o0; o < o4; o += 4) MatmulTileAvx2<1, 4>(out, inp, weight, bias, n, o, C, OC);
-    for (int o = o4; o < o1; ++o) MatmulTileAvx2<1, 1>(out, inp, weight, bias, n, o, C, OC);
+    MatmulPassAvx2<1>(out, inp, weight, bias, n, n == n0, o0, o1, C, OC);
   }
 }
 
