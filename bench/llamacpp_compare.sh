@@ -26,8 +26,11 @@ llama.cpp, a one-step checkpoint for kiln), each with THREADS threads and 32
 slots, and runs bench/serve_load at each level of concurrent streaming
 clients (completions of MAX_TOKENS tokens, temperature 0.8, ignore_eos).
 Servers alternate within each round (llama.cpp, then kiln), for each weight
-type. Prints one JSON line per measurement, then a table of ranges (min-max
-over the rounds) and kiln / llama.cpp tokens/s.
+type. Each round also runs bench/decode_bench (kiln's decoder alone, one
+stream, the same shape, prompt length and tokens) as the single-stream
+reference. Prints one JSON line per measurement, then a table of ranges
+(min-max over the rounds) and kiln / llama.cpp tokens/s, then kiln's one
+client against decode_bench.
 
 Options:
   --rounds N        Rounds (A B) per weight type (default 2).
@@ -138,9 +141,10 @@ if [ ! -x "$llama_server" ]; then
 fi
 
 # --- kiln ------------------------------------------------------------------
-kiln_bench_build "$build_dir" "$work" kiln-worker serve_load
+kiln_bench_build "$build_dir" "$work" kiln-worker serve_load decode_bench
 worker="$build_dir/worker/kiln-worker"
 load="$build_dir/bench/serve_load"
+decode_bench="$build_dir/bench/decode_bench"
 "$worker" prepare --input /usr/share/games/fortunes --output "$work/data" >/dev/null
 "$worker" train --data "$work/data/manifest.json" --layers "$layers" --heads "$heads" \
   --channels "$channels" --seq "$context" --batch 1 --steps 1 --checkpoint-dir "$work/ckpt" >/dev/null
@@ -193,6 +197,15 @@ log "model: $layers layers, $heads heads, $channels channels, context $context, 
 results="$work/results.jsonl"
 for w in $weights; do
   for round in $(seq "$rounds"); do
+    # The decoder alone, one stream: the prompt's length in random tokens
+    # ("Once upon a time, " is 18 bytes), then max_tokens tokens, greedy.
+    row=decoder
+    [ "$w" = bf16 ] && row=dec-bf16
+    dec="$(OMP_NUM_THREADS="$threads" "$decode_bench" "$layers" "$heads" "$channels" "$context" 257 \
+      "$max_tokens" 18 | awk -v row="$row" '$1 == row { print $7 }')"
+    [ -n "$dec" ] || die "decode_bench printed no $row row"
+    printf '{"server": "decode_bench", "weights": "%s", "round": %d, "clients": 1, "tokensPerSecond": %s}\n' \
+      "$w" "$round" "$dec" | tee -a "$results"
     for name in "${servers[@]}"; do
       port="$(free_port)"
       start_server "$name" "$w" "$port"
@@ -238,4 +251,25 @@ for w, c in keys:
         print(f"| {w} | {c} | {server} | {span([r['tokensPerSecond'] for r in rs], '{:,.0f}')} | "
               f"{span([r['ttftP50Ms'] for r in rs], '{:.1f}')} | {span([r['ttftP99Ms'] for r in rs], '{:.1f}')} | "
               f"{span([r['latencyP99Ms'] for r in rs], '{:.0f}')} | {ratio} |")
+# One client against the decoder alone, round by round. "streamed" is the
+# client's token rate after its first token: (tokens - 1) / (latency - TTFT)
+# at the medians; "all" also counts the prefill and the connection.
+dec = [r for r in rows if r["server"] == "decode_bench"]
+if dec:
+    print()
+    print("| weights | server | decode_bench tokens/s | 1 client, all tokens/s | 1 client, streamed tokens/s | all / decode_bench | streamed / decode_bench |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for w in sorted({r["weights"] for r in dec}, key=lambda w: w != "f32"):
+        for server in ("kiln", "kiln-b"):
+            pairs = []
+            for d in [r for r in dec if r["weights"] == w]:
+                one = [r for r in rows if r["server"] == server and r["weights"] == w and r["clients"] == 1 and r["round"] == d["round"]]
+                if one:
+                    o = one[0]
+                    streamed = (o["maxTokens"] - 1) / ((o["latencyP50Ms"] - o["ttftP50Ms"]) / 1000)
+                    pairs.append((d["tokensPerSecond"], o["tokensPerSecond"], streamed))
+            if pairs:
+                print(f"| {w} | {server} | {span([p[0] for p in pairs], '{:,.0f}')} | {span([p[1] for p in pairs], '{:,.0f}')} | "
+                      f"{span([p[2] for p in pairs], '{:,.0f}')} | {span([p[1] / p[0] for p in pairs], '{:.2f}')} | "
+                      f"{span([p[2] / p[0] for p in pairs], '{:.2f}')} |")
 PY

@@ -130,6 +130,10 @@ int RunServeCommand(int argc, char** argv) {
   flags.Int("block-size", &engine_options.block_size, 1, 4096, "Tokens per KV-cache block.");
   flags.Int("kv-blocks", &engine_options.kv_blocks, 0, 1 << 24,
             "KV-cache blocks; 0: enough for max-running full contexts.");
+  flags.Bool("prefix-cache", &engine_options.prefix_cache,
+             "Keep finished prompts' full KV-cache blocks for later requests that start with the "
+             "same tokens (evicted, least recently used first, when the cache runs short); on by "
+             "default, --prefix-cache=false turns it off.");
   if (auto exit = flags.ParseOrExit(argc, argv, 2)) return *exit;
   if (checkpoint.empty()) return flags.UsageError("--checkpoint is required");
   engine_options.cpu_weights =

@@ -1,6 +1,7 @@
 #include "worker/serve/engine.h"
 
 #include <algorithm>
+#include <span>
 
 namespace kiln::serve {
 
@@ -55,7 +56,35 @@ Engine::Engine(model::Gpt<float>& model, const EngineOptions& options, int kv_bl
     : model_(model),
       options_(options),
       cache_(model.config().num_layers, model.config().channels, options.block_size, kv_blocks,
-             host_cache) {}
+             host_cache),
+      prefix_(options.block_size) {}
+
+double Engine::LiveUtilization() const {
+  const int n = cache_.num_blocks();
+  return n == 0 ? 0.0
+                : static_cast<double>(n - cache_.free_blocks() - prefix_.evictable()) /
+                      static_cast<double>(n);
+}
+
+void Engine::ReleaseBlocks(Sequence& s) {
+  const int bs = cache_.block_size();
+  // Blocks whose every position holds a prompt token already computed.
+  const int full = std::min(s.cached, static_cast<int>(s.request.prompt.size())) / bs;
+  const std::span<const int32_t> prompt(s.request.prompt);
+  std::vector<int> to_pool;
+  for (int i = 0; i < static_cast<int>(s.blocks.size()); ++i) {
+    const int b = s.blocks[static_cast<size_t>(i)];
+    if (i < s.shared) {
+      prefix_.Release({&b, 1});
+    } else if (!(options_.prefix_cache && i < full &&
+                 prefix_.Insert(prompt.first(static_cast<size_t>((i + 1) * bs)), b))) {
+      to_pool.push_back(b);
+    }
+  }
+  cache_.Free(to_pool);
+  s.blocks.clear();
+  s.shared = 0;
+}
 
 StatusOr<int64_t> Engine::Submit(GenerateRequest request, TokenCallback callback) {
   const model::GptConfig& c = model_.config();
@@ -109,10 +138,9 @@ void Engine::Cancel(int64_t id) {
 void Engine::Finish(Sequence& s, FinishReason reason, std::string text) {
   if (s.done) return;
   s.done = true;
-  cache_.Free(s.blocks);
-  s.blocks.clear();
+  ReleaseBlocks(s);
   // Before the callback: a client that has its answer sees the blocks freed.
-  kv_utilization_ = cache_.utilization();
+  kv_utilization_ = LiveUtilization();
   TokenEvent e;
   e.request = s.id;
   e.text = std::move(text);
@@ -142,6 +170,7 @@ bool Engine::Advance(Sequence& s, int32_t token) {
   e.request = s.id;
   e.token = token;
   e.prompt_tokens = static_cast<int>(s.request.prompt.size());
+  e.cached_prompt_tokens = s.shared * cache_.block_size();
   e.completion_tokens = completion;
   if (stop_at != std::string::npos) {
     e.text = s.generated.substr(s.released, stop_at > s.released ? stop_at - s.released : 0);
@@ -199,11 +228,26 @@ StatusOr<bool> Engine::Step() {
     // do the ones behind it.
     while (!waiting_.empty() && static_cast<int>(running_.size()) < options_.max_running) {
       Sequence& s = *waiting_.front();
-      const int64_t positions = std::min<int64_t>(
-          static_cast<int64_t>(s.request.prompt.size()) + s.request.max_tokens, c.max_seq_len);
-      auto blocks = cache_.Allocate(cache_.BlocksFor(positions));
-      if (!blocks.ok()) break;
-      s.blocks = std::move(*blocks);
+      const int prompt = static_cast<int>(s.request.prompt.size());
+      const int64_t positions =
+          std::min<int64_t>(static_cast<int64_t>(prompt) + s.request.max_tokens, c.max_seq_len);
+      // The prompt's last token is always computed: its logits give the
+      // first token.
+      std::vector<int> shared;
+      if (options_.prefix_cache) {
+        shared = prefix_.Acquire(s.request.prompt, (prompt - 1) / cache_.block_size());
+      }
+      const int fresh = cache_.BlocksFor(positions) - static_cast<int>(shared.size());
+      if (cache_.free_blocks() < fresh) cache_.Free(prefix_.Evict(fresh - cache_.free_blocks()));
+      auto blocks = cache_.Allocate(fresh);
+      if (!blocks.ok()) {
+        prefix_.Release(shared);
+        break;
+      }
+      s.shared = static_cast<int>(shared.size());
+      s.cached = s.shared * cache_.block_size();
+      s.blocks = std::move(shared);
+      s.blocks.insert(s.blocks.end(), blocks->begin(), blocks->end());
       running_.push_back(std::move(waiting_.front()));
       waiting_.pop_front();
     }
@@ -238,7 +282,7 @@ StatusOr<bool> Engine::Step() {
       for (auto& s : running_) Finish(*s, FinishReason::kError);
       running_.clear();
       running_count_ = 0;
-      kv_utilization_ = cache_.utilization();
+      kv_utilization_ = LiveUtilization();
       return st;
     }
     const auto Vp = static_cast<size_t>(c.padded_vocab_size);
@@ -252,7 +296,7 @@ StatusOr<bool> Engine::Step() {
   }
   std::erase_if(running_, [](const auto& s) { return s->done; });
   running_count_ = static_cast<int>(running_.size());
-  kv_utilization_ = cache_.utilization();
+  kv_utilization_ = LiveUtilization();
   return worked;
 }
 

@@ -5,7 +5,10 @@
 //   1. drops cancelled requests (their KV blocks return to the pool at once);
 //   2. admits waiting requests, oldest first, while fewer than max_running run
 //      and the cache has blocks for the prompt plus max_tokens (reserved up
-//      front, so a running request never has to be preempted);
+//      front, so a running request never has to be preempted); with
+//      prefix_cache, the leading blocks of the prompt that an earlier request
+//      left in the cache (prefix_cache.h) are shared, not computed again, and
+//      unused cached blocks are evicted when the pool runs short;
 //   3. builds one batch of at most max_batch_tokens tokens: the newest token
 //      of every decoding request, then prompt chunks of at most
 //      prefill_chunk tokens (chunked prefill, so a long prompt never stalls
@@ -40,6 +43,7 @@
 #include "worker/model/gpt.h"
 #include "worker/serve/decoder.h"
 #include "worker/serve/kv_cache.h"
+#include "worker/serve/prefix_cache.h"
 #include "worker/serve/sampler.h"
 
 namespace kiln::serve {
@@ -55,6 +59,9 @@ struct EngineOptions {
   int32_t end_of_text = 256;  // The tokenizer's end-of-document token; < 0: none.
   // The CPU decoder's weight matrices (decoder.h); a GPU decoder ignores it.
   CpuWeights cpu_weights = CpuWeights::kFloat;
+  // Keep finished prompts' full KV blocks for later requests that start with
+  // the same tokens (prefix_cache.h).
+  bool prefix_cache = true;
 };
 
 struct GenerateRequest {
@@ -81,6 +88,8 @@ struct TokenEvent {
   FinishReason finish = FinishReason::kNone;
   int prompt_tokens = 0;
   int completion_tokens = 0;
+  // Prompt positions found in the prefix cache (on token events).
+  int cached_prompt_tokens = 0;
 };
 
 using TokenCallback = std::function<void(const TokenEvent&)>;
@@ -130,6 +139,7 @@ class Engine {
     Rng rng{0};
     std::vector<int32_t> tokens;  // Prompt, then generated.
     std::vector<int> blocks;
+    int shared = 0;         // Leading blocks taken from the prefix cache.
     int cached = 0;         // Positions already in the KV cache.
     std::string generated;  // Text of the generated tokens.
     size_t released = 0;    // Bytes of `generated` already reported.
@@ -139,6 +149,13 @@ class Engine {
   Engine(model::Gpt<float>& model, const EngineOptions& options, int kv_blocks, bool host_cache);
   // Sends the final event (with `text`) and frees the sequence's blocks.
   void Finish(Sequence& s, FinishReason reason, std::string text = "");
+  // Returns the sequence's blocks: shared ones to the prefix cache, full
+  // prompt blocks into it (when it has none for their prefix), the rest to
+  // the pool.
+  void ReleaseBlocks(Sequence& s);
+  // Blocks in use by running sequences / all blocks (unreferenced cached
+  // blocks count as free: they are evicted on demand).
+  double LiveUtilization() const;
   // Reports the new token, and ends the sequence when it should. Returns
   // whether it ended.
   bool Advance(Sequence& s, int32_t token);
@@ -146,6 +163,7 @@ class Engine {
   model::Gpt<float>& model_;
   const EngineOptions options_;
   PagedKvCache cache_;
+  PrefixCache prefix_;
   std::unique_ptr<Decoder> decoder_;
   std::vector<float> logits_;
 

@@ -43,6 +43,12 @@ struct ServeMetrics {
                                            .Help("Prompt tokens of accepted completions")
                                            .Register(*registry)
                                            .Add({});
+  prometheus::Counter& cached_prompt_tokens =
+      prometheus::BuildCounter()
+          .Name("kiln_serve_prompt_tokens_cached_total")
+          .Help("Prompt tokens found in the prefix cache, not computed again")
+          .Register(*registry)
+          .Add({});
   prometheus::Counter& generated_tokens = prometheus::BuildCounter()
                                               .Name("kiln_serve_generation_tokens_total")
                                               .Help("Tokens generated")
@@ -337,6 +343,7 @@ class Server final : public InferenceServer {
       c->have_first = true;
       c->first_token = now;
       metrics_.ttft.Observe(Seconds(now - c->start));
+      metrics_.cached_prompt_tokens.Increment(e.cached_prompt_tokens);
     }
     if (e.token) metrics_.generated_tokens.Increment();
     c->text += e.text;

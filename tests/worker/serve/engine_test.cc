@@ -1,6 +1,7 @@
 // The continuous-batching engine: batched greedy output equals unbatched,
 // a seed reproduces the text, stop sequences, length limits, end of text,
-// cancellation (blocks freed), admission and the queue bound.
+// cancellation (blocks freed), admission and the queue bound, the prefix
+// cache (shared blocks give the same tokens; cached blocks give way).
 #include "worker/serve/engine.h"
 
 #include <chrono>
@@ -26,6 +27,7 @@ std::vector<int32_t> Prompt(const std::string& text) {
 }
 
 struct Result {
+  int cached = -1;  // Prompt tokens from the prefix cache, as the first token reports.
   std::vector<int32_t> tokens;
   std::string text;
   FinishReason finish = FinishReason::kNone;
@@ -37,6 +39,7 @@ struct Result {
 TokenCallback Collect(std::map<int64_t, Result>& results) {
   return [&results](const TokenEvent& e) {
     Result& r = results[e.request];
+    if (e.token && r.tokens.empty()) r.cached = e.cached_prompt_tokens;
     if (e.token) r.tokens.push_back(*e.token);
     r.text += e.text;
     if (e.finish != FinishReason::kNone) {
@@ -308,6 +311,114 @@ TEST_CASE("bad requests are refused with the reason", "[serve]") {
             .status()
             .message()
             .find("every running request decodes") != std::string::npos);
+}
+
+// Greedy tokens of `prompt` in an engine of its own without the prefix cache.
+std::vector<int32_t> Uncached(model::Gpt<float>& m, const std::string& prompt, int max_tokens) {
+  return RunOne(m, {.prompt = Prompt(prompt), .max_tokens = max_tokens}, {.prefix_cache = false})
+      .tokens;
+}
+
+TEST_CASE("a prompt that starts like a finished one's shares its blocks and decodes the same",
+          "[serve]") {
+  auto m = TestModel();                                              // Context 48, blocks of 16.
+  const std::string base = "Once upon a time, in a land far away!";  // 37 tokens.
+  REQUIRE(base.size() == 37);
+  auto e = Engine::Create(m, {.max_running = 2});
+  REQUIRE(e.ok());
+  std::map<int64_t, Result> results;
+  auto run = [&](const std::string& prompt) {
+    auto id = (*e)->Submit({.prompt = Prompt(prompt), .max_tokens = 8}, Collect(results));
+    REQUIRE(id.ok());
+    Drain(**e);
+    CHECK((*e)->kv_utilization() == 0);
+    return results[*id];
+  };
+  const Result first = run(base + "a");
+  CHECK(first.cached == 0);
+  CHECK(first.tokens == Uncached(m, base + "a", 8));
+  // Two full blocks (32 tokens) of the same prefix; the rest is computed.
+  const Result second = run(base + "b");
+  CHECK(second.cached == 32);
+  CHECK(second.tokens == Uncached(m, base + "b", 8));
+  // The same prompt again: still 32, as the last prompt token is always
+  // computed (its logits give the first token), and the same tokens.
+  const Result again = run(base + "a");
+  CHECK(again.cached == 32);
+  CHECK(again.tokens == first.tokens);
+  // A prompt of exactly two blocks shares only the first.
+  const Result exact = run(base.substr(0, 32));
+  CHECK(exact.cached == 16);
+  CHECK(exact.tokens == Uncached(m, base.substr(0, 32), 8));
+  // A different first token shares nothing.
+  const Result other = run("X" + base.substr(1) + "a");
+  CHECK(other.cached == 0);
+  CHECK(other.tokens == Uncached(m, "X" + base.substr(1) + "a", 8));
+}
+
+TEST_CASE(
+    "running requests share cached blocks, and cached blocks give way when the pool runs "
+    "short",
+    "[serve]") {
+  auto m = TestModel();
+  // Each request below needs 3 blocks (20 prompt + 20 generated positions);
+  // the pool has 4.
+  auto e = Engine::Create(m, {.max_running = 2, .kv_blocks = 4});
+  REQUIRE(e.ok());
+  std::map<int64_t, Result> results;
+  const std::string a(20, 'a'), b(20, 'b'), c(20, 'c');
+  auto submit = [&](const std::string& prompt) {
+    auto id = (*e)->Submit({.prompt = Prompt(prompt), .max_tokens = 20}, Collect(results));
+    REQUIRE(id.ok());
+    return *id;
+  };
+  const int64_t first = submit(a);
+  Drain(**e);
+  CHECK(results[first].cached == 0);
+  // a's first block stays cached; b needs 3 of the 3 free blocks.
+  const int64_t with_b = submit(b);
+  Drain(**e);
+  CHECK(results[with_b].cached == 0);
+  // Now a's and b's blocks are cached and 2 are free: c evicts the least
+  // recently used (a's) and runs.
+  const int64_t with_c = submit(c);
+  Drain(**e);
+  CHECK(results[with_c].cached == 0);
+  CHECK(results[with_c].tokens == Uncached(m, c, 20));
+  CHECK(results[with_c].finish == FinishReason::kLength);
+  // b's block is still there, a's is not.
+  const int64_t b_again = submit(b), a_again = submit(a);
+  Drain(**e);
+  CHECK(results[b_again].cached == 16);
+  CHECK(results[b_again].tokens == results[with_b].tokens);
+  CHECK(results[a_again].cached == 0);
+  CHECK(results[a_again].tokens == results[first].tokens);
+  CHECK((*e)->kv_utilization() == 0);
+}
+
+TEST_CASE("two running requests read one cached block at once", "[serve]") {
+  auto m = TestModel();
+  auto e = Engine::Create(m, {.max_running = 4});
+  REQUIRE(e.ok());
+  std::map<int64_t, Result> results;
+  const std::string prefix = "The same sixteen.";  // 17 tokens: one full block and one more.
+  auto seed = (*e)->Submit({.prompt = Prompt(prefix + "!"), .max_tokens = 4}, Collect(results));
+  REQUIRE(seed.ok());
+  Drain(**e);
+  std::vector<int64_t> ids;
+  for (const char* tail : {"x", "yy", "zzz"}) {
+    auto id = (*e)->Submit({.prompt = Prompt(prefix + tail), .max_tokens = 12}, Collect(results));
+    REQUIRE(id.ok());
+    ids.push_back(*id);
+  }
+  Drain(**e);  // All three decode in the same steps, reading block 0 of the seed.
+  const char* tails[] = {"x", "yy", "zzz"};
+  for (size_t i = 0; i < ids.size(); ++i) {
+    INFO("tail " << tails[i]);
+    CHECK(results[ids[i]].cached == 16);
+    CHECK(results[ids[i]].tokens == Uncached(m, prefix + tails[i], 12));
+  }
+  CHECK((*e)->kv_utilization() == 0);
 }
 
 }  // namespace
