@@ -1,6 +1,7 @@
 # shellcheck shell=bash
-# What the side-by-side comparison scripts (llmc_compare.sh, llama2c_compare.sh)
-# share. Source it after scripts/lib/common.sh; it defines functions only.
+# What the side-by-side comparison scripts (llmc_compare.sh, llama2c_compare.sh,
+# llamacpp_compare.sh) share. Source it after scripts/lib/common.sh; it defines
+# functions only.
 
 # kiln_bench_build BUILD_DIR WORK TARGET...: configures BUILD_DIR (RelWithDebInfo,
 # no CUDA) when it has no CMake cache, then builds TARGETs; logs go to WORK.
@@ -15,6 +16,21 @@ kiln_bench_build() {
   log "building kiln's $* in $build_dir"
   cmake --build "$build_dir" --target "$@" -j"$(nproc)" >"$work/kiln-build.log" ||
     { tail -30 "$work/kiln-build.log" >&2; die "kiln build failed"; }
+}
+
+# kiln_numpy_python: prints the first of python3 and /usr/bin/python3 that
+# imports numpy (a pyenv shim's python3 may lack it where Debian's has it),
+# or dies saying what to install.
+kiln_numpy_python() {
+  local candidate
+  for candidate in python3 /usr/bin/python3; do
+    if command -v "$candidate" >/dev/null 2>&1 && "$candidate" -c 'import numpy' 2>/dev/null; then
+      echo "$candidate"
+      return 0
+    fi
+  done
+  die "no Python 3 with numpy found (tried python3, /usr/bin/python3)" \
+    "run scripts/setup.sh (python3-numpy), or python3 -m pip install numpy"
 }
 
 # kiln_compile_flags PYTHON BUILD_DIR REGEX: the optimisation flags of the

@@ -83,15 +83,7 @@ done
 need make "install make (run.c's compile line is read from llama2.c's Makefile)"
 need cmake "install CMake (see docs/development.md)"
 # The checkpoint writer needs numpy; take the first Python 3 that has it.
-python=""
-for candidate in python3 /usr/bin/python3; do
-  if command -v "$candidate" >/dev/null 2>&1 && "$candidate" -c 'import numpy' 2>/dev/null; then
-    python="$candidate"
-    break
-  fi
-done
-[ -n "$python" ] || die "no Python 3 with numpy found (tried python3, /usr/bin/python3)" \
-  "install numpy: python3 -m pip install numpy (or apt-get install python3-numpy)"
+python="$(kiln_numpy_python)"
 
 work="$(mktemp -d "${TMPDIR:-/tmp}/llama2c-compare.XXXXXX")"
 if [ "$keep" = 1 ]; then

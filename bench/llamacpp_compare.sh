@@ -90,15 +90,7 @@ need cmake "install CMake (scripts/setup.sh)"
 [ -z "$also_kiln" ] || [ -x "$also_kiln" ] || die "--also-kiln $also_kiln is not an executable"
 servers=(llama.cpp kiln)
 [ -z "$also_kiln" ] || servers+=(kiln-b)
-python=""
-for candidate in python3 /usr/bin/python3; do
-  if command -v "$candidate" >/dev/null 2>&1 && "$candidate" -c 'import numpy' 2>/dev/null; then
-    python="$candidate"
-    break
-  fi
-done
-[ -n "$python" ] || die "no Python 3 with numpy found (tried python3, /usr/bin/python3)" \
-  "run scripts/setup.sh (python3-numpy), or python3 -m pip install numpy"
+python="$(kiln_numpy_python)"
 
 work="$(mktemp -d "${TMPDIR:-/tmp}/llamacpp-compare.XXXXXX")"
 server_pid=""
