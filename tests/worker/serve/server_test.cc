@@ -182,6 +182,9 @@ TEST_CASE("kiln-worker serve answers completions like the engine, whole and stre
   CHECK(Metric(metrics, "kiln_serve_generation_tokens_total") == 80);
   CHECK(Metric(metrics, "kiln_serve_prompt_tokens_total") ==
         2.0 * static_cast<double>(prompt.size()));
+  // The streamed request found the first 16 of its 19 prompt tokens (one
+  // block) in the prefix cache, and still answered the same text.
+  CHECK(Metric(metrics, "kiln_serve_prompt_tokens_cached_total") == 16);
   CHECK(Metric(metrics, "kiln_serve_completions_total{finish_reason=\"length\"}") == 2);
   CHECK(Metric(metrics, "kiln_serve_requests_total{code=\"200\",path=\"/v1/completions\"}") == 2);
   CHECK(Metric(metrics, "kiln_serve_kv_cache_utilization") == 0);
