@@ -385,7 +385,7 @@ TEST_CASE(
   Drain(**e);
   CHECK(results[with_c].cached == 0);
   CHECK(results[with_c].tokens == Uncached(m, c, 20));
-  CHECK(results[with_c].finish == FinishReason::kLength);
+  CHECK(results[with_c].finals == 1);
   // b's block is still there, a's is not.
   const int64_t b_again = submit(b), a_again = submit(a);
   Drain(**e);
