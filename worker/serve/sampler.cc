@@ -72,14 +72,42 @@ int32_t Sample(std::span<const float> logits, const SamplingParams& p, Rng& rng)
     const float la = logits[static_cast<size_t>(a)], lb = logits[static_cast<size_t>(b)];
     return la > lb || (la == lb && a < b);
   };
-  size_t keep = ids.size();
-  if (p.top_k > 0 && static_cast<size_t>(p.top_k) < keep) {
-    keep = static_cast<size_t>(p.top_k);
-    std::partial_sort(ids.begin(), ids.begin() + static_cast<ptrdiff_t>(keep), ids.end(),
-                      more_likely);
-  } else {
-    std::sort(ids.begin(), ids.end(), more_likely);
+  if (p.top_k <= 0 || p.top_k >= V) {
+    // Top-p alone: the nucleus is usually a small part of the vocabulary,
+    // so sort only the most likely m tokens, 64 first, four times as many
+    // until their probability reaches top_p (a full sort of GPT-2's 50,257
+    // logits cost 5 ms per token).
+    const auto max = static_cast<double>(*std::max_element(logits.begin(), logits.end()));
+    std::vector<double> weight(logits.size());
+    double total = 0;
+    for (size_t i = 0; i < weight.size(); ++i) {
+      weight[i] = std::exp((static_cast<double>(logits[i]) - max) / p.temperature);
+      total += weight[i];
+    }
+    size_t m = std::min<size_t>(ids.size(), 64), n = 0;
+    double cumulative = 0;
+    while (true) {
+      std::partial_sort(ids.begin(), ids.begin() + static_cast<ptrdiff_t>(m), ids.end(),
+                        more_likely);
+      cumulative = 0;
+      n = 0;
+      while (n < m && cumulative < p.top_p) {
+        cumulative += weight[static_cast<size_t>(ids[n++])] / total;
+      }
+      if (cumulative >= p.top_p || m == ids.size()) break;
+      m = std::min(ids.size(), m * 4);
+    }
+    double r = rng.Uniform() * cumulative;
+    for (size_t i = 0; i < n; ++i) {
+      r -= weight[static_cast<size_t>(ids[i])] / total;
+      if (r < 0) return ids[i];
+    }
+    return ids[n - 1];  // Rounding left a sliver: the last candidate.
   }
+  // Top-k (then top-p among those k).
+  size_t keep = static_cast<size_t>(p.top_k);
+  std::partial_sort(ids.begin(), ids.begin() + static_cast<ptrdiff_t>(keep), ids.end(),
+                    more_likely);
   // Softmax over the kept candidates at the temperature, in double.
   const auto max = static_cast<double>(logits[static_cast<size_t>(ids[0])]);
   std::vector<double> probs(keep);

@@ -2,6 +2,7 @@
 // the softmax, and a seed fixes the sequence.
 #include "worker/serve/sampler.h"
 
+#include <algorithm>
 #include <cmath>
 #include <map>
 #include <vector>
@@ -55,6 +56,23 @@ TEST_CASE("top-k and top-p keep only the most likely tokens", "[serve]") {
   // softmax: 1 and 3 hold 0.35 each, 2 holds 0.13: 0.8 needs tokens 1, 3 and 2.
   CHECK(p_mid.size() == 3);
   CHECK(p_mid.count(2) == 1);
+}
+
+TEST_CASE("top-p finds a nucleus larger than its first guess", "[serve]") {
+  // 1,000 equally likely tokens: top-p 0.5 keeps the first 500 by id (ties
+  // go to the lowest id), more than the 64 and 256 it sorts first.
+  const std::vector<float> flat(1000, 0.0f);
+  Rng rng(3);
+  int lowest = 1000, highest = -1;
+  for (int i = 0; i < 20000; ++i) {
+    const int t = Sample(flat, {.temperature = 1.0, .top_p = 0.5}, rng);
+    lowest = std::min(lowest, t);
+    highest = std::max(highest, t);
+  }
+  CHECK(lowest == 0);
+  // Rounding may let the sum of 500 thousandths fall just short of 0.5.
+  CHECK(highest >= 490);
+  CHECK(highest <= 500);
 }
 
 TEST_CASE("a seed fixes the draws, on every platform", "[serve]") {
