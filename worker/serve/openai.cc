@@ -170,11 +170,12 @@ json ChunkJson(const std::string& id, int64_t created, const std::string& model,
 
 json CompletionJson(const std::string& id, int64_t created, const std::string& model,
                     const std::string& text, FinishReason finish, int prompt_tokens,
-                    int completion_tokens) {
+                    int completion_tokens, int cached_prompt_tokens) {
   json j = ChunkJson(id, created, model, text, finish);
   j["usage"] = {{"prompt_tokens", prompt_tokens},
                 {"completion_tokens", completion_tokens},
-                {"total_tokens", prompt_tokens + completion_tokens}};
+                {"total_tokens", prompt_tokens + completion_tokens},
+                {"prompt_tokens_details", {{"cached_tokens", cached_prompt_tokens}}}};
   return j;
 }
 

@@ -44,10 +44,12 @@ std::variant<CompletionRequest, RequestError> ParseCompletionRequest(
 // invalid_request_error for 4xx and server_error otherwise.
 nlohmann::json ErrorJson(int status, const std::string& message, const std::string& param = "");
 
-// The whole response of a non-streaming request.
+// The whole response of a non-streaming request. usage carries OpenAI's
+// prompt_tokens_details.cached_tokens: the prompt tokens the prefix cache
+// held.
 nlohmann::json CompletionJson(const std::string& id, int64_t created, const std::string& model,
                               const std::string& text, FinishReason finish, int prompt_tokens,
-                              int completion_tokens);
+                              int completion_tokens, int cached_prompt_tokens = 0);
 
 // One server-sent-event chunk of a stream (finish kNone while it goes on).
 nlohmann::json ChunkJson(const std::string& id, int64_t created, const std::string& model,

@@ -85,7 +85,8 @@ struct Completion {
   bool stream = false;
   Clock::time_point start = Clock::now(), first_token;
   bool have_first = false;
-  std::string text;  // Non-streaming: the whole text. Streaming: not yet sent.
+  int cached_prompt_tokens = 0;  // From the first token's event.
+  std::string text;              // Non-streaming: the whole text. Streaming: not yet sent.
   int64_t engine_id = 0;
 };
 
@@ -344,6 +345,7 @@ class Server final : public InferenceServer {
       c->first_token = now;
       metrics_.ttft.Observe(Seconds(now - c->start));
       metrics_.cached_prompt_tokens.Increment(e.cached_prompt_tokens);
+      c->cached_prompt_tokens = e.cached_prompt_tokens;
     }
     if (e.token) metrics_.generated_tokens.Increment();
     c->text += e.text;
@@ -384,9 +386,10 @@ class Server final : public InferenceServer {
           JsonReply(path, c->request_id, 503,
                     ErrorJson(503, "the server shut down before the completion finished")));
     } else if (!c->out->cancelled()) {
-      c->out->Reply(JsonReply(path, c->request_id, 200,
-                              CompletionJson(c->id, c->created, c->model, c->text, e.finish,
-                                             e.prompt_tokens, e.completion_tokens)));
+      c->out->Reply(
+          JsonReply(path, c->request_id, 200,
+                    CompletionJson(c->id, c->created, c->model, c->text, e.finish, e.prompt_tokens,
+                                   e.completion_tokens, c->cached_prompt_tokens)));
     }
     c->out.reset();
   }

@@ -162,6 +162,7 @@ TEST_CASE("kiln-worker serve answers completions like the engine, whole and stre
   CHECK(body["choices"][0]["finish_reason"] == "length");
   CHECK(body["usage"]["prompt_tokens"] == prompt.size());
   CHECK(body["usage"]["completion_tokens"] == 40);
+  CHECK(body["usage"]["prompt_tokens_details"]["cached_tokens"] == 0);
 
   json stream_request = request;
   stream_request["stream"] = true;
@@ -189,6 +190,13 @@ TEST_CASE("kiln-worker serve answers completions like the engine, whole and stre
   CHECK(Metric(metrics, "kiln_serve_requests_total{code=\"200\",path=\"/v1/completions\"}") == 2);
   CHECK(Metric(metrics, "kiln_serve_kv_cache_utilization") == 0);
   CHECK(Metric(metrics, "kiln_serve_ready") == 1);
+
+  // Asked again, whole: the usage says what the prefix cache held.
+  RawResponse again = Call(s, "POST", "/v1/completions", request.dump());
+  REQUIRE(again.status == 200);
+  json again_body = json::parse(again.body);
+  CHECK(again_body["choices"][0]["text"] == body["choices"][0]["text"]);
+  CHECK(again_body["usage"]["prompt_tokens_details"]["cached_tokens"] == 16);
 }
 
 TEST_CASE(
