@@ -42,6 +42,23 @@ uint64_t Rng::Next() {
 
 double Rng::Uniform() { return static_cast<double>(Next() >> 11) * 0x1.0p-53; }
 
+namespace {
+
+// exp((logit - max) / temperature) of every token, in token order, into
+// `out`; returns their sum (the softmax's denominator), in double.
+double Weights(std::span<const float> logits, double temperature, std::vector<double>& out) {
+  const auto max = static_cast<double>(*std::max_element(logits.begin(), logits.end()));
+  out.resize(logits.size());
+  double sum = 0;
+  for (size_t i = 0; i < out.size(); ++i) {
+    out[i] = std::exp((static_cast<double>(logits[i]) - max) / temperature);
+    sum += out[i];
+  }
+  return sum;
+}
+
+}  // namespace
+
 int32_t Sample(std::span<const float> logits, const SamplingParams& p, Rng& rng) {
   const auto V = static_cast<int32_t>(logits.size());
   if (p.temperature == 0 || p.top_k == 1) {
@@ -50,13 +67,8 @@ int32_t Sample(std::span<const float> logits, const SamplingParams& p, Rng& rng)
   if ((p.top_k <= 0 || p.top_k >= V) && p.top_p >= 1) {
     // Every token is a candidate: the draw needs no order, so none is paid
     // for (sorting GPT-2's 50,257 logits per token cost milliseconds).
-    const auto max = static_cast<double>(*std::max_element(logits.begin(), logits.end()));
-    std::vector<double> probs(logits.size());
-    double sum = 0;
-    for (size_t i = 0; i < probs.size(); ++i) {
-      probs[i] = std::exp((static_cast<double>(logits[i]) - max) / p.temperature);
-      sum += probs[i];
-    }
+    std::vector<double> probs;
+    const double sum = Weights(logits, p.temperature, probs);
     double r = rng.Uniform() * sum;
     for (size_t i = 0; i < probs.size(); ++i) {
       r -= probs[i];
@@ -77,13 +89,8 @@ int32_t Sample(std::span<const float> logits, const SamplingParams& p, Rng& rng)
     // so sort only the most likely m tokens, 64 first, four times as many
     // until their probability reaches top_p (a full sort of GPT-2's 50,257
     // logits cost 5 ms per token).
-    const auto max = static_cast<double>(*std::max_element(logits.begin(), logits.end()));
-    std::vector<double> weight(logits.size());
-    double total = 0;
-    for (size_t i = 0; i < weight.size(); ++i) {
-      weight[i] = std::exp((static_cast<double>(logits[i]) - max) / p.temperature);
-      total += weight[i];
-    }
+    std::vector<double> weight;
+    const double total = Weights(logits, p.temperature, weight);
     size_t m = std::min<size_t>(ids.size(), 64), n = 0;
     double cumulative = 0;
     while (true) {
