@@ -77,22 +77,18 @@ inline void MatmulTileAvx2(float* out, const float* inp, const W* weight, const 
   for (int i = 0; i < RM; ++i) {
     const float* x = inp + static_cast<int64_t>(n + i) * C;
     float* y = out + static_cast<int64_t>(n + i) * OC + o;
+    // The lane sums (four at once for a 4-wide tile, in LaneSum's order),
+    // then the last C % 8 products in order, then the bias.
+    alignas(16) float s[kN];
     if constexpr (RN == 4) {
-      // Four lane sums at once, in LaneSum's order.
-      alignas(16) float s[4];
       _mm_store_ps(s, LaneSums4(acc[i][0], acc[i][1], acc[i][2], acc[i][3]));
-      for (int j = 0; j < RN; ++j) {
-        const W* w = weight + static_cast<int64_t>(o + j) * C;
-        for (int k = c; k < C; ++k) s[j] += x[k] * WeightAsFloat(w[k]);
-        y[j] = s[j] + (bias != nullptr ? bias[o + j] : 0.0f);
-      }
     } else {
-      for (int j = 0; j < RN; ++j) {
-        const W* w = weight + static_cast<int64_t>(o + j) * C;
-        float s = LaneSum(acc[i][j]);
-        for (int k = c; k < C; ++k) s += x[k] * WeightAsFloat(w[k]);
-        y[j] = s + (bias != nullptr ? bias[o + j] : 0.0f);
-      }
+      for (int j = 0; j < RN; ++j) s[j] = LaneSum(acc[i][j]);
+    }
+    for (int j = 0; j < RN; ++j) {
+      const W* w = weight + static_cast<int64_t>(o + j) * C;
+      for (int k = c; k < C; ++k) s[j] += x[k] * WeightAsFloat(w[k]);
+      y[j] = s[j] + (bias != nullptr ? bias[o + j] : 0.0f);
     }
   }
 }
