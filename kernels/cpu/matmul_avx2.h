@@ -23,6 +23,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "kernels/cpu/lane_sums_avx2.h"
 #include "kernels/cpu/matmul_bf16.h"
 
 namespace kiln::kernels::cpu::internal {
@@ -35,19 +36,6 @@ inline __m256 LoadWeights8(const uint16_t* w) {
 }
 inline float WeightAsFloat(float w) { return w; }
 inline float WeightAsFloat(uint16_t w) { return Bf16ToFloat(w); }
-
-inline float LaneSum(__m256 v) {
-  alignas(32) float t[8];
-  _mm256_store_ps(t, v);
-  return ((t[0] + t[1]) + (t[2] + t[3])) + ((t[4] + t[5]) + (t[6] + t[7]));
-}
-
-// LaneSum of a, b, c and d, the same additions in the same order: pairs,
-// then pairs of pairs within each half, then the halves.
-inline __m128 LaneSums4(__m256 a, __m256 b, __m256 c, __m256 d) {
-  const __m256 h = _mm256_hadd_ps(_mm256_hadd_ps(a, b), _mm256_hadd_ps(c, d));
-  return _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
-}
 
 template <int RM, int RN, class W>
 inline void MatmulTileAvx2(float* out, const float* inp, const W* weight, const float* bias, int n,

@@ -9,6 +9,7 @@
 #include <immintrin.h>
 #endif
 
+#include "kernels/cpu/lane_sums_avx2.h"
 #include "kernels/cpu/vector_math.h"
 
 namespace kiln::kernels::cpu {
@@ -77,7 +78,8 @@ void AttendHead(const HeadTask& a) {
 
 #if defined(__AVX2__) && defined(__FMA__)
 // Head size 8 * V (8 to 64): the query and the output stay in V registers
-// each; scores four positions at a time, their sums reduced together.
+// each; scores four positions at a time, their sums reduced together
+// (lane_sums_avx2.h: the same order as one at a time).
 template <int V>
 void AttendHeadAvx2(const HeadTask& a) {
   const int n = a.n, bs = a.bs;
@@ -103,20 +105,14 @@ void AttendHeadAvx2(const HeadTask& a) {
         d2 = _mm256_fmadd_ps(q[i], _mm256_loadu_ps(k + 2 * C + 8 * i), d2);
         d3 = _mm256_fmadd_ps(q[i], _mm256_loadu_ps(k + 3 * C + 8 * i), d3);
       }
-      // Lanes (d0 0+1, d0 2+3, d1 0+1, d1 2+3 | the same of lanes 4-7),
-      // then four sums per half, then the halves added: d0..d3's totals.
-      const __m256 h = _mm256_hadd_ps(_mm256_hadd_ps(d0, d1), _mm256_hadd_ps(d2, d3));
-      const __m128 dots =
-          _mm_mul_ps(_mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1)), scale4);
+      const __m128 dots = _mm_mul_ps(internal::LaneSums4(d0, d1, d2, d3), scale4);
       _mm_storeu_ps(s + t, dots);
       max4 = _mm_max_ps(max4, dots);
     }
     for (; t < end; ++t, k += C) {
       __m256 d = _mm256_mul_ps(q[0], _mm256_loadu_ps(k));
       for (int i = 1; i < V; ++i) d = _mm256_fmadd_ps(q[i], _mm256_loadu_ps(k + 8 * i), d);
-      const __m128 h = _mm_add_ps(_mm256_castps256_ps128(d), _mm256_extractf128_ps(d, 1));
-      const __m128 h2 = _mm_add_ps(h, _mm_movehl_ps(h, h));
-      s[t] = _mm_cvtss_f32(_mm_add_ss(h2, _mm_shuffle_ps(h2, h2, 1))) * a.scale;
+      s[t] = internal::LaneSum(d) * a.scale;
       max = std::max(max, s[t]);
     }
   }
