@@ -530,12 +530,18 @@ class Story:
             every=0.2, on_wait=self.show_training)
         recovered = time.monotonic() - killed
         h = self.job_status()["restartHistory"][0]
+        # Killed before the status named a checkpoint (a fast run): the
+        # operator recorded no step, and the workers load the newest one.
+        resumed = h.get("resumedFromStep")
+        where = (f"step {resumed}" if resumed is not None else
+                 f"the newest checkpoint on the volume (@{newest}; the status had named none yet)")
         OUT.say("train", f"gang restarted as attempt 1 ({h.get('reason')}: "
-                f"{h.get('message', '')[:140]}), resuming from step {h.get('resumedFromStep')}; "
+                f"{h.get('message', '')[:140]}), resuming from {where}; "
                 f"{'Running again' if again == 'Running' else 'done'} {recovered:.1f} s after the kill")
         self.facts["worker killed → gang Running again" if again == "Running" else
                    "worker killed → gang resumed and done"] = f"{recovered:.1f} s"
-        self.facts["resumed from step"] = str(h.get("resumedFromStep"))
+        self.facts["resumed from step"] = (str(resumed) if resumed is not None else
+                                           f"the newest on the volume, @{newest}")
         final = wait("the job finished", lambda: (
             lambda s: s if s.get("phase") in ("Succeeded", "Failed") else None)(
             self.job_status()), 900, every=1, on_wait=self.show_training)
