@@ -9,8 +9,11 @@
 #include <optional>
 #include <thread>
 
+#include <boost/asio/execution/context.hpp>
+#include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/asio/query.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
@@ -112,12 +115,19 @@ class Session : public std::enable_shared_from_this<Session> {
         core_keep_(core->shared_io ? core : nullptr),
         core_(*core),
         socket_(std::move(socket)),
+        loop_(static_cast<net::io_context&>(
+            net::query(socket_.get_executor(), net::execution::context))),
         timer_(socket_.get_executor()),
         id_(id),
         accepted_(Clock::now()) {}
 
   uint64_t id() const { return id_; }
   net::any_io_executor executor() { return socket_.get_executor(); }
+  // True on the thread of the connection's loop.
+  bool OnLoop() const { return loop_.get_executor().running_in_this_thread(); }
+  // Responders' sends posted to the loop and not run yet (any thread).
+  int queued() const { return queued_.load(std::memory_order_acquire); }
+  void Queued(int delta) { queued_.fetch_add(delta, std::memory_order_acq_rel); }
 
   // Reclaimable when reading (not handling) a request; `since`: how long.
   bool Reclaimable(Clock::time_point& since) const {
@@ -189,17 +199,32 @@ class Session : public std::enable_shared_from_this<Session> {
     return std::min(*body_started_ + l.body_timeout, now + l.body_idle_timeout);
   }
 
-  // Closes the connection at `deadline` unless the timer is re-armed first.
-  void ArmTimer(Clock::time_point deadline) {
-    timer_.expires_at(deadline);
-    timer_.async_wait([self = shared_from_this()](error_code ec) {
-      if (ec == net::error::operation_aborted) return;
-      if (self->timer_.expiry() <= Clock::now()) self->Close();
-    });
+  // Closes the connection at `deadline` unless the deadline moves or is
+  // cleared first. Lazily, as nginx's and Envoy's timers: the wait is set
+  // again only when the deadline comes before the one already set (a
+  // request mostly moves it later or clears it), so a request on a kept-alive
+  // connection usually costs no timer operation at all; a wait that ends
+  // early is set again for what is left.
+  void SetDeadline(Clock::time_point deadline) {
+    deadline_ = deadline;
+    if (deadline >= armed_) return;
+    armed_ = deadline;
+    timer_.expires_at(deadline);  // A wait set before ends as aborted.
+    timer_.async_wait([self = shared_from_this()](error_code ec) { self->OnTimer(ec); });
+  }
+
+  void ClearDeadline() { deadline_ = Clock::time_point::max(); }
+
+  void OnTimer(error_code ec) {
+    if (ec == net::error::operation_aborted) return;  // Set again earlier, or closed.
+    armed_ = Clock::time_point::max();
+    if (phase_ == Phase::kClosed || deadline_ == Clock::time_point::max()) return;
+    if (deadline_ <= Clock::now()) return Close();
+    SetDeadline(deadline_);
   }
 
   void ReadSome() {
-    ArmTimer(ReadDeadline());
+    SetDeadline(ReadDeadline());
     if (watching_) {  // The watch's read is under way: it continues here.
       read_after_watch_ = true;
       return;
@@ -210,7 +235,7 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
   void OnRead(error_code ec) {
-    timer_.cancel();
+    ClearDeadline();
     if (phase_ == Phase::kClosed) return;
     if (ec == bhttp::error::header_limit) {
       return ErrorReply(431, "request header fields too large: over " +
@@ -307,7 +332,7 @@ class Session : public std::enable_shared_from_this<Session> {
   void Write(std::string bytes, bool then_read) {
     writing_ = true;
     sending_ = std::move(bytes);
-    ArmTimer(Clock::now() + core_.options.limits.write_timeout);
+    SetDeadline(Clock::now() + core_.options.limits.write_timeout);
     net::async_write(socket_, net::buffer(sending_),
                      [self = shared_from_this(), then_read](error_code ec, size_t) {
                        self->OnWrite(ec, then_read);
@@ -315,7 +340,7 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
   void OnWrite(error_code ec, bool then_read) {
-    timer_.cancel();
+    ClearDeadline();
     writing_ = false;
     if (phase_ == Phase::kClosed) return;
     if (ec) return Close();
@@ -345,7 +370,7 @@ class Session : public std::enable_shared_from_this<Session> {
     lingering_ = true;
     error_code ignored;
     socket_.shutdown(tcp::socket::shutdown_send, ignored);  // The peer may be gone already.
-    ArmTimer(Clock::now() + kLingerTime);
+    SetDeadline(Clock::now() + kLingerTime);
     LingerRead();
   }
 
@@ -391,7 +416,13 @@ class Session : public std::enable_shared_from_this<Session> {
   const std::shared_ptr<Core> core_keep_;
   Core& core_;
   tcp::socket socket_;
+  net::io_context& loop_;
+  std::atomic<int> queued_{0};
   net::steady_timer timer_;
+  // The connection's deadline (max: none), and the end of the wait set on
+  // timer_ (max: none set).
+  Clock::time_point deadline_ = Clock::time_point::max();
+  Clock::time_point armed_ = Clock::time_point::max();
   const uint64_t id_;
   std::atomic<Phase> phase_{Phase::kReading};
   std::atomic<Clock::rep> phase_since_{Clock::now().time_since_epoch().count()};
@@ -419,55 +450,59 @@ class Responder final : public HttpResponder {
       : core_(std::move(core)), session_(std::move(session)), seq_(seq) {}
 
   ~Responder() override {
-    std::lock_guard<std::mutex> lock(mu_);
+    std::unique_lock<std::mutex> lock(mu_);
     if (cancelled_ || core_->stopped) return;
+    // Always posted: the last reference may go inside one of the session's
+    // own calls.
     if (state_ == State::kNew) {
       HttpRequest none;
-      Post(&Session::SendReply,
-           core_->options.error_reply(none, 500, "internal error: the handler gave no reply"));
+      Deliver(lock, /*here=*/false,
+              [reply = core_->options.error_reply(
+                   none, 500, "internal error: the handler gave no reply")](
+                  Session& s, uint64_t seq) mutable { s.SendReply(seq, std::move(reply)); });
     } else if (state_ == State::kStreaming) {
-      PostFinish();
+      Deliver(lock, /*here=*/false, [](Session& s, uint64_t seq) { s.SendFinish(seq); });
     }
   }
 
   bool Reply(HttpReply reply) override {
-    std::lock_guard<std::mutex> lock(mu_);
+    std::unique_lock<std::mutex> lock(mu_);
     if (cancelled_ || state_ != State::kNew) return false;
     state_ = State::kDone;
-    return Post(&Session::SendReply, std::move(reply));
+    return Deliver(lock, true, [reply = std::move(reply)](Session& s, uint64_t seq) mutable {
+      s.SendReply(seq, std::move(reply));
+    });
   }
 
   bool StartStream(HttpReply head) override {
-    std::lock_guard<std::mutex> lock(mu_);
+    std::unique_lock<std::mutex> lock(mu_);
     if (cancelled_ || state_ != State::kNew) return false;
     state_ = State::kStreaming;
-    return Post(&Session::SendStreamHead, std::move(head));
+    return Deliver(lock, true, [head = std::move(head)](Session& s, uint64_t seq) mutable {
+      s.SendStreamHead(seq, std::move(head));
+    });
   }
 
   bool Write(std::string chunk) override {
-    std::lock_guard<std::mutex> lock(mu_);
+    std::unique_lock<std::mutex> lock(mu_);
     if (cancelled_ || state_ != State::kStreaming) return false;
-    return Post(&Session::SendChunk, std::move(chunk));
+    return Deliver(lock, true, [chunk = std::move(chunk)](Session& s, uint64_t seq) mutable {
+      s.SendChunk(seq, std::move(chunk));
+    });
   }
 
   bool Finish() override {
-    std::lock_guard<std::mutex> lock(mu_);
+    std::unique_lock<std::mutex> lock(mu_);
     if (cancelled_ || state_ != State::kStreaming) return false;
     state_ = State::kDone;
-    return PostFinish();
+    return Deliver(lock, true, [](Session& s, uint64_t seq) { s.SendFinish(seq); });
   }
 
   bool Abort() override {
-    std::lock_guard<std::mutex> lock(mu_);
+    std::unique_lock<std::mutex> lock(mu_);
     if (cancelled_ || state_ != State::kStreaming) return false;
     state_ = State::kDone;
-    auto s = session_.lock();
-    if (!s || core_->stopped) {
-      cancelled_ = true;
-      return false;
-    }
-    net::post(s->executor(), [s, seq = seq_] { s->SendAbort(seq); });
-    return true;
+    return Deliver(lock, true, [](Session& s, uint64_t seq) { s.SendAbort(seq); });
   }
 
   bool cancelled() const override {
@@ -508,26 +543,30 @@ class Responder final : public HttpResponder {
  private:
   enum class State { kNew, kStreaming, kDone };
 
-  template <typename Arg>
-  bool Post(void (Session::*method)(uint64_t, Arg), Arg arg) {
-    auto s = session_.lock();
+  // Runs `send(session, seq)` on the session's loop, in the order of the
+  // calls: at once when `here` allows it, the caller is on that loop and
+  // nothing of the session's is still queued there (a handler answering on
+  // its loop; kiln-router relaying a backend's reply, which comes on the
+  // client's loop: a trip through the queue saved), else posted. Called
+  // with `lock` (mu_) held; a direct send runs after it is released, as the
+  // session may cancel this responder, which takes mu_.
+  template <typename Send>
+  bool Deliver(std::unique_lock<std::mutex>& lock, bool here, Send send) {
+    std::shared_ptr<Session> s = session_.lock();
     if (!s || core_->stopped) {
       cancelled_ = true;
       return false;
     }
-    net::post(s->executor(), [s, method, seq = seq_, arg = std::move(arg)]() mutable {
-      ((*s).*method)(seq, std::move(arg));
+    if (here && s->OnLoop() && s->queued() == 0) {
+      lock.unlock();
+      send(*s, seq_);
+      return true;
+    }
+    s->Queued(+1);
+    net::post(s->executor(), [s, seq = seq_, send = std::move(send)]() mutable {
+      s->Queued(-1);
+      send(*s, seq);
     });
-    return true;
-  }
-
-  bool PostFinish() {
-    auto s = session_.lock();
-    if (!s || core_->stopped) {
-      cancelled_ = true;
-      return false;
-    }
-    net::post(s->executor(), [s, seq = seq_] { s->SendFinish(seq); });
     return true;
   }
 

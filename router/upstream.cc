@@ -1,7 +1,7 @@
 #include "router/upstream.h"
 
 #include <array>
-#include <cctype>
+#include <utility>
 #include <limits>
 #include <optional>
 
@@ -11,10 +11,10 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
-#include <boost/beast/http/buffer_body.hpp>
 #include <boost/beast/http/error.hpp>
 #include <boost/beast/http/parser.hpp>
 #include <boost/beast/http/read.hpp>
+#include <boost/beast/http/string_body.hpp>
 
 namespace kiln::router {
 
@@ -44,13 +44,14 @@ const char* UpstreamErrorName(UpstreamError error) {
 
 namespace {
 
+// ASCII only, as HTTP's field names are (libc's tolower is a call per
+// character and depends on the locale).
+char Lower(char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c; }
+
 bool IEquals(std::string_view a, std::string_view b) {
   if (a.size() != b.size()) return false;
   for (size_t i = 0; i < a.size(); ++i) {
-    if (std::tolower(static_cast<unsigned char>(a[i])) !=
-        std::tolower(static_cast<unsigned char>(b[i]))) {
-      return false;
-    }
+    if (Lower(a[i]) != Lower(b[i])) return false;
   }
   return true;
 }
@@ -132,7 +133,10 @@ class Call final : public UpstreamCall, public std::enable_shared_from_this<Call
     endpoint_->outstanding.fetch_add(1, std::memory_order_relaxed);
   }
 
+  // On the call's own loop (kiln-router sends from the client's loop) the
+  // call begins at once; from elsewhere it is posted there.
   void Start() {
+    if (up_.io_->CurrentLoop() == loop_) return Begin();
     net::post(executor_, [self = shared_from_this()] { self->Begin(); });
   }
 
@@ -251,16 +255,15 @@ class Call final : public UpstreamCall, public std::enable_shared_from_this<Call
     if (buffer_.size() == 0) {
       Arm(up_.options_.idle_timeout, UpstreamError::kTimeout, "the response stalled");
     }
-    auto& body = parser_->get().body();
-    body.data = chunk_.data();
-    body.size = chunk_.size();
     bhttp::async_read_some(
         *socket_, buffer_, *parser_,
         net::bind_executor(executor_, [self = shared_from_this()](error_code ec, size_t) {
           if (self->done_) return;
-          if (ec == bhttp::error::need_buffer) ec = {};
-          const size_t got = self->chunk_.size() - self->parser_->get().body().size;
-          if (got > 0) self->handler_->OnBody(std::string(self->chunk_.data(), got));
+          // The body's bytes parsed by this read (all of a small reply, or
+          // the events of a stream that came since the last), handed on
+          // whole; the parser appends the next read's to an empty string.
+          std::string& piece = self->parser_->get().body();
+          if (!piece.empty()) self->handler_->OnBody(std::exchange(piece, std::string()));
           if (ec) {
             const bool protocol = ParseError(ec);
             self->Fail(protocol ? UpstreamError::kProtocol : UpstreamError::kReset,
@@ -334,8 +337,7 @@ class Call final : public UpstreamCall, public std::enable_shared_from_this<Call
   std::shared_ptr<UpstreamHandler> handler_;
   std::unique_ptr<tcp::socket> socket_;
   beast::flat_buffer buffer_;
-  std::optional<bhttp::response_parser<bhttp::buffer_body>> parser_;
-  std::array<char, 16 << 10> chunk_{};
+  std::optional<bhttp::response_parser<bhttp::string_body>> parser_;
   bool reused_ = false;
   bool retried_ = false;
   bool got_response_ = false;
