@@ -457,8 +457,8 @@ class Responder final : public HttpResponder {
     if (state_ == State::kNew) {
       HttpRequest none;
       Deliver(lock, /*here=*/false,
-              [reply = core_->options.error_reply(
-                   none, 500, "internal error: the handler gave no reply")](
+              [reply = core_->options.error_reply(none, 500,
+                                                  "internal error: the handler gave no reply")](
                   Session& s, uint64_t seq) mutable { s.SendReply(seq, std::move(reply)); });
     } else if (state_ == State::kStreaming) {
       Deliver(lock, /*here=*/false, [](Session& s, uint64_t seq) { s.SendFinish(seq); });

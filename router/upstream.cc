@@ -1,9 +1,9 @@
 #include "router/upstream.h"
 
 #include <array>
-#include <utility>
 #include <limits>
 #include <optional>
+#include <utility>
 
 #include <boost/asio/bind_executor.hpp>
 #include <boost/asio/io_context.hpp>
