@@ -8,10 +8,13 @@
 namespace kiln::http_internal {
 namespace {
 
-std::string ToLower(std::string s) {
-  std::transform(s.begin(), s.end(), s.begin(),
-                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  return s;
+// ASCII, as field names are.
+std::string ToLower(std::string_view s) {
+  std::string out(s);
+  for (char& c : out) {
+    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+  }
+  return out;
 }
 
 std::string PercentDecode(std::string_view s) {
@@ -61,10 +64,14 @@ HttpRequest RequestHead(const RequestParser& parser) {
   HttpRequest r;
   const auto& m = parser.get();
   r.method = std::string(m.method_string());
-  ParseTarget(std::string_view(m.target().data(), m.target().size()), r);
+  r.target = std::string(m.target());
+  ParseTarget(r.target, r);
   for (const auto& f : m) {
-    std::string& v = r.headers[ToLower(std::string(f.name_string()))];
-    v += (v.empty() ? "" : ",") + std::string(f.value());
+    const auto name = f.name_string();
+    const auto value = f.value();
+    auto [it, added] = r.headers.try_emplace(ToLower(std::string_view(name.data(), name.size())));
+    if (!added && !it->second.empty()) it->second += ',';
+    it->second.append(value.data(), value.size());
   }
   return r;
 }

@@ -48,12 +48,24 @@ constexpr size_t kWatchBytes = 4096;
 // Of a Drain's time, the part kept for closing what is left.
 constexpr auto kDrainCloseReserve = std::chrono::milliseconds(100);
 
-// `s` without CR and LF: a header value (perhaps echoed from a client) cannot
-// end the header early.
-std::string OneLine(std::string s) {
-  s.erase(std::remove_if(s.begin(), s.end(), [](char c) { return c == '\r' || c == '\n'; }),
-          s.end());
-  return s;
+// Appends `s` without CR and LF: a header value (perhaps echoed from a
+// client) cannot end the header early.
+void AppendOneLine(std::string& out, const std::string& s) {
+  if (s.find_first_of("\r\n") == std::string::npos) {
+    out += s;
+    return;
+  }
+  for (char c : s) {
+    if (c != '\r' && c != '\n') out += c;
+  }
+}
+
+// Appends "name: value\r\n".
+void AppendField(std::string& out, const std::string& name, const std::string& value) {
+  AppendOneLine(out, name);
+  out += ": ";
+  AppendOneLine(out, value);
+  out += "\r\n";
 }
 
 HttpReply DefaultErrorReply(const HttpRequest&, int status, const std::string& message) {
@@ -279,18 +291,25 @@ class Session : public std::enable_shared_from_this<Session> {
     Queue(Serialize(core_.options.error_reply(partial, status, message), false));
   }
 
-  std::string Head(const HttpReply& r, bool stream) {
+  // The response head, in one string grown in place.
+  std::string Head(const HttpReply& r, bool stream, size_t reserve_body) {
     const auto code = bhttp::int_to_status(static_cast<unsigned>(r.status));
-    std::string h = "HTTP/1.1 " + std::to_string(r.status) + " " +
-                    std::string(bhttp::obsolete_reason(code)) + "\r\n";
-    h += "Content-Type: " + OneLine(r.content_type) + "\r\n";
-    h += "Cache-Control: no-cache\r\nX-Content-Type-Options: nosniff\r\n";
-    for (const auto& [k, v] : core_.options.default_headers) {
-      h += OneLine(k) + ": " + OneLine(v) + "\r\n";
-    }
-    for (const auto& [k, v] : r.headers) h += OneLine(k) + ": " + OneLine(v) + "\r\n";
+    const auto reason = bhttp::obsolete_reason(code);
+    std::string h;
+    h.reserve(160 + 48 * (core_.options.default_headers.size() + r.headers.size()) + reserve_body);
+    h += "HTTP/1.1 ";
+    h += std::to_string(r.status);
+    h += ' ';
+    h.append(reason.data(), reason.size());
+    h += "\r\nContent-Type: ";
+    AppendOneLine(h, r.content_type);
+    h += "\r\nCache-Control: no-cache\r\nX-Content-Type-Options: nosniff\r\n";
+    for (const auto& [k, v] : core_.options.default_headers) AppendField(h, k, v);
+    for (const auto& [k, v] : r.headers) AppendField(h, k, v);
     if (!stream) {
-      h += "Content-Length: " + std::to_string(r.body.size()) + "\r\n";
+      h += "Content-Length: ";
+      h += std::to_string(r.body.size());
+      h += "\r\n";
     } else if (chunked_) {
       h += "Transfer-Encoding: chunked\r\n";
     } else {
@@ -298,27 +317,38 @@ class Session : public std::enable_shared_from_this<Session> {
     }
     if (core_.draining) keep_alive_ = false;
     h += keep_alive_ ? (http10_ ? "Connection: keep-alive\r\n" : "") : "Connection: close\r\n";
-    return h + "\r\n";
+    h += "\r\n";
+    return h;
   }
 
   std::string Serialize(const HttpReply& r, bool stream) {
-    std::string out = Head(r, stream);
-    if (head_only_) return out;
-    if (!stream) return out + r.body;
-    return out + Chunk(r.body);
+    const bool body = !head_only_ && !r.body.empty();
+    std::string out = Head(r, stream, body ? r.body.size() + 24 : 0);
+    if (!body) return out;
+    if (!stream) return out += r.body;
+    return out += Chunk(r.body);
   }
 
   std::string Chunk(const std::string& data) {
     if (data.empty() || head_only_) return "";
     if (!chunked_) return data;
     char size[20];
-    std::snprintf(size, sizeof size, "%zx\r\n", data.size());
-    return size + data + "\r\n";
+    const int n = std::snprintf(size, sizeof size, "%zx\r\n", data.size());
+    std::string out;
+    out.reserve(static_cast<size_t>(n) + data.size() + 2);
+    out.append(size, static_cast<size_t>(n));
+    out += data;
+    out += "\r\n";
+    return out;
   }
 
   void Queue(std::string bytes) {
     if (phase_ == Phase::kClosed) return;
-    pending_ += bytes;
+    if (pending_.empty()) {
+      pending_ = std::move(bytes);
+    } else {
+      pending_ += bytes;
+    }
     if (!writing_) WriteSome();
     if (!writing_ && response_done_) AfterResponse();
   }

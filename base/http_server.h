@@ -76,6 +76,7 @@ struct HttpRequest {
   std::string method;                          // "GET", "POST", ...
   std::map<std::string, std::string> headers;  // Names lower-cased; repeated fields joined by ",".
   std::string body;
+  std::string target;  // As sent: "/v1/x%20y?a=1" (not decoded).
 
   // The header's value, or "" (`name` lower-case).
   std::string Header(const std::string& name) const;
@@ -122,8 +123,10 @@ class HttpResponder {
 };
 
 using HttpHandler = std::function<HttpReply(const HttpRequest&)>;
+// The request is the handler's: it may take parts of it (a proxy moves the
+// body on). A handler taking `const HttpRequest&` converts.
 using HttpAsyncHandler =
-    std::function<void(const HttpRequest&, std::shared_ptr<HttpResponder> responder)>;
+    std::function<void(HttpRequest& request, std::shared_ptr<HttpResponder> responder)>;
 
 enum class HttpMatch { kExact, kPrefix };
 

@@ -196,7 +196,7 @@ int main(int argc, char** argv) {
     source->Start();
   }
 
-  auto proxy_handler = [&proxy](const kiln::HttpRequest& request,
+  auto proxy_handler = [&proxy](kiln::HttpRequest& request,
                                 std::shared_ptr<kiln::HttpResponder> responder) {
     proxy.Handle(request, std::move(responder));
   };

@@ -2,6 +2,7 @@
 
 #include <strings.h>
 
+#include <algorithm>
 #include <cctype>
 #include <chrono>
 #include <random>
@@ -143,7 +144,7 @@ class Forward final : public UpstreamHandler, public std::enable_shared_from_thi
         start_(start) {}
 
   void Send(std::shared_ptr<Endpoint> endpoint) {
-    tried_.insert(endpoint.get());
+    tried_.push_back(endpoint.get());
     std::shared_ptr<UpstreamCall> call =
         upstream_.Send(std::move(endpoint), request_, shared_from_this());
     std::lock_guard<std::mutex> lock(mu_);
@@ -242,7 +243,7 @@ class Forward final : public UpstreamHandler, public std::enable_shared_from_thi
   bool Retry() {
     std::vector<std::shared_ptr<Endpoint>> rest;
     for (const auto& e : version_->endpoints) {
-      if (!tried_.count(e.get())) rest.push_back(e);
+      if (std::find(tried_.begin(), tried_.end(), e.get()) == tried_.end()) rest.push_back(e);
     }
     std::shared_ptr<Endpoint> next = LeastLoaded(rest, Random());
     if (!next) return false;
@@ -259,7 +260,8 @@ class Forward final : public UpstreamHandler, public std::enable_shared_from_thi
   const std::shared_ptr<const UpstreamRequest> request_;
   const std::shared_ptr<HttpResponder> responder_;
   const Clock::time_point start_;
-  std::set<const Endpoint*> tried_;  // Touched by one call's callbacks at a time.
+  // Touched by one call's callbacks at a time; one per endpoint at most.
+  std::vector<const Endpoint*> tried_;
 
   std::mutex mu_;
   std::shared_ptr<UpstreamCall> call_;  // Guarded by mu_.
@@ -328,7 +330,7 @@ std::shared_ptr<const RouteTable> Proxy::table() const {
   return table_;
 }
 
-void Proxy::Handle(const HttpRequest& request, std::shared_ptr<HttpResponder> responder) {
+void Proxy::Handle(HttpRequest& request, std::shared_ptr<HttpResponder> responder) {
   const Clock::time_point start = Clock::now();
   std::shared_ptr<const RouteTable> table = this->table();
   if (!table) {
@@ -365,13 +367,15 @@ void Proxy::Handle(const HttpRequest& request, std::shared_ptr<HttpResponder> re
   }
 
   auto upstream_request = std::make_shared<UpstreamRequest>();
-  upstream_request->method = request.method;
-  upstream_request->target = Target(request);
+  upstream_request->method = std::move(request.method);
+  // As the client sent it, as nginx passes it on (a re-encoding of the
+  // decoded path could differ from what the client meant).
+  upstream_request->target = request.target.empty() ? Target(request) : std::move(request.target);
   upstream_request->headers.reserve(request.headers.size());
-  for (const auto& [name, value] : request.headers) {
-    if (!Dropped(name)) upstream_request->headers.emplace_back(name, value);
+  for (auto& [name, value] : request.headers) {
+    if (!Dropped(name)) upstream_request->headers.emplace_back(name, std::move(value));
   }
-  upstream_request->body = request.body;
+  upstream_request->body = std::move(request.body);
 
   if (pick.mirror != nullptr) {
     RouterMetrics::Version* mirror_stats =

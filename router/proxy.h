@@ -52,7 +52,8 @@ class Proxy {
   // The table in use; null before the first SetConfig.
   std::shared_ptr<const RouteTable> table() const;
 
-  void Handle(const HttpRequest& request, std::shared_ptr<HttpResponder> responder);
+  // Takes the request's body and header values (no copies on the way).
+  void Handle(HttpRequest& request, std::shared_ptr<HttpResponder> responder);
 
  private:
   Upstream& upstream_;

@@ -1,8 +1,12 @@
 // RequestModel: what the router reads of a request body — whether it is a
-// JSON object and its top-level "model" — without building the document
-// (nlohmann's SAX interface: the whole body is validated, nothing of it kept
-// but the model). And the usage.completion_tokens of a whole reply, found by
-// a scan rather than a parse.
+// JSON object and its top-level "model" — without building the document: one
+// pass that validates the whole body as the worker's parser (nlohmann's)
+// reads JSON and keeps nothing but the model (a repeated "model" counts by
+// its last value, as in the document the worker builds). nlohmann's SAX
+// reader did this before at about ten allocations a request; the fuzz
+// harness fuzz/openai_request_fuzz.cc checks the two agree. And the
+// usage.completion_tokens of a whole reply, found by a scan rather than a
+// parse.
 #ifndef KILN_ROUTER_REQUEST_MODEL_H_
 #define KILN_ROUTER_REQUEST_MODEL_H_
 

@@ -136,7 +136,7 @@ struct Router {
       : upstream(Shared(up, io)), proxy(upstream, metrics) {
     REQUIRE(proxy.SetConfig(std::move(config)).ok());
     port = FreePort();
-    auto handler = [this](const HttpRequest& r, std::shared_ptr<HttpResponder> responder) {
+    auto handler = [this](HttpRequest& r, std::shared_ptr<HttpResponder> responder) {
       proxy.Handle(r, std::move(responder));
     };
     HttpServerOptions options{
