@@ -172,6 +172,7 @@ class Call final : public UpstreamCall, public std::enable_shared_from_this<Call
           }
           error_code ignored;
           self->socket_->set_option(tcp::no_delay(true), ignored);
+          self->socket_->non_blocking(true, ignored);  // For Write's write at once.
           self->Write();
         }));
   }
@@ -179,8 +180,24 @@ class Call final : public UpstreamCall, public std::enable_shared_from_this<Call
   void Write() {
     // One deadline for sending the request and receiving the response head.
     Arm(up_.options_.response_timeout, UpstreamError::kTimeout, "no response in time");
+    // At once as far as the socket takes it (a request mostly fits the send
+    // buffer: no trip through the loop), the rest as the backend reads.
+    size_t written = 0;
+    if (socket_->non_blocking()) {
+      error_code ec;
+      written = socket_->write_some(net::buffer(wire_), ec);
+      if (ec == net::error::would_block || ec == net::error::try_again) {
+        written = 0;
+      } else if (ec) {
+        Fail(UpstreamError::kReset, "sending the request: " + ec.message(), true);
+        return;
+      } else if (written == wire_.size()) {
+        ReadHead();
+        return;
+      }
+    }
     net::async_write(
-        *socket_, net::buffer(wire_),
+        *socket_, net::buffer(wire_) + written,
         net::bind_executor(executor_, [self = shared_from_this()](error_code ec, size_t) {
           if (self->done_) return;
           if (ec) {
