@@ -74,24 +74,28 @@ std::string Target(const HttpRequest& r) {
 // Counts SSE events carrying data (not "[DONE]") across pieces of a stream.
 class EventCounter {
  public:
-  void Feed(const std::string& data) {
-    for (char c : data) {
-      if (c == '\n') {
-        if (line_.rfind("data:", 0) == 0) {
-          std::string_view v(line_);
-          v.remove_prefix(5);
-          while (!v.empty() && v.front() == ' ') v.remove_prefix(1);
-          if (v != "[DONE]" && !v.empty()) ++events_;
-        }
-        line_.clear();
-      } else if (line_.size() < 16) {
-        line_ += c;  // Only a line's start matters.
+  void Feed(std::string_view data) {
+    for (size_t pos = 0; pos < data.size();) {
+      const size_t nl = data.find('\n', pos);
+      const size_t end = nl == std::string_view::npos ? data.size() : nl;
+      if (line_.size() < kKept) {  // Only a line's start matters.
+        line_.append(data.data() + pos, std::min(end - pos, kKept - line_.size()));
       }
+      if (nl == std::string_view::npos) return;
+      if (line_.rfind("data:", 0) == 0) {
+        std::string_view v(line_);
+        v.remove_prefix(5);
+        while (!v.empty() && v.front() == ' ') v.remove_prefix(1);
+        if (v != "[DONE]" && !v.empty()) ++events_;
+      }
+      line_.clear();
+      pos = nl + 1;
     }
   }
   uint64_t events() const { return events_; }
 
  private:
+  static constexpr size_t kKept = 16;
   std::string line_;
   uint64_t events_ = 0;
 };

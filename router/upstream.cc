@@ -23,6 +23,10 @@ namespace beast = boost::beast;
 namespace bhttp = boost::beast::http;
 using tcp = boost::asio::ip::tcp;
 using boost::system::error_code;
+using Clock = std::chrono::steady_clock;
+
+// What a read of the response body asks the socket for at most.
+constexpr size_t kReadBytes = 16 << 10;
 
 const char* UpstreamErrorName(UpstreamError error) {
   switch (error) {
@@ -212,6 +216,7 @@ class Call final : public UpstreamCall, public std::enable_shared_from_this<Call
     parser_.emplace();
     parser_->header_limit(static_cast<uint32_t>(up_.options_.max_response_header_bytes));
     parser_->body_limit(std::numeric_limits<uint64_t>::max());
+    parser_->eager(true);  // Every chunk in the buffer at once (ReadBody).
     if (head_only_) parser_->skip(true);
     bhttp::async_read_header(
         *socket_, buffer_, *parser_,
@@ -262,33 +267,71 @@ class Call final : public UpstreamCall, public std::enable_shared_from_this<Call
     ReadBody();
   }
 
+  // Parses what is buffered here and now (the rest of a reply mostly comes
+  // with its head, and a stream's events often come several together), hands
+  // on the body parsed, and reads from the socket only when it must wait.
   void ReadBody() {
+    if (!ParseBuffered()) return;
+    HandOn();
     if (parser_->is_done()) {
       Finish();
       return;
     }
-    // Bytes already read (a small reply comes with its head) are parsed at
-    // once: only a read that must wait gets the idle deadline.
-    if (buffer_.size() == 0) {
-      Arm(up_.options_.idle_timeout, UpstreamError::kTimeout, "the response stalled");
-    }
-    bhttp::async_read_some(
-        *socket_, buffer_, *parser_,
-        net::bind_executor(executor_, [self = shared_from_this()](error_code ec, size_t) {
+    Arm(up_.options_.idle_timeout, UpstreamError::kTimeout, "the response stalled");
+    socket_->async_read_some(
+        buffer_.prepare(kReadBytes),
+        net::bind_executor(executor_, [self = shared_from_this()](error_code ec, size_t n) {
           if (self->done_) return;
-          // The body's bytes parsed by this read (all of a small reply, or
-          // the events of a stream that came since the last), handed on
-          // whole; the parser appends the next read's to an empty string.
-          std::string& piece = self->parser_->get().body();
-          if (!piece.empty()) self->handler_->OnBody(std::exchange(piece, std::string()));
+          self->buffer_.commit(n);
+          if (ec == net::error::eof) return self->AtEof();
           if (ec) {
-            const bool protocol = ParseError(ec);
-            self->Fail(protocol ? UpstreamError::kProtocol : UpstreamError::kReset,
-                       "the response ended early: " + ec.message(), false);
+            self->Fail(UpstreamError::kReset, "the response ended early: " + ec.message(), false);
             return;
           }
           self->ReadBody();
         }));
+  }
+
+  // The backend closed the connection: a body that ends with it ends here;
+  // any other is cut short.
+  void AtEof() {
+    if (!ParseBuffered()) return;
+    if (!parser_->is_done()) {
+      error_code ec;
+      parser_->put_eof(ec);
+      if (ec) {
+        HandOn();
+        Fail(UpstreamError::kReset, "the response ended early: " + ec.message(), false);
+        return;
+      }
+    }
+    HandOn();
+    Finish();
+  }
+
+  // Feeds the buffered bytes to the parser (eager: every chunk in them);
+  // false after failing the call on a malformed body.
+  bool ParseBuffered() {
+    while (!parser_->is_done() && buffer_.size() > 0) {
+      error_code ec;
+      const size_t used = parser_->put(buffer_.data(), ec);
+      buffer_.consume(used);
+      if (ec == bhttp::error::need_more) break;
+      if (ec) {
+        HandOn();
+        Fail(UpstreamError::kProtocol, "malformed response: " + ec.message(), false);
+        return false;
+      }
+      if (used == 0) break;
+    }
+    return true;
+  }
+
+  // The body parsed since the last call, handed on whole; the parser appends
+  // what comes next to an empty string.
+  void HandOn() {
+    std::string& piece = parser_->get().body();
+    if (!piece.empty()) handler_->OnBody(std::exchange(piece, std::string()));
   }
 
   void Finish() {
@@ -332,14 +375,30 @@ class Call final : public UpstreamCall, public std::enable_shared_from_this<Call
     socket_.reset();
   }
 
-  // One deadline at a time; a later Arm replaces it.
+  // One deadline at a time; a later Arm replaces it. Lazily, as the
+  // server's: the timer is set again only when the deadline comes earlier
+  // than the wait already set (a stream's idle deadline moves later with
+  // each read and costs nothing).
   void Arm(std::chrono::milliseconds after, UpstreamError error, const char* what) {
-    const uint64_t generation = ++timer_generation_;
-    timer_.expires_after(after);
-    timer_.async_wait([self = shared_from_this(), generation, error, what](error_code ec) {
-      if (ec || self->done_ || generation != self->timer_generation_) return;
-      self->Fail(error, what, false);
-    });
+    deadline_ = Clock::now() + after;
+    deadline_error_ = error;
+    deadline_what_ = what;
+    if (deadline_ >= armed_) return;
+    armed_ = deadline_;
+    timer_.expires_at(armed_);  // A wait set before ends as aborted.
+    timer_.async_wait([self = shared_from_this()](error_code ec) { self->OnTimer(ec); });
+  }
+
+  void OnTimer(error_code ec) {
+    if (ec == net::error::operation_aborted || done_) return;
+    armed_ = Clock::time_point::max();
+    if (deadline_ <= Clock::now()) {
+      Fail(deadline_error_, deadline_what_, false);
+      return;
+    }
+    armed_ = deadline_;
+    timer_.expires_at(armed_);
+    timer_.async_wait([self = shared_from_this()](error_code e) { self->OnTimer(e); });
   }
 
   Upstream::Impl& up_;
@@ -347,7 +406,10 @@ class Call final : public UpstreamCall, public std::enable_shared_from_this<Call
   // The loop's: one thread, so the call's handlers never run concurrently.
   net::io_context::executor_type executor_;
   net::steady_timer timer_;
-  uint64_t timer_generation_ = 0;
+  Clock::time_point deadline_ = Clock::time_point::max();  // Of the step under way.
+  Clock::time_point armed_ = Clock::time_point::max();     // The wait set on timer_.
+  UpstreamError deadline_error_ = UpstreamError::kTimeout;
+  const char* deadline_what_ = "";
   std::shared_ptr<Endpoint> endpoint_;
   const std::string wire_;
   const bool head_only_;

@@ -360,6 +360,51 @@ TEST_CASE("a backend that fails before answering gives 502, one that stalls 504"
   never.Open();
 }
 
+TEST_CASE("replies in one segment, to the connection's end, and cut short are relayed as sent",
+          "[router][proxy]") {
+  // Several chunks of a stream in one write, and an event cut in two
+  // between writes: all of it relayed, in order, and each event counted once.
+  RawBackend chunks([](int fd) {
+    SendAll(
+        fd,
+        "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+        "8\r\ndata: 1\n\r\n2\r\nda\r\n");
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    SendAll(fd, "6\r\nta: 2\n\r\nc\r\ndata: [DONE]\r\n0\r\n\r\n");
+  });
+  // No length and not chunked: the body is whatever comes until the close.
+  RawBackend to_close([](int fd) {
+    SendAll(fd, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\nuntil ");
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    SendAll(fd, "the end");
+  });
+  // Fewer bytes than the Content-Length, then the close.
+  RawBackend short_body([](int fd) {
+    SendAll(fd,
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 100\r\n\r\nonly this");
+  });
+  RouteConfig c = Chat({chunks.address()}, {to_close.address()}, 0);
+  c.routes.push_back({.name = "default/short",
+                      .models = {"short"},
+                      .versions = {{"v1", "stable", 100, {short_body.address()}}}});
+  Router router(c);
+
+  RawResponse r = Post(router.port, R"({"model": "chat"})");
+  CHECK(r.status == 200);
+  CHECK(r.body == "data: 1\ndata: 2\ndata: [DONE]");
+  CHECK_THAT(router.metrics.Scrape(),
+             Catch::Contains(R"(kiln_router_tokens_total{route="default/chat",version="v1"} 2)"));
+  r = Post(router.port, R"({"model": "chat"})", {{"x-kiln-version", "v2"}});
+  CHECK(r.status == 200);
+  CHECK(r.body == "until the end");
+  RawHttp cut(router.port, "POST", "/v1/completions", R"({"model": "short"})");
+  REQUIRE(cut.connected());
+  r = cut.Finish();
+  // Its length was not reached: the client sees an error, never a whole reply.
+  CHECK(r.status == 502);
+  CHECK(ErrorCode(r) == "upstream_failed");
+}
+
 TEST_CASE("an endpoint that refuses connections is skipped for another", "[router][proxy]") {
   Backend v1("v1");
   const std::string dead = "127.0.0.1:" + std::to_string(FreePort());  // Nothing listens.
