@@ -17,6 +17,7 @@ APT_PACKAGES=(
   python3 python3-pip python3-yaml python3-numpy iproute2 procps
   containerd runc containernetworking-plugins iptables util-linux
   libcpprest-dev libboost-dev libyaml-cpp-dev libssl-dev nlohmann-json3-dev prometheus-cpp-dev catch2
+  libjemalloc-dev  # kiln-router's allocator (cmake/KilnDependencies.cmake)
   fortunes
   # Container images without a container engine (scripts/images.sh), and
   # running them in the tests.
