@@ -38,6 +38,9 @@ Options:
                         on a tiny model trained first (1 layer, 32 channels;
                         16 tokens a request), as behind a real deployment.
   --router-flags "..."  More flags for kiln-router (e.g. "--connect-timeout=1s").
+  --also-router BIN     Also measure another kiln-router binary (an older
+                        build, to compare builds in the same rounds): target
+                        "router-b", right after "router" in each round.
   --no-router           Leave kiln-router out (nginx and direct only).
   --keep                Keep the temporary folder (configs, logs, raw JSON lines).
   -h, --help            Show this help and exit.
@@ -57,6 +60,7 @@ chunk_interval=5ms
 with_router=1
 router_flags=""
 backend=fake
+also_router=""
 keep=0
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -71,6 +75,7 @@ while [ $# -gt 0 ]; do
     --chunk-interval) chunk_interval="${2:?--chunk-interval needs a value}"; shift 2 ;;
     --router-flags) router_flags="${2?--router-flags needs a value}"; shift 2 ;;
     --backend) backend="${2:?--backend needs a value}"; shift 2 ;;
+    --also-router) also_router="${2:?--also-router needs a value}"; shift 2 ;;
     --no-router) with_router=0; shift ;;
     --keep) keep=1; shift ;;
     -h | --help) usage; exit 0 ;;
@@ -82,6 +87,10 @@ for n in "$rounds" "$seconds" "$proxy_threads" "$load_threads" $levels $stream_l
   [[ "$n" =~ ^[1-9][0-9]*$ ]] || die "'$n' is not a positive whole number" "run bench/router_bench.sh --help"
 done
 [[ "$chunks" =~ ^[0-9]+$ ]] || die "--chunks must be a whole number, got '$chunks'"
+if [ -n "$also_router" ]; then
+  [ -x "$also_router" ] || die "--also-router: no executable $also_router"
+  also_router="$(cd "$(dirname "$also_router")" && pwd)/$(basename "$also_router")"
+fi
 
 # Binaries: built if missing; the router is skipped while its target does not exist.
 fake="$build/bench/fake_backend"
@@ -168,6 +177,7 @@ cpu_and_switches() {
 }
 
 port_v1=$(free_port) port_v2=$(free_port) port_router=$(free_port) port_nginx=$(free_port)
+port_router_b=$(free_port)
 probe='{"model": "chat", "prompt": "ready?", "max_tokens": 1}'
 if [ "$backend" = fake ]; then
   backend_text="2 fake_backend (1 I/O thread each), 90/10; streams of $chunks events $chunk_interval apart"
@@ -212,6 +222,13 @@ EOF
   pids+=("$router_pid")
   wait_ok kiln-router "http://127.0.0.1:$port_router/readyz"
   wait_ok "kiln-router's proxy" "http://127.0.0.1:$port_router/v1/completions" "$probe"
+  if [ -n "$also_router" ]; then
+    "$also_router" --listen="127.0.0.1:$port_router_b" --routes="$tmp/routes.json" \
+      --io-threads="$proxy_threads" --drain-timeout=5s "${extra_router_flags[@]}" >"$tmp/router-b.log" 2>&1 &
+    router_b_pid=$!
+    pids+=("$router_b_pid")
+    wait_ok "kiln-router (router-b)" "http://127.0.0.1:$port_router_b/v1/completions" "$probe"
+  fi
 fi
 
 # nginx as a weighted keep-alive proxy, tuned as one would for an SSE API:
@@ -257,9 +274,10 @@ wait_ok nginx "http://127.0.0.1:$port_nginx/v1/completions" "$probe"
 
 targets=(direct)
 [ "$with_router" = 1 ] && targets+=(router)
+[ "$with_router" = 1 ] && [ -n "$also_router" ] && targets+=(router-b)
 targets+=(nginx)
-declare -A port_of=([direct]="$port_v1" [router]="$port_router" [nginx]="$port_nginx")
-declare -A pid_of=([router]="${router_pid:-}" [nginx]="$nginx_pid")
+declare -A port_of=([direct]="$port_v1" [router]="$port_router" [router-b]="$port_router_b" [nginx]="$port_nginx")
+declare -A pid_of=([router]="${router_pid:-}" [router-b]="${router_b_pid:-}" [nginx]="$nginx_pid")
 
 results="$tmp/results.jsonl"
 : >"$results"
@@ -282,7 +300,7 @@ measure() {
 }
 
 declare -A memory_start
-for t in router nginx; do [ -n "${pid_of[$t]:-}" ] && memory_start[$t]="$(memory_kib "${pid_of[$t]}")"; done
+for t in router router-b nginx; do [ -n "${pid_of[$t]:-}" ] && memory_start[$t]="$(memory_kib "${pid_of[$t]}")"; done
 log "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(uname -r)"
 log "nginx: $(nginx -v 2>&1 | sed 's/^nginx version: //'), worker_processes $proxy_threads; kiln: $(git -C "$ROOT" rev-parse --short=12 HEAD)"
 log "backends: $backend_text"
@@ -299,13 +317,14 @@ for round in $(seq "$rounds"); do
   done
 done
 declare -A memory_end
-for t in router nginx; do [ -n "${pid_of[$t]:-}" ] && memory_end[$t]="$(memory_kib "${pid_of[$t]}")"; done
+for t in router router-b nginx; do [ -n "${pid_of[$t]:-}" ] && memory_end[$t]="$(memory_kib "${pid_of[$t]}")"; done
 
 echo "# kiln-router vs nginx on loopback"
 echo
 echo "Machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), $(uname -sr)."
 echo "Config: backends $backend_text; proxy threads $proxy_threads${router_flags:+ (kiln-router $router_flags)}, http_load threads $load_threads,"
-echo "$seconds s per cell, $rounds rounds alternating direct, router, nginx."
+echo "$seconds s per cell, $rounds rounds alternating ${targets[*]}."
+[ -z "$also_router" ] || echo "router-b: $also_router"
 echo "Command: $command_line"
 echo
 python3 - "$results" <<'PY'
@@ -345,7 +364,7 @@ for mode in ("plain", "stream"):
         print()
         print("| clients | target | streams/s | TTFT p50 | TTFT p99 | added TTFT p50 | added TTFT p99 | added p99 (whole stream) | proxy CPU µs/stream | switches/stream | errors |")
         print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    order = {"direct": 0, "router": 1, "nginx": 2}
+    order = {"direct": 0, "router": 1, "router-b": 2, "nginx": 3}
     for key in sorted(keys, key=lambda k: (k[1], order[k[2]])):
         rs = cells[key]
         target = key[2]
@@ -379,7 +398,7 @@ echo "Memory (KiB, nginx: master and workers summed):"
 echo
 echo "| proxy | RSS at start | RSS at end | peak RSS |"
 echo "|---|---:|---:|---:|"
-for t in router nginx; do
+for t in router router-b nginx; do
   [ -n "${memory_end[$t]:-}" ] || continue
   read -r rss0 _ <<<"${memory_start[$t]}"
   read -r rss1 hwm1 <<<"${memory_end[$t]}"

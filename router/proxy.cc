@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cctype>
 #include <chrono>
+#include <functional>
 #include <random>
 #include <set>
 #include <string>
@@ -177,12 +178,16 @@ class Forward final : public UpstreamHandler, public std::enable_shared_from_thi
     reply.headers.emplace_back("x-kiln-version", version_->config.name);
     event_stream_ = head.content_type.rfind("text/event-stream", 0) == 0;
     json_ = head.content_type.rfind("application/json", 0) == 0;
+    if (!head.first_body.empty()) first_byte_ = Seconds(Clock::now() - start_);
     if (head.has_length && head.length <= max_buffered_ && !event_stream_) {
       buffered_ = true;
+      reply.body = std::move(head.first_body);
       reply.body.reserve(static_cast<size_t>(head.length));
       head_ = std::move(reply);
       return;
     }
+    if (event_stream_) events_.Feed(head.first_body);
+    reply.body = std::move(head.first_body);  // Sent with the head, as its first chunk.
     responder_->StartStream(std::move(reply));
   }
 
@@ -196,32 +201,42 @@ class Forward final : public UpstreamHandler, public std::enable_shared_from_thi
     responder_->Write(std::move(data));
   }
 
+  // The request's figures are recorded before its last bytes go to the
+  // client (the writes are immediate now): a client that has its whole
+  // answer finds it counted.
   void OnDone(UpstreamError error, const std::string& message) override {
+    if (error == UpstreamError::kConnect && status_ == 0 && Retry()) {
+      return;  // Another endpoint of the version is trying.
+    }
     RequestOutcome outcome;
+    outcome.client_cancelled = responder_->cancelled();
+    std::function<void()> answer;
     if (error == UpstreamError::kNone) {
       outcome.status = status_;
       if (status_ >= 500) outcome.error = "status_5xx";
       if (buffered_) {
         if (json_ && status_ == 200) outcome.tokens = ScanCompletionTokens(head_.body);
-        responder_->Reply(std::move(head_));
+        answer = [this] { responder_->Reply(std::move(head_)); };
       } else {
         outcome.tokens = events_.events();
-        responder_->Finish();
+        answer = [this] { responder_->Finish(); };
       }
+      if (outcome.error) outcome.client_cancelled = false;
     } else if (error == UpstreamError::kCancelled) {
       outcome.client_cancelled = true;
-    } else if (error == UpstreamError::kConnect && status_ == 0 && Retry()) {
-      return;  // Another endpoint of the version is trying.
     } else {
+      outcome.client_cancelled = false;
       outcome.error = UpstreamErrorName(error);
       const bool timeout = error == UpstreamError::kTimeout;
-      const std::string text = "the backend of version " + version_->config.name + " " +
-                               (timeout ? "timed out" : "failed") + ": " + message;
+      std::string text = "the backend of version " + version_->config.name + " " +
+                         (timeout ? "timed out" : "failed") + ": " + message;
       log::Logger("proxy").Warn(text);
       if (status_ == 0 || buffered_) {
         outcome.status = timeout ? 504 : 502;
-        responder_->Reply(JsonError(outcome.status, "upstream_error",
-                                    timeout ? "upstream_timeout" : "upstream_failed", text));
+        answer = [this, text = std::move(text), status = outcome.status, timeout] {
+          responder_->Reply(JsonError(status, "upstream_error",
+                                      timeout ? "upstream_timeout" : "upstream_failed", text));
+        };
       } else {
         outcome.status = status_;
         if (event_stream_) {
@@ -229,17 +244,20 @@ class Forward final : public UpstreamHandler, public std::enable_shared_from_thi
           // stream then ends well-formed.
           json e = {{"error",
                      {{"message", text}, {"type", "upstream_error"}, {"code", "upstream_failed"}}}};
-          responder_->Write("data: " + e.dump() + "\n\n");
-          responder_->Finish();
+          answer = [this, event = "data: " + e.dump() + "\n\n"]() mutable {
+            responder_->Write(std::move(event));
+            responder_->Finish();
+          };
         } else {
-          responder_->Abort();  // Truncated: the client must not take it for whole.
+          // Truncated: the client must not take it for whole.
+          answer = [this] { responder_->Abort(); };
         }
       }
     }
     outcome.seconds = Seconds(Clock::now() - start_);
     outcome.first_byte_seconds = first_byte_;
-    if (responder_->cancelled() && !outcome.error) outcome.client_cancelled = true;
     metrics_.EndRequest(stats_, outcome);
+    if (answer) answer();
   }
 
  private:

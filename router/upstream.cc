@@ -263,7 +263,15 @@ class Call final : public UpstreamCall, public std::enable_shared_from_this<Call
       head.has_length = true;
       head.length = *len;
     }
+    // The body that came with the head goes with it (a stream's head and
+    // first event leave the router in one write).
+    const error_code ec = ParseBuffered();
+    head.first_body = std::exchange(parser_->get().body(), std::string());
     handler_->OnHead(std::move(head));
+    if (ec) {
+      Fail(UpstreamError::kProtocol, "malformed response: " + ec.message(), false);
+      return;
+    }
     ReadBody();
   }
 
@@ -271,7 +279,11 @@ class Call final : public UpstreamCall, public std::enable_shared_from_this<Call
   // with its head, and a stream's events often come several together), hands
   // on the body parsed, and reads from the socket only when it must wait.
   void ReadBody() {
-    if (!ParseBuffered()) return;
+    if (const error_code ec = ParseBuffered()) {
+      HandOn();
+      Fail(UpstreamError::kProtocol, "malformed response: " + ec.message(), false);
+      return;
+    }
     HandOn();
     if (parser_->is_done()) {
       Finish();
@@ -295,7 +307,11 @@ class Call final : public UpstreamCall, public std::enable_shared_from_this<Call
   // The backend closed the connection: a body that ends with it ends here;
   // any other is cut short.
   void AtEof() {
-    if (!ParseBuffered()) return;
+    if (const error_code ec = ParseBuffered()) {
+      HandOn();
+      Fail(UpstreamError::kProtocol, "malformed response: " + ec.message(), false);
+      return;
+    }
     if (!parser_->is_done()) {
       error_code ec;
       parser_->put_eof(ec);
@@ -309,22 +325,18 @@ class Call final : public UpstreamCall, public std::enable_shared_from_this<Call
     Finish();
   }
 
-  // Feeds the buffered bytes to the parser (eager: every chunk in them);
-  // false after failing the call on a malformed body.
-  bool ParseBuffered() {
+  // Feeds the buffered bytes to the parser (eager: every chunk in them); the
+  // parser's error for a malformed body.
+  error_code ParseBuffered() {
     while (!parser_->is_done() && buffer_.size() > 0) {
       error_code ec;
       const size_t used = parser_->put(buffer_.data(), ec);
       buffer_.consume(used);
       if (ec == bhttp::error::need_more) break;
-      if (ec) {
-        HandOn();
-        Fail(UpstreamError::kProtocol, "malformed response: " + ec.message(), false);
-        return false;
-      }
+      if (ec) return ec;
       if (used == 0) break;
     }
-    return true;
+    return {};
   }
 
   // The body parsed since the last call, handed on whole; the parser appends

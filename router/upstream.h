@@ -8,10 +8,10 @@
 // meanwhile is noticed before use, and a request that met one anyway
 // (nothing came back) is sent once more on a fresh connection.
 //
-// A call delivers the response as it arrives: the head, then each piece of
-// the body as the parser yields it (a streamed SSE body event by event, no
-// buffering), then the end. Cancel (the client went away) closes the
-// backend connection, which is how kiln-worker learns to stop generating.
+// A call delivers the response as it arrives: the head with the body bytes
+// that came with it, then each piece of the body as it is read (a streamed
+// SSE body as its events come, no buffering), then the end. Cancel (the client went away) closes
+// the backend connection, which is how kiln-worker learns to stop generating.
 //
 // Timeouts: connect_timeout to connect; response_timeout from the request's
 // last byte to the response head (a long prompt's prefill); idle_timeout
@@ -59,6 +59,7 @@ struct UpstreamHead {
   std::string content_type;
   bool has_length = false;  // Content-Length given (else chunked or to EOF).
   uint64_t length = 0;
+  std::string first_body;  // The body that came with the head (OnBody has the rest).
 };
 
 enum class UpstreamError {
