@@ -176,6 +176,15 @@ class Session : public std::enable_shared_from_this<Session> {
   void SendChunk(uint64_t seq, std::string chunk);
   void SendFinish(uint64_t seq);
   void SendAbort(uint64_t seq);
+  // Writes what is pending, unless more of this connection's sends wait in
+  // the loop's queue: a producer faster than the loop (kiln-worker serve's
+  // engine posting a token per stream per step) then has its chunks go out
+  // together, in one write, when the last of them has run.
+  void Flush() {
+    if (phase_ == Phase::kClosed || queued() > 0) return;
+    if (!writing_) WriteSome();
+    if (!writing_ && response_done_) AfterResponse();
+  }
 
  private:
   void SetPhase(Phase p) {
@@ -349,8 +358,7 @@ class Session : public std::enable_shared_from_this<Session> {
     } else {
       pending_ += bytes;
     }
-    if (!writing_) WriteSome();
-    if (!writing_ && response_done_) AfterResponse();
+    Flush();
   }
 
   void WriteSome() {
@@ -613,6 +621,7 @@ class Responder final : public HttpResponder {
     net::post(s->executor(), [s, seq = seq_, send = std::move(send)]() mutable {
       s->Queued(-1);
       send(*s, seq);
+      s->Flush();  // A stale send (another request's) wrote nothing: what waits goes now.
     });
     return true;
   }
