@@ -378,7 +378,8 @@ class Session : public std::enable_shared_from_this<Session> {
     if (socket_.non_blocking()) {
       error_code ec;
       written = socket_.write_some(net::buffer(bytes), ec);
-      if (ec == net::error::would_block || ec == net::error::try_again) {
+      if (ec == net::error::would_block || ec == net::error::try_again ||
+          ec == net::error::interrupted) {  // The rest asynchronously.
         written = 0;
       } else if (ec || written == bytes.size()) {
         return OnWrite(ec, then_read);

@@ -190,7 +190,8 @@ class Call final : public UpstreamCall, public std::enable_shared_from_this<Call
     if (socket_->non_blocking()) {
       error_code ec;
       written = socket_->write_some(net::buffer(wire_), ec);
-      if (ec == net::error::would_block || ec == net::error::try_again) {
+      if (ec == net::error::would_block || ec == net::error::try_again ||
+          ec == net::error::interrupted) {  // The rest asynchronously.
         written = 0;
       } else if (ec) {
         Fail(UpstreamError::kReset, "sending the request: " + ec.message(), true);
