@@ -45,6 +45,8 @@ using boost::system::error_code;
 constexpr auto kLingerTime = std::chrono::seconds(2);
 // What a watch for a hung-up peer reads at most (a pipelined request's start).
 constexpr size_t kWatchBytes = 4096;
+// What a connection's sends posted together may gather before a write.
+constexpr size_t kCoalesceBytes = 64 << 10;
 // Of a Drain's time, the part kept for closing what is left.
 constexpr auto kDrainCloseReserve = std::chrono::milliseconds(100);
 
@@ -179,9 +181,12 @@ class Session : public std::enable_shared_from_this<Session> {
   // Writes what is pending, unless more of this connection's sends wait in
   // the loop's queue: a producer faster than the loop (kiln-worker serve's
   // engine posting a token per stream per step) then has its chunks go out
-  // together, in one write, when the last of them has run.
+  // together, in one write, when the last of them has run. At most
+  // kCoalesceBytes wait so, lest a producer that keeps ahead of the loop
+  // hold its stream back until the backlog limit closes it.
   void Flush() {
-    if (phase_ == Phase::kClosed || queued() > 0) return;
+    if (phase_ == Phase::kClosed) return;
+    if (queued() > 0 && pending_.size() < kCoalesceBytes) return;
     if (!writing_) WriteSome();
     if (!writing_ && response_done_) AfterResponse();
   }
