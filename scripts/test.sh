@@ -9,7 +9,7 @@
 # and under ThreadSanitizer and runs them; with KILN_TEST_FUZZ=1 it builds the
 # libFuzzer harnesses (fuzz/) and runs each for a short bounded time
 # (docs/reliability.md). Those two are off by default for now: the asan run
-# still has two open findings, tsan has not run through once, and their
+# still has two open findings, tsan has one open finding, and their
 # cold-cache cost (an estimated 40-50 min on 2 cores) is not measured yet, so
 # they would break CI's time budget and its result.
 # Environment (main, CPU build: on unless set to 0; sanitizers, fuzz: off

@@ -529,7 +529,8 @@ TEST_CASE("a TrainingJob is placed, runs, restarts as a whole and is cleaned up"
     }
     return false;
   });
-  for (const auto& c : job_status("huge")["conditions"]) {
+  const json huge = job_status("huge");  // Kept: a range-for over a temporary's part dangles.
+  for (const auto& c : huge["conditions"]) {
     if (c["type"] != "Scheduled") continue;
     CHECK(c["reason"] == "InsufficientCapacity");
     CHECK_THAT(c["message"].get<std::string>(), Catch::Contains("largest free"));

@@ -96,9 +96,11 @@ AnalysisVerdict Judge(const std::vector<v1::Measurement>& measurements,
                       const v1::AnalysisSpec& spec) {
   const int failure_limit = spec.failure_limit.value_or(0);
   const int inconclusive_limit = spec.inconclusive_limit.value_or(3);
+  // Pointers into the spec itself: value_or's copy would be gone after the
+  // loop (ThreadSanitizer found the read after free).
   std::map<std::string, const v1::AnalysisMetric*> metrics;
-  for (const auto& m : spec.metrics.value_or(std::vector<v1::AnalysisMetric>{})) {
-    metrics[m.name] = &m;
+  if (spec.metrics) {
+    for (const auto& m : *spec.metrics) metrics[m.name] = &m;
   }
   std::map<std::string, int> failed, inconclusive;
   std::map<std::string, const v1::Measurement*> last_failed;

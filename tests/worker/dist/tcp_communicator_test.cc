@@ -6,7 +6,9 @@
 #include "worker/dist/tcp_communicator.h"
 
 #include <functional>
+#include <mutex>
 #include <numeric>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -28,12 +30,25 @@ TcpOptions Options(int rank, int world, int port) {
   return o;
 }
 
+// Catch's CHECK is not thread-safe (ThreadSanitizer reported it): rank
+// threads record what failed with Expect, and RunRanks reports it on the
+// test's thread.
+std::mutex failures_mu;
+std::vector<std::string> failures;
+
+void Expect(bool ok, const std::string& what) {
+  if (ok) return;
+  std::lock_guard<std::mutex> lock(failures_mu);
+  failures.push_back(what);
+}
+
 // Runs `body` on `world` ranks (threads), each with its connected
 // communicator, or with the connection's error when `body_on_error` is set.
 void RunRanks(int world, const std::function<void(int, Communicator&)>& body,
               const std::function<TcpOptions(int, int)>& options = {}) {
   const int port = testing::FreePort();
   REQUIRE(port > 0);
+  failures.clear();
   std::vector<Status> errors(static_cast<size_t>(world));
   std::vector<std::thread> threads;
   for (int r = 0; r < world; ++r) {
@@ -47,6 +62,7 @@ void RunRanks(int world, const std::function<void(int, Communicator&)>& body,
     });
   }
   for (auto& t : threads) t.join();
+  for (const std::string& f : failures) FAIL_CHECK(f);
   for (int r = 0; r < world; ++r) {
     INFO("rank " << r << ": " << errors[static_cast<size_t>(r)].ToString());
     REQUIRE(errors[static_cast<size_t>(r)].ok());
@@ -62,8 +78,9 @@ TEST_CASE("TCP ring all-reduce sums exactly and leaves every rank identical", "[
       std::vector<std::vector<float>> results(static_cast<size_t>(world));
       std::vector<Status> status(static_cast<size_t>(world));
       RunRanks(world, [&](int r, Communicator& c) {
-        CHECK(c.rank() == r);
-        CHECK(c.world_size() == world);
+        Expect(c.rank() == r,
+               "rank " + std::to_string(r) + " has rank " + std::to_string(c.rank()));
+        Expect(c.world_size() == world, "world size " + std::to_string(c.world_size()));
         // Small integers: the float sums are exact in any order.
         std::vector<float> data(static_cast<size_t>(n));
         for (int64_t i = 0; i < n; ++i) {
@@ -93,7 +110,7 @@ TEST_CASE("TCP all-reduce of inexact sums is bitwise identical on all ranks", "[
   RunRanks(world, [&](int r, Communicator& c) {
     std::vector<double> data(static_cast<size_t>(n));
     for (int64_t i = 0; i < n; ++i) data[static_cast<size_t>(i)] = 1.0 / double(i + r + 3);
-    REQUIRE(c.AllReduceSum(data.data(), n).ok());
+    Expect(c.AllReduceSum(data.data(), n).ok(), "all-reduce on rank " + std::to_string(r));
     results[static_cast<size_t>(r)] = std::move(data);
   });
   // Parenthesised: Catch would print 100k-element vectors.
@@ -112,7 +129,7 @@ TEST_CASE("TCP broadcast copies the root's bytes to every rank", "[dist]") {
       if (r == root) {
         for (int64_t i = 0; i < bytes; ++i) data[static_cast<size_t>(i)] = static_cast<char>(i * 7);
       }
-      REQUIRE(c.Broadcast(data.data(), bytes, root).ok());
+      Expect(c.Broadcast(data.data(), bytes, root).ok(), "broadcast on rank " + std::to_string(r));
       results[static_cast<size_t>(r)] = std::move(data);
     });
     for (int r = 0; r < world; ++r)
@@ -183,7 +200,8 @@ TEST_CASE("A peer that leaves fails the collective at once, one that hangs after
   SECTION("dies") {
     RunRanks(world, [&](int r, Communicator& c) {
       std::vector<float> data(1000, 1.0f);
-      REQUIRE(c.AllReduceSum(data.data(), 1000).ok());
+      Expect(c.AllReduceSum(data.data(), 1000).ok(),
+             "first all-reduce on rank " + std::to_string(r));
       // Rank 2 returns, closing its sockets, as a crashed process would.
       if (r != 2) status[static_cast<size_t>(r)] = c.AllReduceSum(data.data(), 1000);
     });

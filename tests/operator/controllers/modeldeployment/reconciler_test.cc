@@ -773,7 +773,10 @@ TEST_CASE("a missing or keyless credentials Secret holds back every serving pod,
   h.server.Put("secrets", secret);
   h.ReconcileOk();
   CHECK_FALSE(h.Deployment("v1").has_value());
-  for (const auto& c : h.Status()["conditions"]) {
+  // Kept: a range-for over Status()["conditions"] would read a destroyed
+  // temporary (ThreadSanitizer found the read after free).
+  json status = h.Status();
+  for (const auto& c : status["conditions"]) {
     if (c["type"] == "CredentialsReady") CHECK(c["reason"] == "SecretKeyMissing");
   }
 
@@ -790,7 +793,8 @@ TEST_CASE("a missing or keyless credentials Secret holds back every serving pod,
         mounted || (v["name"] == "s3-credentials" && v["secret"]["secretName"] == "models-s3");
   }
   CHECK(mounted);
-  for (const auto& c : h.Status()["conditions"]) {
+  status = h.Status();
+  for (const auto& c : status["conditions"]) {
     if (c["type"] == "CredentialsReady") CHECK(c["status"] == "True");
   }
 }

@@ -592,7 +592,8 @@ TEST_CASE("repeated GPU faults on one node quarantine it: tainted, listed, avoid
   // A new node: the gang runs on n0 and n2.
   h.AddNode(fleet::testing::GpuNode("n2", "z-a", "r-0", "nvl-0"));
   h.ReconcileUntil("run", "Scheduled");
-  for (const auto& n : h.JobStatus("run")["placement"][0]["nodes"]) CHECK(n != bad);
+  const json placed = h.JobStatus("run");  // Kept: a range-for over a temporary's part dangles.
+  for (const auto& n : placed["placement"][0]["nodes"]) CHECK(n != bad);
   // Any other job avoids it too, through the taint in the fleet's snapshot
   // (fed here as the member's node informer would): three workers no longer
   // fit on the three nodes.
