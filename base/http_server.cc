@@ -28,6 +28,7 @@
 #include "base/http_request_parser.h"
 #include "base/io_threads.h"
 #include "base/log.h"
+#include "base/write_now.h"
 
 namespace kiln {
 namespace {
@@ -379,17 +380,9 @@ class Session : public std::enable_shared_from_this<Session> {
   // last one's completion); the rest as the peer reads, within
   // write_timeout. `then_read`: read on afterwards (a 100 Continue).
   void Write(std::string bytes, bool then_read) {
-    size_t written = 0;
-    if (socket_.non_blocking()) {
-      error_code ec;
-      written = socket_.write_some(net::buffer(bytes), ec);
-      if (ec == net::error::would_block || ec == net::error::try_again ||
-          ec == net::error::interrupted) {  // The rest asynchronously.
-        written = 0;
-      } else if (ec || written == bytes.size()) {
-        return OnWrite(ec, then_read);
-      }
-    }
+    error_code failed;
+    const size_t written = WriteNow(socket_, net::buffer(bytes), failed);
+    if (failed || written == bytes.size()) return OnWrite(failed, then_read);
     writing_ = true;
     sending_ = std::move(bytes);
     sending_.erase(0, written);

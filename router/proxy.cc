@@ -209,7 +209,6 @@ class Forward final : public UpstreamHandler, public std::enable_shared_from_thi
       return;  // Another endpoint of the version is trying.
     }
     RequestOutcome outcome;
-    outcome.client_cancelled = responder_->cancelled();
     std::function<void()> answer;
     if (error == UpstreamError::kNone) {
       outcome.status = status_;
@@ -221,11 +220,11 @@ class Forward final : public UpstreamHandler, public std::enable_shared_from_thi
         outcome.tokens = events_.events();
         answer = [this] { responder_->Finish(); };
       }
-      if (outcome.error) outcome.client_cancelled = false;
+      // A client gone before its answer, unless the version failed it.
+      outcome.client_cancelled = !outcome.error && responder_->cancelled();
     } else if (error == UpstreamError::kCancelled) {
       outcome.client_cancelled = true;
     } else {
-      outcome.client_cancelled = false;
       outcome.error = UpstreamErrorName(error);
       const bool timeout = error == UpstreamError::kTimeout;
       std::string text = "the backend of version " + version_->config.name + " " +

@@ -16,6 +16,8 @@
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/string_body.hpp>
 
+#include "base/write_now.h"
+
 namespace kiln::router {
 
 namespace net = boost::asio;
@@ -186,20 +188,15 @@ class Call final : public UpstreamCall, public std::enable_shared_from_this<Call
     Arm(up_.options_.response_timeout, UpstreamError::kTimeout, "no response in time");
     // At once as far as the socket takes it (a request mostly fits the send
     // buffer: no trip through the loop), the rest as the backend reads.
-    size_t written = 0;
-    if (socket_->non_blocking()) {
-      error_code ec;
-      written = socket_->write_some(net::buffer(wire_), ec);
-      if (ec == net::error::would_block || ec == net::error::try_again ||
-          ec == net::error::interrupted) {  // The rest asynchronously.
-        written = 0;
-      } else if (ec) {
-        Fail(UpstreamError::kReset, "sending the request: " + ec.message(), true);
-        return;
-      } else if (written == wire_.size()) {
-        ReadHead();
-        return;
-      }
+    error_code failed;
+    const size_t written = WriteNow(*socket_, net::buffer(wire_), failed);
+    if (failed) {
+      Fail(UpstreamError::kReset, "sending the request: " + failed.message(), true);
+      return;
+    }
+    if (written == wire_.size()) {
+      ReadHead();
+      return;
     }
     net::async_write(
         *socket_, net::buffer(wire_) + written,
@@ -225,7 +222,7 @@ class Call final : public UpstreamCall, public std::enable_shared_from_this<Call
           if (self->done_) return;
           if (ec) {
             if (ParseError(ec)) {
-              self->Fail(UpstreamError::kProtocol, "malformed response: " + ec.message(), false);
+              self->FailMalformed(ec);
               return;
             }
             const bool nothing = n == 0 && self->buffer_.size() == 0;
@@ -269,10 +266,7 @@ class Call final : public UpstreamCall, public std::enable_shared_from_this<Call
     const error_code ec = ParseBuffered();
     head.first_body = std::exchange(parser_->get().body(), std::string());
     handler_->OnHead(std::move(head));
-    if (ec) {
-      Fail(UpstreamError::kProtocol, "malformed response: " + ec.message(), false);
-      return;
-    }
+    if (ec) return FailMalformed(ec);
     ReadBody();
   }
 
@@ -280,11 +274,7 @@ class Call final : public UpstreamCall, public std::enable_shared_from_this<Call
   // with its head, and a stream's events often come several together), hands
   // on the body parsed, and reads from the socket only when it must wait.
   void ReadBody() {
-    if (const error_code ec = ParseBuffered()) {
-      HandOn();
-      Fail(UpstreamError::kProtocol, "malformed response: " + ec.message(), false);
-      return;
-    }
+    if (const error_code ec = ParseBuffered()) return FailMalformed(ec);
     HandOn();
     if (parser_->is_done()) {
       Finish();
@@ -308,11 +298,7 @@ class Call final : public UpstreamCall, public std::enable_shared_from_this<Call
   // The backend closed the connection: a body that ends with it ends here;
   // any other is cut short.
   void AtEof() {
-    if (const error_code ec = ParseBuffered()) {
-      HandOn();
-      Fail(UpstreamError::kProtocol, "malformed response: " + ec.message(), false);
-      return;
-    }
+    if (const error_code ec = ParseBuffered()) return FailMalformed(ec);
     if (!parser_->is_done()) {
       error_code ec;
       parser_->put_eof(ec);
@@ -338,6 +324,13 @@ class Call final : public UpstreamCall, public std::enable_shared_from_this<Call
       if (used == 0) break;
     }
     return {};
+  }
+
+  // A body the parser refused: what it took before the fault is handed on,
+  // then the call fails.
+  void FailMalformed(const error_code& ec) {
+    HandOn();
+    Fail(UpstreamError::kProtocol, "malformed response: " + ec.message(), false);
   }
 
   // The body parsed since the last call, handed on whole; the parser appends
