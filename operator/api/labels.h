@@ -15,6 +15,10 @@ inline constexpr const char* kManagedByValue = "kiln";
 // endpoints by them.
 inline constexpr const char* kModelDeploymentLabel = "kiln.dev/model-deployment";
 inline constexpr const char* kModelVersionLabel = "kiln.dev/model-version";
+// On what kiln makes for a ModelDeployment in a member cluster (owner
+// references do not cross clusters): the ModelDeployment's UID, so that only
+// this incarnation's objects are counted as its own and cleaned up.
+inline constexpr const char* kModelDeploymentUidLabel = "kiln.dev/model-deployment-uid";
 
 // On each TrainingJob worker pod and Service in a member (owner references do
 // not cross clusters): the job's name (DNS-label safe; a long one is cut and

@@ -314,6 +314,8 @@ int main(int argc, char** argv) {
           std::make_unique<kiln::modeldeployment::RouterReplicasMetricsSource>(**client, *replicas);
     }
     md_options.metrics_source = md_metrics.get();
+    md_options.members = &f.members();
+    md_options.hub_member = tj_options.hub_member;
     auto mds = manager.GetInformer(**client, kiln::api::v1alpha1::kModelDeployments);
     auto deployments = manager.GetInformer(**client, kiln::kube::resources::kDeployments,
                                            {.label_selector = kiln::api::kModelDeploymentLabel});
@@ -328,6 +330,14 @@ int main(int argc, char** argv) {
         manager.AddController("modeldeployment", *md_reconciler, {.workers = 4});
     md_controller.For(**mds);
     md_controller.Owns(**deployments, kiln::api::v1alpha1::kModelDeployments);
+    // A serving pod's event in a member (it became ready, it went) wakes
+    // its deployment, which lives in the same namespace of the hub.
+    f.OnMemberPod([&md_controller](const std::string&, const kiln::kube::json& pod) {
+      const auto& meta = pod["metadata"];
+      const std::string name = meta.value("labels", kiln::kube::json::object())
+                                   .value(kiln::api::kModelDeploymentLabel, "");
+      if (!name.empty()) md_controller.queue().Add(meta.value("namespace", "") + "/" + name);
+    });
   }
   Status result = manager.Run(stop.requested());
   if (!result.ok()) {

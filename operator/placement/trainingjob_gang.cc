@@ -6,6 +6,8 @@
 #include <string>
 #include <utility>
 
+#include "operator/placement/api_label_selector.h"
+
 namespace kiln::placement {
 
 namespace {
@@ -113,19 +115,7 @@ StatusOr<Gang> FromTrainingJob(const api::v1alpha1::TrainingJob& job, int32_t pr
         p.strategy.value_or("BinPack") == "Spread" ? Strategy::kSpread : Strategy::kBinPack;
     g.topology_key = p.topology_key.value_or(kNvlinkDomainLabel);
     g.allow_multi_cluster = p.allow_multi_cluster.value_or(false);
-    if (p.cluster_selector) {
-      if (p.cluster_selector->match_labels) {
-        for (const auto& [k, v] : *p.cluster_selector->match_labels) {
-          g.cluster_selector.match_labels[k] = v;
-        }
-      }
-      if (p.cluster_selector->match_expressions) {
-        for (const auto& e : *p.cluster_selector->match_expressions) {
-          g.cluster_selector.match_expressions.push_back(LabelSelectorRequirement{
-              e.key, e.operator_, e.values.value_or(std::vector<std::string>{})});
-        }
-      }
-    }
+    if (p.cluster_selector) g.cluster_selector = LabelSelectorFromApi(*p.cluster_selector);
   }
   if (job.status && job.status->quarantined_nodes) {
     g.avoid_nodes = *job.status->quarantined_nodes;

@@ -290,6 +290,20 @@ void from_json(const nlohmann::json& j, TrafficWeight& v) {
   Read(j, "weight", v.weight);
 }
 
+void to_json(nlohmann::json& j, const ServingCluster& v) {
+  j = nlohmann::json::object();
+  Write(j, "name", v.name);
+  Write(j, "state", v.state);
+  Write(j, "readyReplicas", v.ready_replicas);
+}
+
+void from_json(const nlohmann::json& j, ServingCluster& v) {
+  ExpectObject(j, "ServingCluster");
+  Read(j, "name", v.name);
+  Read(j, "state", v.state);
+  Read(j, "readyReplicas", v.ready_replicas);
+}
+
 void to_json(nlohmann::json& j, const Measurement& v) {
   j = nlohmann::json::object();
   Write(j, "metric", v.metric);
@@ -352,6 +366,7 @@ void to_json(nlohmann::json& j, const ModelDeploymentStatus& v) {
   Write(j, "replicas", v.replicas);
   Write(j, "readyReplicas", v.ready_replicas);
   Write(j, "selector", v.selector);
+  Write(j, "clusters", v.clusters);
   Write(j, "analysisRuns", v.analysis_runs);
   Write(j, "rollbacks", v.rollbacks);
   Write(j, "conditions", v.conditions);
@@ -379,6 +394,7 @@ void from_json(const nlohmann::json& j, ModelDeploymentStatus& v) {
   Read(j, "replicas", v.replicas);
   Read(j, "readyReplicas", v.ready_replicas);
   Read(j, "selector", v.selector);
+  Read(j, "clusters", v.clusters);
   Read(j, "analysisRuns", v.analysis_runs);
   Read(j, "rollbacks", v.rollbacks);
   Read(j, "conditions", v.conditions);

@@ -333,6 +333,23 @@ struct TrafficWeight {
 void to_json(nlohmann::json& j, const TrafficWeight& v);
 void from_json(const nlohmann::json& j, TrafficWeight& v);
 
+// One member cluster's part.
+struct ServingCluster {
+  // The MemberCluster's name.
+  std::string name;
+  // Serving (matches clusterSelector and is Ready: its versions run and count for readiness),
+  // Unreachable (matches but is not Ready: what runs there is left alone and does not hold the
+  // rollout up) or Leaving (no longer matches, or its MemberCluster is gone: kiln deletes the
+  // versions there, then drops the entry).
+  std::string state;
+  // Serving pods ready there, all versions together.
+  std::optional<int32_t> ready_replicas;
+
+  bool operator==(const ServingCluster&) const = default;
+};
+void to_json(nlohmann::json& j, const ServingCluster& v);
+void from_json(const nlohmann::json& j, ServingCluster& v);
+
 // One metric's value at one time.
 struct Measurement {
   // The metric's name.
@@ -419,6 +436,9 @@ struct ModelDeploymentStatus {
   std::optional<int32_t> ready_replicas;
   // The label selector of the serving pods, as a string (for the scale subresource).
   std::optional<std::string> selector;
+  // With spec.clusterSelector: the member clusters the versions run in, and those kiln still has to
+  // clean up, by name.
+  std::optional<std::vector<ServingCluster>> clusters;
   // The latest analysis runs, newest last.
   std::optional<std::vector<AnalysisRun>> analysis_runs;
   // Rollbacks since the deployment was created.

@@ -23,7 +23,10 @@
 #include "operator/controllers/modeldeployment/prometheus_source.h"
 #include "operator/controllers/modeldeployment/quality_gate.h"
 #include "operator/controllers/modeldeployment/version_workload.h"
+#include "operator/controllers/storage/credentials_copy.h"
 #include "operator/controllers/storage/s3_access.h"
+#include "operator/fleet/member_namespace.h"
+#include "operator/placement/api_label_selector.h"
 
 namespace kiln::modeldeployment {
 namespace {
@@ -994,6 +997,86 @@ bool ControlledBy(const json& obj, const std::string& uid) {
   return false;
 }
 
+std::string UidLabelOf(const json& obj) {
+  return obj["metadata"].value("labels", json::object()).value(api::kModelDeploymentUidLabel, "");
+}
+
+// A cluster the versions run in: the deployment's own, or a member.
+struct Site {
+  std::string cluster;  // The MemberCluster's name; "" for the deployment's own cluster.
+  kube::Client* client = nullptr;
+  // Objects there carry the deployment's UID as a label, not an owner
+  // reference (owner references do not cross clusters).
+  bool in_member = false;
+};
+
+// An object an earlier deployment of the same name left in a member.
+struct Stale {
+  kube::Client* client;
+  const kube::Resource* resource;
+  json object;
+};
+
+// The Deployments and Services of deployment `name` (UID `uid`) at `site`.
+// In a member, those labelled with another UID go into `stale`.
+StatusOr<Owned> ListOwned(const Site& site, const std::string& ns, const std::string& name,
+                          const std::string& uid, std::vector<Stale>* stale) {
+  Owned owned;
+  const std::string selector = DeploymentSelector(name);
+  for (auto [resource, into] : {std::pair{&kube::resources::kDeployments, &owned.deployments},
+                                std::pair{&kube::resources::kServices, &owned.services}}) {
+    KILN_ASSIGN_OR_RETURN(json list,
+                          site.client->List(*resource, ns, {.label_selector = selector}));
+    for (const auto& item : list["items"]) {
+      if (site.in_member) {
+        const std::string label = UidLabelOf(item);
+        if (label.empty()) continue;  // Not kiln's.
+        if (label != uid) {
+          if (stale != nullptr) stale->push_back({site.client, resource, item});
+          continue;
+        }
+      } else if (!ControlledBy(item, uid)) {
+        continue;
+      }
+      const std::string version =
+          item["metadata"].value("labels", json::object()).value(api::kModelVersionLabel, "");
+      if (!version.empty()) (*into)[version] = item;
+    }
+  }
+  return owned;
+}
+
+// Deletes what deployment `name` has in member `member`: with `uid`, only
+// that incarnation's objects; with "", every incarnation's (the deployment
+// is gone). True when there was nothing left to delete.
+StatusOr<bool> DeleteInMember(kube::Client& member, const std::string& ns, const std::string& name,
+                              const std::string& uid) {
+  const std::string selector = DeploymentSelector(name) + "," + api::kModelDeploymentUidLabel +
+                               (uid.empty() ? "" : "=" + uid);
+  bool clean = true;
+  for (const kube::Resource* r :
+       {&kube::resources::kDeployments, &kube::resources::kServices, &kube::resources::kSecrets}) {
+    KILN_ASSIGN_OR_RETURN(json list, member.List(*r, ns, {.label_selector = selector}));
+    for (const auto& item : list["items"]) {
+      clean = false;
+      Status s = member
+                     .Delete(*r, ns, Str(item["metadata"], "name"),
+                             {.propagation_policy = "Background",
+                              .precondition_uid = Str(item["metadata"], "uid")})
+                     .status();
+      if (!s.ok() && !kube::IsNotFound(s)) return s;
+    }
+  }
+  return clean;
+}
+
+bool ConditionTrue(const json& obj, const std::string& type) {
+  for (const auto& c : obj.value("status", json::object()).value("conditions", json::array())) {
+    if (c.value("type", "") == type) return c.value("status", "") == "True";
+  }
+  return false;
+}
+
 }  // namespace
 
 ModelDeploymentReconciler::ModelDeploymentReconciler(kube::Client& client,
@@ -1009,6 +1092,20 @@ StatusOr<runtime::Result> ModelDeploymentReconciler::Reconcile(const runtime::Co
   if (!got.ok()) {
     if (kube::IsNotFound(got.status())) {
       if (options_.metrics != nullptr) options_.metrics->SetPhase(request.ns, request.name, "");
+      // What it ran in member clusters goes with it (no owner references
+      // there): every connected member is swept; one that cannot be reached
+      // now is swept when its pods' events wake this again.
+      if (options_.members != nullptr) {
+        Status first = Status::Ok();
+        for (const std::string& name : options_.members->Names()) {
+          if (name == options_.hub_member) continue;
+          auto member = options_.members->Get(name);
+          if (member == nullptr) continue;
+          auto swept = DeleteInMember(member->client(), request.ns, request.name, "");
+          if (!swept.ok() && first.ok()) first = swept.status();
+        }
+        if (!first.ok()) return first;
+      }
       return runtime::Result{};
     }
     return got.status();
@@ -1024,38 +1121,146 @@ StatusOr<runtime::Result> ModelDeploymentReconciler::Reconcile(const runtime::Co
         Status::InvalidArgument(request.Key() + ": not a readable ModelDeployment: " + e.what()));
   }
   const std::string uid = Str(obj["metadata"], "uid");
-
-  // 1. What runs: each version's Deployment and Service.
-  Owned owned;
   const std::string selector = DeploymentSelector(request.name);
-  for (auto [resource, into] : {std::pair{&kube::resources::kDeployments, &owned.deployments},
-                                std::pair{&kube::resources::kServices, &owned.services}}) {
-    KILN_ASSIGN_OR_RETURN(json list,
-                          client_.List(*resource, request.ns, {.label_selector = selector}));
-    for (const auto& item : list["items"]) {
-      if (!ControlledBy(item, uid)) continue;
-      const std::string version =
-          item["metadata"].value("labels", json::object()).value(api::kModelVersionLabel, "");
-      if (!version.empty()) (*into)[version] = item;
-    }
-  }
-  std::map<std::string, int32_t> ready;
-  std::map<std::string, std::string> trouble;
-  for (const auto& [version, d] : owned.deployments) {
-    ready[version] = d.value("status", json::object()).value("readyReplicas", 0);
-    if (ready[version] >= d.value("spec", json::object()).value("replicas", 0)) continue;
-    // Not all ready: the first pod's reason goes into the status message.
-    auto pods =
-        client_.List(kube::resources::kPods, request.ns,
-                     {.label_selector = selector + "," + api::kModelVersionLabel + "=" + version});
-    if (!pods.ok()) continue;  // Only the message's detail is lost.
-    for (const auto& pod : (*pods)["items"]) {
-      std::string why = PodTrouble(pod);
-      if (!why.empty()) {
-        trouble[version] = std::move(why);
-        break;
+
+  // 1. Where the versions run, and what runs there: each version's
+  // Deployment and Service.
+  const Site own{.cluster = "", .client = &client_, .in_member = false};
+  std::vector<Site> serving;  // Where the live versions run.
+  std::vector<Site> leaving;  // Where what kiln made goes.
+  std::vector<v1::ServingCluster> clusters;
+  std::string no_site;  // Why no cluster serves, when none does.
+  const bool to_members = md.spec.cluster_selector &&
+                          !placement::LabelSelectorFromApi(*md.spec.cluster_selector).empty();
+  if (!to_members) {
+    serving.push_back(own);
+  } else if (options_.members == nullptr) {
+    no_site = "spec.clusterSelector names member clusters, but this operator runs without them";
+  } else {
+    const placement::LabelSelector wanted =
+        placement::LabelSelectorFromApi(*md.spec.cluster_selector);
+    KILN_ASSIGN_OR_RETURN(json mcs, client_.List(v1::kMemberClusters, ""));
+    bool own_serves = false;
+    for (const auto& mc : mcs["items"]) {
+      const std::string name = Str(mc["metadata"], "name");
+      placement::Labels labels;
+      const json mc_labels = mc["metadata"].value("labels", json::object());
+      for (const auto& [k, v] : mc_labels.items()) {
+        if (v.is_string()) labels[k] = v.get<std::string>();
+      }
+      auto member = options_.members->Get(name);
+      const bool was_here =
+          md.status && md.status->clusters &&
+          std::any_of(md.status->clusters->begin(), md.status->clusters->end(),
+                      [&](const v1::ServingCluster& c) { return c.name == name; });
+      if (wanted.Matches(labels)) {
+        const bool ready = member != nullptr && ConditionTrue(mc, "Ready");
+        clusters.push_back({.name = name, .state = ready ? "Serving" : "Unreachable"});
+        if (!ready) continue;
+        if (name == options_.hub_member) {
+          own_serves = true;
+          serving.push_back({.cluster = name, .client = &client_, .in_member = false});
+        } else {
+          serving.push_back({.cluster = name, .client = &member->client(), .in_member = true});
+        }
+      } else if (was_here) {
+        clusters.push_back({.name = name, .state = "Leaving"});
+        if (member != nullptr && name != options_.hub_member) {
+          leaving.push_back({.cluster = name, .client = &member->client(), .in_member = true});
+        }
       }
     }
+    // A MemberCluster that is gone leaves status.clusters: its connection
+    // went with it, so what runs there cannot be reached (it is swept if it
+    // comes back under that name).
+    if (!own_serves) leaving.push_back(own);
+    if (serving.empty()) {
+      no_site = "no Ready member cluster matches spec.clusterSelector (" +
+                placement::LabelSelectorFromApi(*md.spec.cluster_selector).ToString() + ")";
+    }
+  }
+  std::vector<Owned> owned(serving.size());
+  std::vector<Stale> stale;
+  std::map<std::string, int32_t> ready;
+  std::map<std::string, std::string> trouble;
+  for (size_t i = 0; i < serving.size(); ++i) {
+    const Site& site = serving[i];
+    KILN_ASSIGN_OR_RETURN(owned[i], ListOwned(site, request.ns, request.name, uid, &stale));
+    int32_t site_ready = 0;
+    std::map<std::string, int32_t> here;
+    for (const auto& [version, d] : owned[i].deployments) {
+      here[version] = d.value("status", json::object()).value("readyReplicas", 0);
+      site_ready += here[version];
+      if (here[version] >= d.value("spec", json::object()).value("replicas", 0)) continue;
+      if (trouble.count(version) > 0) continue;
+      // Not all ready: the first pod's reason goes into the status message.
+      auto pods = site.client->List(
+          kube::resources::kPods, request.ns,
+          {.label_selector = selector + "," + api::kModelVersionLabel + "=" + version});
+      if (!pods.ok()) continue;  // Only the message's detail is lost.
+      for (const auto& pod : (*pods)["items"]) {
+        std::string why = PodTrouble(pod);
+        if (!why.empty()) {
+          trouble[version] = (site.cluster.empty() ? "" : "in " + site.cluster + ": ") + why;
+          break;
+        }
+      }
+    }
+    // Ready as far as it is ready everywhere: a version missing here has none.
+    if (i == 0) {
+      ready = here;
+    } else {
+      for (auto& [version, n] : ready) {
+        auto it = here.find(version);
+        n = std::min(n, it == here.end() ? 0 : it->second);
+      }
+    }
+    for (auto& c : clusters) {
+      if (c.name == site.cluster) c.ready_replicas = site_ready;
+    }
+  }
+  if (!no_site.empty()) {
+    for (const auto& v : {std::optional<std::string>(md.spec.model.version),
+                          md.status ? md.status->stable_version : std::nullopt,
+                          md.status ? md.status->canary_version : std::nullopt}) {
+      if (v && !v->empty()) trouble[*v] = no_site;
+    }
+  }
+  // What the clusters being left still hold; one that holds nothing more
+  // leaves status.clusters now.
+  std::vector<Site> to_clean;
+  for (const Site& site : leaving) {
+    bool clean = true;
+    if (site.in_member) {
+      const std::string held = selector + "," + api::kModelDeploymentUidLabel + "=" + uid;
+      for (const kube::Resource* r : {&kube::resources::kDeployments, &kube::resources::kServices,
+                                      &kube::resources::kSecrets}) {
+        auto list = site.client->List(*r, request.ns, {.label_selector = held});
+        // One that cannot be listed now is looked at again later.
+        clean = clean && list.ok() && (*list)["items"].empty();
+      }
+    } else {
+      KILN_ASSIGN_OR_RETURN(Owned here, ListOwned(site, request.ns, request.name, uid, nullptr));
+      clean = here.deployments.empty() && here.services.empty();
+    }
+    if (clean) {
+      std::erase_if(clusters, [&](const v1::ServingCluster& c) {
+        return c.name == site.cluster && c.state == "Leaving";
+      });
+    } else {
+      to_clean.push_back(site);
+    }
+  }
+  // The router windows come from where the deployment serves.
+  std::unique_ptr<MetricsSource> member_source;
+  MetricsSource* metrics_source = options_.metrics_source;
+  if (to_members) {
+    std::vector<std::string> names;
+    for (const Site& site : serving) {
+      if (site.in_member) names.push_back(site.cluster);
+    }
+    if (options_.member_metrics && !names.empty()) member_source = options_.member_metrics(names);
+    metrics_source = member_source.get();
   }
 
   // 2. Decide.
@@ -1064,8 +1269,8 @@ StatusOr<runtime::Result> ModelDeploymentReconciler::Reconcile(const runtime::Co
         md, {.version = version, .uri = uri, .replicas = replicas, .volume = options_.volume});
   };
   const Status buildable = build(md.spec.model.version, md.spec.model.uri, 0).status();
-  Rollout rollout(md, ready, trouble, options_.now(), options_.metrics_source,
-                  options_.prometheus_source, options_.resync, options_.volume);
+  Rollout rollout(md, ready, trouble, options_.now(), metrics_source, options_.prometheus_source,
+                  options_.resync, options_.volume);
 
   // The quality gate's Jobs (by name) and, for the canary in the status,
   // each of its Jobs' pod. Looked at only when a gate is configured or one
@@ -1130,9 +1335,22 @@ StatusOr<runtime::Result> ModelDeploymentReconciler::Reconcile(const runtime::Co
     replicas += l.replicas;
     ready_total += ready.count(version) > 0 ? ready[version] : 0;
   }
+  if (to_members) {
+    // Every Serving member runs every live version.
+    replicas *= static_cast<int32_t>(serving.size());
+    ready_total = 0;
+    for (const auto& c : clusters) ready_total += c.ready_replicas.value_or(0);
+  }
   status.replicas = replicas;
   status.ready_replicas = ready_total;
   status.selector = selector;
+  if (to_members) {
+    std::sort(clusters.begin(), clusters.end(),
+              [](const auto& a, const auto& b) { return a.name < b.name; });
+    status.clusters = clusters;
+  } else {
+    status.clusters.reset();
+  }
   status.observed_generation = obj["metadata"].contains("generation")
                                    ? std::optional<int64_t>(obj["metadata"]["generation"])
                                    : std::nullopt;
@@ -1141,12 +1359,14 @@ StatusOr<runtime::Result> ModelDeploymentReconciler::Reconcile(const runtime::Co
   // (what runs keeps running, holding the Secret already). Secrets are not
   // watched: a held deployment looks again every resync.
   std::optional<s3access::SecretProblem> credentials_problem;
+  std::optional<json> credentials_secret;  // The Secret, when it serves.
   if (md.spec.storage && md.spec.storage->s3) {
     const std::string& secret_name = md.spec.storage->s3->credentials_secret_ref.name;
     auto secret = client_.Get(kube::resources::kSecrets, request.ns, secret_name);
     if (!secret.ok() && !kube::IsNotFound(secret.status())) return secret.status();
     credentials_problem =
         s3access::CheckSecret(secret.ok() ? *secret : json(), request.ns, secret_name);
+    if (!credentials_problem) credentials_secret = *secret;
     const std::string now_text = FormatRfc3339(options_.now());
     if (credentials_problem) {
       SetCondition(status, s3access::kCredentialsReadyCondition, false, credentials_problem->reason,
@@ -1212,7 +1432,9 @@ StatusOr<runtime::Result> ModelDeploymentReconciler::Reconcile(const runtime::Co
         md.spec.serving ? md.spec.serving->port.value_or(8000) : static_cast<int32_t>(8000);
     // The deployment's Services without weight now: their backendRefs go.
     std::set<std::string> services;
-    for (const auto& [version, svc] : owned.services) services.insert(Str(svc["metadata"], "name"));
+    for (const Owned& o : owned) {
+      for (const auto& [version, svc] : o.services) services.insert(Str(svc["metadata"], "name"));
+    }
     auto changed = SetBackendWeights(*route, *status.traffic, request.name, port, services);
     if (!changed.ok()) {
       if (events_ != nullptr) {
@@ -1233,63 +1455,157 @@ StatusOr<runtime::Result> ModelDeploymentReconciler::Reconcile(const runtime::Co
     }
   }
 
-  // 4. Each live version's Deployment and Service, as the status says.
-  for (const auto& [version, l] : live) {
-    if (credentials_problem) break;
-    auto workload = build(version, l.uri, l.replicas);
-    if (!workload.ok()) {
-      log::Logger("modeldeployment")
-          .Warn("cannot build a version's workload", {{"modelDeployment", request.Key()},
-                                                      {"version", version},
-                                                      {"error", workload.status().ToString()}});
-      continue;
-    }
-    json& d = workload->deployment;
-    const std::string hash = Hash(d["spec"]["template"]);
-    d["metadata"]["annotations"][kTemplateHashAnnotation] = hash;
-    auto have = owned.deployments.find(version);
-    if (have == owned.deployments.end()) {
-      Status s = client_.Create(kube::resources::kDeployments, request.ns, d).status();
-      if (!s.ok() && !kube::IsAlreadyExists(s)) return s;
+  // 4. What an earlier deployment of the same name left in a member, and
+  // what the clusters being left hold, goes.
+  for (const Stale& st : stale) {
+    Status s = st.client
+                   ->Delete(*st.resource, request.ns, Str(st.object["metadata"], "name"),
+                            {.propagation_policy = "Background",
+                             .precondition_uid = Str(st.object["metadata"], "uid")})
+                   .status();
+    if (!s.ok() && !kube::IsNotFound(s)) return s;
+  }
+  std::optional<milliseconds> wake = rollout.wake();
+  for (const Site& site : to_clean) {
+    if (site.in_member) {
+      KILN_RETURN_IF_ERROR(DeleteInMember(*site.client, request.ns, request.name, uid).status());
     } else {
-      const json& cur = have->second;
-      const json annotations = cur["metadata"].value("annotations", json::object());
-      const bool same = annotations.value(kTemplateHashAnnotation, "") == hash &&
-                        !annotations.contains(kUnweightedSinceAnnotation) &&
-                        cur.value("spec", json::object()).value("replicas", -1) == l.replicas;
-      if (!same) {
-        json next = cur;
-        next["metadata"]["labels"] = d["metadata"]["labels"];
-        next["metadata"]["annotations"][kTemplateHashAnnotation] = hash;
-        // Live again (a retried version, say): no longer on its way out.
-        next["metadata"]["annotations"].erase(kUnweightedSinceAnnotation);
-        next["spec"]["replicas"] = l.replicas;
-        next["spec"]["template"] = d["spec"]["template"];
-        KILN_RETURN_IF_ERROR(client_.Update(kube::resources::kDeployments, next).status());
+      KILN_ASSIGN_OR_RETURN(Owned here, ListOwned(site, request.ns, request.name, uid, nullptr));
+      for (auto [resource, objects] : {std::pair{&kube::resources::kDeployments, &here.deployments},
+                                       std::pair{&kube::resources::kServices, &here.services}}) {
+        for (const auto& [version, o] : *objects) {
+          Status s = client_
+                         .Delete(*resource, request.ns, Str(o["metadata"], "name"),
+                                 {.propagation_policy = "Background",
+                                  .precondition_uid = Str(o["metadata"], "uid")})
+                         .status();
+          if (!s.ok() && !kube::IsNotFound(s)) return s;
+        }
       }
     }
-    json& svc = workload->service;
-    const std::string svc_hash = Hash(svc["spec"]);
-    svc["metadata"]["annotations"][kTemplateHashAnnotation] = svc_hash;
-    auto have_svc = owned.services.find(version);
-    if (have_svc == owned.services.end()) {
-      Status s = client_.Create(kube::resources::kServices, request.ns, svc).status();
-      if (!s.ok() && !kube::IsAlreadyExists(s)) return s;
-    } else if (have_svc->second["metadata"]
-                   .value("annotations", json::object())
-                   .value(kTemplateHashAnnotation, "") != svc_hash) {
-      json patch = {
-          {"metadata",
-           {{"labels", svc["metadata"]["labels"]},
-            {"annotations", {{kTemplateHashAnnotation, svc_hash}}}}},
-          {"spec", {{"selector", svc["spec"]["selector"]}, {"ports", svc["spec"]["ports"]}}}};
-      KILN_RETURN_IF_ERROR(client_
-                               .Patch(kube::resources::kServices, request.ns,
-                                      Str(svc["metadata"], "name"), kube::PatchType::kMerge,
-                                      patch.dump())
-                               .status());
+    // Looked at again to drop it from status.clusters once all is gone.
+    wake = std::min(wake.value_or(milliseconds(1000)), milliseconds(1000));
+  }
+
+  // 5. In each cluster it serves in, each live version's Deployment and
+  // Service, as the status says.
+  const auto now = options_.now();
+  for (size_t i = 0; i < serving.size(); ++i) {
+    const Site& site = serving[i];
+    kube::Client& c = *site.client;
+    if (site.in_member && !credentials_problem) {
+      KILN_RETURN_IF_ERROR(fleet::EnsureNamespace(c, request.ns));
+      if (credentials_secret) {
+        KILN_RETURN_IF_ERROR(
+            s3access::SyncCredentialsCopy(c, BuildCredentialsCopy(md, *credentials_secret),
+                                          api::kModelDeploymentUidLabel, uid, "deployment"));
+      }
+    }
+    for (const auto& [version, l] : live) {
+      if (credentials_problem) break;
+      auto workload = BuildVersionWorkload(md, {.version = version,
+                                                .uri = l.uri,
+                                                .replicas = l.replicas,
+                                                .volume = options_.volume,
+                                                .in_member = site.in_member});
+      if (!workload.ok()) {
+        log::Logger("modeldeployment")
+            .Warn("cannot build a version's workload", {{"modelDeployment", request.Key()},
+                                                        {"version", version},
+                                                        {"error", workload.status().ToString()}});
+        continue;
+      }
+      json& d = workload->deployment;
+      const std::string hash = Hash(d["spec"]["template"]);
+      d["metadata"]["annotations"][kTemplateHashAnnotation] = hash;
+      auto have = owned[i].deployments.find(version);
+      if (have == owned[i].deployments.end()) {
+        Status s = c.Create(kube::resources::kDeployments, request.ns, d).status();
+        if (!s.ok() && !kube::IsAlreadyExists(s)) return s;
+      } else {
+        const json& cur = have->second;
+        const json annotations = cur["metadata"].value("annotations", json::object());
+        const bool same = annotations.value(kTemplateHashAnnotation, "") == hash &&
+                          !annotations.contains(kUnweightedSinceAnnotation) &&
+                          cur.value("spec", json::object()).value("replicas", -1) == l.replicas;
+        if (!same) {
+          json next = cur;
+          next["metadata"]["labels"] = d["metadata"]["labels"];
+          next["metadata"]["annotations"][kTemplateHashAnnotation] = hash;
+          // Live again (a retried version, say): no longer on its way out.
+          next["metadata"]["annotations"].erase(kUnweightedSinceAnnotation);
+          next["spec"]["replicas"] = l.replicas;
+          next["spec"]["template"] = d["spec"]["template"];
+          KILN_RETURN_IF_ERROR(c.Update(kube::resources::kDeployments, next).status());
+        }
+      }
+      json& svc = workload->service;
+      const std::string svc_hash = Hash(svc["spec"]);
+      svc["metadata"]["annotations"][kTemplateHashAnnotation] = svc_hash;
+      auto have_svc = owned[i].services.find(version);
+      if (have_svc == owned[i].services.end()) {
+        Status s = c.Create(kube::resources::kServices, request.ns, svc).status();
+        if (!s.ok() && !kube::IsAlreadyExists(s)) return s;
+      } else if (have_svc->second["metadata"]
+                     .value("annotations", json::object())
+                     .value(kTemplateHashAnnotation, "") != svc_hash) {
+        json patch = {
+            {"metadata",
+             {{"labels", svc["metadata"]["labels"]},
+              {"annotations", {{kTemplateHashAnnotation, svc_hash}}}}},
+            {"spec", {{"selector", svc["spec"]["selector"]}, {"ports", svc["spec"]["ports"]}}}};
+        KILN_RETURN_IF_ERROR(c.Patch(kube::resources::kServices, request.ns,
+                                     Str(svc["metadata"], "name"), kube::PatchType::kMerge,
+                                     patch.dump())
+                                 .status());
+      }
+    }
+    // Versions no longer live: their weight is already gone (written above).
+    // Each keeps its pods for scale_down_grace after that (the time it lost
+    // its weight is an annotation on its Deployment, so a restarted operator
+    // counts on), so that every router replica has dropped it first.
+    std::set<std::string> going;
+    for (const auto& [version, d] : owned[i].deployments) {
+      if (live.count(version) > 0) continue;
+      const std::string since_text =
+          d["metadata"].value("annotations", json::object()).value(kUnweightedSinceAnnotation, "");
+      if (options_.scale_down_grace > milliseconds(0)) {
+        if (since_text.empty()) {
+          json patch = {{"metadata",
+                         {{"annotations", {{kUnweightedSinceAnnotation, FormatRfc3339(now, 3)}}}}}};
+          Status s = c.Patch(kube::resources::kDeployments, request.ns, Str(d["metadata"], "name"),
+                             kube::PatchType::kMerge, patch.dump())
+                         .status();
+          if (!s.ok() && !kube::IsNotFound(s)) return s;
+          wake = std::min(wake.value_or(options_.scale_down_grace), options_.scale_down_grace);
+          continue;
+        }
+        auto since = TimeOf(since_text);
+        const auto due = since.value_or(now) + options_.scale_down_grace;
+        if (now < due) {
+          const auto left = std::chrono::ceil<milliseconds>(due - now);
+          wake = std::min(wake.value_or(left), left);
+          continue;
+        }
+      }
+      going.insert(version);
+    }
+    for (auto [resource, objects] :
+         {std::pair{&kube::resources::kDeployments, &owned[i].deployments},
+          std::pair{&kube::resources::kServices, &owned[i].services}}) {
+      for (const auto& [version, o] : *objects) {
+        if (live.count(version) > 0) continue;
+        // A Service goes with its Deployment (or alone, when that is gone).
+        if (going.count(version) == 0 && owned[i].deployments.count(version) > 0) continue;
+        Status s = c.Delete(*resource, request.ns, Str(o["metadata"], "name"),
+                            {.propagation_policy = "Background",
+                             .precondition_uid = Str(o["metadata"], "uid")})
+                       .status();
+        if (!s.ok() && !kube::IsNotFound(s)) return s;
+      }
     }
   }
+
   // The quality gate's Job while its run goes on; none otherwise.
   const std::optional<json>& gate_job = rollout.gate_job();
   const std::string gate_job_name = gate_job ? Str((*gate_job)["metadata"], "name") : "";
@@ -1306,54 +1622,9 @@ StatusOr<runtime::Result> ModelDeploymentReconciler::Reconcile(const runtime::Co
                    .status();
     if (!s.ok() && !kube::IsNotFound(s)) return s;
   }
-  // Versions no longer live: their weight is already gone (written above).
-  // Each keeps its pods for scale_down_grace after that (the time it lost
-  // its weight is an annotation on its Deployment, so a restarted operator
-  // counts on), so that every router replica has dropped it first.
-  std::optional<milliseconds> wake = rollout.wake();
-  const auto now = options_.now();
-  std::set<std::string> going;
-  for (const auto& [version, d] : owned.deployments) {
-    if (live.count(version) > 0) continue;
-    const std::string since_text =
-        d["metadata"].value("annotations", json::object()).value(kUnweightedSinceAnnotation, "");
-    if (options_.scale_down_grace > milliseconds(0)) {
-      if (since_text.empty()) {
-        json patch = {
-            {"metadata", {{"annotations", {{kUnweightedSinceAnnotation, FormatRfc3339(now, 3)}}}}}};
-        Status s = client_
-                       .Patch(kube::resources::kDeployments, request.ns, Str(d["metadata"], "name"),
-                              kube::PatchType::kMerge, patch.dump())
-                       .status();
-        if (!s.ok() && !kube::IsNotFound(s)) return s;
-        wake = std::min(wake.value_or(options_.scale_down_grace), options_.scale_down_grace);
-        continue;
-      }
-      auto since = TimeOf(since_text);
-      const auto due = since.value_or(now) + options_.scale_down_grace;
-      if (now < due) {
-        const auto left = std::chrono::ceil<milliseconds>(due - now);
-        wake = std::min(wake.value_or(left), left);
-        continue;
-      }
-    }
-    going.insert(version);
+  if (credentials_problem || !no_site.empty()) {
+    wake = std::min(wake.value_or(options_.resync), options_.resync);
   }
-  for (auto [resource, objects] : {std::pair{&kube::resources::kDeployments, &owned.deployments},
-                                   std::pair{&kube::resources::kServices, &owned.services}}) {
-    for (const auto& [version, o] : *objects) {
-      if (live.count(version) > 0) continue;
-      // A Service goes with its Deployment (or alone, when that is gone).
-      if (going.count(version) == 0 && owned.deployments.count(version) > 0) continue;
-      Status s = client_
-                     .Delete(*resource, request.ns, Str(o["metadata"], "name"),
-                             {.propagation_policy = "Background",
-                              .precondition_uid = Str(o["metadata"], "uid")})
-                     .status();
-      if (!s.ok() && !kube::IsNotFound(s)) return s;
-    }
-  }
-  if (credentials_problem) wake = std::min(wake.value_or(options_.resync), options_.resync);
   return runtime::Result{.requeue_after = wake.value_or(milliseconds(0))};
 }
 

@@ -9,8 +9,9 @@
 // One reconcile:
 //  1. Reads the ModelDeployment and its versions' Deployments (ready
 //     replicas; for a version not fully ready, why its pods are not
-//     (pod_trouble.h), for the status message). A deleted one needs
-//     nothing: its Deployments and Services carry owner references and are
+//     (pod_trouble.h), for the status message), in each cluster it serves
+//     in (below). In its own cluster a deleted one needs nothing: its
+//     Deployments and Services carry owner references and are
 //     garbage-collected.
 //  2. Decides the new status:
 //     - the first version is the stable one; it gets 100% of the traffic
@@ -47,20 +48,41 @@
 //     scaled up before it takes traffic, and deletes those of versions no
 //     longer live (so nothing is scaled down before its weight is gone),
 //     scale_down_grace after they lost their weight.
-// Serving happens in the ModelDeployment's own cluster (clusterSelector is
-// not honoured yet). Thread-safe: the controller never reconciles one object
-// on two workers at once, and the reconciler keeps no state of its own.
+// Where the versions run: the ModelDeployment's own cluster, or with a
+// non-empty spec.clusterSelector every member cluster whose MemberCluster
+// matches it (status.clusters):
+//  - Serving: matches and is Ready (connected). Every live version runs
+//    there with the replicas it would have alone (each member is a whole
+//    copy, routing its own traffic by the one status.traffic through its own
+//    kiln-router), and a version counts as ready only as far as it is ready
+//    in every Serving member, so no member's router is sent to a version it
+//    has no pod of. What runs there carries the deployment's UID as a
+//    label; kiln's copy of the S3 credentials Secret too.
+//  - Unreachable: matches but is not Ready: left as it is, not waited for.
+//  - Leaving: no longer matches (or its MemberCluster is gone): what kiln
+//    made there is deleted, then the entry goes.
+// The operator's own cluster, when it is not a Serving member, keeps
+// nothing. A deployment that is gone is swept from every connected member
+// (its reconcile finds it NotFound; a member's pod events wake it, so a
+// member that comes back is swept too). The quality gate's Jobs run in the
+// deployment's own cluster. Thread-safe: the controller never reconciles one
+// object on two workers at once, and the reconciler keeps no state of its
+// own.
 #ifndef KILN_OPERATOR_CONTROLLERS_MODELDEPLOYMENT_RECONCILER_H_
 #define KILN_OPERATOR_CONTROLLERS_MODELDEPLOYMENT_RECONCILER_H_
 
 #include <chrono>
 #include <functional>
+#include <memory>
+#include <string>
+#include <vector>
 
 #include "kube/client.h"
 #include "operator/controllers/modeldeployment/metrics.h"
 #include "operator/controllers/modeldeployment/metrics_source.h"
 #include "operator/controllers/modeldeployment/prometheus_source.h"
 #include "operator/controllers/trainingjob/worker_pods.h"
+#include "operator/fleet/members.h"
 #include "runtime/event_recorder.h"
 #include "runtime/reconcile.h"
 
@@ -78,6 +100,18 @@ struct ModelDeploymentReconcilerOptions {
   // Where the controller's metrics go (metrics.h); none keeps no metrics.
   // Must outlive the reconciler.
   ModelDeploymentMetrics* metrics = nullptr;
+  // The member clusters a deployment with spec.clusterSelector serves in;
+  // none (an operator without the fleet) leaves such a deployment unserved,
+  // saying why. Must outlive the reconciler.
+  fleet::Members* members = nullptr;
+  // The MemberCluster that is the operator's own cluster, if any: serving
+  // there goes through the deployment's own client, with owner references.
+  std::string hub_member;
+  // The router windows of the member clusters named (their kiln-router
+  // replicas), for a deployment served there; none makes those measurements
+  // Inconclusive.
+  std::function<std::unique_ptr<MetricsSource>(const std::vector<std::string>& clusters)>
+      member_metrics;
   // How often a deployment waiting for replicas is looked at again (the
   // Deployments' informer also wakes it).
   std::chrono::milliseconds resync{std::chrono::seconds(5)};

@@ -80,6 +80,18 @@ std::string DeploymentSelector(const std::string& deployment) {
   return std::string(api::kModelDeploymentLabel) + "=" + deployment;
 }
 
+std::string CredentialsCopyName(const std::string& deployment) {
+  return trainingjob::DnsLabel(deployment, "-serving-s3-credentials");
+}
+
+json BuildCredentialsCopy(const v1::ModelDeployment& md, const json& secret) {
+  const std::string name = Str(md.metadata, "name");
+  return s3access::MemberCopy(secret, Str(md.metadata, "namespace"), CredentialsCopyName(name),
+                              {{api::kManagedByLabel, api::kManagedByValue},
+                               {api::kModelDeploymentLabel, name},
+                               {api::kModelDeploymentUidLabel, Str(md.metadata, "uid")}});
+}
+
 StatusOr<VersionWorkload> BuildVersionWorkload(const v1::ModelDeployment& md,
                                                const VersionWorkloadOptions& options) {
   const std::string name = Str(md.metadata, "name");
@@ -164,22 +176,28 @@ StatusOr<VersionWorkload> BuildVersionWorkload(const v1::ModelDeployment& md,
                      {"seccompProfile", {{"type", "RuntimeDefault"}}}}},
                    {"containers", json::array({container})},
                    {"volumes", volumes}};
-  // The serving pods run in the ModelDeployment's own cluster: the spec's
-  // Secret itself.
-  if (s3) s3access::AddToPod(*s3, s3->credentials_secret_ref.name, pod_spec);
+  // In the ModelDeployment's own cluster the spec's Secret itself; in a
+  // member kiln's copy of it.
+  if (s3) {
+    s3access::AddToPod(
+        *s3, options.in_member ? CredentialsCopyName(name) : s3->credentials_secret_ref.name,
+        pod_spec);
+  }
   if (spec.node_selector) pod_spec["nodeSelector"] = *spec.node_selector;
   if (spec.tolerations) pod_spec["tolerations"] = *spec.tolerations;
 
   const std::string object_name = VersionObjectName(name, options.version);
-  json metadata = {{"name", object_name},
-                   {"namespace", ns},
-                   {"labels", labels},
-                   {"ownerReferences", json::array({{{"apiVersion", md.api_version},
-                                                     {"kind", md.kind},
-                                                     {"name", name},
-                                                     {"uid", Str(md.metadata, "uid")},
-                                                     {"controller", true},
-                                                     {"blockOwnerDeletion", true}}})}};
+  json metadata = {{"name", object_name}, {"namespace", ns}, {"labels", labels}};
+  if (options.in_member) {
+    metadata["labels"][api::kModelDeploymentUidLabel] = Str(md.metadata, "uid");
+  } else {
+    metadata["ownerReferences"] = json::array({{{"apiVersion", md.api_version},
+                                                {"kind", md.kind},
+                                                {"name", name},
+                                                {"uid", Str(md.metadata, "uid")},
+                                                {"controller", true},
+                                                {"blockOwnerDeletion", true}}});
+  }
   VersionWorkload out;
   out.deployment = {
       {"apiVersion", "apps/v1"},

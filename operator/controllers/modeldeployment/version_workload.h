@@ -3,9 +3,10 @@
 // options, resources, GPUs and placement, readiness on /readyz) and a Service
 // with its port named "http", labelled with the deployment's name and the
 // version so that kiln-router finds the version's ready endpoints in the
-// Service's EndpointSlices (router/api_source.h). Both carry a controlling
-// owner reference to the ModelDeployment (garbage-collected with it). Pure
-// functions: no I/O, thread-safe.
+// Service's EndpointSlices (router/api_source.h). In the deployment's own
+// cluster both carry a controlling owner reference to the ModelDeployment
+// (garbage-collected with it); in a member cluster its UID as a label (the
+// reconciler deletes them). Pure functions: no I/O, thread-safe.
 #ifndef KILN_OPERATOR_CONTROLLERS_MODELDEPLOYMENT_VERSION_WORKLOAD_H_
 #define KILN_OPERATOR_CONTROLLERS_MODELDEPLOYMENT_VERSION_WORKLOAD_H_
 
@@ -30,7 +31,21 @@ struct VersionWorkloadOptions {
   int32_t replicas = 0;
   // Where file:// checkpoints lie (the operator's --shared-volume-* flags).
   trainingjob::SharedVolume volume;
+  // For a member cluster other than the deployment's own: the objects carry
+  // the deployment's UID as a label (kModelDeploymentUidLabel) instead of an
+  // owner reference, and the pods mount kiln's copy of the S3 credentials
+  // Secret (CredentialsCopyName) instead of the spec's.
+  bool in_member = false;
 };
+
+// The name of kiln's copy of `deployment`'s S3 credentials Secret in a
+// member cluster (never the user's own name).
+std::string CredentialsCopyName(const std::string& deployment);
+
+// kiln's copy of `secret` (spec.storage.s3's credentials) for a member
+// cluster: CredentialsCopyName, labelled with the deployment's name and UID.
+nlohmann::json BuildCredentialsCopy(const api::v1alpha1::ModelDeployment& md,
+                                    const nlohmann::json& secret);
 
 struct VersionWorkload {
   nlohmann::json deployment;  // apps/v1 Deployment

@@ -11,9 +11,11 @@
 #include "operator/api/conditions.h"
 #include "operator/api/labels.h"
 #include "operator/api/v1alpha1/resources.h"
+#include "operator/controllers/storage/credentials_copy.h"
 #include "operator/controllers/storage/s3_access.h"
 #include "operator/controllers/trainingjob/failure_classifier.h"
 #include "operator/controllers/trainingjob/failure_policy.h"
+#include "operator/fleet/member_namespace.h"
 #include "operator/fleet/node_and_pod.h"
 #include "operator/fleet/quarantine.h"
 #include "operator/placement/placement.h"
@@ -113,24 +115,6 @@ bool Ready(const json& pod) {
 bool Reachable(const placement::Snapshot& fleet, const std::string& cluster) {
   const auto* c = fleet.cluster(cluster);
   return c == nullptr || c->info().reachable;
-}
-
-// The job's namespace in a member: the hub's namespaces need not exist in
-// every member, so a missing one is created (labelled as kiln's; it is left
-// in place when the job goes).
-Status EnsureNamespace(kube::Client& member, const std::string& ns) {
-  auto got = member.Get(kube::resources::kNamespaces, "", ns);
-  if (got.ok()) return Status::Ok();
-  if (!kube::IsNotFound(got.status())) return got.status();
-  Status made =
-      member
-          .Create(kube::resources::kNamespaces, "",
-                  {{"apiVersion", "v1"},
-                   {"kind", "Namespace"},
-                   {"metadata",
-                    {{"name", ns}, {"labels", {{api::kManagedByLabel, api::kManagedByValue}}}}}})
-          .status();
-  return made.ok() || kube::IsAlreadyExists(made) ? Status::Ok() : made;
 }
 
 // What the ranks of `ranks` hold in the capacity view: each its node and one
@@ -418,28 +402,8 @@ StatusOr<TrainingJobReconciler::Credentials> TrainingJobReconciler::ReadCredenti
 
 Status TrainingJobReconciler::SyncCredentialsCopy(kube::Client& member, const v1::TrainingJob& job,
                                                   const json& secret) {
-  const json wanted = BuildCredentialsCopy(job, secret);
-  const std::string ns = Str(wanted["metadata"], "namespace");
-  const std::string name = Str(wanted["metadata"], "name");
-  auto have = member.Get(kube::resources::kSecrets, ns, name);
-  if (!have.ok()) {
-    if (!kube::IsNotFound(have.status())) return have.status();
-    Status made = member.Create(kube::resources::kSecrets, ns, wanted).status();
-    // Made meanwhile by another reconcile: the next one compares it.
-    return kube::IsAlreadyExists(made) ? Status::Ok() : made;
-  }
-  const std::string uid = Str(job.metadata, "uid");
-  if (have->value("metadata", json::object())
-          .value("labels", json::object())
-          .value(kJobUidLabel, "") != uid) {
-    return Status::FailedPrecondition("Secret " + ns + "/" + name +
-                                      " exists and is not kiln's copy of this job's S3 "
-                                      "credentials; rename or delete it");
-  }
-  if (s3access::CopyCurrent(*have, wanted)) return Status::Ok();
-  json next = wanted;
-  next["metadata"]["resourceVersion"] = (*have)["metadata"].value("resourceVersion", "");
-  return member.Update(kube::resources::kSecrets, next).status();
+  return s3access::SyncCredentialsCopy(member, BuildCredentialsCopy(job, secret), kJobUidLabel,
+                                       Str(job.metadata, "uid"), "job");
 }
 
 ResizeDecision TrainingJobReconciler::PlanResize(
@@ -857,7 +821,7 @@ StatusOr<runtime::Result> TrainingJobReconciler::Reconcile(const runtime::Contex
     for (size_t i = 0; i < objects->services.size(); ++i) {
       auto member = members_.Get(objects->service_clusters[i]);
       if (member == nullptr) continue;
-      KILN_RETURN_IF_ERROR(EnsureNamespace(member->client(), ns));
+      KILN_RETURN_IF_ERROR(fleet::EnsureNamespace(member->client(), ns));
       const std::string& cluster = objects->service_clusters[i];
       if (!credentials.is_null() && !hub_cluster[cluster]) {
         Status copied = SyncCredentialsCopy(member->client(), job, credentials);

@@ -24,7 +24,9 @@
 #include "operator/controllers/modeldeployment/metrics.h"
 #include "operator/controllers/modeldeployment/quality_gate.h"
 #include "operator/controllers/modeldeployment/version_workload.h"
+#include "operator/fleet/members.h"
 #include "runtime/event_recorder.h"
+#include "runtime/fake_reader.h"
 #include "tests/support/background_process.h"
 #include "tests/support/fake_api_server.h"
 #include "tests/support/http_probe.h"
@@ -119,6 +121,8 @@ class Harness {
     o.metrics = &rollout_metrics;
     o.now = [this] { return now; };
     o.scale_down_grace = scale_down_grace;
+    o.members = members;
+    o.member_metrics = member_metrics;
     reconciler_ = std::make_unique<ModelDeploymentReconciler>(*client_, &events_, o);
   }
 
@@ -128,9 +132,13 @@ class Harness {
   StatusOr<runtime::Result> Reconcile() {
     const std::map<std::string, int> before = Weights();
     std::map<std::string, int> ready;
-    for (const auto& d : server.Objects("deployments", kNs)) {
-      ready[d["metadata"]["labels"][api::kModelVersionLabel]] =
-          d.value("status", json::object()).value("readyReplicas", 0);
+    if (ready_now) {
+      ready = ready_now();
+    } else {
+      for (const auto& d : server.Objects("deployments", kNs)) {
+        ready[d["metadata"]["labels"][api::kModelVersionLabel]] =
+            d.value("status", json::object()).value("readyReplicas", 0);
+      }
     }
     auto r = reconciler_->Reconcile(Context(), {kNs, kName});
     // The invariant the router relies on: a version without weight gains
@@ -141,7 +149,8 @@ class Harness {
       INFO("version " << version << " has weight " << weight << ": " << Status().dump());
       const int had = before.count(version) > 0 ? before.at(version) : 0;
       if (had == 0 && weight > 0) CHECK(ready[version] > 0);
-      if (weight > 0) CHECK(Deployment(version).has_value());
+      if (weight > 0)
+        CHECK((ready_now ? ready.count(version) > 0 : Deployment(version).has_value()));
     }
     return r;
   }
@@ -249,6 +258,12 @@ class Harness {
   // Most tests delete a version as soon as it loses its weight; the grace
   // has its own test.
   std::chrono::milliseconds scale_down_grace{0};
+  // The member clusters, for spec.clusterSelector (after Restart).
+  fleet::Members* members = nullptr;
+  // Where the versions run when not here: each one's ready replicas, the
+  // least over the clusters serving it (absent: it runs in none of them).
+  std::function<std::map<std::string, int>()> ready_now;
+  std::function<std::unique_ptr<MetricsSource>(const std::vector<std::string>&)> member_metrics;
   std::chrono::system_clock::time_point now = std::chrono::system_clock::from_time_t(1'800'000'000);
 
  private:
@@ -1584,6 +1599,296 @@ TEST_CASE("a version live again within the grace loses its mark", "[modeldeploym
   h.ReconcileOk();
   CHECK(h.Deployment("v2").has_value());
   CHECK(h.Weight("v2") == 25);
+}
+
+// ---- Serving in member clusters (spec.clusterSelector) ----
+
+// A member cluster as the fleet hands it out: an API client to its own
+// in-memory API server.
+class ServingMember final : public fleet::Member {
+ public:
+  ServingMember(std::string name, FakeApiServer& api)
+      : name_(std::move(name)),
+        client_(std::make_unique<kube::Client>(kube::RestConfig{.server = "https://fake"},
+                                               kube::ClientOptions{.qps = 0, .max_retries = 0},
+                                               api.Transport(), RealClock::Get())) {}
+  const std::string& name() const override { return name_; }
+  kube::Client& client() override { return *client_; }
+  const runtime::Reader& nodes() const override { return none_; }
+  const runtime::Reader& pods() const override { return none_; }
+  Status Probe(std::chrono::milliseconds) override { return Status::Ok(); }
+  std::string version() const override { return "v1.33.0"; }
+  Status CachesSynced() const override { return Status::Ok(); }
+  void Stop() override {}
+
+ private:
+  std::string name_;
+  std::unique_ptr<kube::Client> client_;
+  runtime::FakeReader none_;
+};
+
+json MemberCluster(const std::string& name, const std::string& region, bool ready) {
+  return {{"apiVersion", "kiln.dev/v1alpha1"},
+          {"kind", "MemberCluster"},
+          {"metadata", {{"name", name}, {"labels", {{"region", region}}}}},
+          {"spec", {{"kubeconfigSecretRef", {{"name", name + "-kubeconfig"}}}}},
+          {"status",
+           {{"conditions", json::array({{{"type", "Ready"},
+                                         {"status", ready ? "True" : "False"},
+                                         {"reason", ready ? "Connected" : "HeartbeatFailed"}}})}}}};
+}
+
+// The hub (Harness's server) with MemberClusters m1, m2 (region eu, Ready),
+// m3 (region us, Ready) and m4 (region eu, not Ready), all connected.
+class Fleet {
+ public:
+  explicit Fleet(Harness& h) : h_(h) {
+    for (const auto& [name, region, ready] :
+         {std::tuple{"m1", "eu", true}, std::tuple{"m2", "eu", true}, std::tuple{"m3", "us", true},
+          std::tuple{"m4", "eu", false}}) {
+      apis_[name] = std::make_unique<FakeApiServer>();
+      h.server.Put("memberclusters", MemberCluster(name, region, ready));
+      members_.Put(name, std::make_shared<ServingMember>(name, *apis_[name]), 1);
+    }
+    h.members = &members_;
+    h.ready_now = [this] {
+      // Over the members matching region=eu and Ready: m1 and m2 unless a
+      // test moved one.
+      std::map<std::string, int> out;
+      bool first = true;
+      for (const char* m : {"m1", "m2"}) {
+        auto mc = h_.server.Object("memberclusters", "", m);
+        if (mc->at("metadata").at("labels").at("region") != "eu") continue;
+        std::map<std::string, int> here;
+        for (const auto& d : api(m).Objects("deployments", kNs)) {
+          here[d["metadata"]["labels"][api::kModelVersionLabel]] =
+              d.value("status", json::object()).value("readyReplicas", 0);
+        }
+        if (first) {
+          out = here;
+          first = false;
+          continue;
+        }
+        for (auto it = out.begin(); it != out.end();) {
+          if (here.count(it->first) == 0) {
+            it = out.erase(it);
+          } else {
+            it->second = std::min(it->second, here[it->first]);
+            ++it;
+          }
+        }
+      }
+      return out;
+    };
+    h.Restart();
+  }
+  FakeApiServer& api(const std::string& name) { return *apis_.at(name); }
+  std::optional<json> Deployment(const std::string& member, const std::string& version) {
+    return api(member).Object("deployments", kNs, VersionObjectName(kName, version));
+  }
+  // Plays the member's Deployment controller.
+  void SetReady(const std::string& member, const std::string& version, int n) {
+    auto d = Deployment(member, version);
+    REQUIRE(d.has_value());
+    (*d)["status"]["readyReplicas"] = n;
+    api(member).Put("deployments", *d);
+  }
+  void SetRegion(const std::string& name, const std::string& region) {
+    json mc = *h_.server.Object("memberclusters", "", name);
+    mc["metadata"]["labels"]["region"] = region;
+    h_.server.Put("memberclusters", mc);
+  }
+  // status.clusters as "name:state".
+  std::vector<std::string> Clusters() {
+    std::vector<std::string> out;
+    for (const auto& c : h_.Status().value("clusters", json::array())) {
+      out.push_back(c["name"].get<std::string>() + ":" + c["state"].get<std::string>());
+    }
+    return out;
+  }
+
+ private:
+  Harness& h_;
+  std::map<std::string, std::unique_ptr<FakeApiServer>> apis_;
+  fleet::Members members_;
+};
+
+json FleetMd(const json& steps) {
+  json md = Md(steps, 2);
+  md["spec"]["clusterSelector"] = {{"matchLabels", {{"region", "eu"}}}};
+  return md;
+}
+
+TEST_CASE("a deployment with a clusterSelector serves in every Ready matching member",
+          "[modeldeployment][reconciler][members]") {
+  Harness h;
+  Fleet fleet(h);
+  h.Create(FleetMd(json::array({{{"setWeight", 50}}})));
+  h.ReconcileOk();
+
+  // v1 runs in m1 and m2, labelled with the deployment's UID (no owner
+  // reference crosses clusters), in a namespace made for it; nothing in m3
+  // (another region), m4 (not Ready) or the hub.
+  for (const char* m : {"m1", "m2"}) {
+    INFO(m);
+    auto d = fleet.Deployment(m, "v1");
+    REQUIRE(d.has_value());
+    // The fake API server's UID for it.
+    CHECK(d->at("metadata").at("labels").at(api::kModelDeploymentUidLabel) ==
+          "uid-modeldeployments-chat");
+    CHECK_FALSE(d->at("metadata").contains("ownerReferences"));
+    CHECK(d->at("spec").at("replicas") == 2);
+    CHECK(fleet.api(m).Object("services", kNs, VersionObjectName(kName, "v1")).has_value());
+    CHECK(fleet.api(m).Object("namespaces", "", kNs).has_value());
+  }
+  CHECK_FALSE(fleet.Deployment("m3", "v1").has_value());
+  CHECK_FALSE(fleet.Deployment("m4", "v1").has_value());
+  CHECK_FALSE(h.Deployment("v1").has_value());
+  CHECK(fleet.Clusters() == std::vector<std::string>{"m1:Serving", "m2:Serving", "m4:Unreachable"});
+
+  // Ready in one member only: no weight yet (m2's router would have no pod
+  // of v1 to send its share to).
+  fleet.SetReady("m1", "v1", 2);
+  h.ReconcileOk();
+  CHECK(h.Weight("v1") == 0);
+  fleet.SetReady("m2", "v1", 1);
+  h.ReconcileOk();
+  CHECK(h.Weight("v1") == 100);
+  CHECK(h.Status()["phase"] == "Healthy");
+  CHECK(h.Status()["replicas"] == 4);
+  CHECK(h.Status()["readyReplicas"] == 3);
+  CHECK(h.Status()["clusters"][0]["readyReplicas"] == 2);
+  CHECK(h.Status()["clusters"][1]["readyReplicas"] == 1);
+
+  // A canary takes its weight only once it is ready in every Serving member.
+  h.SetModel("v2");
+  h.ReconcileOk();
+  REQUIRE(fleet.Deployment("m1", "v2").has_value());
+  REQUIRE(fleet.Deployment("m2", "v2").has_value());
+  fleet.SetReady("m1", "v2", 1);
+  h.ReconcileOk();
+  CHECK(h.Weight("v2") == 0);
+  CHECK(h.Status()["message"].get<std::string>().find("v2") != std::string::npos);
+  fleet.SetReady("m2", "v2", 1);
+  h.ReconcileOk();
+  CHECK(h.Weight("v2") == 50);
+}
+
+TEST_CASE("a member that no longer matches is cleaned up and leaves the status",
+          "[modeldeployment][reconciler][members]") {
+  Harness h;
+  Fleet fleet(h);
+  h.Create(FleetMd(json::array({{{"setWeight", 50}}})));
+  h.ReconcileOk();
+  fleet.SetReady("m1", "v1", 2);
+  fleet.SetReady("m2", "v1", 2);
+  h.ReconcileOk();
+  REQUIRE(h.Weight("v1") == 100);
+
+  fleet.SetRegion("m2", "us");
+  h.ReconcileOk();
+  CHECK(fleet.Clusters() == std::vector<std::string>{"m1:Serving", "m2:Leaving", "m4:Unreachable"});
+  CHECK_FALSE(fleet.Deployment("m2", "v1").has_value());
+  CHECK_FALSE(fleet.api("m2").Object("services", kNs, VersionObjectName(kName, "v1")).has_value());
+  CHECK(fleet.Deployment("m1", "v1").has_value());
+  CHECK(h.Weight("v1") == 100);  // m1 still serves it.
+  h.ReconcileOk();
+  CHECK(fleet.Clusters() == std::vector<std::string>{"m1:Serving", "m4:Unreachable"});
+
+  // The selector removed: the deployment serves in its own cluster, and the
+  // members are cleaned up.
+  h.EditSpec([](json& spec) { spec.erase("clusterSelector"); });
+  h.ReconcileOk();
+  CHECK(h.Deployment("v1").has_value());
+  CHECK_FALSE(h.Status().contains("clusters"));
+}
+
+TEST_CASE("with no Ready matching member the status says why",
+          "[modeldeployment][reconciler][members]") {
+  Harness h;
+  Fleet fleet(h);
+  json md = FleetMd(json::array({{{"setWeight", 50}}}));
+  md["spec"]["clusterSelector"]["matchLabels"]["region"] = "ap";
+  h.Create(md);
+  auto r = h.Reconcile();
+  REQUIRE(r.ok());
+  CHECK(r->requeue_after > std::chrono::milliseconds(0));
+  CHECK(h.Weight("v1") == 0);
+  const std::string message = h.Status().value("message", "");
+  INFO(message);
+  CHECK(message.find("no Ready member cluster matches spec.clusterSelector (region=ap)") !=
+        std::string::npos);
+  for (const char* m : {"m1", "m2", "m3", "m4"}) CHECK_FALSE(fleet.Deployment(m, "v1").has_value());
+}
+
+TEST_CASE("a deployment that is gone is swept from the members, an earlier one's leftovers too",
+          "[modeldeployment][reconciler][members]") {
+  Harness h;
+  Fleet fleet(h);
+  // A Deployment an earlier deployment of the same name left in m1.
+  json leftover =
+      BuildVersionWorkload(
+          [] {
+            json md = FleetMd(json::array());
+            md["metadata"]["uid"] = "md-uid-0";
+            return md.get<api::v1alpha1::ModelDeployment>();
+          }(),
+          {.version = "v0", .uri = "file:///models/v0", .replicas = 1, .in_member = true})
+          .value()
+          .deployment;
+  fleet.api("m1").Put("deployments", leftover);
+  const std::string leftover_name = leftover["metadata"]["name"];
+  // And one that is not kiln's at all (no UID label), which stays.
+  json theirs = leftover;
+  theirs["metadata"]["name"] = "chat-theirs";
+  theirs["metadata"]["labels"].erase(api::kModelDeploymentUidLabel);
+  fleet.api("m1").Put("deployments", theirs);
+
+  h.Create(FleetMd(json::array({{{"setWeight", 50}}})));
+  h.ReconcileOk();
+  CHECK_FALSE(fleet.api("m1").Object("deployments", kNs, leftover_name).has_value());
+  CHECK(fleet.api("m1").Object("deployments", kNs, "chat-theirs").has_value());
+  REQUIRE(fleet.Deployment("m1", "v1").has_value());
+  REQUIRE(fleet.Deployment("m2", "v1").has_value());
+
+  h.server.Remove("modeldeployments", kNs, kName);
+  h.ReconcileOk();
+  CHECK_FALSE(fleet.Deployment("m1", "v1").has_value());
+  CHECK_FALSE(fleet.Deployment("m2", "v1").has_value());
+  CHECK(fleet.api("m1").Objects("services", kNs).empty());
+  CHECK(fleet.api("m1").Object("deployments", kNs, "chat-theirs").has_value());
+}
+
+TEST_CASE("the analysis reads the router windows of the members the deployment serves in",
+          "[modeldeployment][reconciler][members]") {
+  Harness h;
+  Fleet fleet(h);
+  std::vector<std::vector<std::string>> asked_for;
+  h.member_metrics = [&](const std::vector<std::string>& clusters) {
+    asked_for.push_back(clusters);
+    auto m = std::make_unique<FakeMetrics>();
+    m->answer = Window(0.5);  // The canary fails.
+    return std::unique_ptr<MetricsSource>(std::move(m));
+  };
+  h.Restart();
+  h.Create(FleetMd(json::array({{{"setWeight", 20}}, {{"analysis", {{"duration", "30s"}}}}})));
+  h.ReconcileOk();
+  fleet.SetReady("m1", "v1", 2);
+  fleet.SetReady("m2", "v1", 2);
+  h.ReconcileOk();
+  h.SetModel("v2");
+  h.ReconcileOk();
+  fleet.SetReady("m1", "v2", 1);
+  fleet.SetReady("m2", "v2", 1);
+  h.ReconcileOk(2);
+  h.now += seconds(11);  // The second failed measurement is over failureLimit 1.
+  h.ReconcileOk();
+  INFO(h.Status().dump());
+  REQUIRE_FALSE(asked_for.empty());
+  CHECK(asked_for.back() == std::vector<std::string>{"m1", "m2"});
+  CHECK(h.metrics.asked.empty());  // Not the operator's own router.
+  CHECK(h.Weight("v1") == 100);
+  CHECK(h.Status()["phase"] == "Degraded");
 }
 
 }  // namespace
