@@ -167,9 +167,13 @@ BuiltRoutes BuildRouteConfig(const std::vector<kube::Object>& deployments,
 }
 
 ApiSource::ApiSource(kube::Client& client, ApiSourceOptions options, ApplyFunc apply)
-    : deployments_(client, api::v1alpha1::kModelDeployments,
+    : ApiSource(client, client, std::move(options), std::move(apply)) {}
+
+ApiSource::ApiSource(kube::Client& deployments_client, kube::Client& slices_client,
+                     ApiSourceOptions options, ApplyFunc apply)
+    : deployments_(deployments_client, api::v1alpha1::kModelDeployments,
                    kube::InformerOptions{.ns = options.ns, .resync = options.resync}),
-      slices_(client, kube::resources::kEndpointSlices,
+      slices_(slices_client, kube::resources::kEndpointSlices,
               kube::InformerOptions{.ns = options.ns,
                                     .label_selector = api::kModelDeploymentLabel,
                                     .resync = options.resync}),
@@ -222,7 +226,13 @@ ApiSourceStats ApiSource::stats() const {
 
 Status ApiSource::last_error() const {
   Status s = deployments_.last_error();
-  if (!s.ok()) return s;
+  if (!s.ok()) {
+    // Two clusters: say which one failed.
+    if (&deployments_.client() != &slices_.client()) {
+      return s.WithContext("hub cluster " + deployments_.client().config().server);
+    }
+    return s;
+  }
   return slices_.last_error();
 }
 

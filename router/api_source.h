@@ -7,6 +7,11 @@
 // there before anything acts on it, is the only thing the router obeys; a
 // rollback is one status write, followed here on the watch event.
 //
+// The two kinds may come from two clusters: in kiln's hub model the
+// ModelDeployments live in the hub while each member cluster runs its own
+// router in front of its own pods, so a member's router watches the hub's
+// ModelDeployments and its own cluster's EndpointSlices.
+//
 // Thread-safe. The apply function runs on an informer's thread, one call at a
 // time, with configs in increasing generation.
 #ifndef KILN_ROUTER_API_SOURCE_H_
@@ -66,8 +71,14 @@ class ApiSource {
  public:
   using ApplyFunc = std::function<void(RouteConfig)>;
 
-  // `client` must outlive the source.
+  // Watches both kinds through `client`, which must outlive the source.
   ApiSource(kube::Client& client, ApiSourceOptions options, ApplyFunc apply);
+  // Watches ModelDeployments through `deployments_client` (the cluster that
+  // holds them: the hub) and EndpointSlices through `slices_client` (the
+  // cluster whose pods this router reaches). Both must outlive the source;
+  // they may be the same client. options.ns applies to both.
+  ApiSource(kube::Client& deployments_client, kube::Client& slices_client, ApiSourceOptions options,
+            ApplyFunc apply);
   ~ApiSource();
   ApiSource(const ApiSource&) = delete;
   ApiSource& operator=(const ApiSource&) = delete;
@@ -81,7 +92,8 @@ class ApiSource {
   // (also when no change has come since). False after `timeout`.
   bool WaitForSync(std::chrono::milliseconds timeout);
   ApiSourceStats stats() const;
-  // The informers' last errors (ok when both are healthy), for /readyz.
+  // The informers' last errors (ok when both are healthy), for /readyz. With
+  // two clients, the ModelDeployments' error names their cluster's server.
   Status last_error() const;
 
  private:

@@ -1,7 +1,8 @@
 // kiln-router: the data plane that splits a model's traffic between its
 // versions (docs/router.md). Routes come from the Kubernetes API
-// (ModelDeployments' status and their versions' EndpointSlices; the default)
-// or from a JSON file (--routes, re-read when it changes). Serves the
+// (ModelDeployments' status and their versions' EndpointSlices; the default;
+// the ModelDeployments may come from a hub cluster, --hub-kubeconfig) or from
+// a JSON file (--routes, re-read when it changes). Serves the
 // OpenAI-compatible API on --listen, with /healthz, /readyz (after the first
 // full sync), /metrics, /debug/routes and /debug/summary beside it; drains on
 // SIGTERM.
@@ -10,6 +11,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -47,7 +49,9 @@ constexpr const char* kSynopsis =
 constexpr const char* kEpilogue =
     "Routes come from the API (ModelDeployments with traffic.provider Router, and\n"
     "their versions' EndpointSlices) unless --routes names a JSON file (see\n"
-    "docs/router.md), which is re-read when it changes. SIGTERM or SIGINT stops\n"
+    "docs/router.md), which is re-read when it changes. With --hub-kubeconfig the\n"
+    "ModelDeployments come from the hub cluster it names and the EndpointSlices\n"
+    "from the router's own cluster (a member cluster). SIGTERM or SIGINT stops\n"
     "accepting, lets requests in flight finish for up to --drain-timeout, then\n"
     "exits. Exit status: 0 after a drain, 2 for bad usage or configuration.\n";
 
@@ -78,6 +82,7 @@ Status LoadRoutes(const std::string& path, uint64_t generation, kiln::router::Pr
 
 int main(int argc, char** argv) {
   std::string listen = ":8000", routes_file, kubeconfig, context, watch_namespace;
+  std::string hub_kubeconfig, hub_context;
   std::string level_name = "info", format_name = "json";
   int io_threads = 2;
   bool version = false;
@@ -96,7 +101,18 @@ int main(int argc, char** argv) {
       .Metavar("PATH")
       .DefaultText("$KUBECONFIG, then the in-cluster service account");
   flags.String("context", &context, "Kubeconfig context.").Metavar("NAME");
-  flags.String("namespace", &watch_namespace, "Watch ModelDeployments in this namespace only.")
+  flags
+      .String("hub-kubeconfig", &hub_kubeconfig,
+              "Watch ModelDeployments in the hub cluster this kubeconfig names; EndpointSlices "
+              "stay in the router's own cluster.")
+      .Metavar("PATH")
+      .DefaultText("ModelDeployments from the router's own cluster");
+  flags.String("hub-context", &hub_context, "Context in --hub-kubeconfig.")
+      .Metavar("NAME")
+      .DefaultText("its current-context");
+  flags
+      .String("namespace", &watch_namespace,
+              "Watch ModelDeployments and EndpointSlices in this namespace only.")
       .Metavar("NS")
       .DefaultText("all namespaces");
   flags.Int("io-threads", &io_threads, 1, 256,
@@ -131,12 +147,27 @@ int main(int argc, char** argv) {
   if (Status s = kiln::ParseBindAddress(listen).status(); !s.ok()) {
     return flags.UsageError("--listen: " + s.message());
   }
+  if (!hub_context.empty() && hub_kubeconfig.empty()) {
+    return flags.UsageError("--hub-context: needs --hub-kubeconfig");
+  }
+  if (!hub_kubeconfig.empty() && !routes_file.empty()) {
+    return flags.UsageError("--hub-kubeconfig: routes come from --routes, not from a cluster");
+  }
   kiln::log::SetLevel(*kiln::log::ParseLevel(level_name));
   kiln::log::SetFormat(*kiln::log::ParseFormat(format_name));
   kiln::log::Logger log("setup");
 
   // Configuration is checked before any thread starts.
   StatusOr<kiln::kube::RestConfig> rest = Status::FailedPrecondition("routes from a file");
+  std::optional<kiln::kube::RestConfig> hub_rest;
+  if (!hub_kubeconfig.empty()) {
+    StatusOr<kiln::kube::RestConfig> hub = kiln::kube::LoadKubeconfig(hub_kubeconfig, hub_context);
+    if (!hub.ok()) {
+      log.Error(hub.status(), "--hub-kubeconfig: cannot load the hub cluster's configuration");
+      return 2;
+    }
+    hub_rest = *std::move(hub);
+  }
   if (routes_file.empty()) {
     if (kubeconfig.empty() && std::getenv("KUBECONFIG") != nullptr) {
       kubeconfig = std::getenv("KUBECONFIG");
@@ -172,7 +203,7 @@ int main(int argc, char** argv) {
     synced = true;
   }
 
-  std::unique_ptr<kiln::kube::Client> client;
+  std::unique_ptr<kiln::kube::Client> client, hub_client;
   std::unique_ptr<kiln::router::ApiSource> source;
   if (routes_file.empty()) {
     auto c = kiln::kube::Client::New(*rest, {});
@@ -181,10 +212,20 @@ int main(int argc, char** argv) {
       return 2;
     }
     client = std::move(*c);
+    if (hub_rest) {
+      auto h = kiln::kube::Client::New(*hub_rest, {});
+      if (!h.ok()) {
+        log.Error(h.status(), "--hub-kubeconfig: cannot build the hub cluster's API client");
+        return 2;
+      }
+      hub_client = std::move(*h);
+      log.Info("ModelDeployments from the hub cluster", {{"server", hub_rest->server}});
+    }
     kiln::router::ApiSourceOptions source_options;
     source_options.ns = watch_namespace;
     source = std::make_unique<kiln::router::ApiSource>(
-        *client, source_options, [&proxy, &synced, log](kiln::router::RouteConfig config) {
+        hub_client ? *hub_client : *client, *client, source_options,
+        [&proxy, &synced, log](kiln::router::RouteConfig config) {
           const uint64_t generation = config.generation;
           if (Status s = proxy.SetConfig(std::move(config)); !s.ok()) {
             log.Error(s, "route table refused; the previous one stays");

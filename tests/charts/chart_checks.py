@@ -14,6 +14,16 @@ Each command reads the rendered manifests on stdin.
                          security context
   flags MAIN_CC          every flag the chart passes to kiln-operator is one
                          the binary's usage text in MAIN_CC documents
+  router-flags MAIN_CC   the same for kiln-router (router/main.cc)
+  hub SECRET KEY         the router reads ModelDeployments from the hub: it is
+                         passed --hub-kubeconfig naming the file that KEY of
+                         SECRET is mounted read-only as, and its own cluster
+                         grants it EndpointSlices but no ModelDeployments;
+                         "hub - -" checks the opposite (no hub: no flag, no
+                         volume, ModelDeployments granted)
+  router-only            every object rendered is the router's (no operator
+                         Deployment, RBAC, Service or ServiceAccount), and the
+                         router's Deployment is there
 
 Prints one line per problem and exits 1 when there is any.
 """
@@ -147,32 +157,117 @@ def security(text: str) -> list[str]:
     return problems
 
 
-def flags(text: str, main_cc: str) -> list[str]:
-    # The flags main.cc defines: its --help is generated from these definitions.
+def documented_flags(main_cc: str) -> set[str]:
+    """The flags a main.cc defines: its --help is generated from these definitions."""
     source = Path(main_cc).read_text()
-    known = {"--" + name for name in re.findall(
+    return {"--" + name for name in re.findall(
         r"flags\s*\.(?:String|Strings|Bool|Int|Double|Duration|Enum)\(\s*\"([a-z][a-z-]*)\"", source)}
+
+
+def deployments_from(text: str, template: str) -> list[dict]:
+    return [yaml.safe_load(doc) for source, doc in split_documents(text)
+            if source.endswith(f"/templates/{template}")]
+
+
+def undocumented_args(container: dict, known: set[str], binary: str) -> list[str]:
+    problems = []
+    for arg in container.get("args", []):
+        flag = arg.split("=", 1)[0]
+        if flag not in known:
+            problems.append(f"the chart passes {flag}, which {binary} --help does not list")
+    return problems
+
+
+def flags(text: str, main_cc: str) -> list[str]:
+    known = documented_flags(main_cc)
     if not known:
         return [f"{main_cc}: no flag definitions found"]
     problems = []
-    operators = [yaml.safe_load(doc) for source, doc in split_documents(text)
-                 if source.endswith("/templates/deployment.yaml")]
+    operators = deployments_from(text, "deployment.yaml")
     if len(operators) != 1:
         return [f"want one operator Deployment, found {len(operators)}"]
     container = operators[0]["spec"]["template"]["spec"]["containers"][0]
     if container.get("command") != ["kiln-operator"]:
         problems.append(f"the operator's command is {container.get('command')!r}")
-    for arg in container.get("args", []):
-        flag = arg.split("=", 1)[0]
-        if flag not in known:
-            problems.append(f"the chart passes {flag}, which kiln-operator --help does not list")
+    return problems + undocumented_args(container, known, "kiln-operator")
+
+
+def router_flags(text: str, main_cc: str) -> list[str]:
+    known = documented_flags(main_cc)
+    if not known:
+        return [f"{main_cc}: no flag definitions found"]
+    routers = deployments_from(text, "router-deployment.yaml")
+    if len(routers) != 1:
+        return [f"want one router Deployment, found {len(routers)}"]
+    container = routers[0]["spec"]["template"]["spec"]["containers"][0]
+    return undocumented_args(container, known, "kiln-router")
+
+
+def hub(text: str, secret: str, key: str) -> list[str]:
+    routers = deployments_from(text, "router-deployment.yaml")
+    if len(routers) != 1:
+        return [f"want one router Deployment, found {len(routers)}"]
+    pod = routers[0]["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    paths = [a.split("=", 1)[1] for a in container.get("args", [])
+             if a.startswith("--hub-kubeconfig=")]
+    rules = [rule for _, doc in split_documents(text)
+             for obj in [yaml.safe_load(doc)]
+             if isinstance(obj, dict) and obj.get("kind") in ("Role", "ClusterRole")
+             and obj["metadata"]["labels"].get("app.kubernetes.io/component") == "router"
+             for rule in obj.get("rules", [])]
+    granted = {r for rule in rules for r in rule.get("resources", [])}
+    problems = []
+    if "endpointslices" not in granted:
+        problems.append("the router's role does not grant endpointslices")
+    if secret == "-":
+        if paths:
+            problems.append(f"no hub Secret, yet the router is passed --hub-kubeconfig={paths[0]}")
+        if pod.get("volumes") or container.get("volumeMounts"):
+            problems.append("no hub Secret, yet the router mounts volumes")
+        if "modeldeployments" not in granted:
+            problems.append("no hub Secret, yet the router's role does not grant modeldeployments")
+        return problems
+    if len(paths) != 1:
+        return problems + [f"want --hub-kubeconfig once in the router's args, found {len(paths)}"]
+    folder, _, name = paths[0].rpartition("/")
+    mounts = [m for m in container.get("volumeMounts", []) if m.get("mountPath") == folder]
+    if len(mounts) != 1 or mounts[0].get("readOnly") is not True:
+        problems.append(f"want one read-only volume mounted at {folder}, found {mounts!r}")
+        return problems
+    volumes = [v for v in pod.get("volumes", []) if v.get("name") == mounts[0]["name"]]
+    source = volumes[0].get("secret", {}) if len(volumes) == 1 else {}
+    if source.get("secretName") != secret:
+        problems.append(f"the volume at {folder} is not the Secret {secret}: {volumes!r}")
+    if source.get("items") != [{"key": key, "path": name}]:
+        problems.append(f"the Secret's key {key} is not mounted as {name}: {source.get('items')!r}")
+    if "modeldeployments" in granted:
+        problems.append("ModelDeployments come from the hub, yet the router's role grants them here")
+    return problems
+
+
+def router_only(text: str) -> list[str]:
+    problems = []
+    kinds = []
+    for source, doc in split_documents(text):
+        obj = yaml.safe_load(doc)
+        if not isinstance(obj, dict):
+            continue
+        kinds.append(obj["kind"])
+        component = (obj["metadata"].get("labels") or {}).get("app.kubernetes.io/component")
+        if component != "router":
+            problems.append(f"{obj['kind']} {obj['metadata']['name']} ({source}) is not the "
+                            f"router's: component {component!r}")
+    if kinds.count("Deployment") != 1:
+        problems.append(f"want the router's Deployment alone, found {kinds.count('Deployment')}")
     return problems
 
 
 def main(argv: list[str]) -> int:
     text = sys.stdin.read()
     commands = {"golden": (golden, 0), "crds": (crds, 1), "security": (security, 0),
-                "flags": (flags, 1)}
+                "flags": (flags, 1), "router-flags": (router_flags, 1), "hub": (hub, 2),
+                "router-only": (router_only, 0)}
     if not argv or argv[0] not in commands or len(argv) - 1 != commands[argv[0]][1]:
         print(__doc__, file=sys.stderr)
         return 2

@@ -3,11 +3,14 @@
 #   - its CRD templates are in step with crds/ (scripts/sync_chart_crds.py --check);
 #   - `helm lint --strict` passes with the default values and with every option on;
 #   - `helm template` output (and NOTES.txt) matches the golden files in
-#     tests/charts/golden/ for the default values and tests/charts/values-all.yaml;
+#     tests/charts/golden/ for the default values, tests/charts/values-all.yaml
+#     and tests/charts/values-member.yaml (the router alone, in a hub's member);
 #   - each CRD renders exactly as in crds/, plus labels and the keep annotation;
 #   - values.schema.json rejects unknown keys and wrong types, naming the key;
 #   - every Deployment runs with the restricted security context, and every
-#     flag passed to kiln-operator is one it documents.
+#     flag passed to kiln-operator and kiln-router is one it documents;
+#   - router.hubKubeconfigSecret mounts the hub's kubeconfig into the router
+#     and passes it; operator.enabled=false leaves only the router's objects.
 # Usage: helm_test.sh [--update]   (or KILN_UPDATE_GOLDEN=1) rewrites the
 # golden files from the current chart instead of comparing; review the diff.
 set -euo pipefail
@@ -100,10 +103,12 @@ expect_ok "CRD templates in step with crds/" python3 "$ROOT/scripts/sync_chart_c
 expect_ok "helm lint --strict (default values)" "$HELM" lint --strict "$CHART"
 expect_ok "helm lint --strict (values-all.yaml)" "$HELM" lint --strict "$CHART" \
   -f "$HERE/values-all.yaml"
+expect_ok "helm lint --strict (values-member.yaml)" "$HELM" lint --strict "$CHART" \
+  -f "$HERE/values-member.yaml"
 
-# The two renders the goldens hold.
-declare -A VALUES=([default]="" [all-on]="$HERE/values-all.yaml")
-for name in default all-on; do
+# The renders the goldens hold.
+declare -A VALUES=([default]="" [all-on]="$HERE/values-all.yaml" [member]="$HERE/values-member.yaml")
+for name in default all-on member; do
   args=()
   if [ -n "${VALUES[$name]}" ]; then args=(-f "${VALUES[$name]}" "${MONITORING[@]}"); fi
   if ! render "$SCRATCH/$name.yaml" "${args[@]}"; then
@@ -118,9 +123,44 @@ for name in default all-on; do
     fail "NOTES.txt renders ($name)" "$(cat "$SCRATCH/$name.notes.txt")"
   fi
   check "restricted security context ($name)" "$SCRATCH/$name.yaml" security
-  check "operator flags documented by kiln-operator ($name)" "$SCRATCH/$name.yaml" flags \
-    "$ROOT/operator/cmd/main.cc"
+  if [ "$name" != member ]; then
+    check "operator flags documented by kiln-operator ($name)" "$SCRATCH/$name.yaml" flags \
+      "$ROOT/operator/cmd/main.cc"
+  fi
+  if [ "$name" != default ]; then
+    check "router flags documented by kiln-router ($name)" "$SCRATCH/$name.yaml" router-flags \
+      "$ROOT/router/main.cc"
+  fi
 done
+
+# The hub's kubeconfig: mounted from its Secret and passed to the router, which
+# is then granted no ModelDeployments in its own cluster; without it, neither.
+check "router.hubKubeconfigSecret mounts and passes the hub kubeconfig (all-on)" \
+  "$SCRATCH/all-on.yaml" hub kiln-hub hub.yaml
+check "router.hubKubeconfigSecret's key defaults to kubeconfig (member)" \
+  "$SCRATCH/member.yaml" hub kiln-hub kubeconfig
+if render "$SCRATCH/router-local.yaml" --set router.enabled=true; then
+  check "without router.hubKubeconfigSecret the router watches its own cluster" \
+    "$SCRATCH/router-local.yaml" hub - -
+else
+  fail "helm template (router.enabled=true)" "$(cat "$SCRATCH/router-local.yaml")"
+fi
+if grep -q -- '--hub-context=kiln-1$' "$SCRATCH/all-on.yaml" &&
+  ! grep -q -- '--hub-context' "$SCRATCH/member.yaml"; then
+  ok "router.hubContext is passed only when set"
+else
+  fail "router.hubContext is passed only when set" "$(grep -- --hub "$SCRATCH"/{all-on,member}.yaml)"
+fi
+
+# operator.enabled=false: the router alone (its ServiceMonitor too), nothing of the operator's.
+check "operator.enabled=false renders the router's objects alone (member)" \
+  "$SCRATCH/member.yaml" router-only
+if [ "$(count_kind "$SCRATCH/member.yaml" ServiceMonitor)" = 1 ]; then
+  ok "operator.enabled=false keeps the router's ServiceMonitor alone"
+else
+  fail "operator.enabled=false keeps the router's ServiceMonitor alone" \
+    "$(grep -A3 'kind: ServiceMonitor' "$SCRATCH/member.yaml")"
+fi
 
 # CRDs: verbatim from crds/, keep annotation only with crds.keep, none without crds.enabled.
 for keep in true false; do
@@ -189,6 +229,14 @@ rejected "a disabled alert that is not kiln's" "'TargetDown' does not match patt
 rejected "a number as the dashboard's label value" \
   "at '/metrics/grafanaDashboard/labelValue': got number, want string" \
   --set metrics.grafanaDashboard.labelValue=1
+rejected "an unknown key under operator" "at '/operator': additional properties 'bogus' not allowed" \
+  --set operator.bogus=1
+rejected "a string operator.enabled" "at '/operator/enabled': got string, want boolean" \
+  --set operator.enabled=no
+rejected "a hub Secret name that is not a Kubernetes name" "at '/router/hubKubeconfigSecret'" \
+  --set router.hubKubeconfigSecret=Hub_Config
+rejected "an empty hub kubeconfig key" "at '/router/hubKubeconfigKey'" \
+  --set router.hubKubeconfigKey=
 
 # The operator's rights are never bound to the namespace's "default" ServiceAccount.
 if out="$("$HELM" template "$RELEASE" "$CHART" --set serviceAccount.create=false 2>&1)"; then

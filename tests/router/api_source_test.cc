@@ -1,15 +1,25 @@
 #include "router/api_source.h"
 
+#include <chrono>
 #include <memory>
+#include <mutex>
+#include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
 
+#include "base/clock.h"
+#include "kube/client.h"
+#include "tests/support/fake_api_server.h"
+#include "tests/support/http_probe.h"
+
 namespace kiln::router {
 namespace {
 
+using kiln::testing::FakeApiServer;
 using nlohmann::json;
 
 kube::Object Obj(json j) { return std::make_shared<const json>(std::move(j)); }
@@ -196,6 +206,141 @@ TEST_CASE("slices without the labels or a usable port give no endpoints", "[rout
       1);
   REQUIRE(built.config.routes.size() == 1);
   CHECK(built.config.routes[0].versions.at(0).endpoints.empty());
+}
+
+// A client of `api`, which must outlive it, as if `api` were at `server`.
+kube::Client ClientOf(FakeApiServer& api, const std::string& server) {
+  return kube::Client(kube::RestConfig{.server = server},
+                      kube::ClientOptions{.qps = 0, .max_retries = 0}, api.Transport(),
+                      RealClock::Get());
+}
+
+// What an ApiSource applies: the last config.
+struct Applied {
+  ApiSource::ApplyFunc Func() {
+    return [this](RouteConfig config) {
+      std::lock_guard<std::mutex> lock(mu);
+      applied = std::move(config);
+    };
+  }
+  std::optional<RouteConfig> last() {
+    std::lock_guard<std::mutex> lock(mu);
+    return applied;
+  }
+
+  std::mutex mu;
+  std::optional<RouteConfig> applied;
+};
+
+// The requests `api` answered whose path does not hold `path_part`.
+std::vector<std::string> OtherRequests(FakeApiServer& api, const std::string& path_part) {
+  std::vector<std::string> other;
+  for (const std::string& r : api.requests()) {
+    if (r.find(path_part) == std::string::npos) other.push_back(r);
+  }
+  return other;
+}
+
+TEST_CASE(
+    "a member's router takes ModelDeployments from the hub and endpoints from its own cluster",
+    "[router][api_source]") {
+  FakeApiServer hub, member;
+  json http_port = json::array({{{"name", "http"}, {"port", 8000}}});
+  hub.Put("modeldeployments", WithSplit(Deployment("prod", "chat", "chat-model"), 10));
+  // The hub's own serving pods (the hub may be a member too) are not this
+  // router's to reach.
+  hub.Put("endpointslices",
+          Slice("prod", "chat-v1-hub", "chat", "v1", http_port, {Ready("10.1.0.1")}));
+  // Out of --namespace.
+  hub.Put("modeldeployments", WithSplit(Deployment("dev", "chat", "dev-model"), 50));
+  member.Put("endpointslices",
+             Slice("prod", "chat-v1", "chat", "v1", http_port, {Ready("10.2.0.1")}));
+  member.Put("endpointslices",
+             Slice("prod", "chat-v2", "chat", "v2", http_port, {Ready("10.2.0.2")}));
+  member.Put("endpointslices",
+             Slice("dev", "chat-v1", "chat", "v1", http_port, {Ready("10.2.9.9")}));
+  // A ModelDeployment left in the member cluster is not routed: the hub's
+  // are the ones the rollout writes weights into.
+  member.Put("modeldeployments", WithSplit(Deployment("prod", "stale", "stale-model"), 0));
+
+  Applied applied;
+  kube::Client hub_client = ClientOf(hub, "https://hub.example:6443");
+  kube::Client member_client = ClientOf(member, "https://member.example:6443");
+  ApiSource source(hub_client, member_client, {.ns = "prod"}, applied.Func());
+  source.Start();
+  REQUIRE(source.WaitForSync(std::chrono::seconds(20)));
+  source.Stop();
+
+  std::optional<RouteConfig> config = applied.last();
+  REQUIRE(config);
+  REQUIRE(config->routes.size() == 1);
+  const Route& r = config->routes[0];
+  CHECK(r.name == "prod/chat");
+  CHECK(r.models == std::vector<std::string>{"chat-model"});
+  REQUIRE(r.versions.size() == 2);
+  CHECK(r.versions[0].name == "v1");
+  CHECK(r.versions[0].weight == 90);
+  CHECK(r.versions[0].endpoints == std::vector<std::string>{"10.2.0.1:8000"});
+  CHECK(r.versions[1].name == "v2");
+  CHECK(r.versions[1].weight == 10);
+  CHECK(r.versions[1].endpoints == std::vector<std::string>{"10.2.0.2:8000"});
+  CHECK(source.stats().routes == 1);
+  CHECK(source.stats().problems.empty());
+
+  // Each cluster was asked for its own kind only, in the namespace given.
+  CHECK_FALSE(hub.requests().empty());
+  CHECK(OtherRequests(hub, "/namespaces/prod/modeldeployments").empty());
+  CHECK_FALSE(member.requests().empty());
+  CHECK(OtherRequests(member, "/namespaces/prod/endpointslices").empty());
+}
+
+TEST_CASE("an unreachable hub keeps the router unready, and its error names the hub",
+          "[router][api_source]") {
+  FakeApiServer member;
+  member.Put("endpointslices",
+             Slice("prod", "chat-v1", "chat", "v1",
+                   json::array({{{"name", "http"}, {"port", 8000}}}), {Ready("10.2.0.1")}));
+  // Nothing listens there: every list fails to connect.
+  const std::string hub_server = "https://127.0.0.1:" + std::to_string(testing::FreePort());
+  auto hub_client =
+      kube::Client::New(kube::RestConfig{.server = hub_server}, {.qps = 0, .max_retries = 0});
+  REQUIRE(hub_client.ok());
+  kube::Client member_client = ClientOf(member, "https://member.example:6443");
+  Applied applied;
+  ApiSource source(**hub_client, member_client, {.ns = "prod"}, applied.Func());
+  source.Start();
+
+  CHECK_FALSE(source.WaitForSync(std::chrono::milliseconds(500)));
+  Status error;
+  for (int i = 0; i < 200 && error.ok(); ++i) {
+    error = source.last_error();
+    if (error.ok()) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  source.Stop();
+  CHECK_FALSE(source.synced());
+  CHECK_FALSE(applied.last());
+  CHECK_THAT(error.message(), Catch::StartsWith("hub cluster " + hub_server + ": "));
+}
+
+TEST_CASE("with one client both kinds come from its cluster", "[router][api_source]") {
+  FakeApiServer api;
+  api.Put("modeldeployments", WithSplit(Deployment("ns", "chat", "chat"), 0));
+  api.Put("endpointslices",
+          Slice("ns", "chat-v1", "chat", "v1", json::array({{{"name", "http"}, {"port", 8000}}}),
+                {Ready("10.0.0.1")}));
+  Applied applied;
+  kube::Client client = ClientOf(api, "https://cluster.example:6443");
+  ApiSource source(client, {}, applied.Func());
+  source.Start();
+  REQUIRE(source.WaitForSync(std::chrono::seconds(20)));
+  source.Stop();
+
+  std::optional<RouteConfig> config = applied.last();
+  REQUIRE(config);
+  REQUIRE(config->routes.size() == 1);
+  REQUIRE_FALSE(config->routes[0].versions.empty());
+  CHECK(config->routes[0].versions[0].weight == 100);
+  CHECK(config->routes[0].versions[0].endpoints == std::vector<std::string>{"10.0.0.1:8000"});
 }
 
 }  // namespace

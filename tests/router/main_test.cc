@@ -76,6 +76,15 @@ TEST_CASE("kiln-router refuses bad flags and bad routes files, naming them",
   Write(
       bad,
       R"({"routes": [{"name": "a", "models": ["m"], "versions": [{"name": "v1", "role": "stable", "weight": 120}]}]})");
+  // A kubeconfig that loads, for the errors that are not about the file.
+  const std::string hub = dir.path() + "/hub.kubeconfig";
+  Write(hub, R"(apiVersion: v1
+kind: Config
+clusters: [{name: hub, cluster: {server: "https://127.0.0.1:1"}}]
+users: [{name: u, user: {token: t}}]
+contexts: [{name: hub, context: {cluster: hub, user: u}}]
+current-context: hub
+)");
   struct Case {
     std::vector<std::string> args;
     std::string message;
@@ -87,6 +96,11 @@ TEST_CASE("kiln-router refuses bad flags and bad routes files, naming them",
       {{"--routes", dir.path() + "/missing.json"}, "missing.json"},
       {{"--routes", bad}, "routes[0].versions[0].weight: 120 is not in 0-100"},
       {{"--kubeconfig", dir.path() + "/nokubeconfig"}, "cannot load the cluster configuration"},
+      {{"--hub-kubeconfig", dir.path() + "/nohub"}, "--hub-kubeconfig: cannot load"},
+      {{"--hub-kubeconfig", bad}, "--hub-kubeconfig: cannot load"},
+      {{"--hub-kubeconfig", hub, "--hub-context", "elsewhere"}, "--hub-kubeconfig: cannot load"},
+      {{"--hub-context", "hub"}, "--hub-context: needs --hub-kubeconfig"},
+      {{"--hub-kubeconfig", hub, "--routes", bad}, "--hub-kubeconfig: routes come from --routes"},
   };
   for (const Case& c : cases) {
     ProcessResult r = Run(c.args);
@@ -96,9 +110,9 @@ TEST_CASE("kiln-router refuses bad flags and bad routes files, naming them",
   }
   ProcessResult help = Run({"--help"});
   CHECK(help.exit_code == 0);
-  CHECK_THAT(help.stdout_data, Catch::Contains("Usage: kiln-router") &&
-                                   Catch::Contains("--drain-timeout") &&
-                                   Catch::Contains("--routes FILE"));
+  CHECK_THAT(help.stdout_data,
+             Catch::Contains("Usage: kiln-router") && Catch::Contains("--drain-timeout") &&
+                 Catch::Contains("--routes FILE") && Catch::Contains("--hub-kubeconfig PATH"));
 }
 
 TEST_CASE("kiln-router follows its routes file and drains on SIGTERM", "[router][process]") {
