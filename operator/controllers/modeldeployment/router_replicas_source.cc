@@ -36,6 +36,22 @@ int NamedPort(const json& slice, const std::string& name) {
   return 0;
 }
 
+// kiln-router reads the window as a duration ("30s").
+std::string SummaryPath(int window_seconds) {
+  return "/debug/summary?window=" + std::to_string(window_seconds) + "s";
+}
+
+StatusOr<router::WindowSummary> ParseSummary(const std::string& body) {
+  return router::WindowSummary::FromJson(json::parse(body, nullptr, /*allow_exceptions=*/false));
+}
+
+// The calling thread's Context, or one that is never done; for work handed
+// to other threads, which do not inherit it.
+Context CallersContext() {
+  const Context* current = Context::Current();
+  return current != nullptr ? *current : Context();
+}
+
 bool Ready(const json& endpoint) {
   auto conditions = endpoint.find("conditions");
   if (conditions == endpoint.end() || !conditions->is_object()) return true;
@@ -95,11 +111,16 @@ std::vector<RouterReplica> ReadyRouterReplicas(const std::vector<json>& slices,
       }
       const std::string ip = (*addresses)[0].get<std::string>();
       std::string name = ip;
+      std::string pod;
       if (auto ref = e.find("targetRef"); ref != e.end() && ref->is_object()) {
         name = ref->value("name", ip);
+        if (ref->value("kind", "") == "Pod") pod = ref->value("name", "");
       }
       const std::string host = ip.find(':') != std::string::npos ? "[" + ip + "]" : ip;
-      by_name.emplace(name, RouterReplica{name, host + ":" + std::to_string(p)});
+      by_name.emplace(
+          name,
+          RouterReplica{
+              .name = name, .pod = pod, .address = host + ":" + std::to_string(p), .port = p});
     }
   }
   std::vector<RouterReplica> out;
@@ -127,11 +148,23 @@ RouterReplicasMetricsSource::RouterReplicasMetricsSource(kube::Client& client,
 
 StatusOr<TrafficWindow> RouterReplicasMetricsSource::Window(const std::string& route,
                                                             int window_seconds) {
+  KILN_ASSIGN_OR_RETURN(router::WindowSummary merged, Summary(window_seconds));
+  return TrafficWindowOf(merged, route);
+}
+
+StatusOr<router::WindowSummary> RouterReplicasMetricsSource::Summary(int window_seconds) {
   const std::string service = options_.ns + "/" + options_.service;
-  KILN_ASSIGN_OR_RETURN(
-      json list,
-      client_.ListAll(kube::resources::kEndpointSlices, options_.ns,
-                      {.label_selector = "kubernetes.io/service-name=" + options_.service}));
+  json list;
+  {
+    // Through the API server, the list is bounded as the answers are.
+    std::optional<ScopedContext> bounded;
+    if (options_.through_api_server) {
+      bounded.emplace(CallersContext().WithTimeout(options_.timeout));
+    }
+    KILN_ASSIGN_OR_RETURN(list, client_.ListAll(kube::resources::kEndpointSlices, options_.ns,
+                                                {.label_selector = "kubernetes.io/service-name=" +
+                                                                   options_.service}));
+  }
   std::vector<json> slices;
   if (list.contains("items") && list["items"].is_array()) {
     for (json& item : list["items"]) slices.push_back(std::move(item));
@@ -143,11 +176,15 @@ StatusOr<TrafficWindow> RouterReplicasMetricsSource::Window(const std::string& r
                                " (port " + options_.port + ")");
   }
 
+  // One deadline for every answer; the threads do not inherit the caller's
+  // Context, so each is handed it.
+  const Context deadline = CallersContext().WithTimeout(options_.timeout);
   std::vector<std::future<StatusOr<router::WindowSummary>>> answers;
   answers.reserve(replicas.size());
   for (const RouterReplica& replica : replicas) {
-    answers.push_back(std::async(std::launch::async, [this, &replica, window_seconds] {
-      return Ask(replica, window_seconds);
+    answers.push_back(std::async(std::launch::async, [this, &replica, window_seconds, &deadline] {
+      return options_.through_api_server ? AskThroughApiServer(replica, window_seconds, deadline)
+                                         : Ask(replica, window_seconds);
     }));
   }
   std::optional<router::WindowSummary> merged;
@@ -170,7 +207,7 @@ StatusOr<TrafficWindow> RouterReplicasMetricsSource::Window(const std::string& r
                                " did not answer, so their share of the traffic is " +
                                "unknown: " + failed);
   }
-  return TrafficWindowOf(*merged, route);
+  return std::move(*merged);
 }
 
 StatusOr<router::WindowSummary> RouterReplicasMetricsSource::Ask(const RouterReplica& replica,
@@ -178,15 +215,30 @@ StatusOr<router::WindowSummary> RouterReplicasMetricsSource::Ask(const RouterRep
   KILN_ASSIGN_OR_RETURN(std::shared_ptr<kube::HttpTransport> transport,
                         TransportFor(replica.address));
   kube::HttpRequest request;
-  // kiln-router reads the window as a duration ("30s").
-  request.path = "/debug/summary?window=" + std::to_string(window_seconds) + "s";
+  request.path = SummaryPath(window_seconds);
   request.timeout = options_.timeout;
   KILN_ASSIGN_OR_RETURN(kube::HttpResponse response, transport->Do(request));
   if (response.status != 200) {
     return Status::Unavailable(request.path + ": HTTP " + std::to_string(response.status));
   }
-  const json body = json::parse(response.body, nullptr, /*allow_exceptions=*/false);
-  return router::WindowSummary::FromJson(body);
+  return ParseSummary(response.body);
+}
+
+StatusOr<router::WindowSummary> RouterReplicasMetricsSource::AskThroughApiServer(
+    const RouterReplica& replica, int window_seconds, const Context& deadline) {
+  if (replica.pod.empty()) {
+    return Status::FailedPrecondition(
+        "not a pod (no Pod targetRef), so the API server's pod proxy cannot reach it");
+  }
+  kube::HttpRequest request;
+  request.path = "/api/v1/namespaces/" + options_.ns + "/pods/" + replica.pod + ":" +
+                 std::to_string(replica.port) + "/proxy" + SummaryPath(window_seconds);
+  request.timeout = options_.timeout;
+  // The client retries a refused or failed proxy request; the deadline
+  // keeps those retries from holding the reconcile up.
+  ScopedContext bounded(deadline);
+  KILN_ASSIGN_OR_RETURN(kube::HttpResponse response, client_.Request(request));
+  return ParseSummary(response.body);
 }
 
 StatusOr<std::shared_ptr<kube::HttpTransport>> RouterReplicasMetricsSource::TransportFor(

@@ -7,6 +7,10 @@
 // latency buckets (router/window_summary.h) and computes the figures from
 // the merged buckets, as one router that saw all the requests would.
 //
+// Where the operator cannot reach the replicas' pod IPs (a member cluster's,
+// from the hub), `through_api_server` asks each through the cluster's API
+// server pod proxy instead, as the TrainingJob progress reader does.
+//
 // A replica that does not answer fails the whole measurement (an error
 // naming it, which the analysis counts Inconclusive): the traffic it carried
 // is unknown, so judging on the others would judge on part of it. Thread-safe.
@@ -22,6 +26,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "base/context.h"
 #include "base/statusor.h"
 #include "kube/client.h"
 #include "kube/http.h"
@@ -35,6 +40,12 @@ struct RouterReplicasOptions {
   std::string service;        // Its name.
   std::string port = "http";  // The EndpointSlice port's name, or a port number.
   std::chrono::milliseconds timeout{std::chrono::seconds(5)};  // For each replica's answer.
+  // Ask each replica through the client's API server, GET
+  // /api/v1/namespaces/<ns>/pods/<pod>:<port>/proxy/debug/summary (the
+  // client needs `get` on pods/proxy), instead of at its address. The
+  // EndpointSlice list and each answer then take at most `timeout`, the
+  // client's retries included, and stay within the caller's Context.
+  bool through_api_server = false;
 };
 
 // --router-service ("namespace/name", or "name" in `default_ns`) and
@@ -45,8 +56,10 @@ StatusOr<RouterReplicasOptions> ParseRouterReplicasOptions(const std::string& se
                                                            const std::string& default_ns);
 
 struct RouterReplica {
-  std::string name;     // The endpoint's pod (targetRef), else its address.
+  std::string name;     // The endpoint's targetRef, else its address.
+  std::string pod;      // The targetRef's name when it is a Pod, else "".
   std::string address;  // "host:port" ("[v6]:port").
+  int port = 0;         // The port in `address`.
 };
 
 // The ready endpoints of `slices` on `port`, one per pod, sorted by name. A
@@ -69,13 +82,22 @@ class RouterReplicasMetricsSource final : public MetricsSource {
   RouterReplicasMetricsSource(const RouterReplicasMetricsSource&) = delete;
   RouterReplicasMetricsSource& operator=(const RouterReplicasMetricsSource&) = delete;
 
-  // The merged window of every ready replica. Unavailable when none is
-  // ready, or when any fails to answer with a summary (all such named with
-  // their errors); the EndpointSlice list's error as is.
+  // The summaries of every ready replica over the last `window_seconds`,
+  // merged. Unavailable when none is ready, or when any fails to answer with
+  // a summary (all such named with their errors; through the API server, a
+  // replica that is not a pod cannot be asked); the EndpointSlice list's
+  // error as is.
+  StatusOr<router::WindowSummary> Summary(int window_seconds);
+
+  // TrafficWindowOf(Summary(window_seconds), route).
   StatusOr<TrafficWindow> Window(const std::string& route, int window_seconds) override;
 
  private:
   StatusOr<router::WindowSummary> Ask(const RouterReplica& replica, int window_seconds);
+  // Through the API server's pod proxy, by `deadline` (the caller's Context
+  // shortened to the timeout).
+  StatusOr<router::WindowSummary> AskThroughApiServer(const RouterReplica& replica,
+                                                      int window_seconds, const Context& deadline);
   // One transport per address, kept while the address is a replica's.
   StatusOr<std::shared_ptr<kube::HttpTransport>> TransportFor(const std::string& address);
   void ForgetAllBut(const std::vector<RouterReplica>& replicas);

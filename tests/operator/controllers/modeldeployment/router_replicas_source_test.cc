@@ -1,35 +1,43 @@
 // RouterReplicasMetricsSource against stand-in kiln-router replicas (real
-// RouterMetrics behind HTTP servers on 127.0.0.1) found through
-// EndpointSlices in the in-memory API server.
+// RouterMetrics behind HTTP servers on 127.0.0.1, or behind the in-memory
+// API server's pod proxy) found through EndpointSlices in the in-memory API
+// server.
 #include "operator/controllers/modeldeployment/router_replicas_source.h"
 
+#include <algorithm>
 #include <atomic>
 #include <charconv>
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <catch2/catch.hpp>
 
 #include "base/clock.h"
+#include "base/context.h"
 #include "base/http_server.h"
 #include "router/router_metrics.h"
+#include "tests/operator/controllers/modeldeployment/router_replica_fakes.h"
 #include "tests/support/fake_api_server.h"
 #include "tests/support/http_probe.h"
 
 namespace kiln::modeldeployment {
 namespace {
 
+using kiln::testing::Endpoint;
 using kiln::testing::FakeApiServer;
+using kiln::testing::kNow;
+using kiln::testing::kRoute;
+using kiln::testing::ProxiedRouters;
+using kiln::testing::Slice;
 using nlohmann::json;
 using router::LatencyBuckets;
 using router::RouterMetrics;
 
-constexpr const char* kNs = "kiln-system";
-constexpr const char* kService = "kiln-router";
-constexpr const char* kRoute = "serving/chat";
-constexpr int64_t kNow = 5000;
+constexpr const char* kNs = kiln::testing::kRouterNs;
+constexpr const char* kService = kiln::testing::kRouterService;
 
 // One kiln-router replica: its metrics at a fixed second, served at
 // GET /debug/summary?window=<N>s as kiln-router serves them.
@@ -65,12 +73,7 @@ class Replica {
   }
   // A request to `version` that took `seconds` (first byte at a tenth of it).
   void Serve(const std::string& version, double seconds, bool failed = false) {
-    RouterMetrics::Version* v = metrics_.For(kRoute, version);
-    metrics_.BeginRequest(v);
-    metrics_.EndRequest(v, {.status = failed ? 502 : 200,
-                            .error = failed ? "connect" : nullptr,
-                            .seconds = seconds,
-                            .first_byte_seconds = seconds / 10});
+    kiln::testing::Serve(metrics_, version, seconds, failed);
   }
   std::string SummaryBody(int window) const { return metrics_.Summary(window).dump(); }
   int port() const { return port_; }
@@ -84,24 +87,6 @@ class Replica {
   std::atomic<int> asked_{0};
   std::atomic<bool> fail_{false};
 };
-
-json Endpoint(const std::string& pod, const std::string& ip, std::optional<bool> ready = true) {
-  json e = {{"addresses", {ip}}, {"targetRef", {{"kind", "Pod"}, {"name", pod}}}};
-  if (ready) e["conditions"] = {{"ready", *ready}};
-  return e;
-}
-
-json Slice(const std::string& name, int port, const json& endpoints,
-           const std::string& service = kService, const std::string& type = "IPv4") {
-  return {
-      {"apiVersion", "discovery.k8s.io/v1"},
-      {"kind", "EndpointSlice"},
-      {"metadata",
-       {{"name", name}, {"namespace", kNs}, {"labels", {{"kubernetes.io/service-name", service}}}}},
-      {"addressType", type},
-      {"ports", {{{"name", "http"}, {"port", port}, {"protocol", "TCP"}}}},
-      {"endpoints", endpoints}};
-}
 
 struct Harness {
   Harness()
@@ -134,12 +119,7 @@ TEST_CASE(
   RouterMetrics all([] { return kNow; });
   auto serve = [&](Replica& r, const std::string& version, double seconds, bool failed = false) {
     r.Serve(version, seconds, failed);
-    RouterMetrics::Version* v = all.For(kRoute, version);
-    all.BeginRequest(v);
-    all.EndRequest(v, {.status = failed ? 502 : 200,
-                       .error = failed ? "connect" : nullptr,
-                       .seconds = seconds,
-                       .first_byte_seconds = seconds / 10});
+    kiln::testing::Serve(all, version, seconds, failed);
   };
   // v1: 90 requests spread over the three, 10–40 ms. v2: 60 requests, 20 ms,
   // but c alone served its 3 slow ones (2 s) and its 6 failures.
@@ -308,7 +288,9 @@ TEST_CASE("ready replicas come from the slices' endpoints, one per pod",
   std::vector<RouterReplica> got = ReadyRouterReplicas(slices, "http");
   REQUIRE(got.size() == 4);
   CHECK(got[0].name == "router-a");
+  CHECK(got[0].pod == "router-a");
   CHECK(got[0].address == "10.0.0.1:8000");
+  CHECK(got[0].port == 8000);
   CHECK(got[1].name == "router-b");
   CHECK(got[1].address == "10.0.0.2:8000");
   CHECK(got[2].name == "router-d");
@@ -319,6 +301,18 @@ TEST_CASE("ready replicas come from the slices' endpoints, one per pod",
   got = ReadyRouterReplicas(slices, "9090");              // A number is used as is.
   REQUIRE(got.size() == 4);
   CHECK(got[0].address == "10.0.0.1:9090");
+  CHECK(got[0].port == 9090);
+
+  // Only a Pod targetRef names a pod; without one the address names the replica.
+  json other = Endpoint("router-g", "10.0.0.7");
+  other["targetRef"]["kind"] = "Node";
+  got = ReadyRouterReplicas(
+      {Slice("odd", 8000, json::array({other, {{"addresses", {"10.0.0.8"}}}}))}, "http");
+  REQUIRE(got.size() == 2);
+  CHECK(got[0].name == "10.0.0.8");
+  CHECK(got[0].pod.empty());
+  CHECK(got[1].name == "router-g");
+  CHECK(got[1].pod.empty());
 }
 
 TEST_CASE("the router Service and port flags", "[modeldeployment][router-replicas]") {
@@ -338,6 +332,127 @@ TEST_CASE("the router Service and port flags", "[modeldeployment][router-replica
   CHECK_FALSE(ParseRouterReplicasOptions("ns/r", "0", "default").ok());
   CHECK_FALSE(ParseRouterReplicasOptions("ns/r", "65536", "default").ok());
   CHECK_FALSE(ParseRouterReplicasOptions("ns/r", "Http", "default").ok());
+}
+
+// A client of `api` with the given retries and no rate limit.
+std::unique_ptr<kube::Client> ClientOf(FakeApiServer& api, int max_retries = 0) {
+  return std::make_unique<kube::Client>(kube::RestConfig{.server = "https://fake"},
+                                        kube::ClientOptions{.qps = 0, .max_retries = max_retries},
+                                        api.Transport(), RealClock::Get());
+}
+
+RouterReplicasOptions ThroughApiServer(std::chrono::milliseconds timeout) {
+  return {.ns = kNs, .service = kService, .timeout = timeout, .through_api_server = true};
+}
+
+TEST_CASE("through the API server, every ready replica is asked at its pod's proxy path",
+          "[modeldeployment][router-replicas]") {
+  FakeApiServer api;
+  auto client = ClientOf(api);
+  ProxiedRouters routers(api, 30);
+  RouterMetrics& a = routers.Add("kiln-router-a", 8000);
+  RouterMetrics& b = routers.Add("kiln-router-b", 8001);
+  for (int i = 0; i < 20; ++i) kiln::testing::Serve(a, "v1", 0.010);
+  for (int i = 0; i < 30; ++i) kiln::testing::Serve(b, "v1", 0.010, /*failed=*/i < 3);
+  kiln::testing::Serve(b, "v2", 0.5);
+  // Not ready: not asked.
+  api.Put("endpointslices",
+          Slice("kiln-router-c-slice", 8002,
+                json::array({Endpoint("kiln-router-c", "192.0.2.99", /*ready=*/false)})));
+  RouterReplicasMetricsSource source(*client, ThroughApiServer(std::chrono::seconds(2)));
+
+  auto summary = source.Summary(30);
+  INFO(summary.status().ToString());
+  REQUIRE(summary.ok());
+  CHECK(summary->window_seconds == 30);
+  REQUIRE(summary->versions.size() == 2);
+  const router::VersionSummary& v1 = summary->versions.at({kRoute, "v1"});
+  CHECK(v1.requests == 50);
+  CHECK(v1.errors == 3);
+  CHECK(v1.latency.count() == 50);
+  CHECK(summary->versions.at({kRoute, "v2"}).requests == 1);
+
+  std::vector<std::string> asked = routers.asked();
+  std::sort(asked.begin(), asked.end());
+  CHECK(asked == std::vector<std::string>{"kiln-system/kiln-router-a:8000/debug/summary",
+                                          "kiln-system/kiln-router-b:8001/debug/summary"});
+  // The window, which the fake's proxy handler is not shown.
+  const std::vector<std::string> requests = api.requests();
+  for (const char* pod : {"kiln-router-a:8000", "kiln-router-b:8001"}) {
+    CHECK(std::count(requests.begin(), requests.end(),
+                     std::string("GET /api/v1/namespaces/kiln-system/pods/") + pod +
+                         "/proxy/debug/summary?window=30s") == 1);
+  }
+
+  auto window = source.Window(kRoute, 30);
+  REQUIRE(window.ok());
+  REQUIRE(window->size() == 2);
+  CHECK(window->at("v1").requests == 50);
+  CHECK(window->at("v1").error_rate == Approx(0.06));
+  CHECK(window->at("v2").latency_p99 == LatencyBuckets::Value(LatencyBuckets::Of(0.5)));
+}
+
+TEST_CASE("through the API server, a replica that fails or is not a pod fails the measurement",
+          "[modeldeployment][router-replicas]") {
+  FakeApiServer api;
+  auto client = ClientOf(api);
+  ProxiedRouters routers(api, 10);
+  kiln::testing::Serve(routers.Add("kiln-router-a", 8000), "v1", 0.01);
+  kiln::testing::Serve(routers.Add("kiln-router-b", 8000), "v1", 0.01);
+  RouterReplicasMetricsSource source(*client, ThroughApiServer(std::chrono::seconds(2)));
+  REQUIRE(source.Window(kRoute, 10).ok());
+
+  routers.Fail("kiln-router-b");
+  auto down = source.Window(kRoute, 10);
+  REQUIRE_FALSE(down.ok());
+  CHECK(down.status().code() == StatusCode::kUnavailable);
+  CHECK_THAT(down.status().message(), Catch::Contains("1 of 2"));
+  CHECK_THAT(down.status().message(), Catch::Contains("kiln-router-b (192.0.2.2:8000)"));
+  CHECK_THAT(down.status().message(), Catch::Contains("broken"));
+  CHECK_THAT(down.status().message(), !Catch::Contains("kiln-router-a"));
+
+  // An endpoint without a Pod targetRef has no pod to proxy to: named, not asked.
+  api.Put("endpointslices",
+          Slice("bare-slice", 8000, json::array({{{"addresses", {"192.0.2.50"}}}})));
+  const size_t asked_before = routers.asked().size();
+  down = source.Window(kRoute, 10);
+  REQUIRE_FALSE(down.ok());
+  CHECK_THAT(down.status().message(), Catch::Contains("2 of 3"));
+  CHECK_THAT(down.status().message(), Catch::Contains("192.0.2.50 (192.0.2.50:8000): not a pod"));
+  CHECK(routers.asked().size() == asked_before + 2);  // a and b only.
+}
+
+TEST_CASE("through the API server, a proxy that keeps refusing is given up on in time",
+          "[modeldeployment][router-replicas]") {
+  FakeApiServer api;
+  // A client that would retry five times, at least a second apart.
+  auto client = ClientOf(api, /*max_retries=*/5);
+  ProxiedRouters routers(api, 10);
+  routers.Add("kiln-router-a", 8000);
+  api.SetProxy([](const std::string&, const std::string&, const std::string&, const std::string&) {
+    return kube::HttpResponse{503, {{"retry-after", "1"}}, "no endpoints available"};
+  });
+  auto timed = [](RouterReplicasMetricsSource& source) {
+    const auto start = std::chrono::steady_clock::now();
+    StatusOr<TrafficWindow> window = source.Window(kRoute, 10);
+    return std::make_pair(window.status(), std::chrono::steady_clock::now() - start);
+  };
+
+  SECTION("within the source's timeout") {
+    RouterReplicasMetricsSource source(*client, ThroughApiServer(std::chrono::milliseconds(200)));
+    auto [status, took] = timed(source);
+    CHECK_FALSE(status.ok());
+    CHECK_THAT(status.message(), Catch::Contains("kiln-router-a"));
+    CHECK(took < std::chrono::milliseconds(900));
+  }
+  SECTION("within the caller's Context") {
+    RouterReplicasMetricsSource source(*client, ThroughApiServer(std::chrono::seconds(30)));
+    ScopedContext caller(Context().WithTimeout(std::chrono::milliseconds(200)));
+    auto [status, took] = timed(source);
+    CHECK_FALSE(status.ok());
+    CHECK_THAT(status.message(), Catch::Contains("kiln-router-a"));
+    CHECK(took < std::chrono::milliseconds(900));
+  }
 }
 
 }  // namespace

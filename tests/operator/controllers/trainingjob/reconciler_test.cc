@@ -14,14 +14,15 @@
 #include "base/time_format.h"
 #include "operator/api/v1alpha1/resources.h"
 #include "operator/fleet/capacity_view.h"
-#include "runtime/fake_reader.h"
 #include "tests/operator/fleet/test_objects.h"
 #include "tests/support/fake_api_server.h"
+#include "tests/support/test_member.h"
 
 namespace kiln::trainingjob {
 namespace {
 
 using kiln::testing::FakeApiServer;
+using kiln::testing::TestMember;
 using nlohmann::json;
 using std::chrono::seconds;
 
@@ -33,27 +34,6 @@ std::unique_ptr<kube::Client> ClientOf(FakeApiServer& api) {
                                         kube::ClientOptions{.qps = 0, .max_retries = 0},
                                         api.Transport(), RealClock::Get());
 }
-
-class TestMember final : public fleet::Member {
- public:
-  TestMember(std::string name, FakeApiServer& api)
-      : name_(std::move(name)), client_(ClientOf(api)) {}
-  const std::string& name() const override { return name_; }
-  kube::Client& client() override { return *client_; }
-  const runtime::Reader& nodes() const override { return nodes_; }
-  const runtime::Reader& pods() const override { return pods_; }
-  Status Probe(std::chrono::milliseconds) override { return Status::Ok(); }
-  std::string version() const override { return "v1.33.0"; }
-  Status CachesSynced() const override { return Status::Ok(); }
-  void Stop() override {}
-
-  runtime::FakeReader nodes_;
-  runtime::FakeReader pods_;
-
- private:
-  std::string name_;
-  std::unique_ptr<kube::Client> client_;
-};
 
 class FakeProgress final : public ProgressReader {
  public:
