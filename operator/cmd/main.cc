@@ -22,6 +22,7 @@
 #include "kube/kubeconfig.h"
 #include "operator/api/labels.h"
 #include "operator/api/v1alpha1/resources.h"
+#include "operator/controllers/modeldeployment/member_routers_source.h"
 #include "operator/controllers/modeldeployment/metrics.h"
 #include "operator/controllers/modeldeployment/metrics_source.h"
 #include "operator/controllers/modeldeployment/prometheus_source.h"
@@ -312,6 +313,14 @@ int main(int argc, char** argv) {
       }
       md_metrics =
           std::make_unique<kiln::modeldeployment::RouterReplicasMetricsSource>(**client, *replicas);
+      // A deployment served in member clusters is measured by their routers
+      // (the same Service in each), through their API servers.
+      md_options.member_metrics = [&f,
+                                   options = *replicas](const std::vector<std::string>& clusters)
+          -> std::unique_ptr<kiln::modeldeployment::MetricsSource> {
+        return std::make_unique<kiln::modeldeployment::MemberRoutersMetricsSource>(
+            f.members(), clusters, options);
+      };
     }
     md_options.metrics_source = md_metrics.get();
     md_options.members = &f.members();

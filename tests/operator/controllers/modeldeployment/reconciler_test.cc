@@ -26,11 +26,11 @@
 #include "operator/controllers/modeldeployment/version_workload.h"
 #include "operator/fleet/members.h"
 #include "runtime/event_recorder.h"
-#include "runtime/fake_reader.h"
 #include "tests/support/background_process.h"
 #include "tests/support/fake_api_server.h"
 #include "tests/support/http_probe.h"
 #include "tests/support/temp_dir.h"
+#include "tests/support/test_member.h"
 
 namespace kiln::modeldeployment {
 namespace {
@@ -1603,30 +1603,6 @@ TEST_CASE("a version live again within the grace loses its mark", "[modeldeploym
 
 // ---- Serving in member clusters (spec.clusterSelector) ----
 
-// A member cluster as the fleet hands it out: an API client to its own
-// in-memory API server.
-class ServingMember final : public fleet::Member {
- public:
-  ServingMember(std::string name, FakeApiServer& api)
-      : name_(std::move(name)),
-        client_(std::make_unique<kube::Client>(kube::RestConfig{.server = "https://fake"},
-                                               kube::ClientOptions{.qps = 0, .max_retries = 0},
-                                               api.Transport(), RealClock::Get())) {}
-  const std::string& name() const override { return name_; }
-  kube::Client& client() override { return *client_; }
-  const runtime::Reader& nodes() const override { return none_; }
-  const runtime::Reader& pods() const override { return none_; }
-  Status Probe(std::chrono::milliseconds) override { return Status::Ok(); }
-  std::string version() const override { return "v1.33.0"; }
-  Status CachesSynced() const override { return Status::Ok(); }
-  void Stop() override {}
-
- private:
-  std::string name_;
-  std::unique_ptr<kube::Client> client_;
-  runtime::FakeReader none_;
-};
-
 json MemberCluster(const std::string& name, const std::string& region, bool ready) {
   return {{"apiVersion", "kiln.dev/v1alpha1"},
           {"kind", "MemberCluster"},
@@ -1648,7 +1624,7 @@ class Fleet {
           std::tuple{"m4", "eu", false}}) {
       apis_[name] = std::make_unique<FakeApiServer>();
       h.server.Put("memberclusters", MemberCluster(name, region, ready));
-      members_.Put(name, std::make_shared<ServingMember>(name, *apis_[name]), 1);
+      members_.Put(name, std::make_shared<kiln::testing::TestMember>(name, *apis_[name]), 1);
     }
     h.members = &members_;
     h.ready_now = [this] {
