@@ -362,6 +362,45 @@ TEST_CASE("a ModelDeployment rolls out, rolls back from the spec and on a failed
   CHECK(s["rollbacks"] == 2);
   CHECK(s["message"].get<std::string>().find("errors = 0.4 > max 0.05") != std::string::npos);
   WaitUntil("v3's Deployment to go", [&] { return t.DeploymentGone("v3"); });
+
+  // 5. The same canary with failureLimit 2 (interval 1s): rolled back at the
+  // third failed measurement, about two intervals after the first.
+  t.SetSummary({{"v1", 0}, {"v4", 0.4}});
+  start = Clock::now();
+  t.PatchSpec(
+      {{"model", Setup::Model("v4")},
+       {"strategy",
+        {{"canary",
+          {{"steps", json::array({{{"setWeight", 50}}, {{"analysis", {{"duration", "20s"}}}}})}}}}},
+       {"analysis", {{"failureLimit", 2}}}});
+  // Still Degraded from v3 until v4's analysis fails: wait for v4's run.
+  auto v4_run = [&](const json& st) {
+    json found = json::object();
+    for (const auto& r : st.value("analysisRuns", json::array())) {
+      if (r.value("name", "").rfind("v4-", 0) == 0) found = r;
+    }
+    return found;
+  };
+  WaitUntil("v4 rolled back by the analysis", [&] {
+    const json st = t.MdStatus();
+    return v4_run(st).value("phase", "") == "Failed" && st.value("phase", "") == "Degraded";
+  });
+  const double detected = Seconds(Clock::now() - start);
+  s = t.MdStatus();
+  INFO(s.dump());
+  CHECK(Setup::Weight(s, "v1") == 100);
+  CHECK(Setup::Weight(s, "v4") == 0);
+  CHECK(s["rollbacks"] == 3);
+  const json run = v4_run(s);
+  int failed = 0;
+  for (const auto& m : run.value("measurements", json::array())) {
+    failed += m.value("phase", "") == "Failed" ? 1 : 0;
+  }
+  CHECK(failed == 3);  // failureLimit + 1
+  std::printf(
+      "modeldeployment: canary with 40%% errors, interval 1s, failureLimit 2: rolled back "
+      "%.2f s after the spec change, at its %d. failed measurement\n",
+      detected, failed);
 }
 
 const kube::Resource kGatewayClasses{"gateway.networking.k8s.io", "v1", "gatewayclasses",
