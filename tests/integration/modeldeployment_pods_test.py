@@ -354,6 +354,24 @@ class ModelDeploymentPodsTest(unittest.TestCase):
         self.assertEqual(status.get("phase"), "RolledBack", status)
         self.assertEqual(status.get("rollbacks"), 1, status)
 
+        # A checkpoint that does not load: the canary's worker exits, v1 keeps
+        # all traffic, and the status says why in the worker's words.
+        self.patch({"model": {"name": MODEL, "version": "v3", "uri": "file:///models/missing"}})
+        weights = []
+
+        def explained():
+            s = self.status()
+            weights.append(self.weight(s, "v3"))
+            return "last exit" in s.get("message", "") and "v3" in s.get("message", "")
+
+        explained_after = self.wait("the worker's reason in the status", explained, bound=120)
+        status = self.status()
+        print(f"figure: a model that does not load: its worker's reason in the status "
+              f"{explained_after:.1f} s after the spec change: {status.get('message')}")
+        self.assertEqual(max(weights), 0, "v3 took traffic without a ready pod")
+        self.assertEqual(self.weight(status, "v1"), 100, status)
+        self.assertIn("missing", status.get("message", ""), status)
+
 
 if __name__ == "__main__":
     unittest.main(verbosity=2)
