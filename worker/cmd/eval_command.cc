@@ -47,6 +47,7 @@ int RunEvalCommand(int argc, char** argv) {
   std::string cache_dir = "/tmp/kiln-models";
   double min_accuracy = 0, max_perplexity = 0, max_loss = 0;
   int samples = 0;
+  int64_t seed = 0;
   constexpr double kInf = std::numeric_limits<double>::infinity();
   FlagSet flags("kiln-worker eval", kSynopsis, kEpilogue);
   flags.String("data", &data, "The evaluation set (required).").Metavar("PATH");
@@ -65,8 +66,13 @@ int RunEvalCommand(int argc, char** argv) {
   flags.String("model", &model_name, "The model name to send to the server.").Metavar("NAME");
   flags
       .Int("samples", &samples, 1, std::numeric_limits<int>::max(),
-           "Score only the set's first N examples (the same ones for every model scored).")
+           "Score only N of the set's examples: the first N, or with --seed N chosen at random "
+           "(the same ones for every model scored with the same seed).")
       .DefaultText("all");
+  flags
+      .Int("seed", &seed, int64_t{0}, std::numeric_limits<int64_t>::max(),
+           "With --samples: choose the examples at random with this seed.")
+      .DefaultText("the first N");
   flags
       .Double("min-accuracy", &min_accuracy, 0, 1, "Gate: exact-match accuracy must be at least X.")
       .DefaultText("no gate");
@@ -95,10 +101,15 @@ int RunEvalCommand(int argc, char** argv) {
     return flags.UsageError(
         "--max-perplexity and --max-loss need --checkpoint (a server gives no loss)");
   }
+  if (flags.IsSet("seed") && !flags.IsSet("samples")) {
+    return flags.UsageError("--seed chooses among --samples examples; give --samples too");
+  }
   auto examples = serve::ReadEvalSet(data);
   if (!examples.ok()) return Fail(examples.status());
-  if (flags.IsSet("samples") && examples->size() > static_cast<size_t>(samples)) {
-    examples->resize(static_cast<size_t>(samples));
+  if (flags.IsSet("samples")) {
+    *examples = serve::SampleExamples(
+        std::move(*examples), static_cast<size_t>(samples),
+        flags.IsSet("seed") ? std::optional<uint64_t>(static_cast<uint64_t>(seed)) : std::nullopt);
   }
   nlohmann::json report = {{"examples", examples->size()}};
   std::optional<model::Gpt<float>> model;

@@ -1,5 +1,6 @@
 #include "worker/serve/eval.h"
 
+#include <algorithm>
 #include <cmath>
 #include <fstream>
 
@@ -78,6 +79,42 @@ class HttpCompleter final : public Completer {
 };
 
 }  // namespace
+
+std::vector<EvalExample> SampleExamples(std::vector<EvalExample> examples, size_t n,
+                                        std::optional<uint64_t> seed) {
+  if (examples.size() <= n) return examples;
+  if (!seed) {
+    examples.resize(n);
+    return examples;
+  }
+  // SplitMix64: fixed arithmetic, unlike the standard distributions, whose
+  // results may differ between standard libraries.
+  uint64_t state = *seed;
+  auto next = [&state] {
+    uint64_t z = (state += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+  };
+  // A partial Fisher-Yates shuffle of the indices picks n of them; sorted,
+  // they keep the set's order.
+  std::vector<size_t> index(examples.size());
+  for (size_t i = 0; i < index.size(); ++i) index[i] = i;
+  for (size_t i = 0; i < n; ++i) {
+    const uint64_t left = index.size() - i;
+    // Rejection keeps the choice uniform (no modulo bias).
+    const uint64_t limit = UINT64_MAX - UINT64_MAX % left;
+    uint64_t r = next();
+    while (r >= limit) r = next();
+    std::swap(index[i], index[i + static_cast<size_t>(r % left)]);
+  }
+  index.resize(n);
+  std::sort(index.begin(), index.end());
+  std::vector<EvalExample> out;
+  out.reserve(n);
+  for (size_t i : index) out.push_back(std::move(examples[i]));
+  return out;
+}
 
 StatusOr<std::vector<EvalExample>> ReadEvalSet(const std::string& path) {
   std::ifstream in(path);

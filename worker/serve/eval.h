@@ -13,6 +13,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -33,6 +34,14 @@ struct EvalExample {
 // NotFound or PermissionDenied for an unreadable file; DataLoss naming the
 // line for a malformed one (bad JSON, unknown or missing fields, empty text).
 StatusOr<std::vector<EvalExample>> ReadEvalSet(const std::string& path);
+
+// `n` of `examples`, in their order in the set: the first `n` without a
+// seed; with one, `n` chosen uniformly at random by a generator seeded with
+// it (the same examples for the same set and seed on every machine and
+// build, so that models scored apart are scored on the same ones). All of
+// them when there are no more than `n`.
+std::vector<EvalExample> SampleExamples(std::vector<EvalExample> examples, size_t n,
+                                        std::optional<uint64_t> seed);
 
 struct LossResult {
   int64_t examples = 0;

@@ -162,6 +162,7 @@ void to_json(nlohmann::json& j, const QualityGate& v) {
   Write(j, "metric", v.metric);
   Write(j, "maxRegression", v.max_regression);
   Write(j, "samples", v.samples);
+  Write(j, "seed", v.seed);
 }
 
 void from_json(const nlohmann::json& j, QualityGate& v) {
@@ -170,6 +171,7 @@ void from_json(const nlohmann::json& j, QualityGate& v) {
   Read(j, "metric", v.metric);
   Read(j, "maxRegression", v.max_regression);
   Read(j, "samples", v.samples);
+  Read(j, "seed", v.seed);
 }
 
 void to_json(nlohmann::json& j, const AnalysisSpec& v) {

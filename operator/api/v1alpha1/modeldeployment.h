@@ -194,6 +194,9 @@ struct QualityGate {
   std::optional<double> max_regression;
   // Sequences scored from the evaluation set.
   std::optional<int32_t> samples;
+  // Seeds the random choice of the samples scored from a larger evaluation set: both versions, and
+  // every gate of every rollout with the same seed, are scored on the same examples.
+  std::optional<int64_t> seed;
 
   bool operator==(const QualityGate&) const = default;
 };

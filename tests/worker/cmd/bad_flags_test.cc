@@ -136,6 +136,8 @@ TEST_CASE("kiln-worker eval refuses bad flags", "[worker][cli][flags][process]")
                  {with({"--max-loss", "1.0x"}), "--max-loss: \"1.0x\" is not a number"},
                  {with({"--model"}), "--model: needs a value"},
                  {with({"--samples", "0"}), "--samples: \"0\" is outside [1, "},
+                 {with({"--samples", "4", "--seed", "-1"}), "--seed: \"-1\" is outside [0, "},
+                 {with({"--seed", "7"}), "--seed chooses among --samples examples"},
                  {{"--checkpoint", "/x"}, "--data is required"},
                  {{"--data", "/x"}, "give exactly one of --checkpoint and --server"},
                  {{"--data", "/x", "--server", "http://h:1", "--max-loss", "1"},

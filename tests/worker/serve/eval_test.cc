@@ -4,9 +4,11 @@
 // a checkpoint or a running server.
 #include "worker/serve/eval.h"
 
+#include <algorithm>
 #include <chrono>
 #include <csignal>
 #include <fstream>
+#include <map>
 #include <thread>
 
 #include <catch2/catch.hpp>
@@ -78,6 +80,49 @@ TEST_CASE("exact match counts greedy completions equal to the reference", "[serv
   CHECK(r->correct == 1);
   CHECK(r->accuracy == 0.5);
   CHECK(r->failed_lines == std::vector<int>{2});
+}
+
+TEST_CASE("examples are sampled the same way for the same seed, in the set's order",
+          "[serve][eval]") {
+  std::vector<EvalExample> all(1000);
+  for (int i = 0; i < 1000; ++i) all[static_cast<size_t>(i)].line = i + 1;
+  auto lines = [](const std::vector<EvalExample>& examples) {
+    std::vector<int> out;
+    for (const auto& e : examples) out.push_back(e.line);
+    return out;
+  };
+  // No seed: the first n.
+  CHECK(lines(SampleExamples(all, 3, std::nullopt)) == std::vector<int>{1, 2, 3});
+  // No more than n: all of them, seed or not.
+  CHECK(SampleExamples(all, 1000, 7).size() == 1000);
+  CHECK(SampleExamples(all, 5000, 7).size() == 1000);
+
+  const std::vector<int> a = lines(SampleExamples(all, 100, 7));
+  REQUIRE(a.size() == 100);
+  CHECK(a == lines(SampleExamples(all, 100, 7)));  // Reproducible.
+  CHECK(std::is_sorted(a.begin(), a.end()));
+  CHECK(std::adjacent_find(a.begin(), a.end()) == a.end());  // No repeats.
+  CHECK(a != lines(SampleExamples(all, 100, 8)));
+  // Spread over the set, not its head: of 100 of 1000, the chance that all
+  // fall in the first or the last half is 2 * 0.5^100.
+  CHECK(a.front() <= 500);
+  CHECK(a.back() > 500);
+  // Fixed arithmetic: the same choice on every build (a change of the
+  // generator would change every gate's examples).
+  // (Computed apart, by the same SplitMix64 and partial Fisher-Yates in Python.)
+  CHECK(lines(SampleExamples(all, 5, 1)) == std::vector<int>{206, 243, 466, 583, 628});
+  std::map<int, int> hits;  // Roughly uniform: each line chosen ~n/N of the time.
+  for (uint64_t seed = 0; seed < 2000; ++seed) {
+    for (int line : lines(SampleExamples(all, 10, seed))) ++hits[line];
+  }
+  // 20,000 picks over 1000 lines: 20 each on average; every line in [1, 60]
+  // (a line never or nearly always chosen would mean a biased generator).
+  int never = 0;
+  for (int line = 1; line <= 1000; ++line) {
+    never += hits.count(line) == 0 ? 1 : 0;
+    CHECK(hits[line] <= 60);
+  }
+  CHECK(never == 0);
 }
 
 TEST_CASE("a malformed evaluation set is refused naming the line", "[serve][eval]") {

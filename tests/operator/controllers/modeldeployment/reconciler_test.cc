@@ -952,12 +952,22 @@ TEST_CASE("the quality gate scores the canary against stable before it takes any
   const json& containers = (*job)["spec"]["template"]["spec"]["containers"];
   REQUIRE(containers.size() == 2);
   const std::vector<std::string> canary_args = containers[0]["args"];
-  const std::vector<std::string> want = {"eval",         "--data",     "/eval/held-out.jsonl",
-                                         "--checkpoint", "/models/v2", "--samples",
-                                         "256",          "--report",   "/dev/termination-log"};
+  // The same samples (the same seed) for both versions.
+  const std::vector<std::string> want = {"eval",
+                                         "--data",
+                                         "/eval/held-out.jsonl",
+                                         "--checkpoint",
+                                         "/models/v2",
+                                         "--samples",
+                                         "256",
+                                         "--seed",
+                                         "1",
+                                         "--report",
+                                         "/dev/termination-log"};
   CHECK(canary_args == want);
   CHECK(containers[1]["args"][4] == "/models/v1");
   CHECK(containers[1]["args"][6] == "256");
+  CHECK(containers[1]["args"][8] == "1");
   CHECK((*job)["metadata"]["ownerReferences"][0]["uid"] == "uid-modeldeployments-chat");
 
   h.AllReady();  // The canary is ready, but the gate has not passed.

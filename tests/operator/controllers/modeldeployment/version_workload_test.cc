@@ -165,7 +165,8 @@ TEST_CASE("the quality gate scores s3:// checkpoints, its evaluation set stays a
   const std::vector<std::string> canary = pod["containers"][0]["args"];
   CHECK(canary == std::vector<std::string>{"eval", "--data", "/checkpoints/eval.jsonl",
                                            "--checkpoint", "s3://models/chat/v2.ckpt", "--samples",
-                                           "256", "--report", "/dev/termination-log"});
+                                           "256", "--seed", "1", "--report",
+                                           "/dev/termination-log"});
   CHECK(pod["containers"][1]["args"][4] == "/checkpoints/chat/v1.ckpt");
   CheckS3Access(pod, "models-s3");
 
