@@ -94,6 +94,7 @@ void to_json(nlohmann::json& j, const CanaryStrategy& v) {
   j = nlohmann::json::object();
   Write(j, "steps", v.steps);
   Write(j, "scaleDownDelay", v.scale_down_delay);
+  Write(j, "drainDelay", v.drain_delay);
   Write(j, "progressDeadline", v.progress_deadline);
 }
 
@@ -101,6 +102,7 @@ void from_json(const nlohmann::json& j, CanaryStrategy& v) {
   ExpectObject(j, "CanaryStrategy");
   Read(j, "steps", v.steps);
   Read(j, "scaleDownDelay", v.scale_down_delay);
+  Read(j, "drainDelay", v.drain_delay);
   Read(j, "progressDeadline", v.progress_deadline);
 }
 

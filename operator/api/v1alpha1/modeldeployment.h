@@ -118,6 +118,11 @@ struct CanaryStrategy {
   // How long the previous stable version stays running (warm, taking no traffic) after a promotion,
   // so a rollback switches traffic back at once instead of waiting for pods to start.
   std::optional<std::string> scale_down_delay;
+  // How long a version keeps its pods after it lost the last of its traffic (a stopped or
+  // rolled-back canary, a replaced version, the previous one past scaleDownDelay), so that every
+  // kiln-router replica has moved off it and the requests it was answering finish; 0s deletes them
+  // at once. Unset: the operator's default (10s).
+  std::optional<std::string> drain_delay;
   // How long a canary may wait for the ready replicas a step needs (from the step's start) before
   // the rollout is stopped as Degraded with the pods' reason: it took no traffic meanwhile, and the
   // stable version keeps all of it. Argo Rollouts' progressDeadlineSeconds with

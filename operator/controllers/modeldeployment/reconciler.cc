@@ -1490,6 +1490,11 @@ StatusOr<runtime::Result> ModelDeploymentReconciler::Reconcile(const runtime::Co
   // 5. In each cluster it serves in, each live version's Deployment and
   // Service, as the status says.
   const auto now = options_.now();
+  // How long a version that lost its weight keeps its pods.
+  const milliseconds drain =
+      md.spec.strategy && md.spec.strategy->canary
+          ? DurationOr(md.spec.strategy->canary->drain_delay, options_.scale_down_grace)
+          : options_.scale_down_grace;
   for (size_t i = 0; i < serving.size(); ++i) {
     const Site& site = serving[i];
     kube::Client& c = *site.client;
@@ -1569,7 +1574,7 @@ StatusOr<runtime::Result> ModelDeploymentReconciler::Reconcile(const runtime::Co
       if (live.count(version) > 0) continue;
       const std::string since_text =
           d["metadata"].value("annotations", json::object()).value(kUnweightedSinceAnnotation, "");
-      if (options_.scale_down_grace > milliseconds(0)) {
+      if (drain > milliseconds(0)) {
         if (since_text.empty()) {
           json patch = {{"metadata",
                          {{"annotations", {{kUnweightedSinceAnnotation, FormatRfc3339(now, 3)}}}}}};
@@ -1577,11 +1582,11 @@ StatusOr<runtime::Result> ModelDeploymentReconciler::Reconcile(const runtime::Co
                              kube::PatchType::kMerge, patch.dump())
                          .status();
           if (!s.ok() && !kube::IsNotFound(s)) return s;
-          wake = std::min(wake.value_or(options_.scale_down_grace), options_.scale_down_grace);
+          wake = std::min(wake.value_or(drain), drain);
           continue;
         }
         auto since = TimeOf(since_text);
-        const auto due = since.value_or(now) + options_.scale_down_grace;
+        const auto due = since.value_or(now) + drain;
         if (now < due) {
           const auto left = std::chrono::ceil<milliseconds>(due - now);
           wake = std::min(wake.value_or(left), left);

@@ -117,8 +117,9 @@ struct ModelDeploymentReconcilerOptions {
   std::chrono::milliseconds resync{std::chrono::seconds(5)};
   // How long a version that lost its weight (stopped, rolled back from,
   // replaced, past its warm window) keeps its pods after the status said
-  // so, so that every router replica has dropped it before they go. 0
-  // deletes them in the same reconcile.
+  // so, so that every router replica has dropped it before they go, unless
+  // spec.strategy.canary.drainDelay says. 0 deletes them in the same
+  // reconcile.
   std::chrono::milliseconds scale_down_grace{std::chrono::seconds(10)};
   std::function<std::chrono::system_clock::time_point()> now = [] {
     return std::chrono::system_clock::now();

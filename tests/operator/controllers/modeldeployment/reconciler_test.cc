@@ -1589,6 +1589,44 @@ TEST_CASE("a version that lost its weight keeps its pods for scale_down_grace",
   CHECK_FALSE(h.Service("v2").has_value());
 }
 
+TEST_CASE("strategy.canary.drainDelay sets how long a version without weight keeps its pods",
+          "[modeldeployment][reconciler]") {
+  Harness h;
+  h.scale_down_grace = seconds(10);  // The operator's default, overridden below.
+  h.Restart();
+  json md = Md(json::array({{{"setWeight", 25}}, {{"pause", json::object()}}}));
+  md["spec"]["strategy"]["canary"]["drainDelay"] = "30s";
+  h.Stable(md);
+  h.SetModel("v2");
+  h.ReconcileOk();
+  h.SetReady("v2", 1);
+  h.ReconcileOk();
+  h.SetAction("Abort");
+  auto r = h.Reconcile();
+  REQUIRE(r.ok());
+  CHECK(h.Weight("v2") == 0);
+  CHECK(r->requeue_after == seconds(30));
+  h.now += seconds(20);  // Past the operator's 10 s, within the spec's 30 s.
+  h.ReconcileOk();
+  CHECK(h.Deployment("v2").has_value());
+  h.now += seconds(10);
+  h.ReconcileOk();
+  CHECK_FALSE(h.Deployment("v2").has_value());
+
+  // 0s: gone in the reconcile that takes its weight.
+  h.EditSpec([](json& spec) { spec["strategy"]["canary"]["drainDelay"] = "0s"; });
+  h.SetModel("v3");
+  h.ReconcileOk();
+  h.SetReady("v3", 1);
+  h.ReconcileOk();
+  h.SetAction("Continue");  // A new action value, so that Abort acts again next.
+  h.ReconcileOk();
+  h.SetAction("Abort");
+  h.ReconcileOk();
+  CHECK(h.Weight("v3") == 0);
+  CHECK_FALSE(h.Deployment("v3").has_value());
+}
+
 TEST_CASE("a version live again within the grace loses its mark", "[modeldeployment][reconciler]") {
   Harness h;
   h.scale_down_grace = seconds(10);
