@@ -51,4 +51,49 @@ std::string PodTrouble(const json& pod) {
   return "";
 }
 
+bool PodStarting(const json& pod) {
+  const json status = pod.value("status", json::object());
+  bool seen = false;
+  for (const auto& c : status.value("containerStatuses", json::array())) {
+    if (c.value("name", "") != kServeContainer) continue;
+    seen = true;
+    const json state = c.value("state", json::object());
+    if (!state.contains("waiting")) return false;
+    const std::string why = state["waiting"].value("reason", "");
+    return why == "ContainerCreating" || why == "PodInitializing";
+  }
+  // No status for the container yet: starting if scheduled and Pending.
+  return !seen && status.value("phase", "") == "Pending";
+}
+
+std::string PodEventTrouble(const json& pod, const std::vector<json>& events) {
+  if (!PodStarting(pod)) return "";
+  const json meta = pod.value("metadata", json::object());
+  const std::string name = meta.value("name", "");
+  const std::string uid = meta.value("uid", "");
+  const json* newest = nullptr;
+  std::string newest_time;
+  for (const json& e : events) {
+    if (e.value("type", "") != "Warning") continue;
+    const json about = e.value("involvedObject", json::object());
+    if (about.value("kind", "Pod") != "Pod") continue;
+    const std::string about_uid = about.value("uid", "");
+    if (!uid.empty() && !about_uid.empty() ? about_uid != uid : about.value("name", "") != name) {
+      continue;
+    }
+    // lastTimestamp (RFC 3339, seconds) or eventTime (microseconds); both
+    // sort as text within one form. The later wins; ties keep the later in
+    // the list.
+    std::string when = e.value("lastTimestamp", "");
+    if (when.empty()) when = e.value("eventTime", "");
+    if (newest == nullptr || when >= newest_time) {
+      newest = &e;
+      newest_time = when;
+    }
+  }
+  if (newest == nullptr) return "";
+  return name + ": " + newest->value("reason", "Warning") + ": " +
+         Cut(newest->value("message", ""));
+}
+
 }  // namespace kiln::modeldeployment

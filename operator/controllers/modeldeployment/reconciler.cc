@@ -1198,12 +1198,26 @@ StatusOr<runtime::Result> ModelDeploymentReconciler::Reconcile(const runtime::Co
           kube::resources::kPods, request.ns,
           {.label_selector = selector + "," + api::kModelVersionLabel + "=" + version});
       if (!pods.ok()) continue;  // Only the message's detail is lost.
+      std::string why;
+      const json* starting = nullptr;
       for (const auto& pod : (*pods)["items"]) {
-        std::string why = PodTrouble(pod);
-        if (!why.empty()) {
-          trouble[version] = (site.cluster.empty() ? "" : "in " + site.cluster + ": ") + why;
-          break;
+        why = PodTrouble(pod);
+        if (!why.empty()) break;
+        if (starting == nullptr && PodStarting(pod)) starting = &pod;
+      }
+      // A pod that does not get past its start says why only in its Events
+      // (a volume that cannot be mounted, a sandbox that cannot be made).
+      if (why.empty() && starting != nullptr) {
+        auto events = site.client->List(
+            kube::resources::kEvents, request.ns,
+            {.field_selector = "involvedObject.name=" + Str((*starting)["metadata"], "name")});
+        if (events.ok()) {
+          const std::vector<json> items = (*events)["items"];
+          why = PodEventTrouble(*starting, items);
         }
+      }
+      if (!why.empty()) {
+        trouble[version] = (site.cluster.empty() ? "" : "in " + site.cluster + ": ") + why;
       }
     }
     // Ready as far as it is ready everywhere: a version missing here has none.

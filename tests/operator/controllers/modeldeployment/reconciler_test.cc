@@ -850,6 +850,67 @@ TEST_CASE("a canary whose worker cannot load the model stays without traffic, wi
         std::string::npos);
 }
 
+TEST_CASE("a canary stuck in ContainerCreating gets the kubelet's Warning in the status",
+          "[modeldeployment][reconciler]") {
+  Harness h;
+  h.Stable(Md(json::array({{{"setWeight", 50}}})));
+  h.SetModel("v2");
+  h.ReconcileOk();
+  json pod = {
+      {"apiVersion", "v1"},
+      {"kind", "Pod"},
+      {"metadata",
+       {{"name", "chat-v2-abc"},
+        {"namespace", kNs},
+        {"uid", "pod-uid-1"},
+        {"labels", {{api::kModelDeploymentLabel, kName}, {api::kModelVersionLabel, "v2"}}}}},
+      {"status",
+       {{"phase", "Pending"},
+        {"containerStatuses",
+         json::array({{{"name", "serve"},
+                       {"ready", false},
+                       {"state", {{"waiting", {{"reason", "ContainerCreating"}}}}}}})}}}};
+  h.server.Put("pods", pod);
+  h.ReconcileOk();
+  // Starting, nothing wrong known: no reason in the message.
+  CHECK(h.Status()["message"].get<std::string>().find("chat-v2-abc") == std::string::npos);
+
+  auto event = [&](const std::string& name, const std::string& type, const std::string& reason,
+                   const std::string& about_uid, const std::string& when,
+                   const std::string& message) {
+    h.server.Put("events", {{"apiVersion", "v1"},
+                            {"kind", "Event"},
+                            {"metadata", {{"name", name}, {"namespace", kNs}}},
+                            {"type", type},
+                            {"reason", reason},
+                            {"message", message},
+                            {"lastTimestamp", when},
+                            {"involvedObject",
+                             {{"kind", "Pod"}, {"name", "chat-v2-abc"}, {"uid", about_uid}}}});
+  };
+  event("e1", "Normal", "Scheduled", "pod-uid-1", "2027-01-15T08:00:00Z", "assigned to node-1");
+  event("e2", "Warning", "FailedMount", "pod-uid-1", "2027-01-15T08:00:05Z",
+        "MountVolume.SetUp failed for volume \"shared\" : hostPath type check failed: /models is "
+        "not a directory");
+  event("e3", "Warning", "FailedCreatePodSandBox", "pod-uid-1", "2027-01-15T08:00:01Z",
+        "an older problem");
+  // An earlier pod of the same name (another UID): not this one's.
+  event("e4", "Warning", "FailedMount", "pod-uid-0", "2027-01-15T08:00:09Z", "old pod");
+  h.ReconcileOk();
+  const std::string message = h.Status()["message"];
+  INFO(message);
+  CHECK(message.find("chat-v2-abc: FailedMount: MountVolume.SetUp failed for volume \"shared\" "
+                     ": hostPath type check failed: /models is not a directory") !=
+        std::string::npos);
+  CHECK(h.Weight("v2") == 0);
+
+  // Once the container runs, its Events no longer speak for it.
+  pod["status"]["containerStatuses"][0]["state"] = {{"running", json::object()}};
+  h.server.Put("pods", pod);
+  h.ReconcileOk();
+  CHECK(h.Status()["message"].get<std::string>().find("FailedMount") == std::string::npos);
+}
+
 // strategy.canary.progressDeadline: a canary that never gets the ready
 // replicas its step needs is stopped once the deadline (from the step's
 // start) has passed, with the pods' reason; it never took traffic. The
