@@ -8,7 +8,10 @@ router finds them by their EndpointSlices. Under steady load (one client
 sending completions back to back to one router pod, at its IP), v2 rolls
 out by its steps (50%, a pause, an analysis of that router's error rate) to
 Healthy, then `rollout.action: Rollback` returns every new request to v1.
-Every request must be answered 200; the times are printed. A second
+Every request must be answered 200; the times are printed. The namespace
+enforces the restricted Pod Security Standard, so every pod kiln makes is
+admitted under it (the checkpoints come through a PersistentVolumeClaim). A
+second
 deployment runs the quality gate's real `kiln-worker eval` Jobs: a canary
 trained longer passes it (and a background analysis and a `qualityGate`
 step) and is promoted; one trained less is stopped by the gate before it
@@ -141,12 +144,31 @@ class ModelDeploymentPodsTest(unittest.TestCase):
                                      "json").stdout)["items"]
         cls.router = f"http://{routers[0]['status']['podIP']}:8000"
 
+        # The namespace enforces the restricted Pod Security Standard from
+        # here on: every pod kiln makes (serving Deployments, gate Jobs) must
+        # be admitted under it. A host path is a volume restricted refuses,
+        # so the checkpoints reach the pods through a claim on a PersistentVolume
+        # over the same folder.
+        kubectl("label", "namespace", cls.ns, "pod-security.kubernetes.io/enforce=restricted",
+                "pod-security.kubernetes.io/enforce-version=latest")
+        cls.pv = cls.ns + "-models"
+        kubectl("apply", "-f", "-", stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": [
+            {"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": cls.pv},
+             "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadOnlyMany"],
+                      "persistentVolumeReclaimPolicy": "Retain", "storageClassName": "",
+                      "hostPath": {"path": str(cls.work), "type": "Directory"},
+                      "claimRef": {"namespace": cls.ns, "name": "models"}}},
+            {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+             "metadata": {"name": "models", "namespace": cls.ns},
+             "spec": {"accessModes": ["ReadOnlyMany"], "storageClassName": "",
+                      "volumeName": cls.pv, "resources": {"requests": {"storage": "1Gi"}}}}]}))
+
         cls.operator_log = open(Path(cls.tmp.name) / "operator.log", "w")
         cls.operator = subprocess.Popen(dies_with_this_process(
             [operator_bin, "--kubeconfig", CLUSTER["dir"] + "/kubeconfig",
              "--metrics-bind-address", "0", "--health-probe-bind-address", "0",
              "--member-secret-namespace", cls.ns,
-             "--shared-volume-host-path", str(cls.work), "--shared-volume-mount-path", "/models",
+             "--shared-volume-claim", "models", "--shared-volume-mount-path", "/models",
              "--router-url", cls.router]),
             stdout=cls.operator_log, stderr=subprocess.STDOUT)
 
@@ -165,6 +187,8 @@ class ModelDeploymentPodsTest(unittest.TestCase):
         kubectl("delete", "crd", "-l", f"app.kubernetes.io/instance={RELEASE}",
                 "--ignore-not-found", check=False)
         kubectl("delete", "namespace", cls.ns, "--wait=false", check=False)
+        if getattr(cls, "pv", None):
+            kubectl("delete", "persistentvolume", cls.pv, "--wait=false", check=False)
         cls.tmp.cleanup()
 
     def status(self):

@@ -111,21 +111,22 @@ StatusOr<json> BuildGateJob(const v1::ModelDeployment& md, const GateVersions& v
                    {"hostPath", {{"path", volume.host_path}, {"type", "Directory"}}}});
   }
   auto container = [&](const char* container_name, const std::string& checkpoint) {
-    json c = {
-        {"name", container_name},
-        {"image", md.spec.image},
-        {"imagePullPolicy", "IfNotPresent"},
-        {"args",
-         json::array({"eval", "--data", data, "--checkpoint", checkpoint, "--samples",
-                      std::to_string(gate.samples.value_or(256)), "--seed",
-                      std::to_string(gate.seed.value_or(1)), "--report", "/dev/termination-log"})},
-        {"env", json::array({{{"name", "TMPDIR"}, {"value", "/tmp"}},
-                             {{"name", "OMP_NUM_THREADS"}, {"value", "1"}}})},
-        {"terminationMessagePath", "/dev/termination-log"},
-        {"terminationMessagePolicy", "FallbackToLogsOnError"},
-        {"securityContext",
-         {{"allowPrivilegeEscalation", false}, {"capabilities", {{"drop", json::array({"ALL"})}}}}},
-        {"volumeMounts", mounts}};
+    json c = {{"name", container_name},
+              {"image", md.spec.image},
+              {"imagePullPolicy", "IfNotPresent"},
+              {"args", json::array({"eval", "--data", data, "--checkpoint", checkpoint, "--samples",
+                                    std::to_string(gate.samples.value_or(256)), "--seed",
+                                    std::to_string(gate.seed.value_or(1)), "--report",
+                                    "/dev/termination-log"})},
+              {"env", json::array({{{"name", "TMPDIR"}, {"value", "/tmp"}},
+                                   {{"name", "OMP_NUM_THREADS"}, {"value", "1"}}})},
+              {"terminationMessagePath", "/dev/termination-log"},
+              {"terminationMessagePolicy", "FallbackToLogsOnError"},
+              {"securityContext",
+               {{"allowPrivilegeEscalation", false},
+                {"readOnlyRootFilesystem", true},
+                {"capabilities", {{"drop", json::array({"ALL"})}}}}},
+              {"volumeMounts", mounts}};
     if (md.spec.resources) c["resources"] = *md.spec.resources;
     return c;
   };

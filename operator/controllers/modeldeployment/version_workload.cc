@@ -37,7 +37,11 @@ bool Under(const std::string& path, const std::string& dir) {
 }
 
 json SecurityContext() {
-  return {{"allowPrivilegeEscalation", false}, {"capabilities", {{"drop", json::array({"ALL"})}}}};
+  // The restricted Pod Security Standard, and a read-only root: the worker
+  // writes only under /tmp (an emptyDir; TMPDIR, the s3:// download cache).
+  return {{"allowPrivilegeEscalation", false},
+          {"readOnlyRootFilesystem", true},
+          {"capabilities", {{"drop", json::array({"ALL"})}}}};
 }
 
 }  // namespace
