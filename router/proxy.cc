@@ -295,25 +295,62 @@ class Forward final : public UpstreamHandler, public std::enable_shared_from_thi
   double first_byte_ = -1;
 };
 
-// A mirrored copy's handler: counts the result, discards the answer.
+// A mirrored copy's handler: measures the copy as Forward measures a live
+// request (from the moment the router read the request: duration, first
+// byte, failure, tokens) and discards the answer.
 class MirrorSink final : public UpstreamHandler {
  public:
-  MirrorSink(RouterMetrics& metrics, RouterMetrics::Version* stats)
-      : metrics_(metrics), stats_(stats) {}
-  void OnHead(UpstreamHead head) override { status_ = head.status; }
-  void OnBody(std::string) override {}
+  MirrorSink(RouterMetrics& metrics, RouterMetrics::Version* stats, size_t max_buffered,
+             Clock::time_point start)
+      : metrics_(metrics), stats_(stats), max_buffered_(max_buffered), start_(start) {}
+
+  void OnHead(UpstreamHead head) override {
+    status_ = head.status;
+    event_stream_ = head.content_type.rfind("text/event-stream", 0) == 0;
+    // Only a whole JSON reply's usage is read, as the live path reads it.
+    keep_body_ = !event_stream_ && head.status == 200 &&
+                 head.content_type.rfind("application/json", 0) == 0 && head.has_length &&
+                 head.length <= max_buffered_;
+    Take(std::move(head.first_body));
+  }
+
+  void OnBody(std::string data) override { Take(std::move(data)); }
+
   void OnDone(UpstreamError error, const std::string&) override {
-    if (error != UpstreamError::kNone) {
-      metrics_.Mirrored(stats_, UpstreamErrorName(error));
+    RequestOutcome outcome;
+    outcome.status = status_;
+    if (error == UpstreamError::kNone) {
+      if (status_ >= 500) outcome.error = "status_5xx";
+      outcome.tokens = event_stream_ ? events_.events()
+                       : keep_body_  ? ScanCompletionTokens(body_)
+                                     : 0;
+    } else if (error == UpstreamError::kCancelled) {
+      outcome.client_cancelled = true;
     } else {
-      metrics_.Mirrored(stats_, status_ >= 500 ? "status_5xx" : "ok");
+      outcome.error = UpstreamErrorName(error);
     }
+    outcome.seconds = Seconds(Clock::now() - start_);
+    outcome.first_byte_seconds = first_byte_;
+    metrics_.Mirrored(stats_, outcome);
   }
 
  private:
+  void Take(std::string data) {
+    if (data.empty()) return;
+    if (first_byte_ < 0) first_byte_ = Seconds(Clock::now() - start_);
+    if (event_stream_) events_.Feed(data);
+    if (keep_body_) body_ += data;
+  }
+
   RouterMetrics& metrics_;
-  RouterMetrics::Version* stats_;
+  RouterMetrics::Version* const stats_;
+  const size_t max_buffered_;
+  const Clock::time_point start_;
   int status_ = 0;
+  bool event_stream_ = false, keep_body_ = false;
+  EventCounter events_;
+  std::string body_;
+  double first_byte_ = -1;
 };
 
 }  // namespace
@@ -401,8 +438,9 @@ void Proxy::Handle(HttpRequest& request, std::shared_ptr<HttpResponder> responde
   if (pick.mirror != nullptr) {
     RouterMetrics::Version* mirror_stats =
         metrics_.For(pick.route->config.name, pick.mirror->config.name);
-    upstream_.Send(pick.mirror_endpoint, upstream_request,
-                   std::make_shared<MirrorSink>(metrics_, mirror_stats));
+    upstream_.Send(
+        pick.mirror_endpoint, upstream_request,
+        std::make_shared<MirrorSink>(metrics_, mirror_stats, options_.max_buffered_reply, start));
   }
 
   RouterMetrics::Version* stats = metrics_.For(pick.route->config.name, pick.version->config.name);

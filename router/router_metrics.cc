@@ -19,11 +19,51 @@ const prometheus::Histogram::BucketBoundaries& PrometheusBuckets() {
   return b;
 }
 
+// One second's requests of one kind.
 struct Slot {
   int64_t second = -1;
   uint64_t requests = 0, errors = 0, tokens = 0;
   std::array<uint32_t, kBuckets> latency{};
   std::array<uint32_t, kBuckets> first_byte{};
+};
+
+// One kind of request's (live or mirrored) last kSlots seconds, a slot a
+// second, allocated at the first request.
+class SlotRing {
+ public:
+  // Counts a request ended at `now` that the window keeps.
+  void Record(int64_t now, const RequestOutcome& o) {
+    if (slots_.empty()) slots_.resize(kSlots);
+    Slot& s = slots_[static_cast<size_t>(now % kSlots)];
+    if (s.second != now) s = Slot{now};
+    ++s.requests;
+    if (o.error != nullptr) ++s.errors;
+    s.tokens += o.tokens;
+    ++s.latency[static_cast<size_t>(LatencyBuckets::Of(o.seconds))];
+    if (o.first_byte_seconds >= 0) {
+      ++s.first_byte[static_cast<size_t>(LatencyBuckets::Of(o.first_byte_seconds))];
+    }
+  }
+
+  // Adds the seconds from `now - window_seconds` to `now` into `out`.
+  void AddTo(TrafficSummary& out, int64_t now, int window_seconds) const {
+    if (slots_.empty()) return;
+    for (int64_t sec = now - window_seconds; sec <= now; ++sec) {
+      if (sec < 0) continue;
+      const Slot& s = slots_[static_cast<size_t>(sec % kSlots)];
+      if (s.second != sec) continue;
+      out.requests += s.requests;
+      out.errors += s.errors;
+      out.tokens += s.tokens;
+      for (size_t b = 0; b < kBuckets; ++b) {
+        if (s.latency[b] > 0) out.latency.Add(static_cast<int>(b), s.latency[b]);
+        if (s.first_byte[b] > 0) out.first_token.Add(static_cast<int>(b), s.first_byte[b]);
+      }
+    }
+  }
+
+ private:
+  std::vector<Slot> slots_;
 };
 
 }  // namespace
@@ -41,13 +81,8 @@ class RouterMetrics::Version {
   std::map<int, prometheus::Counter*> by_code;           // Guarded by mu.
   std::map<std::string, prometheus::Counter*> by_error;  // Guarded by mu.
   std::map<std::string, prometheus::Counter*> mirrors;   // Guarded by mu.
-  std::vector<Slot> slots = std::vector<Slot>(kSlots);   // Guarded by mu.
-
-  Slot& SlotFor(int64_t second) {
-    Slot& s = slots[static_cast<size_t>(second % kSlots)];
-    if (s.second != second) s = Slot{second};
-    return s;
-  }
+  SlotRing live;                                         // Guarded by mu.
+  SlotRing mirrored;                                     // Guarded by mu.
 };
 
 RouterMetrics::RouterMetrics(std::function<int64_t()> now_seconds)
@@ -161,13 +196,7 @@ void RouterMetrics::EndRequest(Version* v, const RequestOutcome& o) {
     c->Increment();
   }
   if (o.client_cancelled && !failed) return;  // Not the version's doing: left out of the window.
-  Slot& s = v->SlotFor(now);
-  ++s.requests;
-  if (failed) ++s.errors;
-  s.tokens += o.tokens;
-  ++s.latency[static_cast<size_t>(LatencyBuckets::Of(o.seconds))];
-  if (o.first_byte_seconds >= 0)
-    ++s.first_byte[static_cast<size_t>(LatencyBuckets::Of(o.first_byte_seconds))];
+  v->live.Record(now, o);
 }
 
 void RouterMetrics::Rejected(const std::string& route, const char* kind, int status) {
@@ -175,13 +204,18 @@ void RouterMetrics::Rejected(const std::string& route, const char* kind, int sta
   errors_.Add({{"route", route}, {"version", ""}, {"kind", kind}}).Increment();
 }
 
-void RouterMetrics::Mirrored(Version* v, const char* result) {
+void RouterMetrics::Mirrored(Version* v, const RequestOutcome& o) {
+  const char* result = o.error != nullptr ? o.error : o.client_cancelled ? "cancelled" : "ok";
+  const int64_t now = now_();
   std::lock_guard<std::mutex> lock(v->mu);
   prometheus::Counter*& c = v->mirrors[result];
   if (c == nullptr) {
     c = &mirrored_.Add({{"route", v->route}, {"version", v->version}, {"result", result}});
   }
   c->Increment();
+  if (o.client_cancelled && o.error == nullptr)
+    return;  // Cut short by the router, not the version.
+  v->mirrored.Record(now, o);
 }
 
 void RouterMetrics::SetConfig(const RouteConfig& config) {
@@ -226,18 +260,8 @@ nlohmann::json RouterMetrics::Summary(int window_seconds) const {
     std::lock_guard<std::mutex> vlock(v->mu);
     // The current second is still filling: the window is the last whole
     // `window_seconds` plus it.
-    for (int64_t sec = now - window_seconds; sec <= now; ++sec) {
-      if (sec < 0) continue;
-      const Slot& s = v->slots[static_cast<size_t>(sec % kSlots)];
-      if (s.second != sec) continue;
-      out.requests += s.requests;
-      out.errors += s.errors;
-      out.tokens += s.tokens;
-      for (size_t b = 0; b < kBuckets; ++b) {
-        if (s.latency[b] > 0) out.latency.Add(static_cast<int>(b), s.latency[b]);
-        if (s.first_byte[b] > 0) out.first_token.Add(static_cast<int>(b), s.first_byte[b]);
-      }
-    }
+    v->live.AddTo(out, now, window_seconds);
+    v->mirrored.AddTo(out.mirrored, now, window_seconds);
   }
   return summary.ToJson();
 }

@@ -24,7 +24,8 @@
 //    over the last `window` (1 s resolution, up to 10 minutes), from
 //    log-spaced buckets (each within 12% of its values), with the counts and
 //    buckets themselves so that the summaries of several router replicas
-//    merge (router/window_summary.h). /debug/summary serves it as JSON.
+//    merge (router/window_summary.h); the same figures for the mirrored
+//    copies a version answered, apart. /debug/summary serves it as JSON.
 // Thread-safe.
 #ifndef KILN_ROUTER_ROUTER_METRICS_H_
 #define KILN_ROUTER_ROUTER_METRICS_H_
@@ -76,7 +77,11 @@ class RouterMetrics {
   void EndRequest(Version* v, const RequestOutcome& outcome);
   // A request refused before a version was chosen (kind as errors_total).
   void Rejected(const std::string& route, const char* kind, int status);
-  void Mirrored(Version* v, const char* result);  // "ok", "status_5xx", "connect", ...
+  // A mirrored copy to `v` ended: counted in mirror_requests_total by result
+  // (its error kind, "cancelled" or "ok") and in the window apart from the
+  // live requests. `outcome.status` is the backend's (no client saw it);
+  // client_cancelled means the router cut it short (left out of the window).
+  void Mirrored(Version* v, const RequestOutcome& outcome);
   // The route table now in use: its generation, its number of routes and
   // every version's weight.
   void SetConfig(const RouteConfig& config);
@@ -88,7 +93,8 @@ class RouterMetrics {
   //   "errorRate": 0.025, "latencyP50": .., "latencyP99": ..,
   //   "timeToFirstTokenP50": .., "timeToFirstToken": .., "tokens": ..,
   //   "requestsPerSecond": .., "latencyBuckets": [[bucket, count], ..],
-  //   "timeToFirstTokenBuckets": [[bucket, count], ..]}]}
+  //   "timeToFirstTokenBuckets": [[bucket, count], ..],
+  //   "mirrored": {"requests": .., "errors": .., ... the same fields}}]}
   // Times in seconds. errorRate, latencyP50, latencyP99 and timeToFirstToken
   // (p99) are the names ModelDeployment's router metrics use; a stream's
   // first token is its first body byte.

@@ -28,6 +28,46 @@ StatusOr<std::string> Text(const json& j, const char* key, const std::string& wh
   return it->get<std::string>();
 }
 
+// The counts, buckets and the figures derived from them, as /debug/summary
+// serves one kind of traffic.
+json TrafficJson(const TrafficSummary& t, int window_seconds) {
+  return {{"requests", t.requests},
+          {"errors", t.errors},
+          {"errorRate", t.ErrorRate()},
+          {"latencyP50", t.latency.Quantile(0.5)},
+          {"latencyP99", t.latency.Quantile(0.99)},
+          {"timeToFirstTokenP50", t.first_token.Quantile(0.5)},
+          {"timeToFirstToken", t.first_token.Quantile(0.99)},
+          {"tokens", t.tokens},
+          {"requestsPerSecond",
+           window_seconds > 0 ? static_cast<double>(t.requests) / window_seconds : 0.0},
+          {"latencyBuckets", t.latency.ToJson()},
+          {"timeToFirstTokenBuckets", t.first_token.ToJson()}};
+}
+
+// Reads what TrafficJson writes, ignoring the derived figures; errors name `what`.
+StatusOr<TrafficSummary> ReadTraffic(const json& j, const std::string& what) {
+  TrafficSummary t;
+  KILN_ASSIGN_OR_RETURN(t.requests, Count(j, "requests", what));
+  KILN_ASSIGN_OR_RETURN(t.errors, Count(j, "errors", what));
+  KILN_ASSIGN_OR_RETURN(t.tokens, Count(j, "tokens", what));
+  if (!j.contains("latencyBuckets") || !j.contains("timeToFirstTokenBuckets")) {
+    return Status::InvalidArgument(what + ": no latencyBuckets or timeToFirstTokenBuckets");
+  }
+  StatusOr<LatencyHistogram> latency = LatencyHistogram::FromJson(j["latencyBuckets"]);
+  StatusOr<LatencyHistogram> first = LatencyHistogram::FromJson(j["timeToFirstTokenBuckets"]);
+  if (!latency.ok()) return Status::InvalidArgument(what + ": " + latency.status().message());
+  if (!first.ok()) return Status::InvalidArgument(what + ": " + first.status().message());
+  t.latency = *latency;
+  t.first_token = *first;
+  // The router puts every counted request in a latency bucket.
+  if (t.latency.count() != t.requests || t.first_token.count() > t.requests ||
+      t.errors > t.requests) {
+    return Status::InvalidArgument(what + ": counts and buckets disagree");
+  }
+  return t;
+}
+
 }  // namespace
 
 int LatencyBuckets::Of(double seconds) {
@@ -89,7 +129,7 @@ StatusOr<LatencyHistogram> LatencyHistogram::FromJson(const json& j) {
   return h;
 }
 
-void VersionSummary::Merge(const VersionSummary& other) {
+void TrafficSummary::Merge(const TrafficSummary& other) {
   requests += other.requests;
   errors += other.errors;
   tokens += other.tokens;
@@ -97,28 +137,23 @@ void VersionSummary::Merge(const VersionSummary& other) {
   first_token.Merge(other.first_token);
 }
 
-double VersionSummary::ErrorRate() const {
+double TrafficSummary::ErrorRate() const {
   return requests > 0 ? static_cast<double>(errors) / static_cast<double>(requests) : 0.0;
+}
+
+void VersionSummary::Merge(const VersionSummary& other) {
+  TrafficSummary::Merge(other);
+  mirrored.Merge(other.mirrored);
 }
 
 json WindowSummary::ToJson() const {
   json versions_json = json::array();
   for (const auto& [key, v] : versions) {
-    versions_json.push_back(
-        {{"route", key.first},
-         {"version", key.second},
-         {"requests", v.requests},
-         {"errors", v.errors},
-         {"errorRate", v.ErrorRate()},
-         {"latencyP50", v.latency.Quantile(0.5)},
-         {"latencyP99", v.latency.Quantile(0.99)},
-         {"timeToFirstTokenP50", v.first_token.Quantile(0.5)},
-         {"timeToFirstToken", v.first_token.Quantile(0.99)},
-         {"tokens", v.tokens},
-         {"requestsPerSecond",
-          window_seconds > 0 ? static_cast<double>(v.requests) / window_seconds : 0.0},
-         {"latencyBuckets", v.latency.ToJson()},
-         {"timeToFirstTokenBuckets", v.first_token.ToJson()}});
+    json entry = TrafficJson(v, window_seconds);
+    entry["route"] = key.first;
+    entry["version"] = key.second;
+    entry["mirrored"] = TrafficJson(v.mirrored, window_seconds);
+    versions_json.push_back(std::move(entry));
   }
   return {{"windowSeconds", window_seconds},
           {"buckets",
@@ -153,23 +188,13 @@ StatusOr<WindowSummary> WindowSummary::FromJson(const json& j) {
     KILN_ASSIGN_OR_RETURN(std::string route, Text(v, "route", "a version"));
     KILN_ASSIGN_OR_RETURN(std::string version, Text(v, "version", route));
     const std::string what = route + " " + version;
-    VersionSummary s;
-    KILN_ASSIGN_OR_RETURN(s.requests, Count(v, "requests", what));
-    KILN_ASSIGN_OR_RETURN(s.errors, Count(v, "errors", what));
-    KILN_ASSIGN_OR_RETURN(s.tokens, Count(v, "tokens", what));
-    if (!v.contains("latencyBuckets") || !v.contains("timeToFirstTokenBuckets")) {
-      return Status::InvalidArgument(what + ": no latencyBuckets or timeToFirstTokenBuckets");
-    }
-    StatusOr<LatencyHistogram> latency = LatencyHistogram::FromJson(v["latencyBuckets"]);
-    StatusOr<LatencyHistogram> first = LatencyHistogram::FromJson(v["timeToFirstTokenBuckets"]);
-    if (!latency.ok()) return Status::InvalidArgument(what + ": " + latency.status().message());
-    if (!first.ok()) return Status::InvalidArgument(what + ": " + first.status().message());
-    s.latency = *latency;
-    s.first_token = *first;
-    // The router puts every counted request in a latency bucket.
-    if (s.latency.count() != s.requests || s.first_token.count() > s.requests ||
-        s.errors > s.requests) {
-      return Status::InvalidArgument(what + ": counts and buckets disagree");
+    KILN_ASSIGN_OR_RETURN(TrafficSummary live, ReadTraffic(v, what));
+    VersionSummary s{std::move(live)};
+    // Absent from a kiln-router older than mirrored counts: it counted none.
+    if (auto mirrored = v.find("mirrored"); mirrored != v.end()) {
+      if (!mirrored->is_object())
+        return Status::InvalidArgument(what + ": mirrored is not an object");
+      KILN_ASSIGN_OR_RETURN(s.mirrored, ReadTraffic(*mirrored, what + " mirrored"));
     }
     auto [it, added] = out.versions.emplace(std::make_pair(route, version), s);
     if (!added) return Status::InvalidArgument(what + " is listed twice");

@@ -1,7 +1,8 @@
 // WindowSummary: kiln-router's per-(route, version) account of a recent
 // window, in the form /debug/summary serves it (schema in docs/router.md):
 // counts plus the window's request-duration and time-to-first-byte
-// histograms over fixed log-spaced buckets. Histograms and counts add up, so
+// histograms over fixed log-spaced buckets, for live requests and, apart, for
+// the copies mirrored to a version. Histograms and counts add up, so
 // the summaries of several router replicas merge into the one a single
 // router that saw all their requests would have served; quantiles are
 // computed from the merged buckets by the same method the router uses. The
@@ -65,8 +66,9 @@ class LatencyHistogram {
   uint64_t total_ = 0;
 };
 
-// One version of one route in the window.
-struct VersionSummary {
+// One kind of request to one version in the window: the live requests
+// clients sent it, or the copies of other versions' requests mirrored to it.
+struct TrafficSummary {
   uint64_t requests = 0;  // Answered (client cancellations without a failure left out).
   uint64_t errors = 0;    // The backend's failures and 5xx answers.
   uint64_t tokens = 0;
@@ -74,8 +76,22 @@ struct VersionSummary {
   LatencyHistogram first_token;  // Time to first byte (a stream's first token), where one came.
 
   // Adds `other`'s counts and buckets.
-  void Merge(const VersionSummary& other);
+  void Merge(const TrafficSummary& other);
   double ErrorRate() const;
+
+  bool operator==(const TrafficSummary&) const = default;
+};
+
+// One version of one route in the window: its live requests (the fields
+// every reader knows) and, apart, the mirrored copies it answered (their
+// answers discarded, so they never reached a client).
+struct VersionSummary : TrafficSummary {
+  TrafficSummary mirrored;
+
+  // Adds `other`'s live and mirrored counts and buckets.
+  void Merge(const VersionSummary& other);
+
+  bool operator==(const VersionSummary&) const = default;
 };
 
 struct WindowSummary {
@@ -86,12 +102,14 @@ struct WindowSummary {
   // /debug/summary's body (less what the server adds, e.g. "generation"):
   // the derived figures old readers use (errorRate, latencyP50, latencyP99,
   // timeToFirstTokenP50, timeToFirstToken, requestsPerSecond) beside the
-  // counts and buckets they are derived from, and "buckets" naming the layout.
+  // counts and buckets they are derived from, and "buckets" naming the layout;
+  // each version's mirrored copies in the same form under "mirrored".
   nlohmann::json ToJson() const;
-  // Reads what ToJson writes, ignoring the derived figures. InvalidArgument
-  // for a body that is not a summary, or one without buckets (a kiln-router
-  // from before they were served); FailedPrecondition for another bucket
-  // layout than this build's.
+  // Reads what ToJson writes, ignoring the derived figures. A version without
+  // "mirrored" (a kiln-router from before mirrored copies were counted) had
+  // none. InvalidArgument for a body that is not a summary, or one without
+  // buckets (a kiln-router from before they were served); FailedPrecondition
+  // for another bucket layout than this build's.
   static StatusOr<WindowSummary> FromJson(const nlohmann::json& j);
 
   // Adds `other`'s versions into this one's. InvalidArgument when the

@@ -164,6 +164,16 @@ BAD = [
     ("router settings on a GatewayAPI deployment", "modeldeployment",
      lambda o: o["spec"]["traffic"].update(provider="GatewayAPI", gatewayAPI={"httpRoute": "r"}),
      "spec.traffic.router"),
+    ("a Mirrored metric with mirroring off", "modeldeployment-mirror",
+     put("spec.traffic.router.mirrorPercent", 0), "spec.traffic.router.mirrorPercent"),
+    ("a Mirrored metric without spec.traffic", "modeldeployment-mirror", drop("spec.traffic"),
+     "spec.traffic.router.mirrorPercent"),
+    ("a Mirrored metric on a deployment that mirrors nothing", "modeldeployment",
+     put("spec.analysis.metrics.0.router.traffic", "Mirrored"),
+     "spec.traffic.router.mirrorPercent"),
+    ("an unknown kind of traffic to judge", "modeldeployment",
+     put("spec.analysis.metrics.0.router.traffic", "Shadow"),
+     "spec.analysis.metrics[0].router.traffic"),
     ("mirroring above 100 percent", "modeldeployment",
      put("spec.traffic.router.mirrorPercent", 101), "spec.traffic.router.mirrorPercent"),
     ("a sticky header that is not a header name", "modeldeployment",
@@ -276,6 +286,21 @@ class CrdTest(unittest.TestCase):
                     check=False)
         self.assertNotEqual(r.returncode, 0)
         self.assertIn("elastic", r.stderr)
+
+    def test_a_router_metric_judges_live_traffic_unless_mirrored(self):
+        md = example("modeldeployment")
+        md["metadata"]["name"] = "traffic-default"
+        self.apply(md, check=True)
+        got = json.loads(kubectl("get", "modeldeployment", "traffic-default", "-n", self.ns,
+                                 "-o", "json").stdout)
+        self.assertEqual(got["spec"]["analysis"]["metrics"][0]["router"]["traffic"], "Live")
+        # Mirrored needs requests mirrored to the canary; the rule says so.
+        put("spec.analysis.metrics.0.router.traffic", "Mirrored")(md)
+        r = self.apply(md)
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("traffic Mirrored needs spec.traffic.router.mirrorPercent above 0", r.stderr)
+        put("spec.traffic.router.mirrorPercent", 10)(md)
+        self.apply(md, check=True)
 
     def test_status_is_a_subresource_and_printer_columns_show(self):
         job = example("trainingjob")

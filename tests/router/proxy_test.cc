@@ -18,6 +18,7 @@
 #include <sys/socket.h>
 
 #include "base/io_threads.h"
+#include "router/window_summary.h"
 #include "tests/support/http_probe.h"
 #include "tests/support/raw_http.h"
 #include "tests/support/wait.h"
@@ -453,6 +454,84 @@ TEST_CASE("mirrored copies reach the canary and their answers are discarded", "[
   CHECK(router.metrics.Scrape().find(
             R"(kiln_router_requests_total{code="200",route="default/chat",version="v2"})") ==
         std::string::npos);
+  // And in the window, under the canary's mirrored figures only.
+  auto summary = WindowSummary::FromJson(router.metrics.Summary(60));
+  REQUIRE(summary.ok());
+  const VersionSummary& stable = summary->versions.at({"default/chat", "v1"});
+  const VersionSummary& canary = summary->versions.at({"default/chat", "v2"});
+  CHECK(stable.requests == 30);
+  CHECK(stable.mirrored.requests == 0);
+  CHECK(canary.requests == 0);
+  CHECK(canary.mirrored.requests == 30);
+  CHECK(canary.mirrored.errors == 0);
+  CHECK(canary.mirrored.tokens == 30 * 4);  // The replies' usage.completion_tokens.
+  CHECK(canary.mirrored.latency.count() == 30);
+}
+
+// The window of `router`'s metrics, read back as the operator reads it.
+WindowSummary WindowOf(const Router& router) {
+  auto summary = WindowSummary::FromJson(router.metrics.Summary(60));
+  REQUIRE(summary.ok());
+  return *summary;
+}
+
+TEST_CASE("a failing mirror is a mirrored error of the canary, never a live one",
+          "[router][proxy]") {
+  Backend v1("v1");
+  // v2's endpoint refuses every connection: each copy fails to connect.
+  RouteConfig c = Chat({v1.address()}, {"127.0.0.1:" + std::to_string(FreePort())}, 0);
+  c.routes[0].mirror_percent = 100;
+  c.routes[0].mirror_version = "v2";
+  Router router(c);
+  for (int i = 0; i < 10; ++i) {
+    RawResponse r = Post(router.port, R"({"model": "chat"})");
+    REQUIRE(r.status == 200);  // The client never sees the copy fail.
+  }
+  CHECK(WaitFor([&] {
+    return WindowOf(router).versions[{"default/chat", "v2"}].mirrored.requests == 10;
+  }));
+  WindowSummary w = WindowOf(router);
+  const VersionSummary& stable = w.versions.at({"default/chat", "v1"});
+  const VersionSummary& canary = w.versions.at({"default/chat", "v2"});
+  CHECK(canary.mirrored.errors == 10);
+  CHECK(canary.mirrored.ErrorRate() == 1.0);
+  CHECK(canary.requests == 0);
+  CHECK(canary.errors == 0);
+  CHECK(stable.requests == 10);
+  CHECK(stable.errors == 0);
+  const std::string text = router.metrics.Scrape();
+  CHECK_THAT(
+      text,
+      Catch::Contains(
+          R"(kiln_router_mirror_requests_total{result="connect",route="default/chat",version="v2"} 10)"));
+  CHECK_THAT(text, !Catch::Contains("kiln_router_errors_total{"));
+}
+
+TEST_CASE("a mirrored stream's first token and tokens are measured", "[router][proxy]") {
+  Backend v1("v1"), v2("v2");
+  v2.stream = [](const HttpRequest&, std::shared_ptr<HttpResponder> responder) {
+    responder->StartStream({200, "text/event-stream"});
+    for (int i = 0; i < 3; ++i) responder->Write("data: {\"text\": \"tok\"}\n\n");
+    responder->Write("data: [DONE]\n\n");
+    responder->Finish();
+  };
+  RouteConfig c = Chat({v1.address()}, {v2.address()}, 0);
+  c.routes[0].mirror_percent = 100;
+  c.routes[0].mirror_version = "v2";
+  Router router(c);
+  for (int i = 0; i < 5; ++i) {
+    RawResponse r = Post(router.port, R"({"model": "chat", "stream": true})");
+    REQUIRE(r.status == 200);
+  }
+  CHECK(WaitFor([&] {
+    return WindowOf(router).versions[{"default/chat", "v2"}].mirrored.requests == 5;
+  }));
+  const VersionSummary canary = WindowOf(router).versions.at({"default/chat", "v2"});
+  CHECK(canary.mirrored.errors == 0);
+  CHECK(canary.mirrored.tokens == 15);
+  CHECK(canary.mirrored.first_token.count() == 5);
+  CHECK(canary.mirrored.first_token.Quantile(0.99) > 0);
+  CHECK(canary.first_token.count() == 0);
 }
 
 TEST_CASE("a weight change under load takes effect without a failed request", "[router][proxy]") {

@@ -111,6 +111,66 @@ TEST_CASE("the summary carries its counts and buckets and reads back as it was s
   }
 }
 
+TEST_CASE("mirrored copies are counted in the window apart from the live requests",
+          "[router][summary]") {
+  int64_t now = 1000;
+  RouterMetrics metrics([&] { return now; });
+  RouterMetrics::Version* v1 = metrics.For("default/chat", "v1");
+  RouterMetrics::Version* v2 = metrics.For("default/chat", "v2");
+  // v1 answers 20 live requests of 10 ms; 20 copies go to v2: 15 of 40 ms
+  // streaming their first token at 8 ms, 3 answered 503, 2 refused.
+  for (int i = 0; i < 20; ++i) {
+    metrics.BeginRequest(v1);
+    metrics.EndRequest(v1, {.status = 200, .seconds = 0.010, .first_byte_seconds = 0.002});
+  }
+  for (int i = 0; i < 15; ++i) {
+    metrics.Mirrored(v2,
+                     {.status = 200, .seconds = 0.040, .first_byte_seconds = 0.008, .tokens = 5});
+  }
+  for (int i = 0; i < 3; ++i) {
+    metrics.Mirrored(v2, {.status = 503, .error = "status_5xx", .seconds = 0.002});
+  }
+  for (int i = 0; i < 2; ++i) metrics.Mirrored(v2, {.error = "connect", .seconds = 0.001});
+  // A copy the router cut short (it was shutting down) is not the version's doing.
+  metrics.Mirrored(v2, {.client_cancelled = true, .seconds = 9});
+  // v2 has one live request of its own (a tester's x-kiln-version).
+  metrics.BeginRequest(v2);
+  metrics.EndRequest(v2, {.status = 200, .seconds = 2.0});
+
+  auto read = WindowSummary::FromJson(nlohmann::json::parse(metrics.Summary(60).dump()));
+  INFO(read.status().ToString());
+  REQUIRE(read.ok());
+  const VersionSummary& stable = read->versions.at({"default/chat", "v1"});
+  CHECK(stable.requests == 20);
+  CHECK(stable.mirrored.requests == 0);  // Nothing was mirrored to v1.
+  const VersionSummary& canary = read->versions.at({"default/chat", "v2"});
+  // The live figures hold only the live request: no mirror failure is a live error.
+  CHECK(canary.requests == 1);
+  CHECK(canary.errors == 0);
+  CHECK(canary.latency.at(LatencyBuckets::Of(2.0)) == 1);
+  CHECK(canary.tokens == 0);
+  CHECK(canary.mirrored.requests == 20);
+  CHECK(canary.mirrored.errors == 5);
+  CHECK(canary.mirrored.ErrorRate() == Approx(0.25));
+  CHECK(canary.mirrored.tokens == 75);
+  CHECK(canary.mirrored.latency.count() == 20);
+  CHECK(canary.mirrored.latency.Quantile(0.5) == LatencyBuckets::Value(LatencyBuckets::Of(0.040)));
+  CHECK(canary.mirrored.first_token.count() == 15);
+  CHECK(canary.mirrored.first_token.Quantile(0.99) ==
+        LatencyBuckets::Value(LatencyBuckets::Of(0.008)));
+
+  const nlohmann::json served = metrics.Summary(60);
+  const nlohmann::json& m = served["versions"][1]["mirrored"];
+  CHECK(m["requests"] == 20);
+  CHECK(m["errorRate"].get<double>() == Approx(0.25));
+  CHECK(served["versions"][1]["errorRate"].get<double>() == 0);
+
+  // The mirrored copies leave the window as live requests do.
+  now = 1100;
+  CHECK(metrics.Summary(60)["versions"][1]["mirrored"]["requests"] == 0);
+  CHECK(metrics.Summary(300)["versions"][1]["mirrored"]["requests"] == 20);
+}
+
 TEST_CASE("Prometheus metrics carry route, version, code and kind", "[router]") {
   RouterMetrics metrics;
   RouterMetrics::Version* v = metrics.For("default/chat", "v2");
@@ -119,7 +179,8 @@ TEST_CASE("Prometheus metrics carry route, version, code and kind", "[router]") 
   metrics.BeginRequest(v);
   metrics.EndRequest(v, {.status = 504, .error = "timeout", .seconds = 1});
   metrics.Rejected("", "unknown_model", 404);
-  metrics.Mirrored(v, "ok");
+  metrics.Mirrored(v, {.status = 200, .seconds = 0.01});
+  metrics.Mirrored(v, {.status = 502, .error = "status_5xx", .seconds = 0.01});
   metrics.SetConfig(
       {.routes = {{.name = "default/a"}, {.name = "default/b"}, {.name = "default/c"}},
        .generation = 12});
@@ -140,6 +201,10 @@ TEST_CASE("Prometheus metrics carry route, version, code and kind", "[router]") 
       text,
       Catch::Contains(
           R"(kiln_router_mirror_requests_total{result="ok",route="default/chat",version="v2"} 1)"));
+  CHECK_THAT(
+      text,
+      Catch::Contains(
+          R"(kiln_router_mirror_requests_total{result="status_5xx",route="default/chat",version="v2"} 1)"));
   CHECK_THAT(text, Catch::Contains("kiln_router_config_generation 12"));
   CHECK_THAT(
       text,

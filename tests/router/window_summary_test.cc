@@ -85,6 +85,38 @@ TEST_CASE("summaries of the same window merge by route and version", "[router][s
   CHECK(a.Merge(other).code() == StatusCode::kInvalidArgument);
 }
 
+TEST_CASE("mirrored counts and buckets merge apart from the live ones", "[router][summary]") {
+  WindowSummary a, b;
+  a.window_seconds = b.window_seconds = 30;
+  VersionSummary& a2 = a.versions[{"default/chat", "v2"}];
+  a2.mirrored.requests = 10;
+  a2.mirrored.errors = 1;
+  a2.mirrored.tokens = 7;
+  a2.mirrored.latency.Add(LatencyBuckets::Of(0.01), 10);
+  a2.mirrored.first_token.Add(LatencyBuckets::Of(0.003), 4);
+  VersionSummary& b2 = b.versions[{"default/chat", "v2"}];
+  b2.requests = 2;  // Live requests of its own on b.
+  b2.latency.Add(LatencyBuckets::Of(0.02), 2);
+  b2.mirrored.requests = 30;
+  b2.mirrored.errors = 5;
+  b2.mirrored.latency.Add(LatencyBuckets::Of(0.8), 30);
+  b2.mirrored.first_token.Add(LatencyBuckets::Of(0.3), 30);
+
+  REQUIRE(a.Merge(b).ok());
+  const VersionSummary& v2 = a.versions.at({"default/chat", "v2"});
+  CHECK(v2.requests == 2);
+  CHECK(v2.errors == 0);
+  CHECK(v2.latency.count() == 2);
+  CHECK(v2.mirrored.requests == 40);
+  CHECK(v2.mirrored.errors == 6);
+  CHECK(v2.mirrored.tokens == 7);
+  CHECK(v2.mirrored.ErrorRate() == Approx(0.15));
+  CHECK(v2.mirrored.latency.count() == 40);
+  // 10 fast and 30 slow copies: the merged median is slow, though a's alone was fast.
+  CHECK(v2.mirrored.latency.Quantile(0.5) == LatencyBuckets::Value(LatencyBuckets::Of(0.8)));
+  CHECK(v2.mirrored.first_token.count() == 34);
+}
+
 TEST_CASE("a summary's JSON names its bucket layout and reads back", "[router][summary]") {
   WindowSummary s;
   s.window_seconds = 60;
@@ -104,6 +136,8 @@ TEST_CASE("a summary's JSON names its bucket layout and reads back", "[router][s
   CHECK(jv["timeToFirstToken"] == LatencyBuckets::Value(LatencyBuckets::Of(0.004)));
   CHECK(jv["requestsPerSecond"] == Approx(4.0 / 60));
 
+  CHECK(jv["mirrored"]["requests"] == 0);  // None mirrored, still served.
+
   auto back = WindowSummary::FromJson(j);
   INFO(back.status().ToString());
   REQUIRE(back.ok());
@@ -122,6 +156,58 @@ TEST_CASE("a summary's JSON names its bucket layout and reads back", "[router][s
   twice["versions"].push_back(j["versions"][0]);
   CHECK_FALSE(WindowSummary::FromJson(twice).ok());
   CHECK_FALSE(WindowSummary::FromJson(json::parse("[1]")).ok());
+}
+
+TEST_CASE("mirrored figures are served under each version and read back", "[router][summary]") {
+  WindowSummary s;
+  s.window_seconds = 20;
+  VersionSummary& v = s.versions[{"default/chat", "v2"}];
+  v.requests = 1;
+  v.latency.Add(LatencyBuckets::Of(0.05), 1);
+  v.mirrored.requests = 4;
+  v.mirrored.errors = 1;
+  v.mirrored.tokens = 12;
+  v.mirrored.latency.Add(LatencyBuckets::Of(0.03), 3);
+  v.mirrored.latency.Add(LatencyBuckets::Of(2), 1);
+  v.mirrored.first_token.Add(LatencyBuckets::Of(0.004), 3);
+  const json j = s.ToJson();
+  const json& m = j["versions"][0]["mirrored"];
+  CHECK(m["requests"] == 4);
+  CHECK(m["errors"] == 1);
+  CHECK(m["errorRate"] == 0.25);
+  CHECK(m["latencyP50"] == LatencyBuckets::Value(LatencyBuckets::Of(0.03)));
+  CHECK(m["latencyP99"] == LatencyBuckets::Value(LatencyBuckets::Of(2)));
+  CHECK(m["timeToFirstToken"] == LatencyBuckets::Value(LatencyBuckets::Of(0.004)));
+  CHECK(m["requestsPerSecond"] == Approx(0.2));
+  CHECK(j["versions"][0]["requests"] == 1);  // The live figures stay the live ones.
+
+  auto back = WindowSummary::FromJson(j);
+  INFO(back.status().ToString());
+  REQUIRE(back.ok());
+  CHECK(back->versions.at({"default/chat", "v2"}) == v);
+  CHECK(back->ToJson() == j);
+
+  // A kiln-router older than mirrored counts: its summary reads as no mirrored traffic.
+  json old = j;
+  old["versions"][0].erase("mirrored");
+  auto read_old = WindowSummary::FromJson(old);
+  INFO(read_old.status().ToString());
+  REQUIRE(read_old.ok());
+  const VersionSummary& o = read_old->versions.at({"default/chat", "v2"});
+  CHECK(o.requests == 1);
+  CHECK(o.mirrored == TrafficSummary{});
+
+  json disagreeing = j;  // Mirrored counts the buckets do not hold.
+  disagreeing["versions"][0]["mirrored"]["requests"] = 5;
+  auto refused = WindowSummary::FromJson(disagreeing);
+  CHECK(refused.status().code() == StatusCode::kInvalidArgument);
+  CHECK_THAT(refused.status().message(), Catch::Contains("default/chat v2 mirrored"));
+  json not_object = j;
+  not_object["versions"][0]["mirrored"] = 4;
+  CHECK_FALSE(WindowSummary::FromJson(not_object).ok());
+  json bad_buckets = j;
+  bad_buckets["versions"][0]["mirrored"]["latencyBuckets"] = json::parse("[[3,1],[3,2]]");
+  CHECK_FALSE(WindowSummary::FromJson(bad_buckets).ok());
 }
 
 }  // namespace

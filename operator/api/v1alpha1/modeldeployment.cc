@@ -120,12 +120,14 @@ void to_json(nlohmann::json& j, const RouterMetric& v) {
   j = nlohmann::json::object();
   Write(j, "metric", v.metric);
   Write(j, "compareToStable", v.compare_to_stable);
+  Write(j, "traffic", v.traffic);
 }
 
 void from_json(const nlohmann::json& j, RouterMetric& v) {
   ExpectObject(j, "RouterMetric");
   Read(j, "metric", v.metric);
   Read(j, "compareToStable", v.compare_to_stable);
+  Read(j, "traffic", v.traffic);
 }
 
 void to_json(nlohmann::json& j, const PrometheusMetric& v) {

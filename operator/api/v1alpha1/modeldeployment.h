@@ -152,6 +152,12 @@ struct RouterMetric {
   std::string metric;
   // When true, bounds apply to canary minus stable rather than to the canary alone.
   std::optional<bool> compare_to_stable;
+  // Which of the canary's requests are judged. Live: the requests clients sent it (none before its
+  // first setWeight). Mirrored: the copies of the other versions' requests the router mirrored to
+  // it (spec.traffic.router.mirrorPercent), whose answers no client sees, so a canary can be judged
+  // before it takes any traffic; with compareToStable they are compared with the stable version's
+  // live requests. A window without such requests is inconclusive.
+  std::optional<std::string> traffic;
 
   bool operator==(const RouterMetric&) const = default;
 };

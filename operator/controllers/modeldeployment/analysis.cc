@@ -14,11 +14,15 @@ std::string Num(double v) {
   return buf;
 }
 
-double Field(const VersionWindow& w, const std::string& metric) {
+double Field(const TrafficFigures& w, const std::string& metric) {
   if (metric == "errorRate") return w.error_rate;
   if (metric == "latencyP50") return w.latency_p50;
   if (metric == "latencyP99") return w.latency_p99;
   return w.ttft_p99;  // timeToFirstToken; the schema allows nothing else.
+}
+
+bool JudgesMirrored(const v1::AnalysisMetric& metric) {
+  return metric.router && metric.router->traffic.value_or("Live") == "Mirrored";
 }
 
 // "" when `value` is within the metric's bounds, else which bound it broke.
@@ -46,21 +50,26 @@ MeasuredValue Measure(const v1::AnalysisMetric& metric, const StatusOr<TrafficWi
     return out;
   }
   const std::string& name = metric.router->metric;
+  const bool mirrored = JudgesMirrored(metric);
   auto c = window->find(canary);
-  if (c == window->end() || c->second.requests == 0) {
-    out.why = metric.name + ": no requests to " + canary + " in the window";
+  const TrafficFigures judged = c == window->end() ? TrafficFigures{}
+                                : mirrored         ? c->second.mirrored
+                                                   : c->second.live();
+  if (judged.requests == 0) {
+    out.why = metric.name + ": no " + (mirrored ? "mirrored " : "") + "requests to " + canary +
+              " in the window";
     return out;
   }
-  double value = Field(c->second, name);
-  std::string what = name + " of " + canary;
+  double value = Field(judged, name);
+  std::string what = name + " of " + canary + (mirrored ? " on mirrored requests" : "");
   if (metric.router->compare_to_stable.value_or(false)) {
     auto s = window->find(stable);
     if (s == window->end() || s->second.requests == 0) {
       out.why = metric.name + ": no requests to the stable version " + stable + " to compare with";
       return out;
     }
-    value -= Field(s->second, name);
-    what = name + " of " + canary + " minus " + stable;
+    value -= Field(s->second.live(), name);
+    what += " minus " + stable + (mirrored ? " on live requests" : "");
   }
   out.measurement.value = value;
   const std::string broken = Broken(metric, value);
@@ -122,7 +131,12 @@ AnalysisVerdict Judge(const std::vector<v1::Measurement>& measurements,
       if (it != metrics.end()) {
         const std::string broken = Broken(*it->second, *m.value);
         if (!broken.empty()) detail += " " + broken;
-        if (it->second->router && it->second->router->compare_to_stable.value_or(false)) {
+        const bool compared =
+            it->second->router && it->second->router->compare_to_stable.value_or(false);
+        if (JudgesMirrored(*it->second)) {
+          detail += compared ? " (canary's mirrored requests minus stable's live ones)"
+                             : " (canary's mirrored requests)";
+        } else if (compared) {
           detail += " (canary minus stable)";
         }
       }

@@ -27,9 +27,11 @@ struct MeasuredValue {
 };
 
 // Measures router metric `metric` on version `canary` (minus `stable` with
-// compareToStable) from `window`, at time `time` (RFC 3339). Inconclusive
-// when the window could not be read or a version it needs had no requests
-// (and for a metric that is not a router one).
+// compareToStable) from `window`, at time `time` (RFC 3339): the canary's
+// live requests, or with traffic Mirrored the copies mirrored to it (the
+// stable version is always judged on its live requests; the words say
+// "mirrored"). Inconclusive when the window could not be read or a version
+// it needs had no such requests (and for a metric that is not a router one).
 MeasuredValue Measure(const api::v1alpha1::AnalysisMetric& metric,
                       const StatusOr<TrafficWindow>& window, const std::string& canary,
                       const std::string& stable, const std::string& time);

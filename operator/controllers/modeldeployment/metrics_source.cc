@@ -16,6 +16,16 @@ double Number(const json& j, const char* key) {
   return it != j.end() && it->is_number() ? it->get<double>() : 0;
 }
 
+// The derived figures of one kind of traffic, as the summary serves them.
+TrafficFigures Figures(const json& j) {
+  return {.requests = static_cast<int64_t>(Number(j, "requests")),
+          .errors = static_cast<int64_t>(Number(j, "errors")),
+          .error_rate = Number(j, "errorRate"),
+          .latency_p50 = Number(j, "latencyP50"),
+          .latency_p99 = Number(j, "latencyP99"),
+          .ttft_p99 = Number(j, "timeToFirstToken")};
+}
+
 }  // namespace
 
 StatusOr<TrafficWindow> ParseRouterSummary(const std::string& body, const std::string& route) {
@@ -28,14 +38,11 @@ StatusOr<TrafficWindow> ParseRouterSummary(const std::string& body, const std::s
     if (!v.is_object() || v.value("route", "") != route) continue;
     const std::string version = v.value("version", "");
     if (version.empty()) continue;
-    VersionWindow w;
-    w.requests = static_cast<int64_t>(Number(v, "requests"));
-    w.errors = static_cast<int64_t>(Number(v, "errors"));
-    w.error_rate = Number(v, "errorRate");
-    w.latency_p50 = Number(v, "latencyP50");
-    w.latency_p99 = Number(v, "latencyP99");
-    w.ttft_p99 = Number(v, "timeToFirstToken");
-    out[version] = w;
+    // A kiln-router older than mirrored counts serves none: no mirrored requests.
+    auto mirrored = v.find("mirrored");
+    out[version] = VersionWindow::Of(Figures(v), mirrored != v.end() && mirrored->is_object()
+                                                     ? Figures(*mirrored)
+                                                     : TrafficFigures{});
   }
   return out;
 }

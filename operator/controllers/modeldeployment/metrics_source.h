@@ -1,5 +1,5 @@
-// MetricsSource: per-version measurements of a ModelDeployment's live
-// traffic over a recent window, as the rollout analysis reads them. The
+// MetricsSource: per-version measurements of a ModelDeployment's traffic
+// (live, and mirrored apart) over a recent window, as the rollout analysis reads them. The
 // production source asks kiln-router for its windowed summary
 // (GET /debug/summary?window=<seconds>, router/router_metrics.h); unit tests
 // use a fake. Implementations are thread-safe.
@@ -17,14 +17,50 @@
 
 namespace kiln::modeldeployment {
 
-// One version's traffic in the window. Times in seconds.
-struct VersionWindow {
+// One kind of request to a version in the window. Times in seconds.
+struct TrafficFigures {
   int64_t requests = 0;
   int64_t errors = 0;
-  double error_rate = 0;   // errorRate: share of 5xx answers.
+  double error_rate = 0;   // errorRate: share of failures and 5xx answers.
   double latency_p50 = 0;  // latencyP50
   double latency_p99 = 0;  // latencyP99
   double ttft_p99 = 0;     // timeToFirstToken (p99)
+};
+
+// One version's traffic in the window: the live requests clients sent it
+// and, apart, the copies of other versions' requests the router mirrored to
+// it (answers discarded). The live figures keep the flat fields every reader
+// had before mirrors were counted (live() gives them as TrafficFigures).
+// Times in seconds.
+struct VersionWindow {
+  int64_t requests = 0;
+  int64_t errors = 0;
+  double error_rate = 0;    // errorRate: share of failures and 5xx answers.
+  double latency_p50 = 0;   // latencyP50
+  double latency_p99 = 0;   // latencyP99
+  double ttft_p99 = 0;      // timeToFirstToken (p99)
+  TrafficFigures mirrored;  // All zero from a kiln-router that does not count mirrors.
+
+  // `live` in the flat fields, beside `mirrored`.
+  static VersionWindow Of(const TrafficFigures& live, const TrafficFigures& mirrored) {
+    return {.requests = live.requests,
+            .errors = live.errors,
+            .error_rate = live.error_rate,
+            .latency_p50 = live.latency_p50,
+            .latency_p99 = live.latency_p99,
+            .ttft_p99 = live.ttft_p99,
+            .mirrored = mirrored};
+  }
+
+  // The live requests' figures.
+  TrafficFigures live() const {
+    return {.requests = requests,
+            .errors = errors,
+            .error_rate = error_rate,
+            .latency_p50 = latency_p50,
+            .latency_p99 = latency_p99,
+            .ttft_p99 = ttft_p99};
+  }
 };
 
 // By version.
@@ -39,7 +75,8 @@ class MetricsSource {
   virtual StatusOr<TrafficWindow> Window(const std::string& route, int window_seconds) = 0;
 };
 
-// kiln-router's /debug/summary body → the versions of `route`.
+// kiln-router's /debug/summary body → the versions of `route`; a version
+// without "mirrored" (an older kiln-router) had no mirrored requests.
 // InvalidArgument for a body that is not such a summary.
 StatusOr<TrafficWindow> ParseRouterSummary(const std::string& body, const std::string& route);
 

@@ -59,6 +59,16 @@ bool Ready(const json& endpoint) {
   return ready == conditions->end() || !ready->is_boolean() || ready->get<bool>();
 }
 
+// The figures of one kind of traffic, from its counts and buckets.
+TrafficFigures FiguresOf(const router::TrafficSummary& t) {
+  return {.requests = static_cast<int64_t>(t.requests),
+          .errors = static_cast<int64_t>(t.errors),
+          .error_rate = t.ErrorRate(),
+          .latency_p50 = t.latency.Quantile(0.5),
+          .latency_p99 = t.latency.Quantile(0.99),
+          .ttft_p99 = t.first_token.Quantile(0.99)};
+}
+
 }  // namespace
 
 StatusOr<RouterReplicasOptions> ParseRouterReplicasOptions(const std::string& service,
@@ -132,12 +142,7 @@ TrafficWindow TrafficWindowOf(const router::WindowSummary& summary, const std::s
   TrafficWindow out;
   for (const auto& [key, v] : summary.versions) {
     if (key.first != route) continue;
-    out[key.second] = {.requests = static_cast<int64_t>(v.requests),
-                       .errors = static_cast<int64_t>(v.errors),
-                       .error_rate = v.ErrorRate(),
-                       .latency_p50 = v.latency.Quantile(0.5),
-                       .latency_p99 = v.latency.Quantile(0.99),
-                       .ttft_p99 = v.first_token.Quantile(0.99)};
+    out[key.second] = VersionWindow::Of(FiguresOf(v), FiguresOf(v.mirrored));
   }
   return out;
 }

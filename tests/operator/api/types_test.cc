@@ -80,6 +80,7 @@ TEST_CASE("every example decodes and re-encodes unchanged", "[api]") {
   CheckRoundTrip<ModelDeployment>(LoadOne("examples/modeldeployment.yaml"));
   CheckRoundTrip<TrainingJob>(LoadOne("examples/trainingjob-s3.yaml"));
   CheckRoundTrip<ModelDeployment>(LoadOne("examples/modeldeployment-s3.yaml"));
+  CheckRoundTrip<ModelDeployment>(LoadOne("examples/modeldeployment-mirror.yaml"));
   CheckRoundTrip<MemberCluster>(LoadOne("examples/membercluster.yaml"));
   CheckRoundTrip<MemberCluster>(LoadOne("examples/membercluster-hub.yaml"));
 }

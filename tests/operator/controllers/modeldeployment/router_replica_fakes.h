@@ -62,6 +62,16 @@ inline void Serve(router::RouterMetrics& metrics, const std::string& version, do
                          .first_byte_seconds = seconds / 10});
 }
 
+// One copy of a request mirrored to `version` of kRoute that took `seconds`
+// (first byte at a tenth of it), as kiln-router records it.
+inline void Mirror(router::RouterMetrics& metrics, const std::string& version, double seconds,
+                   bool failed = false) {
+  metrics.Mirrored(metrics.For(kRoute, version), {.status = failed ? 503 : 200,
+                                                  .error = failed ? "status_5xx" : nullptr,
+                                                  .seconds = seconds,
+                                                  .first_byte_seconds = seconds / 10});
+}
+
 // kiln-router pods of one cluster, reachable only through `api`'s pod proxy:
 // each in its own EndpointSlice at an address in 192.0.2.0/24 (TEST-NET-1,
 // where nothing answers), each with its own metrics. The proxy answers

@@ -61,8 +61,11 @@ class Replica {
                       .ec != std::errc()) {
             return HttpReply{.status = 400, .body = "bad window\n"};
           }
-          return HttpReply{.content_type = "application/json",
-                           .body = metrics_.Summary(window).dump() + "\n"};
+          json summary = metrics_.Summary(window);
+          if (old_) {  // A kiln-router from before mirrored copies were counted.
+            for (json& v : summary["versions"]) v.erase("mirrored");
+          }
+          return HttpReply{.content_type = "application/json", .body = summary.dump() + "\n"};
         })});
     REQUIRE(server.ok());
     server_ = std::move(*server);
@@ -75,10 +78,15 @@ class Replica {
   void Serve(const std::string& version, double seconds, bool failed = false) {
     kiln::testing::Serve(metrics_, version, seconds, failed);
   }
+  // A copy mirrored to `version` that took `seconds`.
+  void Mirror(const std::string& version, double seconds, bool failed = false) {
+    kiln::testing::Mirror(metrics_, version, seconds, failed);
+  }
   std::string SummaryBody(int window) const { return metrics_.Summary(window).dump(); }
   int port() const { return port_; }
   int asked() const { return asked_; }
   void set_fail(bool fail) { fail_ = fail; }
+  void set_old(bool old) { old_ = old; }
 
  private:
   RouterMetrics metrics_;
@@ -86,6 +94,7 @@ class Replica {
   int port_ = 0;
   std::atomic<int> asked_{0};
   std::atomic<bool> fail_{false};
+  std::atomic<bool> old_{false};
 };
 
 struct Harness {
@@ -199,6 +208,67 @@ TEST_CASE(
     CHECK(got.latency_p99 == want.latency_p99);
     CHECK(got.ttft_p99 == want.ttft_p99);
   }
+}
+
+TEST_CASE("mirrored copies merge across replicas apart from the live requests",
+          "[modeldeployment][router-replicas]") {
+  Replica a, b;
+  RouterMetrics all([] { return kNow; });
+  // v1 takes every live request; copies go to v2: 40 of 30 ms on a, 8 of
+  // 1.5 s and 12 failures on b.
+  for (int i = 0; i < 60; ++i) {
+    Replica& r = i % 2 == 0 ? a : b;
+    r.Serve("v1", 0.010);
+    kiln::testing::Serve(all, "v1", 0.010);
+  }
+  auto mirror = [&](Replica& r, double seconds, bool failed) {
+    r.Mirror("v2", seconds, failed);
+    kiln::testing::Mirror(all, "v2", seconds, failed);
+  };
+  for (int i = 0; i < 40; ++i) mirror(a, 0.030, false);
+  for (int i = 0; i < 8; ++i) mirror(b, 1.5, false);
+  for (int i = 0; i < 12; ++i) mirror(b, 0.030, true);
+  a.Start();
+  b.Start();
+
+  Harness h;
+  h.Publish({&a, &b});
+  auto window = h.source.Window(kRoute, 30);
+  INFO(window.status().ToString());
+  REQUIRE(window.ok());
+  const VersionWindow& v2 = window->at("v2");
+  CHECK(v2.requests == 0);  // No live request reached the canary.
+  CHECK(v2.errors == 0);
+  CHECK(v2.mirrored.requests == 60);
+  CHECK(v2.mirrored.errors == 12);
+  CHECK(v2.mirrored.error_rate == Approx(0.2));
+  CHECK(v2.mirrored.latency_p50 == LatencyBuckets::Value(LatencyBuckets::Of(0.030)));
+  // Rank ceil(59.4) = 60 of 60: one of b's slow copies, which a alone never shows.
+  CHECK(v2.mirrored.latency_p99 == LatencyBuckets::Value(LatencyBuckets::Of(1.5)));
+  CHECK(window->at("v1").requests == 60);
+  CHECK(window->at("v1").mirrored.requests == 0);
+  // Field by field what one router that saw every copy serves.
+  for (const json& v : all.Summary(30)["versions"]) {
+    const TrafficFigures got = window->at(v["version"].get<std::string>()).mirrored;
+    const json& want = v["mirrored"];
+    INFO(v.dump());
+    CHECK(got.requests == want["requests"].get<int64_t>());
+    CHECK(got.errors == want["errors"].get<int64_t>());
+    CHECK(got.error_rate == want["errorRate"].get<double>());
+    CHECK(got.latency_p50 == want["latencyP50"].get<double>());
+    CHECK(got.latency_p99 == want["latencyP99"].get<double>());
+    CHECK(got.ttft_p99 == want["timeToFirstToken"].get<double>());
+  }
+
+  // A replica running a kiln-router older than mirrored counts still
+  // answers: its share reads as no mirrored copies, its live requests count.
+  b.set_old(true);
+  auto mixed = h.source.Window(kRoute, 30);
+  INFO(mixed.status().ToString());
+  REQUIRE(mixed.ok());
+  CHECK(mixed->at("v2").mirrored.requests == 40);
+  CHECK(mixed->at("v2").mirrored.errors == 0);
+  CHECK(mixed->at("v1").requests == 60);
 }
 
 TEST_CASE("a router replica that does not answer fails the measurement, naming it",
