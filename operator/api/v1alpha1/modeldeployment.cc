@@ -52,12 +52,14 @@ void to_json(nlohmann::json& j, const AnalysisStep& v) {
   j = nlohmann::json::object();
   Write(j, "duration", v.duration);
   Write(j, "background", v.background);
+  Write(j, "metrics", v.metrics);
 }
 
 void from_json(const nlohmann::json& j, AnalysisStep& v) {
   ExpectObject(j, "AnalysisStep");
   Read(j, "duration", v.duration);
   Read(j, "background", v.background);
+  Read(j, "metrics", v.metrics);
 }
 
 void to_json(nlohmann::json& j, const QualityGateStep& v) {

@@ -68,6 +68,9 @@ struct AnalysisStep {
   // which at any later step rolls back as a blocking analysis does. A later background step ends it
   // and starts a new one.
   std::optional<bool> background;
+  // The spec.analysis.metrics this step measures, by name; all of them when unset. E.g. only the
+  // Mirrored metrics at a step before the first setWeight, when live traffic has nothing to judge.
+  std::optional<std::vector<std::string>> metrics;
 
   bool operator==(const AnalysisStep&) const = default;
 };

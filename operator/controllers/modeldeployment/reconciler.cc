@@ -687,15 +687,31 @@ class Rollout {
   }
 
   v1::AnalysisSpec AnalysisOptions() const { return spec_.analysis.value_or(v1::AnalysisSpec{}); }
+  // spec.analysis as the analysis step `step` runs it: only the metrics its
+  // `metrics` names, when it names some (a CEL rule keeps them among
+  // spec.analysis.metrics; one that is not there is not measured).
+  v1::AnalysisSpec AnalysisAt(int32_t step) const {
+    v1::AnalysisSpec analysis = AnalysisOptions();
+    const auto i = static_cast<size_t>(std::max(step, 0));
+    if (i >= steps_.size() || !steps_[i].analysis || !steps_[i].analysis->metrics ||
+        !analysis.metrics) {
+      return analysis;
+    }
+    const std::vector<std::string>& names = *steps_[i].analysis->metrics;
+    std::erase_if(*analysis.metrics, [&](const v1::AnalysisMetric& m) {
+      return std::find(names.begin(), names.end(), m.name) == names.end();
+    });
+    return analysis;
+  }
   milliseconds Interval() const {
     return std::max(milliseconds(1000),
                     DurationOr(AnalysisOptions().interval, std::chrono::seconds(30)));
   }
-  // A metric of spec.analysis without one successful measurement in `ms`
-  // (its name), or "".
-  std::string Unmeasured(const std::vector<v1::Measurement>& ms) const {
-    for (const auto& metric :
-         AnalysisOptions().metrics.value_or(std::vector<v1::AnalysisMetric>{})) {
+  // A metric of `analysis` without one successful measurement in `ms` (its
+  // name), or "".
+  std::string Unmeasured(const std::vector<v1::Measurement>& ms,
+                         const v1::AnalysisSpec& analysis) const {
+    for (const auto& metric : analysis.metrics.value_or(std::vector<v1::AnalysisMetric>{})) {
       const bool measured = std::any_of(ms.begin(), ms.end(), [&](const v1::Measurement& m) {
         return m.metric == metric.name && m.phase == "Successful";
       });
@@ -760,7 +776,7 @@ class Rollout {
           at + ": " + from + " is inconclusive (" + run.message.value_or("") + ")" + paused;
       return false;
     }
-    const v1::AnalysisSpec analysis = AnalysisOptions();
+    const v1::AnalysisSpec analysis = AnalysisAt(run.step.value_or(0));
     const milliseconds interval = Interval();
     std::string latest;
     const auto last = MeasureInto(run, analysis, interval, latest);
@@ -799,7 +815,8 @@ class Rollout {
     v1::AnalysisRun* run = FindRun(*status_.background_analysis);
     if (run == nullptr || run->phase != "Running") return true;
     const std::string missing =
-        Unmeasured(run->measurements.value_or(std::vector<v1::Measurement>{}));
+        Unmeasured(run->measurements.value_or(std::vector<v1::Measurement>{}),
+                   AnalysisAt(run->step.value_or(0)));
     if (missing.empty()) return true;
     run->phase = "Inconclusive";
     run->finished_at = now_text_;
@@ -819,7 +836,7 @@ class Rollout {
   // `duration` has passed since `started`. True when it passed.
   bool Analyse(int32_t step, Clock::time_point started, milliseconds duration) {
     const std::string canary = *status_.canary_version;
-    const v1::AnalysisSpec analysis = AnalysisOptions();
+    const v1::AnalysisSpec analysis = AnalysisAt(step);
     const milliseconds interval = Interval();
     const std::string name = canary + "-step" + std::to_string(step);
     const std::string started_text = status_.step_started_at.value_or(FormatRfc3339(now_, 3));
@@ -871,7 +888,7 @@ class Rollout {
     if (now_ >= started + duration) {
       // No evidence is no pass: a metric without one successful measurement
       // (no traffic all along) leaves the run inconclusive.
-      if (const std::string missing = Unmeasured(ms); !missing.empty()) {
+      if (const std::string missing = Unmeasured(ms, analysis); !missing.empty()) {
         run.phase = "Inconclusive";
         run.finished_at = now_text_;
         run.message = missing + ": no successful measurement in the step's " + Seconds(duration) +

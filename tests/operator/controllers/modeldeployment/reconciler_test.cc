@@ -12,6 +12,7 @@
 #include <map>
 #include <memory>
 #include <random>
+#include <set>
 #include <thread>
 
 #include <catch2/catch.hpp>
@@ -1708,6 +1709,55 @@ TEST_CASE("a version live again within the grace loses its mark", "[modeldeploym
   h.ReconcileOk();
   CHECK(h.Deployment("v2").has_value());
   CHECK(h.Weight("v2") == 25);
+}
+
+TEST_CASE("an analysis step before any weight judges the canary on mirrored copies only",
+          "[modeldeployment][reconciler][mirror]") {
+  const bool bad = GENERATE(false, true);
+  INFO((bad ? "copies failing" : "copies fine"));
+  Harness h;
+  json md = Md(json::array({{{"analysis", {{"duration", "20s"}, {"metrics", {"mirrored-errors"}}}}},
+                            {{"setWeight", 50}}}));
+  md["spec"]["analysis"]["metrics"].push_back(
+      {{"name", "mirrored-errors"},
+       {"router", {{"metric", "errorRate"}, {"traffic", "Mirrored"}}},
+       {"max", 0.05}});
+  md["spec"]["traffic"] = {{"provider", "Router"}, {"router", {{"mirrorPercent", 20}}}};
+  h.Stable(md);
+  // The canary has no weight, so no live requests: only copies.
+  TrafficWindow w;
+  w["v1"] = {.requests = 100, .latency_p50 = 0.05, .latency_p99 = 0.1};
+  w["v2"].mirrored = {.requests = 20,
+                      .errors = bad ? 10 : 0,
+                      .error_rate = bad ? 0.5 : 0.0,
+                      .latency_p50 = 0.05,
+                      .latency_p99 = 0.1};
+  h.metrics.answer = w;
+  h.SetModel("v2");
+  h.ReconcileOk();
+  h.SetReady("v2", 2);  // Sized for its next weight, 50% of 4.
+  for (int i = 0; i < 4; ++i) {
+    h.ReconcileOk();
+    h.now += seconds(10);
+  }
+  h.ReconcileOk();
+  json s = h.Status();
+  INFO(s.dump());
+  // Only the step's metric was measured: the live ones (errors, p99) would
+  // have been inconclusive, the canary having no live request.
+  std::set<std::string> measured;
+  for (const auto& r : s["analysisRuns"]) {
+    for (const auto& m : r["measurements"]) measured.insert(m["metric"]);
+  }
+  CHECK(measured == std::set<std::string>{"mirrored-errors"});
+  if (bad) {
+    CHECK(s["phase"] == "Degraded");
+    CHECK(h.Weight("v2") == 0);
+    CHECK(s["message"].get<std::string>().find("mirrored") != std::string::npos);
+  } else {
+    CHECK(s["analysisRuns"].back()["phase"] == "Successful");
+    CHECK(h.Weight("v2") == 50);
+  }
 }
 
 // ---- Serving in member clusters (spec.clusterSelector) ----
