@@ -34,6 +34,7 @@
 
 #include "base/base64.h"
 #include "base/file.h"
+#include "base/log.h"
 #include "kube/api_error.h"
 #include "operator/api/v1alpha1/resources.h"
 #include "operator/controllers/trainingjob/reconciler.h"
@@ -47,6 +48,35 @@ namespace {
 
 using kube::json;
 using Clock = std::chrono::steady_clock;
+
+// Records every log line, at debug level, instead of printing it while it
+// lives, for tests that check what kiln says.
+class LogRecorder final : public log::Sink {
+ public:
+  LogRecorder() : level_(log::GetLevel()) {
+    log::SetLevel(log::Level::kDebug);
+    log::SetSink(this);
+  }
+  ~LogRecorder() override {
+    log::SetSink(nullptr);
+    log::SetLevel(level_);
+  }
+  LogRecorder(const LogRecorder&) = delete;
+  LogRecorder& operator=(const LogRecorder&) = delete;
+  void Write(std::string_view line) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    text_.append(line);  // A line ends with its newline.
+  }
+  std::string Text() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return text_;
+  }
+
+ private:
+  const log::Level level_;
+  std::mutex mu_;
+  std::string text_;
+};
 
 double Seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
 
@@ -453,8 +483,10 @@ TEST_CASE("a TrainingJob is placed, runs, restarts as a whole and is cleaned up"
   // the job makes no pod and says why; once the Secret exists the member
   // (this MemberCluster is not spec.local, so it counts as another cluster)
   // gets kiln's copy of it, which the workers mount; a rotation reaches the
-  // copy; deleting the job removes the copy with the pods.
+  // copy; deleting the job removes the copy with the pods. The keys never
+  // appear in a log line (at debug level) or an Event.
   {
+    LogRecorder logs;
     const std::string s3job = "s3job";
     json spec = Job(ns, s3job, 1, 1);
     spec["spec"]["checkpoint"]["uri"] = "s3://checkpoints/" + s3job;
@@ -478,8 +510,9 @@ TEST_CASE("a TrainingJob is placed, runs, restarts as a whole and is cleaned up"
                                           "/s3-creds (spec.storage.s3.credentialsSecretRef) "
                                           "does not exist");
     CHECK(pods_of(s3job).empty());
+    const std::string first_key = "kiln-secret-first-8f3a2c", rotated_key = "kiln-rotated-5d1e9b";
     json keys = {{"AWS_ACCESS_KEY_ID", Base64Encode("kiln")},
-                 {"AWS_SECRET_ACCESS_KEY", Base64Encode("first")}};
+                 {"AWS_SECRET_ACCESS_KEY", Base64Encode(first_key)}};
     json secret = {{"metadata", {{"name", "s3-creds"}, {"namespace", ns}}}, {"data", keys}};
     REQUIRE(hub.Create(kube::resources::kSecrets, ns, secret).ok());
     const std::string copy_name = s3job + "-s3-credentials";
@@ -502,9 +535,9 @@ TEST_CASE("a TrainingJob is placed, runs, restarts as a whole and is cleaned up"
     std::string env_dump = pod["spec"]["containers"][0].value("env", json::array()).dump();
     CHECK_THAT(env_dump, Catch::Contains("KILN_S3_CREDENTIALS_DIR"));
     CHECK_THAT(env_dump, Catch::Contains("http://127.0.0.1:8333"));
-    CHECK_THAT(env_dump, !Catch::Contains(Base64Encode("first")));
+    CHECK_THAT(env_dump, !Catch::Contains(Base64Encode(first_key)));
 
-    keys["AWS_SECRET_ACCESS_KEY"] = Base64Encode("rotated");
+    keys["AWS_SECRET_ACCESS_KEY"] = Base64Encode(rotated_key);
     REQUIRE(hub.Patch(kube::resources::kSecrets, ns, "s3-creds", kube::PatchType::kMerge,
                       json{{"data", keys}}.dump())
                 .ok());
@@ -519,6 +552,21 @@ TEST_CASE("a TrainingJob is placed, runs, restarts as a whole and is cleaned up"
              kube::IsNotFound(hub.Get(api::v1alpha1::kTrainingJobs, ns, s3job).status());
     });
     CHECK(hub.Get(kube::resources::kSecrets, ns, "s3-creds").ok());  // The user's stays.
+
+    // Neither key, plain or in base64, in what kiln said meanwhile.
+    const std::string said = logs.Text();
+    CHECK_FALSE(said.empty());  // The recorder saw kiln's lines.
+    auto events = hub.List(kube::resources::kEvents, ns);
+    REQUIRE(events.ok());
+    const std::string event_text = (*events)["items"].dump();
+    CHECK_FALSE(event_text.empty());
+    for (const std::string& key : {first_key, rotated_key}) {
+      for (const std::string& form : {key, Base64Encode(key)}) {
+        INFO(form);
+        CHECK(said.find(form) == std::string::npos);
+        CHECK(event_text.find(form) == std::string::npos);
+      }
+    }
   }
 
   // More GPUs than the fleet has: unscheduled, with the engine's reason.

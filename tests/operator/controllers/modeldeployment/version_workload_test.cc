@@ -10,6 +10,7 @@
 #include "operator/api/labels.h"
 #include "operator/controllers/modeldeployment/quality_gate.h"
 #include "operator/controllers/storage/s3_access.h"
+#include "tests/support/pod_security.h"
 
 namespace kiln::modeldeployment {
 namespace {
@@ -202,61 +203,6 @@ TEST_CASE("version names are DNS labels that do not collide", "[modeldeployment]
   CHECK(VersionObjectName(std::string(60, 'a'), "step-100000").size() <= 63);
 }
 
-// What the restricted Pod Security Standard refuses in `pod` (a PodSpec),
-// in words; empty when it admits it. The rules of
-// https://kubernetes.io/docs/concepts/security/pod-security-standards/
-// (restricted, latest) that a kiln-made pod could break.
-std::vector<std::string> RestrictedViolations(const json& pod) {
-  std::vector<std::string> out;
-  const json psc = pod.value("securityContext", json::object());
-  for (const auto& v : pod.value("volumes", json::array())) {
-    bool allowed = false;
-    for (const char* kind : {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral",
-                             "persistentVolumeClaim", "projected", "secret"}) {
-      allowed = allowed || v.contains(kind);
-    }
-    if (!allowed) out.push_back("volume " + v.value("name", "") + " of a refused kind");
-  }
-  for (const char* field : {"hostNetwork", "hostPID", "hostIPC"}) {
-    if (pod.value(field, false)) out.push_back(field);
-  }
-  for (const char* list : {"initContainers", "containers"}) {
-    for (const auto& c : pod.value(list, json::array())) {
-      const std::string name = c.value("name", "");
-      const json sc = c.value("securityContext", json::object());
-      if (sc.value("allowPrivilegeEscalation", true)) {
-        out.push_back(name + ": allowPrivilegeEscalation not false");
-      }
-      if (sc.value("privileged", false)) out.push_back(name + ": privileged");
-      const json drop = sc.value("capabilities", json::object()).value("drop", json::array());
-      if (std::find(drop.begin(), drop.end(), "ALL") == drop.end()) {
-        out.push_back(name + ": capabilities not dropping ALL");
-      }
-      const json add = sc.value("capabilities", json::object()).value("add", json::array());
-      for (const auto& a : add) {
-        if (a != "NET_BIND_SERVICE") out.push_back(name + ": adds " + a.get<std::string>());
-      }
-      if (!sc.value("runAsNonRoot", psc.value("runAsNonRoot", false))) {
-        out.push_back(name + ": runAsNonRoot not true");
-      }
-      if (sc.value("runAsUser", psc.value("runAsUser", 1)) == 0) out.push_back(name + ": uid 0");
-      const std::string seccomp =
-          sc.value("seccompProfile", psc.value("seccompProfile", json::object())).value("type", "");
-      if (seccomp != "RuntimeDefault" && seccomp != "Localhost") {
-        out.push_back(name + ": no RuntimeDefault seccomp profile");
-      }
-      for (const auto& p : c.value("ports", json::array())) {
-        if (p.contains("hostPort")) out.push_back(name + ": hostPort");
-      }
-      // Not a restricted rule, but kiln's promise (docs/reliability.md).
-      if (!sc.value("readOnlyRootFilesystem", false)) {
-        out.push_back(name + ": root filesystem writable");
-      }
-    }
-  }
-  return out;
-}
-
 TEST_CASE("serving and gate pods meet the restricted Pod Security Standard with a claim",
           "[modeldeployment][workload][security]") {
   v1::ModelDeployment md = Md();
@@ -271,14 +217,14 @@ TEST_CASE("serving and gate pods meet the restricted Pod Security Standard with 
   auto w = BuildVersionWorkload(
       md, {.version = "v2", .uri = "s3://models/chat/v2", .replicas = 1, .volume = claim});
   REQUIRE(w.ok());
-  CHECK(RestrictedViolations(w->deployment["spec"]["template"]["spec"]).empty());
+  CHECK(testing::RestrictedViolations(w->deployment["spec"]["template"]["spec"]).empty());
   auto member = BuildVersionWorkload(md, {.version = "v2",
                                           .uri = "s3://models/chat/v2",
                                           .replicas = 1,
                                           .volume = claim,
                                           .in_member = true});
   REQUIRE(member.ok());
-  CHECK(RestrictedViolations(member->deployment["spec"]["template"]["spec"]).empty());
+  CHECK(testing::RestrictedViolations(member->deployment["spec"]["template"]["spec"]).empty());
   auto job = BuildGateJob(md,
                           {.canary = "v2",
                            .canary_uri = "s3://models/chat/v2",
@@ -286,7 +232,7 @@ TEST_CASE("serving and gate pods meet the restricted Pod Security Standard with 
                            .stable_uri = "file:///checkpoints/chat/v1"},
                           claim);
   REQUIRE(job.ok());
-  const auto violations = RestrictedViolations((*job)["spec"]["template"]["spec"]);
+  const auto violations = testing::RestrictedViolations((*job)["spec"]["template"]["spec"]);
   INFO(json(violations).dump());
   CHECK(violations.empty());
 
@@ -297,7 +243,7 @@ TEST_CASE("serving and gate pods meet the restricted Pod Security Standard with 
              .replicas = 1,
              .volume = {.claim_name = "", .host_path = "/srv", .mount_path = "/checkpoints"}});
   REQUIRE(host.ok());
-  CHECK(RestrictedViolations(host->deployment["spec"]["template"]["spec"]) ==
+  CHECK(testing::RestrictedViolations(host->deployment["spec"]["template"]["spec"]) ==
         std::vector<std::string>{"volume shared of a refused kind"});
 }
 

@@ -11,6 +11,7 @@
 
 #include "base/file.h"
 #include "operator/controllers/storage/s3_access.h"
+#include "tests/support/pod_security.h"
 #include "tests/support/yaml_json.h"
 
 namespace kiln::trainingjob {
@@ -117,6 +118,17 @@ TEST_CASE("the example job's gang: gated, pinned pods with the rendezvous and tr
   CHECK(svc["spec"]["clusterIP"] == "None");
   CHECK(svc["spec"]["publishNotReadyAddresses"] == true);
   CHECK(svc["spec"]["selector"][kAttemptLabel] == "0");
+}
+
+TEST_CASE("worker pods meet the restricted Pod Security Standard with a claim",
+          "[trainingjob][pods][security]") {
+  auto gang = BuildGang(Example(), {{"kiln-1", "gpu-a"}, {"kiln-2", "gpu-b"}}, Options());
+  REQUIRE(gang.ok());
+  for (const json& pod : gang->pods) {
+    const auto violations = testing::RestrictedViolations(pod["spec"]);
+    INFO(pod["metadata"]["name"] << ": " << json(violations).dump());
+    CHECK(violations.empty());
+  }
 }
 
 TEST_CASE("a restart attempt gets new names, and the job's own cluster gets owner references",
