@@ -37,6 +37,7 @@
 #include "tests/support/local_clusters.h"
 #include "tests/support/raw_http.h"
 #include "tests/support/temp_dir.h"
+#include "tests/support/wait.h"
 
 namespace kiln::modeldeployment {
 namespace {
@@ -46,26 +47,13 @@ using Clock = std::chrono::steady_clock;
 
 double Seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
 
-// Polls `probe` (bounded) until it returns true; the time it took.
+// Waits (bounded: two minutes) until `probe` holds; the time it took.
 template <typename F>
-Clock::duration WaitUntil(const std::string& what, F probe,
-                          std::chrono::seconds limit = std::chrono::seconds(120)) {
+Clock::duration WaitUntil(const std::string& what, F probe) {
   const auto start = Clock::now();
-  while (Clock::now() - start < limit) {
-    if (probe()) return Clock::now() - start;
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
-  FAIL("timed out waiting for " << what);
-  return limit;
-}
-
-void ApplyCrd(const testing::LocalClusters& lc, const testing::LocalCluster& cluster,
-              const std::string& plural) {
-  const Status applied =
-      lc.ApplyCrd(cluster, std::string(KILN_SOURCE_DIR) + "/crds/kiln.dev_" + plural + ".yaml",
-                  plural + ".kiln.dev");
-  INFO(applied.ToString());
-  REQUIRE(applied.ok());
+  INFO("waiting for " << what);
+  REQUIRE(testing::WaitFor(probe, std::chrono::minutes(2)));
+  return Clock::now() - start;
 }
 
 TEST_CASE("a ModelDeployment with a clusterSelector is served in the matching members",
@@ -82,8 +70,13 @@ TEST_CASE("a ModelDeployment with a clusterSelector is served in the matching me
     clients.push_back(std::move(*c));
   }
   kube::Client& hub = *clients[0];
-  ApplyCrd(*lc, hub_cluster, "memberclusters");
-  ApplyCrd(*lc, hub_cluster, "modeldeployments");
+  for (const std::string crd : {"memberclusters", "modeldeployments"}) {
+    const Status applied =
+        lc->ApplyCrd(hub_cluster, std::string(KILN_SOURCE_DIR) + "/crds/kiln.dev_" + crd + ".yaml",
+                     crd + ".kiln.dev");
+    INFO(applied.ToString());
+    REQUIRE(applied.ok());
+  }
   const std::string ns = testing::UniqueName("kiln-mdf");
   REQUIRE(hub.Create(kube::resources::kNamespaces, "", {{"metadata", {{"name", ns}}}}).ok());
   struct Cleanup {

@@ -53,27 +53,9 @@ StatusOr<router::WindowSummary> MemberRoutersMetricsSource::Summary(int window_s
       return SummaryOf(cluster, window_seconds);
     }));
   }
-  std::optional<router::WindowSummary> merged;
-  std::string failed;
-  size_t failures = 0;
-  for (size_t i = 0; i < clusters_.size(); ++i) {
-    StatusOr<router::WindowSummary> answer = answers[i].get();
-    Status s = answer.status();
-    if (s.ok() && merged) s = merged->Merge(*answer);
-    if (s.ok() && !merged) merged = std::move(*answer);
-    if (!s.ok()) {
-      ++failures;
-      failed += (failed.empty() ? "" : "; ") + std::string("member cluster ") + clusters_[i] +
-                ": " + s.message();
-    }
-  }
-  if (failures > 0) {
-    return Status::Unavailable(std::to_string(failures) + " of " +
-                               std::to_string(clusters_.size()) +
-                               " member clusters' kiln-routers could not all be read, so part " +
-                               "of the traffic is unknown: " + failed);
-  }
-  return std::move(*merged);
+  return MergeAnswers(
+      answers, [&](size_t i) { return "member cluster " + clusters_[i]; },
+      "member clusters' kiln-routers could not all be read, so part of the traffic is unknown");
 }
 
 StatusOr<router::WindowSummary> MemberRoutersMetricsSource::SummaryOf(const std::string& cluster,

@@ -138,6 +138,29 @@ std::vector<RouterReplica> ReadyRouterReplicas(const std::vector<json>& slices,
   return out;
 }
 
+StatusOr<router::WindowSummary> MergeAnswers(
+    std::vector<std::future<StatusOr<router::WindowSummary>>>& answers,
+    const std::function<std::string(size_t)>& name_of, const std::string& what) {
+  std::optional<router::WindowSummary> merged;
+  std::string failed;
+  size_t failures = 0;
+  for (size_t i = 0; i < answers.size(); ++i) {
+    StatusOr<router::WindowSummary> answer = answers[i].get();
+    Status s = answer.status();
+    if (s.ok() && merged) s = merged->Merge(*answer);
+    if (s.ok() && !merged) merged = std::move(*answer);
+    if (!s.ok()) {
+      ++failures;
+      failed += (failed.empty() ? "" : "; ") + name_of(i) + ": " + s.message();
+    }
+  }
+  if (failures > 0 || !merged) {
+    return Status::Unavailable(std::to_string(failures) + " of " + std::to_string(answers.size()) +
+                               " " + what + ": " + failed);
+  }
+  return std::move(*merged);
+}
+
 TrafficWindow TrafficWindowOf(const router::WindowSummary& summary, const std::string& route) {
   TrafficWindow out;
   for (const auto& [key, v] : summary.versions) {
@@ -192,27 +215,10 @@ StatusOr<router::WindowSummary> RouterReplicasMetricsSource::Summary(int window_
                                          : Ask(replica, window_seconds);
     }));
   }
-  std::optional<router::WindowSummary> merged;
-  std::string failed;
-  size_t failures = 0;
-  for (size_t i = 0; i < replicas.size(); ++i) {
-    StatusOr<router::WindowSummary> answer = answers[i].get();
-    Status s = answer.status();
-    if (s.ok() && merged) s = merged->Merge(*answer);
-    if (s.ok() && !merged) merged = std::move(*answer);
-    if (!s.ok()) {
-      ++failures;
-      failed += (failed.empty() ? "" : "; ") + replicas[i].name + " (" + replicas[i].address +
-                "): " + s.message();
-    }
-  }
-  if (failures > 0) {
-    return Status::Unavailable(std::to_string(failures) + " of " + std::to_string(replicas.size()) +
-                               " kiln-router replicas of " + service +
-                               " did not answer, so their share of the traffic is " +
-                               "unknown: " + failed);
-  }
-  return std::move(*merged);
+  return MergeAnswers(
+      answers, [&](size_t i) { return replicas[i].name + " (" + replicas[i].address + ")"; },
+      "kiln-router replicas of " + service +
+          " did not answer, so their share of the traffic is unknown");
 }
 
 StatusOr<router::WindowSummary> RouterReplicasMetricsSource::Ask(const RouterReplica& replica,

@@ -18,6 +18,8 @@
 #define KILN_OPERATOR_CONTROLLERS_MODELDEPLOYMENT_ROUTER_REPLICAS_SOURCE_H_
 
 #include <chrono>
+#include <functional>
+#include <future>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -74,6 +76,14 @@ std::vector<RouterReplica> ReadyRouterReplicas(const std::vector<nlohmann::json>
 // The versions of `route` in a (merged) summary, their figures computed from
 // its buckets.
 TrafficWindow TrafficWindowOf(const router::WindowSummary& summary, const std::string& route);
+
+// The summaries of the parts of a measurement (router replicas, member
+// clusters), asked in parallel, merged: every part must answer, since the
+// traffic of one that does not is unknown. Unavailable otherwise: "<n> of
+// <all> <what>: <name_of(i)>: <why>; ...". Waits for every answer.
+StatusOr<router::WindowSummary> MergeAnswers(
+    std::vector<std::future<StatusOr<router::WindowSummary>>>& answers,
+    const std::function<std::string(size_t)>& name_of, const std::string& what);
 
 class RouterReplicasMetricsSource final : public MetricsSource {
  public:
