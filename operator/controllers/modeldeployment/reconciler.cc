@@ -1151,6 +1151,17 @@ StatusOr<runtime::Result> ModelDeploymentReconciler::Reconcile(const runtime::Co
                           !placement::LabelSelectorFromApi(*md.spec.cluster_selector).empty();
   if (!to_members) {
     serving.push_back(own);
+    // Serving here now (the selector gone or emptied): what the members
+    // still hold goes, as from a member that no longer matches.
+    if (md.status && md.status->clusters) {
+      for (const v1::ServingCluster& c : *md.status->clusters) {
+        clusters.push_back({.name = c.name, .state = "Leaving"});
+        auto member = options_.members != nullptr ? options_.members->Get(c.name) : nullptr;
+        if (member != nullptr && c.name != options_.hub_member) {
+          leaving.push_back({.cluster = c.name, .client = &member->client(), .in_member = true});
+        }
+      }
+    }
   } else if (options_.members == nullptr) {
     no_site = "spec.clusterSelector names member clusters, but this operator runs without them";
   } else {
@@ -1258,8 +1269,19 @@ StatusOr<runtime::Result> ModelDeploymentReconciler::Reconcile(const runtime::Co
     }
   }
   // What the clusters being left still hold; one that holds nothing more
-  // leaves status.clusters now.
+  // leaves status.clusters now. Make before break: nothing goes from a
+  // cluster being left while a version with weight has no ready pod where
+  // it serves now (moving serving home from the members, say).
+  bool weighted_ready = !serving.empty();
+  if (md.status && md.status->traffic) {
+    for (const v1::TrafficWeight& t : *md.status->traffic) {
+      if (t.weight > 0 && (ready.count(t.version) == 0 || ready[t.version] < 1)) {
+        weighted_ready = false;
+      }
+    }
+  }
   std::vector<Site> to_clean;
+  bool held_back = false;
   for (const Site& site : leaving) {
     bool clean = true;
     if (site.in_member) {
@@ -1278,8 +1300,10 @@ StatusOr<runtime::Result> ModelDeploymentReconciler::Reconcile(const runtime::Co
       std::erase_if(clusters, [&](const v1::ServingCluster& c) {
         return c.name == site.cluster && c.state == "Leaving";
       });
-    } else {
+    } else if (weighted_ready) {
       to_clean.push_back(site);
+    } else {
+      held_back = true;
     }
   }
   // The router windows come from where the deployment serves.
@@ -1375,7 +1399,7 @@ StatusOr<runtime::Result> ModelDeploymentReconciler::Reconcile(const runtime::Co
   status.replicas = replicas;
   status.ready_replicas = ready_total;
   status.selector = selector;
-  if (to_members) {
+  if (!clusters.empty()) {
     std::sort(clusters.begin(), clusters.end(),
               [](const auto& a, const auto& b) { return a.name < b.name; });
     status.clusters = clusters;
@@ -1658,7 +1682,7 @@ StatusOr<runtime::Result> ModelDeploymentReconciler::Reconcile(const runtime::Co
                    .status();
     if (!s.ok() && !kube::IsNotFound(s)) return s;
   }
-  if (credentials_problem || !no_site.empty()) {
+  if (credentials_problem || !no_site.empty() || held_back) {
     wake = std::min(wake.value_or(options_.resync), options_.resync);
   }
   return runtime::Result{.requeue_after = wake.value_or(milliseconds(0))};

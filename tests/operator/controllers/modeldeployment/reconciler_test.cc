@@ -1932,9 +1932,19 @@ TEST_CASE("a member that no longer matches is cleaned up and leaves the status",
 
   // The selector removed: the deployment serves in its own cluster, and the
   // members are cleaned up.
+  // Make before break: m1 keeps serving until v1 is ready here.
   h.EditSpec([](json& spec) { spec.erase("clusterSelector"); });
+  h.ready_now = nullptr;  // The invariant's readiness is the hub's again.
   h.ReconcileOk();
   CHECK(h.Deployment("v1").has_value());
+  CHECK(fleet.Clusters() == std::vector<std::string>{"m1:Leaving"});
+  CHECK(fleet.Deployment("m1", "v1").has_value());
+  h.AllReady();
+  h.ReconcileOk();
+  CHECK(fleet.Clusters() == std::vector<std::string>{"m1:Leaving"});
+  CHECK_FALSE(fleet.Deployment("m1", "v1").has_value());
+  CHECK(fleet.api("m1").Objects("services", kNs).empty());
+  h.ReconcileOk();
   CHECK_FALSE(h.Status().contains("clusters"));
 }
 
