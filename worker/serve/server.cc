@@ -88,6 +88,13 @@ struct Completion {
   int cached_prompt_tokens = 0;  // From the first token's event.
   std::string text;              // Non-streaming: the whole text. Streaming: not yet sent.
   int64_t engine_id = 0;
+  // Streaming: the engine may produce tokens, even finish, before the
+  // handler has sent the stream's head (Submit comes first, so that a
+  // refused request still gets its 4xx). Until then its events only gather
+  // in `text` and `finish`; the handler sends them after the head.
+  std::mutex stream_mu;
+  bool head_sent = false;                     // Guarded by stream_mu.
+  FinishReason finish = FinishReason::kNone;  // Guarded by stream_mu (streaming).
 };
 
 // The time Drain allows, past its timeout, for the engine to deliver the
@@ -323,8 +330,15 @@ class Server final : public InferenceServer {
     lock.unlock();
     metrics_.prompt_tokens.Increment(prompt_tokens);
     if (c->stream) {
-      // Headers now; chunks follow as the engine produces them.
+      // Headers now; chunks follow as the engine produces them. What it
+      // produced before this goes out right after the head.
+      if (options_.stream_head_delay_for_test.count() > 0) {
+        std::this_thread::sleep_for(options_.stream_head_delay_for_test);
+      }
       out->StartStream(Text(path, request_id, 200, "", "text/event-stream"));
+      std::lock_guard<std::mutex> stream_lock(c->stream_mu);
+      c->head_sent = true;
+      SendStream(*c, *out);
     }
     // The client went away (or the server is closing its connection): stop
     // generating for it, whole or streamed.
@@ -348,35 +362,31 @@ class Server final : public InferenceServer {
       c->cached_prompt_tokens = e.cached_prompt_tokens;
     }
     if (e.token) metrics_.generated_tokens.Increment();
-    c->text += e.text;
-    if (c->stream) {
-      const size_t ready =
-          e.finish == FinishReason::kNone ? CompleteUtf8Prefix(c->text) : c->text.size();
-      if (ready > 0) {
-        // False once the client is gone; the cancellation is on its way.
-        c->out->Write("data: " +
-                      Dump(ChunkJson(c->id, c->created, c->model, c->text.substr(0, ready),
-                                     FinishReason::kNone)) +
-                      "\n\n");
-        c->text.erase(0, ready);
+    if (e.finish != FinishReason::kNone) {
+      {
+        // Before the reply: a client that has its answer sees it finished.
+        std::lock_guard<std::mutex> lock(mu_);
+        active_.erase(c);
       }
+      metrics_.finished.Add({{"finish_reason", FinishReasonName(e.finish)}}).Increment();
+      if (c->have_first && e.completion_tokens > 1) {
+        metrics_.tpot.Observe(Seconds(now - c->first_token) / (e.completion_tokens - 1));
+      }
+      metrics_.latency.Observe(Seconds(now - c->start));
+    }
+    if (c->stream) {
+      std::lock_guard<std::mutex> stream_lock(c->stream_mu);
+      c->text += e.text;
+      c->finish = e.finish;
+      // Before the head is out, the handler sends this once it is.
+      if (c->head_sent) SendStream(*c, *c->out);
+    } else {
+      c->text += e.text;
     }
     if (e.finish == FinishReason::kNone) return;
-    {
-      // Before the reply: a client that has its answer sees it finished.
-      std::lock_guard<std::mutex> lock(mu_);
-      active_.erase(c);
-    }
-    metrics_.finished.Add({{"finish_reason", FinishReasonName(e.finish)}}).Increment();
-    if (c->have_first && e.completion_tokens > 1) {
-      metrics_.tpot.Observe(Seconds(now - c->first_token) / (e.completion_tokens - 1));
-    }
-    metrics_.latency.Observe(Seconds(now - c->start));
     const std::string path = "/v1/completions";
     if (c->stream) {
-      c->out->Write("data: " + Dump(ChunkJson(c->id, c->created, c->model, "", e.finish)) + "\n\n");
-      c->out->Write("data: [DONE]\n\n");
-      c->out->Finish();
+      // Sent above, or by the handler after the head.
     } else if (e.finish == FinishReason::kError) {
       c->out->Reply(
           JsonReply(path, c->request_id, 500,
@@ -391,7 +401,27 @@ class Server final : public InferenceServer {
                     CompletionJson(c->id, c->created, c->model, c->text, e.finish, e.prompt_tokens,
                                    e.completion_tokens, c->cached_prompt_tokens)));
     }
-    c->out.reset();
+    c->out.reset();  // The handler sends a stream's end with its own reference.
+  }
+
+  // A stream's text not yet sent, as far as it is whole UTF-8 (all of it
+  // once finished), then, once finished, the last chunk, [DONE] and the end.
+  // With c.stream_mu held, after the head.
+  static void SendStream(Completion& c, HttpResponder& out) {
+    const size_t ready =
+        c.finish == FinishReason::kNone ? CompleteUtf8Prefix(c.text) : c.text.size();
+    if (ready > 0) {
+      // False once the client is gone; the cancellation is on its way.
+      out.Write(
+          "data: " +
+          Dump(ChunkJson(c.id, c.created, c.model, c.text.substr(0, ready), FinishReason::kNone)) +
+          "\n\n");
+      c.text.erase(0, ready);
+    }
+    if (c.finish == FinishReason::kNone) return;
+    out.Write("data: " + Dump(ChunkJson(c.id, c.created, c.model, "", c.finish)) + "\n\n");
+    out.Write("data: [DONE]\n\n");
+    out.Finish();
   }
 
   std::string Scrape() {

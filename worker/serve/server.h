@@ -38,6 +38,9 @@ struct ServerOptions {
   std::string model_version = "unversioned";
   int retry_after_seconds = 1;  // Sent with 429.
   HttpLimits limits;            // The HTTP server's; see base/http_server.h.
+  // Tests only: how long a streamed request waits between being queued and
+  // its head being sent, so that the engine can finish it first.
+  std::chrono::milliseconds stream_head_delay_for_test{0};
 };
 
 class InferenceServer {
