@@ -248,7 +248,8 @@ TEST_CASE("mirrored copies merge across replicas apart from the live requests",
   CHECK(window->at("v1").requests == 60);
   CHECK(window->at("v1").mirrored.requests == 0);
   // Field by field what one router that saw every copy serves.
-  for (const json& v : all.Summary(30)["versions"]) {
+  const json summary = all.Summary(30);  // Kept: a range-for over a temporary's part dangles.
+  for (const json& v : summary["versions"]) {
     const TrafficFigures got = window->at(v["version"].get<std::string>()).mirrored;
     const json& want = v["mirrored"];
     INFO(v.dump());
