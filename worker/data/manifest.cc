@@ -3,6 +3,7 @@
 #include <filesystem>
 
 #include "base/file.h"
+#include "base/json_integer.h"
 #include "worker/data/atomic_file.h"
 
 namespace kiln::data {
@@ -20,11 +21,11 @@ json SplitToJson(const ManifestSplit& split) {
 
 ManifestSplit SplitFromJson(const json& j) {
   ManifestSplit split;
-  split.documents = j.at("documents").get<int64_t>();
-  split.tokens = j.at("tokens").get<int64_t>();
+  split.documents = IntegerAt<int64_t>(j, "documents");
+  split.tokens = IntegerAt<int64_t>(j, "tokens");
   for (const auto& s : j.at("shards")) {
     split.shards.push_back({.file = s.at("file").get<std::string>(),
-                            .tokens = s.at("tokens").get<int64_t>(),
+                            .tokens = IntegerAt<int64_t>(s, "tokens"),
                             .sha256 = s.at("sha256").get<std::string>()});
   }
   return split;
@@ -65,22 +66,22 @@ StatusOr<Manifest> ParseManifest(std::string_view text, const std::string& sourc
   Manifest m;
   try {
     json j = json::parse(text);
-    m.format_version = j.at("formatVersion").get<int>();
+    m.format_version = IntegerAt<int>(j, "formatVersion");
     if (m.format_version != kManifestFormatVersion) {
       return Status::InvalidArgument("data manifest " + source + ": unsupported formatVersion " +
                                      std::to_string(m.format_version) + ", want " +
                                      std::to_string(kManifestFormatVersion));
     }
     m.tokenizer = j.at("tokenizer").get<std::string>();
-    m.vocab_size = j.at("vocabSize").get<int>();
-    m.eot = j.at("eot").get<int>();
+    m.vocab_size = IntegerAt<int>(j, "vocabSize");
+    m.eot = IntegerAt<int>(j, "eot");
     m.val_fraction = j.at("valFraction").get<double>();
-    m.shard_tokens = j.at("shardTokens").get<int64_t>();
+    m.shard_tokens = IntegerAt<int64_t>(j, "shardTokens");
     for (const auto& in : j.at("inputs")) {
       m.inputs.push_back({.path = in.at("path").get<std::string>(),
                           .format = in.at("format").get<std::string>(),
-                          .bytes = in.at("bytes").get<int64_t>(),
-                          .documents = in.at("documents").get<int64_t>(),
+                          .bytes = IntegerAt<int64_t>(in, "bytes"),
+                          .documents = IntegerAt<int64_t>(in, "documents"),
                           .sha256 = in.at("sha256").get<std::string>()});
     }
     m.train = SplitFromJson(j.at("splits").at("train"));

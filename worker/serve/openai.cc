@@ -15,6 +15,13 @@ RequestError Bad(const std::string& param, const std::string& message) {
 
 std::variant<CompletionRequest, RequestError> ParseCompletionRequest(
     const std::string& body, const std::string& model_name, const model::GptConfig& config) {
+  // A raw NUL is never valid JSON (inside a string it must be escaped), but
+  // nlohmann's parser takes one as the end of the input and would accept a
+  // body with bytes after it, which kiln-router's reader (and any other JSON
+  // parser) refuses: both must read a body alike (fuzz/openai_request_fuzz.cc).
+  if (body.find('\0') != std::string::npos) {
+    return Bad("", "the request body is not valid JSON (it holds a NUL byte)");
+  }
   json j = json::parse(body, nullptr, false);
   if (j.is_discarded()) return Bad("", "the request body is not valid JSON");
   if (!j.is_object()) return Bad("", "the request body must be a JSON object");

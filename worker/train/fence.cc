@@ -5,6 +5,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "base/json_integer.h"
+
 namespace kiln::train {
 namespace {
 
@@ -40,8 +42,8 @@ StatusOr<Fence> ParseFence(std::string_view text, const std::string& where) {
     if (j.at("kind") != kFenceKind || j.at("version") != 1) {
       return Status::DataLoss(where + ": not a version 1 kiln checkpoint fence");
     }
-    return Fence{{j.at("job").get<std::string>(), j.at("attempt").get<int64_t>()},
-                 j.at("baseStep").get<int64_t>()};
+    return Fence{{j.at("job").get<std::string>(), IntegerAt<int64_t>(j, "attempt")},
+                 IntegerAt<int64_t>(j, "baseStep")};
   } catch (const json::exception& e) {
     return Status::DataLoss(where + ": malformed fence: " + e.what());
   }

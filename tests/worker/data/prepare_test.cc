@@ -291,6 +291,22 @@ TEST_CASE("manifests with unsafe shard names or another version are rejected", "
   future["formatVersion"] = 2;
   CHECK(ParseManifest(future.dump(), "m").status().message() ==
         "data manifest m: unsupported formatVersion 2, want 1");
+  // Numbers out of range or with a fraction (the fuzzer's finds: converting
+  // them was undefined behaviour) are refused, naming the field.
+  for (const auto& [pointer, value] : std::vector<std::pair<std::string, nlohmann::json>>{
+           {"/splits/train/shards/0/tokens", 7.8e90},
+           {"/vocabSize", 4.4e42},
+           {"/vocabSize", 4294967553LL},  // An int64, but no int.
+           {"/eot", 256.5},
+           {"/shardTokens", -1e19}}) {
+    nlohmann::json odd = good;
+    odd[nlohmann::json::json_pointer(pointer)] = value;
+    auto refused = ParseManifest(odd.dump(), "m");
+    INFO(pointer << " = " << value.dump());
+    CHECK(refused.status().code() == StatusCode::kInvalidArgument);
+    const std::string field = pointer.substr(pointer.rfind('/') + 1);
+    CHECK(refused.status().message().find(field + " must be an integer") != std::string::npos);
+  }
   CHECK(ParseManifest("{", "m").status().code() == StatusCode::kInvalidArgument);
   CHECK(ParseManifest("{}", "m").status().code() == StatusCode::kInvalidArgument);
 

@@ -63,6 +63,11 @@ TEST_CASE("refused completion requests name the field", "[serve]") {
   refused(R"({"prompt": "x", "model": "other"})", "model", 404);
   refused(R"({"prompt": "x", "user": 1})", "user");
   refused(R"({"prompt": "x", "ignore_eos": 1})", "ignore_eos");
+  // A NUL ends nlohmann's input, but it is no JSON: the body is refused,
+  // whatever follows (the fuzzer's find: kiln-router refused it, the worker
+  // read "object").
+  refused(std::string("\"object\"\0\0%", 11), "");
+  refused(std::string("{\"prompt\": \"x\"}\0garbage", 23), "");
 }
 
 TEST_CASE("streamed text never ends inside a UTF-8 character", "[serve]") {
