@@ -388,6 +388,9 @@ TEST_CASE("SIGTERM drains: no new work, in-flight requests finish, then exit 0",
       clients.push_back(std::make_unique<RawHttp>(
           s.port, "POST", "/v1/completions",
           R"({"prompt": "drain", "max_tokens": 900, "ignore_eos": true})"));
+      // The last waits for three others' 900 tokens with no byte meanwhile:
+      // over RawHttp's 30 s on a loaded 2-core machine (seen in a CI run).
+      clients.back()->SetReadTimeout(std::chrono::minutes(2));
     }
     // All four accepted (one running, three queued) before the signal.
     WaitInFlight(s, 4);
