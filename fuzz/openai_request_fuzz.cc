@@ -19,9 +19,13 @@ namespace {
 using kiln::router::RequestModel;
 
 // The router's answer for `body`, from the document nlohmann builds (what
-// the worker parses; a repeated key keeps its last value).
+// the worker parses; a repeated key keeps its last value). A body with a NUL
+// byte is no JSON to either (nlohmann alone would stop at the NUL and accept
+// what came before it; the worker refuses such a body first).
 void CheckRouterAgrees(const std::string& body, const RequestModel& got) {
-  nlohmann::json j = nlohmann::json::parse(body, nullptr, /*allow_exceptions=*/false);
+  const bool nul = body.find('\0') != std::string::npos;
+  nlohmann::json j = nul ? nlohmann::json(nlohmann::json::value_t::discarded)
+                         : nlohmann::json::parse(body, nullptr, /*allow_exceptions=*/false);
   RequestModel::Error want = RequestModel::Error::kNone;
   std::string model;
   if (j.is_discarded()) {
