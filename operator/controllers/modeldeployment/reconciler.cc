@@ -1147,26 +1147,30 @@ StatusOr<runtime::Result> ModelDeploymentReconciler::Reconcile(const runtime::Co
   std::vector<Site> leaving;  // Where what kiln made goes.
   std::vector<v1::ServingCluster> clusters;
   std::string no_site;  // Why no cluster serves, when none does.
-  const bool to_members = md.spec.cluster_selector &&
-                          !placement::LabelSelectorFromApi(*md.spec.cluster_selector).empty();
+  const placement::LabelSelector wanted =
+      md.spec.cluster_selector ? placement::LabelSelectorFromApi(*md.spec.cluster_selector)
+                               : placement::LabelSelector{};
+  const bool to_members = !wanted.empty();
+  // Member `name` (connected as `member`, or null) is being left: what kiln
+  // made there goes (the operator's own cluster is cleaned as `own`).
+  auto leave = [&](const std::string& name, const std::shared_ptr<fleet::Member>& member) {
+    clusters.push_back({.name = name, .state = "Leaving"});
+    if (member != nullptr && name != options_.hub_member) {
+      leaving.push_back({.cluster = name, .client = &member->client(), .in_member = true});
+    }
+  };
   if (!to_members) {
     serving.push_back(own);
     // Serving here now (the selector gone or emptied): what the members
     // still hold goes, as from a member that no longer matches.
     if (md.status && md.status->clusters) {
       for (const v1::ServingCluster& c : *md.status->clusters) {
-        clusters.push_back({.name = c.name, .state = "Leaving"});
-        auto member = options_.members != nullptr ? options_.members->Get(c.name) : nullptr;
-        if (member != nullptr && c.name != options_.hub_member) {
-          leaving.push_back({.cluster = c.name, .client = &member->client(), .in_member = true});
-        }
+        leave(c.name, options_.members != nullptr ? options_.members->Get(c.name) : nullptr);
       }
     }
   } else if (options_.members == nullptr) {
     no_site = "spec.clusterSelector names member clusters, but this operator runs without them";
   } else {
-    const placement::LabelSelector wanted =
-        placement::LabelSelectorFromApi(*md.spec.cluster_selector);
     KILN_ASSIGN_OR_RETURN(json mcs, client_.List(v1::kMemberClusters, ""));
     bool own_serves = false;
     for (const auto& mc : mcs["items"]) {
@@ -1192,10 +1196,7 @@ StatusOr<runtime::Result> ModelDeploymentReconciler::Reconcile(const runtime::Co
           serving.push_back({.cluster = name, .client = &member->client(), .in_member = true});
         }
       } else if (was_here) {
-        clusters.push_back({.name = name, .state = "Leaving"});
-        if (member != nullptr && name != options_.hub_member) {
-          leaving.push_back({.cluster = name, .client = &member->client(), .in_member = true});
-        }
+        leave(name, member);
       }
     }
     // A MemberCluster that is gone leaves status.clusters: its connection
@@ -1203,8 +1204,7 @@ StatusOr<runtime::Result> ModelDeploymentReconciler::Reconcile(const runtime::Co
     // comes back under that name).
     if (!own_serves) leaving.push_back(own);
     if (serving.empty()) {
-      no_site = "no Ready member cluster matches spec.clusterSelector (" +
-                placement::LabelSelectorFromApi(*md.spec.cluster_selector).ToString() + ")";
+      no_site = "no Ready member cluster matches spec.clusterSelector (" + wanted.ToString() + ")";
     }
   }
   std::vector<Owned> owned(serving.size());
