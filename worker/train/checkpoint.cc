@@ -19,7 +19,13 @@ namespace fs = std::filesystem;
 using nlohmann::json;
 
 constexpr char kMagic[8] = {'K', 'I', 'L', 'N', 'C', 'K', 'P', 'T'};
-constexpr uint32_t kVersion = 1;
+// Written: the header is followed by the SHA-256 (hex) of every byte before
+// it, so that damage to the step, data position, seed or model shape is
+// found as surely as damage to a tensor.
+constexpr uint32_t kVersion = 2;
+constexpr size_t kHeaderSumBytes = 64;
+// Still read: the same without the header's checksum.
+constexpr uint32_t kUnsummedVersion = 1;
 
 json ModelJson(const model::GptConfig& c) {
   return {{"layers", c.num_layers},    {"heads", c.num_heads},
@@ -57,6 +63,46 @@ std::string_view Bytes(std::span<float> t) {
   return {reinterpret_cast<const char*>(t.data()), t.size() * sizeof(float)};
 }
 
+// Where a checkpoint's parts lie, as its first 16 bytes say.
+struct Layout {
+  uint64_t header_end = 0;  // The JSON header is [16, header_end).
+  uint64_t body = 0;        // Where the tensors begin.
+  bool summed = false;      // Version 2: the header's checksum is [header_end, body).
+};
+
+// The layout from a checkpoint's first bytes `prefix` (16 at least), after
+// checking its magic and version. DataLoss naming `path` and the damage.
+StatusOr<Layout> ReadLayout(std::string_view prefix, const std::string& path) {
+  auto damaged = [&](const std::string& why) { return Status::DataLoss(path + ": " + why); };
+  if (prefix.size() < 16 || std::memcmp(prefix.data(), kMagic, 8) != 0) {
+    return damaged("not a kiln checkpoint (bad magic)");
+  }
+  const uint32_t version = GetU32(prefix.data() + 8);
+  if (version != kVersion && version != kUnsummedVersion) {
+    return damaged("format version " + std::to_string(version) + ", want " +
+                   std::to_string(kUnsummedVersion) + " or " + std::to_string(kVersion));
+  }
+  Layout layout;
+  layout.header_end = 16ull + GetU32(prefix.data() + 12);
+  layout.summed = version == kVersion;
+  layout.body = layout.header_end + (layout.summed ? kHeaderSumBytes : 0);
+  return layout;
+}
+
+// The JSON header from `prefix` (at least `layout.body` bytes), after
+// checking its checksum in version 2. DataLoss naming `path` and the damage.
+StatusOr<json> ReadHeader(std::string_view prefix, const Layout& layout, const std::string& path) {
+  auto damaged = [&](const std::string& why) { return Status::DataLoss(path + ": " + why); };
+  if (prefix.size() < layout.body) return damaged("truncated header");
+  if (layout.summed && data::Sha256Hex(prefix.substr(0, layout.header_end)) !=
+                           prefix.substr(layout.header_end, kHeaderSumBytes)) {
+    return damaged("header checksum mismatch");
+  }
+  json header = json::parse(prefix.substr(16, layout.header_end - 16), nullptr, false);
+  if (header.is_discarded() || !header.is_object()) return damaged("header is not JSON");
+  return header;
+}
+
 // Reads and verifies the checkpoint file at `path` into `model`.
 StatusOr<CheckpointState> ReadOne(const std::string& path, model::Gpt<float>& model) {
   std::ifstream in(path, std::ios::binary);
@@ -70,19 +116,9 @@ StatusOr<CheckpointState> ReadOne(const std::string& path, model::Gpt<float>& mo
 StatusOr<CheckpointState> ParseCheckpoint(std::string_view file, const std::string& path,
                                           model::Gpt<float>& model) {
   auto damaged = [&](const std::string& why) { return Status::DataLoss(path + ": " + why); };
-  if (file.size() < 16 || std::memcmp(file.data(), kMagic, 8) != 0) {
-    return damaged("not a kiln checkpoint (bad magic)");
-  }
-  const uint32_t version = GetU32(file.data() + 8);
-  if (version != kVersion) {
-    return damaged("format version " + std::to_string(version) + ", want " +
-                   std::to_string(kVersion));
-  }
-  const uint32_t header_len = GetU32(file.data() + 12);
-  if (file.size() < 16ull + header_len) return damaged("truncated header");
-  json header = json::parse(file.substr(16, header_len), nullptr, false);
-  if (header.is_discarded() || !header.is_object()) return damaged("header is not JSON");
-  const size_t body = 16ull + header_len;
+  KILN_ASSIGN_OR_RETURN(const Layout layout, ReadLayout(file, path));
+  KILN_ASSIGN_OR_RETURN(json header, ReadHeader(file, layout, path));
+  const size_t body = layout.body;
   try {
     if (header.at("model") != ModelJson(model.config())) {
       return Status::InvalidArgument(path + ": the checkpoint's model " +
@@ -133,24 +169,22 @@ StatusOr<CheckpointState> ParseCheckpoint(std::string_view file, const std::stri
 StatusOr<model::GptConfig> ReadCheckpointConfig(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) return ErrnoStatus(errno, "cannot open", path);
-  char prefix[16];
   auto damaged = [&](const std::string& why) { return Status::DataLoss(path + ": " + why); };
-  if (!in.read(prefix, 16) || std::memcmp(prefix, kMagic, 8) != 0) {
-    return damaged("not a kiln checkpoint (bad magic)");
-  }
-  if (GetU32(prefix + 8) != kVersion) return damaged("unsupported format version");
+  std::string prefix(16, '\0');
+  in.read(prefix.data(), 16);
+  prefix.resize(static_cast<size_t>(in.gcount()));
+  KILN_ASSIGN_OR_RETURN(const Layout layout, ReadLayout(prefix, path));
   // Sizes are checked against the file before anything is allocated for them:
   // a damaged length or shape may say anything.
   std::error_code ec;
   const uintmax_t file_bytes = fs::file_size(path, ec);
   if (ec) return ErrnoStatus(ec, "cannot read the size of", path);
-  const uint32_t header_len = GetU32(prefix + 12);
-  if (file_bytes < 16ull + header_len) return damaged("truncated header");
-  std::string header(header_len, '\0');
-  if (!in.read(header.data(), static_cast<std::streamsize>(header.size()))) {
+  if (file_bytes < layout.body) return damaged("truncated header");
+  prefix.resize(layout.body);
+  if (!in.read(prefix.data() + 16, static_cast<std::streamsize>(layout.body - 16))) {
     return damaged("truncated header");
   }
-  json h = json::parse(header, nullptr, false);
+  KILN_ASSIGN_OR_RETURN(const json h, ReadHeader(prefix, layout, path));
   try {
     const json& m = h.at("model");
     model::GptConfig c;
@@ -163,7 +197,7 @@ StatusOr<model::GptConfig> ReadCheckpointConfig(const std::string& path) {
     if (Status valid = c.Validate(); !valid.ok()) return damaged(valid.message());
     // params, adam_m and adam_v: float32 each.
     const uint64_t n = static_cast<uint64_t>(c.NumParameters());
-    if ((file_bytes - 16 - header_len) / (3 * sizeof(float)) < n) {
+    if ((file_bytes - layout.body) / (3 * sizeof(float)) < n) {
       return damaged("truncated: the header's model has " + std::to_string(n) +
                      " parameters, and the file too few bytes for them");
     }
@@ -201,6 +235,7 @@ std::string EncodeCheckpointHeader(model::Gpt<float>& model, const CheckpointSta
   PutU32(prefix, kVersion);
   PutU32(prefix, static_cast<uint32_t>(header.size()));
   prefix += header;
+  prefix += data::Sha256Hex(prefix);
   return prefix;
 }
 
@@ -211,16 +246,8 @@ std::vector<std::string_view> CheckpointTensorBytes(model::Gpt<float>& model) {
 }
 
 StatusOr<nlohmann::json> ParseCheckpointHeader(std::string_view prefix, const std::string& path) {
-  auto damaged = [&](const std::string& why) { return Status::DataLoss(path + ": " + why); };
-  if (prefix.size() < 16 || std::memcmp(prefix.data(), kMagic, 8) != 0) {
-    return damaged("not a kiln checkpoint (bad magic)");
-  }
-  if (GetU32(prefix.data() + 8) != kVersion) return damaged("unsupported format version");
-  const uint32_t header_len = GetU32(prefix.data() + 12);
-  if (prefix.size() < 16ull + header_len) return damaged("truncated header");
-  json header = json::parse(prefix.substr(16, header_len), nullptr, false);
-  if (header.is_discarded() || !header.is_object()) return damaged("header is not JSON");
-  return header;
+  KILN_ASSIGN_OR_RETURN(const Layout layout, ReadLayout(prefix, path));
+  return ReadHeader(prefix, layout, path);
 }
 
 std::string CheckpointFileName(int64_t step) { return FileName(step); }

@@ -69,11 +69,10 @@ StatusOr<std::vector<std::string>> ListCheckpoints(const std::string& dir);
 
 // Restores the newest intact checkpoint in `dir` that `accept` takes into
 // `model`. nullopt when there is none at all. A damaged one (bad magic,
-// truncated, checksum mismatch) is reported through `warn` and skipped for
-// the one before it, and so is one `accept` passes over; DataLoss when none
-// is taken and at least one is damaged. InvalidArgument when a checkpoint's
-// model shape differs from `model`'s (that is a configuration error, not
-// damage).
+// truncated, a tensor's or the header's checksum mismatch) is reported through `warn` and skipped
+// for the one before it, and so is one `accept` passes over; DataLoss when none is taken and at
+// least one is damaged. InvalidArgument when a checkpoint's model shape differs from `model`'s
+// (that is a configuration error, not damage).
 StatusOr<std::optional<CheckpointState>> RestoreLatestCheckpoint(
     const std::string& dir, model::Gpt<float>& model,
     const std::function<void(const std::string&)>& warn, const CheckpointFilter& accept = nullptr);
@@ -98,8 +97,10 @@ std::string CheckpointFileName(int64_t step);
 // last part); none when `name` is not one.
 std::optional<int64_t> CheckpointStepOf(const std::string& name, const std::string& suffix);
 
-// The file's first bytes: magic, version, header length and the JSON header
-// (with every tensor's offset, size and SHA-256) for `model` at `state`.
+// The file's first bytes: magic, version (2), header length, the JSON header
+// (with every tensor's offset, size and SHA-256) for `model` at `state`, and
+// the SHA-256 (64 hex digits) of all of those. Version 1, without the last,
+// is still read.
 std::string EncodeCheckpointHeader(model::Gpt<float>& model, const CheckpointState& state);
 
 // The tensors' bytes, in the order and at the offsets the header gives.

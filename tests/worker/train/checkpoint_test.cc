@@ -200,7 +200,7 @@ TEST_CASE("damaged checkpoint headers are refused before anything is allocated f
       len |= static_cast<uint32_t>(static_cast<unsigned char>(file[static_cast<size_t>(12 + i)]))
              << (8 * i);
     auto header = nlohmann::json::parse(file.substr(16, len));
-    const std::string tensors = file.substr(16 + len);
+    const std::string tensors = file.substr(16 + len + 64);  // After the header's SHA-256.
     const uint64_t bytes = header["tensors"][0]["bytes"].get<uint64_t>();
     // An offset such that body + offset + bytes wraps to exactly 0 (the
     // header's own length moves the body, hence twice).
@@ -213,6 +213,79 @@ TEST_CASE("damaged checkpoint headers are refused before anything is allocated f
     auto loaded = LoadCheckpoint(path, model);
     CHECK(loaded.status().code() == StatusCode::kDataLoss);
     CHECK_THAT(loaded.status().message(), Catch::Contains("truncated: tensor params"));
+  }
+}
+
+// Found by tests/chaos/checkpoint_chaos_test.cc: a bit flipped in the header
+// of a version 1 checkpoint (only the tensors had checksums) changed its step
+// from 105 to 145, and a run resumed from it silently, 40 steps ahead of its
+// data and schedule; a flip in the seed or model shape failed the run as a
+// configuration error instead of skipping the checkpoint.
+TEST_CASE("a bit flipped in a checkpoint's header is damage, skipped for the one before",
+          "[train][checkpoint]") {
+  kiln::testing::TempDir dir;
+  auto model = kiln::testing::RandomGpt(1, 1, 8, 8, 3, 0.1f);
+  for (int64_t step : {5, 10}) {
+    REQUIRE(WriteCheckpoint(dir.path(), model, CheckpointState{step, {}, 1}, 2).ok());
+  }
+  const std::string newest = dir.path() + "/step-00000010.ckpt";
+  std::ifstream in(newest, std::ios::binary);
+  const std::string file((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  in.close();
+  auto rewrite = [&](const std::string& bytes) {
+    std::ofstream(newest, std::ios::binary | std::ios::trunc) << bytes;
+  };
+  auto restore = [&]() {
+    std::vector<std::string> warnings;
+    auto restored = RestoreLatestCheckpoint(dir.path(), model,
+                                            [&](const std::string& w) { warnings.push_back(w); });
+    REQUIRE(restored.ok());
+    REQUIRE(restored->has_value());
+    return std::make_pair((*restored)->step, warnings);
+  };
+
+  SECTION("in the step, the seed or the model shape") {
+    for (const std::string field : {"\"step\":10", "\"seed\":1", "\"channels\":8"}) {
+      INFO(field);
+      const size_t at = file.find(field);
+      REQUIRE(at != std::string::npos);
+      std::string flipped = file;
+      flipped[at + field.size() - 1] ^= 0x04;  // '0' -> '4', '1' -> '5', '8' -> '<'.
+      rewrite(flipped);
+      auto [step, warnings] = restore();
+      CHECK(step == 5);
+      REQUIRE(warnings.size() == 1);
+      CHECK_THAT(warnings[0], Catch::Contains("skipping damaged checkpoint") &&
+                                  Catch::Contains("step-00000010.ckpt"));
+      CHECK(ReadCheckpointConfig(newest).status().code() == StatusCode::kDataLoss);
+    }
+  }
+  SECTION("in the header's checksum itself") {
+    std::string flipped = file;
+    const size_t sum = file.find("\"tensors\"");
+    flipped[file.find("}]}", sum) + 3] ^= 0x01;  // The first hex digit after the JSON.
+    rewrite(flipped);
+    auto [step, warnings] = restore();
+    CHECK(step == 5);
+    REQUIRE(warnings.size() == 1);
+    CHECK_THAT(warnings[0], Catch::Contains("header checksum mismatch"));
+  }
+  SECTION("a version 1 checkpoint, without the header's checksum, is still read") {
+    std::string v1 = file;
+    v1[8] = 1;
+    uint32_t len = 0;
+    for (int i = 0; i < 4; ++i) {
+      len |= static_cast<uint32_t>(static_cast<unsigned char>(file[static_cast<size_t>(12 + i)]))
+             << (8 * i);
+    }
+    v1.erase(16 + len, 64);
+    rewrite(v1);
+    auto [step, warnings] = restore();
+    CHECK(step == 10);
+    CHECK(warnings.empty());
+    auto config = ReadCheckpointConfig(newest);
+    REQUIRE(config.ok());
+    CHECK(config->channels == 8);
   }
 }
 
