@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <cmath>
+#include <optional>
 
 #include "worker/train/fence.h"
 #include "worker/train/loss_spike.h"
@@ -226,7 +227,11 @@ Status Trainer::Run(const std::function<void(const nlohmann::json&)>& report,
   const double flops_per_step =
       TrainingFlopsPerToken(model_->config(), model_->num_parameters(), o.seq_len) *
       tokens_per_step / world;
-  double last_loss = 0, val_loss = std::nan("");
+  // The loss of this run's last step: none when it resumed at its final
+  // step (a restart after the end), which the done line then leaves out
+  // rather than report a loss it never measured.
+  std::optional<double> last_loss;
+  double val_loss = std::nan("");
   KILN_ASSIGN_OR_RETURN(const int64_t restored_step, Restore(progress));
   // Rank 0's fence check (fence.h): the step it resumed from or last
   // saved is the base should it take the fence over from an older attempt.
@@ -361,9 +366,9 @@ Status Trainer::Run(const std::function<void(const nlohmann::json&)>& report,
       {"event", "done"},
       {"device", model_->device()},
       {"steps", completed_step_},
-      {"loss", last_loss},
       {"seconds",
        std::chrono::duration<double>(std::chrono::steady_clock::now() - run_start).count()}};
+  if (last_loss) done["loss"] = *last_loss;
   if (std::isfinite(val_loss)) done["valLoss"] = val_loss;
   progress(done);
   return Status::Ok();

@@ -112,7 +112,8 @@ class Trainer {
   // ("resumed"), checkpoint ("checkpoint"), a skipped damaged checkpoint
   // ("warning"), a rewind ("rewound": the checkpoints deleted) and data
   // skipped ("skipped": steps, the new position), and the end ("done",
-  // naming the device). Step records carry step, loss, lr,
+  // naming the device, the step reached and, when this run trained any
+  // step, the last one's loss). Step records carry step, loss, lr,
   // gradNorm, msPerStep, tokensPerSecond (all ranks together) and, with a
   // peak, mfu (this rank's model FLOPs over its peak).
   Status Run(const std::function<void(const nlohmann::json&)>& progress,

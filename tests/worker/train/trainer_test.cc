@@ -302,6 +302,37 @@ TEST_CASE("a stop ends the run between steps, after the step in flight", "[worke
   CHECK(done[0]["steps"] == 4);
 }
 
+// Found by tests/chaos/checkpoint_chaos_test.cc: a worker restarted after its
+// final checkpoint (killed before it exited, or its pod restarted before the
+// operator saw it finish) reported a final loss of 0, which the job's status
+// then showed.
+TEST_CASE("a run restarted after its last step trains nothing and claims no loss",
+          "[worker][train]") {
+  kiln::testing::TempDir dir;
+  TrainOptions o = Tiny(kiln::testing::PrepareFortunes(dir));
+  o.steps = 10;
+  o.checkpoint_dir = dir.path() + "/ckpt";
+  Run first = Train(o);
+  REQUIRE(first.status.ok());
+  REQUIRE(Events(first, "done").size() == 1);
+  CHECK(Events(first, "done")[0].contains("loss"));
+  const std::string final_checkpoint = o.checkpoint_dir + "/step-00000010.ckpt";
+  const auto written = std::filesystem::last_write_time(final_checkpoint);
+
+  Run again = Train(o);
+  REQUIRE(again.status.ok());
+  CHECK(again.completed == 10);
+  CHECK(again.losses.empty());
+  CHECK(Events(again, "checkpoint").empty());
+  REQUIRE(Events(again, "resumed").size() == 1);
+  CHECK(Events(again, "resumed")[0]["step"] == 10);
+  auto done = Events(again, "done");
+  REQUIRE(done.size() == 1);
+  CHECK(done[0]["steps"] == 10);
+  CHECK_FALSE(done[0].contains("loss"));
+  CHECK(std::filesystem::last_write_time(final_checkpoint) == written);
+}
+
 TEST_CASE("a diverging run stops as a NumericsFault naming the step", "[worker][train]") {
   kiln::testing::TempDir dir;
   TrainOptions o = Tiny(kiln::testing::PrepareFortunes(dir));
