@@ -15,14 +15,31 @@
 
 namespace kiln::data {
 
+namespace {
+
+constexpr char kTemporaryInfix[] = ".tmp-";
+constexpr size_t kTemporarySuffixBytes = 6;  // mkstemp's XXXXXX.
+
+}  // namespace
+
 StatusOr<AtomicFile> AtomicFile::Create(const std::string& path) {
   std::filesystem::path target(path);
   std::filesystem::path dir = target.parent_path();
-  std::string temp =
-      (dir / ("." + target.filename().string() + ".tmp-XXXXXX")).string();  // mkstemp's pattern
+  std::string temp = (dir / ("." + target.filename().string() + kTemporaryInfix +
+                             std::string(kTemporarySuffixBytes, 'X')))
+                         .string();
   int fd = mkostemp(temp.data(), O_CLOEXEC);
   if (fd < 0) return ErrnoStatus(errno, "cannot create a temporary file for", path);
   return AtomicFile(path, std::move(temp), fd);
+}
+
+std::optional<std::string> AtomicFile::TargetOfTemporary(const std::string& name) {
+  const size_t infix = sizeof(kTemporaryInfix) - 1;
+  if (name.size() < 2 + infix + kTemporarySuffixBytes || name[0] != '.' ||
+      name.compare(name.size() - kTemporarySuffixBytes - infix, infix, kTemporaryInfix) != 0) {
+    return std::nullopt;
+  }
+  return name.substr(1, name.size() - 1 - infix - kTemporarySuffixBytes);
 }
 
 AtomicFile::AtomicFile(AtomicFile&& other) noexcept

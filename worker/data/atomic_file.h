@@ -7,6 +7,7 @@
 #define KILN_WORKER_DATA_ATOMIC_FILE_H_
 
 #include <cstddef>
+#include <optional>
 #include <string>
 
 #include "base/statusor.h"
@@ -34,6 +35,11 @@ class AtomicFile {
   Status Commit();
 
   const std::string& path() const { return path_; }
+
+  // The name of the file whose temporary file is named `name` (no
+  // directory), e.g. "a.bin" for ".a.bin.tmp-Xy12Ab"; none when `name` is
+  // not one. A writer killed before Commit leaves such a file behind.
+  static std::optional<std::string> TargetOfTemporary(const std::string& name);
 
  private:
   AtomicFile(std::string path, std::string temp_path, int fd)

@@ -103,6 +103,23 @@ StatusOr<json> ReadHeader(std::string_view prefix, const Layout& layout, const s
   return header;
 }
 
+// Removes the temporary files of checkpoint writes killed before their
+// rename: no reader takes them, but each keeps up to a checkpoint's worth of
+// a volume sized for `keep` checkpoints, and enough of them fill it for good
+// (every later write fails with ENOSPC).
+// Called by the writer, of which there is one (rank 0 of the fence holder).
+void RemoveAbandonedWrites(const std::string& dir) {
+  std::vector<fs::path> abandoned;
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(dir, ec)) {
+    const auto target = data::AtomicFile::TargetOfTemporary(entry.path().filename().string());
+    if (target && CheckpointStepOf(*target, ".ckpt")) abandoned.push_back(entry.path());
+  }
+  // Best effort: one left behind costs only space, and a write that then
+  // finds the volume full says so.
+  for (const fs::path& path : abandoned) fs::remove(path, ec);
+}
+
 // Reads and verifies the checkpoint file at `path` into `model`.
 StatusOr<CheckpointState> ReadOne(const std::string& path, model::Gpt<float>& model) {
   std::ifstream in(path, std::ios::binary);
@@ -270,6 +287,7 @@ StatusOr<std::string> WriteCheckpoint(const std::string& dir, model::Gpt<float>&
   // Where output goes is the infrastructure's: Unavailable (exit 3) whatever
   // the errno, not ErrnoStatus's code (base/errno_status.h).
   if (ec) return Status::Unavailable("cannot create " + dir + ": " + ec.message());
+  RemoveAbandonedWrites(dir);
   const std::string prefix = EncodeCheckpointHeader(model, state);
   const std::string path = (fs::path(dir) / FileName(state.step)).string();
   KILN_ASSIGN_OR_RETURN(data::AtomicFile file, data::AtomicFile::Create(path));

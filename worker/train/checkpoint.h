@@ -61,6 +61,8 @@ using CheckpointFilter = std::function<Status(const CheckpointState&)>;
 
 // Writes `model` (parameters and AdamW moments) and `state` to `dir` and
 // deletes all but the newest `keep` checkpoints there. Returns the path.
+// First removes the partial files of writes killed before they finished (a
+// directory has one writer: rank 0 of the run holding its fence).
 StatusOr<std::string> WriteCheckpoint(const std::string& dir, model::Gpt<float>& model,
                                       const CheckpointState& state, int keep);
 

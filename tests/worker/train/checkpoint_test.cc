@@ -289,5 +289,27 @@ TEST_CASE("a bit flipped in a checkpoint's header is damage, skipped for the one
   }
 }
 
+// Found by tests/chaos/checkpoint_chaos_test.cc: a worker killed while it
+// wrote a checkpoint left its temporary file, which nothing ever removed; on
+// a volume sized for the kept checkpoints, enough of them (each up to a
+// checkpoint's size) would make every later write fail with ENOSPC.
+TEST_CASE("a checkpoint write removes the partial files of writes killed before their rename",
+          "[train][checkpoint]") {
+  kiln::testing::TempDir dir;
+  auto model = kiln::testing::RandomGpt(1, 1, 8, 8, 3, 0.1f);
+  REQUIRE(WriteCheckpoint(dir.path(), model, CheckpointState{5, {}, 1}, 3).ok());
+  const std::string partial = dir.Write(".step-00000010.ckpt.tmp-a1B2c3", "KILNCKPT partial");
+  const std::string other = dir.Write(".notes.txt.tmp-a1B2c3", "not a checkpoint's");
+  const std::string visible = dir.Write("notes.txt", "kept");
+
+  REQUIRE(WriteCheckpoint(dir.path(), model, CheckpointState{10, {}, 1}, 3).ok());
+  CHECK_FALSE(fs::exists(partial));
+  CHECK(fs::exists(other));
+  CHECK(fs::exists(visible));
+  auto files = ListCheckpoints(dir.path());
+  REQUIRE(files.ok());
+  CHECK(files->size() == 2);
+}
+
 }  // namespace
 }  // namespace kiln::train
