@@ -859,10 +859,21 @@ StatusOr<runtime::Result> TrainingJobReconciler::Reconcile(const runtime::Contex
       }
     }
   }
-  if (!failure && created_before) {
+  // The gates are lifted only once every pod of the attempt exists, so a
+  // pod without one says the gang was whole and may be running, whatever
+  // the status says yet (the write of Running may not have happened, or been
+  // lost with an operator SIGKILLed): a pod missing then is a worker lost,
+  // never one to create again into a gang whose other workers have started.
+  // (Found by the chaos suite: a worker deleted just after the gates were
+  // lifted was created again in the same attempt.)
+  bool released = false;
+  for (size_t rank = 0; rank < ranks.size(); ++rank) {
+    released = released || (seen[rank] && !Gated(pods[rank]));
+  }
+  if (!failure && (created_before || released)) {
     for (size_t rank = 0; rank < ranks.size(); ++rank) {
       if (seen[rank]) continue;
-      // A worker of a running gang is gone without a trace: a failure.
+      // A worker of a started gang is gone without a trace: a failure.
       failure =
           WorkerFailure{.cluster = ranks[rank].cluster,
                         .node = ranks[rank].node,

@@ -881,6 +881,54 @@ TEST_CASE("a running worker's node NotReady, Unknown or deleted restarts the gan
   }
 }
 
+// The chaos suite's finding: a worker deleted after the gang's gates were
+// lifted, before a reconcile wrote Running (or with that write lost to a
+// SIGKILLed operator), was created again in the same attempt, beside workers
+// that had started. It is a worker lost: the gang restarts.
+TEST_CASE("a worker gone after its gang was released restarts the gang, even before Running",
+          "[trainingjob][reconciler]") {
+  Harness h;
+  REQUIRE(h.CreateJob(Job("run", 2)).ok());
+  h.ReconcileUntil("run", "Scheduled");
+  REQUIRE(h.Reconcile("run").ok());  // Creates the gang and lifts its gates.
+  REQUIRE(h.Pods("0").size() == 2);
+  for (const auto& p : h.Pods("0")) REQUIRE_FALSE(p["spec"].contains("schedulingGates"));
+  REQUIRE(h.JobStatus("run").value("phase", "") == "Scheduled");
+  h.SetRunning(*h.server.Object("pods", kNs, "run-0-1"));
+  h.server.Remove("pods", kNs, "run-0-0");
+  const bool restart_operator = GENERATE(false, true);
+  if (restart_operator) h.RestartOperator();
+  REQUIRE(h.Reconcile("run").ok());
+  const json s = h.JobStatus("run");
+  INFO(s.dump());
+  CHECK(s.value("restarts", 0) == 1);
+  CHECK(h.server.Object("pods", kNs, "run-0-0") == std::nullopt);
+}
+
+// Before the gates are lifted no worker can have started: a pod missing
+// then (the operator died between creating and lifting) is created again,
+// and nothing restarts.
+TEST_CASE("a worker gone while its gang is still gated is created again, with no restart",
+          "[trainingjob][reconciler]") {
+  Harness h;
+  REQUIRE(h.CreateJob(Job("run", 2)).ok());
+  h.ReconcileUntil("run", "Scheduled");
+  REQUIRE(h.Reconcile("run").ok());
+  // Back to the moment between the creates and the lifting of the gates.
+  for (json p : h.Pods("0")) {
+    p["spec"]["schedulingGates"] = json::array({{{"name", kGangGate}}});
+    h.server.Put("pods", p);
+  }
+  h.server.Remove("pods", kNs, "run-0-0");
+  h.RestartOperator();
+  REQUIRE(h.Reconcile("run").ok());
+  const json s = h.JobStatus("run");
+  INFO(s.dump());
+  CHECK(s.value("restarts", 0) == 0);
+  REQUIRE(h.server.Object("pods", kNs, "run-0-0") != std::nullopt);
+  for (const auto& p : h.Pods("0")) CHECK_FALSE(p["spec"].contains("schedulingGates"));
+}
+
 // A worker deleted with its node (the pod GC's work) is a NodeFailure too.
 TEST_CASE("a worker gone with its deleted node is a NodeFailure", "[trainingjob][reconciler]") {
   Harness h;
