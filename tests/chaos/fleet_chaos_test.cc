@@ -37,6 +37,8 @@
 #include <chrono>
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
+#include <filesystem>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -58,7 +60,6 @@
 #include "tests/support/background_process.h"
 #include "tests/support/http_probe.h"
 #include "tests/support/local_clusters.h"
-#include "tests/support/temp_dir.h"
 #include "tests/support/wait.h"
 
 namespace kiln::chaos {
@@ -154,6 +155,7 @@ struct LivePod {
   int attempt = -1;
   bool bound = false;
   bool gated = false;  // Its gang not yet released (no worker can have started).
+  std::string placed;  // The node it is bound to, or placed on by kiln.
 };
 
 class Chaos {
@@ -179,6 +181,10 @@ class Chaos {
       REQUIRE(applied.ok());
     }
     ns = testing::UniqueName("kiln-chaos");
+    // The processes' logs stay in the test's working directory (the build
+    // tree), so that a failure can be read after the run.
+    log_dir_ = std::filesystem::absolute("chaos-logs/" + ns).string();
+    std::filesystem::create_directories(log_dir_);
     REQUIRE(hub().Create(kube::resources::kNamespaces, "", {{"metadata", {{"name", ns}}}}).ok());
     for (size_t i = 1; i < 3; ++i) {
       auto config = ReadFile(lc_->clusters()[i].kubeconfig);
@@ -244,6 +250,7 @@ class Chaos {
   kube::Client& member(const std::string& name) { return *clients_[members_.at(name)]; }
   const std::map<std::string, size_t>& members() const { return members_; }
   testing::LocalClusters& clusters() { return *lc_; }
+  int gpus_per_node() const { return lc_->gpus_per_node(); }
 
   void StartOperator() {
     operator_ = std::make_unique<testing::BackgroundProcess>(
@@ -251,8 +258,8 @@ class Chaos {
                                  "--metrics-bind-address", "0", "--health-probe-bind-address", "0",
                                  "--member-secret-namespace", ns, "--router-url", summary_url_,
                                  "--shared-volume-host-path", "/tmp", "--shared-volume-mount-path",
-                                 "/kiln"},
-        dir_.path() + "/operator-" + std::to_string(++operators_) + ".log");
+                                 "/kiln", "--log-level", "debug"},
+        log_dir_ + "/operator-" + std::to_string(++operators_) + ".log");
   }
   void KillOperator() {
     operator_->Signal(SIGKILL);
@@ -264,7 +271,7 @@ class Chaos {
         std::vector<std::string>{
             KILN_ROUTER_BIN, "--kubeconfig", hub_cluster().kubeconfig, "--namespace", ns,
             "--listen", "127.0.0.1:" + std::to_string(router_port_), "--log-level", "warn"},
-        dir_.path() + "/router-" + std::to_string(++routers_) + ".log");
+        log_dir_ + "/router-" + std::to_string(++routers_) + ".log");
   }
   void KillRouter() {
     router_->Signal(SIGKILL);
@@ -273,7 +280,8 @@ class Chaos {
   }
   std::string OperatorLogTail() const {
     const std::string log = operator_->Output();
-    return log.substr(log.size() > 4000 ? log.size() - 4000 : 0);
+    return "(all the logs: " + log_dir_ + ") " +
+           log.substr(log.size() > 4000 ? log.size() - 4000 : 0);
   }
 
   // The router's table: route ns/chat's versions (an empty array when the
@@ -352,6 +360,22 @@ class Chaos {
         pod.attempt = std::atoi(labels.value(kAttemptLabel, "-1").c_str());
         pod.bound = !pod.node.empty();
         pod.gated = !p["spec"].value("schedulingGates", json::array()).empty();
+        pod.placed = pod.node;
+        if (pod.placed.empty()) {
+          // Not bound yet: the node kiln placed it on (its required affinity).
+          const json terms =
+              p["spec"]
+                  .value("affinity", json::object())
+                  .value("nodeAffinity", json::object())
+                  .value("requiredDuringSchedulingIgnoredDuringExecution", json::object())
+                  .value("nodeSelectorTerms", json::array());
+          if (!terms.empty()) {
+            const json fields = terms[0].value("matchFields", json::array());
+            if (!fields.empty() && !fields[0].value("values", json::array()).empty()) {
+              pod.placed = fields[0]["values"][0].get<std::string>();
+            }
+          }
+        }
         pods.push_back(std::move(pod));
       }
     }
@@ -381,7 +405,7 @@ class Chaos {
   std::vector<std::unique_ptr<kube::Client>> clients_;
   std::map<std::string, size_t> members_;  // MemberCluster → index in clusters().
   std::map<std::string, std::pair<std::string, Clock::time_point>> not_ready_;
-  testing::TempDir dir_;
+  std::string log_dir_;  // Kept after the run, for a failure's story.
   std::unique_ptr<HttpServer> stand_in_;
   std::string summary_url_;
   int router_port_ = 0;
@@ -442,6 +466,29 @@ class Invariants {
     std::map<std::string, std::map<int, std::vector<const LivePod*>>> by_job;
     for (const LivePod& p : pods) by_job[p.job][p.attempt].push_back(&p);
     const auto now = Clock::now();
+    // No node is given more GPUs than it has: the live workers bound to it
+    // or placed on it, for longer than 10 s (a placement is written before
+    // the pods it replaces are gone from the watcher's list).
+    std::map<std::string, int> gpus_on;
+    for (const LivePod& p : pods) {
+      if (!p.placed.empty()) gpus_on[p.member + "/" + p.placed] += kGpusPerWorker;
+    }
+    for (const auto& [node, gpus] : gpus_on) {
+      if (gpus <= c.gpus_per_node()) {
+        over_since_.erase(node);
+        continue;
+      }
+      auto [it, inserted] = over_since_.emplace(node, now);
+      if (!inserted && now - it->second > std::chrono::seconds(10) &&
+          reported_.insert("over " + node).second) {
+        std::string who;
+        for (const LivePod& p : pods) {
+          if (p.member + "/" + p.placed == node) who += " " + p.name + (p.bound ? "" : "(unbound)");
+        }
+        Violation("node " + node + " has been given " + std::to_string(gpus) + " GPUs of " +
+                  std::to_string(c.gpus_per_node()) + " for over 10 s:" + who);
+      }
+    }
     for (const auto& [job, attempts] : by_job) {
       if (attempts.size() > 1) {
         // Older attempts' pods left on a member that was cut off are
@@ -554,7 +601,7 @@ class Invariants {
   std::map<std::string, Clock::time_point> cut_off_until_;
   std::atomic<int> tolerated_overlaps_{0};
   // The watcher thread's own state.
-  std::map<std::string, Clock::time_point> half_since_;
+  std::map<std::string, Clock::time_point> half_since_, over_since_;
   std::set<std::string> reported_;
   int rollbacks_ = 0;
   bool promoted_v2_ = false, stopped_v3_ = false;
@@ -633,8 +680,13 @@ TEST_CASE("the fleet keeps its invariants under random faults", "[chaos][fleet]"
   } stop_on_exit{c};
 
   // The chaos: a fixed seed, a bounded number of faults.
-  const int kFaults = 30;
-  std::mt19937 rng(19);
+  // KILN_CHAOS_SEED and KILN_CHAOS_FAULTS explore other runs (the suite's
+  // is seed 19, 30 faults); the seed is printed so a failure can be re-run.
+  const char* seed_env = std::getenv("KILN_CHAOS_SEED");
+  const char* faults_env = std::getenv("KILN_CHAOS_FAULTS");
+  const unsigned seed = seed_env != nullptr ? std::strtoul(seed_env, nullptr, 10) : 19;
+  const int kFaults = faults_env != nullptr ? std::atoi(faults_env) : 30;
+  std::mt19937 rng(seed);
   std::vector<Fault> faults;
   const auto began = Clock::now();
   int member_downs = 0;
@@ -886,10 +938,11 @@ TEST_CASE("the fleet keeps its invariants under random faults", "[chaos][fleet]"
   for (const auto& [kind, n] : by_kind) counts += kind + " " + std::to_string(n) + ", ";
   const std::vector<std::string> violations = inv.violations();
   std::printf(
-      "fleet chaos: %zu faults in %.1f s (%s), %d restarts over %zu jobs, every one explained; "
+      "fleet chaos (seed %u): %zu faults in %.1f s (%s), %d restarts over %zu jobs, every one "
+      "explained; "
       "v2 promoted, v3 rolled back; %d overlaps of a cut-off member's old pods tolerated; settled "
       "%.1f s after the last fault; %zu violations\n",
-      faults.size(), chaos_seconds, counts.c_str(), restarts_total, inv.jobs().size(),
+      seed, faults.size(), chaos_seconds, counts.c_str(), restarts_total, inv.jobs().size(),
       inv.tolerated_overlaps(), settle_seconds, violations.size());
   for (const Fault& f : faults) {
     std::string hit;
