@@ -96,6 +96,28 @@ std::string Selector(const json& job, std::optional<int32_t> attempt) {
   return s;
 }
 
+constexpr const char* kNodeRefusedReason = "NodeRefused";
+
+// Since when `pod`'s scheduler has refused it (PodScheduled False,
+// Unschedulable), if it has.
+std::optional<std::chrono::system_clock::time_point> RefusedSince(const json& pod) {
+  for (const json& c : pod.value("status", json::object()).value("conditions", json::array())) {
+    if (c.value("type", "") != "PodScheduled") continue;
+    if (c.value("status", "") != "False" || c.value("reason", "") != "Unschedulable") break;
+    auto t = ParseRfc3339(c.value("lastTransitionTime", ""));
+    if (!t.ok()) break;
+    return std::chrono::time_point_cast<std::chrono::system_clock::duration>(*t);
+  }
+  return std::nullopt;
+}
+
+std::string RefusedMessage(const json& pod) {
+  for (const json& c : pod.value("status", json::object()).value("conditions", json::array())) {
+    if (c.value("type", "") == "PodScheduled") return c.value("message", "");
+  }
+  return "";
+}
+
 bool Gated(const json& pod) {
   const json spec = pod.value("spec", json::object());
   return spec.contains("schedulingGates") && spec["schedulingGates"].is_array() &&
@@ -796,6 +818,44 @@ StatusOr<runtime::Result> TrainingJobReconciler::Reconcile(const runtime::Contex
         pods[static_cast<size_t>(rank)] = item;
         seen[static_cast<size_t>(rank)] = true;
       }
+    }
+  }
+  // A released gang that its member's scheduler will not bind waits for
+  // nothing: the node kiln placed a worker on has no room after all (a pod
+  // kiln did not count, or a view that was wrong; found by the chaos suite,
+  // where a gang was placed on a full node and stayed Pending). After
+  // refused_timeout the attempt's pods go and the gang is placed again, in
+  // the same attempt (no worker started). The condition carries the
+  // decision, so an operator restarted meanwhile finishes it.
+  if (!failure && status.phase.value_or("") == "Scheduled") {
+    const v1::Condition* scheduled = FindCondition(status, "Scheduled");
+    bool refused = scheduled != nullptr && scheduled->status == "False" &&
+                   scheduled->reason == kNodeRefusedReason;
+    for (size_t rank = 0; rank < ranks.size() && !refused; ++rank) {
+      if (!seen[rank] || Gated(pods[rank])) continue;
+      const auto refused_since = RefusedSince(pods[rank]);
+      if (!refused_since || options_.now() - *refused_since < options_.refused_timeout) continue;
+      refused = true;
+      const std::string why =
+          "the scheduler of member cluster " + ranks[rank].cluster + " has not bound worker " +
+          Str(pods[rank]["metadata"], "name") + " to node " + ranks[rank].node + " for " +
+          std::to_string(
+              std::chrono::duration_cast<std::chrono::seconds>(options_.now() - *refused_since)
+                  .count()) +
+          " s (" + RefusedMessage(pods[rank]) + "): placing the gang again";
+      SetCondition(status, "Scheduled", false, kNodeRefusedReason, why, now, generation);
+      record(runtime::EventType::kWarning, kNodeRefusedReason, why);
+    }
+    if (refused) {
+      capacity_.Release(request.Key());
+      KILN_ASSIGN_OR_RETURN(bool gone, DeleteWorkers(obj, attempt, 0));
+      if (gone) {
+        status.placement.reset();
+        status.ready_workers = 0;
+        status.phase = "Pending";
+      }
+      KILN_RETURN_IF_ERROR(write());
+      return runtime::Result{.requeue_after = gone ? milliseconds(1) : milliseconds(500)};
     }
   }
   // Objects are made only while the attempt is being created (phase

@@ -123,6 +123,11 @@ struct TrainingJobReconcilerOptions {
   // Secret again (Secrets are not watched), so a rotation reaches the
   // members' copies within it.
   std::chrono::milliseconds unschedulable_retry{std::chrono::seconds(10)};
+  // How long a released gang's pod may stay refused by its member's
+  // scheduler (PodScheduled False, Unschedulable: the node kiln placed it on
+  // has no room after all) before the gang is placed again, in the same
+  // attempt: no worker has started, so it is no restart.
+  std::chrono::milliseconds refused_timeout{std::chrono::seconds(30)};
   // Reads rank 0's progress; none leaves the progress fields alone. Must
   // outlive the reconciler.
   ProgressReader* progress_reader = nullptr;

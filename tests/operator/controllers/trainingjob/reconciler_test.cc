@@ -929,6 +929,66 @@ TEST_CASE("a worker gone while its gang is still gated is created again, with no
   for (const auto& p : h.Pods("0")) CHECK_FALSE(p["spec"].contains("schedulingGates"));
 }
 
+// The chaos suite's other finding: a gang placed on a node that had no room
+// after all stayed Pending for good. Its member's scheduler refusing a
+// released worker for refused_timeout places the gang again, in the same
+// attempt (no restart), and says why.
+TEST_CASE("a gang its member's scheduler refuses is placed again in the same attempt",
+          "[trainingjob][reconciler]") {
+  Harness h;
+  REQUIRE(h.CreateJob(Job("run", 2)).ok());
+  h.ReconcileUntil("run", "Scheduled");
+  REQUIRE(h.Reconcile("run").ok());  // Creates the gang and lifts its gates.
+  REQUIRE(h.Pods("0").size() == 2);
+  auto refuse = [&](std::chrono::seconds ago) {
+    for (json p : h.Pods("0")) {
+      p["status"] = {{"phase", "Pending"},
+                     {"conditions",
+                      {{{"type", "PodScheduled"},
+                        {"status", "False"},
+                        {"reason", "Unschedulable"},
+                        {"message", "0/2 nodes are available: 1 Insufficient nvidia.com/gpu."},
+                        {"lastTransitionTime", FormatRfc3339(h.now - ago)}}}}};
+      h.server.Put("pods", p);
+    }
+  };
+  refuse(std::chrono::seconds(10));  // Not yet for long.
+  REQUIRE(h.Reconcile("run").ok());
+  CHECK(h.JobStatus("run").value("phase", "") == "Scheduled");
+  CHECK(h.Pods("0").size() == 2);
+
+  refuse(std::chrono::seconds(31));
+  const bool restart_operator = GENERATE(false, true);
+  if (restart_operator) h.RestartOperator();
+  REQUIRE(h.Reconcile("run").ok());  // Deletes the pods: the decision is in the condition.
+  CHECK(h.Pods("0").empty());
+  if (restart_operator) h.RestartOperator();
+  REQUIRE(h.Reconcile("run").ok());  // Sees them gone: placed afresh next.
+  json s = h.JobStatus("run");
+  INFO(s.dump());
+  CHECK(h.Pods("0").empty());
+  CHECK(s.value("phase", "") == "Pending");
+  CHECK_FALSE(s.contains("placement"));
+  CHECK(s.value("restarts", 0) == 0);
+  bool said = false;
+  for (const auto& c : s["conditions"]) {
+    if (c["type"] == "Scheduled") {
+      CHECK(c["reason"] == "NodeRefused");
+      CHECK_THAT(c.value("message", ""), Catch::Contains("Insufficient nvidia.com/gpu"));
+      said = true;
+    }
+  }
+  CHECK(said);
+  const auto reasons = h.EventReasons();
+  CHECK(std::count(reasons.begin(), reasons.end(), "NodeRefused") == 1);
+
+  // Placed again and created again, as attempt 0.
+  h.ReconcileUntil("run", "Scheduled");
+  REQUIRE(h.Reconcile("run").ok());
+  CHECK(h.Pods("0").size() == 2);
+  CHECK(h.JobStatus("run").value("restarts", 0) == 0);
+}
+
 // A worker deleted with its node (the pod GC's work) is a NodeFailure too.
 TEST_CASE("a worker gone with its deleted node is a NodeFailure", "[trainingjob][reconciler]") {
   Harness h;
