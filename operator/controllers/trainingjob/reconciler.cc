@@ -461,6 +461,30 @@ void TrainingJobReconciler::Forget(const std::string& key) {
   memory_.erase(key);
 }
 
+void TrainingJobReconciler::RecountMember(const std::string& cluster, const std::string& node) {
+  // A refusal says the view is wrong about the node: the member's cached
+  // pods are fed to it again. Idempotent (a pod it counts already replaces
+  // itself), so a pod it had lost counts again before the gang is placed
+  // anew; how much it had missed on the node is logged.
+  auto member = members_.Get(cluster);
+  if (member == nullptr) return;
+  auto cached = member->pods().List();
+  if (!cached.ok()) return;
+  auto free_gpus = [&] {
+    auto free = capacity_.Snapshot().Free(cluster, node);
+    return free.ok() ? free->gpus : int64_t{-1};
+  };
+  const int64_t before = free_gpus();
+  for (const kube::Object& pod : *cached) capacity_.OnPod(cluster, *pod);
+  const int64_t after = free_gpus();
+  log::Logger("trainingjob")
+      .Warn("a member's scheduler refused a placement; its pods counted again",
+            {{"cluster", cluster},
+             {"node", node},
+             {"freeGpusBefore", before},
+             {"freeGpusAfter", after}});
+}
+
 Status TrainingJobReconciler::RebuildHolds() {
   if (holds_rebuilt_.load()) return Status::Ok();
   std::lock_guard<std::mutex> lock(rebuild_mu_);
@@ -845,6 +869,7 @@ StatusOr<runtime::Result> TrainingJobReconciler::Reconcile(const runtime::Contex
           " s (" + RefusedMessage(pods[rank]) + "): placing the gang again";
       SetCondition(status, "Scheduled", false, kNodeRefusedReason, why, now, generation);
       record(runtime::EventType::kWarning, kNodeRefusedReason, why);
+      RecountMember(ranks[rank].cluster, ranks[rank].node);
     }
     if (refused) {
       capacity_.Release(request.Key());

@@ -173,6 +173,9 @@ class TrainingJobReconciler final : public runtime::Reconciler {
   // finish it); true when nothing of them is left. A member not connected or
   // not answering counts as holding some, unless `may_hold` is given and
   // does not name it.
+  // Feeds the member's cached pods to the capacity view again, after its
+  // scheduler refused a worker on `node`.
+  void RecountMember(const std::string& cluster, const std::string& node);
   StatusOr<bool> DeleteWorkers(const nlohmann::json& job, int32_t attempt,
                                int64_t grace_seconds = kFailedGangGraceSeconds,
                                const std::set<std::string>* may_hold = nullptr);

@@ -90,6 +90,7 @@ class Harness {
         std::make_unique<TrainingJobReconciler>(*hub_, members_, *view_, &events_, options_);
   }
 
+  testing::TestMember& member() { return *member_; }
   void AddNode(const json& node) {
     server.Put("nodes", node);
     member_->nodes_.Put(*server.Object("nodes", "", node["metadata"]["name"]));
@@ -957,8 +958,19 @@ TEST_CASE("a gang its member's scheduler refuses is placed again in the same att
   CHECK(h.JobStatus("run").value("phase", "") == "Scheduled");
   CHECK(h.Pods("0").size() == 2);
 
+  // What the view missed: a pod on the refused worker's node, in the
+  // member's cache but never told to the view. The refusal counts it.
+  const std::string node = h.Pods(
+      "0")[0]["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+          ["nodeSelectorTerms"][0]["matchFields"][0]["values"][0];
+  json unseen = fleet::testing::GpuPod(kNs, "unseen", node, 8);
+  unseen["spec"]["containers"][0]["resources"]["requests"]["nvidia.com/gpu"] = "8";
+  h.member().pods_.Put(unseen);
   refuse(std::chrono::seconds(31));
+  // A new operator's view is filled from the members' pods (this harness's
+  // from its API server's), so it counts the pod from the start.
   const bool restart_operator = GENERATE(false, true);
+  if (restart_operator) h.server.Put("pods", unseen);
   if (restart_operator) h.RestartOperator();
   REQUIRE(h.Reconcile("run").ok());  // Deletes the pods: the decision is in the condition.
   CHECK(h.Pods("0").empty());
@@ -982,7 +994,17 @@ TEST_CASE("a gang its member's scheduler refuses is placed again in the same att
   const auto reasons = h.EventReasons();
   CHECK(std::count(reasons.begin(), reasons.end(), "NodeRefused") == 1);
 
-  // Placed again and created again, as attempt 0.
+  // The view counts the pod now: no room for the gang (without the recount
+  // it would be placed on the same node again, and refused again).
+  REQUIRE(h.Reconcile("run").ok());
+  s = h.JobStatus("run");
+  CHECK(s.value("phase", "") == "Pending");
+  CHECK_THAT(s.dump(), Catch::Contains("InsufficientCapacity"));
+
+  // The pod goes: placed again and created again, as attempt 0.
+  h.member().pods_.Delete(kNs, "unseen");
+  h.server.Remove("pods", kNs, "unseen");
+  h.view().OnPodDeleted(kMember, unseen);
   h.ReconcileUntil("run", "Scheduled");
   REQUIRE(h.Reconcile("run").ok());
   CHECK(h.Pods("0").size() == 2);
