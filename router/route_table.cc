@@ -30,6 +30,28 @@ const TableVersion* ByWeight(const TableRoute& route, uint64_t point) {
   return nullptr;
 }
 
+// As ByWeight, among the versions with a ready endpoint only, when some
+// version with weight has none (a canary's EndpointSlice lagging its
+// Deployment's readiness, or a version whose pods all went): its share goes
+// to the others in proportion to their weights, so no request is sent to a
+// version that cannot take it while another can. When none with weight has
+// an endpoint, ByWeight's pick (and its "no ready endpoint" answer).
+const TableVersion* ByWeightReady(const TableRoute& route, uint64_t point) {
+  int ready_sum = 0;
+  for (const TableVersion& v : route.versions) {
+    if (!v.endpoints.empty()) ready_sum += v.config.weight;
+  }
+  if (ready_sum <= 0 || ready_sum == route.weight_sum) return ByWeight(route, point);
+  // `point` is in [0, 100): scaled to [0, ready_sum).
+  int at = static_cast<int>(point * static_cast<uint64_t>(ready_sum) / 100);
+  for (const TableVersion& v : route.versions) {
+    if (v.endpoints.empty()) continue;
+    if (at < v.config.weight) return &v;
+    at -= v.config.weight;
+  }
+  return nullptr;
+}
+
 std::string HostWithoutPort(const std::string& host) {
   if (!host.empty() && host[0] == '[') {
     const size_t close = host.find(']');
@@ -182,10 +204,10 @@ Pick RouteTable::Choose(const std::string& model, const HttpRequest& request,
       key = CookieValue(request.Header("cookie"), route->config.sticky_cookie);
     }
     if (!key.empty()) {
-      pick.version = ByWeight(*route, Hash(key) % 100);
+      pick.version = ByWeightReady(*route, Hash(key) % 100);
       pick.by = "sticky";
     } else {
-      pick.version = ByWeight(*route, random % 100);
+      pick.version = ByWeightReady(*route, random % 100);
       pick.by = "weight";
     }
   }

@@ -1,5 +1,6 @@
 #include "router/route_table.h"
 
+#include <cmath>
 #include <map>
 #include <random>
 #include <set>
@@ -195,6 +196,56 @@ TEST_CASE("requests with nowhere to go get the reason", "[router]") {
   p = table->Choose("", Req({{"host", "other.example"}}, "/v1/models"), 1);
   CHECK(p.error == PickError::kNoRoute);
   CHECK_THAT(p.reason, Catch::Contains("no route matches host \"other.example\""));
+}
+
+// The fleet chaos suite saw kiln-router's table give a canary 50% before
+// its EndpointSlice had a ready endpoint (the slice lags the Deployment's
+// readiness, which the operator acts on): half the requests would have been
+// refused. A version with weight and no ready endpoint now passes its share
+// to the others; only when none has one does the request fail.
+TEST_CASE("a weighted version without a ready endpoint passes its share to the others",
+          "[router]") {
+  EndpointRegistry registry;
+  auto table = Table(Split(50, {}), registry);
+  std::mt19937_64 rng(7);
+  for (int i = 0; i < 1000; ++i) {
+    Pick p = table->Choose("chat", Req(), rng());
+    REQUIRE(p.error == PickError::kNone);
+    CHECK(p.version->config.name == "v1");
+  }
+  // Sticky keys too, and every one lands.
+  for (int i = 0; i < 100; ++i) {
+    Pick p = table->Choose("chat", Req({{"x-session", "user-" + std::to_string(i)}}), rng());
+    REQUIRE(p.error == PickError::kNone);
+    CHECK(std::string(p.by) == "sticky");
+    CHECK(p.version->config.name == "v1");
+  }
+  // Three versions, one without endpoints: the others keep their ratio.
+  RouteConfig c;
+  c.generation = 1;
+  c.routes.push_back({.name = "default/chat",
+                      .models = {"chat"},
+                      .versions = {{"v1", "stable", 60, {"127.0.0.1:1"}},
+                                   {"v2", "canary", 30, {}},
+                                   {"v3", "previous", 10, {"127.0.0.1:3"}}}});
+  table = Table(c, registry);
+  int v1 = 0, v3 = 0;
+  const int n = 10000;
+  for (int i = 0; i < n; ++i) {
+    Pick p = table->Choose("chat", Req(), rng());
+    REQUIRE(p.error == PickError::kNone);
+    (p.version->config.name == "v1" ? v1 : v3)++;
+  }
+  // 60:10 of the ready ones: v3 about 1/7, within 5 standard deviations.
+  const double sd = std::sqrt(n * (1.0 / 7) * (6.0 / 7));
+  INFO("v1 " << v1 << ", v3 " << v3);
+  CHECK(std::abs(v3 - n / 7.0) <= 5 * sd);
+  // None with weight has an endpoint: the request fails, with the reason.
+  c.routes[0].versions = {{"v1", "stable", 100, {}}, {"v2", "canary", 0, {"127.0.0.1:2"}}};
+  table = Table(c, registry);
+  Pick p = table->Choose("chat", Req(), 1);
+  CHECK(p.error == PickError::kNoEndpoints);
+  CHECK(p.reason == "default/chat version v1 (stable) has no ready endpoint");
 }
 
 TEST_CASE("cookie values are found among others", "[router]") {
