@@ -714,7 +714,8 @@ TEST_CASE("the fleet keeps its invariants under random faults", "[chaos][fleet]"
   // is seed 19, 30 faults); the seed is printed so a failure can be re-run.
   const char* seed_env = std::getenv("KILN_CHAOS_SEED");
   const char* faults_env = std::getenv("KILN_CHAOS_FAULTS");
-  const unsigned seed = seed_env != nullptr ? std::strtoul(seed_env, nullptr, 10) : 19;
+  const auto seed =
+      static_cast<unsigned>(seed_env != nullptr ? std::strtoul(seed_env, nullptr, 10) : 19);
   const int kFaults = faults_env != nullptr ? std::atoi(faults_env) : 30;
   std::mt19937 rng(seed);
   std::vector<Fault> faults;
